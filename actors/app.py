@@ -1,0 +1,156 @@
+"""The composition root: turns a Config into a running supervision tree.
+
+    herald (System)
+    ├── storage    bus (group-commit flusher), recorder
+    ├── delivery   connection registry, provider:email, provider:sms, provider:push, provider:web
+    ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
+    ├── ingress    ingress (a pool of workers on one mailbox)
+    └── front      Hypercorn + Quart-Trio (REST, WebSocket)
+
+Stages boot top to bottom and stop bottom to top.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from protocol.channels import Channel
+from reactor.bus_embedded import EmbeddedBus
+from reactor.logstore_sqlite import SqliteLogStore
+from reactor.mailbox import Mailbox, Overflow
+from reactor.store_sqlite import SqliteStore
+from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
+from reactor.system import System, handle_signals
+
+from .clients.sandbox import EmailOutbox, JsonLinesSink
+from .clients.web import WebClient
+from .config import Config
+from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
+from .gateway import FrontEnd, Gateway, new_secret
+from .ingress import Ingress
+from .provider import ChannelClient, Provider
+from .recorder import Recorder
+from .sessions import ConnectionRegistry
+
+log = logging.getLogger("herald")
+
+
+@dataclass
+class Herald:
+    """A running node: what tests and the CLI need to reach."""
+
+    config: Config
+    system: System
+    gateway: Gateway
+    front: FrontEnd
+    bus: EmbeddedBus
+    logstore: SqliteLogStore
+    providers: dict[Channel, Provider]
+    consumer_groups: dict[Channel, ConsumerGroup]
+    ingress: Ingress
+    recorder: Recorder
+    registry: ConnectionRegistry
+    api_key: str
+
+    @property
+    def url(self) -> str:
+        return self.front.url()
+
+
+def default_clients(config: Config, registry: Mailbox[Any]) -> dict[Channel, ChannelClient]:
+    return {
+        Channel.EMAIL: EmailOutbox(config.outbox_dir, config.email_from),
+        Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms"),
+        Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push"),
+        Channel.WEB: WebClient(registry),
+    }
+
+
+async def run_herald(
+    config: Config,
+    *,
+    clients: dict[Channel, ChannelClient] | None = None,
+    signals: bool = True,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Boot a node, report it with task_status.started(Herald), run until shut down."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(config.data_dir / "store.sqlite3")
+    logstore = SqliteLogStore(config.data_dir / "logs.sqlite3")
+    await store.open()
+    await logstore.open()
+    try:
+        secret = await store.put_meta_if_absent("token_secret", new_secret())
+        api_key = config.api_key or await store.put_meta_if_absent("api_key", new_secret()[:40])
+
+        bus = EmbeddedBus(config.data_dir / "bus", {c.topic(): config.partitions_of(c) for c in Channel})
+        recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
+        registry_mb: Mailbox[Any] = Mailbox("registry", 4096, Overflow.BLOCK)
+        ingress_mb: Mailbox[Any] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
+        provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
+
+        recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
+        registry = ConnectionRegistry(registry_mb)
+        chosen = {**default_clients(config, registry_mb), **(clients or {})}
+        providers = {c: Provider(c, chosen[c], provider_mbs[c]) for c in Channel}
+        retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
+        policy = RestartPolicy()
+
+        def consumer_factory(channel: Channel) -> Any:
+            def make(partition: int) -> PartitionConsumer:
+                return PartitionConsumer(
+                    bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, config.consumer_batch, retry
+                )
+
+            return make
+
+        groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
+        ingress = Ingress(bus, ingress_mb, recorder_mb, config.ingress_workers)
+        gateway = Gateway(
+            ingress=ingress_mb,
+            registry=registry_mb,
+            recorder=recorder_mb,
+            logstore=logstore,
+            api_key=api_key,
+            secret=secret.encode(),
+            max_body_bytes=config.max_body_bytes,
+            heartbeat_s=config.heartbeat_s,
+            session_queue=config.session_queue,
+        )
+        front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
+
+        stages = [
+            Supervisor("storage", [
+                ChildSpec("bus", bus.run, stop=bus.stop),
+                ChildSpec("recorder", recorder.run, stop=recorder_mb.close),
+            ], policy),
+            Supervisor("delivery", [
+                ChildSpec("registry", registry.run, stop=registry_mb.close),
+                *[ChildSpec(f"provider:{c.value}", providers[c].run, stop=provider_mbs[c].close) for c in Channel],
+            ], policy),
+            Supervisor("consumers", [ChildSpec(f"consumer-group:{c.value}", groups[c].run, stop=groups[c].stop) for c in Channel], policy),
+            Supervisor("ingress", [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)], policy),
+            Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
+        ]
+        system = System(stages, grace_s=config.shutdown_grace_s)
+        herald = Herald(config, system, gateway, front, bus, logstore, providers, groups, ingress, recorder, registry, api_key)
+        async with trio.open_nursery() as nursery:
+            if signals:
+                await nursery.start(handle_signals, system)
+
+            async def run_system(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await system.run(task_status=task_status)
+                nursery.cancel_scope.cancel()  # shut down: stop listening for signals
+
+            await nursery.start(run_system)
+            log.info("herald ready on %s; outbox %s", front.url(), config.outbox_dir.resolve())
+            task_status.started(herald)
+    finally:
+        with trio.CancelScope(shield=True):
+            await logstore.close()
+            await store.close()
+

@@ -1,0 +1,140 @@
+"""The `herald` command: serve a node, send a notification, issue a subscriber token."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config import ConfigError, load_config
+
+API_KEY_FILE = "api-key"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    except (ConfigError, OSError) as exc:
+        print(f"herald: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .app import run_herald
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            herald = await nursery.start(run_herald, config)
+            key_file = config.data_dir / API_KEY_FILE
+            key_file.write_text(herald.api_key + "\n")
+            key_file.chmod(0o600)
+            print(f"herald: serving on {herald.url}", flush=True)
+            print(f"herald: API key in {key_file.resolve()}", flush=True)
+            print(f"herald: email outbox {config.outbox_dir.resolve()}", flush=True)
+            print(f"herald: sms and push in {(config.data_dir / 'sms.jsonl').resolve()}, {(config.data_dir / 'push.jsonl').resolve()}", flush=True)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.server or os.environ.get("HERALD_URL", "http://127.0.0.1:8080")
+    key = args.api_key or os.environ.get("HERALD_API_KEY")
+    if not key:
+        key_file = Path(args.data_dir or os.environ.get("HERALD_DATA_DIR", "herald-data")) / API_KEY_FILE
+        if not key_file.exists():
+            raise SystemExit(f"herald: no API key: pass --api-key, set HERALD_API_KEY, or run where {key_file} exists")
+        key = key_file.read_text().strip()
+    return url.rstrip("/"), key
+
+
+def _request(method: str, url: str, key: str, body: Any) -> int:
+    import httpx
+
+    response = httpx.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.is_success else 1
+
+
+def _send(args: argparse.Namespace) -> int:
+    url, key = _client_settings(args)
+    channels = args.channel or ["web"]
+    content: dict[str, Any] = {}
+    to: dict[str, str] = {}
+    for channel in channels:
+        if channel == "email":
+            content["email"] = {"subject": args.title, "text": args.body}
+            if args.email:
+                to["email"] = args.email
+        elif channel == "sms":
+            content["sms"] = {"text": f"{args.title}: {args.body}" if args.body else args.title}
+            if args.phone:
+                to["phone"] = args.phone
+        elif channel == "push":
+            content["push"] = {"title": args.title, "body": args.body}
+            if args.device_token:
+                to["device_token"] = args.device_token
+        else:
+            content["web"] = {"title": args.title, "body": args.body}
+    body: dict[str, Any] = {"user_id": args.user, "channels": channels, "content": content, "priority": args.priority}
+    if to:
+        body["to"] = to
+    return _request("POST", f"{url}/v1/notifications", key, body)
+
+
+def _token(args: argparse.Namespace) -> int:
+    url, key = _client_settings(args)
+    return _request("POST", f"{url}/v1/users/{args.user}/tokens", key, {"ttl_s": args.ttl})
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="herald", description="Herald, a multi-channel notification service")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node with the embedded backends")
+    serve.add_argument("--config", type=Path, help="TOML file (HERALD_CONFIG)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir", type=Path)
+    serve.set_defaults(func=_serve)
+
+    def client(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", help="base URL (HERALD_URL, default http://127.0.0.1:8080)")
+        p.add_argument("--api-key", help="API key (HERALD_API_KEY, else <data-dir>/api-key)")
+        p.add_argument("--data-dir", help="where `herald serve` keeps its data (for the API key)")
+
+    send = sub.add_parser("send", help="send one notification")
+    send.add_argument("--user", required=True)
+    send.add_argument("--channel", action="append", choices=["email", "sms", "push", "web"])
+    send.add_argument("--title", required=True)
+    send.add_argument("--body", default="")
+    send.add_argument("--email")
+    send.add_argument("--phone")
+    send.add_argument("--device-token")
+    send.add_argument("--priority", default="normal", choices=["critical", "high", "normal", "low"])
+    client(send)
+    send.set_defaults(func=_send)
+
+    token = sub.add_parser("token", help="issue a WebSocket token for a user")
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", type=int, default=3600)
+    client(token)
+    token.set_defaults(func=_token)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

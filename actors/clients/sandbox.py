@@ -1,0 +1,89 @@
+"""Sandbox channel clients: they deliver to files instead of a provider.
+
+Email writes one RFC 5322 message per notification to the outbox folder; SMS and push
+append one JSON line per message to sms.jsonl / push.jsonl. Writes are idempotent per
+notification where the medium allows it (an .eml is replaced, not duplicated).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import trio
+from msgspec import to_builtins
+
+from protocol.lifecycle import Status
+from protocol.messages import Delivery, Outcome, PermanentFailure, Sent
+from reactor.clock import wall_ms
+
+
+def build_email(delivery: Delivery, sender: str, now_ms: int) -> EmailMessage:
+    """An RFC 5322 message (multipart/alternative when there is both text and html)."""
+    content = delivery.content.email
+    assert content is not None and delivery.address is not None
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = delivery.address
+    message["Subject"] = content.subject
+    message["Date"] = format_datetime(dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.timezone.utc))
+    message["Message-ID"] = make_msgid(idstring=delivery.notification_id, domain="herald.localhost")
+    message["X-Herald-Notification-Id"] = delivery.notification_id
+    message.set_content(content.text or "")
+    if content.html:
+        message.add_alternative(content.html, subtype="html")
+    return message
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class EmailOutbox:
+    def __init__(self, outbox: Path, sender: str) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        outbox.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, delivery: Delivery) -> Outcome:
+        if delivery.content.email is None or not delivery.address:
+            return PermanentFailure("no email content or address")
+        message = build_email(delivery, self.sender, wall_ms())
+        path = self.outbox / f"{delivery.notification_id}.eml"
+        await trio.to_thread.run_sync(_write_atomically, path, bytes(message))
+        return Sent(Status.DELIVERED, detail=str(path))
+
+
+class JsonLinesSink:
+    """SMS or push sandbox: one JSON object per line, fsynced before the outcome."""
+
+    def __init__(self, path: Path, channel: str) -> None:
+        self.path = path
+        self.channel = channel
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, line: bytes) -> None:
+        with open(self.path, "ab") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    async def send(self, delivery: Delivery) -> Outcome:
+        part = delivery.content.for_channel(self.channel)
+        if part is None or not delivery.address:
+            return PermanentFailure(f"no {self.channel} content or address")
+        line = json.dumps(
+            {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": delivery.address, "at_ms": wall_ms(), **to_builtins(part)},
+            separators=(",", ":"),
+        )
+        await trio.to_thread.run_sync(self._append, line.encode() + b"\n")
+        return Sent(Status.DELIVERED, detail=str(self.path))

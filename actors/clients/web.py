@@ -1,0 +1,54 @@
+"""The web channel client: pushes a frame to the user's live sessions through the registry."""
+
+from __future__ import annotations
+
+from protocol.frames import NotificationFrame, frame_encoder
+from protocol.lifecycle import Status
+from protocol.messages import Delivery, InboxEntry, Outcome, PermanentFailure, Sent
+from reactor.ask import ask
+from reactor.clock import iso
+from reactor.mailbox import Mailbox
+
+from ..messages import Push, Register, Unregister
+
+
+def inbox_entry(delivery: Delivery, seq: int) -> InboxEntry:
+    web = delivery.content.web
+    assert web is not None
+    return InboxEntry(
+        notification_id=delivery.notification_id,
+        user_id=delivery.user_id,
+        created_ms=delivery.created_ms,
+        title=web.title,
+        body=web.body,
+        url=web.url,
+        data=delivery.data,
+        seq=seq,
+    )
+
+
+def notification_frame(entry: InboxEntry) -> bytes:
+    return frame_encoder.encode(
+        NotificationFrame(
+            id=entry.notification_id,
+            created_at=iso(entry.created_ms),
+            title=entry.title,
+            body=entry.body,
+            url=entry.url,
+            data=entry.data,
+        )
+    )
+
+
+class WebClient:
+    def __init__(self, registry: Mailbox[Register | Unregister | Push]) -> None:
+        self.registry = registry
+
+    async def send(self, delivery: Delivery) -> Outcome:
+        if delivery.content.web is None:
+            return PermanentFailure("no web content")
+        frame = notification_frame(inbox_entry(delivery, 0))
+        reached = await ask(self.registry.send, lambda reply: Push(delivery.user_id, delivery.notification_id, frame, reply))
+        if reached:
+            return Sent(Status.SENT, detail=f"pushed to {reached} session(s)")
+        return Sent(Status.QUEUED, detail="no live session: kept in the inbox")

@@ -1,0 +1,100 @@
+"""Configuration: zero-config defaults, overridden by an optional TOML file, then by env vars.
+
+Env vars are HERALD_<FIELD> in upper case (HERALD_PORT=9000, HERALD_DATA_DIR=/var/lib/herald).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from protocol.channels import Channel
+
+
+def _default_partitions() -> dict[str, int]:
+    return {"email": 4, "sms": 2, "push": 4, "web": 2}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("herald-data")
+    api_key: str = ""  # empty: generate one at first start and keep it in the store
+    partitions: dict[str, int] = field(default_factory=_default_partitions)
+    max_body_bytes: int = 64 * 1024
+    ingress_workers: int = 64
+    ingress_mailbox: int = 2048
+    provider_mailbox: int = 512
+    recorder_mailbox: int = 4096
+    recorder_batch: int = 2000
+    consumer_batch: int = 256
+    max_attempts: int = 5
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    heartbeat_s: float = 30.0
+    session_queue: int = 256
+    shutdown_grace_s: float = 10.0
+    email_from: str = "Herald <herald@localhost>"
+    log_level: str = "INFO"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def partitions_of(self, channel: Channel) -> int:
+        return int(self.partitions[channel.value])
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (Path, "Path"):
+            return Path(value)
+        if kind in (str, "str"):
+            return str(value)
+        if name == "partitions":
+            if isinstance(value, str):
+                value = dict(part.split("=") for part in value.split(","))
+            parts = {str(k): int(v) for k, v in dict(value).items()}
+            unknown = set(parts) - {c.value for c in Channel}
+            if unknown or any(v < 1 for v in parts.values()):
+                raise ValueError(f"channels {sorted(unknown)} unknown or a count below 1")
+            return {**_default_partitions(), **parts}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    raise ConfigError(f"{name}: unsupported type")
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Defaults, then the TOML file (if any), then HERALD_* env vars, then explicit overrides."""
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    if path is None and env.get("HERALD_CONFIG"):
+        path = Path(env["HERALD_CONFIG"])
+    if path is not None:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+        table = table.get("herald", table)
+        for key, value in table.items():
+            if key not in fields:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = value
+    for name in fields:
+        raw = env.get(f"HERALD_{name.upper()}")
+        if raw is not None:
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**{k: _coerce(k, fields[k].type, v) for k, v in values.items()})

@@ -1,0 +1,55 @@
+"""Messages between Herald's actors (in-process only, never on the wire)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.api import NotificationRequest, Receipt
+from protocol.messages import Delivery, InboxEntry, Outcome, StatusEvent
+from protocol.problems import Problem
+from reactor.ask import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """HTTP -> Ingress: accept this notification; the reply is a Receipt or a Problem."""
+
+    request: NotificationRequest
+    reply: Reply[Receipt | Problem]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """PartitionConsumer -> Provider: try to deliver this record."""
+
+    delivery: Delivery
+    reply: Reply[Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """-> Recorder: write these; the reply (if any) comes once they are durable."""
+
+    events: tuple[StatusEvent, ...]
+    inbox: tuple[InboxEntry, ...] = ()
+    reply: Reply[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Web Provider -> ConnectionRegistry: fan a frame out to the user's sessions; reply: sessions reached."""
+
+    user_id: str
+    notification_id: str
+    frame: bytes
+    reply: Reply[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    session: object  # actors.sessions.Session
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister:
+    session: object

@@ -1,0 +1,50 @@
+"""Per-channel content of a notification, as the API takes it and the bus carries it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Text = Annotated[str, msgspec.Meta(max_length=100_000)]
+
+
+class EmailContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
+    text: Text | None = None
+    html: Text | None = None
+
+
+class SmsContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=1600)]
+
+
+class PushContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    title: Short
+    body: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    data: dict[str, str] = {}
+
+
+class WebContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    title: Short
+    body: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+
+
+class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    email: EmailContent | None = None
+    sms: SmsContent | None = None
+    push: PushContent | None = None
+    web: WebContent | None = None
+
+    def for_channel(self, channel: str) -> Any:
+        return getattr(self, channel)
+
+
+class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Where to reach the user on each channel (the web channel needs nothing)."""
+
+    email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")] | None = None
+    phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")] | None = None
+    device_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None

@@ -1,0 +1,106 @@
+"""Messages between actors and the records the bus carries.
+
+Bus records are versioned wire formats (field `v`); a consumer refuses a version it
+does not know instead of guessing. Actor messages are frozen structs; the ones that
+expect an answer carry a `reply` handle (see reactor.ask).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .channels import Channel, Priority
+from .content import Content
+from .lifecycle import Status
+
+BUS_RECORD_VERSION = 1
+
+
+class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One channel of one notification: the record on the channel's bus topic."""
+
+    notification_id: str
+    user_id: str
+    channel: Channel
+    created_ms: int
+    content: Content  # only this channel's part is set
+    address: str | None = None  # email address, E.164 number or device token
+    priority: Priority = Priority.NORMAL
+    data: dict[str, Any] = {}
+    attempt: int = 1
+    v: int = BUS_RECORD_VERSION
+
+
+class UnknownRecordVersion(ValueError):
+    pass
+
+
+_delivery_decoder = msgspec.json.Decoder(Delivery)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_delivery(delivery: Delivery) -> bytes:
+    return _encoder.encode(delivery)
+
+
+def decode_delivery(raw: bytes) -> Delivery:
+    delivery = _delivery_decoder.decode(raw)
+    if delivery.v != BUS_RECORD_VERSION:
+        raise UnknownRecordVersion(f"bus record version {delivery.v} is not {BUS_RECORD_VERSION}")
+    return delivery
+
+
+class Sent(msgspec.Struct, frozen=True, tag="sent"):
+    """The provider took the message; `status` is what is known now.
+
+    DELIVERED for a sandbox outbox; SENT for a web frame pushed to a live session (the
+    client's ack makes it DELIVERED); QUEUED for a web notification kept in the inbox
+    until a session connects and syncs.
+    """
+
+    status: Status = Status.DELIVERED
+    detail: str = ""
+
+
+class RetryLater(msgspec.Struct, frozen=True, tag="retry_later"):
+    error: str
+    after_s: float | None = None
+
+
+class PermanentFailure(msgspec.Struct, frozen=True, tag="permanent_failure"):
+    error: str
+
+
+Outcome = Sent | RetryLater | PermanentFailure
+
+
+class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A status change of one channel of one notification, for the Recorder."""
+
+    notification_id: str
+    user_id: str
+    channel: Channel
+    status: Status
+    at_ms: int
+    detail: str = ""
+    created_ms: int = 0
+    priority: Priority = Priority.NORMAL
+
+
+class InboxEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A web notification kept for its user, so that reconnecting sessions can sync.
+
+    `seq` orders a user's inbox in delivery order: it is the bus offset of the record
+    in its partition, and all of a user's web records share one partition.
+    """
+
+    notification_id: str
+    user_id: str
+    created_ms: int
+    title: str
+    body: str = ""
+    url: str | None = None
+    data: dict[str, Any] = {}
+    seq: int = 0

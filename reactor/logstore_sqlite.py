@@ -1,0 +1,414 @@
+"""The embedded LogStore backend: SQLite, with a schema that mirrors the Cassandra one.
+
+Tables (the Cassandra layout in spirit: one table per query, keyed for that query):
+
+- notification_logs: a user's history, clustered by (created_ms, notification_id, channel)
+  and read newest first. `metadata` is a JSON object holding the last transition's
+  `detail`; `template_id` stays NULL until producers pass one.
+- notification_status: the current status of each (notification_id, channel).
+- notification_events: the attempt timeline, one row per distinct status reached.
+- daily_notification_stats: sent/delivered/failed counters per UTC date, channel and hour.
+- web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync.
+
+Durability: the PartitionConsumer commits bus offsets only after `record()` returns, so
+a committed transaction must survive a power loss. The database runs in WAL mode with
+synchronous=FULL (NORMAL may lose the last transactions on power loss in WAL mode).
+
+Concurrency: one writer connection and one read connection, each used by one worker
+thread at a time (a trio.Lock each); each call is a single trio.to_thread hop, so reads
+never wait behind a write transaction (WAL readers see the last committed snapshot).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import sqlite3
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import msgspec
+import trio
+
+from protocol.lifecycle import Status, can_advance
+from protocol.messages import InboxEntry, StatusEvent
+
+from .ports import EventRow, StatusRow
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notification_logs (
+    user_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    notification_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    template_id TEXT,
+    updated_ms INTEGER NOT NULL,
+    delivered_ms INTEGER,
+    error_message TEXT NOT NULL DEFAULT '',
+    metadata TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (user_id, created_ms, notification_id, channel)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notification_status (
+    notification_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (notification_id, channel)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notification_events (
+    notification_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX IF NOT EXISTS notification_events_by_id
+    ON notification_events (notification_id, channel, status);
+CREATE TABLE IF NOT EXISTS daily_notification_stats (
+    date TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    sent_count INTEGER NOT NULL DEFAULT 0,
+    delivered_count INTEGER NOT NULL DEFAULT 0,
+    failed_count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (date, channel, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS web_inbox (
+    user_id TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (user_id, notification_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS web_inbox_by_seq ON web_inbox (user_id, seq);
+"""
+
+_LOAD_STATUS = """
+SELECT notification_id, channel, user_id, status, priority, created_ms
+FROM notification_status
+WHERE notification_id IN (SELECT value FROM json_each(?))
+"""
+
+_UPSERT_STATUS = """
+INSERT INTO notification_status
+    (notification_id, channel, user_id, status, priority, created_ms, updated_ms, detail)
+VALUES (:nid, :channel, :user_id, :status, :priority, :created_ms, :updated_ms, :detail)
+ON CONFLICT (notification_id, channel) DO UPDATE SET
+    status = excluded.status, updated_ms = excluded.updated_ms, detail = excluded.detail
+"""
+
+_UPSERT_LOG = """
+INSERT INTO notification_logs
+    (user_id, created_ms, notification_id, channel, status, priority, template_id,
+     updated_ms, delivered_ms, error_message, metadata)
+VALUES (:user_id, :created_ms, :nid, :channel, :status, :priority, NULL,
+        :updated_ms, :delivered_ms, :error, json_object('detail', :detail))
+ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
+    status = excluded.status,
+    updated_ms = excluded.updated_ms,
+    delivered_ms = COALESCE(notification_logs.delivered_ms, excluded.delivered_ms),
+    error_message = excluded.error_message,
+    metadata = json_set(notification_logs.metadata, '$.detail', :detail)
+"""
+
+_INSERT_EVENT = """
+INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_ms, detail)
+VALUES (?, ?, ?, ?, ?)
+"""
+
+_BUMP_STATS = """
+INSERT INTO daily_notification_stats (date, channel, hour, sent_count, delivered_count, failed_count)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (date, channel, hour) DO UPDATE SET
+    sent_count = sent_count + excluded.sent_count,
+    delivered_count = delivered_count + excluded.delivered_count,
+    failed_count = failed_count + excluded.failed_count
+"""
+
+_INSERT_INBOX = """
+INSERT OR IGNORE INTO web_inbox (user_id, notification_id, created_ms, seq, payload) VALUES (?, ?, ?, ?, ?)
+"""
+
+_SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.OPENED, Status.READ})
+_DELIVERED_OR_LATER = frozenset({Status.DELIVERED, Status.OPENED, Status.READ})
+_FAILED = frozenset({Status.FAILED, Status.DEAD_LETTERED})
+
+_DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
+_EPOCH = dt.date(1970, 1, 1)
+
+_inbox_encoder = msgspec.json.Encoder()
+_inbox_decoder = msgspec.json.Decoder(InboxEntry)
+
+
+@lru_cache(maxsize=1024)
+def _utc_date(day: int) -> str:
+    """The UTC date YYYY-MM-DD of a day count since the epoch."""
+    return (_EPOCH + dt.timedelta(days=day)).isoformat()
+
+
+def _bucket(at_ms: int) -> tuple[str, int]:
+    """The (UTC date, hour) counter bucket of a timestamp."""
+    day, rest = divmod(at_ms, _DAY_MS)
+    return _utc_date(day), rest // _HOUR_MS
+
+
+def _counts(old: Status | None, new: Status) -> tuple[int, int, int]:
+    """The (sent, delivered, failed) increments of a status change."""
+    sent = int(new in _SENT_OR_LATER and old not in _SENT_OR_LATER)
+    delivered = int(new in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER)
+    failed = int(new in _FAILED and old not in _FAILED)
+    return sent, delivered, failed
+
+
+def encode_cursor(created_ms: int, notification_id: str, channel: str) -> str:
+    """An opaque, url-safe cursor for a history row's sort key."""
+    raw = json.dumps([created_ms, notification_id, channel], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str, str]:
+    """The sort key in a cursor; raises ValueError("invalid cursor") if malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeError):
+        raise ValueError("invalid cursor") from None
+    if (
+        not isinstance(key, list)
+        or len(key) != 3
+        or type(key[0]) is not int
+        or not isinstance(key[1], str)
+        or not isinstance(key[2], str)
+    ):
+        raise ValueError("invalid cursor")
+    return key[0], key[1], key[2]
+
+
+class _Key(msgspec.Struct):
+    """The state of one (notification, channel) while a batch is applied."""
+
+    user_id: str
+    priority: str
+    created_ms: int
+    status: Status
+    changed: bool = False
+    updated_ms: int = 0
+    detail: str = ""
+    delivered_ms: int | None = None
+
+
+def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry]) -> None:
+    """Run one record() batch as one transaction on the writer connection."""
+    ids = sorted({e.notification_id for e in events})
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        keys: dict[tuple[str, str], _Key] = {}
+        if ids:
+            for nid, channel, user_id, status, priority, created_ms in db.execute(_LOAD_STATUS, (json.dumps(ids),)):
+                keys[(nid, channel)] = _Key(user_id, priority, created_ms, Status(status))
+        timeline: list[tuple[str, str, str, int, str]] = []
+        stats: dict[tuple[str, str, int], list[int]] = {}
+        for e in events:
+            channel = e.channel.value
+            key = keys.get((e.notification_id, channel))
+            old = None if key is None else key.status
+            timeline.append((e.notification_id, channel, e.status.value, e.at_ms, e.detail))
+            if key is not None and not can_advance(old, e.status):
+                continue
+            if key is None:
+                key = keys[(e.notification_id, channel)] = _Key(
+                    e.user_id, e.priority.value, e.created_ms or e.at_ms, e.status
+                )
+            key.status, key.changed, key.updated_ms, key.detail = e.status, True, e.at_ms, e.detail
+            if e.status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
+                key.delivered_ms = e.at_ms
+            bump = _counts(old, e.status)
+            if any(bump):
+                date, hour = _bucket(e.at_ms)
+                counter = stats.setdefault((date, channel, hour), [0, 0, 0])
+                for i, n in enumerate(bump):
+                    counter[i] += n
+        rows = [
+            {
+                "nid": nid, "channel": channel, "user_id": k.user_id, "status": k.status.value,
+                "priority": k.priority, "created_ms": k.created_ms, "updated_ms": k.updated_ms,
+                "detail": k.detail, "delivered_ms": k.delivered_ms,
+                "error": k.detail if k.status in _FAILED else "",
+            }
+            for (nid, channel), k in keys.items()
+            if k.changed
+        ]
+        db.executemany(_UPSERT_STATUS, rows)
+        db.executemany(_UPSERT_LOG, rows)
+        db.executemany(_INSERT_EVENT, timeline)
+        db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
+        db.executemany(
+            _INSERT_INBOX,
+            [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in inbox],
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
+    """A connection in WAL mode with synchronous=FULL (query-only for the reader)."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA busy_timeout=5000")
+    if reader:
+        db.execute("PRAGMA query_only=ON")
+    else:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+    return db
+
+
+class SqliteLogStore:
+    """The LogStore port on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_lock = trio.Lock()
+        self._read_lock = trio.Lock()
+
+    async def open(self) -> None:
+        """Open both connections and create the schema if it is missing."""
+        if self._writer is not None:
+            return
+        async with self._write_lock:
+            self._writer = await trio.to_thread.run_sync(lambda: _connect(self.path, reader=False))
+        async with self._read_lock:
+            self._reader = await trio.to_thread.run_sync(lambda: _connect(self.path, reader=True))
+
+    async def close(self) -> None:
+        """Close both connections (waiting for a running call); safe to call twice."""
+        async with self._write_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                await trio.to_thread.run_sync(writer.close)
+        async with self._read_lock:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await trio.to_thread.run_sync(reader.close)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn on the writer connection in one worker-thread hop."""
+        async with self._write_lock:
+            db = self._writer
+            if db is None:
+                raise RuntimeError("SqliteLogStore is not open")
+            return await trio.to_thread.run_sync(fn, db)
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one query on the read connection in one worker-thread hop."""
+        async with self._read_lock:
+            db = self._reader
+            if db is None:
+                raise RuntimeError("SqliteLogStore is not open")
+            return await trio.to_thread.run_sync(lambda: db.execute(sql, params).fetchall())
+
+    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
+        """Apply status events and inbox entries in one durable transaction."""
+        if not events and not inbox:
+            return
+        await self._write(lambda db: _apply(db, events, inbox))
+
+    async def statuses(self, notification_id: str) -> list[StatusRow]:
+        """The current status of each channel of a notification."""
+        rows = await self._read(
+            "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms, detail"
+            " FROM notification_status WHERE notification_id = ? ORDER BY channel",
+            (notification_id,),
+        )
+        return [StatusRow(*row) for row in rows]
+
+    async def events(self, notification_id: str) -> list[EventRow]:
+        """A notification's timeline, ordered by at_ms then insertion."""
+        rows = await self._read(
+            "SELECT channel, status, at_ms, detail FROM notification_events"
+            " WHERE notification_id = ? ORDER BY at_ms, rowid",
+            (notification_id,),
+        )
+        return [EventRow(*row) for row in rows]
+
+    async def history(
+        self,
+        user_id: str,
+        *,
+        channel: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[StatusRow], str | None]:
+        """The user's notifications newest first (created_ms in [since_ms, until_ms))."""
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        where, params = ["user_id = ?"], [user_id]
+        if channel is not None:
+            where.append("channel = ?")
+            params.append(channel)
+        if since_ms is not None:
+            where.append("created_ms >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            where.append("created_ms < ?")
+            params.append(until_ms)
+        if cursor is not None:
+            where.append("(created_ms, notification_id, channel) < (?, ?, ?)")
+            params.extend(decode_cursor(cursor))
+        rows = await self._read(
+            "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms,"
+            " COALESCE(json_extract(metadata, '$.detail'), '') FROM notification_logs"
+            f" WHERE {' AND '.join(where)}"
+            " ORDER BY created_ms DESC, notification_id DESC, channel DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        page = [StatusRow(*row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return page, None
+        last = page[-1]
+        return page, encode_cursor(last.created_ms, last.notification_id, last.channel)
+
+    async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
+        """Web notifications delivered after `after_id`, in delivery order (`seq`).
+
+        Delivery order, not id order: ids are assigned before the bus append, so two
+        concurrent submissions can reach the partition in the other order. An unknown
+        after_id (never delivered, or another user's) yields everything retained:
+        a duplicate the client drops is better than a gap.
+        """
+        rows = await self._read(
+            "SELECT payload FROM web_inbox WHERE user_id = ? AND seq > COALESCE("
+            "(SELECT seq FROM web_inbox WHERE user_id = ? AND notification_id = ?), -1)"
+            " ORDER BY seq LIMIT ?",
+            (user_id, user_id, after_id or "", limit),
+        )
+        return [_inbox_decoder.decode(row[0]) for row in rows]
+
+    async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
+        """{'sent', 'delivered', 'failed'} summed over the hours of a UTC date."""
+        rows = await self._read(
+            "SELECT COALESCE(SUM(sent_count), 0), COALESCE(SUM(delivered_count), 0),"
+            " COALESCE(SUM(failed_count), 0) FROM daily_notification_stats WHERE date = ? AND channel = ?",
+            (date, channel),
+        )
+        sent, delivered, failed = rows[0]
+        return {"sent": sent, "delivered": delivered, "failed": failed}

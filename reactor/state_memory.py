@@ -1,0 +1,81 @@
+"""The embedded State backend: one process, in memory, on Trio's clock."""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import trio
+
+from .token_bucket import TokenBucket
+
+SUBSCRIBER_BUFFER = 1000
+
+
+class MemoryState:
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[bytes, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._subscribers: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
+        self.dropped_messages = 0
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires <= trio.current_time():
+            del self._values[key]
+            return None
+        return value
+
+    async def put_if_absent(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
+        existing = self._live(key)
+        if existing is not None:
+            return existing
+        self._values[key] = (value, trio.current_time() + ttl_s)
+        return None
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        expires = math.inf if ttl_s is None else trio.current_time() + ttl_s
+        self._values[key] = (value, expires)
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+
+    async def take_tokens(self, key: str, n: float, capacity: float, refill_per_s: float) -> float:
+        now = trio.current_time()
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.capacity != capacity or bucket.refill_per_s != refill_per_s:
+            bucket = self._buckets[key] = TokenBucket(capacity, refill_per_s, updated=now)
+        if bucket.try_take(n, now):
+            return 0.0
+        return bucket.time_until(n, now)
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        delivered = 0
+        for send in list(self._subscribers.get(channel, ())):
+            try:
+                send.send_nowait(message)
+                delivered += 1
+            except trio.WouldBlock:
+                self.dropped_messages += 1  # a subscriber that does not keep up loses messages, as with Redis
+        return delivered
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        send, receive = trio.open_memory_channel[bytes](SUBSCRIBER_BUFFER)
+        self._subscribers.setdefault(channel, set()).add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            subscribers = self._subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(send)
+                if not subscribers:
+                    del self._subscribers[channel]

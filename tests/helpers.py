@@ -1,0 +1,85 @@
+"""Shared test helpers: a node in-process, HTTP and WebSocket clients."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+import trio
+from trio_websocket import open_websocket_url
+
+from actors.app import Herald, run_herald
+from actors.config import Config
+
+
+def config_for(tmp: Path, **overrides: Any) -> Config:
+    return Config(data_dir=tmp / "data", port=0, api_key="test-key", retry_initial_s=0.01, shutdown_grace_s=5, **overrides)
+
+
+@asynccontextmanager
+async def running_node(tmp: Path, **kwargs: Any) -> AsyncIterator[Herald]:
+    clients = kwargs.pop("clients", None)
+    config = config_for(tmp, **kwargs)
+    async with trio.open_nursery() as nursery:
+        herald: Herald = await nursery.start(lambda task_status: run_herald(config, clients=clients, signals=False, task_status=task_status))
+        try:
+            yield herald
+        finally:
+            herald.system.request_shutdown()
+
+
+def http(herald: Herald, key: str = "test-key") -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=herald.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+def web_notification(user: str = "u1", title: str = "Hello", **extra: Any) -> dict[str, Any]:
+    return {"user_id": user, "channels": ["web"], "content": {"web": {"title": title, "body": "b"}}, **extra}
+
+
+def all_channels(user: str = "u1") -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "channels": ["email", "sms", "push", "web"],
+        "content": {
+            "email": {"subject": "Your code", "text": "Code 1234", "html": "<p>Code <b>1234</b></p>"},
+            "sms": {"text": "Code 1234"},
+            "push": {"title": "Code", "body": "1234", "data": {"k": "v"}},
+            "web": {"title": "Code", "body": "1234", "url": "https://example.invalid/x"},
+        },
+        "to": {"email": f"{user}@example.org", "phone": "+15555550100", "device_token": "tok-1"},
+        "priority": "critical",
+    }
+
+
+async def token_for(client: httpx.AsyncClient, user: str) -> str:
+    response = await client.post(f"/v1/users/{user}/tokens", json={})
+    assert response.status_code == 201, response.text
+    return str(response.json()["token"])
+
+
+def ws_url(base: str, token: str) -> str:
+    return base.replace("http://", "ws://") + f"/v1/ws?token={token}"
+
+
+async def receive_json(ws: Any) -> dict[str, Any]:
+    return dict(json.loads(await ws.get_message()))
+
+
+async def wait_final(client: httpx.AsyncClient, nid: str, seconds: float = 10) -> dict[str, Any]:
+    """Poll the status endpoint until every channel is final (bounded)."""
+    body: dict[str, Any] = {}
+    with trio.move_on_after(seconds):
+        while True:
+            response = await client.get(f"/v1/notifications/{nid}")
+            if response.status_code == 200:
+                body = response.json()
+                if body["final"]:
+                    return body
+            await trio.sleep(0.05)
+    raise AssertionError(f"not final after {seconds}s: {body}")
+
+
+__all__ = ["open_websocket_url"]
