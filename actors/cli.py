@@ -1,4 +1,4 @@
-"""The `herald` command: serve a node, send a notification, issue a subscriber token."""
+"""The `herald` command: serve a node, send a notification, issue a subscriber token, listen."""
 
 from __future__ import annotations
 
@@ -94,6 +94,51 @@ def _token(args: argparse.Namespace) -> int:
     return _request("POST", f"{url}/v1/users/{args.user}/tokens", key, {"ttl_s": args.ttl})
 
 
+def _listen(args: argparse.Namespace) -> int:
+    """Hold a WebSocket for a user: sync, print each frame as a JSON line, ack notifications."""
+    import httpx
+    from trio_websocket import ConnectionClosed, open_websocket_url
+
+    url, key = _client_settings(args)
+    response = httpx.post(f"{url}/v1/users/{args.user}/tokens", json={}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    if not response.is_success:
+        print(response.text, file=sys.stderr)
+        return 1
+    ws_url = url.replace("http", "ws", 1) + f"/v1/ws?token={response.json()['token']}"
+
+    async def main() -> None:
+        seen = 0
+        async with open_websocket_url(ws_url) as ws:
+            sync: dict[str, Any] = {"type": "sync"}
+            if args.last_id:
+                sync["last_id"] = args.last_id
+            await ws.send_message(json.dumps(sync))
+
+            async def heartbeat() -> None:
+                while True:
+                    await trio.sleep(25)
+                    await ws.send_message('{"type":"ping"}')
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(heartbeat)
+                try:
+                    while args.count is None or seen < args.count:
+                        frame = json.loads(await ws.get_message())
+                        print(json.dumps(frame), flush=True)
+                        if frame.get("type") == "notification":
+                            seen += 1
+                            await ws.send_message(json.dumps({"type": "ack", "id": frame["id"]}))
+                except ConnectionClosed as closed:
+                    print(f"herald: connection closed: {closed.reason}", file=sys.stderr)
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="herald", description="Herald, a multi-channel notification service")
     sub = top.add_subparsers(dest="command", required=True)
@@ -127,6 +172,13 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600)
     client(token)
     token.set_defaults(func=_token)
+
+    listen = sub.add_parser("listen", help="hold a WebSocket for a user and print what arrives")
+    listen.add_argument("--user", required=True)
+    listen.add_argument("--last-id", help="sync from after this notification id")
+    listen.add_argument("--count", type=int, help="exit after this many notifications")
+    client(listen)
+    listen.set_defaults(func=_listen)
     return top
 
 

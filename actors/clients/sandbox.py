@@ -50,7 +50,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 class EmailOutbox:
     def __init__(self, outbox: Path, sender: str) -> None:
-        self.outbox = outbox
+        self.outbox = outbox.resolve()
         self.sender = sender
         outbox.mkdir(parents=True, exist_ok=True)
 
@@ -67,7 +67,7 @@ class JsonLinesSink:
     """SMS or push sandbox: one JSON object per line, fsynced before the outcome."""
 
     def __init__(self, path: Path, channel: str) -> None:
-        self.path = path
+        self.path = path.resolve()
         self.channel = channel
         path.parent.mkdir(parents=True, exist_ok=True)
 
