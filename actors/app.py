@@ -2,7 +2,7 @@
 
     herald (System)
     ├── storage    bus (group-commit flusher), recorder
-    ├── delivery   connection registry, provider:email, provider:sms, provider:push, provider:web
+    ├── delivery   scheduler, connection registry, provider:email, provider:sms, provider:push, provider:web
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
     ├── ingress    ingress (a pool of workers on one mailbox)
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
@@ -34,6 +34,7 @@ from .gateway import FrontEnd, Gateway, new_secret
 from .ingress import Ingress
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
+from .scheduler import Scheduler
 from .sessions import ConnectionRegistry
 
 log = logging.getLogger("herald")
@@ -49,6 +50,8 @@ class Herald:
     front: FrontEnd
     bus: EmbeddedBus
     logstore: SqliteLogStore
+    store: SqliteStore
+    scheduler: Scheduler
     providers: dict[Channel, Provider]
     consumer_groups: dict[Channel, ConsumerGroup]
     ingress: Ingress
@@ -90,20 +93,23 @@ async def run_herald(
         bus = EmbeddedBus(config.data_dir / "bus", {c.topic(): config.partitions_of(c) for c in Channel})
         recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
         registry_mb: Mailbox[Any] = Mailbox("registry", 4096, Overflow.BLOCK)
+        scheduler_mb: Mailbox[Any] = Mailbox("scheduler", 1024, Overflow.BLOCK)
         ingress_mb: Mailbox[Any] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
         provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
 
         recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
         registry = ConnectionRegistry(registry_mb)
         chosen = {**default_clients(config, registry_mb), **(clients or {})}
-        providers = {c: Provider(c, chosen[c], provider_mbs[c]) for c in Channel}
+        providers = {c: Provider(c, chosen[c], provider_mbs[c], store) for c in Channel}
+        scheduler = Scheduler(bus, store, scheduler_mb)
         retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
         policy = RestartPolicy()
 
         def consumer_factory(channel: Channel) -> Any:
             def make(partition: int) -> PartitionConsumer:
                 return PartitionConsumer(
-                    bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, config.consumer_batch, retry
+                    bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
+                    config.consumer_batch, retry,
                 )
 
             return make
@@ -129,6 +135,7 @@ async def run_herald(
                 ChildSpec("recorder", recorder.run, stop=recorder_mb.close),
             ], policy),
             Supervisor("delivery", [
+                ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close),
                 ChildSpec("registry", registry.run, stop=registry_mb.close),
                 *[ChildSpec(f"provider:{c.value}", providers[c].run, stop=provider_mbs[c].close) for c in Channel],
             ], policy),
@@ -137,7 +144,7 @@ async def run_herald(
             Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
         ]
         system = System(stages, grace_s=config.shutdown_grace_s)
-        herald = Herald(config, system, gateway, front, bus, logstore, providers, groups, ingress, recorder, registry, api_key)
+        herald = Herald(config, system, gateway, front, bus, logstore, store, scheduler, providers, groups, ingress, recorder, registry, api_key)
         async with trio.open_nursery() as nursery:
             if signals:
                 await nursery.start(handle_signals, system)

@@ -6,9 +6,11 @@ A batch is pipelined: every Attempt of the batch is queued to the Provider in or
 and the batch's offsets are committed. A crash anywhere before the commit means the
 batch is read again: at-least-once.
 
-Retryable outcomes are retried here with exponential backoff up to `max_attempts`, then
-the channel is marked failed. (The Scheduler and dead-letter queue replace this, so that
-a waiting message no longer holds up its partition.)
+A retryable outcome is handed to the Scheduler (durably) with its next attempt due
+after an exponential backoff with full jitter, so the partition keeps flowing while it
+waits. After `max_attempts`, or at once for a poison message (one that crashed the
+provider), the record goes to the channel's dead-letter queue with its last error and
+attempt history. A permanent failure fails the channel at once.
 
 ConsumerGroup follows the bus's assignment stream: it starts a supervised
 PartitionConsumer for every assigned partition and stops the revoked ones.
@@ -27,15 +29,26 @@ import trio
 
 from protocol.channels import Channel
 from protocol.lifecycle import Status
-from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent, StatusEvent, decode_delivery
+from protocol.messages import (
+    AttemptRecord,
+    Delivery,
+    Outcome,
+    PermanentFailure,
+    RetryLater,
+    Sent,
+    StatusEvent,
+    decode_delivery,
+    encode_delivery,
+)
 from reactor.ask import ActorCrashed, Reply, ask
-from reactor.clock import wall_ms
+from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus, Record as BusRecord
+from reactor.ports import Bus, DeadLetter, Record as BusRecord, Scheduled, Store
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 
 from .clients.web import inbox_entry
 from .messages import Attempt, Record
+from .scheduler import ScheduleAt
 
 log = logging.getLogger("herald.consumer")
 
@@ -60,6 +73,8 @@ class PartitionConsumer:
         partition: int,
         provider: Mailbox[Attempt],
         recorder: Mailbox[Record],
+        scheduler: Mailbox[ScheduleAt],
+        store: Store,
         batch: int,
         retry: RetryPolicy,
     ) -> None:
@@ -70,12 +85,17 @@ class PartitionConsumer:
         self.partition = partition
         self.provider = provider
         self.recorder = recorder
+        self.scheduler = scheduler
+        self.store = store
         self.batch = batch
         self.retry = retry
         self._stopping = trio.Event()
         self._fetch_scope: trio.CancelScope | None = None
+        self._maybe_seen_below = 0
         self.processed = 0
         self.undecodable = 0
+        self.retried = 0
+        self.dead_lettered = 0
 
     def stop(self) -> None:
         """Finish the batch in hand, commit it, and return."""
@@ -85,6 +105,8 @@ class PartitionConsumer:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         offset = await self.bus.committed(self.group, self.topic, self.partition)
+        # Records below this may have been attempted by an earlier run: check the ledger for them.
+        self._maybe_seen_below = await self.bus.end_offset(self.topic, self.partition)
         task_status.started()
         while not self._stopping.is_set():
             records: list[BusRecord] = []
@@ -110,52 +132,71 @@ class PartitionConsumer:
                 self.undecodable += 1
                 log.error("%s/%d@%d: undecodable record skipped: %s", self.topic, self.partition, record.offset, exc)
         replies: list[Reply[Outcome]] = []
-        for _, delivery in deliveries:
+        for record, delivery in deliveries:
             reply: Reply[Outcome] = Reply()
-            await self.provider.send(Attempt(delivery, reply))
+            maybe_sent = record.offset < self._maybe_seen_below or delivery.attempt > 1 or delivery.replays > 0
+            await self.provider.send(Attempt(delivery, reply, maybe_sent))
             replies.append(reply)
         events: list[StatusEvent] = []
         inbox = []
         for (record, delivery), reply in zip(deliveries, replies):
-            outcome = await _outcome(reply)
-            while isinstance(outcome, RetryLater) and delivery.attempt < self.retry.max_attempts:
-                await trio.sleep(outcome.after_s if outcome.after_s is not None else self.retry.delay(delivery.attempt))
-                delivery = msgspec.structs.replace(delivery, attempt=delivery.attempt + 1)
-                outcome = await _outcome(await _attempt(self.provider, delivery))
-            events.extend(self._events(delivery, outcome))
-            if self.channel is Channel.WEB and isinstance(outcome, Sent):
-                inbox.append(inbox_entry(delivery, record.offset))
+            try:
+                outcome: Outcome = await reply.wait()
+            except ActorCrashed as exc:
+                events.append(await self._dead_letter(delivery, f"poison message: {exc}"))
+                continue
+            if isinstance(outcome, Sent):
+                events.extend(self._sent_events(delivery, outcome))
+                if self.channel is Channel.WEB:
+                    inbox.append(inbox_entry(delivery, record.offset))
+            elif isinstance(outcome, PermanentFailure):
+                events.append(self._event(delivery, Status.FAILED, outcome.error))
+            elif delivery.attempt >= self.retry.max_attempts:
+                events.append(await self._dead_letter(delivery, outcome.error))
+            else:
+                events.append(await self._schedule_retry(delivery, outcome))
         await ask(self.recorder.send, lambda reply: Record(tuple(events), tuple(inbox), reply))
 
-    def _events(self, delivery: Delivery, outcome: Outcome) -> list[StatusEvent]:
+    def _event(self, delivery: Delivery, status: Status, detail: str = "", at_ms: int | None = None) -> StatusEvent:
+        return StatusEvent(
+            delivery.notification_id, delivery.user_id, self.channel, status, wall_ms() if at_ms is None else at_ms,
+            detail=detail, created_ms=delivery.created_ms, priority=delivery.priority,
+        )
+
+    def _sent_events(self, delivery: Delivery, outcome: Sent) -> list[StatusEvent]:
+        if outcome.status is Status.DELIVERED:
+            return [self._event(delivery, Status.SENT, f"attempt {delivery.attempt}"), self._event(delivery, Status.DELIVERED, outcome.detail)]
+        return [self._event(delivery, outcome.status, outcome.detail)]
+
+    async def _schedule_retry(self, delivery: Delivery, outcome: RetryLater) -> StatusEvent:
         now = wall_ms()
+        delay_s = outcome.after_s if outcome.after_s is not None else self.retry.delay(delivery.attempt)
+        due = now + int(delay_s * 1000)
+        history = [*delivery.history, AttemptRecord(delivery.attempt, now, outcome.error)]
+        retry = msgspec.structs.replace(delivery, attempt=delivery.attempt + 1, history=history)
+        entry = Scheduled(
+            id=f"retry:{delivery.notification_id}:{self.channel.value}:{retry.attempt}",
+            due_ms=due,
+            topic=self.topic,
+            key=delivery.user_id.encode(),
+            value=encode_delivery(retry),
+        )
+        await ask(self.scheduler.send, lambda reply: ScheduleAt(entry, reply))
+        self.retried += 1
+        detail = f"attempt {delivery.attempt} failed: {outcome.error}; attempt {retry.attempt} at {iso(due)}"
+        return self._event(delivery, Status.QUEUED, detail, now)
 
-        def event(status: Status, detail: str = "") -> StatusEvent:
-            return StatusEvent(
-                delivery.notification_id, delivery.user_id, self.channel, status, now,
-                detail=detail, created_ms=delivery.created_ms, priority=delivery.priority,
-            )
-
-        if isinstance(outcome, Sent):
-            if outcome.status is Status.DELIVERED:
-                return [event(Status.SENT, f"attempt {delivery.attempt}"), event(Status.DELIVERED, outcome.detail)]
-            return [event(outcome.status, outcome.detail)]
-        if isinstance(outcome, PermanentFailure):
-            return [event(Status.FAILED, outcome.error)]
-        return [event(Status.FAILED, f"gave up after {delivery.attempt} attempts: {outcome.error}")]
-
-
-async def _attempt(provider: Mailbox[Attempt], delivery: Delivery) -> Reply[Outcome]:
-    reply: Reply[Outcome] = Reply()
-    await provider.send(Attempt(delivery, reply))
-    return reply
-
-
-async def _outcome(reply: Reply[Outcome]) -> Outcome:
-    try:
-        return await reply.wait()
-    except ActorCrashed as exc:
-        return RetryLater(str(exc))
+    async def _dead_letter(self, delivery: Delivery, error: str) -> StatusEvent:
+        now = wall_ms()
+        history = [*delivery.history, AttemptRecord(delivery.attempt, now, error)]
+        final = msgspec.structs.replace(delivery, history=history)
+        await self.store.dead_letter(
+            DeadLetter(0, self.channel.value, delivery.notification_id, delivery.user_id, error,
+                       delivery.attempt, delivery.created_ms, now, encode_delivery(final))
+        )
+        self.dead_lettered += 1
+        log.warning("%s %s dead-lettered after %d attempt(s): %s", self.channel.value, delivery.notification_id, delivery.attempt, error)
+        return self._event(delivery, Status.DEAD_LETTERED, f"after {delivery.attempt} attempt(s): {error}", now)
 
 
 class ConsumerGroup:

@@ -2,7 +2,8 @@
 
 A pool of workers reads one mailbox: each awaits the bus's durable append (group
 commit batches the concurrent ones), so the receipt (202) is sent only once every
-channel's record is on disk.
+channel's record is on disk; then it waits for the Recorder to write `accepted` and
+`queued` (group-committed too), so a status read right after the 202 finds them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
 from protocol.problems import FieldError, Problem
+from reactor.ask import ask
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Bus
@@ -120,7 +122,8 @@ class Ingress:
                 events.append(StatusEvent(nid, request.user_id, channel, status, now, created_ms=now, priority=request.priority))
         await self.bus.produce(items)
         self.accepted += 1
-        await self.recorder.send(Record(tuple(events)))
+        # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
+        await ask(self.recorder.send, lambda reply: Record(tuple(events), (), reply))
         return Receipt(notification_id=nid)
 
 

@@ -20,10 +20,15 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """PartitionConsumer -> Provider: try to deliver this record."""
+    """PartitionConsumer -> Provider: try to deliver this record.
+
+    `maybe_sent` is set when the record may have been attempted before (a redelivery after
+    a crash, a retry, a replay): the provider then consults the send ledger first.
+    """
 
     delivery: Delivery
     reply: Reply[Outcome]
+    maybe_sent: bool = True
 
 
 @dataclass(frozen=True, slots=True)

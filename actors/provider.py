@@ -1,8 +1,12 @@
-"""Provider: one per channel; owns the channel client and (next) its token bucket and breaker.
+"""Provider: one per channel; owns the channel client, its token bucket and its breaker.
 
-It takes Attempts in mailbox order and answers each with an Outcome. The `Gate` is
-the seam where rate limiting and circuit breaking sit: `admit` runs before the client
-is called (it may wait), `settle` sees every outcome.
+It takes Attempts in mailbox order and answers each with an Outcome. The `Gate` holds
+rate limiting and circuit breaking: `admit` runs before the client is called (it waits
+as long as the bucket or an open breaker says), `settle` sees every outcome.
+
+The send ledger makes redelivery safe: an Attempt that may have been tried before is
+checked against it, and every send is written to it (durably) before the answer goes
+back. The one duplicate left is a crash between the provider's answer and that write.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from typing import Any, Protocol
 import trio
 
 from protocol.channels import Channel
-from protocol.messages import Delivery, Outcome
+from protocol.lifecycle import Status
+from protocol.messages import Delivery, Outcome, Sent
 from reactor.ask import ActorCrashed
+from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
+from reactor.ports import Store
 
 from .messages import Attempt
 
@@ -31,7 +38,8 @@ class ChannelClient(Protocol):
 class Gate(Protocol):
     async def admit(self, delivery: Delivery) -> None: ...
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None: ...
+    def settle(self, delivery: Delivery, outcome: Outcome | None) -> None:
+        """See the outcome of an admitted call (None: the client crashed)."""
 
 
 class OpenGate:
@@ -40,26 +48,27 @@ class OpenGate:
     async def admit(self, delivery: Delivery) -> None:
         return None
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    def settle(self, delivery: Delivery, outcome: Outcome | None) -> None:
         return None
 
 
 class Provider:
-    def __init__(self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], gate: Gate | None = None) -> None:
+    def __init__(
+        self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None
+    ) -> None:
         self.channel = channel
         self.client = client
         self.mailbox = mailbox
+        self.ledger = ledger
         self.gate: Gate = gate or OpenGate()
         self.calls = 0
+        self.suppressed = 0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async for attempt in self.mailbox:
             try:
-                await self.gate.admit(attempt.delivery)
-                self.calls += 1
-                outcome = await self.client.send(attempt.delivery)
-                self.gate.settle(attempt.delivery, outcome)
+                outcome = await self._attempt(attempt)
             except Exception as exc:
                 log.exception("%s client failed on %s", self.channel.value, attempt.delivery.notification_id)
                 attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
@@ -68,3 +77,22 @@ class Provider:
                 attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
                 raise
             attempt.reply.send(outcome)
+
+    async def _attempt(self, attempt: Attempt) -> Outcome:
+        delivery = attempt.delivery
+        if attempt.maybe_sent:
+            status = await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+            if status is not None:
+                self.suppressed += 1
+                return Sent(Status(status), "already sent (send ledger): not sent again")
+        await self.gate.admit(delivery)
+        self.calls += 1
+        try:
+            outcome = await self.client.send(delivery)
+        except Exception:
+            self.gate.settle(delivery, None)
+            raise
+        self.gate.settle(delivery, outcome)
+        if isinstance(outcome, Sent) and outcome.status is not Status.QUEUED:
+            await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
+        return outcome

@@ -7,6 +7,10 @@
 A status only moves forward along these edges. Skipping ahead along a path is legal
 (a web notification can go from queued straight to delivered when the client acks a
 frame that reached it through sync), going back or leaving a final status is not.
+
+One edge exists only for an operator's replay of the dead-letter queue:
+dead_lettered -> queued. It is never taken by a late or redelivered event, only by an
+event marked as a replay.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class IllegalTransition(ValueError):
         self.new = new
 
 
+REPLAY_EDGES: dict[Status, frozenset[Status]] = {Status.DEAD_LETTERED: frozenset({Status.QUEUED})}
+
+
 @cache
 def reachable(current: Status) -> frozenset[Status]:
     """Every status reachable from `current` by one or more forward edges."""
@@ -63,12 +70,14 @@ def reachable(current: Status) -> frozenset[Status]:
     return frozenset(seen)
 
 
-def can_advance(current: Status | None, new: Status) -> bool:
-    return current is None or new in reachable(current)
+def can_advance(current: Status | None, new: Status, *, replay: bool = False) -> bool:
+    if current is None or new in reachable(current):
+        return True
+    return replay and new in REPLAY_EDGES.get(current, frozenset())
 
 
-def advance(current: Status | None, new: Status) -> Status:
+def advance(current: Status | None, new: Status, *, replay: bool = False) -> Status:
     """Return `new` if moving there from `current` is legal, else raise IllegalTransition."""
-    if current is not None and not can_advance(current, new):
+    if current is not None and not can_advance(current, new, replay=replay):
         raise IllegalTransition(current, new)
     return new

@@ -18,6 +18,14 @@ from .lifecycle import Status
 BUS_RECORD_VERSION = 1
 
 
+class AttemptRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A failed attempt, carried along with the record so the DLQ knows its history."""
+
+    attempt: int
+    at_ms: int
+    error: str
+
+
 class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
     """One channel of one notification: the record on the channel's bus topic."""
 
@@ -30,6 +38,8 @@ class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
     priority: Priority = Priority.NORMAL
     data: dict[str, Any] = {}
     attempt: int = 1
+    history: list[AttemptRecord] = []
+    replays: int = 0  # times an operator replayed it from the dead-letter queue
     v: int = BUS_RECORD_VERSION
 
 
@@ -87,6 +97,7 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     detail: str = ""
     created_ms: int = 0
     priority: Priority = Priority.NORMAL
+    replay: bool = False  # an operator's DLQ replay: may leave dead_lettered for queued
 
 
 class InboxEntry(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS notification_events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS notification_events_by_id
-    ON notification_events (notification_id, channel, status);
+    ON notification_events (notification_id, channel, status, detail);
 CREATE TABLE IF NOT EXISTS daily_notification_stats (
     date TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -226,7 +226,7 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
             key = keys.get((e.notification_id, channel))
             old = None if key is None else key.status
             timeline.append((e.notification_id, channel, e.status.value, e.at_ms, e.detail))
-            if key is not None and not can_advance(old, e.status):
+            if key is not None and not can_advance(old, e.status, replay=e.replay):
                 continue
             if key is None:
                 key = keys[(e.notification_id, channel)] = _Key(

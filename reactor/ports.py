@@ -79,13 +79,72 @@ class State(Protocol):
     def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A bus record to produce at `due_ms` (wall clock): a retry, later quiet hours and scheduled_at."""
+
+    id: str
+    due_ms: int
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int  # assigned by the store
+    channel: str
+    notification_id: str
+    user_id: str
+    error: str
+    attempts: int
+    created_ms: int
+    dead_ms: int
+    record: bytes  # the Delivery as it was last attempted, with its attempt history
+
+
+@dataclass(frozen=True, slots=True)
+class DlqFilter:
+    """Which dead letters: every given criterion must match; none given means all."""
+
+    ids: tuple[int, ...] | None = None
+    channel: str | None = None
+    notification_id: str | None = None
+    before_ms: int | None = None
+
+
 class Store(Protocol):
-    """Durable configuration: metadata and secrets now; templates, preferences, keys later."""
+    """Durable state besides the bus and the log: metadata and secrets, pending retries,
+    the dead-letter queue and the send ledger (templates, preferences and keys later)."""
 
     async def get_meta(self, key: str) -> str | None: ...
 
     async def put_meta_if_absent(self, key: str, value: str) -> str:
         """Store unless present; returns the value now stored."""
+
+    async def schedule(self, entry: Scheduled) -> None: ...
+
+    async def unschedule(self, ids: Sequence[str]) -> None: ...
+
+    async def scheduled(self) -> list[Scheduled]:
+        """Every pending entry, earliest first."""
+
+    async def dead_letter(self, entry: DeadLetter) -> int:
+        """Add an entry (its id is ignored); returns the id it got."""
+
+    async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """Entries matching `selection` with id > after_id, oldest first."""
+
+    async def discard_dead_letters(self, ids: Sequence[int]) -> int:
+        """Delete these entries; returns how many existed."""
+
+    async def dead_letter_count(self, channel: str | None = None) -> int: ...
+
+    async def sent_status(self, notification_id: str, channel: str) -> str | None:
+        """The status the send ledger holds for this (notification, channel), if it was sent."""
+
+    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
+        """Durably record a send (and the status the provider answered) in the ledger."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,79 @@
-"""The embedded Store backend: SQLite. Holds metadata and secrets for now."""
+"""The embedded Store backend: SQLite (WAL, synchronous=FULL).
+
+It holds what must survive a restart besides the bus and the delivery log: metadata and
+secrets, the Scheduler's pending retries, the dead-letter queue and the send ledger.
+Every write is durable when the call returns.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
 
 import trio
+
+from .ports import DeadLetter, DlqFilter, Scheduled
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scheduled (
+    id TEXT PRIMARY KEY,
+    due_ms INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    dead_ms INTEGER NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_channel ON dead_letters (channel, id);
+CREATE TABLE IF NOT EXISTS send_ledger (
+    notification_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (notification_id, channel)
+) WITHOUT ROWID;
+"""
+
+
+def _where(selection: DlqFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if selection.ids is not None:
+        clauses.append(f"id IN ({','.join('?' * len(selection.ids))})" if selection.ids else "0")
+        params.extend(selection.ids)
+    if selection.channel is not None:
+        clauses.append("channel = ?")
+        params.append(selection.channel)
+    if selection.notification_id is not None:
+        clauses.append("notification_id = ?")
+        params.append(selection.notification_id)
+    if selection.before_ms is not None:
+        clauses.append("dead_ms < ?")
+        params.append(selection.before_ms)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    return DeadLetter(
+        id=row[0], channel=row[1], notification_id=row[2], user_id=row[3], error=row[4],
+        attempts=row[5], created_ms=row[6], dead_ms=row[7], record=bytes(row[8]),
+    )
+
+
+_DLQ_COLUMNS = "id, channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record"
 
 
 class SqliteStore:
@@ -19,34 +87,107 @@ class SqliteStore:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.executescript(_SCHEMA)
             return db
 
         self._db = await trio.to_thread.run_sync(_open)
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
             raise RuntimeError("SqliteStore is not open")
-        return self._db
-
-    async def get_meta(self, key: str) -> str | None:
-        db = self._conn()
         async with self._lock:
-            row = await trio.to_thread.run_sync(lambda: db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone())
-        return None if row is None else str(row[0])
+            return await trio.to_thread.run_sync(work, db)
 
-    async def put_meta_if_absent(self, key: str, value: str) -> str:
-        db = self._conn()
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def run(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
 
-        def _put() -> str:
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            return str(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
-
-        async with self._lock:
-            return await trio.to_thread.run_sync(_put)
+        return await self._run(run)
 
     async def close(self) -> None:
         if self._db is not None:
-            db, self._db = self._db, None
             async with self._lock:
+                db, self._db = self._db, None
                 await trio.to_thread.run_sync(db.close)
+
+    # -- metadata
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._run(lambda db: db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def put_meta_if_absent(self, key: str, value: str) -> str:
+        def put(db: sqlite3.Connection) -> str:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return str(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+        return await self._transaction(put)
+
+    # -- the Scheduler's pending work
+
+    async def schedule(self, entry: Scheduled) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT OR REPLACE INTO scheduled (id, due_ms, topic, key, value) VALUES (?, ?, ?, ?, ?)",
+            (entry.id, entry.due_ms, entry.topic, entry.key, entry.value),
+        ))
+
+    async def unschedule(self, ids: Sequence[str]) -> None:
+        await self._run(lambda db: db.executemany("DELETE FROM scheduled WHERE id = ?", [(i,) for i in ids]))
+
+    async def scheduled(self) -> list[Scheduled]:
+        rows = await self._run(lambda db: db.execute("SELECT id, due_ms, topic, key, value FROM scheduled ORDER BY due_ms").fetchall())
+        return [Scheduled(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+
+    # -- the dead-letter queue
+
+    async def dead_letter(self, entry: DeadLetter) -> int:
+        def put(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (entry.channel, entry.notification_id, entry.user_id, entry.error, entry.attempts,
+                 entry.created_ms, entry.dead_ms, entry.record),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return await self._run(put)
+
+    async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
+        where, params = _where(selection)
+        where = f"{where} AND id > ?" if where else " WHERE id > ?"
+        sql = f"SELECT {_DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id LIMIT ?"
+        rows = await self._run(lambda db: db.execute(sql, (*params, after_id, limit)).fetchall())
+        return [_dead_letter(r) for r in rows]
+
+    async def discard_dead_letters(self, ids: Sequence[int]) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            return sum(db.execute("DELETE FROM dead_letters WHERE id = ?", (i,)).rowcount for i in ids)
+
+        return await self._transaction(delete)
+
+    async def dead_letter_count(self, channel: str | None = None) -> int:
+        where, params = _where(DlqFilter(channel=channel))
+        row = await self._run(lambda db: db.execute(f"SELECT count(*) FROM dead_letters{where}", params).fetchone())
+        return int(row[0])
+
+    # -- the send ledger
+
+    async def sent_status(self, notification_id: str, channel: str) -> str | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT status FROM send_ledger WHERE notification_id = ? AND channel = ?", (notification_id, channel)
+        ).fetchone())
+        return None if row is None else str(row[0])
+
+    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?)",
+            (notification_id, channel, at_ms, status),
+        ))

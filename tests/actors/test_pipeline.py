@@ -49,11 +49,7 @@ async def test_sync_after_reconnect_replays_only_what_was_missed(tmp_path):
         for title in ("two", "three"):
             response = await client.post("/v1/notifications", json=web_notification("u2", title))
             missed.append(response.json()["notification_id"])
-        for nid in missed:  # kept in the inbox while nobody is connected
-            with trio.fail_after(5):
-                while (await client.get(f"/v1/notifications/{nid}")).json()["channels"]["web"]["attempts"][-1]["status"] != "queued" or not await herald.logstore.inbox_after("u2", first):
-                    await trio.sleep(0.02)
-        with trio.fail_after(5):
+        with trio.fail_after(5):  # kept in the inbox while nobody is connected
             while len(await herald.logstore.inbox_after("u2", first)) < 2:
                 await trio.sleep(0.02)
         async with open_websocket_url(ws_url(herald.url, token)) as ws:
@@ -118,3 +114,62 @@ async def test_shutdown_stops_every_stage_in_reverse_order(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
         await client.post("/v1/notifications", json=web_notification("u5"))
     assert herald.system.shutdown_log == ["front", "ingress", "consumers", "delivery", "storage"]
+
+
+async def test_server_closes_a_session_after_three_missed_heartbeats(tmp_path):
+    async with running_node(tmp_path, heartbeat_s=0.1) as herald, http(herald) as client:
+        token = await token_for(client, "u6")
+        async with open_websocket_url(ws_url(herald.url, token)) as ws:
+            start = trio.current_time()
+            with trio.fail_after(5):
+                try:
+                    while True:
+                        await ws.get_message()
+                except Exception as exc:  # ConnectionClosed
+                    assert exc.reason.code == 4000
+            assert trio.current_time() - start >= 0.3
+
+
+async def test_pings_keep_a_session_alive(tmp_path):
+    async with running_node(tmp_path, heartbeat_s=0.1) as herald, http(herald) as client:
+        token = await token_for(client, "u7")
+        async with open_websocket_url(ws_url(herald.url, token)) as ws:
+            for _ in range(10):  # 1 s: ten heartbeat periods
+                await ws.send_message(json.dumps({"type": "ping"}))
+                assert await receive_json(ws) == {"type": "pong"}
+                await trio.sleep(0.1)
+            nid = (await client.post("/v1/notifications", json=web_notification("u7"))).json()["notification_id"]
+            assert (await receive_json(ws))["id"] == nid
+
+
+class CrashOnce:
+    """A channel client with a bug that one message triggers: a poison message."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def send(self, delivery):
+        from protocol.messages import Sent
+
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("client bug")
+        return Sent()
+
+
+async def test_a_poison_message_restarts_the_provider_goes_to_the_dlq_and_the_partition_continues(tmp_path):
+    from protocol.channels import Channel
+    from reactor.ports import DlqFilter
+
+    client_impl = CrashOnce()
+    async with running_node(tmp_path, clients={Channel.SMS: client_impl}, partitions={"email": 1, "sms": 1, "push": 1, "web": 1}) as herald, http(herald) as client:
+        body = {"user_id": "u8", "channels": ["sms"], "content": {"sms": {"text": "hi"}}, "to": {"phone": "+15555550100"}}
+        poison = (await client.post("/v1/notifications", json=body)).json()["notification_id"]
+        after = (await client.post("/v1/notifications", json={**body, "user_id": "u9"})).json()["notification_id"]
+        assert (await wait_final(client, poison))["channels"]["sms"]["status"] == "dead_lettered"
+        assert (await wait_final(client, after))["channels"]["sms"]["status"] == "delivered"
+        assert client_impl.calls == 2  # the poison message was not retried into another crash
+        delivery = next(s for s in herald.system.supervisors() if s.name == "delivery")
+        assert {c.name: c.restarts for c in delivery.statistics()}["provider:sms"] == 1
+        [entry] = await herald.store.dead_letters(DlqFilter(channel="sms"))
+        assert entry.notification_id == poison and "client bug" in entry.error

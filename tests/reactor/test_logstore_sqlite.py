@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import AsyncIterator
 
+import msgspec
 import pytest
 import trio
 from hypothesis import given, settings
@@ -102,14 +103,14 @@ async def test_illegal_transitions_do_not_move_the_status(
     n = nid(T0)
     await store.record([ev(n, s, T0 + i) for i, s in enumerate(reached)])
     before = await store.daily_counts(DAY, "email")
-    await store.record([ev(n, illegal, T0 + 100, detail="late")])
+    await store.record([ev(n, illegal, T0 + 100)])
     [row] = await store.statuses(n)
     assert row.status == reached[-1].value
     assert row.updated_ms == T0 + len(reached) - 1
     assert await store.daily_counts(DAY, "email") == before
     [logged], _ = await store.history("u1")
     assert logged.status == reached[-1].value
-    # A new status goes into the timeline (without moving the status); a repeated one does not.
+    # A new status goes into the timeline (without moving the status); a repeated one (same detail) does not.
     timeline = [(e.status, e.at_ms) for e in await store.events(n)]
     earlier = [(s.value, T0 + i) for i, s in enumerate(reached)]
     assert timeline == (earlier if illegal in reached else [*earlier, (illegal.value, T0 + 100)])
@@ -144,8 +145,8 @@ async def test_replaying_a_batch_changes_nothing(store: SqliteLogStore) -> None:
     first = await snapshot(store, ids)
     await store.record(batch, inbox)
     assert await snapshot(store, ids) == first
-    # A redelivered record is re-processed later: same statuses, new timestamps and details.
-    await store.record([ev(e.notification_id, e.status, e.at_ms + HOUR, channel=e.channel, detail="again") for e in batch])
+    # A redelivered record is re-processed later: same statuses and details, new timestamps.
+    await store.record([ev(e.notification_id, e.status, e.at_ms + HOUR, channel=e.channel, detail=e.detail) for e in batch])
     assert await snapshot(store, ids) == first
     assert await store.inbox_after("u1", None) == inbox
     assert await store.daily_counts(DAY, "email") == {"sent": 5, "delivered": 5, "failed": 0}
@@ -341,3 +342,13 @@ async def test_inbox_follows_delivery_order_not_id_order(store: SqliteLogStore) 
     assert await store.inbox_after("u9", early_id) == []
     # an id this user never received: everything, rather than risk a gap
     assert await store.inbox_after("u9", "01J0000000000000000000000Z") == [first, second]
+
+
+async def test_only_a_replay_leaves_dead_lettered(store: SqliteLogStore) -> None:
+    n = nid(T0)
+    await store.record([ev(n, Status.QUEUED, T0), ev(n, Status.DEAD_LETTERED, T0 + 1)])
+    await store.record([ev(n, Status.QUEUED, T0 + 2, detail="late redelivery")])
+    assert (await store.statuses(n))[0].status == "dead_lettered"
+    replay = msgspec.structs.replace(ev(n, Status.QUEUED, T0 + 3, detail="replayed from the DLQ"), replay=True)
+    await store.record([replay, ev(n, Status.SENT, T0 + 4), ev(n, Status.DELIVERED, T0 + 5)])
+    assert (await store.statuses(n))[0].status == "delivered"
