@@ -40,10 +40,10 @@ import os
 import re
 import struct
 import zlib
+from array import array
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 
@@ -118,15 +118,20 @@ class BusStatistics:
 
 
 class _Segment:
-    """One segment file; `index` is its sparse index of (offset, file position)."""
+    """One segment file and its sparse index: record `offsets[i]` is at `positions[i]`."""
 
-    __slots__ = ("base", "path", "index", "indexed")
+    __slots__ = ("base", "path", "offsets", "positions", "indexed")
 
-    def __init__(self, base: int, path: Path, index: list[tuple[int, int]] | None = None) -> None:
+    def __init__(self, base: int, path: Path, index: tuple[array[int], array[int]] | None = None) -> None:
         self.base = base
         self.path = path
-        self.index = index if index is not None else []
+        self.offsets, self.positions = index if index is not None else (array("q"), array("q"))
         self.indexed = index is not None  # sealed segments found at open are indexed lazily
+
+    def add_to_index(self, offset: int, position: int) -> None:
+        # Positions first: a reader thread that finds an offset finds its position.
+        self.positions.append(position)
+        self.offsets.append(offset)
 
 
 class _Partition:
@@ -219,25 +224,25 @@ class _GroupCommit(Generic[T, R]):
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            if not self._batch.items:
+            while not self._batch.items:
                 if self._stopping:
                     return
-                self._wake = trio.Event()
-                continue
+                wake = self._wake = trio.Event()  # submit() and stop() set it
+                await wake.wait()
             if self._linger_s > 0 and not self._stopping:
                 await trio.sleep(self._linger_s)
             batch, self._batch = self._batch, _Batch()
-            self._wake = trio.Event()
             try:
                 result = await self._write(batch.items)
             except BaseException as exc:
                 batch.fail(exc)
                 raise
-            follow_up = self._publish(batch.items, result)
-            if follow_up is not None:
-                await trio.to_thread.run_sync(follow_up)
-            batch.done.set()
+            try:  # durable from here on: the callers are acknowledged whatever happens
+                follow_up = self._publish(batch.items, result)
+                if follow_up is not None:
+                    await trio.to_thread.run_sync(follow_up)
+            finally:
+                batch.done.set()
 
 
 class EmbeddedBus:
@@ -387,6 +392,8 @@ class EmbeddedBus:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
         while True:
             self._require_open()
+            if self._parts.get((topic, partition)) is not part:
+                raise BusClosed("the bus restarted while this fetch waited")  # `part` is stale
             if offset > part.end:
                 raise ValueError(f"{topic}/{partition}: offset {offset} is beyond the end offset {part.end}")
             start = max(offset, part.log_start)
@@ -552,7 +559,7 @@ class EmbeddedBus:
                 if isinstance(event, _Segment):
                     part.segments.append(event)
                 else:
-                    part.segments[-1].index.append(event)
+                    part.segments[-1].add_to_index(*event)
             part.cache.extend(records)
             part.cache_bytes += size
             part.end = records[-1].offset + 1
@@ -653,7 +660,7 @@ class EmbeddedBus:
                 os.close(fd)
         part.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         part.active_size = valid
-        part.unindexed = valid - index[-1][1] if index else INDEX_INTERVAL_BYTES
+        part.unindexed = valid - index[1][-1] if index[1] else INDEX_INTERVAL_BYTES
         part.segments = [_Segment(base, _segment_path(part.path, base)) for base in bases[:-1]]
         part.segments.append(_Segment(last, path, index))
         part.end = part.next_offset = end
@@ -753,7 +760,7 @@ class EmbeddedBus:
         _fsync_dir(part.path)
         part.active_size = 0
         part.unindexed = INDEX_INTERVAL_BYTES
-        events.append(_Segment(base, path, []))
+        events.append(_Segment(base, path, (array("q"), array("q"))))
         return 2
 
     def _write_commits(self, items: list[tuple[str, _Partition, int]]) -> int:
@@ -794,7 +801,6 @@ class EmbeddedBus:
 # -- file helpers -----------------------------------------------------------------------
 
 _segment_base = lambda segment: segment.base  # noqa: E731 - bisect key
-_index_offset = itemgetter(0)
 
 
 def _segment_path(directory: Path, base: int) -> Path:
@@ -853,11 +859,12 @@ def _delete_files(paths: list[Path]) -> None:
             log.warning("retention could not fsync %s: %r", directory, exc)
 
 
-def _scan_segment(path: Path, base: int) -> tuple[list[tuple[int, int]], int, int]:
+def _scan_segment(path: Path, base: int) -> tuple[tuple[array[int], array[int]], int, int]:
     """Validate a segment from its start: (sparse index, end offset, bytes of good records)."""
     data = path.read_bytes()
     view = memoryview(data)
-    index: list[tuple[int, int]] = []
+    offsets: array[int] = array("q")
+    positions: array[int] = array("q")
     unpack = _FRAME.unpack_from
     crc32 = zlib.crc32
     size = len(data)
@@ -871,12 +878,13 @@ def _scan_segment(path: Path, base: int) -> tuple[list[tuple[int, int]], int, in
         if crc32(view[pos + 4 : pos + 8 + length]) != crc:
             break
         if unindexed >= INDEX_INTERVAL_BYTES:
-            index.append((at, pos))
+            offsets.append(at)
+            positions.append(pos)
             unindexed = 0
         unindexed += 8 + length
         pos += 8 + length
         at += 1
-    return index, at, pos
+    return (offsets, positions), at, pos
 
 
 def _read_frame(f: BinaryIO, path: Path) -> tuple[int, bytes, bytes] | None:
@@ -904,13 +912,14 @@ def _read_records(segments: list[_Segment], start: int, count: int) -> list[tupl
             index, end, valid = _scan_segment(segment.path, segment.base)
             if end != next_base or valid != segment.path.stat().st_size:
                 raise BusCorrupted(f"{segment.path}: a sealed segment reads as offsets {segment.base}..{end}, expected ..{next_base}")
-            segment.index = index
+            segment.positions = index[1]
+            segment.offsets = index[0]
             segment.indexed = True
-        index = segment.index
-        j = bisect_right(index, at, key=_index_offset) - 1
+        offsets = segment.offsets
+        j = bisect_right(offsets, at) - 1
         if j < 0:
             raise BusCorrupted(f"{segment.path}: offset {at} is not in this segment")
-        current, position = index[j]
+        current, position = offsets[j], segment.positions[j]
         with open(segment.path, "rb") as f:
             f.seek(position)
             while len(out) < count:

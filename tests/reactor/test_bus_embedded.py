@@ -265,7 +265,7 @@ async def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
         assert proc.stdout is not None
         buffer = b""
         try:
-            while buffer.count(b"\nP ") < 400:
+            while sum(line.startswith(b"P ") for line in buffer.split(b"\n")[:-1]) < 400:
                 chunk = await proc.stdout.receive_some(65536)
                 assert chunk, f"child exited early with {proc.poll()}"
                 buffer += chunk
@@ -435,6 +435,28 @@ async def test_retention_deletes_committed_segments_and_old_offsets_read_from_di
         assert (await bus.fetch("new", "t", 0, 0, 10))[0].offset == 35
 
 
+async def test_disk_reads_land_on_any_offset_through_the_sparse_index(tmp_path: Path) -> None:
+    # ~210-byte records, 16 KiB segments: ~78 records and ~4 index entries per segment.
+    value = lambda i: b"%05d" % i + bytes([i % 251]) * 180  # noqa: E731
+    probes = [0, 1, 19, 20, 21, 77, 78, 79, 150, 233, 234, 398, 399]
+
+    async def check(bus: EmbeddedBus) -> None:
+        for offset in probes:
+            records = await bus.fetch("g", "t", 0, offset, 3)
+            assert [r.offset for r in records] == list(range(offset, min(offset + 3, 400)))
+            assert [r.value for r in records] == [value(i) for i in range(offset, min(offset + 3, 400))]
+
+    # cache_bytes=0: nothing stays in memory, every fetch goes to the segment files.
+    async with running(EmbeddedBus(tmp_path, {"t": 1}, segment_bytes=16384, cache_bytes=0)) as bus:
+        for start in range(0, 400, 50):
+            await bus.produce([("t", b"k", value(i)) for i in range(start, start + 50)])
+        assert len(segment_files(tmp_path, "t", 0)) > 3
+        await check(bus)  # indexes built by the writer
+        assert bus.statistics().disk_reads == len(probes)
+    async with running(EmbeddedBus(tmp_path, {"t": 1}, segment_bytes=16384, cache_bytes=0)) as bus:
+        await check(bus)  # sealed segments indexed lazily, the last one by recovery
+
+
 async def test_memory_cache_is_bounded(tmp_path: Path) -> None:
     async with running(EmbeddedBus(tmp_path, {"t": 1}, cache_bytes=2000)) as bus:
         for _ in range(5):
@@ -472,6 +494,34 @@ async def test_stop_flushes_what_is_queued(tmp_path: Path) -> None:
             mine = sorted(o for p, o in acked if p == partition)
             assert mine == list(range(len(mine)))
             assert await reopened.end_offset("t", partition) == len(mine)  # nothing unacknowledged
+
+
+async def test_stop_with_a_batch_in_flight_and_one_queued(tmp_path: Path) -> None:
+    bus = EmbeddedBus(tmp_path, {"t": 1})
+    gate = trio.Event()
+    write = bus._write_records
+
+    async def gated_write(items: list) -> list:  # type: ignore[type-arg]
+        await gate.wait()
+        return await write(items)
+
+    bus._write_records = gated_write  # type: ignore[method-assign]
+    acks: list[tuple[int, int]] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bus.run)
+
+            async def produce(value: bytes) -> None:
+                acks.extend(await bus.produce([("t", b"k", value)]))
+
+            nursery.start_soon(produce, b"in-flight")
+            await trio.testing.wait_all_tasks_blocked()  # its batch is taken, held at the gate
+            nursery.start_soon(produce, b"queued")
+            await trio.testing.wait_all_tasks_blocked()
+            bus.stop()
+            gate.set()
+    assert sorted(acks) == [(0, 0), (0, 1)]
+    assert bus.statistics().batches_flushed == 2
 
 
 async def test_assignments_yield_every_partition_once(tmp_path: Path) -> None:
