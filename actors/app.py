@@ -30,6 +30,8 @@ from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
 from .config import Config
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
+from .dead_letters import DeadLetters
+from .gate import ResilienceGate
 from .gateway import FrontEnd, Gateway, new_secret
 from .ingress import Ingress
 from .provider import ChannelClient, Provider
@@ -100,7 +102,7 @@ async def run_herald(
         recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
         registry = ConnectionRegistry(registry_mb)
         chosen = {**default_clients(config, registry_mb), **(clients or {})}
-        providers = {c: Provider(c, chosen[c], provider_mbs[c], store) for c in Channel}
+        providers = {c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c))) for c in Channel}
         scheduler = Scheduler(bus, store, scheduler_mb)
         retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
         policy = RestartPolicy()
@@ -126,6 +128,8 @@ async def run_herald(
             max_body_bytes=config.max_body_bytes,
             heartbeat_s=config.heartbeat_s,
             session_queue=config.session_queue,
+            dead_letters=DeadLetters(store, bus, recorder_mb),
+            providers=providers,
         )
         front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
 

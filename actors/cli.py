@@ -55,12 +55,36 @@ def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
     return url.rstrip("/"), key
 
 
-def _request(method: str, url: str, key: str, body: Any) -> int:
+def _request(method: str, url: str, key: str, body: Any, params: dict[str, Any] | None = None) -> int:
     import httpx
 
-    response = httpx.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    response = httpx.request(method, url, json=body, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
     print(json.dumps(response.json(), indent=2))
     return 0 if response.is_success else 1
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    url, key = _client_settings(args)
+    if args.action == "list":
+        params = {"channel": args.channel, "limit": args.limit, "cursor": args.cursor}
+        return _request("GET", f"{url}/v1/admin/dlq", key, None, {k: v for k, v in params.items() if v is not None})
+    selection: dict[str, Any] = {}
+    if args.id:
+        selection["ids"] = args.id
+    if args.channel:
+        selection["channel"] = args.channel
+    if args.notification:
+        selection["notification_id"] = args.notification
+    if args.all:
+        selection["all"] = True
+    if args.action == "replay":
+        return _request("POST", f"{url}/v1/admin/dlq/replay", key, selection)
+    return _request("DELETE", f"{url}/v1/admin/dlq", key, selection)
+
+
+def _circuits(args: argparse.Namespace) -> int:
+    url, key = _client_settings(args)
+    return _request("GET", f"{url}/v1/admin/circuits", key, None)
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -179,6 +203,21 @@ def parser() -> argparse.ArgumentParser:
     listen.add_argument("--count", type=int, help="exit after this many notifications")
     client(listen)
     listen.set_defaults(func=_listen)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue: list, replay, purge")
+    dlq.add_argument("action", choices=["list", "replay", "purge"])
+    dlq.add_argument("--channel", choices=["email", "sms", "push", "web"])
+    dlq.add_argument("--id", type=int, action="append", help="an entry id (repeatable)")
+    dlq.add_argument("--notification", help="entries of this notification id")
+    dlq.add_argument("--all", action="store_true", help="every entry (replay/purge)")
+    dlq.add_argument("--limit", type=int, help="list: entries per page")
+    dlq.add_argument("--cursor", help="list: continue from this cursor")
+    client(dlq)
+    dlq.set_defaults(func=_dlq)
+
+    circuits = sub.add_parser("circuits", help="circuit breaker and rate limit state per channel")
+    client(circuits)
+    circuits.set_defaults(func=_circuits)
     return top
 
 

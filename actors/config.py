@@ -19,6 +19,25 @@ def _default_partitions() -> dict[str, int]:
     return {"email": 4, "sms": 2, "push": 4, "web": 2}
 
 
+LIMIT_KEYS = ("capacity", "refill_per_s", "failure_threshold", "open_timeout_s", "success_threshold")
+
+
+def _default_limits() -> dict[str, dict[str, float]]:
+    """Per channel: token bucket (burst, refill per second) and breaker, from the seed."""
+    from reactor.circuit_breaker import CHANNEL_DEFAULTS
+
+    return {
+        channel: {
+            "capacity": d.bucket_capacity,
+            "refill_per_s": d.refill_per_s,
+            "failure_threshold": d.breaker.failure_threshold,
+            "open_timeout_s": d.breaker.open_timeout_s,
+            "success_threshold": d.breaker.success_threshold,
+        }
+        for channel, d in CHANNEL_DEFAULTS.items()
+    }
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -26,6 +45,7 @@ class Config:
     data_dir: Path = Path("herald-data")
     api_key: str = ""  # empty: generate one at first start and keep it in the store
     partitions: dict[str, int] = field(default_factory=_default_partitions)
+    limits: dict[str, dict[str, float]] = field(default_factory=_default_limits)
     max_body_bytes: int = 64 * 1024
     ingress_workers: int = 64
     ingress_mailbox: int = 2048
@@ -48,6 +68,15 @@ class Config:
 
     def partitions_of(self, channel: Channel) -> int:
         return int(self.partitions[channel.value])
+
+    def limits_of(self, channel: Channel) -> Any:
+        from reactor.circuit_breaker import BreakerConfig
+
+        from .gate import Limits
+
+        raw = self.limits[channel.value]
+        breaker = BreakerConfig(int(raw["failure_threshold"]), float(raw["open_timeout_s"]), int(raw["success_threshold"]))
+        return Limits(float(raw["capacity"]), float(raw["refill_per_s"]), breaker)
 
 
 class ConfigError(ValueError):
@@ -72,6 +101,23 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             if unknown or any(v < 1 for v in parts.values()):
                 raise ValueError(f"channels {sorted(unknown)} unknown or a count below 1")
             return {**_default_partitions(), **parts}
+        if name == "limits":
+            # TOML: [herald.limits.sms] capacity = 10; env: HERALD_LIMITS="sms.capacity=10,sms.open_timeout_s=5"
+            if isinstance(value, str):
+                nested: dict[str, dict[str, float]] = {}
+                for part in value.split(","):
+                    path, number = part.split("=")
+                    channel, key = path.strip().split(".")
+                    nested.setdefault(channel, {})[key] = float(number)
+                value = nested
+            limits = _default_limits()
+            for channel, overrides in dict(value).items():
+                if channel not in limits or set(overrides) - set(LIMIT_KEYS):
+                    raise ValueError(f"limits.{channel}: channels are {sorted(limits)}, keys {list(LIMIT_KEYS)}")
+                limits[channel] = {**limits[channel], **{k: float(v) for k, v in overrides.items()}}
+                if min(limits[channel].values()) < 0 or limits[channel]["capacity"] <= 0 or limits[channel]["refill_per_s"] <= 0:
+                    raise ValueError(f"limits.{channel}: capacity and refill_per_s must be positive")
+            return limits
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
     raise ConfigError(f"{name}: unsupported type")

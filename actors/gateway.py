@@ -7,6 +7,7 @@ mailboxes, and answer errors as application/problem+json naming the field.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,12 @@ from werkzeug.exceptions import HTTPException
 
 from protocol.api import (
     Attempt as AttemptView,
+    AttemptError,
+    CircuitView,
+    DeadLetterPage,
+    DeadLetterView,
+    DlqResult,
+    DlqSelection,
     ChannelStatus,
     HistoryItem,
     HistoryPage,
@@ -39,9 +46,13 @@ from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.ask import ask
 from reactor.clock import iso, parse_iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
-from reactor.ports import LogStore
+from protocol.messages import decode_delivery
+from reactor.ports import DeadLetter, DlqFilter, LogStore
 
 from .auth import InvalidToken, api_key_matches, issue_token, verify_token
+from .dead_letters import DeadLetters
+from .gate import ResilienceGate
+from .provider import Provider
 from .clients.web import notification_frame
 from .messages import Push, Record, Register, Submit, Unregister
 from .sessions import Session
@@ -51,6 +62,7 @@ log = logging.getLogger("herald.gateway")
 _json = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(NotificationRequest)
 _token_decoder = msgspec.json.Decoder(TokenRequest)
+_selection_decoder = msgspec.json.Decoder(DlqSelection)
 _PONG = frame_encoder.encode(Pong())
 
 
@@ -67,6 +79,8 @@ class Gateway:
     max_body_bytes: int
     heartbeat_s: float
     session_queue: int
+    dead_letters: DeadLetters
+    providers: dict[Channel, Provider]
     ready: bool = False
     draining: trio.Event = field(default_factory=trio.Event)
     sessions_opened: int = 0
@@ -188,12 +202,7 @@ def create_app(gw: Gateway) -> QuartTrio:
             raise _bad_param("channel", f"one of {', '.join(c.value for c in Channel)}")
         since_ms = _time_param("since", args.get("since"))
         until_ms = _time_param("until", args.get("until"))
-        try:
-            limit = int(args.get("limit", "50"))
-        except ValueError:
-            raise _bad_param("limit", "an integer from 1 to 200") from None
-        if not 1 <= limit <= 200:
-            raise _bad_param("limit", "an integer from 1 to 200")
+        limit = _limit_param(args.get("limit"))
         try:
             rows, cursor = await gw.logstore.history(
                 user_id, channel=channel, since_ms=since_ms, until_ms=until_ms, cursor=args.get("cursor"), limit=limit
@@ -220,6 +229,61 @@ def create_app(gw: Gateway) -> QuartTrio:
             return problem_response(Problem("Malformed JSON", 400, str(exc), errors=[FieldError("body", str(exc))]))
         expires = wall_ms() + wanted.ttl_s * 1000
         return json_response(TokenResponse(issue_token(gw.secret, user_id, expires), iso(expires)), 201)
+
+    @app.get("/v1/admin/circuits")
+    async def get_circuits() -> Response:
+        authorize()
+        return json_response({"circuits": [_circuit_view(c, p) for c, p in gw.providers.items()]})
+
+    @app.get("/v1/admin/dlq")
+    async def get_dlq() -> Response:
+        authorize()
+        args = request.args
+        unknown = set(args) - {"channel", "cursor", "limit"}
+        if unknown:
+            raise _bad_param(sorted(unknown)[0], "unknown query parameter")
+        channel = args.get("channel")
+        if channel is not None and channel not in {c.value for c in Channel}:
+            raise _bad_param("channel", f"one of {', '.join(c.value for c in Channel)}")
+        cursor = args.get("cursor", "0")
+        if not cursor.isdigit():
+            raise _bad_param("cursor", "invalid cursor")
+        limit = _limit_param(args.get("limit"))
+        selection = DlqFilter(channel=channel)
+        entries, next_id = await gw.dead_letters.list(selection, int(cursor), limit)
+        total = await gw.dead_letters.store.dead_letter_count(channel)
+        page = DeadLetterPage([_dead_letter_view(e) for e in entries], None if next_id is None else str(next_id), total)
+        return json_response(page)
+
+    async def read_selection() -> DlqFilter:
+        body = await read_body()
+        try:
+            wanted = _selection_decoder.decode(body or b"{}")
+        except msgspec.ValidationError as exc:
+            raise ProblemError(invalid(str(exc))) from None
+        except msgspec.DecodeError as exc:
+            raise ProblemError(Problem("Malformed JSON", 400, str(exc), errors=[FieldError("body", str(exc))])) from None
+        criteria = (wanted.ids, wanted.channel, wanted.notification_id, wanted.before)
+        if wanted.all == any(c is not None for c in criteria):
+            message = "give ids, a filter (channel, notification_id, before), or all: true; not both, not neither"
+            raise ProblemError(Problem("Unprocessable selection", 422, message, errors=[FieldError("all", message)]))
+        before_ms = _time_param("before", wanted.before)
+        return DlqFilter(
+            ids=tuple(wanted.ids) if wanted.ids else None,
+            channel=wanted.channel.value if wanted.channel else None,
+            notification_id=wanted.notification_id,
+            before_ms=before_ms,
+        )
+
+    @app.post("/v1/admin/dlq/replay")
+    async def replay_dlq() -> Response:
+        authorize()
+        return json_response(DlqResult(replayed=await gw.dead_letters.replay(await read_selection())))
+
+    @app.delete("/v1/admin/dlq")
+    async def discard_dlq() -> Response:
+        authorize()
+        return json_response(DlqResult(discarded=await gw.dead_letters.discard(await read_selection())))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -251,6 +315,46 @@ def _time_param(name: str, value: str | None) -> int | None:
         return int(value) if value.isdigit() else parse_iso(value)
     except ValueError:
         raise _bad_param(name, "an RFC 3339 timestamp or milliseconds since the epoch") from None
+
+
+def _limit_param(value: str | None, default: int = 50) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= 200:
+        raise _bad_param("limit", "an integer from 1 to 200")
+    return int(value)
+
+
+def _dead_letter_view(entry: DeadLetter) -> DeadLetterView:
+    history = [AttemptError(a.attempt, iso(a.at_ms), a.error) for a in decode_delivery(entry.record).history]
+    return DeadLetterView(
+        entry.id, Channel(entry.channel), entry.notification_id, entry.user_id, entry.error, entry.attempts,
+        iso(entry.created_ms), iso(entry.dead_ms), history,
+    )
+
+
+def _circuit_view(channel: Channel, provider: Provider) -> CircuitView:
+    gate = provider.gate
+    if not isinstance(gate, ResilienceGate):
+        return CircuitView(channel, "none", 0, 0, 0, provider.calls, provider.suppressed, math.inf, math.inf, math.inf)
+    now = trio.current_time()
+    stats = gate.breaker.statistics()
+    retry_at = None
+    if stats.open_until is not None and stats.open_until > now:
+        retry_at = iso(wall_ms() + int((stats.open_until - now) * 1000))
+    return CircuitView(
+        channel=channel,
+        state=gate.breaker.state_at(now).value,
+        consecutive_failures=stats.consecutive_failures,
+        opened=stats.opened_count,
+        rejected=stats.rejected,
+        calls=provider.calls,
+        suppressed_duplicates=provider.suppressed,
+        tokens=round(gate.bucket.available(now), 3),
+        bucket_capacity=gate.limits.capacity,
+        refill_per_s=gate.limits.refill_per_s,
+        retry_at=retry_at,
+    )
 
 
 def _nowait(mailbox: Mailbox[Any]) -> Any:

@@ -70,3 +70,56 @@ class TokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class TokenResponse(msgspec.Struct, frozen=True):
     token: str
     expires_at: str
+
+
+class AttemptError(msgspec.Struct, frozen=True):
+    attempt: int
+    at: str
+    error: str
+
+
+class DeadLetterView(msgspec.Struct, frozen=True):
+    id: int
+    channel: Channel
+    notification_id: str
+    user_id: str
+    error: str
+    attempts: int
+    created_at: str
+    dead_lettered_at: str
+    history: list[AttemptError]
+
+
+class DeadLetterPage(msgspec.Struct, frozen=True):
+    items: list[DeadLetterView]
+    next_cursor: str | None
+    total: int
+
+
+class DlqSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which dead letters to replay or discard: ids, a filter, or all (explicitly)."""
+
+    ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
+    channel: Channel | None = None
+    notification_id: str | None = None
+    before: str | None = None
+    all: bool = False
+
+
+class DlqResult(msgspec.Struct, frozen=True):
+    replayed: int = 0
+    discarded: int = 0
+
+
+class CircuitView(msgspec.Struct, frozen=True, omit_defaults=True):
+    channel: Channel
+    state: str
+    consecutive_failures: int
+    opened: int
+    rejected: int
+    calls: int
+    suppressed_duplicates: int
+    tokens: float
+    bucket_capacity: float
+    refill_per_s: float
+    retry_at: str | None = None

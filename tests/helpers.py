@@ -12,11 +12,12 @@ import trio
 from trio_websocket import open_websocket_url
 
 from actors.app import Herald, run_herald
-from actors.config import Config
+from actors.config import Config, load_config
 
 
 def config_for(tmp: Path, **overrides: Any) -> Config:
-    return Config(data_dir=tmp / "data", port=0, api_key="test-key", retry_initial_s=0.01, shutdown_grace_s=5, **overrides)
+    settings: dict[str, Any] = {"data_dir": tmp / "data", "port": 0, "api_key": "test-key", "retry_initial_s": 0.01, "shutdown_grace_s": 5}
+    return load_config(env={}, **{**settings, **overrides})
 
 
 @asynccontextmanager

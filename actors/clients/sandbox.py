@@ -64,12 +64,35 @@ class EmailOutbox:
 
 
 class JsonLinesSink:
-    """SMS or push sandbox: one JSON object per line, fsynced before the outcome."""
+    """SMS or push sandbox: one JSON object per line, fsynced before the outcome.
+
+    Like a provider that honours an idempotency key, it takes each notification id once:
+    a second send of the same id (a redelivery in the crash window of the send ledger)
+    is answered as delivered and not written again. `duplicates_refused` counts those.
+    """
 
     def __init__(self, path: Path, channel: str) -> None:
         self.path = path.resolve()
         self.channel = channel
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._seen: set[str] | None = None
+        self.duplicates_refused = 0
+
+    def _load_seen(self) -> set[str]:
+        seen: set[str] = set()
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):  # torn by a crash mid-append: cut it off
+                data = data[: data.rfind(b"\n") + 1]
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(len(data))
+                    os.fsync(fh.fileno())
+            for raw in data.splitlines():
+                try:
+                    seen.add(json.loads(raw)["notification_id"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line from a crash
+        return seen
 
     def _append(self, line: bytes) -> None:
         with open(self.path, "ab") as fh:
@@ -81,9 +104,15 @@ class JsonLinesSink:
         part = delivery.content.for_channel(self.channel)
         if part is None or not delivery.address:
             return PermanentFailure(f"no {self.channel} content or address")
+        if self._seen is None:
+            self._seen = await trio.to_thread.run_sync(self._load_seen)
+        if delivery.notification_id in self._seen:
+            self.duplicates_refused += 1
+            return Sent(Status.DELIVERED, detail=f"{self.path} (already there: not written again)")
         line = json.dumps(
             {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": delivery.address, "at_ms": wall_ms(), **to_builtins(part)},
             separators=(",", ":"),
         )
         await trio.to_thread.run_sync(self._append, line.encode() + b"\n")
+        self._seen.add(delivery.notification_id)
         return Sent(Status.DELIVERED, detail=str(self.path))

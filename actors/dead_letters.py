@@ -1,0 +1,73 @@
+"""Operating the dead-letter queue: list, replay through the normal path, discard."""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocol.channels import Channel
+from protocol.lifecycle import Status
+from protocol.messages import StatusEvent, decode_delivery, encode_delivery
+from reactor.ask import ask
+from reactor.clock import wall_ms
+from reactor.mailbox import Mailbox
+from reactor.ports import Bus, DeadLetter, DlqFilter, Store
+
+from .messages import Record
+
+PAGE = 200
+
+
+class DeadLetters:
+    def __init__(self, store: Store, bus: Bus, recorder: Mailbox[Record]) -> None:
+        self.store = store
+        self.bus = bus
+        self.recorder = recorder
+        self.replayed = 0
+        self.discarded = 0
+
+    async def list(self, selection: DlqFilter, after_id: int, limit: int) -> tuple[list[DeadLetter], int | None]:
+        """A page of entries and the id to continue after (None at the end)."""
+        entries = await self.store.dead_letters(selection, after_id, limit + 1)
+        if len(entries) > limit:
+            return entries[:limit], entries[limit - 1].id
+        return entries, None
+
+    async def replay(self, selection: DlqFilter) -> int:
+        """Put matching entries back on their channel's topic as first attempts; returns how many.
+
+        Each entry leaves the queue only after its record is durably on the bus: a crash in
+        between replays it twice, and the send ledger keeps the second from being sent.
+        """
+        total, after = 0, 0
+        while True:
+            entries = await self.store.dead_letters(selection, after, PAGE)
+            if not entries:
+                return total
+            items, events = [], []
+            now = wall_ms()
+            for entry in entries:
+                delivery = decode_delivery(entry.record)
+                again = msgspec.structs.replace(delivery, attempt=1, replays=delivery.replays + 1)
+                items.append((Channel(entry.channel).topic(), delivery.user_id.encode(), encode_delivery(again)))
+                events.append(StatusEvent(
+                    delivery.notification_id, delivery.user_id, delivery.channel, Status.QUEUED, now,
+                    detail=f"replayed from the dead-letter queue ({again.replays})", created_ms=delivery.created_ms,
+                    priority=delivery.priority, replay=True,
+                ))
+            # Recorded first: the replayed record's own events must find the status queued again.
+            await ask(self.recorder.send, lambda reply: Record(tuple(events), (), reply))
+            await self.bus.produce(items)
+            await self.store.discard_dead_letters([e.id for e in entries])
+            total += len(entries)
+            self.replayed += len(entries)
+            after = entries[-1].id
+
+    async def discard(self, selection: DlqFilter) -> int:
+        total, after = 0, 0
+        while True:
+            entries = await self.store.dead_letters(selection, after, PAGE)
+            if not entries:
+                self.discarded += total
+                return total
+            total += await self.store.discard_dead_letters([e.id for e in entries])
+            after = entries[-1].id
