@@ -22,6 +22,7 @@ from protocol.channels import Channel
 from reactor.bus_embedded import EmbeddedBus
 from reactor.logstore_sqlite import SqliteLogStore
 from reactor.mailbox import Mailbox, Overflow
+from reactor.state_memory import MemoryState
 from reactor.store_sqlite import SqliteStore
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
@@ -32,6 +33,7 @@ from .config import Config
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .dead_letters import DeadLetters
 from .gate import ResilienceGate
+from .idempotency import Idempotency
 from .gateway import FrontEnd, Gateway, new_secret
 from .ingress import Ingress
 from .provider import ChannelClient, Provider
@@ -130,6 +132,7 @@ async def run_herald(
             session_queue=config.session_queue,
             dead_letters=DeadLetters(store, bus, recorder_mb),
             providers=providers,
+            idempotency=Idempotency(MemoryState()),
         )
         front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
 

@@ -51,6 +51,7 @@ from reactor.ports import DeadLetter, DlqFilter, LogStore
 
 from .auth import InvalidToken, api_key_matches, issue_token, verify_token
 from .dead_letters import DeadLetters
+from .idempotency import HEADER as IDEMPOTENCY_HEADER, Idempotency
 from .gate import ResilienceGate
 from .provider import Provider
 from .clients.web import notification_frame
@@ -81,6 +82,7 @@ class Gateway:
     session_queue: int
     dead_letters: DeadLetters
     providers: dict[Channel, Provider]
+    idempotency: Idempotency
     ready: bool = False
     draining: trio.Event = field(default_factory=trio.Event)
     sessions_opened: int = 0
@@ -147,6 +149,9 @@ def create_app(gw: Gateway) -> QuartTrio:
     async def post_notification() -> Response:
         authorize()
         body = await read_body()
+        return await gw.idempotency.run("POST /v1/notifications", request.headers.get(IDEMPOTENCY_HEADER), body, lambda: submit(body))
+
+    async def submit(body: bytes) -> Response:
         try:
             submission = _request_decoder.decode(body)
         except msgspec.ValidationError as exc:
