@@ -63,14 +63,18 @@ class ResilienceGate:
                 self._note_transitions()
                 return
 
-    def settle(self, delivery: Delivery, outcome: Outcome | None) -> None:
-        """Retryable failures and crashes count against the provider; permanent ones are the input's fault."""
+    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Retryable failures count against the provider; permanent ones are the input's fault."""
         now = trio.current_time()
-        if outcome is None or isinstance(outcome, RetryLater):
+        if isinstance(outcome, RetryLater):
             self.breaker.record_failure(now)
         else:
             self.breaker.record_success(now)
         self._note_transitions()
+
+    def abandon(self, delivery: Delivery) -> None:
+        """A crash (poison message) or cancellation: no word on health; free a half-open probe slot."""
+        self.breaker.release_probe()
 
     def _note_transitions(self) -> None:
         for transition in self.breaker.drain_transitions():

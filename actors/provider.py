@@ -38,8 +38,11 @@ class ChannelClient(Protocol):
 class Gate(Protocol):
     async def admit(self, delivery: Delivery) -> None: ...
 
-    def settle(self, delivery: Delivery, outcome: Outcome | None) -> None:
-        """See the outcome of an admitted call (None: the client crashed)."""
+    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """See the outcome of an admitted call."""
+
+    def abandon(self, delivery: Delivery) -> None:
+        """An admitted call ended with no outcome (the client crashed, or was cancelled)."""
 
 
 class OpenGate:
@@ -48,7 +51,10 @@ class OpenGate:
     async def admit(self, delivery: Delivery) -> None:
         return None
 
-    def settle(self, delivery: Delivery, outcome: Outcome | None) -> None:
+    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        return None
+
+    def abandon(self, delivery: Delivery) -> None:
         return None
 
 
@@ -89,8 +95,9 @@ class Provider:
         self.calls += 1
         try:
             outcome = await self.client.send(delivery)
-        except Exception:
-            self.gate.settle(delivery, None)
+        except BaseException:
+            # A crash (a poison message) or a cancellation says nothing about the provider's health.
+            self.gate.abandon(delivery)
             raise
         self.gate.settle(delivery, outcome)
         if isinstance(outcome, Sent) and outcome.status is not Status.QUEUED:
