@@ -62,6 +62,8 @@ async def test_repeated_kill_9_while_streaming_loses_nothing(tmp_path):
                         if all(states.get(c) == "delivered" for c in ("email", "sms", "push")):
                             pending.discard(nid)
                     await trio.sleep(0.2)
+            circuits = (await client.get("/v1/admin/circuits")).json()["circuits"]
+            suppressed = sum(c["suppressed_duplicates"] for c in circuits)
     emails = {p.stem for p in (data / "outbox").glob("*.eml")}
     sms_ids = [json.loads(line)["notification_id"] for line in (data / "sms.jsonl").read_text().splitlines()]
     push_ids = [json.loads(line)["notification_id"] for line in (data / "push.jsonl").read_text().splitlines()]
@@ -69,7 +71,7 @@ async def test_repeated_kill_9_while_streaming_loses_nothing(tmp_path):
     duplicated = (len(sms_ids) - len(set(sms_ids))) + (len(push_ids) - len(set(push_ids)))
     print(
         f"kill -9 x{ROUNDS}: attempted={attempted} accepted={len(accepted)} delivered={len(accepted) - len(lost)} "
-        f"lost={len(lost)} not_final={len(pending)} duplicated={duplicated}"
+        f"lost={len(lost)} not_final={len(pending)} duplicated={duplicated} redeliveries_stopped_by_ledger={suppressed}"
     )
     assert not lost
     assert not pending
