@@ -22,7 +22,7 @@ from protocol.channels import Channel
 from reactor.bus_embedded import EmbeddedBus
 from reactor.logstore_sqlite import SqliteLogStore
 from reactor.mailbox import Mailbox, Overflow
-from reactor.state_memory import MemoryState
+from reactor.state_sqlite import SqliteState
 from reactor.store_sqlite import SqliteStore
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
@@ -88,8 +88,10 @@ async def run_herald(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(config.data_dir / "store.sqlite3")
     logstore = SqliteLogStore(config.data_dir / "logs.sqlite3")
+    state = SqliteState(config.data_dir / "state.sqlite3")
     await store.open()
     await logstore.open()
+    await state.open()
     try:
         secret = await store.put_meta_if_absent("token_secret", new_secret())
         api_key = config.api_key or await store.put_meta_if_absent("api_key", new_secret()[:40])
@@ -132,7 +134,7 @@ async def run_herald(
             session_queue=config.session_queue,
             dead_letters=DeadLetters(store, bus, recorder_mb),
             providers=providers,
-            idempotency=Idempotency(MemoryState()),
+            idempotency=Idempotency(state),
         )
         front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
 
@@ -165,6 +167,7 @@ async def run_herald(
             task_status.started(herald)
     finally:
         with trio.CancelScope(shield=True):
+            await state.close()
             await logstore.close()
             await store.close()
 

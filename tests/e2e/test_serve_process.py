@@ -111,3 +111,17 @@ async def test_kill_9_after_202s_loses_nothing(tmp_path):
     print(f"kill -9: accepted={total} emails={len(emails)} lost={len(lost)} sms_lines={len(sms)} sms_duplicates={duplicates}")
     assert not lost
     assert set(sms) == set(accepted)
+
+
+async def test_an_idempotency_key_is_remembered_across_kill_9(tmp_path):
+    body = all_channels("carol")
+    async with herald_process(tmp_path / "data") as server, client_for(server) as client:
+        first = await client.post("/v1/notifications", json=body, headers={"Idempotency-Key": "order-42"})
+        assert first.status_code == 202
+        server.kill9()
+        await server.process.wait()
+    async with herald_process(tmp_path / "data") as server, client_for(server) as client:
+        again = await client.post("/v1/notifications", json=body, headers={"Idempotency-Key": "order-42"})
+        assert again.status_code == 202
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["notification_id"] == first.json()["notification_id"]
