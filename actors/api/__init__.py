@@ -1,0 +1,1 @@
+"""The REST and WebSocket routes, one blueprint per area; actors.gateway assembles them."""

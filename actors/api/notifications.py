@@ -1,0 +1,131 @@
+"""Notifications: submit, status, history; subscriber tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response, request
+
+from protocol.api import (
+    Attempt as AttemptView,
+    ChannelStatus,
+    HistoryItem,
+    HistoryPage,
+    NotificationRequest,
+    NotificationStatus,
+    Receipt,
+    TokenRequest,
+    TokenResponse,
+)
+from protocol.channels import Channel, Priority
+from protocol.ids import is_notification_id, is_user_id
+from protocol.lifecycle import FINAL, Status
+from protocol.problems import Problem
+from reactor.ask import ask
+from reactor.clock import iso, wall_ms
+from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
+
+from ..auth import issue_token
+from ..idempotency import HEADER as IDEMPOTENCY_HEADER
+from ..messages import Submit
+from .errors import ProblemError, authorize, bad_param, decode_body, json_response, limit_param, problem_response, read_body, time_param
+
+_request_decoder = msgspec.json.Decoder(NotificationRequest)
+_token_decoder = msgspec.json.Decoder(TokenRequest)
+
+
+def _nowait(mailbox: Mailbox[Any]) -> Any:
+    async def send(message: Any) -> None:
+        mailbox.send_nowait(message)
+
+    return send
+
+
+def blueprint(gw: Any) -> Blueprint:
+    bp = Blueprint("notifications", __name__)
+
+    @bp.post("/v1/notifications")
+    async def post_notification() -> Response:
+        authorize(gw)
+        body = await read_body(gw)
+        return await gw.idempotency.run("POST /v1/notifications", request.headers.get(IDEMPOTENCY_HEADER), body, lambda: submit(body))
+
+    async def submit(body: bytes) -> Response:
+        try:
+            submission = decode_body(_request_decoder, body)
+        except ProblemError as error:
+            return problem_response(error.problem)  # returned, not raised: the idempotency record keeps it
+        try:
+            result = await ask(_nowait(gw.ingress), lambda reply: Submit(submission, reply))
+        except MailboxFull:
+            return problem_response(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
+        except MailboxClosed:
+            return problem_response(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+        if isinstance(result, Problem):
+            return problem_response(result)
+        assert isinstance(result, Receipt)
+        return json_response(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
+
+    @bp.get("/v1/notifications/<nid>")
+    async def get_notification(nid: str) -> Response:
+        authorize(gw)
+        if not is_notification_id(nid):
+            raise bad_param("notification_id", "not a notification id (26 characters, Crockford base32)")
+        rows = await gw.logstore.statuses(nid)
+        if not rows:
+            raise ProblemError(Problem("Not Found", 404, f"no notification {nid}"))
+        events = await gw.logstore.events(nid)
+        channels = {}
+        for row in rows:
+            attempts = [AttemptView(Status(e.status), iso(e.at_ms), e.detail) for e in events if e.channel == row.channel]
+            channels[row.channel] = ChannelStatus(Status(row.status), iso(row.updated_ms), attempts)
+        first = rows[0]
+        view = NotificationStatus(
+            notification_id=nid,
+            user_id=first.user_id,
+            created_at=iso(first.created_ms),
+            priority=Priority(first.priority),
+            channels=channels,
+            final=all(c.status in FINAL for c in channels.values()),
+        )
+        return json_response(view)
+
+    @bp.get("/v1/users/<user_id>/notifications")
+    async def get_history(user_id: str) -> Response:
+        authorize(gw)
+        if not is_user_id(user_id):
+            raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
+        args = request.args
+        unknown = set(args) - {"channel", "since", "until", "cursor", "limit"}
+        if unknown:
+            raise bad_param(sorted(unknown)[0], "unknown query parameter")
+        channel = args.get("channel")
+        if channel is not None and channel not in {c.value for c in Channel}:
+            raise bad_param("channel", f"one of {', '.join(c.value for c in Channel)}")
+        since_ms = time_param("since", args.get("since"))
+        until_ms = time_param("until", args.get("until"))
+        limit = limit_param(args.get("limit"))
+        try:
+            rows, cursor = await gw.logstore.history(
+                user_id, channel=channel, since_ms=since_ms, until_ms=until_ms, cursor=args.get("cursor"), limit=limit
+            )
+        except ValueError as exc:
+            raise bad_param("cursor", str(exc)) from None
+        items = [
+            HistoryItem(r.notification_id, Channel(r.channel), Status(r.status), iso(r.created_ms), iso(r.updated_ms), r.detail)
+            for r in rows
+        ]
+        return json_response(HistoryPage(items, cursor))
+
+    @bp.post("/v1/users/<user_id>/tokens")
+    async def post_token(user_id: str) -> Response:
+        authorize(gw)
+        if not is_user_id(user_id):
+            raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
+        body = await read_body(gw)
+        wanted = decode_body(_token_decoder, body) if body.strip() else TokenRequest()
+        expires = wall_ms() + wanted.ttl_s * 1000
+        return json_response(TokenResponse(issue_token(gw.secret, user_id, expires), iso(expires)), 201)
+
+    return bp
