@@ -61,6 +61,13 @@ WEB_BODY = {"user_id": "bench-u1", "channels": ["web"], "content": {"web": {"tit
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (from /proc/stat; steal counts as busy)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 if empty)."""
     if not sorted_values:
@@ -225,13 +232,16 @@ def run_load(kind: str, url: str, key: str, body: bytes, connections: int, durat
         params = {"url": target, "key": key, "body": body.decode(), "connections": connections, "duration": duration}
         argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(params)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0 = _machine_busy_s()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    busy1 = _machine_busy_s()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
     result = _parse_emitted(done.stdout)
     result["statuses"] = {int(k): v for k, v in result["statuses"].items()}
     result["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["machine_busy_s"] = busy1 - busy0
     return result
 
 
@@ -433,6 +443,12 @@ class Run:
         return {k: v for k, v in self.result["statuses"].items() if k != 202}
 
     @property
+    def other_cpu_pct(self) -> float:
+        """CPU the machine spent on anything but this server and the load generator (noise), % of a core."""
+        r = self.result
+        return max(0.0, 100 * (r["machine_busy_s"] - self.server_cpu_s - r["client_cpu_s"]) / r["duration_s"])
+
+    @property
     def errors(self) -> int:
         r = self.result
         return int(r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"])
@@ -447,7 +463,7 @@ class Run:
         return (
             f"  round {self.round} {self.server:<6} {self.accepted_per_s:8.0f} accepted/s  p50 {r['p50_ms']:7.2f} ms  "
             f"p99 {r['p99_ms']:7.2f} ms  non-202 {self.non_202 or 0}  socket errors {self.errors}  "
-            f"server CPU {cpu_pct:3.0f}% ({per_req:.0f} us/req)  client CPU {100 * r['client_cpu_s'] / r['duration_s']:3.0f}%{drain}"
+            f"server CPU {cpu_pct:3.0f}% ({per_req:.0f} us/req)  client CPU {100 * r['client_cpu_s'] / r['duration_s']:3.0f}%  other CPU {self.other_cpu_pct:3.0f}%{drain}"
         )
 
 
@@ -485,6 +501,11 @@ def driver(args: argparse.Namespace) -> int:
     stops: list[str] = []
     ok = True
     print(f"bench: {os.cpu_count()} cores shared by servers and load generator; load generator: {loadgen}; data under {tmp_root}")
+    busy0 = _machine_busy_s()
+    time.sleep(1.0)
+    background = 100 * (_machine_busy_s() - busy0)
+    if background > 20:
+        print(f"bench: WARNING: the machine is already busy ({background:.0f}% of a core before starting): figures will be noisy")
     try:
         herald.start()
         bare.start()
@@ -493,12 +514,16 @@ def driver(args: argparse.Namespace) -> int:
         if args.ws_duration > 0:
             print(f"bench: WS latency: {args.ws_users} sessions, {args.rate:g} notifications/s for {args.ws_duration:g}s ...", flush=True)
             cpu0 = herald.cpu_s()
+            busy0 = _machine_busy_s()
             ws = run_ws(herald.url, herald.key, args.ws_users, args.rate, args.ws_duration, args.ws_grace, "ws", not args.no_ack)
-            ws["server_cpu_pct"] = 100 * (herald.cpu_s() - cpu0) / ws["wall_s"]
+            server_cpu = herald.cpu_s() - cpu0
+            ws["server_cpu_pct"] = 100 * server_cpu / ws["wall_s"]
+            ws["other_cpu_pct"] = max(0.0, 100 * (_machine_busy_s() - busy0 - server_cpu - ws["client_cpu_s"]) / ws["wall_s"])
             print(f"  POST->frame p50 {ws['p50_ms']:.2f} ms  p99 {ws['p99_ms']:.2f} ms  max {ws['max_ms']:.2f} ms  "
                   f"frames {ws['frames']}/{ws['accepted']} (missing {ws['missing']}, duplicates {ws['duplicates']})  "
                   f"POST p50 {ws['post_p50_ms']:.2f} ms p99 {ws['post_p99_ms']:.2f} ms  statuses {ws['statuses']}  "
-                  f"sessions closed early {ws['sessions_closed_early']}  sender lag max {ws['max_send_lag_ms']:.1f} ms")  # fmt: skip
+                  f"sessions closed early {ws['sessions_closed_early']}  sender lag max {ws['max_send_lag_ms']:.1f} ms  "
+                  f"server CPU {ws['server_cpu_pct']:.0f}%  other CPU {ws['other_cpu_pct']:.0f}%")  # fmt: skip
             herald.wait_idle(args.drain_max)
 
         if args.warmup > 0:
@@ -587,8 +612,14 @@ def _summary(
             f"WS: {ws['users']} sessions, {ws['rate']:g}/s for {ws['duration_s']:g}s: POST->frame p50 {ws['p50_ms']:.2f} ms  "
             f"p90 {ws['p90_ms']:.2f} ms  p99 {ws['p99_ms']:.2f} ms  max {ws['max_ms']:.2f} ms; frames {ws['frames']}/{ws['accepted']} "
             f"accepted of {ws['sent']} sent; MISSING {ws['missing']}; non-202 {({k: v for k, v in ws['statuses'].items() if k != '202'}) or 0}; "
-            f"POST p50 {ws['post_p50_ms']:.2f} ms p99 {ws['post_p99_ms']:.2f} ms; server CPU {ws['server_cpu_pct']:.0f}%"
+            f"POST p50 {ws['post_p50_ms']:.2f} ms p99 {ws['post_p99_ms']:.2f} ms; server CPU {ws['server_cpu_pct']:.0f}%, "
+            f"other CPU {ws['other_cpu_pct']:.0f}%{' (disturbed: rerun)' if ws['other_cpu_pct'] > 25 or ws['max_send_lag_ms'] > 100 else ''}"
         )
+    if runs:
+        others = [r.other_cpu_pct for r in runs]
+        noisy = [f"{r.server} r{r.round}" for r in runs if r.other_cpu_pct > 25]
+        out.append(f"noise: CPU used by other processes during the runs: median {_median(others):.0f}%, max {max(others):.0f}% of a core"
+                   + (f"; suspect runs (>25%): {', '.join(noisy)}: rerun on a quieter machine" if noisy else ""))  # fmt: skip
     out.extend(stops)
     out.append(f"total wall time {elapsed:.0f}s")
     out.append("=" * 78)

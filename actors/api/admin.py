@@ -28,12 +28,12 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.get("/v1/admin/circuits")
     async def get_circuits() -> Response:
-        authorize(gw)
+        await authorize(gw, "admin")
         return json_response({"circuits": [_circuit_view(c, p) for c, p in gw.providers.items()]})
 
     @bp.get("/v1/admin/dlq")
     async def get_dlq() -> Response:
-        authorize(gw)
+        await authorize(gw, "admin")
         args = request.args
         unknown = set(args) - {"channel", "cursor", "limit"}
         if unknown:
@@ -68,12 +68,12 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.post("/v1/admin/dlq/replay")
     async def replay_dlq() -> Response:
-        authorize(gw)
+        await authorize(gw, "admin")
         return json_response(DlqResult(replayed=await gw.dead_letters.replay(await read_selection())))
 
     @bp.delete("/v1/admin/dlq")
     async def discard_dlq() -> Response:
-        authorize(gw)
+        await authorize(gw, "admin")
         return json_response(DlqResult(discarded=await gw.dead_letters.discard(await read_selection())))
 
     return bp

@@ -34,8 +34,16 @@ def bad_param(name: str, message: str) -> ProblemError:
     return ProblemError(Problem("Invalid request", 400, f"{name}: {message}", errors=[FieldError(name, message)]))
 
 
-def authorize(gw: Any) -> None:
-    """Refuse the request (401) unless it carries the API key."""
+SCOPES = ("send", "read", "admin")
+
+
+async def authorize(gw: Any, scope: str) -> None:
+    """Refuse the request unless its API key grants `scope` (one of SCOPES).
+
+    401 without a valid key, 403 with a key that lacks the scope. Today there is one
+    key and it grants every scope.
+    """
+    assert scope in SCOPES, scope
     if not api_key_matches(gw.api_key, request.headers.get("Authorization")):
         raise ProblemError(
             Problem("Unauthorized", 401, "an API key is required: Authorization: Bearer <key>"),

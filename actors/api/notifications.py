@@ -47,7 +47,7 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.post("/v1/notifications")
     async def post_notification() -> Response:
-        authorize(gw)
+        await authorize(gw, "send")
         body = await read_body(gw)
         return await gw.idempotency.run("POST /v1/notifications", request.headers.get(IDEMPOTENCY_HEADER), body, lambda: submit(body))
 
@@ -69,7 +69,7 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.get("/v1/notifications/<nid>")
     async def get_notification(nid: str) -> Response:
-        authorize(gw)
+        await authorize(gw, "read")
         if not is_notification_id(nid):
             raise bad_param("notification_id", "not a notification id (26 characters, Crockford base32)")
         rows = await gw.logstore.statuses(nid)
@@ -93,7 +93,7 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.get("/v1/users/<user_id>/notifications")
     async def get_history(user_id: str) -> Response:
-        authorize(gw)
+        await authorize(gw, "read")
         if not is_user_id(user_id):
             raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
         args = request.args
@@ -120,7 +120,7 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.post("/v1/users/<user_id>/tokens")
     async def post_token(user_id: str) -> Response:
-        authorize(gw)
+        await authorize(gw, "send")
         if not is_user_id(user_id):
             raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
         body = await read_body(gw)
