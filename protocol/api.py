@@ -122,4 +122,7 @@ class CircuitView(msgspec.Struct, frozen=True, omit_defaults=True):
     tokens: float
     bucket_capacity: float
     refill_per_s: float
+    deferred: int = 0  # deliveries that waited for an open breaker
+    throttled: int = 0  # deliveries that waited for a token
+    transitions: dict[str, int] = {}  # e.g. {"closed->open": 1, "half_open->closed": 1}
     retry_at: str | None = None

@@ -107,6 +107,9 @@ def _circuit_view(channel: Channel, provider: Provider) -> CircuitView:
         tokens=round(gate.bucket.available(now), 3),
         bucket_capacity=gate.limits.capacity,
         refill_per_s=gate.limits.refill_per_s,
+        deferred=gate.deferred,
+        throttled=gate.throttled,
+        transitions=dict(gate.transitions),
         retry_at=retry_at,
     )
 

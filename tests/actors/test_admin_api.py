@@ -95,4 +95,5 @@ async def test_circuits_show_an_open_breaker_and_when_it_will_probe(tmp_path):
                     break
                 await trio.sleep(0.02)
         assert sms_circuit["opened"] == 1 and sms_circuit["retry_at"]
+        assert sms_circuit["transitions"] == {"closed->open": 1}
         assert sms_circuit["calls"] == 2  # nothing more reaches the provider while it is open
