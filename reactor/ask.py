@@ -18,10 +18,14 @@ class ActorCrashed(Exception):
 
 
 class Reply(Generic[T]):
-    __slots__ = ("_send", "_receive", "done")
+    """A one-shot slot: the first send/fail wins, later ones are ignored; nobody blocks."""
+
+    __slots__ = ("_event", "_ok", "_value", "done")
 
     def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[tuple[bool, Any]](1)
+        self._event = trio.Event()
+        self._ok = False
+        self._value: Any = None
         self.done = False
 
     def send(self, value: T) -> None:
@@ -32,21 +36,16 @@ class Reply(Generic[T]):
 
     def _put(self, ok: bool, value: Any) -> None:
         if self.done:
-            return
+            return  # answered already; an asker that went away simply never reads it
         self.done = True
-        try:
-            self._send.send_nowait((ok, value))
-        except (trio.BrokenResourceError, trio.WouldBlock):
-            pass  # the asker went away
+        self._ok, self._value = ok, value
+        self._event.set()
 
     async def wait(self) -> T:
-        try:
-            ok, value = await self._receive.receive()
-        finally:
-            self._receive.close()
-        if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
+        await self._event.wait()
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
 
 
 async def ask(send: Callable[[Any], Awaitable[None]], make: Callable[[Reply[T]], Any]) -> T:
