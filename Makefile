@@ -16,4 +16,5 @@ test: install
 	.venv/bin/python -m pytest
 
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	.venv/bin/python loadtests/bench.py

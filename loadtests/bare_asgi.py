@@ -99,7 +99,9 @@ async def _main(host: str, port: int) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signals)
-        binds = await nursery.start(lambda task_status: serve(app, _config(host, port), shutdown_trigger=stop.wait, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: serve(app, _config(host, port), shutdown_trigger=stop.wait, task_status=task_status)
+        )
         print(f"bare: serving on {binds[0]}", flush=True)
         await stop.wait()
     # the nursery returns once serve() drained after the trigger

@@ -27,6 +27,9 @@ What one run does (loopback only, every step bounded in time, stops by itself):
    and the ratios herald/bare of the medians; then stops both servers (SIGTERM, wait,
    SIGKILL after a deadline).
 
+`--body all` swaps the web-only body for one that names all four channels (with `to`
+addresses); the drain time after each Herald run then shows how far delivery lags ingress.
+
 The machine has 2 cores shared by the server under test and the load generator; the
 figures are noisy: compare ratios, not absolute numbers. Defaults take about 1.5 min.
 
@@ -58,13 +61,24 @@ BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 MARK = "BENCHJSON "
 WEB_BODY = {"user_id": "bench-u1", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}}
+ALL_BODY = {
+    "user_id": "bench-u1",
+    "channels": ["email", "sms", "push", "web"],
+    "content": {
+        "email": {"subject": "Your code", "text": "Code 1234"},
+        "sms": {"text": "Code 1234"},
+        "push": {"title": "Code", "body": "1234"},
+        "web": {"title": "Code", "body": "1234"},
+    },
+    "to": {"email": "bench-u1@example.org", "phone": "+15555550100", "device_token": "tok"},
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _machine_busy_s() -> float:
     """CPU seconds all cores spent busy since boot (from /proc/stat; steal counts as busy)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
@@ -102,9 +116,11 @@ class Server:
 
     def start(self, deadline_s: float = 30.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed right after
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
         log.close()
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
@@ -233,7 +249,7 @@ def run_load(kind: str, url: str, key: str, body: bytes, connections: int, durat
         argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(params)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = _machine_busy_s()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)
     busy1 = _machine_busy_s()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -301,10 +317,19 @@ def _loadgen_main(params: dict[str, Any]) -> None:
 
 
 def run_ws(url: str, key: str, users: int, rate: float, duration: float, grace: float, prefix: str, ack: bool) -> dict[str, Any]:
-    params = {"url": url, "key": key, "users": users, "rate": rate, "duration": duration, "grace": grace, "prefix": prefix, "ack": ack}
+    params = {
+        "url": url,
+        "key": key,
+        "users": users,
+        "rate": rate,
+        "duration": duration,
+        "grace": grace,
+        "prefix": prefix,
+        "ack": ack,
+    }
     argv = [sys.executable, str(Path(__file__).resolve()), "_ws", json.dumps(params)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + grace + 90)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + grace + 90)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"ws client failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -321,7 +346,12 @@ def _ws_main(params: dict[str, Any]) -> None:
 
     base = params["url"]
     ws_base = base.replace("http://", "ws://")
-    n_users, rate, duration, grace = int(params["users"]), float(params["rate"]), float(params["duration"]), float(params["grace"])
+    n_users, rate, duration, grace = (
+        int(params["users"]),
+        float(params["rate"]),
+        float(params["duration"]),
+        float(params["grace"]),
+    )
     users = [f"{params['prefix']}-{i}" for i in range(n_users)]
     sent_at: dict[str, float] = {}  # notification id -> perf_counter when its POST started
     post_ms: list[float] = []
@@ -473,7 +503,7 @@ def _median(values: list[float]) -> float:
 
 def driver(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    body = json.dumps(WEB_BODY, separators=(",", ":")).encode()
+    body = json.dumps(ALL_BODY if args.body == "all" else WEB_BODY, separators=(",", ":")).encode()
     loadgen = args.loadgen
     if loadgen == "auto":
         loadgen = "wrk" if shutil.which("wrk") else "python"
@@ -487,14 +517,22 @@ def driver(args: argparse.Namespace) -> int:
     if not herald_bin.exists():
         found = shutil.which("herald")
         if not found:
-            print(f"bench: no herald console script next to {sys.executable}; install the project (pip install -e .)", file=sys.stderr)
+            print(
+                f"bench: no herald console script next to {sys.executable}; install the project (pip install -e .)",
+                file=sys.stderr,
+            )
             return 2
         herald_bin = Path(found)
 
     tmp_root = Path(tempfile.mkdtemp(prefix="herald-bench-", dir=args.data_root))
     herald = Server("herald", [str(herald_bin), "serve", "--host", LOOPBACK, "--port", "0", "--data-dir", str(tmp_root / "herald-data")],
                     tmp_root, tmp_root / "herald.log")  # fmt: skip
-    bare = Server("bare", [sys.executable, str(ROOT / "loadtests" / "bare_asgi.py"), "--host", LOOPBACK, "--port", "0"], ROOT, tmp_root / "bare.log")
+    bare = Server(
+        "bare",
+        [sys.executable, str(ROOT / "loadtests" / "bare_asgi.py"), "--host", LOOPBACK, "--port", "0"],
+        ROOT,
+        tmp_root / "bare.log",
+    )
     servers = {"bare": bare, "herald": herald}
     runs: list[Run] = []
     ws: dict[str, Any] | None = None
@@ -512,7 +550,10 @@ def driver(args: argparse.Namespace) -> int:
         print(f"bench: herald pid {herald.proc.pid} on {herald.url}; bare pid {bare.proc.pid} on {bare.url}")  # type: ignore[union-attr]
 
         if args.ws_duration > 0:
-            print(f"bench: WS latency: {args.ws_users} sessions, {args.rate:g} notifications/s for {args.ws_duration:g}s ...", flush=True)
+            print(
+                f"bench: WS latency: {args.ws_users} sessions, {args.rate:g} notifications/s for {args.ws_duration:g}s ...",
+                flush=True,
+            )
             cpu0 = herald.cpu_s()
             busy0 = _machine_busy_s()
             ws = run_ws(herald.url, herald.key, args.ws_users, args.rate, args.ws_duration, args.ws_grace, "ws", not args.no_ack)
@@ -548,7 +589,7 @@ def driver(args: argparse.Namespace) -> int:
                 run.drain_cpu_s = server.cpu_s() - cpu1
                 runs.append(run)
                 print(run.line(), flush=True)
-    except Exception as exc:  # report what we have, still stop the servers
+    except Exception as exc:  # noqa: BLE001 - report what we have, still stop the servers
         ok = False
         print(f"bench: FAILED: {exc}", file=sys.stderr)
     finally:
@@ -607,6 +648,9 @@ def _summary(
             f"p50 latency {med['herald']['p50'] / med['bare']['p50']:.2f}x  p99 latency {med['herald']['p99'] / med['bare']['p99']:.2f}x  "
             f"CPU per request {med['herald']['cpu_us'] / max(1e-9, med['bare']['cpu_us']):.2f}x"
         )
+        if med["bare"]["cpu_pct"] < 80:
+            out.append(f"WARNING: the bare server used only {med['bare']['cpu_pct']:.0f}% of a core: the load generator, not the server, "
+                       "was the limit, so the ratio is overstated (use wrk, or more --connections)")  # fmt: skip
     if ws is not None:
         out.append(
             f"WS: {ws['users']} sessions, {ws['rate']:g}/s for {ws['duration_s']:g}s: POST->frame p50 {ws['p50_ms']:.2f} ms  "
@@ -648,10 +692,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds of load on each server first (default 2)")
     parser.add_argument("--ws-duration", type=float, default=10, help="seconds of the WS test (default 10; 0 skips it)")
     parser.add_argument("--ws-users", type=int, default=50, help="WebSocket sessions, one user each (default 50)")
-    parser.add_argument("--ws-grace", type=float, default=5, help="seconds to wait for late frames after the last POST (default 5)")
+    parser.add_argument(
+        "--ws-grace", type=float, default=5, help="seconds to wait for late frames after the last POST (default 5)"
+    )
     parser.add_argument("--no-ack", action="store_true", help="do not ack frames in the WS test")
-    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto", help="auto: wrk if installed, else python")
-    parser.add_argument("--drain-max", type=float, default=20, help="most seconds to wait for a server to go idle after a run (default 20)")
+    parser.add_argument(
+        "--body",
+        choices=["web", "all"],
+        default="web",
+        help="POST body of the throughput runs: web only (default, 84 bytes) or all four channels with addresses",
+    )
+    parser.add_argument(
+        "--loadgen", choices=["auto", "wrk", "python"], default="auto", help="auto: wrk if installed, else python"
+    )
+    parser.add_argument(
+        "--drain-max", type=float, default=20, help="most seconds to wait for a server to go idle after a run (default 20)"
+    )
     parser.add_argument("--data-root", default=None, help="where the temporary data dir goes (default: the system temp dir)")
     parser.add_argument("--keep-data", action="store_true", help="keep the data dir and server logs")
     args = parser.parse_args(argv)
@@ -662,7 +718,10 @@ def main(argv: list[str] | None = None) -> int:
         (1 <= args.rounds <= 10, "--rounds: 1..10"),
         (0 <= args.ws_duration <= 120, "--ws-duration: 0..120"),
         (1 <= args.ws_users <= 2000, "--ws-users: 1..2000"),
-        (0 <= args.warmup <= 30 and 0 <= args.ws_grace <= 60 and 0 <= args.drain_max <= 120, "--warmup/--ws-grace/--drain-max out of range"),
+        (
+            0 <= args.warmup <= 30 and 0 <= args.ws_grace <= 60 and 0 <= args.drain_max <= 120,
+            "--warmup/--ws-grace/--drain-max out of range",
+        ),
     ]
     for good, message in limits:
         if not good:
