@@ -150,6 +150,14 @@ class TokenBucketMachine(RuleBasedStateMachine):
             assert self.take_and_check(level), f"refused all {level} available tokens"
             assert self.bucket.available(self.now) == 0
 
+    @rule(fraction=st.floats(0.01, 0.99))
+    def take_just_more_than_there_is(self, fraction: float) -> None:
+        """Ask for a little more than the bucket holds: it must refuse (no credit, however small)."""
+        level = self.bucket.available(self.now)
+        n = level + fraction
+        if n <= self.capacity:
+            assert not self.take_and_check(n), f"admitted {n} with only {level} tokens"
+
     # -- invariants --------------------------------------------------------------------
 
     @precondition(lambda self: hasattr(self, "bucket"))
