@@ -20,13 +20,17 @@ import trio
 
 from protocol.channels import Channel
 from reactor.bus_embedded import EmbeddedBus
+from reactor.keys_sqlite import SqliteKeyStore
 from reactor.logstore_sqlite import SqliteLogStore
 from reactor.mailbox import Mailbox, Overflow
 from reactor.state_sqlite import SqliteState
 from reactor.store_sqlite import SqliteStore
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
+from reactor.templates_sqlite import SqliteTemplateStore
+from reactor.users_sqlite import USERS_FILE, SqliteUserStore
 
+from .auth import KEYS_FILE, ApiKeys
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
 from .config import Config
@@ -40,6 +44,8 @@ from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .scheduler import Scheduler
 from .sessions import ConnectionRegistry
+from .template_service import TemplateService
+from .users import UserDirectory
 
 log = logging.getLogger("herald")
 
@@ -62,6 +68,8 @@ class Herald:
     recorder: Recorder
     registry: ConnectionRegistry
     api_key: str
+    templates: TemplateService | None = None
+    users: UserDirectory | None = None
 
     @property
     def url(self) -> str:
@@ -89,13 +97,22 @@ async def run_herald(
     store = SqliteStore(config.data_dir / "store.sqlite3")
     logstore = SqliteLogStore(config.data_dir / "logs.sqlite3")
     state = SqliteState(config.data_dir / "state.sqlite3")
+    keystore = SqliteKeyStore(config.data_dir / KEYS_FILE)
     await store.open()
     await logstore.open()
     await state.open()
+    await keystore.open()
+    template_store = SqliteTemplateStore(config.data_dir / "templates.sqlite3")
+    await template_store.open()
+    user_store = SqliteUserStore(config.data_dir / USERS_FILE)
+    await user_store.open()
     try:
         secret = await store.put_meta_if_absent("token_secret", new_secret())
         api_key = config.api_key or await store.put_meta_if_absent("api_key", new_secret()[:40])
 
+        users = UserDirectory(
+            user_store, state, secret.encode(), lambda: config.public_url or front.url(), config.preferences_cache_ttl_s,
+        )
         bus = EmbeddedBus(config.data_dir / "bus", {c.topic(): config.partitions_of(c) for c in Channel})
         recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
         registry_mb: Mailbox[Any] = Mailbox("registry", 4096, Overflow.BLOCK)
@@ -104,9 +121,14 @@ async def run_herald(
         provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
 
         recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
-        registry = ConnectionRegistry(registry_mb)
+        # recent pushes kept for replay: must cover the web pushes whose inbox rows are not written yet
+        registry = ConnectionRegistry(registry_mb, recent=max(4096, 4 * config.partitions_of(Channel.WEB) * config.consumer_batch))
         chosen = {**default_clients(config, registry_mb), **(clients or {})}
-        providers = {c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c))) for c in Channel}
+        providers = {
+            c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c)),
+                        devices=users if c is Channel.PUSH else None)
+            for c in Channel
+        }
         scheduler = Scheduler(bus, store, scheduler_mb)
         retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
         policy = RestartPolicy()
@@ -121,13 +143,19 @@ async def run_herald(
             return make
 
         groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
-        ingress = Ingress(bus, ingress_mb, recorder_mb, config.ingress_workers)
+        templates = TemplateService(template_store, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
+        ingress = Ingress(
+            bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
+        )
         gateway = Gateway(
             ingress=ingress_mb,
             registry=registry_mb,
             recorder=recorder_mb,
             logstore=logstore,
-            api_key=api_key,
+            keys=ApiKeys(
+                keystore, state, api_key,
+                rate_per_s=config.key_rate_per_s, burst=config.key_burst, cache_ttl_s=config.key_cache_ttl_s,
+            ),
             secret=secret.encode(),
             max_body_bytes=config.max_body_bytes,
             heartbeat_s=config.heartbeat_s,
@@ -135,6 +163,8 @@ async def run_herald(
             dead_letters=DeadLetters(store, bus, recorder_mb),
             providers=providers,
             idempotency=Idempotency(state),
+            templates=templates,
+            users=users,
         )
         front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
 
@@ -153,7 +183,7 @@ async def run_herald(
             Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
         ]
         system = System(stages, grace_s=config.shutdown_grace_s)
-        herald = Herald(config, system, gateway, front, bus, logstore, store, scheduler, providers, groups, ingress, recorder, registry, api_key)
+        herald = Herald(config, system, gateway, front, bus, logstore, store, scheduler, providers, groups, ingress, recorder, registry, api_key, templates, users=users)
         async with trio.open_nursery() as nursery:
             if signals:
                 await nursery.start(handle_signals, system)
@@ -167,6 +197,9 @@ async def run_herald(
             task_status.started(herald)
     finally:
         with trio.CancelScope(shield=True):
+            await keystore.close()
+            await template_store.close()
+            await user_store.close()
             await state.close()
             await logstore.close()
             await store.close()

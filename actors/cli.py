@@ -82,6 +82,42 @@ def _dlq(args: argparse.Namespace) -> int:
     return _request("DELETE", f"{url}/v1/admin/dlq", key, selection)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """API keys: create (the key is printed once), list, revoke; via the admin API, or --offline on the data dir."""
+    if args.action == "create" and not args.scope:
+        raise SystemExit("herald: keys create needs at least one --scope (send, read, admin)")
+    if args.action == "revoke" and not args.key_id:
+        raise SystemExit("herald: keys revoke needs a key id")
+    if args.offline:
+        import msgspec
+
+        from .api.keys import offline
+
+        data_dir = Path(args.data_dir or os.environ.get("HERALD_DATA_DIR", "herald-data"))
+        try:
+            ok, result = trio.run(lambda: offline(
+                data_dir, load_config(data_dir=data_dir), args.action, scopes=args.scope or (), name=args.name,
+                rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "",
+            ))
+        except (ConfigError, ValueError) as exc:
+            raise SystemExit(f"herald: {exc}") from None
+        print(json.dumps(msgspec.to_builtins(result), indent=2))
+        code = 0 if ok else 1
+    else:
+        url, key = _client_settings(args)
+        if args.action == "create":
+            limits = {"rate_per_s": args.rate, "burst": args.burst}
+            body = {"scopes": args.scope, "name": args.name, **{k: v for k, v in limits.items() if v is not None}}
+            code = _request("POST", f"{url}/v1/admin/keys", key, body)
+        elif args.action == "list":
+            code = _request("GET", f"{url}/v1/admin/keys", key, None)
+        else:
+            code = _request("DELETE", f"{url}/v1/admin/keys/{args.key_id}", key, None)
+    if args.action == "create" and code == 0:
+        print("herald: the key above is shown only this once; store it now", file=sys.stderr)
+    return code
+
+
 def _circuits(args: argparse.Namespace) -> int:
     url, key = _client_settings(args)
     return _request("GET", f"{url}/v1/admin/circuits", key, None)
@@ -218,6 +254,17 @@ def parser() -> argparse.ArgumentParser:
     circuits = sub.add_parser("circuits", help="circuit breaker and rate limit state per channel")
     client(circuits)
     circuits.set_defaults(func=_circuits)
+
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("key_id", nargs="?", help="revoke: the key's id")
+    keys.add_argument("--scope", action="append", choices=["send", "read", "admin"], help="create: a scope (repeatable)")
+    keys.add_argument("--name", default="", help="create: a label")
+    keys.add_argument("--rate", type=float, help="create: requests per second (default: the node's key_rate_per_s)")
+    keys.add_argument("--burst", type=float, help="create: bucket size (default: the node's key_burst)")
+    keys.add_argument("--offline", action="store_true", help="work on <data-dir>/keys.sqlite3 directly, not through the server")
+    client(keys)
+    keys.set_defaults(func=_keys)
     return top
 
 

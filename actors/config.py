@@ -43,7 +43,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("herald-data")
-    api_key: str = ""  # empty: generate one at first start and keep it in the store
+    api_key: str = ""  # the bootstrap key (all scopes); empty: generate one at first start and keep it in the store
+    key_rate_per_s: float = 1000.0  # per-key rate limit of keys created without their own (the bootstrap key has none)
+    key_burst: float = 2000.0
+    key_cache_ttl_s: float = 2.0  # how long a node trusts its cached copy of a key (a revoke on this node is immediate)
     partitions: dict[str, int] = field(default_factory=_default_partitions)
     limits: dict[str, dict[str, float]] = field(default_factory=_default_limits)
     max_body_bytes: int = 64 * 1024
@@ -61,6 +64,10 @@ class Config:
     shutdown_grace_s: float = 10.0
     email_from: str = "Herald <herald@localhost>"
     log_level: str = "INFO"
+    sms_max_segments: int = 10  # a templated SMS that renders longer is refused (422)
+    template_cache_size: int = 256  # compiled template versions kept in memory
+    public_url: str = ""  # base of links in notifications (unsubscribe); empty: the URL this node serves on
+    preferences_cache_ttl_s: float = 60.0  # how long Ingress trusts a cached user profile (a write here invalidates it)
 
     @property
     def outbox_dir(self) -> Path:

@@ -134,7 +134,9 @@ class PartitionConsumer:
         replies: list[Reply[Outcome]] = []
         for record, delivery in deliveries:
             reply: Reply[Outcome] = Reply()
-            maybe_sent = record.offset < self._maybe_seen_below or delivery.attempt > 1 or delivery.replays > 0
+            maybe_sent = (
+                record.offset < self._maybe_seen_below or delivery.attempt > 1 or delivery.replays > 0 or delivery.deferred
+            )
             await self.provider.send(Attempt(delivery, reply, maybe_sent))
             replies.append(reply)
         events: list[StatusEvent] = []

@@ -24,12 +24,15 @@ from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .api import admin, notifications, realtime
+from .api import admin, inbox, keys, notifications, realtime, templates, users
 from .api.errors import ProblemError, json_response, problem_response
+from .auth import ApiKeys
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency
-from .messages import Push, Record, Register, Submit, Unregister
+from .messages import Record, RegistryMessage, Submit
 from .provider import Provider
+from .template_service import TemplateService
+from .users import UserDirectory
 
 log = logging.getLogger("herald.gateway")
 
@@ -39,10 +42,10 @@ class Gateway:
     """What the front end needs from the rest of the system."""
 
     ingress: Mailbox[Submit]
-    registry: Mailbox[Register | Unregister | Push]
+    registry: Mailbox[RegistryMessage]
     recorder: Mailbox[Record]
     logstore: LogStore
-    api_key: str
+    keys: ApiKeys
     secret: bytes
     max_body_bytes: int
     heartbeat_s: float
@@ -53,6 +56,8 @@ class Gateway:
     ready: bool = False
     draining: trio.Event = field(default_factory=trio.Event)
     sessions_opened: int = 0
+    templates: TemplateService | None = None  # the /v1/templates routes exist when set
+    users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
 
 
 def create_app(gw: Gateway) -> QuartTrio:
@@ -89,8 +94,12 @@ def create_app(gw: Gateway) -> QuartTrio:
             return json_response({"status": "ready"})
         return problem_response(Problem("Service Unavailable", 503, "starting" if not gw.ready else "shutting down"))
 
-    for area in (notifications, admin, realtime):
+    for area in (notifications, admin, keys, realtime, inbox):
         app.register_blueprint(area.blueprint(gw))
+    if gw.templates is not None:
+        app.register_blueprint(templates.blueprint(gw, gw.templates))
+    if gw.users is not None:
+        app.register_blueprint(users.blueprint(gw))
     return app
 
 

@@ -4,14 +4,21 @@ A pool of workers reads one mailbox: each awaits the bus's durable append (group
 commit batches the concurrent ones), so the receipt (202) is sent only once every
 channel's record is on disk; then it waits for the Recorder to write `accepted` and
 `queued` (group-committed too), so a status read right after the 202 finds them.
+
+With a UserDirectory, the user's preferences shape each channel (actors/preferences.py):
+addresses from the contact points and devices when `to` does not give them, a channel
+turned off or a category opted out of recorded as failed with the reason, and quiet
+hours handing the record to the Scheduler (durably, before the 202) instead of the bus.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 from typing import Any
 
+import msgspec
 import trio
 
 from protocol.api import NotificationRequest, Receipt
@@ -20,21 +27,28 @@ from protocol.content import Content
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
+from protocol.preferences import Profile
 from protocol.problems import FieldError, Problem
 from reactor.ask import ask
-from reactor.clock import wall_ms
+from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus
+from reactor.ports import Bus, Scheduled
 
 from .messages import Record, Submit
+from .preferences import NO_PROFILE, address_missing, plan_channels
+from .scheduler import ScheduleAt
+from .template_service import TemplateService, apply_template
+from .users import UserDirectory
 
 log = logging.getLogger("herald.ingress")
 
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
 
 
-def check_request(request: NotificationRequest) -> list[FieldError]:
-    """Rules the schema cannot express: content and an address for every requested channel."""
+def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
+    """Rules the schema cannot express: content, and an address (in `to` or the user's preferences) per channel."""
+    if request.content is None:
+        return [FieldError("content", "required, unless template_id names a template")]
     errors: list[FieldError] = []
     requested = set(request.channels)
     if len(requested) != len(request.channels):
@@ -49,8 +63,9 @@ def check_request(request: NotificationRequest) -> list[FieldError]:
     if email is not None and not (email.text or email.html):
         errors.append(FieldError("content.email", "needs text or html"))
     for channel, attr in _ADDRESS_FIELD.items():
-        if channel in requested and (request.to is None or getattr(request.to, attr) is None):
-            errors.append(FieldError(f"to.{attr}", f"required for the {channel.value} channel"))
+        if channel in requested and address_missing(request, profile, channel):
+            message = f"required for the {channel.value} channel (the user's preferences have none)"
+            errors.append(FieldError(f"to.{attr}", message))
     return errors
 
 
@@ -73,8 +88,14 @@ class IdGenerator:
 
 
 class Ingress:
-    def __init__(self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[Record], workers: int) -> None:
+    def __init__(
+        self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[Record], workers: int, *, renderer: TemplateService | None = None,
+        users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None,
+    ) -> None:
         self.bus = bus
+        self.users = users  # None: no preferences; addresses from `to` only
+        self.scheduler = scheduler  # None: quiet hours are not applied
+        self.renderer = renderer  # None: inline content only
         self.mailbox = mailbox
         self.recorder = recorder
         self.workers = workers
@@ -96,16 +117,28 @@ class Ingress:
                 raise
 
     async def accept(self, request: NotificationRequest) -> Receipt | Problem:
-        errors = check_request(request)
+        # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/preferences.py, actors/users.py)
+        profile = await self.users.profile(request.user_id) if self.users is not None else NO_PROFILE
+        template = ""  # templates: a template_id's parts become the content (actors/template_service.py)
+        if request.template_id is not None or request.content is None:
+            rendered = await apply_template(self.renderer, request, profile.preferences.locale)
+            if isinstance(rendered, Problem):
+                return rendered
+            request, template = rendered
+        errors = check_request(request, profile)
         if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
         now = wall_ms()
         nid = self.ids.next(now)
         key = request.user_id.encode()
+        zone = await self.users.zone(profile.preferences.timezone) if self.users is not None else None
+        plans = plan_channels(request, profile, now, zone or dt.UTC)
         items = []
         events = []
+        deferred: list[Scheduled] = []
         for channel in request.channels:
+            plan = plans[channel]
             part = request.content.for_channel(channel.value)
             delivery = Delivery(
                 notification_id=nid,
@@ -113,23 +146,39 @@ class Ingress:
                 channel=channel,
                 created_ms=now,
                 content=Content(**{channel.value: part}),
-                address=_address(request, channel),
+                address=plan.address,
                 priority=request.priority,
                 data=request.data,
+                addresses=list(plan.addresses) if len(plan.addresses) > 1 else [],
+                category=request.category,
+                unsubscribe_url=self._unsubscribe_url(request, channel),
             )
-            items.append((channel.topic(), key, encode_delivery(delivery)))
-            for status in (Status.ACCEPTED, Status.QUEUED):
-                events.append(StatusEvent(nid, request.user_id, channel, status, now, created_ms=now, priority=request.priority))
+            if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
+                statuses = ((Status.ACCEPTED, ""), (Status.FAILED, plan.skip))
+            elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
+                held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
+                entry_id = f"quiet:{nid}:{channel.value}"
+                deferred.append(Scheduled(entry_id, plan.defer_until_ms, channel.topic(), key, encode_delivery(held)))
+                statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, f"quiet hours until {iso(plan.defer_until_ms)}"))
+            else:
+                items.append((channel.topic(), key, encode_delivery(delivery)))
+                statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, ""))
+            for status, detail in statuses:
+                events.append(StatusEvent(
+                    nid, request.user_id, channel, status, now, detail=detail, created_ms=now, priority=request.priority,
+                    template=template,
+                ))
         await self.bus.produce(items)
+        for entry in deferred:
+            assert self.scheduler is not None
+            await ask(self.scheduler.send, lambda reply, entry=entry: ScheduleAt(entry, reply))  # stored before the 202
         self.accepted += 1
         # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
         await ask(self.recorder.send, lambda reply: Record(tuple(events), (), reply))
         return Receipt(notification_id=nid)
 
-
-def _address(request: NotificationRequest, channel: Channel) -> str | None:
-    attr = _ADDRESS_FIELD.get(channel)
-    if attr is None or request.to is None:
-        return None
-    value: str | None = getattr(request.to, attr)
-    return value
+    def _unsubscribe_url(self, request: NotificationRequest, channel: Channel) -> str | None:
+        """Email of a notification with a category carries a one-click unsubscribe link for it."""
+        if channel is not Channel.EMAIL or request.category is None or self.users is None:
+            return None
+        return self.users.unsubscribe_url(request.user_id, request.category)

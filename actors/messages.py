@@ -58,3 +58,27 @@ class Register:
 @dataclass(frozen=True, slots=True)
 class Unregister:
     session: object
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first.
+
+    A session asks once it is registered, to replay what was pushed before it registered
+    and may not be in the inbox yet (the inbox row is written after the push).
+    """
+
+    user_id: str
+    reply: Reply[list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """-> ConnectionRegistry: an inbox-state frame (read, read_all, archived) for every session of the user."""
+
+    user_id: str
+    kind: str
+    frame: bytes
+
+
+RegistryMessage = Register | Unregister | Push | Recent | Broadcast

@@ -7,18 +7,22 @@ as long as the bucket or an open breaker says), `settle` sees every outcome.
 The send ledger makes redelivery safe: an Attempt that may have been tried before is
 checked against it, and every send is written to it (durably) before the answer goes
 back. The one duplicate left is a crash between the provider's answer and that write.
+
+A push provider's verdict that a device token is unregistered (the outcome's
+`unregistered_tokens`) removes those tokens from the user's devices before the answer.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import trio
 
 from protocol.channels import Channel
 from protocol.lifecycle import Status
-from protocol.messages import Delivery, Outcome, Sent
+from protocol.messages import Delivery, Outcome, PermanentFailure, Sent
 from reactor.ask import ActorCrashed
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
@@ -33,6 +37,11 @@ class ChannelClient(Protocol):
     """Talks to one provider. Returns the verdict; raises only on a bug (a poison message)."""
 
     async def send(self, delivery: Delivery) -> Outcome: ...
+
+
+class Devices(Protocol):
+    async def forget_devices(self, user_id: str, tokens: Iterable[str]) -> int:
+        """Remove device tokens a provider called unregistered; returns how many were registered."""
 
 
 class Gate(Protocol):
@@ -60,9 +69,11 @@ class OpenGate:
 
 class Provider:
     def __init__(
-        self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None
+        self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None,
+        devices: Devices | None = None,
     ) -> None:
         self.channel = channel
+        self.devices = devices  # push: where unregistered tokens are removed
         self.client = client
         self.mailbox = mailbox
         self.ledger = ledger
@@ -100,6 +111,8 @@ class Provider:
             self.gate.abandon(delivery)
             raise
         self.gate.settle(delivery, outcome)
+        if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
+            await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
         if isinstance(outcome, Sent) and outcome.status is not Status.QUEUED:
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
         return outcome

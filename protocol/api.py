@@ -10,6 +10,7 @@ from .channels import Channel, Priority
 from .content import Content, Recipient
 from .ids import USER_ID_RE
 from .lifecycle import Status
+from .templates import LocaleField, TemplateIdField
 
 UserIdField = Annotated[str, msgspec.Meta(pattern=USER_ID_RE.pattern)]
 
@@ -17,10 +18,14 @@ UserIdField = Annotated[str, msgspec.Meta(pattern=USER_ID_RE.pattern)]
 class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     user_id: UserIdField
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=4)]
-    content: Content
+    content: Content | None = None  # exactly one of content and template_id
     to: Recipient | None = None
     data: dict[str, Any] = {}
     priority: Priority = Priority.NORMAL
+    # e.g. "marketing": users can opt out of a category (preferences, one-click unsubscribe)
+    category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None
+    template_id: TemplateIdField | None = None  # render the content from this template, with `data`
+    locale: LocaleField | None = None  # the template locale to start from: fr-CA -> fr -> the template's default
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -47,6 +52,7 @@ class NotificationStatus(msgspec.Struct, frozen=True):
     priority: Priority
     channels: dict[str, ChannelStatus]
     final: bool
+    template: str | None = None  # "welcome@3#B": template, version and A/B variant, when sent from a template
 
 
 class HistoryItem(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -64,7 +70,7 @@ class HistoryPage(msgspec.Struct, frozen=True):
 
 
 class TokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 3600
+    ttl_s: Annotated[int, msgspec.Meta(ge=60, le=86400)] = 3600  # at most a day: a token cannot be revoked, only expire
 
 
 class TokenResponse(msgspec.Struct, frozen=True):

@@ -1,9 +1,11 @@
-"""WebSocket frames (JSON text messages), version 1.
+"""Real-time frames (JSON), version 1: the same JSON on WebSocket, SSE and long-poll.
 
-Server -> client: notification, pong, synced, error.
-Client -> server: ping, ack, sync.
-Every frame has a `type`; notification frames carry `v` so clients can refuse a newer
-format.
+Server -> client: notification, read, read_all, archived, pong, synced, error.
+Client -> server (WebSocket only): ping, ack, sync.
+Every frame has a `type`; notification and inbox-state frames carry `v` so clients can
+refuse a newer format. On SSE each frame is one event named after its type (`data:` is
+the frame's JSON; notification events carry `id: <notification id>`); long-poll returns
+a list of frames (PollResponse).
 """
 
 from __future__ import annotations
@@ -25,12 +27,40 @@ class NotificationFrame(msgspec.Struct, frozen=True, tag="notification", tag_fie
     v: int = FRAME_VERSION
 
 
+class ReadFrame(msgspec.Struct, frozen=True, tag="read", tag_field="type"):
+    """These notifications were marked read (on another session or through the API)."""
+
+    ids: list[str]
+    read_at: str
+    v: int = FRAME_VERSION
+
+
+class ReadAllFrame(msgspec.Struct, frozen=True, tag="read_all", tag_field="type"):
+    """Every notification delivered up to and including `through` (delivery order) is read.
+
+    `through` is None when nothing was unread; `count` is how many were marked now.
+    """
+
+    through: str | None
+    count: int
+    read_at: str
+    v: int = FRAME_VERSION
+
+
+class ArchivedFrame(msgspec.Struct, frozen=True, tag="archived", tag_field="type"):
+    """These notifications were archived: they leave the inbox listing."""
+
+    ids: list[str]
+    archived_at: str
+    v: int = FRAME_VERSION
+
+
 class Pong(msgspec.Struct, frozen=True, tag="pong", tag_field="type"):
     pass
 
 
 class Synced(msgspec.Struct, frozen=True, tag="synced", tag_field="type"):
-    """Sent after a sync: `count` notifications were replayed, the session is now live."""
+    """After a sync or resume: the `count` notifications sent before it caught the client up; it is live now."""
 
     count: int
 
@@ -51,8 +81,19 @@ class Sync(msgspec.Struct, frozen=True, tag="sync", tag_field="type", forbid_unk
     last_id: str | None = None
 
 
+class PollResponse(msgspec.Struct, frozen=True):
+    """GET /v1/poll: the frames in delivery order, and the cursor for the next poll.
+
+    `last_id` is the id of the last notification in `items`, or the `after` the poll was
+    given when none arrived (so a client can always pass it back as `after`).
+    """
+
+    items: list[msgspec.Raw]
+    last_id: str | None
+
+
 ClientFrame = Ping | Ack | Sync
-ServerFrame = NotificationFrame | Pong | Synced | ErrorFrame
+ServerFrame = NotificationFrame | ReadFrame | ReadAllFrame | ArchivedFrame | Pong | Synced | ErrorFrame
 
 client_frame_decoder = msgspec.json.Decoder(ClientFrame)
 server_frame_decoder = msgspec.json.Decoder(ServerFrame)

@@ -40,6 +40,11 @@ class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
     attempt: int = 1
     history: list[AttemptRecord] = []
     replays: int = 0  # times an operator replayed it from the dead-letter queue
+    # push: every device token to reach when there are several (`address` is then the first)
+    addresses: list[str] = []
+    category: str | None = None  # the notification's category, if it has one
+    unsubscribe_url: str | None = None  # email: the signed one-click link (List-Unsubscribe, RFC 8058)
+    deferred: bool = False  # held by quiet hours: the Scheduler produced it (at least once)
     v: int = BUS_RECORD_VERSION
 
 
@@ -72,6 +77,7 @@ class Sent(msgspec.Struct, frozen=True, tag="sent"):
 
     status: Status = Status.DELIVERED
     detail: str = ""
+    unregistered_tokens: list[str] = []  # push: device tokens the provider said are gone (to remove)
 
 
 class RetryLater(msgspec.Struct, frozen=True, tag="retry_later"):
@@ -81,6 +87,7 @@ class RetryLater(msgspec.Struct, frozen=True, tag="retry_later"):
 
 class PermanentFailure(msgspec.Struct, frozen=True, tag="permanent_failure"):
     error: str
+    unregistered_tokens: list[str] = []  # push: device tokens the provider said are gone (to remove)
 
 
 Outcome = Sent | RetryLater | PermanentFailure
@@ -98,6 +105,7 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     created_ms: int = 0
     priority: Priority = Priority.NORMAL
     replay: bool = False  # an operator's DLQ replay: may leave dead_lettered for queued
+    template: str = ""  # "welcome@3#B" (template@version#variant) on the events of a templated notification
 
 
 class InboxEntry(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -4,11 +4,13 @@ Tables (the Cassandra layout in spirit: one table per query, keyed for that quer
 
 - notification_logs: a user's history, clustered by (created_ms, notification_id, channel)
   and read newest first. `metadata` is a JSON object holding the last transition's
-  `detail`; `template_id` stays NULL until producers pass one.
+  `detail`; `template_id` is the template tag ("welcome@3#B": template, version, A/B
+  variant) of a notification rendered from a template, NULL otherwise.
 - notification_status: the current status of each (notification_id, channel).
 - notification_events: the attempt timeline, one row per distinct status reached.
 - daily_notification_stats: sent/delivered/failed counters per UTC date, channel and hour.
-- web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync.
+- web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync and the
+  inbox API, with their read and archived times (columns added in place to an older file).
 
 Durability: the PartitionConsumer commits bus offsets only after `record()` returns, so
 a committed transaction must survive a power loss. The database runs in WAL mode with
@@ -36,7 +38,7 @@ import trio
 from protocol.lifecycle import Status, can_advance
 from protocol.messages import InboxEntry, StatusEvent
 
-from .ports import EventRow, StatusRow
+from .ports import EventRow, InboxRow, StatusRow
 
 T = TypeVar("T")
 
@@ -90,6 +92,8 @@ CREATE TABLE IF NOT EXISTS web_inbox (
     created_ms INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     payload BLOB NOT NULL,
+    read_ms INTEGER,
+    archived_ms INTEGER,
     PRIMARY KEY (user_id, notification_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS web_inbox_by_seq ON web_inbox (user_id, seq);
@@ -113,14 +117,15 @@ _UPSERT_LOG = """
 INSERT INTO notification_logs
     (user_id, created_ms, notification_id, channel, status, priority, template_id,
      updated_ms, delivered_ms, error_message, metadata)
-VALUES (:user_id, :created_ms, :nid, :channel, :status, :priority, NULL,
+VALUES (:user_id, :created_ms, :nid, :channel, :status, :priority, NULLIF(:template, ''),
         :updated_ms, :delivered_ms, :error, json_object('detail', :detail))
 ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
     status = excluded.status,
     updated_ms = excluded.updated_ms,
     delivered_ms = COALESCE(notification_logs.delivered_ms, excluded.delivered_ms),
     error_message = excluded.error_message,
-    metadata = json_set(notification_logs.metadata, '$.detail', :detail)
+    metadata = json_set(notification_logs.metadata, '$.detail', :detail),
+    template_id = COALESCE(excluded.template_id, notification_logs.template_id)
 """
 
 _INSERT_EVENT = """
@@ -208,6 +213,7 @@ class _Key(msgspec.Struct):
     updated_ms: int = 0
     detail: str = ""
     delivered_ms: int | None = None
+    template: str = ""
 
 
 def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry]) -> None:
@@ -233,6 +239,7 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
                     e.user_id, e.priority.value, e.created_ms or e.at_ms, e.status
                 )
             key.status, key.changed, key.updated_ms, key.detail = e.status, True, e.at_ms, e.detail
+            key.template = e.template or key.template
             if e.status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
                 key.delivered_ms = e.at_ms
             bump = _counts(old, e.status)
@@ -246,7 +253,7 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
                 "nid": nid, "channel": channel, "user_id": k.user_id, "status": k.status.value,
                 "priority": k.priority, "created_ms": k.created_ms, "updated_ms": k.updated_ms,
                 "detail": k.detail, "delivered_ms": k.delivered_ms,
-                "error": k.detail if k.status in _FAILED else "",
+                "error": k.detail if k.status in _FAILED else "", "template": k.template,
             }
             for (nid, channel), k in keys.items()
             if k.changed
@@ -275,7 +282,82 @@ def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        _migrate_inbox(db)
     return db
+
+
+def _migrate_inbox(db: sqlite3.Connection) -> None:
+    """Add the read-state columns to a web_inbox created before they existed (idempotent)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(web_inbox)")}
+    for column in ("read_ms", "archived_ms"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE web_inbox ADD COLUMN {column} INTEGER")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS web_inbox_unread ON web_inbox (user_id, seq)"
+        " WHERE read_ms IS NULL AND archived_ms IS NULL"
+    )
+
+
+def encode_inbox_cursor(seq: int, notification_id: str) -> str:
+    """An opaque, url-safe cursor for an inbox row's position (delivery order)."""
+    raw = json.dumps([seq, notification_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
+    """The position in an inbox cursor; raises ValueError("invalid cursor") if malformed."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeError):
+        raise ValueError("invalid cursor") from None
+    if not isinstance(key, list) or len(key) != 2 or type(key[0]) is not int or not isinstance(key[1], str):
+        raise ValueError("invalid cursor")
+    return key[0], key[1]
+
+
+def _inbox_row(row: tuple[Any, ...]) -> InboxRow:
+    """An InboxRow from (payload, read_ms, archived_ms)."""
+    return InboxRow(_inbox_decoder.decode(row[0]), row[1], row[2])
+
+
+def _set_once(db: sqlite3.Connection, column: str, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+    """Set `column` (read_ms or archived_ms) on the listed entries where it is unset; the ids changed."""
+    rows = db.execute(
+        f"UPDATE web_inbox SET {column} = ? WHERE user_id = ? AND {column} IS NULL"
+        " AND notification_id IN (SELECT value FROM json_each(?)) RETURNING notification_id",
+        (at_ms, user_id, json.dumps(list(ids))),
+    ).fetchall()
+    changed = {row[0] for row in rows}
+    return [i for i in dict.fromkeys(ids) if i in changed]
+
+
+def _mark_all_read(db: sqlite3.Connection, user_id: str, at_ms: int, through_id: str | None) -> tuple[list[str], str | None]:
+    """Mark read everything up to through_id (or the newest entry) in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if through_id is None:
+            top = db.execute(
+                "SELECT seq, notification_id FROM web_inbox WHERE user_id = ?"
+                " ORDER BY seq DESC, notification_id DESC LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        else:
+            top = db.execute(
+                "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? AND notification_id = ?", (user_id, through_id)
+            ).fetchone()
+        if top is None:
+            db.execute("COMMIT")
+            return [], None
+        where = "user_id = ? AND read_ms IS NULL AND (seq, notification_id) <= (?, ?)"
+        ids = [row[0] for row in db.execute(
+            f"SELECT notification_id FROM web_inbox WHERE {where} ORDER BY seq, notification_id", (user_id, *top)
+        )]
+        db.execute(f"UPDATE web_inbox SET read_ms = ? WHERE {where}", (at_ms, user_id, *top))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return ids, top[1]
 
 
 class SqliteLogStore:
@@ -333,8 +415,10 @@ class SqliteLogStore:
     async def statuses(self, notification_id: str) -> list[StatusRow]:
         """The current status of each channel of a notification."""
         rows = await self._read(
-            "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms, detail"
-            " FROM notification_status WHERE notification_id = ? ORDER BY channel",
+            "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms, detail,"
+            " COALESCE((SELECT template_id FROM notification_logs l WHERE l.user_id = s.user_id"
+            " AND l.created_ms = s.created_ms AND l.notification_id = s.notification_id AND l.channel = s.channel), '')"
+            " FROM notification_status s WHERE notification_id = ? ORDER BY channel",
             (notification_id,),
         )
         return [StatusRow(*row) for row in rows]
@@ -402,6 +486,58 @@ class SqliteLogStore:
             (user_id, user_id, after_id or "", limit),
         )
         return [_inbox_decoder.decode(row[0]) for row in rows]
+
+    async def inbox_get(self, user_id: str, notification_id: str) -> InboxRow | None:
+        """One entry of the user's inbox with its read state; None if it is not (yet) there."""
+        rows = await self._read(
+            "SELECT payload, read_ms, archived_ms FROM web_inbox WHERE user_id = ? AND notification_id = ?",
+            (user_id, notification_id),
+        )
+        return _inbox_row(rows[0]) if rows else None
+
+    async def inbox_page(
+        self, user_id: str, *, unread: bool = False, archived: bool = False, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[InboxRow], str | None]:
+        """The user's inbox newest first (delivery order); archived entries are left out unless `archived`."""
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        where: list[str] = ["user_id = ?"]
+        params: list[Any] = [user_id]
+        if unread:
+            where.append("read_ms IS NULL")
+        if not archived:
+            where.append("archived_ms IS NULL")
+        if cursor is not None:
+            where.append("(seq, notification_id) < (?, ?)")
+            params.extend(decode_inbox_cursor(cursor))
+        rows = await self._read(
+            f"SELECT payload, read_ms, archived_ms, seq FROM web_inbox WHERE {' AND '.join(where)}"
+            " ORDER BY seq DESC, notification_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        page = [_inbox_row(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return page, None
+        return page, encode_inbox_cursor(rows[limit - 1][3], page[-1].entry.notification_id)
+
+    async def inbox_unread_count(self, user_id: str) -> int:
+        """Entries neither read nor archived."""
+        rows = await self._read(
+            "SELECT COUNT(*) FROM web_inbox WHERE user_id = ? AND read_ms IS NULL AND archived_ms IS NULL", (user_id,)
+        )
+        return int(rows[0][0])
+
+    async def inbox_mark_read(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+        """Mark these entries read; returns the ids that were unread."""
+        return await self._write(lambda db: _set_once(db, "read_ms", user_id, ids, at_ms))
+
+    async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
+        """Mark read everything delivered up to through_id (all when None); (ids newly read, newest id covered)."""
+        return await self._write(lambda db: _mark_all_read(db, user_id, at_ms, through_id))
+
+    async def inbox_archive(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+        """Archive these entries; returns the ids that were not archived yet."""
+        return await self._write(lambda db: _set_once(db, "archived_ms", user_id, ids, at_ms))
 
     async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
         """{'sent', 'delivered', 'failed'} summed over the hours of a UTC date."""

@@ -9,7 +9,7 @@ and assignment/revocation of partitions to a group member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Protocol, Sequence
+from typing import AsyncContextManager, AsyncIterator, Callable, Protocol, Sequence
 
 from protocol.messages import InboxEntry, StatusEvent
 
@@ -148,6 +148,102 @@ class Store(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class StoredKey:
+    """An API key as stored: its id in clear, a SHA-256 digest of its secret, never the secret."""
+
+    key_id: str
+    digest: bytes
+    scopes: tuple[str, ...]
+    name: str
+    created_ms: int
+    revoked_ms: int | None = None
+    last_used_ms: int | None = None
+    rate_per_s: float | None = None  # None: the node's default
+    burst: float | None = None
+
+
+class KeyStore(Protocol):
+    """API keys (reactor/keys_sqlite.py; the PostgreSQL Store later)."""
+
+    async def add_key(self, key: StoredKey) -> bool:
+        """Store a new key; False (and nothing stored) if its key_id is taken."""
+
+    async def get_key(self, key_id: str) -> StoredKey | None: ...
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, revoked ones included, oldest first."""
+
+    async def revoke_key(self, key_id: str, at_ms: int) -> StoredKey | None:
+        """Mark the key revoked (a second revoke keeps the first time); the key as now stored, None if unknown."""
+
+    async def touch_key(self, key_id: str, at_ms: int) -> None:
+        """Record that the key was used at `at_ms`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateVersion:
+    """One saved, immutable version of a template; `spec` is the JSON of protocol.templates.TemplateSpec."""
+
+    template_id: str
+    version: int
+    created_ms: int
+    spec: bytes
+
+
+class TemplateStore(Protocol):
+    """Templates and their versions, one active per template (reactor/templates_sqlite.py)."""
+
+    async def create_template(self, template_id: str, spec: bytes, at_ms: int) -> TemplateVersion | None:
+        """Save version 1 and make it active; None (nothing saved) if the template exists."""
+
+    async def add_version(self, template_id: str, spec: bytes, at_ms: int) -> TemplateVersion | None:
+        """Save the next version and make it active; None if there is no such template."""
+
+    async def activate(self, template_id: str, version: int, at_ms: int) -> bool:
+        """Make a saved version the active one (a rollback); False if there is no such version."""
+
+    async def active_version(self, template_id: str) -> int | None: ...
+
+    async def get_version(self, template_id: str, version: int) -> TemplateVersion | None: ...
+
+    async def versions(self, template_id: str) -> list[tuple[int, int]]:
+        """(version, created_ms) of every version, newest first ([] for an unknown template)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """A push device of a user: a token belongs to one user (registering it again moves it)."""
+
+    user_id: str
+    platform: str  # fcm | apns
+    token: str
+    registered_ms: int
+
+
+class UserStore(Protocol):
+    """Users' preferences (the JSON of protocol.preferences.Preferences) and push devices (reactor/users_sqlite.py)."""
+
+    async def get_preferences(self, user_id: str) -> bytes | None: ...
+
+    async def put_preferences(self, user_id: str, document: bytes, at_ms: int) -> None: ...
+
+    async def update_preferences(self, user_id: str, change: Callable[[bytes | None], bytes], at_ms: int) -> bytes:
+        """Atomically replace the document with change(current); returns the new one."""
+
+    async def add_device(self, device: DeviceRow, max_per_user: int) -> list[DeviceRow]:
+        """Register (or move, or refresh) a token; past max_per_user the oldest go.
+
+        Returns the registrations displaced: the token's own if another user had it, and the evicted ones.
+        """
+
+    async def remove_device(self, user_id: str, token: str) -> bool:
+        """Forget the user's token; False if the user had no such token."""
+
+    async def devices(self, user_id: str) -> list[DeviceRow]:
+        """The user's devices, oldest registration first."""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusRow:
     notification_id: str
     user_id: str
@@ -157,6 +253,7 @@ class StatusRow:
     created_ms: int
     updated_ms: int
     detail: str
+    template: str = ""  # "welcome@3#B" when rendered from a template (statuses() fills it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +262,15 @@ class EventRow:
     status: str
     at_ms: int
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """An inbox entry and its state (read_ms, archived_ms: None until it happens)."""
+
+    entry: InboxEntry
+    read_ms: int | None
+    archived_ms: int | None
 
 
 class LogStore(Protocol):
@@ -193,7 +299,33 @@ class LogStore(Protocol):
         """The user's notifications, newest first; returns (rows, next cursor)."""
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
-        """Web notifications with id > after_id (all retained ones when None), oldest first."""
+        """Web notifications delivered after after_id (all retained ones when None or unknown), oldest first."""
+
+    async def inbox_get(self, user_id: str, notification_id: str) -> InboxRow | None:
+        """One entry of the user's inbox with its read state; None if it is not (yet) there."""
+
+    async def inbox_page(
+        self, user_id: str, *, unread: bool = False, archived: bool = False, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[InboxRow], str | None]:
+        """The user's inbox newest first (delivery order); archived entries are left out unless `archived`.
+
+        `unread` keeps the unread ones; returns (rows, next cursor); ValueError on a bad cursor.
+        """
+
+    async def inbox_unread_count(self, user_id: str) -> int:
+        """Entries neither read nor archived."""
+
+    async def inbox_mark_read(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+        """Mark these entries read; returns the ids that were unread (the others keep their read time)."""
+
+    async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
+        """Mark read every entry delivered up to and including through_id (all when None).
+
+        Returns (the ids that were unread, in delivery order; the newest id covered).
+        """
+
+    async def inbox_archive(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+        """Archive these entries; returns the ids that were not archived yet."""
 
     async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
         """{'sent': n, 'delivered': n, 'failed': n} for a UTC date YYYY-MM-DD."""

@@ -10,7 +10,7 @@ from quart import Response, request
 from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.clock import parse_iso
 
-from ..auth import api_key_matches
+from ..auth import Caller, retry_after
 
 _json = msgspec.json.Encoder()
 
@@ -35,20 +35,41 @@ def bad_param(name: str, message: str) -> ProblemError:
 
 
 SCOPES = ("send", "read", "admin")
+_REALM = 'Bearer realm="herald"'
 
 
-async def authorize(gw: Any, scope: str) -> None:
-    """Refuse the request unless its API key grants `scope` (one of SCOPES).
+async def authorize(gw: Any, scope: str) -> Caller:
+    """The caller, if its API key is valid, within its rate limit and grants `scope` (one of SCOPES).
 
-    401 without a valid key, 403 with a key that lacks the scope. Today there is one
-    key and it grants every scope.
+    401 (with WWW-Authenticate) without a valid key, 429 (with Retry-After) over the
+    key's rate limit, 403 naming the scope with a key that lacks it.
     """
     assert scope in SCOPES, scope
-    if not api_key_matches(gw.api_key, request.headers.get("Authorization")):
+    header = request.headers.get("Authorization")
+    caller: Caller | None = await gw.keys.authenticate(header)
+    if caller is None:
+        if header is None:
+            detail, challenge = "an API key is required: Authorization: Bearer <key>", _REALM
+        else:
+            detail, challenge = "the API key is not valid (unknown, malformed or revoked)", f'{_REALM}, error="invalid_token"'
         raise ProblemError(
-            Problem("Unauthorized", 401, "an API key is required: Authorization: Bearer <key>"),
-            {"WWW-Authenticate": 'Bearer realm="herald"'},
+            Problem("Unauthorized", 401, detail, errors=[FieldError("Authorization", detail)]),
+            {"WWW-Authenticate": challenge},
         )
+    wait = await gw.keys.throttle(caller)
+    if wait > 0:
+        detail = f"API key {caller.key_id} is over its rate limit ({caller.rate_per_s:g}/s, burst {caller.burst:g})"
+        raise ProblemError(
+            Problem("Too Many Requests", 429, detail, errors=[FieldError("Authorization", detail)]),
+            {"Retry-After": retry_after(wait)},
+        )
+    if scope not in caller.scopes:
+        detail = f"API key {caller.key_id} lacks the scope `{scope}`"
+        raise ProblemError(
+            Problem("Forbidden", 403, detail, errors=[FieldError("Authorization", f"the scope `{scope}` is required")]),
+            {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'},
+        )
+    return caller
 
 
 async def read_body(gw: Any) -> bytes:

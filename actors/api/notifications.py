@@ -88,6 +88,7 @@ def blueprint(gw: Any) -> Blueprint:
             priority=Priority(first.priority),
             channels=channels,
             final=all(c.status in FINAL for c in channels.values()),
+            template=next((r.template for r in rows if r.template), None),
         )
         return json_response(view)
 
@@ -120,7 +121,7 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.post("/v1/users/<user_id>/tokens")
     async def post_token(user_id: str) -> Response:
-        await authorize(gw, "send")
+        await authorize(gw, "read")  # a token reads the user's notifications: as much as `read`, so it needs `read`
         if not is_user_id(user_id):
             raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
         body = await read_body(gw)

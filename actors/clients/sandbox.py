@@ -3,11 +3,16 @@
 Email writes one RFC 5322 message per notification to the outbox folder; SMS and push
 append one JSON line per message to sms.jsonl / push.jsonl. Writes are idempotent per
 notification where the medium allows it (an .eml is replaced, not duplicated).
+
+Push goes to every device token of the delivery (`addresses`, else `address`); the
+push sandbox plays an FCM/APNs that no longer knows a token: one starting with
+"unregistered-" is refused as unregistered (the Provider then removes the device).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import json
 import os
 from email.message import EmailMessage
@@ -21,18 +26,25 @@ from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, Sent
 from reactor.clock import wall_ms
 
+UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no longer knows
+# Lines up to RFC 5322's 998: a List-Unsubscribe URL cannot be folded, and must not become an encoded word.
+_EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
+
 
 def build_email(delivery: Delivery, sender: str, now_ms: int) -> EmailMessage:
     """An RFC 5322 message (multipart/alternative when there is both text and html)."""
     content = delivery.content.email
     assert content is not None and delivery.address is not None
-    message = EmailMessage()
+    message = EmailMessage(policy=_EMAIL_POLICY)
     message["From"] = sender
     message["To"] = delivery.address
     message["Subject"] = content.subject
     message["Date"] = format_datetime(dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.timezone.utc))
     message["Message-ID"] = make_msgid(idstring=delivery.notification_id, domain="herald.localhost")
     message["X-Herald-Notification-Id"] = delivery.notification_id
+    if delivery.unsubscribe_url:  # one-click unsubscribe from the notification's category (RFC 2369, RFC 8058)
+        message["List-Unsubscribe"] = f"<{delivery.unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(content.text or "")
     if content.html:
         message.add_alternative(content.html, subtype="html")
@@ -66,20 +78,21 @@ class EmailOutbox:
 class JsonLinesSink:
     """SMS or push sandbox: one JSON object per line, fsynced before the outcome.
 
-    Like a provider that honours an idempotency key, it takes each notification id once:
-    a second send of the same id (a redelivery in the crash window of the send ledger)
-    is answered as delivered and not written again. `duplicates_refused` counts those.
+    Like a provider that honours an idempotency key, it takes each notification id once
+    per address: a second send of the same id (a redelivery in the crash window of the
+    send ledger) is answered as delivered and not written again. `duplicates_refused`
+    counts those.
     """
 
     def __init__(self, path: Path, channel: str) -> None:
         self.path = path.resolve()
         self.channel = channel
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._seen: set[str] | None = None
+        self._seen: set[tuple[str, str]] | None = None
         self.duplicates_refused = 0
 
-    def _load_seen(self) -> set[str]:
-        seen: set[str] = set()
+    def _load_seen(self) -> set[tuple[str, str]]:
+        seen: set[tuple[str, str]] = set()
         if self.path.exists():
             data = self.path.read_bytes()
             if data and not data.endswith(b"\n"):  # torn by a crash mid-append: cut it off
@@ -89,7 +102,8 @@ class JsonLinesSink:
                     os.fsync(fh.fileno())
             for raw in data.splitlines():
                 try:
-                    seen.add(json.loads(raw)["notification_id"])
+                    line = json.loads(raw)
+                    seen.add((line["notification_id"], line["to"]))
                 except (ValueError, KeyError, TypeError):
                     continue  # a torn last line from a crash
         return seen
@@ -102,17 +116,29 @@ class JsonLinesSink:
 
     async def send(self, delivery: Delivery) -> Outcome:
         part = delivery.content.for_channel(self.channel)
-        if part is None or not delivery.address:
+        targets = delivery.addresses or ([delivery.address] if delivery.address else [])
+        if part is None or not targets:
             return PermanentFailure(f"no {self.channel} content or address")
         if self._seen is None:
             self._seen = await trio.to_thread.run_sync(self._load_seen)
-        if delivery.notification_id in self._seen:
+        unregistered = [t for t in targets if self.channel == "push" and t.startswith(UNREGISTERED_PREFIX)]
+        if len(unregistered) == len(targets):
+            return PermanentFailure("unregistered", unregistered_tokens=unregistered)
+        fresh = [t for t in targets if t not in unregistered and (delivery.notification_id, t) not in self._seen]
+        gone = f"; unregistered: {len(unregistered)} device(s)" if unregistered else ""
+        if not fresh:
             self.duplicates_refused += 1
-            return Sent(Status.DELIVERED, detail=f"{self.path} (already there: not written again)")
-        line = json.dumps(
-            {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": delivery.address, "at_ms": wall_ms(), **to_builtins(part)},
-            separators=(",", ":"),
+            detail = f"{self.path} (already there: not written again){gone}"
+            return Sent(Status.DELIVERED, detail, unregistered_tokens=unregistered)
+        now = wall_ms()
+        body = to_builtins(part)
+        lines = b"".join(
+            json.dumps(
+                {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": to, "at_ms": now, **body},
+                separators=(",", ":"),
+            ).encode() + b"\n"
+            for to in fresh
         )
-        await trio.to_thread.run_sync(self._append, line.encode() + b"\n")
-        self._seen.add(delivery.notification_id)
-        return Sent(Status.DELIVERED, detail=str(self.path))
+        await trio.to_thread.run_sync(self._append, lines)
+        self._seen.update((delivery.notification_id, to) for to in fresh)
+        return Sent(Status.DELIVERED, detail=f"{self.path}{gone}", unregistered_tokens=unregistered)

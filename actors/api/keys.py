@@ -1,0 +1,99 @@
+"""API keys, for operators (scope admin): create, list, revoke (`herald keys`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response
+
+from protocol.keys import BOOTSTRAP_KEY_ID, CreatedKey, KeyList, KeyRequest, KeyView, Scope
+from protocol.problems import FieldError, Problem
+from reactor.clock import iso
+from reactor.keys_sqlite import SqliteKeyStore
+from reactor.ports import StoredKey
+from reactor.state_memory import MemoryState
+
+from ..auth import KEYS_FILE, ApiKeys
+from .errors import ProblemError, authorize, decode_body, json_response, read_body
+
+_request_decoder = msgspec.json.Decoder(KeyRequest)
+
+
+def key_view(keys: ApiKeys, key: StoredKey) -> KeyView:
+    """How a stored key is shown: everything but its digest."""
+    rate, burst = keys.limits_of(key)
+    return KeyView(
+        key_id=key.key_id,
+        name=key.name,
+        scopes=[Scope(s) for s in key.scopes],
+        created_at=iso(key.created_ms),
+        last_used_at=None if key.last_used_ms is None else iso(key.last_used_ms),
+        revoked_at=None if key.revoked_ms is None else iso(key.revoked_ms),
+        rate_per_s=rate,
+        burst=burst,
+    )
+
+
+def bootstrap_view() -> KeyView:
+    """The configured or generated key, listed so that operators know it exists."""
+    return KeyView(BOOTSTRAP_KEY_ID, "bootstrap (configuration)", list(Scope), None, None, None, None, None, bootstrap=True)
+
+
+def blueprint(gw: Any) -> Blueprint:
+    bp = Blueprint("keys", __name__)
+
+    @bp.post("/v1/admin/keys")
+    async def post_key() -> Response:
+        await authorize(gw, "admin")
+        wanted: KeyRequest = decode_body(_request_decoder, await read_body(gw))
+        if len(set(wanted.scopes)) != len(wanted.scopes):
+            message = "each scope at most once"
+            raise ProblemError(Problem("Invalid request", 400, f"scopes: {message}", errors=[FieldError("scopes", message)]))
+        key, full = await gw.keys.create([s.value for s in wanted.scopes], wanted.name, wanted.rate_per_s, wanted.burst)
+        rate, burst = gw.keys.limits_of(key)
+        created = CreatedKey(full, key.key_id, key.name, [Scope(s) for s in key.scopes], iso(key.created_ms), rate, burst)
+        return json_response(created, 201, {"Cache-Control": "no-store"})
+
+    @bp.get("/v1/admin/keys")
+    async def get_keys() -> Response:
+        await authorize(gw, "admin")
+        stored = await gw.keys.list_keys()
+        return json_response(KeyList([bootstrap_view(), *(key_view(gw.keys, k) for k in stored)]))
+
+    @bp.delete("/v1/admin/keys/<key_id>")
+    async def delete_key(key_id: str) -> Response:
+        await authorize(gw, "admin")
+        if key_id == BOOTSTRAP_KEY_ID:
+            message = "the bootstrap key comes from configuration (api_key, HERALD_API_KEY, or generated at first start)"
+            raise ProblemError(Problem("Conflict", 409, message, errors=[FieldError("key_id", message)]))
+        key = await gw.keys.revoke(key_id)
+        if key is None:
+            raise ProblemError(Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")]))
+        return json_response(key_view(gw.keys, key))
+
+    return bp
+
+
+async def offline(data_dir: Path, config: Any, action: str, *, scopes: Sequence[str] = (), name: str = "",
+                  rate_per_s: float | None = None, burst: float | None = None, key_id: str = "") -> tuple[bool, Any]:
+    """`herald keys --offline`: the admin routes' work on the data dir's key store; (ok, what to print)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteKeyStore(data_dir / KEYS_FILE)
+    await store.open()
+    try:
+        keys = ApiKeys(store, MemoryState(), "", rate_per_s=config.key_rate_per_s, burst=config.key_burst)
+        if action == "create":
+            key, full = await keys.create(scopes, name, rate_per_s, burst)
+            rate, limit = keys.limits_of(key)
+            return True, CreatedKey(full, key.key_id, key.name, [Scope(s) for s in key.scopes], iso(key.created_ms), rate, limit)
+        if action == "list":
+            return True, KeyList([key_view(keys, k) for k in await keys.list_keys()])
+        revoked = await keys.revoke(key_id)
+        if revoked is None:
+            return False, Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")])
+        return True, key_view(keys, revoked)
+    finally:
+        await store.close()

@@ -1,0 +1,264 @@
+"""Preferences, pure: validation, the quiet-hours window, the per-channel plan, unsubscribe tokens.
+
+No I/O here: time zones come in as loaded `tzinfo` objects and the set of known zone
+keys as a container (actors.users loads both off the Trio loop), so everything below
+can be property-tested.
+
+The rules Ingress applies (documented in docs/architecture.md, "Preferences"):
+- An address in the request's `to` wins; otherwise the user's contact point (email,
+  phone) or, for push, every registered device token.
+- A channel the user turned off, or a notification whose `category` the user opted out
+  of, is not delivered: it is recorded as failed with the reason. This holds for every
+  priority; a notification without a category cannot be opted out of by category.
+- Quiet hours hold the interruptive channels (email, SMS, push) of a non-critical
+  notification until the window ends; critical ones (one-time codes, security alerts)
+  go at once, and so does the in-app web channel, which makes no sound.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+
+import msgspec
+
+from protocol.api import NotificationRequest
+from protocol.channels import Channel, Priority
+from protocol.content import Recipient
+from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
+from protocol.problems import FieldError
+
+QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS, Channel.PUSH})
+UNSAFE_ZONES = frozenset({"localtime", "posixrules", "Factory"})  # the server's own zone, or placeholders
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+_CATEGORY_RE = re.compile(CATEGORY_PATTERN)
+
+
+NO_PROFILE = Profile()  # a user who never set preferences nor registered a device
+
+
+# -- validation
+
+
+def check_preferences(prefs: Preferences, known_zones: Container[str]) -> list[FieldError]:
+    """Rules the schema cannot express: an IANA time zone that exists, a quiet-hours window that is not empty."""
+    errors: list[FieldError] = []
+    if prefs.timezone in UNSAFE_ZONES or prefs.timezone not in known_zones:
+        message = f"unknown IANA time zone {prefs.timezone!r} (e.g. Europe/Paris, America/New_York, UTC)"
+        errors.append(FieldError("timezone", message))
+    if prefs.quiet_hours is not None and prefs.quiet_hours.start == prefs.quiet_hours.end:
+        errors.append(FieldError("quiet_hours", "start and end are equal: the window would be empty"))
+    if len(set(prefs.opt_out)) != len(prefs.opt_out):
+        errors.append(FieldError("opt_out", "a category is listed twice"))
+    return errors
+
+
+def clock_minutes(hhmm: str) -> int:
+    """Minutes after midnight of an "HH:MM" clock time."""
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+# -- quiet hours
+
+
+def _local(ms: int, zone: dt.tzinfo) -> dt.datetime:
+    return (_EPOCH + ms * _MS).astimezone(zone)
+
+
+def _wall(ms: int, zone: dt.tzinfo) -> dt.datetime:
+    return _local(ms, zone).replace(tzinfo=None)
+
+
+def _utc_ms(moment: dt.datetime) -> int:
+    return (moment - _EPOCH) // _MS
+
+
+def first_instant_at(wall: dt.datetime, zone: dt.tzinfo) -> int:
+    """The first instant (UTC ms) at which the local clock reads `wall` or later.
+
+    A wall time that exists once is that instant; one repeated by a DST fall-back is
+    its first occurrence; one skipped by a DST gap is the instant the clock jumps.
+    """
+    u0 = _utc_ms(wall.replace(tzinfo=zone, fold=0))
+    u1 = _utc_ms(wall.replace(tzinfo=zone, fold=1))
+    lo, hi = min(u0, u1), max(u0, u1)
+    if _wall(lo, zone) == wall:
+        return lo
+    # In a gap: the clock reads before `wall` at lo and after it at hi; find the jump.
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _wall(mid, zone) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _window(day: dt.date, zone: dt.tzinfo, start: int, end: int) -> tuple[int, int]:
+    """The quiet window that opens on local date `day`, as [opens, closes) in UTC ms."""
+    close_day = day + dt.timedelta(days=1) if end <= start else day
+    opens = first_instant_at(dt.datetime.combine(day, dt.time(start // 60, start % 60)), zone)
+    closes = first_instant_at(dt.datetime.combine(close_day, dt.time(end // 60, end % 60)), zone)
+    return opens, closes
+
+
+def quiet_until(now_ms: int, zone: dt.tzinfo, start: int, end: int) -> int | None:
+    """When the quiet window holding `now_ms` ends (UTC ms), or None if now is outside every window.
+
+    `start` and `end` are minutes after local midnight; the window crosses midnight
+    when end <= start (start == end is no window). Each day's window opens the first
+    moment the user's clock reads `start` and closes the first moment it reads `end`:
+    a DST gap that skips `end` closes it when the clock jumps, and an hour repeated by
+    a fall-back inside the window only makes it an hour longer.
+    """
+    if start == end:
+        return None
+    today = _local(now_ms, zone).date()
+    for offset in (-1, 0, 1):
+        day = today + dt.timedelta(days=offset)
+        opens, closes = _window(day, zone, start, end)
+        if opens <= now_ms < closes:
+            for _ in range(3):  # a DST gap may skip all the time between two windows: they then join
+                day += dt.timedelta(days=1)
+                next_opens, next_closes = _window(day, zone, start, end)
+                if next_opens > closes:
+                    break
+                closes = max(closes, next_closes)
+            return closes
+    return None
+
+
+# -- the plan per channel
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPlan:
+    """What Ingress does with one channel of a notification."""
+
+    channel: Channel
+    addresses: tuple[str, ...] = ()  # push: every device token to reach; else at most one
+    skip: str | None = None  # why the channel is not delivered (recorded as failed)
+    defer_until_ms: int | None = None  # quiet hours: hand to the Scheduler, due then
+
+    @property
+    def address(self) -> str | None:
+        """The first (for email and SMS, the only) address."""
+        return self.addresses[0] if self.addresses else None
+
+
+def skip_reason(prefs: Preferences, channel: Channel, category: str | None) -> str | None:
+    """Why the user's preferences stop this channel, or None if they let it through."""
+    if category is not None and category in prefs.opt_out:
+        return f"opted out: {category}"
+    if not prefs.channels.allows(channel):
+        return f"{channel.value} turned off by the user"
+    return None
+
+
+def addresses_for(channel: Channel, to: Recipient | None, profile: Profile) -> tuple[str, ...]:
+    """Where to send: the request's `to` if it says, else the user's contact point or devices."""
+    contact = profile.preferences.contact
+    if channel is Channel.EMAIL:
+        email = (to.email if to is not None else None) or contact.email
+        return (email,) if email else ()
+    if channel is Channel.SMS:
+        phone = (to.phone if to is not None else None) or contact.phone
+        return (phone,) if phone else ()
+    if channel is Channel.PUSH:
+        if to is not None and to.device_token:
+            return (to.device_token,)
+        return tuple(profile.devices)
+    return ()
+
+
+def address_missing(request: NotificationRequest, profile: Profile, channel: Channel) -> bool:
+    """True if the channel will be delivered but neither the request nor the user's preferences say where."""
+    if channel is Channel.WEB or skip_reason(profile.preferences, channel, request.category) is not None:
+        return False
+    return not addresses_for(channel, request.to, profile)
+
+
+def plan_channels(request: NotificationRequest, profile: Profile, now_ms: int, zone: dt.tzinfo) -> dict[Channel, ChannelPlan]:
+    """Per requested channel: its addresses, or why it is skipped, or until when quiet hours hold it."""
+    prefs = profile.preferences
+    defer: int | None = None
+    if prefs.quiet_hours is not None and request.priority is not Priority.CRITICAL:
+        defer = quiet_until(now_ms, zone, clock_minutes(prefs.quiet_hours.start), clock_minutes(prefs.quiet_hours.end))
+    plans: dict[Channel, ChannelPlan] = {}
+    for channel in request.channels:
+        reason = skip_reason(prefs, channel, request.category)
+        if reason is not None:
+            plans[channel] = ChannelPlan(channel, skip=reason)
+        else:
+            held = defer if channel in QUIET_CHANNELS else None
+            plans[channel] = ChannelPlan(channel, addresses_for(channel, request.to, profile), defer_until_ms=held)
+    return plans
+
+
+# -- one-click unsubscribe tokens (RFC 8058)
+#
+# base64url(json {"u": user_id, "c": category}) "." base64url(hmac_sha256), keyed by a key
+# derived from the node secret for this purpose only, so that neither a subscriber token
+# nor anything else signed with the node secret can pass for one. They do not expire: an
+# unsubscribe link in an old email must keep working.
+
+
+class InvalidUnsubscribeToken(Exception):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _unsubscribe_key(secret: bytes) -> bytes:
+    return hmac.new(secret, b"herald/unsubscribe/v1", hashlib.sha256).digest()
+
+
+def issue_unsubscribe_token(secret: bytes, user_id: str, category: str) -> str:
+    """A signed token that opts `user_id` out of `category` when posted to /v1/unsubscribe."""
+    body = _b64(json.dumps({"u": user_id, "c": category}, separators=(",", ":")).encode())
+    signature = _b64(hmac.new(_unsubscribe_key(secret), body.encode(), hashlib.sha256).digest())
+    return f"{body}.{signature}"
+
+
+def verify_unsubscribe_token(secret: bytes, token: str) -> tuple[str, str]:
+    """The (user_id, category) a token was issued for; InvalidUnsubscribeToken if tampered with."""
+    try:
+        body, signature = token.split(".")
+        expected = hmac.new(_unsubscribe_key(secret), body.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, _unb64(signature)):
+            raise InvalidUnsubscribeToken("bad signature")
+        claims = json.loads(_unb64(body))
+        user_id, category = claims["u"], claims["c"]
+    except InvalidUnsubscribeToken:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidUnsubscribeToken("malformed token") from exc
+    if not isinstance(user_id, str) or not isinstance(category, str) or not _CATEGORY_RE.match(category):
+        raise InvalidUnsubscribeToken("malformed token")
+    return user_id, category
+
+
+def with_opt_out(prefs: Preferences, category: str) -> Preferences:
+    """The same preferences, opted out of `category` too (unchanged if it already was).
+
+    ValueError if the user already opted out of MAX_OPT_OUTS categories.
+    """
+    if category in prefs.opt_out:
+        return prefs
+    if len(prefs.opt_out) >= MAX_OPT_OUTS:
+        raise ValueError(f"already opted out of {MAX_OPT_OUTS} categories")
+    return msgspec.structs.replace(prefs, opt_out=[*prefs.opt_out, category])

@@ -1,0 +1,237 @@
+"""Templates, the I/O part: the TemplateStore behind an in-process LRU of compiled versions.
+
+The API (actors/api/templates.py) saves, reads and previews through it; the Ingress
+calls `apply_template` to turn `template_id` + `data` + `locale` into per-channel
+content before the notification goes on the bus.
+
+Caching: versions are immutable, so a compiled version is cached under
+(template_id, version) for good. What changes is which version is active: that pointer
+is cached too and dropped on every save or activation. A read that raced with a write
+does not cache what it read (an epoch counter tells), so a rollback is seen at once by
+every later send on this node. (Several nodes would broadcast the invalidation over the
+State's pub/sub; the embedded node is one process.)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+
+from protocol.api import NotificationRequest
+from protocol.channels import Channel
+from protocol.problems import FieldError, Problem
+from protocol.templates import RenderRequest, RenderResult, TemplateSpec
+from reactor.clock import wall_ms
+from reactor.ports import TemplateStore, TemplateVersion
+
+from .templates import (
+    SMS_MAX_SEGMENTS,
+    CompiledTemplate,
+    compile_template,
+    locale_chain,
+    pick_variant,
+    render_template,
+    resolve_part,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_spec_decoder = msgspec.json.Decoder(TemplateSpec)
+
+
+class LRU(Generic[K, V]):
+    """A bounded mapping that forgets the least recently used entry first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        """The value (now the most recently used), or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Store, evicting the least recently used entry past the size."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        """Forget a key (if present)."""
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class TemplateExists(Exception):
+    pass
+
+
+class TemplateNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A compiled version and when it was saved."""
+
+    compiled: CompiledTemplate
+    created_ms: int
+
+
+def _unprocessable(errors: list[FieldError]) -> Problem:
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
+
+
+class TemplateService:
+    """Save, read, activate and render templates; compiled versions cached in process."""
+
+    def __init__(self, store: TemplateStore, *, sms_max_segments: int = SMS_MAX_SEGMENTS, cache_size: int = 256) -> None:
+        self.store = store
+        self.sms_max_segments = sms_max_segments
+        self.compiled: LRU[tuple[str, int], Loaded] = LRU(cache_size)
+        self.active: LRU[str, int] = LRU(cache_size * 4)
+        self._epoch = 0
+        self.hits = 0
+        self.misses = 0
+
+    def _saved(self, template_id: str, saved: TemplateVersion, compiled: CompiledTemplate) -> Loaded:
+        self._epoch += 1
+        self.active.pop(template_id)
+        loaded = Loaded(compiled, saved.created_ms)
+        self.compiled.put((template_id, saved.version), loaded)
+        return loaded
+
+    async def create(self, template_id: str, spec: TemplateSpec) -> Loaded:
+        """Validate and save version 1; InvalidTemplate or TemplateExists."""
+        compiled = compile_template(template_id, 1, spec)
+        saved = await self.store.create_template(template_id, msgspec.json.encode(spec), wall_ms())
+        if saved is None:
+            raise TemplateExists(template_id)
+        return self._saved(template_id, saved, compiled)
+
+    async def update(self, template_id: str, spec: TemplateSpec) -> Loaded:
+        """Validate, save the next version and activate it; InvalidTemplate or TemplateNotFound."""
+        compile_template(template_id, 1, spec)  # validate before writing
+        saved = await self.store.add_version(template_id, msgspec.json.encode(spec), wall_ms())
+        if saved is None:
+            raise TemplateNotFound(template_id)
+        return self._saved(template_id, saved, compile_template(template_id, saved.version, spec))
+
+    async def activate(self, template_id: str, version: int) -> Loaded:
+        """Make a saved version active again (a rollback); TemplateNotFound if there is none."""
+        if not await self.store.activate(template_id, version, wall_ms()):
+            raise TemplateNotFound(f"{template_id}@{version}")
+        self._epoch += 1
+        self.active.pop(template_id)
+        loaded = await self.get(template_id, version)
+        assert loaded is not None, "an activated version exists"
+        return loaded
+
+    async def active_version(self, template_id: str) -> int | None:
+        """The active version (cached until the next save or activation)."""
+        cached = self.active.get(template_id)
+        if cached is not None:
+            return cached
+        epoch = self._epoch
+        version = await self.store.active_version(template_id)
+        if version is not None and epoch == self._epoch:
+            self.active.put(template_id, version)
+        return version
+
+    async def get(self, template_id: str, version: int | None = None) -> Loaded | None:
+        """A compiled version (the active one by default), None if there is no such version."""
+        if version is None:
+            version = await self.active_version(template_id)
+            if version is None:
+                return None
+        cached = self.compiled.get((template_id, version))
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        saved = await self.store.get_version(template_id, version)
+        if saved is None:
+            return None
+        loaded = Loaded(compile_template(template_id, version, _spec_decoder.decode(saved.spec)), saved.created_ms)
+        self.compiled.put((template_id, version), loaded)
+        return loaded
+
+    async def versions(self, template_id: str) -> list[tuple[int, int]]:
+        """(version, created_ms), newest first."""
+        return await self.store.versions(template_id)
+
+    async def render_for(self, request: NotificationRequest) -> tuple[NotificationRequest, str] | Problem:
+        """The request with its content rendered from its template, and the log's template tag; or a 422."""
+        assert request.template_id is not None
+        loaded = await self.get(request.template_id)
+        if loaded is None:
+            return _unprocessable([FieldError("template_id", f"no template {request.template_id!r}")])
+        template = loaded.compiled
+        variant = pick_variant(template.id, request.user_id, template.weights)
+        result = render_template(
+            template, request.channels, request.data, locale=request.locale, variant=variant, sms_max_segments=self.sms_max_segments,
+        )
+        if isinstance(result, list):
+            return _unprocessable(result)
+        return msgspec.structs.replace(request, content=result.content), result.tag
+
+    async def preview(self, template_id: str, wanted: RenderRequest) -> RenderResult | list[FieldError]:
+        """Render for a preview: the parts, the SMS segments, the push size; TemplateNotFound."""
+        loaded = await self.get(template_id, wanted.version)
+        if loaded is None:
+            raise TemplateNotFound(template_id if wanted.version is None else f"{template_id}@{wanted.version}")
+        template = loaded.compiled
+        if wanted.variant is not None and wanted.user_id is not None:
+            return [FieldError("variant", "give user_id (to pick as for a send) or variant, not both")]
+        if wanted.variant is not None and wanted.variant not in template.variants:
+            names = ", ".join(sorted(template.variants)) or "none"
+            return [FieldError("variant", f"not one of the template's variants ({names})")]
+        variant = wanted.variant or (pick_variant(template.id, wanted.user_id, template.weights) if wanted.user_id else "")
+        chain = locale_chain(wanted.locale, template.default_locale)
+        channels = wanted.channels or [c for c in Channel if resolve_part(template, c, chain, variant) is not None]
+        result = render_template(
+            template, channels, wanted.data, locale=wanted.locale, variant=variant, sms_max_segments=self.sms_max_segments,
+        )
+        if isinstance(result, list):
+            return result
+        return RenderResult(
+            id=template.id,
+            version=template.version,
+            template=result.tag,
+            content=result.content,
+            locales=result.locales,
+            variant=variant,
+            sms=result.sms,
+            push_bytes=result.push_bytes,
+        )
+
+
+async def apply_template(
+    renderer: TemplateService | None, request: NotificationRequest, preferred_locale: str | None = None
+) -> tuple[NotificationRequest, str] | Problem:
+    """The Ingress's template step: exactly one of content and template_id; a template's parts become the content.
+
+    The locale is the request's, else the user's preferred one, else the template's default.
+    """
+    if request.content is not None and request.template_id is not None:
+        return _unprocessable([FieldError("template_id", "give content or template_id, not both")])
+    if request.content is not None:
+        return request, ""
+    if request.template_id is None:
+        return _unprocessable([FieldError("content", "required, unless template_id names a template")])
+    if renderer is None:
+        return _unprocessable([FieldError("template_id", "templates are not enabled on this node")])
+    if request.locale is None and preferred_locale is not None:
+        request = msgspec.structs.replace(request, locale=preferred_locale)
+    return await renderer.render_for(request)

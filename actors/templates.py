@@ -1,0 +1,573 @@
+"""Templates, the pure part: parse, validate, pick a locale and a variant, render, measure.
+
+No I/O and no clock here (actors/template_service.py adds the store and the cache), so
+all of it is property-tested (tests/templates/).
+
+Mustache is parsed by chevron's tokenizer (sections, inverted sections, comments,
+standalone lines, set-delimiter tags). The token stream is compiled into a small tree
+and rendered here rather than by `chevron.render`, for five reasons:
+
+- escaping is a flag of the part: email HTML escapes `{{x}}` (`{{{x}}}` and `{{& x}}`
+  do not), every other part (subject, text, SMS, push, web) is rendered unescaped;
+- lookups are strict dictionary keys and list indexes: chevron falls back to `getattr`,
+  which would let a template read Python attributes (`{{x.__class__}}`) or call methods;
+- partials are refused when saving (chevron would read them from the working
+  directory), and lambdas cannot occur (data is JSON);
+- rendering has a budget (output characters plus section iterations), so nested
+  sections over a long list cannot take the node down;
+- chevron's renderer mis-nests `{{^l}}` inside `{{#l}}` when `l` is a list (and can
+  crash on it); the tree built here cannot.
+
+Where both apply, the output is chevron's (a property test checks it), with three
+deliberate differences: `'` is escaped too, booleans print as `true`/`false` and
+lists/objects as JSON, and a falsy list item (0, "") still renders its section body,
+as the Mustache spec says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from chevron.tokenizer import tokenize
+
+from protocol.channels import Channel
+from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
+from protocol.problems import FieldError, field_of
+from protocol.templates import Parts, SmsInfo, TemplateSpec, Variables
+
+PUSH_MAX_BYTES = 4096  # APNs' and FCM's payload limit, on the JSON of title, body and data
+RENDER_BUDGET = 1_000_000  # characters of output plus section iterations, per rendered field
+SMS_MAX_SEGMENTS = 10
+MAX_NESTING = 32  # sections inside sections, at most (rendering recurses once per level)
+
+
+# -- the compiled form of one Mustache source
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    key: str
+    escape: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    key: str
+    inverted: bool
+    body: tuple[Node, ...]
+
+
+Node = Literal | Var | Section
+
+
+class TemplateSyntaxError(ValueError):
+    """A Mustache source that does not parse, or uses what Herald refuses (partials)."""
+
+
+class RenderTooLarge(ValueError):
+    """Rendering went over its budget of output characters and section iterations."""
+
+
+_NAME = re.compile(r"^[^\s.{}#^/!>&=]+(\.[^\s.{}#^/!>&=]+)*$")
+
+
+def _check_name(key: str) -> None:
+    if key != "." and not _NAME.match(key):
+        raise TemplateSyntaxError(f"not a variable name: {key!r}" if key else "an empty tag")
+
+
+def parse(source: str, *, html: bool = False) -> tuple[Node, ...]:
+    """Parse a Mustache source; with html=True, `{{x}}` escapes (else nothing does)."""
+    try:
+        tokens = list(tokenize(source))
+    except SyntaxError as exc:  # chevron's ChevronError
+        raise TemplateSyntaxError(" ".join(str(exc).split())) from None
+    except IndexError:  # chevron's tokenizer on `{{}}`
+        raise TemplateSyntaxError("an empty tag") from None
+    stack: list[tuple[str, bool, list[Node]]] = [("", False, [])]
+    for kind, key in tokens:
+        body = stack[-1][2]
+        if kind == "literal":
+            body.append(Literal(key))
+        elif kind in ("variable", "no escape"):
+            _check_name(key)
+            body.append(Var(key, escape=html and kind == "variable"))
+        elif kind in ("section", "inverted section"):
+            _check_name(key)
+            if len(stack) > MAX_NESTING:
+                raise TemplateSyntaxError(f"sections nested deeper than {MAX_NESTING} levels")
+            stack.append((key, kind == "inverted section", []))
+        elif kind == "end":
+            name, inverted, children = stack.pop()  # the tokenizer checked that the names match
+            stack[-1][2].append(Section(name, inverted, tuple(children)))
+        elif kind == "partial":
+            raise TemplateSyntaxError(f"partials are not supported: {{{{> {key}}}}}")
+        elif kind == "no escape?":
+            raise TemplateSyntaxError(f"unclosed triple mustache: {{{{{{{key}}}}} needs a third closing brace")
+        # "set delimiter" tags have done their work in the tokenizer; comments are dropped by it
+    return tuple(stack[0][2])
+
+
+def variables_of(nodes: Sequence[Node]) -> tuple[frozenset[str], frozenset[str]]:
+    """(required, optional): names outside any section are required; section names and names inside sections are not."""
+    required: set[str] = set()
+    optional: set[str] = set()
+
+    def walk(children: Sequence[Node], depth: int) -> None:
+        for node in children:
+            if isinstance(node, Var) and node.key != ".":
+                (required if depth == 0 else optional).add(node.key)
+            elif isinstance(node, Section):
+                if node.key != ".":
+                    optional.add(node.key)
+                walk(node.body, depth + 1)
+
+    walk(nodes, 0)
+    return frozenset(required), frozenset(optional - required)
+
+
+# -- rendering
+
+
+_MISSING: Any = object()
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
+
+
+def html_escape(text: str) -> str:
+    """Escape & < > " ' for HTML text and attribute values."""
+    return text.translate(_ESCAPES)
+
+
+def lookup(data: Any, key: str) -> Any:
+    """Walk a dotted name through dicts (keys) and lists (indexes); _MISSING if it is not there."""
+    value = data
+    for part in key.split("."):
+        if isinstance(value, Mapping):
+            if part not in value:
+                return _MISSING
+            value = value[part]
+        elif isinstance(value, list) and part.isascii() and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def is_missing(data: Any, key: str) -> bool:
+    """True when a required name is absent or null in the data."""
+    value = lookup(data, key)
+    return value is _MISSING or value is None
+
+
+def _resolve(key: str, scopes: list[Any]) -> Any:
+    if key == ".":
+        return scopes[-1]
+    for scope in reversed(scopes):
+        value = lookup(scope, key)
+        if value is not _MISSING:
+            return value
+    return _MISSING
+
+
+def _falsy(value: Any) -> bool:
+    return value is _MISSING or value is None or value is False or value == "" or value == 0 or value == [] or value == {}
+
+
+def _text(value: Any) -> str:
+    if value is _MISSING or value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return msgspec.json.encode(value).decode() if value else ""
+    return str(value)
+
+
+class _Output:
+    def __init__(self, budget: int) -> None:
+        self.parts: list[str] = []
+        self.budget = budget
+
+    def charge(self, n: int) -> None:
+        self.budget -= n
+        if self.budget < 0:
+            raise RenderTooLarge("the rendered output is too large")
+
+    def write(self, text: str) -> None:
+        self.charge(len(text))
+        self.parts.append(text)
+
+
+def _render(nodes: Sequence[Node], scopes: list[Any], out: _Output) -> None:
+    for node in nodes:
+        if isinstance(node, Literal):
+            out.write(node.text)
+        elif isinstance(node, Var):
+            text = _text(_resolve(node.key, scopes))
+            out.write(html_escape(text) if node.escape else text)
+        else:
+            value = _resolve(node.key, scopes)
+            if node.inverted:
+                if _falsy(value):
+                    out.charge(1)
+                    _render(node.body, scopes, out)
+            elif isinstance(value, list):
+                for item in value:
+                    out.charge(1)
+                    scopes.append(item)
+                    _render(node.body, scopes, out)
+                    scopes.pop()
+            elif not _falsy(value):
+                out.charge(1)
+                scopes.append(value)
+                _render(node.body, scopes, out)
+                scopes.pop()
+
+
+def render_nodes(nodes: Sequence[Node], data: Mapping[str, Any], budget: int = RENDER_BUDGET) -> str:
+    """Render compiled Mustache against data; RenderTooLarge past the budget."""
+    out = _Output(budget)
+    _render(nodes, [data], out)
+    return "".join(out.parts)
+
+
+def render(source: str, data: Mapping[str, Any], *, html: bool = False) -> str:
+    """Parse and render in one step (escaping only with html=True)."""
+    return render_nodes(parse(source, html=html), data)
+
+
+# -- locales and variants
+
+
+def normalize_locale(tag: str) -> str:
+    """`fr_CA` and `FR-ca` -> `fr-ca`: locales match case-insensitively."""
+    return tag.replace("_", "-").lower()
+
+
+def locale_chain(requested: str | None, default: str) -> list[str]:
+    """The locales to try, most specific first: fr-CA -> [fr-ca, fr, <default>]."""
+    chain: list[str] = []
+    if requested:
+        subtags = normalize_locale(requested).split("-")
+        chain = ["-".join(subtags[:n]) for n in range(len(subtags), 0, -1)]
+    default = normalize_locale(default)
+    if default not in chain:
+        chain.append(default)
+    return chain
+
+
+def pick_variant(template_id: str, user_id: str, weights: Sequence[tuple[str, int]]) -> str:
+    """The user's variant: a stable hash of (template, user) -> a weighted pick ("" without variants)."""
+    arms = sorted((name, weight) for name, weight in weights if weight > 0)
+    total = sum(weight for _, weight in arms)
+    if total == 0:
+        return ""
+    digest = hashlib.sha256(f"{template_id}\x00{user_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % total
+    for name, weight in arms:
+        if point < weight:
+            return name
+        point -= weight
+    raise AssertionError("unreachable: point < total")
+
+
+def template_tag(template_id: str, version: int, variant: str = "") -> str:
+    """What the delivery log records: "welcome@3", or "welcome@3#B" for variant B."""
+    return f"{template_id}@{version}" + (f"#{variant}" if variant else "")
+
+
+# -- measuring: SMS segments, push payload
+
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")  # sent as ESC + a character: two septets
+
+
+def sms_info(text: str, max_segments: int = SMS_MAX_SEGMENTS) -> SmsInfo:
+    """Encoding and segment count of an SMS: GSM-7 160/153 septets, else UCS-2 70/67 code units.
+
+    A concatenated message never splits an escape pair or a surrogate pair across
+    segments, as handsets and carriers do, so a segment may carry one unit fewer.
+    """
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
+        encoding, single, multi = "GSM-7", 160, 153
+        sizes = [2 if c in GSM7_EXTENDED else 1 for c in text]
+    else:
+        encoding, single, multi = "UCS-2", 70, 67
+        sizes = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    units = sum(sizes)
+    if units <= single:
+        return SmsInfo(encoding, len(text), units, 1, single, max_segments)
+    segments, used = 1, 0
+    for size in sizes:
+        if used + size > multi:
+            segments, used = segments + 1, 0
+        used += size
+    return SmsInfo(encoding, len(text), units, segments, multi, max_segments)
+
+
+def push_payload_bytes(content: PushContent) -> int:
+    """Size of the JSON a push provider gets: {"title", "body", "data"}, UTF-8."""
+    return len(msgspec.json.encode({"title": content.title, "body": content.body, "data": content.data}))
+
+
+# -- compiling and validating a whole template
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSource:
+    path: str  # the field in the template body: "locales.fr.email.subject"
+    nodes: tuple[Node, ...]
+    required: frozenset[str]
+    optional: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPart:
+    channel: Channel
+    path: str  # "locales.fr.email", or "variants.B.locales.fr.email"
+    locale: str  # as the template spells it
+    fields: tuple[tuple[str, CompiledSource], ...]  # ("subject", ...), push data as ("data.<key>", ...)
+
+
+LocaleParts = dict[str, dict[Channel, CompiledPart]]  # normalized locale -> channel -> part
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    id: str
+    version: int
+    spec: TemplateSpec
+    default_locale: str  # normalized
+    base: LocaleParts
+    variants: dict[str, LocaleParts]
+    weights: tuple[tuple[str, int], ...]
+    variables: Variables
+
+
+class InvalidTemplate(ValueError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def _part_sources(channel: Channel, part: Any) -> list[tuple[str, str, bool]]:
+    """(field name, source, html) of each Mustache source in one channel part."""
+    if channel is Channel.EMAIL:
+        found = [("subject", part.subject, False), ("text", part.text, False), ("html", part.html, True)]
+    elif channel is Channel.SMS:
+        found = [("text", part.text, False)]
+    elif channel is Channel.PUSH:
+        found = [("title", part.title, False), ("body", part.body, False)]
+        found += [(f"data.{key}", value, False) for key, value in part.data.items()]
+    else:
+        found = [("title", part.title, False), ("body", part.body, False), ("url", part.url, False)]
+    return [(name, source, html) for name, source, html in found if source is not None]
+
+
+def _compile_locales(prefix: str, locales: Mapping[str, Parts], errors: list[FieldError], *, base: bool) -> LocaleParts:
+    compiled: LocaleParts = {}
+    spelled: dict[str, str] = {}
+    for locale, parts in locales.items():
+        key = normalize_locale(locale)
+        if key in spelled:
+            errors.append(FieldError(f"{prefix}.{locale}", f"the same locale as {spelled[key]}"))
+            continue
+        spelled[key] = locale
+        compiled[key] = {}
+        if base and all(parts.for_channel(c.value) is None for c in Channel):
+            errors.append(FieldError(f"{prefix}.{locale}", "has no channel part (email, sms, push, web)"))
+        for channel in Channel:
+            part = parts.for_channel(channel.value)
+            if part is None:
+                continue
+            path = f"{prefix}.{locale}.{channel.value}"
+            if channel is Channel.EMAIL and part.text is None and part.html is None:
+                errors.append(FieldError(path, "needs text or html"))
+            fields = []
+            for name, source, html in _part_sources(channel, part):
+                try:
+                    nodes = parse(source, html=html)
+                except TemplateSyntaxError as exc:
+                    errors.append(FieldError(f"{path}.{name}", str(exc)))
+                    continue
+                required, optional = variables_of(nodes)
+                fields.append((name, CompiledSource(f"{path}.{name}", nodes, required, optional)))
+            compiled[key][channel] = CompiledPart(channel, path, locale, tuple(fields))
+    return compiled
+
+
+def compile_template(template_id: str, version: int, spec: TemplateSpec) -> CompiledTemplate:
+    """Parse every source of a template; InvalidTemplate naming each bad field."""
+    errors: list[FieldError] = []
+    base = _compile_locales("locales", spec.locales, errors, base=True)
+    default = normalize_locale(spec.default_locale)
+    if default not in base:
+        errors.append(FieldError("default_locale", f"{spec.default_locale!r} is not one of the template's locales"))
+    variants = {
+        name: _compile_locales(f"variants.{name}.locales", variant.locales, errors, base=False)
+        for name, variant in spec.variants.items()
+    }
+    if spec.variants and sum(v.weight for v in spec.variants.values()) == 0:
+        errors.append(FieldError("variants", "at least one variant needs a weight above 0"))
+    if errors:
+        raise InvalidTemplate(errors)
+    sources = [
+        source
+        for locales in (base, *variants.values())
+        for parts in locales.values()
+        for part in parts.values()
+        for _, source in part.fields
+    ]
+    required = frozenset().union(*(s.required for s in sources))
+    optional = frozenset().union(*(s.optional for s in sources)) - required
+    return CompiledTemplate(
+        id=template_id,
+        version=version,
+        spec=spec,
+        default_locale=default,
+        base=base,
+        variants=variants,
+        weights=tuple(sorted((name, v.weight) for name, v in spec.variants.items())),
+        variables=Variables(sorted(required), sorted(optional)),
+    )
+
+
+def validate(spec: TemplateSpec) -> list[FieldError]:
+    """Every problem with a template, each naming its field ([] when it is valid)."""
+    try:
+        compile_template("check", 1, spec)
+    except InvalidTemplate as exc:
+        return exc.errors
+    return []
+
+
+def resolve_part(template: CompiledTemplate, channel: Channel, chain: Sequence[str], variant: str) -> CompiledPart | None:
+    """The part to render: along the locale chain, the variant's override first, then the base."""
+    overrides = template.variants.get(variant, {})
+    for locale in chain:
+        part = overrides.get(locale, {}).get(channel) or template.base.get(locale, {}).get(channel)
+        if part is not None:
+            return part
+    return None
+
+
+# -- rendering a whole template
+
+
+@dataclass(frozen=True)
+class Rendered:
+    content: Content
+    locales: dict[str, str]  # channel -> the template locale whose part was used
+    variant: str
+    tag: str
+    sms: SmsInfo | None = None
+    push_bytes: int | None = None
+
+
+_ONE_LINE = re.compile(r"\s*[\r\n]+\s*")
+_SINGLE_LINE_FIELDS = {Channel.EMAIL: "subject", Channel.PUSH: "title", Channel.WEB: "title"}
+_CONTENT_TYPES: dict[Channel, Any] = {
+    Channel.EMAIL: EmailContent, Channel.SMS: SmsContent, Channel.PUSH: PushContent, Channel.WEB: WebContent,
+}
+
+
+def _build(part: CompiledPart, data: Mapping[str, Any]) -> Any:
+    """Render one part into its protocol.content struct; raises RenderTooLarge or msgspec.ValidationError."""
+    values: dict[str, Any] = {}
+    push_data: dict[str, str] = {}
+    for name, source in part.fields:
+        text = render_nodes(source.nodes, data)
+        if name == _SINGLE_LINE_FIELDS.get(part.channel):
+            text = _ONE_LINE.sub(" ", text).strip()  # a line break in a header or a title: one space
+        if name.startswith("data."):
+            push_data[name[5:]] = text
+        elif name == "url" and not text:
+            continue
+        else:
+            values[name] = text
+    if part.channel is Channel.PUSH:
+        values["data"] = push_data
+    return msgspec.convert(values, _CONTENT_TYPES[part.channel])
+
+
+def render_template(
+    template: CompiledTemplate,
+    channels: Sequence[Channel],
+    data: Mapping[str, Any],
+    *,
+    locale: str | None = None,
+    variant: str = "",
+    sms_max_segments: int = SMS_MAX_SEGMENTS,
+) -> Rendered | list[FieldError]:
+    """Render the requested channels for one recipient, or the errors naming what is wrong."""
+    chain = locale_chain(locale, template.default_locale)
+    parts: dict[Channel, CompiledPart] = {}
+    errors: list[FieldError] = []
+    for channel in channels:
+        part = resolve_part(template, channel, chain, variant)
+        if part is None:
+            errors.append(FieldError("channels", f"template {template.id} has no {channel.value} part (locales tried: {', '.join(chain)})"))
+        else:
+            parts[channel] = part
+    if errors:
+        return errors
+    missing: dict[str, str] = {}
+    for part in parts.values():
+        for _, source in part.fields:
+            for name in sorted(source.required):
+                if name not in missing and is_missing(data, name):
+                    missing[name] = source.path
+    if missing:
+        return [FieldError(f"data.{name}", f"required by the template ({path})") for name, path in sorted(missing.items())]
+    built: dict[str, Any] = {}
+    sms: SmsInfo | None = None
+    push_bytes: int | None = None
+    for channel, part in parts.items():
+        try:
+            content = _build(part, data)
+        except RenderTooLarge as exc:
+            errors.append(FieldError(part.path, str(exc)))
+            continue
+        except msgspec.ValidationError as exc:
+            path, message = field_of(str(exc))
+            errors.append(FieldError(f"{part.path}.{path}" if path else part.path, f"rendered: {message}"))
+            continue
+        if channel is Channel.SMS:
+            sms = sms_info(content.text, sms_max_segments)
+            if sms.segments > sms_max_segments:
+                errors.append(FieldError(
+                    f"{part.path}.text",
+                    f"renders to {sms.segments} {sms.encoding} segments ({sms.units} units); the limit is {sms_max_segments}",
+                ))
+        elif channel is Channel.PUSH:
+            push_bytes = push_payload_bytes(content)
+            if push_bytes > PUSH_MAX_BYTES:
+                errors.append(FieldError(part.path, f"the push payload is {push_bytes} bytes of JSON; the limit is {PUSH_MAX_BYTES}"))
+        built[channel.value] = content
+    if errors:
+        return errors
+    return Rendered(
+        content=Content(**built),
+        locales={c.value: p.locale for c, p in parts.items()},
+        variant=variant,
+        tag=template_tag(template.id, template.version, variant),
+        sms=sms,
+        push_bytes=push_bytes,
+    )
+

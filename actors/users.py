@@ -1,0 +1,158 @@
+"""The user directory: preferences and devices, cache-aside over the UserStore.
+
+Ingress reads a user's Profile (preferences and push tokens) on every submission, so it
+is cached in the State port (`users:profile:<id>`, `cache_ttl_s`, 60 s by default).
+Every write through this directory (a PUT of preferences, an unsubscribe, a device
+registered, deleted or found unregistered by a push provider) writes the UserStore
+first and then deletes the cached copy, so the next read loads it again. The usual
+cache-aside race (a read that loaded the old profile just before a write stores it
+just after the write invalidated) leaves a stale copy for at most `cache_ttl_s`.
+
+Time zones are loaded off the Trio loop (zoneinfo reads files) and kept: there are
+only a few hundred of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from collections.abc import Callable, Iterable
+from urllib.parse import quote
+
+import msgspec
+import trio
+
+from protocol.preferences import MAX_DEVICES, Platform, Preferences, Profile
+from reactor.ports import DeviceRow, State, UserStore
+
+from .preferences import issue_unsubscribe_token, with_opt_out
+
+log = logging.getLogger("herald.users")
+
+_profile_decoder = msgspec.json.Decoder(Profile)
+_preferences_decoder = msgspec.json.Decoder(Preferences)
+_encoder = msgspec.json.Encoder()
+_UTC = zoneinfo.ZoneInfo("UTC")
+
+
+def _cache_key(user_id: str) -> str:
+    return f"users:profile:{user_id}"
+
+
+class UserDirectory:
+    """Preferences and devices of users, as Ingress, the API and the push provider need them."""
+
+    def __init__(
+        self, store: UserStore, cache: State, secret: bytes, public_url: Callable[[], str], cache_ttl_s: float = 60.0
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.secret = secret
+        self.public_url = public_url
+        self.cache_ttl_s = cache_ttl_s
+        self._zones: dict[str, zoneinfo.ZoneInfo] = {"UTC": _UTC}
+        self._known_zones: frozenset[str] | None = None
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # -- reads
+
+    async def profile(self, user_id: str) -> Profile:
+        """The user's preferences and push tokens, from the cache if it has them."""
+        key = _cache_key(user_id)
+        cached = await self.cache.get(key)
+        if cached is not None:
+            try:
+                profile: Profile = _profile_decoder.decode(cached)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                await self.cache.delete(key)  # written by another version: load it again
+            else:
+                self.cache_hits += 1
+                return profile
+        self.cache_misses += 1
+        profile = Profile(await self.preferences(user_id), [d.token for d in await self.store.devices(user_id)])
+        await self.cache.set(key, _encoder.encode(profile), self.cache_ttl_s)
+        return profile
+
+    async def preferences(self, user_id: str) -> Preferences:
+        """The user's stored preferences (the defaults if never set), from the store."""
+        document = await self.store.get_preferences(user_id)
+        return Preferences() if document is None else _preferences_decoder.decode(document)
+
+    async def devices(self, user_id: str) -> list[DeviceRow]:
+        """The user's push devices, oldest first, from the store."""
+        return await self.store.devices(user_id)
+
+    # -- writes (each invalidates the cached profiles it changes)
+
+    async def invalidate(self, user_ids: Iterable[str]) -> None:
+        """Drop the cached profile of these users."""
+        for user_id in set(user_ids):
+            await self.cache.delete(_cache_key(user_id))
+
+    async def put_preferences(self, user_id: str, prefs: Preferences, at_ms: int) -> None:
+        """Replace the user's preferences."""
+        await self.store.put_preferences(user_id, _encoder.encode(prefs), at_ms)
+        await self.invalidate([user_id])
+
+    async def opt_out(self, user_id: str, category: str, at_ms: int) -> Preferences:
+        """Opt the user out of a category (idempotent); ValueError if they have too many opt-outs already."""
+
+        def change(document: bytes | None) -> bytes:
+            current = Preferences() if document is None else _preferences_decoder.decode(document)
+            return _encoder.encode(with_opt_out(current, category))
+
+        document = await self.store.update_preferences(user_id, change, at_ms)
+        await self.invalidate([user_id])
+        result: Preferences = _preferences_decoder.decode(document)
+        return result
+
+    async def add_device(self, user_id: str, platform: Platform, token: str, at_ms: int) -> DeviceRow:
+        """Register a push token for the user (moving it from another user if needed)."""
+        device = DeviceRow(user_id, platform.value, token, at_ms)
+        displaced = await self.store.add_device(device, MAX_DEVICES)
+        for old in displaced:
+            log.info("device %s… of %s displaced by a registration for %s", old.token[:12], old.user_id, user_id)
+        await self.invalidate([user_id, *(d.user_id for d in displaced)])
+        return device
+
+    async def remove_device(self, user_id: str, token: str) -> bool:
+        """Forget one of the user's tokens; False if they had no such token."""
+        removed = await self.store.remove_device(user_id, token)
+        await self.invalidate([user_id])
+        return removed
+
+    async def forget_devices(self, user_id: str, tokens: Iterable[str]) -> int:
+        """Remove tokens a push provider called unregistered; returns how many were registered."""
+        removed = 0
+        for token in tokens:
+            removed += await self.store.remove_device(user_id, token)
+        if removed:
+            log.info("removed %d unregistered device(s) of %s", removed, user_id)
+        await self.invalidate([user_id])
+        return removed
+
+    # -- time zones and links
+
+    async def zone(self, key: str) -> zoneinfo.ZoneInfo:
+        """The loaded time zone `key` (UTC if it cannot be loaded any more)."""
+        zone = self._zones.get(key)
+        if zone is None:
+            try:
+                zone = await trio.to_thread.run_sync(zoneinfo.ZoneInfo, key)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+                log.warning("time zone %r cannot be loaded; using UTC", key)
+                return _UTC
+            self._zones[key] = zone
+        return zone
+
+    async def known_zones(self) -> frozenset[str]:
+        """Every IANA time zone key this machine knows."""
+        if self._known_zones is None:
+            self._known_zones = frozenset(await trio.to_thread.run_sync(zoneinfo.available_timezones))
+        return self._known_zones
+
+    def unsubscribe_url(self, user_id: str, category: str) -> str:
+        """The signed one-click unsubscribe link for the user and category."""
+        token = issue_unsubscribe_token(self.secret, user_id, category)
+        return f"{self.public_url().rstrip('/')}/v1/unsubscribe?token={quote(token, safe='')}"

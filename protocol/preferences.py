@@ -1,0 +1,103 @@
+"""User preferences and push devices: the API schemas and the cached profile. Pure data.
+
+What the schema checks (types, patterns, lengths) is a 400 naming the field; what it
+cannot (an IANA time zone that exists, a quiet-hours window of zero length) is checked
+by actors.preferences.check_preferences and is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from .channels import Channel
+
+EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"  # as protocol.content.Recipient.email
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+# BCP 47, the parts people use: language, optional script, region, variants (en, fr-CA, zh-Hant-TW, de-CH-1996).
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$"
+CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+MAX_OPT_OUTS = 100
+MAX_DEVICES = 20  # per user; registering one more evicts the oldest
+
+EmailAddress = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN)]
+E164 = Annotated[str, msgspec.Meta(pattern=E164_PATTERN)]
+Locale = Annotated[str, msgspec.Meta(max_length=35, pattern=LOCALE_PATTERN)]
+Category = Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)]
+TimeZoneKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ClockTime = Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN)]
+DeviceToken = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^/\s]+$")]
+
+
+class ContactPoints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Where to reach the user when a notification's `to` does not say."""
+
+    email: EmailAddress | None = None
+    phone: E164 | None = None
+
+
+class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A daily window on the user's local clock, `start` inclusive, `end` exclusive; it may cross midnight."""
+
+    start: ClockTime
+    end: ClockTime
+
+
+class ChannelSwitches(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-channel on/off: a channel turned off is not delivered (recorded as failed, with the reason)."""
+
+    email: bool = True
+    sms: bool = True
+    push: bool = True
+    web: bool = True
+
+    def allows(self, channel: Channel) -> bool:
+        """Whether the user lets this channel through."""
+        return bool(getattr(self, channel.value))
+
+
+class Preferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A user's preferences; PUT replaces them whole (absent fields take these defaults)."""
+
+    contact: ContactPoints = ContactPoints()
+    locale: Locale | None = None
+    timezone: TimeZoneKey = "UTC"
+    channels: ChannelSwitches = ChannelSwitches()
+    opt_out: Annotated[list[Category], msgspec.Meta(max_length=MAX_OPT_OUTS)] = []
+    quiet_hours: QuietHours | None = None
+
+
+class Platform(str, enum.Enum):
+    FCM = "fcm"
+    APNS = "apns"
+
+
+class DeviceRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    platform: Platform
+    token: DeviceToken
+
+
+class Device(msgspec.Struct, frozen=True):
+    platform: Platform
+    token: str
+    registered_at: str
+
+
+class DeviceList(msgspec.Struct, frozen=True):
+    items: list[Device]
+
+
+class Unsubscribed(msgspec.Struct, frozen=True):
+    user_id: str
+    category: str
+    unsubscribed: bool = True
+
+
+class Profile(msgspec.Struct, frozen=True):
+    """What Ingress needs to know about a user: preferences and push device tokens (cached)."""
+
+    preferences: Preferences = Preferences()
+    devices: list[str] = []  # push tokens, oldest registration first

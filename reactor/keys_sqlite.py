@@ -1,0 +1,110 @@
+"""The embedded KeyStore: API keys in their own SQLite file (`<data_dir>/keys.sqlite3`).
+
+A file of its own so that `herald keys ... --offline` can open it without knowing the
+Store's schema, and so that a running node and the offline CLI can share it (WAL, a busy
+timeout for the rare concurrent write). Only a digest of each secret is stored. Every
+write is durable when the call returns (synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from .ports import StoredKey
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    scopes TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER,
+    last_used_ms INTEGER,
+    rate_per_s REAL,
+    burst REAL
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "key_id, digest, scopes, name, created_ms, revoked_ms, last_used_ms, rate_per_s, burst"
+
+
+def _key(row: tuple[Any, ...]) -> StoredKey:
+    scopes = tuple(s for s in str(row[2]).split(",") if s)
+    return StoredKey(str(row[0]), bytes(row[1]), scopes, str(row[3]), int(row[4]), row[5], row[6], row[7], row[8])
+
+
+class SqliteKeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = trio.Lock()
+
+    async def open(self) -> None:
+        """Open (and create if needed) the database."""
+
+        def _open() -> sqlite3.Connection:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            return db
+
+        self._db = await trio.to_thread.run_sync(_open)
+
+    async def close(self) -> None:
+        """Close the database; further calls fail."""
+        if self._db is not None:
+            async with self._lock:
+                db, self._db = self._db, None
+                await trio.to_thread.run_sync(db.close)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise RuntimeError("SqliteKeyStore is not open")
+        async with self._lock:
+            return await trio.to_thread.run_sync(work, db)
+
+    async def add_key(self, key: StoredKey) -> bool:
+        """Store a new key; False (and nothing stored) if its key_id is taken."""
+        values = (
+            key.key_id, key.digest, ",".join(key.scopes), key.name, key.created_ms, key.revoked_ms, key.last_used_ms,
+            key.rate_per_s, key.burst,
+        )
+        cursor = await self._run(lambda db: db.execute(f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", values))
+        return bool(cursor.rowcount == 1)
+
+    async def get_key(self, key_id: str) -> StoredKey | None:
+        """The key with this id, revoked or not."""
+        row = await self._run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone())
+        return None if row is None else _key(row)
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, revoked ones included, oldest first."""
+        rows = await self._run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_ms, key_id").fetchall())
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, at_ms: int) -> StoredKey | None:
+        """Mark the key revoked (a second revoke keeps the first time); the key as now stored, None if unknown."""
+
+        def revoke(db: sqlite3.Connection) -> Any:
+            db.execute("UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND revoked_ms IS NULL", (at_ms, key_id))
+            return db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+
+        row = await self._run(revoke)
+        return None if row is None else _key(row)
+
+    async def touch_key(self, key_id: str, at_ms: int) -> None:
+        """Record that the key was used at `at_ms` (never moves last_used back)."""
+        await self._run(lambda db: db.execute(
+            "UPDATE api_keys SET last_used_ms = ? WHERE key_id = ? AND (last_used_ms IS NULL OR last_used_ms < ?)",
+            (at_ms, key_id, at_ms),
+        ))

@@ -1,0 +1,100 @@
+"""The SQLite UserStore and the cache-aside UserDirectory over it."""
+
+from __future__ import annotations
+
+import trio
+
+from actors.users import UserDirectory
+from protocol.preferences import MAX_DEVICES, ContactPoints, Platform, Preferences
+from reactor.ports import DeviceRow
+from reactor.state_memory import MemoryState
+from reactor.users_sqlite import SqliteUserStore
+
+
+async def open_store(tmp_path) -> SqliteUserStore:
+    store = SqliteUserStore(tmp_path / "users.sqlite3")
+    await store.open()
+    return store
+
+
+async def test_preferences_and_devices_survive_a_reopen(tmp_path) -> None:
+    store = await open_store(tmp_path)
+    assert await store.get_preferences("alice") is None and await store.devices("alice") == []
+    await store.put_preferences("alice", b'{"timezone":"Europe/Paris"}', 1)
+    assert await store.add_device(DeviceRow("alice", "fcm", "t1", 10), 5) == []
+    assert await store.add_device(DeviceRow("alice", "apns", "t2", 20), 5) == []
+    await store.close()
+    store = await open_store(tmp_path)
+    assert await store.get_preferences("alice") == b'{"timezone":"Europe/Paris"}'
+    assert [d.token for d in await store.devices("alice")] == ["t1", "t2"]
+    new = await store.update_preferences("alice", lambda old: (old or b"") + b" ", 2)
+    assert new == b'{"timezone":"Europe/Paris"} ' == await store.get_preferences("alice")
+    await store.close()
+
+
+async def test_a_token_moves_between_users_and_the_oldest_are_evicted(tmp_path) -> None:
+    store = await open_store(tmp_path)
+    await store.add_device(DeviceRow("alice", "fcm", "shared", 1), 3)
+    moved = await store.add_device(DeviceRow("bob", "fcm", "shared", 2), 3)
+    assert moved == [DeviceRow("alice", "fcm", "shared", 1)]
+    assert await store.devices("alice") == [] and [d.user_id for d in await store.devices("bob")] == ["bob"]
+    for i in range(3):
+        evicted = await store.add_device(DeviceRow("bob", "apns", f"t{i}", 10 + i), 3)
+        assert evicted == ([] if i < 2 else [DeviceRow("bob", "fcm", "shared", 2)])
+    assert [d.token for d in await store.devices("bob")] == ["t0", "t1", "t2"]
+    # registering a known token again refreshes it (it becomes the newest), nothing evicted
+    assert await store.add_device(DeviceRow("bob", "apns", "t0", 99), 3) == []
+    assert [d.token for d in await store.devices("bob")] == ["t1", "t2", "t0"]
+    assert await store.remove_device("bob", "t1") is True
+    assert await store.remove_device("bob", "t1") is False
+    assert await store.remove_device("alice", "t2") is False  # not alice's
+    await store.close()
+
+
+async def test_the_directory_caches_profiles_and_every_write_invalidates(tmp_path, autojump_clock) -> None:
+    store = await open_store(tmp_path)
+    users = UserDirectory(store, MemoryState(), b"s" * 32, lambda: "http://herald.test", cache_ttl_s=60)
+    assert (await users.profile("alice")).devices == []
+    assert (await users.profile("alice")).devices == [] and (users.cache_misses, users.cache_hits) == (1, 1)
+
+    await users.add_device("alice", Platform.FCM, "t1", 1)
+    assert (await users.profile("alice")).devices == ["t1"]
+    await users.put_preferences("alice", Preferences(contact=ContactPoints(email="a@example.org")), 2)
+    assert (await users.profile("alice")).preferences.contact.email == "a@example.org"
+    await users.opt_out("alice", "marketing", 3)
+    profile = await users.profile("alice")
+    assert profile.preferences.opt_out == ["marketing"] and profile.preferences.contact.email == "a@example.org"
+    await users.forget_devices("alice", ["t1"])
+    assert (await users.profile("alice")).devices == []
+    await users.add_device("bob", Platform.FCM, "t2", 4)
+    assert (await users.profile("bob")).devices == ["t2"]
+    await users.add_device("carol", Platform.FCM, "t2", 5)  # moved: bob's cached profile goes too
+    assert (await users.profile("bob")).devices == []
+    assert (await users.profile("carol")).devices == ["t2"]
+
+    # A write behind the directory's back shows once the TTL has passed.
+    await store.put_preferences("carol", b'{"locale":"fr-CA"}', 6)
+    assert (await users.profile("carol")).preferences.locale is None
+    await trio.sleep(61)
+    assert (await users.profile("carol")).preferences.locale == "fr-CA"
+    await store.close()
+
+
+async def test_devices_per_user_are_bounded(tmp_path) -> None:
+    store = await open_store(tmp_path)
+    users = UserDirectory(store, MemoryState(), b"s" * 32, lambda: "http://herald.test")
+    for i in range(MAX_DEVICES + 2):
+        await users.add_device("alice", Platform.APNS, f"t{i:02d}", i)
+    assert [d.token for d in await users.devices("alice")] == [f"t{i:02d}" for i in range(2, MAX_DEVICES + 2)]
+    await store.close()
+
+
+async def test_time_zones_load_off_the_loop_and_unsubscribe_links_are_signed(tmp_path) -> None:
+    store = await open_store(tmp_path)
+    users = UserDirectory(store, MemoryState(), b"s" * 32, lambda: "http://herald.test/")
+    assert str(await users.zone("Europe/Paris")) == "Europe/Paris"
+    assert str(await users.zone("No/Such_Zone")) == "UTC"
+    assert "Europe/Paris" in await users.known_zones()
+    url = users.unsubscribe_url("alice", "marketing")
+    assert url.startswith("http://herald.test/v1/unsubscribe?token=")
+    await store.close()
