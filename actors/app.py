@@ -23,6 +23,7 @@ from reactor.bus_embedded import EmbeddedBus
 from reactor.keys_sqlite import SqliteKeyStore
 from reactor.logstore_sqlite import SqliteLogStore
 from reactor.mailbox import Mailbox, Overflow
+from reactor.state_memory import MemoryState
 from reactor.state_sqlite import SqliteState
 from reactor.store_sqlite import SqliteStore
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
@@ -110,8 +111,9 @@ async def run_herald(
         secret = await store.put_meta_if_absent("token_secret", new_secret())
         api_key = config.api_key or await store.put_meta_if_absent("api_key", new_secret()[:40])
 
+        # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
         users = UserDirectory(
-            user_store, state, secret.encode(), lambda: config.public_url or front.url(), config.preferences_cache_ttl_s,
+            user_store, MemoryState(max_keys=config.profile_cache_size), secret.encode(), lambda: config.public_url or front.url(), config.preferences_cache_ttl_s,
         )
         bus = EmbeddedBus(config.data_dir / "bus", {c.topic(): config.partitions_of(c) for c in Channel})
         recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)

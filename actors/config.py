@@ -68,6 +68,7 @@ class Config:
     template_cache_size: int = 256  # compiled template versions kept in memory
     public_url: str = ""  # base of links in notifications (unsubscribe); empty: the URL this node serves on
     preferences_cache_ttl_s: float = 60.0  # how long Ingress trusts a cached user profile (a write here invalidates it)
+    profile_cache_size: int = 100_000  # users whose profile is kept in memory
 
     @property
     def outbox_dir(self) -> Path:

@@ -24,7 +24,8 @@ from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .api import admin, inbox, keys, notifications, realtime, templates, users
+from .api import admin, inbox, keys, notifications, openapi, realtime, templates, users
+from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
 from .auth import ApiKeys
 from .dead_letters import DeadLetters
@@ -100,6 +101,7 @@ def create_app(gw: Gateway) -> QuartTrio:
         app.register_blueprint(templates.blueprint(gw, gw.templates))
     if gw.users is not None:
         app.register_blueprint(users.blueprint(gw))
+    app.register_blueprint(openapi.blueprint())  # /openapi.json and /docs: describes the routes registered above
     return app
 
 
@@ -119,7 +121,7 @@ class FrontEnd:
 
     def __init__(self, gw: Gateway, host: str, port: int, grace_s: float) -> None:
         self.gw = gw
-        self.app = create_app(gw)
+        self.app = FastSubmit(create_app(gw), gw)  # POST /v1/notifications skips Quart; the rest is the Quart app
         self.config = hypercorn_config(host, port, grace_s)
         self.binds: list[str] = []
 

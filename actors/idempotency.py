@@ -14,15 +14,16 @@ from typing import Awaitable, Callable
 
 import msgspec
 import trio
-from quart import Response
 
-from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem
+from protocol.problems import FieldError, Problem
 from reactor.ports import State
+
+from .api.errors import Answer, problem_answer
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 WAIT_FOR_FIRST_S = 10.0
-KEPT_HEADERS = ("Content-Type", "Location", "Retry-After")
+KEPT_HEADERS = ("Location", "Retry-After")
 
 
 class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -30,6 +31,7 @@ class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
     done: bool = False
     status: int = 0
     body: bytes = b""
+    content_type: str = ""
     headers: dict[str, str] = {}
 
 
@@ -37,9 +39,8 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Record).decode
 
 
-def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    body = msgspec.json.encode(Problem(title, status, detail, errors=[FieldError(HEADER, detail)]))
-    return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Answer:
+    return problem_answer(Problem(title, status, detail, errors=[FieldError(HEADER, detail)]), headers)
 
 
 class Idempotency:
@@ -49,7 +50,7 @@ class Idempotency:
         self._inflight: dict[str, trio.Event] = {}
         self.replayed = 0
 
-    async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[], Awaitable[Response]]) -> Response:
+    async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         """Answer through `handler` once per (scope, key); replay its response after that."""
         if key is None:
             return await handler()
@@ -76,19 +77,19 @@ class Idempotency:
                 return _problem(409, "Request in progress", f"a request with this {HEADER} is still in progress", {"Retry-After": "1"})
         self.replayed += 1
         headers = {**record.headers, "Idempotent-Replayed": "true"}
-        return Response(record.body, status=record.status, headers=headers)
+        return Answer(record.status, record.body, record.content_type, headers)
 
-    async def _first(self, name: str, fingerprint: str, handler: Callable[[], Awaitable[Response]]) -> Response:
+    async def _first(self, name: str, fingerprint: str, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         event = self._inflight[name] = trio.Event()
         kept = False
         try:
-            response = await handler()
-            if response.status_code < 500:
-                body = await response.get_data(as_text=False)
-                headers = {h: response.headers[h] for h in KEPT_HEADERS if h in response.headers}
-                await self.state.set(name, _encode(_Record(fingerprint, True, response.status_code, body, headers)), self.ttl_s)
+            answer = await handler()
+            if answer.status < 500:
+                headers = {h: answer.headers[h] for h in KEPT_HEADERS if h in answer.headers}
+                record = _Record(fingerprint, True, answer.status, answer.body, answer.content_type, headers)
+                await self.state.set(name, _encode(record), self.ttl_s)
                 kept = True
-            return response
+            return answer
         finally:
             if not kept:
                 with trio.CancelScope(shield=True):

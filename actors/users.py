@@ -1,7 +1,8 @@
 """The user directory: preferences and devices, cache-aside over the UserStore.
 
 Ingress reads a user's Profile (preferences and push tokens) on every submission, so it
-is cached in the State port (`users:profile:<id>`, `cache_ttl_s`, 60 s by default).
+is cached in a State (`users:profile:<id>`, `cache_ttl_s`, 60 s by default): on the
+embedded node an in-memory, bounded MemoryState; with Redis, shared by the nodes.
 Every write through this directory (a PUT of preferences, an unsubscribe, a device
 registered, deleted or found unregistered by a push provider) writes the UserStore
 first and then deletes the cached copy, so the next read loads it again. The usual

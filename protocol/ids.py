@@ -15,6 +15,7 @@ UserId = NewType("UserId", str)
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+NOTIFICATION_ID_RE = _ULID_RE  # public: the OpenAPI description states it
 USER_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
 

@@ -1,8 +1,13 @@
-"""The embedded State backend: one process, in memory, on Trio's clock."""
+"""The embedded State backend: one process, in memory, on Trio's clock.
+
+Keys are bounded (`max_keys`): past the bound, the least recently written key goes, as
+in a Redis with an LRU eviction policy. Expired keys go when read or evicted.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -14,8 +19,10 @@ SUBSCRIBER_BUFFER = 1000
 
 
 class MemoryState:
-    def __init__(self) -> None:
-        self._values: dict[str, tuple[bytes, float]] = {}
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._values: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self.evicted = 0
         self._buckets: dict[str, TokenBucket] = {}
         self._subscribers: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
         self.dropped_messages = 0
@@ -34,15 +41,22 @@ class MemoryState:
         existing = self._live(key)
         if existing is not None:
             return existing
-        self._values[key] = (value, trio.current_time() + ttl_s)
+        self._store(key, value, trio.current_time() + ttl_s)
         return None
+
+    def _store(self, key: str, value: bytes, expires: float) -> None:
+        self._values[key] = (value, expires)
+        self._values.move_to_end(key)
+        while len(self._values) > self.max_keys:
+            self._values.popitem(last=False)
+            self.evicted += 1
 
     async def get(self, key: str) -> bytes | None:
         return self._live(key)
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         expires = math.inf if ttl_s is None else trio.current_time() + ttl_s
-        self._values[key] = (value, expires)
+        self._store(key, value, expires)
 
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -22,12 +23,34 @@ class ProblemError(Exception):
         self.headers = headers or {}
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A framework-free HTTP answer: what the Quart routes and the ASGI fast path both send."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_answer(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, _json.encode(value), "application/json", headers or {})
+
+
+def problem_answer(problem: Problem, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(problem.status, _json.encode(problem), PROBLEM_CONTENT_TYPE, headers or {})
+
+
+def to_response(answer: Answer) -> Response:
+    return Response(answer.body, status=answer.status, content_type=answer.content_type, headers=answer.headers)
+
+
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
-    return Response(_json.encode(problem), status=problem.status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+    return to_response(problem_answer(problem, headers))
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_json.encode(value), status=status, content_type="application/json", headers=headers)
+    return to_response(json_answer(value, status, headers))
 
 
 def bad_param(name: str, message: str) -> ProblemError:
@@ -39,13 +62,17 @@ _REALM = 'Bearer realm="herald"'
 
 
 async def authorize(gw: Any, scope: str) -> Caller:
+    """The caller of the current Quart request; see check_access."""
+    return await check_access(gw, request.headers.get("Authorization"), scope)
+
+
+async def check_access(gw: Any, header: str | None, scope: str) -> Caller:
     """The caller, if its API key is valid, within its rate limit and grants `scope` (one of SCOPES).
 
     401 (with WWW-Authenticate) without a valid key, 429 (with Retry-After) over the
     key's rate limit, 403 naming the scope with a key that lacks it.
     """
     assert scope in SCOPES, scope
-    header = request.headers.get("Authorization")
     caller: Caller | None = await gw.keys.authenticate(header)
     if caller is None:
         if header is None:

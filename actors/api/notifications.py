@@ -29,7 +29,20 @@ from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
 from ..auth import issue_token
 from ..idempotency import HEADER as IDEMPOTENCY_HEADER
 from ..messages import Submit
-from .errors import ProblemError, authorize, bad_param, decode_body, json_response, limit_param, problem_response, read_body, time_param
+from .errors import (
+    Answer,
+    ProblemError,
+    authorize,
+    bad_param,
+    decode_body,
+    json_answer,
+    json_response,
+    limit_param,
+    problem_answer,
+    read_body,
+    time_param,
+    to_response,
+)
 
 _request_decoder = msgspec.json.Decoder(NotificationRequest)
 _token_decoder = msgspec.json.Decoder(TokenRequest)
@@ -42,6 +55,28 @@ def _nowait(mailbox: Mailbox[Any]) -> Any:
     return send
 
 
+async def submit_notification(gw: Any, body: bytes, idempotency_key: str | None) -> Answer:
+    """POST /v1/notifications once authorized and read: the core both the Quart route and the ASGI fast path run."""
+    return await gw.idempotency.run("POST /v1/notifications", idempotency_key, body, lambda: _submit(gw, body))
+
+
+async def _submit(gw: Any, body: bytes) -> Answer:
+    try:
+        submission = decode_body(_request_decoder, body)
+    except ProblemError as error:
+        return problem_answer(error.problem)  # returned, not raised: the idempotency record keeps it
+    try:
+        result = await ask(_nowait(gw.ingress), lambda reply: Submit(submission, reply))
+    except MailboxFull:
+        return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
+    except MailboxClosed:
+        return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+    if isinstance(result, Problem):
+        return problem_answer(result)
+    assert isinstance(result, Receipt)
+    return json_answer(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
+
+
 def blueprint(gw: Any) -> Blueprint:
     bp = Blueprint("notifications", __name__)
 
@@ -49,23 +84,7 @@ def blueprint(gw: Any) -> Blueprint:
     async def post_notification() -> Response:
         await authorize(gw, "send")
         body = await read_body(gw)
-        return await gw.idempotency.run("POST /v1/notifications", request.headers.get(IDEMPOTENCY_HEADER), body, lambda: submit(body))
-
-    async def submit(body: bytes) -> Response:
-        try:
-            submission = decode_body(_request_decoder, body)
-        except ProblemError as error:
-            return problem_response(error.problem)  # returned, not raised: the idempotency record keeps it
-        try:
-            result = await ask(_nowait(gw.ingress), lambda reply: Submit(submission, reply))
-        except MailboxFull:
-            return problem_response(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
-        except MailboxClosed:
-            return problem_response(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
-        if isinstance(result, Problem):
-            return problem_response(result)
-        assert isinstance(result, Receipt)
-        return json_response(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
+        return to_response(await submit_notification(gw, body, request.headers.get(IDEMPOTENCY_HEADER)))
 
     @bp.get("/v1/notifications/<nid>")
     async def get_notification(nid: str) -> Response:

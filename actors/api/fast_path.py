@@ -1,0 +1,90 @@
+"""POST /v1/notifications straight on ASGI, in front of the Quart app.
+
+The hottest route skips Quart's per-request machinery (request and app contexts,
+before/after hooks, the Response object), which costs about a quarter of a request's
+CPU on this route (docs/performance.md). It runs the same code as the Quart route
+once the request is read: `check_access`, `submit_notification`, the same answers.
+Every other request, and any other method on this path, goes to the Quart app.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from protocol.problems import Problem
+
+from ..idempotency import HEADER as IDEMPOTENCY_HEADER
+from .errors import Answer, ProblemError, check_access, problem_answer
+from .notifications import submit_notification
+
+log = logging.getLogger("herald.gateway")
+
+PATH = "/v1/notifications"
+_AUTHORIZATION = b"authorization"
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode()
+_CONTENT_LENGTH = b"content-length"
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class FastSubmit:
+    def __init__(self, app: ASGIApp, gw: Any) -> None:
+        self.app = app
+        self.gw = gw
+        self.served = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
+            await self._respond(send, await self._answer(scope, receive))
+            self.served += 1
+        else:
+            await self.app(scope, receive, send)
+
+    async def _answer(self, scope: dict[str, Any], receive: Any) -> Answer:
+        gw = self.gw
+        if gw.draining.is_set():
+            return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        try:
+            authorization = headers.get(_AUTHORIZATION)
+            await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
+            body = await self._read_body(receive, headers.get(_CONTENT_LENGTH))
+            key = headers.get(_IDEMPOTENCY)
+            return await submit_notification(gw, body, key.decode("latin-1") if key is not None else None)
+        except ProblemError as error:
+            return problem_answer(error.problem, error.headers)
+        except _TooLarge:
+            return problem_answer(Problem("Payload Too Large", 413, f"body over {gw.max_body_bytes} bytes"))
+        except Exception:
+            log.exception("unhandled error on POST %s", PATH)
+            return problem_answer(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))
+
+    async def _read_body(self, receive: Any, content_length: bytes | None) -> bytes:
+        limit = self.gw.max_body_bytes
+        if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _TooLarge if size > limit else ProblemError(Problem("Bad Request", 400, "the client went away"))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _respond(send: Any, answer: Answer) -> None:
+        headers = [(b"content-type", answer.content_type.encode()), (b"content-length", str(len(answer.body)).encode())]
+        headers += [(name.lower().encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})

@@ -1,0 +1,708 @@
+"""The OpenAPI 3.1 description of Herald's HTTP API: /openapi.json, and the /docs page made from it.
+
+OPERATIONS is the catalogue: one entry per route and method, with its auth (and the API
+key scope it needs), parameters and their constraints, request body, answers and
+problems. The schemas are not written here: they come from protocol's msgspec Structs
+through `msgspec.json.schema_components`, the very types the handlers decode requests
+with and encode answers from, so the description follows the validation.
+
+Route files need no edits for this. tests/api/test_openapi.py checks the catalogue
+against the app's url_map both ways (a new route fails until it has an entry here) and
+each operation's scope against tests/auth's ROUTE_SCOPES; tests/api/test_schemathesis.py
+runs schemathesis with it against a real `herald serve`.
+
+The served document lists the operations whose route the app has (the templates and
+users routes exist only when their services are configured), built once per app on the
+first request.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Literal
+
+import msgspec
+from quart import Blueprint, Response, current_app
+
+from protocol.api import (
+    CircuitView,
+    DeadLetterPage,
+    DlqResult,
+    DlqSelection,
+    HistoryPage,
+    NotificationRequest,
+    NotificationStatus,
+    Receipt,
+    TokenRequest,
+    TokenResponse,
+)
+from protocol.channels import Channel
+from protocol.frames import Ack, CloseCode, Ping, ServerFrame, Sync
+from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE
+from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
+from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView
+from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
+from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
+from protocol.templates import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
+
+from . import docs_page
+
+OPENAPI_VERSION = "3.1.0"
+SCHEMA_REF = "#/components/schemas/{name}"
+# Methods the framework answers for every route without a catalogue entry: HEAD for each
+# GET (same status and headers, no body), OPTIONS (204 with Allow, no credential needed).
+IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+HTML_TYPE = "text/html"
+
+
+# -- shapes the handlers build inline: the same fields, typed for the description
+
+
+class Health(msgspec.Struct, frozen=True):
+    """GET /healthz and GET /readyz."""
+
+    status: Literal["ok", "ready"]
+
+
+class CircuitList(msgspec.Struct, frozen=True):
+    """GET /v1/admin/circuits: one entry per channel."""
+
+    circuits: list[CircuitView]
+
+
+class PollResponse(msgspec.Struct, frozen=True):
+    """GET /v1/poll: the frames in delivery order, and the cursor for the next poll.
+
+    `last_id` is the id of the last notification in `items`, or the `after` the poll was
+    given when none arrived, so a client can always pass it back as `after`.
+    """
+
+    items: list[ServerFrame]
+    last_id: str | None
+
+
+# -- the catalogue's vocabulary
+
+
+class Auth(str, enum.Enum):
+    """What an operation takes as a credential."""
+
+    NONE = "none"
+    API_KEY = "api_key"  # Authorization: Bearer <API key> granting the operation's scope
+    API_KEY_OR_SUBSCRIBER = "api_key_or_subscriber_token"  # or the subscriber token of the user in the path
+    SUBSCRIBER = "subscriber_token"  # ?token= or Authorization: Bearer <subscriber token>
+    UNSUBSCRIBE = "unsubscribe_token"  # the signed ?token= of an email's unsubscribe link
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    location: Literal["path", "query", "header"]
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body: a msgspec type (application/json) or a raw JSON Schema, per media type."""
+
+    content: dict[str, Any]
+    description: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer: per media type a msgspec type or a raw JSON Schema (none: no body); headers name -> required."""
+
+    description: str
+    content: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    rule: str  # the app's rule, e.g. /v1/notifications/<nid>
+    operation_id: str
+    tag: str
+    summary: str
+    auth: Auth
+    scope: str | None  # the API key scope (API_KEY, API_KEY_OR_SUBSCRIBER)
+    replies: dict[int, Reply]
+    params: tuple[Param, ...] = ()
+    body: Body | None = None
+    problems: tuple[int, ...] = ()  # beyond those its auth, parameters and body imply (problem_statuses)
+    description: str = ""
+
+    @property
+    def path(self) -> str:
+        """The OpenAPI path: /v1/notifications/{nid}."""
+        return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", self.rule)
+
+    def problem_statuses(self) -> list[int]:
+        statuses = set(self.problems)
+        if self.rule.startswith("/v1/"):
+            statuses.add(503)  # draining: every /v1 route answers 503 with Retry-After
+        if self.auth in (Auth.API_KEY, Auth.API_KEY_OR_SUBSCRIBER):
+            statuses |= {401, 403, 429}
+        if self.auth is Auth.SUBSCRIBER:
+            statuses.add(401)
+        if self.params:
+            statuses.add(400)
+        if any(p.location == "path" for p in self.params):
+            statuses.add(404)  # no such resource, or a value the router cannot match (e.g. with a `/`)
+        if self.body is not None:
+            statuses |= {400, 413}
+        return sorted(statuses - set(self.replies))
+
+
+def json(schema: Any, description: str, headers: dict[str, bool] | None = None) -> Reply:
+    return Reply(description, {"application/json": schema}, headers or {})
+
+
+def problem(description: str, headers: dict[str, bool] | None = None) -> Reply:
+    return Reply(description, {PROBLEM_CONTENT_TYPE: Problem}, headers or {})
+
+
+def body(schema: Any, description: str, *, required: bool = True) -> Body:
+    return Body({"application/json": schema}, description, required)
+
+
+# -- parameters
+
+_USER_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -"
+USER_ID = Param("user_id", "path", {"type": "string", "pattern": USER_ID_RE.pattern}, f"The user: {_USER_RULE}.", True)
+NOTIFICATION_ID_SCHEMA = {"type": "string", "pattern": NOTIFICATION_ID_RE.pattern}
+NID = Param("nid", "path", NOTIFICATION_ID_SCHEMA, "A notification id: 26 characters, Crockford base32 (a ULID).", True)
+TEMPLATE_ID = Param(
+    "template_id", "path", {"type": "string", "pattern": TEMPLATE_ID_RE.pattern},
+    "The template: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit.", True,
+)
+VERSION = Param("version", "path", {"type": "integer", "minimum": 1, "maximum": 2**31}, "A version number (1, 2, ...).", True)
+KEY_ID = Param(
+    "key_id", "path", {"type": "string"},
+    "The key's id: the 12 hex digits after `hk_`. `bootstrap` names the configured key, which cannot be revoked (409).", True,
+)
+DEVICE_TOKEN = Param(
+    "token", "path", {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": r"^[^/\s]+$"},
+    "The push device token, as registered.", True,
+)
+CHANNEL = Param("channel", "query", {"type": "string", "enum": [c.value for c in Channel]}, "Only this channel.")
+CURSOR = Param("cursor", "query", {"type": "string"}, "The `next_cursor` of the previous page (absent: the first page).")
+
+
+def limit(default: int) -> Param:
+    return Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": default}, "Items per page.")
+
+
+def flag(name: str, description: str) -> Param:
+    return Param(name, "query", {"type": "boolean", "default": False}, f"{description} (`true`/`false`, or `1`/`0`).")
+
+
+TIME = {"type": "string", "description": "RFC 3339 (2024-05-01T12:00:00Z) or milliseconds since the epoch"}
+UNKNOWN_QUERY = " A query parameter it does not know is a 400 naming it."
+
+# -- headers of answers
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "Location": {"description": "Where the resource is.", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    "WWW-Authenticate": {
+        "description": 'The Bearer challenge: `Bearer realm="herald"`, with `error="invalid_token"` for a credential that is not '
+        'valid, or `error="insufficient_scope", scope="<scope>"` for a key without the scope.',
+        "schema": {"type": "string", "pattern": '^Bearer realm="herald"'},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` on the stored answer to an earlier request with the same Idempotency-Key and body.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Cache-Control": {"description": "`no-store`: the answer holds a secret.", "schema": {"type": "string"}},
+}
+
+# -- problems: application/problem+json (RFC 9457), `errors` naming each field
+
+PROBLEMS: dict[int, tuple[str, str, dict[str, bool]]] = {
+    400: ("BadRequest", "A parameter or the body does not fit its schema, the JSON is malformed, or a query parameter is "
+          "unknown: `errors` names each field.", {}),
+    401: ("Unauthorized", "No credential, or one that is not valid (unknown, malformed, revoked, expired, tampered). "
+          "`errors` names where it was looked for (`Authorization` or `token`).", {"WWW-Authenticate": True}),
+    403: ("Forbidden", "The API key lacks the operation's scope (named in `WWW-Authenticate`), or a subscriber token was "
+          "issued for another user.", {"WWW-Authenticate": False}),
+    404: ("NotFound", "No such resource, or a path the router does not match (a path parameter with a `/` in it, for one).", {}),
+    405: ("MethodNotAllowed", "The path exists but not with this method.", {}),
+    409: ("Conflict", "The request conflicts with the resource's state: see the operation.", {"Retry-After": False}),
+    413: ("ContentTooLarge", "The body is over the node's `max_body_bytes`.", {}),
+    422: ("UnprocessableContent", "The body fits the schema but not the rules the schema cannot state: `errors` names each field.", {}),
+    429: ("TooManyRequests", "The API key is over its rate limit; a refused request still costs a token.", {"Retry-After": True}),
+    503: ("ServiceUnavailable", "The node is starting, draining or saturated: retry after `Retry-After` seconds.", {"Retry-After": True}),
+}
+
+
+# -- the catalogue
+
+_RECEIPT_HEADERS = {"Location": True, "Idempotent-Replayed": False}
+_NOTIFICATION_DOC = (
+    "Exactly one of `content` (per channel) and `template_id` (with `data` and `locale`). `to` gives the addresses; "
+    "when absent, the user's preferences and devices do. 202 once the notification is durably on the bus. "
+    "An `Idempotency-Key` makes a retry safe: the same key and body within 24 h get the original answer (marked "
+    "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    # service
+    Operation("GET", "/healthz", "getHealth", "service", "Liveness", Auth.NONE, None, {200: json(Health, "The process serves HTTP.")}),
+    Operation(
+        "GET", "/readyz", "getReadiness", "service", "Readiness", Auth.NONE, None,
+        {200: json(Health, "Ready to take requests."), 503: problem("Starting, or draining before a shutdown.")},
+    ),
+    Operation(
+        "GET", "/openapi.json", "getOpenApi", "service", "This OpenAPI description", Auth.NONE, None,
+        {200: json({"type": "object"}, "The OpenAPI 3.1 document.")},
+    ),
+    Operation(
+        "GET", "/docs", "getDocs", "service", "The API reference as a web page", Auth.NONE, None,
+        {200: Reply("This document as HTML, self-contained.", {HTML_TYPE: {"type": "string"}})},
+    ),
+    # notifications
+    Operation(
+        "POST", "/v1/notifications", "createNotification", "notifications", "Send a notification", Auth.API_KEY, "send",
+        {202: json(Receipt, "Accepted: durably on the bus.", _RECEIPT_HEADERS)},
+        params=(Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
+                      "Makes a retry safe: the same key and body within 24 h get the original answer."),),
+        body=body(NotificationRequest, "The notification."),
+        problems=(409, 422),
+        description=_NOTIFICATION_DOC,
+    ),
+    Operation(
+        "GET", "/v1/notifications/<nid>", "getNotification", "notifications", "Status and attempt timeline",
+        Auth.API_KEY, "read", {200: json(NotificationStatus, "Per-channel status and attempts; `final` once every channel is settled.")},
+        params=(NID,),
+    ),
+    Operation(
+        "GET", "/v1/users/<user_id>/notifications", "listUserNotifications", "notifications", "A user's history",
+        Auth.API_KEY, "read", {200: json(HistoryPage, "Newest first, one item per notification and channel.")},
+        params=(
+            USER_ID, CHANNEL,
+            Param("since", "query", TIME, "Created at or after."),
+            Param("until", "query", TIME, "Created before."),
+            CURSOR, limit(50),
+        ),
+        description="Cursor pagination: pass `next_cursor` back as `cursor` until it is null." + UNKNOWN_QUERY,
+    ),
+    Operation(
+        "POST", "/v1/users/<user_id>/tokens", "createSubscriberToken", "realtime", "Issue a subscriber token",
+        Auth.API_KEY, "read", {201: json(TokenResponse, "A signed token for the user, and when it expires.")},
+        params=(USER_ID,),
+        body=body(TokenRequest, "Optional: `ttl_s` from 60 s to a day (default an hour).", required=False),
+        description="The token opens the user's WebSocket, SSE stream and long-poll, and reads the user's inbox. "
+        "It cannot be revoked, only expire; it needs `read` since it reads the user's notifications.",
+    ),
+    # real-time fallbacks (the WebSocket is described in x-websockets)
+    Operation(
+        "GET", "/v1/sse", "streamEvents", "realtime", "Server-Sent Events", Auth.SUBSCRIBER, None,
+        {200: Reply(
+            "An event stream: `retry: 1000`, the replay after the resume point, `synced`, then live events and a "
+            "`: heartbeat` comment after 30 s of silence. Each event is named after its frame's `type` (see ServerFrame), "
+            "`data:` its JSON; notification events carry `id:`. A stream that ends says why in an `error` event.",
+            {"text/event-stream": {"type": "string"}},
+        )},
+        params=(
+            Param("Last-Event-ID", "header", NOTIFICATION_ID_SCHEMA, "Resume after this notification (browsers send it)."),
+            Param("last_event_id", "query", NOTIFICATION_ID_SCHEMA, "Resume after this notification, as a parameter."),
+        ),
+        description="Without a resume point it starts from now. The subscriber token comes as `?token=` or "
+        "`Authorization: Bearer`." + UNKNOWN_QUERY,
+    ),
+    Operation(
+        "GET", "/v1/poll", "poll", "realtime", "Long-poll", Auth.SUBSCRIBER, None,
+        {200: json(PollResponse, "What came after `after` at once, else the next arrivals within `timeout`; `items` is "
+                   "empty on timeout.")},
+        params=(
+            Param("after", "query", NOTIFICATION_ID_SCHEMA, "The `last_id` of the previous answer (absent: from now)."),
+            Param("timeout", "query", {"type": "number", "minimum": 0, "maximum": 60, "default": 30},
+                  "Seconds to wait when nothing is there yet."),
+            limit(100),
+        ),
+        description="The subscriber token comes as `?token=` or `Authorization: Bearer`." + UNKNOWN_QUERY,
+    ),
+    # inbox
+    Operation(
+        "GET", "/v1/users/<user_id>/inbox", "listInbox", "inbox", "The in-app inbox", Auth.API_KEY_OR_SUBSCRIBER, "read",
+        {200: json(InboxPage, "Newest first (delivery order), with read and archived state.")},
+        params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Archived ones (left out otherwise)"), CURSOR, limit(50)),
+        description="An API key with `read`, or the subscriber token of this user (another user's token: 403)." + UNKNOWN_QUERY,
+    ),
+    Operation(
+        "GET", "/v1/users/<user_id>/inbox/unread_count", "countUnread", "inbox", "Unread count",
+        Auth.API_KEY_OR_SUBSCRIBER, "read", {200: json(UnreadCount, "Unread and not archived.")}, params=(USER_ID,),
+    ),
+    Operation(
+        "POST", "/v1/users/<user_id>/inbox/<nid>/read", "markRead", "inbox", "Mark one read",
+        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json(InboxItem, "The item, read.")}, params=(USER_ID, NID),
+        description="The web channel's status becomes `read`; a `read` frame goes to the user's open sessions.",
+    ),
+    Operation(
+        "POST", "/v1/users/<user_id>/inbox/read_all", "markAllRead", "inbox", "Mark all read",
+        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json(ReadAllResult, "How many were marked, through which notification.")},
+        params=(USER_ID,),
+        body=body(ReadAllRequest, "Optional: `through` the newest one to mark (every one when absent).", required=False),
+        description="A `read_all` frame goes to the user's open sessions. 404 when `through` is not in the inbox.",
+    ),
+    Operation(
+        "POST", "/v1/users/<user_id>/inbox/<nid>/archive", "archive", "inbox", "Archive one",
+        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json(InboxItem, "The item, archived.")}, params=(USER_ID, NID),
+        description="It leaves the inbox listing; an `archived` frame goes to the user's open sessions.",
+    ),
+    # preferences and devices
+    Operation(
+        "GET", "/v1/users/<user_id>/preferences", "getPreferences", "users", "A user's preferences", Auth.API_KEY, "read",
+        {200: json(Preferences, "The preferences (the defaults for a user who has none).")}, params=(USER_ID,),
+    ),
+    Operation(
+        "PUT", "/v1/users/<user_id>/preferences", "putPreferences", "users", "Replace a user's preferences", Auth.API_KEY, "send",
+        {200: json(Preferences, "The preferences as stored.")}, params=(USER_ID,),
+        body=body(Preferences, "The whole preferences: absent fields take their defaults."), problems=(422,),
+        description="422 for what the schema cannot state: a time zone that does not exist, an empty quiet-hours "
+        "window, a category twice.",
+    ),
+    Operation(
+        "GET", "/v1/users/<user_id>/devices", "listDevices", "users", "A user's push devices", Auth.API_KEY, "read",
+        {200: json(DeviceList, "Oldest registration first.")}, params=(USER_ID,),
+    ),
+    Operation(
+        "POST", "/v1/users/<user_id>/devices", "registerDevice", "users", "Register a push device", Auth.API_KEY, "send",
+        {201: json(Device, "The device as registered.")}, params=(USER_ID,), body=body(DeviceRequest, "The device."),
+        description="At most 20 per user (the oldest go). A token registered for another user moves to this one.",
+    ),
+    Operation(
+        "DELETE", "/v1/users/<user_id>/devices/<token>", "deleteDevice", "users", "Forget a push device", Auth.API_KEY, "send",
+        {204: Reply("Forgotten.")}, params=(USER_ID, DEVICE_TOKEN),
+    ),
+    Operation(
+        "GET", "/v1/unsubscribe", "unsubscribePage", "users", "Unsubscribe confirmation page", Auth.UNSUBSCRIBE, None,
+        {200: Reply("A page whose button POSTs the unsubscribe. A GET never unsubscribes (mail scanners follow links).",
+                    {HTML_TYPE: {"type": "string"}})},
+        params=(Param("token", "query", {"type": "string", "minLength": 1}, "The signed token of the email's link.", True),),
+        description="No API key: the signed token is the credential; a tampered one is a 400 naming `token`.",
+    ),
+    Operation(
+        "POST", "/v1/unsubscribe", "unsubscribe", "users", "One-click unsubscribe (RFC 8058)", Auth.UNSUBSCRIBE, None,
+        {200: Reply("Opted out (idempotent): JSON, or a page when the client prefers HTML.",
+                    {"application/json": Unsubscribed, HTML_TYPE: {"type": "string"}})},
+        params=(Param("token", "query", {"type": "string", "minLength": 1}, "The signed token of the email's link.", True),),
+        body=Body({"application/x-www-form-urlencoded": {"type": "object", "properties": {"List-Unsubscribe": {"const": "One-Click"}}}},
+                  "What a mail client sends (`List-Unsubscribe=One-Click`); any body is accepted.", required=False),
+        problems=(409,),
+        description="No API key: the signed token is the credential, and all it can do is opt its user out of its "
+        "category. 409 when the user already has as many opt-outs as allowed.",
+    ),
+    # templates
+    Operation(
+        "POST", "/v1/templates/<template_id>", "createTemplate", "templates", "Create a template (version 1)", Auth.API_KEY, "admin",
+        {201: json(TemplateView, "Version 1, active.", {"Location": True})}, params=(TEMPLATE_ID,),
+        body=body(TemplateSpec, "The template."), problems=(409, 422),
+        description="409 when it exists (PUT saves a new version); 422 names a source that does not parse "
+        "(`locales.fr.email.subject`) or a default locale it lacks.",
+    ),
+    Operation(
+        "PUT", "/v1/templates/<template_id>", "updateTemplate", "templates", "Save a new version and activate it",
+        Auth.API_KEY, "admin", {200: json(TemplateView, "The new version, active.")}, params=(TEMPLATE_ID,),
+        body=body(TemplateSpec, "The template."), problems=(422,), description="404 when it does not exist (POST creates it).",
+    ),
+    Operation(
+        "GET", "/v1/templates/<template_id>", "getTemplate", "templates", "Read a template", Auth.API_KEY, "read",
+        {200: json(TemplateView, "The active version (or `?version=`), with the `variables` it reads.")},
+        params=(TEMPLATE_ID, Param("version", "query", {"type": "integer", "minimum": 1, "maximum": 2**31}, "This version.")),
+        description=UNKNOWN_QUERY.strip(),
+    ),
+    Operation(
+        "GET", "/v1/templates/<template_id>/versions", "listTemplateVersions", "templates", "List versions",
+        Auth.API_KEY, "read", {200: json(VersionList, "Newest first.")}, params=(TEMPLATE_ID,),
+    ),
+    Operation(
+        "POST", "/v1/templates/<template_id>/versions/<version>/activate", "activateTemplateVersion", "templates",
+        "Activate a version (roll back)", Auth.API_KEY, "admin", {200: json(TemplateView, "That version, now active.")},
+        params=(TEMPLATE_ID, VERSION),
+    ),
+    Operation(
+        "POST", "/v1/templates/<template_id>/render", "renderTemplate", "templates", "Preview a rendering", Auth.API_KEY, "read",
+        {200: json(RenderResult, "The rendered parts, SMS segments and push payload size.")}, params=(TEMPLATE_ID,),
+        body=body(RenderRequest, "Optional: data, locale, and user_id (picks the variant as a send would) or variant.",
+                  required=False),
+        problems=(422,), description="422 names missing data (`data.<name>`), a channel the template lacks, an SMS "
+        "over the segment limit or a push payload over 4096 bytes.",
+    ),
+    # operators
+    Operation(
+        "GET", "/v1/admin/circuits", "listCircuits", "admin", "Circuit breakers and token buckets", Auth.API_KEY, "admin",
+        {200: json(CircuitList, "Breaker state, counters and tokens per channel.")},
+    ),
+    Operation(
+        "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
+        {200: json(DeadLetterPage, "Oldest first, with each one's error and attempt history.")},
+        params=(CHANNEL, Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
+                limit(50)),
+        description=UNKNOWN_QUERY.strip(),
+    ),
+    Operation(
+        "POST", "/v1/admin/dlq/replay", "replayDeadLetters", "admin", "Replay dead letters", Auth.API_KEY, "admin",
+        {200: json(DlqResult, "How many were put back on the bus.")},
+        body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False),
+        problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
+    ),
+    Operation(
+        "DELETE", "/v1/admin/dlq", "discardDeadLetters", "admin", "Discard dead letters", Auth.API_KEY, "admin",
+        {200: json(DlqResult, "How many were discarded.")},
+        body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False),
+        problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
+    ),
+    Operation(
+        "POST", "/v1/admin/keys", "createApiKey", "admin", "Create an API key", Auth.API_KEY, "admin",
+        {201: json(CreatedKey, "The key: the only time it is shown in full.", {"Cache-Control": True})},
+        body=body(KeyRequest, "Its scopes, name and rate limit."),
+    ),
+    Operation(
+        "GET", "/v1/admin/keys", "listApiKeys", "admin", "List API keys", Auth.API_KEY, "admin",
+        {200: json(KeyList, "Every key but its secret, the bootstrap key first.")},
+    ),
+    Operation(
+        "DELETE", "/v1/admin/keys/<key_id>", "revokeApiKey", "admin", "Revoke an API key", Auth.API_KEY, "admin",
+        {200: json(KeyView, "The key, revoked.")}, params=(KEY_ID,), problems=(409,),
+        description="409 for the bootstrap key, which comes from configuration.",
+    ),
+)
+
+TAGS = (
+    ("notifications", "Send notifications; read their status and a user's history."),
+    ("realtime", "Subscriber tokens and the live session's HTTP transports: SSE and long-poll (the WebSocket is in `x-websockets`)."),
+    ("inbox", "The in-app inbox of the web channel."),
+    ("users", "Preferences, push devices, one-click unsubscribe."),
+    ("templates", "Mustache templates: immutable versions, locales, A/B variants."),
+    ("admin", "Operators: circuits, the dead-letter queue, API keys."),
+    ("service", "Liveness, readiness, and this description."),
+)
+
+# The app's routes that are not Herald's API, and why they are left out.
+NOT_IN_SPEC: dict[str, str] = {
+    "/v1/ws": "the WebSocket: OpenAPI does not describe WebSockets; see the document's `x-websockets`",
+    "/static/<path:filename>": "Quart's default static route: Herald has no static folder, so it answers 404",
+}
+
+WEBSOCKET = {
+    "/v1/ws": {
+        "summary": "The live session over a WebSocket",
+        "description": (
+            "Connect with `?token=<subscriber token>` (and optionally `&last_id=<id>` to resume at once). The server "
+            "holds live frames until the client's first frame, so a `sync` sent first replays before them. Client "
+            "frames: `sync` (answered by `synced`), `ping` every 30 s (3 missed: close 4000), `ack` (marks the web "
+            "channel of that notification delivered). Server frames: ServerFrame."
+        ),
+        "x-herald-auth": {"kind": Auth.SUBSCRIBER.value},
+        "parameters": [
+            {"name": "token", "in": "query", "required": True, "schema": {"type": "string"}, "description": "A subscriber token."},
+            {"name": "last_id", "in": "query", "schema": NOTIFICATION_ID_SCHEMA, "description": "Replay what came after it."},
+        ],
+        "clientFrames": [{"$ref": SCHEMA_REF.format(name=t.__name__)} for t in (Sync, Ping, Ack)],
+        "serverFrames": {"$ref": SCHEMA_REF.format(name="ServerFrame")},
+        "closeCodes": {
+            str(CloseCode.HEARTBEAT_MISSED): "heartbeat missed: reconnect",
+            str(CloseCode.SLOW_CONSUMER): "slow consumer: reconnect",
+            str(CloseCode.SHUTTING_DOWN): "server shutting down: reconnect later",
+            str(CloseCode.UNAUTHORIZED): "unauthorized: terminal",
+            str(CloseCode.PROTOCOL_ERROR): "a bad last_id: terminal",
+        },
+    },
+}
+
+DESCRIPTION = """\
+Herald delivers notifications by email, SMS, mobile push and in-app web, with a delivery log, \
+per-channel status and an attempt timeline.
+
+**Auth.** Every `/v1` route needs `Authorization: Bearer <API key>` granting the operation's scope \
+(`send`, `read` or `admin`; `x-herald-auth` and the security requirement name it), except: the inbox \
+routes also take the subscriber token of the user in the path; SSE, long-poll and the WebSocket take \
+only a subscriber token (`?token=` or the header); `/v1/unsubscribe` takes the signed token of an \
+email's link. Checks run in the order 401 (no valid key), 429 (over the key's rate limit), 403 (scope).
+
+**Errors** are `application/problem+json` (RFC 9457): `title`, `status`, `detail`, and `errors` naming \
+each field. A path the router does not know is a 404, a method a path does not take a 405; both are \
+problems too. A server error (500) is a bug.
+
+**Methods not listed.** Every GET also answers HEAD (the same status and headers, no body); OPTIONS is \
+answered by the framework for every path, with `Allow` and without a credential.
+
+**The WebSocket** `/v1/ws` is outside OpenAPI: see `x-websockets` (parameters, frames, close codes). \
+SSE and long-poll carry the same frames (ServerFrame).
+"""
+
+
+# -- the document
+
+
+def _schema_types(operations: Iterable[Operation]) -> list[Any]:
+    """Every msgspec type the operations use, Problem and the WebSocket frames included, once each."""
+    types: list[Any] = [Problem]
+    for op in operations:
+        contents = [*(r.content for r in op.replies.values())] + ([op.body.content] if op.body else [])
+        types += [t for content in contents for t in content.values() if not isinstance(t, dict)]
+    types += [Sync, Ping, Ack]
+    return list(dict.fromkeys(types))
+
+
+def _content(content: dict[str, Any], refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    return {media: {"schema": value if isinstance(value, dict) else refs[value]} for media, value in content.items()}
+
+
+def _headers(headers: dict[str, bool]) -> dict[str, Any]:
+    return {name: {**HEADERS[name], "required": required} for name, required in headers.items()}
+
+
+def _reply(reply: Reply, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": reply.description}
+    if reply.headers:
+        answer["headers"] = _headers(reply.headers)
+    if reply.content:
+        answer["content"] = _content(reply.content, refs)
+    return answer
+
+
+def _security(op: Operation) -> list[dict[str, list[str]]]:
+    if op.auth is Auth.API_KEY:
+        return [{"apiKey": [op.scope or ""]}]
+    if op.auth is Auth.API_KEY_OR_SUBSCRIBER:
+        return [{"apiKey": [op.scope or ""]}, {"subscriberToken": []}]
+    if op.auth is Auth.SUBSCRIBER:
+        return [{"subscriberToken": []}, {"subscriberTokenQuery": []}]
+    return []  # none, or a token that is a parameter (unsubscribe)
+
+
+def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    auth: dict[str, Any] = {"kind": op.auth.value}
+    if op.scope is not None:
+        auth["scope"] = op.scope
+    document: dict[str, Any] = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary}
+    if op.description:
+        document["description"] = op.description
+    document["security"] = _security(op)
+    document["x-herald-auth"] = auth
+    if op.params:
+        document["parameters"] = [
+            {"name": p.name, "in": p.location, "required": p.required, "description": p.description, "schema": p.schema}
+            for p in op.params
+        ]
+    if op.body is not None:
+        document["requestBody"] = {"description": op.body.description, "required": op.body.required,
+                                   "content": _content(op.body.content, refs)}
+    responses = {str(status): _reply(reply, refs) for status, reply in sorted(op.replies.items())}
+    for status in op.problem_statuses():
+        responses[str(status)] = {"$ref": f"#/components/responses/{PROBLEMS[status][0]}"}
+    document["responses"] = dict(sorted(responses.items()))
+    return document
+
+
+def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The OpenAPI document: every operation of the catalogue, or those whose (method, rule) is in `routes`."""
+    operations = [op for op in OPERATIONS if routes is None or (op.method, op.rule) in routes]
+    types = _schema_types(operations)
+    schemas, components = msgspec.json.schema_components([*types, ServerFrame], ref_template=SCHEMA_REF)
+    refs = dict(zip(types, schemas))
+    components["ServerFrame"] = {
+        "title": "ServerFrame",
+        "description": "A frame from the server, the same JSON on WebSocket, SSE and long-poll; `type` tells which.",
+        **schemas[-1],
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+    problem_ref = refs[Problem]
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Herald",
+            "version": _version(),
+            "summary": "A multi-channel notification service: email, SMS, mobile push and in-app web.",
+            "description": DESCRIPTION,
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": name, "description": text} for name, text in TAGS],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "responses": {
+                name: {"description": text, **({"headers": _headers(h)} if h else {}),
+                       "content": {PROBLEM_CONTENT_TYPE: {"schema": problem_ref}}}
+                for name, text, h in PROBLEMS.values()
+            },
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "hk_<key_id>_<secret>",
+                    "description": "An API key (`herald keys create`, or the node's bootstrap key). The security "
+                    "requirement lists the scope the operation needs.",
+                },
+                "subscriberToken": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "<claims>.<signature>",
+                    "description": "A subscriber token for one user, from POST /v1/users/{user_id}/tokens: signed, expiring.",
+                },
+                "subscriberTokenQuery": {
+                    "type": "apiKey", "in": "query", "name": "token",
+                    "description": "The subscriber token as `?token=` (an EventSource cannot set headers).",
+                },
+            },
+        },
+        "x-websockets": WEBSOCKET,
+        "x-herald-implicit-methods": {
+            "HEAD": "every GET: the same status and headers, no body",
+            "OPTIONS": "every path: the framework answers with Allow, without a credential",
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("herald")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def app_routes(app: Any) -> set[tuple[str, str]]:
+    """(method, rule) of every HTTP route of the app, the implicit HEAD and OPTIONS left out."""
+    return {(m, rule.rule) for rule in app.url_map.iter_rules() if not rule.websocket for m in rule.methods - IMPLICIT_METHODS}
+
+
+# -- serving
+
+# The docs page loads nothing: no script, no font, no image; only its own inline style.
+_DOCS_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def blueprint() -> Blueprint:
+    """GET /openapi.json and GET /docs, built on first use from the app's routes. No credential needed."""
+    bp = Blueprint("openapi", __name__)
+    built: dict[str, bytes] = {}
+
+    def document(kind: str) -> bytes:
+        if not built:
+            spec = build_spec(app_routes(current_app))
+            built["json"] = msgspec.json.encode(spec)
+            built["html"] = docs_page.render(spec).encode()
+        return built[kind]
+
+    @bp.get("/openapi.json")
+    async def openapi_json() -> Response:
+        return Response(document("json"), content_type="application/json")
+
+    @bp.get("/docs")
+    async def docs() -> Response:
+        return Response(document("html"), content_type="text/html; charset=utf-8", headers=_DOCS_HEADERS)
+
+    return bp
