@@ -9,12 +9,10 @@ write is durable when the call returns (synchronous=FULL).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import trio
 
+from .sqlite import SqliteBacked
 from .ports import StoredKey
 
 T = TypeVar("T")
@@ -41,37 +39,8 @@ def _key(row: tuple[Any, ...]) -> StoredKey:
     return StoredKey(str(row[0]), bytes(row[1]), scopes, str(row[3]), int(row[4]), row[5], row[6], row[7], row[8])
 
 
-class SqliteKeyStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    async def open(self) -> None:
-        """Open (and create if needed) the database."""
-
-        def _open() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            return db
-
-        self._db = await trio.to_thread.run_sync(_open)
-
-    async def close(self) -> None:
-        """Close the database; further calls fail."""
-        if self._db is not None:
-            async with self._lock:
-                db, self._db = self._db, None
-                await trio.to_thread.run_sync(db.close)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise RuntimeError("SqliteKeyStore is not open")
-        async with self._lock:
-            return await trio.to_thread.run_sync(work, db)
+class SqliteKeyStore(SqliteBacked):
+    SCHEMA = _SCHEMA
 
     async def add_key(self, key: StoredKey) -> bool:
         """Store a new key; False (and nothing stored) if its key_id is taken."""

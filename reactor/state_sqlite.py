@@ -12,48 +12,28 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-import trio
 
 from .clock import wall_ms
+from .sqlite import SqliteBacked
 from .state_memory import MemoryState
 
 T = TypeVar("T")
 PURGE_EVERY = 1000
 
 
-class SqliteState(MemoryState):
+class SqliteState(MemoryState, SqliteBacked):
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_ms INTEGER);
+    CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_ms);
+    """
+    SYNCHRONOUS = "NORMAL"  # survives kill -9 of the process; no fsync on the request path
+
     def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
+        MemoryState.__init__(self)
+        SqliteBacked.__init__(self, path)
         self._writes = 0
-
-    async def open(self) -> None:
-        def _open() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_ms INTEGER)")
-            db.execute("CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_ms)")
-            return db
-
-        self._db = await trio.to_thread.run_sync(_open)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            async with self._lock:
-                db, self._db = self._db, None
-                await trio.to_thread.run_sync(db.close)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise RuntimeError("SqliteState is not open")
-        async with self._lock:
-            return await trio.to_thread.run_sync(work, db)
 
     @staticmethod
     def _expiry(ttl_s: float | None) -> int | None:

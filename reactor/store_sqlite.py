@@ -8,11 +8,10 @@ Every write is durable when the call returns.
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
-import trio
 
+from .sqlite import SqliteBacked
 from .ports import DeadLetter, DlqFilter, Scheduled
 
 T = TypeVar("T")
@@ -76,47 +75,8 @@ def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
 _DLQ_COLUMNS = "id, channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record"
 
 
-class SqliteStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    async def open(self) -> None:
-        def _open() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            return db
-
-        self._db = await trio.to_thread.run_sync(_open)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise RuntimeError("SqliteStore is not open")
-        async with self._lock:
-            return await trio.to_thread.run_sync(work, db)
-
-    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def run(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await self._run(run)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            async with self._lock:
-                db, self._db = self._db, None
-                await trio.to_thread.run_sync(db.close)
+class SqliteStore(SqliteBacked):
+    SCHEMA = _SCHEMA
 
     # -- metadata
 

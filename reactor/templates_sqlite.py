@@ -9,12 +9,10 @@ is one trio.to_thread hop. Every write is durable when the call returns.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
-import trio
 
+from .sqlite import SqliteBacked
 from .ports import TemplateVersion
 
 T = TypeVar("T")
@@ -37,54 +35,10 @@ CREATE TABLE IF NOT EXISTS template_versions (
 """
 
 
-class SqliteTemplateStore:
+class SqliteTemplateStore(SqliteBacked):
+    SCHEMA = _SCHEMA
+
     """The TemplateStore port on one SQLite file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    async def open(self) -> None:
-        """Open the connection and create the schema if it is missing."""
-
-        def _open() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            return db
-
-        async with self._lock:
-            if self._db is None:
-                self._db = await trio.to_thread.run_sync(_open)
-
-    async def close(self) -> None:
-        """Close the connection (after a running call); safe to call twice."""
-        async with self._lock:
-            db, self._db = self._db, None
-            if db is not None:
-                await trio.to_thread.run_sync(db.close)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            db = self._db
-            if db is None:
-                raise RuntimeError("SqliteTemplateStore is not open")
-            return await trio.to_thread.run_sync(work, db)
-
-    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def run(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await self._run(run)
 
     async def create_template(self, template_id: str, spec: bytes, at_ms: int) -> TemplateVersion | None:
         """Save version 1 and make it active; None if the template exists."""

@@ -8,11 +8,10 @@ one user at a time (an app install that signs in as someone else moves its token
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import trio
 
+from .sqlite import SqliteBacked
 from .ports import DeviceRow
 
 T = TypeVar("T")
@@ -46,50 +45,8 @@ def _devices_of(db: sqlite3.Connection, user_id: str) -> list[DeviceRow]:
     return [_device(r) for r in rows]
 
 
-class SqliteUserStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    async def open(self) -> None:
-        """Open (and create if needed) the database."""
-
-        def _open() -> sqlite3.Connection:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            return db
-
-        self._db = await trio.to_thread.run_sync(_open)
-
-    async def close(self) -> None:
-        """Close the database; further calls fail."""
-        if self._db is not None:
-            async with self._lock:
-                db, self._db = self._db, None
-                await trio.to_thread.run_sync(db.close)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise RuntimeError("SqliteUserStore is not open")
-        async with self._lock:
-            return await trio.to_thread.run_sync(work, db)
-
-    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def run(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await self._run(run)
+class SqliteUserStore(SqliteBacked):
+    SCHEMA = _SCHEMA
 
     # -- preferences
 
