@@ -17,11 +17,9 @@ The rules Ingress applies (documented in docs/architecture.md, "Preferences"):
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Container
 from dataclasses import dataclass
@@ -33,6 +31,8 @@ from protocol.channels import Channel, Priority
 from protocol.content import Recipient
 from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
 from protocol.problems import FieldError
+
+from .auth import InvalidToken, sign_claims, verify_claims
 
 QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS, Channel.PUSH})
 UNSAFE_ZONES = frozenset({"localtime", "posixrules", "Factory"})  # the server's own zone, or placeholders
@@ -215,38 +215,22 @@ class InvalidUnsubscribeToken(Exception):
     pass
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _unsubscribe_key(secret: bytes) -> bytes:
     return hmac.new(secret, b"herald/unsubscribe/v1", hashlib.sha256).digest()
 
 
 def issue_unsubscribe_token(secret: bytes, user_id: str, category: str) -> str:
     """A signed token that opts `user_id` out of `category` when posted to /v1/unsubscribe."""
-    body = _b64(json.dumps({"u": user_id, "c": category}, separators=(",", ":")).encode())
-    signature = _b64(hmac.new(_unsubscribe_key(secret), body.encode(), hashlib.sha256).digest())
-    return f"{body}.{signature}"
+    return sign_claims(_unsubscribe_key(secret), {"u": user_id, "c": category})
 
 
 def verify_unsubscribe_token(secret: bytes, token: str) -> tuple[str, str]:
     """The (user_id, category) a token was issued for; InvalidUnsubscribeToken if tampered with."""
     try:
-        body, signature = token.split(".")
-        expected = hmac.new(_unsubscribe_key(secret), body.encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(signature)):
-            raise InvalidUnsubscribeToken("bad signature")
-        claims = json.loads(_unb64(body))
-        user_id, category = claims["u"], claims["c"]
-    except InvalidUnsubscribeToken:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidUnsubscribeToken("malformed token") from exc
+        claims = verify_claims(_unsubscribe_key(secret), token)
+    except InvalidToken as exc:
+        raise InvalidUnsubscribeToken(str(exc)) from exc
+    user_id, category = claims.get("u"), claims.get("c")
     if not isinstance(user_id, str) or not isinstance(category, str) or not _CATEGORY_RE.match(category):
         raise InvalidUnsubscribeToken("malformed token")
     return user_id, category

@@ -17,19 +17,12 @@ from quart import request
 from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 
-from ..auth import InvalidToken, verify_token
+from ..auth import InvalidToken, bearer, verify_token
 from .errors import ProblemError, authorize
 
 _REALM = 'Bearer realm="herald"'
 # base64url(claims) "." base64url(signature): an API key never has this shape.
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-
-
-def _bearer(header: str | None) -> str | None:
-    """The credential of an `Authorization: Bearer <credential>` header, if there is one."""
-    if not header or not header.startswith("Bearer "):
-        return None
-    return header[7:].strip() or None
 
 
 def _unauthorized(field: str, detail: str, *, invalid: bool) -> ProblemError:
@@ -42,7 +35,7 @@ def subscriber(gw: Any) -> str:
     """The user the request's subscriber token (`?token=` or `Authorization: Bearer`) was issued for; 401 otherwise."""
     token, field = request.args.get("token"), "token"
     if token is None:
-        token, field = _bearer(request.headers.get("Authorization")), "Authorization"
+        token, field = bearer(request.headers.get("Authorization")), "Authorization"
     if not token:
         raise _unauthorized(field, "a subscriber token is required: ?token=<token> or Authorization: Bearer <token>", invalid=False)
     try:
@@ -56,7 +49,7 @@ async def authorize_user(gw: Any, user_id: str, scope: str) -> None:
 
     A valid token for another user is refused with 403, an expired or tampered one with 401.
     """
-    credential = _bearer(request.headers.get("Authorization"))
+    credential = bearer(request.headers.get("Authorization"))
     if credential is None or not _TOKEN_SHAPE.match(credential):
         await authorize(gw, scope)
         return
