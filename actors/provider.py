@@ -97,7 +97,9 @@ class Provider:
 
     async def _attempt(self, attempt: Attempt) -> Outcome:
         delivery = attempt.delivery
-        if attempt.maybe_sent:
+        # A web frame is pushed again rather than suppressed: sessions drop an id they already
+        # had, and after a restart a client may be resuming right now and need the push.
+        if attempt.maybe_sent and self.channel is not Channel.WEB:
             status = await self.ledger.sent_status(delivery.notification_id, self.channel.value)
             if status is not None:
                 self.suppressed += 1

@@ -112,3 +112,24 @@ async def test_the_bucket_spaces_calls_at_its_refill_rate(autojump_clock):
     gaps = [b - a for a, b in zip(times[2:], times[3:])]
     assert all(abs(g - 0.1) < 1e-9 for g in gaps), gaps
     assert gate.throttled == 3
+
+
+async def test_the_web_channel_pushes_again_instead_of_consulting_the_ledger(tmp_path):
+    from protocol.content import WebContent
+
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    client = CountingClient()
+    mailbox: Mailbox[Attempt] = Mailbox("p", 8)
+    provider = Provider(Channel.WEB, client, mailbox, store)
+    web = Delivery("01J0000000000000000000000B", "u1", Channel.WEB, 0, Content(web=WebContent("hi")))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(provider.run)
+        for maybe_sent in (False, True):
+            reply: Reply = Reply()
+            await mailbox.send(Attempt(web, reply, maybe_sent))
+            await reply.wait()
+        mailbox.close()
+    assert client.sent == [web.notification_id] * 2  # a session drops the second; a resuming client needs it
+    assert provider.suppressed == 0
+    await store.close()
