@@ -118,19 +118,27 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise ProblemError(Problem("Malformed JSON", 400, str(exc), errors=[FieldError("body", str(exc))])) from None
 
 
+def _is_number(value: str) -> bool:
+    return value.isascii() and value.isdigit()  # str.isdigit() alone accepts "²" and other digits int() refuses
+
+
 def time_param(name: str, value: str | None) -> int | None:
+    """Milliseconds since the epoch, given as such or as an RFC 3339 timestamp."""
     if value is None:
         return None
     try:
-        return int(value) if value.isdigit() else parse_iso(value)
-    except ValueError:
+        ms = int(value) if _is_number(value) else parse_iso(value)
+    except (ValueError, OverflowError):
         raise bad_param(name, "an RFC 3339 timestamp or milliseconds since the epoch") from None
+    if not 0 <= ms < 2**53:
+        raise bad_param(name, "out of range")
+    return ms
 
 
 def limit_param(value: str | None, default: int = 50) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= 200:
+    if not _is_number(value) or not 1 <= int(value) <= 200:
         raise bad_param("limit", "an integer from 1 to 200")
     return int(value)
 

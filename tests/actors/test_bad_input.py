@@ -112,3 +112,11 @@ async def test_a_full_ingress_mailbox_answers_503_not_500(tmp_path):
                 nursery.start_soon(post)
         assert set(codes) <= {202, 503}
         assert 202 in codes
+
+
+async def test_odd_numbers_in_query_parameters_are_400_not_500(tmp_path):
+    async with running_node(tmp_path) as herald, http(herald) as client:
+        for params in ({"limit": "²"}, {"limit": "9" * 30}, {"since": "9" * 30}, {"until": "²"}, {"since": "0001-01-01T00:00:00"}):
+            response = await client.get("/v1/users/u1/notifications", params=params)
+            assert response.status_code == 400, (params, response.text)
+            assert response.json()["errors"][0]["field"] in params
