@@ -62,7 +62,7 @@ class Gateway:
 
 
 def create_app(gw: Gateway) -> QuartTrio:
-    app = QuartTrio("herald")
+    app = QuartTrio("herald", static_folder=None)  # no static files: nothing is served without a key by accident
     app.config["MAX_CONTENT_LENGTH"] = gw.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
@@ -73,7 +73,8 @@ def create_app(gw: Gateway) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> Response:
         status = error.code or 500
-        return problem_response(Problem(title=error.name, status=status, detail=error.description or ""))
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}  # Allow, on a 405 (RFC 9110)
+        return problem_response(Problem(title=error.name, status=status, detail=error.description or ""), headers)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:

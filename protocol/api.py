@@ -12,7 +12,8 @@ from .ids import USER_ID_RE
 from .lifecycle import Status
 from .templates import LocaleField, TemplateIdField
 
-UserIdField = Annotated[str, msgspec.Meta(pattern=USER_ID_RE.pattern)]
+# The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
+UserIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=USER_ID_RE.pattern)]
 
 
 class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -23,7 +24,7 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     data: dict[str, Any] = {}
     priority: Priority = Priority.NORMAL
     # e.g. "marketing": users can opt out of a category (preferences, one-click unsubscribe)
-    category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None
+    category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$")] | None = None
     template_id: TemplateIdField | None = None  # render the content from this template, with `data`
     locale: LocaleField | None = None  # the template locale to start from: fr-CA -> fr -> the template's default
 
@@ -105,7 +106,7 @@ class DeadLetterPage(msgspec.Struct, frozen=True):
 class DlqSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which dead letters to replay or discard: ids, a filter, or all (explicitly)."""
 
-    ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
+    ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
     channel: Channel | None = None
     notification_id: str | None = None
     before: str | None = None

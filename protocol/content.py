@@ -45,6 +45,6 @@ class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """Where to reach the user on each channel (the web channel needs nothing)."""
 
-    email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")] | None = None
-    phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")] | None = None
+    email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$")] | None = None
+    phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}(?!\n)$")] | None = None
     device_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None

@@ -14,9 +14,9 @@ NotificationId = NewType("NotificationId", str)
 UserId = NewType("UserId", str)
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}(?!\n)$")
 NOTIFICATION_ID_RE = _ULID_RE  # public: the OpenAPI description states it
-USER_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+USER_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$")
 
 
 def _b32(value: int, length: int) -> str:

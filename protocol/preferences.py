@@ -14,12 +14,12 @@ import msgspec
 
 from .channels import Channel
 
-EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"  # as protocol.content.Recipient.email
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # as protocol.content.Recipient.email
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}(?!\n)$"
 # BCP 47, the parts people use: language, optional script, region, variants (en, fr-CA, zh-Hant-TW, de-CH-1996).
-LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$"
-CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?!\n)$"
+CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$"
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$"
 MAX_OPT_OUTS = 100
 MAX_DEVICES = 20  # per user; registering one more evicts the oldest
 
@@ -29,7 +29,7 @@ Locale = Annotated[str, msgspec.Meta(max_length=35, pattern=LOCALE_PATTERN)]
 Category = Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)]
 TimeZoneKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN)]
-DeviceToken = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^/\s]+$")]
+DeviceToken = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^/\s]+(?!\n)$")]
 
 
 class ContactPoints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

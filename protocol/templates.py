@@ -17,9 +17,9 @@ from .channels import Channel
 from .content import Content
 from .ids import USER_ID_RE
 
-TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}$")
-VARIANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?!\n)$")
+LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}(?!\n)$")
+VARIANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}(?!\n)$")
 
 TemplateIdField = Annotated[str, msgspec.Meta(pattern=TEMPLATE_ID_RE.pattern)]
 LocaleField = Annotated[str, msgspec.Meta(pattern=LOCALE_RE.pattern)]
@@ -117,9 +117,9 @@ class RenderRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
 
     data: dict[str, Any] = {}
     locale: LocaleField | None = None
-    user_id: Annotated[str, msgspec.Meta(pattern=USER_ID_RE.pattern)] | None = None
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=USER_ID_RE.pattern)] | None = None
     variant: VariantField | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**31)] | None = None  # as the routes' {version}
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=4)] | None = None
 
 

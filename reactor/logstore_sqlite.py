@@ -189,12 +189,13 @@ def decode_cursor(cursor: str) -> tuple[int, str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeError):
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise ValueError("invalid cursor") from None
     if (
         not isinstance(key, list)
         or len(key) != 3
         or type(key[0]) is not int
+        or not -(2**63) <= key[0] < 2**63  # SQLite's INTEGER
         or not isinstance(key[1], str)
         or not isinstance(key[2], str)
     ):
@@ -308,9 +309,9 @@ def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
     """The position in an inbox cursor; raises ValueError("invalid cursor") if malformed."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeError):
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise ValueError("invalid cursor") from None
-    if not isinstance(key, list) or len(key) != 2 or type(key[0]) is not int or not isinstance(key[1], str):
+    if not isinstance(key, list) or len(key) != 2 or type(key[0]) is not int or not isinstance(key[1], str) or not -(2**63) <= key[0] < 2**63:
         raise ValueError("invalid cursor")
     return key[0], key[1]
 

@@ -42,7 +42,7 @@ def blueprint(gw: Any) -> Blueprint:
         if channel is not None and channel not in {c.value for c in Channel}:
             raise bad_param("channel", f"one of {', '.join(c.value for c in Channel)}")
         cursor = args.get("cursor", "0")
-        if not cursor.isdigit():
+        if not (cursor.isascii() and cursor.isdigit()) or int(cursor) >= 2**63:  # "²" is a digit to isdigit()
             raise bad_param("cursor", "invalid cursor")
         limit = limit_param(args.get("limit"))
         selection = DlqFilter(channel=channel)

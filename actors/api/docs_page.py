@@ -29,7 +29,7 @@ def _e(text: Any) -> str:
 def _prose(text: str) -> str:
     """Escaped paragraphs with `code` and **bold**: the little Markdown the descriptions use."""
     paragraphs = []
-    for block in re.split(r"\n\s*\n", text.strip()):
+    for block in filter(None, re.split(r"\n\s*\n", text.strip())):
         escaped = _e(block.replace("\n", " "))
         escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
         escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)

@@ -116,6 +116,9 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise ProblemError(invalid(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ProblemError(Problem("Malformed JSON", 400, str(exc), errors=[FieldError("body", str(exc))])) from None
+    except RecursionError:
+        detail = "JSON nested too deeply"
+        raise ProblemError(Problem("Malformed JSON", 400, detail, errors=[FieldError("body", detail)])) from None
 
 
 def _is_number(value: str) -> bool:

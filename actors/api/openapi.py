@@ -23,7 +23,7 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from quart import Blueprint, Response, current_app
@@ -41,7 +41,7 @@ from protocol.api import (
     TokenResponse,
 )
 from protocol.channels import Channel
-from protocol.frames import Ack, CloseCode, Ping, ServerFrame, Sync
+from protocol.frames import Ack, CloseCode, Ping, Pong, ServerFrame, Sync
 from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
 from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView
@@ -54,7 +54,7 @@ from . import docs_page
 OPENAPI_VERSION = "3.1.0"
 SCHEMA_REF = "#/components/schemas/{name}"
 # Methods the framework answers for every route without a catalogue entry: HEAD for each
-# GET (same status and headers, no body), OPTIONS (204 with Allow, no credential needed).
+# GET (same status and headers, no body), OPTIONS (200 with Allow and no body, no credential needed).
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 HTML_TYPE = "text/html"
 
@@ -105,15 +105,25 @@ class Param:
     schema: dict[str, Any]
     description: str
     required: bool = False
+    example: Any = None
 
 
 @dataclass(frozen=True)
 class Body:
-    """A request body: a msgspec type (application/json) or a raw JSON Schema, per media type."""
+    """A request body: a msgspec type (application/json) or a raw JSON Schema, per media type; an example of the JSON one."""
 
     content: dict[str, Any]
     description: str
     required: bool = True
+    example: Any = None  # tests/api/test_openapi.py decodes it with the body's type
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: where the answer leads, and which of its values fill the next operation's parameters."""
+
+    operation_id: str
+    parameters: dict[str, str]  # name -> runtime expression ($request.path.user_id, $response.body#/token)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Reply:
     description: str
     content: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, bool] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,27 +173,31 @@ class Operation:
         return sorted(statuses - set(self.replies))
 
 
-def json(schema: Any, description: str, headers: dict[str, bool] | None = None) -> Reply:
-    return Reply(description, {"application/json": schema}, headers or {})
+def json_reply(schema: Any, description: str, headers: dict[str, bool] | None = None, links: dict[str, Link] | None = None) -> Reply:
+    return Reply(description, {"application/json": schema}, headers or {}, links or {})
 
 
 def problem(description: str, headers: dict[str, bool] | None = None) -> Reply:
     return Reply(description, {PROBLEM_CONTENT_TYPE: Problem}, headers or {})
 
 
-def body(schema: Any, description: str, *, required: bool = True) -> Body:
-    return Body({"application/json": schema}, description, required)
+def body(schema: Any, description: str, *, required: bool = True, example: Any = None) -> Body:
+    return Body({"application/json": schema}, description, required, example)
 
 
 # -- parameters
 
 _USER_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -"
-USER_ID = Param("user_id", "path", {"type": "string", "pattern": USER_ID_RE.pattern}, f"The user: {_USER_RULE}.", True)
-NOTIFICATION_ID_SCHEMA = {"type": "string", "pattern": NOTIFICATION_ID_RE.pattern}
+# The lengths the patterns imply, stated too: tools that generate boundary values read minLength/maxLength, not regexes.
+USER_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_RE.pattern}
+USER_ID = Param("user_id", "path", USER_ID_SCHEMA, f"The user: {_USER_RULE}.", True, "alice")
+NOTIFICATION_ID_SCHEMA = {"type": "string", "minLength": 26, "maxLength": 26, "pattern": NOTIFICATION_ID_RE.pattern}
+# A resume point, where an empty value means none (the handlers read `value or None`).
+RESUME_ID_SCHEMA = {"type": "string", "maxLength": 26, "pattern": f"^({NOTIFICATION_ID_RE.pattern[1:-1]})?$"}
 NID = Param("nid", "path", NOTIFICATION_ID_SCHEMA, "A notification id: 26 characters, Crockford base32 (a ULID).", True)
 TEMPLATE_ID = Param(
-    "template_id", "path", {"type": "string", "pattern": TEMPLATE_ID_RE.pattern},
-    "The template: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit.", True,
+    "template_id", "path", {"type": "string", "minLength": 1, "maxLength": 100, "pattern": TEMPLATE_ID_RE.pattern},
+    "The template: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit.", True, "onboarding",
 )
 VERSION = Param("version", "path", {"type": "integer", "minimum": 1, "maximum": 2**31}, "A version number (1, 2, ...).", True)
 KEY_ID = Param(
@@ -194,7 +209,7 @@ DEVICE_TOKEN = Param(
     "The push device token, as registered.", True,
 )
 CHANNEL = Param("channel", "query", {"type": "string", "enum": [c.value for c in Channel]}, "Only this channel.")
-CURSOR = Param("cursor", "query", {"type": "string"}, "The `next_cursor` of the previous page (absent: the first page).")
+CURSOR = Param("cursor", "query", {"type": "string", "minLength": 1}, "The `next_cursor` of the previous page (absent: the first page).")
 
 
 def limit(default: int) -> Param:
@@ -205,7 +220,22 @@ def flag(name: str, description: str) -> Param:
     return Param(name, "query", {"type": "boolean", "default": False}, f"{description} (`true`/`false`, or `1`/`0`).")
 
 
-TIME = {"type": "string", "description": "RFC 3339 (2024-05-01T12:00:00Z) or milliseconds since the epoch"}
+# One Server-Sent Event, as OpenAPI 3.1 describes an event stream (each event; 3.2 would call it itemSchema).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": [frame.__struct_config__.tag for frame in get_args(ServerFrame) if frame is not Pong]},
+        "data": {
+            "type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"$ref": SCHEMA_REF.format(name="ServerFrame")},
+            "description": "The frame's JSON, on one line; its `type` is the event's name.",
+        },
+        "id": {**NOTIFICATION_ID_SCHEMA, "description": "On notification events: resume after it with Last-Event-ID."},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+TIME = {"type": "string", "minLength": 1, "examples": ["2024-05-01T12:00:00Z", "1714564800000"]}
 UNKNOWN_QUERY = " A query parameter it does not know is a 400 naming it."
 
 # -- headers of answers
@@ -223,19 +253,20 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "enum": ["true"]},
     },
     "Cache-Control": {"description": "`no-store`: the answer holds a secret.", "schema": {"type": "string"}},
+    "Allow": {"description": "The methods the path takes (RFC 9110).", "schema": {"type": "string"}},
 }
 
 # -- problems: application/problem+json (RFC 9457), `errors` naming each field
 
 PROBLEMS: dict[int, tuple[str, str, dict[str, bool]]] = {
-    400: ("BadRequest", "A parameter or the body does not fit its schema, the JSON is malformed, or a query parameter is "
-          "unknown: `errors` names each field.", {}),
-    401: ("Unauthorized", "No credential, or one that is not valid (unknown, malformed, revoked, expired, tampered). "
-          "`errors` names where it was looked for (`Authorization` or `token`).", {"WWW-Authenticate": True}),
-    403: ("Forbidden", "The API key lacks the operation's scope (named in `WWW-Authenticate`), or a subscriber token was "
-          "issued for another user.", {"WWW-Authenticate": False}),
+    400: ("BadRequest", ("A parameter or the body does not fit its schema, the JSON is malformed, or a query parameter is "
+                         "unknown: `errors` names each field."), {}),
+    401: ("Unauthorized", ("No credential, or one that is not valid (unknown, malformed, revoked, expired, tampered). "
+                           "`errors` names where it was looked for (`Authorization` or `token`)."), {"WWW-Authenticate": True}),
+    403: ("Forbidden", ("The API key lacks the operation's scope (named in `WWW-Authenticate`), or a subscriber token was "
+                        "issued for another user."), {"WWW-Authenticate": False}),
     404: ("NotFound", "No such resource, or a path the router does not match (a path parameter with a `/` in it, for one).", {}),
-    405: ("MethodNotAllowed", "The path exists but not with this method.", {}),
+    405: ("MethodNotAllowed", "The path exists but not with this method: `Allow` lists those it takes.", {"Allow": True}),
     409: ("Conflict", "The request conflicts with the resource's state: see the operation.", {"Retry-After": False}),
     413: ("ContentTooLarge", "The body is over the node's `max_body_bytes`.", {}),
     422: ("UnprocessableContent", "The body fits the schema but not the rules the schema cannot state: `errors` names each field.", {}),
@@ -246,6 +277,15 @@ PROBLEMS: dict[int, tuple[str, str, dict[str, bool]]] = {
 
 # -- the catalogue
 
+TEMPLATE_EXAMPLE = {
+    "name": "Welcome",
+    "default_locale": "en",
+    "locales": {
+        "en": {"email": {"subject": "Welcome, {{name}}", "html": "<p>Hi {{name}}</p>"}, "web": {"title": "Hi {{name}}"}},
+        "fr": {"email": {"subject": "Bienvenue, {{name}}", "text": "Salut {{name}}"}, "web": {"title": "Salut {{name}}"}},
+    },
+    "variants": {"A": {"weight": 1}, "B": {"weight": 1, "locales": {"en": {"web": {"title": "Hey {{name}}!"}}}}},
+}
 _RECEIPT_HEADERS = {"Location": True, "Idempotent-Replayed": False}
 _NOTIFICATION_DOC = (
     "Exactly one of `content` (per channel) and `template_id` (with `data` and `locale`). `to` gives the addresses; "
@@ -256,14 +296,14 @@ _NOTIFICATION_DOC = (
 
 OPERATIONS: tuple[Operation, ...] = (
     # service
-    Operation("GET", "/healthz", "getHealth", "service", "Liveness", Auth.NONE, None, {200: json(Health, "The process serves HTTP.")}),
+    Operation("GET", "/healthz", "getHealth", "service", "Liveness", Auth.NONE, None, {200: json_reply(Health, "The process serves HTTP.")}),
     Operation(
         "GET", "/readyz", "getReadiness", "service", "Readiness", Auth.NONE, None,
-        {200: json(Health, "Ready to take requests."), 503: problem("Starting, or draining before a shutdown.")},
+        {200: json_reply(Health, "Ready to take requests."), 503: problem("Starting, or draining before a shutdown.")},
     ),
     Operation(
         "GET", "/openapi.json", "getOpenApi", "service", "This OpenAPI description", Auth.NONE, None,
-        {200: json({"type": "object"}, "The OpenAPI 3.1 document.")},
+        {200: json_reply({"type": "object"}, "The OpenAPI 3.1 document.")},
     ),
     Operation(
         "GET", "/docs", "getDocs", "service", "The API reference as a web page", Auth.NONE, None,
@@ -272,34 +312,42 @@ OPERATIONS: tuple[Operation, ...] = (
     # notifications
     Operation(
         "POST", "/v1/notifications", "createNotification", "notifications", "Send a notification", Auth.API_KEY, "send",
-        {202: json(Receipt, "Accepted: durably on the bus.", _RECEIPT_HEADERS)},
+        {202: json_reply(Receipt, "Accepted: durably on the bus.", _RECEIPT_HEADERS, {
+            "status": Link("getNotification", {"nid": "$response.body#/notification_id"}),
+            "history": Link("listUserNotifications", {"user_id": "$request.body#/user_id"}),
+            "markRead": Link("markRead", {"user_id": "$request.body#/user_id", "nid": "$response.body#/notification_id"}),
+            "archive": Link("archive", {"user_id": "$request.body#/user_id", "nid": "$response.body#/notification_id"}),
+        })},
         params=(Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
                       "Makes a retry safe: the same key and body within 24 h get the original answer."),),
-        body=body(NotificationRequest, "The notification."),
+        body=body(NotificationRequest, "The notification.", example={
+            "user_id": "alice", "channels": ["web", "email"], "to": {"email": "alice@example.org"},
+            "content": {"web": {"title": "Welcome", "body": "Hello Alice"}, "email": {"subject": "Welcome", "text": "Hello Alice"}},
+        }),
         problems=(409, 422),
         description=_NOTIFICATION_DOC,
     ),
     Operation(
         "GET", "/v1/notifications/<nid>", "getNotification", "notifications", "Status and attempt timeline",
-        Auth.API_KEY, "read", {200: json(NotificationStatus, "Per-channel status and attempts; `final` once every channel is settled.")},
+        Auth.API_KEY, "read", {200: json_reply(NotificationStatus, "Per-channel status and attempts; `final` once every channel is settled.")},
         params=(NID,),
     ),
     Operation(
         "GET", "/v1/users/<user_id>/notifications", "listUserNotifications", "notifications", "A user's history",
-        Auth.API_KEY, "read", {200: json(HistoryPage, "Newest first, one item per notification and channel.")},
+        Auth.API_KEY, "read", {200: json_reply(HistoryPage, "Newest first, one item per notification and channel.")},
         params=(
             USER_ID, CHANNEL,
-            Param("since", "query", TIME, "Created at or after."),
-            Param("until", "query", TIME, "Created before."),
+            Param("since", "query", TIME, "Created at or after: RFC 3339, or milliseconds since the epoch."),
+            Param("until", "query", TIME, "Created before: RFC 3339, or milliseconds since the epoch."),
             CURSOR, limit(50),
         ),
         description="Cursor pagination: pass `next_cursor` back as `cursor` until it is null." + UNKNOWN_QUERY,
     ),
     Operation(
         "POST", "/v1/users/<user_id>/tokens", "createSubscriberToken", "realtime", "Issue a subscriber token",
-        Auth.API_KEY, "read", {201: json(TokenResponse, "A signed token for the user, and when it expires.")},
+        Auth.API_KEY, "read", {201: json_reply(TokenResponse, "A signed token for the user, and when it expires.")},
         params=(USER_ID,),
-        body=body(TokenRequest, "Optional: `ttl_s` from 60 s to a day (default an hour).", required=False),
+        body=body(TokenRequest, "Optional: `ttl_s` from 60 s to a day (default an hour).", required=False, example={"ttl_s": 3600}),
         description="The token opens the user's WebSocket, SSE stream and long-poll, and reads the user's inbox. "
         "It cannot be revoked, only expire; it needs `read` since it reads the user's notifications.",
     ),
@@ -310,21 +358,21 @@ OPERATIONS: tuple[Operation, ...] = (
             "An event stream: `retry: 1000`, the replay after the resume point, `synced`, then live events and a "
             "`: heartbeat` comment after 30 s of silence. Each event is named after its frame's `type` (see ServerFrame), "
             "`data:` its JSON; notification events carry `id:`. A stream that ends says why in an `error` event.",
-            {"text/event-stream": {"type": "string"}},
+            {"text/event-stream": SSE_EVENT},
         )},
         params=(
-            Param("Last-Event-ID", "header", NOTIFICATION_ID_SCHEMA, "Resume after this notification (browsers send it)."),
-            Param("last_event_id", "query", NOTIFICATION_ID_SCHEMA, "Resume after this notification, as a parameter."),
+            Param("Last-Event-ID", "header", RESUME_ID_SCHEMA, "Resume after this notification (browsers send it); empty: none."),
+            Param("last_event_id", "query", RESUME_ID_SCHEMA, "Resume after this notification, as a parameter; empty: none."),
         ),
         description="Without a resume point it starts from now. The subscriber token comes as `?token=` or "
         "`Authorization: Bearer`." + UNKNOWN_QUERY,
     ),
     Operation(
         "GET", "/v1/poll", "poll", "realtime", "Long-poll", Auth.SUBSCRIBER, None,
-        {200: json(PollResponse, "What came after `after` at once, else the next arrivals within `timeout`; `items` is "
+        {200: json_reply(PollResponse, "What came after `after` at once, else the next arrivals within `timeout`; `items` is "
                    "empty on timeout.")},
         params=(
-            Param("after", "query", NOTIFICATION_ID_SCHEMA, "The `last_id` of the previous answer (absent: from now)."),
+            Param("after", "query", RESUME_ID_SCHEMA, "The `last_id` of the previous answer (absent or empty: from now)."),
             Param("timeout", "query", {"type": "number", "minimum": 0, "maximum": 60, "default": 30},
                   "Seconds to wait when nothing is there yet."),
             limit(100),
@@ -334,50 +382,55 @@ OPERATIONS: tuple[Operation, ...] = (
     # inbox
     Operation(
         "GET", "/v1/users/<user_id>/inbox", "listInbox", "inbox", "The in-app inbox", Auth.API_KEY_OR_SUBSCRIBER, "read",
-        {200: json(InboxPage, "Newest first (delivery order), with read and archived state.")},
+        {200: json_reply(InboxPage, "Newest first (delivery order), with read and archived state.")},
         params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Archived ones (left out otherwise)"), CURSOR, limit(50)),
         description="An API key with `read`, or the subscriber token of this user (another user's token: 403)." + UNKNOWN_QUERY,
     ),
     Operation(
         "GET", "/v1/users/<user_id>/inbox/unread_count", "countUnread", "inbox", "Unread count",
-        Auth.API_KEY_OR_SUBSCRIBER, "read", {200: json(UnreadCount, "Unread and not archived.")}, params=(USER_ID,),
+        Auth.API_KEY_OR_SUBSCRIBER, "read", {200: json_reply(UnreadCount, "Unread and not archived.")}, params=(USER_ID,),
     ),
     Operation(
         "POST", "/v1/users/<user_id>/inbox/<nid>/read", "markRead", "inbox", "Mark one read",
-        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json(InboxItem, "The item, read.")}, params=(USER_ID, NID),
+        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json_reply(InboxItem, "The item, read.")}, params=(USER_ID, NID),
         description="The web channel's status becomes `read`; a `read` frame goes to the user's open sessions.",
     ),
     Operation(
         "POST", "/v1/users/<user_id>/inbox/read_all", "markAllRead", "inbox", "Mark all read",
-        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json(ReadAllResult, "How many were marked, through which notification.")},
+        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json_reply(ReadAllResult, "How many were marked, through which notification.")},
         params=(USER_ID,),
-        body=body(ReadAllRequest, "Optional: `through` the newest one to mark (every one when absent).", required=False),
+        body=body(ReadAllRequest, "Optional: `through` the newest one to mark (every one when absent).", required=False, example={}),
         description="A `read_all` frame goes to the user's open sessions. 404 when `through` is not in the inbox.",
     ),
     Operation(
         "POST", "/v1/users/<user_id>/inbox/<nid>/archive", "archive", "inbox", "Archive one",
-        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json(InboxItem, "The item, archived.")}, params=(USER_ID, NID),
+        Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json_reply(InboxItem, "The item, archived.")}, params=(USER_ID, NID),
         description="It leaves the inbox listing; an `archived` frame goes to the user's open sessions.",
     ),
     # preferences and devices
     Operation(
         "GET", "/v1/users/<user_id>/preferences", "getPreferences", "users", "A user's preferences", Auth.API_KEY, "read",
-        {200: json(Preferences, "The preferences (the defaults for a user who has none).")}, params=(USER_ID,),
+        {200: json_reply(Preferences, "The preferences (the defaults for a user who has none).")}, params=(USER_ID,),
     ),
     Operation(
         "PUT", "/v1/users/<user_id>/preferences", "putPreferences", "users", "Replace a user's preferences", Auth.API_KEY, "send",
-        {200: json(Preferences, "The preferences as stored.")}, params=(USER_ID,),
-        body=body(Preferences, "The whole preferences: absent fields take their defaults."), problems=(422,),
+        {200: json_reply(Preferences, "The preferences as stored.")}, params=(USER_ID,),
+        body=body(Preferences, "The whole preferences: absent fields take their defaults.", example={
+            "contact": {"email": "alice@example.org", "phone": "+15555550100"}, "locale": "fr-CA", "timezone": "Europe/Paris",
+            "channels": {"sms": False}, "opt_out": ["marketing"], "quiet_hours": {"start": "22:00", "end": "07:00"},
+        }), problems=(422,),
         description="422 for what the schema cannot state: a time zone that does not exist, an empty quiet-hours "
         "window, a category twice.",
     ),
     Operation(
         "GET", "/v1/users/<user_id>/devices", "listDevices", "users", "A user's push devices", Auth.API_KEY, "read",
-        {200: json(DeviceList, "Oldest registration first.")}, params=(USER_ID,),
+        {200: json_reply(DeviceList, "Oldest registration first.")}, params=(USER_ID,),
     ),
     Operation(
         "POST", "/v1/users/<user_id>/devices", "registerDevice", "users", "Register a push device", Auth.API_KEY, "send",
-        {201: json(Device, "The device as registered.")}, params=(USER_ID,), body=body(DeviceRequest, "The device."),
+        {201: json_reply(Device, "The device as registered.", links={
+            "forget": Link("deleteDevice", {"user_id": "$request.path.user_id", "token": "$response.body#/token"}),
+        })}, params=(USER_ID,), body=body(DeviceRequest, "The device.", example={"platform": "fcm", "token": "fcm-token-1"}),
         description="At most 20 per user (the oldest go). A token registered for another user moves to this one.",
     ),
     Operation(
@@ -405,75 +458,85 @@ OPERATIONS: tuple[Operation, ...] = (
     # templates
     Operation(
         "POST", "/v1/templates/<template_id>", "createTemplate", "templates", "Create a template (version 1)", Auth.API_KEY, "admin",
-        {201: json(TemplateView, "Version 1, active.", {"Location": True})}, params=(TEMPLATE_ID,),
-        body=body(TemplateSpec, "The template."), problems=(409, 422),
+        {201: json_reply(TemplateView, "Version 1, active.", {"Location": True}, {
+            name: Link(op, {"template_id": "$response.body#/id"})
+            for name, op in (("get", "getTemplate"), ("versions", "listTemplateVersions"), ("update", "updateTemplate"),
+                             ("render", "renderTemplate"))
+        })}, params=(TEMPLATE_ID,),
+        body=body(TemplateSpec, "The template.", example=TEMPLATE_EXAMPLE), problems=(409, 422),
         description="409 when it exists (PUT saves a new version); 422 names a source that does not parse "
         "(`locales.fr.email.subject`) or a default locale it lacks.",
     ),
     Operation(
         "PUT", "/v1/templates/<template_id>", "updateTemplate", "templates", "Save a new version and activate it",
-        Auth.API_KEY, "admin", {200: json(TemplateView, "The new version, active.")}, params=(TEMPLATE_ID,),
-        body=body(TemplateSpec, "The template."), problems=(422,), description="404 when it does not exist (POST creates it).",
+        Auth.API_KEY, "admin", {200: json_reply(TemplateView, "The new version, active.", links={
+            "rollBack": Link("activateTemplateVersion", {"template_id": "$response.body#/id", "version": "1"}),
+        })}, params=(TEMPLATE_ID,),
+        body=body(TemplateSpec, "The template.", example=TEMPLATE_EXAMPLE), problems=(422,), description="404 when it does not exist (POST creates it).",
     ),
     Operation(
         "GET", "/v1/templates/<template_id>", "getTemplate", "templates", "Read a template", Auth.API_KEY, "read",
-        {200: json(TemplateView, "The active version (or `?version=`), with the `variables` it reads.")},
+        {200: json_reply(TemplateView, "The active version (or `?version=`), with the `variables` it reads.")},
         params=(TEMPLATE_ID, Param("version", "query", {"type": "integer", "minimum": 1, "maximum": 2**31}, "This version.")),
         description=UNKNOWN_QUERY.strip(),
     ),
     Operation(
         "GET", "/v1/templates/<template_id>/versions", "listTemplateVersions", "templates", "List versions",
-        Auth.API_KEY, "read", {200: json(VersionList, "Newest first.")}, params=(TEMPLATE_ID,),
+        Auth.API_KEY, "read", {200: json_reply(VersionList, "Newest first.")}, params=(TEMPLATE_ID,),
     ),
     Operation(
         "POST", "/v1/templates/<template_id>/versions/<version>/activate", "activateTemplateVersion", "templates",
-        "Activate a version (roll back)", Auth.API_KEY, "admin", {200: json(TemplateView, "That version, now active.")},
+        "Activate a version (roll back)", Auth.API_KEY, "admin", {200: json_reply(TemplateView, "That version, now active.")},
         params=(TEMPLATE_ID, VERSION),
     ),
     Operation(
         "POST", "/v1/templates/<template_id>/render", "renderTemplate", "templates", "Preview a rendering", Auth.API_KEY, "read",
-        {200: json(RenderResult, "The rendered parts, SMS segments and push payload size.")}, params=(TEMPLATE_ID,),
+        {200: json_reply(RenderResult, "The rendered parts, SMS segments and push payload size.")}, params=(TEMPLATE_ID,),
         body=body(RenderRequest, "Optional: data, locale, and user_id (picks the variant as a send would) or variant.",
-                  required=False),
+                  required=False, example={"data": {"name": "Alice"}, "locale": "fr-CA", "user_id": "alice"}),
         problems=(422,), description="422 names missing data (`data.<name>`), a channel the template lacks, an SMS "
         "over the segment limit or a push payload over 4096 bytes.",
     ),
     # operators
     Operation(
         "GET", "/v1/admin/circuits", "listCircuits", "admin", "Circuit breakers and token buckets", Auth.API_KEY, "admin",
-        {200: json(CircuitList, "Breaker state, counters and tokens per channel.")},
+        {200: json_reply(CircuitList, "Breaker state, counters and tokens per channel.")},
     ),
     Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
-        {200: json(DeadLetterPage, "Oldest first, with each one's error and attempt history.")},
+        {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history.")},
         params=(CHANNEL, Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
                 limit(50)),
         description=UNKNOWN_QUERY.strip(),
     ),
     Operation(
         "POST", "/v1/admin/dlq/replay", "replayDeadLetters", "admin", "Replay dead letters", Auth.API_KEY, "admin",
-        {200: json(DlqResult, "How many were put back on the bus.")},
-        body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False),
+        {200: json_reply(DlqResult, "How many were put back on the bus.")},
+        body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
+                  example={"channel": "sms", "before": "2024-05-01T12:00:00Z"}),
         problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
     ),
     Operation(
         "DELETE", "/v1/admin/dlq", "discardDeadLetters", "admin", "Discard dead letters", Auth.API_KEY, "admin",
-        {200: json(DlqResult, "How many were discarded.")},
-        body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False),
+        {200: json_reply(DlqResult, "How many were discarded.")},
+        body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
+                  example={"ids": [1, 2]}),
         problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
     ),
     Operation(
         "POST", "/v1/admin/keys", "createApiKey", "admin", "Create an API key", Auth.API_KEY, "admin",
-        {201: json(CreatedKey, "The key: the only time it is shown in full.", {"Cache-Control": True})},
-        body=body(KeyRequest, "Its scopes, name and rate limit."),
+        {201: json_reply(CreatedKey, "The key: the only time it is shown in full.", {"Cache-Control": True}, {
+            "revoke": Link("revokeApiKey", {"key_id": "$response.body#/key_id"}),
+        })},
+        body=body(KeyRequest, "Its scopes, name and rate limit.", example={"scopes": ["send", "read"], "name": "backend", "rate_per_s": 50, "burst": 100}),
     ),
     Operation(
         "GET", "/v1/admin/keys", "listApiKeys", "admin", "List API keys", Auth.API_KEY, "admin",
-        {200: json(KeyList, "Every key but its secret, the bootstrap key first.")},
+        {200: json_reply(KeyList, "Every key but its secret, the bootstrap key first.")},
     ),
     Operation(
         "DELETE", "/v1/admin/keys/<key_id>", "revokeApiKey", "admin", "Revoke an API key", Auth.API_KEY, "admin",
-        {200: json(KeyView, "The key, revoked.")}, params=(KEY_ID,), problems=(409,),
+        {200: json_reply(KeyView, "The key, revoked.")}, params=(KEY_ID,), problems=(409,),
         description="409 for the bootstrap key, which comes from configuration.",
     ),
 )
@@ -491,7 +554,6 @@ TAGS = (
 # The app's routes that are not Herald's API, and why they are left out.
 NOT_IN_SPEC: dict[str, str] = {
     "/v1/ws": "the WebSocket: OpenAPI does not describe WebSockets; see the document's `x-websockets`",
-    "/static/<path:filename>": "Quart's default static route: Herald has no static folder, so it answers 404",
 }
 
 WEBSOCKET = {
@@ -563,12 +625,15 @@ def _headers(headers: dict[str, bool]) -> dict[str, Any]:
     return {name: {**HEADERS[name], "required": required} for name, required in headers.items()}
 
 
-def _reply(reply: Reply, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+def _reply(reply: Reply, refs: dict[Any, dict[str, Any]], served: Collection[str]) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": reply.description}
     if reply.headers:
         answer["headers"] = _headers(reply.headers)
     if reply.content:
         answer["content"] = _content(reply.content, refs)
+    links = {name: link for name, link in reply.links.items() if link.operation_id in served}
+    if links:
+        answer["links"] = {name: {"operationId": link.operation_id, "parameters": link.parameters} for name, link in links.items()}
     return answer
 
 
@@ -582,7 +647,7 @@ def _security(op: Operation) -> list[dict[str, list[str]]]:
     return []  # none, or a token that is a parameter (unsubscribe)
 
 
-def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+def _operation(op: Operation, refs: dict[Any, dict[str, Any]], served: Collection[str]) -> dict[str, Any]:
     auth: dict[str, Any] = {"kind": op.auth.value}
     if op.scope is not None:
         auth["scope"] = op.scope
@@ -593,13 +658,16 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
     document["x-herald-auth"] = auth
     if op.params:
         document["parameters"] = [
-            {"name": p.name, "in": p.location, "required": p.required, "description": p.description, "schema": p.schema}
+            {"name": p.name, "in": p.location, "required": p.required, "description": p.description, "schema": p.schema,
+             **({} if p.example is None else {"example": p.example})}
             for p in op.params
         ]
     if op.body is not None:
-        document["requestBody"] = {"description": op.body.description, "required": op.body.required,
-                                   "content": _content(op.body.content, refs)}
-    responses = {str(status): _reply(reply, refs) for status, reply in sorted(op.replies.items())}
+        content = _content(op.body.content, refs)
+        if op.body.example is not None:
+            content["application/json"]["example"] = op.body.example
+        document["requestBody"] = {"description": op.body.description, "required": op.body.required, "content": content}
+    responses = {str(status): _reply(reply, refs, served) for status, reply in sorted(op.replies.items())}
     for status in op.problem_statuses():
         responses[str(status)] = {"$ref": f"#/components/responses/{PROBLEMS[status][0]}"}
     document["responses"] = dict(sorted(responses.items()))
@@ -617,9 +685,10 @@ def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, A
         "description": "A frame from the server, the same JSON on WebSocket, SSE and long-poll; `type` tells which.",
         **schemas[-1],
     }
+    served = {op.operation_id for op in operations}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, served)
     problem_ref = refs[Problem]
     return {
         "openapi": OPENAPI_VERSION,

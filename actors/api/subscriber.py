@@ -22,7 +22,7 @@ from .errors import ProblemError, authorize
 
 _REALM = 'Bearer realm="herald"'
 # base64url(claims) "." base64url(signature): an API key never has this shape.
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?!\n)$")
 
 
 def _unauthorized(field: str, detail: str, *, invalid: bool) -> ProblemError:

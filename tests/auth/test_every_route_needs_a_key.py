@@ -60,6 +60,14 @@ NOT_API_KEY_ROUTES: dict[str, str] = {
     "/v1/unsubscribe": "the one-click unsubscribe link of an email (RFC 8058): its signed token is the credential",
 }
 
+# Routes outside /v1 that answer without any credential, and why (test_the_public_routes_are_these).
+PUBLIC_ROUTES: dict[str, str] = {
+    "/healthz": "liveness, for load balancers and orchestrators: no data",
+    "/readyz": "readiness, for load balancers and orchestrators: no data",
+    "/openapi.json": "the API's OpenAPI description (issue 4, item 7): the same for every caller, no data",
+    "/docs": "the API reference page made from /openapi.json: no data",
+}
+
 # OPTIONS is answered by the framework with the Allow header only (no handler runs, no
 # data): a CORS preflight carries no credentials by definition.
 UNAUTHENTICATED_METHODS = {"OPTIONS"}
@@ -158,3 +166,13 @@ async def test_the_bootstrap_key_has_every_scope(tmp_path):
                 continue
             response = await call(client, method, path, "test-key")
             assert response.status_code not in (401, 403, 429), (method, rule, response.status_code, response.text)
+
+
+async def test_the_public_routes_are_these(tmp_path):
+    """Every route outside /v1 is in PUBLIC_ROUTES and answers without a key; PUBLIC_ROUTES names no route the app lacks."""
+    async with running_node(tmp_path) as herald, httpx.AsyncClient(base_url=herald.url, timeout=10) as client:
+        outside = {rule.rule for rule in create_app(herald.gateway).url_map.iter_rules() if not rule.rule.startswith("/v1/")}
+        assert outside == set(PUBLIC_ROUTES), sorted(outside ^ set(PUBLIC_ROUTES))
+        for rule in outside:
+            response = await client.get(rule.replace("<path:filename>", "x.txt"))
+            assert response.status_code != 401 and response.status_code < 500, (rule, response.status_code)
