@@ -178,29 +178,36 @@ def _counts(old: Status | None, new: Status) -> tuple[int, int, int]:
     return sent, delivered, failed
 
 
+def _encode_key(*parts: int | str) -> str:
+    """An opaque, url-safe cursor for a row's sort key."""
+    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_key(cursor: str, shape: tuple[type, ...]) -> list[int | str]:
+    """The sort key in a cursor, checked against `shape`; ValueError("invalid cursor") if it does not fit."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
+        raise ValueError("invalid cursor") from None
+    if not isinstance(key, list) or len(key) != len(shape):
+        raise ValueError("invalid cursor")
+    for part, kind in zip(key, shape):
+        # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
+        if type(part) is not kind or (kind is int and not -(2**63) <= part < 2**63):
+            raise ValueError("invalid cursor")
+    return key
+
+
 def encode_cursor(created_ms: int, notification_id: str, channel: str) -> str:
     """An opaque, url-safe cursor for a history row's sort key."""
-    raw = json.dumps([created_ms, notification_id, channel], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _encode_key(created_ms, notification_id, channel)
 
 
 def decode_cursor(cursor: str) -> tuple[int, str, str]:
     """The sort key in a cursor; raises ValueError("invalid cursor") if malformed."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
-        raise ValueError("invalid cursor") from None
-    if (
-        not isinstance(key, list)
-        or len(key) != 3
-        or type(key[0]) is not int
-        or not -(2**63) <= key[0] < 2**63  # SQLite's INTEGER
-        or not isinstance(key[1], str)
-        or not isinstance(key[2], str)
-    ):
-        raise ValueError("invalid cursor")
-    return key[0], key[1], key[2]
+    created_ms, notification_id, channel = _decode_key(cursor, (int, str, str))
+    return int(created_ms), str(notification_id), str(channel)
 
 
 class _Key(msgspec.Struct):
@@ -301,19 +308,13 @@ def _migrate_inbox(db: sqlite3.Connection) -> None:
 
 def encode_inbox_cursor(seq: int, notification_id: str) -> str:
     """An opaque, url-safe cursor for an inbox row's position (delivery order)."""
-    raw = json.dumps([seq, notification_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _encode_key(seq, notification_id)
 
 
 def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
     """The position in an inbox cursor; raises ValueError("invalid cursor") if malformed."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
-        raise ValueError("invalid cursor") from None
-    if not isinstance(key, list) or len(key) != 2 or type(key[0]) is not int or not isinstance(key[1], str) or not -(2**63) <= key[0] < 2**63:
-        raise ValueError("invalid cursor")
-    return key[0], key[1]
+    seq, notification_id = _decode_key(cursor, (int, str))
+    return int(seq), str(notification_id)
 
 
 def _inbox_row(row: tuple[Any, ...]) -> InboxRow:
