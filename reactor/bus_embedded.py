@@ -34,7 +34,6 @@ partition nobody committed on keeps everything.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -49,6 +48,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import trio
 
+from .files import fsync_dir as _fsync_dir, write_all as _write_all, write_atomically as _write_atomically
 from .partitioner import kafka_partition
 from .ports import Assignment, Record
 
@@ -812,35 +812,6 @@ def _encode_commit(group: str, topic: str, partition: int, offset: int) -> bytes
     t = topic.encode()
     body = _COMMIT.pack(0, _COMMIT_BODY_MIN + len(g) + len(t), offset, partition, len(g), len(t))[4:] + g + t
     return _CRC.pack(zlib.crc32(body)) + body
-
-
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems refuse fsync on a directory
-        if exc.errno not in (errno.EINVAL, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _delete_files(paths: list[Path]) -> None:

@@ -25,6 +25,7 @@ from msgspec import to_builtins
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, Sent
 from reactor.clock import wall_ms
+from reactor.files import write_atomically
 
 UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no longer knows
 # Lines up to RFC 5322's 998: a List-Unsubscribe URL cannot be folded, and must not become an encoded word.
@@ -51,15 +52,6 @@ def build_email(delivery: Delivery, sender: str, now_ms: int) -> EmailMessage:
     return message
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class EmailOutbox:
     def __init__(self, outbox: Path, sender: str) -> None:
         self.outbox = outbox.resolve()
@@ -71,7 +63,7 @@ class EmailOutbox:
             return PermanentFailure("no email content or address")
         message = build_email(delivery, self.sender, wall_ms())
         path = self.outbox / f"{delivery.notification_id}.eml"
-        await trio.to_thread.run_sync(_write_atomically, path, bytes(message))
+        await trio.to_thread.run_sync(write_atomically, path, bytes(message))
         return Sent(Status.DELIVERED, detail=str(path))
 
 
