@@ -31,6 +31,7 @@ from reactor.system import System, handle_signals
 from reactor.templates_sqlite import SqliteTemplateStore
 from reactor.users_sqlite import USERS_FILE, SqliteUserStore
 
+from .api.subscriber import SubscriberLimits
 from .auth import KEYS_FILE, ApiKeys
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
@@ -44,7 +45,7 @@ from .ingress import Ingress
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .scheduler import Scheduler
-from .sessions import ConnectionRegistry
+from .sessions import ConnectionRegistry, SessionCaps
 from .template_service import TemplateService
 from .users import UserDirectory
 
@@ -165,6 +166,10 @@ async def run_herald(
             dead_letters=DeadLetters(store, bus, recorder_mb),
             providers=providers,
             idempotency=Idempotency(state),
+            limits=SubscriberLimits(
+                state, SessionCaps(config.subscriber_sessions_per_user, config.subscriber_sessions_per_token),
+                config.subscriber_rate_per_s, config.subscriber_burst, config.token_issue_rate_per_s, config.token_issue_burst,
+            ),
             templates=templates,
             users=users,
         )

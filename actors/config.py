@@ -69,6 +69,14 @@ class Config:
     public_url: str = ""  # base of links in notifications (unsubscribe); empty: the URL this node serves on
     preferences_cache_ttl_s: float = 60.0  # how long Ingress trusts a cached user profile (a write here invalidates it)
     profile_cache_size: int = 100_000  # users whose profile is kept in memory
+    # What browsers may hold and ask (subscriber tokens). Caps count a node's WebSocket, SSE and
+    # long-poll sessions together; one over a cap is refused (429, or WebSocket close 4004).
+    subscriber_sessions_per_user: int = 16
+    subscriber_sessions_per_token: int = 8
+    subscriber_rate_per_s: float = 20.0  # requests per user with a token: poll, inbox, unread count, read/archive, opens, syncs
+    subscriber_burst: float = 100.0
+    token_issue_rate_per_s: float = 50.0  # POST /v1/users/{id}/tokens per API key (not the bootstrap key: it has no limit)
+    token_issue_burst: float = 500.0
 
     @property
     def outbox_dir(self) -> Path:

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from protocol.channels import Channel
+from protocol.frames import MAX_CLIENT_MESSAGE_BYTES
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
@@ -27,6 +28,7 @@ from reactor.ports import LogStore
 from .api import admin, inbox, keys, notifications, openapi, realtime, templates, users
 from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
+from .api.subscriber import SubscriberLimits
 from .auth import ApiKeys
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency
@@ -54,6 +56,7 @@ class Gateway:
     dead_letters: DeadLetters
     providers: dict[Channel, Provider]
     idempotency: Idempotency
+    limits: SubscriberLimits  # what browsers may hold and ask (session caps, request rates, token issuance)
     ready: bool = False
     draining: trio.Event = field(default_factory=trio.Event)
     sessions_opened: int = 0
@@ -114,6 +117,7 @@ def hypercorn_config(host: str, port: int, grace_s: float) -> HypercornConfig:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     config.backlog = 1024
+    config.websocket_max_message_size = MAX_CLIENT_MESSAGE_BYTES  # clients send small control frames only: 1009 past it
     return config
 
 

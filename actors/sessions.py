@@ -17,6 +17,11 @@ No gap, no duplicate, on every transport, with one recipe (`Replay`):
 A frame pushed before step 1 is in the inbox or in the registry's recent pushes; one
 pushed after it is held. Everything reaches the client once, in delivery order, so the
 id of the last frame a client saw is always a correct place to resume from.
+
+Acks are the user's own: a session accepts an ack only for an id it sent (live, replayed,
+or the `last_id` it resumed from when that id is in the user's inbox or recent pushes).
+A `last_id` that is another user's notification is refused by the transports
+(`belongs_to_another_user`) before anything is replayed; one nobody knows is not claimed.
 """
 
 from __future__ import annotations
@@ -52,11 +57,12 @@ class Outgoing(NamedTuple):
 class Session:
     """One client connection of a user, whatever the transport."""
 
-    def __init__(self, user_id: str, queue_size: int, *, hold: bool = False) -> None:
+    def __init__(self, user_id: str, queue_size: int, *, hold: bool = False, token_id: str = "") -> None:
         self.user_id = user_id
+        self.token_id = token_id  # which subscriber token opened it (SessionCaps counts per token)
         self.limit = queue_size
         self._send, self.outbound = trio.open_memory_channel[Outgoing](queue_size)
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: OrderedDict[str, bool] = OrderedDict()  # id -> acked on this session
         self._held: deque[Outgoing] | None = deque() if hold else None
         self.closed = trio.Event()
         self.close_code: int | None = None
@@ -112,13 +118,20 @@ class Session:
         return True
 
     def _remember(self, notification_id: str) -> None:
-        self._recent[notification_id] = None
+        self._recent[notification_id] = False
         if len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
 
     def was_sent(self, notification_id: str) -> bool:
         """Whether this session sent (or replayed) that notification recently."""
         return notification_id in self._recent
+
+    def first_ack(self, notification_id: str) -> bool:
+        """Mark a sent id acked; False if it was not sent on this session or was acked already."""
+        if self._recent.get(notification_id, True):
+            return False
+        self._recent[notification_id] = True
+        return True
 
     def hold(self) -> None:
         """Hold live notification frames from now on, until take_held() has let them all through."""
@@ -150,9 +163,11 @@ class Replay:
     """What a session missed after `last_id`, in delivery order, a page at a time.
 
     Used by every transport once its session is registered (and holding). With no
-    `last_id` it replays everything retained. `last_id` itself is never sent back; an id
-    the inbox does not know (never delivered, or another user's) replays everything
-    retained: a duplicate the client can drop rather than a gap.
+    `last_id` it replays everything retained. A `last_id` in the user's inbox or recent
+    pushes is claimed (never sent back; the client had it, so it may ack it). An id
+    neither knows (not delivered yet, or no longer retained) replays everything retained
+    and is not claimed: a duplicate the client can drop rather than a gap. Another user's
+    id never gets here: the transports refuse it first (`belongs_to_another_user`).
     """
 
     def __init__(self, logstore: LogStore, registry: Mailbox[RegistryMessage], session: Session, last_id: str | None) -> None:
@@ -163,8 +178,6 @@ class Replay:
         self._phase = "start"
         self._after = last_id
         self._tail: list[tuple[str, bytes]] = []
-        if last_id is not None:
-            session.claim(last_id)
 
     async def next_page(self) -> list[Outgoing]:
         """The next frames to send, already claimed on the session; [] once the replay is done."""
@@ -197,22 +210,87 @@ class Replay:
         """Take the registry's recent pushes and decide where the replay starts."""
         user_id = self.session.user_id
         recent = await ask(self.registry.send, lambda reply: Recent(user_id, reply))
+        if self.last_id is None:
+            self._tail = recent
+            self._phase = "inbox"
+            return
         position = None
-        if self.last_id is not None:
-            for index in range(len(recent) - 1, -1, -1):
-                if recent[index][0] == self.last_id:
-                    position = index
-                    break
+        for index in range(len(recent) - 1, -1, -1):
+            if recent[index][0] == self.last_id:
+                position = index
+                break
+        in_inbox = await self.logstore.inbox_get(user_id, self.last_id) is not None
         if position is None:
             self._tail = recent  # all pushed after last_id (or last_id is unknown): the inbox decides
             self._phase = "inbox"
-            return
-        self._tail = recent[position + 1:]
-        # last_id was pushed lately: if its inbox row is not written yet, nothing after it is either,
-        # and the recent pushes after it are exactly what was missed.
-        assert self.last_id is not None
-        known = await self.logstore.inbox_get(user_id, self.last_id) is not None
-        self._phase = "inbox" if known else "tail"
+        else:
+            self._tail = recent[position + 1:]
+            # last_id was pushed lately: if its inbox row is not written yet, nothing after it is either,
+            # and the recent pushes after it are exactly what was missed.
+            self._phase = "inbox" if in_inbox else "tail"
+        if in_inbox or position is not None:
+            self.session.claim(self.last_id)  # delivered to this user: never sent back, and its ack is theirs
+
+
+async def belongs_to_another_user(logstore: LogStore, user_id: str, notification_id: str) -> bool:
+    """Whether the log store knows the notification as another user's (a `last_id` to refuse)."""
+    if await logstore.inbox_get(user_id, notification_id) is not None:
+        return False
+    return any(row.user_id != user_id for row in await logstore.statuses(notification_id))
+
+
+class SessionCaps:
+    """How many sessions each user and each subscriber token holds on this node, within caps.
+
+    Pure bookkeeping, on the front end's Trio thread: `admit` and `release` never wait, so
+    a check and its count cannot interleave with another request's.
+    """
+
+    def __init__(self, per_user: int, per_token: int) -> None:
+        if per_user < 1 or per_token < 1:
+            raise ValueError("session caps must be at least 1")
+        self.per_user = per_user
+        self.per_token = per_token
+        self._users: dict[str, int] = {}
+        self._tokens: dict[str, int] = {}
+        self.refused = 0
+
+    def refusal(self, user_id: str, token_id: str) -> str | None:
+        """Why one more session of this user and token would be refused; None if it fits."""
+        if self._users.get(user_id, 0) >= self.per_user:
+            return f"user {user_id} already holds {self.per_user} sessions on this node (WebSocket, SSE and long-poll together)"
+        if self._tokens.get(token_id, 0) >= self.per_token:
+            return f"this subscriber token already holds {self.per_token} sessions on this node"
+        return None
+
+    def check(self, user_id: str, token_id: str) -> str | None:
+        """refusal(), counting a refusal (a route that answers 429 before it makes a session)."""
+        reason = self.refusal(user_id, token_id)
+        self.refused += reason is not None
+        return reason
+
+    def admit(self, session: Session) -> str | None:
+        """Count the session in, or say why not (nothing is counted then)."""
+        reason = self.refusal(session.user_id, session.token_id)
+        if reason is not None:
+            self.refused += 1
+            return reason
+        self._users[session.user_id] = self._users.get(session.user_id, 0) + 1
+        self._tokens[session.token_id] = self._tokens.get(session.token_id, 0) + 1
+        return None
+
+    def release(self, session: Session) -> None:
+        """Count an admitted session out."""
+        for counts, key in ((self._users, session.user_id), (self._tokens, session.token_id)):
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+            else:
+                del counts[key]
+
+    def held(self, user_id: str) -> int:
+        """Sessions the user holds on this node."""
+        return self._users.get(user_id, 0)
 
 
 class ConnectionRegistry:

@@ -65,8 +65,11 @@ class Synced(msgspec.Struct, frozen=True, tag="synced", tag_field="type"):
     count: int
 
 
-class ErrorFrame(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
+class ErrorFrame(msgspec.Struct, frozen=True, tag="error", tag_field="type", omit_defaults=True):
+    """Something went wrong. `code`, when set, is the CloseCode the session ends with (SSE has no close code of its own)."""
+
     detail: str
+    code: int | None = None
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type", forbid_unknown_fields=True):
@@ -100,11 +103,23 @@ server_frame_decoder = msgspec.json.Decoder(ServerFrame)
 frame_encoder = msgspec.json.Encoder()
 
 
+# Clients send only small control frames (ping, ack, sync): a WebSocket message past this is
+# refused with close code 1009 (message too big) without the server buffering it.
+MAX_CLIENT_MESSAGE_BYTES = 4096
+
+
 class CloseCode:
-    """WebSocket close codes: 4000-4099 reconnect later, 4100-4199 terminal."""
+    """WebSocket close codes: 4000-4099 reconnect later, 4100-4199 terminal.
+
+    SSE streams end with an `error` event carrying the same code. 1009 (message too big)
+    is the standard code for a client message over MAX_CLIENT_MESSAGE_BYTES.
+    """
 
     HEARTBEAT_MISSED = 4000
     SLOW_CONSUMER = 4001
     SHUTTING_DOWN = 4002
+    TOKEN_EXPIRED = 4003  # fetch a new token, then reconnect (and resume)
+    TOO_MANY_SESSIONS = 4004  # the user or token holds as many sessions as allowed: reconnect later, with backoff
+    RATE_LIMITED = 4005  # over the user's request rate: reconnect after a pause
     UNAUTHORIZED = 4100
-    PROTOCOL_ERROR = 4101
+    PROTOCOL_ERROR = 4101  # a bad last_id (not a notification id, or another user's notification)

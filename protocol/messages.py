@@ -106,6 +106,7 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     priority: Priority = Priority.NORMAL
     replay: bool = False  # an operator's DLQ replay: may leave dead_lettered for queued
     template: str = ""  # "welcome@3#B" (template@version#variant) on the events of a templated notification
+    client: bool = False  # an ack or a read by a subscriber: it only moves that user's existing row, never creates one
 
 
 class InboxEntry(msgspec.Struct, frozen=True, omit_defaults=True):

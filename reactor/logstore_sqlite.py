@@ -12,6 +12,10 @@ Tables (the Cassandra layout in spirit: one table per query, keyed for that quer
 - web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync and the
   inbox API, with their read and archived times (columns added in place to an older file).
 
+Client events (StatusEvent.client: a subscriber's ack or read) only advance a row that
+exists and belongs to the event's user; one for an unknown notification, or another
+user's, is dropped whole (no status, log, timeline or counter row).
+
 Durability: the PartitionConsumer commits bus offsets only after `record()` returns, so
 a committed transaction must survive a power loss. The database runs in WAL mode with
 synchronous=FULL (NORMAL may lose the last transactions on power loss in WAL mode).
@@ -238,6 +242,8 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
         for e in events:
             channel = e.channel.value
             key = keys.get((e.notification_id, channel))
+            if e.client and (key is None or key.user_id != e.user_id):
+                continue  # a client's ack or read never creates a row, nor touches another user's
             old = None if key is None else key.status
             timeline.append((e.notification_id, channel, e.status.value, e.at_ms, e.detail))
             if key is not None and not can_advance(old, e.status, replay=e.replay):

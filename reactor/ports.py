@@ -280,6 +280,8 @@ class LogStore(Protocol):
         An event moves a (notification, channel) status only along legal lifecycle edges
         (protocol.lifecycle); an illegal or repeated one is kept in the attempt timeline
         only if it is new, and never moves the status back. Daily counters are updated.
+        A client event (`StatusEvent.client`) for a (notification, channel) with no row, or
+        whose row is another user's, is dropped whole: a client never creates a row.
         """
 
     async def statuses(self, notification_id: str) -> list[StatusRow]: ...

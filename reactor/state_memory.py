@@ -1,7 +1,8 @@
 """The embedded State backend: one process, in memory, on Trio's clock.
 
 Keys are bounded (`max_keys`): past the bound, the least recently written key goes, as
-in a Redis with an LRU eviction policy. Expired keys go when read or evicted.
+in a Redis with an LRU eviction policy. Expired keys go when read or evicted. Token
+buckets are bounded the same way (least recently used first: one that went is full again).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class MemoryState:
         self.max_keys = max_keys
         self._values: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self.evicted = 0
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._subscribers: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
         self.dropped_messages = 0
 
@@ -66,6 +67,9 @@ class MemoryState:
         bucket = self._buckets.get(key)
         if bucket is None or bucket.capacity != capacity or bucket.refill_per_s != refill_per_s:
             bucket = self._buckets[key] = TokenBucket(capacity, refill_per_s, updated=now)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(key)
         if bucket.try_take(n, now):
             return 0.0
         return bucket.time_until(n, now)

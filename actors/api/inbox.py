@@ -3,7 +3,9 @@
 Each route takes an API key (scope `read` to look, `send` to change) or a subscriber
 token issued for the user in the path (actors/api/subscriber.py). A change is recorded
 on the web channel's status (`read`), then pushed to the user's open sessions as a
-read, read_all or archived frame, so their other tabs and devices follow.
+read, read_all or archived frame, so their other tabs and devices follow. Only the user's own
+inbox rows change (a notification id from another inbox is a 404), and the `read` status
+event is a client event: the log store never creates a status row from it.
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ def blueprint(gw: Any) -> Blueprint:
     async def record_read(user_id: str, ids: list[str], at_ms: int) -> None:
         """The web channel's status becomes `read` (durably) for these notifications."""
         events = tuple(
-            StatusEvent(nid, user_id, Channel.WEB, Status.READ, at_ms, detail="marked read", created_ms=notification_id_ms(nid))
+            StatusEvent(
+                nid, user_id, Channel.WEB, Status.READ, at_ms, detail="marked read", created_ms=notification_id_ms(nid),
+                client=True,
+            )
             for nid in ids
         )
         await ask(gw.recorder.send, lambda reply: Record(events, (), reply))

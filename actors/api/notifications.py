@@ -43,6 +43,7 @@ from .errors import (
     time_param,
     to_response,
 )
+from .subscriber import throttle_issue
 
 _request_decoder = msgspec.json.Decoder(NotificationRequest)
 _token_decoder = msgspec.json.Decoder(TokenRequest)
@@ -140,7 +141,9 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.post("/v1/users/<user_id>/tokens")
     async def post_token(user_id: str) -> Response:
-        await authorize(gw, "read")  # a token reads the user's notifications: as much as `read`, so it needs `read`
+        caller = await authorize(gw, "read")  # a token reads the user's notifications: as much as `read`, so it needs `read`
+        if not caller.bootstrap:  # tokens per key are rate limited on their own (the bootstrap key has no limit)
+            await throttle_issue(gw, caller.key_id)
         if not is_user_id(user_id):
             raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
         body = await read_body(gw)

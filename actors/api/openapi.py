@@ -41,7 +41,7 @@ from protocol.api import (
     TokenResponse,
 )
 from protocol.channels import Channel
-from protocol.frames import Ack, CloseCode, Ping, Pong, ServerFrame, Sync
+from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, Ack, CloseCode, Ping, Pong, ServerFrame, Sync
 from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
 from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView
@@ -163,7 +163,7 @@ class Operation:
         if self.auth in (Auth.API_KEY, Auth.API_KEY_OR_SUBSCRIBER):
             statuses |= {401, 403, 429}
         if self.auth is Auth.SUBSCRIBER:
-            statuses.add(401)
+            statuses |= {401, 429}  # 429: the token's user is over its request rate, or at its session cap
         if self.params:
             statuses.add(400)
         if any(p.location == "path" for p in self.params):
@@ -270,7 +270,12 @@ PROBLEMS: dict[int, tuple[str, str, dict[str, bool]]] = {
     409: ("Conflict", "The request conflicts with the resource's state: see the operation.", {"Retry-After": False}),
     413: ("ContentTooLarge", "The body is over the node's `max_body_bytes`.", {}),
     422: ("UnprocessableContent", "The body fits the schema but not the rules the schema cannot state: `errors` names each field.", {}),
-    429: ("TooManyRequests", "The API key is over its rate limit; a refused request still costs a token.", {"Retry-After": True}),
+    429: (
+        "TooManyRequests",
+        "The API key (or a subscriber token's user) is over its rate limit, or the user or token holds as many "
+        "real-time sessions as allowed; a refused request still costs a token.",
+        {"Retry-After": True},
+    ),
     503: ("ServiceUnavailable", "The node is starting, draining or saturated: retry after `Retry-After` seconds.", {"Retry-After": True}),
 }
 
@@ -576,8 +581,12 @@ WEBSOCKET = {
             str(CloseCode.HEARTBEAT_MISSED): "heartbeat missed: reconnect",
             str(CloseCode.SLOW_CONSUMER): "slow consumer: reconnect",
             str(CloseCode.SHUTTING_DOWN): "server shutting down: reconnect later",
+            str(CloseCode.TOKEN_EXPIRED): "the token expired: fetch a new token, then reconnect and resume",
+            str(CloseCode.TOO_MANY_SESSIONS): "the user or token holds as many sessions as allowed: reconnect later, with backoff",
+            str(CloseCode.RATE_LIMITED): "over the user's request rate (connects and syncs count): reconnect after a pause",
             str(CloseCode.UNAUTHORIZED): "unauthorized: terminal",
-            str(CloseCode.PROTOCOL_ERROR): "a bad last_id: terminal",
+            str(CloseCode.PROTOCOL_ERROR): "a bad last_id (not an id, or another user's notification): terminal",
+            "1009": f"a client message over {MAX_CLIENT_MESSAGE_BYTES} bytes (clients send only small control frames): terminal",
         },
     },
 }
@@ -590,7 +599,8 @@ per-channel status and an attempt timeline.
 (`send`, `read` or `admin`; `x-herald-auth` and the security requirement name it), except: the inbox \
 routes also take the subscriber token of the user in the path; SSE, long-poll and the WebSocket take \
 only a subscriber token (`?token=` or the header); `/v1/unsubscribe` takes the signed token of an \
-email's link. Checks run in the order 401 (no valid key), 429 (over the key's rate limit), 403 (scope).
+email's link. Checks run in the order 401 (no valid key), 429 (over the key's rate limit), 403 (scope). \
+A subscriber token's requests count against its user's rate (429 with `Retry-After`).
 
 **Errors** are `application/problem+json` (RFC 9457): `title`, `status`, `detail`, and `errors` naming \
 each field. A path the router does not know is a 404, a method a path does not take a 405; both are \

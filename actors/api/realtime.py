@@ -4,7 +4,15 @@ Each registers an actors.sessions.Session, replays what the client missed with
 sessions.Replay (inbox and recent pushes, in delivery order, deduped by id), lets the
 frames held meanwhile through, then goes live. The client resumes from the last id it
 saw: `sync` frame or `?last_id=` (WebSocket), `Last-Event-ID` or `?last_event_id=`
-(SSE), `?after=` (poll).
+(SSE), `?after=` (poll); another user's notification id there is refused (WebSocket
+close 4101, 400 on SSE and poll).
+
+Limits (actors/api/subscriber.py SubscriberLimits): opening a session, a poll and a
+WebSocket `sync` take a request from the user's rate; a user and a token hold a capped
+number of sessions on a node (over it: 429 with Retry-After, WebSocket close 4004); an
+open WebSocket or SSE stream ends when its token expires (close 4003, SSE an `error`
+event with code 4003); a WebSocket message over MAX_CLIENT_MESSAGE_BYTES is refused by
+the server (close 1009) without being buffered (websocket_limit.py).
 """
 
 from __future__ import annotations
@@ -33,49 +41,97 @@ from protocol.frames import (
 from protocol.ids import is_notification_id, notification_id_ms
 from protocol.lifecycle import Status
 from protocol.messages import StatusEvent
-from protocol.problems import Problem
+from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 from reactor.mailbox import MailboxClosed
 
-from ..auth import InvalidToken, verify_token
+from ..auth import InvalidToken, retry_after, verify_token
 from ..messages import Record, Register, Unregister
-from ..sessions import Outgoing, Replay, Session
+from ..sessions import Outgoing, Replay, Session, belongs_to_another_user
+from . import websocket_limit
 from .errors import ProblemError, bad_param, json_response, limit_param
-from .subscriber import subscriber
+from .subscriber import Subscriber, subscriber, token_id, valid_until_ms
 
 _PONG = frame_encoder.encode(Pong())
 POLL_DEFAULT_S = 30.0
 POLL_MAX_S = 60.0
 _IDLE = Outgoing("idle", None, b"")  # nothing arrived within a heartbeat
+_TOKEN_EXPIRED = "token expired: fetch a new token, then reconnect and resume"
+SESSIONS_RETRY_S = 5  # Retry-After of a session refused as over a cap: a slot frees when another session ends
+_NOT_THIS_USERS = "not a notification of this user"
+
+
+class TooManySessions(Exception):
+    """The user or the token already holds as many sessions as the node allows."""
+
+
+class TokenExpiry:
+    """When a session's token stops verifying, on Trio's clock (checked again at each deadline)."""
+
+    def __init__(self, secret: bytes, token: str) -> None:
+        self.secret = secret
+        self.token = token
+        self.deadline = self._next_deadline()
+
+    def _next_deadline(self) -> float:
+        now = wall_ms()
+        return trio.current_time() + (valid_until_ms(self.secret, self.token, now) - now) / 1000
+
+    def expired(self) -> bool:
+        """Whether the token no longer verifies; before the deadline this costs one comparison."""
+        if trio.current_time() < self.deadline:
+            return False
+        try:
+            verify_token(self.secret, self.token, wall_ms())
+        except InvalidToken:
+            return True
+        self.deadline = self._next_deadline()
+        return False
 
 
 def blueprint(gw: Any) -> Blueprint:
     """The /v1/ws, /v1/sse and /v1/poll routes."""
     bp = Blueprint("realtime", __name__)
 
+    websocket_limit.install()
+
     @bp.websocket("/v1/ws")
     async def ws() -> None:
         await websocket.accept()
+        token = websocket.args.get("token", "")
         try:
-            user_id = verify_token(gw.secret, websocket.args.get("token", ""), wall_ms())
+            user_id = verify_token(gw.secret, token, wall_ms())
         except InvalidToken as exc:
             await websocket.close(CloseCode.UNAUTHORIZED, str(exc))
+            return
+        wait = await gw.limits.take(user_id)
+        if wait > 0:
+            await websocket.close(CloseCode.RATE_LIMITED, f"over the request rate: reconnect in {retry_after(wait)} s")
             return
         last_id = websocket.args.get("last_id")
         if last_id is not None and not is_notification_id(last_id):
             await websocket.close(CloseCode.PROTOCOL_ERROR, "last_id is not a notification id")
             return
-        await _serve_websocket(gw, user_id, last_id)
+        if last_id is not None and await belongs_to_another_user(gw.logstore, user_id, last_id):
+            await websocket.close(CloseCode.PROTOCOL_ERROR, f"last_id: {_NOT_THIS_USERS}")
+            return
+        await _serve_websocket(gw, Subscriber(user_id, token), last_id)
 
     @bp.get("/v1/sse")
     async def sse() -> Response:
-        user_id = subscriber(gw)
+        who = await subscriber(gw)
         _only_params("token", "last_event_id")
+        field = "Last-Event-ID" if request.headers.get("Last-Event-ID") else "last_event_id"
         last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or None
         if last_id is not None and not is_notification_id(last_id):
-            raise bad_param("Last-Event-ID", "not a notification id (26 characters, Crockford base32)")
+            raise bad_param(field, "not a notification id (26 characters, Crockford base32)")
+        if last_id is not None and await belongs_to_another_user(gw.logstore, who.user_id, last_id):
+            raise bad_param(field, _NOT_THIS_USERS)
+        refusal = gw.limits.caps.check(who.user_id, token_id(who.token))
+        if refusal is not None:  # checked again when the stream registers (another request may take the slot first)
+            raise _too_many_sessions(refusal)
         response = Response(
-            _sse_stream(gw, user_id, last_id),
+            _sse_stream(gw, who, last_id),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -84,14 +140,16 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.get("/v1/poll")
     async def poll() -> Response:
-        user_id = subscriber(gw)
+        who = await subscriber(gw)
         _only_params("token", "after", "timeout", "limit")
         after = request.args.get("after") or None
         if after is not None and not is_notification_id(after):
             raise bad_param("after", "not a notification id (26 characters, Crockford base32)")
         timeout = _timeout_param(request.args.get("timeout"))
         limit = limit_param(request.args.get("limit"), 100)
-        session = Session(user_id, gw.session_queue, hold=after is not None)
+        if after is not None and await belongs_to_another_user(gw.logstore, who.user_id, after):
+            raise bad_param("after", _NOT_THIS_USERS)
+        session = Session(who.user_id, gw.session_queue, hold=after is not None, token_id=token_id(who.token))
         items: list[Outgoing] = []
         try:
             async with registered(gw, session):
@@ -101,10 +159,18 @@ def blueprint(gw: Any) -> Blueprint:
                         items = await _arrivals(gw, session, limit)
         except MailboxClosed:
             raise ProblemError(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"}) from None
+        except TooManySessions as exc:
+            raise _too_many_sessions(str(exc)) from None
         last_id = next((item.id for item in reversed(items) if item.id is not None), after)
         return json_response(PollResponse([msgspec.Raw(item.frame) for item in items], last_id))
 
     return bp
+
+
+def _too_many_sessions(detail: str) -> ProblemError:
+    """429: the user or token is at its session cap (Retry-After: a slot frees when one of them ends)."""
+    problem = Problem("Too Many Requests", 429, detail, errors=[FieldError("Authorization", detail)])
+    return ProblemError(problem, {"Retry-After": str(SESSIONS_RETRY_S)})
 
 
 def _only_params(*known: str) -> None:
@@ -129,18 +195,27 @@ def _timeout_param(value: str | None) -> float:
 
 @asynccontextmanager
 async def registered(gw: Any, session: Session) -> AsyncIterator[Session]:
-    """Register the session for the block's duration (MailboxClosed if the node is stopping)."""
-    await gw.registry.send(Register(session))
-    gw.sessions_opened += 1
+    """Register the session for the block's duration, within the caps.
+
+    TooManySessions if the user or token is at its cap, MailboxClosed if the node is stopping.
+    """
+    refusal = gw.limits.caps.admit(session)
+    if refusal is not None:
+        raise TooManySessions(refusal)
     try:
-        yield session
+        await gw.registry.send(Register(session))
+        gw.sessions_opened += 1
+        try:
+            yield session
+        finally:
+            session.close(1000, "")
+            with trio.CancelScope(shield=True):
+                try:
+                    await gw.registry.send(Unregister(session))
+                except MailboxClosed:
+                    pass
     finally:
-        session.close(1000, "")
-        with trio.CancelScope(shield=True):
-            try:
-                await gw.registry.send(Unregister(session))
-            except MailboxClosed:
-                pass
+        gw.limits.caps.release(session)
 
 
 async def _next_item(gw: Any, session: Session) -> Outgoing | None:
@@ -176,17 +251,19 @@ async def _next_item(gw: Any, session: Session) -> Outgoing | None:
 # -- WebSocket
 
 
-async def _serve_websocket(gw: Any, user_id: str, last_id: str | None) -> None:
+async def _serve_websocket(gw: Any, who: Subscriber, last_id: str | None) -> None:
     """Hold live frames until the client's first frame (a sync replays before them), or resume at once from ?last_id=."""
-    session = Session(user_id, gw.session_queue, hold=True)
+    session = Session(who.user_id, gw.session_queue, hold=True, token_id=token_id(who.token))
     try:
         async with registered(gw, session):
-            await _websocket_loop(gw, session, last_id)
+            await _websocket_loop(gw, session, last_id, TokenExpiry(gw.secret, who.token))
     except MailboxClosed:
         await websocket.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
+    except TooManySessions:
+        await websocket.close(CloseCode.TOO_MANY_SESSIONS, "too many sessions for this user or token; reconnect later")
 
 
-async def _websocket_loop(gw: Any, session: Session, last_id: str | None) -> None:
+async def _websocket_loop(gw: Any, session: Session, last_id: str | None, expiry: TokenExpiry) -> None:
     last_seen = trio.current_time()
     async with trio.open_nursery() as nursery:
 
@@ -207,9 +284,15 @@ async def _websocket_loop(gw: Any, session: Session, last_id: str | None) -> Non
             await gw.draining.wait()
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
 
+        async def expiry_watch() -> None:
+            while not expiry.expired():
+                await trio.sleep_until(expiry.deadline)
+            session.close(CloseCode.TOKEN_EXPIRED, _TOKEN_EXPIRED)
+
         nursery.start_soon(sender)
         nursery.start_soon(watchdog)
         nursery.start_soon(drain_watch)
+        nursery.start_soon(expiry_watch)
         if last_id is not None:
             await _websocket_sync(gw, session, last_id)
         while True:
@@ -222,7 +305,13 @@ async def _websocket_loop(gw: Any, session: Session, last_id: str | None) -> Non
                 await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"bad frame: {exc}"))))
                 continue
             if isinstance(frame, Sync):
-                await _websocket_sync(gw, session, frame.last_id)
+                # a sync reads the inbox: it counts against the user's rate, and resumes only from the user's own ids
+                if await gw.limits.take(session.user_id) > 0:
+                    session.close(CloseCode.RATE_LIMITED, "over the request rate: reconnect after a pause")
+                elif frame.last_id is not None and await belongs_to_another_user(gw.logstore, session.user_id, frame.last_id):
+                    session.close(CloseCode.PROTOCOL_ERROR, f"sync: last_id: {_NOT_THIS_USERS}")
+                else:
+                    await _websocket_sync(gw, session, frame.last_id)
                 continue
             await _release(session)
             if isinstance(frame, Ping):
@@ -258,12 +347,15 @@ async def _websocket_sync(gw: Any, session: Session, last_id: str | None) -> Non
 
 
 async def _ack(gw: Any, session: Session, notification_id: str) -> None:
+    """Record an ack of a frame this session sent (once); an error frame for any other id."""
     if not session.was_sent(notification_id):
         await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session"))))
         return
+    if not session.first_ack(notification_id):
+        return  # acked already: nothing new to record
     event = StatusEvent(
         notification_id, session.user_id, Channel.WEB, Status.DELIVERED, wall_ms(), detail="acknowledged by the client",
-        created_ms=notification_id_ms(notification_id),
+        created_ms=notification_id_ms(notification_id), client=True,
     )
     await gw.recorder.send(Record((event,)))
 
@@ -277,13 +369,19 @@ def sse_event(item: Outgoing) -> bytes:
     return f"{head}event: {item.kind}\n".encode() + b"data: " + item.frame + b"\n\n"
 
 
-async def _sse_stream(gw: Any, user_id: str, last_id: str | None) -> AsyncIterator[bytes]:
+def _sse_error(detail: str, code: int) -> bytes:
+    return sse_event(Outgoing("error", None, frame_encoder.encode(ErrorFrame(detail, code))))
+
+
+async def _sse_stream(gw: Any, who: Subscriber, last_id: str | None) -> AsyncIterator[bytes]:
     """The event stream: replay after last_id (when given), `synced`, then live events and heartbeat comments.
 
-    It ends when the session closes (slow consumer: an `error` event says why) or the node
-    drains; a client disconnect cancels it, and leaving unregisters the session.
+    It ends when the session closes (slow consumer, token expired: an `error` event says
+    why, with the close code a WebSocket would get) or the node drains; a client
+    disconnect cancels it, and leaving unregisters the session.
     """
-    session = Session(user_id, gw.session_queue, hold=last_id is not None)
+    session = Session(who.user_id, gw.session_queue, hold=last_id is not None, token_id=token_id(who.token))
+    expiry = TokenExpiry(gw.secret, who.token)
     try:
         async with registered(gw, session):
             yield b"retry: 1000\n\n"
@@ -298,17 +396,21 @@ async def _sse_stream(gw: Any, user_id: str, last_id: str | None) -> AsyncIterat
                     count += 1
                     yield sse_event(held)
             yield sse_event(Outgoing("synced", None, frame_encoder.encode(Synced(count))))
-            while True:
+            while not expiry.expired():
                 item: Outgoing | None = _IDLE
-                with trio.move_on_after(gw.heartbeat_s):
+                with trio.move_on_at(min(trio.current_time() + gw.heartbeat_s, expiry.deadline)):
                     item = await _next_item(gw, session)
                 if item is None:
                     break
                 yield b": heartbeat\n\n" if item is _IDLE else sse_event(item)
+            else:
+                session.close(CloseCode.TOKEN_EXPIRED, _TOKEN_EXPIRED)
             reason = session.close_reason or "server shutting down; reconnect later"
-            yield sse_event(Outgoing("error", None, frame_encoder.encode(ErrorFrame(reason))))
+            yield _sse_error(reason, session.close_code or CloseCode.SHUTTING_DOWN)
     except MailboxClosed:
         return
+    except TooManySessions as exc:  # another stream took the last slot since the route checked
+        yield _sse_error(str(exc), CloseCode.TOO_MANY_SESSIONS)
 
 
 # -- long-poll

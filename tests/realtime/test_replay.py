@@ -124,7 +124,7 @@ async def test_no_last_id_or_an_unknown_one_replays_everything_retained(tmp_path
         await n.write(0, 1)
         await n.push(7, user="someone-else")
         await n.write(7, user="someone-else")
-        for last_id in (None, IDS[7], IDS[11]):  # another user's id is as unknown as a never-delivered one
+        for last_id in (None, IDS[7], IDS[11]):  # to a Replay another user's id is unknown too (the transports refuse it first)
             session = Session("u1", 16, hold=True)
             await n.register(session)
             assert await n.replay(session, last_id) == ids_of(0, 1, 2), last_id

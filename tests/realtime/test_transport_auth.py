@@ -9,6 +9,7 @@ import json
 import trio
 
 from actors.auth import issue_token
+from protocol.ids import make_notification_id
 from reactor.clock import wall_ms
 from tests.helpers import http, receive_json, running_node, token_for
 from tests.realtime.streams import open_sse, open_ws, poll, send_web, subscriber_client, wait_unread, ws_sync
@@ -127,12 +128,20 @@ async def test_a_token_never_yields_another_users_notifications_on_any_transport
             with trio.fail_after(5):
                 assert (await sse.next_event()).id == to_alice
                 assert (await receive_json(ws))["id"] == to_alice
-        # resuming from bob's ids (unknown in alice's inbox) replays only alice's own
+        # resuming from bob's ids is refused on every transport (tests/realtime/test_acks_are_owned.py has the rest);
+        # an id nobody knows replays only alice's own
         await wait_unread(client, "alice", 1)
         for last_id in (to_bob, more_for_bob):
-            async with open_sse(browser, alice, last_id) as sse:
-                assert [e.id for e in await sse.until_synced()] == [to_alice]
-            assert [i["id"] for i in (await poll(browser, alice, after=last_id, timeout=0))["items"]] == [to_alice]
-            async with open_ws(herald.url, f"{alice}&last_id={last_id}") as ws:
-                frames = [await receive_json(ws) for _ in range(2)]
-                assert frames == [{**frames[0], "id": to_alice}, {"type": "synced", "count": 1}]
+            refused = await browser.get("/v1/sse", headers={"Authorization": f"Bearer {alice}", "Last-Event-ID": last_id})
+            assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "Last-Event-ID"
+            params = {"after": last_id, "timeout": 0}
+            refused = await browser.get("/v1/poll", params=params, headers={"Authorization": f"Bearer {alice}"})
+            assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "after"
+            assert "bob" not in refused.text
+        unknown = make_notification_id(wall_ms(), 7)
+        async with open_sse(browser, alice, unknown) as sse:
+            assert [e.id for e in await sse.until_synced()] == [to_alice]
+        assert [i["id"] for i in (await poll(browser, alice, after=unknown, timeout=0))["items"]] == [to_alice]
+        async with open_ws(herald.url, f"{alice}&last_id={unknown}") as ws:
+            frames = [await receive_json(ws) for _ in range(2)]
+            assert frames == [{**frames[0], "id": to_alice}, {"type": "synced", "count": 1}]

@@ -63,7 +63,7 @@ async def test_poll_and_sse_parameters_are_checked(tmp_path):
             ("/v1/poll", {"after": "not-an-id"}, {}, "after"),
             ("/v1/poll", {"limit": "0"}, {}, "limit"),
             ("/v1/poll", {"since": "x"}, {}, "since"),
-            ("/v1/sse", {"last_event_id": "nope"}, {}, "Last-Event-ID"),
+            ("/v1/sse", {"last_event_id": "nope"}, {}, "last_event_id"),  # the field the id came in
             ("/v1/sse", {}, {"Last-Event-ID": "nope"}, "Last-Event-ID"),
             ("/v1/sse", {"after": "x"}, {}, "after"),
         ]
