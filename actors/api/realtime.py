@@ -40,7 +40,7 @@ from reactor.mailbox import MailboxClosed
 from ..auth import InvalidToken, verify_token
 from ..messages import Record, Register, Unregister
 from ..sessions import Outgoing, Replay, Session
-from .errors import ProblemError, bad_param, json_response, limit_param
+from .errors import ProblemError, bad_param, json_response, limit_param, number_param
 from .subscriber import subscriber
 
 _PONG = frame_encoder.encode(Pong())
@@ -89,7 +89,7 @@ def blueprint(gw: Any) -> Blueprint:
         after = request.args.get("after") or None
         if after is not None and not is_notification_id(after):
             raise bad_param("after", "not a notification id (26 characters, Crockford base32)")
-        timeout = _timeout_param(request.args.get("timeout"))
+        timeout = number_param("timeout", request.args.get("timeout"), 0, POLL_MAX_S, POLL_DEFAULT_S)
         limit = limit_param(request.args.get("limit"), 100)
         session = Session(user_id, gw.session_queue, hold=after is not None)
         items: list[Outgoing] = []
