@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .startup import explain, missing_dependency  # the standard library only: it reports a missing package
+from .startup import explain, leaves, missing_dependency  # the standard library only: it reports a missing package
 
 if TYPE_CHECKING:
     from .config import Config
@@ -282,8 +282,11 @@ def _listen(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 130
-    except (OSError, HandshakeError) as exc:
-        raise _unreachable(ws_url.partition("?")[0], exc) from None
+    except Exception as exc:  # trio_websocket's errors may come inside an ExceptionGroup
+        cause = next((e for e in leaves(exc) if isinstance(e, (OSError, HandshakeError))), None)
+        if cause is None:
+            raise
+        raise _unreachable(ws_url.partition("?")[0], cause) from None
     return 0
 
 
