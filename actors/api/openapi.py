@@ -214,7 +214,7 @@ CURSOR = Param("cursor", "query", {"type": "string", "minLength": 1}, "The `next
 
 
 def limit(default: int) -> Param:
-    return Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": default}, "Items per page.")
+    return Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": default}, "Items per page (ASCII digits).")
 
 
 def flag(name: str, description: str) -> Param:
@@ -376,7 +376,7 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(
             Param("after", "query", RESUME_ID_SCHEMA, "The `last_id` of the previous answer (absent or empty: from now)."),
             Param("timeout", "query", {"type": "number", "minimum": 0, "maximum": 60, "default": 30},
-                  "Seconds to wait when nothing is there yet."),
+                  "Seconds to wait when nothing is there yet: ASCII digits, optionally with a decimal point (`0.5`, `30`)."),
             limit(100),
         ),
         description="The subscriber token comes as `?token=` or `Authorization: Bearer`.",
