@@ -181,8 +181,8 @@ def _keys(args: argparse.Namespace) -> int:
                 config.data_dir, config, args.action, scopes=args.scope or (), name=args.name,
                 rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "",
             ))
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
+        except ValueError as exc:  # a value the key store refuses (--rate -1): a usage error, as argparse's
+            raise CliError(str(exc), 2) from None
         print(json.dumps(msgspec.to_builtins(result), indent=2))
         code = 0 if ok else 1
     else:
