@@ -125,6 +125,12 @@ def _number(name: str, value: Any, integer: bool) -> Any:
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if kind in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
     if kind in (int, "int"):
         return _number(name, value, integer=True)
     if kind in (float, "float"):
