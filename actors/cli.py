@@ -122,7 +122,10 @@ def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
                     f"no API key: {key_file} does not exist (run this where `herald serve` runs, with the same "
                     "--data-dir or HERALD_DATA_DIR; or pass --api-key, or set HERALD_API_KEY)"
                 )
-            key = key_file.read_text().strip()
+            try:
+                key = key_file.read_text().strip()
+            except OSError as exc:
+                raise CliError(f"no API key: cannot read {key_file}: {exc.strerror or exc}") from None
     return url.rstrip("/"), key
 
 
