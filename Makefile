@@ -1,13 +1,15 @@
 # The two commands: `make run` serves Herald with the embedded defaults;
 # `make test` installs what the tests need and runs the whole suite.
-.PHONY: run test install bench
+.PHONY: run test install bench lock
 
-.venv/bin/herald:
-	python3 -m venv .venv
-	.venv/bin/python -m pip install -q -e .
+# Dependencies come from the lock files (requirements/*.txt, pinned with hashes);
+# scripts/lock-deps.sh regenerates them.
+.venv/bin/herald: requirements/run.txt pyproject.toml
+	@scripts/install-deps.sh requirements/run.txt
+	@touch $@
 
 run: .venv/bin/herald
-	.venv/bin/herald serve
+	@.venv/bin/herald serve
 
 install:
 	scripts/install-test-deps.sh
@@ -18,3 +20,6 @@ test: install
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	.venv/bin/python loadtests/bench.py
+
+lock:
+	scripts/lock-deps.sh

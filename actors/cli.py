@@ -1,34 +1,82 @@
-"""The `herald` command: serve a node, send a notification, issue a subscriber token, listen."""
+"""The `herald` command: serve a node, send a notification, issue a subscriber token, listen.
+
+Every command reads the settings `herald serve` reads: the TOML file (--config or
+HERALD_CONFIG), the HERALD_* env vars, the data dir. So `herald send` and `herald listen`,
+run where the node was started, reach that node on whatever port it serves, with the
+data dir's API key; --server (HERALD_URL) and --api-key (HERALD_API_KEY) name another.
+
+What goes wrong at start-up (the port taken, the data dir unusable, a bad setting, a
+package missing) is one line on stderr and a non-zero exit (actors/startup.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+from .startup import explain, leaves, missing_dependency  # the standard library only: it reports a missing package
 
-from .config import ConfigError, load_config
+if TYPE_CHECKING:
+    from .config import Config
 
 API_KEY_FILE = "api-key"
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_WHERE = "the URL comes from --server, HERALD_URL, or the host and port `herald serve` reads (HERALD_PORT, --config)"
+
+
+class CliError(Exception):
+    """A failure the CLI reports in one line, with its exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> Config:
+    """The settings `herald serve` would use here: --config/HERALD_CONFIG, HERALD_* env vars, --data-dir."""
+    from .config import ConfigError, load_config
+
+    data_dir = getattr(args, "data_dir", None)
+    try:
+        return load_config(getattr(args, "config", None), data_dir=Path(data_dir) if data_dir else None, **overrides)
+    except ConfigError as exc:
+        raise CliError(f"configuration error: {exc}", 2) from None
+
+
+def _hold_boot_logs(level: str) -> tuple[logging.Handler, logging.handlers.MemoryHandler]:
+    """Log to stderr, holding records below WARNING until the node is up: a failed start prints only its error."""
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter(_LOG_FORMAT))
+    held = logging.handlers.MemoryHandler(100_000, flushLevel=logging.WARNING, target=stream, flushOnClose=False)
+    logging.basicConfig(level=level, handlers=[held], force=True)
+    return stream, held
+
+
+def _release_boot_logs(stream: logging.Handler, held: logging.handlers.MemoryHandler) -> None:
+    held.flush()
+    root = logging.getLogger()
+    root.removeHandler(held)
+    root.addHandler(stream)
+    held.close()
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
-    except (ConfigError, OSError) as exc:
-        print(f"herald: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(args, host=args.host, port=args.port)
+    stream, held = _hold_boot_logs(config.log_level)
+    import trio
+
     from .app import run_herald
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             herald = await nursery.start(run_herald, config)
+            _release_boot_logs(stream, held)
             key_file = config.data_dir / API_KEY_FILE
             key_file.write_text(herald.api_key + "\n")
             key_file.chmod(0o600)
@@ -41,25 +89,61 @@ def _serve(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # nested ExceptionGroups from the supervision tree
+        message = explain(exc, config)
+        if message is None:
+            raise
+        held.setTarget(None)  # type: ignore[arg-type]  # the boot's INFO lines go with the failed start
+        held.buffer.clear()
+        raise CliError(message) from None
     return 0
 
 
+def node_url(config: Config) -> str:
+    """The URL of the node these settings serve: its host (loopback for a wildcard bind) and port."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
+    if config.port == 0:
+        raise CliError("the configured port is 0 (a free port chosen at start): pass --server with the URL `herald serve` printed")
+    return f"http://[{host}]:{config.port}" if ":" in host else f"http://{host}:{config.port}"
+
+
 def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
-    url = args.server or os.environ.get("HERALD_URL", "http://127.0.0.1:8080")
+    """The node's URL and the API key: options, then HERALD_URL and HERALD_API_KEY, then the settings of `herald serve`."""
+    url = args.server or os.environ.get("HERALD_URL")
     key = args.api_key or os.environ.get("HERALD_API_KEY")
-    if not key:
-        key_file = Path(args.data_dir or os.environ.get("HERALD_DATA_DIR", "herald-data")) / API_KEY_FILE
-        if not key_file.exists():
-            raise SystemExit(f"herald: no API key: pass --api-key, set HERALD_API_KEY, or run where {key_file} exists")
-        key = key_file.read_text().strip()
+    if not url or not key:
+        config = _config(args)
+        url = url or node_url(config)
+        key = key or config.api_key
+        if not key:
+            key_file = config.data_dir / API_KEY_FILE
+            if not key_file.exists():
+                raise CliError(
+                    f"no API key: {key_file} does not exist (run this where `herald serve` runs, with the same "
+                    "--data-dir or HERALD_DATA_DIR; or pass --api-key, or set HERALD_API_KEY)"
+                )
+            try:
+                key = key_file.read_text().strip()
+            except OSError as exc:
+                raise CliError(f"no API key: cannot read {key_file}: {exc.strerror or exc}") from None
     return url.rstrip("/"), key
+
+
+def _unreachable(url: str, exc: Exception) -> CliError:
+    return CliError(f"cannot reach {url}: {exc or type(exc).__name__}; is `herald serve` running there? ({_WHERE})")
 
 
 def _request(method: str, url: str, key: str, body: Any, params: dict[str, Any] | None = None) -> int:
     import httpx
 
-    response = httpx.request(method, url, json=body, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    print(json.dumps(response.json(), indent=2))
+    try:
+        response = httpx.request(method, url, json=body, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
+    try:
+        print(json.dumps(response.json(), indent=2))
+    except ValueError:
+        print(response.text)
     return 0 if response.is_success else 1
 
 
@@ -85,22 +169,23 @@ def _dlq(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     """API keys: create (the key is printed once), list, revoke; via the admin API, or --offline on the data dir."""
     if args.action == "create" and not args.scope:
-        raise SystemExit("herald: keys create needs at least one --scope (send, read, admin)")
+        raise CliError("keys create needs at least one --scope (send, read, admin)", 2)
     if args.action == "revoke" and not args.key_id:
-        raise SystemExit("herald: keys revoke needs a key id")
+        raise CliError("keys revoke needs a key id", 2)
     if args.offline:
         import msgspec
+        import trio
 
         from .api.keys import offline
 
-        data_dir = Path(args.data_dir or os.environ.get("HERALD_DATA_DIR", "herald-data"))
+        config = _config(args)
         try:
             ok, result = trio.run(lambda: offline(
-                data_dir, load_config(data_dir=data_dir), args.action, scopes=args.scope or (), name=args.name,
+                config.data_dir, config, args.action, scopes=args.scope or (), name=args.name,
                 rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "",
             ))
-        except (ConfigError, ValueError) as exc:
-            raise SystemExit(f"herald: {exc}") from None
+        except ValueError as exc:  # a value the key store refuses (--rate -1): a usage error, as argparse's
+            raise CliError(str(exc), 2) from None
         print(json.dumps(msgspec.to_builtins(result), indent=2))
         code = 0 if ok else 1
     else:
@@ -157,10 +242,14 @@ def _token(args: argparse.Namespace) -> int:
 def _listen(args: argparse.Namespace) -> int:
     """Hold a WebSocket for a user: sync, print each frame as a JSON line, ack notifications."""
     import httpx
-    from trio_websocket import ConnectionClosed, open_websocket_url
+    import trio
+    from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
     url, key = _client_settings(args)
-    response = httpx.post(f"{url}/v1/users/{args.user}/tokens", json={}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    try:
+        response = httpx.post(f"{url}/v1/users/{args.user}/tokens", json={}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
     if not response.is_success:
         print(response.text, file=sys.stderr)
         return 1
@@ -196,6 +285,11 @@ def _listen(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # trio_websocket's errors may come inside an ExceptionGroup
+        cause = next((e for e in leaves(exc) if isinstance(e, (OSError, HandshakeError))), None)
+        if cause is None:
+            raise
+        raise _unreachable(ws_url.partition("?")[0], cause) from None
     return 0
 
 
@@ -211,9 +305,10 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     def client(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--server", help="base URL (HERALD_URL, default http://127.0.0.1:8080)")
-        p.add_argument("--api-key", help="API key (HERALD_API_KEY, else <data-dir>/api-key)")
-        p.add_argument("--data-dir", help="where `herald serve` keeps its data (for the API key)")
+        p.add_argument("--server", help="base URL of another node (HERALD_URL; default: the host and port `herald serve` reads)")
+        p.add_argument("--api-key", help="API key (HERALD_API_KEY; default: api_key of the config, else <data-dir>/api-key)")
+        p.add_argument("--config", type=Path, help="the TOML file `herald serve` reads (HERALD_CONFIG)")
+        p.add_argument("--data-dir", help="where `herald serve` keeps its data (HERALD_DATA_DIR; for the API key)")
 
     send = sub.add_parser("send", help="send one notification")
     send.add_argument("--user", required=True)
@@ -270,8 +365,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    try:
+        return int(args.func(args))
+    except CliError as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return error.code
+    except ModuleNotFoundError as exc:
+        message = missing_dependency(exc)
+        if message is None:
+            raise
+        print(f"herald: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

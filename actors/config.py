@@ -6,6 +6,7 @@ Env vars are HERALD_<FIELD> in upper case (HERALD_PORT=9000, HERALD_DATA_DIR=/va
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from protocol.channels import Channel
+from protocol.parsing import parse_decimal, parse_integer
 
 
 def _default_partitions() -> dict[str, int]:
@@ -96,67 +98,130 @@ class Config:
 
 
 class ConfigError(ValueError):
-    pass
+    """A setting that cannot be used; the message names the setting and where it came from (file, env var)."""
+
+
+# Numbers that must be at least 1 (all others at least 0); the port is 0 (any free port) to 65535.
+_AT_LEAST_ONE = {
+    "max_body_bytes", "ingress_workers", "ingress_mailbox", "provider_mailbox", "recorder_mailbox", "recorder_batch",
+    "consumer_batch", "max_attempts", "session_queue", "sms_max_segments",
+}
+_MAXIMUM = {"port": 65535}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _number(name: str, value: Any, integer: bool) -> Any:
+    """A number from a TOML value (int, or float where one is allowed) or a string (env var: protocol.parsing's grammar)."""
+    if isinstance(value, str):
+        number = parse_integer(value) if integer else parse_decimal(value)
+    elif isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and not integer and math.isfinite(value):
+        number = value
+    else:
+        number = None
+    low, high = (1 if name in _AT_LEAST_ONE else 0), _MAXIMUM.get(name)
+    if number is None or number < low or (high is not None and number > high):
+        kind = "an integer" if integer else "a number"
+        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        spelling = "ASCII digits" if integer else "ASCII digits, optionally with a decimal point"
+        prefix = f"{name}: " if "." in name else ""  # a nested key (limits.sms.capacity)
+        raise ValueError(f"{prefix}expected {kind} {bounds} ({spelling}), got {value!r}")
+    return int(number) if integer else float(number)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if kind in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind in (int, "int"):
+        return _number(name, value, integer=True)
+    if kind in (float, "float"):
+        return _number(name, value, integer=False)
+    if kind in (Path, "Path") or kind in (str, "str"):
+        if not isinstance(value, (str, Path)) or "\x00" in str(value) or (kind in (Path, "Path") and not str(value)):
+            raise ValueError(f"expected {'a path' if kind in (Path, 'Path') else 'a string'}, got {value!r}")
+        if name == "log_level":
+            if str(value).upper() not in LOG_LEVELS:
+                raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+            return str(value).upper()
+        return Path(value) if kind in (Path, "Path") else str(value)
+    if name == "partitions":
+        if isinstance(value, str):
+            value = dict(part.split("=") for part in value.split(","))
+        parts = {str(k).strip(): _number(f"partitions.{k}", v, integer=True) for k, v in dict(value).items()}
+        unknown = set(parts) - {c.value for c in Channel}
+        if unknown or any(v < 1 for v in parts.values()):
+            raise ValueError(f"channels {sorted(unknown)} unknown or a count below 1")
+        return {**_default_partitions(), **parts}
+    if name == "limits":
+        # TOML: [herald.limits.sms] capacity = 10; env: HERALD_LIMITS="sms.capacity=10,sms.open_timeout_s=5"
+        if isinstance(value, str):
+            nested: dict[str, dict[str, Any]] = {}
+            for part in value.split(","):
+                path, number = part.split("=")
+                channel, key = path.strip().split(".")
+                nested.setdefault(channel, {})[key] = number.strip()
+            value = nested
+        limits = _default_limits()
+        for channel, overrides in dict(value).items():
+            if channel not in limits or set(overrides) - set(LIMIT_KEYS):
+                raise ValueError(f"limits.{channel}: channels are {sorted(limits)}, keys {list(LIMIT_KEYS)}")
+            limits[channel] = {**limits[channel], **{k: _number(f"limits.{channel}.{k}", v, integer=False) for k, v in overrides.items()}}
+            if limits[channel]["capacity"] <= 0 or limits[channel]["refill_per_s"] <= 0:
+                raise ValueError(f"limits.{channel}: capacity and refill_per_s must be positive")
+        return limits
+    raise ValueError("unsupported type")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The settings table of a TOML file (its [herald] table, or the whole file)."""
     try:
-        if kind in (int, "int"):
-            return int(value)
-        if kind in (float, "float"):
-            return float(value)
-        if kind in (Path, "Path"):
-            return Path(value)
-        if kind in (str, "str"):
-            return str(value)
-        if name == "partitions":
-            if isinstance(value, str):
-                value = dict(part.split("=") for part in value.split(","))
-            parts = {str(k): int(v) for k, v in dict(value).items()}
-            unknown = set(parts) - {c.value for c in Channel}
-            if unknown or any(v < 1 for v in parts.values()):
-                raise ValueError(f"channels {sorted(unknown)} unknown or a count below 1")
-            return {**_default_partitions(), **parts}
-        if name == "limits":
-            # TOML: [herald.limits.sms] capacity = 10; env: HERALD_LIMITS="sms.capacity=10,sms.open_timeout_s=5"
-            if isinstance(value, str):
-                nested: dict[str, dict[str, float]] = {}
-                for part in value.split(","):
-                    path, number = part.split("=")
-                    channel, key = path.strip().split(".")
-                    nested.setdefault(channel, {})[key] = float(number)
-                value = nested
-            limits = _default_limits()
-            for channel, overrides in dict(value).items():
-                if channel not in limits or set(overrides) - set(LIMIT_KEYS):
-                    raise ValueError(f"limits.{channel}: channels are {sorted(limits)}, keys {list(LIMIT_KEYS)}")
-                limits[channel] = {**limits[channel], **{k: float(v) for k, v in overrides.items()}}
-                if min(limits[channel].values()) < 0 or limits[channel]["capacity"] <= 0 or limits[channel]["refill_per_s"] <= 0:
-                    raise ValueError(f"limits.{channel}: capacity and refill_per_s must be positive")
-            return limits
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    raise ConfigError(f"{name}: unsupported type")
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (--config, HERALD_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    settings = table.get("herald", table)
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{path}: [herald] must be a table")
+    return settings
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-    """Defaults, then the TOML file (if any), then HERALD_* env vars, then explicit overrides."""
+    """Defaults, then the TOML file (if any), then HERALD_* env vars, then explicit overrides.
+
+    A value that cannot be used is a ConfigError naming the setting and its source:
+    `herald.toml: port: expected an integer from 0 to 65535 (ASCII digits), got 'x'`, or
+    `HERALD_PORT: ...` for an env var.
+    """
     env = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(Config)}
-    values: dict[str, Any] = {}
+    values: dict[str, tuple[Any, str]] = {}  # name -> (value, where it came from)
     if path is None and env.get("HERALD_CONFIG"):
         path = Path(env["HERALD_CONFIG"])
     if path is not None:
-        with open(path, "rb") as fh:
-            table = tomllib.load(fh)
-        table = table.get("herald", table)
-        for key, value in table.items():
+        for key, value in _read_toml(path).items():
             if key not in fields:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
-            values[key] = value
+                raise ConfigError(f"{path}: unknown setting {key!r} (the settings are the fields of Config in actors/config.py)")
+            values[key] = (value, f"{path}: {key}")
     for name in fields:
         raw = env.get(f"HERALD_{name.upper()}")
         if raw is not None:
-            values[name] = raw
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return Config(**{k: _coerce(k, fields[k].type, v) for k, v in values.items()})
+            values[name] = (raw, f"HERALD_{name.upper()}")
+    values.update({k: (v, k) for k, v in overrides.items() if v is not None})
+    coerced = {}
+    for name, (value, source) in values.items():
+        try:
+            coerced[name] = _coerce(name, fields[name].type, value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return Config(**coerced)

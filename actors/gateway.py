@@ -25,7 +25,7 @@ from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .api import admin, inbox, keys, notifications, openapi, realtime, templates, users
+from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, templates, users
 from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
 from .api.subscriber import SubscriberLimits
@@ -88,6 +88,9 @@ def create_app(gw: Gateway) -> QuartTrio:
     async def _gate() -> None:
         if gw.draining.is_set() and request.path.startswith("/v1/"):
             raise ProblemError(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+
+    app.before_request(request_rules.check_request)  # unknown query parameters (400), a body that is not JSON (415)
+    app.before_websocket(request_rules.check_websocket)
 
     @app.get("/healthz")
     async def healthz() -> Response:

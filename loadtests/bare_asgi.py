@@ -6,7 +6,7 @@ Location header), and a GET with 200. Nothing else: no validation, no storage. H
 throughput is reported as a ratio of this one's, measured the same way on the same
 machine, because absolute numbers move with the machine and its noise.
 
-Run it either with Hypercorn's CLI (from /work/main, so `loadtests` imports):
+Run it either with Hypercorn's CLI (from the repository's root, so `loadtests` imports):
 
     .venv/bin/python -m hypercorn --worker-class trio loadtests.bare_asgi:app --bind 127.0.0.1:8081
 

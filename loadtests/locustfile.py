@@ -5,15 +5,15 @@ virtualenv, inside pytest's process or beside the server: install it in a throwa
 venv and point it at a running `herald serve`. This file imports nothing of Herald's.
 
     # a server (any terminal):
-    .venv/bin/herald serve --port 8080 --data-dir /tmp/herald-data
-    export HERALD_API_KEY=$(cat /tmp/herald-data/api-key)
+    .venv/bin/herald serve --port 8080 --data-dir locust-data
+    export HERALD_API_KEY=$(cat locust-data/api-key)
 
     # locust, from its own venv:
-    python -m venv /tmp/locust && /tmp/locust/bin/pip install locust
-    /tmp/locust/bin/locust -f loadtests/locustfile.py --host http://127.0.0.1:8080 --headless -u 50 -r 10 -t 30s
+    python3 -m venv ../locust-venv && ../locust-venv/bin/pip install locust
+    ../locust-venv/bin/locust -f loadtests/locustfile.py --host http://127.0.0.1:8080 --headless -u 50 -r 10 -t 30s
 
     # one locust process tops out near 2k req/s here (FastHttpUser); to push harder:
-    /tmp/locust/bin/locust -f loadtests/locustfile.py --host ... --headless -u 200 -r 50 -t 60s --processes 2
+    ../locust-venv/bin/locust -f loadtests/locustfile.py --host ... --headless -u 200 -r 50 -t 60s --processes 2
 
 Environment:
     HERALD_API_KEY       the server's API key (required; `herald serve` writes it to <data-dir>/api-key)

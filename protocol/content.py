@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .parsing import DeviceToken
+
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Text = Annotated[str, msgspec.Meta(max_length=100_000)]
 
@@ -47,4 +49,4 @@ class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
 
     email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$")] | None = None
     phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}(?!\n)$")] | None = None
-    device_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    device_token: DeviceToken | None = None  # as registered devices' tokens: no `/`, space or control characters

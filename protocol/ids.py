@@ -16,7 +16,9 @@ UserId = NewType("UserId", str)
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}(?!\n)$")
 NOTIFICATION_ID_RE = _ULID_RE  # public: the OpenAPI description states it
-USER_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$")
+# `.` and `..` are refused: a user id is a path segment (/v1/users/{user_id}/...).
+USER_ID_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._:@-]{1,128}(?!\n)$")
+USER_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -, other than . and .."
 
 
 def _b32(value: int, length: int) -> str:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from .parsing import NAME_PATTERN
+
 KEY_PREFIX = "hk_"
 BOOTSTRAP_KEY_ID = "bootstrap"
 
@@ -25,7 +27,7 @@ Rate = Annotated[float, msgspec.Meta(gt=0, le=1_000_000)]
 class KeyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # each at most once (the handler refuses a repeat with 400; uniqueItems says so in the OpenAPI description)
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=3, extra_json_schema={"uniqueItems": True})]
-    name: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    name: Annotated[str, msgspec.Meta(max_length=100, pattern=NAME_PATTERN)] = ""  # one line, no control characters
     rate_per_s: Rate | None = None  # None: the node's default (key_rate_per_s)
     burst: Rate | None = None  # None: the node's default (key_burst)
 

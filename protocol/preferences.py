@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 
 from .channels import Channel
+from .parsing import DeviceToken
 
 EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # as protocol.content.Recipient.email
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}(?!\n)$"
@@ -29,7 +30,6 @@ Locale = Annotated[str, msgspec.Meta(max_length=35, pattern=LOCALE_PATTERN)]
 Category = Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)]
 TimeZoneKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN)]
-DeviceToken = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^/\s]+(?!\n)$")]
 
 
 class ContactPoints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

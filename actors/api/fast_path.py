@@ -17,6 +17,7 @@ from protocol.problems import Problem
 from ..idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import Answer, ProblemError, check_access, problem_answer
 from .notifications import submit_notification
+from .request_rules import check, query_names
 
 log = logging.getLogger("herald.gateway")
 
@@ -24,6 +25,7 @@ PATH = "/v1/notifications"
 _AUTHORIZATION = b"authorization"
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode()
 _CONTENT_LENGTH = b"content-length"
+_CONTENT_TYPE = b"content-type"
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
@@ -51,6 +53,8 @@ class FastSubmit:
             return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
         headers = {name.lower(): value for name, value in scope["headers"]}
         try:
+            content_type = headers.get(_CONTENT_TYPE)
+            check("POST", PATH, query_names(scope["query_string"]), content_type.decode("latin-1") if content_type is not None else None)
             authorization = headers.get(_AUTHORIZATION)
             await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
             body = await self._read_body(receive, headers.get(_CONTENT_LENGTH))

@@ -42,9 +42,10 @@ from protocol.api import (
 )
 from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, Ack, CloseCode, Ping, Pong, ServerFrame, Sync
-from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE
+from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE, USER_ID_RULE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
 from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView
+from protocol.parsing import DEVICE_TOKEN_PATTERN
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
 from protocol.templates import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
@@ -164,12 +165,13 @@ class Operation:
             statuses |= {401, 403, 429}
         if self.auth is Auth.SUBSCRIBER:
             statuses |= {401, 429}  # 429: the token's user is over its request rate, or at its session cap
-        if self.params:
-            statuses.add(400)
+        statuses.add(400)  # a query parameter the operation does not list, on every route (request_rules)
         if any(p.location == "path" for p in self.params):
             statuses.add(404)  # no such resource, or a value the router cannot match (e.g. with a `/`)
         if self.body is not None:
             statuses |= {400, 413}
+            if "application/json" in self.body.content:
+                statuses.add(415)  # a Content-Type other than JSON (request_rules)
         return sorted(statuses - set(self.replies))
 
 
@@ -187,10 +189,9 @@ def body(schema: Any, description: str, *, required: bool = True, example: Any =
 
 # -- parameters
 
-_USER_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -"
 # The lengths the patterns imply, stated too: tools that generate boundary values read minLength/maxLength, not regexes.
 USER_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": USER_ID_RE.pattern}
-USER_ID = Param("user_id", "path", USER_ID_SCHEMA, f"The user: {_USER_RULE}.", True, "alice")
+USER_ID = Param("user_id", "path", USER_ID_SCHEMA, f"The user: {USER_ID_RULE}.", True, "alice")
 NOTIFICATION_ID_SCHEMA = {"type": "string", "minLength": 26, "maxLength": 26, "pattern": NOTIFICATION_ID_RE.pattern}
 # A resume point, where an empty value means none (the handlers read `value or None`).
 RESUME_ID_SCHEMA = {"type": "string", "maxLength": 26, "pattern": f"^({NOTIFICATION_ID_RE.pattern[1:-1]})?$"}
@@ -205,7 +206,7 @@ KEY_ID = Param(
     "The key's id: the 12 hex digits after `hk_`. `bootstrap` names the configured key, which cannot be revoked (409).", True,
 )
 DEVICE_TOKEN = Param(
-    "token", "path", {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": r"^[^/\s]+$"},
+    "token", "path", {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": DEVICE_TOKEN_PATTERN},
     "The push device token, as registered.", True,
 )
 CHANNEL = Param("channel", "query", {"type": "string", "enum": [c.value for c in Channel]}, "Only this channel.")
@@ -213,7 +214,7 @@ CURSOR = Param("cursor", "query", {"type": "string", "minLength": 1}, "The `next
 
 
 def limit(default: int) -> Param:
-    return Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": default}, "Items per page.")
+    return Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": default}, "Items per page (ASCII digits).")
 
 
 def flag(name: str, description: str) -> Param:
@@ -236,7 +237,6 @@ SSE_EVENT = {
     },
 }
 TIME = {"type": "string", "minLength": 1, "examples": ["2024-05-01T12:00:00Z", "1714564800000"]}
-UNKNOWN_QUERY = " A query parameter it does not know is a 400 naming it."
 
 # -- headers of answers
 
@@ -269,6 +269,8 @@ PROBLEMS: dict[int, tuple[str, str, dict[str, bool]]] = {
     405: ("MethodNotAllowed", "The path exists but not with this method: `Allow` lists those it takes.", {"Allow": True}),
     409: ("Conflict", "The request conflicts with the resource's state: see the operation.", {"Retry-After": False}),
     413: ("ContentTooLarge", "The body is over the node's `max_body_bytes`.", {}),
+    415: ("UnsupportedMediaType", ("The body's Content-Type is not JSON: send `application/json` (a `+json` type, "
+                                   "`charset=utf-8`, or no Content-Type also do). `errors` names `Content-Type`."), {}),
     422: ("UnprocessableContent", "The body fits the schema but not the rules the schema cannot state: `errors` names each field.", {}),
     429: (
         "TooManyRequests",
@@ -346,7 +348,7 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("until", "query", TIME, "Created before: RFC 3339, or milliseconds since the epoch."),
             CURSOR, limit(50),
         ),
-        description="Cursor pagination: pass `next_cursor` back as `cursor` until it is null." + UNKNOWN_QUERY,
+        description="Cursor pagination: pass `next_cursor` back as `cursor` until it is null.",
     ),
     Operation(
         "POST", "/v1/users/<user_id>/tokens", "createSubscriberToken", "realtime", "Issue a subscriber token",
@@ -370,7 +372,7 @@ OPERATIONS: tuple[Operation, ...] = (
             Param("last_event_id", "query", RESUME_ID_SCHEMA, "Resume after this notification, as a parameter; empty: none."),
         ),
         description="Without a resume point it starts from now. The subscriber token comes as `?token=` or "
-        "`Authorization: Bearer`." + UNKNOWN_QUERY,
+        "`Authorization: Bearer`.",
     ),
     Operation(
         "GET", "/v1/poll", "poll", "realtime", "Long-poll", Auth.SUBSCRIBER, None,
@@ -379,17 +381,17 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(
             Param("after", "query", RESUME_ID_SCHEMA, "The `last_id` of the previous answer (absent or empty: from now)."),
             Param("timeout", "query", {"type": "number", "minimum": 0, "maximum": 60, "default": 30},
-                  "Seconds to wait when nothing is there yet."),
+                  "Seconds to wait when nothing is there yet: ASCII digits, optionally with a decimal point (`0.5`, `30`)."),
             limit(100),
         ),
-        description="The subscriber token comes as `?token=` or `Authorization: Bearer`." + UNKNOWN_QUERY,
+        description="The subscriber token comes as `?token=` or `Authorization: Bearer`.",
     ),
     # inbox
     Operation(
         "GET", "/v1/users/<user_id>/inbox", "listInbox", "inbox", "The in-app inbox", Auth.API_KEY_OR_SUBSCRIBER, "read",
         {200: json_reply(InboxPage, "Newest first (delivery order), with read and archived state.")},
         params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Archived ones (left out otherwise)"), CURSOR, limit(50)),
-        description="An API key with `read`, or the subscriber token of this user (another user's token: 403)." + UNKNOWN_QUERY,
+        description="An API key with `read`, or the subscriber token of this user (another user's token: 403).",
     ),
     Operation(
         "GET", "/v1/users/<user_id>/inbox/unread_count", "countUnread", "inbox", "Unread count",
@@ -483,7 +485,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/v1/templates/<template_id>", "getTemplate", "templates", "Read a template", Auth.API_KEY, "read",
         {200: json_reply(TemplateView, "The active version (or `?version=`), with the `variables` it reads.")},
         params=(TEMPLATE_ID, Param("version", "query", {"type": "integer", "minimum": 1, "maximum": 2**31}, "This version.")),
-        description=UNKNOWN_QUERY.strip(),
     ),
     Operation(
         "GET", "/v1/templates/<template_id>/versions", "listTemplateVersions", "templates", "List versions",
@@ -512,7 +513,6 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history.")},
         params=(CHANNEL, Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
                 limit(50)),
-        description=UNKNOWN_QUERY.strip(),
     ),
     Operation(
         "POST", "/v1/admin/dlq/replay", "replayDeadLetters", "admin", "Replay dead letters", Auth.API_KEY, "admin",
@@ -604,7 +604,9 @@ A subscriber token's requests count against its user's rate (429 with `Retry-Aft
 
 **Errors** are `application/problem+json` (RFC 9457): `title`, `status`, `detail`, and `errors` naming \
 each field. A path the router does not know is a 404, a method a path does not take a 405; both are \
-problems too. A server error (500) is a bug.
+problems too. A query parameter an operation does not list is a 400 naming it, on every route; a JSON \
+body sent with a Content-Type other than `application/json` (or a `+json` type) is a 415. A server error \
+(500) is a bug.
 
 **Methods not listed.** Every GET also answers HEAD (the same status and headers, no body); OPTIONS is \
 answered by the framework for every path, with `Allow` and without a credential.

@@ -49,7 +49,7 @@ from ..auth import InvalidToken, retry_after, verify_token
 from ..messages import Record, Register, Unregister
 from ..sessions import Outgoing, Replay, Session, belongs_to_another_user
 from . import websocket_limit
-from .errors import ProblemError, bad_param, json_response, limit_param
+from .errors import ProblemError, bad_param, json_response, limit_param, number_param
 from .subscriber import Subscriber, subscriber, token_id, valid_until_ms
 
 _PONG = frame_encoder.encode(Pong())
@@ -120,7 +120,6 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/sse")
     async def sse() -> Response:
         who = await subscriber(gw)
-        _only_params("token", "last_event_id")
         field = "Last-Event-ID" if request.headers.get("Last-Event-ID") else "last_event_id"
         last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or None
         if last_id is not None and not is_notification_id(last_id):
@@ -141,11 +140,10 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/poll")
     async def poll() -> Response:
         who = await subscriber(gw)
-        _only_params("token", "after", "timeout", "limit")
         after = request.args.get("after") or None
         if after is not None and not is_notification_id(after):
             raise bad_param("after", "not a notification id (26 characters, Crockford base32)")
-        timeout = _timeout_param(request.args.get("timeout"))
+        timeout = number_param("timeout", request.args.get("timeout"), 0, POLL_MAX_S, POLL_DEFAULT_S)
         limit = limit_param(request.args.get("limit"), 100)
         if after is not None and await belongs_to_another_user(gw.logstore, who.user_id, after):
             raise bad_param("after", _NOT_THIS_USERS)
@@ -171,26 +169,6 @@ def _too_many_sessions(detail: str) -> ProblemError:
     """429: the user or token is at its session cap (Retry-After: a slot frees when one of them ends)."""
     problem = Problem("Too Many Requests", 429, detail, errors=[FieldError("Authorization", detail)])
     return ProblemError(problem, {"Retry-After": str(SESSIONS_RETRY_S)})
-
-
-def _only_params(*known: str) -> None:
-    """400 naming the first query parameter the route does not know."""
-    unknown = sorted(set(request.args) - set(known))
-    if unknown:
-        raise bad_param(unknown[0], "unknown query parameter")
-
-
-def _timeout_param(value: str | None) -> float:
-    """?timeout= in seconds, 0 to POLL_MAX_S (POLL_DEFAULT_S when absent)."""
-    if value is None:
-        return POLL_DEFAULT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= POLL_MAX_S:  # also refuses nan
-        raise bad_param("timeout", f"a number of seconds from 0 to {POLL_MAX_S:g}")
-    return seconds
 
 
 @asynccontextmanager

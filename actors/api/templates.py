@@ -29,7 +29,7 @@ from reactor.clock import iso
 
 from ..template_service import Loaded, TemplateExists, TemplateNotFound, TemplateService
 from ..templates import InvalidTemplate
-from .errors import ProblemError, authorize, bad_param, decode_body, json_response, read_body
+from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, read_body, readable
 
 _any_decoder = msgspec.json.Decoder()
 _render_decoder = msgspec.json.Decoder(RenderRequest)
@@ -72,7 +72,7 @@ def _decode_spec(body: bytes) -> TemplateSpec:
     try:
         spec: TemplateSpec = msgspec.convert(raw, TemplateSpec)
     except msgspec.ValidationError as exc:
-        message = str(exc)
+        message = readable(str(exc))
         key_error = _KEY_IN.search(message)
         if key_error:
             path, text = key_error.group("path").lstrip("."), f"{message[: key_error.start()]} (a key)"
@@ -90,11 +90,7 @@ def _checked_id(template_id: str) -> str:
 
 
 def _version_param(name: str, value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 2**31:
-        raise bad_param(name, "a version number (1, 2, ...)")
-    return int(value)
+    return integer_param(name, value, 1, 2**31, "a version number (1, 2, ...)")
 
 
 def _unprocessable(title: str, errors: list[FieldError]) -> ProblemError:
@@ -157,9 +153,6 @@ def blueprint(gw: Any, templates: TemplateService) -> Blueprint:
     async def get(template_id: str) -> Response:
         await authorize(gw, "read")
         _checked_id(template_id)
-        unknown = set(request.args) - {"version"}
-        if unknown:
-            raise bad_param(min(unknown), "unknown query parameter")
         version = _version_param("version", request.args.get("version"))
         loaded = await templates.get(template_id, version)
         if loaded is None:

@@ -9,12 +9,14 @@ key: its signed token is the authority, and it only ever opts a user out.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import msgspec
 from quart import Blueprint, Response, request
 
-from protocol.ids import is_user_id
+from protocol.ids import USER_ID_RULE, is_user_id
+from protocol.parsing import DEVICE_TOKEN_PATTERN, PATTERN_SENTENCES
 from protocol.preferences import Device, DeviceList, DeviceRequest, Platform, Preferences, Unsubscribed
 from protocol.problems import FieldError, Problem
 from reactor.clock import iso, wall_ms
@@ -30,7 +32,7 @@ _PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", 
 
 def _user(user_id: str) -> str:
     if not is_user_id(user_id):
-        raise bad_param("user_id", "1-128 characters of A-Z a-z 0-9 . _ : @ -")
+        raise bad_param("user_id", USER_ID_RULE)
     return user_id
 
 
@@ -84,6 +86,8 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.delete("/v1/users/<user_id>/devices/<token>")
     async def delete_device(user_id: str, token: str) -> Response:
         await authorize(gw, "send")
+        if not re.search(DEVICE_TOKEN_PATTERN, token):
+            raise bad_param("token", PATTERN_SENTENCES[DEVICE_TOKEN_PATTERN])
         if not await gw.users.remove_device(_user(user_id), token):
             message = f"{user_id} has no device with this token"
             raise ProblemError(Problem("Not Found", 404, message, errors=[FieldError("token", message)]))

@@ -1,0 +1,45 @@
+"""Settings are read with one grammar, and a value that cannot be used names its key and where it came from."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.config import ConfigError, load_config
+
+
+@pytest.mark.parametrize("odd", ["９０００", "٩٠٠٠", "9_000", " 9000", "9000 ", "9e3", "+9000", "-1", "65536", "", "0x2328"])
+def test_a_port_is_ascii_digits_from_0_to_65535(odd):
+    with pytest.raises(ConfigError, match="HERALD_PORT"):
+        load_config(env={"HERALD_PORT": odd})
+
+
+def test_values_from_the_environment_and_the_file_are_checked_and_named(tmp_path):
+    assert load_config(env={"HERALD_PORT": "9000", "HERALD_RETRY_INITIAL_S": "0.25"}).retry_initial_s == 0.25
+    assert load_config(env={"HERALD_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert load_config(env={"HERALD_LIMITS": "sms.capacity=10"}).limits["sms"]["capacity"] == 10.0
+    for env, named in (
+        ({"HERALD_RETRY_INITIAL_S": "1e-1"}, "HERALD_RETRY_INITIAL_S"),
+        ({"HERALD_INGRESS_WORKERS": "0"}, "HERALD_INGRESS_WORKERS"),
+        ({"HERALD_LOG_LEVEL": "chatty"}, "HERALD_LOG_LEVEL"),
+        ({"HERALD_LIMITS": "sms.capacity=lots"}, "limits.sms.capacity"),
+        ({"HERALD_PARTITIONS": "fax=2"}, "fax"),
+    ):
+        with pytest.raises(ConfigError, match=named):
+            load_config(env=env)
+    config = tmp_path / "herald.toml"
+    for text, named in (
+        ("[herald]\nport = true\n", "port"),
+        ("[herald]\nport = 80.5\n", "port"),
+        ("[herald]\nmax_attempts = -1\n", "max_attempts"),
+        ("[herald]\nshutdown_grace_s = 'soon'\n", "shutdown_grace_s"),
+        ("[herald]\n[herald.limits.sms]\ncapacity = 'x'\n", "limits.sms.capacity"),
+        ("[herald\nport = 1\n", "not valid TOML"),
+        ("[herald]\nprot = 1\n", "prot"),
+    ):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=named) as refused:
+            load_config(config, env={})
+        assert str(config) in str(refused.value)
+    config.write_text("[herald]\nport = 9000\nretry_initial_s = 1\nlog_level = 'warning'\n")
+    loaded = load_config(config, env={"HERALD_PORT": "9001"})  # the environment over the file
+    assert (loaded.port, loaded.retry_initial_s, loaded.log_level) == (9001, 1.0, "WARNING")
