@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     record BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_channel ON dead_letters (channel, id);
+-- one entry per (notification, channel); a queue from before this index keeps its newest entry of each
+DELETE FROM dead_letters WHERE id NOT IN (SELECT max(id) FROM dead_letters GROUP BY notification_id, channel)
+    AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'dead_letters_once');
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_once ON dead_letters (notification_id, channel);
 CREATE TABLE IF NOT EXISTS send_ledger (
     notification_id TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -109,9 +113,11 @@ class SqliteStore(SqliteBacked):
     # -- the dead-letter queue
 
     async def dead_letter(self, entry: DeadLetter) -> int:
+        # REPLACE deletes the earlier entry of the same (notification, channel) and inserts this one
+        # under a new id: a replay in flight, which discards the old id, cannot discard this one.
         def put(db: sqlite3.Connection) -> int:
             cursor = db.execute(
-                "INSERT INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
+                "INSERT OR REPLACE INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.channel, entry.notification_id, entry.user_id, entry.error, entry.attempts,
                  entry.created_ms, entry.dead_ms, entry.record),
@@ -132,6 +138,22 @@ class SqliteStore(SqliteBacked):
             return sum(db.execute("DELETE FROM dead_letters WHERE id = ?", (i,)).rowcount for i in ids)
 
         return await self._transaction(delete)
+
+    async def resolve_dead_letters(self, channel: str, notification_ids: Sequence[str]) -> list[str]:
+        wanted = sorted(set(notification_ids))
+
+        def resolve(db: sqlite3.Connection) -> list[str]:
+            found: list[str] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT notification_id FROM dead_letters WHERE channel = ? AND notification_id IN ({marks})"
+                found += [str(r[0]) for r in db.execute(sql, (channel, *chunk))]
+            if found:  # a write only when there is something to resolve: the common case reads one index
+                db.executemany("DELETE FROM dead_letters WHERE channel = ? AND notification_id = ?", [(channel, n) for n in found])
+            return found
+
+        return await self._transaction(resolve)
 
     async def dead_letter_count(self, channel: str | None = None) -> int:
         where, params = _where(DlqFilter(channel=channel))
