@@ -32,6 +32,10 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # What Python's header parser would try to decode as an encoded word: "=?" ... "?=".
 _ENCODED_WORD = re.compile(r"=\?.*?\?=", re.DOTALL)
 MAX_ADDRESS = 254  # RFC 5321's limit on a forward path
+# The common case, a dot-atom at a host name: the email package takes it unchanged (a test checks it agrees),
+# and matching it costs a microsecond where the parser costs some 60.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 def _describe(char: str) -> str:
@@ -57,6 +61,13 @@ def address_problem(value: str) -> str | None:
         return problem
     if len(value) > MAX_ADDRESS:
         return f"longer than {MAX_ADDRESS} characters"
+    if _PLAIN_ADDRESS.fullmatch(value) is not None:
+        return None
+    return parsed_address_problem(value)
+
+
+def parsed_address_problem(value: str) -> str | None:
+    """address_problem without the fast path: what Python's email package makes of `value`."""
     if "@" not in value:
         return "not an email address (no @)"
     try:
