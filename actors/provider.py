@@ -89,7 +89,7 @@ class Provider:
         self.gate: Gate = gate or OpenGate()
         self.calls = 0
         self.suppressed = 0
-        self.crashes = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
+        self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -136,7 +136,7 @@ class Provider:
 
     def _client_raised(self, delivery: Delivery, exc: Exception) -> Outcome:
         """The outcome of an attempt whose client raised: transient I/O is retried, anything else is a crash."""
-        self.crashes += 1
+        self.client_errors += 1
         error = f"{self.channel.value} client raised {exc!r}"[:1000]
         if isinstance(exc, OSError):
             log.warning("%s client I/O failed on %s: %r", self.channel.value, delivery.notification_id, exc)

@@ -37,10 +37,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     record BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_channel ON dead_letters (channel, id);
--- one entry per (notification, channel); a queue from before this index keeps its newest entry of each
-DELETE FROM dead_letters WHERE id NOT IN (SELECT max(id) FROM dead_letters GROUP BY notification_id, channel)
-    AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'dead_letters_once');
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_once ON dead_letters (notification_id, channel);
 CREATE TABLE IF NOT EXISTS send_ledger (
     notification_id TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -79,8 +75,24 @@ def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
 _DLQ_COLUMNS = "id, channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record"
 
 
+# One entry per (notification, channel). A queue from before this index keeps its newest entry of each.
+_DLQ_ONCE = """
+DELETE FROM dead_letters WHERE id NOT IN (SELECT max(id) FROM dead_letters GROUP BY notification_id, channel);
+CREATE UNIQUE INDEX dead_letters_once ON dead_letters (notification_id, channel);
+"""
+
+
+def _migrate_dead_letters(db: sqlite3.Connection) -> None:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'dead_letters_once'").fetchone() is None:
+        db.executescript(f"BEGIN IMMEDIATE; {_DLQ_ONCE} COMMIT;")
+
+
 class SqliteStore(SqliteBacked):
     SCHEMA = _SCHEMA
+
+    async def open(self) -> None:
+        await super().open()
+        await self._run(_migrate_dead_letters)
 
     # -- metadata
 
