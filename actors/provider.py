@@ -118,16 +118,16 @@ class Provider:
         self.calls += 1
         try:
             outcome = await self.client.send(delivery)
-        except BaseException as exc:
-            # A crash (a poison message) or a cancellation says nothing about the provider's health.
+        except Exception as exc:
+            outcome = self._client_raised(delivery, exc)
+        except BaseException:
+            self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
+            raise
+        if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
+            # A crash or content refused before it reached the provider: no word on its health.
             self.gate.abandon(delivery)
-            if not isinstance(exc, Exception):
-                raise
-            return self._client_raised(delivery, exc)
-        if isinstance(outcome, PermanentFailure) and outcome.dead_letter:
-            self.gate.abandon(delivery)  # refused before it reached the provider: no word on its health
-        else:
-            self.gate.settle(delivery, outcome)
+            return outcome
+        self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
         if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
             await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
         if isinstance(outcome, Sent) and outcome.status is not Status.QUEUED:

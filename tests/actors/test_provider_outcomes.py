@@ -54,10 +54,26 @@ class Ledger:
         return None
 
 
-async def attempt(client, ledger=None, delivery=None, maybe_sent=False):
+class GateSpy:
+    """Records what the Provider tells its gate."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def admit(self, delivery) -> None:
+        return None
+
+    def settle(self, delivery, outcome) -> None:
+        self.seen.append(f"settle:{type(outcome).__name__}")
+
+    def abandon(self, delivery) -> None:
+        self.seen.append("abandon")
+
+
+async def attempt(client, ledger=None, delivery=None, maybe_sent=False, gate=None):
     """Run one Attempt through a Provider; (the reply's outcome or exception, what the actor's run raised)."""
     mailbox: Mailbox = Mailbox("provider:test", 4)
-    provider = Provider(Channel.SMS, client, mailbox, ledger or Ledger())
+    provider = Provider(Channel.SMS, client, mailbox, ledger or Ledger(), gate)
     reply: Reply = Reply()
     crashed: list[BaseException] = []
 
@@ -92,6 +108,19 @@ async def test_any_other_client_exception_is_crashed_and_the_provider_lives(exc)
     outcome, crashed = await attempt(Raises(exc))
     assert isinstance(outcome, Crashed) and type(exc).__name__ in outcome.error
     assert crashed == []
+
+
+async def test_the_breaker_hears_of_io_errors_and_not_of_crashes_or_refused_content():
+    class Refuses:
+        async def send(self, delivery):
+            return PermanentFailure("bad header", dead_letter=True)
+
+    seen = []
+    for client in (Raises(OSError(111, "Connection refused")), Raises(RuntimeError("bug")), Refuses()):
+        gate = GateSpy()
+        await attempt(client, gate=gate)
+        seen.append(gate.seen)
+    assert seen == [["settle:RetryLater"], ["abandon"], ["abandon"]]
 
 
 async def test_an_error_of_the_providers_own_state_still_crashes_it():
