@@ -8,9 +8,16 @@ batch is read again: at-least-once.
 
 A retryable outcome is handed to the Scheduler (durably) with its next attempt due
 after an exponential backoff with full jitter, so the partition keeps flowing while it
-waits. After `max_attempts`, or at once for a poison message (one that crashed the
-provider), the record goes to the channel's dead-letter queue with its last error and
-attempt history. A permanent failure fails the channel at once.
+waits. After `max_attempts` the record goes to the channel's dead-letter queue with its
+last error and attempt history. A permanent failure fails the channel at once, unless
+the client refused the delivery's content (`dead_letter`): then it is dead-lettered at
+once. A delivery that crashed the client (Crashed) or the provider (ActorCrashed) is
+retried once; the second crash dead-letters it as a poison message.
+
+The dead-letter queue holds one entry per (notification, channel). A record that may
+have been attempted before (a redelivery after a restart, a retry, a replay) and
+succeeds resolves the entry an earlier run may have left; one already sent (send
+ledger) is never dead-lettered.
 
 ConsumerGroup follows the bus's assignment stream: it starts a supervised
 PartitionConsumer for every assigned partition and stops the revoked ones.
@@ -31,10 +38,10 @@ from protocol.channels import Channel
 from protocol.lifecycle import Status
 from protocol.messages import (
     AttemptRecord,
+    Crashed,
     Delivery,
     Outcome,
     PermanentFailure,
-    RetryLater,
     Sent,
     StatusEvent,
     decode_delivery,
@@ -131,32 +138,44 @@ class PartitionConsumer:
                 # Nothing to deliver and no id to record it under: log it and move on.
                 self.undecodable += 1
                 log.error("%s/%d@%d: undecodable record skipped: %s", self.topic, self.partition, record.offset, exc)
-        replies: list[Reply[Outcome]] = []
+        replies: list[tuple[Reply[Outcome], bool]] = []
         for record, delivery in deliveries:
             reply: Reply[Outcome] = Reply()
             maybe_sent = (
                 record.offset < self._maybe_seen_below or delivery.attempt > 1 or delivery.replays > 0 or delivery.deferred
             )
             await self.provider.send(Attempt(delivery, reply, maybe_sent))
-            replies.append(reply)
+            replies.append((reply, maybe_sent))
+        outcomes: list[Outcome] = []
+        for reply, _ in replies:
+            try:
+                outcomes.append(await reply.wait())
+            except ActorCrashed as exc:  # the provider crashed on it (and is being restarted)
+                outcomes.append(Crashed(str(exc)))
+        # A record seen before that succeeds now resolves the dead letter an earlier run may have left.
+        maybe_dead = [d.notification_id for (_, d), o, (_, seen) in zip(deliveries, outcomes, replies) if seen and isinstance(o, Sent)]
+        resolved = set(await self.store.resolve_dead_letters(self.channel.value, maybe_dead)) if maybe_dead else set()
         events: list[StatusEvent] = []
         inbox = []
-        for (record, delivery), reply in zip(deliveries, replies):
-            try:
-                outcome: Outcome = await reply.wait()
-            except ActorCrashed as exc:
-                events.append(await self._dead_letter(delivery, f"poison message: {exc}"))
-                continue
+        for (record, delivery), outcome in zip(deliveries, outcomes):
             if isinstance(outcome, Sent):
+                if delivery.notification_id in resolved:
+                    events.append(self._resolved_event(delivery))
                 events.extend(self._sent_events(delivery, outcome))
                 if self.channel is Channel.WEB:
                     inbox.append(inbox_entry(delivery, record.offset))
+            elif isinstance(outcome, PermanentFailure) and outcome.dead_letter:
+                events.extend(await self._dead_letter(delivery, f"poison message: {outcome.error}"))
             elif isinstance(outcome, PermanentFailure):
                 events.append(self._event(delivery, Status.FAILED, outcome.error))
+            elif isinstance(outcome, Crashed) and any(h.crashed for h in delivery.history):
+                events.extend(await self._dead_letter(delivery, f"poison message (crashed twice): {outcome.error}", crashed=True))
             elif delivery.attempt >= self.retry.max_attempts:
-                events.append(await self._dead_letter(delivery, outcome.error))
+                events.extend(await self._dead_letter(delivery, outcome.error, crashed=isinstance(outcome, Crashed)))
+            elif isinstance(outcome, Crashed):
+                events.append(await self._schedule_retry(delivery, outcome.error, None, crashed=True))
             else:
-                events.append(await self._schedule_retry(delivery, outcome))
+                events.append(await self._schedule_retry(delivery, outcome.error, outcome.after_s))
         await ask(self.recorder.send, lambda reply: Record(tuple(events), tuple(inbox), reply))
 
     def _event(self, delivery: Delivery, status: Status, detail: str = "", at_ms: int | None = None) -> StatusEvent:
@@ -170,11 +189,19 @@ class PartitionConsumer:
             return [self._event(delivery, Status.SENT, f"attempt {delivery.attempt}"), self._event(delivery, Status.DELIVERED, outcome.detail)]
         return [self._event(delivery, outcome.status, outcome.detail)]
 
-    async def _schedule_retry(self, delivery: Delivery, outcome: RetryLater) -> StatusEvent:
+    def _resolved_event(self, delivery: Delivery) -> StatusEvent:
+        """Lets a status an earlier run left at dead_lettered move on to the delivery's outcome."""
+        return StatusEvent(
+            delivery.notification_id, delivery.user_id, self.channel, Status.QUEUED, wall_ms(),
+            detail="attempted again and succeeded: its dead-letter entry is resolved", created_ms=delivery.created_ms,
+            priority=delivery.priority, replay=True,
+        )
+
+    async def _schedule_retry(self, delivery: Delivery, error: str, after_s: float | None, *, crashed: bool = False) -> StatusEvent:
         now = wall_ms()
-        delay_s = outcome.after_s if outcome.after_s is not None else self.retry.delay(delivery.attempt)
+        delay_s = after_s if after_s is not None else self.retry.delay(delivery.attempt)
         due = now + int(delay_s * 1000)
-        history = [*delivery.history, AttemptRecord(delivery.attempt, now, outcome.error)]
+        history = [*delivery.history, AttemptRecord(delivery.attempt, now, error, crashed)]
         retry = msgspec.structs.replace(delivery, attempt=delivery.attempt + 1, history=history)
         entry = Scheduled(
             id=f"retry:{delivery.notification_id}:{self.channel.value}:{retry.attempt}",
@@ -185,12 +212,16 @@ class PartitionConsumer:
         )
         await ask(self.scheduler.send, lambda reply: ScheduleAt(entry, reply))
         self.retried += 1
-        detail = f"attempt {delivery.attempt} failed: {outcome.error}; attempt {retry.attempt} at {iso(due)}"
+        detail = f"attempt {delivery.attempt} failed: {error}; attempt {retry.attempt} at {iso(due)}"
         return self._event(delivery, Status.QUEUED, detail, now)
 
-    async def _dead_letter(self, delivery: Delivery, error: str) -> StatusEvent:
+    async def _dead_letter(self, delivery: Delivery, error: str, *, crashed: bool = False) -> list[StatusEvent]:
+        """Put it in the channel's DLQ (replacing an entry an earlier run left); nothing if it was sent meanwhile."""
+        if await self.store.sent_status(delivery.notification_id, self.channel.value) is not None:
+            log.info("%s %s: not dead-lettered, another attempt sent it (send ledger)", self.channel.value, delivery.notification_id)
+            return []
         now = wall_ms()
-        history = [*delivery.history, AttemptRecord(delivery.attempt, now, error)]
+        history = [*delivery.history, AttemptRecord(delivery.attempt, now, error, crashed)]
         final = msgspec.structs.replace(delivery, history=history)
         await self.store.dead_letter(
             DeadLetter(0, self.channel.value, delivery.notification_id, delivery.user_id, error,
@@ -198,7 +229,7 @@ class PartitionConsumer:
         )
         self.dead_lettered += 1
         log.warning("%s %s dead-lettered after %d attempt(s): %s", self.channel.value, delivery.notification_id, delivery.attempt, error)
-        return self._event(delivery, Status.DEAD_LETTERED, f"after {delivery.attempt} attempt(s): {error}", now)
+        return [self._event(delivery, Status.DEAD_LETTERED, f"after {delivery.attempt} attempt(s): {error}", now)]
 
 
 class ConsumerGroup:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 
 from protocol.channels import Channel
@@ -15,6 +17,7 @@ from reactor.ports import Bus, DeadLetter, DlqFilter, Store
 from .messages import Record
 
 PAGE = 200
+log = logging.getLogger("herald.dlq")
 
 
 class DeadLetters:
@@ -37,16 +40,30 @@ class DeadLetters:
 
         Each entry leaves the queue only after its record is durably on the bus: a crash in
         between replays it twice, and the send ledger keeps the second from being sent.
+        A message dead-lettered again while the replay runs (a poison message) comes back
+        under a new id; it is not replayed a second time by the same call. An entry whose
+        record cannot be decoded stays in the queue (logged).
         """
         total, after = 0, 0
+        replayed: set[tuple[str, str]] = set()
         while True:
             entries = await self.store.dead_letters(selection, after, PAGE)
             if not entries:
                 return total
-            items, events = [], []
+            after = entries[-1].id
+            items, events, taken = [], [], []
             now = wall_ms()
             for entry in entries:
-                delivery = decode_delivery(entry.record)
+                if (entry.notification_id, entry.channel) in replayed:
+                    continue
+                try:
+                    delivery = decode_delivery(entry.record)
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                    log.error("dead letter %d (%s %s) cannot be decoded, left in the queue: %s", entry.id, entry.channel,
+                              entry.notification_id, exc)
+                    continue
+                replayed.add((entry.notification_id, entry.channel))
+                taken.append(entry)
                 again = msgspec.structs.replace(delivery, attempt=1, replays=delivery.replays + 1)
                 items.append((Channel(entry.channel).topic(), delivery.user_id.encode(), encode_delivery(again)))
                 events.append(StatusEvent(
@@ -54,13 +71,14 @@ class DeadLetters:
                     detail=f"replayed from the dead-letter queue ({again.replays})", created_ms=delivery.created_ms,
                     priority=delivery.priority, replay=True,
                 ))
+            if not taken:
+                continue
             # Recorded first: the replayed record's own events must find the status queued again.
             await ask(self.recorder.send, lambda reply: Record(tuple(events), (), reply))
             await self.bus.produce(items)
-            await self.store.discard_dead_letters([e.id for e in entries])
-            total += len(entries)
-            self.replayed += len(entries)
-            after = entries[-1].id
+            await self.store.discard_dead_letters([e.id for e in taken])
+            total += len(taken)
+            self.replayed += len(taken)
 
     async def discard(self, selection: DlqFilter) -> int:
         total, after = 0, 0

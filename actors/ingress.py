@@ -23,7 +23,7 @@ import trio
 
 from protocol.api import NotificationRequest, Receipt
 from protocol.channels import Channel
-from protocol.content import Content
+from protocol.content import Content, header_errors
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
@@ -62,6 +62,7 @@ def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -
     email = request.content.email
     if email is not None and not (email.text or email.html):
         errors.append(FieldError("content.email", "needs text or html"))
+    errors.extend(header_errors(request.content, request.to))  # no CR/LF, control or encoded word in a header
     for channel, attr in _ADDRESS_FIELD.items():
         if channel in requested and address_missing(request, profile, channel):
             message = f"required for the {channel.value} channel (the user's preferences have none)"

@@ -29,6 +29,7 @@ import msgspec
 from protocol.api import NotificationRequest
 from protocol.channels import Channel, Priority
 from protocol.content import Recipient
+from protocol.header_safe import address_problem
 from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
 from protocol.problems import FieldError
 
@@ -48,8 +49,13 @@ NO_PROFILE = Profile()  # a user who never set preferences nor registered a devi
 
 
 def check_preferences(prefs: Preferences, known_zones: Container[str]) -> list[FieldError]:
-    """Rules the schema cannot express: an IANA time zone that exists, a quiet-hours window that is not empty."""
+    """Rules the schema cannot express: an IANA time zone that exists, a quiet-hours window that is not empty,
+    a contact email that can go in an email header (protocol.header_safe)."""
     errors: list[FieldError] = []
+    if prefs.contact.email is not None:
+        problem = address_problem(prefs.contact.email)
+        if problem is not None:
+            errors.append(FieldError("contact.email", problem))
     if prefs.timezone in UNSAFE_ZONES or prefs.timezone not in known_zones:
         message = f"unknown IANA time zone {prefs.timezone!r} (e.g. Europe/Paris, America/New_York, UTC)"
         errors.append(FieldError("timezone", message))

@@ -10,6 +10,14 @@ back. The one duplicate left is a crash between the provider's answer and that w
 
 A push provider's verdict that a device token is unregistered (the outcome's
 `unregistered_tokens`) removes those tokens from the user's devices before the answer.
+
+What a client raises is the attempt's outcome, never the Provider's crash: an OSError
+(the client's own I/O: disk full, a refused connection) is RetryLater, anything else is
+Crashed (the consumer retries it once and dead-letters it as poison if it crashes the
+client again). A message's content can thus never use up the delivery stage's restart
+intensity. The Provider itself crashes only on its own state's errors (the ledger, the
+gate, the device store); its supervisor restarts it, and the consumer counts that crash
+against the message as well, so a message that crashes it twice is dead-lettered.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import trio
 
 from protocol.channels import Channel
 from protocol.lifecycle import Status
-from protocol.messages import Delivery, Outcome, PermanentFailure, Sent
+from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.ask import ActorCrashed
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
@@ -34,7 +42,8 @@ log = logging.getLogger("herald.provider")
 
 
 class ChannelClient(Protocol):
-    """Talks to one provider. Returns the verdict; raises only on a bug (a poison message)."""
+    """Talks to one provider. Returns the verdict (content it cannot send: PermanentFailure(dead_letter=True));
+    an exception is taken as RetryLater (OSError) or Crashed (anything else)."""
 
     async def send(self, delivery: Delivery) -> Outcome: ...
 
@@ -80,6 +89,7 @@ class Provider:
         self.gate: Gate = gate or OpenGate()
         self.calls = 0
         self.suppressed = 0
+        self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -87,7 +97,7 @@ class Provider:
             try:
                 outcome = await self._attempt(attempt)
             except Exception as exc:
-                log.exception("%s client failed on %s", self.channel.value, attempt.delivery.notification_id)
+                log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
                 attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
                 raise
             except BaseException:
@@ -108,13 +118,28 @@ class Provider:
         self.calls += 1
         try:
             outcome = await self.client.send(delivery)
+        except Exception as exc:
+            outcome = self._client_raised(delivery, exc)
         except BaseException:
-            # A crash (a poison message) or a cancellation says nothing about the provider's health.
-            self.gate.abandon(delivery)
+            self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
             raise
-        self.gate.settle(delivery, outcome)
+        if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
+            # A crash or content refused before it reached the provider: no word on its health.
+            self.gate.abandon(delivery)
+            return outcome
+        self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
         if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
             await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
         if isinstance(outcome, Sent) and outcome.status is not Status.QUEUED:
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
         return outcome
+
+    def _client_raised(self, delivery: Delivery, exc: Exception) -> Outcome:
+        """The outcome of an attempt whose client raised: transient I/O is retried, anything else is a crash."""
+        self.client_errors += 1
+        error = f"{self.channel.value} client raised {exc!r}"[:1000]
+        if isinstance(exc, OSError):
+            log.warning("%s client I/O failed on %s: %r", self.channel.value, delivery.notification_id, exc)
+            return RetryLater(error)
+        log.error("%s client crashed on %s", self.channel.value, delivery.notification_id, exc_info=exc)
+        return Crashed(error)

@@ -37,6 +37,7 @@ from chevron.tokenizer import tokenize
 
 from protocol.channels import Channel
 from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
+from protocol.header_safe import header_text_problem
 from protocol.problems import FieldError, field_of
 from protocol.templates import Parts, SmsInfo, TemplateSpec, Variables
 
@@ -487,14 +488,41 @@ _CONTENT_TYPES: dict[Channel, Any] = {
 }
 
 
+class UnsafeHeader(ValueError):
+    """A rendered email header (the subject) that cannot go in an email: the error names the data or the field."""
+
+    def __init__(self, error: FieldError) -> None:
+        super().__init__(f"{error.field}: {error.message}")
+        self.error = error
+
+
+def _check_header(source: CompiledSource, data: Mapping[str, Any], text: str) -> None:
+    """Refuse a subject with a line break, control or encoded word that came from `data` or from the template.
+
+    The data a subject names is checked first, so that the error names `data.<name>`;
+    what is left (a value read inside a section, the template's own text) names the field.
+    """
+    for name in sorted(source.required | source.optional):
+        value = lookup(data, name)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            problem = header_text_problem(_text(value))
+            if problem is not None:
+                raise UnsafeHeader(FieldError(f"data.{name}", f"used in the email subject ({source.path}): {problem}"))
+    problem = header_text_problem(text)
+    if problem is not None:
+        raise UnsafeHeader(FieldError(source.path, f"renders to a subject that {problem}"))
+
+
 def _build(part: CompiledPart, data: Mapping[str, Any]) -> Any:
-    """Render one part into its protocol.content struct; raises RenderTooLarge or msgspec.ValidationError."""
+    """Render one part into its protocol.content struct; raises RenderTooLarge, UnsafeHeader or msgspec.ValidationError."""
     values: dict[str, Any] = {}
     push_data: dict[str, str] = {}
     for name, source in part.fields:
         text = render_nodes(source.nodes, data)
         if name == _SINGLE_LINE_FIELDS.get(part.channel):
-            text = _ONE_LINE.sub(" ", text).strip()  # a line break in a header or a title: one space
+            text = _ONE_LINE.sub(" ", text).strip()  # a line break of the template in a header or a title: one space
+        if part.channel is Channel.EMAIL and name == "subject":
+            _check_header(source, data, text)
         if name.startswith("data."):
             push_data[name[5:]] = text
         elif name == "url" and not text:
@@ -543,6 +571,9 @@ def render_template(
             content = _build(part, data)
         except RenderTooLarge as exc:
             errors.append(FieldError(part.path, str(exc)))
+            continue
+        except UnsafeHeader as exc:
+            errors.append(exc.error)
             continue
         except msgspec.ValidationError as exc:
             path, message = field_of(str(exc))

@@ -6,7 +6,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .header_safe import address_problem, header_text_problem
 from .parsing import DeviceToken
+from .problems import FieldError
 
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Text = Annotated[str, msgspec.Meta(max_length=100_000)]
@@ -50,3 +52,21 @@ class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$")] | None = None
     phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}(?!\n)$")] | None = None
     device_token: DeviceToken | None = None  # as registered devices' tokens: no `/`, space or control characters
+
+
+def header_errors(content: Content | None, to: Recipient | None) -> list[FieldError]:
+    """The header-bound fields (email subject, recipient address) that cannot go in an email header, each named.
+
+    Checked as a rule, not in the schema: a record already on the bus decodes as before,
+    and the email client refuses it there (dead-lettered) instead of losing it.
+    """
+    errors: list[FieldError] = []
+    if content is not None and content.email is not None:
+        problem = header_text_problem(content.email.subject)
+        if problem is not None:
+            errors.append(FieldError("content.email.subject", problem))
+    if to is not None and to.email is not None:
+        problem = address_problem(to.email)
+        if problem is not None:
+            errors.append(FieldError("to.email", problem))
+    return errors

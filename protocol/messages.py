@@ -24,6 +24,7 @@ class AttemptRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     attempt: int
     at_ms: int
     error: str
+    crashed: bool = False  # the channel client (or its provider) crashed on it: twice makes it poison
 
 
 class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -86,11 +87,29 @@ class RetryLater(msgspec.Struct, frozen=True, tag="retry_later"):
 
 
 class PermanentFailure(msgspec.Struct, frozen=True, tag="permanent_failure"):
+    """The provider's verdict: this delivery cannot succeed (the channel is recorded failed).
+
+    `dead_letter`: the delivery's own content made the client refuse it (a poison
+    message, such as a header the email library cannot write); it goes to the channel's
+    dead-letter queue with the error, where an operator sees it, instead of merely failing.
+    """
+
     error: str
     unregistered_tokens: list[str] = []  # push: device tokens the provider said are gone (to remove)
+    dead_letter: bool = False
 
 
-Outcome = Sent | RetryLater | PermanentFailure
+class Crashed(msgspec.Struct, frozen=True, tag="crashed"):
+    """The channel client raised on this delivery (a bug, or content it chokes on).
+
+    Retried once with backoff; a delivery that crashes a client twice is dead-lettered
+    as poison (the attempt history says how often it did).
+    """
+
+    error: str
+
+
+Outcome = Sent | RetryLater | PermanentFailure | Crashed
 
 
 class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -130,7 +130,12 @@ class Store(Protocol):
         """Every pending entry, earliest first."""
 
     async def dead_letter(self, entry: DeadLetter) -> int:
-        """Add an entry (its id is ignored); returns the id it got."""
+        """Add an entry (its id is ignored), replacing the one of the same (notification, channel) if there
+        is one: the queue holds at most one entry per (notification, channel). Returns the id it got."""
+
+    async def resolve_dead_letters(self, channel: str, notification_ids: Sequence[str]) -> list[str]:
+        """Delete the channel's entries of these notifications (they were delivered after all);
+        returns the notification ids that had one."""
 
     async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
         """Entries matching `selection` with id > after_id, oldest first."""

@@ -75,8 +75,24 @@ def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
 _DLQ_COLUMNS = "id, channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record"
 
 
+# One entry per (notification, channel). A queue from before this index keeps its newest entry of each.
+_DLQ_ONCE = """
+DELETE FROM dead_letters WHERE id NOT IN (SELECT max(id) FROM dead_letters GROUP BY notification_id, channel);
+CREATE UNIQUE INDEX dead_letters_once ON dead_letters (notification_id, channel);
+"""
+
+
+def _migrate_dead_letters(db: sqlite3.Connection) -> None:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'dead_letters_once'").fetchone() is None:
+        db.executescript(f"BEGIN IMMEDIATE; {_DLQ_ONCE} COMMIT;")
+
+
 class SqliteStore(SqliteBacked):
     SCHEMA = _SCHEMA
+
+    async def open(self) -> None:
+        await super().open()
+        await self._run(_migrate_dead_letters)
 
     # -- metadata
 
@@ -109,9 +125,11 @@ class SqliteStore(SqliteBacked):
     # -- the dead-letter queue
 
     async def dead_letter(self, entry: DeadLetter) -> int:
+        # REPLACE deletes the earlier entry of the same (notification, channel) and inserts this one
+        # under a new id: a replay in flight, which discards the old id, cannot discard this one.
         def put(db: sqlite3.Connection) -> int:
             cursor = db.execute(
-                "INSERT INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
+                "INSERT OR REPLACE INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.channel, entry.notification_id, entry.user_id, entry.error, entry.attempts,
                  entry.created_ms, entry.dead_ms, entry.record),
@@ -132,6 +150,22 @@ class SqliteStore(SqliteBacked):
             return sum(db.execute("DELETE FROM dead_letters WHERE id = ?", (i,)).rowcount for i in ids)
 
         return await self._transaction(delete)
+
+    async def resolve_dead_letters(self, channel: str, notification_ids: Sequence[str]) -> list[str]:
+        wanted = sorted(set(notification_ids))
+
+        def resolve(db: sqlite3.Connection) -> list[str]:
+            found: list[str] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT notification_id FROM dead_letters WHERE channel = ? AND notification_id IN ({marks})"
+                found += [str(r[0]) for r in db.execute(sql, (channel, *chunk))]
+            if found:  # a write only when there is something to resolve: the common case reads one index
+                db.executemany("DELETE FROM dead_letters WHERE channel = ? AND notification_id = ?", [(channel, n) for n in found])
+            return found
+
+        return await self._transaction(resolve)
 
     async def dead_letter_count(self, channel: str | None = None) -> int:
         where, params = _where(DlqFilter(channel=channel))

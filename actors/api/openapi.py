@@ -296,6 +296,9 @@ TEMPLATE_EXAMPLE = {
 _RECEIPT_HEADERS = {"Location": True, "Idempotent-Replayed": False}
 _NOTIFICATION_DOC = (
     "Exactly one of `content` (per channel) and `template_id` (with `data` and `locale`). `to` gives the addresses; "
+    "an email subject (as given, or as the template renders it from `data`) or `to.email` holding a line break, a control "
+    "character, U+2028/U+2029 or an RFC 2047 encoded word (`=?...?=`), or an address Python's email package cannot parse, "
+    "is a 422 naming the field (or the `data.<name>` it came from). "
     "when absent, the user's preferences and devices do. 202 once the notification is durably on the bus. "
     "An `Idempotency-Key` makes a retry safe: the same key and body within 24 h get the original answer (marked "
     "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
@@ -427,7 +430,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "channels": {"sms": False}, "opt_out": ["marketing"], "quiet_hours": {"start": "22:00", "end": "07:00"},
         }), problems=(422,),
         description="422 for what the schema cannot state: a time zone that does not exist, an empty quiet-hours "
-        "window, a category twice.",
+        "window, a category twice, a contact email that cannot go in an email header.",
     ),
     Operation(
         "GET", "/v1/users/<user_id>/devices", "listDevices", "users", "A user's push devices", Auth.API_KEY, "read",

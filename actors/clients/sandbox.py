@@ -4,6 +4,10 @@ Email writes one RFC 5322 message per notification to the outbox folder; SMS and
 append one JSON line per message to sms.jsonl / push.jsonl. Writes are idempotent per
 notification where the medium allows it (an .eml is replaced, not duplicated).
 
+What the delivery's content causes (a header the email library cannot write) is a
+permanent failure that dead-letters the delivery; what the sandbox's own I/O causes
+(disk full, permission denied, a file replaced by a folder) is retried later.
+
 Push goes to every device token of the delivery (`addresses`, else `address`); the
 push sandbox plays an FCM/APNs that no longer knows a token: one starting with
 "unregistered-" is refused as unregistered (the Provider then removes the device).
@@ -12,6 +16,7 @@ push sandbox plays an FCM/APNs that no longer knows a token: one starting with
 from __future__ import annotations
 
 import datetime as dt
+import email.parser
 import email.policy
 import json
 import os
@@ -22,8 +27,9 @@ from pathlib import Path
 import trio
 from msgspec import to_builtins
 
+from protocol.header_safe import address_problem, header_text_problem, mailbox_problem
 from protocol.lifecycle import Status
-from protocol.messages import Delivery, Outcome, PermanentFailure, Sent
+from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 from reactor.files import write_atomically
 
@@ -32,10 +38,33 @@ UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no 
 _EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
 
 
+_HEADERS_ONLY = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+class UnsafeEmail(ValueError):
+    """The delivery's content cannot be written as an email (protocol.header_safe, or the email package refused it)."""
+
+
+def _check_headers(delivery: Delivery, sender: str) -> None:
+    """Every header-bound value, checked again: a record from before the API checked them may still be on the bus."""
+    content = delivery.content.email
+    assert content is not None
+    checks = [
+        ("From", mailbox_problem(sender)),
+        ("To", address_problem(delivery.address or "")),
+        ("Subject", header_text_problem(content.subject)),
+        ("List-Unsubscribe", header_text_problem(delivery.unsubscribe_url) if delivery.unsubscribe_url else None),
+    ]
+    for header, problem in checks:
+        if problem is not None:
+            raise UnsafeEmail(f"{header}: {problem}")
+
+
 def build_email(delivery: Delivery, sender: str, now_ms: int) -> EmailMessage:
-    """An RFC 5322 message (multipart/alternative when there is both text and html)."""
+    """An RFC 5322 message (multipart/alternative when there is both text and html); UnsafeEmail if a header is unsafe."""
     content = delivery.content.email
     assert content is not None and delivery.address is not None
+    _check_headers(delivery, sender)
     message = EmailMessage(policy=_EMAIL_POLICY)
     message["From"] = sender
     message["To"] = delivery.address
@@ -52,8 +81,20 @@ def build_email(delivery: Delivery, sender: str, now_ms: int) -> EmailMessage:
     return message
 
 
+def email_bytes(message: EmailMessage) -> bytes:
+    """The message as written, checked: read back, it has exactly the headers that were set (none injected)."""
+    raw = bytes(message)
+    written = [name.lower() for name in _HEADERS_ONLY.parsebytes(raw).keys()]
+    if written != [name.lower() for name in message.keys()]:
+        raise UnsafeEmail(f"the written message has the headers {written}, not the ones set")
+    return raw
+
+
 class EmailOutbox:
     def __init__(self, outbox: Path, sender: str) -> None:
+        problem = mailbox_problem(sender)
+        if problem is not None:
+            raise ValueError(f"email sender {sender!r}: {problem}")
         self.outbox = outbox.resolve()
         self.sender = sender
         outbox.mkdir(parents=True, exist_ok=True)
@@ -61,9 +102,15 @@ class EmailOutbox:
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.email is None or not delivery.address:
             return PermanentFailure("no email content or address")
-        message = build_email(delivery, self.sender, wall_ms())
+        try:
+            raw = email_bytes(build_email(delivery, self.sender, wall_ms()))
+        except Exception as exc:  # caused by this delivery's content, whatever the email package raised
+            return PermanentFailure(f"the email cannot be written: {exc!r}"[:1000], dead_letter=True)
         path = self.outbox / f"{delivery.notification_id}.eml"
-        await trio.to_thread.run_sync(write_atomically, path, bytes(message))
+        try:
+            await trio.to_thread.run_sync(write_atomically, path, raw)
+        except OSError as exc:  # the outbox's own I/O: try again later
+            return RetryLater(f"outbox write failed: {exc}")
         return Sent(Status.DELIVERED, detail=str(path))
 
 
@@ -102,9 +149,17 @@ class JsonLinesSink:
 
     def _append(self, line: bytes) -> None:
         with open(self.path, "ab") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+            start = fh.tell()
+            try:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                try:  # a partial line (disk full) would merge with the next one: cut it off
+                    fh.truncate(start)
+                except OSError:
+                    pass  # _load_seen cuts a torn tail on the next start
+                raise
 
     async def send(self, delivery: Delivery) -> Outcome:
         part = delivery.content.for_channel(self.channel)
@@ -112,7 +167,10 @@ class JsonLinesSink:
         if part is None or not targets:
             return PermanentFailure(f"no {self.channel} content or address")
         if self._seen is None:
-            self._seen = await trio.to_thread.run_sync(self._load_seen)
+            try:
+                self._seen = await trio.to_thread.run_sync(self._load_seen)
+            except OSError as exc:  # the sink's own I/O: try again later
+                return RetryLater(f"{self.channel} sandbox read failed: {exc}")
         unregistered = [t for t in targets if self.channel == "push" and t.startswith(UNREGISTERED_PREFIX)]
         if len(unregistered) == len(targets):
             return PermanentFailure("unregistered", unregistered_tokens=unregistered)
@@ -123,14 +181,20 @@ class JsonLinesSink:
             detail = f"{self.path} (already there: not written again){gone}"
             return Sent(Status.DELIVERED, detail, unregistered_tokens=unregistered)
         now = wall_ms()
-        body = to_builtins(part)
-        lines = b"".join(
-            json.dumps(
-                {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": to, "at_ms": now, **body},
-                separators=(",", ":"),
-            ).encode() + b"\n"
-            for to in fresh
-        )
-        await trio.to_thread.run_sync(self._append, lines)
+        try:
+            body = to_builtins(part)
+            lines = b"".join(
+                json.dumps(
+                    {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": to, "at_ms": now, **body},
+                    separators=(",", ":"),
+                ).encode() + b"\n"
+                for to in fresh
+            )
+        except (TypeError, ValueError) as exc:  # caused by this delivery's content
+            return PermanentFailure(f"the {self.channel} message cannot be written: {exc!r}"[:1000], dead_letter=True)
+        try:
+            await trio.to_thread.run_sync(self._append, lines)
+        except OSError as exc:  # the sink's own I/O: try again later
+            return RetryLater(f"{self.channel} sandbox write failed: {exc}")
         self._seen.update((delivery.notification_id, to) for to in fresh)
         return Sent(Status.DELIVERED, detail=f"{self.path}{gone}", unregistered_tokens=unregistered)

@@ -142,35 +142,50 @@ async def test_pings_keep_a_session_alive(tmp_path):
             assert (await receive_json(ws))["id"] == nid
 
 
-class CrashOnce:
-    """A channel client with a bug that one message triggers: a poison message."""
+class CrashOn:
+    """A channel client with a bug that some messages trigger: it raises on every call for `user`."""
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, user: str, times: int = 1_000_000):
+        self.user = user
+        self.times = times
+        self.calls: dict[str, int] = {}
 
     async def send(self, delivery):
         from protocol.messages import Sent
 
-        self.calls += 1
-        if self.calls == 1:
+        calls = self.calls[delivery.user_id] = self.calls.get(delivery.user_id, 0) + 1
+        if delivery.user_id == self.user and calls <= self.times:
             raise RuntimeError("client bug")
         return Sent()
 
 
-async def test_a_poison_message_restarts_the_provider_goes_to_the_dlq_and_the_partition_continues(tmp_path):
+async def test_a_message_that_crashes_the_client_twice_is_dead_lettered_and_nothing_restarts(tmp_path):
     from protocol.channels import Channel
     from reactor.ports import DlqFilter
 
-    client_impl = CrashOnce()
+    client_impl = CrashOn("u8")
     async with running_node(tmp_path, clients={Channel.SMS: client_impl}, partitions={"email": 1, "sms": 1, "push": 1, "web": 1}) as herald, http(herald) as client:
         body = {"user_id": "u8", "channels": ["sms"], "content": {"sms": {"text": "hi"}}, "to": {"phone": "+15555550100"}}
         poison = (await client.post("/v1/notifications", json=body)).json()["notification_id"]
         after = (await client.post("/v1/notifications", json={**body, "user_id": "u9"})).json()["notification_id"]
-        assert (await wait_final(client, poison))["channels"]["sms"]["status"] == "dead_lettered"
         assert (await wait_final(client, after))["channels"]["sms"]["status"] == "delivered"
-        assert client_impl.calls == 2  # the poison message was not retried into another crash
-        delivery = next(s for s in herald.system.supervisors() if s.name == "delivery")
-        assert {c.name: c.restarts for c in delivery.statistics()}["provider:sms"] == 1
+        assert (await wait_final(client, poison))["channels"]["sms"]["status"] == "dead_lettered"
+        assert client_impl.calls == {"u8": 2, "u9": 1}  # retried once, then dead-lettered as poison
+        restarts = {c.name: c.restarts for s in herald.system.supervisors() for c in s.statistics()}
+        assert sum(restarts.values()) == 0, restarts
         [entry] = await herald.store.dead_letters(DlqFilter(channel="sms"))
-        assert entry.notification_id == poison and "client bug" in entry.error
-        print(f"poison: sent=2 delivered=1 dead_lettered=1 lost=0 provider_restarts=1 calls={client_impl.calls}")
+        assert entry.notification_id == poison and "crashed twice" in entry.error and "client bug" in entry.error
+        print(f"poison: sent=2 delivered=1 dead_lettered=1 lost=0 restarts=0 calls={client_impl.calls}")
+
+
+async def test_a_message_that_crashes_the_client_once_is_retried_and_delivered(tmp_path):
+    from protocol.channels import Channel
+
+    client_impl = CrashOn("u10", times=1)
+    async with running_node(tmp_path, clients={Channel.SMS: client_impl}) as herald, http(herald) as client:
+        body = {"user_id": "u10", "channels": ["sms"], "content": {"sms": {"text": "hi"}}, "to": {"phone": "+15555550100"}}
+        nid = (await client.post("/v1/notifications", json=body)).json()["notification_id"]
+        status = await wait_final(client, nid)
+        assert status["channels"]["sms"]["status"] == "delivered"
+        assert any("client bug" in a.get("detail", "") for a in status["channels"]["sms"]["attempts"])
+        assert client_impl.calls == {"u10": 2} and await herald.store.dead_letter_count() == 0
