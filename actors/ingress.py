@@ -153,6 +153,7 @@ class Ingress:
                 addresses=list(plan.addresses) if len(plan.addresses) > 1 else [],
                 category=request.category,
                 unsubscribe_url=self._unsubscribe_url(request, channel),
+                from_profile=plan.from_profile,  # then read again if it waits (held, retried, replayed)
             )
             if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
                 statuses = ((Status.ACCEPTED, ""), (Status.FAILED, plan.skip))
