@@ -215,8 +215,10 @@ class PartitionConsumer:
         profile = await self.users.profile(delivery.user_id)
         zone = await self.users.zone(profile.preferences.timezone)
         check = check_at_fire(delivery, profile, wall_ms(), zone)
-        if check.skip is not None and await self.store.sent_status(delivery.notification_id, self.channel.value) is not None:
-            return FireCheck(delivery)  # an earlier run sent it: the provider answers "already sent", nothing is failed
+        if check.skip is None and check.hold_until_ms is None:
+            return check
+        if await self.store.sent_status(delivery.notification_id, self.channel.value) is not None:
+            return FireCheck(delivery)  # an earlier run sent it: the provider answers "already sent", nothing is failed or held
         return check
 
     async def _stopped_at_fire(self, delivery: Delivery, check: FireCheck) -> StatusEvent:
