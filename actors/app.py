@@ -140,7 +140,7 @@ async def run_herald(
             def make(partition: int) -> PartitionConsumer:
                 return PartitionConsumer(
                     bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
-                    config.consumer_batch, retry,
+                    config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
                 )
 
             return make

@@ -14,6 +14,15 @@ the client refused the delivery's content (`dead_letter`): then it is dead-lette
 once. A delivery that crashed the client (Crashed) or the provider (ActorCrashed) is
 retried once; the second crash dead-letters it as a poison message.
 
+Consent is checked again when a record that waited goes out (actors.preferences
+`waited`: held by quiet hours, retried, replayed; fresh records are not, the hot path
+stays as it was): the user's profile is read through the UserDirectory (cached; every
+preferences write invalidates it) and `check_at_fire` decides. A record no longer
+allowed is recorded failed with the reason and never reaches the Provider (unless the
+send ledger says an earlier run sent it: then the Provider answers "already sent");
+one in quiet hours now goes back to the Scheduler; one whose addresses came from the
+preferences goes to the contact point or devices the user has now.
+
 The dead-letter queue holds one entry per (notification, channel). A record that may
 have been attempted before (a redelivery after a restart, a retry, a replay) and
 succeeds resolves the entry an earlier run may have left; one already sent (send
@@ -55,7 +64,9 @@ from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 
 from .clients.web import inbox_entry
 from .messages import Attempt, Record
+from .preferences import FireCheck, check_at_fire, waited
 from .scheduler import ScheduleAt
+from .users import UserDirectory
 
 log = logging.getLogger("herald.consumer")
 
@@ -84,6 +95,7 @@ class PartitionConsumer:
         store: Store,
         batch: int,
         retry: RetryPolicy,
+        users: UserDirectory | None = None,
     ) -> None:
         self.bus = bus
         self.group = group
@@ -96,6 +108,7 @@ class PartitionConsumer:
         self.store = store
         self.batch = batch
         self.retry = retry
+        self.users = users  # None: no preferences, nothing to check again when a record that waited goes out
         self._stopping = trio.Event()
         self._fetch_scope: trio.CancelScope | None = None
         self._maybe_seen_below = 0
@@ -103,6 +116,8 @@ class PartitionConsumer:
         self.undecodable = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.stopped_at_fire = 0  # records that waited and were no longer allowed when they went out
+        self.held_at_fire = 0  # records that waited and met quiet hours when they went out
 
     def stop(self) -> None:
         """Finish the batch in hand, commit it, and return."""
@@ -138,16 +153,30 @@ class PartitionConsumer:
                 # Nothing to deliver and no id to record it under: log it and move on.
                 self.undecodable += 1
                 log.error("%s/%d@%d: undecodable record skipped: %s", self.topic, self.partition, record.offset, exc)
-        replies: list[tuple[Reply[Outcome], bool]] = []
-        for record, delivery in deliveries:
+        # A record that waited meets the user's preferences as they are now (fresh ones were just planned).
+        stopped: dict[int, FireCheck] = {}  # index in deliveries -> skipped or held again: not for the provider
+        if self.users is not None:
+            for i, (record, delivery) in enumerate(deliveries):
+                if waited(delivery):
+                    check = await self._check_at_fire(delivery)
+                    if check.skip is not None or check.hold_until_ms is not None:
+                        stopped[i] = check
+                    else:
+                        deliveries[i] = (record, check.delivery)
+        replies: list[tuple[Reply[Outcome] | None, bool]] = []
+        for i, (record, delivery) in enumerate(deliveries):
+            if i in stopped:
+                replies.append((None, False))
+                continue
             reply: Reply[Outcome] = Reply()
-            maybe_sent = (
-                record.offset < self._maybe_seen_below or delivery.attempt > 1 or delivery.replays > 0 or delivery.deferred
-            )
+            maybe_sent = record.offset < self._maybe_seen_below or waited(delivery)
             await self.provider.send(Attempt(delivery, reply, maybe_sent))
             replies.append((reply, maybe_sent))
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome | None] = []
         for reply, _ in replies:
+            if reply is None:
+                outcomes.append(None)
+                continue
             try:
                 outcomes.append(await reply.wait())
             except ActorCrashed as exc:  # the provider crashed on it (and is being restarted)
@@ -157,8 +186,10 @@ class PartitionConsumer:
         resolved = set(await self.store.resolve_dead_letters(self.channel.value, maybe_dead)) if maybe_dead else set()
         events: list[StatusEvent] = []
         inbox = []
-        for (record, delivery), outcome in zip(deliveries, outcomes):
-            if isinstance(outcome, Sent):
+        for i, ((record, delivery), outcome) in enumerate(zip(deliveries, outcomes)):
+            if outcome is None:
+                events.append(await self._stopped_at_fire(delivery, stopped[i]))
+            elif isinstance(outcome, Sent):
                 if delivery.notification_id in resolved:
                     events.append(self._resolved_event(delivery))
                 events.extend(self._sent_events(delivery, outcome))
@@ -177,6 +208,37 @@ class PartitionConsumer:
             else:
                 events.append(await self._schedule_retry(delivery, outcome.error, outcome.after_s))
         await ask(self.recorder.send, lambda reply: Record(tuple(events), tuple(inbox), reply))
+
+    async def _check_at_fire(self, delivery: Delivery) -> FireCheck:
+        """The user's preferences, read now, applied to a record that waited (actors.preferences.check_at_fire)."""
+        assert self.users is not None
+        profile = await self.users.profile(delivery.user_id)
+        zone = await self.users.zone(profile.preferences.timezone)
+        check = check_at_fire(delivery, profile, wall_ms(), zone)
+        if check.skip is None and check.hold_until_ms is None:
+            return check
+        if await self.store.sent_status(delivery.notification_id, self.channel.value) is not None:
+            return FireCheck(delivery)  # an earlier run sent it: the provider answers "already sent", nothing is failed or held
+        return check
+
+    async def _stopped_at_fire(self, delivery: Delivery, check: FireCheck) -> StatusEvent:
+        """Record a record that waited and may not go out now: failed with the reason, or held again by quiet hours."""
+        if check.skip is not None:
+            self.stopped_at_fire += 1
+            log.info("%s %s not sent: %s (preferences read when it went out)", self.channel.value, delivery.notification_id, check.skip)
+            return self._event(delivery, Status.FAILED, check.skip)
+        assert check.hold_until_ms is not None
+        until = check.hold_until_ms
+        entry = Scheduled(
+            id=f"quiet:{delivery.notification_id}:{self.channel.value}:{until}",  # not Ingress's id: that one may not be unscheduled yet
+            due_ms=until,
+            topic=self.topic,
+            key=delivery.user_id.encode(),
+            value=encode_delivery(check.delivery),
+        )
+        await ask(self.scheduler.send, lambda reply: ScheduleAt(entry, reply))
+        self.held_at_fire += 1
+        return self._event(delivery, Status.QUEUED, f"quiet hours until {iso(until)}")
 
     def _event(self, delivery: Delivery, status: Status, detail: str = "", at_ms: int | None = None) -> StatusEvent:
         return StatusEvent(

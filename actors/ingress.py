@@ -120,12 +120,12 @@ class Ingress:
     async def accept(self, request: NotificationRequest) -> Receipt | Problem:
         # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/preferences.py, actors/users.py)
         profile = await self.users.profile(request.user_id) if self.users is not None else NO_PROFILE
-        template = ""  # templates: a template_id's parts become the content (actors/template_service.py)
-        if request.template_id is not None or request.content is None:
-            rendered = await apply_template(self.renderer, request, profile.preferences.locale)
-            if isinstance(rendered, Problem):
-                return rendered
-            request, template = rendered
+        # templates: a template_id's parts become the content (actors/template_service.py), and what of
+        # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
+        applied = await apply_template(self.renderer, request, profile.preferences.locale)
+        if isinstance(applied, Problem):
+            return applied
+        request, template = applied.request, applied.template
         errors = check_request(request, profile)
         if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
@@ -149,10 +149,11 @@ class Ingress:
                 content=Content(**{channel.value: part}),
                 address=plan.address,
                 priority=request.priority,
-                data=request.data,
+                data=dict(applied.web_data) if channel is Channel.WEB else {},  # no other channel reads it
                 addresses=list(plan.addresses) if len(plan.addresses) > 1 else [],
                 category=request.category,
                 unsubscribe_url=self._unsubscribe_url(request, channel),
+                from_profile=plan.from_profile,  # then read again if it waits (held, retried, replayed)
             )
             if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
                 statuses = ((Status.ACCEPTED, ""), (Status.FAILED, plan.skip))

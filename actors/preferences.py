@@ -13,6 +13,11 @@ The rules Ingress applies (documented in docs/architecture.md, "Preferences"):
 - Quiet hours hold the interruptive channels (email, SMS, push) of a non-critical
   notification until the window ends; critical ones (one-time codes, security alerts)
   go at once, and so does the in-app web channel, which makes no sound.
+
+The same rules hold when a delivery that waited goes out (`check_at_fire`, applied by
+the PartitionConsumer to held, retried and replayed records): consent, channel switches
+and, for addresses that came from the user's preferences, the contact points and
+devices are read again then.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from protocol.api import NotificationRequest
 from protocol.channels import Channel, Priority
 from protocol.content import Recipient
 from protocol.header_safe import address_problem
+from protocol.messages import Delivery
 from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
 from protocol.problems import FieldError
 
@@ -153,6 +159,7 @@ class ChannelPlan:
     addresses: tuple[str, ...] = ()  # push: every device token to reach; else at most one
     skip: str | None = None  # why the channel is not delivered (recorded as failed)
     defer_until_ms: int | None = None  # quiet hours: hand to the Scheduler, due then
+    from_profile: bool = False  # the addresses are the user's contact point or devices (read again if it waits)
 
     @property
     def address(self) -> str | None:
@@ -205,8 +212,62 @@ def plan_channels(request: NotificationRequest, profile: Profile, now_ms: int, z
             plans[channel] = ChannelPlan(channel, skip=reason)
         else:
             held = defer if channel in QUIET_CHANNELS else None
-            plans[channel] = ChannelPlan(channel, addresses_for(channel, request.to, profile), defer_until_ms=held)
+            addresses = addresses_for(channel, request.to, profile)
+            given = addresses_for(channel, request.to, NO_PROFILE)  # what the send's `to` says for this channel
+            plans[channel] = ChannelPlan(channel, addresses, defer_until_ms=held, from_profile=bool(addresses) and not given)
     return plans
+
+
+# -- when a delivery that waited goes out
+
+
+@dataclass(frozen=True, slots=True)
+class FireCheck:
+    """What the consumer does with a delivery that waited, by the user's preferences now."""
+
+    delivery: Delivery  # to hand to the provider (addresses read again), unless skip or hold says otherwise
+    skip: str | None = None  # no longer allowed: recorded failed with this reason
+    hold_until_ms: int | None = None  # quiet hours now: back to the Scheduler, due then
+
+
+def waited(delivery: Delivery) -> bool:
+    """True for a record that may have waited since Ingress planned it: held, retried or replayed.
+
+    Only these are checked again when they go out; a fresh record was planned a moment ago.
+    """
+    return delivery.attempt > 1 or delivery.replays > 0 or delivery.deferred
+
+
+_CONTACT_NAMES = {Channel.EMAIL: "contact email", Channel.SMS: "contact phone", Channel.PUSH: "registered push device"}
+
+
+def check_at_fire(delivery: Delivery, profile: Profile, now_ms: int, zone: dt.tzinfo) -> FireCheck:
+    """Ingress's rules applied again as the delivery goes out, to the preferences as they are now.
+
+    - an opted-out category or a channel turned off: skip, with the reason Ingress gives
+      (for every priority);
+    - an address that came from the preferences (`from_profile`) is read again: the
+      current contact point, or every device registered now; none left: skip. An
+      address the send gave in `to` is kept;
+    - quiet hours now (interruptive channel, not critical): hold until the window ends.
+    """
+    channel = delivery.channel
+    prefs = profile.preferences
+    reason = skip_reason(prefs, channel, delivery.category)
+    if reason is not None:
+        return FireCheck(delivery, skip=reason)
+    if delivery.from_profile and channel is not Channel.WEB:
+        addresses = addresses_for(channel, None, profile)
+        if not addresses:
+            return FireCheck(delivery, skip=f"the user has no {_CONTACT_NAMES[channel]} any more")
+        current = list(addresses) if len(addresses) > 1 else []
+        if addresses[0] != delivery.address or current != delivery.addresses:
+            delivery = msgspec.structs.replace(delivery, address=addresses[0], addresses=current)
+    if prefs.quiet_hours is not None and channel in QUIET_CHANNELS and delivery.priority is not Priority.CRITICAL:
+        until = quiet_until(now_ms, zone, clock_minutes(prefs.quiet_hours.start), clock_minutes(prefs.quiet_hours.end))
+        if until is not None:
+            return FireCheck(msgspec.structs.replace(delivery, deferred=True), hold_until_ms=until)
+    return FireCheck(delivery)
 
 
 # -- one-click unsubscribe tokens (RFC 8058)

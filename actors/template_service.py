@@ -4,6 +4,15 @@ The API (actors/api/templates.py) saves, reads and previews through it; the Ingr
 calls `apply_template` to turn `template_id` + `data` + `locale` into per-channel
 content before the notification goes on the bus.
 
+Rendering never holds the event loop (nor does parsing: a template is compiled in a
+worker thread when it is saved or loaded into the cache): each request (a send or a preview) renders with
+one budget of work for all its fields (actors.templates.Budget), and off the Trio thread
+(`trio.to_thread.run_sync`, at most `render_threads` at once) when it may take long: a
+preview always, a send when a cheap estimate (the template's literal size and tags, the
+size of `data`, and section nesting) says it may take more than `inline_steps`. Simple
+templates over small data (the common send) render inline: a thread hop costs more
+than they do.
+
 Caching: versions are immutable, so a compiled version is cached under
 (template_id, version) for good. What changes is which version is active: that pointer
 is cached too and dropped on every save or activation. A read that raced with a write
@@ -14,11 +23,15 @@ State's pub/sub; the embedded node is one process.)
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
+import trio
 
 from protocol.api import NotificationRequest
 from protocol.channels import Channel
@@ -28,14 +41,20 @@ from reactor.clock import wall_ms
 from reactor.ports import TemplateStore, TemplateVersion
 
 from .templates import (
+    RENDER_BUDGET,
     SMS_MAX_SEGMENTS,
+    Budget,
     CompiledTemplate,
+    Rendered,
     compile_template,
+    estimate_work,
     locale_chain,
     pick_variant,
     render_template,
     resolve_part,
 )
+
+INLINE_STEPS = 10_000  # estimated Python steps a send may render on the event loop (a few milliseconds at most)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -72,12 +91,25 @@ class LRU(Generic[K, V]):
         return len(self._items)
 
 
+def _give_up_the_gil() -> None:
+    time.sleep(0)  # releases the GIL; a thread waiting for it (the event loop's) may take it
+
+
 class TemplateExists(Exception):
     pass
 
 
 class TemplateNotFound(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A submission after the template step: its content, the log's template tag, and the web item's `data`."""
+
+    request: NotificationRequest
+    template: str  # "welcome@3#B", or "" for inline content
+    web_data: Mapping[str, Any]  # inline: the send's `data`; templated: only what the web part declares
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +128,10 @@ def _unprocessable(errors: list[FieldError]) -> Problem:
 class TemplateService:
     """Save, read, activate and render templates; compiled versions cached in process."""
 
-    def __init__(self, store: TemplateStore, *, sms_max_segments: int = SMS_MAX_SEGMENTS, cache_size: int = 256) -> None:
+    def __init__(
+        self, store: TemplateStore, *, sms_max_segments: int = SMS_MAX_SEGMENTS, cache_size: int = 256,
+        render_threads: int = 2, budget: int = RENDER_BUDGET, inline_steps: int = INLINE_STEPS,
+    ) -> None:
         self.store = store
         self.sms_max_segments = sms_max_segments
         self.compiled: LRU[tuple[str, int], Loaded] = LRU(cache_size)
@@ -104,6 +139,37 @@ class TemplateService:
         self._epoch = 0
         self.hits = 0
         self.misses = 0
+        self.budget = budget  # units of work per request, shared by all its fields
+        self.inline_steps = inline_steps
+        self.limiter = trio.CapacityLimiter(max(1, render_threads))  # rendering threads at once (the GIL: few help)
+        self.rendered_inline = 0
+        self.rendered_in_thread = 0
+
+    async def _compile(self, template_id: str, version: int, spec: TemplateSpec) -> CompiledTemplate:
+        """Parse a template in a worker thread: a large one takes tens of milliseconds (InvalidTemplate as compile_template)."""
+        return await trio.to_thread.run_sync(compile_template, template_id, version, spec, limiter=self.limiter)
+
+    async def render(
+        self, template: CompiledTemplate, channels: Sequence[Channel], data: Mapping[str, Any], *, locale: str | None,
+        variant: str, in_thread: bool = False,
+    ) -> Rendered | list[FieldError]:
+        """Render with one budget for the request: inline when the estimate is small, else in a worker thread."""
+
+        def run(budget: Budget) -> Rendered | list[FieldError]:
+            return render_template(
+                template, channels, data, locale=locale, variant=variant, sms_max_segments=self.sms_max_segments, budget=budget,
+            )
+
+        if not in_thread:
+            data_bytes = len(msgspec.json.encode(data))
+            in_thread = estimate_work(template, channels, data_bytes, locale=locale, variant=variant) > self.inline_steps
+        if not in_thread:
+            self.rendered_inline += 1
+            return run(Budget(self.budget))
+        self.rendered_in_thread += 1
+        # The thread gives the GIL up every few thousand units (a millisecond or so): the event loop's thread,
+        # waiting for it, then runs at once instead of after the 5 ms switch interval, once per thread in its way.
+        return await trio.to_thread.run_sync(run, Budget(self.budget, pause=_give_up_the_gil), limiter=self.limiter)
 
     def _saved(self, template_id: str, saved: TemplateVersion, compiled: CompiledTemplate) -> Loaded:
         self._epoch += 1
@@ -114,7 +180,7 @@ class TemplateService:
 
     async def create(self, template_id: str, spec: TemplateSpec) -> Loaded:
         """Validate and save version 1; InvalidTemplate or TemplateExists."""
-        compiled = compile_template(template_id, 1, spec)
+        compiled = await self._compile(template_id, 1, spec)
         saved = await self.store.create_template(template_id, msgspec.json.encode(spec), wall_ms())
         if saved is None:
             raise TemplateExists(template_id)
@@ -122,11 +188,11 @@ class TemplateService:
 
     async def update(self, template_id: str, spec: TemplateSpec) -> Loaded:
         """Validate, save the next version and activate it; InvalidTemplate or TemplateNotFound."""
-        compile_template(template_id, 1, spec)  # validate before writing
+        compiled = await self._compile(template_id, 1, spec)  # validate before writing
         saved = await self.store.add_version(template_id, msgspec.json.encode(spec), wall_ms())
         if saved is None:
             raise TemplateNotFound(template_id)
-        return self._saved(template_id, saved, compile_template(template_id, saved.version, spec))
+        return self._saved(template_id, saved, dataclasses.replace(compiled, version=saved.version))
 
     async def activate(self, template_id: str, version: int) -> Loaded:
         """Make a saved version active again (a rollback); TemplateNotFound if there is none."""
@@ -163,7 +229,7 @@ class TemplateService:
         saved = await self.store.get_version(template_id, version)
         if saved is None:
             return None
-        loaded = Loaded(compile_template(template_id, version, _spec_decoder.decode(saved.spec)), saved.created_ms)
+        loaded = Loaded(await self._compile(template_id, version, _spec_decoder.decode(saved.spec)), saved.created_ms)
         self.compiled.put((template_id, version), loaded)
         return loaded
 
@@ -171,20 +237,18 @@ class TemplateService:
         """(version, created_ms), newest first."""
         return await self.store.versions(template_id)
 
-    async def render_for(self, request: NotificationRequest) -> tuple[NotificationRequest, str] | Problem:
-        """The request with its content rendered from its template, and the log's template tag; or a 422."""
+    async def render_for(self, request: NotificationRequest) -> Applied | Problem:
+        """The request with its content rendered from its template, the log's template tag and the web data; or a 422."""
         assert request.template_id is not None
         loaded = await self.get(request.template_id)
         if loaded is None:
             return _unprocessable([FieldError("template_id", f"no template {request.template_id!r}")])
         template = loaded.compiled
         variant = pick_variant(template.id, request.user_id, template.weights)
-        result = render_template(
-            template, request.channels, request.data, locale=request.locale, variant=variant, sms_max_segments=self.sms_max_segments,
-        )
+        result = await self.render(template, request.channels, request.data, locale=request.locale, variant=variant)
         if isinstance(result, list):
             return _unprocessable(result)
-        return msgspec.structs.replace(request, content=result.content), result.tag
+        return Applied(msgspec.structs.replace(request, content=result.content), result.tag, result.web_data)
 
     async def preview(self, template_id: str, wanted: RenderRequest) -> RenderResult | list[FieldError]:
         """Render for a preview: the parts, the SMS segments, the push size; TemplateNotFound."""
@@ -200,9 +264,7 @@ class TemplateService:
         variant = wanted.variant or (pick_variant(template.id, wanted.user_id, template.weights) if wanted.user_id else "")
         chain = locale_chain(wanted.locale, template.default_locale)
         channels = wanted.channels or [c for c in Channel if resolve_part(template, c, chain, variant) is not None]
-        result = render_template(
-            template, channels, wanted.data, locale=wanted.locale, variant=variant, sms_max_segments=self.sms_max_segments,
-        )
+        result = await self.render(template, channels, wanted.data, locale=wanted.locale, variant=variant, in_thread=True)
         if isinstance(result, list):
             return result
         return RenderResult(
@@ -214,20 +276,24 @@ class TemplateService:
             variant=variant,
             sms=result.sms,
             push_bytes=result.push_bytes,
+            web_data=result.web_data,
         )
 
 
 async def apply_template(
     renderer: TemplateService | None, request: NotificationRequest, preferred_locale: str | None = None
-) -> tuple[NotificationRequest, str] | Problem:
+) -> Applied | Problem:
     """The Ingress's template step: exactly one of content and template_id; a template's parts become the content.
 
     The locale is the request's, else the user's preferred one, else the template's default.
+    What of `data` reaches the browser: with inline content (which nothing renders) the
+    send's `data` is the web item's data; with a template, `data` is the template's input
+    and the web item carries only the keys its web part declares, rendered.
     """
     if request.content is not None and request.template_id is not None:
         return _unprocessable([FieldError("template_id", "give content or template_id, not both")])
     if request.content is not None:
-        return request, ""
+        return Applied(request, "", request.data)
     if request.template_id is None:
         return _unprocessable([FieldError("content", "required, unless template_id names a template")])
     if renderer is None:

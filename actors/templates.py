@@ -13,8 +13,9 @@ and rendered here rather than by `chevron.render`, for five reasons:
   which would let a template read Python attributes (`{{x.__class__}}`) or call methods;
 - partials are refused when saving (chevron would read them from the working
   directory), and lambdas cannot occur (data is JSON);
-- rendering has a budget (output characters plus section iterations), so nested
-  sections over a long list cannot take the node down;
+- rendering has a budget per request (units of work: output characters, section
+  iterations, scope lookups), shared by every field the request renders, so nested
+  sections over a long list, or a template with many fields, cannot take the node down;
 - chevron's renderer mis-nests `{{^l}}` inside `{{#l}}` when `l` is a list (and can
   crash on it); the tree built here cannot.
 
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -42,7 +43,11 @@ from protocol.problems import FieldError, field_of
 from protocol.templates import Parts, SmsInfo, TemplateSpec, Variables
 
 PUSH_MAX_BYTES = 4096  # APNs' and FCM's payload limit, on the JSON of title, body and data
-RENDER_BUDGET = 1_000_000  # characters of output plus section iterations, per rendered field
+WEB_DATA_MAX_BYTES = 16_384  # the JSON of a web part's rendered `data` (it goes on every frame and inbox row)
+# Units of work per request (a send or a preview), shared by all the fields it renders: output
+# characters, section iterations and scope lookups. The largest content that passes validation
+# (email text and html of 100,000 characters each, plus the small parts) stays well under it.
+RENDER_BUDGET = 600_000
 SMS_MAX_SEGMENTS = 10
 MAX_NESTING = 32  # sections inside sections, at most (rendering recurses once per level)
 
@@ -59,6 +64,11 @@ class Literal:
 class Var:
     key: str
     escape: bool
+    parts: tuple[str, ...] = ()  # the dotted name, split once when parsed
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            object.__setattr__(self, "parts", tuple(self.key.split(".")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,11 @@ class Section:
     key: str
     inverted: bool
     body: tuple[Node, ...]
+    parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            object.__setattr__(self, "parts", tuple(self.key.split(".")))
 
 
 Node = Literal | Var | Section
@@ -76,7 +91,38 @@ class TemplateSyntaxError(ValueError):
 
 
 class RenderTooLarge(ValueError):
-    """Rendering went over its budget of output characters and section iterations."""
+    """Rendering went over its budget of work (output characters, section iterations, lookups)."""
+
+
+class Budget:
+    """The units of rendering work a request has left; every field it renders draws from it.
+
+    `pause` (rendering in a worker thread): called every `pause_every` units, to let the
+    event loop's thread take the GIL at once instead of after Python's switch interval.
+    """
+
+    __slots__ = ("units", "left", "pause", "pause_every", "_next_pause")
+
+    def __init__(self, units: int = RENDER_BUDGET, *, pause: Callable[[], None] | None = None, pause_every: int = 3000) -> None:
+        self.units = units
+        self.left = units
+        self.pause = pause
+        self.pause_every = pause_every
+        self._next_pause = units - pause_every if pause is not None else -1
+
+    def charge(self, n: int) -> None:
+        """Spend n units; RenderTooLarge once the budget is gone."""
+        self.left -= n
+        if self.left < 0:
+            raise RenderTooLarge(f"rendering went over its budget of {self.units} units (output characters, section iterations, lookups)")
+        if self.left < self._next_pause:  # never without a pause: it starts at -1 then
+            self._next_pause = self.left - self.pause_every
+            assert self.pause is not None
+            self.pause()
+
+    @property
+    def spent(self) -> int:
+        return self.units - self.left
 
 
 _NAME = re.compile(r"^[^\s.{}#^/!>&=]+(\.[^\s.{}#^/!>&=]+)*$")
@@ -149,19 +195,29 @@ def html_escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
-def lookup(data: Any, key: str) -> Any:
-    """Walk a dotted name through dicts (keys) and lists (indexes); _MISSING if it is not there."""
+_MAX_INDEX_DIGITS = 9  # a list index longer than this is past any list (and int() refuses over 4300 digits)
+
+
+def _walk(data: Any, parts: Sequence[str]) -> Any:
     value = data
-    for part in key.split("."):
+    for part in parts:
         if isinstance(value, Mapping):
             if part not in value:
                 return _MISSING
             value = value[part]
-        elif isinstance(value, list) and part.isascii() and part.isdigit() and int(part) < len(value):
+        elif (
+            isinstance(value, list) and part.isascii() and part.isdigit() and len(part) <= _MAX_INDEX_DIGITS
+            and int(part) < len(value)
+        ):
             value = value[int(part)]
         else:
             return _MISSING
     return value
+
+
+def lookup(data: Any, key: str) -> Any:
+    """Walk a dotted name through dicts (keys) and lists (indexes); _MISSING if it is not there."""
+    return _walk(data, key.split("."))
 
 
 def is_missing(data: Any, key: str) -> bool:
@@ -170,11 +226,11 @@ def is_missing(data: Any, key: str) -> bool:
     return value is _MISSING or value is None
 
 
-def _resolve(key: str, scopes: list[Any]) -> Any:
-    if key == ".":
+def _resolve(node: Var | Section, scopes: list[Any]) -> Any:
+    if node.key == ".":
         return scopes[-1]
     for scope in reversed(scopes):
-        value = lookup(scope, key)
+        value = _walk(scope, node.parts)
         if value is not _MISSING:
             return value
     return _MISSING
@@ -197,17 +253,15 @@ def _text(value: Any) -> str:
 
 
 class _Output:
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: Budget) -> None:
         self.parts: list[str] = []
         self.budget = budget
 
     def charge(self, n: int) -> None:
-        self.budget -= n
-        if self.budget < 0:
-            raise RenderTooLarge("the rendered output is too large")
+        self.budget.charge(n)
 
     def write(self, text: str) -> None:
-        self.charge(len(text))
+        self.budget.charge(len(text) or 1)  # a node that writes nothing still costs a unit
         self.parts.append(text)
 
 
@@ -216,10 +270,12 @@ def _render(nodes: Sequence[Node], scopes: list[Any], out: _Output) -> None:
         if isinstance(node, Literal):
             out.write(node.text)
         elif isinstance(node, Var):
-            text = _text(_resolve(node.key, scopes))
+            out.charge(len(scopes) * len(node.parts))  # the steps a lookup may take: each part of the name, in each scope
+            text = _text(_resolve(node, scopes))
             out.write(html_escape(text) if node.escape else text)
         else:
-            value = _resolve(node.key, scopes)
+            out.charge(len(scopes) * len(node.parts))
+            value = _resolve(node, scopes)
             if node.inverted:
                 if _falsy(value):
                     out.charge(1)
@@ -237,9 +293,9 @@ def _render(nodes: Sequence[Node], scopes: list[Any], out: _Output) -> None:
                 scopes.pop()
 
 
-def render_nodes(nodes: Sequence[Node], data: Mapping[str, Any], budget: int = RENDER_BUDGET) -> str:
-    """Render compiled Mustache against data; RenderTooLarge past the budget."""
-    out = _Output(budget)
+def render_nodes(nodes: Sequence[Node], data: Mapping[str, Any], budget: Budget | int = RENDER_BUDGET) -> str:
+    """Render compiled Mustache against data; RenderTooLarge past the budget (a Budget is shared, an int is this call's)."""
+    out = _Output(budget if isinstance(budget, Budget) else Budget(budget))
     _render(nodes, [data], out)
     return "".join(out.parts)
 
@@ -336,6 +392,53 @@ class CompiledSource:
     nodes: tuple[Node, ...]
     required: frozenset[str]
     optional: frozenset[str]
+    shape: Shape  # for the estimate of the work rendering it may take
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a cheap estimate of the time rendering a source takes needs: its nodes, lookups, nesting."""
+
+    nodes: int  # literals, variables and sections
+    literal_chars: int
+    tags: int  # variables and sections
+    steps: int  # the parts of their dotted names, summed
+    depth: int  # sections inside sections (0: none)
+
+
+def shape_of(nodes: Sequence[Node]) -> Shape:
+    count, literal, tags, steps, depth = 0, 0, 0, 0, 0
+
+    def walk(children: Sequence[Node], level: int) -> None:
+        nonlocal count, literal, tags, steps, depth
+        for node in children:
+            count += 1
+            if isinstance(node, Literal):
+                literal += len(node.text)
+            else:
+                tags += 1
+                steps += len(node.parts)
+                if isinstance(node, Section):
+                    depth = max(depth, level + 1)
+                    walk(node.body, level + 1)
+
+    walk(nodes, 0)
+    return Shape(count, literal, tags, steps, depth)
+
+
+def work_estimate(shape: Shape, data_bytes: int) -> int:
+    """An upper bound of the Python steps rendering one source may take, for choosing where to render it.
+
+    One pass: a step per node and per lookup step in each scope, and one per 64
+    characters written (copies run at C speed): the literals, and each tag writing at
+    most the whole data HTML-escaped (every value comes from `data`, JSON-encoded at most
+    as long; an escape is at most 6 characters). Each level of sections may repeat the
+    pass over a list of at most data_bytes / 2 + 1 items (a JSON item takes 2 bytes).
+    """
+    one_pass = shape.nodes + shape.steps * (shape.depth + 1) + (shape.literal_chars + shape.tags * 6 * data_bytes) // 64
+    if shape.depth == 0:
+        return one_pass
+    return one_pass * (data_bytes // 2 + 1) ** min(shape.depth, MAX_NESTING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +481,7 @@ def _part_sources(channel: Channel, part: Any) -> list[tuple[str, str, bool]]:
         found += [(f"data.{key}", value, False) for key, value in part.data.items()]
     else:
         found = [("title", part.title, False), ("body", part.body, False), ("url", part.url, False)]
+        found += [(f"data.{key}", value, False) for key, value in part.data.items()]  # the web item's data: declared, rendered
     return [(name, source, html) for name, source, html in found if source is not None]
 
 
@@ -408,7 +512,7 @@ def _compile_locales(prefix: str, locales: Mapping[str, Parts], errors: list[Fie
                     errors.append(FieldError(f"{path}.{name}", str(exc)))
                     continue
                 required, optional = variables_of(nodes)
-                fields.append((name, CompiledSource(f"{path}.{name}", nodes, required, optional)))
+                fields.append((name, CompiledSource(f"{path}.{name}", nodes, required, optional, shape_of(nodes))))
             compiled[key][channel] = CompiledPart(channel, path, locale, tuple(fields))
     return compiled
 
@@ -479,6 +583,7 @@ class Rendered:
     tag: str
     sms: SmsInfo | None = None
     push_bytes: int | None = None
+    web_data: dict[str, str] = field(default_factory=dict)  # the web part's declared `data`, rendered: the web item's data
 
 
 _ONE_LINE = re.compile(r"\s*[\r\n]+\s*")
@@ -513,12 +618,13 @@ def _check_header(source: CompiledSource, data: Mapping[str, Any], text: str) ->
         raise UnsafeHeader(FieldError(source.path, f"renders to a subject that {problem}"))
 
 
-def _build(part: CompiledPart, data: Mapping[str, Any]) -> Any:
-    """Render one part into its protocol.content struct; raises RenderTooLarge, UnsafeHeader or msgspec.ValidationError."""
+def _build(part: CompiledPart, data: Mapping[str, Any], budget: Budget) -> tuple[Any, dict[str, str]]:
+    """Render one part into its protocol.content struct and its declared `data` map (push: inside the content too);
+    raises RenderTooLarge, UnsafeHeader or msgspec.ValidationError."""
     values: dict[str, Any] = {}
     push_data: dict[str, str] = {}
     for name, source in part.fields:
-        text = render_nodes(source.nodes, data)
+        text = render_nodes(source.nodes, data, budget)
         if name == _SINGLE_LINE_FIELDS.get(part.channel):
             text = _ONE_LINE.sub(" ", text).strip()  # a line break of the template in a header or a title: one space
         if part.channel is Channel.EMAIL and name == "subject":
@@ -531,7 +637,7 @@ def _build(part: CompiledPart, data: Mapping[str, Any]) -> Any:
             values[name] = text
     if part.channel is Channel.PUSH:
         values["data"] = push_data
-    return msgspec.convert(values, _CONTENT_TYPES[part.channel])
+    return msgspec.convert(values, _CONTENT_TYPES[part.channel]), push_data
 
 
 def render_template(
@@ -542,19 +648,18 @@ def render_template(
     locale: str | None = None,
     variant: str = "",
     sms_max_segments: int = SMS_MAX_SEGMENTS,
+    budget: Budget | None = None,
 ) -> Rendered | list[FieldError]:
-    """Render the requested channels for one recipient, or the errors naming what is wrong."""
-    chain = locale_chain(locale, template.default_locale)
-    parts: dict[Channel, CompiledPart] = {}
+    """Render the requested channels for one recipient, or the errors naming what is wrong.
+
+    Every field drawn from one Budget (a new RENDER_BUDGET unless given): the first part
+    that runs out of it is the one error.
+    """
+    budget = budget or Budget()
+    parts = _parts(template, channels, locale, variant)
+    if isinstance(parts, list):
+        return parts
     errors: list[FieldError] = []
-    for channel in channels:
-        part = resolve_part(template, channel, chain, variant)
-        if part is None:
-            errors.append(FieldError("channels", f"template {template.id} has no {channel.value} part (locales tried: {', '.join(chain)})"))
-        else:
-            parts[channel] = part
-    if errors:
-        return errors
     missing: dict[str, str] = {}
     for part in parts.values():
         for _, source in part.fields:
@@ -566,12 +671,12 @@ def render_template(
     built: dict[str, Any] = {}
     sms: SmsInfo | None = None
     push_bytes: int | None = None
+    web_data: dict[str, str] = {}
     for channel, part in parts.items():
         try:
-            content = _build(part, data)
+            content, declared = _build(part, data, budget)
         except RenderTooLarge as exc:
-            errors.append(FieldError(part.path, str(exc)))
-            continue
+            return [FieldError(part.path, str(exc))]  # the budget is the request's: the other parts have none left
         except UnsafeHeader as exc:
             errors.append(exc.error)
             continue
@@ -590,6 +695,11 @@ def render_template(
             push_bytes = push_payload_bytes(content)
             if push_bytes > PUSH_MAX_BYTES:
                 errors.append(FieldError(part.path, f"the push payload is {push_bytes} bytes of JSON; the limit is {PUSH_MAX_BYTES}"))
+        elif channel is Channel.WEB:
+            web_data = declared
+            size = len(msgspec.json.encode(web_data))
+            if size > WEB_DATA_MAX_BYTES:
+                errors.append(FieldError(f"{part.path}.data", f"renders to {size} bytes of JSON; the limit is {WEB_DATA_MAX_BYTES}"))
         built[channel.value] = content
     if errors:
         return errors
@@ -600,5 +710,30 @@ def render_template(
         tag=template_tag(template.id, template.version, variant),
         sms=sms,
         push_bytes=push_bytes,
+        web_data=web_data,
     )
+
+
+def _parts(template: CompiledTemplate, channels: Sequence[Channel], locale: str | None, variant: str) -> dict[Channel, CompiledPart] | list[FieldError]:
+    """The part each channel renders, or an error per channel the template lacks."""
+    chain = locale_chain(locale, template.default_locale)
+    parts: dict[Channel, CompiledPart] = {}
+    errors: list[FieldError] = []
+    for channel in channels:
+        part = resolve_part(template, channel, chain, variant)
+        if part is None:
+            errors.append(FieldError("channels", f"template {template.id} has no {channel.value} part (locales tried: {', '.join(chain)})"))
+        else:
+            parts[channel] = part
+    return errors or parts
+
+
+def estimate_work(
+    template: CompiledTemplate, channels: Sequence[Channel], data_bytes: int, *, locale: str | None = None, variant: str = "",
+) -> int:
+    """An upper bound of the Python steps rendering these channels may take (work_estimate); cheap, renders nothing."""
+    parts = _parts(template, channels, locale, variant)
+    if isinstance(parts, list):
+        return 0  # refused before rendering anything
+    return sum(work_estimate(source.shape, data_bytes) for part in parts.values() for _, source in part.fields)
 

@@ -21,7 +21,11 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=4)]
     content: Content | None = None  # exactly one of content and template_id
     to: Recipient | None = None
-    data: dict[str, Any] = {}
+    data: Annotated[dict[str, Any], msgspec.Meta(description=(
+        "With `template_id`: the template's input; a browser sees none of it, only the keys the template's web part "
+        "declares in its `data`, rendered. With inline `content` (which nothing renders): the web item's `data`, "
+        "as given; no other channel carries it."
+    ))] = {}
     priority: Priority = Priority.NORMAL
     # e.g. "marketing": users can opt out of a category (preferences, one-click unsubscribe)
     category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$")] | None = None

@@ -46,6 +46,9 @@ class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
     category: str | None = None  # the notification's category, if it has one
     unsubscribe_url: str | None = None  # email: the signed one-click link (List-Unsubscribe, RFC 8058)
     deferred: bool = False  # held by quiet hours: the Scheduler produced it (at least once)
+    # the address(es) came from the user's contact points or devices, not from the send's `to`:
+    # a delivery that waited (held, retried, replayed) reads them again when it goes out
+    from_profile: bool = False
     v: int = BUS_RECORD_VERSION
 
 

@@ -1,7 +1,7 @@
 """Template schemas: what POST/PUT /v1/templates/{id} take, what GET and render return. Pure data.
 
 A template holds Mustache sources per locale and channel part (email subject/text/html,
-sms text, push title/body/data, web title/body/url). `locales` is the base content;
+sms text, push title/body/data, web title/body/url/data). `locales` is the base content;
 `variants` (optional) split users by weight for A/B tests, each variant overriding any
 part of any locale. Saved templates are immutable versions; one is active.
 """
@@ -40,16 +40,24 @@ class SmsPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
 
 
+# A part's `data`: key -> Mustache source, each rendered to a string.
+_DataSources = Annotated[dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], _Source], msgspec.Meta(max_length=64)]
+
+
 class PushPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     title: _Line
     body: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
-    data: Annotated[dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], _Source], msgspec.Meta(max_length=64)] = {}
+    data: _DataSources = {}
 
 
 class WebPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The in-app item. Its `data` is all of the send's data that reaches the browser: each key declared here,
+    rendered like push data; the rest of the send's `data` is the template's input only."""
+
     title: _Line
     body: Annotated[str, msgspec.Meta(max_length=20_000)] = ""
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)] | None = None
+    data: _DataSources = {}
 
 
 class Parts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -142,3 +150,4 @@ class RenderResult(msgspec.Struct, frozen=True, omit_defaults=True):
     variant: str = ""
     sms: SmsInfo | None = None
     push_bytes: int | None = None  # size of the push payload's JSON (limit 4096)
+    web_data: dict[str, str] = {}  # the web item's `data`: the web part's declared keys, rendered (nothing else of `data`)
