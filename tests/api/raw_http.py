@@ -87,6 +87,7 @@ class Outcome:
     closing: int | None = None  # the index of the first answer that said `Connection: close`
     closed: bool = False  # the server closed the connection (EOF or reset) after its answers
     hung: bool = False  # neither answered nor closed within the bound
+    send_failed: bool = False  # the server reset the connection while we were still sending
     error: str = ""
 
     @property
@@ -160,7 +161,7 @@ async def run_case(host: str, port: int, case: Case, bound_s: float = 15.0) -> O
                         else:
                             await stream.send_all(step)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the server closed first: what it answered is still read
+                    outcome.send_failed = True  # the server closed first: what it answered is still read
                 if case.reset:
                     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     nursery.cancel_scope.cancel()
