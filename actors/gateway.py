@@ -25,8 +25,8 @@ from reactor.ports import LogStore
 
 from .api import admin, inbox, keys, notifications, openapi, realtime, templates, users
 from .api.fast_path import FastSubmit
-from .api.http_server import ConnectionErrors, serve
 from .api.errors import ProblemError, json_response, problem_response
+from .api.http_server import ConnectionErrors, serve
 from .auth import ApiKeys
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency

@@ -97,6 +97,20 @@ class ClosingH11(H11Protocol):
                     event = Response(stream_id=event.stream_id, headers=[*event.headers, (b"connection", b"close")], status_code=event.status_code)
         await super().stream_send(event)
 
+    async def _send_h11_event(self, event: Any) -> None:
+        """H11Protocol's, except that an event h11 refuses to send closes the connection instead of raising.
+
+        Hypercorn raises h11's LocalProtocolError unless the client's side is in error; it is raised, for one, when a
+        WebSocket handshake arrives with bytes after it in one packet (Hypercorn answers 400, then the app's accept
+        is refused), and it ended the whole server from the reading task."""
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError as error:
+            log.debug("h11 refused to send %s (%s): closing the connection", type(event).__name__, error)
+            await self.send(Closed())
+        else:
+            await self.send(RawData(data=data))
+
 
 class GuardedConnection(TCPServer):
     """One client connection: Hypercorn's TCPServer, whose errors and closes stay on this connection."""

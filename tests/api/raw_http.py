@@ -116,6 +116,9 @@ def parse_responses(data: bytes) -> tuple[list[int], int | None]:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         rest = rest[end + 4 :]
+        if status == 101:  # switched: what follows is WebSocket or HTTP/2 frames
+            statuses.append(status)
+            break
         if status < 200:
             continue
         if closing is None and b"close" in headers.get(b"connection", b"").lower():
@@ -175,6 +178,10 @@ async def run_case(host: str, port: int, case: Case, bound_s: float = 15.0) -> O
     return outcome
 
 
+_H2C = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+_UPGRADE = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
 def _body_for(method: str) -> bytes:
     return b'{"x": 1}' if method in ("POST", "PUT", "PATCH", "DELETE") else b""
 
@@ -204,6 +211,14 @@ def cases(rng: random.Random) -> list[Case]:
         Case("pipelined", [request(method, path, _body_for(method), auth=auth) + request("GET", "/healthz") + follow], 3),
         # HTTP/1.0: answered, then closed.
         Case("http10", [request(method, path, _body_for(method), auth=auth, version="1.0")], 1),
+        # Other protocols on the same port: a WebSocket handshake (a bad token) with garbage after it, later or in
+        # the same packet: an answer (101 then a close frame, or 400), then the end. HTTP/2 with prior knowledge or
+        # by h2c upgrade, then garbage: nothing is owed (an HTTP/2 connection may wait for the rest of a frame), the
+        # client resets after a moment.
+        Case("switch", [head("GET", "/v1/ws?token=garbage", extra=_UPGRADE), 0.01, rng.randbytes(64)], 1),
+        Case("switch", [head("GET", "/v1/ws?token=", extra=_UPGRADE) + rng.randbytes(64)], 1),
+        Case("switch", [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + rng.randbytes(64), 0.05], 0, reset=True),
+        Case("switch", [head("GET", "/healthz", extra=_H2C), 0.01, rng.randbytes(64), 0.05], 0, reset=True),
         # Early closes: half a request, or a whole one then a reset; nothing is owed.
         Case("early-close", [head(method, path, auth=auth, extra="Content-Length: 10\r\n")[:-7]], 0, reset=True),
         Case("early-close", [request(method, path, _body_for(method), auth=auth)], 0, reset=True),
@@ -211,7 +226,7 @@ def cases(rng: random.Random) -> list[Case]:
 
 
 def burst(seed: int, rounds: int) -> list[Case]:
-    """`rounds` rounds of every category over random routes: 13 connections and about 18 requests a round."""
+    """`rounds` rounds of every category over random routes: 17 connections and about 20 requests a round."""
     rng = random.Random(seed)
     out = [case for _ in range(rounds) for case in cases(rng)]
     rng.shuffle(out)
