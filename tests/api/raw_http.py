@@ -1,10 +1,11 @@
 """Raw-socket HTTP/1.1 clients for framing tests: malformed requests no HTTP library would send.
 
 A `Case` is the bytes one connection sends (in steps, with pauses so that the server may
-answer early) and how many answers it must get. `run_case` plays it and reads what comes
-back until the server closes the connection (every case ends so that a correct server
-closes: a framing error, `Connection: close` or HTTP/1.0), so a server that hangs shows
-up as `hung`. `burst` builds a mix of every category across the routes.
+answer early) and how many answers it is owed. `run_case` plays it and reads what comes
+back until the server closes the connection: every case that reads ends so that a correct
+server closes (a framing error, `Connection: close`, HTTP/1.0, an early answer), so a
+server that keeps a connection open shows up as `hung`; the others end with a reset.
+`burst` mixes every category over every route.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import random
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 KEY = "test-key"
 
-# (method, path, needs a body): every route of the API, placeholders filled in.
+# (method, path): every route of the API, placeholders filled in, and one that does not exist.
 ROUTES: list[tuple[str, str]] = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -58,7 +60,7 @@ ROUTES: list[tuple[str, str]] = [
 
 
 def head(method: str, path: str, *, auth: str | None = KEY, extra: str = "", close: bool = False, version: str = "1.1") -> bytes:
-    """A request head; `extra` is more header lines, each ending in CRLF."""
+    """A request head; `extra` is more header lines, each ending in CRLF; `auth` the bearer token, if any."""
     lines = f"{method} {path} HTTP/{version}\r\nHost: x\r\n"
     if auth is not None:
         lines += f"Authorization: Bearer {auth}\r\n"
@@ -67,16 +69,20 @@ def head(method: str, path: str, *, auth: str | None = KEY, extra: str = "", clo
     return (lines + extra + "\r\n").encode("latin-1")
 
 
-def request(method: str, path: str, body: bytes = b"", **kwargs: object) -> bytes:
-    length = f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n" if body or method in ("POST", "PUT", "PATCH") else ""
-    return head(method, path, extra=length, **kwargs) + body  # type: ignore[arg-type]
+def request(method: str, path: str, body: bytes = b"", **kwargs: Any) -> bytes:
+    """A whole request: the head (`head`'s keyword arguments) and a JSON body with its Content-Length."""
+    has_body = body or method in ("POST", "PUT", "PATCH")
+    length = f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n" if has_body else ""
+    return head(method, path, extra=length, **kwargs) + body
 
 
 @dataclass
 class Case:
     category: str
     steps: list[bytes | float]  # bytes to send, or seconds to wait
-    answers: int  # answers owed: one per request whose framing completed (a framing error's 400 included), unless an earlier answer said it closes
+    # Answers owed: one per request whose framing completed (a framing error's own 400 included), up to the first
+    # answer that says `Connection: close`.
+    answers: int
     reset: bool = False  # end with a TCP reset instead of reading the answers
 
 
@@ -89,6 +95,7 @@ class Outcome:
     hung: bool = False  # neither answered nor closed within the bound
     send_failed: bool = False  # the server reset the connection while we were still sending
     error: str = ""
+    received: bytes = b""
 
     @property
     def unanswered(self) -> int:
@@ -97,8 +104,8 @@ class Outcome:
 
 
 def parse_responses(data: bytes) -> tuple[list[int], int | None]:
-    """The status codes of the responses in `data`, in order (bodies skipped by Content-Length or chunking), and the
-    index of the first one that says `Connection: close`."""
+    """The status codes of the whole responses in `data`, in order (bodies skipped by Content-Length or chunking; an
+    incomplete one is not counted), and the index of the first one that says `Connection: close`."""
     statuses: list[int] = []
     closing: int | None = None
     rest = data
@@ -121,20 +128,25 @@ def parse_responses(data: bytes) -> tuple[list[int], int | None]:
             break
         if status < 200:
             continue
-        if closing is None and b"close" in headers.get(b"connection", b"").lower():
-            closing = len(statuses)
-        statuses.append(status)
         if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
             while True:
                 line_end = rest.find(b"\r\n")
                 if line_end < 0:
-                    return statuses, closing
+                    return statuses, closing  # incomplete: not counted
                 size = int(rest[:line_end].split(b";")[0], 16)
+                if len(rest) < line_end + 2 + size + 2:
+                    return statuses, closing
                 rest = rest[line_end + 2 + size + 2 :]
                 if size == 0:
                     break
         else:
-            rest = rest[int(headers.get(b"content-length", b"0")) :]
+            length = int(headers.get(b"content-length", b"0"))
+            if len(rest) < length:
+                break  # incomplete: not counted
+            rest = rest[length:]
+        if closing is None and b"close" in headers.get(b"connection", b"").lower():
+            closing = len(statuses)
+        statuses.append(status)
     return statuses, closing
 
 
@@ -171,15 +183,20 @@ async def run_case(host: str, port: int, case: Case, bound_s: float = 15.0) -> O
         outcome.hung = scope.cancelled_caught and not case.reset
     finally:
         await stream.aclose()
+    outcome.received = bytes(received)
     try:
-        outcome.statuses, outcome.closing = parse_responses(bytes(received))
+        outcome.statuses, outcome.closing = parse_responses(outcome.received)
     except ValueError as error:
         outcome.error = str(error)
     return outcome
 
 
 _H2C = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
-_UPGRADE = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+_UPGRADE = (
+    "Connection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
+)
+_GARBAGE_LINES = [b"\x00\x01 / HTTP/1.1\r\n\r\n", b"GET\r\n\r\n", b"FOO BAR BAZ QUX\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n"]
 
 
 def _body_for(method: str) -> bytes:
@@ -192,19 +209,22 @@ def cases(rng: random.Random) -> list[Case]:
     auth = rng.choice([None, "garbage", KEY])
     other_method, other_path = rng.choice(ROUTES)
     follow = request(other_method, other_path, _body_for(other_method), auth=auth, close=True)
+    unsubscribe = head("POST", "/v1/unsubscribe?token=garbage", auth=None, extra="Content-Length: 1\r\n")
+    json_length = "Content-Length: 8\r\nContent-Type: application/json\r\n"
+    chunked = "Transfer-Encoding: chunked\r\n"
     return [
         # A body longer than its Content-Length: the rest is the start of a garbage request (a 400, then close).
-        Case("overlong", [head("POST", "/v1/unsubscribe?token=garbage", auth=None, extra="Content-Length: 1\r\n") + b"{}" + follow], 2),
+        Case("overlong", [unsubscribe + b"{}" + follow], 2),
         Case("overlong", [head(method, path, auth=auth, extra="Content-Length: 2\r\n") + b'{"a": 1}\r\n' + follow], 2),
         # An early answer (401, 404, 405, 413) before the body arrives, then the body, then the next request.
-        Case("early", [head(method, path, auth=auth, extra="Content-Length: 8\r\nContent-Type: application/json\r\n"), 0.02, b'{"a": 1}', follow], 1),
+        Case("early", [head(method, path, auth=auth, extra=json_length), 0.02, b'{"a": 1}', follow], 1),
         Case("early", [head("POST", "/v1/notifications", auth=auth, extra="Content-Length: 99999999\r\n"), 0.02, b"{" * 5000], 1),
         # Bad chunked encoding: a size that is not hex, or data longer than its size.
-        Case("chunked", [head(method, path, auth=auth, extra="Transfer-Encoding: chunked\r\n") + b"zz\r\n{}\r\n0\r\n\r\n"], 1),
-        Case("chunked", [head(method, path, auth=auth, extra="Transfer-Encoding: chunked\r\n"), 0.01, b"2\r\n{}}}\r\n0\r\n\r\n" + follow], 1),
+        Case("chunked", [head(method, path, auth=auth, extra=chunked) + b"zz\r\n{}\r\n0\r\n\r\n"], 1),
+        Case("chunked", [head(method, path, auth=auth, extra=chunked), 0.01, b"2\r\n{}}}\r\n0\r\n\r\n" + follow], 1),
         # Garbage request lines; a request with both Content-Length and chunked (answered, then closed: RFC 9112 6.3).
-        Case("garbage", [rng.choice([b"\x00\x01\x02 / HTTP/1.1\r\n\r\n", b"GET\r\n\r\n", b"FOO BAR BAZ QUX\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n"])], 1),
-        Case("garbage", [head(method, path, auth=auth, extra="Content-Length: 5\r\nTransfer-Encoding: chunked\r\n") + b"0\r\n\r\n" + follow], 1),
+        Case("garbage", [rng.choice(_GARBAGE_LINES)], 1),
+        Case("garbage", [head(method, path, auth=auth, extra="Content-Length: 5\r\n" + chunked) + b"0\r\n\r\n" + follow], 1),
         # Headers past the server's limit.
         Case("oversized", [head(method, path, auth=auth, extra="X-Big: " + "a" * 70000 + "\r\n")], 1),
         # Pipelined requests, sent at once; the last asks to close.
@@ -226,7 +246,7 @@ def cases(rng: random.Random) -> list[Case]:
 
 
 def burst(seed: int, rounds: int) -> list[Case]:
-    """`rounds` rounds of every category over random routes: 17 connections and about 20 requests a round."""
+    """`rounds` rounds of every category over random routes: 17 connections and 24 requests (most malformed) a round."""
     rng = random.Random(seed)
     out = [case for _ in range(rounds) for case in cases(rng)]
     rng.shuffle(out)

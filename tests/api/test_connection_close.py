@@ -34,7 +34,7 @@ def address(herald) -> tuple[str, int]:
         (request("POST", "/v1/notifications", NOTIFICATION, close=True), 202),  # the ASGI fast path
         (request("POST", "/v1/notifications", NOTIFICATION, version="1.0"), 202),
     ],
-    ids=["close-quart", "close-quart-auth", "close-404", "http10-quart", "http10-quart-auth", "close-fast-path", "http10-fast-path"],
+    ids=["close-quart", "close-quart-auth", "close-404", "http10-quart", "http10-quart-auth", "close-fast", "http10-fast"],
 )
 async def test_connection_close_and_http10_are_answered_then_closed(tmp_path, raw, status):
     async with running_node(tmp_path, shutdown_grace_s=1) as herald:
@@ -147,6 +147,7 @@ async def test_a_request_with_both_content_length_and_chunked_is_answered_then_c
     pipelined behind it is not answered."""
     raw = head("POST", "/v1/notifications", extra="Content-Length: 5\r\nTransfer-Encoding: chunked\r\n")
     async with running_node(tmp_path, shutdown_grace_s=1) as herald:
-        outcome = await run_case(*address(herald), Case("ambiguous", [raw + b"0\r\n\r\n" + head("GET", "/healthz")], 1), bound_s=10)
+        case = Case("ambiguous", [raw + b"0\r\n\r\n" + head("GET", "/healthz")], 1)
+        outcome = await run_case(*address(herald), case, bound_s=10)
         assert not outcome.hung and outcome.closing == 0 and len(outcome.statuses) == 1, outcome
         assert 400 <= outcome.statuses[0] < 500, outcome

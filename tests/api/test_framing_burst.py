@@ -45,10 +45,12 @@ def summary(outcomes: list[raw_http.Outcome]) -> dict[str, collections.Counter]:
 
 
 async def test_a_burst_of_framing_errors_restarts_nothing_and_drops_no_session(tmp_path):
-    async with running_node(tmp_path, shutdown_grace_s=1) as herald, http(herald) as client, subscriber_client(herald.url) as browser:
+    async with running_node(tmp_path, shutdown_grace_s=1) as herald, http(herald) as client:
         url = herald.url
+        browser = subscriber_client(url)
         host, port = url.removeprefix("http://").split(":")
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(browser)
             sockets = []
             for i in range(SOCKETS):
                 ws = await stack.enter_async_context(open_ws(url, await token_for(client, f"ws{i}")))
