@@ -141,7 +141,9 @@ class FrontEnd:
                 self.gw.ready = True
                 task_status.started(binds)
 
-        await serve(self.app, self.config, shutdown_trigger=self.gw.draining.wait, errors=self.connection_errors, task_status=_Status())
+        await serve(
+            self.app, self.config, shutdown_trigger=self.gw.draining.wait, errors=self.connection_errors, task_status=_Status()
+        )
 
     def url(self) -> str:
         return self.binds[0] if self.binds else ""
