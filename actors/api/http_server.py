@@ -22,10 +22,10 @@ that each connection is a `GuardedConnection` instead of Hypercorn's `TCPServer`
    answers 400, then the app's accept is refused) raised into the reading task and ended the server. Here the
    connection closes.
 
-Two behaviours of HTTP/1.1 (`ClosingH11`): an answer that starts before its request's body has arrived (an early
-401, 405 or 413) says `Connection: close` and the connection ends, so what follows is never read as a request and
-no client waits on it; so does the answer to a request with both Content-Length and Transfer-Encoding (RFC 9112
-section 6.3, a request-smuggling guard).
+Three behaviours of HTTP/1.1 (`ClosingH11`): an answer that starts before its request's body has arrived (an
+early 401, 405 or 413) says `Connection: close` and the connection ends, so what follows is never read as a
+request and no client waits on it; so does the answer to a request with both Content-Length and Transfer-Encoding
+(RFC 9112 section 6.3, a request-smuggling guard); a transfer coding h11 does not take is a 400, not h11's 501.
 
 This relies on Hypercorn internals (TCPServer's attributes, H11Protocol's methods), checked against the versions
 in SUPPORTED when serving starts. Remove it when upstream has the fixes (docs/upstream/hypercorn.md says how).
@@ -101,6 +101,11 @@ class ClosingH11(H11Protocol):
             if (body_pending or self._ambiguous) and not _says_close(event.headers):
                 event = Response(stream_id=event.stream_id, headers=[*event.headers, _CLOSE], status_code=event.status_code)
         await super().stream_send(event)
+
+    async def _send_error_response(self, status_code: int) -> None:
+        """h11's answer to bytes it cannot frame: 400, 431, or 501 for a transfer coding other than one `chunked`,
+        which is answered 400 here: a client's malformed bytes never get a 5xx."""
+        await super()._send_error_response(400 if status_code >= 500 else status_code)
 
     async def _send_h11_event(self, event: Any) -> None:
         """An event h11 refuses to send (the connection's state does not allow it) closes the connection."""

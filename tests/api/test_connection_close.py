@@ -151,3 +151,11 @@ async def test_a_request_with_both_content_length_and_chunked_is_answered_then_c
         outcome = await run_case(*address(herald), case, bound_s=10)
         assert not outcome.hung and outcome.closing == 0 and len(outcome.statuses) == 1, outcome
         assert 400 <= outcome.statuses[0] < 500, outcome
+
+
+@pytest.mark.parametrize("coding", ["Transfer-Encoding: gzip\r\n", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"])
+async def test_a_transfer_coding_other_than_one_chunked_is_a_400_then_closed(tmp_path, coding):
+    """h11 refuses it with a 501; a client's malformed bytes never get a 5xx here."""
+    async with running_node(tmp_path, shutdown_grace_s=1) as herald:
+        outcome = await run_case(*address(herald), Case("coding", [head("POST", "/v1/notifications", extra=coding)], 1), bound_s=10)
+        assert outcome.statuses == [400] and outcome.closing == 0 and not outcome.hung, outcome
