@@ -9,8 +9,9 @@ that each connection is a `GuardedConnection` instead of Hypercorn's `TCPServer`
    `SocketStream.send_eof` holds the stream's send-conflict detector across a checkpoint, so a concurrent
    `send_all` (the reading task's 400 while the app's task closes, or the reverse) raises `BusyResourceError`.
    No one on the connection catches it: it reaches `trio.serve_listeners`' handler nursery and ends the server,
-   every other connection with it. Here the half-close takes the send lock; a failed send closes its
-   connection; anything a connection raises is logged and ends that connection only.
+   every other connection with it; so did h11 refusing an event (a WebSocket handshake with bytes behind it in
+   one packet). Here the half-close takes the send lock, a failed send or a refused event closes its
+   connection, and anything else a connection raises is logged and ends that connection only.
 2. A close from a cancelled task does nothing. Quart-Trio cancels its request nursery as the last body
    message is sent, which is when `_close()` runs after a `Connection: close` or HTTP/1.0 request (or an answer
    given before the body arrived): `send_eof` is cancelled at its checkpoint and the socket stays open, the client
@@ -18,9 +19,11 @@ that each connection is a `GuardedConnection` instead of Hypercorn's `TCPServer`
 3. Closing with unread request bytes resets the connection, and a reset can destroy an answer not yet
    delivered (an early 413 to an upload). Here the close lingers: FIN after the answer, then what the client
    still sends is read and dropped (at most LINGER_BYTES for LINGER_S), then the socket closes.
-4. h11 refusing to send an event (a WebSocket handshake with bytes behind it in the same packet: Hypercorn
-   answers 400, then the app's accept is refused) raised into the reading task and ended the server. Here the
-   connection closes.
+4. Bytes that break the framing while an answer is half sent (after a request that asked to close: h11's "Got
+   data when expected EOF", #203) closed the connection in the middle of the answer. Here reading stops and the
+   connection closes when the answer ends.
+5. A stream that answers at once and gives up (an invalid WebSocket handshake: 400 `Connection: close`) never
+   ends itself, so the connection stayed open. Here it closes.
 
 Three behaviours of HTTP/1.1 (`ClosingH11`): an answer that starts before its request's body has arrived (an
 early 401, 405 or 413) says `Connection: close` and the connection ends, so what follows is never read as a
@@ -94,6 +97,10 @@ class ClosingH11(H11Protocol):
         names = {name.lower() for name, _ in request.headers}
         self._ambiguous = b"content-length" in names and b"transfer-encoding" in names
         await super()._create_stream(request)
+        if self.stream is not None and self.stream.closed:
+            # The stream answered at once and gave up (an invalid WebSocket handshake: 400; a Host the config does
+            # not serve: 404) without ending itself, so Hypercorn would keep the connection open: end it.
+            await self._maybe_recycle()
 
     async def stream_send(self, event: Any) -> None:
         if isinstance(event, Response) and event.status_code >= 200:

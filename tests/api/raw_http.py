@@ -196,6 +196,7 @@ _UPGRADE = (
     "Connection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
     "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
 )
+_BAD_UPGRADES = [_UPGRADE.replace("13", "99"), _UPGRADE.split("Sec-WebSocket-Key")[0]]  # a version other than 13; no key
 _GARBAGE_LINES = [b"\x00\x01 / HTTP/1.1\r\n\r\n", b"GET\r\n\r\n", b"FOO BAR BAZ QUX\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n"]
 
 
@@ -234,11 +235,13 @@ def cases(rng: random.Random) -> list[Case]:
         # HTTP/1.0: answered, then closed.
         Case("http10", [request(method, path, _body_for(method), auth=auth, version="1.0")], 1),
         # Other protocols on the same port: a WebSocket handshake (a bad token) with garbage after it, later or in
-        # the same packet: an answer (101 then a close frame, or 400), then the end. HTTP/2 with prior knowledge or
+        # the same packet: an answer (101 then a close frame, or 400), then the end; an invalid handshake (a version
+        # other than 13, or no key): a 400, then the end. HTTP/2 with prior knowledge or
         # by h2c upgrade, then garbage: nothing is owed (an HTTP/2 connection may wait for the rest of a frame), the
         # client resets after a moment.
         Case("switch", [head("GET", "/v1/ws?token=garbage", extra=_UPGRADE), 0.01, rng.randbytes(64)], 1),
         Case("switch", [head("GET", "/v1/ws?token=", extra=_UPGRADE) + rng.randbytes(64)], 1),
+        Case("switch", [head("GET", "/v1/ws?token=garbage", extra=rng.choice(_BAD_UPGRADES))], 1),
         Case("switch", [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + rng.randbytes(64), 0.05], 0, reset=True),
         Case("switch", [head("GET", "/healthz", extra=_H2C), 0.01, rng.randbytes(64), 0.05], 0, reset=True),
         # Early closes: half a request, or a whole one then a reset; nothing is owed.
@@ -248,7 +251,7 @@ def cases(rng: random.Random) -> list[Case]:
 
 
 def burst(seed: int, rounds: int) -> list[Case]:
-    """`rounds` rounds of every category over random routes: 18 connections and 25 requests (most malformed) a round."""
+    """`rounds` rounds of every category over random routes: 19 connections and 26 requests (most malformed) a round."""
     rng = random.Random(seed)
     out = [case for _ in range(rounds) for case in cases(rng)]
     rng.shuffle(out)

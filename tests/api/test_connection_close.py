@@ -153,9 +153,21 @@ async def test_a_request_with_both_content_length_and_chunked_is_answered_then_c
         assert 400 <= outcome.statuses[0] < 500, outcome
 
 
-@pytest.mark.parametrize("coding", ["Transfer-Encoding: gzip\r\n", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"])
+@pytest.mark.parametrize("coding", ["Transfer-Encoding: gzip\r\n", "Transfer-Encoding: chunked\r\n" * 2])
 async def test_a_transfer_coding_other_than_one_chunked_is_a_400_then_closed(tmp_path, coding):
     """h11 refuses it with a 501; a client's malformed bytes never get a 5xx here."""
     async with running_node(tmp_path, shutdown_grace_s=1) as herald:
-        outcome = await run_case(*address(herald), Case("coding", [head("POST", "/v1/notifications", extra=coding)], 1), bound_s=10)
+        case = Case("coding", [head("POST", "/v1/notifications", extra=coding)], 1)
+        outcome = await run_case(*address(herald), case, bound_s=10)
+        assert outcome.statuses == [400] and outcome.closing == 0 and not outcome.hung, outcome
+
+
+@pytest.mark.parametrize("key", ["Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n", ""], ids=["version", "no-key"])
+async def test_an_invalid_websocket_handshake_is_a_400_then_closed(tmp_path, key):
+    """Hypercorn answers 400 with `Connection: close` and then kept the connection open."""
+    version = "99" if key else "13"
+    upgrade = f"Connection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: {version}\r\n{key}"
+    async with running_node(tmp_path, shutdown_grace_s=1) as herald:
+        case = Case("ws", [head("GET", "/v1/ws?token=x", extra=upgrade)], 1)
+        outcome = await run_case(*address(herald), case, bound_s=10)
         assert outcome.statuses == [400] and outcome.closing == 0 and not outcome.hung, outcome
