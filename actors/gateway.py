@@ -14,7 +14,6 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -28,6 +27,7 @@ from reactor.ports import LogStore
 from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, templates, users
 from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
+from .api.http_server import ConnectionErrors, serve
 from .api.subscriber import SubscriberLimits
 from .auth import ApiKeys
 from .dead_letters import DeadLetters
@@ -125,13 +125,14 @@ def hypercorn_config(host: str, port: int, grace_s: float) -> HypercornConfig:
 
 
 class FrontEnd:
-    """The Hypercorn server as a supervised child; stop() makes it drain and return."""
+    """The HTTP server (actors/api/http_server.py) as a supervised child; stop() makes it drain and return."""
 
     def __init__(self, gw: Gateway, host: str, port: int, grace_s: float) -> None:
         self.gw = gw
         self.app = FastSubmit(create_app(gw), gw)  # POST /v1/notifications skips Quart; the rest is the Quart app
         self.config = hypercorn_config(host, port, grace_s)
         self.binds: list[str] = []
+        self.connection_errors = ConnectionErrors()  # connections an exception ended (each stayed that connection's)
 
     def stop(self) -> None:
         self.gw.draining.set()
@@ -147,7 +148,9 @@ class FrontEnd:
                 self.gw.ready = True
                 task_status.started(binds)
 
-        await serve(self.app, self.config, shutdown_trigger=self.gw.draining.wait, task_status=_Status())
+        await serve(
+            self.app, self.config, shutdown_trigger=self.gw.draining.wait, errors=self.connection_errors, task_status=_Status()
+        )
 
     def url(self) -> str:
         return self.binds[0] if self.binds else ""

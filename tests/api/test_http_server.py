@@ -1,0 +1,147 @@
+"""actors/api/http_server.py on its own, serving a small ASGI app: a connection's failure stays on that connection,
+an in-flight request survives the drain, an unchecked Hypercorn is refused."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from hypercorn.config import Config
+
+from actors.api import http_server
+from tests.api.raw_http import head, parse_responses
+
+
+class App:
+    """Answers 200; `?wait=<seconds>` first sets `started`, then waits; `?stream=<seconds>` sends the head, sets
+    `started`, waits, then sends the body."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        query = scope["query_string"].decode()
+        body = b"ok" * 1000
+        if query.startswith("wait="):
+            self.started.set()
+            await trio.sleep(float(query[5:]))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+        if query.startswith("stream="):
+            await send({"type": "http.response.body", "body": body[:10], "more_body": True})
+            self.started.set()
+            await trio.sleep(float(query[7:]))
+            body = body[10:]
+        await send({"type": "http.response.body", "body": body})
+
+
+async def start(nursery: trio.Nursery, app: App, stop: trio.Event, **kwargs: Any) -> tuple[str, int]:
+    """`http_server.serve` in `nursery` until `stop`; its address."""
+    binds = await nursery.start(partial(http_server.serve, app, config(), shutdown_trigger=stop.wait, **kwargs))
+    host, port = binds[0].removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def config() -> Config:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 5
+    config.accesslog = None
+    return config
+
+
+async def exchange(stream: trio.SocketStream, raw: bytes, answers: int = 1) -> list[int]:
+    """Send `raw`; the statuses once `answers` responses arrived, or what arrived before the server closed."""
+    await stream.send_all(raw)
+    received = b""
+    with trio.fail_after(10):
+        while len(parse_responses(received)[0]) < answers:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                chunk = b""
+            if not chunk:
+                break
+            received += chunk
+    return parse_responses(received)[0]
+
+
+async def test_an_exception_on_one_connection_ends_that_connection_only(monkeypatch):
+    """Whatever a connection raises (here a fault injected in its HTTP/1.1 handling), the server and every other
+    connection go on; with Hypercorn's own `serve`, the same fault ends the server."""
+    handle = http_server.ClosingH11.handle
+
+    async def faulty(self: Any, event: Any) -> None:
+        if b"X-Fault" in getattr(event, "data", b""):
+            raise RuntimeError("injected fault")
+        await handle(self, event)
+
+    monkeypatch.setattr(http_server.ClosingH11, "handle", faulty)
+    errors = http_server.ConnectionErrors()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        host, port = await start(nursery, App(), stop, errors=errors)
+        kept = await trio.open_tcp_stream(host, port)
+        async with kept:
+            assert await exchange(kept, head("GET", "/")) == [200]
+            faulty_stream = await trio.open_tcp_stream(host, port)
+            async with faulty_stream:
+                assert await exchange(faulty_stream, head("GET", "/", extra="X-Fault: 1\r\n")) == []  # closed, unanswered
+            assert errors.count == 1
+            assert await exchange(kept, head("GET", "/")) == [200]  # the other connection lives on
+            fresh = await trio.open_tcp_stream(host, port)
+            async with fresh:
+                assert await exchange(fresh, head("GET", "/")) == [200]  # and the server accepts
+        stop.set()
+
+
+async def test_a_request_in_flight_is_answered_through_the_drain():
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        app = App()
+        host, port = await start(nursery, app, stop)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(head("GET", "/?wait=0.3"))
+            with trio.fail_after(10):
+                await app.started.wait()
+            stop.set()  # the server stops listening, lets the request finish, then closes the connection
+            received = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            assert parse_responses(received)[0] == [200]
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(host, port)
+
+
+async def test_a_hypercorn_whose_internals_were_not_checked_is_refused(monkeypatch):
+    monkeypatch.setattr(http_server, "version", lambda name: "0.19.0")
+    with pytest.raises(RuntimeError, match="Hypercorn 0.19.0"):
+        await http_server.serve(App(), config())
+
+
+async def test_bytes_after_a_closing_request_do_not_cut_its_answer():
+    """The client asked to close, then sent more while the answer was half sent: h11 calls that a protocol error
+    ("Got data when expected EOF", pgjones/hypercorn#203); the answer is finished before the connection closes."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        app = App()
+        host, port = await start(nursery, app, stop)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(head("GET", "/?stream=0.2", close=True))
+            with trio.fail_after(10):
+                await app.started.wait()
+                await stream.send_all(head("GET", "/"))
+                received = b""
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            assert parse_responses(received) == ([200], 0), received[:300]
+        stop.set()
