@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from quart import Response, request
+from quart import Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -81,7 +81,12 @@ def create_app(gw: Gateway) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        if has_request_context():
+            log.exception("unhandled error on %s %s", request.method, request.path)
+        elif has_websocket_context():
+            log.exception("unhandled error on WebSocket %s", websocket.path)
+        else:
+            log.exception("unhandled error")
         return problem_response(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))
 
     @app.before_request
