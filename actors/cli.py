@@ -12,9 +12,8 @@ from typing import Any
 
 import trio
 
+from .auth import API_KEY_FILE
 from .config import ConfigError, load_config
-
-API_KEY_FILE = "api-key"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -29,9 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             herald = await nursery.start(run_herald, config)
-            key_file = config.data_dir / API_KEY_FILE
-            key_file.write_text(herald.api_key + "\n")
-            key_file.chmod(0o600)
+            key_file = config.data_dir / API_KEY_FILE  # written by the node, 0600 from its creation
             print(f"herald: serving on {herald.url}", flush=True)
             print(f"herald: API key in {key_file.resolve()}", flush=True)
             print(f"herald: email outbox {config.outbox_dir.resolve()}", flush=True)
@@ -83,7 +80,8 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    """API keys: create (the key is printed once), list, revoke; via the admin API, or --offline on the data dir."""
+    """API keys: create (the key is printed once), list, revoke; rotate the token-signing key;
+    via the admin API, or --offline on the data dir."""
     if args.action == "create" and not args.scope:
         raise SystemExit("herald: keys create needs at least one --scope (send, read, admin)")
     if args.action == "revoke" and not args.key_id:
@@ -97,7 +95,7 @@ def _keys(args: argparse.Namespace) -> int:
         try:
             ok, result = trio.run(lambda: offline(
                 data_dir, load_config(data_dir=data_dir), args.action, scopes=args.scope or (), name=args.name,
-                rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "",
+                rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "", retire_previous=args.retire_previous,
             ))
         except (ConfigError, ValueError) as exc:
             raise SystemExit(f"herald: {exc}") from None
@@ -111,6 +109,8 @@ def _keys(args: argparse.Namespace) -> int:
             code = _request("POST", f"{url}/v1/admin/keys", key, body)
         elif args.action == "list":
             code = _request("GET", f"{url}/v1/admin/keys", key, None)
+        elif args.action == "rotate-secret":
+            code = _request("POST", f"{url}/v1/admin/signing-keys/rotate", key, {"retire_previous": args.retire_previous})
         else:
             code = _request("DELETE", f"{url}/v1/admin/keys/{args.key_id}", key, None)
     if args.action == "create" and code == 0:
@@ -255,14 +255,17 @@ def parser() -> argparse.ArgumentParser:
     client(circuits)
     circuits.set_defaults(func=_circuits)
 
-    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
-    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke; rotate-secret: a new token-signing key")
+    keys.add_argument("action", choices=["create", "list", "revoke", "rotate-secret"])
     keys.add_argument("key_id", nargs="?", help="revoke: the key's id")
     keys.add_argument("--scope", action="append", choices=["send", "read", "admin"], help="create: a scope (repeatable)")
     keys.add_argument("--name", default="", help="create: a label")
     keys.add_argument("--rate", type=float, help="create: requests per second (default: the node's key_rate_per_s)")
     keys.add_argument("--burst", type=float, help="create: bucket size (default: the node's key_burst)")
-    keys.add_argument("--offline", action="store_true", help="work on <data-dir>/keys.sqlite3 directly, not through the server")
+    keys.add_argument("--retire-previous", action="store_true",
+                      help="rotate-secret: also drop the older signing keys (every token they signed stops working)")
+    keys.add_argument("--offline", action="store_true",
+                      help="work on the data dir directly, not through the server (rotate-secret: with the node stopped)")
     client(keys)
     keys.set_defaults(func=_keys)
     return top

@@ -8,8 +8,8 @@ application/problem+json naming the field.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -27,7 +27,7 @@ from reactor.ports import LogStore
 from .api import admin, inbox, keys, notifications, openapi, realtime, templates, users
 from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
-from .auth import ApiKeys
+from .auth import ApiKeys, SigningKeys
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency
 from .messages import Record, RegistryMessage, Submit
@@ -47,7 +47,7 @@ class Gateway:
     recorder: Mailbox[Record]
     logstore: LogStore
     keys: ApiKeys
-    secret: bytes
+    secret: SigningKeys  # the token-signing key ring (subscriber and unsubscribe tokens)
     max_body_bytes: int
     heartbeat_s: float
     session_queue: int
@@ -59,6 +59,7 @@ class Gateway:
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
+    signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys/rotate)
 
 
 def create_app(gw: Gateway) -> QuartTrio:
@@ -145,6 +146,3 @@ class FrontEnd:
     def url(self) -> str:
         return self.binds[0] if self.binds else ""
 
-
-def new_secret() -> str:
-    return secrets.token_hex(32)

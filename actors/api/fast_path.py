@@ -52,10 +52,10 @@ class FastSubmit:
         headers = {name.lower(): value for name, value in scope["headers"]}
         try:
             authorization = headers.get(_AUTHORIZATION)
-            await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
+            caller = await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
             body = await self._read_body(receive, headers.get(_CONTENT_LENGTH))
             key = headers.get(_IDEMPOTENCY)
-            return await submit_notification(gw, body, key.decode("latin-1") if key is not None else None)
+            return await submit_notification(gw, caller, body, key.decode("latin-1") if key is not None else None)
         except ProblemError as error:
             return problem_answer(error.problem, error.headers)
         except _TooLarge:

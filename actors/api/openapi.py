@@ -44,7 +44,7 @@ from protocol.channels import Channel
 from protocol.frames import Ack, CloseCode, Ping, Pong, ServerFrame, Sync
 from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
-from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView
+from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView, RotateRequest, SigningKeyList
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
 from protocol.templates import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
@@ -349,7 +349,8 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(USER_ID,),
         body=body(TokenRequest, "Optional: `ttl_s` from 60 s to a day (default an hour).", required=False, example={"ttl_s": 3600}),
         description="The token opens the user's WebSocket, SSE stream and long-poll, and reads the user's inbox. "
-        "It cannot be revoked, only expire; it needs `read` since it reads the user's notifications.",
+        "It cannot be revoked, only expire; it needs `read` since it reads the user's notifications. It also marks "
+        "read and archives in that inbox only if the key that mints it has `send`.",
     ),
     # real-time fallbacks (the WebSocket is described in x-websockets)
     Operation(
@@ -539,6 +540,15 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: json_reply(KeyView, "The key, revoked.")}, params=(KEY_ID,), problems=(409,),
         description="409 for the bootstrap key, which comes from configuration.",
     ),
+    Operation(
+        "POST", "/v1/admin/signing-keys/rotate", "rotateSigningKey", "admin", "Rotate the token-signing key", Auth.API_KEY, "admin",
+        {200: json_reply(SigningKeyList, "The signing keys after the rotation (ids and ages, never a secret).", {"Cache-Control": True})},
+        body=body(RotateRequest, "Optional: `retire_previous` to drop the older keys.", required=False, example={}),
+        problems=(409,),
+        description="New subscriber and unsubscribe tokens are signed with a new key from now on. Tokens signed "
+        "before stay valid (subscriber tokens until they expire, unsubscribe links for good) unless `retire_previous` "
+        "is true: then every one of them stops working. `herald keys rotate-secret`.",
+    ),
 )
 
 TAGS = (
@@ -716,7 +726,7 @@ def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, A
                     "requirement lists the scope the operation needs.",
                 },
                 "subscriberToken": {
-                    "type": "http", "scheme": "bearer", "bearerFormat": "<claims>.<signature>",
+                    "type": "http", "scheme": "bearer", "bearerFormat": "<kid>.<claims>.<signature>",
                     "description": "A subscriber token for one user, from POST /v1/users/{user_id}/tokens: signed, expiring.",
                 },
                 "subscriberTokenQuery": {

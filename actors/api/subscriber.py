@@ -4,7 +4,9 @@ A subscriber token (actors.auth) is issued with an API key for one user and expi
 lets a browser or app read that user's notifications and nobody else's. SSE and
 long-poll take only a token (`?token=` or `Authorization: Bearer`), the user being the
 token's. The inbox routes take either an API key with the route's scope or a token
-issued for the user in the path; a token for another user gets 403.
+issued for the user in the path; a token for another user gets 403. A token reads; it
+changes the inbox's state (mark read, archive, read_all: the routes that need `send`)
+only if the API key that minted it had `send` (the token's "w" claim), else 403.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from quart import request
 from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 
-from ..auth import InvalidToken, bearer, verify_token
+from ..auth import InvalidToken, bearer, read_token, verify_token
 from .errors import ProblemError, authorize
 
 _REALM = 'Bearer realm="herald"'
-# base64url(claims) "." base64url(signature): an API key never has this shape.
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?!\n)$")
+# [kid "."] base64url(claims) "." base64url(signature): an API key never has this shape.
+_TOKEN_SHAPE = re.compile(r"^(?:[a-z0-9]+\.)?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?!\n)$")
 
 
 def _unauthorized(field: str, detail: str, *, invalid: bool) -> ProblemError:
@@ -41,28 +43,35 @@ def subscriber(gw: Any) -> str:
     try:
         return verify_token(gw.secret, token, wall_ms())
     except InvalidToken as exc:
-        raise _unauthorized(field, f"the subscriber token is not valid: {exc}", invalid=True) from None
+        raise _unauthorized(field, str(exc), invalid=True) from None  # one answer for every reason
 
 
 async def authorize_user(gw: Any, user_id: str, scope: str) -> None:
     """Let the request act for `user_id`: an API key granting `scope`, or a subscriber token issued for that user.
 
-    A valid token for another user is refused with 403, an expired or tampered one with 401.
+    A valid token for another user is refused with 403, an expired or tampered one with 401;
+    a token minted by a key without `send` is refused with 403 where `scope` is `send`.
     """
     credential = bearer(request.headers.get("Authorization"))
     if credential is None or not _TOKEN_SHAPE.match(credential):
         await authorize(gw, scope)
         return
     try:
-        token_user = verify_token(gw.secret, credential, wall_ms())
+        token = read_token(gw.secret, credential, wall_ms())
     except InvalidToken as exc:
         try:
             await authorize(gw, scope)  # a configured API key may happen to contain one dot
         except ProblemError as problem:
             if problem.problem.status != 401:
                 raise
-            raise _unauthorized("Authorization", f"neither an API key nor a valid subscriber token: {exc}", invalid=True) from None
+            raise _unauthorized("Authorization", f"not an API key, and {exc}", invalid=True) from None
         return
-    if token_user != user_id:
+    if token.user_id != user_id:
         detail = "this subscriber token is for another user: it reads only its own user's inbox"
         raise ProblemError(Problem("Forbidden", 403, detail, errors=[FieldError("Authorization", detail)]))
+    if scope == "send" and not token.can_write:
+        detail = "this subscriber token was minted with an API key without `send`: it reads the inbox, it does not change it"
+        raise ProblemError(
+            Problem("Forbidden", 403, detail, errors=[FieldError("Authorization", detail)]),
+            {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="send"'},
+        )
