@@ -470,6 +470,8 @@ async def create_key(
         key_id, full = new_api_key()
         parsed = parse_api_key(full)
         assert parsed is not None
-        stored = StoredKey(key_id, key_digest(*parsed), ordered, name, now_ms, rate_per_s=rate_per_s, burst=burst, bootstrap=bootstrap)
+        stored = StoredKey(
+            key_id, key_digest(*parsed), ordered, name, now_ms, rate_per_s=rate_per_s, burst=burst, bootstrap=bootstrap,
+        )
         if await store.add_key(stored):
             return stored, full

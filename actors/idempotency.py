@@ -100,7 +100,8 @@ class Idempotency:
             # pending: wait until the first request answers, fails (and releases the key) or dies (its lease runs out)
             now = trio.current_time()
             if now >= deadline:
-                return _problem(409, "Request in progress", f"a request with this {HEADER} is still in progress", {"Retry-After": "1"})
+                detail = f"a request with this {HEADER} is still in progress"
+                return _problem(409, "Request in progress", detail, {"Retry-After": "1"})
             event = self._inflight.get(name)
             with trio.move_on_after(min(deadline - now, POLL_S if event is None else self.lease_s)):
                 await (event.wait() if event is not None else trio.sleep_forever())

@@ -43,9 +43,11 @@ def private_umask() -> None:
 
 
 def private_dir(path: Path) -> None:
-    """Make `path` (and its parents if needed) a folder only its owner can enter; drop the group and
-    other permission bits of everything already in it."""
+    """Make `path` (and its parents if needed) a folder only its owner can enter. If it was not (a data
+    dir of an older version, or opened up by hand), drop the group and other bits of everything in it."""
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if os.stat(path).st_mode & 0o777 == PRIVATE_DIR:
+        return  # private already, and whatever this process made in it since was made private
     os.chmod(path, PRIVATE_DIR)
     for folder, dirs, files in os.walk(path):
         for name in (*dirs, *files):

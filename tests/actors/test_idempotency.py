@@ -89,8 +89,8 @@ async def test_idempotency_keys_are_scoped_per_api_key(tmp_path):
             assert from_a.status_code == from_b.status_code == 202
             assert "idempotent-replayed" not in from_b.headers  # b never sees a's answer ...
             assert from_a.json()["notification_id"] != from_b.json()["notification_id"]
-            other = await b.post("/v1/notifications", json=web_notification("idem7", "else"), headers={"Idempotency-Key": "shared-2"})
-            mine = await a.post("/v1/notifications", json=body, headers={"Idempotency-Key": "shared-2"})
+            other = await b.post("/v1/notifications", json=web_notification("idem7", "else"), headers={"Idempotency-Key": "k2"})
+            mine = await a.post("/v1/notifications", json=body, headers={"Idempotency-Key": "k2"})
             assert other.status_code == mine.status_code == 202  # ... nor is refused because of it
             # each key still replays its own
             again = await a.post("/v1/notifications", json=body, headers={"Idempotency-Key": "shared"})
@@ -101,11 +101,11 @@ async def test_idempotency_keys_are_scoped_per_api_key(tmp_path):
 
 async def test_the_same_json_reserialised_is_the_same_request(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
-        body = {"user_id": "idem8", "channels": ["web"], "content": {"web": {"title": "Hé", "body": "b", "url": "https://x.invalid/1"}},
+        body = {"user_id": "idem8", "channels": ["web"], "content": {"web": {"title": "Hé", "body": "b"}},
                 "data": {"b": [1, 2.5, {"y": None, "x": True}], "a": "z"}}
         compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         spaced = json.dumps(body, indent=3, ensure_ascii=True).encode()  # other whitespace, \u00e9 for é
-        reordered = json.dumps(dict(reversed(list({**body, "data": {"a": "z", "b": body["data"]["b"]}}.items()))), sort_keys=True).encode()
+        reordered = json.dumps(body, sort_keys=True).encode()  # every object's keys in another order
         assert len({compact, spaced, reordered}) == 3
         headers = {"Idempotency-Key": "k-8", "Content-Type": "application/json"}
         first = await client.post("/v1/notifications", content=compact, headers=headers)
@@ -120,7 +120,8 @@ async def test_the_same_json_reserialised_is_the_same_request(tmp_path):
 
 
 def test_fingerprints_compare_decoded_json_and_bytes_otherwise():
-    assert fingerprint(b'{"a":1,"b":[1,2]}') == fingerprint(b' { "b" : [1, 2],\n "a": 1 } ') == fingerprint(b'{"\\u0061":1,"b":[1,2]}')
+    same = (b'{"a":1,"b":[1,2]}', b' { "b" : [1, 2],\n "a": 1 } ', b'{"\\u0061":1,"b":[1,2]}')
+    assert len({fingerprint(body) for body in same}) == 1
     assert fingerprint(b'{"a":1}') != fingerprint(b'{"a":1.0}') != fingerprint(b'{"a":"1"}')
     assert fingerprint(b'{"b":[1,2]}') != fingerprint(b'{"b":[2,1]}')  # arrays keep their order
     assert fingerprint(b"not json") == fingerprint(b"not json") != fingerprint(b"not  json")
@@ -168,7 +169,7 @@ async def test_a_crash_mid_request_frees_the_key_within_seconds(tmp_path, mock_c
 
         async def doomed_request() -> None:
             with pytest.raises(Crashed):  # its clean-up cannot reach the state any more
-                await crashed.run("k:route", "crash-1", b'{"a": 1}', stuck)
+                await crashed.run("k:route", "crash-1", b'{"a":1}', stuck)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(doomed_request)

@@ -11,7 +11,16 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from actors.auth import TOKEN_REFUSED, InvalidToken, SigningKeys, SubscriberToken, issue_token, read_token, sign_claims, verify_token
+from actors.auth import (
+    TOKEN_REFUSED,
+    InvalidToken,
+    SigningKeys,
+    SubscriberToken,
+    issue_token,
+    read_token,
+    sign_claims,
+    verify_token,
+)
 from protocol.frames import CloseCode
 from reactor.clock import wall_ms
 from tests.auth.token_cases import refused_tokens
@@ -78,7 +87,7 @@ async def test_a_token_never_yields_another_users_notifications(tmp_path):
 
 async def test_expired_and_tampered_tokens_are_refused_with_4100_and_one_reason(tmp_path):
     async with running_node(tmp_path) as herald:
-        cases: dict[str, str | None] = {**refused_tokens(herald.gateway.secret, wall_ms()), "empty": "", "api key instead of a token": "test-key"}
+        cases: dict[str, str | None] = {**refused_tokens(herald.gateway.secret, wall_ms()), "empty": "", "the API key": "test-key"}
         cases["absent"] = None
         reasons = {}
         for name, token in cases.items():
@@ -113,7 +122,8 @@ def test_the_claims_are_checked_for_type_and_the_write_right_is_signed():
     keys = SigningKeys.generate()
     assert read_token(keys, issue_token(keys, "alice", 10), 0) == SubscriberToken("alice", 10, False)
     assert read_token(keys, issue_token(keys, "alice", 10, can_write=True), 0) == SubscriberToken("alice", 10, True)
-    for claims in ({"u": "alice", "exp": 10.5}, {"u": "alice", "exp": True}, {"u": 1, "exp": 10}, {"u": "alice", "exp": 10, "w": 1}, ["alice"]):
+    not_ours = ({"u": "alice", "exp": 10.5}, {"u": "alice", "exp": True}, {"u": 1, "exp": 10}, {"u": "alice", "exp": 10, "w": 1}, ["alice"])
+    for claims in not_ours:
         forged = sign_claims(keys, claims)  # signed, but not claims Herald issues
         with pytest.raises(InvalidToken):
             read_token(keys, forged, 0)
