@@ -142,6 +142,18 @@ def rotated(keys: Sequence[SigningKey], now_ms: int, retire_previous: bool) -> t
     return [*(() if retire_previous else keys), new], new
 
 
+class CurrentKeyError(ValueError):
+    """The current signing key cannot be retired: rotate first."""
+
+
+def retired(keys: Sequence[SigningKey], current: str, kid: str) -> list[SigningKey] | None:
+    """The ring without the key `kid` (None if it has no such key); CurrentKeyError for the current key."""
+    if kid == current:
+        raise CurrentKeyError(f"{kid} is the current signing key: rotate first, then retire it")
+    kept = [k for k in keys if k.kid != kid]
+    return None if len(kept) == len(keys) else kept
+
+
 def sign_claims(keys: SigningKeys, claims: dict[str, object], purpose: bytes = b"") -> str:
     """`kid "." base64url(json claims) "." base64url(hmac)` under the current key: the one token format Herald signs."""
     key = keys.current
@@ -251,6 +263,25 @@ async def rotate_signing_keys(path: Path, now_ms: int, retire_previous: bool, ri
         return SigningKeys(keys, current)
     ring.replace(keys, current)
     return ring
+
+
+async def retire_signing_key(path: Path, kid: str, ring: SigningKeys) -> bool:
+    """Drop the key `kid` from the ring in `path` and from `ring`: every token it signed stops verifying.
+
+    False if there is no such key; CurrentKeyError for the current one."""
+
+    def retire() -> tuple[list[SigningKey], str] | None:
+        found = read_signing_keys(path)
+        keys, current = found if found is not None else (ring.keys(), ring.current.kid)
+        kept = retired(keys, current, kid)
+        if kept is not None:
+            write_signing_keys(path, kept, current)
+        return None if kept is None else (kept, current)
+
+    changed = await trio.to_thread.run_sync(retire)
+    if changed is not None:
+        ring.replace(*changed)
+    return changed is not None
 
 
 async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int) -> str:

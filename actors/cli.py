@@ -110,12 +110,27 @@ def _keys(args: argparse.Namespace) -> int:
         elif args.action == "list":
             code = _request("GET", f"{url}/v1/admin/keys", key, None)
         elif args.action == "rotate-secret":
-            code = _request("POST", f"{url}/v1/admin/signing-keys/rotate", key, {"retire_previous": args.retire_previous})
+            code = _rotate_secret(url, key, args.retire_previous)
         else:
             code = _request("DELETE", f"{url}/v1/admin/keys/{args.key_id}", key, None)
     if args.action == "create" and code == 0:
         print("herald: the key above is shown only this once; store it now", file=sys.stderr)
     return code
+
+
+def _rotate_secret(url: str, key: str, retire_previous: bool) -> int:
+    """A new signing key through the node; with retire_previous, then retire every other one."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    response = httpx.post(f"{url}/v1/admin/signing-keys", headers=headers, timeout=30)
+    for old in response.json()["keys"] if response.is_success and retire_previous else ():
+        if not old["current"]:
+            response = httpx.delete(f"{url}/v1/admin/signing-keys/{old['kid']}", headers=headers, timeout=30)
+            if not response.is_success:
+                break
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.is_success else 1
 
 
 def _circuits(args: argparse.Namespace) -> int:

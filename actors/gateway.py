@@ -59,7 +59,7 @@ class Gateway:
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
-    signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys/rotate)
+    signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
 
 
 def create_app(gw: Gateway) -> QuartTrio:

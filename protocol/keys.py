@@ -72,12 +72,6 @@ class SigningKey(msgspec.Struct, frozen=True):
     created_ms: int
 
 
-class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    # false (the default): older keys still verify the tokens they signed (subscriber tokens until
-    # they expire, unsubscribe links for good); true: every token signed with an older key stops working
-    retire_previous: bool = False
-
-
 class SigningKeyView(msgspec.Struct, frozen=True):
     """A signing key as listed: never its secret."""
 

@@ -17,7 +17,6 @@ from protocol.keys import (
     KeyList,
     KeyRequest,
     KeyView,
-    RotateRequest,
     Scope,
     SigningKeyList,
     SigningKeyView,
@@ -29,11 +28,18 @@ from reactor.keys_sqlite import SqliteKeyStore
 from reactor.ports import StoredKey
 from reactor.state_memory import MemoryState
 
-from ..auth import KEYS_FILE, SIGNING_KEYS_FILE, ApiKeys, SigningKeys, rotate_signing_keys
+from ..auth import (
+    KEYS_FILE,
+    SIGNING_KEYS_FILE,
+    ApiKeys,
+    CurrentKeyError,
+    SigningKeys,
+    retire_signing_key,
+    rotate_signing_keys,
+)
 from .errors import ProblemError, authorize, decode_body, json_response, read_body
 
 _request_decoder = msgspec.json.Decoder(KeyRequest)
-_rotate_decoder = msgspec.json.Decoder(RotateRequest)
 
 
 def key_view(keys: ApiKeys, key: StoredKey) -> KeyView:
@@ -101,18 +107,39 @@ def blueprint(gw: Any) -> Blueprint:
             raise ProblemError(Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")]))
         return json_response(key_view(gw.keys, key))
 
-    rotation = trio.Lock()
+    changing = trio.Lock()  # one change of the signing keys file at a time
 
-    @bp.post("/v1/admin/signing-keys/rotate")
+    def keys_file() -> Path:
+        if gw.signing_keys_file is None:
+            raise ProblemError(Problem("Conflict", 409, "this node keeps its signing keys nowhere it can change them"))
+        path: Path = gw.signing_keys_file
+        return path
+
+    @bp.get("/v1/admin/signing-keys")
+    async def get_signing_keys() -> Response:
+        await authorize(gw, "admin")
+        return json_response(signing_key_list(gw.secret))
+
+    @bp.post("/v1/admin/signing-keys")
     async def rotate_signing_key() -> Response:
         await authorize(gw, "admin")
-        body = await read_body(gw)
-        wanted: RotateRequest = decode_body(_rotate_decoder, body) if body.strip() else RotateRequest()
-        if gw.signing_keys_file is None:
-            raise ProblemError(Problem("Conflict", 409, "this node keeps its signing keys nowhere it can rotate them"))
-        async with rotation:
-            ring = await rotate_signing_keys(gw.signing_keys_file, wall_ms(), wanted.retire_previous, gw.secret)
-        return json_response(signing_key_list(ring), headers={"Cache-Control": "no-store"})
+        path = keys_file()
+        async with changing:
+            ring = await rotate_signing_keys(path, wall_ms(), False, gw.secret)
+        return json_response(signing_key_list(ring), 201)
+
+    @bp.delete("/v1/admin/signing-keys/<kid>")
+    async def retire_key(kid: str) -> Response:
+        await authorize(gw, "admin")
+        path = keys_file()
+        try:
+            async with changing:
+                found = await retire_signing_key(path, kid, gw.secret)
+        except CurrentKeyError as exc:
+            raise ProblemError(Problem("Conflict", 409, str(exc), errors=[FieldError("kid", str(exc))])) from None
+        if not found:
+            raise ProblemError(Problem("Not Found", 404, f"no signing key {kid}", errors=[FieldError("kid", "no such key")]))
+        return json_response(signing_key_list(gw.secret))
 
     return bp
 

@@ -44,7 +44,7 @@ from protocol.channels import Channel
 from protocol.frames import Ack, CloseCode, Ping, Pong, ServerFrame, Sync
 from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
-from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView, RotateRequest, SigningKeyList
+from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView, SigningKeyList
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
 from protocol.templates import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
@@ -200,6 +200,7 @@ TEMPLATE_ID = Param(
     "The template: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit.", True, "onboarding",
 )
 VERSION = Param("version", "path", {"type": "integer", "minimum": 1, "maximum": 2**31}, "A version number (1, 2, ...).", True)
+KID = Param("kid", "path", {"type": "string"}, "The signing key's id, as GET /v1/admin/signing-keys lists it.", True)
 KEY_ID = Param(
     "key_id", "path", {"type": "string"},
     "The key's id: the 12 hex digits after `hk_`. `bootstrap` names the configured key, which cannot be revoked (409).", True,
@@ -541,13 +542,21 @@ OPERATIONS: tuple[Operation, ...] = (
         description="409 for the bootstrap key, which comes from configuration.",
     ),
     Operation(
-        "POST", "/v1/admin/signing-keys/rotate", "rotateSigningKey", "admin", "Rotate the token-signing key", Auth.API_KEY, "admin",
-        {200: json_reply(SigningKeyList, "The signing keys after the rotation (ids and ages, never a secret).", {"Cache-Control": True})},
-        body=body(RotateRequest, "Optional: `retire_previous` to drop the older keys.", required=False, example={}),
-        problems=(409,),
-        description="New subscriber and unsubscribe tokens are signed with a new key from now on. Tokens signed "
-        "before stay valid (subscriber tokens until they expire, unsubscribe links for good) unless `retire_previous` "
-        "is true: then every one of them stops working. `herald keys rotate-secret`.",
+        "GET", "/v1/admin/signing-keys", "listSigningKeys", "admin", "List the token-signing keys", Auth.API_KEY, "admin",
+        {200: json_reply(SigningKeyList, "The signing keys by id and age, the current one marked: never a secret.")},
+    ),
+    Operation(
+        "POST", "/v1/admin/signing-keys", "rotateSigningKey", "admin", "Rotate the token-signing key", Auth.API_KEY, "admin",
+        {201: json_reply(SigningKeyList, "The signing keys after the rotation, the new one current.")}, problems=(409,),
+        description="New subscriber and unsubscribe tokens are signed with a new key from now on; the tokens signed "
+        "before stay valid (subscriber tokens until they expire, unsubscribe links for good) until their key is retired. "
+        "`herald keys rotate-secret`.",
+    ),
+    Operation(
+        "DELETE", "/v1/admin/signing-keys/<kid>", "retireSigningKey", "admin", "Retire a token-signing key", Auth.API_KEY, "admin",
+        {200: json_reply(SigningKeyList, "The signing keys left.")}, params=(KID,), problems=(409,),
+        description="Every token the key signed stops working at once (subscriber tokens, unsubscribe links). "
+        "409 for the current key: rotate first. `herald keys rotate-secret --retire-previous` rotates, then retires the others.",
     ),
 )
 

@@ -101,8 +101,9 @@ async def traffic_on_every_channel(herald, client: httpx.AsyncClient) -> None:
 
 
 async def test_every_file_of_the_data_dir_is_private_after_traffic_on_every_channel(tmp_path):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o755)
+    data_dir = tmp_path / "data"  # as an older version left it: open to all
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o755)
     (data_dir / "left-by-an-older-version.txt").write_text("readable by all")
     os.chmod(data_dir / "left-by-an-older-version.txt", 0o644)
     with umask(0o022):
@@ -252,10 +253,20 @@ async def test_rotation_keeps_old_tokens_until_they_expire_and_signs_new_ones_wi
         """Through the admin route or the CLI with a running node; --offline between two runs (herald is None)."""
         if mode == "route":
             async with http(herald) as client:
-                response = await client.post("/v1/admin/signing-keys/rotate", json={"retire_previous": retire})
-            assert response.status_code == 200, response.text
-            assert response.headers["Cache-Control"] == "no-store"
-            return response.json()
+                response = await client.post("/v1/admin/signing-keys")
+                assert response.status_code == 201, response.text
+                ring = response.json()
+                current = next(k["kid"] for k in ring["keys"] if k["current"])
+                refused = await client.delete(f"/v1/admin/signing-keys/{current}")
+                assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "kid"
+                assert (await client.delete("/v1/admin/signing-keys/ffffffff")).status_code == 404
+                for old in ring["keys"] if retire else ():
+                    if not old["current"]:
+                        response = await client.delete(f"/v1/admin/signing-keys/{old['kid']}")
+                        assert response.status_code == 200, response.text
+                        ring = response.json()
+                assert (await client.get("/v1/admin/signing-keys")).json() == ring
+            return ring
         args = ["keys", "rotate-secret", *(["--retire-previous"] if retire else [])]
         if mode == "cli":
             args += ["--server", herald.url, "--api-key", "test-key"]
