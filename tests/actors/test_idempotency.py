@@ -125,7 +125,8 @@ def test_fingerprints_compare_decoded_json_and_bytes_otherwise():
     assert fingerprint(b'{"a":1}') != fingerprint(b'{"a":1.0}') != fingerprint(b'{"a":"1"}')
     assert fingerprint(b'{"b":[1,2]}') != fingerprint(b'{"b":[2,1]}')  # arrays keep their order
     assert fingerprint(b"not json") == fingerprint(b"not json") != fingerprint(b"not  json")
-    assert fingerprint(b"[" * 100_000) == fingerprint(b"[" * 100_000)  # too deep to decode: compared as bytes
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON, too deep to decode: compared as bytes
+    assert fingerprint(deep) == fingerprint(deep) != fingerprint(b"[" * 99_999 + b"]" * 99_999)
 
 
 class Crashed(Exception):
