@@ -147,6 +147,7 @@ async def run_herald(
 
         groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
         templates = TemplateService(template_store, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
+        idempotency = Idempotency(state)
         ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
         )
@@ -166,7 +167,7 @@ async def run_herald(
             session_queue=config.session_queue,
             dead_letters=DeadLetters(store, bus, recorder_mb),
             providers=providers,
-            idempotency=Idempotency(state),
+            idempotency=idempotency,
             templates=templates,
             users=users,
         )
@@ -183,7 +184,10 @@ async def run_herald(
                 *[ChildSpec(f"provider:{c.value}", providers[c].run, stop=provider_mbs[c].close) for c in Channel],
             ], policy),
             Supervisor("consumers", [ChildSpec(f"consumer-group:{c.value}", groups[c].run, stop=groups[c].stop) for c in Channel], policy),
-            Supervisor("ingress", [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)], policy),
+            Supervisor("ingress", [
+                ChildSpec("ingress", ingress.run, stop=ingress_mb.close),
+                ChildSpec("idempotency-leases", idempotency.keep_leases, stop=idempotency.stop),  # renews long requests' leases
+            ], policy),
             Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
         ]
         system = System(stages, grace_s=config.shutdown_grace_s)

@@ -2,13 +2,16 @@
 
 A key's record lives in the State port under the caller's scope (the API key and the
 route: two API keys never see each other's records). While the first request runs, the
-record is a `pending` lease of LEASE_S seconds that the request renews every RENEW_S:
-if the process dies mid-request the lease runs out within seconds, and a retry with the
-key goes ahead instead of being refused for a day. Once there is a response the record
-holds it for `ttl_s` (24 h). A second request with the key and the same request waits
-for the first (up to WAIT_FOR_FIRST_S, longer than a lease) and gets its response with
-`Idempotent-Replayed: true`; a different request is a 422. A 5xx (or 503) is not kept,
-so the client may retry with the same key.
+record is a `pending` lease of LEASE_S seconds; `keep_leases` (a supervised child of the
+node) renews the lease of every request that has run for RENEW_S: if the process dies
+mid-request the lease runs out within seconds, and a retry with the key goes ahead
+instead of being refused for a day. (One keeper rather than a task per request: most
+requests end in milliseconds, and a nursery per request cost several times the rest of
+this module.) Once there is a response the record holds it for `ttl_s` (24 h). A second
+request with the key and the same request waits for the first (up to WAIT_FOR_FIRST_S,
+longer than a lease) and gets its response with `Idempotent-Replayed: true`; a
+different request is a 422. A 5xx (or 503) is not kept, so the client may retry with
+the same key.
 
 "The same request" is the decoded body, canonicalised (object keys sorted, no
 whitespace), as Stripe compares parameters: a client that re-serialises its JSON on a
@@ -19,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
 import msgspec
-import outcome
 import trio
 
 from protocol.problems import FieldError, Problem
@@ -33,7 +36,7 @@ from .api.errors import Answer, problem_answer
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 LEASE_S = 5.0  # a pending marker outlives its request by at most this
-RENEW_S = 1.5  # how often a running request renews its lease
+RENEW_S = 1.5  # a running request's lease is renewed once it is this old (checked every RENEW_S / 2)
 WAIT_FOR_FIRST_S = 10.0  # how long a second request waits for the first (longer than a lease)
 POLL_S = 0.1  # how often a waiter looks again at a record another process holds
 KEPT_HEADERS = ("Location", "Retry-After")
@@ -63,6 +66,22 @@ def fingerprint(body: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+@dataclass(eq=False)
+class _Lease:
+    """A pending record this process holds, for keep_leases."""
+
+    encoded: bytes
+    written: float  # trio time of the last write
+    over: bool = False  # the request has its answer (or gave up): no renewal from now on
+    renewing: trio.Event | None = None  # a renewal under way: the request's final write waits for it
+
+    async def settle(self) -> None:
+        """Stop renewals: from the return on, no renewal of this lease writes to the state."""
+        self.over = True
+        if self.renewing is not None:
+            await self.renewing.wait()
+
+
 def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Answer:
     return problem_answer(Problem(title, status, detail, errors=[FieldError(HEADER, detail)]), headers)
 
@@ -73,7 +92,11 @@ class Idempotency:
         self.ttl_s = ttl_s
         self.lease_s = lease_s
         self._inflight: dict[str, trio.Event] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._wake = trio.Event()  # set when the first lease arrives (keep_leases sleeps while there is none), or on stop
+        self._stopped = False
         self.replayed = 0
+        self.renewals = 0
 
     async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         """Answer through `handler` once per (scope, key); replay its response after that.
@@ -86,11 +109,12 @@ class Idempotency:
             return _problem(400, "Invalid Idempotency-Key", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters")
         name = f"idempotency:{scope}:{key}"
         mine = _Record(fingerprint(body), owner=secrets.token_hex(8))
+        encoded = _encode(mine)
         deadline = trio.current_time() + WAIT_FOR_FIRST_S
         while True:
-            existing = await self.state.put_if_absent(name, _encode(mine), self.lease_s)
+            existing = await self.state.put_if_absent(name, encoded, self.lease_s)
             if existing is None:
-                return await self._first(name, mine, handler)
+                return await self._first(name, mine, encoded, handler)
             record = _decode(existing)
             if record.fingerprint != mine.fingerprint:
                 return _problem(422, "Idempotency-Key reused", f"this {HEADER} was used with a different request body")
@@ -106,43 +130,61 @@ class Idempotency:
             with trio.move_on_after(min(deadline - now, POLL_S if event is None else self.lease_s)):
                 await (event.wait() if event is not None else trio.sleep_forever())
 
-    async def _first(self, name: str, lease: _Record, handler: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def _first(self, name: str, pending: _Record, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         event = self._inflight[name] = trio.Event()
+        if not self._leases:
+            self._wake.set()
+        lease = self._leases[name] = _Lease(encoded, trio.current_time())
         kept = False
         try:
-            result: list[outcome.Outcome[Answer]] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._renew, name, lease)
-
-                async def work() -> None:
-                    try:
-                        result.append(outcome.Value(await handler()))
-                    except Exception as exc:  # raised again below, outside the nursery (not in an ExceptionGroup)
-                        result.append(outcome.Error(exc))
-                    finally:
-                        nursery.cancel_scope.cancel()  # stops the renewals before the record is written
-
-                nursery.start_soon(work)
-            answer = result[0].unwrap()
+            answer = await handler()
             if answer.status < 500:
                 headers = {h: answer.headers[h] for h in KEPT_HEADERS if h in answer.headers}
-                record = _Record(lease.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
+                record = _Record(pending.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
+                await lease.settle()
                 await self.state.set(name, _encode(record), self.ttl_s)
                 kept = True
             return answer
         finally:
+            del self._leases[name]
             if not kept:
                 with trio.CancelScope(shield=True):
+                    await lease.settle()
                     await self.state.delete(name)
             event.set()
             del self._inflight[name]
 
-    async def _renew(self, name: str, lease: _Record) -> None:
-        """Keep the pending lease alive while the request runs (never overwriting a record it no longer holds)."""
-        encoded = _encode(lease)
-        while True:
-            await trio.sleep(RENEW_S)
-            current = await self.state.get(name)
-            if current != encoded:
-                return  # lost (the lease ran out and another request took the key): leave it to that one
-            await self.state.set(name, encoded, self.lease_s)
+    def stop(self) -> None:
+        """Let keep_leases return (the node is shutting down: the front end has stopped taking requests)."""
+        self._stopped = True
+        self._wake.set()
+
+    async def keep_leases(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew the pending lease of every request of this process that has run for RENEW_S, until stop().
+
+        It sleeps while no request holds a lease, and otherwise until the oldest one is due."""
+        task_status.started()
+        while not self._stopped:
+            if not self._leases:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            with trio.move_on_at(min(lease.written for lease in self._leases.values()) + RENEW_S):
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            due = trio.current_time() - RENEW_S
+            for name, lease in [(n, lease) for n, lease in self._leases.items() if lease.written <= due]:
+                if lease.over:
+                    continue
+                lease.renewing = trio.Event()
+                try:
+                    if await self.state.get(name) != lease.encoded:
+                        lease.over = True  # lost (it ran out and another request took the key): leave it to that one
+                    elif not lease.over:
+                        await self.state.set(name, lease.encoded, self.lease_s)
+                        lease.written = trio.current_time()
+                        self.renewals += 1
+                finally:
+                    lease.renewing.set()
+                    lease.renewing = None

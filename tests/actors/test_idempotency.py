@@ -218,6 +218,8 @@ async def test_a_long_request_keeps_its_lease_and_a_waiter_gets_its_answer(tmp_p
 
         answers = {}
         async with trio.open_nursery() as nursery:
+            await nursery.start(node_a.keep_leases)
+
             async def first():
                 answers["a"] = await node_a.run("k:route", "long", b"{}", slow)
 
@@ -234,8 +236,37 @@ async def test_a_long_request_keeps_its_lease_and_a_waiter_gets_its_answer(tmp_p
             nursery.start_soon(second)
             await trio.sleep(2)
             release.set()
-        assert calls == ["a"]
+            node_a.stop()  # the keeper returns; the two requests finish
+        assert calls == ["a"] and node_a.renewals >= 5
         assert answers["a"].body == answers["b"].body == b'{"n":"a"}'
         assert answers["b"].headers["Idempotent-Replayed"] == "true"
     finally:
         await state.close()
+
+
+async def test_the_node_renews_the_lease_of_a_long_request(tmp_path, mock_clock):
+    mock_clock.autojump_threshold = 0.01  # time jumps only when the node is idle
+    async with running_node(tmp_path) as herald:
+        node = herald.gateway.idempotency
+        elsewhere = Idempotency(node.state)  # another process on the same state
+        calls = []
+
+        async def slow() -> Answer:
+            calls.append("node")
+            await trio.sleep(3 * LEASE_S)
+            return Answer(202, b'{"by":"node"}')
+
+        async def other() -> Answer:
+            calls.append("elsewhere")
+            return Answer(202, b'{"by":"elsewhere"}')
+
+        answers = {}
+        async with trio.open_nursery() as nursery:
+            async def on_the_node() -> None:
+                answers["node"] = await node.run("k:route", "slow-1", b"{}", slow)
+
+            nursery.start_soon(on_the_node)
+            await trio.sleep(LEASE_S + 1)  # past the first lease: only a renewal keeps the key
+            answers["elsewhere"] = await elsewhere.run("k:route", "slow-1", b"{}", other)
+        assert calls == ["node"] and node.renewals >= 2
+        assert answers["elsewhere"].body == b'{"by":"node"}' and answers["elsewhere"].headers["Idempotent-Replayed"] == "true"
