@@ -20,6 +20,7 @@ import trio
 
 from protocol.channels import Channel
 from reactor.bus_embedded import EmbeddedBus
+from reactor.files import private_dir, private_umask
 from reactor.keys_sqlite import SqliteKeyStore
 from reactor.logstore_sqlite import SqliteLogStore
 from reactor.mailbox import Mailbox, Overflow
@@ -32,7 +33,7 @@ from reactor.templates_sqlite import SqliteTemplateStore
 from reactor.users_sqlite import USERS_FILE, SqliteUserStore
 
 from .api.subscriber import SubscriberLimits
-from .auth import KEYS_FILE, ApiKeys
+from .auth import KEYS_FILE, SIGNING_KEYS_FILE, ApiKeys, open_node_credentials
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
 from .config import Config
@@ -40,7 +41,7 @@ from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .dead_letters import DeadLetters
 from .gate import ResilienceGate
 from .idempotency import Idempotency
-from .gateway import FrontEnd, Gateway, new_secret
+from .gateway import FrontEnd, Gateway
 from .ingress import Ingress
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
@@ -69,7 +70,7 @@ class Herald:
     ingress: Ingress
     recorder: Recorder
     registry: ConnectionRegistry
-    api_key: str
+    api_key: str  # the bootstrap key's text (also in <data_dir>/api-key)
     templates: TemplateService | None = None
     users: UserDirectory | None = None
 
@@ -95,7 +96,8 @@ async def run_herald(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Boot a node, report it with task_status.started(Herald), run until shut down."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_umask()  # every file the node creates from here on is 0600, every folder 0700
+    await trio.to_thread.run_sync(private_dir, config.data_dir)
     store = SqliteStore(config.data_dir / "store.sqlite3")
     logstore = SqliteLogStore(config.data_dir / "logs.sqlite3")
     state = SqliteState(config.data_dir / "state.sqlite3")
@@ -109,12 +111,11 @@ async def run_herald(
     user_store = SqliteUserStore(config.data_dir / USERS_FILE)
     await user_store.open()
     try:
-        secret = await store.put_meta_if_absent("token_secret", new_secret())
-        api_key = config.api_key or await store.put_meta_if_absent("api_key", new_secret()[:40])
+        signing, api_key = await open_node_credentials(config.data_dir, store, keystore, config.api_key)
 
         # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
         users = UserDirectory(
-            user_store, MemoryState(max_keys=config.profile_cache_size), secret.encode(), lambda: config.public_url or front.url(), config.preferences_cache_ttl_s,
+            user_store, MemoryState(max_keys=config.profile_cache_size), signing, lambda: config.public_url or front.url(), config.preferences_cache_ttl_s,
         )
         bus = EmbeddedBus(config.data_dir / "bus", {c.topic(): config.partitions_of(c) for c in Channel})
         recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
@@ -147,6 +148,7 @@ async def run_herald(
 
         groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
         templates = TemplateService(template_store, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
+        idempotency = Idempotency(state)
         ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
         )
@@ -156,16 +158,17 @@ async def run_herald(
             recorder=recorder_mb,
             logstore=logstore,
             keys=ApiKeys(
-                keystore, state, api_key,
+                keystore, state, config.api_key,  # a configured bootstrap key; a generated one is a stored key
                 rate_per_s=config.key_rate_per_s, burst=config.key_burst, cache_ttl_s=config.key_cache_ttl_s,
             ),
-            secret=secret.encode(),
+            secret=signing,
+            signing_keys_file=config.data_dir / SIGNING_KEYS_FILE,
             max_body_bytes=config.max_body_bytes,
             heartbeat_s=config.heartbeat_s,
             session_queue=config.session_queue,
             dead_letters=DeadLetters(store, bus, recorder_mb),
             providers=providers,
-            idempotency=Idempotency(state),
+            idempotency=idempotency,
             limits=SubscriberLimits(
                 state, SessionCaps(config.subscriber_sessions_per_user, config.subscriber_sessions_per_token),
                 config.subscriber_rate_per_s, config.subscriber_burst, config.token_issue_rate_per_s, config.token_issue_burst,
@@ -186,7 +189,10 @@ async def run_herald(
                 *[ChildSpec(f"provider:{c.value}", providers[c].run, stop=provider_mbs[c].close) for c in Channel],
             ], policy),
             Supervisor("consumers", [ChildSpec(f"consumer-group:{c.value}", groups[c].run, stop=groups[c].stop) for c in Channel], policy),
-            Supervisor("ingress", [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)], policy),
+            Supervisor("ingress", [
+                ChildSpec("ingress", ingress.run, stop=ingress_mb.close),
+                ChildSpec("idempotency-leases", idempotency.keep_leases, stop=idempotency.stop),  # renews long requests' leases
+            ], policy),
             Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
         ]
         system = System(stages, grace_s=config.shutdown_grace_s)

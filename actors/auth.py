@@ -1,4 +1,4 @@
-"""API keys and subscriber tokens.
+"""API keys, the bootstrap key, and signed tokens (subscriber and unsubscribe tokens).
 
 An API key is `hk_<key_id>_<secret>`: a 12-hex-digit id, stored in clear, and a 256-bit
 secret of which only `sha256(key_id ":" secret)` is stored (a high-entropy secret needs
@@ -8,13 +8,23 @@ implies another), a name, its rate limit (or the node's default) and, once revok
 on this node replaces the cached entry at once; a change made elsewhere (the offline
 CLI, another node) is seen when the entry expires (`key_cache_ttl_s`).
 
-The bootstrap key is the node's configured (`api_key`, HERALD_API_KEY) or generated key:
-any string, compared in constant time, with every scope and no rate limit. It keeps
-`make run`, the README tour and the CLI working with no set-up.
+The bootstrap key has every scope and no rate limit; it keeps `make run`, the README tour
+and the CLI working with no set-up. Either it is configured (`api_key`, HERALD_API_KEY):
+any string, compared in constant time; or the node generates a real `hk_` key at first
+start, stored hashed like any other (flagged `bootstrap`), whose full text exists only in
+`<data_dir>/api-key` (0600). Delete that file and restart to get a new one (the old one
+is revoked).
 
-A subscriber token is `base64url(json {"u": user_id, "exp": ms}) "." base64url(hmac_sha256)`,
-signed with the node's secret; it lets a browser or app open a WebSocket for one user
-until it expires.
+A signed token is `<kid> "." base64url(json claims) "." base64url(hmac_sha256)`: the HMAC
+covers the kid and the claims, under the key `kid` of the node's signing key ring
+(`SigningKeys`). The current key signs; every key of the ring verifies, so a rotation
+(`herald keys rotate-secret`) leaves the tokens signed before it valid until they expire.
+Base64 is strict (url-safe alphabet, no padding, canonical trailing bits) and every
+refusal reads the same (`TOKEN_REFUSED`): a client cannot tell an expired token from a
+forged one. A token of two parts (no kid) is from before key ids and verifies only with
+the migrated key `legacy`. A subscriber token's claims are {"u": user, "exp": ms} and
+"w": true when the key that minted it may `send` (the token may then change the user's
+inbox state, not only read it).
 """
 
 from __future__ import annotations
@@ -25,18 +35,41 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
-from protocol.keys import BOOTSTRAP_KEY_ID, KEY_PREFIX, Scope
+from protocol.keys import BOOTSTRAP_KEY_ID, KEY_PREFIX, LEGACY_KID, Scope, SigningKey
 from reactor.clock import wall_ms
-from reactor.ports import KeyStore, State, StoredKey
+from reactor.files import write_atomically
+from reactor.ports import KeyStore, State, Store, StoredKey
+from reactor.signing_keys import read_signing_keys, write_signing_keys
 
 KEYS_FILE = "keys.sqlite3"  # the embedded KeyStore, in the data dir
+API_KEY_FILE = "api-key"  # the bootstrap key's text, in the data dir (0600)
+SIGNING_KEYS_FILE = "signing-keys.json"  # the token-signing key ring, in the data dir (0600)
+BOOTSTRAP_NAME = "bootstrap: generated at first start, its text in <data-dir>/api-key"
 ALL_SCOPES = frozenset(s.value for s in Scope)
 _KEY_RE = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{12}})_([0-9a-f]{{64}})$")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_KID = re.compile(r"[a-z0-9]{1,32}")
+# the Store's metadata rows of a data dir from before: the signing secret and the generated key, in clear
+LEGACY_SECRET_META = "token_secret"
+LEGACY_API_KEY_META = "api_key"
+
+# -- signed tokens: pure parts
+
+TOKEN_REFUSED = "the token is not valid: malformed, tampered with, signed with an unknown key, or expired"
+
+
+class InvalidToken(Exception):
+    """A refused token. str() is the same for every reason (TOKEN_REFUSED); `reason` is for logs and tests."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(TOKEN_REFUSED)
+        self.reason = reason
 
 
 def _b64(data: bytes) -> str:
@@ -44,51 +77,256 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url: only the url-safe alphabet, no padding, and only the canonical encoding of its bytes."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise InvalidToken("not canonical base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # non-zero trailing bits: another text for the same bytes
+        raise InvalidToken("not canonical base64url")
+    return data
 
 
-class InvalidToken(Exception):
-    pass
+def _derive(secret: bytes, purpose: bytes) -> bytes:
+    """The key for one kind of token: the secret itself (subscriber tokens) or one derived for `purpose`."""
+    return hmac.new(secret, purpose, hashlib.sha256).digest() if purpose else secret
 
 
-def sign_claims(key: bytes, claims: dict[str, object]) -> str:
-    """`base64url(json claims) "." base64url(hmac_sha256(key, that))`: the one token format Herald signs."""
-    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
-    return f"{body}.{signature}"
+def new_signing_key(now_ms: int, taken: Iterable[str] = ()) -> SigningKey:
+    """A fresh 256-bit signing key with a kid none of `taken` has."""
+    used = set(taken)
+    while True:
+        kid = secrets.token_hex(4)
+        if kid not in used:
+            return SigningKey(kid, secrets.token_bytes(32), now_ms)
 
 
-def verify_claims(key: bytes, token: str) -> dict[str, object]:
-    """The claims of a token signed with `key`; InvalidToken if malformed or tampered with."""
-    try:
-        body, signature = token.split(".")
-        expected = hmac.new(key, body.encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(signature)):
-            raise InvalidToken("bad signature")
-        claims = json.loads(_unb64(body))
-    except InvalidToken:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise InvalidToken("malformed token") from exc
-    if not isinstance(claims, dict):
+class SigningKeys:
+    """The node's token-signing key ring: the current key signs, every key verifies the tokens naming it.
+
+    One object per node, shared by whoever signs or verifies; a rotation replaces its
+    contents in place (`replace`), so every holder sees the new ring at once.
+    """
+
+    def __init__(self, keys: Sequence[SigningKey], current: str) -> None:
+        self._keys: dict[str, SigningKey] = {}
+        self._current = ""
+        self.replace(keys, current)
+
+    @classmethod
+    def generate(cls, now_ms: int = 0) -> SigningKeys:
+        """A ring of one fresh key."""
+        key = new_signing_key(now_ms)
+        return cls([key], key.kid)
+
+    def replace(self, keys: Sequence[SigningKey], current: str) -> None:
+        by_kid = {k.kid: k for k in keys}
+        if current not in by_kid or len(by_kid) != len(keys) or not all(_KID.fullmatch(k) for k in by_kid):
+            raise ValueError("a signing key ring needs distinct kids (1-32 of a-z 0-9), the current one among them")
+        self._keys, self._current = by_kid, current
+
+    @property
+    def current(self) -> SigningKey:
+        return self._keys[self._current]
+
+    def get(self, kid: str) -> SigningKey | None:
+        return self._keys.get(kid)
+
+    def keys(self) -> list[SigningKey]:
+        """Every key, oldest first."""
+        return sorted(self._keys.values(), key=lambda k: (k.created_ms, k.kid))
+
+
+def rotated(keys: Sequence[SigningKey], now_ms: int, retire_previous: bool) -> tuple[list[SigningKey], SigningKey]:
+    """The ring after a rotation: a new current key, after the older keys (none if `retire_previous`)."""
+    new = new_signing_key(now_ms, (k.kid for k in keys))
+    return [*(() if retire_previous else keys), new], new
+
+
+class CurrentKeyError(ValueError):
+    """The current signing key cannot be retired: rotate first."""
+
+
+def retired(keys: Sequence[SigningKey], current: str, kid: str) -> list[SigningKey] | None:
+    """The ring without the key `kid` (None if it has no such key); CurrentKeyError for the current key."""
+    if kid == current:
+        raise CurrentKeyError(f"{kid} is the current signing key: rotate first, then retire it")
+    kept = [k for k in keys if k.kid != kid]
+    return None if len(kept) == len(keys) else kept
+
+
+def sign_claims(keys: SigningKeys, claims: dict[str, object], purpose: bytes = b"") -> str:
+    """`kid "." base64url(json claims) "." base64url(hmac)` under the current key: the one token format Herald signs."""
+    key = keys.current
+    signed = f"{key.kid}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
+    return f"{signed}.{_b64(hmac.new(_derive(key.secret, purpose), signed.encode(), hashlib.sha256).digest())}"
+
+
+def verify_claims(keys: SigningKeys, token: str, purpose: bytes = b"") -> dict[str, object]:
+    """The claims of a token signed by a key of the ring (for `purpose`); InvalidToken otherwise."""
+    parts = token.split(".")
+    if len(parts) == 3:
+        kid, body, signature = parts
+        if not _KID.fullmatch(kid):
+            raise InvalidToken("malformed kid")
+        signed = f"{kid}.{body}"
+    elif len(parts) == 2:  # from before key ids
+        kid, (body, signature) = LEGACY_KID, parts
+        signed = body
+    else:
         raise InvalidToken("malformed token")
+    key = keys.get(kid)
+    if key is None:
+        raise InvalidToken(f"unknown kid {kid!r}")
+    given, body_bytes = _unb64(signature), _unb64(body)
+    expected = hmac.new(_derive(key.secret, purpose), signed.encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, given):
+        raise InvalidToken("bad signature")
+    try:
+        claims = json.loads(body_bytes)
+    except ValueError:
+        raise InvalidToken("malformed claims") from None
+    if not isinstance(claims, dict):
+        raise InvalidToken("malformed claims")
     return claims
 
 
-def issue_token(secret: bytes, user_id: str, expires_ms: int) -> str:
-    """A subscriber token for `user_id`, valid until `expires_ms` (wall clock)."""
-    return sign_claims(secret, {"u": user_id, "exp": expires_ms})
+@dataclass(frozen=True, slots=True)
+class SubscriberToken:
+    """What a valid subscriber token grants."""
+
+    user_id: str
+    expires_ms: int
+    can_write: bool  # minted by a key with `send`: may mark read, archive, read_all
 
 
-def verify_token(secret: bytes, token: str, now_ms: int) -> str:
-    """The user id the token was issued for; InvalidToken if tampered with or expired."""
-    claims = verify_claims(secret, token)
-    user_id, expires = claims.get("u"), claims.get("exp")
-    if not isinstance(user_id, str) or not isinstance(expires, int):
-        raise InvalidToken("malformed token")
+def issue_token(keys: SigningKeys, user_id: str, expires_ms: int, *, can_write: bool = False) -> str:
+    """A subscriber token for `user_id`, valid until `expires_ms` (wall clock); `can_write` if the minting key may send."""
+    claims: dict[str, object] = {"u": user_id, "exp": expires_ms}
+    if can_write:
+        claims["w"] = True
+    return sign_claims(keys, claims)
+
+
+def read_token(keys: SigningKeys, token: str, now_ms: int) -> SubscriberToken:
+    """What the subscriber token grants at `now_ms`; InvalidToken if malformed, tampered with or expired."""
+    claims = verify_claims(keys, token)
+    user_id, expires, write = claims.get("u"), claims.get("exp"), claims.get("w", False)
+    if not isinstance(user_id, str) or type(expires) is not int or type(write) is not bool:
+        raise InvalidToken("malformed claims")
     if expires <= now_ms:
         raise InvalidToken("token expired")
-    return user_id
+    return SubscriberToken(user_id, expires, write)
+
+
+def verify_token(keys: SigningKeys, token: str, now_ms: int) -> str:
+    """The user id of a valid subscriber token; InvalidToken if malformed, tampered with or expired."""
+    return read_token(keys, token, now_ms).user_id
+
+
+# -- signing keys and the bootstrap key: on disk
+
+
+async def open_signing_keys(path: Path, store: Store, now_ms: int) -> SigningKeys:
+    """The ring in `path`, made at first start. A secret the Store kept in clear (a data dir from
+    before key ids) moves into the file as the key `legacy`, which keeps verifying the tokens it
+    signed; a fresh key signs from now on, and the Store forgets the old secret."""
+    legacy = await store.get_meta(LEGACY_SECRET_META)
+
+    def load() -> SigningKeys:
+        found = read_signing_keys(path)
+        if found is not None:
+            return SigningKeys(*found)
+        keys = [] if legacy is None else [SigningKey(LEGACY_KID, legacy.encode(), 0)]
+        ring, current = rotated(keys, now_ms, retire_previous=False)
+        write_signing_keys(path, ring, current.kid)
+        return SigningKeys(ring, current.kid)
+
+    ring = await trio.to_thread.run_sync(load)
+    if legacy is not None:
+        await store.forget_meta(LEGACY_SECRET_META)  # only once the file holds it durably
+    return ring
+
+
+async def rotate_signing_keys(path: Path, now_ms: int, retire_previous: bool, ring: SigningKeys | None = None) -> SigningKeys:
+    """Add a new current key to the ring in `path` (made if absent), and to `ring` (the running node's)
+    if given; with `retire_previous`, drop every older key (their tokens stop working)."""
+
+    def rotate() -> tuple[list[SigningKey], str]:
+        found = read_signing_keys(path)
+        keys = found[0] if found is not None else (ring.keys() if ring is not None else [])
+        new_ring, current = rotated(keys, now_ms, retire_previous)
+        write_signing_keys(path, new_ring, current.kid)
+        return new_ring, current.kid
+
+    keys, current = await trio.to_thread.run_sync(rotate)
+    if ring is None:
+        return SigningKeys(keys, current)
+    ring.replace(keys, current)
+    return ring
+
+
+async def retire_signing_key(path: Path, kid: str, ring: SigningKeys) -> bool:
+    """Drop the key `kid` from the ring in `path` and from `ring`: every token it signed stops verifying.
+
+    False if there is no such key; CurrentKeyError for the current one."""
+
+    def retire() -> tuple[list[SigningKey], str] | None:
+        found = read_signing_keys(path)
+        keys, current = found if found is not None else (ring.keys(), ring.current.kid)
+        kept = retired(keys, current, kid)
+        if kept is not None:
+            write_signing_keys(path, kept, current)
+        return None if kept is None else (kept, current)
+
+    changed = await trio.to_thread.run_sync(retire)
+    if changed is not None:
+        ring.replace(*changed)
+    return changed is not None
+
+
+async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int) -> str:
+    """The node's bootstrap key, written to `key_file` (0600) for the CLI and the README tour.
+
+    A configured key (`api_key`, HERALD_API_KEY) is used as it is, and replaces a generated
+    one (revoked). Otherwise the generated `hk_` key whose text `key_file` holds is kept (revoked
+    or not: a revoke stands); if the file is missing or holds no such key, a new one is made and
+    any previous generated key revoked.
+    """
+
+    def read() -> str:
+        try:
+            return key_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def write(text: str) -> None:
+        write_atomically(key_file, text.encode() + b"\n")
+
+    text = await trio.to_thread.run_sync(read)
+    if not configured:
+        parsed = parse_api_key(text)
+        if parsed is not None:
+            stored = await store.get_key(parsed[0])
+            if stored is not None and stored.bootstrap and hmac.compare_digest(stored.digest, key_digest(*parsed)):
+                return text
+    for key in await store.list_keys():
+        if key.bootstrap and key.revoked_ms is None:
+            await store.revoke_key(key.key_id, now_ms)
+    if configured:
+        if text != configured:
+            await trio.to_thread.run_sync(write, configured)
+        return configured
+    _, full = await create_key(store, sorted(ALL_SCOPES), BOOTSTRAP_NAME, now_ms, bootstrap=True)
+    await trio.to_thread.run_sync(write, full)
+    return full
+
+
+async def open_node_credentials(data_dir: Path, store: Store, keystore: KeyStore, configured_key: str) -> tuple[SigningKeys, str]:
+    """The node's signing key ring and bootstrap key, at start-up; the Store keeps neither in clear."""
+    now = wall_ms()
+    ring = await open_signing_keys(data_dir / SIGNING_KEYS_FILE, store, now)
+    await store.forget_meta(LEGACY_API_KEY_META)  # a generated key from before: replaced by a hashed hk_ key
+    return ring, await open_bootstrap_key(keystore, data_dir / API_KEY_FILE, configured_key, now)
 
 
 # -- API keys: pure parts
@@ -127,11 +365,7 @@ class Caller:
     scopes: frozenset[str]
     rate_per_s: float | None  # None: not rate limited (the bootstrap key)
     burst: float | None
-
-    @property
-    def bootstrap(self) -> bool:
-        """Whether this is the node's configured or generated key."""
-        return self.key_id == BOOTSTRAP_KEY_ID
+    bootstrap: bool = False  # the node's configured or generated bootstrap key
 
 
 def retry_after(wait_s: float) -> str:
@@ -175,7 +409,7 @@ class ApiKeys:
         self.throttled = 0
 
     def limits_of(self, key: StoredKey) -> tuple[float, float]:
-        """The (rate per second, burst) that applies to a stored key."""
+        """The (rate per second, burst) that applies to a stored key (the bootstrap key has none: see Caller)."""
         return (key.rate_per_s or self.rate_per_s, key.burst or self.burst)
 
     async def authenticate(self, header: str | None) -> Caller | None:
@@ -184,7 +418,7 @@ class ApiKeys:
         if credential is None:
             return None
         if self.bootstrap_key and hmac.compare_digest(self.bootstrap_key.encode(), credential.encode()):
-            return Caller(BOOTSTRAP_KEY_ID, ALL_SCOPES, None, None)
+            return Caller(BOOTSTRAP_KEY_ID, ALL_SCOPES, None, None, bootstrap=True)
         parsed = parse_api_key(credential)
         if parsed is None:
             return None
@@ -193,6 +427,8 @@ class ApiKeys:
         if key is None or key.revoked_ms is not None or not hmac.compare_digest(key.digest, key_digest(key_id, secret)):
             return None
         await self._touch(key_id)
+        if key.bootstrap:
+            return Caller(key_id, ALL_SCOPES, None, None, bootstrap=True)
         rate, burst = self.limits_of(key)
         return Caller(key_id, frozenset(key.scopes), rate, burst)
 
@@ -219,7 +455,7 @@ class ApiKeys:
         return key
 
     async def list_keys(self) -> list[StoredKey]:
-        """Every stored key (not the bootstrap key), oldest first."""
+        """Every stored key (a generated bootstrap key included, not a configured one), oldest first."""
         return await self.store.list_keys()
 
     async def _lookup(self, key_id: str) -> StoredKey | None:
@@ -248,7 +484,8 @@ class ApiKeys:
 
 
 async def create_key(
-    store: KeyStore, scopes: Sequence[str], name: str, now_ms: int, rate_per_s: float | None = None, burst: float | None = None
+    store: KeyStore, scopes: Sequence[str], name: str, now_ms: int, rate_per_s: float | None = None, burst: float | None = None,
+    *, bootstrap: bool = False,
 ) -> tuple[StoredKey, str]:
     """The one way keys are made (admin API and offline CLI): store a new key, return it and its full text."""
     unknown = set(scopes) - ALL_SCOPES
@@ -264,6 +501,8 @@ async def create_key(
         key_id, full = new_api_key()
         parsed = parse_api_key(full)
         assert parsed is not None
-        stored = StoredKey(key_id, key_digest(*parsed), ordered, name, now_ms, rate_per_s=rate_per_s, burst=burst)
+        stored = StoredKey(
+            key_id, key_digest(*parsed), ordered, name, now_ms, rate_per_s=rate_per_s, burst=burst, bootstrap=bootstrap,
+        )
         if await store.add_key(stored):
             return stored, full

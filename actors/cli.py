@@ -25,7 +25,6 @@ from .startup import explain, leaves, missing_dependency  # the standard library
 if TYPE_CHECKING:
     from .config import Config
 
-API_KEY_FILE = "api-key"
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _WHERE = "the URL comes from --server, HERALD_URL, or the host and port `herald serve` reads (HERALD_PORT, --config)"
 
@@ -72,14 +71,13 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .app import run_herald
+    from .auth import API_KEY_FILE
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             herald = await nursery.start(run_herald, config)
             _release_boot_logs(stream, held)
-            key_file = config.data_dir / API_KEY_FILE
-            key_file.write_text(herald.api_key + "\n")
-            key_file.chmod(0o600)
+            key_file = config.data_dir / API_KEY_FILE  # written by the node, 0600 from its creation
             print(f"herald: serving on {herald.url}", flush=True)
             print(f"herald: API key in {key_file.resolve()}", flush=True)
             print(f"herald: email outbox {config.outbox_dir.resolve()}", flush=True)
@@ -116,6 +114,8 @@ def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
         url = url or node_url(config)
         key = key or config.api_key
         if not key:
+            from .auth import API_KEY_FILE
+
             key_file = config.data_dir / API_KEY_FILE
             if not key_file.exists():
                 raise CliError(
@@ -167,7 +167,8 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    """API keys: create (the key is printed once), list, revoke; via the admin API, or --offline on the data dir."""
+    """API keys: create (the key is printed once), list, revoke; rotate the token-signing key;
+    via the admin API, or --offline on the data dir."""
     if args.action == "create" and not args.scope:
         raise CliError("keys create needs at least one --scope (send, read, admin)", 2)
     if args.action == "revoke" and not args.key_id:
@@ -182,7 +183,7 @@ def _keys(args: argparse.Namespace) -> int:
         try:
             ok, result = trio.run(lambda: offline(
                 config.data_dir, config, args.action, scopes=args.scope or (), name=args.name,
-                rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "",
+                rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "", retire_previous=args.retire_previous,
             ))
         except ValueError as exc:  # a value the key store refuses (--rate -1): a usage error, as argparse's
             raise CliError(str(exc), 2) from None
@@ -196,11 +197,28 @@ def _keys(args: argparse.Namespace) -> int:
             code = _request("POST", f"{url}/v1/admin/keys", key, body)
         elif args.action == "list":
             code = _request("GET", f"{url}/v1/admin/keys", key, None)
+        elif args.action == "rotate-secret":
+            code = _rotate_secret(url, key, args.retire_previous)
         else:
             code = _request("DELETE", f"{url}/v1/admin/keys/{args.key_id}", key, None)
     if args.action == "create" and code == 0:
         print("herald: the key above is shown only this once; store it now", file=sys.stderr)
     return code
+
+
+def _rotate_secret(url: str, key: str, retire_previous: bool) -> int:
+    """A new signing key through the node; with retire_previous, then retire every other one."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    response = httpx.post(f"{url}/v1/admin/signing-keys", headers=headers, timeout=30)
+    for old in response.json()["keys"] if response.is_success and retire_previous else ():
+        if not old["current"]:
+            response = httpx.delete(f"{url}/v1/admin/signing-keys/{old['kid']}", headers=headers, timeout=30)
+            if not response.is_success:
+                break
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.is_success else 1
 
 
 def _circuits(args: argparse.Namespace) -> int:
@@ -350,14 +368,17 @@ def parser() -> argparse.ArgumentParser:
     client(circuits)
     circuits.set_defaults(func=_circuits)
 
-    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
-    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke; rotate-secret: a new token-signing key")
+    keys.add_argument("action", choices=["create", "list", "revoke", "rotate-secret"])
     keys.add_argument("key_id", nargs="?", help="revoke: the key's id")
     keys.add_argument("--scope", action="append", choices=["send", "read", "admin"], help="create: a scope (repeatable)")
     keys.add_argument("--name", default="", help="create: a label")
     keys.add_argument("--rate", type=float, help="create: requests per second (default: the node's key_rate_per_s)")
     keys.add_argument("--burst", type=float, help="create: bucket size (default: the node's key_burst)")
-    keys.add_argument("--offline", action="store_true", help="work on <data-dir>/keys.sqlite3 directly, not through the server")
+    keys.add_argument("--retire-previous", action="store_true",
+                      help="rotate-secret: also drop the older signing keys (every token they signed stops working)")
+    keys.add_argument("--offline", action="store_true",
+                      help="work on the data dir directly, not through the server (rotate-secret: with the node stopped)")
     client(keys)
     keys.set_defaults(func=_keys)
     return top

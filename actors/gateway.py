@@ -8,8 +8,8 @@ application/problem+json naming the field.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -29,7 +29,7 @@ from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
 from .api.http_server import ConnectionErrors, serve
 from .api.subscriber import SubscriberLimits
-from .auth import ApiKeys
+from .auth import ApiKeys, SigningKeys
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency
 from .messages import Record, RegistryMessage, Submit
@@ -49,7 +49,7 @@ class Gateway:
     recorder: Mailbox[Record]
     logstore: LogStore
     keys: ApiKeys
-    secret: bytes
+    secret: SigningKeys  # the token-signing key ring (subscriber and unsubscribe tokens)
     max_body_bytes: int
     heartbeat_s: float
     session_queue: int
@@ -62,6 +62,7 @@ class Gateway:
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
+    signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
 
 
 def create_app(gw: Gateway) -> QuartTrio:
@@ -160,6 +161,3 @@ class FrontEnd:
     def url(self) -> str:
         return self.binds[0] if self.binds else ""
 
-
-def new_secret() -> str:
-    return secrets.token_hex(32)

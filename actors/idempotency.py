@@ -1,16 +1,29 @@
-"""Idempotency-Key on POSTs: the same key and body within the TTL get the original response.
+"""Idempotency-Key on POSTs: the same key and request within the TTL get the original response.
 
-The key's record lives in the State port (put-if-absent with a TTL): first a `pending`
-marker with the body's fingerprint, then the response once there is one. A second
-request with the key and the same body waits for the first and gets its response with
-`Idempotent-Replayed: true`; a different body is a 422. A 5xx (or 503) is not kept, so
-the client may retry with the same key.
+A key's record lives in the State port under the caller's scope (the API key and the
+route: two API keys never see each other's records). While the first request runs, the
+record is a `pending` lease of LEASE_S seconds; `keep_leases` (a supervised child of the
+node) renews the lease of every request that has run for RENEW_S: if the process dies
+mid-request the lease runs out within seconds, and a retry with the key goes ahead
+instead of being refused for a day. (One keeper rather than a task per request: most
+requests end in milliseconds, and a nursery per request cost several times the rest of
+this module.) Once there is a response the record holds it for `ttl_s` (24 h). A second
+request with the key and the same request waits for the first (up to WAIT_FOR_FIRST_S,
+longer than a lease) and gets its response with `Idempotent-Replayed: true`; a
+different request is a 422. A 5xx (or 503) is not kept, so the client may retry with
+the same key.
+
+"The same request" is the decoded body, canonicalised (object keys sorted, no
+whitespace), as Stripe compares parameters: a client that re-serialises its JSON on a
+retry is not refused. A body that is not JSON is compared byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Awaitable, Callable
+import secrets
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
 import msgspec
 import trio
@@ -22,7 +35,10 @@ from .api.errors import Answer, problem_answer
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-WAIT_FOR_FIRST_S = 10.0
+LEASE_S = 5.0  # a pending marker outlives its request by at most this
+RENEW_S = 1.5  # a running request's lease is renewed once it is this old (checked every RENEW_S / 2)
+WAIT_FOR_FIRST_S = 10.0  # how long a second request waits for the first (longer than a lease)
+POLL_S = 0.1  # how often a waiter looks again at a record another process holds
 KEPT_HEADERS = ("Location", "Retry-After")
 
 
@@ -33,10 +49,37 @@ class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
     body: bytes = b""
     content_type: str = ""
     headers: dict[str, str] = {}
+    owner: str = ""  # the request holding a pending lease
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Record).decode
+_canonical = msgspec.json.Encoder(order="sorted").encode
+
+
+def fingerprint(body: bytes) -> str:
+    """What two requests must share to be the same request: the canonical JSON of the body (or its bytes)."""
+    try:
+        canonical = b"json\0" + _canonical(msgspec.json.decode(body))
+    except (msgspec.DecodeError, RecursionError):
+        canonical = b"raw\0" + body
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass(eq=False)
+class _Lease:
+    """A pending record this process holds, for keep_leases."""
+
+    encoded: bytes
+    written: float  # trio time of the last write
+    over: bool = False  # the request has its answer (or gave up): no renewal from now on
+    renewing: trio.Event | None = None  # a renewal under way: the request's final write waits for it
+
+    async def settle(self) -> None:
+        """Stop renewals: from the return on, no renewal of this lease writes to the state."""
+        self.over = True
+        if self.renewing is not None:
+            await self.renewing.wait()
 
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Answer:
@@ -44,55 +87,104 @@ def _problem(status: int, title: str, detail: str, headers: dict[str, str] | Non
 
 
 class Idempotency:
-    def __init__(self, state: State, ttl_s: float = 24 * 3600) -> None:
+    def __init__(self, state: State, ttl_s: float = 24 * 3600, lease_s: float = LEASE_S) -> None:
         self.state = state
         self.ttl_s = ttl_s
+        self.lease_s = lease_s
         self._inflight: dict[str, trio.Event] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._wake = trio.Event()  # set when the first lease arrives (keep_leases sleeps while there is none), or on stop
+        self._stopped = False
         self.replayed = 0
+        self.renewals = 0
 
     async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
-        """Answer through `handler` once per (scope, key); replay its response after that."""
+        """Answer through `handler` once per (scope, key); replay its response after that.
+
+        `scope` names the caller and the route (e.g. `<api key id>:POST /v1/notifications`).
+        """
         if key is None:
             return await handler()
         if not key or len(key) > MAX_KEY_LENGTH:
             return _problem(400, "Invalid Idempotency-Key", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters")
         name = f"idempotency:{scope}:{key}"
-        fingerprint = hashlib.sha256(scope.encode() + b"\0" + body).hexdigest()
-        existing = await self.state.put_if_absent(name, _encode(_Record(fingerprint)), self.ttl_s)
-        if existing is None:
-            return await self._first(name, fingerprint, handler)
-        record = _decode(existing)
-        if record.fingerprint != fingerprint:
-            return _problem(422, "Idempotency-Key reused", f"this {HEADER} was used with a different request body")
-        if not record.done:
+        mine = _Record(fingerprint(body), owner=secrets.token_hex(8))
+        encoded = _encode(mine)
+        deadline = trio.current_time() + WAIT_FOR_FIRST_S
+        while True:
+            existing = await self.state.put_if_absent(name, encoded, self.lease_s)
+            if existing is None:
+                return await self._first(name, mine, encoded, handler)
+            record = _decode(existing)
+            if record.fingerprint != mine.fingerprint:
+                return _problem(422, "Idempotency-Key reused", f"this {HEADER} was used with a different request body")
+            if record.done:
+                self.replayed += 1
+                return Answer(record.status, record.body, record.content_type, {**record.headers, "Idempotent-Replayed": "true"})
+            # pending: wait until the first request answers, fails (and releases the key) or dies (its lease runs out)
+            now = trio.current_time()
+            if now >= deadline:
+                detail = f"a request with this {HEADER} is still in progress"
+                return _problem(409, "Request in progress", detail, {"Retry-After": "1"})
             event = self._inflight.get(name)
-            if event is not None:
-                with trio.move_on_after(WAIT_FOR_FIRST_S):
-                    await event.wait()
-            raw = await self.state.get(name)
-            if raw is None:  # the first one failed and released the key: this one goes ahead
-                return await self.run(scope, key, body, handler)
-            record = _decode(raw)
-            if not record.done:
-                return _problem(409, "Request in progress", f"a request with this {HEADER} is still in progress", {"Retry-After": "1"})
-        self.replayed += 1
-        headers = {**record.headers, "Idempotent-Replayed": "true"}
-        return Answer(record.status, record.body, record.content_type, headers)
+            with trio.move_on_after(min(deadline - now, POLL_S if event is None else self.lease_s)):
+                await (event.wait() if event is not None else trio.sleep_forever())
 
-    async def _first(self, name: str, fingerprint: str, handler: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def _first(self, name: str, pending: _Record, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         event = self._inflight[name] = trio.Event()
+        if not self._leases:
+            self._wake.set()
+        lease = self._leases[name] = _Lease(encoded, trio.current_time())
         kept = False
         try:
             answer = await handler()
             if answer.status < 500:
                 headers = {h: answer.headers[h] for h in KEPT_HEADERS if h in answer.headers}
-                record = _Record(fingerprint, True, answer.status, answer.body, answer.content_type, headers)
+                record = _Record(pending.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
+                await lease.settle()
                 await self.state.set(name, _encode(record), self.ttl_s)
                 kept = True
             return answer
         finally:
+            del self._leases[name]
             if not kept:
                 with trio.CancelScope(shield=True):
+                    await lease.settle()
                     await self.state.delete(name)
             event.set()
             del self._inflight[name]
+
+    def stop(self) -> None:
+        """Let keep_leases return (the node is shutting down: the front end has stopped taking requests)."""
+        self._stopped = True
+        self._wake.set()
+
+    async def keep_leases(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew the pending lease of every request of this process that has run for RENEW_S, until stop().
+
+        It sleeps while no request holds a lease, and otherwise until the oldest one is due."""
+        task_status.started()
+        while not self._stopped:
+            if not self._leases:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            with trio.move_on_at(min(lease.written for lease in self._leases.values()) + RENEW_S):
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            due = trio.current_time() - RENEW_S
+            for name, lease in [(n, lease) for n, lease in self._leases.items() if lease.written <= due]:
+                if lease.over:
+                    continue
+                lease.renewing = trio.Event()
+                try:
+                    if await self.state.get(name) != lease.encoded:
+                        lease.over = True  # lost (it ran out and another request took the key): leave it to that one
+                    elif not lease.over:
+                        await self.state.set(name, lease.encoded, self.lease_s)
+                        lease.written = trio.current_time()
+                        self.renewals += 1
+                finally:
+                    lease.renewing.set()
+                    lease.renewing = None

@@ -23,8 +23,6 @@ devices are read again then.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import re
 from collections.abc import Container
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from protocol.messages import Delivery
 from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
 from protocol.problems import FieldError
 
-from .auth import InvalidToken, sign_claims, verify_claims
+from .auth import InvalidToken, SigningKeys, sign_claims, verify_claims
 
 QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS, Channel.PUSH})
 UNSAFE_ZONES = frozenset({"localtime", "posixrules", "Factory"})  # the server's own zone, or placeholders
@@ -272,29 +270,27 @@ def check_at_fire(delivery: Delivery, profile: Profile, now_ms: int, zone: dt.tz
 
 # -- one-click unsubscribe tokens (RFC 8058)
 #
-# base64url(json {"u": user_id, "c": category}) "." base64url(hmac_sha256), keyed by a key
-# derived from the node secret for this purpose only, so that neither a subscriber token
-# nor anything else signed with the node secret can pass for one. They do not expire: an
-# unsubscribe link in an old email must keep working.
+# sign_claims's format with the claims {"u": user_id, "c": category}, under a key derived
+# from the signing key for this purpose only, so that neither a subscriber token nor
+# anything else signed with the node's keys can pass for one. They do not expire: an
+# unsubscribe link in an old email must keep working (while its kid stays in the ring).
+
+UNSUBSCRIBE_PURPOSE = b"herald/unsubscribe/v1"
 
 
 class InvalidUnsubscribeToken(Exception):
     pass
 
 
-def _unsubscribe_key(secret: bytes) -> bytes:
-    return hmac.new(secret, b"herald/unsubscribe/v1", hashlib.sha256).digest()
-
-
-def issue_unsubscribe_token(secret: bytes, user_id: str, category: str) -> str:
+def issue_unsubscribe_token(keys: SigningKeys, user_id: str, category: str) -> str:
     """A signed token that opts `user_id` out of `category` when posted to /v1/unsubscribe."""
-    return sign_claims(_unsubscribe_key(secret), {"u": user_id, "c": category})
+    return sign_claims(keys, {"u": user_id, "c": category}, UNSUBSCRIBE_PURPOSE)
 
 
-def verify_unsubscribe_token(secret: bytes, token: str) -> tuple[str, str]:
+def verify_unsubscribe_token(keys: SigningKeys, token: str) -> tuple[str, str]:
     """The (user_id, category) a token was issued for; InvalidUnsubscribeToken if tampered with."""
     try:
-        claims = verify_claims(_unsubscribe_key(secret), token)
+        claims = verify_claims(keys, token, UNSUBSCRIBE_PURPOSE)
     except InvalidToken as exc:
         raise InvalidUnsubscribeToken(str(exc)) from exc
     user_id, category = claims.get("u"), claims.get("c")

@@ -26,6 +26,7 @@ import trio
 from protocol.preferences import MAX_DEVICES, Platform, Preferences, Profile
 from reactor.ports import DeviceRow, State, UserStore
 
+from .auth import SigningKeys
 from .preferences import issue_unsubscribe_token, with_opt_out
 
 log = logging.getLogger("herald.users")
@@ -44,11 +45,11 @@ class UserDirectory:
     """Preferences and devices of users, as Ingress, the API and the push provider need them."""
 
     def __init__(
-        self, store: UserStore, cache: State, secret: bytes, public_url: Callable[[], str], cache_ttl_s: float = 60.0
+        self, store: UserStore, cache: State, signing: SigningKeys, public_url: Callable[[], str], cache_ttl_s: float = 60.0
     ) -> None:
         self.store = store
         self.cache = cache
-        self.secret = secret
+        self.signing = signing  # the node's token-signing key ring (unsubscribe links)
         self.public_url = public_url
         self.cache_ttl_s = cache_ttl_s
         self._zones: dict[str, zoneinfo.ZoneInfo] = {"UTC": _UTC}
@@ -155,5 +156,5 @@ class UserDirectory:
 
     def unsubscribe_url(self, user_id: str, category: str) -> str:
         """The signed one-click unsubscribe link for the user and category."""
-        token = issue_unsubscribe_token(self.secret, user_id, category)
+        token = issue_unsubscribe_token(self.signing, user_id, category)
         return f"{self.public_url().rstrip('/')}/v1/unsubscribe?token={quote(token, safe='')}"

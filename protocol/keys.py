@@ -1,4 +1,4 @@
-"""API keys: scopes and the admin API's schemas (`/v1/admin/keys`). Pure data."""
+"""API keys (scopes, the admin API's schemas under `/v1/admin/keys`) and token-signing keys. Pure data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import msgspec
 from .parsing import NAME_PATTERN
 
 KEY_PREFIX = "hk_"
-BOOTSTRAP_KEY_ID = "bootstrap"
+BOOTSTRAP_KEY_ID = "bootstrap"  # how a configured (api_key, HERALD_API_KEY) bootstrap key is listed
+LEGACY_KID = "legacy"  # the signing secret of a data dir from before key ids: verifies tokens that name no kid
 
 
 class Scope(str, enum.Enum):
@@ -43,7 +44,7 @@ class KeyView(msgspec.Struct, frozen=True):
     revoked_at: str | None
     rate_per_s: float | None  # None: unlimited (the bootstrap key)
     burst: float | None
-    bootstrap: bool = False
+    bootstrap: bool = False  # the node's bootstrap key: every scope, no rate limit
 
 
 class CreatedKey(msgspec.Struct, frozen=True):
@@ -60,3 +61,26 @@ class CreatedKey(msgspec.Struct, frozen=True):
 
 class KeyList(msgspec.Struct, frozen=True):
     keys: list[KeyView]
+
+
+# -- token-signing keys (subscriber and unsubscribe tokens)
+
+
+class SigningKey(msgspec.Struct, frozen=True):
+    """One HMAC key of the node's token-signing key ring: its id (the `kid` a token names) and secret."""
+
+    kid: str
+    secret: bytes
+    created_ms: int
+
+
+class SigningKeyView(msgspec.Struct, frozen=True):
+    """A signing key as listed: never its secret."""
+
+    kid: str
+    created_at: str
+    current: bool  # the key new tokens are signed with
+
+
+class SigningKeyList(msgspec.Struct, frozen=True):
+    keys: list[SigningKeyView]

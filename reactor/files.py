@@ -1,4 +1,11 @@
-"""Durable file writes, for the embedded backends and the sandbox clients."""
+"""Durable, private file writes, for the embedded backends and the sandbox clients.
+
+Everything a node keeps is private to the user it runs as: `private_umask()` at start-up
+(the node and the offline CLI) makes every file created afterwards 0600 and every folder
+0700 whoever creates it (SQLite and its WAL/SHM, bus segments, sandbox files), and
+`private_dir()` makes the data directory 0700, tightening what an older version left
+readable. `write_atomically` creates its files 0600 itself, whatever the umask.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +33,39 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` all at once, durably: a crash leaves the old file or the new one."""
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_umask() -> None:
+    """From now on this process creates files 0600 and folders 0700 (unless a caller asks for less)."""
+    os.umask(0o077)
+
+
+def private_dir(path: Path) -> None:
+    """Make `path` (and its parents if needed) a folder only its owner can enter. If it was not (a data
+    dir of an older version, or opened up by hand), drop the group and other bits of everything in it."""
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if os.stat(path).st_mode & 0o777 == PRIVATE_DIR:
+        return  # private already, and whatever this process made in it since was made private
+    os.chmod(path, PRIVATE_DIR)
+    for folder, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            entry = os.path.join(folder, name)
+            mode = os.lstat(entry).st_mode
+            if mode & 0o077 and not os.path.islink(entry):
+                os.chmod(entry, mode & 0o700)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    """Replace `path` with `data` all at once, durably: a crash leaves the old file or the new one.
+
+    The new file has `mode` (0600 by default) from its creation on, never wider.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # a stale .tmp left by a crash keeps its old mode through O_TRUNC
         write_all(fd, data)
         os.fsync(fd)
     finally:

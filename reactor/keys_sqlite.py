@@ -2,8 +2,9 @@
 
 A file of its own so that `herald keys ... --offline` can open it without knowing the
 Store's schema, and so that a running node and the offline CLI can share it (WAL, a busy
-timeout for the rare concurrent write). Only a digest of each secret is stored. Every
-write is durable when the call returns (synchronous=FULL).
+timeout for the rare concurrent write). Only a digest of each secret is stored, the
+generated bootstrap key's too (flagged `bootstrap`). Every write is durable when the
+call returns (synchronous=FULL).
 """
 
 from __future__ import annotations
@@ -27,28 +28,38 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_ms INTEGER,
     last_used_ms INTEGER,
     rate_per_s REAL,
-    burst REAL
+    burst REAL,
+    bootstrap INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
 
-_COLUMNS = "key_id, digest, scopes, name, created_ms, revoked_ms, last_used_ms, rate_per_s, burst"
+_COLUMNS = "key_id, digest, scopes, name, created_ms, revoked_ms, last_used_ms, rate_per_s, burst, bootstrap"
 
 
 def _key(row: tuple[Any, ...]) -> StoredKey:
     scopes = tuple(s for s in str(row[2]).split(",") if s)
-    return StoredKey(str(row[0]), bytes(row[1]), scopes, str(row[3]), int(row[4]), row[5], row[6], row[7], row[8])
+    return StoredKey(str(row[0]), bytes(row[1]), scopes, str(row[3]), int(row[4]), row[5], row[6], row[7], row[8], bool(row[9]))
 
 
 class SqliteKeyStore(SqliteBacked):
     SCHEMA = _SCHEMA
 
+    async def open(self) -> None:
+        await super().open()
+
+        def add_bootstrap_column(db: sqlite3.Connection) -> None:  # a keys.sqlite3 from before the column
+            if "bootstrap" not in {row[1] for row in db.execute("PRAGMA table_info(api_keys)")}:
+                db.execute("ALTER TABLE api_keys ADD COLUMN bootstrap INTEGER NOT NULL DEFAULT 0")
+
+        await self._run(add_bootstrap_column)
+
     async def add_key(self, key: StoredKey) -> bool:
         """Store a new key; False (and nothing stored) if its key_id is taken."""
         values = (
             key.key_id, key.digest, ",".join(key.scopes), key.name, key.created_ms, key.revoked_ms, key.last_used_ms,
-            key.rate_per_s, key.burst,
+            key.rate_per_s, key.burst, int(key.bootstrap),
         )
-        cursor = await self._run(lambda db: db.execute(f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", values))
+        cursor = await self._run(lambda db: db.execute(f"INSERT OR IGNORE INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values))
         return bool(cursor.rowcount == 1)
 
     async def get_key(self, key_id: str) -> StoredKey | None:

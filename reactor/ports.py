@@ -114,13 +114,16 @@ class DlqFilter:
 
 
 class Store(Protocol):
-    """Durable state besides the bus and the log: metadata and secrets, pending retries,
-    the dead-letter queue and the send ledger (templates, preferences and keys later)."""
+    """Durable state besides the bus and the log: metadata (never secrets: those have their
+    own file, reactor/signing_keys.py), pending retries, the dead-letter queue and the send ledger."""
 
     async def get_meta(self, key: str) -> str | None: ...
 
     async def put_meta_if_absent(self, key: str, value: str) -> str:
         """Store unless present; returns the value now stored."""
+
+    async def forget_meta(self, key: str) -> None:
+        """Erase the entry so that no copy of its value stays in the store's files."""
 
     async def schedule(self, entry: Scheduled) -> None: ...
 
@@ -165,6 +168,7 @@ class StoredKey:
     last_used_ms: int | None = None
     rate_per_s: float | None = None  # None: the node's default
     burst: float | None = None
+    bootstrap: bool = False  # the node's generated bootstrap key: every scope, no rate limit
 
 
 class KeyStore(Protocol):

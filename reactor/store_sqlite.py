@@ -1,7 +1,10 @@
 """The embedded Store backend: SQLite (WAL, synchronous=FULL).
 
-It holds what must survive a restart besides the bus and the delivery log: metadata and
-secrets, the Scheduler's pending retries, the dead-letter queue and the send ledger.
+It holds what must survive a restart besides the bus and the delivery log: metadata,
+the Scheduler's pending retries, the dead-letter queue and the send ledger. No secret:
+the token-signing keys have a file of their own (reactor/signing_keys.py), the bootstrap
+API key is a hashed entry of the KeyStore. A data dir from before that kept both here in
+clear; `forget_meta` erases them once moved (actors/auth.py).
 Every write is durable when the call returns.
 """
 
@@ -106,6 +109,20 @@ class SqliteStore(SqliteBacked):
             return str(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
 
         return await self._transaction(put)
+
+    async def forget_meta(self, key: str) -> None:
+        def forget(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM meta WHERE key=?", (key,)).fetchone() is None:
+                return
+            # zero the freed bytes, then fold the WAL (which held older copies of the page) into the file and empty it
+            db.execute("PRAGMA secure_delete=ON")
+            try:
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+            finally:
+                db.execute("PRAGMA secure_delete=OFF")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        await self._run(forget)
 
     # -- the Scheduler's pending work
 

@@ -56,10 +56,10 @@ class FastSubmit:
             content_type = headers.get(_CONTENT_TYPE)
             check("POST", PATH, query_names(scope["query_string"]), content_type.decode("latin-1") if content_type is not None else None)
             authorization = headers.get(_AUTHORIZATION)
-            await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
+            caller = await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
             body = await self._read_body(receive, headers.get(_CONTENT_LENGTH))
             key = headers.get(_IDEMPOTENCY)
-            return await submit_notification(gw, body, key.decode("latin-1") if key is not None else None)
+            return await submit_notification(gw, caller, body, key.decode("latin-1") if key is not None else None)
         except ProblemError as error:
             return problem_answer(error.problem, error.headers)
         except _TooLarge:

@@ -1,4 +1,5 @@
-"""API keys, for operators (scope admin): create, list, revoke (`herald keys`)."""
+"""API keys and token-signing keys, for operators (scope admin): create, list, revoke API keys;
+rotate the signing key (`herald keys`)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,43 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import trio
 from quart import Blueprint, Response
 
-from protocol.keys import BOOTSTRAP_KEY_ID, CreatedKey, KeyList, KeyRequest, KeyView, Scope
+from protocol.keys import (
+    BOOTSTRAP_KEY_ID,
+    CreatedKey,
+    KeyList,
+    KeyRequest,
+    KeyView,
+    Scope,
+    SigningKeyList,
+    SigningKeyView,
+)
 from protocol.problems import FieldError, Problem
-from reactor.clock import iso
+from reactor.clock import iso, wall_ms
+from reactor.files import private_dir, private_umask
 from reactor.keys_sqlite import SqliteKeyStore
 from reactor.ports import StoredKey
 from reactor.state_memory import MemoryState
 
-from ..auth import KEYS_FILE, ApiKeys
+from ..auth import (
+    KEYS_FILE,
+    SIGNING_KEYS_FILE,
+    ApiKeys,
+    CurrentKeyError,
+    SigningKeys,
+    retire_signing_key,
+    rotate_signing_keys,
+)
 from .errors import ProblemError, authorize, decode_body, json_response, read_body
 
 _request_decoder = msgspec.json.Decoder(KeyRequest)
 
 
 def key_view(keys: ApiKeys, key: StoredKey) -> KeyView:
-    """How a stored key is shown: everything but its digest."""
-    rate, burst = keys.limits_of(key)
+    """How a stored key is shown: everything but its digest (a generated bootstrap key: no rate limit)."""
+    rate, burst = (None, None) if key.bootstrap else keys.limits_of(key)
     return KeyView(
         key_id=key.key_id,
         name=key.name,
@@ -34,12 +54,26 @@ def key_view(keys: ApiKeys, key: StoredKey) -> KeyView:
         revoked_at=None if key.revoked_ms is None else iso(key.revoked_ms),
         rate_per_s=rate,
         burst=burst,
+        bootstrap=key.bootstrap,
     )
 
 
+def key_list(keys: ApiKeys, stored: list[StoredKey]) -> KeyList:
+    """Every key: a configured bootstrap key first (it is not stored), then the stored ones, oldest first."""
+    configured = [bootstrap_view()] if keys.bootstrap_key else []
+    return KeyList([*configured, *(key_view(keys, k) for k in stored)])
+
+
 def bootstrap_view() -> KeyView:
-    """The configured or generated key, listed so that operators know it exists."""
-    return KeyView(BOOTSTRAP_KEY_ID, "bootstrap (configuration)", list(Scope), None, None, None, None, None, bootstrap=True)
+    """The configured bootstrap key, listed so that operators know it exists."""
+    name = "bootstrap: configured (api_key, HERALD_API_KEY)"
+    return KeyView(BOOTSTRAP_KEY_ID, name, list(Scope), None, None, None, None, None, bootstrap=True)
+
+
+def signing_key_list(ring: SigningKeys) -> SigningKeyList:
+    """The signing keys by kid and age, the current one marked: never a secret."""
+    current = ring.current.kid
+    return SigningKeyList([SigningKeyView(k.kid, iso(k.created_ms), k.kid == current) for k in ring.keys()])
 
 
 def blueprint(gw: Any) -> Blueprint:
@@ -60,37 +94,75 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/admin/keys")
     async def get_keys() -> Response:
         await authorize(gw, "admin")
-        stored = await gw.keys.list_keys()
-        return json_response(KeyList([bootstrap_view(), *(key_view(gw.keys, k) for k in stored)]))
+        return json_response(key_list(gw.keys, await gw.keys.list_keys()))
 
     @bp.delete("/v1/admin/keys/<key_id>")
     async def delete_key(key_id: str) -> Response:
         await authorize(gw, "admin")
         if key_id == BOOTSTRAP_KEY_ID:
-            message = "the bootstrap key comes from configuration (api_key, HERALD_API_KEY, or generated at first start)"
+            message = "the configured bootstrap key comes from configuration (api_key, HERALD_API_KEY): remove it there"
             raise ProblemError(Problem("Conflict", 409, message, errors=[FieldError("key_id", message)]))
         key = await gw.keys.revoke(key_id)
         if key is None:
             raise ProblemError(Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")]))
         return json_response(key_view(gw.keys, key))
 
+    changing = trio.Lock()  # one change of the signing keys file at a time
+
+    def keys_file() -> Path:
+        if gw.signing_keys_file is None:
+            raise ProblemError(Problem("Conflict", 409, "this node keeps its signing keys nowhere it can change them"))
+        path: Path = gw.signing_keys_file
+        return path
+
+    @bp.get("/v1/admin/signing-keys")
+    async def get_signing_keys() -> Response:
+        await authorize(gw, "admin")
+        return json_response(signing_key_list(gw.secret))
+
+    @bp.post("/v1/admin/signing-keys")
+    async def rotate_signing_key() -> Response:
+        await authorize(gw, "admin")
+        path = keys_file()
+        async with changing:
+            ring = await rotate_signing_keys(path, wall_ms(), False, gw.secret)
+        return json_response(signing_key_list(ring), 201)
+
+    @bp.delete("/v1/admin/signing-keys/<kid>")
+    async def retire_key(kid: str) -> Response:
+        await authorize(gw, "admin")
+        path = keys_file()
+        try:
+            async with changing:
+                found = await retire_signing_key(path, kid, gw.secret)
+        except CurrentKeyError as exc:
+            raise ProblemError(Problem("Conflict", 409, str(exc), errors=[FieldError("kid", str(exc))])) from None
+        if not found:
+            raise ProblemError(Problem("Not Found", 404, f"no signing key {kid}", errors=[FieldError("kid", "no such key")]))
+        return json_response(signing_key_list(gw.secret))
+
     return bp
 
 
 async def offline(data_dir: Path, config: Any, action: str, *, scopes: Sequence[str] = (), name: str = "",
-                  rate_per_s: float | None = None, burst: float | None = None, key_id: str = "") -> tuple[bool, Any]:
+                  rate_per_s: float | None = None, burst: float | None = None, key_id: str = "",
+                  retire_previous: bool = False) -> tuple[bool, Any]:
     """`herald keys --offline`: the admin routes' work on the data dir's key store; (ok, what to print)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_umask()
+    await trio.to_thread.run_sync(private_dir, data_dir)
+    if action == "rotate-secret":
+        ring = await rotate_signing_keys(data_dir / SIGNING_KEYS_FILE, wall_ms(), retire_previous)
+        return True, signing_key_list(ring)
     store = SqliteKeyStore(data_dir / KEYS_FILE)
     await store.open()
     try:
-        keys = ApiKeys(store, MemoryState(), "", rate_per_s=config.key_rate_per_s, burst=config.key_burst)
+        keys = ApiKeys(store, MemoryState(), config.api_key, rate_per_s=config.key_rate_per_s, burst=config.key_burst)
         if action == "create":
             key, full = await keys.create(scopes, name, rate_per_s, burst)
             rate, limit = keys.limits_of(key)
             return True, CreatedKey(full, key.key_id, key.name, [Scope(s) for s in key.scopes], iso(key.created_ms), rate, limit)
         if action == "list":
-            return True, KeyList([key_view(keys, k) for k in await keys.list_keys()])
+            return True, key_list(keys, await keys.list_keys())
         revoked = await keys.revoke(key_id)
         if revoked is None:
             return False, Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")])

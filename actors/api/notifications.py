@@ -26,7 +26,7 @@ from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
 
-from ..auth import issue_token
+from ..auth import Caller, issue_token
 from ..idempotency import HEADER as IDEMPOTENCY_HEADER
 from ..messages import Submit
 from .errors import (
@@ -56,9 +56,12 @@ def _nowait(mailbox: Mailbox[Any]) -> Any:
     return send
 
 
-async def submit_notification(gw: Any, body: bytes, idempotency_key: str | None) -> Answer:
-    """POST /v1/notifications once authorized and read: the core both the Quart route and the ASGI fast path run."""
-    return await gw.idempotency.run("POST /v1/notifications", idempotency_key, body, lambda: _submit(gw, body))
+async def submit_notification(gw: Any, caller: Caller, body: bytes, idempotency_key: str | None) -> Answer:
+    """POST /v1/notifications once authorized and read: the core both the Quart route and the ASGI fast path run.
+
+    Idempotency keys are the caller's own: two API keys never see each other's answers."""
+    scope = f"{caller.key_id}:POST /v1/notifications"
+    return await gw.idempotency.run(scope, idempotency_key, body, lambda: _submit(gw, body))
 
 
 async def _submit(gw: Any, body: bytes) -> Answer:
@@ -83,9 +86,9 @@ def blueprint(gw: Any) -> Blueprint:
 
     @bp.post("/v1/notifications")
     async def post_notification() -> Response:
-        await authorize(gw, "send")
+        caller = await authorize(gw, "send")
         body = await read_body(gw)
-        return to_response(await submit_notification(gw, body, request.headers.get(IDEMPOTENCY_HEADER)))
+        return to_response(await submit_notification(gw, caller, body, request.headers.get(IDEMPOTENCY_HEADER)))
 
     @bp.get("/v1/notifications/<nid>")
     async def get_notification(nid: str) -> Response:
@@ -146,6 +149,8 @@ def blueprint(gw: Any) -> Blueprint:
         body = await read_body(gw)
         wanted = decode_body(_token_decoder, body) if body.strip() else TokenRequest()
         expires = wall_ms() + wanted.ttl_s * 1000
-        return json_response(TokenResponse(issue_token(gw.secret, user_id, expires), iso(expires)), 201)
+        # it changes the user's inbox state (read, archive) only if the minting key may `send`
+        token = issue_token(gw.secret, user_id, expires, can_write="send" in caller.scopes)
+        return json_response(TokenResponse(token, iso(expires)), 201)
 
     return bp

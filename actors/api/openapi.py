@@ -44,7 +44,7 @@ from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, Ack, CloseCode, Ping, Pong, ServerFrame, Sync
 from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE, USER_ID_RULE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
-from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView
+from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView, SigningKeyList
 from protocol.parsing import DEVICE_TOKEN_PATTERN
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
@@ -201,6 +201,7 @@ TEMPLATE_ID = Param(
     "The template: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit.", True, "onboarding",
 )
 VERSION = Param("version", "path", {"type": "integer", "minimum": 1, "maximum": 2**31}, "A version number (1, 2, ...).", True)
+KID = Param("kid", "path", {"type": "string"}, "The signing key's id, as GET /v1/admin/signing-keys lists it.", True)
 KEY_ID = Param(
     "key_id", "path", {"type": "string"},
     "The key's id: the 12 hex digits after `hk_`. `bootstrap` names the configured key, which cannot be revoked (409).", True,
@@ -359,7 +360,8 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(USER_ID,),
         body=body(TokenRequest, "Optional: `ttl_s` from 60 s to a day (default an hour).", required=False, example={"ttl_s": 3600}),
         description="The token opens the user's WebSocket, SSE stream and long-poll, and reads the user's inbox. "
-        "It cannot be revoked, only expire; it needs `read` since it reads the user's notifications.",
+        "It cannot be revoked, only expire; it needs `read` since it reads the user's notifications. It also marks "
+        "read and archives in that inbox only if the key that mints it has `send`.",
     ),
     # real-time fallbacks (the WebSocket is described in x-websockets)
     Operation(
@@ -547,6 +549,23 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: json_reply(KeyView, "The key, revoked.")}, params=(KEY_ID,), problems=(409,),
         description="409 for the bootstrap key, which comes from configuration.",
     ),
+    Operation(
+        "GET", "/v1/admin/signing-keys", "listSigningKeys", "admin", "List the token-signing keys", Auth.API_KEY, "admin",
+        {200: json_reply(SigningKeyList, "The signing keys by id and age, the current one marked: never a secret.")},
+    ),
+    Operation(
+        "POST", "/v1/admin/signing-keys", "rotateSigningKey", "admin", "Rotate the token-signing key", Auth.API_KEY, "admin",
+        {201: json_reply(SigningKeyList, "The signing keys after the rotation, the new one current.")}, problems=(409,),
+        description="New subscriber and unsubscribe tokens are signed with a new key from now on; the tokens signed "
+        "before stay valid (subscriber tokens until they expire, unsubscribe links for good) until their key is retired. "
+        "`herald keys rotate-secret`.",
+    ),
+    Operation(
+        "DELETE", "/v1/admin/signing-keys/<kid>", "retireSigningKey", "admin", "Retire a token-signing key", Auth.API_KEY, "admin",
+        {200: json_reply(SigningKeyList, "The signing keys left.")}, params=(KID,), problems=(409,),
+        description="Every token the key signed stops working at once (subscriber tokens, unsubscribe links). "
+        "409 for the current key: rotate first. `herald keys rotate-secret --retire-previous` rotates, then retires the others.",
+    ),
 )
 
 TAGS = (
@@ -731,7 +750,7 @@ def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, A
                     "requirement lists the scope the operation needs.",
                 },
                 "subscriberToken": {
-                    "type": "http", "scheme": "bearer", "bearerFormat": "<claims>.<signature>",
+                    "type": "http", "scheme": "bearer", "bearerFormat": "<kid>.<claims>.<signature>",
                     "description": "A subscriber token for one user, from POST /v1/users/{user_id}/tokens: signed, expiring.",
                 },
                 "subscriberTokenQuery": {

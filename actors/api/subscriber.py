@@ -4,7 +4,9 @@ A subscriber token (actors.auth) is issued with an API key for one user and expi
 lets a browser or app read that user's notifications and nobody else's. SSE and
 long-poll take only a token (`?token=` or `Authorization: Bearer`), the user being the
 token's. The inbox routes take either an API key with the route's scope or a token
-issued for the user in the path; a token for another user gets 403.
+issued for the user in the path; a token for another user gets 403. A token reads; it
+changes the inbox's state (mark read, archive, read_all: the routes that need `send`)
+only if the API key that minted it had `send` (the token's "w" claim), else 403.
 
 What a browser may hold and ask is bounded (SubscriberLimits): every request made with a
 subscriber token (poll, stream opens, inbox reads and changes, WebSocket `sync` frames)
@@ -26,12 +28,9 @@ from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 from reactor.ports import State
 
-from ..auth import InvalidToken, bearer, retry_after, verify_token
+from ..auth import InvalidToken, bearer, read_token, retry_after
 from ..sessions import SessionCaps
 from .errors import ProblemError, authorize
-
-MAX_TOKEN_TTL_MS = 86_400_000  # protocol.api.TokenRequest: a token lives at most a day
-
 
 @dataclass
 class SubscriberLimits:
@@ -90,38 +89,16 @@ def token_id(token: str) -> str:
     return hashlib.blake2b(token.encode(), digest_size=12).hexdigest()
 
 
-def valid_until_ms(secret: bytes, token: str, now_ms: int) -> int:
-    """When verify_token starts refusing a token valid at `now_ms` (to within a second), from verify_token alone.
-
-    verify_token is the one API for tokens (their format is not this module's business);
-    validity only ends with time, so bisecting on its `now_ms` finds the expiry in 17
-    checks. Past MAX_TOKEN_TTL_MS it answers that bound (the caller checks again then).
-    """
-    low, high = now_ms, now_ms + MAX_TOKEN_TTL_MS + 1000
-    try:
-        verify_token(secret, token, high)
-        return high
-    except InvalidToken:
-        pass
-    while high - low > 1000:
-        middle = (low + high) // 2
-        try:
-            verify_token(secret, token, middle)
-            low = middle
-        except InvalidToken:
-            high = middle
-    return high
-
-
 class Subscriber(NamedTuple):
     """Who a subscriber token speaks for, and the token."""
 
     user_id: str
     token: str
+    expires_ms: int  # wall clock: a stream open past it is closed (4003)
 
 _REALM = 'Bearer realm="herald"'
-# base64url(claims) "." base64url(signature): an API key never has this shape.
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?!\n)$")
+# [kid "."] base64url(claims) "." base64url(signature): an API key never has this shape.
+_TOKEN_SHAPE = re.compile(r"^(?:[a-z0-9]+\.)?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?!\n)$")
 
 
 def _unauthorized(field: str, detail: str, *, invalid: bool) -> ProblemError:
@@ -135,39 +112,46 @@ async def subscriber(gw: Any) -> Subscriber:
 
     The request counts against the user's rate (429 with Retry-After past it).
     """
-    token, field = request.args.get("token"), "token"
-    if token is None:
-        token, field = bearer(request.headers.get("Authorization")), "Authorization"
-    if not token:
+    credential, field = request.args.get("token"), "token"
+    if credential is None:
+        credential, field = bearer(request.headers.get("Authorization")), "Authorization"
+    if not credential:
         raise _unauthorized(field, "a subscriber token is required: ?token=<token> or Authorization: Bearer <token>", invalid=False)
     try:
-        user_id = verify_token(gw.secret, token, wall_ms())
+        token = read_token(gw.secret, credential, wall_ms())
     except InvalidToken as exc:
-        raise _unauthorized(field, f"the subscriber token is not valid: {exc}", invalid=True) from None
-    await throttle_user(gw, user_id, field)
-    return Subscriber(user_id, token)
+        raise _unauthorized(field, str(exc), invalid=True) from None  # one answer for every reason
+    await throttle_user(gw, token.user_id, field)
+    return Subscriber(token.user_id, credential, token.expires_ms)
 
 
 async def authorize_user(gw: Any, user_id: str, scope: str) -> None:
     """Let the request act for `user_id`: an API key granting `scope`, or a subscriber token issued for that user.
 
-    A valid token for another user is refused with 403, an expired or tampered one with 401.
+    A valid token for another user is refused with 403, an expired or tampered one with 401;
+    a token minted by a key without `send` is refused with 403 where `scope` is `send`.
     """
     credential = bearer(request.headers.get("Authorization"))
     if credential is None or not _TOKEN_SHAPE.match(credential):
         await authorize(gw, scope)
         return
     try:
-        token_user = verify_token(gw.secret, credential, wall_ms())
+        token = read_token(gw.secret, credential, wall_ms())
     except InvalidToken as exc:
         try:
             await authorize(gw, scope)  # a configured API key may happen to contain one dot
         except ProblemError as problem:
             if problem.problem.status != 401:
                 raise
-            raise _unauthorized("Authorization", f"neither an API key nor a valid subscriber token: {exc}", invalid=True) from None
+            raise _unauthorized("Authorization", f"not an API key, and {exc}", invalid=True) from None
         return
-    await throttle_user(gw, token_user)  # a token's requests count against its user's rate (an API key has its own)
-    if token_user != user_id:
+    await throttle_user(gw, token.user_id)  # a token's requests count against its user's rate (an API key has its own)
+    if token.user_id != user_id:
         detail = "this subscriber token is for another user: it reads only its own user's inbox"
         raise ProblemError(Problem("Forbidden", 403, detail, errors=[FieldError("Authorization", detail)]))
+    if scope == "send" and not token.can_write:
+        detail = "this subscriber token was minted with an API key without `send`: it reads the inbox, it does not change it"
+        raise ProblemError(
+            Problem("Forbidden", 403, detail, errors=[FieldError("Authorization", detail)]),
+            {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="send"'},
+        )

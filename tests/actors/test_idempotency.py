@@ -1,7 +1,13 @@
-"""Idempotency-Key on POST /v1/notifications."""
+"""Idempotency-Key on POST /v1/notifications: per API key, canonical bodies, short pending leases."""
 
+import json
+
+import pytest
 import trio
 
+from actors.api.errors import Answer
+from actors.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency, fingerprint
+from reactor.state_sqlite import SqliteState
 from tests.helpers import http, running_node, web_notification
 
 
@@ -70,3 +76,197 @@ async def test_keys_expire_after_24_hours(tmp_path, mock_clock):
         later = await client.post("/v1/notifications", json=body, headers={"Idempotency-Key": "k-6"})
         assert later.status_code == 202
         assert later.json()["notification_id"] != first.json()["notification_id"]
+
+
+async def test_idempotency_keys_are_scoped_per_api_key(tmp_path):
+    async with running_node(tmp_path) as herald:
+        _, first = await herald.gateway.keys.create(["send", "read"], "service a")
+        _, second = await herald.gateway.keys.create(["send", "read"], "service b")
+        async with http(herald, first) as a, http(herald, second) as b:
+            body = web_notification("idem7")
+            from_a = await a.post("/v1/notifications", json=body, headers={"Idempotency-Key": "shared"})
+            from_b = await b.post("/v1/notifications", json=body, headers={"Idempotency-Key": "shared"})
+            assert from_a.status_code == from_b.status_code == 202
+            assert "idempotent-replayed" not in from_b.headers  # b never sees a's answer ...
+            assert from_a.json()["notification_id"] != from_b.json()["notification_id"]
+            other = await b.post("/v1/notifications", json=web_notification("idem7", "else"), headers={"Idempotency-Key": "k2"})
+            mine = await a.post("/v1/notifications", json=body, headers={"Idempotency-Key": "k2"})
+            assert other.status_code == mine.status_code == 202  # ... nor is refused because of it
+            # each key still replays its own
+            again = await a.post("/v1/notifications", json=body, headers={"Idempotency-Key": "shared"})
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json()["notification_id"] == from_a.json()["notification_id"]
+        assert herald.ingress.accepted == 4
+
+
+async def test_the_same_json_reserialised_is_the_same_request(tmp_path):
+    async with running_node(tmp_path) as herald, http(herald) as client:
+        body = {"user_id": "idem8", "channels": ["web"], "content": {"web": {"title": "Hé", "body": "b"}},
+                "data": {"b": [1, 2.5, {"y": None, "x": True}], "a": "z"}}
+        compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        spaced = json.dumps(body, indent=3, ensure_ascii=True).encode()  # other whitespace, \u00e9 for é
+        reordered = json.dumps(body, sort_keys=True).encode()  # every object's keys in another order
+        assert len({compact, spaced, reordered}) == 3
+        headers = {"Idempotency-Key": "k-8", "Content-Type": "application/json"}
+        first = await client.post("/v1/notifications", content=compact, headers=headers)
+        assert first.status_code == 202
+        for again in (spaced, reordered):
+            replayed = await client.post("/v1/notifications", content=again, headers=headers)
+            assert replayed.status_code == 202, replayed.text
+            assert replayed.headers["idempotent-replayed"] == "true"
+            assert replayed.json()["notification_id"] == first.json()["notification_id"]
+        changed = json.dumps({**body, "data": {**body["data"], "a": "y"}}).encode()
+        assert (await client.post("/v1/notifications", content=changed, headers=headers)).status_code == 422
+
+
+def test_fingerprints_compare_decoded_json_and_bytes_otherwise():
+    same = (b'{"a":1,"b":[1,2]}', b' { "b" : [1, 2],\n "a": 1 } ', b'{"\\u0061":1,"b":[1,2]}')
+    assert len({fingerprint(body) for body in same}) == 1
+    assert fingerprint(b'{"a":1}') != fingerprint(b'{"a":1.0}') != fingerprint(b'{"a":"1"}')
+    assert fingerprint(b'{"b":[1,2]}') != fingerprint(b'{"b":[2,1]}')  # arrays keep their order
+    assert fingerprint(b"not json") == fingerprint(b"not json") != fingerprint(b"not  json")
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON, too deep to decode: compared as bytes
+    assert fingerprint(deep) == fingerprint(deep) != fingerprint(b"[" * 99_999 + b"]" * 99_999)
+
+
+class Crashed(Exception):
+    """The process is gone: nothing it would still do reaches the state."""
+
+
+class DyingState:
+    """A State that works until `die()`; then every call fails, as a killed process's would never happen."""
+
+    def __init__(self, state):
+        self.state = state
+        self.dead = False
+
+    def die(self):
+        self.dead = True
+
+    def __getattr__(self, name):
+        method = getattr(self.state, name)
+
+        async def call(*args, **kwargs):
+            if self.dead:
+                raise Crashed(name)
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_a_crash_mid_request_frees_the_key_within_seconds(tmp_path, mock_clock):
+    mock_clock.autojump_threshold = 0
+    state = SqliteState(tmp_path / "state.sqlite3")
+    await state.open()
+    try:
+        dying = DyingState(state)
+        crashed = Idempotency(dying)
+        entered = trio.Event()
+
+        async def stuck() -> Answer:
+            entered.set()
+            await trio.sleep_forever()
+            raise AssertionError
+
+        async def doomed_request() -> None:
+            with pytest.raises(Crashed):  # its clean-up cannot reach the state any more
+                await crashed.run("k:route", "crash-1", b'{"a":1}', stuck)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(doomed_request)
+            await entered.wait()
+            dying.die()  # killed mid-request: its pending record stays as it was
+            with pytest.raises(Crashed):
+                await dying.get("anything")
+            nursery.cancel_scope.cancel()
+        assert await state.get("idempotency:k:route:crash-1") is not None
+
+        restarted = Idempotency(state)  # the node after its restart, on the same state
+        calls = []
+
+        async def handler() -> Answer:
+            calls.append(trio.current_time())
+            return Answer(202, b'{"ok":true}')
+
+        start = trio.current_time()
+        answer = await restarted.run("k:route", "crash-1", b'{"a":1}', handler)
+        assert answer.status == 202 and len(calls) == 1  # one retry, no 409
+        assert calls[0] - start <= LEASE_S  # seconds, not a day
+        replay = await restarted.run("k:route", "crash-1", b'{"a":1}', handler)
+        assert replay.headers["Idempotent-Replayed"] == "true" and len(calls) == 1
+    finally:
+        await state.close()
+
+
+async def test_a_long_request_keeps_its_lease_and_a_waiter_gets_its_answer(tmp_path, mock_clock):
+    mock_clock.autojump_threshold = 0
+    state = SqliteState(tmp_path / "state.sqlite3")
+    await state.open()
+    try:
+        node_a, node_b = Idempotency(state), Idempotency(state)  # two processes on one state
+        calls = []
+        release = trio.Event()
+
+        async def slow() -> Answer:
+            calls.append("a")
+            await release.wait()
+            return Answer(202, b'{"n":"a"}')
+
+        async def other() -> Answer:
+            calls.append("b")
+            return Answer(202, b'{"n":"b"}')
+
+        answers = {}
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node_a.keep_leases)
+
+            async def first():
+                answers["a"] = await node_a.run("k:route", "long", b"{}", slow)
+
+            nursery.start_soon(first)
+            await trio.sleep(1)
+            # 3 leases long: without renewals the lease would have run out and b would run the request again
+            answers["b-early"] = await node_b.run("k:route", "long", b"{}", other)
+            assert trio.current_time() >= 1 + WAIT_FOR_FIRST_S
+            assert answers["b-early"].status == 409 and answers["b-early"].headers["Retry-After"] == "1"
+
+            async def second():
+                answers["b"] = await node_b.run("k:route", "long", b"{}", other)
+
+            nursery.start_soon(second)
+            await trio.sleep(2)
+            release.set()
+            node_a.stop()  # the keeper returns; the two requests finish
+        assert calls == ["a"] and node_a.renewals >= 5
+        assert answers["a"].body == answers["b"].body == b'{"n":"a"}'
+        assert answers["b"].headers["Idempotent-Replayed"] == "true"
+    finally:
+        await state.close()
+
+
+async def test_the_node_renews_the_lease_of_a_long_request(tmp_path, mock_clock):
+    mock_clock.autojump_threshold = 0.01  # time jumps only when the node is idle
+    async with running_node(tmp_path) as herald:
+        node = herald.gateway.idempotency
+        elsewhere = Idempotency(node.state)  # another process on the same state
+        calls = []
+
+        async def slow() -> Answer:
+            calls.append("node")
+            await trio.sleep(3 * LEASE_S)
+            return Answer(202, b'{"by":"node"}')
+
+        async def other() -> Answer:
+            calls.append("elsewhere")
+            return Answer(202, b'{"by":"elsewhere"}')
+
+        answers = {}
+        async with trio.open_nursery() as nursery:
+            async def on_the_node() -> None:
+                answers["node"] = await node.run("k:route", "slow-1", b"{}", slow)
+
+            nursery.start_soon(on_the_node)
+            await trio.sleep(LEASE_S + 1)  # past the first lease: only a renewal keeps the key
+            answers["elsewhere"] = await elsewhere.run("k:route", "slow-1", b"{}", other)
+        assert calls == ["node"] and node.renewals >= 2
+        assert answers["elsewhere"].body == b'{"by":"node"}' and answers["elsewhere"].headers["Idempotent-Replayed"] == "true"

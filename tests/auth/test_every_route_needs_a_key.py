@@ -29,6 +29,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/admin/keys"): "admin",
     ("GET", "/v1/admin/keys"): "admin",
     ("DELETE", "/v1/admin/keys/<key_id>"): "admin",
+    ("GET", "/v1/admin/signing-keys"): "admin",
+    ("POST", "/v1/admin/signing-keys"): "admin",
+    ("DELETE", "/v1/admin/signing-keys/<kid>"): "admin",
     # templates: authoring is admin, reading and previewing is read
     ("POST", "/v1/templates/<template_id>"): "admin",
     ("PUT", "/v1/templates/<template_id>"): "admin",

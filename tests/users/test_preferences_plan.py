@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.auth import issue_token
+from actors.auth import SigningKeys, issue_token
 from actors.clients.sandbox import EmailOutbox, JsonLinesSink, build_email
 from actors.ingress import check_request
 from actors.preferences import (
@@ -27,9 +27,11 @@ from actors.preferences import (
 from protocol.api import NotificationRequest
 from protocol.channels import Channel, Priority
 from protocol.content import Content, EmailContent, PushContent, Recipient, SmsContent, WebContent
+from protocol.keys import SigningKey
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, PermanentFailure, Sent
 from protocol.preferences import ChannelSwitches, ContactPoints, Preferences, Profile, QuietHours
+from tests.auth.token_cases import non_canonical
 
 ZONES = zoneinfo.available_timezones()
 UTC = dt.timezone.utc
@@ -111,22 +113,23 @@ def test_quiet_hours_hold_the_interruptive_channels_of_non_critical_notification
 
 @given(st.text(min_size=1, max_size=128), st.from_regex(r"^[a-z0-9][a-z0-9_.-]{0,63}$", fullmatch=True))
 def test_unsubscribe_tokens_round_trip_and_refuse_tampering(user: str, category: str) -> None:
-    secret = b"s" * 32
-    token = issue_unsubscribe_token(secret, user, category)
-    assert verify_unsubscribe_token(secret, token) == (user, category)
-    body, signature = token.split(".")
-    for bad in (f"{body}.{signature[:-2]}AA", f"{body[:-1]}x.{signature}", token + ".x", "", "abc"):
+    keys = SigningKeys([SigningKey("k1", b"s" * 32, 0)], "k1")
+    token = issue_unsubscribe_token(keys, user, category)
+    assert verify_unsubscribe_token(keys, token) == (user, category)
+    kid, body, signature = token.split(".")
+    for bad in (f"{kid}.{body}.{signature[:-2]}AA", f"{kid}.{body[:-1]}x.{signature}", token + ".x", "", "abc", f"{body}.{signature}",
+                *non_canonical(token).values()):
         if bad != token:
             with pytest.raises(InvalidUnsubscribeToken):
-                verify_unsubscribe_token(secret, bad)
+                verify_unsubscribe_token(keys, bad)
     with pytest.raises(InvalidUnsubscribeToken):
-        verify_unsubscribe_token(b"t" * 32, token)
+        verify_unsubscribe_token(SigningKeys([SigningKey("k1", b"t" * 32, 0)], "k1"), token)
 
 
 def test_a_subscriber_token_is_not_an_unsubscribe_token() -> None:
-    secret = b"s" * 32
+    keys = SigningKeys.generate()
     with pytest.raises(InvalidUnsubscribeToken):
-        verify_unsubscribe_token(secret, issue_token(secret, "alice", 2**40))
+        verify_unsubscribe_token(keys, issue_token(keys, "alice", 2**40))
 
 
 def test_with_opt_out_is_idempotent_and_bounded() -> None:

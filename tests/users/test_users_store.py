@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from actors.auth import SigningKeys
 from actors.users import UserDirectory
 from protocol.preferences import MAX_DEVICES, ContactPoints, Platform, Preferences
 from reactor.ports import DeviceRow
@@ -53,7 +54,7 @@ async def test_a_token_moves_between_users_and_the_oldest_are_evicted(tmp_path) 
 
 async def test_the_directory_caches_profiles_and_every_write_invalidates(tmp_path, autojump_clock) -> None:
     store = await open_store(tmp_path)
-    users = UserDirectory(store, MemoryState(), b"s" * 32, lambda: "http://herald.test", cache_ttl_s=60)
+    users = UserDirectory(store, MemoryState(), SigningKeys.generate(), lambda: "http://herald.test", cache_ttl_s=60)
     assert (await users.profile("alice")).devices == []
     assert (await users.profile("alice")).devices == [] and (users.cache_misses, users.cache_hits) == (1, 1)
 
@@ -82,7 +83,7 @@ async def test_the_directory_caches_profiles_and_every_write_invalidates(tmp_pat
 
 async def test_devices_per_user_are_bounded(tmp_path) -> None:
     store = await open_store(tmp_path)
-    users = UserDirectory(store, MemoryState(), b"s" * 32, lambda: "http://herald.test")
+    users = UserDirectory(store, MemoryState(), SigningKeys.generate(), lambda: "http://herald.test")
     for i in range(MAX_DEVICES + 2):
         await users.add_device("alice", Platform.APNS, f"t{i:02d}", i)
     assert [d.token for d in await users.devices("alice")] == [f"t{i:02d}" for i in range(2, MAX_DEVICES + 2)]
@@ -91,7 +92,7 @@ async def test_devices_per_user_are_bounded(tmp_path) -> None:
 
 async def test_time_zones_load_off_the_loop_and_unsubscribe_links_are_signed(tmp_path) -> None:
     store = await open_store(tmp_path)
-    users = UserDirectory(store, MemoryState(), b"s" * 32, lambda: "http://herald.test/")
+    users = UserDirectory(store, MemoryState(), SigningKeys.generate(), lambda: "http://herald.test/")
     assert str(await users.zone("Europe/Paris")) == "Europe/Paris"
     assert str(await users.zone("No/Such_Zone")) == "UTC"
     assert "Europe/Paris" in await users.known_zones()
