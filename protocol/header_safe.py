@@ -61,6 +61,8 @@ def address_problem(value: str) -> str | None:
         return problem
     if len(value) > MAX_ADDRESS:
         return f"longer than {MAX_ADDRESS} characters"
+    if not value.isascii():  # the email package would write a non-ASCII address as an encoded word, not as itself
+        return "not ASCII: give an internationalised domain in its ASCII form (xn--...); non-ASCII local parts are not supported"
     if _PLAIN_ADDRESS.fullmatch(value) is not None:
         return None
     return parsed_address_problem(value)

@@ -16,7 +16,7 @@ from hypercorn.protocol import ws_stream
 from trio_websocket import ConnectionClosed
 
 from actors.api.realtime import TokenExpiry
-from actors.api.subscriber import SubscriberLimits, valid_until_ms
+from actors.api.subscriber import SubscriberLimits
 from actors.auth import InvalidToken, issue_token, verify_token
 from actors.sessions import Session, SessionCaps
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
@@ -255,16 +255,9 @@ async def test_open_streams_end_when_their_token_expires(tmp_path):
         await until(lambda: herald.registry.session_count() == 0 and herald.gateway.limits.caps.held("alice") == 0)
 
 
-async def test_the_expiry_deadline_is_found_within_a_second_and_rechecked(autojump_clock):
-    secret = b"s" * 32
+async def test_the_expiry_deadline_is_the_token_expiry_and_rechecked(autojump_clock):
     now = wall_ms()
-    for ttl_ms in (1, 999, 1000, 60_000, 3_600_000, 86_400_000):
-        token = issue_token(secret, "alice", now + ttl_ms)
-        until_ms = valid_until_ms(secret, token, now)
-        assert now + ttl_ms <= until_ms <= now + ttl_ms + 1000, ttl_ms
-        with pytest.raises(InvalidToken):
-            verify_token(secret, token, until_ms)
-    expiry = TokenExpiry(secret, issue_token(secret, "alice", now + 90_000))
+    expiry = TokenExpiry(now + 90_000)
     assert not expiry.expired()
     await trio.sleep(89)
     assert not expiry.expired()
