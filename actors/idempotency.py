@@ -97,6 +97,7 @@ class Idempotency:
         self._stopped = False
         self.replayed = 0
         self.renewals = 0
+        self.keeper_turns = 0  # how often keep_leases looked at its leases (it must sleep between turns)
 
     async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         """Answer through `handler` once per (scope, key); replay its response after that.
@@ -132,7 +133,7 @@ class Idempotency:
 
     async def _first(self, name: str, pending: _Record, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         event = self._inflight[name] = trio.Event()
-        if not self._leases:
+        if not any(not lease.over for lease in self._leases.values()):
             self._wake.set()
         lease = self._leases[name] = _Lease(encoded, trio.current_time())
         kept = False
@@ -165,11 +166,13 @@ class Idempotency:
         It sleeps while no request holds a lease, and otherwise until the oldest one is due."""
         task_status.started()
         while not self._stopped:
-            if not self._leases:
+            self.keeper_turns += 1
+            live = [lease.written for lease in self._leases.values() if not lease.over]
+            if not live:  # none, or only leases that are settling or were lost: nothing to renew until a new one comes
                 await self._wake.wait()
                 self._wake = trio.Event()
                 continue
-            with trio.move_on_at(min(lease.written for lease in self._leases.values()) + RENEW_S):
+            with trio.move_on_at(min(live) + RENEW_S):
                 await self._wake.wait()
                 self._wake = trio.Event()
                 continue

@@ -7,6 +7,7 @@ import trio
 
 from actors.api.errors import Answer
 from actors.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency, fingerprint
+from reactor.state_memory import MemoryState
 from reactor.state_sqlite import SqliteState
 from tests.helpers import http, running_node, web_notification
 
@@ -200,48 +201,45 @@ async def test_a_crash_mid_request_frees_the_key_within_seconds(tmp_path, mock_c
 
 async def test_a_long_request_keeps_its_lease_and_a_waiter_gets_its_answer(tmp_path, mock_clock):
     mock_clock.autojump_threshold = 0
-    state = SqliteState(tmp_path / "state.sqlite3")
-    await state.open()
-    try:
-        node_a, node_b = Idempotency(state), Idempotency(state)  # two processes on one state
-        calls = []
-        release = trio.Event()
+    # In memory: no thread hops, so the mock clock cannot jump past a lease while a write is on its way.
+    state = MemoryState()
+    node_a, node_b = Idempotency(state), Idempotency(state)  # two processes on one state
+    calls = []
+    release = trio.Event()
 
-        async def slow() -> Answer:
-            calls.append("a")
-            await release.wait()
-            return Answer(202, b'{"n":"a"}')
+    async def slow() -> Answer:
+        calls.append("a")
+        await release.wait()
+        return Answer(202, b'{"n":"a"}')
 
-        async def other() -> Answer:
-            calls.append("b")
-            return Answer(202, b'{"n":"b"}')
+    async def other() -> Answer:
+        calls.append("b")
+        return Answer(202, b'{"n":"b"}')
 
-        answers = {}
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node_a.keep_leases)
+    answers = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node_a.keep_leases)
 
-            async def first():
-                answers["a"] = await node_a.run("k:route", "long", b"{}", slow)
+        async def first():
+            answers["a"] = await node_a.run("k:route", "long", b"{}", slow)
 
-            nursery.start_soon(first)
-            await trio.sleep(1)
-            # 3 leases long: without renewals the lease would have run out and b would run the request again
-            answers["b-early"] = await node_b.run("k:route", "long", b"{}", other)
-            assert trio.current_time() >= 1 + WAIT_FOR_FIRST_S
-            assert answers["b-early"].status == 409 and answers["b-early"].headers["Retry-After"] == "1"
+        nursery.start_soon(first)
+        await trio.sleep(1)
+        # 3 leases long: without renewals the lease would have run out and b would run the request again
+        answers["b-early"] = await node_b.run("k:route", "long", b"{}", other)
+        assert trio.current_time() >= 1 + WAIT_FOR_FIRST_S
+        assert answers["b-early"].status == 409 and answers["b-early"].headers["Retry-After"] == "1"
 
-            async def second():
-                answers["b"] = await node_b.run("k:route", "long", b"{}", other)
+        async def second():
+            answers["b"] = await node_b.run("k:route", "long", b"{}", other)
 
-            nursery.start_soon(second)
-            await trio.sleep(2)
-            release.set()
-            node_a.stop()  # the keeper returns; the two requests finish
-        assert calls == ["a"] and node_a.renewals >= 5
-        assert answers["a"].body == answers["b"].body == b'{"n":"a"}'
-        assert answers["b"].headers["Idempotent-Replayed"] == "true"
-    finally:
-        await state.close()
+        nursery.start_soon(second)
+        await trio.sleep(2)
+        release.set()
+        node_a.stop()  # the keeper returns; the two requests finish
+    assert calls == ["a"] and node_a.renewals >= 5
+    assert answers["a"].body == answers["b"].body == b'{"n":"a"}'
+    assert answers["b"].headers["Idempotent-Replayed"] == "true"
 
 
 async def test_the_node_renews_the_lease_of_a_long_request(tmp_path, mock_clock):
@@ -270,3 +268,31 @@ async def test_the_node_renews_the_lease_of_a_long_request(tmp_path, mock_clock)
             answers["elsewhere"] = await elsewhere.run("k:route", "slow-1", b"{}", other)
         assert calls == ["node"] and node.renewals >= 2
         assert answers["elsewhere"].body == b'{"by":"node"}' and answers["elsewhere"].headers["Idempotent-Replayed"] == "true"
+
+
+async def test_the_lease_keeper_sleeps_when_its_only_lease_was_lost(mock_clock):
+    """A lease lost to another process (it ran out; the key was taken) is not renewed, and the keeper
+    does not spin on it while its request runs on (it used to loop at once, for ever, at 100% CPU)."""
+    mock_clock.rate = 1000  # time runs without autojump: a spinning task cannot stop it
+    state = MemoryState()
+    node = Idempotency(state)
+    release = trio.Event()
+    leased = trio.Event()
+
+    async def slow() -> Answer:
+        leased.set()
+        await release.wait()
+        return Answer(202, b"{}")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.keep_leases)
+        nursery.start_soon(node.run, "k:route", "lost", b"{}", slow)
+        await leased.wait()
+        await state.set("idempotency:k:route:lost", b"taken by another process", 60)
+        await trio.sleep(30)  # twenty renewal periods of virtual time
+        turns = node.keeper_turns
+        release.set()
+        node.stop()
+    assert node.renewals == 0
+    assert turns <= 10, f"the keeper turned {turns} times in 30 s of one lost lease"
+
