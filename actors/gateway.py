@@ -25,11 +25,12 @@ from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, templates, users
+from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, templates, users
 from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
 from .api.subscriber import SubscriberLimits
 from .auth import ApiKeys
+from .clients.faults import SandboxFaults
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency
 from .messages import Record, RegistryMessage, Submit
@@ -62,6 +63,7 @@ class Gateway:
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
+    sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
 
 
 def create_app(gw: Gateway) -> QuartTrio:
@@ -108,6 +110,8 @@ def create_app(gw: Gateway) -> QuartTrio:
         app.register_blueprint(templates.blueprint(gw, gw.templates))
     if gw.users is not None:
         app.register_blueprint(users.blueprint(gw))
+    if gw.sandbox_faults is not None:
+        app.register_blueprint(sandbox.blueprint(gw, gw.sandbox_faults))
     app.register_blueprint(openapi.blueprint())  # /openapi.json and /docs: describes the routes registered above
     return app
 

@@ -29,6 +29,10 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/admin/keys"): "admin",
     ("GET", "/v1/admin/keys"): "admin",
     ("DELETE", "/v1/admin/keys/<key_id>"): "admin",
+    # the sandbox providers' fault settings
+    ("GET", "/v1/admin/sandbox/faults"): "admin",
+    ("PUT", "/v1/admin/sandbox/faults/<channel>"): "admin",
+    ("DELETE", "/v1/admin/sandbox/faults/<channel>"): "admin",
     # templates: authoring is admin, reading and previewing is read
     ("POST", "/v1/templates/<template_id>"): "admin",
     ("PUT", "/v1/templates/<template_id>"): "admin",
@@ -74,6 +78,7 @@ UNAUTHENTICATED_METHODS = {"OPTIONS"}
 
 SAMPLE_ARGUMENTS = {
     "nid": make_notification_id(1_700_000_000_000, 1), "user_id": "u1", "key_id": "0123456789ab", "template_id": "t1", "version": "1",
+    "channel": "sms",
 }
 
 
