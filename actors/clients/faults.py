@@ -130,6 +130,8 @@ class SandboxFaults:
         for channel, client in clients.items():
             if is_sandbox(client):
                 wrapped[channel] = faults.clients[channel] = FaultyClient(channel, client, setting(channel))
+                if setting(channel).active:  # a node that fails on purpose says so
+                    log.warning("%s sandbox faults from the configuration: %s", channel.value, setting(channel))
             else:
                 wrapped[channel] = client
                 if setting(channel).active:
