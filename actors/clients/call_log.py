@@ -75,9 +75,11 @@ class CallLog:
     def append(self, entry: dict[str, Any]) -> None:
         """Append one line (blocking: run it in a thread). A torn last line from a crash is closed off first."""
         line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-        if not self._checked:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the first call, or someone removed the folder: a log, not a reason to stop sending
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             if not self._checked:
                 size = os.fstat(fd).st_size

@@ -12,6 +12,7 @@ id once).
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 
 import trio
@@ -91,6 +92,9 @@ async def test_every_call_and_answer_is_logged_before_and_after_and_a_torn_line_
     fresh = CallLog(call_log_path(tmp_path, "push"))
     fresh.append(call(1, channel="push"))
     assert fresh.path.stat().st_mode & 0o777 == 0o600  # created private, not chmod-ed after
+    shutil.rmtree(fresh.path.parent)  # a user cleaning up the logs while the node runs
+    fresh.append(call(2, channel="push"))
+    assert count_calls(read_lines([fresh.path])).calls == 1
 
 
 async def settled(herald) -> bool:
