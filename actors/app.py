@@ -34,6 +34,8 @@ from reactor.users_sqlite import USERS_FILE, SqliteUserStore
 
 from .api.subscriber import SubscriberLimits
 from .auth import KEYS_FILE, SIGNING_KEYS_FILE, ApiKeys, open_node_credentials
+from .clients.call_log import CallLog, CountedClient, call_log_path
+from .clients.faults import SandboxFaults
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
 from .config import Config
@@ -73,6 +75,7 @@ class Herald:
     api_key: str  # the bootstrap key's text (also in <data_dir>/api-key)
     templates: TemplateService | None = None
     users: UserDirectory | None = None
+    sandbox_faults: SandboxFaults | None = None
 
     @property
     def url(self) -> str:
@@ -127,7 +130,10 @@ async def run_herald(
         recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
         # recent pushes kept for replay: must cover the web pushes whose inbox rows are not written yet
         registry = ConnectionRegistry(registry_mb, recent=max(4096, 4 * config.partitions_of(Channel.WEB) * config.consumer_batch))
-        chosen = {**default_clients(config, registry_mb), **(clients or {})}
+        # Sandbox clients get their fault setting; every client but web's has its calls logged (actors/clients/call_log.py).
+        sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, registry_mb), **(clients or {})}, config.faults_of)
+        chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
+                  for c, client in chosen.items()}
         providers = {
             c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c)),
                         devices=users if c is Channel.PUSH else None)
@@ -175,6 +181,7 @@ async def run_herald(
             ),
             templates=templates,
             users=users,
+            sandbox_faults=sandbox_faults,
         )
         front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
 
@@ -196,7 +203,10 @@ async def run_herald(
             Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
         ]
         system = System(stages, grace_s=config.shutdown_grace_s)
-        herald = Herald(config, system, gateway, front, bus, logstore, store, scheduler, providers, groups, ingress, recorder, registry, api_key, templates, users=users)
+        herald = Herald(
+            config, system, gateway, front, bus, logstore, store, scheduler, providers, groups, ingress, recorder, registry, api_key,
+            templates, users=users, sandbox_faults=sandbox_faults,
+        )
         async with trio.open_nursery() as nursery:
             if signals:
                 await nursery.start(handle_signals, system)

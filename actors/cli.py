@@ -221,6 +221,22 @@ def _rotate_secret(url: str, key: str, retire_previous: bool) -> int:
     return 0 if response.is_success else 1
 
 
+def _sandbox_faults(args: argparse.Namespace) -> int:
+    """The sandbox providers' faults: show every channel's, set one's (the options given, the rest no fault), clear one's."""
+    if args.action != "show" and not args.channel:
+        raise CliError(f"sandbox faults {args.action} needs a channel (email, sms or push)", 2)
+    url, key = _client_settings(args)
+    if args.action == "show":
+        return _request("GET", f"{url}/v1/admin/sandbox/faults", key, None)
+    if args.action == "clear":
+        return _request("DELETE", f"{url}/v1/admin/sandbox/faults/{args.channel}", key, None)
+    options = {
+        "error_rate": args.error_rate, "kind": args.kind, "latency_ms": args.latency_ms, "fail_for_s": args.fail_for, "seed": args.seed,
+    }
+    setting = {k: v for k, v in options.items() if v is not None}
+    return _request("PUT", f"{url}/v1/admin/sandbox/faults/{args.channel}", key, setting)
+
+
 def _circuits(args: argparse.Namespace) -> int:
     url, key = _client_settings(args)
     return _request("GET", f"{url}/v1/admin/circuits", key, None)
@@ -367,6 +383,23 @@ def parser() -> argparse.ArgumentParser:
     circuits = sub.add_parser("circuits", help="circuit breaker and rate limit state per channel")
     client(circuits)
     circuits.set_defaults(func=_circuits)
+
+    sandbox = sub.add_parser("sandbox", help="the sandbox providers: make them fail or slow (faults)")
+    sandbox_areas = sandbox.add_subparsers(dest="area", required=True)
+    faults = sandbox_areas.add_parser(
+        "faults", help="show, set or clear a sandbox channel's faults",
+        description="Make a sandbox provider fail or slow, to see retries, the breaker and the dead-letter queue at work. "
+        "`set` replaces the channel's whole setting: options not given mean no fault of that sort.",
+    )
+    faults.add_argument("action", choices=["show", "set", "clear"])
+    faults.add_argument("channel", nargs="?", choices=["email", "sms", "push"], help="set, clear: the channel")
+    faults.add_argument("--error-rate", type=float, help="set: the share of calls that fail, 0 to 1")
+    faults.add_argument("--kind", choices=["retryable", "permanent"], help="set: what a failed call answers (default retryable)")
+    faults.add_argument("--latency-ms", type=float, help="set: added to every call (0 to 10000)")
+    faults.add_argument("--fail-for", type=float, metavar="SECONDS", help="set: an outage: every call fails for this long from now")
+    faults.add_argument("--seed", type=int, help="set: seeds which calls fail under --error-rate (default 0)")
+    client(faults)
+    faults.set_defaults(func=_sandbox_faults)
 
     keys = sub.add_parser("keys", help="API keys: create, list, revoke; rotate-secret: a new token-signing key")
     keys.add_argument("action", choices=["create", "list", "revoke", "rotate-secret"])

@@ -24,6 +24,9 @@ def _default_partitions() -> dict[str, int]:
 LIMIT_KEYS = ("capacity", "refill_per_s", "failure_threshold", "open_timeout_s", "success_threshold")
 
 
+FAULT_KEYS = ("error_rate", "kind", "latency_ms", "fail_for_s", "seed")
+
+
 def _default_limits() -> dict[str, dict[str, float]]:
     """Per channel: token bucket (burst, refill per second) and breaker, from the seed."""
     from reactor.circuit_breaker import CHANNEL_DEFAULTS
@@ -51,6 +54,8 @@ class Config:
     key_cache_ttl_s: float = 2.0  # how long a node trusts its cached copy of a key (a revoke on this node is immediate)
     partitions: dict[str, int] = field(default_factory=_default_partitions)
     limits: dict[str, dict[str, float]] = field(default_factory=_default_limits)
+    # Sandbox faults per channel (protocol/faults.py): [herald.faults.sms] error_rate = 0.5, kind = "retryable"
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
     ingress_workers: int = 64
     ingress_mailbox: int = 2048
@@ -95,6 +100,12 @@ class Config:
         raw = self.limits[channel.value]
         breaker = BreakerConfig(int(raw["failure_threshold"]), float(raw["open_timeout_s"]), int(raw["success_threshold"]))
         return Limits(float(raw["capacity"]), float(raw["refill_per_s"]), breaker)
+
+    def faults_of(self, channel: Channel) -> Any:
+        """The channel's sandbox fault setting at start (a FaultSpec; no fault when not set)."""
+        from protocol.faults import FaultSpec
+
+        return FaultSpec(**self.faults.get(channel.value, {}))
 
 
 class ConfigError(ValueError):
@@ -176,7 +187,53 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             if limits[channel]["capacity"] <= 0 or limits[channel]["refill_per_s"] <= 0:
                 raise ValueError(f"limits.{channel}: capacity and refill_per_s must be positive")
         return limits
+    if name == "faults":
+        return _faults(value)
     raise ValueError("unsupported type")
+
+
+def _nested(value: Any) -> dict[str, dict[str, Any]]:
+    """A table of tables, from TOML or from an env var: "sms.error_rate=0.5,sms.kind=retryable"."""
+    if not isinstance(value, str):
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ValueError("expected a table per channel ([herald.faults.sms])")
+        return value
+    nested: dict[str, dict[str, Any]] = {}
+    for part in value.split(","):
+        path, equals, text = part.partition("=")
+        channel, dot, key = path.strip().partition(".")
+        if not equals or not dot:
+            raise ValueError(f"expected <channel>.<key>=<value>, comma-separated, got {part!r}")
+        nested.setdefault(channel, {})[key] = text.strip()
+    return nested
+
+
+def _faults(value: Any) -> dict[str, dict[str, Any]]:
+    """Sandbox fault settings: [herald.faults.sms] error_rate = 0.5; env HERALD_FAULTS="sms.error_rate=0.5,sms.kind=permanent"."""
+    from protocol.faults import FAULT_BOUNDS, FAULT_KINDS, SANDBOX_CHANNELS
+
+    channels = [c.value for c in SANDBOX_CHANNELS]
+    faults: dict[str, dict[str, Any]] = {}
+    for channel, settings in _nested(value).items():
+        if channel not in channels:
+            raise ValueError(f"faults.{channel}: faults apply to the sandbox channels {', '.join(channels)}")
+        checked: dict[str, Any] = {}
+        for key, raw in settings.items():
+            where = f"faults.{channel}.{key}"
+            if key == "kind":
+                if raw not in FAULT_KINDS:
+                    raise ValueError(f"{where}: expected one of {', '.join(FAULT_KINDS)}, got {raw!r}")
+                checked[key] = raw
+            elif key in FAULT_BOUNDS:
+                low, high = FAULT_BOUNDS[key]
+                number = _number(where, raw, integer=key == "seed")
+                if not low <= number <= high:
+                    raise ValueError(f"{where}: expected a number from {low:g} to {high:g}, got {raw!r}")
+                checked[key] = number
+            else:
+                raise ValueError(f"{where}: unknown key; the keys are {', '.join(FAULT_KEYS)}")
+        faults[channel] = checked
+    return faults
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

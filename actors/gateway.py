@@ -24,12 +24,13 @@ from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, templates, users
+from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, templates, users
 from .api.fast_path import FastSubmit
 from .api.errors import ProblemError, json_response, problem_response
 from .api.http_server import ConnectionErrors, serve
 from .api.subscriber import SubscriberLimits
 from .auth import ApiKeys, SigningKeys
+from .clients.faults import SandboxFaults
 from .dead_letters import DeadLetters
 from .idempotency import Idempotency
 from .messages import Record, RegistryMessage, Submit
@@ -63,6 +64,7 @@ class Gateway:
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
     signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
+    sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
 
 
 def create_app(gw: Gateway) -> QuartTrio:
@@ -114,6 +116,8 @@ def create_app(gw: Gateway) -> QuartTrio:
         app.register_blueprint(templates.blueprint(gw, gw.templates))
     if gw.users is not None:
         app.register_blueprint(users.blueprint(gw))
+    if gw.sandbox_faults is not None:
+        app.register_blueprint(sandbox.blueprint(gw, gw.sandbox_faults))
     app.register_blueprint(openapi.blueprint())  # /openapi.json and /docs: describes the routes registered above
     return app
 

@@ -29,6 +29,9 @@ What one run does (loopback only, every step bounded in time, stops by itself):
 
 `--body all` swaps the web-only body for one that names all four channels (with `to`
 addresses); the drain time after each Herald run then shows how far delivery lags ingress.
+`--provider-faults` makes Herald's sandbox providers slow or failing with the node's own
+fault setting (HERALD_FAULTS, README "Faults on purpose"), e.g. `sms.latency_ms=20` for a
+provider that takes 20 ms a call.
 
 The machine has 2 cores shared by the server under test and the load generator; the
 figures are noisy: compare ratios, not absolute numbers. Defaults take about 1.5 min.
@@ -113,11 +116,12 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     key: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self, deadline_s: float = 30.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed right after
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             self.argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -526,7 +530,8 @@ def driver(args: argparse.Namespace) -> int:
 
     tmp_root = Path(tempfile.mkdtemp(prefix="herald-bench-", dir=args.data_root))
     herald = Server("herald", [str(herald_bin), "serve", "--host", LOOPBACK, "--port", "0", "--data-dir", str(tmp_root / "herald-data")],
-                    tmp_root, tmp_root / "herald.log")  # fmt: skip
+                    tmp_root, tmp_root / "herald.log",
+                    env={"HERALD_FAULTS": args.provider_faults} if args.provider_faults else {})  # fmt: skip
     bare = Server(
         "bare",
         [sys.executable, str(ROOT / "loadtests" / "bare_asgi.py"), "--host", LOOPBACK, "--port", "0"],
@@ -539,6 +544,8 @@ def driver(args: argparse.Namespace) -> int:
     stops: list[str] = []
     ok = True
     print(f"bench: {os.cpu_count()} cores shared by servers and load generator; load generator: {loadgen}; data under {tmp_root}")
+    if args.provider_faults:
+        print(f"bench: Herald's sandbox providers run with the faults {args.provider_faults} (HERALD_FAULTS)")
     busy0 = _machine_busy_s()
     time.sleep(1.0)
     background = 100 * (_machine_busy_s() - busy0)
@@ -707,6 +714,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--drain-max", type=float, default=20, help="most seconds to wait for a server to go idle after a run (default 20)"
+    )
+    parser.add_argument(
+        "--provider-faults", default="", metavar="SPEC",
+        help='sandbox provider faults for Herald, as HERALD_FAULTS: "sms.latency_ms=20,email.error_rate=0.1" (default none)',
     )
     parser.add_argument("--data-root", default=None, help="where the temporary data dir goes (default: the system temp dir)")
     parser.add_argument("--keep-data", action="store_true", help="keep the data dir and server logs")

@@ -41,6 +41,7 @@ from protocol.api import (
     TokenResponse,
 )
 from protocol.channels import Channel
+from protocol.faults import SANDBOX_CHANNELS, FaultList, FaultSpec, FaultView
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, Ack, CloseCode, Ping, Pong, ServerFrame, Sync
 from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE, USER_ID_RULE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
@@ -305,6 +306,18 @@ _NOTIFICATION_DOC = (
     "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
 )
 
+SANDBOX_CHANNEL = Param(
+    "channel", "path", {"type": "string", "enum": [c.value for c in SANDBOX_CHANNELS]},
+    "A channel served by a sandbox client (404 for another, or one whose client is not the sandbox's).", True, "sms",
+)
+_FAULTS_DOC = (
+    "Only the sandbox clients (the email outbox, the SMS and push files) take faults. Each call first waits `latency_ms`, "
+    "then fails while the outage window (`fail_for_s` from now) runs, or with probability `error_rate` (seeded by `seed`); "
+    "a failed call answers `kind`: `retryable` (retried with backoff, counts against the breaker, dead-lettered after "
+    "max_attempts) or `permanent` (the channel fails at once). The setting lasts until changed or the node restarts; "
+    "`[herald.faults.<channel>]` in the config file sets it at start."
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     # service
     Operation("GET", "/healthz", "getHealth", "service", "Liveness", Auth.NONE, None, {200: json_reply(Health, "The process serves HTTP.")}),
@@ -533,6 +546,23 @@ OPERATIONS: tuple[Operation, ...] = (
                   example={"ids": [1, 2]}),
         problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
     ),
+    # the sandbox providers' faults (actors/api/sandbox.py)
+    Operation(
+        "GET", "/v1/admin/sandbox/faults", "listSandboxFaults", "admin", "Sandbox fault settings", Auth.API_KEY, "admin",
+        {200: json_reply(FaultList, "Per sandbox channel: its setting, since when, and the calls it saw and failed.")},
+    ),
+    Operation(
+        "PUT", "/v1/admin/sandbox/faults/<channel>", "setSandboxFaults", "admin", "Make a sandbox provider fail or slow",
+        Auth.API_KEY, "admin", {200: json_reply(FaultView, "The channel's setting, in effect from now.")},
+        params=(SANDBOX_CHANNEL,),
+        body=body(FaultSpec, "The whole setting (absent fields: no fault).",
+                  example={"error_rate": 0.5, "kind": "retryable", "latency_ms": 50}),
+        description=_FAULTS_DOC,
+    ),
+    Operation(
+        "DELETE", "/v1/admin/sandbox/faults/<channel>", "clearSandboxFaults", "admin", "Clear a sandbox provider's faults",
+        Auth.API_KEY, "admin", {200: json_reply(FaultView, "The channel's setting, cleared.")}, params=(SANDBOX_CHANNEL,),
+    ),
     Operation(
         "POST", "/v1/admin/keys", "createApiKey", "admin", "Create an API key", Auth.API_KEY, "admin",
         {201: json_reply(CreatedKey, "The key: the only time it is shown in full.", {"Cache-Control": True}, {
@@ -574,7 +604,7 @@ TAGS = (
     ("inbox", "The in-app inbox of the web channel."),
     ("users", "Preferences, push devices, one-click unsubscribe."),
     ("templates", "Mustache templates: immutable versions, locales, A/B variants."),
-    ("admin", "Operators: circuits, the dead-letter queue, API keys."),
+    ("admin", "Operators: circuits, the dead-letter queue, API keys, the sandbox providers' faults."),
     ("service", "Liveness, readiness, and this description."),
 )
 

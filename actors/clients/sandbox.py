@@ -11,6 +11,11 @@ permanent failure that dead-letters the delivery; what the sandbox's own I/O cau
 Push goes to every device token of the delivery (`addresses`, else `address`); the
 push sandbox plays an FCM/APNs that no longer knows a token: one starting with
 "unregistered-" is refused as unregistered (the Provider then removes the device).
+
+The node puts two wrappers in front of these clients (actors/app.py): a FaultyClient
+(actors/clients/faults.py: failures and latency on demand) and a CountedClient
+(actors/clients/call_log.py: every call logged before it starts). Because these files
+take a notification once, duplicates are counted in that call log, not here.
 """
 
 from __future__ import annotations

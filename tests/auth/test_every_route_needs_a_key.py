@@ -32,6 +32,10 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/signing-keys"): "admin",
     ("POST", "/v1/admin/signing-keys"): "admin",
     ("DELETE", "/v1/admin/signing-keys/<kid>"): "admin",
+    # the sandbox providers' fault settings
+    ("GET", "/v1/admin/sandbox/faults"): "admin",
+    ("PUT", "/v1/admin/sandbox/faults/<channel>"): "admin",
+    ("DELETE", "/v1/admin/sandbox/faults/<channel>"): "admin",
     # templates: authoring is admin, reading and previewing is read
     ("POST", "/v1/templates/<template_id>"): "admin",
     ("PUT", "/v1/templates/<template_id>"): "admin",
@@ -77,6 +81,7 @@ UNAUTHENTICATED_METHODS = {"OPTIONS"}
 
 SAMPLE_ARGUMENTS = {
     "nid": make_notification_id(1_700_000_000_000, 1), "user_id": "u1", "key_id": "0123456789ab", "template_id": "t1", "version": "1",
+    "channel": "sms",
 }
 
 
