@@ -41,9 +41,13 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ChannelStatus(msgspec.Struct, frozen=True):
+    """One channel's status; `final` when it settles the channel's delivery (protocol.lifecycle.final_statuses:
+    delivered, opened, read, failed, dead_lettered; for web also sent, stored in the inbox)."""
+
     status: Status
     updated_at: str
-    attempts: list[Attempt]
+    attempts: list[Attempt]  # the timeline, in lifecycle order
+    final: bool = False
 
 
 class NotificationStatus(msgspec.Struct, frozen=True):
@@ -52,17 +56,21 @@ class NotificationStatus(msgspec.Struct, frozen=True):
     created_at: str
     priority: Priority
     channels: dict[str, ChannelStatus]
-    final: bool
+    final: bool  # every channel is final
     template: str | None = None  # "welcome@3#B": template, version and A/B variant, when sent from a template
 
 
-class HistoryItem(msgspec.Struct, frozen=True, omit_defaults=True):
+class HistoryItem(msgspec.Struct, frozen=True):
+    """One channel of one notification, as GET /v1/notifications/{id} shows it (without the timeline)."""
+
     notification_id: str
     channel: Channel
     status: Status
     created_at: str
     updated_at: str
-    detail: str = ""
+    detail: str = ""  # the last step's detail
+    final: bool = False
+    template: str | None = None  # "welcome@3#B": template, version and A/B variant, when sent from a template
 
 
 class HistoryPage(msgspec.Struct, frozen=True):
@@ -80,9 +88,10 @@ class TokenResponse(msgspec.Struct, frozen=True):
 
 
 class AttemptError(msgspec.Struct, frozen=True):
-    attempt: int
+    attempt: int  # counted across replays: 1, 2, ... in the order they were made
     at: str
     error: str
+    replay: int = 0  # made after this many replays from the dead-letter queue (0: before any)
 
 
 class DeadLetterView(msgspec.Struct, frozen=True):
@@ -91,10 +100,11 @@ class DeadLetterView(msgspec.Struct, frozen=True):
     notification_id: str
     user_id: str
     error: str
-    attempts: int
+    attempts: int  # every attempt made, across replays
     created_at: str
     dead_lettered_at: str
     history: list[AttemptError]
+    replays: int = 0  # times it was replayed from the dead-letter queue before it came back
 
 
 class DeadLetterPage(msgspec.Struct, frozen=True):
@@ -104,7 +114,12 @@ class DeadLetterPage(msgspec.Struct, frozen=True):
 
 
 class DlqSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Which dead letters to replay or discard: ids, a filter, or all (explicitly)."""
+    """Which dead letters to replay or discard: exactly one of `ids`, a filter, or `all: true`.
+
+    A filter is any of `channel`, `notification_id` and `before` (every one given must
+    match); `before` takes the entries dead-lettered before that time (RFC 3339, or
+    milliseconds since the epoch).
+    """
 
     ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
     channel: Channel | None = None
@@ -118,7 +133,9 @@ class DlqResult(msgspec.Struct, frozen=True):
     discarded: int = 0
 
 
-class CircuitView(msgspec.Struct, frozen=True, omit_defaults=True):
+class CircuitView(msgspec.Struct, frozen=True):
+    """Every field is always present (zero, empty or null when there is nothing to count)."""
+
     channel: Channel
     state: str
     consecutive_failures: int

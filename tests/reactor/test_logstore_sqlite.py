@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from protocol.channels import Channel, Priority
 from protocol.ids import make_notification_id
-from protocol.lifecycle import Status, can_advance
+from protocol.lifecycle import Status, Step, can_advance, reachable, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 from reactor.logstore_sqlite import SqliteLogStore, encode_cursor
 
@@ -89,16 +89,21 @@ async def test_skipping_ahead_counts_the_skipped_steps(store: SqliteLogStore) ->
 
 
 @pytest.mark.parametrize(
-    ("reached", "illegal"),
+    ("reached", "illegal", "timeline"),
     [
-        ([Status.QUEUED, Status.SENT, Status.DELIVERED], Status.QUEUED),
-        ([Status.QUEUED, Status.FAILED], Status.SENT),
-        ([Status.QUEUED, Status.DEAD_LETTERED], Status.DELIVERED),
-        ([Status.QUEUED, Status.SENT, Status.DELIVERED, Status.READ], Status.OPENED),
+        # a repeat of an earlier step with the same detail: nothing new
+        ([Status.QUEUED, Status.SENT, Status.DELIVERED], Status.QUEUED, ["queued", "sent", "delivered"]),
+        # a late step: in its lifecycle place, before the step that overtook it, at that step's time at the latest
+        ([Status.QUEUED, Status.FAILED], Status.SENT, [("queued", 0), ("sent", 1), ("failed", 1)]),
+        ([Status.QUEUED, Status.SENT, Status.DELIVERED, Status.READ], Status.OPENED,
+         [("queued", 0), ("sent", 1), ("delivered", 2), ("opened", 3), ("read", 3)]),
+        # off the path (a conflict): kept at its own place along the lifecycle, its time clamped as a late one's
+        ([Status.QUEUED, Status.DEAD_LETTERED], Status.DELIVERED, [("queued", 0), ("delivered", 1), ("dead_lettered", 1)]),
+        ([Status.QUEUED, Status.SENT, Status.DELIVERED], Status.FAILED, [("queued", 0), ("sent", 1), ("delivered", 2), ("failed", 100)]),
     ],
 )
 async def test_illegal_transitions_do_not_move_the_status(
-    store: SqliteLogStore, reached: list[Status], illegal: Status
+    store: SqliteLogStore, reached: list[Status], illegal: Status, timeline: list
 ) -> None:
     n = nid(T0)
     await store.record([ev(n, s, T0 + i) for i, s in enumerate(reached)])
@@ -110,10 +115,8 @@ async def test_illegal_transitions_do_not_move_the_status(
     assert await store.daily_counts(DAY, "email") == before
     [logged], _ = await store.history("u1")
     assert logged.status == reached[-1].value
-    # A new status goes into the timeline (without moving the status); a repeated one (same detail) does not.
-    timeline = [(e.status, e.at_ms) for e in await store.events(n)]
-    earlier = [(s.value, T0 + i) for i, s in enumerate(reached)]
-    assert timeline == (earlier if illegal in reached else [*earlier, (illegal.value, T0 + 100)])
+    expected = [(t, T0 + i) if isinstance(t, str) else (t[0], T0 + t[1]) for i, t in enumerate(timeline)]
+    assert [(e.status, e.at_ms) for e in await store.events(n)] == expected
 
 
 async def test_failure_counts_and_channels_are_independent(store: SqliteLogStore) -> None:
@@ -295,16 +298,19 @@ async def test_concurrent_writers_and_readers(store: SqliteLogStore) -> None:
     assert await store.daily_counts(DAY, "email") == {"sent": 40, "delivered": 0, "failed": 0}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     statuses=st.lists(st.sampled_from(list(Status)), min_size=1, max_size=8),
     cuts=st.sets(st.integers(1, 7)),
 )
 async def test_any_event_sequence_follows_the_lifecycle(statuses: list[Status], cuts: set[int]) -> None:
-    """Folding can_advance over the events, in any batching, gives the stored status."""
+    """Folding can_advance over the events, in any batching, gives the stored status; the timeline keeps
+    every distinct step once, in lifecycle order (no step after one it leads to), its times never going back."""
     expected: Status | None = None
     reached: list[Status] = []
+    conflicts = False  # an event off the path: its row keeps its own time, which a later step may precede
     for s in statuses:
+        conflicts |= timeline_step(expected, s) is Step.CONFLICT
         if can_advance(expected, s):
             expected = s
             reached.append(s)
@@ -320,8 +326,14 @@ async def test_any_event_sequence_follows_the_lifecycle(statuses: list[Status], 
                 await store.record(events[a:b])
             [row] = await store.statuses(n)
             assert expected is not None and row.status == expected.value
-            timeline = [e.status for e in await store.events(n)]
-            assert timeline == list(dict.fromkeys(s.value for s in statuses))
+            rows = await store.events(n)
+            timeline = [Status(e.status) for e in rows]
+            assert sorted(timeline, key=lambda s: s.value) == sorted(set(statuses), key=lambda s: s.value)
+            for i, earlier in enumerate(timeline):
+                for later in timeline[i + 1:]:
+                    assert earlier not in reachable(later), (timeline, statuses)
+            times = [e.at_ms for e in rows]
+            assert conflicts or times == sorted(times), (rows, statuses)
             counts = await store.daily_counts(DAY, "email")
             assert counts["sent"] == int(any(s in delivery_path for s in reached))
             assert counts["failed"] == int(expected in (Status.FAILED, Status.DEAD_LETTERED))
