@@ -513,8 +513,9 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
-        {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history.")},
-        params=(CHANNEL, Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
+        {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history (attempts counted across replays).")},
+        params=(CHANNEL, Param("before", "query", TIME, "Only entries dead-lettered before this time: RFC 3339 or milliseconds since the epoch."),
+                Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
                 limit(50)),
     ),
     Operation(
@@ -522,14 +523,18 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: json_reply(DlqResult, "How many were put back on the bus.")},
         body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
                   example={"channel": "sms", "before": "2024-05-01T12:00:00Z"}),
-        problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
+        problems=(422,), description="422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
+        "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
+        "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch).",
     ),
     Operation(
         "DELETE", "/v1/admin/dlq", "discardDeadLetters", "admin", "Discard dead letters", Auth.API_KEY, "admin",
         {200: json_reply(DlqResult, "How many were discarded.")},
         body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
                   example={"ids": [1, 2]}),
-        problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
+        problems=(422,), description="422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
+        "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
+        "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch).",
     ),
     Operation(
         "POST", "/v1/admin/keys", "createApiKey", "admin", "Create an API key", Auth.API_KEY, "admin",
