@@ -10,6 +10,8 @@ from .channels import Channel, Priority
 from .content import Content, Recipient
 from .ids import USER_ID_RE
 from .lifecycle import Status
+from .locales import normalize_locale
+from .preferences import CATEGORY_PATTERN
 from .templates import LocaleField, TemplateIdField
 
 # The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
@@ -24,9 +26,13 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     data: dict[str, Any] = {}
     priority: Priority = Priority.NORMAL
     # e.g. "marketing": users can opt out of a category (preferences, one-click unsubscribe)
-    category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$")] | None = None
+    category: Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)] | None = None
     template_id: TemplateIdField | None = None  # render the content from this template, with `data`
     locale: LocaleField | None = None  # the template locale to start from: fr-CA -> fr -> the template's default
+
+    def __post_init__(self) -> None:
+        if self.locale is not None:  # fr_CA is fr-CA (protocol.locales)
+            msgspec.structs.force_setattr(self, "locale", normalize_locale(self.locale))
 
 
 class Receipt(msgspec.Struct, frozen=True):

@@ -254,6 +254,16 @@ def _late_at_ms(db: sqlite3.Connection, pending: list[_Row], nid: str, channel: 
     return at_ms if later_ms is None else min(at_ms, later_ms)
 
 
+def _started_this_round(db: sqlite3.Connection, pending: list[_Row], e: StatusEvent, step: int) -> bool:
+    """Whether this replay event is the one that started the current round (redelivered: not a new replay)."""
+    db.executemany(_INSERT_EVENT, pending)
+    pending.clear()
+    return db.execute(
+        "SELECT 1 FROM notification_events WHERE notification_id = ? AND channel = ? AND step = ? AND status = ? AND detail = ?",
+        (e.notification_id, e.channel.value, step, e.status.value, e.detail),
+    ).fetchone() is not None
+
+
 def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry]) -> None:
     """Run one record() batch as one transaction on the writer connection."""
     ids = sorted({e.notification_id for e in events})
@@ -272,6 +282,8 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
                 continue  # a client's ack or read never creates a row, nor touches another user's
             old = None if key is None else key.status
             step = timeline_step(old, e.status, replay=e.replay)
+            if step is Step.REPLAYED and key is not None and _started_this_round(db, timeline, e, position(key.round, e.status)):
+                step = Step.LATE  # the replay that started this round, redelivered: already applied
             if e.client and step is not Step.ADVANCE:
                 continue  # a client's event that moves nothing (a second tab's ack, an ack after a read) adds nothing
             if key is None:

@@ -364,3 +364,119 @@ async def test_only_a_replay_leaves_dead_lettered(store: SqliteLogStore) -> None
     replay = msgspec.structs.replace(ev(n, Status.QUEUED, T0 + 3, detail="replayed from the DLQ"), replay=True)
     await store.record([replay, ev(n, Status.SENT, T0 + 4), ev(n, Status.DELIVERED, T0 + 5)])
     assert (await store.statuses(n))[0].status == "delivered"
+
+
+def client_ev(notification_id: str, status: Status, at_ms: int, detail: str = "") -> StatusEvent:
+    return msgspec.structs.replace(ev(notification_id, status, at_ms, channel=Channel.WEB, detail=detail), client=True)
+
+
+async def test_a_late_step_is_shown_before_the_one_that_overtook_it(store: SqliteLogStore) -> None:
+    """The web ack race: the client's `delivered` reaches the store before the consumer's `sent`."""
+    n = nid(T0)
+    await store.record([ev(n, Status.ACCEPTED, T0, channel=Channel.WEB), ev(n, Status.QUEUED, T0, channel=Channel.WEB)])
+    await store.record([client_ev(n, Status.DELIVERED, T0 + 3, "acknowledged by the client")])
+    await store.record([ev(n, Status.SENT, T0 + 5, channel=Channel.WEB, detail="in the inbox; pushed to 1 live session(s)")])
+    assert [(e.status, e.at_ms, e.detail) for e in await store.events(n)] == [
+        ("accepted", T0, ""), ("queued", T0, ""),
+        ("sent", T0 + 3, "in the inbox; pushed to 1 live session(s)"),  # at the ack's time at the latest
+        ("delivered", T0 + 3, "acknowledged by the client"),
+    ]
+    [row] = await store.statuses(n)
+    assert (row.status, row.updated_ms) == ("delivered", T0 + 3)
+    assert await store.daily_counts(DAY, "web") == {"sent": 1, "delivered": 1, "failed": 0}
+    # Ingress's events after the consumer's (another order the bus allows): still first
+    m = nid(T0, 1)
+    await store.record([ev(m, Status.SENT, T0 + 9)])
+    await store.record([ev(m, Status.ACCEPTED, T0 + 10), ev(m, Status.QUEUED, T0 + 10)])
+    assert [(e.status, e.at_ms) for e in await store.events(m)] == [("accepted", T0 + 9), ("queued", T0 + 9), ("sent", T0 + 9)]
+
+
+async def test_a_client_event_that_moves_nothing_adds_nothing(store: SqliteLogStore) -> None:
+    n = nid(T0)
+    await store.record([ev(n, Status.QUEUED, T0, channel=Channel.WEB), ev(n, Status.SENT, T0 + 1, channel=Channel.WEB)])
+    await store.record([client_ev(n, Status.DELIVERED, T0 + 2, "acknowledged by the client")])
+    before = await snapshot(store, [n])
+    await store.record([
+        client_ev(n, Status.DELIVERED, T0 + 3, "delivered over SSE"),  # a second session
+        client_ev(n, Status.DELIVERED, T0 + 4, "acknowledged by the client"),
+    ])
+    assert await snapshot(store, [n]) == before
+    await store.record([client_ev(n, Status.READ, T0 + 5, "marked read")])
+    await store.record([client_ev(n, Status.DELIVERED, T0 + 6, "returned by a long-poll")])  # after the read
+    assert [e.status for e in await store.events(n)] == ["queued", "sent", "delivered", "read"]
+
+
+async def test_a_replay_starts_a_round_whose_steps_are_rows_of_their_own(store: SqliteLogStore) -> None:
+    n = nid(T0)
+    failed = [ev(n, Status.QUEUED, T0), ev(n, Status.QUEUED, T0, detail="attempt 1 failed"), ev(n, Status.DEAD_LETTERED, T0, detail="after 2 attempt(s): down")]
+    await store.record([ev(n, Status.ACCEPTED, T0), *failed])
+    replay = msgspec.structs.replace(ev(n, Status.QUEUED, T0, detail="replayed from the dead-letter queue (1)"), replay=True)
+    await store.record([replay, *failed[1:]])  # the same details again, in the same millisecond (as under MockClock)
+    assert [(e.status, e.detail) for e in await store.events(n)] == [
+        ("accepted", ""), ("queued", ""), ("queued", "attempt 1 failed"), ("dead_lettered", "after 2 attempt(s): down"),
+        ("queued", "replayed from the dead-letter queue (1)"), ("queued", "attempt 1 failed"), ("dead_lettered", "after 2 attempt(s): down"),
+    ]
+    before = await snapshot(store, [n])
+    await store.record([replay, *failed[1:]])  # redelivered: nothing new
+    assert await snapshot(store, [n]) == before
+    assert (await store.statuses(n))[0].status == "dead_lettered"
+
+
+async def test_history_rows_carry_the_template_tag(store: SqliteLogStore) -> None:
+    n, m = nid(T0), nid(T0 + 1, 1)
+    tagged = msgspec.structs.replace(ev(n, Status.QUEUED, T0), template="welcome@3#B")
+    await store.record([tagged, ev(n, Status.SENT, T0 + 1), ev(m, Status.QUEUED, T0 + 1, created_ms=T0 + 1)])
+    rows, _ = await store.history("u1")
+    assert [(r.notification_id, r.template) for r in rows] == [(m, ""), (n, "welcome@3#B")]
+
+
+async def test_a_timeline_from_before_steps_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    n, m = nid(T0), nid(T0, 1)
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE notification_events (
+            notification_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL,
+            at_ms INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE UNIQUE INDEX notification_events_by_id ON notification_events (notification_id, channel, status, detail);
+        CREATE TABLE notification_status (
+            notification_id TEXT NOT NULL, channel TEXT NOT NULL, user_id TEXT NOT NULL, status TEXT NOT NULL,
+            priority TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (notification_id, channel)
+        ) WITHOUT ROWID;
+        """
+    )
+    down = "after 1 attempt(s): down"
+    rows = [(n, "accepted", 0, ""), (n, "queued", 0, ""), (n, "dead_lettered", 1, down),
+            (n, "queued", 2, "replayed from the dead-letter queue (1)"), (n, "queued", 3, "attempt 1 failed"),
+            (m, "accepted", 0, ""), (m, "queued", 0, ""), (m, "delivered", 3, "ack"), (m, "sent", 4, "late")]
+    old.executemany("INSERT INTO notification_events VALUES (?, 'email', ?, ?, ?)", [(i, s, T0 + t, d) for i, s, t, d in rows])
+    old.executemany("INSERT INTO notification_status VALUES (?, 'email', 'u1', ?, 'high', ?, ?, '')",
+                    [(n, "queued", T0, T0 + 3), (m, "delivered", T0, T0 + 3)])
+    old.commit()
+    old.close()
+    store = SqliteLogStore(path)
+    await store.open()
+    try:
+        assert [(e.status, e.at_ms - T0) for e in await store.events(n)] == [
+            ("accepted", 0), ("queued", 0), ("dead_lettered", 1),  # round 0
+            ("queued", 2), ("queued", 3),  # round 1 (the replay's detail says where it starts)
+        ]
+        # an old timeline out of lifecycle order is read in order (the old rows keep their times)
+        assert [e.status for e in await store.events(m)] == ["accepted", "queued", "sent", "delivered"]
+        # the old unique index is gone: the second dead-lettering, with the first one's detail, is a row of its own
+        await store.record([ev(n, Status.DEAD_LETTERED, T0 + 5, detail=down)])
+        assert [(e.status, e.detail) for e in await store.events(n)][-2:] == [("queued", "attempt 1 failed"), ("dead_lettered", down)]
+        await store.close()
+        again = SqliteLogStore(path)
+        await again.open()  # the migration ran once: reopening changes nothing
+        try:
+            assert [e.status for e in await again.events(n)] == ["accepted", "queued", "dead_lettered", "queued", "queued", "dead_lettered"]
+        finally:
+            await again.close()
+    finally:
+        await store.close()
