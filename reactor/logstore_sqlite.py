@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import msgspec
 import trio
 
-from protocol.lifecycle import ROUND_SIZE, Status, Step, position, round_of, timeline_step
+from protocol.lifecycle import RANK, ROUND_SIZE, Status, Step, position, round_of, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 
 from .ports import EventRow, InboxRow, StatusRow
@@ -348,7 +348,16 @@ def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
 
 
 # The detail of the events that took the replay edge before the timeline had rounds (actors/dead_letters.py, consumer.py).
-_REPLAY_DETAILS = ("replayed from the dead-letter queue", "attempted again and succeeded")
+_REPLAY_DETAILS = ("replayed from the dead-letter queue%", "attempted again and succeeded%")
+_RANK_OF_STATUS = "CASE status " + " ".join(f"WHEN '{s.value}' THEN {RANK[s]}" for s in Status) + " END"
+# A row's round: the replay events at or before it, in the order the timeline was read in (at_ms, rowid).
+_MIGRATE_STEPS = f"""
+UPDATE notification_events AS e SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * (
+    SELECT COUNT(*) FROM notification_events p
+    WHERE p.notification_id = e.notification_id AND p.channel = e.channel AND p.status = 'queued'
+      AND (p.detail LIKE ? OR p.detail LIKE ?) AND (p.at_ms, p.rowid) <= (e.at_ms, e.rowid)
+)
+"""
 
 
 def _migrate_events(db: sqlite3.Connection) -> None:
@@ -358,20 +367,7 @@ def _migrate_events(db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("ALTER TABLE notification_events ADD COLUMN step INTEGER NOT NULL DEFAULT 0")
-            updates: list[tuple[int, int]] = []
-            last: tuple[str, str] | None = None
-            round_, previous = 0, None
-            for rowid, nid, channel, status, detail in db.execute(
-                "SELECT rowid, notification_id, channel, status, detail FROM notification_events"
-                " ORDER BY notification_id, channel, at_ms, rowid"
-            ).fetchall():
-                if (nid, channel) != last:
-                    last, round_, previous = (nid, channel), 0, None
-                if status == Status.QUEUED.value and previous == Status.DEAD_LETTERED.value and detail.startswith(_REPLAY_DETAILS):
-                    round_ += 1
-                updates.append((position(round_, Status(status)), rowid))
-                previous = status
-            db.executemany("UPDATE notification_events SET step = ? WHERE rowid = ?", updates)
+            db.execute(_MIGRATE_STEPS, _REPLAY_DETAILS)
             db.execute("DROP INDEX IF EXISTS notification_events_by_id")
             db.execute("COMMIT")
         except BaseException:

@@ -393,7 +393,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/users/<user_id>/inbox", "listInbox", "inbox", "The in-app inbox", Auth.API_KEY_OR_SUBSCRIBER, "read",
         {200: json_reply(InboxPage, "Newest first (delivery order), with read and archived state.")},
-        params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Archived ones (left out otherwise)"), CURSOR, limit(50)),
+        params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Only the archived ones (left out otherwise)"), CURSOR, limit(50)),
         description="An API key with `read`, or the subscriber token of this user (another user's token: 403).",
     ),
     Operation(
@@ -410,7 +410,8 @@ OPERATIONS: tuple[Operation, ...] = (
         Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json_reply(ReadAllResult, "How many were marked, through which notification.")},
         params=(USER_ID,),
         body=body(ReadAllRequest, "Optional: `through` the newest one to mark (every one when absent).", required=False, example={}),
-        description="A `read_all` frame goes to the user's open sessions. 404 when `through` is not in the inbox.",
+        description="Marks what `unread_count` counts: unread and not archived (archived ones stay as they are). "
+        "A `read_all` frame goes to the user's open sessions. 404 when `through` is not in the inbox.",
     ),
     Operation(
         "POST", "/v1/users/<user_id>/inbox/<nid>/archive", "archive", "inbox", "Archive one",
