@@ -245,10 +245,15 @@ class _Key(msgspec.Struct):
 _Row = tuple[str, str, str, int, str, int]  # a timeline row: (notification_id, channel, status, at_ms, detail, step)
 
 
+def _flush(db: sqlite3.Connection, pending: list[_Row]) -> None:
+    """Insert the batch's timeline rows so far, so that a query sees them."""
+    db.executemany(_INSERT_EVENT, pending)
+    pending.clear()
+
+
 def _late_at_ms(db: sqlite3.Connection, pending: list[_Row], nid: str, channel: str, step: int, at_ms: int) -> int:
     """The time to show a late step at: its own, or when the first later step of its round was reached if earlier."""
-    db.executemany(_INSERT_EVENT, pending)  # the batch's rows so far, so that the query sees them
-    pending.clear()
+    _flush(db, pending)
     end = (round_of(step) + 1) * ROUND_SIZE
     (later_ms,) = db.execute(_LATER_STEP_MS, (nid, channel, step, end)).fetchone()
     return at_ms if later_ms is None else min(at_ms, later_ms)
@@ -256,8 +261,7 @@ def _late_at_ms(db: sqlite3.Connection, pending: list[_Row], nid: str, channel: 
 
 def _started_this_round(db: sqlite3.Connection, pending: list[_Row], e: StatusEvent, step: int) -> bool:
     """Whether this replay event is the one that started the current round (redelivered: not a new replay)."""
-    db.executemany(_INSERT_EVENT, pending)
-    pending.clear()
+    _flush(db, pending)
     return db.execute(
         "SELECT 1 FROM notification_events WHERE notification_id = ? AND channel = ? AND step = ? AND status = ? AND detail = ?",
         (e.notification_id, e.channel.value, step, e.status.value, e.detail),
