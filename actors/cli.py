@@ -150,7 +150,7 @@ def _request(method: str, url: str, key: str, body: Any, params: dict[str, Any] 
 def _dlq(args: argparse.Namespace) -> int:
     url, key = _client_settings(args)
     if args.action == "list":
-        params = {"channel": args.channel, "limit": args.limit, "cursor": args.cursor}
+        params = {"channel": args.channel, "before": args.before, "limit": args.limit, "cursor": args.cursor}
         return _request("GET", f"{url}/v1/admin/dlq", key, None, {k: v for k, v in params.items() if v is not None})
     selection: dict[str, Any] = {}
     if args.id:
@@ -159,6 +159,8 @@ def _dlq(args: argparse.Namespace) -> int:
         selection["channel"] = args.channel
     if args.notification:
         selection["notification_id"] = args.notification
+    if args.before:
+        selection["before"] = args.before
     if args.all:
         selection["all"] = True
     if args.action == "replay":
@@ -374,6 +376,7 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("--channel", choices=["email", "sms", "push", "web"])
     dlq.add_argument("--id", type=int, action="append", help="an entry id (repeatable)")
     dlq.add_argument("--notification", help="entries of this notification id")
+    dlq.add_argument("--before", help="entries dead-lettered before this time (RFC 3339, or milliseconds since the epoch)")
     dlq.add_argument("--all", action="store_true", help="every entry (replay/purge)")
     dlq.add_argument("--limit", type=int, help="list: entries per page")
     dlq.add_argument("--cursor", help="list: continue from this cursor")

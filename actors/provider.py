@@ -130,7 +130,7 @@ class Provider:
         self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
         if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
             await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
-        if isinstance(outcome, Sent) and outcome.status is not Status.QUEUED:
+        if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
         return outcome
 

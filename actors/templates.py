@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -502,8 +502,6 @@ def _compile_locales(prefix: str, locales: Mapping[str, Parts], errors: list[Fie
             if part is None:
                 continue
             path = f"{prefix}.{locale}.{channel.value}"
-            if channel is Channel.EMAIL and part.text is None and part.html is None:
-                errors.append(FieldError(path, "needs text or html"))
             fields = []
             for name, source, html in _part_sources(channel, part):
                 try:
@@ -530,6 +528,7 @@ def compile_template(template_id: str, version: int, spec: TemplateSpec) -> Comp
     }
     if spec.variants and sum(v.weight for v in spec.variants.values()) == 0:
         errors.append(FieldError("variants", "at least one variant needs a weight above 0"))
+    errors += _incomplete_email_parts(default, base, variants, {e.field for e in errors})
     if errors:
         raise InvalidTemplate(errors)
     sources = [
@@ -553,6 +552,27 @@ def compile_template(template_id: str, version: int, spec: TemplateSpec) -> Comp
     )
 
 
+def _incomplete_email_parts(default: str, base: LocaleParts, variants: dict[str, LocaleParts], bad: set[str]) -> list[FieldError]:
+    """Email parts without a subject, or without text and html, even after falling back field by field
+    (a field already refused, `bad`, is not named twice)."""
+    shape = CompiledTemplate("", 0, TemplateSpec(locales={}), default, base, variants, (), Variables([], []))
+    errors: list[FieldError] = []
+    for variant, locales in (("", base), *variants.items()):
+        for locale, parts in locales.items():
+            part = parts.get(Channel.EMAIL)
+            if part is None:
+                continue
+            chain = locale_chain(locale, default)
+            merged = resolve_part(shape, Channel.EMAIL, chain, variant)
+            names = {name for name, _ in merged.fields} if merged is not None else set()
+            where = f"here or in a locale it falls back to ({', '.join(chain)})"
+            if "subject" not in names and f"{part.path}.subject" not in bad:
+                errors.append(FieldError(f"{part.path}.subject", f"needs a subject, {where}"))
+            if not names & {"text", "html"} and not bad & {f"{part.path}.text", f"{part.path}.html"}:
+                errors.append(FieldError(part.path, f"needs text or html, {where}"))
+    return errors
+
+
 def validate(spec: TemplateSpec) -> list[FieldError]:
     """Every problem with a template, each naming its field ([] when it is valid)."""
     try:
@@ -563,13 +583,22 @@ def validate(spec: TemplateSpec) -> list[FieldError]:
 
 
 def resolve_part(template: CompiledTemplate, channel: Channel, chain: Sequence[str], variant: str) -> CompiledPart | None:
-    """The part to render: along the locale chain, the variant's override first, then the base."""
+    """The part to render, field by field: each field from the first locale of the chain whose part has it. A
+    locale's part is the variant's override if it has one (replacing the base part of that locale as a whole),
+    else the base part. The most specific part found names the result; None if no locale has the part."""
     overrides = template.variants.get(variant, {})
-    for locale in chain:
-        part = overrides.get(locale, {}).get(channel) or template.base.get(locale, {}).get(channel)
-        if part is not None:
-            return part
-    return None
+    found = [
+        part
+        for locale in chain
+        if (part := overrides.get(locale, {}).get(channel) or template.base.get(locale, {}).get(channel)) is not None
+    ]
+    if not found:
+        return None
+    fields: dict[str, CompiledSource] = {}
+    for part in found:
+        for name, source in part.fields:
+            fields.setdefault(name, source)
+    return replace(found[0], fields=tuple(fields.items()))
 
 
 # -- rendering a whole template

@@ -10,6 +10,8 @@ from .channels import Channel, Priority
 from .content import Content, Recipient
 from .ids import USER_ID_RE
 from .lifecycle import Status
+from .locales import normalize_locale
+from .preferences import CATEGORY_PATTERN
 from .templates import LocaleField, TemplateIdField
 
 # The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
@@ -28,9 +30,13 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     ))] = {}
     priority: Priority = Priority.NORMAL
     # e.g. "marketing": users can opt out of a category (preferences, one-click unsubscribe)
-    category: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$")] | None = None
+    category: Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)] | None = None
     template_id: TemplateIdField | None = None  # render the content from this template, with `data`
     locale: LocaleField | None = None  # the template locale to start from: fr-CA -> fr -> the template's default
+
+    def __post_init__(self) -> None:
+        if self.locale is not None:  # fr_CA is fr-CA (protocol.locales)
+            msgspec.structs.force_setattr(self, "locale", normalize_locale(self.locale))
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -45,9 +51,13 @@ class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ChannelStatus(msgspec.Struct, frozen=True):
+    """One channel's status; `final` when it settles the channel's delivery (protocol.lifecycle.final_statuses:
+    delivered, opened, read, failed, dead_lettered; for web also sent, stored in the inbox)."""
+
     status: Status
     updated_at: str
-    attempts: list[Attempt]
+    attempts: list[Attempt]  # the timeline, in lifecycle order
+    final: bool = False
 
 
 class NotificationStatus(msgspec.Struct, frozen=True):
@@ -56,17 +66,21 @@ class NotificationStatus(msgspec.Struct, frozen=True):
     created_at: str
     priority: Priority
     channels: dict[str, ChannelStatus]
-    final: bool
+    final: bool  # every channel is final
     template: str | None = None  # "welcome@3#B": template, version and A/B variant, when sent from a template
 
 
-class HistoryItem(msgspec.Struct, frozen=True, omit_defaults=True):
+class HistoryItem(msgspec.Struct, frozen=True):
+    """One channel of one notification, as GET /v1/notifications/{id} shows it (without the timeline)."""
+
     notification_id: str
     channel: Channel
     status: Status
     created_at: str
     updated_at: str
-    detail: str = ""
+    detail: str = ""  # the last step's detail
+    final: bool = False
+    template: str | None = None  # "welcome@3#B": template, version and A/B variant, when sent from a template
 
 
 class HistoryPage(msgspec.Struct, frozen=True):
@@ -84,9 +98,10 @@ class TokenResponse(msgspec.Struct, frozen=True):
 
 
 class AttemptError(msgspec.Struct, frozen=True):
-    attempt: int
+    attempt: int  # counted across replays: 1, 2, ... in the order they were made
     at: str
     error: str
+    replay: int = 0  # made after this many replays from the dead-letter queue (0: before any)
 
 
 class DeadLetterView(msgspec.Struct, frozen=True):
@@ -95,10 +110,11 @@ class DeadLetterView(msgspec.Struct, frozen=True):
     notification_id: str
     user_id: str
     error: str
-    attempts: int
+    attempts: int  # every attempt made, across replays
     created_at: str
     dead_lettered_at: str
     history: list[AttemptError]
+    replays: int = 0  # times it was replayed from the dead-letter queue before it came back
 
 
 class DeadLetterPage(msgspec.Struct, frozen=True):
@@ -108,7 +124,12 @@ class DeadLetterPage(msgspec.Struct, frozen=True):
 
 
 class DlqSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Which dead letters to replay or discard: ids, a filter, or all (explicitly)."""
+    """Which dead letters to replay or discard: exactly one of `ids`, a filter, or `all: true`.
+
+    A filter is any of `channel`, `notification_id` and `before` (every one given must
+    match); `before` takes the entries dead-lettered before that time (RFC 3339, or
+    milliseconds since the epoch).
+    """
 
     ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]], msgspec.Meta(min_length=1, max_length=10_000)] | None = None
     channel: Channel | None = None
@@ -122,7 +143,9 @@ class DlqResult(msgspec.Struct, frozen=True):
     discarded: int = 0
 
 
-class CircuitView(msgspec.Struct, frozen=True, omit_defaults=True):
+class CircuitView(msgspec.Struct, frozen=True):
+    """Every field is always present (zero, empty or null when there is nothing to count)."""
+
     channel: Channel
     state: str
     consecutive_failures: int

@@ -8,6 +8,7 @@ import msgspec
 
 from .header_safe import address_problem, header_text_problem
 from .parsing import DeviceToken
+from .preferences import E164, EmailAddress
 from .problems import FieldError
 
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
@@ -49,8 +50,8 @@ class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """Where to reach the user on each channel (the web channel needs nothing)."""
 
-    email: Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$")] | None = None
-    phone: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}(?!\n)$")] | None = None
+    email: EmailAddress | None = None
+    phone: E164 | None = None
     device_token: DeviceToken | None = None  # as registered devices' tokens: no `/`, space or control characters
 
 

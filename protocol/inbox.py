@@ -1,7 +1,9 @@
 """The in-app inbox's REST schemas (GET/POST /v1/users/{user_id}/inbox...): pure data.
 
 The inbox is the web channel's store: every web notification delivered to a user, in
-delivery order, with its read and archived state. Listings are newest first.
+delivery order, with its read and archived state. Listings are newest first and leave
+the archived ones out (`archived=true` lists only those). Unread means neither read nor
+archived, for the unread count and for read-all alike.
 """
 
 from __future__ import annotations
@@ -42,6 +44,6 @@ class ReadAllRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ReadAllResult(msgspec.Struct, frozen=True):
-    count: int  # how many were unread and are read now
+    count: int  # how many were unread (as UnreadCount counts: not read, not archived) and are read now
     through: str | None  # the newest notification covered (delivery order); None for an empty inbox
     read_at: str

@@ -74,9 +74,8 @@ def decode_delivery(raw: bytes) -> Delivery:
 class Sent(msgspec.Struct, frozen=True, tag="sent"):
     """The provider took the message; `status` is what is known now.
 
-    DELIVERED for a sandbox outbox; SENT for a web frame pushed to a live session (the
-    client's ack makes it DELIVERED); QUEUED for a web notification kept in the inbox
-    until a session connects and syncs.
+    DELIVERED for a sandbox outbox; SENT for a web notification, stored in the inbox and
+    pushed to the live sessions there are (a client seeing it makes it DELIVERED).
     """
 
     status: Status = Status.DELIVERED

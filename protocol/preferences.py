@@ -15,12 +15,11 @@ from typing import Annotated
 import msgspec
 
 from .channels import Channel
+from .locales import Locale, normalize_locale
 from .parsing import DeviceToken
 
-EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # as protocol.content.Recipient.email
+EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # protocol.content.Recipient uses these two as well
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}(?!\n)$"
-# BCP 47, the parts people use: language, optional script, region, variants (en, fr-CA, zh-Hant-TW, de-CH-1996).
-LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?!\n)$"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$"
 MAX_OPT_OUTS = 100
@@ -28,7 +27,6 @@ MAX_DEVICES = 20  # per user; registering one more evicts the oldest
 
 EmailAddress = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN)]
 E164 = Annotated[str, msgspec.Meta(pattern=E164_PATTERN)]
-Locale = Annotated[str, msgspec.Meta(max_length=35, pattern=LOCALE_PATTERN)]
 Category = Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)]
 TimeZoneKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN)]
@@ -70,6 +68,10 @@ class Preferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channels: ChannelSwitches = ChannelSwitches()
     opt_out: Annotated[list[Category], msgspec.Meta(max_length=MAX_OPT_OUTS)] = []
     quiet_hours: QuietHours | None = None
+
+    def __post_init__(self) -> None:
+        if self.locale is not None:  # fr_CA is stored as fr-CA (protocol.locales)
+            msgspec.structs.force_setattr(self, "locale", normalize_locale(self.locale))
 
 
 class Platform(str, enum.Enum):

@@ -16,14 +16,15 @@ import msgspec
 from .channels import Channel
 from .content import Content
 from .ids import USER_ID_RE
+from .locales import LOCALE_PATTERN, Locale, normalize_locale
 from .parsing import NAME_PATTERN, TEXT_PATTERN
 
 TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?!\n)$")
-LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,4}(?!\n)$")
+LOCALE_RE = re.compile(LOCALE_PATTERN)  # one locale rule everywhere: protocol.locales
 VARIANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}(?!\n)$")
 
 TemplateIdField = Annotated[str, msgspec.Meta(pattern=TEMPLATE_ID_RE.pattern)]
-LocaleField = Annotated[str, msgspec.Meta(pattern=LOCALE_RE.pattern)]
+LocaleField = Locale
 VariantField = Annotated[str, msgspec.Meta(pattern=VARIANT_RE.pattern)]
 
 _Line = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
@@ -31,7 +32,10 @@ _Source = Annotated[str, msgspec.Meta(max_length=200_000)]
 
 
 class EmailPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    subject: _Line
+    """A locale's email part may hold only some fields (a subject of its own, say): the others come from the
+    locales it falls back to, field by field, down to the default locale (actors/templates.py resolve_part)."""
+
+    subject: _Line | None = None
     text: _Source | None = None
     html: _Source | None = None  # the only part whose {{variables}} are HTML-escaped
 
@@ -130,6 +134,10 @@ class RenderRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     variant: VariantField | None = None
     version: Annotated[int, msgspec.Meta(ge=1, le=2**31)] | None = None  # as the routes' {version}
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=4)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.locale is not None:  # fr_CA is fr-CA (protocol.locales)
+            msgspec.structs.force_setattr(self, "locale", normalize_locale(self.locale))
 
 
 class SmsInfo(msgspec.Struct, frozen=True):

@@ -7,14 +7,21 @@ Tables (the Cassandra layout in spirit: one table per query, keyed for that quer
   `detail`; `template_id` is the template tag ("welcome@3#B": template, version, A/B
   variant) of a notification rendered from a template, NULL otherwise.
 - notification_status: the current status of each (notification_id, channel).
-- notification_events: the attempt timeline, one row per distinct status reached.
+- notification_events: the attempt timeline, one row per step. `step` is the row's place in
+  lifecycle order (protocol.lifecycle.position: the round, then the status's rank), and
+  the timeline is read ordered by (step, at_ms): a step recorded after a later one (the
+  consumer's `sent` after an immediate ack) is shown before it, at the later step's time
+  at the latest. A replay from the dead-letter queue starts the next round, so a second
+  dead-lettering is a row of its own. Unique per (notification, channel, step, status,
+  detail): a redelivered event adds nothing.
 - daily_notification_stats: sent/delivered/failed counters per UTC date, channel and hour.
 - web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync and the
   inbox API, with their read and archived times (columns added in place to an older file).
 
 Client events (StatusEvent.client: a subscriber's ack or read) only advance a row that
 exists and belongs to the event's user; one for an unknown notification, or another
-user's, is dropped whole (no status, log, timeline or counter row).
+user's, or one that moves nothing (a second tab's ack), is dropped whole (no status, log,
+timeline or counter row).
 
 Durability: the PartitionConsumer commits bus offsets only after `record()` returns, so
 a committed transaction must survive a power loss. The database runs in WAL mode with
@@ -39,7 +46,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import msgspec
 import trio
 
-from protocol.lifecycle import Status, can_advance
+from protocol.lifecycle import RANK, ROUND_SIZE, Status, Step, position, round_of, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 
 from .ports import EventRow, InboxRow, StatusRow
@@ -77,10 +84,9 @@ CREATE TABLE IF NOT EXISTS notification_events (
     channel TEXT NOT NULL,
     status TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    step INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX IF NOT EXISTS notification_events_by_id
-    ON notification_events (notification_id, channel, status, detail);
 CREATE TABLE IF NOT EXISTS daily_notification_stats (
     date TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -103,9 +109,11 @@ CREATE TABLE IF NOT EXISTS web_inbox (
 CREATE INDEX IF NOT EXISTS web_inbox_by_seq ON web_inbox (user_id, seq);
 """
 
-_LOAD_STATUS = """
-SELECT notification_id, channel, user_id, status, priority, created_ms
-FROM notification_status
+_LOAD_STATUS = f"""
+SELECT notification_id, channel, user_id, status, priority, created_ms,
+    COALESCE((SELECT MAX(step) FROM notification_events e
+              WHERE e.notification_id = s.notification_id AND e.channel = s.channel), 0) / {ROUND_SIZE}
+FROM notification_status s
 WHERE notification_id IN (SELECT value FROM json_each(?))
 """
 
@@ -133,8 +141,13 @@ ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
 """
 
 _INSERT_EVENT = """
-INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_ms, detail)
-VALUES (?, ?, ?, ?, ?)
+INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_ms, detail, step)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+# When the steps after a late one were reached: the late step is shown at that time at the latest.
+_LATER_STEP_MS = """
+SELECT MIN(at_ms) FROM notification_events WHERE notification_id = ? AND channel = ? AND step > ? AND step < ?
 """
 
 _BUMP_STATS = """
@@ -221,11 +234,38 @@ class _Key(msgspec.Struct):
     priority: str
     created_ms: int
     status: Status
+    round: int = 0  # replays from the dead-letter queue so far: the timeline's round
     changed: bool = False
     updated_ms: int = 0
     detail: str = ""
     delivered_ms: int | None = None
     template: str = ""
+
+
+_Row = tuple[str, str, str, int, str, int]  # a timeline row: (notification_id, channel, status, at_ms, detail, step)
+
+
+def _flush(db: sqlite3.Connection, pending: list[_Row]) -> None:
+    """Insert the batch's timeline rows so far, so that a query sees them."""
+    db.executemany(_INSERT_EVENT, pending)
+    pending.clear()
+
+
+def _late_at_ms(db: sqlite3.Connection, pending: list[_Row], nid: str, channel: str, step: int, at_ms: int) -> int:
+    """The time to show a late step at: its own, or when the first later step of its round was reached if earlier."""
+    _flush(db, pending)
+    end = (round_of(step) + 1) * ROUND_SIZE
+    (later_ms,) = db.execute(_LATER_STEP_MS, (nid, channel, step, end)).fetchone()
+    return at_ms if later_ms is None else min(at_ms, later_ms)
+
+
+def _started_this_round(db: sqlite3.Connection, pending: list[_Row], e: StatusEvent, step: int) -> bool:
+    """Whether this replay event is the one that started the current round (redelivered: not a new replay)."""
+    _flush(db, pending)
+    return db.execute(
+        "SELECT 1 FROM notification_events WHERE notification_id = ? AND channel = ? AND step = ? AND status = ? AND detail = ?",
+        (e.notification_id, e.channel.value, step, e.status.value, e.detail),
+    ).fetchone() is not None
 
 
 def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry]) -> None:
@@ -235,9 +275,9 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
     try:
         keys: dict[tuple[str, str], _Key] = {}
         if ids:
-            for nid, channel, user_id, status, priority, created_ms in db.execute(_LOAD_STATUS, (json.dumps(ids),)):
-                keys[(nid, channel)] = _Key(user_id, priority, created_ms, Status(status))
-        timeline: list[tuple[str, str, str, int, str]] = []
+            for nid, channel, user_id, status, priority, created_ms, round_ in db.execute(_LOAD_STATUS, (json.dumps(ids),)):
+                keys[(nid, channel)] = _Key(user_id, priority, created_ms, Status(status), round_)
+        timeline: list[_Row] = []
         stats: dict[tuple[str, str, int], list[int]] = {}
         for e in events:
             channel = e.channel.value
@@ -245,13 +285,23 @@ def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequenc
             if e.client and (key is None or key.user_id != e.user_id):
                 continue  # a client's ack or read never creates a row, nor touches another user's
             old = None if key is None else key.status
-            timeline.append((e.notification_id, channel, e.status.value, e.at_ms, e.detail))
-            if key is not None and not can_advance(old, e.status, replay=e.replay):
-                continue
+            step = timeline_step(old, e.status, replay=e.replay)
+            if step is Step.REPLAYED and key is not None and _started_this_round(db, timeline, e, position(key.round, e.status)):
+                step = Step.LATE  # the replay that started this round, redelivered: already applied
+            if e.client and step is not Step.ADVANCE:
+                continue  # a client's event that moves nothing (a second tab's ack, an ack after a read) adds nothing
             if key is None:
                 key = keys[(e.notification_id, channel)] = _Key(
                     e.user_id, e.priority.value, e.created_ms or e.at_ms, e.status
                 )
+            if step is Step.REPLAYED:
+                key.round += 1
+            row_step, at_ms = position(key.round, e.status), e.at_ms
+            if step is Step.LATE or step is Step.CONFLICT:  # it may sort before steps already there
+                at_ms = _late_at_ms(db, timeline, e.notification_id, channel, row_step, at_ms)
+            timeline.append((e.notification_id, channel, e.status.value, at_ms, e.detail, row_step))
+            if step is not Step.ADVANCE and step is not Step.REPLAYED:
+                continue  # kept in the timeline; the status does not move
             key.status, key.changed, key.updated_ms, key.detail = e.status, True, e.at_ms, e.detail
             key.template = e.template or key.template
             if e.status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
@@ -297,7 +347,40 @@ def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
         _migrate_inbox(db)
+        _migrate_events(db)
     return db
+
+
+# The detail of the events that took the replay edge before the timeline had rounds (actors/dead_letters.py, consumer.py).
+_REPLAY_DETAILS = ("replayed from the dead-letter queue%", "attempted again and succeeded%")
+_RANK_OF_STATUS = "CASE status " + " ".join(f"WHEN '{s.value}' THEN {RANK[s]}" for s in Status) + " END"
+# A row's round: the replay events at or before it, in the order the timeline was read in (at_ms, rowid).
+_MIGRATE_STEPS = f"""
+UPDATE notification_events AS e SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * (
+    SELECT COUNT(*) FROM notification_events p
+    WHERE p.notification_id = e.notification_id AND p.channel = e.channel AND p.status = 'queued'
+      AND (p.detail LIKE ? OR p.detail LIKE ?) AND (p.at_ms, p.rowid) <= (e.at_ms, e.rowid)
+)
+"""
+
+
+def _migrate_events(db: sqlite3.Connection) -> None:
+    """Give the timeline rows of a file from before `step` existed their place (idempotent, one transaction)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(notification_events)")}
+    if "step" not in columns:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE notification_events ADD COLUMN step INTEGER NOT NULL DEFAULT 0")
+            db.execute(_MIGRATE_STEPS, _REPLAY_DETAILS)
+            db.execute("DROP INDEX IF EXISTS notification_events_by_id")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS notification_events_by_step"
+        " ON notification_events (notification_id, channel, step, status, detail)"
+    )
 
 
 def _migrate_inbox(db: sqlite3.Connection) -> None:
@@ -340,7 +423,7 @@ def _set_once(db: sqlite3.Connection, column: str, user_id: str, ids: Sequence[s
 
 
 def _mark_all_read(db: sqlite3.Connection, user_id: str, at_ms: int, through_id: str | None) -> tuple[list[str], str | None]:
-    """Mark read everything up to through_id (or the newest entry) in one transaction."""
+    """Mark read every unread entry (not archived) up to through_id (or the newest entry) in one transaction."""
     db.execute("BEGIN IMMEDIATE")
     try:
         if through_id is None:
@@ -356,7 +439,8 @@ def _mark_all_read(db: sqlite3.Connection, user_id: str, at_ms: int, through_id:
         if top is None:
             db.execute("COMMIT")
             return [], None
-        where = "user_id = ? AND read_ms IS NULL AND (seq, notification_id) <= (?, ?)"
+        # unread as inbox_unread_count counts it: neither read nor archived
+        where = "user_id = ? AND read_ms IS NULL AND archived_ms IS NULL AND (seq, notification_id) <= (?, ?)"
         ids = [row[0] for row in db.execute(
             f"SELECT notification_id FROM web_inbox WHERE {where} ORDER BY seq, notification_id", (user_id, *top)
         )]
@@ -432,10 +516,10 @@ class SqliteLogStore:
         return [StatusRow(*row) for row in rows]
 
     async def events(self, notification_id: str) -> list[EventRow]:
-        """A notification's timeline, ordered by at_ms then insertion."""
+        """A notification's timeline, each channel's in lifecycle order (step), then by time and insertion."""
         rows = await self._read(
             "SELECT channel, status, at_ms, detail FROM notification_events"
-            " WHERE notification_id = ? ORDER BY at_ms, rowid",
+            " WHERE notification_id = ? ORDER BY channel, step, at_ms, rowid",
             (notification_id,),
         )
         return [EventRow(*row) for row in rows]
@@ -468,7 +552,7 @@ class SqliteLogStore:
             params.extend(decode_cursor(cursor))
         rows = await self._read(
             "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms,"
-            " COALESCE(json_extract(metadata, '$.detail'), '') FROM notification_logs"
+            " COALESCE(json_extract(metadata, '$.detail'), ''), COALESCE(template_id, '') FROM notification_logs"
             f" WHERE {' AND '.join(where)}"
             " ORDER BY created_ms DESC, notification_id DESC, channel DESC LIMIT ?",
             (*params, limit + 1),
@@ -506,15 +590,14 @@ class SqliteLogStore:
     async def inbox_page(
         self, user_id: str, *, unread: bool = False, archived: bool = False, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[InboxRow], str | None]:
-        """The user's inbox newest first (delivery order); archived entries are left out unless `archived`."""
+        """The user's inbox newest first (delivery order): not archived, or only the archived ones when `archived`."""
         if limit < 1:
             raise ValueError("limit must be positive")
         where: list[str] = ["user_id = ?"]
         params: list[Any] = [user_id]
         if unread:
             where.append("read_ms IS NULL")
-        if not archived:
-            where.append("archived_ms IS NULL")
+        where.append("archived_ms IS NOT NULL" if archived else "archived_ms IS NULL")
         if cursor is not None:
             where.append("(seq, notification_id) < (?, ?)")
             params.extend(decode_inbox_cursor(cursor))

@@ -262,7 +262,7 @@ class StatusRow:
     created_ms: int
     updated_ms: int
     detail: str
-    template: str = ""  # "welcome@3#B" when rendered from a template (statuses() fills it)
+    template: str = ""  # "welcome@3#B" when rendered from a template (statuses() and history() fill it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,15 +287,21 @@ class LogStore(Protocol):
         """Apply status events and inbox entries in one transaction.
 
         An event moves a (notification, channel) status only along legal lifecycle edges
-        (protocol.lifecycle); an illegal or repeated one is kept in the attempt timeline
-        only if it is new, and never moves the status back. Daily counters are updated.
+        (protocol.lifecycle); one that does not is kept in the attempt timeline only if it
+        is new, and never moves the status back. The timeline stays in lifecycle order
+        (protocol.lifecycle.timeline_step): a late step (the consumer's `sent` after the
+        client's immediate ack) is placed before the later one, at its time at the latest;
+        a replay from the dead-letter queue starts a new round, whose steps are rows of their
+        own even when their detail repeats the last round's. Daily counters are updated.
         A client event (`StatusEvent.client`) for a (notification, channel) with no row, or
-        whose row is another user's, is dropped whole: a client never creates a row.
+        whose row is another user's, or that moves nothing, is dropped whole: a client
+        never creates a row.
         """
 
     async def statuses(self, notification_id: str) -> list[StatusRow]: ...
 
-    async def events(self, notification_id: str) -> list[EventRow]: ...
+    async def events(self, notification_id: str) -> list[EventRow]:
+        """The attempt timeline: by channel, each in lifecycle order (rounds, then steps), then by time."""
 
     async def history(
         self,
@@ -318,7 +324,8 @@ class LogStore(Protocol):
     async def inbox_page(
         self, user_id: str, *, unread: bool = False, archived: bool = False, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[InboxRow], str | None]:
-        """The user's inbox newest first (delivery order); archived entries are left out unless `archived`.
+        """The user's inbox newest first (delivery order): the entries not archived, or only the archived ones
+        when `archived`.
 
         `unread` keeps the unread ones; returns (rows, next cursor); ValueError on a bad cursor.
         """
@@ -330,9 +337,10 @@ class LogStore(Protocol):
         """Mark these entries read; returns the ids that were unread (the others keep their read time)."""
 
     async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
-        """Mark read every entry delivered up to and including through_id (all when None).
+        """Mark read every unread entry delivered up to and including through_id (all when None).
 
-        Returns (the ids that were unread, in delivery order; the newest id covered).
+        Unread means neither read nor archived, as for inbox_unread_count: archived entries are
+        left as they are. Returns (the ids marked read, in delivery order; the newest id covered).
         """
 
     async def inbox_archive(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:

@@ -69,15 +69,19 @@ async def receive_json(ws: Any) -> dict[str, Any]:
     return dict(json.loads(await ws.get_message()))
 
 
-async def wait_final(client: httpx.AsyncClient, nid: str, seconds: float = 10) -> dict[str, Any]:
-    """Poll the status endpoint until every channel is final (bounded)."""
+async def wait_final(client: httpx.AsyncClient, nid: str, seconds: float = 10, *, web: str | None = None) -> dict[str, Any]:
+    """Poll the status endpoint until every channel is final (bounded).
+
+    `web`: and the web channel is that status (web is final at `sent`, in the inbox: a
+    test that acked it waits for `delivered`).
+    """
     body: dict[str, Any] = {}
     with trio.move_on_after(seconds):
         while True:
             response = await client.get(f"/v1/notifications/{nid}")
             if response.status_code == 200:
                 body = response.json()
-                if body["final"]:
+                if body["final"] and (web is None or body["channels"]["web"]["status"] == web):
                     return body
             await trio.sleep(0.05)
     raise AssertionError(f"not final after {seconds}s: {body}")

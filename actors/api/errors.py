@@ -8,7 +8,8 @@ from typing import Any
 import msgspec
 from quart import Response, request
 
-from protocol.parsing import PATTERN_SENTENCES, parse_decimal, parse_integer
+from protocol.parsing import parse_decimal, parse_integer
+from protocol.patterns import readable
 from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.clock import parse_iso
 
@@ -120,13 +121,6 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     except RecursionError:
         detail = "JSON nested too deeply"
         raise ProblemError(Problem("Malformed JSON", 400, detail, errors=[FieldError("body", detail)])) from None
-
-
-def readable(message: str) -> str:
-    """A msgspec validation message with the patterns protocol.parsing knows said in words."""
-    for pattern, sentence in PATTERN_SENTENCES.items():
-        message = message.replace(f"`str` matching regex {pattern!r}", sentence)
-    return message
 
 
 def integer_param(name: str, value: str | None, low: int, high: int, meaning: str = "") -> int | None:

@@ -20,7 +20,7 @@ from protocol.api import (
 )
 from protocol.channels import Channel, Priority
 from protocol.ids import USER_ID_RULE, is_notification_id, is_user_id
-from protocol.lifecycle import FINAL, Status
+from protocol.lifecycle import Status, is_final
 from protocol.problems import Problem
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
@@ -102,7 +102,8 @@ def blueprint(gw: Any) -> Blueprint:
         channels = {}
         for row in rows:
             attempts = [AttemptView(Status(e.status), iso(e.at_ms), e.detail) for e in events if e.channel == row.channel]
-            channels[row.channel] = ChannelStatus(Status(row.status), iso(row.updated_ms), attempts)
+            status = Status(row.status)
+            channels[row.channel] = ChannelStatus(status, iso(row.updated_ms), attempts, is_final(Channel(row.channel), status))
         first = rows[0]
         view = NotificationStatus(
             notification_id=nid,
@@ -110,7 +111,7 @@ def blueprint(gw: Any) -> Blueprint:
             created_at=iso(first.created_ms),
             priority=Priority(first.priority),
             channels=channels,
-            final=all(c.status in FINAL for c in channels.values()),
+            final=all(c.final for c in channels.values()),
             template=next((r.template for r in rows if r.template), None),
         )
         return json_response(view)
@@ -134,7 +135,10 @@ def blueprint(gw: Any) -> Blueprint:
         except ValueError as exc:
             raise bad_param("cursor", str(exc)) from None
         items = [
-            HistoryItem(r.notification_id, Channel(r.channel), Status(r.status), iso(r.created_ms), iso(r.updated_ms), r.detail)
+            HistoryItem(
+                r.notification_id, Channel(r.channel), Status(r.status), iso(r.created_ms), iso(r.updated_ms), r.detail,
+                is_final(Channel(r.channel), Status(r.status)), r.template or None,
+            )
             for r in rows
         ]
         return json_response(HistoryPage(items, cursor))

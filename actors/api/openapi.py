@@ -408,7 +408,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/users/<user_id>/inbox", "listInbox", "inbox", "The in-app inbox", Auth.API_KEY_OR_SUBSCRIBER, "read",
         {200: json_reply(InboxPage, "Newest first (delivery order), with read and archived state.")},
-        params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Archived ones (left out otherwise)"), CURSOR, limit(50)),
+        params=(USER_ID, flag("unread", "Only unread ones"), flag("archived", "Only the archived ones (left out otherwise)"), CURSOR, limit(50)),
         description="An API key with `read`, or the subscriber token of this user (another user's token: 403).",
     ),
     Operation(
@@ -425,7 +425,8 @@ OPERATIONS: tuple[Operation, ...] = (
         Auth.API_KEY_OR_SUBSCRIBER, "send", {200: json_reply(ReadAllResult, "How many were marked, through which notification.")},
         params=(USER_ID,),
         body=body(ReadAllRequest, "Optional: `through` the newest one to mark (every one when absent).", required=False, example={}),
-        description="A `read_all` frame goes to the user's open sessions. 404 when `through` is not in the inbox.",
+        description="Marks what `unread_count` counts: unread and not archived (archived ones stay as they are). "
+        "A `read_all` frame goes to the user's open sessions. 404 when `through` is not in the inbox.",
     ),
     Operation(
         "POST", "/v1/users/<user_id>/inbox/<nid>/archive", "archive", "inbox", "Archive one",
@@ -528,8 +529,9 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
-        {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history.")},
-        params=(CHANNEL, Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
+        {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history (attempts counted across replays).")},
+        params=(CHANNEL, Param("before", "query", TIME, "Only entries dead-lettered before this time: RFC 3339 or milliseconds since the epoch."),
+                Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
                 limit(50)),
     ),
     Operation(
@@ -537,14 +539,18 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: json_reply(DlqResult, "How many were put back on the bus.")},
         body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
                   example={"channel": "sms", "before": "2024-05-01T12:00:00Z"}),
-        problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
+        problems=(422,), description="422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
+        "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
+        "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch).",
     ),
     Operation(
         "DELETE", "/v1/admin/dlq", "discardDeadLetters", "admin", "Discard dead letters", Auth.API_KEY, "admin",
         {200: json_reply(DlqResult, "How many were discarded.")},
         body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
                   example={"ids": [1, 2]}),
-        problems=(422,), description="422 unless exactly one of ids, a filter, or `all: true` is given.",
+        problems=(422,), description="422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
+        "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
+        "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch).",
     ),
     # the sandbox providers' faults (actors/api/sandbox.py)
     Operation(

@@ -7,6 +7,10 @@ saw: `sync` frame or `?last_id=` (WebSocket), `Last-Event-ID` or `?last_event_id
 (SSE), `?after=` (poll); another user's notification id there is refused (WebSocket
 close 4101, 400 on SSE and poll).
 
+A notification a client sees makes the web channel `delivered` (protocol.lifecycle): over
+the WebSocket when the client acks it; over SSE and long-poll, which have no ack, once it
+is written to the stream or put in the answer. Once per session; a second tab adds nothing.
+
 Limits (actors/api/subscriber.py SubscriberLimits): opening a session, a poll and a
 WebSocket `sync` take a request from the user's rate; a user and a token hold a capped
 number of sessions on a node (over it: 429 with Retry-After, WebSocket close 4004); an
@@ -59,6 +63,7 @@ _IDLE = Outgoing("idle", None, b"")  # nothing arrived within a heartbeat
 _TOKEN_EXPIRED = "token expired: fetch a new token, then reconnect and resume"
 SESSIONS_RETRY_S = 5  # Retry-After of a session refused as over a cap: a slot frees when another session ends
 _NOT_THIS_USERS = "not a notification of this user"
+_OVER_SSE = "delivered over SSE"
 
 
 class TooManySessions(Exception):
@@ -156,6 +161,7 @@ def blueprint(gw: Any) -> Blueprint:
             raise ProblemError(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"}) from None
         except TooManySessions as exc:
             raise _too_many_sessions(str(exc)) from None
+        await _handed_over(gw, session, items, "returned by a long-poll")
         last_id = next((item.id for item in reversed(items) if item.id is not None), after)
         return json_response(PollResponse([msgspec.Raw(item.frame) for item in items], last_id))
 
@@ -326,13 +332,34 @@ async def _ack(gw: Any, session: Session, notification_id: str) -> None:
     if not session.was_sent(notification_id):
         await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session"))))
         return
-    if not session.first_ack(notification_id):
-        return  # acked already: nothing new to record
-    event = StatusEvent(
-        notification_id, session.user_id, Channel.WEB, Status.DELIVERED, wall_ms(), detail="acknowledged by the client",
+    if session.first_ack(notification_id):  # the first ack of it on this session (a second one records nothing)
+        await gw.recorder.send(Record((_delivered(session, notification_id, "acknowledged by the client"),)))
+
+
+def _delivered(session: Session, notification_id: str, how: str) -> StatusEvent:
+    """The client event that makes the web channel `delivered`: a client saw it."""
+    return StatusEvent(
+        notification_id, session.user_id, Channel.WEB, Status.DELIVERED, wall_ms(), detail=how,
         created_ms=notification_id_ms(notification_id), client=True,
     )
-    await gw.recorder.send(Record((event,)))
+
+
+async def _handed_over(gw: Any, session: Session, items: list[Outgoing], how: str) -> None:
+    """SSE and long-poll have no ack: a notification handed to the client is `delivered` (once per session).
+
+    Called once the frames are written (SSE) or in the answer (poll). The Recorder may be
+    gone when the node stops: the status then stays `sent`, which is still final.
+    """
+    events = tuple(
+        _delivered(session, item.id, how)
+        for item in items
+        if item.kind == "notification" and item.id is not None and session.first_ack(item.id)
+    )
+    if events:
+        try:
+            await gw.recorder.send(Record(events))
+        except MailboxClosed:
+            pass
 
 
 # -- Server-Sent Events
@@ -367,9 +394,11 @@ async def _sse_stream(gw: Any, who: Subscriber, last_id: str | None) -> AsyncIte
                     for item in page:
                         count += 1
                         yield sse_event(item)
+                    await _handed_over(gw, session, page, _OVER_SSE)
                 while (held := session.take_held()) is not None:
                     count += 1
                     yield sse_event(held)
+                    await _handed_over(gw, session, [held], _OVER_SSE)
             yield sse_event(Outgoing("synced", None, frame_encoder.encode(Synced(count))))
             while not expiry.expired():
                 item: Outgoing | None = _IDLE
@@ -377,7 +406,11 @@ async def _sse_stream(gw: Any, who: Subscriber, last_id: str | None) -> AsyncIte
                     item = await _next_item(gw, session)
                 if item is None:
                     break
-                yield b": heartbeat\n\n" if item is _IDLE else sse_event(item)
+                if item is _IDLE:
+                    yield b": heartbeat\n\n"
+                else:
+                    yield sse_event(item)
+                    await _handed_over(gw, session, [item], _OVER_SSE)
             else:
                 session.close(CloseCode.TOKEN_EXPIRED, _TOKEN_EXPIRED)
             reason = session.close_reason or "server shutting down; reconnect later"

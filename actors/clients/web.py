@@ -1,4 +1,9 @@
-"""The web channel client: pushes a frame to the user's live sessions through the registry."""
+"""The web channel client: pushes a frame to the user's live sessions through the registry.
+
+Its outcome is always `sent`: the notification is in the user's inbox (the consumer records
+the entry with it) whether or not a session was live. A client that sees it makes it
+`delivered` (a WebSocket ack, an SSE event or a long-poll answer: actors/api/realtime.py).
+"""
 
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ class WebClient:
             return PermanentFailure("no web content")
         frame = notification_frame(inbox_entry(delivery, 0))
         reached = await ask(self.registry.send, lambda reply: Push(delivery.user_id, delivery.notification_id, frame, reply))
+        # `sent` is final for web: the consumer stores the inbox entry with this outcome (protocol.lifecycle)
         if reached:
-            return Sent(Status.SENT, detail=f"pushed to {reached} session(s)")
-        return Sent(Status.QUEUED, detail="no live session: kept in the inbox")
+            return Sent(Status.SENT, detail=f"in the inbox; pushed to {reached} live session(s)")
+        return Sent(Status.SENT, detail="in the inbox; no live session")

@@ -55,7 +55,7 @@ async def test_dlq_list_replay_and_purge_over_http_and_cli(tmp_path):
 
         # a selection must be explicit
         vague = await client.post("/v1/admin/dlq/replay", json={})
-        assert vague.status_code == 422 and vague.json()["errors"][0]["field"] == "all"
+        assert vague.status_code == 422 and "all" in {e["field"] for e in vague.json()["errors"]}
         both = await client.post("/v1/admin/dlq/replay", json={"all": True, "channel": "sms"})
         assert both.status_code == 422
 

@@ -22,7 +22,7 @@ async def test_all_channels_reach_their_final_status(tmp_path):
             frame = await receive_json(ws)
             assert frame["type"] == "notification" and frame["id"] == nid and frame["title"] == "Code"
             await ws.send_message(json.dumps({"type": "ack", "id": nid}))
-            status = await wait_final(client, nid)
+            status = await wait_final(client, nid, web="delivered")
         assert {ch: s["status"] for ch, s in status["channels"].items()} == {
             "email": "delivered", "sms": "delivered", "push": "delivered", "web": "delivered",
         }

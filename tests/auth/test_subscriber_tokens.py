@@ -49,11 +49,11 @@ async def next_frame_is_pong(ws) -> None:
 
 
 async def wait_in_inbox(client, nid: str) -> None:
-    """Until the web delivery is recorded as queued (nobody connected): then it is in the inbox (bounded)."""
+    """Until the web delivery is recorded as sent (nobody connected): then it is in the inbox (bounded)."""
     with trio.fail_after(10):
         while True:
             response = await client.get(f"/v1/notifications/{nid}")
-            if response.status_code == 200 and response.json()["channels"]["web"]["status"] == "queued":
+            if response.status_code == 200 and response.json()["channels"]["web"]["status"] == "sent":
                 return
             await trio.sleep(0.02)
 

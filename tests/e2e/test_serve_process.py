@@ -34,7 +34,7 @@ async def test_post_reaches_websocket_outbox_and_every_status_is_final(tmp_path)
                 frame = await receive_json(ws)
             assert frame["id"] == nid and frame["url"] == "https://example.invalid/x"
             await ws.send_message(json.dumps({"type": "ack", "id": nid}))
-            status = await wait_final(client, nid)
+            status = await wait_final(client, nid, web="delivered")
         assert {c: s["status"] for c, s in status["channels"].items()} == dict.fromkeys(["email", "sms", "push", "web"], "delivered")
         message = email.message_from_bytes((tmp_path / "data" / "outbox" / f"{nid}.eml").read_bytes(), policy=email.policy.default)
         assert message["To"] == "alice@example.org"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from protocol.channels import Channel, Priority
 from protocol.ids import make_notification_id
-from protocol.lifecycle import Status, can_advance
+from protocol.lifecycle import Status, Step, can_advance, reachable, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 from reactor.logstore_sqlite import SqliteLogStore, encode_cursor
 
@@ -89,16 +89,21 @@ async def test_skipping_ahead_counts_the_skipped_steps(store: SqliteLogStore) ->
 
 
 @pytest.mark.parametrize(
-    ("reached", "illegal"),
+    ("reached", "illegal", "timeline"),
     [
-        ([Status.QUEUED, Status.SENT, Status.DELIVERED], Status.QUEUED),
-        ([Status.QUEUED, Status.FAILED], Status.SENT),
-        ([Status.QUEUED, Status.DEAD_LETTERED], Status.DELIVERED),
-        ([Status.QUEUED, Status.SENT, Status.DELIVERED, Status.READ], Status.OPENED),
+        # a repeat of an earlier step with the same detail: nothing new
+        ([Status.QUEUED, Status.SENT, Status.DELIVERED], Status.QUEUED, ["queued", "sent", "delivered"]),
+        # a late step: in its lifecycle place, before the step that overtook it, at that step's time at the latest
+        ([Status.QUEUED, Status.FAILED], Status.SENT, [("queued", 0), ("sent", 1), ("failed", 1)]),
+        ([Status.QUEUED, Status.SENT, Status.DELIVERED, Status.READ], Status.OPENED,
+         [("queued", 0), ("sent", 1), ("delivered", 2), ("opened", 3), ("read", 3)]),
+        # off the path (a conflict): kept at its own place along the lifecycle, its time clamped as a late one's
+        ([Status.QUEUED, Status.DEAD_LETTERED], Status.DELIVERED, [("queued", 0), ("delivered", 1), ("dead_lettered", 1)]),
+        ([Status.QUEUED, Status.SENT, Status.DELIVERED], Status.FAILED, [("queued", 0), ("sent", 1), ("delivered", 2), ("failed", 100)]),
     ],
 )
 async def test_illegal_transitions_do_not_move_the_status(
-    store: SqliteLogStore, reached: list[Status], illegal: Status
+    store: SqliteLogStore, reached: list[Status], illegal: Status, timeline: list
 ) -> None:
     n = nid(T0)
     await store.record([ev(n, s, T0 + i) for i, s in enumerate(reached)])
@@ -110,10 +115,8 @@ async def test_illegal_transitions_do_not_move_the_status(
     assert await store.daily_counts(DAY, "email") == before
     [logged], _ = await store.history("u1")
     assert logged.status == reached[-1].value
-    # A new status goes into the timeline (without moving the status); a repeated one (same detail) does not.
-    timeline = [(e.status, e.at_ms) for e in await store.events(n)]
-    earlier = [(s.value, T0 + i) for i, s in enumerate(reached)]
-    assert timeline == (earlier if illegal in reached else [*earlier, (illegal.value, T0 + 100)])
+    expected = [(t, T0 + i) if isinstance(t, str) else (t[0], T0 + t[1]) for i, t in enumerate(timeline)]
+    assert [(e.status, e.at_ms) for e in await store.events(n)] == expected
 
 
 async def test_failure_counts_and_channels_are_independent(store: SqliteLogStore) -> None:
@@ -295,16 +298,19 @@ async def test_concurrent_writers_and_readers(store: SqliteLogStore) -> None:
     assert await store.daily_counts(DAY, "email") == {"sent": 40, "delivered": 0, "failed": 0}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     statuses=st.lists(st.sampled_from(list(Status)), min_size=1, max_size=8),
     cuts=st.sets(st.integers(1, 7)),
 )
 async def test_any_event_sequence_follows_the_lifecycle(statuses: list[Status], cuts: set[int]) -> None:
-    """Folding can_advance over the events, in any batching, gives the stored status."""
+    """Folding can_advance over the events, in any batching, gives the stored status; the timeline keeps
+    every distinct step once, in lifecycle order (no step after one it leads to), its times never going back."""
     expected: Status | None = None
     reached: list[Status] = []
+    conflicts = False  # an event off the path: its row keeps its own time, which a later step may precede
     for s in statuses:
+        conflicts |= timeline_step(expected, s) is Step.CONFLICT
         if can_advance(expected, s):
             expected = s
             reached.append(s)
@@ -320,8 +326,14 @@ async def test_any_event_sequence_follows_the_lifecycle(statuses: list[Status], 
                 await store.record(events[a:b])
             [row] = await store.statuses(n)
             assert expected is not None and row.status == expected.value
-            timeline = [e.status for e in await store.events(n)]
-            assert timeline == list(dict.fromkeys(s.value for s in statuses))
+            rows = await store.events(n)
+            timeline = [Status(e.status) for e in rows]
+            assert sorted(timeline, key=lambda s: s.value) == sorted(set(statuses), key=lambda s: s.value)
+            for i, earlier in enumerate(timeline):
+                for later in timeline[i + 1:]:
+                    assert earlier not in reachable(later), (timeline, statuses)
+            times = [e.at_ms for e in rows]
+            assert conflicts or times == sorted(times), (rows, statuses)
             counts = await store.daily_counts(DAY, "email")
             assert counts["sent"] == int(any(s in delivery_path for s in reached))
             assert counts["failed"] == int(expected in (Status.FAILED, Status.DEAD_LETTERED))
@@ -352,3 +364,119 @@ async def test_only_a_replay_leaves_dead_lettered(store: SqliteLogStore) -> None
     replay = msgspec.structs.replace(ev(n, Status.QUEUED, T0 + 3, detail="replayed from the DLQ"), replay=True)
     await store.record([replay, ev(n, Status.SENT, T0 + 4), ev(n, Status.DELIVERED, T0 + 5)])
     assert (await store.statuses(n))[0].status == "delivered"
+
+
+def client_ev(notification_id: str, status: Status, at_ms: int, detail: str = "") -> StatusEvent:
+    return msgspec.structs.replace(ev(notification_id, status, at_ms, channel=Channel.WEB, detail=detail), client=True)
+
+
+async def test_a_late_step_is_shown_before_the_one_that_overtook_it(store: SqliteLogStore) -> None:
+    """The web ack race: the client's `delivered` reaches the store before the consumer's `sent`."""
+    n = nid(T0)
+    await store.record([ev(n, Status.ACCEPTED, T0, channel=Channel.WEB), ev(n, Status.QUEUED, T0, channel=Channel.WEB)])
+    await store.record([client_ev(n, Status.DELIVERED, T0 + 3, "acknowledged by the client")])
+    await store.record([ev(n, Status.SENT, T0 + 5, channel=Channel.WEB, detail="in the inbox; pushed to 1 live session(s)")])
+    assert [(e.status, e.at_ms, e.detail) for e in await store.events(n)] == [
+        ("accepted", T0, ""), ("queued", T0, ""),
+        ("sent", T0 + 3, "in the inbox; pushed to 1 live session(s)"),  # at the ack's time at the latest
+        ("delivered", T0 + 3, "acknowledged by the client"),
+    ]
+    [row] = await store.statuses(n)
+    assert (row.status, row.updated_ms) == ("delivered", T0 + 3)
+    assert await store.daily_counts(DAY, "web") == {"sent": 1, "delivered": 1, "failed": 0}
+    # Ingress's events after the consumer's (another order the bus allows): still first
+    m = nid(T0, 1)
+    await store.record([ev(m, Status.SENT, T0 + 9)])
+    await store.record([ev(m, Status.ACCEPTED, T0 + 10), ev(m, Status.QUEUED, T0 + 10)])
+    assert [(e.status, e.at_ms) for e in await store.events(m)] == [("accepted", T0 + 9), ("queued", T0 + 9), ("sent", T0 + 9)]
+
+
+async def test_a_client_event_that_moves_nothing_adds_nothing(store: SqliteLogStore) -> None:
+    n = nid(T0)
+    await store.record([ev(n, Status.QUEUED, T0, channel=Channel.WEB), ev(n, Status.SENT, T0 + 1, channel=Channel.WEB)])
+    await store.record([client_ev(n, Status.DELIVERED, T0 + 2, "acknowledged by the client")])
+    before = await snapshot(store, [n])
+    await store.record([
+        client_ev(n, Status.DELIVERED, T0 + 3, "delivered over SSE"),  # a second session
+        client_ev(n, Status.DELIVERED, T0 + 4, "acknowledged by the client"),
+    ])
+    assert await snapshot(store, [n]) == before
+    await store.record([client_ev(n, Status.READ, T0 + 5, "marked read")])
+    await store.record([client_ev(n, Status.DELIVERED, T0 + 6, "returned by a long-poll")])  # after the read
+    assert [e.status for e in await store.events(n)] == ["queued", "sent", "delivered", "read"]
+
+
+async def test_a_replay_starts_a_round_whose_steps_are_rows_of_their_own(store: SqliteLogStore) -> None:
+    n = nid(T0)
+    failed = [ev(n, Status.QUEUED, T0), ev(n, Status.QUEUED, T0, detail="attempt 1 failed"), ev(n, Status.DEAD_LETTERED, T0, detail="after 2 attempt(s): down")]
+    await store.record([ev(n, Status.ACCEPTED, T0), *failed])
+    replay = msgspec.structs.replace(ev(n, Status.QUEUED, T0, detail="replayed from the dead-letter queue (1)"), replay=True)
+    await store.record([replay, *failed[1:]])  # the same details again, in the same millisecond (as under MockClock)
+    assert [(e.status, e.detail) for e in await store.events(n)] == [
+        ("accepted", ""), ("queued", ""), ("queued", "attempt 1 failed"), ("dead_lettered", "after 2 attempt(s): down"),
+        ("queued", "replayed from the dead-letter queue (1)"), ("queued", "attempt 1 failed"), ("dead_lettered", "after 2 attempt(s): down"),
+    ]
+    before = await snapshot(store, [n])
+    await store.record([replay, *failed[1:]])  # redelivered: nothing new
+    assert await snapshot(store, [n]) == before
+    assert (await store.statuses(n))[0].status == "dead_lettered"
+
+
+async def test_history_rows_carry_the_template_tag(store: SqliteLogStore) -> None:
+    n, m = nid(T0), nid(T0 + 1, 1)
+    tagged = msgspec.structs.replace(ev(n, Status.QUEUED, T0), template="welcome@3#B")
+    await store.record([tagged, ev(n, Status.SENT, T0 + 1), ev(m, Status.QUEUED, T0 + 1, created_ms=T0 + 1)])
+    rows, _ = await store.history("u1")
+    assert [(r.notification_id, r.template) for r in rows] == [(m, ""), (n, "welcome@3#B")]
+
+
+async def test_a_timeline_from_before_steps_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    n, m = nid(T0), nid(T0, 1)
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE notification_events (
+            notification_id TEXT NOT NULL, channel TEXT NOT NULL, status TEXT NOT NULL,
+            at_ms INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE UNIQUE INDEX notification_events_by_id ON notification_events (notification_id, channel, status, detail);
+        CREATE TABLE notification_status (
+            notification_id TEXT NOT NULL, channel TEXT NOT NULL, user_id TEXT NOT NULL, status TEXT NOT NULL,
+            priority TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (notification_id, channel)
+        ) WITHOUT ROWID;
+        """
+    )
+    down = "after 1 attempt(s): down"
+    rows = [(n, "accepted", 0, ""), (n, "queued", 0, ""), (n, "dead_lettered", 1, down),
+            (n, "queued", 2, "replayed from the dead-letter queue (1)"), (n, "queued", 3, "attempt 1 failed"),
+            (m, "accepted", 0, ""), (m, "queued", 0, ""), (m, "delivered", 3, "ack"), (m, "sent", 4, "late")]
+    old.executemany("INSERT INTO notification_events VALUES (?, 'email', ?, ?, ?)", [(i, s, T0 + t, d) for i, s, t, d in rows])
+    old.executemany("INSERT INTO notification_status VALUES (?, 'email', 'u1', ?, 'high', ?, ?, '')",
+                    [(n, "queued", T0, T0 + 3), (m, "delivered", T0, T0 + 3)])
+    old.commit()
+    old.close()
+    store = SqliteLogStore(path)
+    await store.open()
+    try:
+        assert [(e.status, e.at_ms - T0) for e in await store.events(n)] == [
+            ("accepted", 0), ("queued", 0), ("dead_lettered", 1),  # round 0
+            ("queued", 2), ("queued", 3),  # round 1 (the replay's detail says where it starts)
+        ]
+        # an old timeline out of lifecycle order is read in order (the old rows keep their times)
+        assert [e.status for e in await store.events(m)] == ["accepted", "queued", "sent", "delivered"]
+        # the old unique index is gone: the second dead-lettering, with the first one's detail, is a row of its own
+        await store.record([ev(n, Status.DEAD_LETTERED, T0 + 5, detail=down)])
+        assert [(e.status, e.detail) for e in await store.events(n)][-2:] == [("queued", "attempt 1 failed"), ("dead_lettered", down)]
+        await store.close()
+        again = SqliteLogStore(path)
+        await again.open()  # the migration ran once: reopening changes nothing
+        try:
+            assert [e.status for e in await again.events(n)] == ["accepted", "queued", "dead_lettered", "queued", "queued", "dead_lettered"]
+        finally:
+            await again.close()
+    finally:
+        await store.close()

@@ -43,18 +43,23 @@ async def test_list_count_read_archive_and_read_all(tmp_path):
         assert archived.status_code == 200 and archived.json()["archived_at"] is not None
         listed = [item["id"] for item in (await client.get("/v1/users/u1/inbox")).json()["items"]]
         assert listed == [ids[4], ids[3], ids[2], ids[1]]
-        with_archived = (await client.get("/v1/users/u1/inbox", params={"archived": "true"})).json()["items"]
-        assert [item["id"] for item in with_archived] == list(reversed(ids))
+        only_archived = (await client.get("/v1/users/u1/inbox", params={"archived": "true"})).json()["items"]
+        assert [item["id"] for item in only_archived] == [ids[0]]
         assert (await client.get("/v1/users/u1/inbox/unread_count")).json() == {"unread": 3}
 
+        # read_all counts what unread_count counts: ids[0] is archived (unread, but out of the count), 1 was read
         upto = await client.post("/v1/users/u1/inbox/read_all", json={"through": ids[3]})
-        assert upto.status_code == 200 and upto.json()["count"] == 3 and upto.json()["through"] == ids[3]  # 0 (archived), 2, 3
+        assert upto.status_code == 200 and upto.json()["count"] == 2 and upto.json()["through"] == ids[3]  # 2, 3
         assert (await client.get("/v1/users/u1/inbox/unread_count")).json() == {"unread": 1}
         rest = await client.post("/v1/users/u1/inbox/read_all")
         assert rest.json()["count"] == 1 and rest.json()["through"] == ids[4]
         assert (await client.get("/v1/users/u1/inbox/unread_count")).json() == {"unread": 0}
-        for nid in ids:
+        assert (await client.post("/v1/users/u1/inbox/read_all")).json()["count"] == 0
+        for nid in ids[1:]:
             assert (await client.get(f"/v1/notifications/{nid}")).json()["channels"]["web"]["status"] == "read"
+        assert (await client.get(f"/v1/notifications/{ids[0]}")).json()["channels"]["web"]["status"] == "sent"
+        [archived_item] = (await client.get("/v1/users/u1/inbox", params={"archived": "true"})).json()["items"]
+        assert archived_item["id"] == ids[0] and archived_item["read_at"] is None
 
 
 async def test_bad_input_names_the_field(tmp_path):
@@ -110,7 +115,7 @@ async def test_read_state_is_pushed_to_the_users_other_sessions(tmp_path):
             read_all = await client.post("/v1/users/u1/inbox/read_all")
             with trio.fail_after(5):
                 assert await receive_json(ws) == {"type": "archived", "ids": [ids[1]], "archived_at": archived.json()["archived_at"], "v": 1}
-                assert await receive_json(ws) == {"type": "read_all", "through": ids[2], "count": 2, "read_at": read_all.json()["read_at"], "v": 1}
+                assert await receive_json(ws) == {"type": "read_all", "through": ids[2], "count": 1, "read_at": read_all.json()["read_at"], "v": 1}
                 assert [(await sse.next_event()).event for _ in range(2)] == ["archived", "read_all"]
 
             # nothing of it reached u2: the next frame u2 gets is its pong

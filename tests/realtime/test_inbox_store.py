@@ -65,7 +65,12 @@ async def test_read_archive_and_unread_count(store):
     assert await store.inbox_archive("u1", [IDS[0]], T0 + 400) == []
     assert await store.inbox_unread_count("u1") == 2  # an archived unread one no longer counts
     assert await page_ids(store) == [IDS[4], IDS[3], IDS[2]]
-    assert await page_ids(store, archived=True) == [IDS[4], IDS[3], IDS[2], IDS[1], IDS[0]]
+    assert await page_ids(store, archived=True) == [IDS[1], IDS[0]]  # the archived ones only
+    assert await page_ids(store, archived=True, unread=True) == [IDS[0]]
+    # read_all marks what the unread count counts: IDS[0] (archived, unread) stays as it is
+    assert await store.inbox_mark_all_read("u1", T0 + 500) == ([IDS[3], IDS[4]], IDS[4])
+    assert await store.inbox_unread_count("u1") == 0
+    assert (await store.inbox_get("u1", IDS[0])).read_ms is None
     assert await store.inbox_get("u2", IDS[0]) is None
 
 
