@@ -44,12 +44,9 @@ import trio
 from protocol.keys import BOOTSTRAP_KEY_ID, KEY_PREFIX, LEGACY_KID, Scope, SigningKey
 from reactor.clock import wall_ms
 from reactor.files import write_atomically
-from reactor.ports import KeyStore, State, Store, StoredKey
-from reactor.signing_keys import read_signing_keys, write_signing_keys
+from reactor.ports import KeyStore, SigningKeyStore, State, Store, StoredKey
 
-KEYS_FILE = "keys.sqlite3"  # the embedded KeyStore, in the data dir
 API_KEY_FILE = "api-key"  # the bootstrap key's text, in the data dir (0600)
-SIGNING_KEYS_FILE = "signing-keys.json"  # the token-signing key ring, in the data dir (0600)
 BOOTSTRAP_NAME = "bootstrap: generated at first start, its text in <data-dir>/api-key"
 ALL_SCOPES = frozenset(s.value for s in Scope)
 _KEY_RE = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{12}})_([0-9a-f]{{64}})$")
@@ -226,62 +223,49 @@ def verify_token(keys: SigningKeys, token: str, now_ms: int) -> str:
 # -- signing keys and the bootstrap key: on disk
 
 
-async def open_signing_keys(path: Path, store: Store, now_ms: int) -> SigningKeys:
-    """The ring in `path`, made at first start. A secret the Store kept in clear (a data dir from
-    before key ids) moves into the file as the key `legacy`, which keeps verifying the tokens it
+async def open_signing_keys(rings: SigningKeyStore, store: Store, now_ms: int) -> SigningKeys:
+    """The stored ring, made at first start. A secret the Store kept in clear (a data dir from
+    before key ids) moves into the ring as the key `legacy`, which keeps verifying the tokens it
     signed; a fresh key signs from now on, and the Store forgets the old secret."""
     legacy = await store.get_meta(LEGACY_SECRET_META)
-
-    def load() -> SigningKeys:
-        found = read_signing_keys(path)
-        if found is not None:
-            return SigningKeys(*found)
+    found = await rings.read_ring()
+    if found is not None:
+        ring = SigningKeys(*found)
+    else:
         keys = [] if legacy is None else [SigningKey(LEGACY_KID, legacy.encode(), 0)]
-        ring, current = rotated(keys, now_ms, retire_previous=False)
-        write_signing_keys(path, ring, current.kid)
-        return SigningKeys(ring, current.kid)
-
-    ring = await trio.to_thread.run_sync(load)
+        made, current = rotated(keys, now_ms, retire_previous=False)
+        await rings.write_ring(made, current.kid)
+        ring = SigningKeys(made, current.kid)
     if legacy is not None:
-        await store.forget_meta(LEGACY_SECRET_META)  # only once the file holds it durably
+        await store.forget_meta(LEGACY_SECRET_META)  # only once the ring holds it durably
     return ring
 
 
-async def rotate_signing_keys(path: Path, now_ms: int, retire_previous: bool, ring: SigningKeys | None = None) -> SigningKeys:
-    """Add a new current key to the ring in `path` (made if absent), and to `ring` (the running node's)
+async def rotate_signing_keys(rings: SigningKeyStore, now_ms: int, retire_previous: bool, ring: SigningKeys | None = None) -> SigningKeys:
+    """Add a new current key to the stored ring (made if absent), and to `ring` (the running node's)
     if given; with `retire_previous`, drop every older key (their tokens stop working)."""
-
-    def rotate() -> tuple[list[SigningKey], str]:
-        found = read_signing_keys(path)
-        keys = found[0] if found is not None else (ring.keys() if ring is not None else [])
-        new_ring, current = rotated(keys, now_ms, retire_previous)
-        write_signing_keys(path, new_ring, current.kid)
-        return new_ring, current.kid
-
-    keys, current = await trio.to_thread.run_sync(rotate)
+    found = await rings.read_ring()
+    keys = found[0] if found is not None else (ring.keys() if ring is not None else [])
+    new_ring, new_current = rotated(keys, now_ms, retire_previous)
+    await rings.write_ring(new_ring, new_current.kid)
     if ring is None:
-        return SigningKeys(keys, current)
-    ring.replace(keys, current)
+        return SigningKeys(new_ring, new_current.kid)
+    ring.replace(new_ring, new_current.kid)
     return ring
 
 
-async def retire_signing_key(path: Path, kid: str, ring: SigningKeys) -> bool:
-    """Drop the key `kid` from the ring in `path` and from `ring`: every token it signed stops verifying.
+async def retire_signing_key(rings: SigningKeyStore, kid: str, ring: SigningKeys) -> bool:
+    """Drop the key `kid` from the stored ring and from `ring`: every token it signed stops verifying.
 
     False if there is no such key; CurrentKeyError for the current one."""
-
-    def retire() -> tuple[list[SigningKey], str] | None:
-        found = read_signing_keys(path)
-        keys, current = found if found is not None else (ring.keys(), ring.current.kid)
-        kept = retired(keys, current, kid)
-        if kept is not None:
-            write_signing_keys(path, kept, current)
-        return None if kept is None else (kept, current)
-
-    changed = await trio.to_thread.run_sync(retire)
-    if changed is not None:
-        ring.replace(*changed)
-    return changed is not None
+    found = await rings.read_ring()
+    keys, current = found if found is not None else (ring.keys(), ring.current.kid)
+    kept = retired(keys, current, kid)
+    if kept is None:
+        return False
+    await rings.write_ring(kept, current)
+    ring.replace(kept, current)
+    return True
 
 
 async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int) -> str:
@@ -321,12 +305,14 @@ async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, n
     return full
 
 
-async def open_node_credentials(data_dir: Path, store: Store, keystore: KeyStore, configured_key: str) -> tuple[SigningKeys, str]:
-    """The node's signing key ring and bootstrap key, at start-up; the Store keeps neither in clear."""
+async def open_node_credentials(
+    rings: SigningKeyStore, store: Store, keystore: KeyStore, key_file: Path, configured_key: str
+) -> tuple[SigningKeys, str]:
+    """The node's signing key ring and bootstrap key (its text in `key_file`), at start-up; the Store keeps neither in clear."""
     now = wall_ms()
-    ring = await open_signing_keys(data_dir / SIGNING_KEYS_FILE, store, now)
+    ring = await open_signing_keys(rings, store, now)
     await store.forget_meta(LEGACY_API_KEY_META)  # a generated key from before: replaced by a hashed hk_ key
-    return ring, await open_bootstrap_key(keystore, data_dir / API_KEY_FILE, configured_key, now)
+    return ring, await open_bootstrap_key(keystore, key_file, configured_key, now)
 
 
 # -- API keys: pure parts

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,7 +21,7 @@ from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore
+from reactor.ports import LogStore, SigningKeyStore
 
 from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, templates, users
 from .api.fast_path import FastSubmit
@@ -63,7 +62,7 @@ class Gateway:
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
-    signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
+    signing_key_store: SigningKeyStore | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
 
 

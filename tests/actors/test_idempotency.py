@@ -7,8 +7,7 @@ import trio
 
 from actors.api.errors import Answer
 from actors.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency, fingerprint
-from reactor.state_memory import MemoryState
-from reactor.state_sqlite import SqliteState
+from reactor.backends.embedded import MemoryState, SqliteState
 from tests.helpers import http, running_node, web_notification
 
 

@@ -6,8 +6,7 @@ import pytest
 import trio
 
 from actors.auth import ApiKeys, retry_after
-from reactor.keys_sqlite import SqliteKeyStore
-from reactor.state_memory import MemoryState
+from reactor.backends.embedded import MemoryState, SqliteKeyStore
 from tests.helpers import http, running_node
 
 

@@ -16,8 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-import reactor.bus_embedded as bus_module
-from reactor.bus_embedded import BusClosed, BusError, BusNotRunning, EmbeddedBus, UnknownTopic
+import reactor.backends.embedded.bus as bus_module
+from reactor.backends.embedded.bus import BusClosed, BusError, BusNotRunning, EmbeddedBus, UnknownTopic
 from reactor.partitioner import kafka_partition
 from reactor.ports import Assignment, Record
 
@@ -226,7 +226,7 @@ KILL9_CHILD = textwrap.dedent(
     import sys, pathlib
     sys.path.insert(0, sys.argv[2])
     import trio
-    from reactor.bus_embedded import EmbeddedBus
+    from reactor.backends.embedded import EmbeddedBus
 
     async def main():
         bus = EmbeddedBus(pathlib.Path(sys.argv[1]), {"t": 3}, segment_bytes=4096)

@@ -24,7 +24,7 @@ from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import StatusEvent
 from reactor.clock import wall_ms
-from reactor.logstore_sqlite import SqliteLogStore
+from reactor.backends.embedded import SqliteLogStore
 from tests.helpers import http, receive_json, running_node, token_for
 from tests.realtime.streams import open_ws, send_web, subscriber_client, wait_unread, ws_sync
 from tests.realtime.test_replay import IDS, T0, entry, node

@@ -21,7 +21,7 @@ from actors.auth import InvalidToken, issue_token, verify_token
 from actors.sessions import Session, SessionCaps
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
 from reactor.clock import wall_ms
-from reactor.state_memory import MemoryState
+from reactor.backends.embedded import MemoryState
 from tests.helpers import http, receive_json, running_node, token_for
 from tests.realtime.streams import open_sse, open_ws, send_web, subscriber_client, wait_unread, ws_sync
 

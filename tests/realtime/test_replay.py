@@ -20,7 +20,7 @@ from protocol.frames import CloseCode
 from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
 from reactor.ask import ask
-from reactor.logstore_sqlite import SqliteLogStore
+from reactor.backends.embedded import SqliteLogStore
 from reactor.mailbox import Mailbox
 
 T0 = 1_704_067_200_000

@@ -6,7 +6,7 @@ import pytest
 from actors.template_service import LRU, TemplateExists, TemplateNotFound, TemplateService
 from actors.templates import InvalidTemplate
 from protocol.templates import TemplateSpec
-from reactor.templates_sqlite import SqliteTemplateStore
+from reactor.backends.embedded import SqliteTemplateStore
 
 
 def spec(subject: str) -> TemplateSpec:

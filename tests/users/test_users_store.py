@@ -8,8 +8,7 @@ from actors.auth import SigningKeys
 from actors.users import UserDirectory
 from protocol.preferences import MAX_DEVICES, ContactPoints, Platform, Preferences
 from reactor.ports import DeviceRow
-from reactor.state_memory import MemoryState
-from reactor.users_sqlite import SqliteUserStore
+from reactor.backends.embedded import MemoryState, SqliteUserStore
 
 
 async def open_store(tmp_path) -> SqliteUserStore:

@@ -48,9 +48,9 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import trio
 
-from .files import fsync_dir as _fsync_dir, write_all as _write_all, write_atomically as _write_atomically
-from .partitioner import kafka_partition
-from .ports import Assignment, Record
+from reactor.files import fsync_dir as _fsync_dir, write_all as _write_all, write_atomically as _write_atomically
+from reactor.partitioner import kafka_partition
+from reactor.ports import Assignment, Record
 
 try:
     import fcntl

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence, TypeVar
 
+from reactor.ports import DeadLetter, DlqFilter, Scheduled
 
 from .sqlite import SqliteBacked
-from .ports import DeadLetter, DlqFilter, Scheduled
 
 T = TypeVar("T")
 

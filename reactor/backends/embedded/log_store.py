@@ -49,7 +49,7 @@ import trio
 from protocol.lifecycle import RANK, ROUND_SIZE, Status, Step, position, round_of, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 
-from .ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, StatusRow
 
 T = TypeVar("T")
 
