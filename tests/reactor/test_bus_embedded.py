@@ -16,8 +16,9 @@ import pytest
 import trio
 import trio.testing
 
-import reactor.backends.embedded.bus as bus_module
-from reactor.backends.embedded.bus import BusClosed, BusError, BusNotRunning, EmbeddedBus, UnknownTopic
+import reactor.backends.embedded.segment_log as segment_log
+from reactor.backends.embedded.bus import EmbeddedBus
+from reactor.backends.embedded.bus_errors import BusClosed, BusError, BusNotRunning, UnknownTopic
 from reactor.partitioner import kafka_partition
 from reactor.ports import Assignment, Record
 
@@ -373,7 +374,7 @@ async def test_commit_semantics_and_persistence(tmp_path: Path) -> None:
 
 
 async def test_offsets_log_compaction_and_torn_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bus_module, "COMPACT_MIN_ENTRIES", 20)
+    monkeypatch.setattr(segment_log, "COMPACT_MIN_ENTRIES", 20)
     async with running(EmbeddedBus(tmp_path, {"t": 1})) as bus:
         await bus.produce([("t", b"k", b"v")] * 100)
         for i in range(1, 51):

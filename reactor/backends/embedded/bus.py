@@ -1,106 +1,45 @@
 """The embedded Bus: Kafka's semantics on local disk, for a single process.
 
-Layout under `directory`:
+The adapter part: the Bus port (produce, fetch, commit, assignments) on Trio's side,
+over the files of segment_log.py (where the on-disk layout is described), written
+through two group commits (group_commit.py).
 
-    FORMAT                        "herald-embedded-bus 1"
-    LOCK                          flock'ed while a bus runs on the directory
-    logs/<topic>-<p>/<base>.log   segments of partition p; <base> (20 digits) is the
-                                  offset of its first record
-    offsets.log                   the groups' committed offsets, one entry per commit
-
-A segment is a run of records, each framed as
-`crc32 u32 | length u32 | offset u64 | key_len u32 | key | value` (little endian;
-`length` counts the bytes after itself, the CRC covers them all). Only the last segment
-of a partition is written to; once it reaches `segment_bytes` it is fsynced and sealed
-before the next one is created, so after a crash only the last segment can have a torn
-tail. Recovery scans it and truncates it at the first record whose length, offset
-(they are dense) or CRC is wrong. Sealed segments are scanned lazily, when a fetch first
-needs them.
-
-Group commit: `produce` assigns offsets, queues its records and waits; one task hands
-the whole queue to a thread that appends each partition's records with one write and
-one fdatasync per partition touched, then wakes every producer of the batch. Records
-become visible to `fetch` (and count in `end_offset`) only once durable. Commits go the
-same way through their own queue into `offsets.log` (`crc32 u32 | length u32 |
-next_offset u64 | partition u32 | group_len u16 | topic_len u16 | group | topic`),
-which is compacted to its live entries by write-tmp, fsync, rename, fsync-dir.
+`produce` assigns offsets, queues its records and waits; one task hands the whole queue
+to worker threads that append each partition's records with one write and one
+fdatasync per partition touched, then wakes every producer of the batch. Records become
+visible to `fetch` (and count in `end_offset`) only once durable. Commits go the same
+way through their own queue into `offsets.log`.
 
 Recent records are kept in memory for fetch: those at or above the lowest offset
 committed on the partition, within `cache_bytes` per partition; older ones are read back
-from the segments through a sparse index (one entry per 4 KiB). Whole segments below the
-lowest committed offset of every group that committed on the partition are deleted; a
-partition nobody committed on keeps everything.
+from the segments. Whole segments below the lowest committed offset of every group that
+committed on the partition are deleted; a partition nobody committed on keeps everything.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import struct
-import zlib
-from array import array
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any
 
 import trio
 
-from reactor.files import fsync_dir as _fsync_dir, write_all as _write_all, write_atomically as _write_atomically
 from reactor.partitioner import kafka_partition
 from reactor.ports import Assignment, Record
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
+from .bus_errors import BusClosed, BusCorrupted, BusNotRunning, UnknownTopic
+from .group_commit import GroupCommit
+from .segment_log import FRAME_OVERHEAD, Partition, Segment, SegmentLog, delete_files, read_records, segment_base
 
 log = logging.getLogger("herald.bus")
 _NOT_RUNNING = "EmbeddedBus is not running: start it first, e.g. `await nursery.start(bus.run)`"
 
 MiB = 1024 * 1024
-FORMAT = b"herald-embedded-bus 1\n"
-INDEX_INTERVAL_BYTES = 4096  # one sparse-index entry per this many bytes of records
-COMPACT_MIN_ENTRIES = 4096  # offsets.log is compacted past this many entries ...
-COMPACT_RATIO = 4  # ... when they outnumber the live ones this many times
-
-_CRC = struct.Struct("<I")
-_HEAD = struct.Struct("<IQI")  # length, offset, key_len: the start of what the CRC covers
-_FRAME = struct.Struct("<IIQI")  # crc + _HEAD
-_FRAME_OVERHEAD = _FRAME.size  # 20
-_BODY_MIN = _HEAD.size - 4  # offset + key_len: the least `length` can be
-_COMMIT = struct.Struct("<IIQIHH")  # crc, length, next_offset, partition, group_len, topic_len
-_COMMIT_BODY_MIN = _COMMIT.size - 8
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_SYNC = getattr(os, "fdatasync", os.fsync)  # appends: the data and the new size, no mtime
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class BusError(Exception):
-    """The embedded bus cannot serve the request."""
-
-
-class BusNotRunning(BusError, RuntimeError):
-    """Used before `run()` was started (or after it ended)."""
-
-
-class BusClosed(BusError):
-    """The bus stopped (or failed) before the request completed."""
-
-
-class BusCorrupted(BusError):
-    """A sealed segment or a durable record does not read back as written."""
-
-
-class UnknownTopic(KeyError, ValueError):
-    """The topic was not declared when the bus was built."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown topic"
 
 
 @dataclass(frozen=True)
@@ -115,134 +54,6 @@ class BusStatistics:
     segments_deleted: int
     disk_reads: int  # fetches served from the segment files rather than memory
     cached_records: int
-
-
-class _Segment:
-    """One segment file and its sparse index: record `offsets[i]` is at `positions[i]`."""
-
-    __slots__ = ("base", "path", "offsets", "positions", "indexed")
-
-    def __init__(self, base: int, path: Path, index: tuple[array[int], array[int]] | None = None) -> None:
-        self.base = base
-        self.path = path
-        self.offsets, self.positions = index if index is not None else (array("q"), array("q"))
-        self.indexed = index is not None  # sealed segments found at open are indexed lazily
-
-    def add_to_index(self, offset: int, position: int) -> None:
-        # Positions first: a reader thread that finds an offset finds its position.
-        self.positions.append(position)
-        self.offsets.append(offset)
-
-
-class _Partition:
-    __slots__ = (
-        "topic", "number", "path", "fd", "active_size", "unindexed",
-        "segments", "end", "next_offset", "cache", "head", "cache_bytes", "appended", "commits",
-    )  # fmt: skip
-
-    def __init__(self, topic: str, number: int, path: Path) -> None:
-        self.topic = topic
-        self.number = number
-        self.path = path
-        # Owned by the writer thread while the bus runs: the last segment's file.
-        self.fd = -1
-        self.active_size = 0
-        self.unindexed = INDEX_INTERVAL_BYTES  # bytes written since the last index entry
-        # Owned by the Trio thread.
-        self.segments: list[_Segment] = []
-        self.end = 0  # durable end: every offset below is fsynced and fetchable
-        self.next_offset = 0  # the offset the next produced record gets (>= end)
-        self.cache: list[Record] = []  # records [end - (len(cache) - head), end)
-        self.head = 0
-        self.cache_bytes = 0
-        self.appended = trio.Event()  # set (and replaced) whenever `end` moves
-        self.commits: dict[str, int] = {}  # group -> committed next offset
-
-    @property
-    def cache_base(self) -> int:
-        return self.end - (len(self.cache) - self.head)
-
-    @property
-    def log_start(self) -> int:
-        return self.segments[0].base
-
-
-class _Batch(Generic[T]):
-    __slots__ = ("items", "done", "error")
-
-    def __init__(self) -> None:
-        self.items: list[T] = []
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-    def fail(self, error: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
-
-    async def wait(self) -> None:
-        await self.done.wait()
-        if self.error is not None:
-            raise BusClosed(f"the bus stopped before this write was acknowledged: {self.error!r}") from self.error
-
-
-class _GroupCommit(Generic[T, R]):
-    """Concurrent callers queue items; one task writes each queue-full at once.
-
-    `write(items)` makes the items durable (in worker threads; a write in progress is
-    never abandoned); `publish(items, result)` applies the result in Trio and may return
-    follow-up work for a thread (retention), done before the callers wake. While a batch
-    is being written the next one fills.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[list[T]], Awaitable[R]],
-        publish: Callable[[list[T], R], Callable[[], Any] | None],
-        linger_s: float,
-    ) -> None:
-        self._write = write
-        self._publish = publish
-        self._linger_s = linger_s
-        self._batch: _Batch[T] = _Batch()
-        self._wake = trio.Event()
-        self._stopping = False
-
-    def submit(self, items: Sequence[T]) -> _Batch[T]:
-        batch = self._batch
-        batch.items.extend(items)
-        self._wake.set()
-        return batch
-
-    def stop(self) -> None:
-        """Write what is queued, then let `run` return."""
-        self._stopping = True
-        self._wake.set()
-
-    def fail_pending(self, error: BaseException) -> None:
-        self._batch.fail(error)
-
-    async def run(self) -> None:
-        while True:
-            while not self._batch.items:
-                if self._stopping:
-                    return
-                wake = self._wake = trio.Event()  # submit() and stop() set it
-                await wake.wait()
-            if self._linger_s > 0 and not self._stopping:
-                await trio.sleep(self._linger_s)
-            batch, self._batch = self._batch, _Batch()
-            try:
-                result = await self._write(batch.items)
-            except BaseException as exc:
-                batch.fail(exc)
-                raise
-            try:  # durable from here on: the callers are acknowledged whatever happens
-                follow_up = self._publish(batch.items, result)
-                if follow_up is not None:
-                    await trio.to_thread.run_sync(follow_up)
-            finally:
-                batch.done.set()
 
 
 class EmbeddedBus:
@@ -276,16 +87,12 @@ class EmbeddedBus:
         self.segment_bytes = segment_bytes
         self.flush_interval_s = flush_interval_s
         self.cache_bytes = cache_bytes
-        self._parts: dict[tuple[str, int], _Partition] = {}
+        self._parts: dict[tuple[str, int], Partition] = {}
         self._state = "new"  # new -> opening -> open -> stopping -> stopped (-> opening: run again)
         self._stop_requested = False
-        self._records_gc: _GroupCommit[tuple[_Partition, Record], Any] | None = None
-        self._commits_gc: _GroupCommit[tuple[str, _Partition, int], Any] | None = None
-        self._lock_fd = -1
-        # Owned by the commit writer thread while running.
-        self._offsets_fd = -1
-        self._offsets_live: dict[tuple[str, str, int], int] = {}
-        self._offsets_entries = 0
+        self._records_gc: GroupCommit[tuple[Partition, Record], Any] | None = None
+        self._commits_gc: GroupCommit[tuple[str, Partition, int], Any] | None = None
+        self._log = SegmentLog(self.directory, self.topics, segment_bytes)  # the files; used from worker threads
         # Statistics (Trio thread).
         self._records = 0
         self._batches = 0
@@ -305,8 +112,8 @@ class EmbeddedBus:
         self._stop_requested = False
         try:
             await trio.to_thread.run_sync(self._open_sync)
-            records_gc = self._records_gc = _GroupCommit(self._write_records, self._publish_records, self.flush_interval_s)
-            commits_gc = self._commits_gc = _GroupCommit(self._write_commits_async, self._publish_commits, 0.0)
+            records_gc = self._records_gc = GroupCommit(self._write_records, self._publish_records, self.flush_interval_s)
+            commits_gc = self._commits_gc = GroupCommit(self._write_commits_async, self._publish_commits, 0.0)
             self._state = "open"
             if self._stop_requested:
                 self.stop()
@@ -359,7 +166,7 @@ class EmbeddedBus:
         if not items:
             await trio.lowlevel.checkpoint()
             return []
-        targets: list[tuple[_Partition, bytes, bytes]] = []
+        targets: list[tuple[Partition, bytes, bytes]] = []
         for topic, key, value in items:  # validate everything before taking offsets
             if type(key) is not bytes or type(value) is not bytes:
                 if not isinstance(key, (bytes, bytearray, memoryview)) or not isinstance(value, (bytes, bytearray, memoryview)):
@@ -369,7 +176,7 @@ class EmbeddedBus:
             if count is None:
                 self.partitions(topic)  # raises UnknownTopic
             targets.append((self._parts[(topic, kafka_partition(key, count))], key, value))  # type: ignore[arg-type]
-        queued: list[tuple[_Partition, Record]] = []
+        queued: list[tuple[Partition, Record]] = []
         result: list[tuple[int, int]] = []
         for part, key, value in targets:
             offset = part.next_offset
@@ -406,10 +213,10 @@ class EmbeddedBus:
                 await trio.lowlevel.checkpoint()
                 return part.cache[first : first + max_records]
             count = min(max_records, cache_base - start)
-            at = bisect_right(part.segments, start, key=_segment_base) - 1
+            at = bisect_right(part.segments, start, key=segment_base) - 1
             segments = part.segments[at:]
             try:
-                rows = await trio.to_thread.run_sync(_read_records, segments, start, count, abandon_on_cancel=True)
+                rows = await trio.to_thread.run_sync(read_records, segments, start, count, abandon_on_cancel=True)
             except FileNotFoundError:
                 continue  # retention deleted the segment meanwhile: read from the new start
             if not rows:
@@ -478,7 +285,7 @@ class EmbeddedBus:
             raise BusNotRunning("EmbeddedBus is still opening: wait for `nursery.start(bus.run)` to return")
         raise BusClosed(f"the bus is {state}")
 
-    def _partition(self, topic: str, partition: int) -> _Partition:
+    def _partition(self, topic: str, partition: int) -> Partition:
         count = self.partitions(topic)
         if not 0 <= partition < count:
             raise ValueError(f"topic {topic!r} has partitions 0..{count - 1}, not {partition}")
@@ -490,7 +297,7 @@ class EmbeddedBus:
     def _end_offsets(self, topic: str) -> list[int]:
         return [self._parts[(topic, n)].end for n in range(self.topics[topic])]
 
-    def _trim(self, part: _Partition) -> None:
+    def _trim(self, part: Partition) -> None:
         """Drop cached records below every committed offset, and the oldest past the budget."""
         cache = part.cache
         head = part.head
@@ -501,7 +308,7 @@ class EmbeddedBus:
             record = cache[head]
             if record.offset >= floor and size <= budget:
                 break
-            size -= _FRAME_OVERHEAD + len(record.key) + len(record.value)
+            size -= FRAME_OVERHEAD + len(record.key) + len(record.value)
             head += 1
         if head > 256 and head * 2 > len(cache):
             del cache[:head]
@@ -509,7 +316,7 @@ class EmbeddedBus:
         part.head = head
         part.cache_bytes = size
 
-    def _retention(self, part: _Partition) -> list[Path]:
+    def _retention(self, part: Partition) -> list[Path]:
         """Take the segments wholly below every group's commit out of the log."""
         if not part.commits:
             return []
@@ -519,24 +326,24 @@ class EmbeddedBus:
             doomed.append(part.segments.pop(0).path)
         return doomed
 
-    async def _write_records(self, items: list[tuple[_Partition, Record]]) -> list[tuple[_Partition, list[Record], Any]]:
+    async def _write_records(self, items: list[tuple[Partition, Record]]) -> list[tuple[Partition, list[Record], Any]]:
         """Write and fdatasync each partition's records, the partitions concurrently.
 
         One thread per partition touched: concurrent fdatasyncs of different files share
         one journal commit (ext4: 8 files take ~1 sync's time, ~8x that in sequence).
         """
-        by_partition: dict[_Partition, list[Record]] = {}
+        by_partition: dict[Partition, list[Record]] = {}
         for part, record in items:
             records = by_partition.get(part)
             if records is None:
                 by_partition[part] = [record]
             else:
                 records.append(record)
-        written: list[tuple[_Partition, list[Record], Any]] = []
+        written: list[tuple[Partition, list[Record], Any]] = []
 
-        async def write(part: _Partition, records: list[Record]) -> None:
+        async def write(part: Partition, records: list[Record]) -> None:
             # Not abandoned on cancel: a write in progress always completes.
-            written.append((part, records, await trio.to_thread.run_sync(self._write_partition, part, records)))
+            written.append((part, records, await trio.to_thread.run_sync(self._log.write_partition, part, records)))
 
         if len(by_partition) == 1:
             [(part, records)] = by_partition.items()
@@ -547,16 +354,16 @@ class EmbeddedBus:
                     nursery.start_soon(write, part, records)
         return written
 
-    async def _write_commits_async(self, items: list[tuple[str, _Partition, int]]) -> int:
-        return await trio.to_thread.run_sync(self._write_commits, items)
+    async def _write_commits_async(self, items: list[tuple[str, Partition, int]]) -> int:
+        return await trio.to_thread.run_sync(self._log.write_commits, items)
 
-    def _publish_records(self, items: list[tuple[_Partition, Record]], written: list[tuple[_Partition, list[Record], Any]]) -> None:
+    def _publish_records(self, items: list[tuple[Partition, Record]], written: list[tuple[Partition, list[Record], Any]]) -> None:
         self._batches += 1
         self._records += len(items)
         for part, records, (events, size, fsyncs) in written:
             self._fsyncs += fsyncs
             for event in events:
-                if isinstance(event, _Segment):
+                if isinstance(event, Segment):
                     part.segments.append(event)
                 else:
                     part.segments[-1].add_to_index(*event)
@@ -568,11 +375,11 @@ class EmbeddedBus:
             self._trim(part)
         return None
 
-    def _publish_commits(self, items: list[tuple[str, _Partition, int]], fsyncs: int) -> Callable[[], None] | None:
+    def _publish_commits(self, items: list[tuple[str, Partition, int]], fsyncs: int) -> Callable[[], None] | None:
         self._fsyncs += fsyncs
         self._commit_batches += 1
         self._commits += len(items)
-        touched: dict[int, _Partition] = {}
+        touched: dict[int, Partition] = {}
         for group, part, offset in items:
             part.commits[group] = offset
             touched[id(part)] = part
@@ -584,327 +391,17 @@ class EmbeddedBus:
             return None
         self._segments_deleted += len(doomed)
         self._fsyncs += len({path.parent for path in doomed})
-        return lambda: _delete_files(doomed)
+        return lambda: delete_files(doomed)
 
     # -- blocking I/O (worker threads) ------------------------------------------------
 
     def _open_sync(self) -> None:
-        root = self.directory
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-                raise BusError(f"{root} is in use by another EmbeddedBus") from None
-        try:
-            self._open_files_sync()
-        except BaseException:
-            self._close_files()
-            raise
-
-    def _open_files_sync(self) -> None:
-        root = self.directory
-        fmt = root / "FORMAT"
-        if fmt.exists():
-            if fmt.read_bytes() != FORMAT:
-                raise BusError(f"{fmt}: not {FORMAT.decode().strip()!r}")
-        else:
-            _write_atomically(fmt, FORMAT)
-        logs = root / "logs"
-        if not logs.exists():
-            logs.mkdir()
-            _fsync_dir(root)
-        for name in os.listdir(logs):
-            topic, _, number = name.rpartition("-")
-            if topic in self.topics and number.isdigit() and int(number) >= self.topics[topic]:
-                raise ValueError(
-                    f"{logs / name} exists but topic {topic!r} is declared with {self.topics[topic]} partitions: "
-                    "partitions cannot be removed"
-                )
-        self._parts = {}
-        for topic, count in self.topics.items():
-            for number in range(count):
-                part = _Partition(topic, number, logs / f"{topic}-{number}")
-                self._recover_partition(part)
-                self._parts[(topic, number)] = part
-        self._recover_offsets()
+        self._parts = self._log.open()
         for part in self._parts.values():
             doomed = self._retention(part)
             if doomed:
-                _delete_files(doomed)
+                delete_files(doomed)
                 self._segments_deleted += len(doomed)
 
-    def _recover_partition(self, part: _Partition) -> None:
-        if not part.path.exists():
-            part.path.mkdir()
-            _fsync_dir(part.path.parent)
-        bases = sorted(int(name[:-4]) for name in os.listdir(part.path) if name.endswith(".log") and name[:-4].isdigit())
-        if not bases:
-            bases = [0]
-            os.close(os.open(_segment_path(part.path, 0), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            _fsync_dir(part.path)
-        last = bases[-1]
-        path = _segment_path(part.path, last)
-        index, end, valid = _scan_segment(path, last)
-        size = path.stat().st_size
-        if valid < size:
-            log.warning("%s: truncating a torn or corrupt tail: %d bytes after offset %d", path, size - valid, end)
-            fd = os.open(path, os.O_RDWR)
-            try:
-                os.ftruncate(fd, valid)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        part.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        part.active_size = valid
-        part.unindexed = valid - index[1][-1] if index[1] else INDEX_INTERVAL_BYTES
-        part.segments = [_Segment(base, _segment_path(part.path, base)) for base in bases[:-1]]
-        part.segments.append(_Segment(last, path, index))
-        part.end = part.next_offset = end
-        part.cache, part.head, part.cache_bytes = [], 0, 0
-
-    def _recover_offsets(self) -> None:
-        path = self.directory / "offsets.log"
-        tmp = path.with_name("offsets.log.tmp")
-        if tmp.exists():
-            tmp.unlink()  # a compaction that did not reach its rename
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            _fsync_dir(self.directory)
-        data = path.read_bytes()
-        live: dict[tuple[str, str, int], int] = {}
-        pos = entries = 0
-        while pos + _COMMIT.size <= len(data):
-            crc, length, offset, number, group_len, topic_len = _COMMIT.unpack_from(data, pos)
-            if length != _COMMIT_BODY_MIN + group_len + topic_len or pos + 8 + length > len(data):
-                break
-            if zlib.crc32(memoryview(data)[pos + 4 : pos + 8 + length]) != crc:
-                break
-            names = pos + _COMMIT.size
-            try:
-                group = data[names : names + group_len].decode()
-                topic = data[names + group_len : names + group_len + topic_len].decode()
-            except UnicodeDecodeError:
-                break
-            live[(group, topic, number)] = offset
-            entries += 1
-            pos += 8 + length
-        if pos < len(data):
-            log.warning("%s: truncating a torn or corrupt tail of %d bytes", path, len(data) - pos)
-            os.truncate(path, pos)
-            fd = os.open(path, os.O_RDWR)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._offsets_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._offsets_live = live
-        self._offsets_entries = entries
-        for (group, topic, number), offset in live.items():
-            part = self._parts.get((topic, number))
-            if part is None:
-                continue  # a topic not declared now: kept in the file, not served
-            if offset > part.end:
-                log.warning("%s/%d: group %r committed %d beyond the end %d", topic, number, group, offset, part.end)
-                offset = part.end
-            part.commits[group] = offset
-
-    def _write_partition(self, part: _Partition, records: list[Record]) -> tuple[list[Any], int, int]:
-        """Append records to the partition's last segment (rolling as needed) and sync.
-
-        Returns (events for the Trio thread to apply: sparse-index entries and new
-        segments, in order; bytes of records; fsyncs made).
-        """
-        events: list[Any] = []
-        fsyncs = 0
-        crc32 = zlib.crc32
-        pack_head = _HEAD.pack
-        pack_crc = _CRC.pack
-        limit = self.segment_bytes
-        buf = bytearray()
-        total = 0
-        for record in records:
-            key = record.key
-            value = record.value
-            if part.active_size + len(buf) >= limit:
-                _write_all(part.fd, buf)
-                part.active_size += len(buf)
-                buf = bytearray()
-                fsyncs += self._roll(part, record.offset, events)
-            if part.unindexed >= INDEX_INTERVAL_BYTES:
-                events.append((record.offset, part.active_size + len(buf)))
-                part.unindexed = 0
-            head = pack_head(_BODY_MIN + len(key) + len(value), record.offset, len(key))
-            buf += pack_crc(crc32(value, crc32(key, crc32(head))))
-            buf += head
-            buf += key
-            buf += value
-            size = _FRAME_OVERHEAD + len(key) + len(value)
-            part.unindexed += size
-            total += size
-        _write_all(part.fd, buf)
-        part.active_size += len(buf)
-        _SYNC(part.fd)
-        return events, total, fsyncs + 1
-
-    def _roll(self, part: _Partition, base: int, events: list[Any]) -> int:
-        """Seal the last segment (fsync it first) and start a new one at `base`."""
-        _SYNC(part.fd)
-        os.close(part.fd)
-        part.fd = -1
-        path = _segment_path(part.path, base)
-        part.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        _fsync_dir(part.path)
-        part.active_size = 0
-        part.unindexed = INDEX_INTERVAL_BYTES
-        events.append(_Segment(base, path, (array("q"), array("q"))))
-        return 2
-
-    def _write_commits(self, items: list[tuple[str, _Partition, int]]) -> int:
-        buf = bytearray()
-        live = self._offsets_live
-        for group, part, offset in items:
-            buf += _encode_commit(group, part.topic, part.number, offset)
-            live[(group, part.topic, part.number)] = offset
-        _write_all(self._offsets_fd, buf)
-        _SYNC(self._offsets_fd)
-        self._offsets_entries += len(items)
-        if self._offsets_entries > max(COMPACT_MIN_ENTRIES, COMPACT_RATIO * len(live)):
-            return 1 + self._compact_offsets()
-        return 1
-
-    def _compact_offsets(self) -> int:
-        """Rewrite offsets.log with one entry per (group, topic, partition)."""
-        path = self.directory / "offsets.log"
-        data = b"".join(_encode_commit(g, t, n, offset) for (g, t, n), offset in self._offsets_live.items())
-        _write_atomically(path, data)
-        os.close(self._offsets_fd)
-        self._offsets_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._offsets_entries = len(self._offsets_live)
-        return 2
-
     def _close_files(self) -> None:
-        for part in self._parts.values():
-            if part.fd >= 0:
-                os.close(part.fd)
-                part.fd = -1
-        for name in ("_offsets_fd", "_lock_fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)  # closing the lock's fd releases the flock
-                setattr(self, name, -1)
-
-
-# -- file helpers -----------------------------------------------------------------------
-
-_segment_base = lambda segment: segment.base  # noqa: E731 - bisect key
-
-
-def _segment_path(directory: Path, base: int) -> Path:
-    return directory / f"{base:020d}.log"
-
-
-def _encode_commit(group: str, topic: str, partition: int, offset: int) -> bytes:
-    g = group.encode()
-    t = topic.encode()
-    body = _COMMIT.pack(0, _COMMIT_BODY_MIN + len(g) + len(t), offset, partition, len(g), len(t))[4:] + g + t
-    return _CRC.pack(zlib.crc32(body)) + body
-
-
-def _delete_files(paths: list[Path]) -> None:
-    """Delete segments retention dropped; a failure leaves a file behind, nothing worse."""
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("retention could not delete %s: %r", path, exc)
-    for directory in {path.parent for path in paths}:
-        try:
-            _fsync_dir(directory)
-        except OSError as exc:
-            log.warning("retention could not fsync %s: %r", directory, exc)
-
-
-def _scan_segment(path: Path, base: int) -> tuple[tuple[array[int], array[int]], int, int]:
-    """Validate a segment from its start: (sparse index, end offset, bytes of good records)."""
-    data = path.read_bytes()
-    view = memoryview(data)
-    offsets: array[int] = array("q")
-    positions: array[int] = array("q")
-    unpack = _FRAME.unpack_from
-    crc32 = zlib.crc32
-    size = len(data)
-    pos = 0
-    at = base
-    unindexed = INDEX_INTERVAL_BYTES
-    while pos + _FRAME_OVERHEAD <= size:
-        crc, length, offset, key_len = unpack(data, pos)
-        if length < _BODY_MIN or key_len > length - _BODY_MIN or pos + 8 + length > size or offset != at:
-            break
-        if crc32(view[pos + 4 : pos + 8 + length]) != crc:
-            break
-        if unindexed >= INDEX_INTERVAL_BYTES:
-            offsets.append(at)
-            positions.append(pos)
-            unindexed = 0
-        unindexed += 8 + length
-        pos += 8 + length
-        at += 1
-    return (offsets, positions), at, pos
-
-
-def _read_frame(f: BinaryIO, path: Path) -> tuple[int, bytes, bytes] | None:
-    head = f.read(_FRAME_OVERHEAD)
-    if not head:
-        return None
-    if len(head) < _FRAME_OVERHEAD:
-        raise BusCorrupted(f"{path}: truncated record header")
-    crc, length, offset, key_len = _FRAME.unpack(head)
-    if length < _BODY_MIN or key_len > length - _BODY_MIN:
-        raise BusCorrupted(f"{path}: bad record length at offset {offset}")
-    rest = f.read(length - _BODY_MIN)
-    if len(rest) < length - _BODY_MIN or zlib.crc32(rest, zlib.crc32(memoryview(head)[4:])) != crc:
-        raise BusCorrupted(f"{path}: bad record at offset {offset}")
-    return offset, rest[:key_len], rest[key_len:]
-
-
-def _read_records(segments: list[_Segment], start: int, count: int) -> list[tuple[int, bytes, bytes]]:
-    """Read `count` durable records from `start` on, through the segments' sparse indexes."""
-    out: list[tuple[int, bytes, bytes]] = []
-    at = start
-    for i, segment in enumerate(segments):
-        next_base = segments[i + 1].base if i + 1 < len(segments) else None
-        if not segment.indexed:
-            index, end, valid = _scan_segment(segment.path, segment.base)
-            if end != next_base or valid != segment.path.stat().st_size:
-                raise BusCorrupted(f"{segment.path}: a sealed segment reads as offsets {segment.base}..{end}, expected ..{next_base}")
-            segment.positions = index[1]
-            segment.offsets = index[0]
-            segment.indexed = True
-        offsets = segment.offsets
-        j = bisect_right(offsets, at) - 1
-        if j < 0:
-            raise BusCorrupted(f"{segment.path}: offset {at} is not in this segment")
-        current, position = offsets[j], segment.positions[j]
-        with open(segment.path, "rb") as f:
-            f.seek(position)
-            while len(out) < count:
-                frame = _read_frame(f, segment.path)
-                if frame is None:
-                    break
-                if frame[0] != current:
-                    raise BusCorrupted(f"{segment.path}: found offset {frame[0]} where {current} belongs")
-                current += 1
-                if frame[0] >= at:
-                    out.append(frame)
-        if len(out) >= count:
-            break
-        if next_base is not None and current != next_base:
-            raise BusCorrupted(f"{segment.path}: ends at offset {current}, the next segment starts at {next_base}")
-        at = current
-    return out
+        self._log.close()
