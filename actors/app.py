@@ -24,32 +24,32 @@ from typing import Any
 import trio
 
 from protocol.channels import Channel
-from reactor.backends import Backends, BackendSettings, local_state, open_backends
+from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
 from reactor.ports import Bus, LogStore, Store
 from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
 
-from .api.subscriber import SubscriberLimits
-from .auth import API_KEY_FILE, ApiKeys, open_node_credentials
+from .api.gateway import FrontEnd, Gateway
+from .api.idempotency import Idempotency
+from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
 from .config import Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
-from .dead_letters import DeadLetters
-from .gate import ResilienceGate
-from .idempotency import Idempotency
-from .gateway import FrontEnd, Gateway
 from .ingress import Ingress
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
+from .registry import ConnectionRegistry
 from .scheduler import Scheduler
-from .sessions import ConnectionRegistry, SessionCaps
-from .template_service import TemplateService
-from .users import UserDirectory
+from .services.credentials import API_KEY_FILE, ApiKeys, open_node_credentials
+from .services.dead_letters import DeadLetters
+from .services.gate import ResilienceGate
+from .services.template_service import TemplateService
+from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald")
 

@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .app import run_herald
-    from .auth import API_KEY_FILE
+    from .services.credentials import API_KEY_FILE
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -114,7 +114,7 @@ def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
         url = url or node_url(config)
         key = key or config.api_key
         if not key:
-            from .auth import API_KEY_FILE
+            from .services.credentials import API_KEY_FILE
 
             key_file = config.data_dir / API_KEY_FILE
             if not key_file.exists():

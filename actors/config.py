@@ -103,7 +103,7 @@ class Config:
     def limits_of(self, channel: Channel) -> Any:
         from reactor.circuit_breaker import BreakerConfig
 
-        from .gate import Limits
+        from .services.gate import Limits
 
         raw = self.limits[channel.value]
         breaker = BreakerConfig(int(raw["failure_threshold"]), float(raw["open_timeout_s"]), int(raw["success_threshold"]))

@@ -18,7 +18,9 @@ from protocol.messages import InboxEntry, StatusEvent
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class BusRecord:
+    """One record of a bus partition, as fetched."""
+
     topic: str
     partition: int
     offset: int
@@ -47,7 +49,7 @@ class Bus(Protocol):
         Returns only once every record is durable (embedded: fsynced; Kafka: acks=all).
         """
 
-    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
+    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
         """Records from `offset` on, at least one: waits until there is one."""
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
@@ -204,7 +206,7 @@ class SigningKeyStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TemplateVersion:
-    """One saved, immutable version of a template; `spec` is the JSON of protocol.templates.TemplateSpec."""
+    """One saved, immutable version of a template; `spec` is the JSON of protocol.template_schemas.TemplateSpec."""
 
     template_id: str
     version: int

@@ -26,13 +26,8 @@ from reactor.clock import iso, wall_ms
 from reactor.files import private_dir, private_umask
 from reactor.ports import SigningKeyStore, StoredKey
 
-from ..auth import (
-    ApiKeys,
-    CurrentKeyError,
-    SigningKeys,
-    retire_signing_key,
-    rotate_signing_keys,
-)
+from ..domain.tokens import CurrentKeyError, SigningKeys
+from ..services.credentials import ApiKeys, retire_signing_key, rotate_signing_keys
 from .errors import ProblemError, authorize, decode_body, json_response, read_body
 
 _request_decoder = msgspec.json.Decoder(KeyRequest)

@@ -6,7 +6,8 @@ import pytest
 import trio
 
 from actors.api.errors import Answer
-from actors.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency, fingerprint
+from actors.api.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency
+from actors.domain.fingerprints import fingerprint
 from reactor.backends.embedded import MemoryState, SqliteState
 from tests.helpers import http, running_node, web_notification
 

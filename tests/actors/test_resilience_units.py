@@ -4,10 +4,10 @@ import time
 
 import trio
 
-from actors.gate import Limits, ResilienceGate
 from actors.messages import Attempt
 from actors.provider import Provider
 from actors.scheduler import ScheduleAt, Scheduler
+from actors.services.gate import Limits, ResilienceGate
 from protocol.channels import Channel
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, RetryLater, Sent

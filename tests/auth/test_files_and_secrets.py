@@ -27,7 +27,7 @@ import httpx
 import pytest
 import trio
 
-from actors.auth import API_KEY_FILE
+from actors.services.credentials import API_KEY_FILE
 from reactor.backends.embedded import FILES, LOCK_FILE
 from reactor.backends.embedded.signing_keys import read_signing_keys
 from reactor.clock import wall_ms

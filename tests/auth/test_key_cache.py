@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from actors.auth import ApiKeys, bearer, create_key, key_digest, new_api_key, parse_api_key
+from actors.domain.api_keys import bearer, key_digest, new_api_key, parse_api_key
+from actors.services.credentials import ApiKeys, create_key
 from reactor.backends.embedded import MemoryState, SqliteKeyStore
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from actors.auth import ApiKeys, retry_after
+from actors.api.errors import retry_after
+from actors.services.credentials import ApiKeys
 from reactor.backends.embedded import MemoryState, SqliteKeyStore
 from tests.helpers import http, running_node
 

@@ -20,7 +20,7 @@ import reactor.backends.embedded.segment_log as segment_log
 from reactor.backends.embedded.bus import EmbeddedBus
 from reactor.backends.embedded.bus_errors import BusClosed, BusError, BusNotRunning, UnknownTopic
 from reactor.partitioner import kafka_partition
-from reactor.ports import Assignment, Record
+from reactor.ports import Assignment, BusRecord
 
 pytestmark = pytest.mark.trio
 
@@ -43,9 +43,9 @@ def segment_files(directory: Path, topic: str, partition: int) -> list[Path]:
     return sorted((directory / "logs" / f"{topic}-{partition}").glob("*.log"))
 
 
-async def fetch_all(bus: EmbeddedBus, topic: str, partition: int, start: int = 0) -> list[Record]:
+async def fetch_all(bus: EmbeddedBus, topic: str, partition: int, start: int = 0) -> list[BusRecord]:
     end = await bus.end_offset(topic, partition)
-    out: list[Record] = []
+    out: list[BusRecord] = []
     offset = start
     while offset < end:
         batch = await bus.fetch("reader", topic, partition, offset, 1000)
@@ -120,7 +120,7 @@ async def test_use_before_run_after_stop_and_unknown_topic(tmp_path: Path) -> No
 
 async def test_fetch_waits_until_a_record_arrives(tmp_path: Path) -> None:
     async with running(EmbeddedBus(tmp_path, {"t": 1})) as bus:
-        got: list[Record] = []
+        got: list[BusRecord] = []
 
         async def consumer() -> None:
             got.extend(await bus.fetch("g", "t", 0, 0, 10))

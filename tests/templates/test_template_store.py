@@ -3,9 +3,9 @@
 import msgspec
 import pytest
 
-from actors.template_service import LRU, TemplateExists, TemplateNotFound, TemplateService
-from actors.templates import InvalidTemplate
-from protocol.templates import TemplateSpec
+from actors.domain.rendering import InvalidTemplate
+from actors.services.template_service import LRU, TemplateExists, TemplateNotFound, TemplateService
+from protocol.template_schemas import TemplateSpec
 from reactor.backends.embedded import SqliteTemplateStore
 
 

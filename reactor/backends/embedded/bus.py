@@ -29,7 +29,7 @@ from typing import Any
 import trio
 
 from reactor.partitioner import kafka_partition
-from reactor.ports import Assignment, Record
+from reactor.ports import Assignment, BusRecord
 
 from .bus_errors import BusClosed, BusCorrupted, BusNotRunning, UnknownTopic
 from .group_commit import GroupCommit
@@ -90,7 +90,7 @@ class EmbeddedBus:
         self._parts: dict[tuple[str, int], Partition] = {}
         self._state = "new"  # new -> opening -> open -> stopping -> stopped (-> opening: run again)
         self._stop_requested = False
-        self._records_gc: GroupCommit[tuple[Partition, Record], Any] | None = None
+        self._records_gc: GroupCommit[tuple[Partition, BusRecord], Any] | None = None
         self._commits_gc: GroupCommit[tuple[str, Partition, int], Any] | None = None
         self._log = SegmentLog(self.directory, self.topics, segment_bytes)  # the files; used from worker threads
         # Statistics (Trio thread).
@@ -176,17 +176,17 @@ class EmbeddedBus:
             if count is None:
                 self.partitions(topic)  # raises UnknownTopic
             targets.append((self._parts[(topic, kafka_partition(key, count))], key, value))  # type: ignore[arg-type]
-        queued: list[tuple[Partition, Record]] = []
+        queued: list[tuple[Partition, BusRecord]] = []
         result: list[tuple[int, int]] = []
         for part, key, value in targets:
             offset = part.next_offset
             part.next_offset = offset + 1
-            queued.append((part, Record(part.topic, part.number, offset, key, value)))
+            queued.append((part, BusRecord(part.topic, part.number, offset, key, value)))
             result.append((part.number, offset))
         await self._records_gc.submit(queued).wait()
         return result
 
-    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
+    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
         """Records from `offset` on (at most `max_records`, at least one): waits for one.
 
         An offset below the log start (deleted by retention) reads from the log start;
@@ -222,7 +222,7 @@ class EmbeddedBus:
             if not rows:
                 raise BusCorrupted(f"{topic}/{partition}: no record readable at offset {start}")
             self._disk_reads += 1
-            return [Record(topic, partition, off, key, value) for off, key, value in rows]
+            return [BusRecord(topic, partition, off, key, value) for off, key, value in rows]
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
         """Durably store the group's next offset; backwards is allowed, past the end not."""
@@ -326,22 +326,22 @@ class EmbeddedBus:
             doomed.append(part.segments.pop(0).path)
         return doomed
 
-    async def _write_records(self, items: list[tuple[Partition, Record]]) -> list[tuple[Partition, list[Record], Any]]:
+    async def _write_records(self, items: list[tuple[Partition, BusRecord]]) -> list[tuple[Partition, list[BusRecord], Any]]:
         """Write and fdatasync each partition's records, the partitions concurrently.
 
         One thread per partition touched: concurrent fdatasyncs of different files share
         one journal commit (ext4: 8 files take ~1 sync's time, ~8x that in sequence).
         """
-        by_partition: dict[Partition, list[Record]] = {}
+        by_partition: dict[Partition, list[BusRecord]] = {}
         for part, record in items:
             records = by_partition.get(part)
             if records is None:
                 by_partition[part] = [record]
             else:
                 records.append(record)
-        written: list[tuple[Partition, list[Record], Any]] = []
+        written: list[tuple[Partition, list[BusRecord], Any]] = []
 
-        async def write(part: Partition, records: list[Record]) -> None:
+        async def write(part: Partition, records: list[BusRecord]) -> None:
             # Not abandoned on cancel: a write in progress always completes.
             written.append((part, records, await trio.to_thread.run_sync(self._log.write_partition, part, records)))
 
@@ -357,7 +357,7 @@ class EmbeddedBus:
     async def _write_commits_async(self, items: list[tuple[str, Partition, int]]) -> int:
         return await trio.to_thread.run_sync(self._log.write_commits, items)
 
-    def _publish_records(self, items: list[tuple[Partition, Record]], written: list[tuple[Partition, list[Record], Any]]) -> None:
+    def _publish_records(self, items: list[tuple[Partition, BusRecord]], written: list[tuple[Partition, list[BusRecord], Any]]) -> None:
         self._batches += 1
         self._records += len(items)
         for part, records, (events, size, fsyncs) in written:

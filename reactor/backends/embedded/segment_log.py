@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 import trio
 
 from reactor.files import fsync_dir, write_all, write_atomically
-from reactor.ports import Record
+from reactor.ports import BusRecord
 
 from .bus_errors import BusCorrupted, BusError
 
@@ -101,7 +101,7 @@ class Partition:
         self.segments: list[Segment] = []
         self.end = 0  # durable end: every offset below is fsynced and fetchable
         self.next_offset = 0  # the offset the next produced record gets (>= end)
-        self.cache: list[Record] = []  # records [end - (len(cache) - head), end)
+        self.cache: list[BusRecord] = []  # records [end - (len(cache) - head), end)
         self.head = 0
         self.cache_bytes = 0
         self.appended = trio.Event()  # set (and replaced) whenever `end` moves
@@ -251,7 +251,7 @@ class SegmentLog:
                 offset = part.end
             part.commits[group] = offset
 
-    def write_partition(self, part: Partition, records: list[Record]) -> tuple[list[Any], int, int]:
+    def write_partition(self, part: Partition, records: list[BusRecord]) -> tuple[list[Any], int, int]:
         """Append records to the partition's last segment (rolling as needed) and sync.
 
         Returns (events for the Trio thread to apply: sparse-index entries and new

@@ -23,19 +23,20 @@ from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore, SigningKeyStore
 
-from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, templates, users
-from .api.fast_path import FastSubmit
-from .api.errors import ProblemError, json_response, problem_response
-from .api.http_server import ConnectionErrors, serve
-from .api.subscriber import SubscriberLimits
-from .auth import ApiKeys, SigningKeys
-from .clients.faults import SandboxFaults
-from .dead_letters import DeadLetters
+from ..clients.faults import SandboxFaults
+from ..domain.tokens import SigningKeys
+from ..messages import RecordEvents, RegistryMessage, Submit
+from ..provider import Provider
+from ..services.credentials import ApiKeys
+from ..services.dead_letters import DeadLetters
+from ..services.template_service import TemplateService
+from ..services.user_directory import UserDirectory
+from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, users
+from .errors import ProblemError, json_response, problem_response
+from .fast_path import FastSubmit
+from .http_server import ConnectionErrors, serve
 from .idempotency import Idempotency
-from .messages import Record, RegistryMessage, Submit
-from .provider import Provider
-from .template_service import TemplateService
-from .users import UserDirectory
+from .subscriber import SubscriberLimits
 
 log = logging.getLogger("herald.gateway")
 
@@ -46,7 +47,7 @@ class Gateway:
 
     ingress: Mailbox[Submit]
     registry: Mailbox[RegistryMessage]
-    recorder: Mailbox[Record]
+    recorder: Mailbox[RecordEvents]
     logstore: LogStore
     keys: ApiKeys
     secret: SigningKeys  # the token-signing key ring (subscriber and unsubscribe tokens)
@@ -112,7 +113,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     for area in (notifications, admin, keys, realtime, inbox):
         app.register_blueprint(area.blueprint(gw))
     if gw.templates is not None:
-        app.register_blueprint(templates.blueprint(gw, gw.templates))
+        app.register_blueprint(template_routes.blueprint(gw, gw.templates))
     if gw.users is not None:
         app.register_blueprint(users.blueprint(gw))
     if gw.sandbox_faults is not None:

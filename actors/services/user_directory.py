@@ -26,8 +26,8 @@ import trio
 from protocol.preferences import MAX_DEVICES, Platform, Preferences, Profile
 from reactor.ports import DeviceRow, State, UserStore
 
-from .auth import SigningKeys
-from .preferences import issue_unsubscribe_token, with_opt_out
+from ..domain.preferences import issue_unsubscribe_token, with_opt_out
+from ..domain.tokens import SigningKeys
 
 log = logging.getLogger("herald.users")
 
