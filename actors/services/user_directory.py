@@ -2,7 +2,7 @@
 
 Ingress reads a user's Profile (preferences and push tokens) on every submission, so it
 is cached in a State (`users:profile:<id>`, `cache_ttl_s`, 60 s by default): on the
-embedded node an in-memory, bounded MemoryState; with Redis, shared by the nodes.
+node an in-memory, bounded State of its own (reactor.backends.local_state).
 Every write through this directory (a PUT of preferences, an unsubscribe, a device
 registered, deleted or found unregistered by a push provider) writes the UserStore
 first and then deletes the cached copy, so the next read loads it again. The usual
