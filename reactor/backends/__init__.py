@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -37,8 +37,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "store": ("store", "keys", "templates", "users", "signing_keys"),
     "logstore": ("logstore",),
 }
-SETTING_OF = {port: setting for setting, ports in SETTINGS.items() for port in ports}
-PORTS = tuple(SETTING_OF)
+PORTS = tuple(port for ports in SETTINGS.values() for port in ports)  # the fields of Backends
 OPEN_ORDER = ("logstore", "store", "state", "bus")  # settings opened in this order, closed in the reverse one
 
 
@@ -101,8 +100,8 @@ class Backends:
 class BackendPackage(Protocol):
     """What a backend package offers: one entry point opening the ports it was given."""
 
-    def open_backends(self, settings: BackendSettings, ports: frozenset[str]) -> Any:
-        """An async context manager that opens `ports` and yields them as Backends."""
+    def open_backends(self, settings: BackendSettings, ports: frozenset[str]) -> AbstractAsyncContextManager[Backends]:
+        """Open `ports` (the others are NotOpened) and yield them as Backends; close them when the block ends."""
 
 
 class NotOpened:
