@@ -66,12 +66,12 @@ def _release_boot_logs(stream: logging.Handler, held: logging.handlers.MemoryHan
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port)
+    config = _config(args, host=args.host, port=args.port, role=args.role)
     stream, held = _hold_boot_logs(config.log_level)
     import trio
 
     from .app import run_herald
-    from .auth import API_KEY_FILE
+    from .services.credentials import API_KEY_FILE
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -114,7 +114,7 @@ def _client_settings(args: argparse.Namespace) -> tuple[str, str]:
         url = url or node_url(config)
         key = key or config.api_key
         if not key:
-            from .auth import API_KEY_FILE
+            from .services.credentials import API_KEY_FILE
 
             key_file = config.data_dir / API_KEY_FILE
             if not key_file.exists():
@@ -184,7 +184,7 @@ def _keys(args: argparse.Namespace) -> int:
         config = _config(args)
         try:
             ok, result = trio.run(lambda: offline(
-                config.data_dir, config, args.action, scopes=args.scope or (), name=args.name,
+                config, args.action, scopes=args.scope or (), name=args.name,
                 rate_per_s=args.rate, burst=args.burst, key_id=args.key_id or "", retire_previous=args.retire_previous,
             ))
         except ValueError as exc:  # a value the key store refuses (--rate -1): a usage error, as argparse's
@@ -338,6 +338,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir", type=Path)
+    serve.add_argument(
+        "--role", metavar="{all,api,worker,edge}",  # checked by the configuration (actors/config.py ROLES)
+        help="what this node runs (HERALD_ROLE; default all: everything); api, worker and edge need distributed backends",
+    )
     serve.set_defaults(func=_serve)
 
     def client(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from protocol.channels import Channel
 from protocol.parsing import parse_decimal, parse_integer
+from reactor.backends import SETTINGS as BACKEND_SETTINGS, BackendSettings, check_url
 
 
 def _default_partitions() -> dict[str, int]:
@@ -84,6 +85,13 @@ class Config:
     subscriber_burst: float = 100.0
     token_issue_rate_per_s: float = 50.0  # POST /v1/users/{id}/tokens per API key (not the bootstrap key: it has no limit)
     token_issue_burst: float = 500.0
+    # What this node runs: all (everything, the default), or, with distributed backends (a later issue), api, worker or edge.
+    role: str = "all"
+    # Each port's backend, by URL (reactor/backends/): embedded:// keeps its files in data_dir, for one process.
+    bus: str = "embedded://"
+    state: str = "embedded://"
+    store: str = "embedded://"  # the Store and the stores beside it: API keys, templates, users, the signing key ring
+    logstore: str = "embedded://"
 
     @property
     def outbox_dir(self) -> Path:
@@ -95,11 +103,16 @@ class Config:
     def limits_of(self, channel: Channel) -> Any:
         from reactor.circuit_breaker import BreakerConfig
 
-        from .gate import Limits
+        from .services.gate import Limits
 
         raw = self.limits[channel.value]
         breaker = BreakerConfig(int(raw["failure_threshold"]), float(raw["open_timeout_s"]), int(raw["success_threshold"]))
         return Limits(float(raw["capacity"]), float(raw["refill_per_s"]), breaker)
+
+    def backend_settings(self) -> BackendSettings:
+        """What reactor.backends.open_backends opens: a URL per port setting, the data dir, the bus's topics."""
+        urls = {setting: str(getattr(self, setting)) for setting in BACKEND_SETTINGS}
+        return BackendSettings(urls, self.data_dir, {c.topic(): self.partitions_of(c) for c in Channel})
 
     def faults_of(self, channel: Channel) -> Any:
         """The channel's sandbox fault setting at start (a FaultSpec; no fault when not set)."""
@@ -110,6 +123,20 @@ class Config:
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting and where it came from (file, env var)."""
+
+
+ROLES = ("all", "api", "worker", "edge")
+
+
+def role_refusal(config: Config) -> str | None:
+    """Why this node cannot take its role, or None. Nodes of the roles other than `all` meet through
+    shared backends, which come with a later issue: the embedded ones serve one process."""
+    if config.role == "all":
+        return None
+    return (
+        f"the role {config.role!r} needs distributed backends, shared by the nodes of each role (a later issue); "
+        "the embedded backends (embedded://) serve one process, so with them only the role 'all' runs"
+    )
 
 
 # Numbers that must be at least 1 (all others at least 0); the port is 0 (any free port) to 65535.
@@ -161,6 +188,12 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             if str(value).upper() not in LOG_LEVELS:
                 raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
             return str(value).upper()
+        if name == "role":
+            if str(value) not in ROLES:
+                raise ValueError(f"expected one of {', '.join(ROLES)}, got {value!r}")
+            return str(value)
+        if name in BACKEND_SETTINGS:
+            return check_url(str(value))
         return Path(value) if kind in (Path, "Path") else str(value)
     if name == "partitions":
         if isinstance(value, str):
@@ -281,4 +314,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
             coerced[name] = _coerce(name, fields[name].type, value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    return Config(**coerced)
+    config = Config(**coerced)
+    refusal = role_refusal(config)
+    if refusal is not None:
+        raise ConfigError(f"{values['role'][1]}: {refusal}")
+    return config

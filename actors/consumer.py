@@ -14,7 +14,7 @@ the client refused the delivery's content (`dead_letter`): then it is dead-lette
 once. A delivery that crashed the client (Crashed) or the provider (ActorCrashed) is
 retried once; the second crash dead-letters it as a poison message.
 
-Consent is checked again when a record that waited goes out (actors.preferences
+Consent is checked again when a record that waited goes out (actors.domain.preferences
 `waited`: held by quiet hours, retried, replayed; fresh records are not, the hot path
 stays as it was): the user's profile is read through the UserDirectory (cached; every
 preferences write invalidates it) and `check_at_fire` decides. A record no longer
@@ -59,14 +59,14 @@ from protocol.messages import (
 from reactor.ask import ActorCrashed, Reply, ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus, DeadLetter, Record as BusRecord, Scheduled, Store
+from reactor.ports import Bus, BusRecord, DeadLetter, Scheduled, Store
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 
 from .clients.web import inbox_entry
-from .messages import Attempt, Record
-from .preferences import FireCheck, check_at_fire, waited
+from .domain.preferences import FireCheck, check_at_fire, waited
+from .messages import Attempt, RecordEvents
 from .scheduler import ScheduleAt
-from .users import UserDirectory
+from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald.consumer")
 
@@ -90,7 +90,7 @@ class PartitionConsumer:
         channel: Channel,
         partition: int,
         provider: Mailbox[Attempt],
-        recorder: Mailbox[Record],
+        recorder: Mailbox[RecordEvents],
         scheduler: Mailbox[ScheduleAt],
         store: Store,
         batch: int,
@@ -207,10 +207,10 @@ class PartitionConsumer:
                 events.append(await self._schedule_retry(delivery, outcome.error, None, crashed=True))
             else:
                 events.append(await self._schedule_retry(delivery, outcome.error, outcome.after_s))
-        await ask(self.recorder.send, lambda reply: Record(tuple(events), tuple(inbox), reply))
+        await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), tuple(inbox), reply))
 
     async def _check_at_fire(self, delivery: Delivery) -> FireCheck:
-        """The user's preferences, read now, applied to a record that waited (actors.preferences.check_at_fire)."""
+        """The user's preferences, read now, applied to a record that waited (actors.domain.preferences.check_at_fire)."""
         assert self.users is not None
         profile = await self.users.profile(delivery.user_id)
         zone = await self.users.zone(profile.preferences.timezone)
@@ -222,7 +222,7 @@ class PartitionConsumer:
         return check
 
     async def _stopped_at_fire(self, delivery: Delivery, check: FireCheck) -> StatusEvent:
-        """Record a record that waited and may not go out now: failed with the reason, or held again by quiet hours."""
+        """RecordEvents a record that waited and may not go out now: failed with the reason, or held again by quiet hours."""
         if check.skip is not None:
             self.stopped_at_fire += 1
             log.info("%s %s not sent: %s (preferences read when it went out)", self.channel.value, delivery.notification_id, check.skip)

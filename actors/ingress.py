@@ -5,7 +5,7 @@ commit batches the concurrent ones), so the receipt (202) is sent only once ever
 channel's record is on disk; then it waits for the Recorder to write `accepted` and
 `queued` (group-committed too), so a status read right after the 202 finds them.
 
-With a UserDirectory, the user's preferences shape each channel (actors/preferences.py):
+With a UserDirectory, the user's preferences shape each channel (actors/domain/preferences.py):
 addresses from the contact points and devices when `to` does not give them, a channel
 turned off or a category opted out of recorded as failed with the reason, and quiet
 hours handing the record to the Scheduler (durably, before the 202) instead of the bus.
@@ -34,11 +34,11 @@ from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Bus, Scheduled
 
-from .messages import Record, Submit
-from .preferences import NO_PROFILE, address_missing, plan_channels
+from .domain.preferences import NO_PROFILE, address_missing, plan_channels
+from .messages import RecordEvents, Submit
 from .scheduler import ScheduleAt
-from .template_service import TemplateService, apply_template
-from .users import UserDirectory
+from .services.template_service import TemplateService, apply_template
+from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald.ingress")
 
@@ -90,7 +90,7 @@ class IdGenerator:
 
 class Ingress:
     def __init__(
-        self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[Record], workers: int, *, renderer: TemplateService | None = None,
+        self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[RecordEvents], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None,
     ) -> None:
         self.bus = bus
@@ -118,9 +118,9 @@ class Ingress:
                 raise
 
     async def accept(self, request: NotificationRequest) -> Receipt | Problem:
-        # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/preferences.py, actors/users.py)
+        # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/domain/preferences.py, actors/services/user_directory.py)
         profile = await self.users.profile(request.user_id) if self.users is not None else NO_PROFILE
-        # templates: a template_id's parts become the content (actors/template_service.py), and what of
+        # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
         # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
         applied = await apply_template(self.renderer, request, profile.preferences.locale)
         if isinstance(applied, Problem):
@@ -176,7 +176,7 @@ class Ingress:
             await ask(self.scheduler.send, lambda reply, entry=entry: ScheduleAt(entry, reply))  # stored before the 202
         self.accepted += 1
         # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
-        await ask(self.recorder.send, lambda reply: Record(tuple(events), (), reply))
+        await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
         return Receipt(notification_id=nid)
 
     def _unsubscribe_url(self, request: NotificationRequest, channel: Channel) -> str | None:

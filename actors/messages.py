@@ -32,8 +32,8 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
-    """-> Recorder: write these; the reply (if any) comes once they are durable."""
+class RecordEvents:
+    """-> Recorder: write these status events and inbox entries; the reply (if any) comes once they are durable."""
 
     events: tuple[StatusEvent, ...]
     inbox: tuple[InboxEntry, ...] = ()
@@ -52,7 +52,7 @@ class Push:
 
 @dataclass(frozen=True, slots=True)
 class Register:
-    session: object  # actors.sessions.Session
+    session: object  # actors.registry.Session
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Recorder: group-commits status events and inbox entries to the LogStore.
 
-It takes one Record, then whatever else is already queued (up to `batch` events), writes
-them all in one transaction, and answers every Record that asked for a reply: a
+It takes one RecordEvents, then whatever else is already queued (up to `batch` events), writes
+them all in one transaction, and answers every RecordEvents that asked for a reply: a
 PartitionConsumer commits its bus offsets only after that answer.
 """
 
@@ -15,13 +15,13 @@ import trio
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .messages import Record
+from .messages import RecordEvents
 
 log = logging.getLogger("herald.recorder")
 
 
 class Recorder:
-    def __init__(self, store: LogStore, mailbox: Mailbox[Record], batch: int) -> None:
+    def __init__(self, store: LogStore, mailbox: Mailbox[RecordEvents], batch: int) -> None:
         self.store = store
         self.mailbox = mailbox
         self.batch = batch
@@ -46,7 +46,7 @@ class Recorder:
                 size += len(more.events) + len(more.inbox)
             await self._write(pending)
 
-    async def _write(self, pending: list[Record]) -> None:
+    async def _write(self, pending: list[RecordEvents]) -> None:
         events = [e for r in pending for e in r.events]
         inbox = [i for r in pending for i in r.inbox]
         try:

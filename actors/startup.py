@@ -59,9 +59,16 @@ def _address(config: Any) -> str:
 
 
 def _explain_one(error: BaseException, config: Any) -> str | None:
+    from reactor.backends import BackendUnavailable  # the standard library only, as this module
+
+    from .config import ConfigError  # loaded already: `config` came from it
     data_dir = config.data_dir.resolve()
     if isinstance(error, ModuleNotFoundError):
         return missing_dependency(error)
+    if isinstance(error, BackendUnavailable):  # its message says why and what to change (a data dir in use)
+        return str(error)
+    if isinstance(error, ConfigError):  # a setting the node refused at start (its role)
+        return f"configuration error: {error}"
     if isinstance(error, socket.gaierror):
         return f"cannot listen on {_address(config)}: the host {config.host!r} is not known ({error.strerror}); {_HOST_SETTING}"
     if isinstance(error, OSError) and error.filename is None:  # the listening socket's (a file's error names the file)

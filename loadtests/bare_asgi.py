@@ -12,7 +12,7 @@ Run it either with Hypercorn's CLI (from the repository's root, so `loadtests` i
 
 or on its own, which binds a free port (port 0), prints the bound URL and stops on
 SIGTERM/SIGINT. It uses the same Hypercorn settings as Herald's front end
-(actors/gateway.py: hypercorn_config): no access log, keep-alive 75 s, backlog 1024:
+(actors/api/gateway.py: hypercorn_config): no access log, keep-alive 75 s, backlog 1024:
 
     .venv/bin/python loadtests/bare_asgi.py [--port 0]
     # bare: serving on http://127.0.0.1:PORT

@@ -12,7 +12,7 @@ from .ids import USER_ID_RE
 from .lifecycle import Status
 from .locales import normalize_locale
 from .preferences import CATEGORY_PATTERN
-from .templates import LocaleField, TemplateIdField
+from .template_schemas import LocaleField, TemplateIdField
 
 # The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
 UserIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=USER_ID_RE.pattern)]

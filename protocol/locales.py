@@ -8,7 +8,7 @@ them: a language of 2 or 3 letters, then up to four subtags of 1 to 8 letters or
 field, and normalised (`normalize_locale`, BCP 47's casing too) where a locale is kept for
 the user: the preferences store `fr-CA`, a send and a preview use it. Templates keep their
 locale keys as spelled (a problem names the key you sent) and match them case-insensitively,
-with `_` read as `-` (actors/templates.py), so `fr_CA` and `fr-CA` are the same locale there
+with `_` read as `-` (actors/domain/template_choice.py), so `fr_CA` and `fr-CA` are the same locale there
 too (both in one template is a 422).
 """
 

@@ -12,7 +12,7 @@ from .ids import NOTIFICATION_ID_RE, USER_ID_RE, USER_ID_RULE
 from .locales import LOCALE_PATTERN, LOCALE_SENTENCE
 from .parsing import PATTERN_SENTENCES as TEXT_SENTENCES
 from .preferences import CATEGORY_PATTERN, E164_PATTERN, EMAIL_PATTERN, HHMM_PATTERN
-from .templates import TEMPLATE_ID_RE, VARIANT_RE
+from .template_schemas import TEMPLATE_ID_RE, VARIANT_RE
 
 PATTERN_SENTENCES: dict[str, str] = {
     **TEXT_SENTENCES,

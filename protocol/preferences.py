@@ -3,7 +3,7 @@
 What the schema checks (types, patterns, lengths) is a 400 naming the field; what it
 cannot (an IANA time zone that exists, a quiet-hours window of zero length, a contact
 email that can go in an email header: protocol.header_safe) is checked by
-actors.preferences.check_preferences and is a 422 naming the field. (Not in the schema:
+actors.domain.preferences.check_preferences and is a 422 naming the field. (Not in the schema:
 preferences stored before a rule existed must still load.)
 """
 

@@ -1,5 +1,7 @@
 """The ports: small typed interfaces, each with an embedded backend and a distributed one.
 
+The backends live in reactor/backends/<engine>/ and are opened together by
+reactor.backends.open_backends; everything above them is typed by these Protocols only.
 Every backend of a port passes the same conformance suite (tests/conformance/).
 The Bus is modelled on Kafka's semantics: partitions keyed by hash(key) (murmur2, as
 Kafka's default partitioner), per-group committed offsets, commit after processing,
@@ -11,11 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncContextManager, AsyncIterator, Callable, Protocol, Sequence
 
+from protocol.keys import SigningKey
 from protocol.messages import InboxEntry, StatusEvent
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class BusRecord:
+    """One record of a bus partition, as fetched."""
+
     topic: str
     partition: int
     offset: int
@@ -44,7 +49,7 @@ class Bus(Protocol):
         Returns only once every record is durable (embedded: fsynced; Kafka: acks=all).
         """
 
-    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
+    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
         """Records from `offset` on, at least one: waits until there is one."""
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
@@ -114,8 +119,8 @@ class DlqFilter:
 
 
 class Store(Protocol):
-    """Durable state besides the bus and the log: metadata (never secrets: those have their
-    own file, reactor/signing_keys.py), pending retries, the dead-letter queue and the send ledger."""
+    """Durable state besides the bus and the log: metadata (never secrets: the signing keys have
+    a port of their own, SigningKeyStore), pending retries, the dead-letter queue and the send ledger."""
 
     async def get_meta(self, key: str) -> str | None: ...
 
@@ -172,7 +177,7 @@ class StoredKey:
 
 
 class KeyStore(Protocol):
-    """API keys (reactor/keys_sqlite.py; the PostgreSQL Store later)."""
+    """API keys (embedded: reactor/backends/embedded/key_store.py; the PostgreSQL Store later)."""
 
     async def add_key(self, key: StoredKey) -> bool:
         """Store a new key; False (and nothing stored) if its key_id is taken."""
@@ -189,9 +194,19 @@ class KeyStore(Protocol):
         """Record that the key was used at `at_ms`."""
 
 
+class SigningKeyStore(Protocol):
+    """The token-signing key ring: secrets, kept apart from every other datum (embedded: a 0600 file of its own)."""
+
+    async def read_ring(self) -> tuple[list[SigningKey], str] | None:
+        """(the keys, oldest first; the current kid), or None when no ring was ever written."""
+
+    async def write_ring(self, keys: Sequence[SigningKey], current: str) -> None:
+        """Replace the ring, durably (a crash leaves the old ring or the new one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TemplateVersion:
-    """One saved, immutable version of a template; `spec` is the JSON of protocol.templates.TemplateSpec."""
+    """One saved, immutable version of a template; `spec` is the JSON of protocol.template_schemas.TemplateSpec."""
 
     template_id: str
     version: int
@@ -200,7 +215,7 @@ class TemplateVersion:
 
 
 class TemplateStore(Protocol):
-    """Templates and their versions, one active per template (reactor/templates_sqlite.py)."""
+    """Templates and their versions, one active per template (embedded: reactor/backends/embedded/template_store.py)."""
 
     async def create_template(self, template_id: str, spec: bytes, at_ms: int) -> TemplateVersion | None:
         """Save version 1 and make it active; None (nothing saved) if the template exists."""
@@ -230,7 +245,8 @@ class DeviceRow:
 
 
 class UserStore(Protocol):
-    """Users' preferences (the JSON of protocol.preferences.Preferences) and push devices (reactor/users_sqlite.py)."""
+    """Users' preferences (the JSON of protocol.preferences.Preferences) and push devices
+    (embedded: reactor/backends/embedded/user_store.py)."""
 
     async def get_preferences(self, user_id: str) -> bytes | None: ...
 

@@ -1,8 +1,11 @@
 """Boot in dependency order, shut down in reverse, with a deadline.
 
-A System is a list of stages, each a Supervisor; stage 0 is the foundation (the
-recorder, the bus) and the last is the front end. Boot starts each stage once the
-previous one is ready. Shutdown (`request_shutdown()`, or SIGTERM/SIGINT via
+A System is a list of stages, each a Supervisor; stage 0 is the foundation (the storage
+stage, which opens the backends) and the last is the front end. Boot starts each stage
+once the previous one is ready. A step of the list may instead be a builder: an async
+function called once the stages before it are ready, returning the stages that depend
+on them (the composition root builds its actors once the storage stage reports the
+backends it opened). Shutdown (`request_shutdown()`, or SIGTERM/SIGINT via
 `handle_signals`) goes from the last stage to the first: the stage is asked to stop
 (front end stops accepting, consumers finish their batch and commit, mailboxes close and
 drain), gets `grace_s` to finish, and is then cancelled.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +24,8 @@ import trio
 from .supervisor import Supervisor
 
 log = logging.getLogger("herald.system")
+
+StageBuilder = Callable[[], Awaitable[Sequence[Supervisor]]]
 
 
 @dataclass
@@ -30,8 +36,9 @@ class _Stage:
 
 
 class System:
-    def __init__(self, stages: list[Supervisor], grace_s: float = 10.0) -> None:
-        self._stages = [_Stage(s) for s in stages]
+    def __init__(self, stages: Sequence[Supervisor | StageBuilder], grace_s: float = 10.0) -> None:
+        self._plan = list(stages)
+        self._stages: list[_Stage] = []  # the stages started, in boot order
         self.grace_s = grace_s
         self._shutdown = trio.Event()
         self.shutdown_log: list[str] = []  # the order stages finished in, for tests and logs
@@ -48,8 +55,11 @@ class System:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            for stage in self._stages:
-                await nursery.start(self._run_stage, stage)
+            for step in self._plan:
+                for supervisor in [step] if isinstance(step, Supervisor) else await step():
+                    stage = _Stage(supervisor)
+                    self._stages.append(stage)
+                    await nursery.start(self._run_stage, stage)
             task_status.started(self)
             await self._shutdown.wait()
             for stage in reversed(self._stages):

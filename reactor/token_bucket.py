@@ -1,6 +1,6 @@
 """A token bucket as a pure state machine: it is told the time, it never reads a clock.
 
-The owner (the Provider actor, or `MemoryState.take_tokens`) passes `now` from its own
+The owner (the Provider actor, or the embedded State's `take_tokens`) passes `now` from its own
 clock. Three promises, each covered by the property tests:
 
 * `0 <= tokens <= capacity`, always: refill is capped, a take never overdraws.

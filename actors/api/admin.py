@@ -17,8 +17,8 @@ from protocol.problems import FieldError, Problem
 from reactor.clock import iso, wall_ms
 from reactor.ports import DeadLetter, DlqFilter
 
-from ..gate import ResilienceGate
 from ..provider import Provider
+from ..services.gate import ResilienceGate
 from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, limit_param, read_body, time_param
 
 _selection_decoder = msgspec.json.Decoder(DlqSelection)

@@ -13,7 +13,7 @@ from protocol.patterns import readable
 from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.clock import parse_iso
 
-from ..auth import Caller, retry_after
+from ..domain.api_keys import Caller
 
 _json = msgspec.json.Encoder()
 
@@ -53,6 +53,12 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return to_response(json_answer(value, status, headers))
+
+
+def retry_after(wait_s: float) -> str:
+    """A Retry-After value: the wait in whole seconds, rounded up, at least 1."""
+    whole = int(wait_s)
+    return str(max(1, whole if whole == wait_s else whole + 1))
 
 
 def bad_param(name: str, message: str) -> ProblemError:

@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 
 from protocol.problems import Problem
 
-from ..idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import Answer, ProblemError, check_access, problem_answer
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .notifications import submit_notification
 from .request_rules import check, query_names
 

@@ -27,7 +27,7 @@ from reactor.clock import iso, wall_ms
 from reactor.mailbox import MailboxClosed
 from reactor.ports import InboxRow
 
-from ..messages import Broadcast, Record
+from ..messages import Broadcast, RecordEvents
 from .errors import ProblemError, bad_param, decode_body, json_response, limit_param, read_body
 from .subscriber import authorize_user
 
@@ -85,7 +85,7 @@ def blueprint(gw: Any) -> Blueprint:
             )
             for nid in ids
         )
-        await ask(gw.recorder.send, lambda reply: Record(events, (), reply))
+        await ask(gw.recorder.send, lambda reply: RecordEvents(events, (), reply))
 
     async def broadcast(user_id: str, kind: str, frame: bytes) -> None:
         """Push an inbox-state frame to the user's open sessions (skipped if the node is stopping)."""

@@ -4,7 +4,6 @@ rotate the signing key (`herald keys`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,21 +21,13 @@ from protocol.keys import (
     SigningKeyView,
 )
 from protocol.problems import FieldError, Problem
+from reactor.backends import local_state, open_backends
 from reactor.clock import iso, wall_ms
 from reactor.files import private_dir, private_umask
-from reactor.keys_sqlite import SqliteKeyStore
-from reactor.ports import StoredKey
-from reactor.state_memory import MemoryState
+from reactor.ports import SigningKeyStore, StoredKey
 
-from ..auth import (
-    KEYS_FILE,
-    SIGNING_KEYS_FILE,
-    ApiKeys,
-    CurrentKeyError,
-    SigningKeys,
-    retire_signing_key,
-    rotate_signing_keys,
-)
+from ..domain.tokens import CurrentKeyError, SigningKeys
+from ..services.credentials import ApiKeys, retire_signing_key, rotate_signing_keys
 from .errors import ProblemError, authorize, decode_body, json_response, read_body
 
 _request_decoder = msgspec.json.Decoder(KeyRequest)
@@ -107,13 +98,13 @@ def blueprint(gw: Any) -> Blueprint:
             raise ProblemError(Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")]))
         return json_response(key_view(gw.keys, key))
 
-    changing = trio.Lock()  # one change of the signing keys file at a time
+    changing = trio.Lock()  # one change of the stored signing key ring at a time
 
-    def keys_file() -> Path:
-        if gw.signing_keys_file is None:
+    def key_rings() -> SigningKeyStore:
+        if gw.signing_key_store is None:
             raise ProblemError(Problem("Conflict", 409, "this node keeps its signing keys nowhere it can change them"))
-        path: Path = gw.signing_keys_file
-        return path
+        rings: SigningKeyStore = gw.signing_key_store
+        return rings
 
     @bp.get("/v1/admin/signing-keys")
     async def get_signing_keys() -> Response:
@@ -123,18 +114,18 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.post("/v1/admin/signing-keys")
     async def rotate_signing_key() -> Response:
         await authorize(gw, "admin")
-        path = keys_file()
+        rings = key_rings()
         async with changing:
-            ring = await rotate_signing_keys(path, wall_ms(), False, gw.secret)
+            ring = await rotate_signing_keys(rings, wall_ms(), False, gw.secret)
         return json_response(signing_key_list(ring), 201)
 
     @bp.delete("/v1/admin/signing-keys/<kid>")
     async def retire_key(kid: str) -> Response:
         await authorize(gw, "admin")
-        path = keys_file()
+        rings = key_rings()
         try:
             async with changing:
-                found = await retire_signing_key(path, kid, gw.secret)
+                found = await retire_signing_key(rings, kid, gw.secret)
         except CurrentKeyError as exc:
             raise ProblemError(Problem("Conflict", 409, str(exc), errors=[FieldError("kid", str(exc))])) from None
         if not found:
@@ -144,19 +135,19 @@ def blueprint(gw: Any) -> Blueprint:
     return bp
 
 
-async def offline(data_dir: Path, config: Any, action: str, *, scopes: Sequence[str] = (), name: str = "",
+async def offline(config: Any, action: str, *, scopes: Sequence[str] = (), name: str = "",
                   rate_per_s: float | None = None, burst: float | None = None, key_id: str = "",
                   retire_previous: bool = False) -> tuple[bool, Any]:
-    """`herald keys --offline`: the admin routes' work on the data dir's key store; (ok, what to print)."""
+    """`herald keys --offline`: the admin routes' work on the configured key store and signing key ring,
+    opened without a node (beside a running one: these two ports allow it); (ok, what to print)."""
     private_umask()
-    await trio.to_thread.run_sync(private_dir, data_dir)
-    if action == "rotate-secret":
-        ring = await rotate_signing_keys(data_dir / SIGNING_KEYS_FILE, wall_ms(), retire_previous)
-        return True, signing_key_list(ring)
-    store = SqliteKeyStore(data_dir / KEYS_FILE)
-    await store.open()
-    try:
-        keys = ApiKeys(store, MemoryState(), config.api_key, rate_per_s=config.key_rate_per_s, burst=config.key_burst)
+    await trio.to_thread.run_sync(private_dir, config.data_dir)
+    ports = ("signing_keys",) if action == "rotate-secret" else ("keys",)
+    async with open_backends(config.backend_settings(), ports) as backends:
+        if action == "rotate-secret":
+            ring = await rotate_signing_keys(backends.signing_keys, wall_ms(), retire_previous)
+            return True, signing_key_list(ring)
+        keys = ApiKeys(backends.keys, local_state(), config.api_key, rate_per_s=config.key_rate_per_s, burst=config.key_burst)
         if action == "create":
             key, full = await keys.create(scopes, name, rate_per_s, burst)
             rate, limit = keys.limits_of(key)
@@ -167,5 +158,3 @@ async def offline(data_dir: Path, config: Any, action: str, *, scopes: Sequence[
         if revoked is None:
             return False, Problem("Not Found", 404, f"no API key {key_id}", errors=[FieldError("key_id", "no such key")])
         return True, key_view(keys, revoked)
-    finally:
-        await store.close()

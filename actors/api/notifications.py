@@ -26,9 +26,10 @@ from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
 
-from ..auth import Caller, issue_token
-from ..idempotency import HEADER as IDEMPOTENCY_HEADER
+from ..domain.api_keys import Caller
+from ..domain.tokens import issue_token
 from ..messages import Submit
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import (
     Answer,
     ProblemError,

@@ -49,7 +49,7 @@ from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView, SigningKeyLi
 from protocol.parsing import DEVICE_TOKEN_PATTERN
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
-from protocol.templates import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
+from protocol.template_schemas import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
 
 from . import docs_page
 

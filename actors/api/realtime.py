@@ -1,6 +1,6 @@
 """Real-time transports on one session model: WebSocket, Server-Sent Events and long-poll.
 
-Each registers an actors.sessions.Session, replays what the client missed with
+Each registers an actors.registry.Session, replays what the client missed with
 sessions.Replay (inbox and recent pushes, in delivery order, deduped by id), lets the
 frames held meanwhile through, then goes live. The client resumes from the last id it
 saw: `sync` frame or `?last_id=` (WebSocket), `Last-Event-ID` or `?last_event_id=`
@@ -49,11 +49,12 @@ from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 from reactor.mailbox import MailboxClosed
 
-from ..auth import InvalidToken, read_token, retry_after
-from ..messages import Record, Register, Unregister
-from ..sessions import Outgoing, Replay, Session, belongs_to_another_user
+from ..domain.tokens import InvalidToken, read_token
+from ..messages import RecordEvents, Register, Unregister
+from ..registry import Outgoing, Session
 from . import websocket_limit
-from .errors import ProblemError, bad_param, json_response, limit_param, number_param
+from .errors import ProblemError, bad_param, json_response, limit_param, number_param, retry_after
+from .replay import Replay, belongs_to_another_user
 from .subscriber import Subscriber, subscriber, token_id
 
 _PONG = frame_encoder.encode(Pong())
@@ -328,12 +329,12 @@ async def _websocket_sync(gw: Any, session: Session, last_id: str | None) -> Non
 
 
 async def _ack(gw: Any, session: Session, notification_id: str) -> None:
-    """Record an ack of a frame this session sent (once); an error frame for any other id."""
+    """RecordEvents an ack of a frame this session sent (once); an error frame for any other id."""
     if not session.was_sent(notification_id):
         await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session"))))
         return
     if session.first_ack(notification_id):  # the first ack of it on this session (a second one records nothing)
-        await gw.recorder.send(Record((_delivered(session, notification_id, "acknowledged by the client"),)))
+        await gw.recorder.send(RecordEvents((_delivered(session, notification_id, "acknowledged by the client"),)))
 
 
 def _delivered(session: Session, notification_id: str, how: str) -> StatusEvent:
@@ -357,7 +358,7 @@ async def _handed_over(gw: Any, session: Session, items: list[Outgoing], how: st
     )
     if events:
         try:
-            await gw.recorder.send(Record(events))
+            await gw.recorder.send(RecordEvents(events))
         except MailboxClosed:
             pass
 

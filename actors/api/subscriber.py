@@ -1,6 +1,6 @@
 """Subscriber tokens on HTTP routes: who a token speaks for, and the inbox's key-or-token check.
 
-A subscriber token (actors.auth) is issued with an API key for one user and expires; it
+A subscriber token (actors/domain/tokens.py) is issued with an API key for one user and expires; it
 lets a browser or app read that user's notifications and nobody else's. SSE and
 long-poll take only a token (`?token=` or `Authorization: Bearer`), the user being the
 token's. The inbox routes take either an API key with the route's scope or a token
@@ -28,9 +28,64 @@ from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 from reactor.ports import State
 
-from ..auth import InvalidToken, bearer, read_token, retry_after
-from ..sessions import SessionCaps
-from .errors import ProblemError, authorize
+from ..domain.api_keys import bearer
+from ..domain.tokens import InvalidToken, read_token
+from ..registry import Session
+from .errors import ProblemError, authorize, retry_after
+
+class SessionCaps:
+    """How many sessions each user and each subscriber token holds on this node, within caps.
+
+    Pure bookkeeping, on the front end's Trio thread: `admit` and `release` never wait, so
+    a check and its count cannot interleave with another request's.
+    """
+
+    def __init__(self, per_user: int, per_token: int) -> None:
+        if per_user < 1 or per_token < 1:
+            raise ValueError("session caps must be at least 1")
+        self.per_user = per_user
+        self.per_token = per_token
+        self._users: dict[str, int] = {}
+        self._tokens: dict[str, int] = {}
+        self.refused = 0
+
+    def refusal(self, user_id: str, token_id: str) -> str | None:
+        """Why one more session of this user and token would be refused; None if it fits."""
+        if self._users.get(user_id, 0) >= self.per_user:
+            return f"user {user_id} already holds {self.per_user} sessions on this node (WebSocket, SSE and long-poll together)"
+        if self._tokens.get(token_id, 0) >= self.per_token:
+            return f"this subscriber token already holds {self.per_token} sessions on this node"
+        return None
+
+    def check(self, user_id: str, token_id: str) -> str | None:
+        """refusal(), counting a refusal (a route that answers 429 before it makes a session)."""
+        reason = self.refusal(user_id, token_id)
+        self.refused += reason is not None
+        return reason
+
+    def admit(self, session: Session) -> str | None:
+        """Count the session in, or say why not (nothing is counted then)."""
+        reason = self.refusal(session.user_id, session.token_id)
+        if reason is not None:
+            self.refused += 1
+            return reason
+        self._users[session.user_id] = self._users.get(session.user_id, 0) + 1
+        self._tokens[session.token_id] = self._tokens.get(session.token_id, 0) + 1
+        return None
+
+    def release(self, session: Session) -> None:
+        """Count an admitted session out."""
+        for counts, key in ((self._users, session.user_id), (self._tokens, session.token_id)):
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+            else:
+                del counts[key]
+
+    def held(self, user_id: str) -> int:
+        """Sessions the user holds on this node."""
+        return self._users.get(user_id, 0)
+
 
 @dataclass
 class SubscriberLimits:

@@ -22,7 +22,7 @@ from protocol.problems import FieldError, Problem
 from reactor.clock import iso, wall_ms
 from reactor.ports import DeviceRow
 
-from ..preferences import InvalidUnsubscribeToken, check_preferences, verify_unsubscribe_token
+from ..domain.preferences import InvalidUnsubscribeToken, check_preferences, verify_unsubscribe_token
 from .errors import ProblemError, authorize, bad_param, decode_body, json_response, read_body
 
 _preferences_decoder = msgspec.json.Decoder(Preferences)

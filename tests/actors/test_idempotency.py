@@ -6,9 +6,9 @@ import pytest
 import trio
 
 from actors.api.errors import Answer
-from actors.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency, fingerprint
-from reactor.state_memory import MemoryState
-from reactor.state_sqlite import SqliteState
+from actors.api.idempotency import LEASE_S, WAIT_FOR_FIRST_S, Idempotency
+from actors.domain.fingerprints import fingerprint
+from reactor.backends.embedded import MemoryState, SqliteState
 from tests.helpers import http, running_node, web_notification
 
 

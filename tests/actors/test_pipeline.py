@@ -4,6 +4,7 @@ import email
 import email.policy
 import json
 
+import pytest
 import trio
 
 from tests.helpers import all_channels, http, open_websocket_url, receive_json, running_node, token_for, wait_final, web_notification, ws_url
@@ -113,7 +114,12 @@ async def test_requests_without_the_api_key_are_refused(tmp_path):
 async def test_shutdown_stops_every_stage_in_reverse_order(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
         await client.post("/v1/notifications", json=web_notification("u5"))
-    assert herald.system.shutdown_log == ["front", "ingress", "consumers", "delivery", "storage"]
+    assert herald.system.shutdown_log == ["front", "ingress", "consumers", "delivery", "recording", "storage"]
+    # the storage stage, stopped last, closed the backends it opened
+    with pytest.raises(RuntimeError, match="not open"):
+        await herald.store.get_meta("anything")
+    with pytest.raises(Exception, match="stopped"):
+        await herald.bus.produce([("web", b"k", b"v")])
 
 
 async def test_server_closes_a_session_after_three_missed_heartbeats(tmp_path):

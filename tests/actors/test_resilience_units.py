@@ -4,20 +4,19 @@ import time
 
 import trio
 
-from actors.gate import Limits, ResilienceGate
 from actors.messages import Attempt
 from actors.provider import Provider
 from actors.scheduler import ScheduleAt, Scheduler
+from actors.services.gate import Limits, ResilienceGate
 from protocol.channels import Channel
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, RetryLater, Sent
 from reactor.ask import Reply, ask
-from reactor.bus_embedded import EmbeddedBus
+from reactor.backends.embedded import EmbeddedBus, SqliteStore
 from reactor.circuit_breaker import BreakerConfig, BreakerState
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Scheduled
-from reactor.store_sqlite import SqliteStore
 
 
 def delivery(nid: str = "01J0000000000000000000000A") -> Delivery:

@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import schemathesis
 
+from actors.api.gateway import create_app
 from actors.api.openapi import NOT_IN_SPEC, OPERATIONS, Auth, CircuitList, PollResponse, app_routes, build_spec
-from actors.gateway import create_app
 from protocol import frames
 from protocol.api import CircuitView
 from tests.auth.test_every_route_needs_a_key import NOT_API_KEY_ROUTES, PUBLIC_ROUTES, ROUTE_SCOPES

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from actors.gateway import create_app
+from actors.api.gateway import create_app
 from tests.auth.test_every_route_needs_a_key import SAMPLE_ARGUMENTS
 from tests.helpers import http, running_node, token_for, web_notification
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.gateway import create_app
+from actors.api.gateway import create_app
 from tests.helpers import running_node
 
 

@@ -11,8 +11,8 @@ import re
 import httpx
 import trio
 
-from actors.auth import KEYS_FILE
 from actors.cli import main as cli
+from reactor.backends.embedded import FILES
 from tests.helpers import http, running_node, web_notification
 
 KEY_FORMAT = re.compile(r"^hk_([0-9a-f]{12})_([0-9a-f]{64})$")
@@ -38,7 +38,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def stored_bytes(herald) -> bytes:
-    return b"".join(p.read_bytes() for p in herald.config.data_dir.glob(f"{KEYS_FILE}*"))
+    return b"".join(p.read_bytes() for p in herald.config.data_dir.glob(FILES["keys"] + "*"))
 
 
 async def test_a_key_is_shown_once_stored_hashed_and_listed_without_its_secret(tmp_path):

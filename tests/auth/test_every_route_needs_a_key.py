@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from actors.gateway import create_app
+from actors.api.gateway import create_app
 from protocol.ids import make_notification_id
 from tests.helpers import http, running_node
 

@@ -27,9 +27,10 @@ import httpx
 import pytest
 import trio
 
-from actors.auth import API_KEY_FILE, SIGNING_KEYS_FILE
+from actors.services.credentials import API_KEY_FILE
+from reactor.backends.embedded import FILES, LOCK_FILE
+from reactor.backends.embedded.signing_keys import read_signing_keys
 from reactor.clock import wall_ms
-from reactor.signing_keys import read_signing_keys
 from tests.helpers import all_channels, http, open_websocket_url, receive_json, running_node, token_for, wait_final, ws_url
 from tests.process import herald_process
 
@@ -112,7 +113,7 @@ async def test_every_file_of_the_data_dir_is_private_after_traffic_on_every_chan
             names = {p.name for p in data_dir.rglob("*")}
             # the node wrote every kind of file this test means to check
             for expected in ("store.sqlite3-wal", "logs.sqlite3", "keys.sqlite3", "state.sqlite3", "users.sqlite3",
-                             "templates.sqlite3", "sms.jsonl", "push.jsonl", "api-key", SIGNING_KEYS_FILE, "outbox", "bus"):
+                             "templates.sqlite3", "sms.jsonl", "push.jsonl", "api-key", FILES['signing_keys'], "outbox", "bus", LOCK_FILE):
                 assert expected in names, (expected, sorted(names))
             assert any(p.suffix == ".eml" for p in (data_dir / "outbox").iterdir())
             assert any(p.is_file() for p in (data_dir / "bus").rglob("*"))
@@ -185,12 +186,12 @@ async def test_no_signing_secret_in_clear_outside_its_own_file(tmp_path):
         await token_for(client, "alice")
         nid = (await client.post("/v1/notifications", json=offline_channels("alice"))).json()["notification_id"]
         await wait_final(client, nid)
-        ring = read_signing_keys(data_dir / SIGNING_KEYS_FILE)
+        ring = read_signing_keys(data_dir / FILES['signing_keys'])
         assert ring is not None
         keys, current = ring
         assert current == herald.gateway.secret.current.kid
-        assert stat.S_IMODE((data_dir / SIGNING_KEYS_FILE).stat().st_mode) == 0o600
-        elsewhere = every_byte(data_dir, but=(SIGNING_KEYS_FILE,))
+        assert stat.S_IMODE((data_dir / FILES['signing_keys']).stat().st_mode) == 0o600
+        elsewhere = every_byte(data_dir, but=(FILES['signing_keys'],))
         for key in keys:
             assert key.secret not in elsewhere and key.secret.hex().encode() not in elsewhere
     store = sqlite3.connect(data_dir / "store.sqlite3")
@@ -224,7 +225,7 @@ async def test_a_data_dir_from_before_is_migrated_and_keeps_its_links_working(tm
 
     async with running_node(tmp_path, api_key="") as herald:
         assert KEY_FORMAT.match(herald.api_key) and herald.api_key != old_key
-        everything = every_byte(data_dir, but=(SIGNING_KEYS_FILE,))
+        everything = every_byte(data_dir, but=(FILES['signing_keys'],))
         assert old_secret.encode() not in everything and old_key.encode() not in everything
         async with httpx.AsyncClient(base_url=herald.url, timeout=10) as browser, http(herald, herald.api_key) as client:
             assert (await browser.get("/v1/admin/keys", headers={"Authorization": f"Bearer {old_key}"})).status_code == 401
@@ -305,4 +306,4 @@ async def test_rotation_keeps_old_tokens_until_they_expire_and_signs_new_ones_wi
         assert [k.kid for k in herald.gateway.secret.keys()] == [ring["keys"][0]["kid"]]
         assert await poll_status(herald, old) == await poll_status(herald, new) == 401
         assert await poll_status(herald, await token_for(client, "alice")) == 200
-    assert stat.S_IMODE((data_dir / SIGNING_KEYS_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / FILES['signing_keys']).stat().st_mode) == 0o600

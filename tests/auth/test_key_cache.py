@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import trio
 
-from actors.auth import ApiKeys, bearer, create_key, key_digest, new_api_key, parse_api_key
-from reactor.keys_sqlite import SqliteKeyStore
-from reactor.state_memory import MemoryState
+from actors.domain.api_keys import bearer, key_digest, new_api_key, parse_api_key
+from actors.services.credentials import ApiKeys, create_key
+from reactor.backends.embedded import MemoryState, SqliteKeyStore
 
 
 def test_key_format_and_parsing():

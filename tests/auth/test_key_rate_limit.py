@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from actors.auth import ApiKeys, retry_after
-from reactor.keys_sqlite import SqliteKeyStore
-from reactor.state_memory import MemoryState
+from actors.api.errors import retry_after
+from actors.services.credentials import ApiKeys
+from reactor.backends.embedded import MemoryState, SqliteKeyStore
 from tests.helpers import http, running_node
 
 

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from reactor.keys_sqlite import SqliteKeyStore
+from reactor.backends.embedded import SqliteKeyStore
 from reactor.ports import StoredKey
 
 

@@ -11,16 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from actors.auth import (
-    TOKEN_REFUSED,
-    InvalidToken,
-    SigningKeys,
-    SubscriberToken,
-    issue_token,
-    read_token,
-    sign_claims,
-    verify_token,
-)
+from actors.domain.tokens import TOKEN_REFUSED, InvalidToken, SigningKeys, SubscriberToken, issue_token, read_token, sign_claims, verify_token
 from protocol.frames import CloseCode
 from reactor.clock import wall_ms
 from tests.auth.token_cases import refused_tokens

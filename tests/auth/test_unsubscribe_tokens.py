@@ -9,8 +9,8 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from actors.auth import SigningKeys, sign_claims
-from actors.preferences import UNSUBSCRIBE_PURPOSE
+from actors.domain.preferences import UNSUBSCRIBE_PURPOSE
+from actors.domain.tokens import SigningKeys, sign_claims
 from tests.auth.token_cases import non_canonical
 from tests.helpers import http, running_node, wait_final
 

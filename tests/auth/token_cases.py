@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 
-from actors.auth import SigningKeys, issue_token
+from actors.domain.tokens import SigningKeys, issue_token
 from protocol.keys import SigningKey
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

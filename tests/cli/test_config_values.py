@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from actors.config import ConfigError, load_config
+from actors.app import run_herald
+from actors.config import Config, ConfigError, load_config
+from actors.startup import explain
 
 
 @pytest.mark.parametrize("odd", ["９０００", "٩٠٠٠", "9_000", " 9000", "9000 ", "9e3", "+9000", "-1", "65536", "", "0x2328"])
@@ -43,3 +45,33 @@ def test_values_from_the_environment_and_the_file_are_checked_and_named(tmp_path
     config.write_text("[herald]\nport = 9000\nretry_initial_s = 1\nlog_level = 'warning'\n")
     loaded = load_config(config, env={"HERALD_PORT": "9001"})  # the environment over the file
     assert (loaded.port, loaded.retry_initial_s, loaded.log_level) == (9001, 1.0, "WARNING")
+
+
+def test_backend_urls_and_the_role_are_checked_and_named(tmp_path):
+    config = load_config(env={})
+    assert (config.role, config.bus, config.state, config.store, config.logstore) == ("all", *["embedded://"] * 4)
+    assert config.backend_settings().urls == dict.fromkeys(("bus", "state", "store", "logstore"), "embedded://")
+    assert load_config(env={"HERALD_ROLE": "all", "HERALD_LOGSTORE": "embedded://"}).role == "all"
+    for env, named in (
+        ({"HERALD_BUS": "kafka://localhost:9092"}, r"HERALD_BUS: no backend serves kafka://.*embedded://"),
+        ({"HERALD_STATE": "redis"}, "HERALD_STATE: expected a backend URL"),
+        ({"HERALD_ROLE": "api"}, r"HERALD_ROLE: the role 'api' needs distributed backends.*only the role 'all' runs"),
+        ({"HERALD_ROLE": "router"}, "HERALD_ROLE: expected one of all, api, worker, edge"),
+    ):
+        with pytest.raises(ConfigError, match=named):
+            load_config(env=env)
+    file = tmp_path / "herald.toml"
+    file.write_text('[herald]\nrole = "edge"\n')
+    with pytest.raises(ConfigError, match=f"{file}: role: the role 'edge'"):
+        load_config(file, env={})
+    with pytest.raises(ConfigError, match="role: the role 'worker'"):
+        load_config(env={}, role="worker")  # --role
+
+
+async def test_a_node_whose_settings_were_built_in_code_refuses_a_role_too(tmp_path):
+    config = Config(data_dir=tmp_path / "data", port=0, role="worker")  # not through load_config
+    with pytest.raises(ConfigError) as refused:
+        await run_herald(config, signals=False)
+    assert explain(refused.value, config) == f"configuration error: {refused.value}"
+    assert "distributed backends" in str(refused.value)
+    assert not (tmp_path / "data").exists()

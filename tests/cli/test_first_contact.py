@@ -174,6 +174,8 @@ async def test_a_bad_config_file_or_value_is_one_line_naming_the_file_and_the_ke
     bad_value.write_text('[herald]\nport = "eighty"\n')
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[herald]\nprot = 9000\n")
+    backend = tmp_path / "backend.toml"
+    backend.write_text('[herald]\nstore = "embedded:///elsewhere"\n')  # the embedded backends' files are in the data dir
     cases = [
         (["serve", "--config", str(bad_toml)], {}, [str(bad_toml), "TOML", "line 2"]),
         (["serve"], {"HERALD_CONFIG": str(bad_value)}, [str(bad_value), "port", "eighty"]),
@@ -182,11 +184,41 @@ async def test_a_bad_config_file_or_value_is_one_line_naming_the_file_and_the_ke
         (["serve"], {"HERALD_PORT": "９０００"}, ["HERALD_PORT", "９０００"]),
         (["serve"], {"HERALD_MAX_ATTEMPTS": "0"}, ["HERALD_MAX_ATTEMPTS"]),
         (["serve"], {"HERALD_LOG_LEVEL": "loud"}, ["HERALD_LOG_LEVEL", "loud"]),
+        (["serve"], {"HERALD_BUS": "kafka://localhost:9092"}, ["HERALD_BUS", "kafka://", "embedded://"]),
+        (["serve", "--config", str(backend)], {}, [str(backend), "store", "embedded:///elsewhere"]),
+        (["serve", "--role", "everything"], {}, ["role", "everything", "all, api, worker, edge"]),
         (["send", "--user", "a", "--title", "t", "--config", str(bad_value)], {}, [str(bad_value), "port"]),
     ]
     for args, settings, named in cases:
         line = one_line(await herald(tmp_path, environment(**settings), *args))
         assert all(word in line for word in named), (args, settings, line)
+
+
+async def test_a_role_other_than_all_is_refused_with_the_embedded_backends_in_one_line(tmp_path):
+    for args, settings in ((["serve", "--role", "api"], {}), (["serve"], {"HERALD_ROLE": "worker"}), (["serve", "--role", "edge"], {})):
+        result = await herald(tmp_path, environment(HERALD_PORT="0", **settings), *args)
+        line = one_line(result)
+        assert result.returncode == 2 and "distributed backends" in line and "only the role 'all' runs" in line, (args, line)
+    assert not (tmp_path / "herald-data").exists()  # refused before anything was made
+
+
+async def test_a_second_node_on_the_same_data_dir_is_one_line_and_the_first_keeps_serving(tmp_path):
+    env = environment(HERALD_PORT="0", HERALD_LOG_LEVEL="WARNING")
+    async with serving(tmp_path, env, "--role", "all") as url:
+        data_dir = (tmp_path / "herald-data").resolve()
+        key = (data_dir / "api-key").read_text().strip()
+        before = {p.name: p.read_bytes() for p in (data_dir / "api-key", data_dir / "keys.sqlite3")}
+        second = await herald(tmp_path, env, "serve")  # the same directory: the same default data dir
+        line = one_line(second)
+        assert f"{data_dir} is in use by another Herald (pid " in line and "HERALD_DATA_DIR" in line, line
+        assert second.stdout == b""
+        assert {p.name: p.read_bytes() for p in (data_dir / "api-key", data_dir / "keys.sqlite3")} == before
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+            sent = await client.post("/v1/notifications", json={"user_id": "u", "channels": ["web"], "content": {"web": {"title": "t"}}})
+            assert sent.status_code == 202, sent.text
+            with trio.fail_after(10):
+                while (await client.get(f"/v1/notifications/{sent.json()['notification_id']}")).json()["channels"]["web"]["status"] != "sent":
+                    await trio.sleep(0.05)
 
 
 async def test_a_missing_dependency_is_one_line_naming_the_package(tmp_path):

@@ -18,7 +18,7 @@ from protocol.content import Content, Recipient, SmsContent
 from protocol.api import NotificationRequest
 from protocol.messages import RetryLater, Sent
 from reactor.ports import DeadLetter, DlqFilter
-from reactor.store_sqlite import SqliteStore
+from reactor.backends.embedded import SqliteStore
 from tests.faults.support import restarts, wait_status
 from tests.helpers import running_node
 

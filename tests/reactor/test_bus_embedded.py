@@ -16,10 +16,11 @@ import pytest
 import trio
 import trio.testing
 
-import reactor.bus_embedded as bus_module
-from reactor.bus_embedded import BusClosed, BusError, BusNotRunning, EmbeddedBus, UnknownTopic
+import reactor.backends.embedded.segment_log as segment_log
+from reactor.backends.embedded.bus import EmbeddedBus
+from reactor.backends.embedded.bus_errors import BusClosed, BusError, BusNotRunning, UnknownTopic
 from reactor.partitioner import kafka_partition
-from reactor.ports import Assignment, Record
+from reactor.ports import Assignment, BusRecord
 
 pytestmark = pytest.mark.trio
 
@@ -42,9 +43,9 @@ def segment_files(directory: Path, topic: str, partition: int) -> list[Path]:
     return sorted((directory / "logs" / f"{topic}-{partition}").glob("*.log"))
 
 
-async def fetch_all(bus: EmbeddedBus, topic: str, partition: int, start: int = 0) -> list[Record]:
+async def fetch_all(bus: EmbeddedBus, topic: str, partition: int, start: int = 0) -> list[BusRecord]:
     end = await bus.end_offset(topic, partition)
-    out: list[Record] = []
+    out: list[BusRecord] = []
     offset = start
     while offset < end:
         batch = await bus.fetch("reader", topic, partition, offset, 1000)
@@ -119,7 +120,7 @@ async def test_use_before_run_after_stop_and_unknown_topic(tmp_path: Path) -> No
 
 async def test_fetch_waits_until_a_record_arrives(tmp_path: Path) -> None:
     async with running(EmbeddedBus(tmp_path, {"t": 1})) as bus:
-        got: list[Record] = []
+        got: list[BusRecord] = []
 
         async def consumer() -> None:
             got.extend(await bus.fetch("g", "t", 0, 0, 10))
@@ -226,7 +227,7 @@ KILL9_CHILD = textwrap.dedent(
     import sys, pathlib
     sys.path.insert(0, sys.argv[2])
     import trio
-    from reactor.bus_embedded import EmbeddedBus
+    from reactor.backends.embedded import EmbeddedBus
 
     async def main():
         bus = EmbeddedBus(pathlib.Path(sys.argv[1]), {"t": 3}, segment_bytes=4096)
@@ -373,7 +374,7 @@ async def test_commit_semantics_and_persistence(tmp_path: Path) -> None:
 
 
 async def test_offsets_log_compaction_and_torn_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bus_module, "COMPACT_MIN_ENTRIES", 20)
+    monkeypatch.setattr(segment_log, "COMPACT_MIN_ENTRIES", 20)
     async with running(EmbeddedBus(tmp_path, {"t": 1})) as bus:
         await bus.produce([("t", b"k", b"v")] * 100)
         for i in range(1, 51):

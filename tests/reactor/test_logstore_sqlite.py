@@ -16,7 +16,8 @@ from protocol.channels import Channel, Priority
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status, Step, can_advance, reachable, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
-from reactor.logstore_sqlite import SqliteLogStore, encode_cursor
+from reactor.backends.embedded import SqliteLogStore
+from reactor.backends.embedded.log_store import encode_cursor
 
 pytestmark = pytest.mark.trio
 

@@ -5,8 +5,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from reactor.state_memory import MemoryState
-from reactor.state_sqlite import SqliteState
+from reactor.backends.embedded import MemoryState, SqliteState
 
 
 @asynccontextmanager

@@ -51,3 +51,38 @@ async def test_a_stage_that_ignores_stop_is_cancelled_at_the_deadline(autojump_c
         system.request_shutdown()
     assert trio.current_time() - start == 7
     assert system.shutdown_log == ["s"]
+
+
+async def test_a_builder_step_builds_its_stages_once_the_stages_before_it_are_ready(autojump_clock):
+    """The composition root's shape: the storage stage opens what the next stages are built on."""
+    events = []
+    opened: list[str] = []
+    stop_storage = trio.Event()
+
+    async def storage(*, task_status=trio.TASK_STATUS_IGNORED):
+        await trio.sleep(1)
+        opened.append("backends")
+        task_status.started()
+        await stop_storage.wait()
+        events.append("storage closed")
+
+    async def build():
+        events.append(f"build on {opened}")
+        box: Mailbox[str] = Mailbox("worker", 8)
+
+        async def worker(*, task_status=trio.TASK_STATUS_IGNORED):
+            task_status.started()
+            async for _ in box:
+                pass
+            events.append("worker stopped")
+
+        return [Supervisor("work", [ChildSpec("worker", worker, stop=box.close)])]
+
+    system = System([Supervisor("storage", [ChildSpec("backends", storage, stop=stop_storage.set)]), build], grace_s=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(system.run)
+        assert events == ["build on ['backends']"]
+        assert [s.name for s in system.supervisors()] == ["storage", "work"]
+        system.request_shutdown()
+    assert events[1:] == ["worker stopped", "storage closed"]
+    assert system.shutdown_log == ["work", "storage"]

@@ -17,14 +17,15 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from actors.sessions import Session, belongs_to_another_user
+from actors.api.replay import belongs_to_another_user
+from actors.registry import Session
 from protocol.channels import Channel
 from protocol.frames import CloseCode
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import StatusEvent
+from reactor.backends.embedded import SqliteLogStore
 from reactor.clock import wall_ms
-from reactor.logstore_sqlite import SqliteLogStore
 from tests.helpers import http, receive_json, running_node, token_for
 from tests.realtime.streams import open_ws, send_web, subscriber_client, wait_unread, ws_sync
 from tests.realtime.test_replay import IDS, T0, entry, node

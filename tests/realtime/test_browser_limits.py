@@ -16,12 +16,12 @@ from hypercorn.protocol import ws_stream
 from trio_websocket import ConnectionClosed
 
 from actors.api.realtime import TokenExpiry
-from actors.api.subscriber import SubscriberLimits
-from actors.auth import InvalidToken, issue_token, verify_token
-from actors.sessions import Session, SessionCaps
+from actors.api.subscriber import SessionCaps, SubscriberLimits
+from actors.domain.tokens import InvalidToken, issue_token, verify_token
+from actors.registry import Session
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
+from reactor.backends.embedded import MemoryState
 from reactor.clock import wall_ms
-from reactor.state_memory import MemoryState
 from tests.helpers import http, receive_json, running_node, token_for
 from tests.realtime.streams import open_sse, open_ws, send_web, subscriber_client, wait_unread, ws_sync
 

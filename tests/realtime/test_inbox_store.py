@@ -10,7 +10,7 @@ import pytest
 
 from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
-from reactor.logstore_sqlite import SqliteLogStore
+from reactor.backends.embedded import SqliteLogStore
 
 T0 = 1_704_067_200_000
 IDS = [make_notification_id(T0 + i, i) for i in range(10)]

@@ -13,14 +13,15 @@ from contextlib import asynccontextmanager
 import trio
 
 from actors.api.realtime import sse_event
+from actors.api.replay import Replay
 from actors.clients.web import notification_frame
 from actors.messages import Push, Recent, Register, Unregister
-from actors.sessions import ConnectionRegistry, Outgoing, Replay, Session
+from actors.registry import ConnectionRegistry, Outgoing, Session
 from protocol.frames import CloseCode
 from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
 from reactor.ask import ask
-from reactor.logstore_sqlite import SqliteLogStore
+from reactor.backends.embedded import SqliteLogStore
 from reactor.mailbox import Mailbox
 
 T0 = 1_704_067_200_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from actors.auth import TOKEN_REFUSED
+from actors.domain.tokens import TOKEN_REFUSED
 from protocol.ids import make_notification_id
 from reactor.clock import wall_ms
 from tests.auth.token_cases import refused_tokens

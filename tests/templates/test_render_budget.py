@@ -21,10 +21,10 @@ import msgspec
 import pytest
 import trio
 
-import actors.template_service as template_service
-from actors.templates import RENDER_BUDGET, Budget, RenderTooLarge, compile_template, parse, render_nodes, render_template
+import actors.services.template_service as template_service
+from actors.domain.rendering import RENDER_BUDGET, Budget, RenderTooLarge, compile_template, parse, render_nodes, render_template
 from protocol.channels import Channel
-from protocol.templates import TemplateSpec
+from protocol.template_schemas import TemplateSpec
 from tests.helpers import http, running_node
 from tests.process import herald_process
 

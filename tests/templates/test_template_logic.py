@@ -11,26 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.templates import (
-    GSM7_BASIC,
-    GSM7_EXTENDED,
-    PUSH_MAX_BYTES,
-    Rendered,
-    RenderTooLarge,
-    TemplateSyntaxError,
-    compile_template,
-    locale_chain,
-    parse,
-    pick_variant,
-    render,
-    render_nodes,
-    render_template,
-    sms_info,
-    validate,
-    variables_of,
-)
+from actors.domain.channel_limits import GSM7_BASIC, GSM7_EXTENDED, PUSH_MAX_BYTES, sms_info
+from actors.domain.rendering import RenderTooLarge, Rendered, TemplateSyntaxError, compile_template, parse, render, render_nodes, render_template, validate, variables_of
+from actors.domain.template_choice import locale_chain, pick_variant
 from protocol.channels import Channel
-from protocol.templates import TemplateSpec
+from protocol.template_schemas import TemplateSpec
 
 # -- parsing and validation
 

@@ -3,10 +3,10 @@
 import msgspec
 import pytest
 
-from actors.template_service import LRU, TemplateExists, TemplateNotFound, TemplateService
-from actors.templates import InvalidTemplate
-from protocol.templates import TemplateSpec
-from reactor.templates_sqlite import SqliteTemplateStore
+from actors.domain.rendering import InvalidTemplate
+from actors.services.template_service import LRU, TemplateExists, TemplateNotFound, TemplateService
+from protocol.template_schemas import TemplateSpec
+from reactor.backends.embedded import SqliteTemplateStore
 
 
 def spec(subject: str) -> TemplateSpec:

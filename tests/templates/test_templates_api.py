@@ -7,7 +7,7 @@ import sqlite3
 
 import httpx
 
-from actors.templates import pick_variant
+from actors.domain.template_choice import pick_variant
 from tests.helpers import http, running_node, wait_final
 
 TO = {"email": "someone@example.org", "phone": "+15555550100", "device_token": "tok-1"}

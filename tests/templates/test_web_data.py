@@ -15,9 +15,9 @@ import json
 import msgspec
 import trio
 
-from actors.templates import compile_template, render_template
+from actors.domain.rendering import compile_template, render_template
 from protocol.channels import Channel
-from protocol.templates import TemplateSpec
+from protocol.template_schemas import TemplateSpec
 from tests.helpers import http, open_websocket_url, receive_json, running_node, token_for, ws_url
 from tests.realtime.streams import open_sse, poll, subscriber_client, ws_sync
 

@@ -1,4 +1,4 @@
-"""Consent when a delivery that waited goes out, the pure part: actors.preferences.check_at_fire.
+"""Consent when a delivery that waited goes out, the pure part: actors.domain.preferences.check_at_fire.
 
 It must give the answer Ingress would give now (plan_channels over the same preferences):
 the same skip reason for every priority, the current contact point or devices for an
@@ -15,7 +15,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.preferences import NO_PROFILE, QUIET_CHANNELS, addresses_for, check_at_fire, plan_channels, waited
+from actors.domain.preferences import NO_PROFILE, QUIET_CHANNELS, addresses_for, check_at_fire, plan_channels, waited
 from protocol.api import NotificationRequest
 from protocol.channels import Channel, Priority
 from protocol.content import Content, EmailContent, PushContent, Recipient, SmsContent, WebContent

@@ -13,17 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.auth import SigningKeys, issue_token
 from actors.clients.sandbox import EmailOutbox, JsonLinesSink, build_email
+from actors.domain.preferences import InvalidUnsubscribeToken, check_preferences, issue_unsubscribe_token, plan_channels, verify_unsubscribe_token, with_opt_out
+from actors.domain.tokens import SigningKeys, issue_token
 from actors.ingress import check_request
-from actors.preferences import (
-    InvalidUnsubscribeToken,
-    check_preferences,
-    issue_unsubscribe_token,
-    plan_channels,
-    verify_unsubscribe_token,
-    with_opt_out,
-)
 from protocol.api import NotificationRequest
 from protocol.channels import Channel, Priority
 from protocol.content import Content, EmailContent, PushContent, Recipient, SmsContent, WebContent

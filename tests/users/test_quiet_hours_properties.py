@@ -1,6 +1,6 @@
 """Quiet hours: the window math against an independent reference, across DST gaps and overlaps.
 
-The implementation (actors.preferences.quiet_until) resolves wall-clock times with PEP 495
+The implementation (actors.domain.preferences.quiet_until) resolves wall-clock times with PEP 495
 folds and a binary search over a gap. The reference below knows nothing of folds: it walks
 the timeline minute by minute, keeps the high-water mark of the user's wall clock, and
 opens or closes the window when that mark first reaches a day's start or end, in wall
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.preferences import clock_minutes, first_instant_at, quiet_until
+from actors.domain.preferences import clock_minutes, first_instant_at, quiet_until
 
 MINUTE = 60_000
 HOUR = 3_600_000

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import trio
 
-from actors.auth import SigningKeys
-from actors.users import UserDirectory
+from actors.domain.tokens import SigningKeys
+from actors.services.user_directory import UserDirectory
 from protocol.preferences import MAX_DEVICES, ContactPoints, Platform, Preferences
+from reactor.backends.embedded import MemoryState, SqliteUserStore
 from reactor.ports import DeviceRow
-from reactor.state_memory import MemoryState
-from reactor.users_sqlite import SqliteUserStore
 
 
 async def open_store(tmp_path) -> SqliteUserStore:

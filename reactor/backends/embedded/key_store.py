@@ -12,9 +12,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, TypeVar
 
+from reactor.ports import StoredKey
 
 from .sqlite import SqliteBacked
-from .ports import StoredKey
 
 T = TypeVar("T")
 

@@ -1,26 +1,23 @@
 """Idempotency-Key on POSTs: the same key and request within the TTL get the original response.
 
-A key's record lives in the State port under the caller's scope (the API key and the
-route: two API keys never see each other's records). While the first request runs, the
-record is a `pending` lease of LEASE_S seconds; `keep_leases` (a supervised child of the
+A key's entry (`_Entry`) lives in the State port under the caller's scope (the API key and the
+route: two API keys never see each other's entries). While the first request runs, the
+entry is a `pending` lease of LEASE_S seconds; `keep_leases` (a supervised child of the
 node) renews the lease of every request that has run for RENEW_S: if the process dies
 mid-request the lease runs out within seconds, and a retry with the key goes ahead
 instead of being refused for a day. (One keeper rather than a task per request: most
 requests end in milliseconds, and a nursery per request cost several times the rest of
-this module.) Once there is a response the record holds it for `ttl_s` (24 h). A second
+this module.) Once there is a response the entry holds it for `ttl_s` (24 h). A second
 request with the key and the same request waits for the first (up to WAIT_FOR_FIRST_S,
 longer than a lease) and gets its response with `Idempotent-Replayed: true`; a
 different request is a 422. A 5xx (or 503) is not kept, so the client may retry with
 the same key.
 
-"The same request" is the decoded body, canonicalised (object keys sorted, no
-whitespace), as Stripe compares parameters: a client that re-serialises its JSON on a
-retry is not refused. A body that is not JSON is compared byte for byte.
+"The same request" is the request's fingerprint (actors/domain/fingerprints.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -31,7 +28,8 @@ import trio
 from protocol.problems import FieldError, Problem
 from reactor.ports import State
 
-from .api.errors import Answer, problem_answer
+from ..domain.fingerprints import fingerprint
+from .errors import Answer, problem_answer
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -42,7 +40,9 @@ POLL_S = 0.1  # how often a waiter looks again at a record another process holds
 KEPT_HEADERS = ("Location", "Retry-After")
 
 
-class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
+class _Entry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A key's entry in the State: pending (a lease) or done (the response to replay)."""
+
     fingerprint: str
     done: bool = False
     status: int = 0
@@ -53,17 +53,7 @@ class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(_Record).decode
-_canonical = msgspec.json.Encoder(order="sorted").encode
-
-
-def fingerprint(body: bytes) -> str:
-    """What two requests must share to be the same request: the canonical JSON of the body (or its bytes)."""
-    try:
-        canonical = b"json\0" + _canonical(msgspec.json.decode(body))
-    except (msgspec.DecodeError, RecursionError):
-        canonical = b"raw\0" + body
-    return hashlib.sha256(canonical).hexdigest()
+_decode = msgspec.msgpack.Decoder(_Entry).decode
 
 
 @dataclass(eq=False)
@@ -109,7 +99,7 @@ class Idempotency:
         if not key or len(key) > MAX_KEY_LENGTH:
             return _problem(400, "Invalid Idempotency-Key", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters")
         name = f"idempotency:{scope}:{key}"
-        mine = _Record(fingerprint(body), owner=secrets.token_hex(8))
+        mine = _Entry(fingerprint(body), owner=secrets.token_hex(8))
         encoded = _encode(mine)
         deadline = trio.current_time() + WAIT_FOR_FIRST_S
         while True:
@@ -131,7 +121,7 @@ class Idempotency:
             with trio.move_on_after(min(deadline - now, POLL_S if event is None else self.lease_s)):
                 await (event.wait() if event is not None else trio.sleep_forever())
 
-    async def _first(self, name: str, pending: _Record, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def _first(self, name: str, pending: _Entry, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         event = self._inflight[name] = trio.Event()
         if not any(not lease.over for lease in self._leases.values()):
             self._wake.set()
@@ -141,7 +131,7 @@ class Idempotency:
             answer = await handler()
             if answer.status < 500:
                 headers = {h: answer.headers[h] for h in KEPT_HEADERS if h in answer.headers}
-                record = _Record(pending.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
+                record = _Entry(pending.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
                 await lease.settle()
                 await self.state.set(name, _encode(record), self.ttl_s)
                 kept = True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,21 +21,22 @@ from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore
+from reactor.ports import LogStore, SigningKeyStore
 
-from .api import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, templates, users
-from .api.fast_path import FastSubmit
-from .api.errors import ProblemError, json_response, problem_response
-from .api.http_server import ConnectionErrors, serve
-from .api.subscriber import SubscriberLimits
-from .auth import ApiKeys, SigningKeys
-from .clients.faults import SandboxFaults
-from .dead_letters import DeadLetters
+from ..clients.faults import SandboxFaults
+from ..domain.tokens import SigningKeys
+from ..messages import RecordEvents, RegistryMessage, Submit
+from ..provider import Provider
+from ..services.credentials import ApiKeys
+from ..services.dead_letters import DeadLetters
+from ..services.template_service import TemplateService
+from ..services.user_directory import UserDirectory
+from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, users
+from .errors import ProblemError, json_response, problem_response
+from .fast_path import FastSubmit
+from .http_server import ConnectionErrors, serve
 from .idempotency import Idempotency
-from .messages import Record, RegistryMessage, Submit
-from .provider import Provider
-from .template_service import TemplateService
-from .users import UserDirectory
+from .subscriber import SubscriberLimits
 
 log = logging.getLogger("herald.gateway")
 
@@ -47,7 +47,7 @@ class Gateway:
 
     ingress: Mailbox[Submit]
     registry: Mailbox[RegistryMessage]
-    recorder: Mailbox[Record]
+    recorder: Mailbox[RecordEvents]
     logstore: LogStore
     keys: ApiKeys
     secret: SigningKeys  # the token-signing key ring (subscriber and unsubscribe tokens)
@@ -63,7 +63,7 @@ class Gateway:
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
-    signing_keys_file: Path | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
+    signing_key_store: SigningKeyStore | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
 
 
@@ -113,7 +113,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     for area in (notifications, admin, keys, realtime, inbox):
         app.register_blueprint(area.blueprint(gw))
     if gw.templates is not None:
-        app.register_blueprint(templates.blueprint(gw, gw.templates))
+        app.register_blueprint(template_routes.blueprint(gw, gw.templates))
     if gw.users is not None:
         app.register_blueprint(users.blueprint(gw))
     if gw.sandbox_faults is not None:

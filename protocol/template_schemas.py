@@ -33,7 +33,7 @@ _Source = Annotated[str, msgspec.Meta(max_length=200_000)]
 
 class EmailPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A locale's email part may hold only some fields (a subject of its own, say): the others come from the
-    locales it falls back to, field by field, down to the default locale (actors/templates.py resolve_part)."""
+    locales it falls back to, field by field, down to the default locale (actors/domain/template_choice.py resolve_part)."""
 
     subject: _Line | None = None
     text: _Source | None = None

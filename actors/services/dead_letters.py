@@ -14,14 +14,14 @@ from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Bus, DeadLetter, DlqFilter, Store
 
-from .messages import Record
+from ..messages import RecordEvents
 
 PAGE = 200
 log = logging.getLogger("herald.dlq")
 
 
 class DeadLetters:
-    def __init__(self, store: Store, bus: Bus, recorder: Mailbox[Record]) -> None:
+    def __init__(self, store: Store, bus: Bus, recorder: Mailbox[RecordEvents]) -> None:
         self.store = store
         self.bus = bus
         self.recorder = recorder
@@ -74,7 +74,7 @@ class DeadLetters:
             if not taken:
                 continue
             # Recorded first: the replayed record's own events must find the status queued again.
-            await ask(self.recorder.send, lambda reply: Record(tuple(events), (), reply))
+            await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
             await self.bus.produce(items)
             await self.store.discard_dead_letters([e.id for e in taken])
             total += len(taken)

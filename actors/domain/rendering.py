@@ -1,7 +1,9 @@
-"""Templates, the pure part: parse, validate, pick a locale and a variant, render, measure.
+"""Templates, rendering: parse Mustache, compile and validate a template, render it for a recipient.
 
-No I/O and no clock here (actors/template_service.py adds the store and the cache), so
-all of it is property-tested (tests/templates/).
+The locale and variant a recipient gets are chosen by template_choice.py, the limits the
+rendered content must keep (SMS segments, push payload) measured by channel_limits.py.
+No I/O and no clock here (actors/services/template_service.py adds the store and the
+cache), so all of it is property-tested (tests/templates/).
 
 Mustache is parsed by chevron's tokenizer (sections, inverted sections, comments,
 standalone lines, set-delimiter tags). The token stream is compiled into a small tree
@@ -27,10 +29,9 @@ as the Mustache spec says.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -40,15 +41,15 @@ from protocol.channels import Channel
 from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
 from protocol.header_safe import header_text_problem
 from protocol.problems import FieldError, field_of
-from protocol.templates import Parts, SmsInfo, TemplateSpec, Variables
+from protocol.template_schemas import Parts, SmsInfo, TemplateSpec, Variables
 
-PUSH_MAX_BYTES = 4096  # APNs' and FCM's payload limit, on the JSON of title, body and data
-WEB_DATA_MAX_BYTES = 16_384  # the JSON of a web part's rendered `data` (it goes on every frame and inbox row)
+from .channel_limits import PUSH_MAX_BYTES, SMS_MAX_SEGMENTS, WEB_DATA_MAX_BYTES, push_payload_bytes, sms_info
+from .template_choice import choose_parts, locale_chain, normalize_locale, resolve_part, template_tag
+
 # Units of work per request (a send or a preview), shared by all the fields it renders: output
 # characters, section iterations and scope lookups. The largest content that passes validation
 # (email text and html of 100,000 characters each, plus the small parts) stays well under it.
 RENDER_BUDGET = 600_000
-SMS_MAX_SEGMENTS = 10
 MAX_NESTING = 32  # sections inside sections, at most (rendering recurses once per level)
 
 
@@ -305,84 +306,6 @@ def render(source: str, data: Mapping[str, Any], *, html: bool = False) -> str:
     return render_nodes(parse(source, html=html), data)
 
 
-# -- locales and variants
-
-
-def normalize_locale(tag: str) -> str:
-    """`fr_CA` and `FR-ca` -> `fr-ca`: locales match case-insensitively."""
-    return tag.replace("_", "-").lower()
-
-
-def locale_chain(requested: str | None, default: str) -> list[str]:
-    """The locales to try, most specific first: fr-CA -> [fr-ca, fr, <default>]."""
-    chain: list[str] = []
-    if requested:
-        subtags = normalize_locale(requested).split("-")
-        chain = ["-".join(subtags[:n]) for n in range(len(subtags), 0, -1)]
-    default = normalize_locale(default)
-    if default not in chain:
-        chain.append(default)
-    return chain
-
-
-def pick_variant(template_id: str, user_id: str, weights: Sequence[tuple[str, int]]) -> str:
-    """The user's variant: a stable hash of (template, user) -> a weighted pick ("" without variants)."""
-    arms = sorted((name, weight) for name, weight in weights if weight > 0)
-    total = sum(weight for _, weight in arms)
-    if total == 0:
-        return ""
-    digest = hashlib.sha256(f"{template_id}\x00{user_id}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") % total
-    for name, weight in arms:
-        if point < weight:
-            return name
-        point -= weight
-    raise AssertionError("unreachable: point < total")
-
-
-def template_tag(template_id: str, version: int, variant: str = "") -> str:
-    """What the delivery log records: "welcome@3", or "welcome@3#B" for variant B."""
-    return f"{template_id}@{version}" + (f"#{variant}" if variant else "")
-
-
-# -- measuring: SMS segments, push payload
-
-
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")  # sent as ESC + a character: two septets
-
-
-def sms_info(text: str, max_segments: int = SMS_MAX_SEGMENTS) -> SmsInfo:
-    """Encoding and segment count of an SMS: GSM-7 160/153 septets, else UCS-2 70/67 code units.
-
-    A concatenated message never splits an escape pair or a surrogate pair across
-    segments, as handsets and carriers do, so a segment may carry one unit fewer.
-    """
-    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
-        encoding, single, multi = "GSM-7", 160, 153
-        sizes = [2 if c in GSM7_EXTENDED else 1 for c in text]
-    else:
-        encoding, single, multi = "UCS-2", 70, 67
-        sizes = [2 if ord(c) > 0xFFFF else 1 for c in text]
-    units = sum(sizes)
-    if units <= single:
-        return SmsInfo(encoding, len(text), units, 1, single, max_segments)
-    segments, used = 1, 0
-    for size in sizes:
-        if used + size > multi:
-            segments, used = segments + 1, 0
-        used += size
-    return SmsInfo(encoding, len(text), units, segments, multi, max_segments)
-
-
-def push_payload_bytes(content: PushContent) -> int:
-    """Size of the JSON a push provider gets: {"title", "body", "data"}, UTF-8."""
-    return len(msgspec.json.encode({"title": content.title, "body": content.body, "data": content.data}))
-
-
 # -- compiling and validating a whole template
 
 
@@ -582,25 +505,6 @@ def validate(spec: TemplateSpec) -> list[FieldError]:
     return []
 
 
-def resolve_part(template: CompiledTemplate, channel: Channel, chain: Sequence[str], variant: str) -> CompiledPart | None:
-    """The part to render, field by field: each field from the first locale of the chain whose part has it. A
-    locale's part is the variant's override if it has one (replacing the base part of that locale as a whole),
-    else the base part. The most specific part found names the result; None if no locale has the part."""
-    overrides = template.variants.get(variant, {})
-    found = [
-        part
-        for locale in chain
-        if (part := overrides.get(locale, {}).get(channel) or template.base.get(locale, {}).get(channel)) is not None
-    ]
-    if not found:
-        return None
-    fields: dict[str, CompiledSource] = {}
-    for part in found:
-        for name, source in part.fields:
-            fields.setdefault(name, source)
-    return replace(found[0], fields=tuple(fields.items()))
-
-
 # -- rendering a whole template
 
 
@@ -685,7 +589,7 @@ def render_template(
     that runs out of it is the one error.
     """
     budget = budget or Budget()
-    parts = _parts(template, channels, locale, variant)
+    parts = choose_parts(template, channels, locale, variant)
     if isinstance(parts, list):
         return parts
     errors: list[FieldError] = []
@@ -743,25 +647,11 @@ def render_template(
     )
 
 
-def _parts(template: CompiledTemplate, channels: Sequence[Channel], locale: str | None, variant: str) -> dict[Channel, CompiledPart] | list[FieldError]:
-    """The part each channel renders, or an error per channel the template lacks."""
-    chain = locale_chain(locale, template.default_locale)
-    parts: dict[Channel, CompiledPart] = {}
-    errors: list[FieldError] = []
-    for channel in channels:
-        part = resolve_part(template, channel, chain, variant)
-        if part is None:
-            errors.append(FieldError("channels", f"template {template.id} has no {channel.value} part (locales tried: {', '.join(chain)})"))
-        else:
-            parts[channel] = part
-    return errors or parts
-
-
 def estimate_work(
     template: CompiledTemplate, channels: Sequence[Channel], data_bytes: int, *, locale: str | None = None, variant: str = "",
 ) -> int:
     """An upper bound of the Python steps rendering these channels may take (work_estimate); cheap, renders nothing."""
-    parts = _parts(template, channels, locale, variant)
+    parts = choose_parts(template, channels, locale, variant)
     if isinstance(parts, list):
         return 0  # refused before rendering anything
     return sum(work_estimate(source.shape, data_bytes) for part in parts.values() for _, source in part.fields)

@@ -14,7 +14,7 @@ from typing import AsyncIterator
 
 import trio
 
-from .token_bucket import TokenBucket
+from reactor.token_bucket import TokenBucket
 
 SUBSCRIBER_BUFFER = 1000
 

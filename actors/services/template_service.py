@@ -1,12 +1,12 @@
 """Templates, the I/O part: the TemplateStore behind an in-process LRU of compiled versions.
 
-The API (actors/api/templates.py) saves, reads and previews through it; the Ingress
+The API (actors/api/template_routes.py) saves, reads and previews through it; the Ingress
 calls `apply_template` to turn `template_id` + `data` + `locale` into per-channel
 content before the notification goes on the bus.
 
 Rendering never holds the event loop (nor does parsing: a template is compiled in a
 worker thread when it is saved or loaded into the cache): each request (a send or a preview) renders with
-one budget of work for all its fields (actors.templates.Budget), and off the Trio thread
+one budget of work for all its fields (actors.domain.rendering.Budget), and off the Trio thread
 (`trio.to_thread.run_sync`, at most `render_threads` at once) when it may take long: a
 preview always, a send when a cheap estimate (the template's literal size and tags, the
 size of `data`, and section nesting) says it may take more than `inline_steps`. Simple
@@ -36,23 +36,13 @@ import trio
 from protocol.api import NotificationRequest
 from protocol.channels import Channel
 from protocol.problems import FieldError, Problem
-from protocol.templates import RenderRequest, RenderResult, TemplateSpec
+from protocol.template_schemas import RenderRequest, RenderResult, TemplateSpec
 from reactor.clock import wall_ms
 from reactor.ports import TemplateStore, TemplateVersion
 
-from .templates import (
-    RENDER_BUDGET,
-    SMS_MAX_SEGMENTS,
-    Budget,
-    CompiledTemplate,
-    Rendered,
-    compile_template,
-    estimate_work,
-    locale_chain,
-    pick_variant,
-    render_template,
-    resolve_part,
-)
+from ..domain.channel_limits import SMS_MAX_SEGMENTS
+from ..domain.rendering import RENDER_BUDGET, Budget, CompiledTemplate, Rendered, compile_template, estimate_work, render_template
+from ..domain.template_choice import locale_chain, pick_variant, resolve_part
 
 INLINE_STEPS = 10_000  # estimated Python steps a send may render on the event loop (a few milliseconds at most)
 

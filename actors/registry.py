@@ -1,27 +1,13 @@
-"""Live subscriber sessions (WebSocket, SSE, long-poll), the registry of them, and replay.
+"""The connection registry (an actor): this node's live subscriber sessions, by user, and the frames pushed lately.
 
-A session has a bounded outbound queue. Fan-out never waits on a session: a frame that
-does not fit marks the session slow and closes it (the client reconnects and resumes).
-Each session remembers the ids it was sent recently, to drop a frame it already had and
+A session (WebSocket, SSE or long-poll: `Session`) has a bounded outbound queue. Fan-out
+never waits on a session: a frame that does not fit marks the session slow and closes it
+(the client reconnects and resumes). Each session remembers the ids it was sent recently, to drop a frame it already had and
 to accept acks only for what it was sent.
 
-No gap, no duplicate, on every transport, with one recipe (`Replay`):
-
-1. Register the session, *holding* its live frames (they queue up, in push order).
-2. Replay what the client missed after the last id it saw: the inbox in delivery order,
-   then the frames the registry pushed to the user lately whose inbox row may not be
-   written yet (the web channel pushes first and records the batch after). Each id is
-   claimed on the session, so nothing is sent twice.
-3. Let the held frames through (skipping the claimed ones), then go live.
-
-A frame pushed before step 1 is in the inbox or in the registry's recent pushes; one
-pushed after it is held. Everything reaches the client once, in delivery order, so the
-id of the last frame a client saw is always a correct place to resume from.
-
-Acks are the user's own: a session accepts an ack only for an id it sent (live, replayed,
-or the `last_id` it resumed from when that id is in the user's inbox or recent pushes).
-A `last_id` that is another user's notification is refused by the transports
-(`belongs_to_another_user`) before anything is replayed; one nobody knows is not claimed.
+The registry holds every session of the node by user; a web delivery (`Push`) is
+offered to each of the user's sessions and kept among the recent pushes, which a
+resuming client's replay reads (actors/api/replay.py).
 """
 
 from __future__ import annotations
@@ -33,17 +19,13 @@ from typing import Any, NamedTuple
 import trio
 
 from protocol.frames import CloseCode
-from reactor.ask import ask
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore
 
-from .clients.web import notification_frame
 from .messages import Broadcast, Push, Recent, Register, RegistryMessage, Unregister
 
-log = logging.getLogger("herald.sessions")
+log = logging.getLogger("herald.registry")
 
 RECENT_IDS = 4096
-REPLAY_PAGE = 200
 
 
 class Outgoing(NamedTuple):
@@ -157,140 +139,6 @@ class Session:
             self.close_code, self.close_reason = code, reason
             self.closed.set()
             self._send.close()
-
-
-class Replay:
-    """What a session missed after `last_id`, in delivery order, a page at a time.
-
-    Used by every transport once its session is registered (and holding). With no
-    `last_id` it replays everything retained. A `last_id` in the user's inbox or recent
-    pushes is claimed (never sent back; the client had it, so it may ack it). An id
-    neither knows (not delivered yet, or no longer retained) replays everything retained
-    and is not claimed: a duplicate the client can drop rather than a gap. Another user's
-    id never gets here: the transports refuse it first (`belongs_to_another_user`).
-    """
-
-    def __init__(self, logstore: LogStore, registry: Mailbox[RegistryMessage], session: Session, last_id: str | None) -> None:
-        self.logstore = logstore
-        self.registry = registry
-        self.session = session
-        self.last_id = last_id
-        self._phase = "start"
-        self._after = last_id
-        self._tail: list[tuple[str, bytes]] = []
-
-    async def next_page(self) -> list[Outgoing]:
-        """The next frames to send, already claimed on the session; [] once the replay is done."""
-        user_id = self.session.user_id
-        while True:
-            if self._phase == "start":
-                await self._start()
-            elif self._phase == "inbox":
-                entries = await self.logstore.inbox_after(user_id, self._after, REPLAY_PAGE)
-                if len(entries) < REPLAY_PAGE:
-                    self._phase = "tail"
-                else:
-                    self._after = entries[-1].notification_id
-                page = [
-                    Outgoing("notification", e.notification_id, notification_frame(e))
-                    for e in entries
-                    if self.session.claim(e.notification_id)
-                ]
-                if page:
-                    return page
-            elif self._phase == "tail":
-                self._phase = "done"
-                page = [Outgoing("notification", nid, frame) for nid, frame in self._tail if self.session.claim(nid)]
-                if page:
-                    return page
-            else:
-                return []
-
-    async def _start(self) -> None:
-        """Take the registry's recent pushes and decide where the replay starts."""
-        user_id = self.session.user_id
-        recent = await ask(self.registry.send, lambda reply: Recent(user_id, reply))
-        if self.last_id is None:
-            self._tail = recent
-            self._phase = "inbox"
-            return
-        position = None
-        for index in range(len(recent) - 1, -1, -1):
-            if recent[index][0] == self.last_id:
-                position = index
-                break
-        in_inbox = await self.logstore.inbox_get(user_id, self.last_id) is not None
-        if position is None:
-            self._tail = recent  # all pushed after last_id (or last_id is unknown): the inbox decides
-            self._phase = "inbox"
-        else:
-            self._tail = recent[position + 1:]
-            # last_id was pushed lately: if its inbox row is not written yet, nothing after it is either,
-            # and the recent pushes after it are exactly what was missed.
-            self._phase = "inbox" if in_inbox else "tail"
-        if in_inbox or position is not None:
-            self.session.claim(self.last_id)  # delivered to this user: never sent back, and its ack is theirs
-
-
-async def belongs_to_another_user(logstore: LogStore, user_id: str, notification_id: str) -> bool:
-    """Whether the log store knows the notification as another user's (a `last_id` to refuse)."""
-    if await logstore.inbox_get(user_id, notification_id) is not None:
-        return False
-    return any(row.user_id != user_id for row in await logstore.statuses(notification_id))
-
-
-class SessionCaps:
-    """How many sessions each user and each subscriber token holds on this node, within caps.
-
-    Pure bookkeeping, on the front end's Trio thread: `admit` and `release` never wait, so
-    a check and its count cannot interleave with another request's.
-    """
-
-    def __init__(self, per_user: int, per_token: int) -> None:
-        if per_user < 1 or per_token < 1:
-            raise ValueError("session caps must be at least 1")
-        self.per_user = per_user
-        self.per_token = per_token
-        self._users: dict[str, int] = {}
-        self._tokens: dict[str, int] = {}
-        self.refused = 0
-
-    def refusal(self, user_id: str, token_id: str) -> str | None:
-        """Why one more session of this user and token would be refused; None if it fits."""
-        if self._users.get(user_id, 0) >= self.per_user:
-            return f"user {user_id} already holds {self.per_user} sessions on this node (WebSocket, SSE and long-poll together)"
-        if self._tokens.get(token_id, 0) >= self.per_token:
-            return f"this subscriber token already holds {self.per_token} sessions on this node"
-        return None
-
-    def check(self, user_id: str, token_id: str) -> str | None:
-        """refusal(), counting a refusal (a route that answers 429 before it makes a session)."""
-        reason = self.refusal(user_id, token_id)
-        self.refused += reason is not None
-        return reason
-
-    def admit(self, session: Session) -> str | None:
-        """Count the session in, or say why not (nothing is counted then)."""
-        reason = self.refusal(session.user_id, session.token_id)
-        if reason is not None:
-            self.refused += 1
-            return reason
-        self._users[session.user_id] = self._users.get(session.user_id, 0) + 1
-        self._tokens[session.token_id] = self._tokens.get(session.token_id, 0) + 1
-        return None
-
-    def release(self, session: Session) -> None:
-        """Count an admitted session out."""
-        for counts, key in ((self._users, session.user_id), (self._tokens, session.token_id)):
-            left = counts[key] - 1
-            if left:
-                counts[key] = left
-            else:
-                del counts[key]
-
-    def held(self, user_id: str) -> int:
-        """Sessions the user holds on this node."""
-        return self._users.get(user_id, 0)
 
 
 class ConnectionRegistry:

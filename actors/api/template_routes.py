@@ -15,20 +15,11 @@ import msgspec
 from quart import Blueprint, Response, request
 
 from protocol.problems import FieldError, Problem, field_of, invalid
-from protocol.templates import (
-    TEMPLATE_ID_RE,
-    Parts,
-    RenderRequest,
-    TemplateSpec,
-    TemplateView,
-    Variant,
-    VersionInfo,
-    VersionList,
-)
+from protocol.template_schemas import TEMPLATE_ID_RE, Parts, RenderRequest, TemplateSpec, TemplateView, Variant, VersionInfo, VersionList
 from reactor.clock import iso
 
-from ..template_service import Loaded, TemplateExists, TemplateNotFound, TemplateService
-from ..templates import InvalidTemplate
+from ..domain.rendering import InvalidTemplate
+from ..services.template_service import Loaded, TemplateExists, TemplateNotFound, TemplateService
 from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, read_body, readable
 
 _any_decoder = msgspec.json.Decoder()

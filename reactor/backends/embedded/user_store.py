@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Callable, TypeVar
 
+from reactor.ports import DeviceRow
 
 from .sqlite import SqliteBacked
-from .ports import DeviceRow
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 Ingress reads a user's Profile (preferences and push tokens) on every submission, so it
 is cached in a State (`users:profile:<id>`, `cache_ttl_s`, 60 s by default): on the
-embedded node an in-memory, bounded MemoryState; with Redis, shared by the nodes.
+node an in-memory, bounded State of its own (reactor.backends.local_state).
 Every write through this directory (a PUT of preferences, an unsubscribe, a device
 registered, deleted or found unregistered by a push provider) writes the UserStore
 first and then deletes the cached copy, so the next read loads it again. The usual
@@ -26,8 +26,8 @@ import trio
 from protocol.preferences import MAX_DEVICES, Platform, Preferences, Profile
 from reactor.ports import DeviceRow, State, UserStore
 
-from .auth import SigningKeys
-from .preferences import issue_unsubscribe_token, with_opt_out
+from ..domain.preferences import issue_unsubscribe_token, with_opt_out
+from ..domain.tokens import SigningKeys
 
 log = logging.getLogger("herald.users")
 

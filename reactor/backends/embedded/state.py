@@ -14,10 +14,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reactor.clock import wall_ms
 
-from .clock import wall_ms
+from .memory_state import MemoryState
 from .sqlite import SqliteBacked
-from .state_memory import MemoryState
 
 T = TypeVar("T")
 PURGE_EVERY = 1000

@@ -1,7 +1,7 @@
 """Preferences, pure: validation, the quiet-hours window, the per-channel plan, unsubscribe tokens.
 
 No I/O here: time zones come in as loaded `tzinfo` objects and the set of known zone
-keys as a container (actors.users loads both off the Trio loop), so everything below
+keys as a container (actors.services.user_directory loads both off the Trio loop), so everything below
 can be property-tested.
 
 The rules Ingress applies (documented in docs/architecture.md, "Preferences"):
@@ -37,7 +37,7 @@ from protocol.messages import Delivery
 from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
 from protocol.problems import FieldError
 
-from .auth import InvalidToken, SigningKeys, sign_claims, verify_claims
+from .tokens import InvalidToken, SigningKeys, sign_claims, verify_claims
 
 QUIET_CHANNELS = frozenset({Channel.EMAIL, Channel.SMS, Channel.PUSH})
 UNSAFE_ZONES = frozenset({"localtime", "posixrules", "Factory"})  # the server's own zone, or placeholders

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 from typing import TypeVar
 
+from reactor.ports import TemplateVersion
 
 from .sqlite import SqliteBacked
-from .ports import TemplateVersion
 
 T = TypeVar("T")
 

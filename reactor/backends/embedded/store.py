@@ -2,9 +2,9 @@
 
 It holds what must survive a restart besides the bus and the delivery log: metadata,
 the Scheduler's pending retries, the dead-letter queue and the send ledger. No secret:
-the token-signing keys have a file of their own (reactor/signing_keys.py), the bootstrap
+the token-signing keys have a port of their own (SigningKeyStore; embedded: signing_keys.py), the bootstrap
 API key is a hashed entry of the KeyStore. A data dir from before that kept both here in
-clear; `forget_meta` erases them once moved (actors/auth.py).
+clear; `forget_meta` erases them once moved (actors/services/credentials.py).
 Every write is durable when the call returns.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence, TypeVar
 
+from reactor.ports import DeadLetter, DlqFilter, Scheduled
 
 from .sqlite import SqliteBacked
-from .ports import DeadLetter, DlqFilter, Scheduled
 
 T = TypeVar("T")
 

@@ -49,7 +49,7 @@ import trio
 from protocol.lifecycle import RANK, ROUND_SIZE, Status, Step, position, round_of, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 
-from .ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, StatusRow
 
 T = TypeVar("T")
 
@@ -351,7 +351,7 @@ def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
     return db
 
 
-# The detail of the events that took the replay edge before the timeline had rounds (actors/dead_letters.py, consumer.py).
+# The detail of the events that took the replay edge before the timeline had rounds (actors/services/dead_letters.py, consumer.py).
 _REPLAY_DETAILS = ("replayed from the dead-letter queue%", "attempted again and succeeded%")
 _RANK_OF_STATUS = "CASE status " + " ".join(f"WHEN '{s.value}' THEN {RANK[s]}" for s in Status) + " END"
 # A row's round: the replay events at or before it, in the order the timeline was read in (at_ms, rowid).

@@ -1,0 +1,267 @@
+"""The node's credentials: API keys against the KeyStore, the bootstrap key, the signing key ring.
+
+`ApiKeys` checks a presented key (actors/domain/api_keys.py: the format and the digest)
+against a small in-memory cache of the KeyStore: a revoke on this node replaces the
+cached entry at once; a change made elsewhere (the offline CLI, another node) is seen
+when the entry expires (`key_cache_ttl_s`).
+
+The bootstrap key has every scope and no rate limit; it keeps `make run`, the README tour
+and the CLI working with no set-up. Either it is configured (`api_key`, HERALD_API_KEY):
+any string, compared in constant time; or the node generates a real `hk_` key at first
+start, stored hashed like any other (flagged `bootstrap`), whose full text exists only in
+`<data_dir>/api-key` (0600). Delete that file and restart to get a new one (the old one
+is revoked).
+
+The token-signing key ring (actors/domain/tokens.py) is read, made at first start and
+rotated here, through the SigningKeyStore port.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from protocol.keys import BOOTSTRAP_KEY_ID, LEGACY_KID, Scope, SigningKey
+from reactor.clock import wall_ms
+from reactor.files import write_atomically
+from reactor.ports import KeyStore, SigningKeyStore, State, Store, StoredKey
+
+from ..domain.api_keys import ALL_SCOPES, Caller, bearer, key_digest, new_api_key, parse_api_key
+from ..domain.tokens import SigningKeys, retired, rotated
+
+API_KEY_FILE = "api-key"  # the bootstrap key's text, in the data dir (0600)
+BOOTSTRAP_NAME = "bootstrap: generated at first start, its text in <data-dir>/api-key"
+# the Store's metadata rows of a data dir from before: the signing secret and the generated key, in clear
+LEGACY_SECRET_META = "token_secret"
+LEGACY_API_KEY_META = "api_key"
+
+# -- signing keys and the bootstrap key: in the stores
+
+
+async def open_signing_keys(rings: SigningKeyStore, store: Store, now_ms: int) -> SigningKeys:
+    """The stored ring, made at first start. A secret the Store kept in clear (a data dir from
+    before key ids) moves into the ring as the key `legacy`, which keeps verifying the tokens it
+    signed; a fresh key signs from now on, and the Store forgets the old secret."""
+    legacy = await store.get_meta(LEGACY_SECRET_META)
+    found = await rings.read_ring()
+    if found is not None:
+        ring = SigningKeys(*found)
+    else:
+        keys = [] if legacy is None else [SigningKey(LEGACY_KID, legacy.encode(), 0)]
+        made, current = rotated(keys, now_ms, retire_previous=False)
+        await rings.write_ring(made, current.kid)
+        ring = SigningKeys(made, current.kid)
+    if legacy is not None:
+        await store.forget_meta(LEGACY_SECRET_META)  # only once the ring holds it durably
+    return ring
+
+
+async def rotate_signing_keys(rings: SigningKeyStore, now_ms: int, retire_previous: bool, ring: SigningKeys | None = None) -> SigningKeys:
+    """Add a new current key to the stored ring (made if absent), and to `ring` (the running node's)
+    if given; with `retire_previous`, drop every older key (their tokens stop working)."""
+    found = await rings.read_ring()
+    keys = found[0] if found is not None else (ring.keys() if ring is not None else [])
+    new_ring, new_current = rotated(keys, now_ms, retire_previous)
+    await rings.write_ring(new_ring, new_current.kid)
+    if ring is None:
+        return SigningKeys(new_ring, new_current.kid)
+    ring.replace(new_ring, new_current.kid)
+    return ring
+
+
+async def retire_signing_key(rings: SigningKeyStore, kid: str, ring: SigningKeys) -> bool:
+    """Drop the key `kid` from the stored ring and from `ring`: every token it signed stops verifying.
+
+    False if there is no such key; CurrentKeyError for the current one."""
+    found = await rings.read_ring()
+    keys, current = found if found is not None else (ring.keys(), ring.current.kid)
+    kept = retired(keys, current, kid)
+    if kept is None:
+        return False
+    await rings.write_ring(kept, current)
+    ring.replace(kept, current)
+    return True
+
+
+async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int) -> str:
+    """The node's bootstrap key, written to `key_file` (0600) for the CLI and the README tour.
+
+    A configured key (`api_key`, HERALD_API_KEY) is used as it is, and replaces a generated
+    one (revoked). Otherwise the generated `hk_` key whose text `key_file` holds is kept (revoked
+    or not: a revoke stands); if the file is missing or holds no such key, a new one is made and
+    any previous generated key revoked.
+    """
+
+    def read() -> str:
+        try:
+            return key_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def write(text: str) -> None:
+        write_atomically(key_file, text.encode() + b"\n")
+
+    text = await trio.to_thread.run_sync(read)
+    if not configured:
+        parsed = parse_api_key(text)
+        if parsed is not None:
+            stored = await store.get_key(parsed[0])
+            if stored is not None and stored.bootstrap and hmac.compare_digest(stored.digest, key_digest(*parsed)):
+                return text
+    for key in await store.list_keys():
+        if key.bootstrap and key.revoked_ms is None:
+            await store.revoke_key(key.key_id, now_ms)
+    if configured:
+        if text != configured:
+            await trio.to_thread.run_sync(write, configured)
+        return configured
+    _, full = await create_key(store, sorted(ALL_SCOPES), BOOTSTRAP_NAME, now_ms, bootstrap=True)
+    await trio.to_thread.run_sync(write, full)
+    return full
+
+
+async def open_node_credentials(
+    rings: SigningKeyStore, store: Store, keystore: KeyStore, key_file: Path, configured_key: str
+) -> tuple[SigningKeys, str]:
+    """The node's signing key ring and bootstrap key (its text in `key_file`), at start-up; the Store keeps neither in clear."""
+    now = wall_ms()
+    ring = await open_signing_keys(rings, store, now)
+    await store.forget_meta(LEGACY_API_KEY_META)  # a generated key from before: replaced by a hashed hk_ key
+    return ring, await open_bootstrap_key(keystore, key_file, configured_key, now)
+
+
+# -- API keys: the node's view of the store
+
+
+class ApiKeys:
+    """Authenticates API keys (cached), rate limits them, creates and revokes them."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        state: State,
+        bootstrap: str,
+        *,
+        rate_per_s: float = 1000.0,
+        burst: float = 2000.0,
+        cache_ttl_s: float = 2.0,
+        cache_size: int = 10_000,
+        touch_every_s: float = 60.0,
+    ) -> None:
+        if not (0 < rate_per_s <= 1_000_000 and 0 < burst <= 1_000_000 and cache_ttl_s >= 0 and cache_size >= 1):
+            raise ValueError("key_rate_per_s and key_burst must be above 0 (at most 1000000), key_cache_ttl_s at least 0")
+        self.store = store
+        self.state = state
+        self.bootstrap_key = bootstrap
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.cache_ttl_s = cache_ttl_s
+        self.cache_size = cache_size
+        self.touch_every_s = touch_every_s
+        self._cache: dict[str, tuple[StoredKey | None, float]] = {}
+        self._generation = 0
+        self._touched: dict[str, float] = {}
+        self.lookups = 0  # store reads, for tests and metrics
+        self.throttled = 0
+
+    def limits_of(self, key: StoredKey) -> tuple[float, float]:
+        """The (rate per second, burst) that applies to a stored key (the bootstrap key has none: see Caller)."""
+        return (key.rate_per_s or self.rate_per_s, key.burst or self.burst)
+
+    async def authenticate(self, header: str | None) -> Caller | None:
+        """The caller an Authorization header proves, or None."""
+        credential = bearer(header)
+        if credential is None:
+            return None
+        if self.bootstrap_key and hmac.compare_digest(self.bootstrap_key.encode(), credential.encode()):
+            return Caller(BOOTSTRAP_KEY_ID, ALL_SCOPES, None, None, bootstrap=True)
+        parsed = parse_api_key(credential)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        key = await self._lookup(key_id)
+        if key is None or key.revoked_ms is not None or not hmac.compare_digest(key.digest, key_digest(key_id, secret)):
+            return None
+        await self._touch(key_id)
+        if key.bootstrap:
+            return Caller(key_id, ALL_SCOPES, None, None, bootstrap=True)
+        rate, burst = self.limits_of(key)
+        return Caller(key_id, frozenset(key.scopes), rate, burst)
+
+    async def throttle(self, caller: Caller) -> float:
+        """Take a token from the caller's bucket: 0.0 if admitted, else the seconds to wait."""
+        if caller.rate_per_s is None or caller.burst is None:
+            return 0.0
+        wait = await self.state.take_tokens(f"ratelimit:apikey:{caller.key_id}", 1, caller.burst, caller.rate_per_s)
+        if wait > 0:
+            self.throttled += 1
+        return wait
+
+    async def create(
+        self, scopes: Sequence[str], name: str = "", rate_per_s: float | None = None, burst: float | None = None
+    ) -> tuple[StoredKey, str]:
+        """Create a key; returns it as stored and the full key, which is never available again."""
+        return await create_key(self.store, scopes, name, wall_ms(), rate_per_s, burst)
+
+    async def revoke(self, key_id: str) -> StoredKey | None:
+        """Revoke a key; from the return on, this node refuses it. None if there is no such key."""
+        key = await self.store.revoke_key(key_id, wall_ms())
+        self._generation += 1  # a lookup that read the key before the revoke must not cache it
+        self._remember(key_id, key)
+        return key
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every stored key (a generated bootstrap key included, not a configured one), oldest first."""
+        return await self.store.list_keys()
+
+    async def _lookup(self, key_id: str) -> StoredKey | None:
+        cached = self._cache.get(key_id)
+        if cached is not None and trio.current_time() - cached[1] < self.cache_ttl_s:
+            return cached[0]
+        generation = self._generation
+        self.lookups += 1
+        key = await self.store.get_key(key_id)
+        if generation == self._generation:
+            self._remember(key_id, key)
+        return key
+
+    def _remember(self, key_id: str, key: StoredKey | None) -> None:
+        self._cache.pop(key_id, None)
+        while len(self._cache) >= self.cache_size:
+            del self._cache[next(iter(self._cache))]
+        self._cache[key_id] = (key, trio.current_time())
+
+    async def _touch(self, key_id: str) -> None:
+        now = trio.current_time()
+        last = self._touched.get(key_id)
+        if last is None or now - last >= self.touch_every_s:
+            self._touched[key_id] = now
+            await self.store.touch_key(key_id, wall_ms())
+
+
+async def create_key(
+    store: KeyStore, scopes: Sequence[str], name: str, now_ms: int, rate_per_s: float | None = None, burst: float | None = None,
+    *, bootstrap: bool = False,
+) -> tuple[StoredKey, str]:
+    """The one way keys are made (admin API and offline CLI): store a new key, return it and its full text."""
+    unknown = set(scopes) - ALL_SCOPES
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {sorted(ALL_SCOPES)}, got {list(scopes)}")
+    if len(name) > 100:
+        raise ValueError("name: at most 100 characters")
+    for label, value in (("rate_per_s", rate_per_s), ("burst", burst)):
+        if value is not None and not 0 < value <= 1_000_000:
+            raise ValueError(f"{label}: above 0 and at most 1000000")
+    ordered = tuple(s.value for s in Scope if s.value in set(scopes))
+    while True:
+        key_id, full = new_api_key()
+        parsed = parse_api_key(full)
+        assert parsed is not None
+        stored = StoredKey(
+            key_id, key_digest(*parsed), ordered, name, now_ms, rate_per_s=rate_per_s, burst=burst, bootstrap=bootstrap,
+        )
+        if await store.add_key(stored):
+            return stored, full
