@@ -26,13 +26,14 @@ import trio
 from protocol.frames import CloseCode
 from protocol.messages import UnknownRecordVersion, decode_fanout, encode_fanout
 from reactor.mailbox import Mailbox
-from reactor.ports import Broker, BrokerSubscription
+from reactor.ports import Broker, BrokerLost, BrokerSubscription
 
 from .messages import Broadcast, Recent, Register, RegistryMessage, Unregister
 
 log = logging.getLogger("herald.registry")
 
 RECENT_IDS = 4096
+LOST = "this node may have missed frames (its Broker subscription was cut off): reconnect and resume"
 
 
 class Outgoing(NamedTuple):
@@ -202,6 +203,7 @@ class ConnectionRegistry:
         self.pushed = 0  # notification frames queued on a session
         self.broadcasts = 0  # inbox-state frames queued on a session
         self.undecodable = 0  # Broker messages that were not a Fanout (logged, dropped)
+        self.lost = 0  # subscriptions the Broker cut off
 
     def session_count(self) -> int:
         """Sessions open on this node, all users together."""
@@ -246,6 +248,18 @@ class ConnectionRegistry:
 
     async def _fan_out(self, subscription: BrokerSubscription) -> None:
         """Offer every frame the Broker brings to the user's sessions here (never waiting on one)."""
+        try:
+            await self._offer_all(subscription)
+        except BrokerLost:
+            self.lost += 1
+            log.warning("registry: the Broker cut this node's subscription off; closing its %d sessions", self.session_count())
+            for sessions in self._sessions.values():
+                for session in sessions:
+                    session.close(CloseCode.SHUTTING_DOWN, LOST)
+            self._sessions.clear()
+            raise
+
+    async def _offer_all(self, subscription: BrokerSubscription) -> None:
         async for user_id, raw in subscription.messages():
             try:
                 fanout = decode_fanout(raw)
