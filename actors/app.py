@@ -3,7 +3,7 @@
     herald (System), role all (the default: one node does everything)
     ├── storage    backends: opens every port (reactor.backends.open_backends), closes them last
     ├── recording  recorder
-    ├── delivery   scheduler, connection registry, provider:email, provider:sms, provider:push, provider:web
+    ├── delivery   scheduler, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
     ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
@@ -12,7 +12,7 @@ The other roles (ROLES) build a part of that tree, and meet the others only thro
 ports (bus, state, store, logstore, broker):
 
     api     storage, recording, ingress (with schedule-writer), front (every area but sessions and inbox)
-    worker  storage, recording, delivery (scheduler, providers), consumers
+    worker  storage, recording, delivery (scheduler, providers and their queries), consumers
     edge    storage, recording, delivery (connection registry), front (sessions and inbox)
 
 Every role records what it learns (the api accepted notifications, the worker outcomes,
@@ -34,7 +34,6 @@ from typing import Any
 import trio
 
 from protocol.channels import Channel
-from reactor.ask import Reply
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
@@ -226,11 +225,10 @@ async def wire(
         backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key,
     )
     bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
-    front_url: list[str] = []
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
     users = UserDirectory(
-        backends.users, local_state(config.profile_cache_size), signing, lambda: config.public_url or (front_url[0] if front_url else ""),
+        backends.users, local_state(config.profile_cache_size), signing, lambda: config.public_url or herald.url,  # once it serves
         config.preferences_cache_ttl_s,
     )
     recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
@@ -334,20 +332,5 @@ async def wire(
             **gateway_parts,
         )
         herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
-        front_url.append("")  # filled once it listens (below)
-        stages.append(Supervisor("front", [ChildSpec("http", _listening(front, front_url), stop=front.stop)], policy))
+        stages.append(Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy))
     return herald, stages
-
-
-def _listening(front: FrontEnd, url: list[str]) -> Any:
-    """The front end's run, noting the URL it serves once it listens (links in notifications use it)."""
-
-    async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        class _Status:
-            def started(self, value: Any = None) -> None:
-                url[0] = front.url()
-                task_status.started(value)
-
-        await front.run(task_status=_Status())
-
-    return run

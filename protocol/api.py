@@ -143,10 +143,10 @@ class JobView(msgspec.Struct, frozen=True):
 
     Every field is always present. The counts grow while the job runs, a page of entries
     at a time: `total` is the entries it has taken up so far (final once done), each of
-    them `replayed` (back on its channel's topic), `discarded`, `skipped` (a notification
-    this job replayed already that came back to the queue meanwhile: left for the next
-    replay) or counted in `errors` (left in the queue: its record could not be read;
-    `error` says why, or why the job failed).
+    them `replayed` (back on its channel's topic), `discarded`, `skipped` (a replay: a
+    notification this job replayed already that came back to the queue meanwhile, left for
+    the next replay; a purge: an entry gone before it was deleted) or counted in `errors`
+    (left in the queue: its record could not be read; `error` says why, or why the job failed).
     """
 
     id: str

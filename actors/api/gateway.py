@@ -21,9 +21,8 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from quart import Response, has_request_context, has_websocket_context, request, websocket
+from quart import Blueprint, Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
-from quart import Blueprint
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
