@@ -76,7 +76,7 @@ def blueprint(gw: Any) -> Blueprint:
         view = await _ask_jobs(gw, lambda reply: JobStatus(job_id, reply))
         if view is None:
             raise ProblemError(Problem("Not Found", 404, (
-                f"no job {job_id!r} on this node: jobs are kept in the memory of the node that runs them, so a restart "
+                f"no job {job_id[:64]!r} on this node: jobs are kept in the memory of the node that runs them, so a restart "
                 f"forgets them, as it forgets the oldest finished ones past the last {KEEP_FINISHED}; what a job did stays "
                 "done (GET /v1/admin/dlq shows what is left in the queue; a replay or purge can be run again)"
             )))
