@@ -12,6 +12,7 @@ import json
 
 import trio
 from trio.testing import wait_all_tasks_blocked
+from trio_websocket import open_websocket_url
 
 from actors.clients.web import push_frame
 from actors.messages import Broadcast, Register, Unregister
@@ -99,8 +100,6 @@ async def test_a_frame_anyone_publishes_to_the_user_reaches_the_websocket(tmp_pa
     """The node's sessions take frames from the Broker, whichever node (or producer) published them."""
     async with running_node(tmp_path) as herald, http(herald) as client:
         token = await token_for(client, "u1")
-        from trio_websocket import open_websocket_url
-
         async with open_websocket_url(ws_url(herald.url, token)) as ws:
             await ws.send_message(json.dumps({"type": "sync"}))
             assert (await receive_json(ws))["type"] == "synced"
