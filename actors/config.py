@@ -92,6 +92,7 @@ class Config:
     state: str = "embedded://"
     store: str = "embedded://"  # the Store and the stores beside it: API keys, templates, users, the signing key ring
     logstore: str = "embedded://"
+    broker: str = "embedded://"  # routes web deliveries to the node holding the user's sessions (memory: one process)
 
     @property
     def outbox_dir(self) -> Path:

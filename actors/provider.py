@@ -8,6 +8,12 @@ The send ledger makes redelivery safe: an Attempt that may have been tried befor
 checked against it, and every send is written to it (durably) before the answer goes
 back. The one duplicate left is a crash between the provider's answer and that write.
 
+A circuits query (`CircuitQuery`, from GET /v1/admin/circuits) comes on a mailbox of its
+own (`queries`) and is answered by a second task of the actor (`answer_queries`, supervised
+beside `run`): the attempts may wait a minute for an open breaker, and the operator asks
+precisely then. The answer is the
+gate's view (`Gate.view`) and the Provider's counters.
+
 A push provider's verdict that a device token is unregistered (the outcome's
 `unregistered_tokens`) removes those tokens from the user's devices before the answer.
 
@@ -23,11 +29,13 @@ against the message as well, so a message that crashes it twice is dead-lettered
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 import trio
 
+from protocol.api import CircuitView
 from protocol.channels import Channel
 from protocol.lifecycle import Status
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
@@ -36,7 +44,8 @@ from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Store
 
-from .messages import Attempt
+from .messages import Attempt, CircuitQuery
+from .services.gate import GateView
 
 log = logging.getLogger("herald.provider")
 
@@ -62,6 +71,9 @@ class Gate(Protocol):
     def abandon(self, delivery: Delivery) -> None:
         """An admitted call ended with no outcome (the client crashed, or was cancelled)."""
 
+    async def view(self) -> GateView:
+        """The breaker and bucket as GET /v1/admin/circuits shows them."""
+
 
 class OpenGate:
     """No rate limit, no breaker: every attempt goes straight through."""
@@ -75,13 +87,17 @@ class OpenGate:
     def abandon(self, delivery: Delivery) -> None:
         return None
 
+    async def view(self) -> GateView:
+        return GateView("none", 0, 0, 0, math.inf, math.inf, math.inf)
+
 
 class Provider:
     def __init__(
         self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None,
-        devices: Devices | None = None,
+        devices: Devices | None = None, queries: Mailbox[CircuitQuery] | None = None,
     ) -> None:
         self.channel = channel
+        self.queries = queries
         self.devices = devices  # push: where unregistered tokens are removed
         self.client = client
         self.mailbox = mailbox
@@ -104,6 +120,28 @@ class Provider:
                 attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
                 raise
             attempt.reply.send(outcome)
+
+    async def answer_queries(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The actor's second task (a supervised child of its own): answer circuits queries until the mailbox closes."""
+        if self.queries is None:
+            raise RuntimeError(f"the {self.channel.value} provider has no queries mailbox")
+        task_status.started()
+        async for query in self.queries:
+            try:
+                query.reply.send(await self.circuit())
+            except Exception as exc:  # the view could not be read (its State): that query fails, the Provider does not
+                log.warning("%s provider: circuit view failed: %r", self.channel.value, exc)
+                query.reply.fail(ActorCrashed(f"{self.channel.value} provider: circuit view: {exc!r}"))
+
+    async def circuit(self) -> CircuitView:
+        """The gate's view and this Provider's counters."""
+        gate = await self.gate.view()
+        return CircuitView(
+            channel=self.channel, state=gate.state, consecutive_failures=gate.consecutive_failures, opened=gate.opened,
+            rejected=gate.rejected, calls=self.calls, suppressed_duplicates=self.suppressed, tokens=gate.tokens,
+            bucket_capacity=gate.bucket_capacity, refill_per_s=gate.refill_per_s, deferred=gate.deferred,
+            throttled=gate.throttled, transitions=dict(gate.transitions), retry_at=gate.retry_at,
+        )
 
     async def _attempt(self, attempt: Attempt) -> Outcome:
         delivery = attempt.delivery

@@ -84,6 +84,48 @@ class State(Protocol):
     def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]: ...
 
 
+class BrokerLost(Exception):
+    """A node's subscription ended: what was published to it since may not have arrived (a Redis
+    connection dropped, or a subscriber that fell behind its buffer and was cut off)."""
+
+
+class BrokerSubscription(Protocol):
+    """One node's subscription to the Broker (Redis: one pub/sub connection), opened by Broker.subscriber()."""
+
+    async def subscribe(self, user_id: str) -> None:
+        """Receive the user's messages from now on: once this returns, every message published
+        afterwards reaches this subscription. Subscribing again to a user is a no-op (a set, not a count)."""
+
+    async def unsubscribe(self, user_id: str) -> None:
+        """Stop receiving the user's messages (a no-op for a user not subscribed)."""
+
+    def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """(user_id, message) as they come, in publish order for each user.
+
+        Raises BrokerLost if the subscription is cut off (a subscriber that does not read is
+        never waited for: past its buffer it is dropped, as Redis drops a pub/sub client over
+        its output buffer limit). The caller then treats everything since as possibly missed."""
+
+
+class Broker(Protocol):
+    """Routes a message for a user (a web delivery, an inbox-state change) to the nodes holding that
+    user's live sessions, as centrifuge's Broker: a channel per user, and each node subscribes to the
+    channels of the users it holds sessions of (Redis pub/sub: PUBLISH/SUBSCRIBE on `herald:user:<id>`;
+    memory: reactor/backends/embedded/broker.py).
+
+    At most once, never stored: a node that subscribes after a publish does not get it (a resuming
+    client finds it in the inbox or the recent pushes, written before the publish). A publish never
+    waits for a subscriber to read.
+    """
+
+    async def publish(self, user_id: str, message: bytes) -> int:
+        """Send to every subscription to the user now; returns how many there are (nodes, not sessions:
+        0 means no node holds a live session of the user)."""
+
+    def subscriber(self) -> AsyncContextManager[BrokerSubscription]:
+        """This node's subscription, subscribed to nobody yet; leaving the block unsubscribes it from everyone."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scheduled:
     """A bus record to produce at `due_ms` (wall clock): a retry, later quiet hours and scheduled_at."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from protocol.messages import Delivery, Outcome, RetryLater
 from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker
+from reactor.clock import iso, wall_ms
 from reactor.token_bucket import TokenBucket
 
 log = logging.getLogger("herald.gate")
@@ -26,6 +27,23 @@ class Limits:
     capacity: float
     refill_per_s: float
     breaker: BreakerConfig
+
+
+@dataclass(frozen=True)
+class GateView:
+    """What GET /v1/admin/circuits shows of a gate (protocol.api.CircuitView but the Provider's own counters)."""
+
+    state: str
+    consecutive_failures: int
+    opened: int
+    rejected: int
+    tokens: float
+    bucket_capacity: float
+    refill_per_s: float
+    deferred: int = 0
+    throttled: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+    retry_at: str | None = None
 
 
 class ResilienceGate:
@@ -75,6 +93,27 @@ class ResilienceGate:
     def abandon(self, delivery: Delivery) -> None:
         """A crash (poison message) or cancellation: no word on health; free a half-open probe slot."""
         self.breaker.release_probe()
+
+    async def view(self) -> GateView:
+        """The breaker and bucket as they are now (the Provider answers a circuits query with it)."""
+        now = trio.current_time()
+        stats = self.breaker.statistics()
+        retry_at = None
+        if stats.open_until is not None and stats.open_until > now:
+            retry_at = iso(wall_ms() + int((stats.open_until - now) * 1000))
+        return GateView(
+            state=self.breaker.state_at(now).value,
+            consecutive_failures=stats.consecutive_failures,
+            opened=stats.opened_count,
+            rejected=stats.rejected,
+            tokens=round(self.bucket.available(now), 3),
+            bucket_capacity=self.limits.capacity,
+            refill_per_s=self.limits.refill_per_s,
+            deferred=self.deferred,
+            throttled=self.throttled,
+            transitions=dict(self.transitions),
+            retry_at=retry_at,
+        )
 
     def _note_transitions(self) -> None:
         for transition in self.breaker.drain_transitions():

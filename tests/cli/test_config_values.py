@@ -49,12 +49,13 @@ def test_values_from_the_environment_and_the_file_are_checked_and_named(tmp_path
 
 def test_backend_urls_and_the_role_are_checked_and_named(tmp_path):
     config = load_config(env={})
-    assert (config.role, config.bus, config.state, config.store, config.logstore) == ("all", *["embedded://"] * 4)
-    assert config.backend_settings().urls == dict.fromkeys(("bus", "state", "store", "logstore"), "embedded://")
+    assert (config.role, config.bus, config.state, config.store, config.logstore, config.broker) == ("all", *["embedded://"] * 5)
+    assert config.backend_settings().urls == dict.fromkeys(("bus", "state", "store", "logstore", "broker"), "embedded://")
     assert load_config(env={"HERALD_ROLE": "all", "HERALD_LOGSTORE": "embedded://"}).role == "all"
     for env, named in (
         ({"HERALD_BUS": "kafka://localhost:9092"}, r"HERALD_BUS: no backend serves kafka://.*embedded://"),
         ({"HERALD_STATE": "redis"}, "HERALD_STATE: expected a backend URL"),
+        ({"HERALD_BROKER": "redis://localhost:6379"}, r"HERALD_BROKER: no backend serves redis://.*embedded://"),
         ({"HERALD_ROLE": "api"}, r"HERALD_ROLE: the role 'api' needs distributed backends.*only the role 'all' runs"),
         ({"HERALD_ROLE": "router"}, "HERALD_ROLE: expected one of all, api, worker, edge"),
     ):

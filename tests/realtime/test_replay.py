@@ -1,8 +1,10 @@
-"""sessions.Replay and Session holding, deterministically: a real ConnectionRegistry and a real
-SQLite LogStore, with the inbox rows written (or not yet) exactly where each case needs.
+"""sessions.Replay and Session holding, deterministically: a real ConnectionRegistry on a memory
+Broker and a real SQLite LogStore, with the inbox rows written (or not yet) exactly where each case needs.
 
-The web channel pushes a frame first and writes its inbox row with the consumer's batch
-later; these are the interleavings a resuming client can meet.
+The web channel pushes a frame first (kept among the recent pushes, then published) and
+writes its inbox row with the consumer's batch later; these are the interleavings a
+resuming client can meet. Each step waits until every task is blocked, so the registry
+has handled what was sent or published before the next step looks.
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+from trio.testing import wait_all_tasks_blocked
 
 from actors.api.realtime import sse_event
 from actors.api.replay import Replay
-from actors.clients.web import notification_frame
-from actors.messages import Push, Recent, Register, Unregister
-from actors.registry import ConnectionRegistry, Outgoing, Session
+from actors.clients.web import notification_frame, push_frame
+from actors.messages import Recent, Register, Unregister
+from actors.registry import ConnectionRegistry, Outgoing, RecentPushes, Session
 from protocol.frames import CloseCode
 from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
 from reactor.ask import ask
-from reactor.backends.embedded import SqliteLogStore
+from reactor.backends.embedded import MemoryBroker, SqliteLogStore
 from reactor.mailbox import Mailbox
 
 T0 = 1_704_067_200_000
@@ -41,11 +44,12 @@ class Node:
         self.logstore = logstore
 
     async def push(self, *indexes: int, user: str = "u1") -> list[int]:
-        """The web channel pushes these notifications; how many sessions each reached."""
+        """The web channel pushes these notifications (as the web client does); how many nodes each reached."""
         reached = []
         for i in indexes:
             frame = notification_frame(entry(i, user))
-            reached.append(await ask(self.mailbox.send, lambda reply, i=i, frame=frame: Push(user, IDS[i], frame, reply)))
+            reached.append(await push_frame(self.registry.broker, self.registry.recent, user, IDS[i], frame))
+        await wait_all_tasks_blocked()  # the registry offered them to the sessions
         return reached
 
     async def write(self, *indexes: int, user: str = "u1") -> None:
@@ -54,6 +58,7 @@ class Node:
 
     async def register(self, session: Session) -> None:
         await self.mailbox.send(Register(session))
+        await wait_all_tasks_blocked()  # registered, and the node subscribed to the user
 
     async def replay(self, session: Session, last_id: str | None) -> list[str]:
         """Every id a Replay yields, page after page."""
@@ -68,7 +73,7 @@ class Node:
 async def node(tmp_path, recent: int = 64) -> AsyncIterator[Node]:
     logstore = SqliteLogStore(tmp_path / "logs.sqlite3")
     await logstore.open()
-    registry = ConnectionRegistry(Mailbox("registry", 64), recent=recent)
+    registry = ConnectionRegistry(Mailbox("registry", 64), MemoryBroker(), RecentPushes(recent))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
@@ -137,7 +142,7 @@ async def test_frames_pushed_during_a_replay_are_held_and_follow_it_once(tmp_pat
         await n.write(0, 1, 2)
         session = Session("u1", 16, hold=True)
         await n.register(session)
-        assert await n.push(3, 4) == [1, 1]  # the holding session counts as reached ...
+        assert await n.push(3, 4) == [1, 1]  # the node holding the session counts as reached ...
         assert queued(session) == []  # ... but nothing goes out ahead of the replay
         await n.write(3)  # 3's row lands before the replay reads the inbox: replayed there, in order
         assert await n.replay(session, IDS[0]) == ids_of(1, 2, 3, 4)
@@ -168,7 +173,8 @@ async def test_a_session_holding_too_many_frames_is_closed_as_slow(tmp_path):
     async with node(tmp_path) as n:
         session = Session("u1", 4, hold=True)
         await n.register(session)
-        assert await n.push(0, 1, 2, 3, 4) == [1, 1, 1, 1, 0]
+        assert await n.push(0, 1, 2, 3, 4) == [1, 1, 1, 1, 1]  # the node holds a session of the user ...
+        assert n.registry.pushed == 4  # ... which held four and was closed on the fifth
         assert session.closed.is_set() and session.close_code == CloseCode.SLOW_CONSUMER
         await n.mailbox.send(Unregister(session))
 
