@@ -1,0 +1,90 @@
+"""Fixtures of the conformance suites: every test of a module with `PORT = "<port>"` runs once per backend serving it.
+
+    harness   a Harness for the backend (tests/conformance/backends.py): what the suites' checks take
+    backend   the port itself, opened on a fresh place (for a plain test: `async def test_x(backend): ...`)
+    clock     the MockClock the test runs under: virtual time for a backend on Trio's clock, real speed
+              for one with a clock of its own (a test that sleeps asks for it, so that pytest-trio uses it)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+pytest.register_assert_rewrite("tests.conformance.suites")  # a failed check says what it compared
+
+from tests.conformance.backends import BUS_TOPICS, BackendUnavailable, Harness, Place, may_skip, selected, serving
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames:
+        port = getattr(metafunc.module, "PORT", None)
+        if port is None:
+            raise pytest.UsageError(f"{metafunc.module.__name__} uses the conformance fixtures: it must set PORT = '<port>'")
+        names = [b.name for b in serving(port)]
+        metafunc.parametrize("backend_name", names, ids=names, scope="function")
+
+
+class Servers:
+    """The servers the backends need, started once per session on first use (or why they could not be)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.stack = ExitStack()
+        self.started: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self.started:
+            backend = next(b for b in selected() if b.name == name)
+            try:
+                self.started[name] = self.stack.enter_context(backend.start(self.directory / name))
+            except BackendUnavailable as exc:
+                self.started[name] = exc
+        found = self.started[name]
+        if isinstance(found, BackendUnavailable):
+            if may_skip(name):
+                pytest.skip(f"backend {name} unavailable: {found}")
+            raise found
+        return found
+
+
+@pytest.fixture(scope="session")
+def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    servers = Servers(tmp_path_factory.mktemp("conformance-servers"))
+    with servers.stack:
+        yield servers
+
+
+@pytest.fixture
+def clock() -> MockClock:
+    return MockClock()
+
+
+def harness_for(port: str, backend_name: str, server: Any, directory: Path, clock: MockClock) -> Harness[Any]:
+    """A Harness of `port` on the backend, on a fresh place; sets the clock as the backend needs it."""
+    backend = next(b for b in serving(port) if b.name == backend_name)
+    factory = backend.ports[port](server)
+    if factory.clock == "virtual":
+        clock.autojump_threshold = factory.autojump_s
+    else:
+        clock.rate = 1.0
+    directory.mkdir(parents=True, exist_ok=True)
+    return Harness(backend_name, factory, Place(directory, f"hc{uuid.uuid4().hex[:12]}", BUS_TOPICS))
+
+
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, backend_name: str, clock: MockClock, tmp_path: Path,
+            conformance_servers: Servers) -> Harness[Any]:
+    return harness_for(request.module.PORT, backend_name, conformance_servers.get(backend_name), tmp_path / "place", clock)
+
+
+@pytest.fixture
+async def backend(harness: Harness[Any]) -> AsyncIterator[Any]:
+    async with harness.open() as port:
+        yield port

@@ -1,0 +1,63 @@
+"""Each suite has teeth: every deliberately broken backend (tests/conformance/broken/<port>.py) fails at least one check.
+
+A variant is the embedded backend with one mistake a backend of that port could make
+(a non-atomic take-tokens, a bus that reorders a partition, a store that keeps two
+dead letters of one delivery, ...). Every check of the port's suite runs against it, on
+a fresh place each; the variant is caught when at least one check fails with an
+AssertionError (a check turns a hang into one: it never waits unboundedly). Any other
+exception is a defect of the check or of the variant, and fails this test.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+from tests.conformance.backends import BUS_TOPICS, Factory, Harness, Place, check_id, checks_of
+
+SUITES = ("state",)
+
+
+def variants() -> list[tuple[str, str]]:
+    return [(port, name) for port in SUITES for name in importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS]
+
+
+def first_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+async def failures(port: str, factory: Factory[Any], directory: Path) -> dict[str, str]:
+    """The checks of the port's suite that fail on `factory`: {check: the first line of its assertion}."""
+    suite = importlib.import_module(f"tests.conformance.suites.{port}")
+    failed: dict[str, str] = {}
+    for i, check in enumerate(checks_of(suite)):
+        place = directory / str(i)
+        place.mkdir()
+        try:
+            await check(Harness(f"broken-{port}", factory, Place(place, f"hb{i}", BUS_TOPICS)))
+        except AssertionError as exc:
+            failed[check_id(check)] = first_line(exc)
+        except BaseExceptionGroup as group:  # raised in a nursery of the check
+            assertions, others = group.split(AssertionError)
+            if others is not None or assertions is None:
+                raise
+            failed[check_id(check)] = first_line(assertions.exceptions[0])
+    return failed
+
+
+@pytest.mark.parametrize(("port", "variant"), variants(), ids=[f"{p}-{v}" for p, v in variants()])
+async def test_the_suite_catches_a_broken_backend(port: str, variant: str, tmp_path: Path, clock: MockClock) -> None:
+    factory: Factory[Any] = importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS[variant]
+    if factory.clock == "virtual":
+        clock.autojump_threshold = factory.autojump_s
+    else:
+        clock.rate = 1.0
+    caught = await failures(port, factory, tmp_path)
+    print(f"{port}/{variant} caught by: " + "; ".join(f"{name} ({why})" for name, why in caught.items()))
+    assert caught, f"no check of the {port} suite fails on {variant}"
