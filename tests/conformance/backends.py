@@ -109,7 +109,11 @@ async def crashing(opening: AbstractAsyncContextManager[P]) -> AsyncIterator[P]:
 
 
 def sqlite(kind: Callable[[Path], Any], filename: str, **clock: Any) -> Factory[Any]:
-    """A Factory of an embedded SQLite-backed port (anything with open() and close())."""
+    """A Factory of an embedded SQLite-backed port (anything with open() and close()).
+
+    On a real clock unless told otherwise: the stores take their times as arguments, and a
+    virtual clock would jump past any deadline while a call waits for its worker thread.
+    """
 
     @asynccontextmanager
     async def open_(place: Place) -> AsyncIterator[Any]:
@@ -121,7 +125,7 @@ def sqlite(kind: Callable[[Path], Any], filename: str, **clock: Any) -> Factory[
             with trio.CancelScope(shield=True):
                 await resource.close()
 
-    return Factory(open_, **clock)
+    return Factory(open_, **{"clock": "real", **clock})
 
 
 def embedded_bus(kind: Callable[..., EmbeddedBus] = EmbeddedBus) -> Factory[Any]:
@@ -171,12 +175,12 @@ BACKENDS: list[Backend] = [
         {
             "bus": lambda _: embedded_bus(),
             # The State's keys are in SQLite (threads): the virtual clock jumps only once everything waited 30 ms.
-            "state": lambda _: sqlite(SqliteState, "state.sqlite3", autojump_s=0.03),
+            "state": lambda _: sqlite(SqliteState, "state.sqlite3", clock="virtual", autojump_s=0.03),
             "store": lambda _: sqlite(SqliteStore, "store.sqlite3"),
             "keys": lambda _: sqlite(SqliteKeyStore, "keys.sqlite3"),
             "templates": lambda _: sqlite(SqliteTemplateStore, "templates.sqlite3"),
             "users": lambda _: sqlite(SqliteUserStore, "users.sqlite3"),
-            "signing_keys": lambda _: Factory(_signing_key_file),
+            "signing_keys": lambda _: Factory(_signing_key_file, clock="real"),
             "logstore": lambda _: sqlite(SqliteLogStore, "logs.sqlite3"),
         },
     ),

@@ -19,7 +19,7 @@ from trio.testing import MockClock
 
 from tests.conformance.backends import BUS_TOPICS, Factory, Harness, Place, check_id, checks_of
 
-SUITES = ("state",)
+SUITES = ("state", "store")
 
 
 def variants() -> list[tuple[str, str]]:

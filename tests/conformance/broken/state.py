@@ -136,7 +136,7 @@ class ReplaysTheLastMessageToNewSubscribers(SqliteState):
 
 
 def _broken(kind: type[SqliteState]) -> Factory[Any]:
-    return sqlite(kind, "state.sqlite3", autojump_s=0.03)
+    return sqlite(kind, "state.sqlite3", clock="virtual", autojump_s=0.03)
 
 
 VARIANTS: dict[str, Factory[Any]] = {
