@@ -19,7 +19,7 @@ from trio.testing import MockClock
 
 from tests.conformance.backends import BUS_TOPICS, Factory, Harness, Place, check_id, checks_of
 
-SUITES = ("state", "store")
+SUITES = ("state", "store", "keys", "templates", "users", "signing_keys")
 
 
 def variants() -> list[tuple[str, str]]:
