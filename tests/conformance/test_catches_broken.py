@@ -19,7 +19,7 @@ from trio.testing import MockClock
 
 from tests.conformance.backends import BUS_TOPICS, Factory, Harness, Place, check_id, checks_of
 
-SUITES = ("state", "store", "keys", "templates", "users", "signing_keys")
+SUITES = ("state", "store", "keys", "templates", "users", "signing_keys", "logstore")
 
 
 def variants() -> list[tuple[str, str]]:
