@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -61,6 +63,30 @@ def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         yield servers
 
 
+RAM = Path("/dev/shm")
+
+
+@pytest.fixture(scope="session")
+def conformance_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the checks' places go: a RAM file system where there is one. The suites check the ports'
+    semantics (a crash is a cancelled handle, not a power cut); on disk, fsyncs took 3/4 of their time.
+    The embedded backends' durability on a real disk is tested beside them (tests/reactor/test_bus_embedded.py)."""
+    if RAM.is_dir():
+        root = Path(tempfile.mkdtemp(prefix="herald-conformance-", dir=RAM))
+        try:
+            yield root
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("conformance")
+
+
+@pytest.fixture
+def place_dir(conformance_root: Path) -> Path:
+    """A fresh directory for one test."""
+    return Path(tempfile.mkdtemp(dir=conformance_root))
+
+
 @pytest.fixture
 def clock() -> MockClock:
     return MockClock()
@@ -79,9 +105,9 @@ def harness_for(port: str, backend_name: str, server: Any, directory: Path, cloc
 
 
 @pytest.fixture
-def harness(request: pytest.FixtureRequest, backend_name: str, clock: MockClock, tmp_path: Path,
+def harness(request: pytest.FixtureRequest, backend_name: str, clock: MockClock, place_dir: Path,
             conformance_servers: Servers) -> Harness[Any]:
-    return harness_for(request.module.PORT, backend_name, conformance_servers.get(backend_name), tmp_path / "place", clock)
+    return harness_for(request.module.PORT, backend_name, conformance_servers.get(backend_name), place_dir, clock)
 
 
 @pytest.fixture
