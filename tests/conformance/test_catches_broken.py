@@ -21,7 +21,7 @@ from trio.testing import MockClock
 
 from tests.conformance.backends import BUS_TOPICS, Factory, Harness, Place, check_id, checks_of
 
-SUITES = ("state", "store", "keys", "templates", "users", "signing_keys", "logstore")
+SUITES = ("bus", "state", "store", "keys", "templates", "users", "signing_keys", "logstore")
 
 
 def variants() -> list[tuple[str, str]]:
