@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from reactor.backends.embedded import EmbeddedBus
 from reactor.ports import Assignment, BusRecord
 from tests.conformance.backends import Factory, Place, embedded_bus
 
@@ -128,6 +129,30 @@ class RebalancesALoneMember(Wrapper):
         await trio.sleep_forever()
 
 
+class EveryMemberGetsEveryPartition(Wrapper):
+    """The embedded bus before groups had members: each stream of a group got all the partitions."""
+
+    def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
+        return self._all(frozenset((t, n) for t in topics for n in range(self.inner.partitions(t))))
+
+    async def _all(self, everything: frozenset[tuple[str, int]]) -> AsyncIterator[Assignment]:
+        yield Assignment(assigned=everything, revoked=frozenset())
+        await trio.sleep_forever()
+
+
+class HandsOverBeforeTheRevocationIsHandled(EmbeddedBus):
+    """Gives a partition to its new member as soon as the old one is told to let go: both process it for a while."""
+
+    def _held_by_others(self, members: list[Any], member: Any) -> set[tuple[str, int]]:
+        return {p for m in members if m is not member for p in m.owned}
+
+    def _change(self, members: list[Any], member: Any) -> Assignment | None:
+        change = super()._change(members, member)
+        if change is not None and change.revoked:
+            self._wake(members)  # the others may take what it was just told to let go
+        return change
+
+
 def _wrapped(kind: Callable[[Any, trio.Nursery], Wrapper]) -> Factory[Any]:
     inner = embedded_bus()
 
@@ -144,6 +169,7 @@ VARIANTS: dict[str, Factory[Any]] = {
     for kind in (
         ReordersAPartition, PartitionsByCrc32, FetchGivesMoreThanAsked, FetchStartsOneEarly, FetchReturnsNothingAtTheEnd,
         CommitsOnFetch, GroupsShareOffsets, CommitsOnlyInMemory, AcksBeforeItIsDurable, AssignsOnlyTheFirstTopic,
-        RebalancesALoneMember,
+        RebalancesALoneMember, EveryMemberGetsEveryPartition,
     )
 }
+VARIANTS["HandsOverBeforeTheRevocationIsHandled"] = embedded_bus(HandsOverBeforeTheRevocationIsHandled)

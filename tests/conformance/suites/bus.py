@@ -203,3 +203,47 @@ async def check_a_lone_member_is_assigned_every_partition_once(h: Harness[Any]) 
                 assert quiet.cancelled_caught
         async with aclosing(bus.assignments(h.name("other"), ["u"])) as changes:  # another group: its own partitions
             assert await changes.__anext__() == Assignment(assigned=frozenset({("u", 0)}), revoked=frozenset())
+
+
+async def check_members_of_a_group_share_its_partitions_one_owner_at_a_time(h: Harness[Any]) -> None:
+    """A second member gets a share only once the first has handled its revocation (committed, stopped: here,
+    asked for its next change); when it leaves, the first gets everything back. No partition has two owners."""
+    group = h.name("g")
+    everything = frozenset({("t", 0), ("t", 1), ("t", 2), ("t", 3), ("u", 0)})
+    owned: dict[str, set[tuple[str, int]]] = {"a": set(), "b": set()}
+    overlaps: list[str] = []
+
+    async def member(bus: Any, name: str, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                async with aclosing(bus.assignments(group, ["t", "u"])) as changes:
+                    async for change in changes:
+                        other = owned["b" if name == "a" else "a"]
+                        if change.assigned & other:
+                            overlaps.append(f"{name} was assigned {sorted(change.assigned & other)}, still owned by the other")
+                        owned[name] |= change.assigned
+                        if change.revoked:
+                            await trio.sleep(0.05)  # finishing the batch in hand and committing it
+                            owned[name] -= change.revoked
+            finally:
+                owned[name] = set()  # left the group
+
+    async def until(what: str, done: Any) -> None:
+        with trio.move_on_after(30):
+            while not done():
+                assert not overlaps, overlaps
+                await trio.sleep(0.01)
+            return
+        raise AssertionError(f"never {what}: {owned}")
+
+    async with h.open() as bus, trio.open_nursery() as nursery:
+        first, second = trio.CancelScope(), trio.CancelScope()
+        nursery.start_soon(member, bus, "a", first)
+        await until("assigned everything to the first member", lambda: owned["a"] == everything)
+        nursery.start_soon(member, bus, "b", second)
+        await until("shared between two members",
+                    lambda: owned["a"] and owned["b"] and owned["a"] | owned["b"] == everything and not owned["a"] & owned["b"])
+        second.cancel()  # the second member leaves
+        await until("gave the first member everything back", lambda: owned["a"] == everything)
+        first.cancel()
+    assert not overlaps, overlaps
