@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+import pytest
 import trio
 
 from reactor.backends import BackendUnavailable
@@ -227,6 +228,29 @@ def may_skip(backend: str) -> bool:
     """Whether an unavailable backend may be skipped (HERALD_CONFORMANCE_MAY_SKIP names it, or is `all`)."""
     names = {name.strip() for name in os.environ.get(MAY_SKIP, "").split(",")}
     return "all" in names or backend in names
+
+
+class Servers:
+    """The servers the backends need, started once per session on first use (or why they could not be)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.stack = ExitStack()
+        self.started: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self.started:
+            backend = next(b for b in selected() if b.name == name)
+            try:
+                self.started[name] = self.stack.enter_context(backend.start(self.directory / name))
+            except BackendUnavailable as exc:
+                self.started[name] = exc
+        found = self.started[name]
+        if isinstance(found, BackendUnavailable):
+            if may_skip(name):
+                pytest.skip(f"backend {name} unavailable: {found}")
+            raise found
+        return found
 
 
 def checks_of(suite: Any) -> list[Callable[[Harness[Any]], Any]]:

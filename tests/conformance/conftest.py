@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from trio.testing import MockClock
 
 pytest.register_assert_rewrite("tests.conformance.suites")  # a failed check says what it compared
 
-from tests.conformance.backends import BUS_TOPICS, BackendUnavailable, Harness, Place, may_skip, selected, serving
+from tests.conformance.backends import BUS_TOPICS, Harness, Place, Servers, serving
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -31,29 +30,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             raise pytest.UsageError(f"{metafunc.module.__name__} uses the conformance fixtures: it must set PORT = '<port>'")
         names = [b.name for b in serving(port)]
         metafunc.parametrize("backend_name", names, ids=names, scope="function")
-
-
-class Servers:
-    """The servers the backends need, started once per session on first use (or why they could not be)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.stack = ExitStack()
-        self.started: dict[str, Any] = {}
-
-    def get(self, name: str) -> Any:
-        if name not in self.started:
-            backend = next(b for b in selected() if b.name == name)
-            try:
-                self.started[name] = self.stack.enter_context(backend.start(self.directory / name))
-            except BackendUnavailable as exc:
-                self.started[name] = exc
-        found = self.started[name]
-        if isinstance(found, BackendUnavailable):
-            if may_skip(name):
-                pytest.skip(f"backend {name} unavailable: {found}")
-            raise found
-        return found
 
 
 @pytest.fixture(scope="session")
