@@ -35,8 +35,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pytest
 import trio
+from trio.testing import MockClock
 
-from reactor.backends import BackendUnavailable
+from reactor.backends import PORTS, BackendUnavailable
 from reactor.backends.embedded import (
     EmbeddedBus, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore,
@@ -44,7 +45,6 @@ from reactor.backends.embedded import (
 
 P = TypeVar("P")
 
-PORTS = ("bus", "state", "store", "keys", "templates", "users", "signing_keys", "logstore")
 MAY_SKIP = "HERALD_CONFORMANCE_MAY_SKIP"
 ONLY = "HERALD_CONFORMANCE_BACKENDS"
 BUS_TOPICS = {"t": 4, "u": 1}  # the topics every bus check's place declares (partition counts)
@@ -69,6 +69,14 @@ class Factory(Generic[P]):
     clock: Literal["virtual", "real"] = "virtual"
     tick_s: float = 1.0  # seconds one tick of a check lasts (TTLs, waits); ~0.05 on a real clock
     autojump_s: float = 0.0  # virtual clock: how long every task must be blocked before it jumps (> 0 if it works in threads)
+
+
+def set_clock(clock: MockClock, factory: Factory[Any]) -> None:
+    """Make the test's MockClock what the backend needs: virtual time, or real speed."""
+    if factory.clock == "virtual":
+        clock.autojump_threshold = factory.autojump_s
+    else:
+        clock.rate = 1.0
 
 
 @dataclass

@@ -20,7 +20,7 @@ from trio.testing import MockClock
 
 pytest.register_assert_rewrite("tests.conformance.suites")  # a failed check says what it compared
 
-from tests.conformance.backends import BUS_TOPICS, Harness, Place, Servers, serving
+from tests.conformance.backends import BUS_TOPICS, Harness, Place, Servers, serving, set_clock
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -72,10 +72,7 @@ def harness_for(port: str, backend_name: str, server: Any, directory: Path, cloc
     """A Harness of `port` on the backend, on a fresh place; sets the clock as the backend needs it."""
     backend = next(b for b in serving(port) if b.name == backend_name)
     factory = backend.ports[port](server)
-    if factory.clock == "virtual":
-        clock.autojump_threshold = factory.autojump_s
-    else:
-        clock.rate = 1.0
+    set_clock(clock, factory)
     directory.mkdir(parents=True, exist_ok=True)
     return Harness(backend_name, factory, Place(directory, f"hc{uuid.uuid4().hex[:12]}", BUS_TOPICS))
 

@@ -19,13 +19,11 @@ from typing import Any
 import pytest
 from trio.testing import MockClock
 
-from tests.conformance.backends import BUS_TOPICS, Factory, Harness, Place, check_id, checks_of
-
-SUITES = ("bus", "state", "store", "keys", "templates", "users", "signing_keys", "logstore")
+from tests.conformance.backends import BUS_TOPICS, PORTS, Factory, Harness, Place, check_id, checks_of, set_clock
 
 
 def variants() -> list[tuple[str, str]]:
-    return [(port, name) for port in SUITES for name in importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS]
+    return [(port, name) for port in PORTS for name in importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS]
 
 
 def first_line(exc: BaseException) -> str:
@@ -58,10 +56,7 @@ async def failures(port: str, factory: Factory[Any], directory: Path, *, all_che
 @pytest.mark.parametrize(("port", "variant"), variants(), ids=[f"{p}-{v}" for p, v in variants()])
 async def test_the_suite_catches_a_broken_backend(port: str, variant: str, place_dir: Path, clock: MockClock) -> None:
     factory: Factory[Any] = importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS[variant]
-    if factory.clock == "virtual":
-        clock.autojump_threshold = factory.autojump_s
-    else:
-        clock.rate = 1.0
+    set_clock(clock, factory)
     caught = await failures(port, factory, place_dir, all_checks=os.environ.get("HERALD_CONFORMANCE_ALL_CHECKS") == "1")
     print(f"{port}/{variant} caught by: " + "; ".join(f"{name} ({why})" for name, why in caught.items()))
     assert caught, f"no check of the {port} suite fails on {variant}"
