@@ -2,7 +2,10 @@
 
 The backends live in reactor/backends/<engine>/ and are opened together by
 reactor.backends.open_backends; everything above them is typed by these Protocols only.
-Every backend of a port passes the same conformance suite (tests/conformance/).
+Every backend of a port passes the same conformance suite (tests/conformance/suites/<port>.py,
+run on every backend by tests/conformance/test_<port>.py; docs/architecture.md says how to
+add a backend), and each suite is shown to fail on deliberately broken backends: what the
+docstrings below promise is what the suites check.
 The Bus is modelled on Kafka's semantics: partitions keyed by hash(key) (murmur2, as
 Kafka's default partitioner), per-group committed offsets, commit after processing,
 and assignment/revocation of partitions to a group member.
@@ -46,42 +49,75 @@ class Bus(Protocol):
     async def produce(self, items: Sequence[tuple[str, bytes, bytes]]) -> list[tuple[int, int]]:
         """Append (topic, key, value) records; returns (partition, offset) of each.
 
-        Returns only once every record is durable (embedded: fsynced; Kafka: acks=all).
+        A record goes to partition_for(topic, key), after every record of that partition
+        acknowledged before (and after those before it in the same call): offsets grow in
+        that order. Returns only once every record is durable (embedded: fsynced; Kafka:
+        acks=all): a crash after the return loses none of them.
         """
 
     async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
-        """Records from `offset` on, at least one: waits until there is one."""
+        """Records from `offset` on, in offset order, at least one and never more than
+        `max_records` (the consumer's maybe-sent window counts on it): waits until there is one."""
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
-        """Durably record that the group processed everything before `next_offset`."""
+        """Durably record that the group processed everything before `next_offset` (other groups keep theirs)."""
 
     async def committed(self, group: str, topic: str, partition: int) -> int:
-        """The group's committed next offset (0 when it never committed)."""
+        """The group's committed next offset (0 when it never committed): where a member starts,
+        so what was fetched and not committed before a crash comes again."""
 
     async def end_offset(self, topic: str, partition: int) -> int:
-        """The offset the next produced record will get."""
+        """Advisory, for lag figures and tests: the offset the next produced record will get.
+
+        Nothing that decides a delivery may rest on it: the Kafka-protocol broker used in
+        tests (Tansu) reports wrong end offsets after batched produces, so the conformance
+        suite does not check it, and the consumer decides `maybe_sent` without it.
+        """
 
     def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
-        """Join the group; yields each change of this member's partitions."""
+        """Join the group; yields each change of this member's partitions (closing the stream leaves the group).
+
+        The first change assigns the member its share of every partition of `topics` (a lone
+        member: all of them, once); a member's partitions change only when the group's
+        membership does.
+        """
 
 
 class State(Protocol):
+    """Shared, short-lived state. A TTL counts on the backend's clock (embedded: Trio's); a key is
+    there until its TTL has passed, never a moment less, and absent after it."""
+
     async def put_if_absent(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
-        """Store `value` unless the key exists; returns the existing value, or None if stored."""
+        """Store `value` unless the key exists; returns the existing value, or None if stored.
+
+        Atomic: of concurrent callers on one key exactly one stores, and the others get its
+        value. An expired key is absent; an empty value is a value.
+        """
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        """Store `value` with this TTL, or none: a set replaces the value and the TTL."""
 
     async def delete(self, key: str) -> None: ...
 
     async def take_tokens(self, key: str, n: float, capacity: float, refill_per_s: float) -> float:
-        """Atomically take n tokens from the bucket `key`; returns 0.0 if taken, else seconds to wait."""
+        """Atomically take n tokens from the bucket `key`; returns 0.0 if taken, else seconds to wait.
+
+        A new bucket is full; it refills at `refill_per_s` up to `capacity`, never beyond.
+        Concurrent takers together never get more than capacity + refill_per_s x elapsed,
+        and a wait returned is long enough for the same take to succeed.
+        """
 
     async def publish(self, channel: str, message: bytes) -> int:
-        """Send to every subscriber of the channel; returns how many got it."""
+        """Send to every subscriber of the channel; returns how many got it.
 
-    def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]: ...
+        A subscriber gets every message published after it subscribed, in order; one that
+        does not keep up loses messages rather than slow the publisher down.
+        """
+
+    def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribed once the block is entered, until it ends; never replays earlier messages."""
 
 
 class BrokerLost(Exception):
@@ -172,23 +208,30 @@ class Store(Protocol):
     async def forget_meta(self, key: str) -> None:
         """Erase the entry so that no copy of its value stays in the store's files."""
 
-    async def schedule(self, entry: Scheduled) -> None: ...
+    async def schedule(self, entry: Scheduled) -> None:
+        """Durably add the entry, or replace the one of the same id (scheduling again is idempotent)."""
 
-    async def unschedule(self, ids: Sequence[str]) -> None: ...
+    async def unschedule(self, ids: Sequence[str]) -> None:
+        """Remove the entries of these ids (unknown ids are ignored)."""
 
     async def scheduled(self) -> list[Scheduled]:
-        """Every pending entry, earliest first."""
+        """Every pending entry, earliest `due_ms` first."""
 
     async def dead_letter(self, entry: DeadLetter) -> int:
         """Add an entry (its id is ignored), replacing the one of the same (notification, channel) if there
-        is one: the queue holds at most one entry per (notification, channel). Returns the id it got."""
+        is one: the queue holds at most one entry per (notification, channel). Returns the id it got.
+
+        Ids grow: each entry, a replacing one too, gets an id above every id given before, so a
+        replay that read the replaced entry and discards its id cannot discard the new one.
+        """
 
     async def resolve_dead_letters(self, channel: str, notification_ids: Sequence[str]) -> list[str]:
         """Delete the channel's entries of these notifications (they were delivered after all);
         returns the notification ids that had one."""
 
     async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
-        """Entries matching `selection` with id > after_id, oldest first."""
+        """At most `limit` entries matching `selection` with id > after_id, by id (oldest first): the last
+        id is the cursor of the next page. `ids=()` matches none; `before_ms` means dead_ms < before_ms."""
 
     async def discard_dead_letters(self, ids: Sequence[int]) -> int:
         """Delete these entries; returns how many existed."""
@@ -199,7 +242,8 @@ class Store(Protocol):
         """The status the send ledger holds for this (notification, channel), if it was sent."""
 
     async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
-        """Durably record a send (and the status the provider answered) in the ledger."""
+        """Durably record a send (and the status the provider answered) in the ledger; a second
+        mark of the same (notification, channel) keeps the first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +271,13 @@ class KeyStore(Protocol):
     async def get_key(self, key_id: str) -> StoredKey | None: ...
 
     async def list_keys(self) -> list[StoredKey]:
-        """Every key, revoked ones included, oldest first."""
+        """Every key, revoked ones included, oldest (created_ms) first."""
 
     async def revoke_key(self, key_id: str, at_ms: int) -> StoredKey | None:
         """Mark the key revoked (a second revoke keeps the first time); the key as now stored, None if unknown."""
 
     async def touch_key(self, key_id: str, at_ms: int) -> None:
-        """Record that the key was used at `at_ms`."""
+        """Record that the key was used at `at_ms` (never moves last_used back; an unknown key: nothing)."""
 
 
 class SigningKeyStore(Protocol):
@@ -263,7 +307,8 @@ class TemplateStore(Protocol):
         """Save version 1 and make it active; None (nothing saved) if the template exists."""
 
     async def add_version(self, template_id: str, spec: bytes, at_ms: int) -> TemplateVersion | None:
-        """Save the next version and make it active; None if there is no such template."""
+        """Save the next version (the number after the latest, not after the active one) and make it
+        active; None if there is no such template. Concurrent saves get distinct numbers."""
 
     async def activate(self, template_id: str, version: int, at_ms: int) -> bool:
         """Make a saved version the active one (a rollback); False if there is no such version."""
@@ -295,7 +340,8 @@ class UserStore(Protocol):
     async def put_preferences(self, user_id: str, document: bytes, at_ms: int) -> None: ...
 
     async def update_preferences(self, user_id: str, change: Callable[[bytes | None], bytes], at_ms: int) -> bytes:
-        """Atomically replace the document with change(current); returns the new one."""
+        """Atomically replace the document with change(current); returns the new one (concurrent
+        updates each see the other's result: none is lost)."""
 
     async def add_device(self, device: DeviceRow, max_per_user: int) -> list[DeviceRow]:
         """Register (or move, or refresh) a token; past max_per_user the oldest go.
@@ -371,7 +417,11 @@ class LogStore(Protocol):
         cursor: str | None = None,
         limit: int = 50,
     ) -> tuple[list[StatusRow], str | None]:
-        """The user's notifications, newest first; returns (rows, next cursor)."""
+        """The user's notifications, newest first; returns (rows, next cursor).
+
+        A cursor is the backend's own opaque token (ValueError on a malformed one): following
+        the cursors gives every row once, also when notifications arrive between two pages.
+        """
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
         """Web notifications delivered after after_id (all retained ones when None or unknown), oldest first."""
@@ -386,6 +436,7 @@ class LogStore(Protocol):
         when `archived`.
 
         `unread` keeps the unread ones; returns (rows, next cursor); ValueError on a bad cursor.
+        As for history(), following the cursors gives every entry once, also when entries arrive meanwhile.
         """
 
     async def inbox_unread_count(self, user_id: str) -> int:
