@@ -39,7 +39,7 @@ from trio.testing import MockClock
 
 from reactor.backends import PORTS, BackendUnavailable
 from reactor.backends.embedded import (
-    EmbeddedBus, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
+    EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore,
 )
 
@@ -160,6 +160,13 @@ async def _memory_state(place: Place) -> AsyncIterator[MemoryState]:
 
 
 @asynccontextmanager
+async def _memory_broker(place: Place) -> AsyncIterator[MemoryBroker]:
+    from tests.conformance.suites.broker import BUFFER
+
+    yield MemoryBroker(buffer=BUFFER)
+
+
+@asynccontextmanager
 async def _signing_key_file(place: Place) -> AsyncIterator[SigningKeyFile]:
     yield SigningKeyFile(place.directory / "signing-keys.json")
 
@@ -191,6 +198,7 @@ BACKENDS: list[Backend] = [
             "users": lambda _: sqlite(SqliteUserStore, "users.sqlite3"),
             "signing_keys": lambda _: Factory(_signing_key_file, clock="real"),
             "logstore": lambda _: sqlite(SqliteLogStore, "logs.sqlite3"),
+            "broker": lambda _: Factory(_memory_broker),
         },
     ),
     # The process-local State (reactor.backends.local_state: caches, throwaway counters) keeps the same promises.
