@@ -2,7 +2,9 @@
 
 It takes Attempts in mailbox order and answers each with an Outcome. The `Gate` holds
 rate limiting and circuit breaking: `admit` runs before the client is called (it waits
-as long as the bucket or an open breaker says), `settle` sees every outcome.
+as long as the bucket or an open breaker says), `settle` sees every outcome. The gate's
+bucket and breaker are shared, through the State, with the other workers of the same
+provider (actors/services/gate.py); at stop the Provider gives back what its gate holds.
 
 The send ledger makes redelivery safe: an Attempt that may have been tried before is
 checked against it, and every send is written to it (durably) before the answer goes
@@ -56,11 +58,14 @@ class Devices(Protocol):
 class Gate(Protocol):
     async def admit(self, delivery: Delivery) -> None: ...
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """See the outcome of an admitted call."""
 
-    def abandon(self, delivery: Delivery) -> None:
-        """An admitted call ended with no outcome (the client crashed, or was cancelled)."""
+    async def abandon(self, delivery: Delivery) -> None:
+        """An admitted call ended with no outcome (the client crashed, or was cancelled); also called cancelled."""
+
+    async def release(self) -> None:
+        """The worker stops: give back what the gate holds (bounded; also called cancelled)."""
 
 
 class OpenGate:
@@ -69,10 +74,13 @@ class OpenGate:
     async def admit(self, delivery: Delivery) -> None:
         return None
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         return None
 
-    def abandon(self, delivery: Delivery) -> None:
+    async def abandon(self, delivery: Delivery) -> None:
+        return None
+
+    async def release(self) -> None:
         return None
 
 
@@ -93,17 +101,20 @@ class Provider:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        async for attempt in self.mailbox:
-            try:
-                outcome = await self._attempt(attempt)
-            except Exception as exc:
-                log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
-                attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
-                raise
-            except BaseException:
-                attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
-                raise
-            attempt.reply.send(outcome)
+        try:
+            async for attempt in self.mailbox:
+                try:
+                    outcome = await self._attempt(attempt)
+                except Exception as exc:
+                    log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
+                    attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
+                    raise
+                except BaseException:
+                    attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
+                    raise
+                attempt.reply.send(outcome)
+        finally:
+            await self.gate.release()  # the unspent slice goes back to the provider's other workers
 
     async def _attempt(self, attempt: Attempt) -> Outcome:
         delivery = attempt.delivery
@@ -121,13 +132,13 @@ class Provider:
         except Exception as exc:
             outcome = self._client_raised(delivery, exc)
         except BaseException:
-            self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
+            await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
             raise
         if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
             # A crash or content refused before it reached the provider: no word on its health.
-            self.gate.abandon(delivery)
+            await self.gate.abandon(delivery)
             return outcome
-        self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
+        await self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
         if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
             await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import msgspec
-import trio
 from quart import Blueprint, Response, request
 
 from protocol.api import AttemptError, CircuitView, DeadLetterPage, DeadLetterView, DlqResult, DlqSelection
@@ -30,7 +29,7 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/admin/circuits")
     async def get_circuits() -> Response:
         await authorize(gw, "admin")
-        return json_response({"circuits": [_circuit_view(c, p) for c, p in gw.providers.items()]})
+        return json_response({"circuits": [await _circuit_view(c, p) for c, p in gw.providers.items()]})
 
     @bp.get("/v1/admin/dlq")
     async def get_dlq() -> Response:
@@ -111,29 +110,28 @@ def _dead_letter_view(entry: DeadLetter) -> DeadLetterView:
     )
 
 
-def _circuit_view(channel: Channel, provider: Provider) -> CircuitView:
+async def _circuit_view(channel: Channel, provider: Provider) -> CircuitView:
     gate = provider.gate
     if not isinstance(gate, ResilienceGate):
         return CircuitView(channel, "none", 0, 0, 0, provider.calls, provider.suppressed, math.inf, math.inf, math.inf)
-    now = trio.current_time()
-    stats = gate.breaker.statistics()
+    view = await gate.view()  # the provider's shared bucket and breaker, as the State has them now
     retry_at = None
-    if stats.open_until is not None and stats.open_until > now:
-        retry_at = iso(wall_ms() + int((stats.open_until - now) * 1000))
+    if view.retry_in_s is not None and view.retry_in_s > 0:
+        retry_at = iso(wall_ms() + int(view.retry_in_s * 1000))
     return CircuitView(
         channel=channel,
-        state=gate.breaker.state_at(now).value,
-        consecutive_failures=stats.consecutive_failures,
-        opened=stats.opened_count,
-        rejected=stats.rejected,
+        state=view.state,
+        consecutive_failures=view.consecutive_failures,
+        opened=view.opened,
+        rejected=view.rejected,
         calls=provider.calls,
         suppressed_duplicates=provider.suppressed,
-        tokens=round(gate.bucket.available(now), 3),
-        bucket_capacity=gate.limits.capacity,
-        refill_per_s=gate.limits.refill_per_s,
-        deferred=gate.deferred,
-        throttled=gate.throttled,
-        transitions=dict(gate.transitions),
+        tokens=view.tokens,
+        bucket_capacity=view.bucket_capacity,
+        refill_per_s=view.refill_per_s,
+        deferred=view.deferred,
+        throttled=view.throttled,
+        transitions=view.transitions,
         retry_at=retry_at,
     )
 
