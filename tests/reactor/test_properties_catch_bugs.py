@@ -12,6 +12,7 @@ implementation, not misuse of its API.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -19,10 +20,15 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
+from reactor.gate_state import LeasedBucket, SharedBreaker
+from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from reactor.token_bucket import TokenBucket
 
 from tests.reactor.test_circuit_breaker_properties import MACHINE_SETTINGS as BREAKER_SETTINGS
 from tests.reactor.test_circuit_breaker_properties import CircuitBreakerMachine
+from tests.reactor.test_gate_state_properties import MACHINE_SETTINGS as LEASES_SETTINGS
+from tests.reactor.test_gate_state_properties import MACHINE_SETTINGS as SHARED_BREAKER_SETTINGS
+from tests.reactor.test_gate_state_properties import LeasedBucketMachine, SharedBreakerMachine
 from tests.reactor.test_token_bucket_properties import MACHINE_SETTINGS as BUCKET_SETTINGS
 from tests.reactor.test_token_bucket_properties import TokenBucketMachine, time_until_suffices
 
@@ -176,3 +182,103 @@ def test_breaker_machine_catches(broken: type[CircuitBreaker]) -> None:
 
 def test_the_real_breaker_passes_the_hunting_settings_too() -> None:
     run_state_machine_as_test(CircuitBreakerMachine, settings=settings(BREAKER_SETTINGS, **HUNT))
+
+
+# -- broken shared state of the gate (reactor/gate_state.py) -----------------------------
+
+
+class ForgetsToSubtractLeasedTokens(LeasedBucket):
+    """Grants a slice but leaves the free tokens as they were."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+        before = self.free
+        answer = super().lease(want, lease_s, now, give_back)
+        if answer.granted:
+            self.free = min(before, self.capacity)
+        return answer
+
+
+class RefillsOverLeasedTokens(LeasedBucket):
+    """Refills free tokens up to the capacity, as if nothing were out on lease."""
+
+    def _refilled(self, free: float, elapsed: float, leased: int) -> float:
+        return max(0.0, min(self.capacity, free + elapsed * self.refill_per_s))
+
+
+class TakesBackAnyGiveBack(LeasedBucket):
+    """Adds whatever a worker gives back, also for a lease that expired (its tokens were freed already)."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+        if give_back is not None and give_back[0] not in self.leases:
+            self._advance(now)
+            self.free += max(give_back[1], 0)
+        return super().lease(want, lease_s, now, give_back)
+
+
+class EndsLeasesEarly(LeasedBucket):
+    """A lease ends at half its time: the worker still spends a slice the bucket counts as free again."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+        return super().lease(want, lease_s / 2, now, give_back)
+
+
+class WaitsTooLittle(LeasedBucket):
+    def time_until(self, n: int, now: float) -> float:
+        return super().time_until(n, now) * 0.9
+
+
+@pytest.mark.parametrize("broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle])
+def test_leased_bucket_machine_catches(broken: type[LeasedBucket]) -> None:
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(machine_for(LeasedBucketMachine, "bucket_class", broken), settings=settings(LEASES_SETTINGS, **HUNT))
+
+
+class AdmitsASecondProber(SharedBreaker):
+    """Half-open, it admits one probe per worker instead of one for all."""
+
+    def admit(self, config: BreakerConfig, owner: str, probe_lease_s: float, now: float) -> BreakerView:
+        if self.snapshot.state is BreakerState.HALF_OPEN and self.probe_owner not in (None, owner):
+            self.snapshot = dataclasses.replace(self.snapshot, probe_in_flight=False)
+        return super().admit(config, owner, probe_lease_s, now)
+
+
+class AnyoneSettlesTheProbe(SharedBreaker):
+    """Counts an outcome in half-open as the probe's, whoever reports it."""
+
+    def report(self, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool, now: float) -> BreakerView:
+        if self.probe_owner is not None:
+            owner, probe = self.probe_owner, True
+        return super().report(config, owner, event, probe, now)
+
+
+class ProbeLeaseNeverEnds(SharedBreaker):
+    """A prober that dies holds the probe for ever."""
+
+    def _restore(self, config: BreakerConfig, now: float) -> CircuitBreaker:
+        return CircuitBreaker.restore(config, self.snapshot)
+
+
+class ForgetsFailuresOfOtherWorkers(SharedBreaker):
+    """Counts consecutive failures per worker, not across them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_failing: str | None = None
+
+    def report(self, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool, now: float) -> BreakerView:
+        if event == "failure" and self.snapshot.state is BreakerState.CLOSED:
+            if self.last_failing not in (None, owner):
+                self.snapshot = dataclasses.replace(self.snapshot, failures=0)
+            self.last_failing = owner
+        return super().report(config, owner, event, probe, now)
+
+
+@pytest.mark.parametrize("broken", [AdmitsASecondProber, AnyoneSettlesTheProbe, ProbeLeaseNeverEnds, ForgetsFailuresOfOtherWorkers])
+def test_shared_breaker_machine_catches(broken: type[SharedBreaker]) -> None:
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(machine_for(SharedBreakerMachine, "breaker_class", broken), settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
+
+
+def test_the_real_shared_state_passes_the_hunting_settings_too() -> None:
+    run_state_machine_as_test(LeasedBucketMachine, settings=settings(LEASES_SETTINGS, **HUNT))
+    run_state_machine_as_test(SharedBreakerMachine, settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
