@@ -21,10 +21,11 @@ within the provider's rate and see one breaker. What a gate keeps locally is a c
   success while the view counts failures; each answer refreshes the view.
 
 Staleness bound: a worker starts a call under a closed view only while that view is less
-than `refresh_s` old, so after another worker's report opens the shared breaker, a worker
-starts calls for at most `refresh_s` more (and none after its own report tells it); with
-`refresh_s = 0` every admission asks the State. Half-open probes are exact: one at a time
-across all workers, as long as a probe's call ends within `probe_lease_s`.
+than `refresh_s` old (or was read during this admission, right before the token is spent),
+so after another worker's report opens the shared breaker, a worker starts calls for at
+most `refresh_s` more (and none after its own report tells it); with `refresh_s = 0` every
+admission reads the State. Half-open probes are exact: one at a time across all workers,
+as long as a probe's call ends within `probe_lease_s`.
 
 `admit` waits exactly as long as the State says: for a slice, or for an open breaker's
 timeout. Deliveries are deferred, never dropped. One gate per worker: a worker makes one
@@ -126,33 +127,39 @@ class ResilienceGate:
 
     async def admit(self, delivery: Delivery) -> None:
         deferred = throttled = False
+        fresh = False  # the view was read during this admission, since its last wait
         try:
             while True:
                 now = trio.current_time()
-                if not self._probing:
-                    state = self.breaker.state_at(now)
-                    if state is BreakerState.OPEN:
-                        deferred = self._defer(deferred, delivery, state)
-                        await trio.sleep(self.breaker.time_until_allowed(now))
-                        continue
-                    if state is BreakerState.CLOSED and now - self._viewed_at >= self.settings.refresh_s:
-                        await self._read_breaker()
-                        continue
+                if not self._probing and self.breaker.state_at(now) is BreakerState.OPEN:
+                    deferred = self._defer(deferred, delivery, BreakerState.OPEN)
+                    await trio.sleep(self.breaker.time_until_allowed(now))
+                    fresh = False
+                    continue
                 if not self._slice_usable(now):
                     wait = await self._lease_slice()
                     if wait > 0:
                         throttled = True
                         await trio.sleep(wait)
+                        fresh = False
                     continue
-                if not self._probing and self.breaker.state_at(now) is BreakerState.HALF_OPEN:
-                    view = await self._ask_breaker()
-                    if not view.allowed:
-                        deferred = self._defer(deferred, delivery, BreakerState(view.state))
-                        if view.state == BreakerState.HALF_OPEN.value:  # another worker's probe is out
-                            await trio.sleep(PROBE_POLL_S)
-                    else:
-                        self._probing = view.probe
-                    continue  # time passed: look at the slice again
+                if not self._probing:
+                    state = self.breaker.state_at(now)
+                    if state is BreakerState.CLOSED and not fresh and now - self._viewed_at >= self.settings.refresh_s:
+                        await self._read_breaker()  # right before spending: the view is as fresh as it gets
+                        fresh = True
+                        continue
+                    if state is BreakerState.HALF_OPEN:
+                        view = await self._ask_breaker()
+                        fresh = True
+                        if not view.allowed:
+                            deferred = self._defer(deferred, delivery, BreakerState(view.state))
+                            if view.state == BreakerState.HALF_OPEN.value:  # another worker's probe is out
+                                await trio.sleep(PROBE_POLL_S)
+                                fresh = False
+                        else:
+                            self._probing = view.probe
+                        continue  # look at the slice again: time passed
                 assert self._slice is not None
                 self._slice.tokens -= 1
                 self.admitted += 1

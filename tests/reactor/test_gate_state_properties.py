@@ -223,6 +223,20 @@ class SharedBreakerMachine(RuleBasedStateMachine):
                 self.probe_holder, self.probe_until = worker, self.now + self.probe_lease
                 assert view.probe_owner == f"w{worker}"
 
+    @precondition(lambda self: self.model.state != "closed")
+    @rule(first=worker_ids, second=worker_ids)
+    def race_for_the_probe(self, first: int, second: int) -> None:
+        """Two workers ask, one right after the other, once the breaker is not closed."""
+        self.now = max(self.now, self.model.open_until)
+        self.admit(first)
+        self.admit(second)
+
+    @rule(worker=worker_ids, k=st.integers(1, 5))
+    def failure_burst(self, worker: int, k: int) -> None:
+        """Failures reported by one worker in a row (calls admitted before: a closed breaker counts them)."""
+        for _ in range(k):
+            self.report(worker, "failure")
+
     @rule(worker=worker_ids, event=st.sampled_from(["success", "failure", "failure", "release"]))
     def report(self, worker: int, event: str) -> None:
         """The worker's call ends (or, with no call out, a stale report arrives)."""
