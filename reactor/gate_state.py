@@ -15,6 +15,13 @@ spends a token only while its lease is valid here, the tokens spent in any windo
 [t1, t2], across all workers, are at most capacity + refill_per_s * (t2 - t1): the same
 bound as one TokenBucket (tests/reactor/test_gate_state_properties.py checks it).
 
+When nothing is free, the lease is a reservation: the slice is taken at once, free goes
+below zero (a debt), and the answer says how long until the refill has paid for it; the
+worker spends it from then on, for `lease_s`. A reservation is a take at that later
+instant, so the bound holds as before, and every round trip yields a slice: N workers
+waiting on an empty bucket queue up behind each other instead of all waking at the
+same instant and all but one coming back empty.
+
 SharedBreaker: one reactor.circuit_breaker.CircuitBreaker for N workers, kept as a
 BreakerSnapshot; each step restores the pure machine, applies one event and snapshots it
 again, so the pure machine stays the one statement of the rules. What it adds is who holds
@@ -40,7 +47,7 @@ _INCARNATIONS = itertools.count(1)  # lease ids carry their bucket's incarnation
 @dataclass(frozen=True)
 class Lease:
     tokens: int
-    expires: float
+    expires: float  # its tokens may be spent until then (from `starts` on: a reservation starts later)
 
 
 def _check_config(capacity: float, refill_per_s: float) -> None:
@@ -95,7 +102,8 @@ class LeasedBucket:
         return free, at, expired
 
     def _refilled(self, free: float, elapsed: float, leased: int) -> float:
-        return max(0.0, min(self.capacity - leased, free + elapsed * self.refill_per_s))
+        # Free may be below 0: tokens reserved ahead of time (a debt the refill pays off first).
+        return min(self.capacity - leased, free + elapsed * self.refill_per_s)
 
     def _advance(self, now: float) -> float:
         """Expire and refill up to now (a clock gone back counts as standing still); returns the effective now."""
@@ -151,7 +159,7 @@ class LeasedBucket:
         _check_config(capacity, refill_per_s)
         self._advance(now)
         self.capacity, self.refill_per_s = capacity, refill_per_s
-        self.free = max(0.0, min(self.free, capacity - self.leased))
+        self.free = min(self.free, capacity - self.leased)
 
     def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
         """One step of State.lease_tokens (reactor/ports.py states it; this is it)."""
@@ -165,16 +173,18 @@ class LeasedBucket:
                 back = min(max(unused, 0), lease.tokens)
                 self.free = min(self.capacity - self.leased, self.free + back)
                 self.given_back += back
-        granted = min(want, math.floor(self.free))
-        if granted > 0:
-            lease_id = f"{self.incarnation}.{self.next_id}"
-            self.next_id += 1
-            self.free -= granted
-            self.leases[lease_id] = Lease(granted, now + lease_s)
-            self.granted_total += granted
-            return TokenLease(lease_id, granted, 0.0, self.free)
-        wait = 0.0 if want == 0 else self.time_until(min(want, math.floor(self.capacity)), now) if self.capacity >= 1 else math.inf
-        return TokenLease("", 0, wait, self.free)
+        granted, wait = min(want, math.floor(self.free)), 0.0
+        if granted <= 0 < want:  # nothing free: reserve a slice ahead, to be spent once the refill has paid for it
+            granted = min(want, math.floor(self.capacity))
+            wait = self.time_until(granted, now) if granted > 0 else math.inf
+        if granted <= 0:
+            return TokenLease("", 0, wait, self.free)
+        lease_id = f"{self.incarnation}.{self.next_id}"
+        self.next_id += 1
+        self.free -= granted
+        self.leases[lease_id] = Lease(granted, now + wait + lease_s)
+        self.granted_total += granted
+        return TokenLease(lease_id, granted, wait, self.free)
 
 
 @dataclass

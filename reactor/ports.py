@@ -74,9 +74,9 @@ class TokenLease:
     """The answer of `State.lease_tokens`."""
 
     lease_id: str  # "" when nothing was granted
-    granted: int  # tokens now held under this lease (0 to `want`)
-    wait_s: float  # when nothing was granted: seconds until `want` could be (inf: never); else 0
-    free: float  # tokens left in the bucket, not leased to anyone (after this step)
+    granted: int  # tokens held under this lease (0 to `want`)
+    wait_s: float  # 0: spend them now; > 0: a reservation, spend them from wait_s on; inf with nothing granted: never
+    free: float  # tokens in the bucket not leased to anyone, after this step (below 0: owed to reservations)
 
 
 BreakerEvent = Literal["success", "failure", "release"]
@@ -143,18 +143,23 @@ class State(Protocol):
         4. `give_back` (lease_id, unused): if that lease is still out, drop it and add
            min(max(unused, 0), its tokens) to free. An unknown or expired lease is ignored: its
            tokens were freed already, giving them back again would mint them.
-        5. granted = min(want, floor(free)); if > 0, free -= granted and a new lease of `granted`
-           tokens expiring at now + lease_s is out, under an id never used before for this key.
-        6. wait_s = 0 if granted or want == 0; otherwise the seconds until floor(free) would reach
-           min(want, floor(capacity)) if nothing else happened (expiries of other leases
-           included), inf if floor(capacity) is 0.
+        5. granted = min(want, floor(free)), wait_s = 0. If that is 0 and want > 0, reserve:
+           granted = min(want, floor(capacity)) and wait_s = the seconds until free would reach
+           `granted` if nothing else happened (the other leases' expiries included; the
+           refill is capped as in 2); inf, and nothing granted, if floor(capacity) is 0.
+        6. If granted > 0: free -= granted (free may go below 0: a reservation's debt) and a
+           new lease of `granted` tokens expiring at now + wait_s + lease_s is out, under an
+           id never used before for this key.
 
-        The caller uses a lease's tokens only until lease_s after it sent the request (so never
-        past its expiry here), and gives back what it did not use (with its next request, or at
-        stop) or lets it expire. Then, across all callers, the tokens used in any window
-        [t1, t2] are at most capacity + refill_per_s * (t2 - t1). `want` = 0 with `give_back`
-        only gives back; with neither it reads `free`. A changed capacity or rate applies from
-        this step on; the leases out are kept.
+        The caller spends a lease's tokens from wait_s after it got the answer until
+        wait_s + lease_s after it sent the request (so never before the refill paid for them,
+        never after the lease expired here), and gives back what it did not spend (with its
+        next request, or at stop) or lets it expire. Then, across all callers, the tokens
+        spent in any window [t1, t2] are at most capacity + refill_per_s * (t2 - t1). Every
+        request with want > 0 gets a slice, at once or reserved: callers waiting on an empty
+        bucket queue up rather than race. `want` = 0 with `give_back` only gives back; with
+        neither it reads `free`. A changed capacity or rate applies from this step on; the
+        leases out are kept.
         """
 
     async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:

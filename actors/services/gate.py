@@ -10,8 +10,9 @@ within the provider's rate and see one breaker. What a gate keeps locally is a c
   gives back what it did not use with its next lease (or at stop), or lets it expire. A
   slice is spent only until `lease_s` after it was asked for, so never after the State
   expired it: across all workers, admissions in any window stay within
-  capacity + rate x window. When the bucket is empty the gate sleeps as long as the State
-  says, until a whole slice is there.
+  capacity + rate x window. When the bucket is empty the lease is a reservation: the
+  gate sleeps until the State says the refill has paid for it, then spends it. Workers
+  waiting on an empty bucket so queue up, one round trip per slice each.
 * A view of the shared breaker: a reactor.circuit_breaker.CircuitBreaker restored from
   the State's last answer (`breaker`), with its open timeout moved onto this gate's clock.
   With a closed view at most `refresh_s` old the gate admits on its own; an older one is
@@ -62,7 +63,9 @@ class Limits:
 class GateSettings:
     """How a gate shares its provider's bucket and breaker through the State (actors/config.py: gate_*)."""
 
-    slice_s: float = 0.05  # a slice is this many seconds of the rate (at least one token, at most the burst)
+    # A slice is this many seconds of the rate: at least one token, at most a quarter of the burst (a slice held
+    # counts against the bucket until it is spent and given back: N workers' slices should stay well below the burst).
+    slice_s: float = 0.05
     lease_s: float = 1.0  # a slice is the worker's for this long; what it leaves unused goes back or expires
     refresh_s: float = 0.05  # the oldest view of the shared breaker a worker admits on; 0: ask the State every time
     probe_lease_s: float = 30.0  # a half-open probe's hold on the breaker: longer than any call takes
@@ -74,14 +77,15 @@ class GateSettings:
                 raise ValueError(f"gate {name} must be finite and {'not negative' if low_ok else 'positive'}, got {value!r}")
 
     def slice_tokens(self, limits: Limits) -> int:
-        return max(1, min(math.floor(limits.capacity), math.floor(limits.refill_per_s * self.slice_s)))
+        return max(1, min(math.floor(limits.capacity / 4), math.floor(limits.refill_per_s * self.slice_s)))
 
 
 @dataclass
 class Slice:
     lease_id: str
     tokens: int  # not yet spent
-    valid_until: float  # this gate's clock: lease_s after the lease was asked for
+    valid_from: float  # this gate's clock: a reservation's wait after the answer came (now, for a plain lease)
+    valid_until: float  # this gate's clock: wait + lease_s after the lease was asked for
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,8 @@ class ResilienceGate:
         self.throttled = 0  # deliveries that waited for a token
         self.transitions: dict[str, int] = {}  # the shared breaker's transitions this worker's steps took
         self.admitted = 0
-        self.round_trips = 0  # State calls made
+        self.lease_round_trips = 0  # lease_tokens calls made (one per slice, and one per wait)
+        self.breaker_round_trips = 0  # breaker_* calls made
 
     # -- the Provider's side ------------------------------------------------------------
 
@@ -137,11 +142,15 @@ class ResilienceGate:
                     fresh = False
                     continue
                 if not self._slice_usable(now):
-                    wait = await self._lease_slice()
-                    if wait > 0:
+                    held = self._slice
+                    if held is not None and held.tokens > 0 and now < held.valid_from:  # reserved: wait for it
                         throttled = True
-                        await trio.sleep(wait)
+                        await trio.sleep(held.valid_from - now)
                         fresh = False
+                        continue
+                    wait = await self._lease_slice()
+                    if wait > 0:  # nothing granted (a capacity below one token): never
+                        await trio.sleep(wait)
                     continue
                 if not self._probing:
                     state = self.breaker.state_at(now)
@@ -220,39 +229,41 @@ class ResilienceGate:
     # -- the shared bucket ------------------------------------------------------------
 
     def _slice_usable(self, now: float) -> bool:
-        return self._slice is not None and self._slice.tokens > 0 and now < self._slice.valid_until
+        held = self._slice
+        return held is not None and held.tokens > 0 and held.valid_from <= now < held.valid_until
 
     async def _lease_slice(self) -> float:
-        """Give back the old slice and lease a new one in one round trip; 0 if granted, else seconds to wait."""
+        """Give back the old slice and lease (or reserve) a new one in one round trip; 0 if granted, else inf."""
         held, self._slice = self._slice, None  # whatever happens next, the old slice is not spent any more
         asked_at = trio.current_time()
-        self.round_trips += 1
+        self.lease_round_trips += 1
         lease = await self.state.lease_tokens(
             self.bucket_key, self.slice_tokens, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
             (held.lease_id, held.tokens) if held is not None else None,
         )
-        if lease.granted > 0:
-            self._slice = Slice(lease.lease_id, lease.granted, asked_at + self.settings.lease_s)
-            return 0.0
-        return lease.wait_s
+        if lease.granted <= 0:
+            return lease.wait_s
+        answered_at = trio.current_time()
+        self._slice = Slice(lease.lease_id, lease.granted, answered_at + lease.wait_s, asked_at + lease.wait_s + self.settings.lease_s)
+        return 0.0
 
     # -- the shared breaker -------------------------------------------------------------
 
     async def _read_breaker(self) -> None:
         asked_at = trio.current_time()
-        self.round_trips += 1
+        self.breaker_round_trips += 1
         self._take_view(await self.state.breaker_read(self.breaker_key, self.limits.breaker), asked_at)
 
     async def _ask_breaker(self) -> BreakerView:
         asked_at = trio.current_time()
-        self.round_trips += 1
+        self.breaker_round_trips += 1
         view = await self.state.breaker_admit(self.breaker_key, self.limits.breaker, self.owner, self.settings.probe_lease_s)
         self._take_view(view, asked_at)
         return view
 
     async def _report(self, event: BreakerEvent, probe: bool) -> None:
         asked_at = trio.current_time()
-        self.round_trips += 1
+        self.breaker_round_trips += 1
         self._take_view(await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe), asked_at)
 
     async def _release_probe(self) -> None:

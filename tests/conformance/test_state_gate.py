@@ -3,7 +3,7 @@
 What every State backend must keep (reactor/ports.py, the gate's block): leased tokens count
 against the bucket until they come back or expire; a lease is given back once, and never
 after it expired; lease ids are never reused; concurrent leases never hand out more than
-the bucket holds; waits are long enough; the breaker opens on failures from any owners,
+the bucket holds, and an empty bucket reserves slices one after the other; the breaker opens on failures from any owners,
 refuses while open, admits one probe across all owners, frees a dead prober's slot when
 its lease ends, and counts a half-open outcome only from the probe's holder. All under
 MockClock (each test names the `clock` fixture: pytest-trio picks the clock from a test's
@@ -72,11 +72,11 @@ async def lease(state: State, want: int, give_back: tuple[str, int] | None = Non
 async def test_a_lease_grants_whole_tokens_up_to_what_is_free(state: State, clock: Any) -> None:
     first = await lease(state, 4)
     assert (first.granted, first.wait_s, first.free) == (4, 0.0, 6) and first.lease_id
-    second = await lease(state, 10)  # only 6 left: a partial grant
-    assert (second.granted, second.free) == (6, 0) and second.lease_id != first.lease_id
-    empty = await lease(state, 3)
-    assert (empty.granted, empty.lease_id) == (0, "") and empty.wait_s > 0
+    second = await lease(state, 10)  # only 6 left: a partial grant, at once
+    assert (second.granted, second.wait_s, second.free) == (6, 0.0, 0) and second.lease_id != first.lease_id
     assert (await lease(state, 0)).free == 0  # want 0: a read
+    nothing = await lease(state, 0, (second.lease_id, 0))
+    assert (nothing.granted, nothing.lease_id, nothing.wait_s) == (0, "", 0.0)
 
 
 async def test_leased_tokens_count_until_given_back_and_what_was_spent_is_gone(state: State, clock: Any) -> None:
@@ -99,18 +99,26 @@ async def test_unused_is_clamped_to_the_lease(state: State, clock: Any) -> None:
 async def test_an_expired_lease_frees_its_tokens_once_and_cannot_be_given_back(state: State, clock: Any) -> None:
     held = await lease(state, 10, lease_s=2.0)
     await trio.sleep(1.0)
-    assert (await lease(state, 1)).granted == 0  # still out
+    assert (await lease(state, 0)).free == 0  # still out
     await trio.sleep(1.5)  # the lease ended at 2; refill since: 0.5 s
     assert (await lease(state, 0)).free == pytest.approx(5.0)
     assert (await lease(state, 0, (held.lease_id, 10))).free == pytest.approx(5.0)  # no mint
 
 
-async def test_the_wait_is_long_enough_and_covers_a_dead_workers_lease(state: State, clock: Any) -> None:
+async def test_an_empty_bucket_reserves_and_callers_queue_up(state: State, clock: Any) -> None:
+    first = await lease(state, 10, rate=100)
+    await lease(state, 0, (first.lease_id, 0), rate=100)  # all ten spent: the lease closed
+    waits = [(await lease(state, 3, rate=100)).wait_s for _ in range(3)]
+    assert waits == pytest.approx([0.03, 0.06, 0.09])  # each slice once the refill has paid for it, one after the other
+    assert (await lease(state, 0, rate=100)).free == pytest.approx(-9)  # owed to the reservations
+    await trio.sleep(0.09)
+    assert (await lease(state, 0, rate=100)).free == pytest.approx(0, abs=1e-9)
+
+
+async def test_a_reservation_waits_out_a_dead_workers_lease(state: State, clock: Any) -> None:
     await lease(state, 10, lease_s=3.0, rate=100)  # a worker takes everything and dies
-    refused = await lease(state, 5, rate=100)
-    assert refused.granted == 0 and refused.wait_s == pytest.approx(3.0 + 5 / 100)
-    await trio.sleep(refused.wait_s)
-    assert (await lease(state, 5, rate=100)).granted == 5
+    reserved = await lease(state, 5, rate=100)
+    assert reserved.granted == 5 and reserved.wait_s == pytest.approx(3.0 + 5 / 100)
 
 
 async def test_lease_ids_are_never_reused(state: State, clock: Any) -> None:
@@ -125,23 +133,26 @@ async def test_lease_ids_are_never_reused(state: State, clock: Any) -> None:
 
 
 async def test_concurrent_leases_never_hand_out_more_than_the_bucket_holds(state: State, clock: Any) -> None:
-    granted: list[int] = []
+    answers: list[TokenLease] = []
 
     async def contend() -> None:
-        granted.append((await lease(state, 3, capacity=20, rate=1, lease_s=60)).granted)
+        answers.append(await lease(state, 3, capacity=20, rate=10, lease_s=60))
 
     async with trio.open_nursery() as nursery:
         for _ in range(40):
             nursery.start_soon(contend)
-    assert sum(granted) == 20 and max(granted) == 3
+    now = [a.granted for a in answers if a.wait_s == 0]
+    assert sum(now) == 20 and max(now) == 3  # at once: what the bucket held, no more
+    later = sorted(a.wait_s for a in answers if a.wait_s > 0)
+    assert len(later) == 40 - len(now) and len(set(later)) == len(later)  # the rest reserved, each at its own time
 
 
 async def test_a_changed_configuration_keeps_the_leases_out(state: State, clock: Any) -> None:
     await lease(state, 8, lease_s=60)
     smaller = await state.lease_tokens(BUCKET, 0, 5, 10, 60)
-    assert smaller.free == 0  # 8 are out: nothing is free under a capacity of 5
+    assert smaller.free <= 0  # 8 are out: nothing is free under a capacity of 5
     await trio.sleep(10)
-    assert (await state.lease_tokens(BUCKET, 1, 5, 10, 60)).granted == 0
+    assert (await state.lease_tokens(BUCKET, 1, 5, 10, 60)).wait_s >= 50  # not until the 8 come back
 
 
 # -- the shared breaker -----------------------------------------------------------------
@@ -273,6 +284,17 @@ class ReusesLeaseIds(MemoryState):
         return answer
 
 
+class RefusesInsteadOfReserving(MemoryState):
+    """An empty bucket answers "come back later": the waiting callers then all wake at once and race."""
+
+    async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+                           give_back: tuple[str, int] | None = None) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+        if answer.wait_s > 0 and answer.granted:
+            return await super().lease_tokens(key, 0, capacity, refill_per_s, lease_s, (answer.lease_id, answer.granted))
+        return answer
+
+
 class AdmitsAProbePerOwner(MemoryState):
     async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
         shared = self._breaker(key)
@@ -302,7 +324,8 @@ CHECKS: list[Callable[[State, Any], Any]] = [
     test_leased_tokens_count_until_given_back_and_what_was_spent_is_gone,
     test_unused_is_clamped_to_the_lease,
     test_an_expired_lease_frees_its_tokens_once_and_cannot_be_given_back,
-    test_the_wait_is_long_enough_and_covers_a_dead_workers_lease,
+    test_an_empty_bucket_reserves_and_callers_queue_up,
+    test_a_reservation_waits_out_a_dead_workers_lease,
     test_lease_ids_are_never_reused,
     test_concurrent_leases_never_hand_out_more_than_the_bucket_holds,
     test_a_changed_configuration_keeps_the_leases_out,
@@ -317,7 +340,9 @@ CHECKS: list[Callable[[State, Any], Any]] = [
 
 
 @pytest.mark.parametrize(
-    "broken", [ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, AdmitsAProbePerOwner, KeepsADeadProbersSlot, CountsFailuresPerOwner],
+    "broken",
+    [ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving, AdmitsAProbePerOwner, KeepsADeadProbersSlot,
+     CountsFailuresPerOwner],
 )
 async def test_the_checks_catch_broken_states(broken: type[MemoryState], clock: Any) -> None:
     caught = []

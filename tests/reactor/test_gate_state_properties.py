@@ -4,8 +4,9 @@ LeasedBucketMachine: workers lease slices of one LeasedBucket, spend them while 
 is valid, give back what is left or crash holding it, in random order and at random times.
 Checked on the history of spent tokens: in every window [t_i, t_j], across all workers,
 at most capacity + rate * (t_j - t_i); plus free + leased <= capacity, every token a worker
-may still spend counted as leased, and the answers' waits: long enough (waiting `wait_s`
-and asking again gets the slice) and never longer than the leases out plus the refill.
+may still spend counted as leased, every request for tokens answered with a slice (at once,
+or reserved for when the refill has paid for it: spent from then on, which the window
+bound checks), and a reservation's wait never longer than the leases out plus the refill.
 
 SharedBreakerMachine: workers ask a SharedBreaker, call, report, release, or die holding
 the probe. Checked against the pure CircuitBreaker's rules (the table model of
@@ -61,12 +62,12 @@ class LeasedBucketMachine(RuleBasedStateMachine):
         self.capacity, self.rate = Fraction(capacity), Fraction(rate)
         self.eps = eps_for(capacity)
         self.now = start
-        self.slices: dict[int, tuple[str, int, float]] = {}  # worker -> (lease id, tokens left, valid until)
+        self.slices: dict[int, tuple[str, int, float, float]] = {}  # worker -> (lease id, tokens left, valid from, until)
         self.spent: list[Fraction] = []  # the time of every spent token
 
     def usable(self, worker: int) -> int:
         held = self.slices.get(worker)
-        return held[1] if held is not None and self.now < held[2] else 0
+        return held[1] if held is not None and held[2] <= self.now < held[3] else 0
 
     # -- rules -------------------------------------------------------------------------
 
@@ -81,34 +82,41 @@ class LeasedBucketMachine(RuleBasedStateMachine):
         if not give_back:
             self.slices.pop(worker, None)  # dropped without a word: it expires by itself
         leases_end = max((lease.expires for lease in self.bucket.leases.values()), default=self.now)
+        free_before = self.bucket.free_at(self.now) + (min(held[1], self.bucket.leases[held[0]].tokens)
+                                                        if held and held[0] in self.bucket.leases else 0)
         answer = self.bucket.lease(want, lease_s, self.now, (held[0], held[1]) if held else None)
         assert 0 <= answer.granted <= want and answer.granted == int(answer.granted)
-        if answer.granted:
-            assert answer.wait_s == 0 and answer.lease_id
-            self.slices[worker] = (answer.lease_id, answer.granted, self.now + lease_s)
+        if want == 0 or math.floor(self.capacity) == 0:
+            assert answer.granted == 0 and answer.lease_id == ""
             return
-        if want == 0:
-            return
-        assert self.bucket.free_at(self.now) < 1, "refused with a whole token free"
-        target = min(want, math.floor(self.capacity))
-        if target == 0:
-            assert answer.wait_s == math.inf
-            return
-        # Long enough: wait wait_s, ask again, and the slice is there (nothing else happening).
-        probe = copy.deepcopy(self.bucket)
-        again = probe.lease(want, lease_s, self.now + answer.wait_s)
-        assert again.granted >= target, f"waited {answer.wait_s} for {target}, got {again.granted}"
-        # Not longer than the leases out (a crashed worker's among them) plus refilling the whole target.
-        bound = max(Fraction(leases_end) - Fraction(self.now), Fraction(0)) + Fraction(target) / self.rate
-        assert Fraction(answer.wait_s) <= bound + Fraction(1e-6) * (1 + abs(Fraction(self.now))), (answer.wait_s, float(bound))
+        assert answer.granted > 0 and answer.lease_id, "a request for tokens always gets a slice, at once or reserved"
+        if answer.wait_s > 0:  # a reservation: only when nothing was free, for the whole slice
+            assert free_before < 1 + self.eps, f"reserved with {free_before} free"
+            assert answer.granted == min(want, math.floor(self.capacity))
+            # Long enough: by the time it starts, the refill has paid the debt (nothing else happening).
+            assert self.bucket.free_at(self.now + answer.wait_s) >= -self.eps, "a reservation that starts before it is paid for"
+            # Not longer than the leases out (a crashed worker's among them) plus the refill of the debt and the slice.
+            debt = max(Fraction(0), -Fraction(free_before))
+            bound = max(Fraction(leases_end) - Fraction(self.now), Fraction(0)) + (debt + answer.granted) / self.rate
+            assert Fraction(answer.wait_s) <= bound + Fraction(1e-6) * (1 + abs(Fraction(self.now))), (answer.wait_s, float(bound))
+        # The worker spends it from wait_s on, for lease_s (its clock and the bucket's are one here).
+        self.slices[worker] = (answer.lease_id, answer.granted, self.now + answer.wait_s, self.now + answer.wait_s + lease_s)
+
+    @rule(worker=worker_ids, k=st.integers(1, 20))
+    def wait_for_the_slice_then_spend(self, worker: int, k: int) -> None:
+        """What the gate does with a reservation: sleep until it starts, spend at once."""
+        held = self.slices.get(worker)
+        if held is not None:
+            self.now = max(self.now, held[2])
+            self.spend(worker, k)
 
     @rule(worker=worker_ids, k=st.integers(1, 20))
     def spend(self, worker: int, k: int) -> None:
         """What the gate does with its slice: spend tokens while the lease is valid."""
         n = min(k, self.usable(worker))
         if n:
-            lease_id, left, until = self.slices[worker]
-            self.slices[worker] = (lease_id, left - n, until)
+            lease_id, left, start, until = self.slices[worker]
+            self.slices[worker] = (lease_id, left - n, start, until)
             self.spent.extend([Fraction(self.now)] * n)
 
     @rule(worker=worker_ids)
@@ -130,7 +138,6 @@ class LeasedBucketMachine(RuleBasedStateMachine):
     @invariant()
     def free_plus_leased_within_capacity(self) -> None:
         free = self.bucket.free_at(self.now)
-        assert free >= 0
         leased_now = sum(lease.tokens for lease in self.bucket.leases.values() if lease.expires > max(self.now, self.bucket.updated))
         assert Fraction(free) + leased_now <= self.capacity + self.eps, (free, leased_now, float(self.capacity))
 
@@ -140,7 +147,7 @@ class LeasedBucketMachine(RuleBasedStateMachine):
         live = {lid: lease for lid, lease in self.bucket.leases.items() if lease.expires > max(self.now, self.bucket.updated)}
         for worker in self.slices:
             if self.usable(worker):
-                lease_id, left, _ = self.slices[worker]
+                lease_id, left, _, _ = self.slices[worker]
                 assert lease_id in live and live[lease_id].tokens >= left, (worker, lease_id, left)
 
     @precondition(lambda self: hasattr(self, "bucket"))
@@ -291,45 +298,56 @@ TestSharedBreakerMachine = SharedBreakerMachine.TestCase
 def test_a_slice_left_unused_counts_until_it_comes_back() -> None:
     bucket = LeasedBucket(10, 10, updated=0)
     first = bucket.lease(10, 5.0, 0)
-    assert (first.granted, first.free) == (10, 0)
+    assert (first.granted, first.wait_s, first.free) == (10, 0, 0)
     # Two seconds later the bucket would be full again, but the 10 out on lease still count.
-    assert bucket.lease(10, 5.0, 2.0).granted == 0
+    assert bucket.free_at(2.0) == 0
     back = bucket.lease(0, 5.0, 2.0, (first.lease_id, 4))  # six spent, four back
     assert back.free == 4
-    assert bucket.lease(10, 5.0, 2.0).granted == 4
+    assert (bucket.lease(10, 5.0, 2.0).granted, bucket.free_at(2.0)) == (4, 0)
     assert bucket.lease(0, 5.0, 2.0, (first.lease_id, 4)).free == 0  # given back once: a second time is ignored
 
 
 def test_an_expired_lease_frees_its_tokens_and_cannot_be_given_back() -> None:
     bucket = LeasedBucket(10, 1, updated=0)
     held = bucket.lease(10, 2.0, 0)
-    assert bucket.lease(1, 2.0, 1.0).granted == 0
+    assert bucket.free_at(1.0) == 0
     # The lease held the whole capacity until 2: nothing refilled meanwhile; from 2 on, its tokens are gone.
-    answer = bucket.lease(1, 2.0, 2.0)
-    assert answer.granted == 0 and answer.wait_s == pytest.approx(1.0)
+    assert bucket.free_at(2.0) == 0 and bucket.free_at(3.0) == pytest.approx(1.0)
     assert bucket.lease(0, 2.0, 3.0, (held.lease_id, 10)).free == pytest.approx(1.0)  # expired: giving back mints nothing
+
+
+def test_an_empty_bucket_reserves_and_the_waiting_workers_queue_up() -> None:
+    bucket = LeasedBucket(20, 100, updated=0)
+    first = bucket.lease(20, 1.0, 0)
+    assert first.granted == 20
+    assert bucket.lease(0, 1.0, 0, (first.lease_id, 0)).free == 0  # all spent at once, the lease closed
+    second, third = bucket.lease(5, 1.0, 0), bucket.lease(5, 1.0, 0)
+    assert (second.granted, third.granted) == (5, 5)
+    assert second.wait_s == pytest.approx(0.05) and third.wait_s == pytest.approx(0.10)  # one after the other
+    assert third.free == pytest.approx(-10)  # owed to the two reservations
+    assert bucket.free_at(0.10) == pytest.approx(0)
 
 
 def test_the_wait_covers_a_crashed_workers_lease() -> None:
     bucket = LeasedBucket(5, 100, updated=0)
     bucket.lease(5, 3.0, 0)  # taken by a worker that then dies
     answer = bucket.lease(5, 3.0, 0.5)
-    assert answer.granted == 0 and answer.wait_s == pytest.approx(2.5 + 5 / 100)
-    assert bucket.lease(5, 3.0, 0.5 + answer.wait_s).granted == 5
+    assert answer.granted == 5 and answer.wait_s == pytest.approx(2.5 + 5 / 100)
 
 
 def test_a_clock_that_goes_back_mints_nothing() -> None:
     bucket = LeasedBucket(10, 1, updated=100)
     assert bucket.lease(10, 1.0, 100).granted == 10
-    assert bucket.lease(1, 1.0, 50).granted == 0
-    assert bucket.lease(1, 1.0, 100.5).granted == 0
+    # At 50 the bucket stands still at 100: the lease of 10 ends at 101, one token takes a second more.
+    assert bucket.lease(1, 1.0, 50).wait_s == pytest.approx(2.0)
+    assert bucket.free_at(50) == bucket.free_at(100) == -1 and bucket.free_at(102) == pytest.approx(0)
 
 
 def test_a_changed_configuration_keeps_the_leases() -> None:
     bucket = LeasedBucket(10, 1, updated=0)
     bucket.lease(8, 10.0, 0)
     bucket.configure(5, 1, 0)
-    assert bucket.free_at(0) == 0 and bucket.free_at(100) == 5  # under 5 - 8 nothing refills until the lease ends
+    assert bucket.free_at(0) == -3 and bucket.free_at(100) == 5  # under 5 - 8 nothing refills until the lease ends
 
 
 def test_a_dead_probers_slot_frees_after_its_lease() -> None:

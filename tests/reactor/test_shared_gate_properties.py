@@ -305,24 +305,31 @@ async def test_a_dead_prober_holds_the_others_back_for_its_probe_lease_only(auto
     assert a.transitions == {"closed->open": 1, "open->half_open": 1}
 
 
-async def test_a_dead_workers_slice_comes_back_when_its_lease_ends(autojump_clock) -> None:
+async def test_a_dead_workers_slice_holds_back_the_burst_until_its_lease_ends(autojump_clock) -> None:
     state = MemoryState()
-    limits = Limits(capacity=10, refill_per_s=1, breaker=BreakerConfig())
-    a = ResilienceGate("sms", limits, state, GateSettings(slice_s=100, lease_s=2.0), owner="a")  # a slice is the whole burst
+    limits = Limits(capacity=40, refill_per_s=100, breaker=BreakerConfig())
+    a = ResilienceGate("sms", limits, state, GateSettings(slice_s=100, lease_s=2.0), owner="a")  # slices of 10 (a quarter)
     b = ResilienceGate("sms", limits, state, GateSettings(slice_s=0, lease_s=2.0), owner="b")
-    await a.admit(delivery())  # a leases all 10, spends 1, dies
+    await a.admit(delivery())  # a leases 10, spends 1, dies holding 9
+    for n in range(30):
+        await b.admit(delivery(n))  # b takes the other 30 at once
+    assert trio.current_time() == 0
+    await trio.sleep(1.0)
+    assert (await b.view()).tokens == 29  # refilled, but only up to 40 - a's 10 - b's last slice (spent, not given back yet)
+    await trio.sleep(1.5)
+    assert (await b.view()).tokens == 40  # a's lease ended at 2: the whole burst again
     await b.admit(delivery())
-    # b got nothing until a's lease ended at 2 s; then one refilled token took a second more.
-    assert trio.current_time() == pytest.approx(3.0)
+    assert trio.current_time() == 2.5  # and b never waited on a
 
 
 async def test_a_stopping_worker_gives_its_slice_back(autojump_clock) -> None:
     state = MemoryState()
-    limits = Limits(capacity=10, refill_per_s=1, breaker=BreakerConfig())
+    limits = Limits(capacity=40, refill_per_s=1, breaker=BreakerConfig())
     a = ResilienceGate("sms", limits, state, GateSettings(slice_s=100, lease_s=60), owner="a")
     await a.admit(delivery())
-    assert (await a.view()).tokens == 9  # free 0, and a's own 9
+    assert (await a.view()).tokens == 39  # 30 free, and a's own 9
     await a.release()
     b = ResilienceGate("sms", limits, state, GateSettings(slice_s=100, lease_s=60), owner="b")
     await b.admit(delivery())
-    assert trio.current_time() == 0 and b._slice is not None and b._slice.tokens == 8
+    assert trio.current_time() == 0 and b._slice is not None and b._slice.tokens == 9
+    assert (await b.view()).tokens == 29 + 9  # the 9 a gave back are free again
