@@ -35,12 +35,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.services.gate import GateSettings, Limits, ResilienceGate  # noqa: E402
-from protocol.channels import Channel  # noqa: E402
-from protocol.content import Content, SmsContent  # noqa: E402
-from protocol.messages import Delivery, Sent  # noqa: E402
-from reactor.backends.embedded import MemoryState  # noqa: E402
-from reactor.circuit_breaker import BreakerConfig  # noqa: E402
+import trio.lowlevel
+
+from actors.services.gate import GateSettings, Limits, ResilienceGate
+from protocol.channels import Channel
+from protocol.content import Content, SmsContent
+from protocol.messages import Delivery, Sent
+from reactor.backends.embedded import MemoryState
+from reactor.circuit_breaker import BreakerConfig
 
 PER_DELIVERY = GateSettings(slice_s=0.0, refresh_s=0.0)
 LIMITS = Limits(1e9, 1e9, BreakerConfig())  # never throttles: the gate's own cost only
@@ -69,7 +71,8 @@ async def run(settings: GateSettings, rtt_s: float | None, workers: int, seconds
     """(admissions per second, State calls per 1,000 admissions)."""
     state: Any = MemoryState() if rtt_s is None else RemoteState(rtt_s)
     gates = [ResilienceGate(Channel.SMS.value, LIMITS, state, settings, owner=f"w{i}") for i in range(workers)]
-    delivery = Delivery("01J0000000000000000000BENCH", "u1", Channel.SMS, 0, Content(sms=SmsContent("hi")), address="+15555550100")
+    content = Content(sms=SmsContent("hi"))
+    delivery = Delivery("01J0000000000000000000BENCH", "u1", Channel.SMS, 0, content, address="+15555550100")
     admitted = [0] * workers
     deadline = time.perf_counter() + seconds
 
@@ -80,7 +83,7 @@ async def run(settings: GateSettings, rtt_s: float | None, workers: int, seconds
                 await gate.admit(delivery)
                 await gate.settle(delivery, Sent())
             admitted[i] += 100
-            await trio.sleep(0)  # let the other workers run
+            await trio.lowlevel.checkpoint()  # let the other workers run
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from reactor.circuit_breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
 from reactor.ports import BreakerEvent, BreakerView, TokenLease
 
-
 _INCARNATIONS = itertools.count(1)  # lease ids carry their bucket's incarnation: a bucket made again never reuses one
 
 

@@ -125,7 +125,7 @@ class ResilienceGate:
         self.throttled = 0  # deliveries that waited for a token
         self.transitions: dict[str, int] = {}  # the shared breaker's transitions this worker's steps took
         self.admitted = 0
-        self.lease_round_trips = 0  # lease_tokens calls made (one per slice, and one per wait)
+        self.lease_round_trips = 0  # lease_tokens calls made: one per slice (given at once or reserved)
         self.breaker_round_trips = 0  # breaker_* calls made
 
     # -- the Provider's side ------------------------------------------------------------
@@ -204,11 +204,13 @@ class ResilienceGate:
                     (held.lease_id, held.tokens),
                 )
             except Exception:  # the lease expires by itself
-                log.warning("%s: could not give back %d tokens; they expire with their lease", self.channel, held.tokens, exc_info=True)
+                log.warning("%s: could not give back %d tokens; they expire with their lease", self.channel, held.tokens,
+                            exc_info=True)
 
     async def view(self) -> GateView:
         """The shared bucket and breaker as the State has them now, with this gate's counts."""
-        lease = await self.state.lease_tokens(self.bucket_key, 0, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s)
+        limits = self.limits
+        lease = await self.state.lease_tokens(self.bucket_key, 0, limits.capacity, limits.refill_per_s, self.settings.lease_s)
         breaker = await self.state.breaker_read(self.breaker_key, self.limits.breaker)
         now = trio.current_time()
         mine = self._slice.tokens if self._slice is not None and self._slice_usable(now) else 0
@@ -244,7 +246,8 @@ class ResilienceGate:
         if lease.granted <= 0:
             return lease.wait_s
         answered_at = trio.current_time()
-        self._slice = Slice(lease.lease_id, lease.granted, answered_at + lease.wait_s, asked_at + lease.wait_s + self.settings.lease_s)
+        valid_until = asked_at + lease.wait_s + self.settings.lease_s
+        self._slice = Slice(lease.lease_id, lease.granted, answered_at + lease.wait_s, valid_until)
         return 0.0
 
     # -- the shared breaker -------------------------------------------------------------
@@ -264,7 +267,8 @@ class ResilienceGate:
     async def _report(self, event: BreakerEvent, probe: bool) -> None:
         asked_at = trio.current_time()
         self.breaker_round_trips += 1
-        self._take_view(await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe), asked_at)
+        view = await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe)
+        self._take_view(view, asked_at)
 
     async def _release_probe(self) -> None:
         self._probing = False

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -341,8 +342,8 @@ CHECKS: list[Callable[[State, Any], Any]] = [
 
 @pytest.mark.parametrize(
     "broken",
-    [ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving, AdmitsAProbePerOwner, KeepsADeadProbersSlot,
-     CountsFailuresPerOwner],
+    [ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving,
+     AdmitsAProbePerOwner, KeepsADeadProbersSlot, CountsFailuresPerOwner],
 )
 async def test_the_checks_catch_broken_states(broken: type[MemoryState], clock: Any) -> None:
     caught = []

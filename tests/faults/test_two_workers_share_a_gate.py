@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -44,7 +45,8 @@ CAPACITY, RATE, SECONDS = 20.0, 100.0, 5.0
 @asynccontextmanager
 async def embedded(data_dir: Path) -> AsyncIterator[Any]:
     """The embedded State, opened as a node opens it (only the State: nothing else runs in a thread)."""
-    settings = BackendSettings({"bus": "embedded://", "state": "embedded://", "store": "embedded://", "logstore": "embedded://"}, data_dir, {})
+    urls = {setting: "embedded://" for setting in ("bus", "state", "store", "logstore")}
+    settings = BackendSettings(urls, data_dir, {})
     async with open_backends(settings, {"state"}) as backends:
         yield backends
 
@@ -70,7 +72,8 @@ class Sms:
     down: bool = False
     call_s: float = 0.0
     calls: list[tuple[float, str]] = field(default_factory=list)  # (at, worker)
-    under: list[tuple[float, str, str, bool, float]] = field(default_factory=list)  # (at, worker, shared breaker, holds probe, opened at)
+    # (at, worker, the shared breaker's state, holds the probe, when it last opened)
+    under: list[tuple[float, str, str, bool, float]] = field(default_factory=list)
     probes_out: int = 0
     max_probes_out: int = 0
 
@@ -125,7 +128,8 @@ async def run_workers(states: list[State], store: Any, sms: Sms, limits: Limits,
         provider = Provider(Channel.SMS, client, mailbox, store, gate)
         gates.append(gate)
         mailboxes.append(mailbox)
-        stages.append(Supervisor(f"worker-{name}", [ChildSpec("provider:sms", provider.run, stop=mailbox.close)], RestartPolicy()))
+        child = ChildSpec("provider:sms", provider.run, stop=mailbox.close)
+        stages.append(Supervisor(f"worker-{name}", [child], RestartPolicy()))
     end = trio.current_time() + seconds
 
     async def feed(i: int) -> None:
@@ -171,8 +175,9 @@ async def test_two_worker_stages_sharing_one_state_send_at_most_the_rate(tmp_pat
     a_sent, b_sent, bound = report("one State shared", shared)
     report("a State each (before)", apart)
     leases, reads = sum(g.lease_round_trips for g in gates), sum(g.breaker_round_trips for g in gates)
-    print(f"shared gate: {leases} lease round trips for {len(shared.calls)} deliveries ({len(shared.calls) / leases:.1f} a round trip), "
-          f"{reads} breaker reads (at most one per worker per refresh_s); {SECONDS:g} simulated s in {time.perf_counter() - real:.1f} s")
+    per_trip, wall = len(shared.calls) / leases, time.perf_counter() - real
+    print(f"shared gate: {leases} lease round trips for {len(shared.calls)} deliveries ({per_trip:.1f} a round trip), "
+          f"{reads} breaker reads (at most one per worker per refresh_s); {SECONDS:g} simulated s in {wall:.1f} s")
 
     assert_within_the_bound([at for at, _ in shared.calls], CAPACITY, RATE)
     assert len(shared.calls) <= bound

@@ -21,7 +21,6 @@ test_properties_catch_bugs.py runs these machines against broken ones.
 
 from __future__ import annotations
 
-import copy
 import math
 from fractions import Fraction
 from typing import ClassVar
@@ -33,7 +32,6 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 from reactor.circuit_breaker import BreakerConfig
 from reactor.gate_state import LeasedBucket, SharedBreaker
-
 from tests.reactor.test_circuit_breaker_properties import Model
 
 MACHINE_SETTINGS = settings(max_examples=150, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -98,7 +96,8 @@ class LeasedBucketMachine(RuleBasedStateMachine):
             # Not longer than the leases out (a crashed worker's among them) plus the refill of the debt and the slice.
             debt = max(Fraction(0), -Fraction(free_before))
             bound = max(Fraction(leases_end) - Fraction(self.now), Fraction(0)) + (debt + answer.granted) / self.rate
-            assert Fraction(answer.wait_s) <= bound + Fraction(1e-6) * (1 + abs(Fraction(self.now))), (answer.wait_s, float(bound))
+            slack = Fraction(1e-6) * (1 + abs(Fraction(self.now)))
+            assert Fraction(answer.wait_s) <= bound + slack, (answer.wait_s, float(bound))
         # The worker spends it from wait_s on, for lease_s (its clock and the bucket's are one here).
         self.slices[worker] = (answer.lease_id, answer.granted, self.now + answer.wait_s, self.now + answer.wait_s + lease_s)
 
@@ -138,7 +137,8 @@ class LeasedBucketMachine(RuleBasedStateMachine):
     @invariant()
     def free_plus_leased_within_capacity(self) -> None:
         free = self.bucket.free_at(self.now)
-        leased_now = sum(lease.tokens for lease in self.bucket.leases.values() if lease.expires > max(self.now, self.bucket.updated))
+        at = max(self.now, self.bucket.updated)
+        leased_now = sum(lease.tokens for lease in self.bucket.leases.values() if lease.expires > at)
         assert Fraction(free) + leased_now <= self.capacity + self.eps, (free, leased_now, float(self.capacity))
 
     @precondition(lambda self: hasattr(self, "bucket"))
@@ -277,7 +277,8 @@ class SharedBreakerMachine(RuleBasedStateMachine):
         view = self.shared.read(self.config, self.now)
         assert view.state == self.model.observed(self.now), (view, self.model)
         assert view.opened == self.model.opens
-        assert (view.probe_owner is not None) == (self.model.probe and self.model.observed(self.now) == "half_open"), (view, self.model)
+        probe_out = self.model.probe and self.model.observed(self.now) == "half_open"
+        assert (view.probe_owner is not None) == probe_out, (view, self.model)
         if self.model.state == "closed":
             assert view.consecutive_failures == self.model.failures
 

@@ -232,10 +232,13 @@ class WaitsTooLittle(LeasedBucket):
         return super().time_until(n, now) * 0.9
 
 
-@pytest.mark.parametrize("broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle])
+@pytest.mark.parametrize(
+    "broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle],
+)
 def test_leased_bucket_machine_catches(broken: type[LeasedBucket]) -> None:
     with pytest.raises(AssertionError):
-        run_state_machine_as_test(machine_for(LeasedBucketMachine, "bucket_class", broken), settings=settings(LEASES_SETTINGS, **HUNT))
+        machine = machine_for(LeasedBucketMachine, "bucket_class", broken)
+        run_state_machine_as_test(machine, settings=settings(LEASES_SETTINGS, **HUNT))
 
 
 class AdmitsASecondProber(SharedBreaker):
@@ -278,10 +281,13 @@ class ForgetsFailuresOfOtherWorkers(SharedBreaker):
         return super().report(config, owner, event, probe, now)
 
 
-@pytest.mark.parametrize("broken", [AdmitsASecondProber, AnyoneSettlesTheProbe, ProbeLeaseNeverEnds, ForgetsFailuresOfOtherWorkers])
+@pytest.mark.parametrize(
+    "broken", [AdmitsASecondProber, AnyoneSettlesTheProbe, ProbeLeaseNeverEnds, ForgetsFailuresOfOtherWorkers],
+)
 def test_shared_breaker_machine_catches(broken: type[SharedBreaker]) -> None:
     with pytest.raises(AssertionError):
-        run_state_machine_as_test(machine_for(SharedBreakerMachine, "breaker_class", broken), settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
+        machine = machine_for(SharedBreakerMachine, "breaker_class", broken)
+        run_state_machine_as_test(machine, settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
 
 
 def test_the_real_shared_state_passes_the_hunting_settings_too() -> None:

@@ -24,11 +24,12 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -153,7 +154,7 @@ def bucket_property(open_state: StateFactory, gate_class: type[ResilienceGate], 
     @settings(settings(**GATE_SETTINGS), **overrides)  # type: ignore[arg-type]
     def check(s: BucketScenario) -> None:
         times = run(lambda: admit_all(s, open_state, gate_class))
-        live = sum(count for bursts, dies in zip(s.arrivals, s.dies_at) if dies is None for _, count in bursts)
+        live = sum(count for bursts, dies in zip(s.arrivals, s.dies_at, strict=True) if dies is None for _, count in bursts)
         assert len(times) >= live, "a live worker did not get through"
         assert_within_the_bound(times, s.capacity, s.rate)
 
@@ -186,7 +187,9 @@ def breaker_scenarios(draw: st.DrawFn) -> BreakerScenario:
     bursts = st.tuples(gaps, st.integers(1, 10))
     refresh = draw(st.sampled_from([0.0, 0.05]) | st.floats(0.0, 0.5))
     return BreakerScenario(
-        config=BreakerConfig(draw(st.integers(1, 4)), draw(st.sampled_from([0.0, 1.0, 5.0]) | st.floats(0.0, 10.0)), draw(st.integers(1, 3))),
+        config=BreakerConfig(
+            draw(st.integers(1, 4)), draw(st.sampled_from([0.0, 1.0, 5.0]) | st.floats(0.0, 10.0)), draw(st.integers(1, 3)),
+        ),
         gate=GateSettings(slice_s=0.05, lease_s=1.0, refresh_s=refresh, probe_lease_s=draw(st.sampled_from([0.5, 3.0]))),
         outcomes=tuple(draw(st.lists(st.booleans(), max_size=60))),
         call_s=tuple(draw(st.sampled_from([0.0, 0.02, 0.2]) | st.floats(0.0, 0.3)) for _ in range(workers)),
@@ -231,7 +234,8 @@ async def call_all(s: BreakerScenario, open_state: StateFactory, gate_class: typ
         async def worker(i: int) -> None:
             nonlocal admitted
             gate = gates[i]
-            for n, gap in enumerate(gap for gap, count in s.arrivals[i] for gap in [gap] + [0.0] * (count - 1)):
+            gaps = [pause for first, count in s.arrivals[i] for pause in [first] + [0.0] * (count - 1)]  # bursts, one by one
+            for n, gap in enumerate(gaps):
                 await trio.sleep(gap)
                 await gate.admit(delivery(n))
                 admitted += 1
@@ -271,7 +275,8 @@ def breaker_property(open_state: StateFactory, gate_class: type[ResilienceGate],
             if shared == BreakerState.CLOSED.value or holds:
                 continue
             assert at - opened_at < s.gate.refresh_s, (
-                f"w{worker} called at {at} while the shared breaker was {shared} (opened at {opened_at}; refresh_s {s.gate.refresh_s})"
+                f"w{worker} called at {at} while the shared breaker was {shared} "
+                f"(opened at {opened_at}; refresh_s {s.gate.refresh_s})"
             )
         assert provider.max_probes <= 1, f"{provider.max_probes} probes out at once"
 
