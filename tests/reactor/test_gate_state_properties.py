@@ -80,8 +80,8 @@ class LeasedBucketMachine(RuleBasedStateMachine):
         if not give_back:
             self.slices.pop(worker, None)  # dropped without a word: it expires by itself
         leases_end = max((lease.expires for lease in self.bucket.leases.values()), default=self.now)
-        free_before = self.bucket.free_at(self.now) + (min(held[1], self.bucket.leases[held[0]].tokens)
-                                                        if held and held[0] in self.bucket.leases else 0)
+        live = held is not None and held[0] in self.bucket.leases and self.bucket.leases[held[0]].expires > self.now
+        free_before = self.bucket.free_at(self.now) + (min(held[1], self.bucket.leases[held[0]].tokens) if held and live else 0)
         answer = self.bucket.lease(want, lease_s, self.now, (held[0], held[1]) if held else None)
         assert 0 <= answer.granted <= want and answer.granted == int(answer.granted)
         if want == 0 or math.floor(self.capacity) == 0:
