@@ -250,7 +250,7 @@ async def wire(
         chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
                   for c, client in chosen.items()}
         herald.providers = {
-            c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c)),
+            c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings()),
                         devices=users if c is Channel.PUSH else None, queries=query_mbs[c])
             for c in Channel
         }

@@ -2,7 +2,9 @@
 
 It takes Attempts in mailbox order and answers each with an Outcome. The `Gate` holds
 rate limiting and circuit breaking: `admit` runs before the client is called (it waits
-as long as the bucket or an open breaker says), `settle` sees every outcome.
+as long as the bucket or an open breaker says), `settle` sees every outcome. The gate's
+bucket and breaker are shared, through the State, with the other workers of the same
+provider (actors/services/gate.py); at stop the Provider gives back what its gate holds.
 
 The send ledger makes redelivery safe: an Attempt that may have been tried before is
 checked against it, and every send is written to it (durably) before the answer goes
@@ -40,7 +42,7 @@ from protocol.channels import Channel
 from protocol.lifecycle import Status
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.ask import ActorCrashed
-from reactor.clock import wall_ms
+from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Store
 
@@ -65,11 +67,14 @@ class Devices(Protocol):
 class Gate(Protocol):
     async def admit(self, delivery: Delivery) -> None: ...
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """See the outcome of an admitted call."""
 
-    def abandon(self, delivery: Delivery) -> None:
-        """An admitted call ended with no outcome (the client crashed, or was cancelled)."""
+    async def abandon(self, delivery: Delivery) -> None:
+        """An admitted call ended with no outcome (the client crashed, or was cancelled); also called cancelled."""
+
+    async def release(self) -> None:
+        """The worker stops: give back what the gate holds (bounded; also called cancelled)."""
 
     async def view(self) -> GateView:
         """The breaker and bucket as GET /v1/admin/circuits shows them."""
@@ -81,14 +86,17 @@ class OpenGate:
     async def admit(self, delivery: Delivery) -> None:
         return None
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         return None
 
-    def abandon(self, delivery: Delivery) -> None:
+    async def abandon(self, delivery: Delivery) -> None:
+        return None
+
+    async def release(self) -> None:
         return None
 
     async def view(self) -> GateView:
-        return GateView("none", 0, 0, 0, math.inf, math.inf, math.inf)
+        return GateView("none", 0, 0, 0, math.inf, math.inf, math.inf, 0, 0, {}, None)
 
 
 class Provider:
@@ -109,17 +117,20 @@ class Provider:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        async for attempt in self.mailbox:
-            try:
-                outcome = await self._attempt(attempt)
-            except Exception as exc:
-                log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
-                attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
-                raise
-            except BaseException:
-                attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
-                raise
-            attempt.reply.send(outcome)
+        try:
+            async for attempt in self.mailbox:
+                try:
+                    outcome = await self._attempt(attempt)
+                except Exception as exc:
+                    log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
+                    attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
+                    raise
+                except BaseException:
+                    attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
+                    raise
+                attempt.reply.send(outcome)
+        finally:
+            await self.gate.release()  # the unspent slice goes back to the provider's other workers
 
     async def answer_queries(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The actor's second task (a supervised child of its own): answer circuits queries until the mailbox closes."""
@@ -136,11 +147,12 @@ class Provider:
     async def circuit(self) -> CircuitView:
         """The gate's view and this Provider's counters."""
         gate = await self.gate.view()
+        retry_at = iso(wall_ms() + int(gate.retry_in_s * 1000)) if gate.retry_in_s is not None and gate.retry_in_s > 0 else None
         return CircuitView(
             channel=self.channel, state=gate.state, consecutive_failures=gate.consecutive_failures, opened=gate.opened,
             rejected=gate.rejected, calls=self.calls, suppressed_duplicates=self.suppressed, tokens=gate.tokens,
             bucket_capacity=gate.bucket_capacity, refill_per_s=gate.refill_per_s, deferred=gate.deferred,
-            throttled=gate.throttled, transitions=dict(gate.transitions), retry_at=gate.retry_at,
+            throttled=gate.throttled, transitions=dict(gate.transitions), retry_at=retry_at,
         )
 
     async def _attempt(self, attempt: Attempt) -> Outcome:
@@ -159,13 +171,13 @@ class Provider:
         except Exception as exc:
             outcome = self._client_raised(delivery, exc)
         except BaseException:
-            self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
+            await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
             raise
         if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
             # A crash or content refused before it reached the provider: no word on its health.
-            self.gate.abandon(delivery)
+            await self.gate.abandon(delivery)
             return outcome
-        self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
+        await self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
         if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
             await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)

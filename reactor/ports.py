@@ -14,10 +14,11 @@ and assignment/revocation of partitions to a group member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Callable, Protocol, Sequence
+from typing import AsyncContextManager, AsyncIterator, Callable, Literal, Protocol, Sequence
 
 from protocol.keys import SigningKey
 from protocol.messages import InboxEntry, StatusEvent
+from reactor.circuit_breaker import BreakerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,44 @@ class Bus(Protocol):
         """
 
 
+# -- the Provider's gate, shared by its workers: answers of the State operations below --
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLease:
+    """The answer of `State.lease_tokens`."""
+
+    lease_id: str  # "" when nothing was granted
+    granted: int  # tokens held under this lease (0 to `want`)
+    wait_s: float  # 0: spend them now; > 0: a reservation, spend them from wait_s on; inf with nothing granted: never
+    free: float  # tokens in the bucket not leased to anyone, after this step (below 0: owed to reservations)
+
+
+BreakerEvent = Literal["success", "failure", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """The shared breaker after one step of `State.breaker_admit`, `breaker_report` or `breaker_read`.
+
+    Times are relative (seconds from the State's `now`), so a caller on another clock can use them.
+    """
+
+    state: str  # as of now: "closed", "open" or "half_open" (an open breaker whose timeout ran out reads half_open)
+    consecutive_failures: int  # closed: failures since the last success
+    consecutive_successes: int  # half-open: probe successes so far
+    retry_in_s: float  # open: seconds until a probe may go out; 0 otherwise
+    probe_owner: str | None  # half-open: the owner holding the probe, if one is out
+    opened: int  # transitions into open, ever
+    admitted: int  # breaker_admit answers that admitted
+    rejected: int  # breaker_admit answers that refused
+    probes: int  # probes admitted
+    stale_outcomes: int  # reports with no call to attribute them to
+    allowed: bool = False  # breaker_admit: the call may go out
+    probe: bool = False  # breaker_admit: ... and it is the half-open probe, now held by the caller
+    transitions: tuple[str, ...] = ()  # the edges this step took, oldest first: "closed->open", "open->half_open", ...
+
+
 class State(Protocol):
     """Shared, short-lived state. A TTL counts on the backend's clock (embedded: Trio's); a key is
     there until its TTL has passed, never a moment less, and absent after it."""
@@ -108,6 +147,77 @@ class State(Protocol):
         Concurrent takers together never get more than capacity + refill_per_s x elapsed,
         and a wait returned is long enough for the same take to succeed.
         """
+
+    # -- the Provider's gate, shared by its workers (docs/reliability.md, "The gate") -------------------------
+    # N workers of one provider share one token bucket and one circuit breaker through these four
+    # operations. Each is one atomic step on one key, at the State's own time `now` (embedded: Trio's
+    # clock; Redis: the server's TIME read inside the script), never a caller's clock: every answer
+    # gives durations, not instants. The embedded State applies the pure machines of
+    # reactor/gate_state.py under its lock; a Redis backend ports each as one Lua script over a hash
+    # per key (the machines' fields) and, for the bucket, a sorted set of leases by expiry.
+
+    async def lease_tokens(
+        self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+        give_back: tuple[str, int] | None = None,
+    ) -> TokenLease:
+        """Lease up to `want` whole tokens of the shared bucket `key` for `lease_s` seconds; give back an earlier lease.
+
+        The bucket is `free` tokens (at `updated`) and the leases it has out, each (id, tokens,
+        expires). Invariant: free + leased <= capacity, where leased is the sum of the leases'
+        tokens: free tokens refill at `refill_per_s` up to `capacity - leased`, never above. One
+        step, in this order:
+
+        1. now = max(now, updated): a clock that went back mints nothing.
+        2. Expiry: each lease with expires <= now, earliest first: refill free up to its
+           `expires` (under the cap as it was), then drop the lease; its tokens are gone.
+        3. Refill free up to now; updated = now.
+        4. `give_back` (lease_id, unused): if that lease is still out, drop it and add
+           min(max(unused, 0), its tokens) to free. An unknown or expired lease is ignored: its
+           tokens were freed already, giving them back again would mint them.
+        5. granted = min(want, floor(free)), wait_s = 0. If that is 0 and want > 0, reserve:
+           granted = min(want, floor(capacity)) and wait_s = the seconds until free would reach
+           `granted` if nothing else happened (the other leases' expiries included; the
+           refill is capped as in 2); inf, and nothing granted, if floor(capacity) is 0.
+        6. If granted > 0: free -= granted (free may go below 0: a reservation's debt) and a
+           new lease of `granted` tokens expiring at now + wait_s + lease_s is out, under an
+           id never used before for this key.
+
+        The caller spends a lease's tokens from wait_s after it got the answer until
+        wait_s + lease_s after it sent the request (so never before the refill paid for them,
+        never after the lease expired here), and gives back what it did not spend (with its
+        next request, or at stop) or lets it expire. Then, across all callers, the tokens
+        spent in any window [t1, t2] are at most capacity + refill_per_s * (t2 - t1). Every
+        request with want > 0 gets a slice, at once or reserved: callers waiting on an empty
+        bucket queue up rather than race. `want` = 0 with `give_back` only gives back; with
+        neither it reads `free`. A changed capacity or rate applies from this step on; the
+        leases out are kept.
+        """
+
+    async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
+        """May `owner` call the provider now? The shared breaker `key` answers, and a half-open probe is leased.
+
+        The breaker is a reactor.circuit_breaker.BreakerSnapshot plus the probe's holder and the
+        probe lease's expiry (a missing key is a closed breaker). One step: if a probe is out
+        and its lease expired (expires <= now), it is released (the pure machine's
+        `release_probe`: a prober that died frees the slot); then the pure machine's
+        `allow(now)` under `config`: closed admits, open refuses until its timeout, half-open
+        admits one probe at a time. An admitted half-open call is the probe, held by `owner`
+        until now + probe_lease_s. The view says `allowed` and `probe`.
+        """
+
+    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
+        """Report how a call `owner` made went: "success", "failure", or "release" (no word on the provider's health).
+
+        One step: the probe lease's expiry as in breaker_admit; then, if the stored state is
+        half-open, the event counts only when `probe` is set and `owner` holds the probe;
+        any other outcome then is stale (counted in stale_outcomes; a "release" by another
+        owner is ignored). Otherwise the pure machine's record_success / record_failure /
+        release_probe applies (closed counts every outcome; open counts them as stale). A
+        probe's outcome ends the probe lease.
+        """
+
+    async def breaker_read(self, key: str, config: BreakerConfig) -> BreakerView:
+        """The shared breaker as of now (the probe lease's expiry as in breaker_admit applied first)."""
 
     async def publish(self, channel: str, message: bytes) -> int:
         """Send to every subscriber of the channel; returns how many got it.

@@ -3,6 +3,10 @@
 Keys are bounded (`max_keys`): past the bound, the least recently written key goes, as
 in a Redis with an LRU eviction policy. Expired keys go when read or evicted. Token
 buckets are bounded the same way (least recently used first: one that went is full again).
+
+The gate's shared bucket and breaker (reactor/gate_state.py) are kept per key in memory
+too, each operation one step of the pure machine at Trio's clock with no checkpoint
+inside: atomic, as the Lua script of a Redis backend is.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from typing import AsyncIterator
 
 import trio
 
+from reactor.circuit_breaker import BreakerConfig
+from reactor.gate_state import LeasedBucket, SharedBreaker
+from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from reactor.token_bucket import TokenBucket
 
 SUBSCRIBER_BUFFER = 1000
@@ -27,6 +34,8 @@ class MemoryState:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._subscribers: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
         self.dropped_messages = 0
+        self._leased_buckets: OrderedDict[str, LeasedBucket] = OrderedDict()
+        self._breakers: OrderedDict[str, SharedBreaker] = OrderedDict()
 
     def _live(self, key: str) -> bytes | None:
         item = self._values.get(key)
@@ -73,6 +82,41 @@ class MemoryState:
         if bucket.try_take(n, now):
             return 0.0
         return bucket.time_until(n, now)
+
+    # -- the Provider's gate, shared by its workers ----------------------------------------
+
+    async def lease_tokens(
+        self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+        give_back: tuple[str, int] | None = None,
+    ) -> TokenLease:
+        now = trio.current_time()
+        bucket = self._leased_buckets.get(key)
+        if bucket is None:
+            bucket = self._leased_buckets[key] = LeasedBucket(capacity, refill_per_s, updated=now)
+            while len(self._leased_buckets) > self.max_keys:
+                self._leased_buckets.popitem(last=False)
+        else:
+            bucket.configure(capacity, refill_per_s, now)
+        self._leased_buckets.move_to_end(key)
+        return bucket.lease(want, lease_s, now, give_back)
+
+    def _breaker(self, key: str) -> SharedBreaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = SharedBreaker()
+            while len(self._breakers) > self.max_keys:
+                self._breakers.popitem(last=False)
+        self._breakers.move_to_end(key)
+        return breaker
+
+    async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
+        return self._breaker(key).admit(config, owner, probe_lease_s, trio.current_time())
+
+    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
+        return self._breaker(key).report(config, owner, event, probe, trio.current_time())
+
+    async def breaker_read(self, key: str, config: BreakerConfig) -> BreakerView:
+        return self._breaker(key).read(config, trio.current_time())
 
     async def publish(self, channel: str, message: bytes) -> int:
         delivered = 0

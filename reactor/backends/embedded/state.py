@@ -1,8 +1,9 @@
 """The embedded State backend for a node that must remember across restarts.
 
 Keys with TTLs (idempotency records) are kept in SQLite, so a retried request finds
-its key after a crash or restart of a single node; token buckets and pub/sub stay in
-memory (MemoryState), where losing them on a restart is harmless. Expiry is stamped in
+its key after a crash or restart of a single node; token buckets, the gate's shared bucket
+and breaker, and pub/sub stay in memory (MemoryState), where losing them on a restart is
+harmless (a bucket starts full, a breaker closed, as they do in a node that starts). Expiry is stamped in
 wall-clock milliseconds (reactor.clock.wall_ms, which moves with Trio's clock), so it
 means the same thing after a restart. WAL with synchronous=NORMAL: a commit survives
 kill -9 of the process (not a power cut) without an fsync on the request path.
