@@ -44,7 +44,7 @@ from .ingress import Ingress
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry
-from .scheduler import Scheduler
+from .scheduler import POLL_S, Scheduler
 from .services.credentials import API_KEY_FILE, ApiKeys, open_node_credentials
 from .services.dead_letters import DeadLetters
 from .services.gate import ResilienceGate
@@ -195,7 +195,8 @@ async def wire(
                     devices=users if c is Channel.PUSH else None)
         for c in Channel
     }
-    scheduler = Scheduler(bus, store, scheduler_mb)
+    # An embedded Store has no other Scheduler (one node per data dir): no poll for entries others stored.
+    scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if config.backend_settings().urls["store"].startswith("embedded:") else POLL_S)
     retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
 
     def consumer_factory(channel: Channel) -> Any:

@@ -130,12 +130,37 @@ class Store(Protocol):
     async def forget_meta(self, key: str) -> None:
         """Erase the entry so that no copy of its value stays in the store's files."""
 
-    async def schedule(self, entry: Scheduled) -> None: ...
+    async def schedule(self, entry: Scheduled) -> None:
+        """Add a pending entry, durably; one of the same id is replaced, its lease with it (claimable once due)."""
 
-    async def unschedule(self, ids: Sequence[str]) -> None: ...
+    async def unschedule(self, ids: Sequence[str]) -> None:
+        """Remove these entries (whoever holds them): the Scheduler calls it once their records are durably on the bus."""
 
     async def scheduled(self) -> list[Scheduled]:
-        """Every pending entry, earliest first."""
+        """Every pending entry, earliest first: for inspection and tests (the Scheduler claims; it never loads them all)."""
+
+    # -- the Scheduler's claims: any number of Schedulers share one Store, each fires only what it claimed
+
+    async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
+        """Lease up to `limit` entries due at `now_ms` to `owner` until now_ms + lease_ms; returns them, earliest due first.
+
+        An entry is claimable when due_ms <= now_ms and no other owner's lease runs at now_ms (never
+        leased, its lease ended at or before now_ms, or `owner` holds it: a claimer restarted in place
+        takes back what it held). Atomic against every other claimer: while a lease runs, the entry is
+        handed to no other owner. A claim removes nothing: the claimer produces the records, then
+        unschedules them; if it dies in between, its entries are claimable again when the lease ends
+        (produced twice at worst, never lost; the send ledger stops a second send). PostgreSQL:
+        `UPDATE scheduled SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM scheduled
+        WHERE due_ms <= $now AND (lease_until <= $now OR owner = $1) ORDER BY due_ms, id LIMIT $n
+        FOR UPDATE SKIP LOCKED) RETURNING ...` (lease_until: a column, 0 when never leased).
+        """
+
+    async def next_due_ms(self) -> int | None:
+        """The earliest time claim_due may hand out an entry: the least, over pending entries, of
+        max(due_ms, the end of its lease); None when nothing is pending.
+
+        Read from indexes (due_ms; the leased entries), never by loading every entry.
+        """
 
     async def dead_letter(self, entry: DeadLetter) -> int:
         """Add an entry (its id is ignored), replacing the one of the same (notification, channel) if there
