@@ -184,8 +184,9 @@ async def wire(
     provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
 
     recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
-    # recent pushes kept for replay: must cover the web pushes whose inbox rows are not written yet
-    registry = ConnectionRegistry(registry_mb, recent=max(4096, 4 * config.partitions_of(Channel.WEB) * config.consumer_batch))
+    # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
+    # rows are not written yet (at most one consumer batch: the user's partition has one in flight)
+    registry = ConnectionRegistry(registry_mb, state, recent=2 * config.consumer_batch)
     # Sandbox clients get their fault setting; every client but web's has its calls logged (actors/clients/call_log.py).
     sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, registry_mb), **(clients or {})}, config.faults_of)
     chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))

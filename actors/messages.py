@@ -62,10 +62,11 @@ class Unregister:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first.
+    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first (from the State).
 
     A session asks once it is registered, to replay what was pushed before it registered
-    and may not be in the inbox yet (the inbox row is written after the push).
+    and may not be in the inbox yet (the inbox row is written after the push). The answer
+    comes once every push the registry handled before it is in the State.
     """
 
     user_id: str

@@ -6,8 +6,9 @@ never waits on a session: a frame that does not fit marks the session slow and c
 to accept acks only for what it was sent.
 
 The registry holds every session of the node by user; a web delivery (`Push`) is
-offered to each of the user's sessions and kept among the recent pushes, which a
-resuming client's replay reads (actors/api/replay.py).
+offered to each of the user's sessions and kept among the user's recent pushes, in the
+State (`append_recent`: per user, bounded, with a TTL), which a resuming client's replay
+reads (actors/api/replay.py) on whichever edge it reconnects to.
 """
 
 from __future__ import annotations
@@ -19,13 +20,31 @@ from typing import Any, NamedTuple
 import trio
 
 from protocol.frames import CloseCode
+from reactor.ask import ActorCrashed
 from reactor.mailbox import Mailbox
+from reactor.ports import State
 
 from .messages import Broadcast, Push, Recent, Register, RegistryMessage, Unregister
 
 log = logging.getLogger("herald.registry")
 
 RECENT_IDS = 4096
+RECENT_TTL_S = 3600.0  # a user's recent pushes live an hour after the last one
+
+
+def recent_key(user_id: str) -> str:
+    """The State key of a user's recent pushes."""
+    return f"recent:{user_id}"
+
+
+def pack_recent(notification_id: str, frame: bytes) -> bytes:
+    """One recent push as a State item: the id (26 characters, no space), a space, the frame's JSON."""
+    return notification_id.encode() + b" " + frame
+
+
+def unpack_recent(item: bytes) -> tuple[str, bytes]:
+    notification_id, _, frame = item.partition(b" ")
+    return notification_id.decode(), frame
 
 
 class Outgoing(NamedTuple):
@@ -142,22 +161,32 @@ class Session:
 
 
 class ConnectionRegistry:
-    """Owns this node's live sessions, by user, and the frames pushed lately. Cluster routing plugs in here.
+    """Owns this node's live sessions, by user; keeps each push among the user's recent pushes in the State.
 
-    `recent` bounds the frames kept for replay (all users together, oldest dropped
-    first). It must cover every push whose inbox row is not written yet: at most one
-    consumer batch per web partition is in flight, so a few times
-    partitions x consumer_batch is ample (the composition root sizes it).
+    `recent` bounds each user's list. It must cover every push of the user whose inbox
+    row is not written yet: a user's web deliveries are in one partition, of which at most
+    one consumer batch is in flight, so twice consumer_batch is ample (the composition
+    root sizes it). `recent_ttl_s` must exceed the longest a push waits for its inbox row.
+
+    A push is offered to the live sessions at once, in the registry's loop; the loop
+    then goes on (other users' pushes, registrations) while the append to the State runs in
+    a task of its own, and the push's reply (what the web client awaits) comes only once the
+    append is done: so a user's pushes, one at a time, are appended in order, and a `Recent`
+    waits for every append begun before it (see actors/api/replay.py for why that suffices).
     """
 
-    def __init__(self, mailbox: Mailbox[RegistryMessage], recent: int = 4096) -> None:
+    def __init__(self, mailbox: Mailbox[RegistryMessage], state: State, recent: int = 512, recent_ttl_s: float = RECENT_TTL_S) -> None:
+        if recent < 1 or recent_ttl_s <= 0:
+            raise ValueError("the registry keeps at least one recent push per user, for a TTL above 0")
         self.mailbox = mailbox
-        self.recent_capacity = recent
+        self.state = state
+        self.recent_per_user = recent
+        self.recent_ttl_s = recent_ttl_s
         self._sessions: dict[str, set[Session]] = {}
-        self._recent: deque[tuple[str, str, bytes]] = deque()
-        self._recent_by_user: dict[str, deque[tuple[str, bytes]]] = {}
+        self._appending: set[trio.Event] = set()  # appends of pushes to the State not done yet
         self.pushed = 0
         self.broadcasts = 0
+        self.append_failures = 0
 
     def session_count(self) -> int:
         """Sessions open on this node, all users together."""
@@ -165,36 +194,40 @@ class ConnectionRegistry:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until it closes; then close every session (shutting down)."""
-        task_status.started()
         try:
-            async for message in self.mailbox:
-                if isinstance(message, Push):
-                    message.reply.send(self._push(message))
-                elif isinstance(message, Recent):
-                    message.reply.send(list(self._recent_by_user.get(message.user_id, ())))
-                elif isinstance(message, Broadcast):
-                    for session in list(self._sessions.get(message.user_id, ())):
-                        if session.offer(None, message.frame, message.kind):
-                            self.broadcasts += 1
-                elif isinstance(message, Register):
-                    session = message.session
-                    assert isinstance(session, Session)
-                    self._sessions.setdefault(session.user_id, set()).add(session)
-                elif isinstance(message, Unregister):
-                    session = message.session
-                    assert isinstance(session, Session)
-                    live = self._sessions.get(session.user_id)
-                    if live is not None:
-                        live.discard(session)
-                        if not live:
-                            del self._sessions[session.user_id]
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                async for message in self.mailbox:
+                    if isinstance(message, Push):
+                        reached = self._offer(message)
+                        done = trio.Event()
+                        self._appending.add(done)
+                        nursery.start_soon(self._keep, message, reached, done)
+                    elif isinstance(message, Recent):
+                        nursery.start_soon(self._answer_recent, message, list(self._appending))
+                    elif isinstance(message, Broadcast):
+                        for session in list(self._sessions.get(message.user_id, ())):
+                            if session.offer(None, message.frame, message.kind):
+                                self.broadcasts += 1
+                    elif isinstance(message, Register):
+                        session = message.session
+                        assert isinstance(session, Session)
+                        self._sessions.setdefault(session.user_id, set()).add(session)
+                    elif isinstance(message, Unregister):
+                        session = message.session
+                        assert isinstance(session, Session)
+                        live = self._sessions.get(session.user_id)
+                        if live is not None:
+                            live.discard(session)
+                            if not live:
+                                del self._sessions[session.user_id]
         finally:
             for sessions in self._sessions.values():
                 for session in sessions:
                     session.close(CloseCode.SHUTTING_DOWN, "server shutting down")
 
-    def _push(self, push: Push) -> int:
-        self._remember(push.user_id, push.notification_id, push.frame)
+    def _offer(self, push: Push) -> int:
+        """Offer the push to the user's sessions here; how many took it."""
         reached = 0
         for session in list(self._sessions.get(push.user_id, ())):
             if session.offer(push.notification_id, push.frame):
@@ -202,13 +235,34 @@ class ConnectionRegistry:
         self.pushed += reached
         return reached
 
-    def _remember(self, user_id: str, notification_id: str, frame: bytes) -> None:
-        """Keep the push for replays; drop the oldest one (of any user) past the capacity."""
-        self._recent.append((user_id, notification_id, frame))
-        self._recent_by_user.setdefault(user_id, deque()).append((notification_id, frame))
-        while len(self._recent) > self.recent_capacity:
-            old_user, _, _ = self._recent.popleft()
-            mine = self._recent_by_user[old_user]
-            mine.popleft()  # a user's pushes leave in the order they came: this is that one
-            if not mine:
-                del self._recent_by_user[old_user]
+    async def _keep(self, push: Push, reached: int, done: trio.Event) -> None:
+        """Append the push to the user's recent pushes, then answer it (a failure goes to the pusher, who retries)."""
+        try:
+            await self.state.append_recent(
+                recent_key(push.user_id), pack_recent(push.notification_id, push.frame), self.recent_per_user, self.recent_ttl_s,
+            )
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.append_failures += 1
+                log.warning("registry: a push of %s not kept for resume: %r", push.user_id, exc)
+            push.reply.fail(exc if isinstance(exc, Exception) else ActorCrashed("the registry stopped"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            push.reply.send(reached)
+        finally:
+            self._appending.discard(done)
+            done.set()
+
+    async def _answer_recent(self, message: Recent, appends: list[trio.Event]) -> None:
+        """The user's recent pushes, once every append begun before the question is done."""
+        try:
+            for done in appends:
+                await done.wait()
+            items = await self.state.recent(recent_key(message.user_id))
+        except BaseException as exc:
+            message.reply.fail(exc if isinstance(exc, Exception) else ActorCrashed("the registry stopped"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            message.reply.send([unpack_recent(item) for item in items])

@@ -1,0 +1,82 @@
+"""Micro-benchmark: what one web push costs in the ConnectionRegistry, now that it keeps the push for
+resume in the State (append_recent) before answering.
+
+    .venv/bin/python loadtests/bench_push.py [--pushes 50000] [--latency-ms 0.2]
+
+Pushes through the registry's mailbox (ask(Push)), one session live per user, as the web
+client does: `sequential` (one pusher: the cost per push, on one core) and `64 users`
+(64 pushers at once: what a slow State costs the loop). Each runs on the embedded
+MemoryState and on one that waits `latency-ms` per append (a Redis round trip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.messages import Push, Register  # noqa: E402
+from actors.registry import ConnectionRegistry, Session  # noqa: E402
+from reactor.ask import ask  # noqa: E402
+from reactor.backends.embedded import MemoryState  # noqa: E402
+from reactor.mailbox import Mailbox  # noqa: E402
+
+FRAME = b'{"type":"notification","id":"01J0000000000000000000000A","created_at":"2024-01-01T00:00:00.000Z","title":"Hi","body":"Hello there"}'
+
+
+class RemoteState(MemoryState):
+    """MemoryState behind a network round trip."""
+
+    def __init__(self, latency_s: float) -> None:
+        super().__init__()
+        self.latency_s = latency_s
+
+    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+        await trio.sleep(self.latency_s)
+        await super().append_recent(key, item, max_items, ttl_s)
+
+
+async def run(state: MemoryState, pushes: int, pushers: int) -> float:
+    """Seconds per push."""
+    mailbox: Mailbox = Mailbox("registry", 4096)
+    registry = ConnectionRegistry(mailbox, state, recent=512)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        sessions = [Session(f"user{u}", pushes + 1) for u in range(pushers)]
+        for session in sessions:
+            await mailbox.send(Register(session))
+
+        async def pusher(user: str, count: int) -> None:
+            for i in range(count):
+                nid = f"01J{i:023d}"
+                await ask(mailbox.send, lambda reply, nid=nid: Push(user, nid, FRAME, reply))
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as pushing:
+            for u in range(pushers):
+                pushing.start_soon(pusher, f"user{u}", pushes // pushers)
+        elapsed = time.perf_counter() - start
+        mailbox.close()
+    return elapsed / (pushes // pushers * pushers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pushes", type=int, default=50_000)
+    parser.add_argument("--latency-ms", type=float, default=0.2)
+    args = parser.parse_args()
+    for label, make in (("embedded MemoryState", lambda: MemoryState()),
+                        (f"State {args.latency_ms} ms away", lambda: RemoteState(args.latency_ms / 1000))):
+        for pushers in (1, 64):
+            per_push = trio.run(run, make(), args.pushes if pushers > 1 or label.startswith("embedded") else args.pushes // 20, pushers)
+            print(f"{label:>26}, {'sequential' if pushers == 1 else f'{pushers} users':>10}: {per_push * 1e6:7.1f} us per push"
+                  f" ({1 / per_push:,.0f} pushes/s)")
+
+
+if __name__ == "__main__":
+    main()
