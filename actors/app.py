@@ -5,7 +5,7 @@
     ├── recording  recorder
     ├── delivery   scheduler, connection registry, provider:email, provider:sms, provider:push, provider:web
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
-    ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases
+    ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, signing-keys
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
 
 Stages boot top to bottom and stop bottom to top. The storage stage comes first: once it
@@ -45,7 +45,7 @@ from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry
 from .scheduler import POLL_S, Scheduler
-from .services.credentials import API_KEY_FILE, ApiKeys, open_node_credentials
+from .services.credentials import API_KEY_FILE, REFRESH_S, ApiKeys, SharedSigningKeys, open_node_credentials
 from .services.dead_letters import DeadLetters
 from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
@@ -171,6 +171,10 @@ async def wire(
         backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key,
     )
     bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
+    # The embedded Store serves this node alone (one node per data dir): no other node schedules entries
+    # or changes the signing keys while it runs, so nothing needs polling. A shared Store does.
+    alone = config.backend_settings().urls["store"].startswith("embedded:")
+    key_ring = SharedSigningKeys(backends.signing_keys, signing, refresh_s=None if alone else REFRESH_S)
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
     users = UserDirectory(
@@ -196,8 +200,7 @@ async def wire(
                     devices=users if c is Channel.PUSH else None)
         for c in Channel
     }
-    # An embedded Store has no other Scheduler (one node per data dir): no poll for entries others stored.
-    scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if config.backend_settings().urls["store"].startswith("embedded:") else POLL_S)
+    scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)
     retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
 
     def consumer_factory(channel: Channel) -> Any:
@@ -226,6 +229,7 @@ async def wire(
         ),
         secret=signing,
         signing_key_store=backends.signing_keys,
+        key_ring=key_ring,
         max_body_bytes=config.max_body_bytes,
         heartbeat_s=config.heartbeat_s,
         session_queue=config.session_queue,
@@ -253,6 +257,7 @@ async def wire(
         Supervisor("ingress", [
             ChildSpec("ingress", ingress.run, stop=ingress_mb.close),
             ChildSpec("idempotency-leases", idempotency.keep_leases, stop=idempotency.stop),  # renews long requests' leases
+            ChildSpec("signing-keys", key_ring.keep_fresh, stop=key_ring.stop),  # a ring changed on another node
         ], policy),
         Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
     ]

@@ -232,14 +232,36 @@ class KeyStore(Protocol):
         """Record that the key was used at `at_ms`."""
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The token-signing key ring as stored: the keys oldest first, the current kid, and the ring's version."""
+
+    keys: tuple[SigningKey, ...]
+    current: str
+    version: int  # 1 for the first ring written, one more at each write: what write_ring compares
+
+
 class SigningKeyStore(Protocol):
-    """The token-signing key ring: secrets, kept apart from every other datum (embedded: a 0600 file of its own)."""
+    """The token-signing key ring: secrets, kept apart from every other datum, shared by every node of the
+    Store (embedded: a 0600 file of its own, for the one node of its data dir and the offline CLI).
 
-    async def read_ring(self) -> tuple[list[SigningKey], str] | None:
-        """(the keys, oldest first; the current kid), or None when no ring was ever written."""
+    Every node holds a copy of the ring (actors/services/credentials.py) and sees a change made
+    elsewhere within a bounded time: it reads the ring again when a token names a kid it does not
+    know (rate-limited), and every `refresh_s` where the Store is shared. Changes are compare-and-set
+    on the version, so two nodes rotating at once both keep their new key (the one that loses the
+    race reads again and redoes its change).
+    """
 
-    async def write_ring(self, keys: Sequence[SigningKey], current: str) -> None:
-        """Replace the ring, durably (a crash leaves the old ring or the new one)."""
+    async def read_ring(self) -> KeyRing | None:
+        """The ring as last written, or None when no ring was ever written."""
+
+    async def write_ring(self, keys: Sequence[SigningKey], current: str, expected_version: int | None) -> KeyRing | None:
+        """Replace the ring if its version is still `expected_version` (None: only if no ring was ever
+        written); durably: a crash leaves the old ring or the new one. Returns the ring as written (its
+        version one more), or None and nothing written if another writer changed it first.
+        PostgreSQL: `UPDATE signing_keys SET ring = $1, version = version + 1 WHERE version = $2`
+        (`INSERT ... ON CONFLICT DO NOTHING` for the first ring); the row count says which happened.
+        """
 
 
 @dataclass(frozen=True, slots=True)
