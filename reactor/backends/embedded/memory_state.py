@@ -19,7 +19,7 @@ import trio
 from reactor.token_bucket import TokenBucket
 
 SUBSCRIBER_BUFFER = 1000
-MAX_RECENT_ITEMS = 65_536  # all recent-push lists together (a push frame: a few hundred bytes to a few kB)
+MAX_RECENT_ITEMS = 16_384  # all recent-push lists together: 4 x the in-flight web pushes of 64 partitions of 256
 
 
 class MemoryState:
