@@ -21,6 +21,7 @@ in step with the stored ring (a change made elsewhere is seen within a bounded t
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from reactor.ports import KeyRing, KeyStore, SigningKeyStore, State, Store, Stor
 
 from ..domain.api_keys import ALL_SCOPES, Caller, bearer, key_digest, new_api_key, parse_api_key
 from ..domain.tokens import SigningKeys, retired, rotated, token_kid
+
+log = logging.getLogger("herald.credentials")
 
 API_KEY_FILE = "api-key"  # the bootstrap key's text, in the data dir (0600)
 BOOTSTRAP_NAME = "bootstrap: generated at first start, its text in <data-dir>/api-key"
@@ -180,7 +183,10 @@ class SharedSigningKeys:
         if now - self._last_reread < self.reread_min_s:
             return  # a client cannot make the node read the store more often with made-up kids
         self._last_reread = now
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception as exc:  # the store is unreachable: the token is refused as unknown, the node carries on
+            log.warning("signing keys: could not read the stored ring for an unknown kid: %r", exc)
 
     async def keep_fresh(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Read the stored ring every `refresh_s` until stopped (with refresh_s None: only wait to be stopped)."""
@@ -189,7 +195,10 @@ class SharedSigningKeys:
             with trio.move_on_after(math.inf if self.refresh_s is None else self.refresh_s):
                 await self._stop.wait()
             if not self._stop.is_set():
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except Exception as exc:  # tried again at the next period; a store outage must not stop the node
+                    log.warning("signing keys: could not refresh the ring from the store: %r", exc)
 
     def stop(self) -> None:
         self._stop.set()

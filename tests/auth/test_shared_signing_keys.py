@@ -174,6 +174,28 @@ async def test_concurrent_first_starts_make_one_ring(tmp_path, clock):
     assert [k.kid for k in made[0].keys()] == [k.kid for k in made[1].keys()]  # the second took the first's ring
 
 
+async def test_an_unreachable_store_refuses_the_unknown_token_and_the_node_carries_on(tmp_path, clock):
+    a, b = await two_nodes(tmp_path)
+    await rotate_signing_keys(a.rings, wall_ms(), False, a.ring)
+    token = issue_token(a.ring, "alice", wall_ms() + 3_600_000)
+
+    class Down(SigningKeyFile):
+        async def read_ring(self) -> KeyRing | None:
+            raise OSError("the store is down")
+
+    b.shared.store = Down(tmp_path / "elsewhere.json")
+    with pytest.raises(InvalidToken):
+        await b.verify(token)  # refused like any unknown kid, not a crash of the request
+    async with trio.open_nursery() as nursery:
+        await nursery.start(b.shared.keep_fresh)
+        await trio.sleep(2 * REFRESH_S + 1)  # two refreshes fail: the refresher goes on
+        b.shared.store = b.rings  # the store is back
+        await trio.sleep(REFRESH_S)
+        assert b.ring.current.kid == a.ring.current.kid
+        b.shared.stop()
+    assert await b.verify(token) == "alice"
+
+
 async def test_a_running_node_accepts_tokens_of_a_key_made_elsewhere_on_every_route_that_reads_one(tmp_path):
     from actors.domain.preferences import issue_unsubscribe_token
     from reactor.backends.embedded import FILES

@@ -22,7 +22,7 @@ class JumpingOsClock:
     """time.time_ns as a test sets it: a fixed reading moved by hand."""
 
     def __init__(self) -> None:
-        self.ns = time.time_ns()
+        self.ns = time.time_ns() // 1_000_000 * 1_000_000  # a whole millisecond, so the steps below land exactly
 
     def __call__(self) -> int:
         return self.ns
