@@ -175,7 +175,9 @@ class ConnectionRegistry:
     waits for every append begun before it (see actors/api/replay.py for why that suffices).
     """
 
-    def __init__(self, mailbox: Mailbox[RegistryMessage], state: State, recent: int = 512, recent_ttl_s: float = RECENT_TTL_S) -> None:
+    def __init__(
+        self, mailbox: Mailbox[RegistryMessage], state: State, recent: int = 512, recent_ttl_s: float = RECENT_TTL_S,
+    ) -> None:
         if recent < 1 or recent_ttl_s <= 0:
             raise ValueError("the registry keeps at least one recent push per user, for a TTL above 0")
         self.mailbox = mailbox

@@ -140,7 +140,8 @@ class SharedSigningKeys:
     """
 
     def __init__(
-        self, store: SigningKeyStore, ring: SigningKeys, *, refresh_s: float | None = REFRESH_S, reread_min_s: float = REREAD_MIN_S,
+        self, store: SigningKeyStore, ring: SigningKeys, *,
+        refresh_s: float | None = REFRESH_S, reread_min_s: float = REREAD_MIN_S,
     ) -> None:
         self.store = store
         self.ring = ring

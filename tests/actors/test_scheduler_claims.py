@@ -149,7 +149,9 @@ def entry(i: int, due_ms: int) -> Scheduled:
     return Scheduled(f"retry:{nid}:sms:2", due_ms, TOPIC, delivery.user_id.encode(), encode_delivery(delivery))
 
 
-async def advance_until(clock: trio.testing.MockClock, quiet: Quiet, done: Callable[[], Awaitable[bool]], step_s: float, limit_s: float) -> None:
+async def advance_until(
+    clock: trio.testing.MockClock, quiet: Quiet, done: Callable[[], Awaitable[bool]], step_s: float, limit_s: float,
+) -> None:
     """Move mock time by `step_s` whenever everything is idle, until `done()` (at most `limit_s` of mock time)."""
     end = trio.current_time() + limit_s
     while True:
@@ -203,12 +205,16 @@ async def test_two_claimers_fire_every_due_entry_exactly_once(tmp_path, mock_clo
     mailboxes = {name: Mailbox[ScheduleAt](f"scheduler-{name}", 8) for name in buses}
     # batches smaller than the 5 entries due at each moment: both claimers take part at every moment
     for (name, bus), store, batch in zip(buses.items(), stores, (3, 2)):
-        schedulers[name] = Scheduler(bus, store, mailboxes[name], batch, owner=f"node-{name}", lease_s=LEASE_S)  # type: ignore[arg-type]
+        schedulers[name] = Scheduler(
+            bus, store, mailboxes[name], batch, owner=f"node-{name}", lease_s=LEASE_S,  # type: ignore[arg-type]
+        )
     start = wall_ms()
     entries = [entry(i, start + 1000 + (i % MOMENTS) * 2000) for i in range(N)]
     async with trio.open_nursery() as nursery:
         for name, scheduler in schedulers.items():
-            async def run(scheduler: Scheduler = scheduler, scope: trio.CancelScope = buses[name].scope, *, task_status: Any) -> None:
+            async def run(
+                scheduler: Scheduler = scheduler, scope: trio.CancelScope = buses[name].scope, *, task_status: Any,
+            ) -> None:
                 with scope:
                     await scheduler.run(task_status=task_status)
 
@@ -242,7 +248,9 @@ async def test_two_claimers_fire_every_due_entry_exactly_once(tmp_path, mock_clo
         assert len(log.appends) == N + (len(killed) if kill == "after" else 0)
         # b fired the killed batch only once a's lease had ended, never before
         assert buses["a"].killed_at is not None
-        refired = [(who, at) for who, at, value in log.appends if who == "b" and decode_delivery(value).notification_id in set(killed)]
+        refired = [
+            (who, at) for who, at, value in log.appends if who == "b" and decode_delivery(value).notification_id in set(killed)
+        ]
         assert len(refired) == len(killed)
         assert all(at >= buses["a"].killed_at + LEASE_S for _, at in refired)
     for name, scheduler in schedulers.items():
@@ -261,7 +269,8 @@ async def test_two_claimers_fire_every_due_entry_exactly_once(tmp_path, mock_clo
 async def fill(store: SqliteStore, entries: Sequence[Scheduled]) -> None:
     """Set-up only: write many pending entries in one transaction (Store.schedule writes one per call, each durable)."""
     rows = [(e.id, e.due_ms, e.topic, e.key, e.value) for e in entries]
-    await store._transaction(lambda db: db.executemany("INSERT INTO scheduled (id, due_ms, topic, key, value) VALUES (?, ?, ?, ?, ?)", rows))
+    sql = "INSERT INTO scheduled (id, due_ms, topic, key, value) VALUES (?, ?, ?, ?, ?)"
+    await store._transaction(lambda db: db.executemany(sql, rows))
 
 
 async def test_memory_is_bounded_by_the_claim_size_not_by_the_pending_entries(tmp_path, mock_clock):

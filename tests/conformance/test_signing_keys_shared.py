@@ -1,7 +1,7 @@
 """SigningKeyStore conformance, the ring shared by several nodes: writes are compare-and-set on the ring's version.
 
-Every check takes `open_rings`: an async context manager opening one more client of the
-same store (a node's connection). The local fixture serves the embedded one (a
+Every check takes `h`, a harness shaped like the shared one (tests/conformance/backends.py):
+`h.open()` opens one more client of the same store (a node's connection). The local fixture serves the embedded one (a
 SigningKeyFile on one file per client); the shared conformance fixture replaces it at
 merge. Broken stores are caught at the end of the file: one that writes whatever the
 version, one that does not move the version, one whose compare and write are not atomic.
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+
+from typing import Any
 
 import pytest
 import trio
@@ -40,11 +42,25 @@ def open_rings(tmp_path: Path) -> OpenRings:
     return embedded(tmp_path / "signing-keys.json")
 
 
+class Harness:
+    """What a check is given: the shape of tests/conformance/backends.Harness (`open()`: one more client of the
+    same data; `sleep(ticks)`), so the lead can move these checks into the shared suites as they are."""
+
+    def __init__(self, open_: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self._open = open_
+
+    def open(self) -> AbstractAsyncContextManager[Any]:
+        return self._open()
+
+    async def sleep(self, ticks: float) -> None:
+        await trio.sleep(ticks)
+
+
 # -- the checks
 
 
-async def check_a_write_is_compare_and_set_on_the_version(open_rings: OpenRings) -> None:
-    async with open_rings() as rings:
+async def check_a_write_is_compare_and_set_on_the_version(h: Harness) -> None:
+    async with h.open() as rings:
         assert await rings.read_ring() is None
         first = await rings.write_ring([K1], "k1", None)
         assert first == KeyRing((K1,), "k1", 1)
@@ -56,8 +72,8 @@ async def check_a_write_is_compare_and_set_on_the_version(open_rings: OpenRings)
         assert await rings.read_ring() == second
 
 
-async def check_another_client_sees_a_write_and_its_version(open_rings: OpenRings) -> None:
-    async with open_rings() as one, open_rings() as other:
+async def check_another_client_sees_a_write_and_its_version(h: Harness) -> None:
+    async with h.open() as one, h.open() as other:
         await one.write_ring([K1], "k1", None)
         found = await other.read_ring()
         assert found == KeyRing((K1,), "k1", 1)
@@ -66,13 +82,13 @@ async def check_another_client_sees_a_write_and_its_version(open_rings: OpenRing
         assert await one.read_ring() == KeyRing((K1, K2), "k2", 2)
 
 
-async def check_racing_writers_each_version_once(open_rings: OpenRings) -> None:
-    async with open_rings() as base:
+async def check_racing_writers_each_version_once(h: Harness) -> None:
+    async with h.open() as base:
         await base.write_ring([K1], "k1", None)
     won: list[int] = []
 
     async def writer(n: int) -> None:
-        async with open_rings() as rings:
+        async with h.open() as rings:
             for _ in range(5):
                 found = await rings.read_ring()
                 assert found is not None
@@ -85,21 +101,21 @@ async def check_racing_writers_each_version_once(open_rings: OpenRings) -> None:
     async with trio.open_nursery() as nursery:
         for n in range(6):
             nursery.start_soon(writer, n)
-    async with open_rings() as rings:
+    async with h.open() as rings:
         final = await rings.read_ring()
     assert final is not None
     assert sorted(won) == list(range(2, 2 + len(won)))  # every version written once: no write lost another's
     assert final.version == 1 + len(won) and len(final.keys) == 1 + len(won)
 
 
-CHECKS: dict[str, Callable[[OpenRings], Awaitable[None]]] = {
+CHECKS: dict[str, Callable[[Harness], Awaitable[None]]] = {
     name.removeprefix("check_"): check for name, check in globals().items() if name.startswith("check_")
 }
 
 
 @pytest.mark.parametrize("check", CHECKS)
 async def test_signing_key_store_shared(open_rings: OpenRings, check: str) -> None:
-    await CHECKS[check](open_rings)
+    await CHECKS[check](Harness(open_rings))
 
 
 def test_a_file_from_before_versions_reads_as_version_1(tmp_path: Path) -> None:
@@ -161,4 +177,4 @@ class CompareThenWrite(BlindWrites):
 )
 async def test_a_broken_signing_key_store_is_caught(tmp_path: Path, broken: type[SigningKeyFile], check: str) -> None:
     with pytest.raises(AssertionError):
-        await CHECKS[check](embedded(tmp_path / "signing-keys.json", broken))
+        await CHECKS[check](Harness(embedded(tmp_path / "signing-keys.json", broken)))

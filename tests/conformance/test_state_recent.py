@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+from typing import Any
+
 import pytest
 import trio
 
@@ -53,11 +55,25 @@ def clock(mock_clock):  # type: ignore[no-untyped-def]
     return mock_clock
 
 
+class Harness:
+    """What a check is given: the shape of tests/conformance/backends.Harness (`open()`: one more client of the
+    same data; `sleep(ticks)`), so the lead can move these checks into the shared suites as they are."""
+
+    def __init__(self, open_: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self._open = open_
+
+    def open(self) -> AbstractAsyncContextManager[Any]:
+        return self._open()
+
+    async def sleep(self, ticks: float) -> None:
+        await trio.sleep(ticks)
+
+
 # -- the checks
 
 
-async def check_a_list_keeps_its_newest_items_oldest_first(open_state: OpenState) -> None:
-    async with open_state() as state:
+async def check_a_list_keeps_its_newest_items_oldest_first(h: Harness) -> None:
+    async with h.open() as state:
         assert await state.recent("recent:u1") == []
         for i in range(5):
             await state.append_recent("recent:u1", b"item %d" % i, 3, 60)
@@ -67,29 +83,29 @@ async def check_a_list_keeps_its_newest_items_oldest_first(open_state: OpenState
         assert await state.recent("recent:u1") == [b"item 2", b"item 3", b"item 4"]
 
 
-async def check_items_come_back_byte_for_byte(open_state: OpenState) -> None:
+async def check_items_come_back_byte_for_byte(h: Harness) -> None:
     odd = [b"", b"a b\nc", bytes(range(256)), b"\x00" * 7, "é ✓".encode()]
-    async with open_state() as state:
+    async with h.open() as state:
         for item in odd:
             await state.append_recent("k", item, 10, 60)
         assert await state.recent("k") == odd
 
 
-async def check_a_list_expires_its_ttl_after_the_last_append(open_state: OpenState) -> None:
-    async with open_state() as state:
+async def check_a_list_expires_its_ttl_after_the_last_append(h: Harness) -> None:
+    async with h.open() as state:
         await state.append_recent("k", b"1", 10, 60)
-        await trio.sleep(50)
+        await h.sleep(50)
         await state.append_recent("k", b"2", 10, 60)  # the whole list lives 60 s from here
-        await trio.sleep(50)
+        await h.sleep(50)
         assert await state.recent("k") == [b"1", b"2"]
-        await trio.sleep(11)
+        await h.sleep(11)
         assert await state.recent("k") == []
         await state.append_recent("k", b"3", 10, 60)  # a new list
         assert await state.recent("k") == [b"3"]
 
 
-async def check_concurrent_appends_lose_nothing(open_state: OpenState) -> None:
-    async with open_state() as state:
+async def check_concurrent_appends_lose_nothing(h: Harness) -> None:
+    async with h.open() as state:
         async with trio.open_nursery() as nursery:
             for i in range(50):
                 nursery.start_soon(state.append_recent, "k", b"%02d" % i, 100, 60)
@@ -101,14 +117,14 @@ async def check_concurrent_appends_lose_nothing(open_state: OpenState) -> None:
         assert len(kept) == 20 and len(set(kept)) == 20  # capped whatever the interleaving
 
 
-CHECKS: dict[str, Callable[[OpenState], Awaitable[None]]] = {
+CHECKS: dict[str, Callable[[Harness], Awaitable[None]]] = {
     name.removeprefix("check_"): check for name, check in globals().items() if name.startswith("check_")
 }
 
 
 @pytest.mark.parametrize("check", CHECKS)
 async def test_state_recent(open_state: OpenState, check: str, clock) -> None:  # type: ignore[no-untyped-def]
-    await CHECKS[check](open_state)
+    await CHECKS[check](Harness(open_state))
 
 
 async def test_the_embedded_state_bounds_all_lists_together(clock) -> None:  # type: ignore[no-untyped-def]
@@ -160,4 +176,4 @@ class TtlFromTheFirstAppend(MemoryState):
 )
 async def test_a_broken_state_is_caught(broken: type[MemoryState], check: str, clock) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(AssertionError):
-        await CHECKS[check](embedded_memory(broken))
+        await CHECKS[check](Harness(embedded_memory(broken)))

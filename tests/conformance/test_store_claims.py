@@ -1,9 +1,9 @@
 """Store conformance, the Scheduler's claims: claim_due and next_due_ms (reactor/ports.py states the semantics).
 
-Every check takes `open_store`: an async context manager opening one more client of the
-same store (a node's connection), so that claimers on separate connections can race. The
-local fixture serves the embedded store (two SQLite connections on one file); the shared
-conformance fixture replaces it at merge. The checks are shown to catch broken stores
+Every check takes `h`, a harness shaped like the shared one (tests/conformance/backends.py):
+`h.open()` opens one more client of the same store (a node's connection), so that claimers
+on separate connections can race. The local fixture serves the embedded store (two SQLite
+connections on one file); the shared conformance fixture replaces it at merge. The checks are shown to catch broken stores
 at the end of the file: one that hands a leased entry to a second claimer, one whose next
 due time ignores leases.
 """
@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+
+from typing import Any
 
 import pytest
 import trio
@@ -53,11 +55,25 @@ def open_store(tmp_path: Path) -> OpenStore:
     return embedded(tmp_path / "store.sqlite3")
 
 
+class Harness:
+    """What a check is given: the shape of tests/conformance/backends.Harness (`open()`: one more client of the
+    same data; `sleep(ticks)`), so the lead can move these checks into the shared suites as they are."""
+
+    def __init__(self, open_: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self._open = open_
+
+    def open(self) -> AbstractAsyncContextManager[Any]:
+        return self._open()
+
+    async def sleep(self, ticks: float) -> None:
+        await trio.sleep(ticks)
+
+
 # -- the checks
 
 
-async def check_claims_only_due_entries_earliest_first_up_to_the_limit(open_store: OpenStore) -> None:
-    async with open_store() as store:
+async def check_claims_only_due_entries_earliest_first_up_to_the_limit(h: Harness) -> None:
+    async with h.open() as store:
         for name, due in (("c", T0 + 30), ("a", T0 + 10), ("later", T0 + 5000), ("b", T0 + 20), ("d", T0 + 30)):
             await store.schedule(entry(name, due))
         assert await store.next_due_ms() == T0 + 10
@@ -73,8 +89,8 @@ async def check_claims_only_due_entries_earliest_first_up_to_the_limit(open_stor
         assert await store.next_due_ms() == T0 + 5000
 
 
-async def check_a_leased_entry_goes_to_no_other_owner_until_the_lease_ends(open_store: OpenStore) -> None:
-    async with open_store() as one, open_store() as other:
+async def check_a_leased_entry_goes_to_no_other_owner_until_the_lease_ends(h: Harness) -> None:
+    async with h.open() as one, h.open() as other:
         await one.schedule(entry("x", T0))
         assert ids(await one.claim_due("n1", T0, 10, LEASE)) == ["x"]
         assert await other.claim_due("n2", T0 + 1, 10, LEASE) == []
@@ -88,8 +104,8 @@ async def check_a_leased_entry_goes_to_no_other_owner_until_the_lease_ends(open_
         assert await one.next_due_ms() is None
 
 
-async def check_next_due_counts_the_end_of_a_lease(open_store: OpenStore) -> None:
-    async with open_store() as store:
+async def check_next_due_counts_the_end_of_a_lease(h: Harness) -> None:
+    async with h.open() as store:
         assert await store.next_due_ms() is None
         await store.schedule(entry("x", T0))
         await store.schedule(entry("y", T0 + LEASE * 3))
@@ -100,8 +116,8 @@ async def check_next_due_counts_the_end_of_a_lease(open_store: OpenStore) -> Non
         assert await store.next_due_ms() == T0 + LEASE * 3
 
 
-async def check_scheduling_an_id_again_replaces_the_entry_and_its_lease(open_store: OpenStore) -> None:
-    async with open_store() as store:
+async def check_scheduling_an_id_again_replaces_the_entry_and_its_lease(h: Harness) -> None:
+    async with h.open() as store:
         await store.schedule(entry("x", T0))
         assert ids(await store.claim_due("n1", T0, 10, LEASE)) == ["x"]
         replaced = Scheduled("x", T0 + 50, "herald.sms", b"user", b"the new value")
@@ -110,9 +126,9 @@ async def check_scheduling_an_id_again_replaces_the_entry_and_its_lease(open_sto
         assert await store.claim_due("n2", T0 + 50, 10, LEASE) == [replaced]
 
 
-async def check_concurrent_claimers_never_get_one_entry_twice(open_store: OpenStore) -> None:
+async def check_concurrent_claimers_never_get_one_entry_twice(h: Harness) -> None:
     count = 120
-    async with open_store() as one, open_store() as other:
+    async with h.open() as one, h.open() as other:
         for i in range(count):
             await one.schedule(entry(f"e{i:03}", T0 + i % 17))
         got: Counter[str] = Counter()
@@ -130,14 +146,14 @@ async def check_concurrent_claimers_never_get_one_entry_twice(open_store: OpenSt
         assert sum(got.values()) == count and len(got) == count, [i for i, n in got.items() if n > 1][:5]
 
 
-CHECKS: dict[str, Callable[[OpenStore], Awaitable[None]]] = {
+CHECKS: dict[str, Callable[[Harness], Awaitable[None]]] = {
     name.removeprefix("check_"): check for name, check in globals().items() if name.startswith("check_")
 }
 
 
 @pytest.mark.parametrize("check", CHECKS)
 async def test_store_claims(open_store: OpenStore, check: str) -> None:
-    await CHECKS[check](open_store)
+    await CHECKS[check](Harness(open_store))
 
 
 # -- broken stores: each is caught
@@ -149,7 +165,8 @@ class HandsOutLeasedEntries(SqliteStore):
     async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
         def claim(db: sqlite3.Connection) -> list[Scheduled]:
             rows = db.execute(
-                "SELECT id, due_ms, topic, key, value FROM scheduled WHERE due_ms <= ? ORDER BY due_ms, id LIMIT ?", (now_ms, limit)
+                "SELECT id, due_ms, topic, key, value FROM scheduled WHERE due_ms <= ? ORDER BY due_ms, id LIMIT ?",
+                (now_ms, limit),
             ).fetchall()
             return [Scheduled(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
 
@@ -190,4 +207,4 @@ class NextDueIgnoresLeases(SqliteStore):
 )
 async def test_a_broken_store_is_caught(tmp_path: Path, broken: type[SqliteStore], check: str) -> None:
     with pytest.raises(AssertionError):
-        await CHECKS[check](embedded(tmp_path / "store.sqlite3", broken))
+        await CHECKS[check](Harness(embedded(tmp_path / "store.sqlite3", broken)))

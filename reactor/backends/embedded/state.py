@@ -5,7 +5,8 @@ its key after a crash or restart of a single node; token buckets, pub/sub and th
 recent pushes stay in memory (MemoryState), where losing them on a restart is harmless
 (a push whose inbox row was not written yet is pushed again: its bus record was not
 committed). Expiry is stamped in wall-clock milliseconds (reactor.clock.wall_ms: the OS
-wall clock; under MockClock, one moving with it), so it means the same thing after a restart. WAL with synchronous=NORMAL: a commit survives
+wall clock; under MockClock, one moving with it), so it means the same thing after a
+restart. WAL with synchronous=NORMAL: a commit survives
 kill -9 of the process (not a power cut) without an fsync on the request path.
 """
 

@@ -166,7 +166,8 @@ class SqliteStore(SqliteBacked):
         await self._transaction(lambda db: db.executemany("DELETE FROM scheduled WHERE id = ?", [(i,) for i in ids]))
 
     async def scheduled(self) -> list[Scheduled]:
-        rows = await self._run(lambda db: db.execute("SELECT id, due_ms, topic, key, value FROM scheduled ORDER BY due_ms, id").fetchall())
+        sql = "SELECT id, due_ms, topic, key, value FROM scheduled ORDER BY due_ms, id"
+        rows = await self._run(lambda db: db.execute(sql).fetchall())
         return [_scheduled(r) for r in rows]
 
     async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
