@@ -5,7 +5,7 @@
     ├── recording  recorder
     ├── delivery   scheduler, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
-    ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs
+    ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs, signing-keys
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
 
 The other roles (ROLES) build a part of that tree, and meet the others only through the
@@ -56,8 +56,8 @@ from .messages import CircuitQuery
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
-from .scheduler import ScheduleAt, Scheduler
-from .services.credentials import API_KEY_FILE, ApiKeys, open_node_credentials
+from .scheduler import POLL_S, ScheduleAt, Scheduler
+from .services.credentials import API_KEY_FILE, REFRESH_S, ApiKeys, SharedSigningKeys, open_node_credentials
 from .services.dead_letters import DeadLetters
 from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
@@ -225,6 +225,10 @@ async def wire(
         backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key,
     )
     bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
+    # The embedded Store serves this node alone (one node per data dir): no other node schedules entries
+    # or changes the signing keys while it runs, so nothing needs polling. A shared Store does.
+    alone = config.backend_settings().urls["store"].startswith("embedded:")
+    key_ring = SharedSigningKeys(backends.signing_keys, signing, refresh_s=None if alone else REFRESH_S)
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
     users = UserDirectory(
@@ -235,8 +239,9 @@ async def wire(
     scheduler_mb: Mailbox[Any] = Mailbox("scheduler", 1024, Overflow.BLOCK)
     recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
-    # recent pushes kept for replay: must cover the web pushes whose inbox rows are not written yet
-    recent = RecentPushes(max(4096, 4 * config.partitions_of(Channel.WEB) * config.consumer_batch))
+    # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
+    # rows are not written yet (at most one consumer batch: the user's partition has one in flight)
+    recent = RecentPushes(state, per_user=2 * config.consumer_batch)
     herald = Herald(config, system, backends, recorder, api_key, templates=templates, users=users)
     stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
     delivery: list[ChildSpec] = []
@@ -254,7 +259,7 @@ async def wire(
                         devices=users if c is Channel.PUSH else None, queries=query_mbs[c])
             for c in Channel
         }
-        herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb)
+        herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)
         retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
 
         def consumer_factory(channel: Channel) -> Any:
@@ -302,6 +307,7 @@ async def wire(
         children += [
             ChildSpec("idempotency-leases", idempotency.keep_leases, stop=idempotency.stop),  # renews long requests' leases
             ChildSpec("jobs", jobs.run, stop=jobs_mb.close),
+            ChildSpec("signing-keys", key_ring.keep_fresh, stop=key_ring.stop),  # a ring changed on another node
         ]
         stages.append(Supervisor("ingress", children, policy))
         gateway_parts = {"ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb}
@@ -318,6 +324,7 @@ async def wire(
             ),
             secret=signing,
             signing_key_store=backends.signing_keys,
+            key_ring=key_ring,
             max_body_bytes=config.max_body_bytes,
             heartbeat_s=config.heartbeat_s,
             session_queue=config.session_queue,

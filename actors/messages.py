@@ -52,11 +52,12 @@ class Unregister:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first.
+    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first (from the State).
 
     A session asks once it is registered (the node subscribed to the user), to replay what
     was pushed before it registered and may not be in the inbox yet (the inbox row is
-    written after the push).
+    written after the push). The producer keeps a push among the recent pushes before it
+    publishes it, so the answer holds every push the session did not get live.
     """
 
     user_id: str

@@ -10,8 +10,9 @@ the registry subscribes the node to a user's channel when the user's first sessi
 registers, and unsubscribes it when the last one leaves; every frame the Broker brings
 (`Fanout`: a web delivery, an inbox-state change) is offered to each of the user's
 sessions. A web delivery is published by the web client (actors/clients/web.py), on
-whichever node runs the web Provider, after it is kept among the recent pushes
-(`RecentPushes`), which a resuming client's replay reads (actors/api/replay.py).
+whichever node runs the web Provider, after it is kept among the user's recent pushes in
+the State (`RecentPushes`), which a resuming client's replay reads (actors/api/replay.py)
+on whichever edge it reconnects to.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import trio
 from protocol.frames import CloseCode
 from protocol.messages import UnknownRecordVersion, decode_fanout, encode_fanout
 from reactor.mailbox import Mailbox
-from reactor.ports import Broker, BrokerLost, BrokerSubscription
+from reactor.ports import Broker, BrokerLost, BrokerSubscription, State
 
 from .messages import Broadcast, Recent, Register, RegistryMessage, Unregister
 
@@ -149,38 +150,51 @@ class Session:
             self._send.close()
 
 
+RECENT_TTL_S = 3600.0  # a user's recent pushes live an hour after the last one
+
+
+def recent_key(user_id: str) -> str:
+    """The State key of a user's recent pushes."""
+    return f"recent:{user_id}"
+
+
+def pack_recent(notification_id: str, frame: bytes) -> bytes:
+    """One recent push as a State item: the id (26 characters, no space), a space, the frame's JSON."""
+    return notification_id.encode() + b" " + frame
+
+
+def unpack_recent(item: bytes) -> tuple[str, bytes]:
+    notification_id, _, frame = item.partition(b" ")
+    return notification_id.decode(), frame
+
+
 class RecentPushes:
-    """The frames pushed to each user lately, oldest first, for resuming sessions (actors/api/replay.py).
+    """The frames pushed to each user lately, oldest first, kept in the State for resuming sessions (actors/api/replay.py).
 
     Written by the producer of a web delivery *before* it publishes the frame, read by a
     session's replay once its registration has subscribed the node to the user: so a frame
     is either among the recent pushes the replay reads or reaches the session live (no gap).
-    `capacity` bounds the frames kept (all users together, oldest dropped first). It must
-    cover every push whose inbox row is not written yet: at most one consumer batch per web
-    partition is in flight, so a few times partitions x consumer_batch is ample (the
-    composition root sizes it). Process-local: a client resumes with no gap on the node
-    that produced the push (the `all` role); the State port is where it goes for several nodes.
+    In the State (`append_recent`: per user, bounded, with a TTL), so a client resumes with
+    no gap on whichever edge it reconnects to. `per_user` must cover every push of the user
+    whose inbox row is not written yet: a user's web deliveries are in one partition, of
+    which at most one consumer batch is in flight, so twice consumer_batch is ample (the
+    composition root sizes it); `ttl_s` must exceed the longest a push waits for its row.
     """
 
-    def __init__(self, capacity: int = 4096) -> None:
-        self.capacity = capacity
-        self._recent: deque[tuple[str, str, bytes]] = deque()
-        self._recent_by_user: dict[str, deque[tuple[str, bytes]]] = {}
+    def __init__(self, state: State, per_user: int = 512, ttl_s: float = RECENT_TTL_S) -> None:
+        if per_user < 1 or ttl_s <= 0:
+            raise ValueError("recent pushes: at least one per user, for a TTL above 0")
+        self.state = state
+        self.per_user = per_user
+        self.ttl_s = ttl_s
 
     async def remember(self, user_id: str, notification_id: str, frame: bytes) -> None:
-        """Keep the push for replays; drop the oldest one (of any user) past the capacity."""
-        self._recent.append((user_id, notification_id, frame))
-        self._recent_by_user.setdefault(user_id, deque()).append((notification_id, frame))
-        while len(self._recent) > self.capacity:
-            old_user, _, _ = self._recent.popleft()
-            mine = self._recent_by_user[old_user]
-            mine.popleft()  # a user's pushes leave in the order they came: this is that one
-            if not mine:
-                del self._recent_by_user[old_user]
+        """Keep the push for replays (the user's oldest goes past `per_user`)."""
+        await self.state.append_recent(recent_key(user_id), pack_recent(notification_id, frame), self.per_user, self.ttl_s)
 
     async def of(self, user_id: str) -> list[tuple[str, bytes]]:
         """The (notification_id, frame) pushed to the user lately, oldest first."""
-        return list(self._recent_by_user.get(user_id, ()))
+        return [unpack_recent(item) for item in await self.state.recent(recent_key(user_id))]
 
 
 class ConnectionRegistry:
@@ -195,10 +209,10 @@ class ConnectionRegistry:
     supervisor restarts it with a new subscription.
     """
 
-    def __init__(self, mailbox: Mailbox[RegistryMessage], broker: Broker, recent: RecentPushes | None = None) -> None:
+    def __init__(self, mailbox: Mailbox[RegistryMessage], broker: Broker, recent: RecentPushes) -> None:
         self.mailbox = mailbox
         self.broker = broker
-        self.recent = recent if recent is not None else RecentPushes()
+        self.recent = recent
         self._sessions: dict[str, set[Session]] = {}
         self.pushed = 0  # notification frames queued on a session
         self.broadcasts = 0  # inbox-state frames queued on a session

@@ -271,6 +271,19 @@ class Broker(Protocol):
     def subscriber(self) -> AsyncContextManager[BrokerSubscription]:
         """This node's subscription, subscribed to nobody yet; leaving the block unsubscribes it from everyone."""
 
+    # -- recent pushes for resume: capped lists, per user, with a TTL, so a client resumes on any edge
+
+    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+        """Append `item` to the list `key`, keep only its newest `max_items`, and make the whole list
+        expire `ttl_s` after this append; atomically (Redis: RPUSH, LTRIM key -max_items -1 and EXPIRE
+        in one script). Once it returns, `recent(key)` from any client sees the item until it is trimmed
+        or the list expires. A backend may drop whole lists under memory pressure, least recently
+        appended first (embedded: a bound on all items together; Redis: its maxmemory policy).
+        """
+
+    async def recent(self, key: str) -> list[bytes]:
+        """The items of the list `key`, oldest first; [] if there is none (never appended to, or expired)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Scheduled:
@@ -319,13 +332,36 @@ class Store(Protocol):
         """Erase the entry so that no copy of its value stays in the store's files."""
 
     async def schedule(self, entry: Scheduled) -> None:
-        """Durably add the entry, or replace the one of the same id (scheduling again is idempotent)."""
+        """Add a pending entry, durably; one of the same id is replaced, its lease with it (claimable once due)."""
 
     async def unschedule(self, ids: Sequence[str]) -> None:
-        """Remove the entries of these ids (unknown ids are ignored)."""
+        """Remove these entries (whoever holds them): the Scheduler calls it once their records are durably on the bus."""
 
     async def scheduled(self) -> list[Scheduled]:
-        """Every pending entry, earliest `due_ms` first."""
+        """Every pending entry, earliest first: for inspection and tests (the Scheduler claims; it never loads them all)."""
+
+    # -- the Scheduler's claims: any number of Schedulers share one Store, each fires only what it claimed
+
+    async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
+        """Lease up to `limit` entries due at `now_ms` to `owner` until now_ms + lease_ms; returns them, earliest due first.
+
+        An entry is claimable when due_ms <= now_ms and no other owner's lease runs at now_ms (never
+        leased, its lease ended at or before now_ms, or `owner` holds it: a claimer restarted in place
+        takes back what it held). Atomic against every other claimer: while a lease runs, the entry is
+        handed to no other owner. A claim removes nothing: the claimer produces the records, then
+        unschedules them; if it dies in between, its entries are claimable again when the lease ends
+        (produced twice at worst, never lost; the send ledger stops a second send). PostgreSQL:
+        `UPDATE scheduled SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM scheduled
+        WHERE due_ms <= $now AND (lease_until <= $now OR owner = $1) ORDER BY due_ms, id LIMIT $n
+        FOR UPDATE SKIP LOCKED) RETURNING ...` (lease_until: a column, 0 when never leased).
+        """
+
+    async def next_due_ms(self) -> int | None:
+        """The earliest time claim_due may hand out an entry: the least, over pending entries, of
+        max(due_ms, the end of its lease); None when nothing is pending.
+
+        Read from indexes (due_ms; the leased entries), never by loading every entry.
+        """
 
     async def dead_letter(self, entry: DeadLetter) -> int:
         """Add an entry (its id is ignored), replacing the one of the same (notification, channel) if there
@@ -390,14 +426,36 @@ class KeyStore(Protocol):
         """Record that the key was used at `at_ms` (never moves last_used back; an unknown key: nothing)."""
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The token-signing key ring as stored: the keys oldest first, the current kid, and the ring's version."""
+
+    keys: tuple[SigningKey, ...]
+    current: str
+    version: int  # 1 for the first ring written, one more at each write: what write_ring compares
+
+
 class SigningKeyStore(Protocol):
-    """The token-signing key ring: secrets, kept apart from every other datum (embedded: a 0600 file of its own)."""
+    """The token-signing key ring: secrets, kept apart from every other datum, shared by every node of the
+    Store (embedded: a 0600 file of its own, for the one node of its data dir and the offline CLI).
 
-    async def read_ring(self) -> tuple[list[SigningKey], str] | None:
-        """(the keys, oldest first; the current kid), or None when no ring was ever written."""
+    Every node holds a copy of the ring (actors/services/credentials.py) and sees a change made
+    elsewhere within a bounded time: it reads the ring again when a token names a kid it does not
+    know (rate-limited), and every `refresh_s` where the Store is shared. Changes are compare-and-set
+    on the version, so two nodes rotating at once both keep their new key (the one that loses the
+    race reads again and redoes its change).
+    """
 
-    async def write_ring(self, keys: Sequence[SigningKey], current: str) -> None:
-        """Replace the ring, durably (a crash leaves the old ring or the new one)."""
+    async def read_ring(self) -> KeyRing | None:
+        """The ring as last written, or None when no ring was ever written."""
+
+    async def write_ring(self, keys: Sequence[SigningKey], current: str, expected_version: int | None) -> KeyRing | None:
+        """Replace the ring if its version is still `expected_version` (None: only if no ring was ever
+        written); durably: a crash leaves the old ring or the new one. Returns the ring as written (its
+        version one more), or None and nothing written if another writer changed it first.
+        PostgreSQL: `UPDATE signing_keys SET ring = $1, version = version + 1 WHERE version = $2`
+        (`INSERT ... ON CONFLICT DO NOTHING` for the first ring); the row count says which happened.
+        """
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
 from ..jobs import JobMessage
 from ..messages import CircuitQuery, RecordEvents, RegistryMessage, Submit
-from ..services.credentials import ApiKeys
+from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
@@ -94,6 +94,7 @@ class Gateway:
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
     signing_key_store: SigningKeyStore | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
+    key_ring: SharedSigningKeys | None = None  # keeps `secret` in step with the stored ring (a key made on another node)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
 
     def serves(self, area: str) -> bool:

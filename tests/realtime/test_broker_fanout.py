@@ -19,7 +19,7 @@ from actors.messages import Broadcast, Register, Unregister
 from actors.registry import LOST, ConnectionRegistry, RecentPushes, Session
 from protocol.frames import CloseCode
 from protocol.messages import encode_fanout
-from reactor.backends.embedded import MemoryBroker
+from reactor.backends.embedded import MemoryBroker, MemoryState
 from reactor.mailbox import Mailbox
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 from tests.helpers import http, receive_json, running_node, token_for, web_notification, ws_url
@@ -28,7 +28,7 @@ from tests.realtime.test_replay import IDS, queued
 
 async def test_a_node_is_subscribed_to_a_user_exactly_while_it_holds_a_session_of_theirs():
     broker = MemoryBroker()
-    registry = ConnectionRegistry(Mailbox("registry", 16), broker, RecentPushes())
+    registry = ConnectionRegistry(Mailbox("registry", 16), broker, RecentPushes(MemoryState()))
     first, second = Session("u1", 8), Session("u1", 8)
     async with trio.open_nursery() as nursery:
         await nursery.start(registry.run)
@@ -51,8 +51,8 @@ async def test_a_node_is_subscribed_to_a_user_exactly_while_it_holds_a_session_o
 
 async def test_an_inbox_broadcast_goes_through_the_broker_to_every_node_of_the_user():
     broker = MemoryBroker()
-    here = ConnectionRegistry(Mailbox("here", 16), broker)
-    there = ConnectionRegistry(Mailbox("there", 16), broker)
+    here = ConnectionRegistry(Mailbox("here", 16), broker, RecentPushes(MemoryState()))
+    there = ConnectionRegistry(Mailbox("there", 16), broker, RecentPushes(MemoryState()))
     mine, theirs = Session("u1", 8), Session("u1", 8)
     async with trio.open_nursery() as nursery:
         await nursery.start(here.run)
@@ -70,7 +70,7 @@ async def test_an_inbox_broadcast_goes_through_the_broker_to_every_node_of_the_u
 
 async def test_a_node_cut_off_by_the_broker_closes_its_sessions_and_subscribes_again_once_restarted():
     broker = MemoryBroker()
-    registry = ConnectionRegistry(Mailbox("registry", 16), broker)
+    registry = ConnectionRegistry(Mailbox("registry", 16), broker, RecentPushes(MemoryState()))
     supervisor = Supervisor("delivery", [ChildSpec("registry", registry.run, stop=registry.mailbox.close)],
                             RestartPolicy(backoff_initial_s=0.01))
     before, after = Session("u1", 8), Session("u1", 8)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+import trio.testing
 from trio.testing import wait_all_tasks_blocked
 
 from actors.api.realtime import sse_event
@@ -24,7 +25,7 @@ from protocol.frames import CloseCode
 from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
 from reactor.ask import ask
-from reactor.backends.embedded import MemoryBroker, SqliteLogStore
+from reactor.backends.embedded import MemoryBroker, MemoryState, SqliteLogStore
 from reactor.mailbox import Mailbox
 
 T0 = 1_704_067_200_000
@@ -70,17 +71,24 @@ class Node:
 
 
 @asynccontextmanager
-async def node(tmp_path, recent: int = 64) -> AsyncIterator[Node]:
+async def node(tmp_path, recent: int = 64, state: MemoryState | None = None) -> AsyncIterator[Node]:
     logstore = SqliteLogStore(tmp_path / "logs.sqlite3")
     await logstore.open()
-    registry = ConnectionRegistry(Mailbox("registry", 64), MemoryBroker(), RecentPushes(recent))
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(registry.run)
-            yield Node(registry, logstore)
-            registry.mailbox.close()
+        async with edge(logstore, state or MemoryState(), recent) as n:
+            yield n
     finally:
         await logstore.close()
+
+
+@asynccontextmanager
+async def edge(logstore: SqliteLogStore, state: MemoryState, recent: int = 64, broker: MemoryBroker | None = None) -> AsyncIterator[Node]:
+    """A registry on a State, a Broker and a log store that other edges may share."""
+    registry = ConnectionRegistry(Mailbox("registry", 64), broker or MemoryBroker(), RecentPushes(state, recent))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        yield Node(registry, logstore)
+        registry.mailbox.close()
 
 
 def ids_of(*indexes: int) -> list[str]:
@@ -179,16 +187,70 @@ async def test_a_session_holding_too_many_frames_is_closed_as_slow(tmp_path):
         await n.mailbox.send(Unregister(session))
 
 
-async def test_recent_pushes_are_bounded_across_users_oldest_first(tmp_path):
-    async with node(tmp_path, recent=4) as n:
-        await n.push(0, 1, user="a")
-        await n.push(2, 3, 4, user="b")
-        await n.push(5, user="a")
+async def test_recent_pushes_are_bounded_per_user_and_in_all_least_recently_pushed_user_first(tmp_path):
+    async with node(tmp_path, recent=3, state=MemoryState(max_recent_items=5)) as n:
+        await n.push(0, 1, 2, 3, user="a")  # a keeps its newest 3
+        await n.push(4, 5, user="b")  # 5 kept in all: the State's bound
+        assert [nid for nid, _ in await ask(n.mailbox.send, lambda reply: Recent("a", reply))] == ids_of(1, 2, 3)
+        await n.push(6, user="b")  # past the bound: the oldest of a, pushed to least lately, goes
         kept_a = await ask(n.mailbox.send, lambda reply: Recent("a", reply))
         kept_b = await ask(n.mailbox.send, lambda reply: Recent("b", reply))
-        assert [nid for nid, _ in kept_a] == ids_of(5)
-        assert [nid for nid, _ in kept_b] == ids_of(2, 3, 4)
-        assert kept_a[0][1] == notification_frame(entry(5, "a"))
+        assert [nid for nid, _ in kept_a] == ids_of(2, 3)
+        assert [nid for nid, _ in kept_b] == ids_of(4, 5, 6)
+        assert kept_b[0][1] == notification_frame(entry(4, "b"))
+
+
+async def test_a_client_resumes_on_another_edge_from_an_id_whose_inbox_row_is_not_written_yet(tmp_path):
+    logstore = SqliteLogStore(tmp_path / "logs.sqlite3")
+    await logstore.open()
+    state = MemoryState()  # the State the edges share
+    try:
+        async with edge(logstore, state) as first, edge(logstore, state) as second:
+            seen = Session("u1", 16)
+            await first.register(seen)
+            assert await first.push(0, 1, 2, 3, 4) == [1] * 5
+            await first.write(0, 1)  # 2, 3, 4 are pushed, their batch not recorded yet
+            assert [item.id for item in queued(seen)][:3] == ids_of(0, 1, 2)  # the client saw up to 2, then its edge went away
+            resumed = Session("u1", 16, hold=True)
+            await second.register(resumed)
+            assert await second.replay(resumed, IDS[2]) == ids_of(3, 4)  # no gap, no duplicate
+            await second.write(2, 3, 4)
+            again = Session("u1", 16, hold=True)
+            await second.register(again)
+            assert await second.replay(again, IDS[2]) == ids_of(3, 4)  # the same once the rows are written
+    finally:
+        await logstore.close()
+
+
+async def test_a_push_is_kept_for_resume_before_it_is_published(tmp_path):
+    class SlowState(MemoryState):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = trio.Event()
+
+        async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+            await self.release.wait()
+            await super().append_recent(key, item, max_items, ttl_s)
+
+    state = SlowState()
+    async with node(tmp_path, state=state) as n:
+        live = Session("u1", 16)
+        await n.register(live)
+        answered: list[int] = []
+
+        async def push() -> None:
+            answered.extend(await n.push(0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(push)
+            await trio.testing.wait_all_tasks_blocked()
+            # Not published before the State keeps it: a session registering now either finds it
+            # among the recent pushes or gets it live, never neither.
+            assert queued(live) == [] and answered == []
+            state.release.set()
+        assert answered == [1]
+        assert [item.id for item in queued(live)] == ids_of(0)
+        assert [nid for nid, _ in await n.registry.recent.of("u1")] == ids_of(0)
 
 
 def test_sse_events_carry_the_notification_id_and_the_frame_type():

@@ -7,12 +7,15 @@ buckets are bounded the same way (least recently used first: one that went is fu
 The gate's shared bucket and breaker (reactor/gate_state.py) are kept per key in memory
 too, each operation one step of the pure machine at Trio's clock with no checkpoint
 inside: atomic, as the Lua script of a Redis backend is.
+
+The recent-push lists are bounded by their items, all lists together (`max_recent_items`):
+past it, the oldest items of the least recently appended list go first.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -24,11 +27,17 @@ from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from reactor.token_bucket import TokenBucket
 
 SUBSCRIBER_BUFFER = 1000
+MAX_RECENT_ITEMS = 16_384  # all recent-push lists together: 4 x the in-flight web pushes of 64 partitions of 256
 
 
 class MemoryState:
-    def __init__(self, max_keys: int = 100_000) -> None:
+    def __init__(self, max_keys: int = 100_000, max_recent_items: int = MAX_RECENT_ITEMS) -> None:
         self.max_keys = max_keys
+        self.max_recent_items = max_recent_items
+        # key -> (items oldest first, expiry on Trio's clock); least recently appended first
+        self._recent: OrderedDict[str, tuple[deque[bytes], float]] = OrderedDict()
+        self._recent_items = 0
+        self.evicted_recent = 0
         self._values: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self.evicted = 0
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
@@ -117,6 +126,50 @@ class MemoryState:
 
     async def breaker_read(self, key: str, config: BreakerConfig) -> BreakerView:
         return self._breaker(key).read(config, trio.current_time())
+
+    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+        if max_items < 1 or ttl_s <= 0:
+            raise ValueError("a recent list keeps at least one item, for a TTL above 0")
+        now = trio.current_time()
+        items = self._live_recent(key, now)
+        if items is None:
+            items = deque()
+        else:
+            del self._recent[key]  # appended to again: it goes to the end (most recently appended)
+        items.append(item)
+        self._recent_items += 1
+        while len(items) > max_items:
+            items.popleft()
+            self._recent_items -= 1
+        self._recent[key] = (items, now + ttl_s)
+        # the lists appended to least lately come first: drop the expired ones, then, past the bound, their oldest items
+        while self._recent:
+            first, (old, expires) = next(iter(self._recent.items()))
+            if expires <= now:
+                del self._recent[first]
+                self._recent_items -= len(old)
+            elif self._recent_items > self.max_recent_items:
+                old.popleft()
+                self._recent_items -= 1
+                self.evicted_recent += 1
+                if not old:
+                    del self._recent[first]
+            else:
+                break
+
+    async def recent(self, key: str) -> list[bytes]:
+        items = self._live_recent(key, trio.current_time())
+        return [] if items is None else list(items)
+
+    def _live_recent(self, key: str, now: float) -> deque[bytes] | None:
+        found = self._recent.get(key)
+        if found is None:
+            return None
+        if found[1] <= now:
+            del self._recent[key]
+            self._recent_items -= len(found[0])
+            return None
+        return found[0]
 
     async def publish(self, channel: str, message: bytes) -> int:
         delivered = 0
