@@ -14,7 +14,7 @@ and assignment/revocation of partitions to a group member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Callable, Literal, Protocol, Sequence
+from typing import AsyncContextManager, AsyncGenerator, AsyncIterator, Callable, Literal, Protocol, Sequence
 
 from protocol.keys import SigningKey
 from protocol.messages import InboxEntry, StatusEvent
@@ -75,8 +75,8 @@ class Bus(Protocol):
         suite does not check it, and the consumer decides `maybe_sent` without it.
         """
 
-    def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
-        """Join the group; yields each change of this member's partitions (closing the stream leaves the group).
+    def assignments(self, group: str, topics: Sequence[str]) -> AsyncGenerator[Assignment, None]:
+        """Join the group; yields each change of this member's partitions (closing the stream, aclose(), leaves the group).
 
         The first change assigns the member its share of every partition of `topics` (a lone
         member: all of them, once); a member's partitions change only when the group's

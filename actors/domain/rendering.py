@@ -41,7 +41,7 @@ from protocol.channels import Channel
 from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
 from protocol.header_safe import header_text_problem
 from protocol.problems import FieldError, field_of
-from protocol.template_schemas import Parts, SmsInfo, TemplateSpec, Variables
+from protocol.template_schemas import ChannelPart, EmailPart, Parts, PushPart, SmsInfo, SmsPart, TemplateSpec, Variables
 
 from .channel_limits import PUSH_MAX_BYTES, SMS_MAX_SEGMENTS, WEB_DATA_MAX_BYTES, push_payload_bytes, sms_info
 from .template_choice import choose_parts, locale_chain, normalize_locale, resolve_part, template_tag
@@ -393,13 +393,14 @@ class InvalidTemplate(ValueError):
         self.errors = errors
 
 
-def _part_sources(channel: Channel, part: Any) -> list[tuple[str, str, bool]]:
+def _part_sources(part: ChannelPart) -> list[tuple[str, str, bool]]:
     """(field name, source, html) of each Mustache source in one channel part."""
-    if channel is Channel.EMAIL:
+    found: list[tuple[str, str | None, bool]]
+    if isinstance(part, EmailPart):
         found = [("subject", part.subject, False), ("text", part.text, False), ("html", part.html, True)]
-    elif channel is Channel.SMS:
+    elif isinstance(part, SmsPart):
         found = [("text", part.text, False)]
-    elif channel is Channel.PUSH:
+    elif isinstance(part, PushPart):
         found = [("title", part.title, False), ("body", part.body, False)]
         found += [(f"data.{key}", value, False) for key, value in part.data.items()]
     else:
@@ -426,7 +427,7 @@ def _compile_locales(prefix: str, locales: Mapping[str, Parts], errors: list[Fie
                 continue
             path = f"{prefix}.{locale}.{channel.value}"
             fields = []
-            for name, source, html in _part_sources(channel, part):
+            for name, source, html in _part_sources(part):
                 try:
                     nodes = parse(source, html=html)
                 except TemplateSyntaxError as exc:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,13 +267,13 @@ class EmbeddedBus:
         await trio.lowlevel.checkpoint()
         return part.end
 
-    def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
+    def assignments(self, group: str, topics: Sequence[str]) -> AsyncGenerator[Assignment, None]:
         """Join the group: the member's share of the topics' partitions, then each change of it until the stream closes."""
         for topic in topics:
             self.partitions(topic)  # raises UnknownTopic now, not at the first change
         return self._member(group, _Member(frozenset(topics), set()))
 
-    async def _member(self, group: str, member: _Member) -> AsyncIterator[Assignment]:
+    async def _member(self, group: str, member: _Member) -> AsyncGenerator[Assignment, None]:
         members = self._groups.setdefault(group, [])
         members.append(member)
         self._wake(members)
