@@ -361,7 +361,8 @@ def work_estimate(shape: Shape, data_bytes: int) -> int:
     one_pass = shape.nodes + shape.steps * (shape.depth + 1) + (shape.literal_chars + shape.tags * 6 * data_bytes) // 64
     if shape.depth == 0:
         return one_pass
-    return one_pass * (data_bytes // 2 + 1) ** min(shape.depth, MAX_NESTING)
+    repeats: int = (data_bytes // 2 + 1) ** min(shape.depth, MAX_NESTING)  # an int: the exponent is >= 1 (typeshed: Any)
+    return one_pass * repeats
 
 
 @dataclass(frozen=True, slots=True)
