@@ -42,7 +42,7 @@ async def _read_lines(stream: trio.abc.ReceiveStream, sink: list[str], ready: tr
                 server.url = match.group(1)
             match = re.match(r"herald: API key in (\S+)", line)
             if match:
-                server.api_key = Path(match.group(1)).read_text().strip()
+                server.api_key = (await trio.Path(match.group(1)).read_text()).strip()
                 ready.set()
 
 

@@ -36,7 +36,7 @@ def environment(**settings: str) -> dict[str, str]:
 
 async def herald(cwd: Path, env: dict[str, str], *args: str, seconds: float = 30) -> subprocess.CompletedProcess[bytes]:
     """Run a `herald` command to its end (bounded), capturing stdout and stderr."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     with trio.fail_after(seconds):
         return await trio.run_process([*HERALD, *args], cwd=str(cwd), env=env, capture_stdout=True, capture_stderr=True, check=False)
 
@@ -44,7 +44,7 @@ async def herald(cwd: Path, env: dict[str, str], *args: str, seconds: float = 30
 @asynccontextmanager
 async def serving(cwd: Path, env: dict[str, str], *args: str) -> AsyncIterator[str]:
     """`herald serve` in `cwd` until the block ends; yields the URL it printed."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     process = await trio.lowlevel.open_process([*HERALD, "serve", *args], cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None
     output = b""
