@@ -136,7 +136,7 @@ async def check_concurrent_claimers_never_get_one_entry_twice(h: Harness) -> Non
         async def claimer(store: Store, owner: str) -> None:
             while batch := await store.claim_due(owner, T0 + 100, 7, LEASE):  # as a Scheduler: claim, produce, remove
                 got.update(ids(batch))
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
                 await store.unschedule(ids(batch))
 
         async with trio.open_nursery() as nursery:
@@ -181,7 +181,7 @@ class ClaimsInTwoSteps(SqliteStore):
             "SELECT id, due_ms, topic, key, value FROM scheduled WHERE due_ms <= ? AND (lease_until <= ? OR owner = ?)"
             " ORDER BY due_ms, id LIMIT ?", (now_ms, now_ms, owner, limit),
         ).fetchall())
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         await self._run(lambda db: db.executemany(
             "UPDATE scheduled SET owner = ?, lease_until = ? WHERE id = ?", [(owner, now_ms + lease_ms, r[0]) for r in found]
         ))
