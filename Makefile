@@ -1,6 +1,6 @@
 # The two commands: `make run` serves Herald with the embedded defaults;
-# `make test` installs what the tests need and runs the whole suite.
-.PHONY: run test install bench lock
+# `make test` installs what the tests need, runs the static checks (`make lint`) and the whole suite.
+.PHONY: run test install lint bench lock
 
 # Dependencies come from the lock files (requirements/*.txt, pinned with hashes);
 # scripts/lock-deps.sh regenerates them.
@@ -14,7 +14,16 @@ run: .venv/bin/herald
 install:
 	scripts/install-test-deps.sh
 
+# mypy and ruff, from the test lock file (no Debian packages needed): scripts/lint.sh
+.venv/bin/mypy: requirements/test.txt pyproject.toml
+	@scripts/install-deps.sh requirements/test.txt
+	@touch $@
+
+lint: .venv/bin/mypy
+	@scripts/lint.sh
+
 test: install
+	@scripts/lint.sh
 	.venv/bin/python -m pytest
 
 bench: install

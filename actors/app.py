@@ -28,6 +28,7 @@ build the other roles in one process on backends they open once (`run_herald(bac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +52,8 @@ from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .ingress import Ingress
-from .jobs import Jobs
-from .messages import CircuitQuery
+from .jobs import JobMessage, Jobs
+from .messages import Attempt, CircuitQuery, RecordEvents, RegistryMessage, Submit
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
@@ -118,7 +119,7 @@ class Storage:
         self._stop = trio.Event()
         self.backends: Backends | None = None
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Backends] = trio.TASK_STATUS_IGNORED) -> None:
         if self.lent is not None:
             self.backends = self.lent
             task_status.started(self.lent)
@@ -151,7 +152,7 @@ class ScheduleWriter:
         self.store = store
         self.mailbox = mailbox
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async for message in self.mailbox:
             try:
@@ -168,7 +169,7 @@ async def run_herald(
     clients: dict[Channel, ChannelClient] | None = None,
     signals: bool = True,
     backends: Backends | None = None,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Herald] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Boot a node, report it with task_status.started(Herald), run until shut down.
 
@@ -205,7 +206,7 @@ async def run_herald(
         if signals:
             await nursery.start(handle_signals, system)
 
-        async def run_system(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async def run_system(*, task_status: trio.TaskStatus[System] = trio.TASK_STATUS_IGNORED) -> None:
             await system.run(task_status=task_status)
             nursery.cancel_scope.cancel()  # shut down: stop listening for signals
 
@@ -235,8 +236,8 @@ async def wire(
         backends.users, local_state(config.profile_cache_size), signing, lambda: config.public_url or herald.url,  # once it serves
         config.preferences_cache_ttl_s,
     )
-    recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
-    scheduler_mb: Mailbox[Any] = Mailbox("scheduler", 1024, Overflow.BLOCK)
+    recorder_mb: Mailbox[RecordEvents] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
+    scheduler_mb: Mailbox[ScheduleAt] = Mailbox("scheduler", 1024, Overflow.BLOCK)
     recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
     # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
@@ -248,7 +249,7 @@ async def wire(
     query_mbs: dict[Channel, Mailbox[CircuitQuery]] = {}
 
     if works:
-        provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
+        provider_mbs = {c: Mailbox[Attempt](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
         query_mbs = {c: Mailbox[CircuitQuery](f"provider:{c.value}:queries", 64, Overflow.FAIL_FAST) for c in Channel}
         # Sandbox clients get their fault setting; every client but web's has its calls logged (actors/clients/call_log.py).
         herald.sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, backends, recent), **(clients or {})}, config.faults_of)
@@ -262,7 +263,7 @@ async def wire(
         herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)
         retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
 
-        def consumer_factory(channel: Channel) -> Any:
+        def consumer_factory(channel: Channel) -> Callable[[int], PartitionConsumer]:
             def make(partition: int) -> PartitionConsumer:
                 return PartitionConsumer(
                     bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
@@ -274,7 +275,7 @@ async def wire(
         herald.consumer_groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
         delivery.append(ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close))
 
-    registry_mb: Mailbox[Any] | None = None
+    registry_mb: Mailbox[RegistryMessage] | None = None
     if edge:
         registry_mb = Mailbox("registry", 4096, Overflow.BLOCK)
         herald.registry = ConnectionRegistry(registry_mb, backends.broker, recent)
@@ -293,8 +294,8 @@ async def wire(
 
     gateway_parts: dict[str, Any] = {}
     if api:
-        ingress_mb: Mailbox[Any] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
-        jobs_mb: Mailbox[Any] = Mailbox("jobs", 64, Overflow.FAIL_FAST)
+        ingress_mb: Mailbox[Submit] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
+        jobs_mb: Mailbox[JobMessage] = Mailbox("jobs", 64, Overflow.FAIL_FAST)
         idempotency = Idempotency(state)
         dead_letters = DeadLetters(store, bus, recorder_mb)
         herald.ingress = ingress = Ingress(

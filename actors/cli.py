@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
         message = explain(exc, config)
         if message is None:
             raise
-        held.setTarget(None)  # type: ignore[arg-type]  # the boot's INFO lines go with the failed start
+        held.setTarget(None)  # the boot's INFO lines go with the failed start
         held.buffer.clear()
         raise CliError(message) from None
     return 0

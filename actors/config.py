@@ -11,11 +11,16 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from protocol.channels import Channel
 from protocol.parsing import parse_decimal, parse_integer
 from reactor.backends import SETTINGS as BACKEND_SETTINGS, BackendSettings, check_url
+
+if TYPE_CHECKING:  # imported where used, as the app needs them: services.gate imports this module's neighbours
+    from protocol.faults import FaultSpec
+
+    from .services.gate import GateSettings, Limits
 
 
 def _default_partitions() -> dict[str, int]:
@@ -106,7 +111,7 @@ class Config:
     def partitions_of(self, channel: Channel) -> int:
         return int(self.partitions[channel.value])
 
-    def limits_of(self, channel: Channel) -> Any:
+    def limits_of(self, channel: Channel) -> Limits:
         from reactor.circuit_breaker import BreakerConfig
 
         from .services.gate import Limits
@@ -115,7 +120,7 @@ class Config:
         breaker = BreakerConfig(int(raw["failure_threshold"]), float(raw["open_timeout_s"]), int(raw["success_threshold"]))
         return Limits(float(raw["capacity"]), float(raw["refill_per_s"]), breaker)
 
-    def gate_settings(self) -> Any:
+    def gate_settings(self) -> GateSettings:
         from .services.gate import GateSettings
 
         return GateSettings(self.gate_slice_s, self.gate_lease_s, self.gate_breaker_refresh_s, self.gate_probe_lease_s)
@@ -125,7 +130,7 @@ class Config:
         urls = {setting: str(getattr(self, setting)) for setting in BACKEND_SETTINGS}
         return BackendSettings(urls, self.data_dir, {c.topic(): self.partitions_of(c) for c in Channel})
 
-    def faults_of(self, channel: Channel) -> Any:
+    def faults_of(self, channel: Channel) -> FaultSpec:
         """The channel's sandbox fault setting at start (a FaultSpec; no fault when not set)."""
         from protocol.faults import FaultSpec
 

@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 import trio
@@ -138,7 +138,7 @@ class PartitionConsumer:
         if self._fetch_scope is not None:
             self._fetch_scope.cancel()
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         offset = await self.bus.committed(self.group, self.topic, self.partition)
         # The first window: what an earlier owner of the partition may have attempted without committing.
         self._maybe_sent_below = offset + self.batch
@@ -186,12 +186,12 @@ class PartitionConsumer:
             await self.provider.send(Attempt(delivery, reply, maybe_sent))
             replies.append((reply, maybe_sent))
         outcomes: list[Outcome | None] = []
-        for reply, _ in replies:
-            if reply is None:
+        for pending, _ in replies:
+            if pending is None:
                 outcomes.append(None)
                 continue
             try:
-                outcomes.append(await reply.wait())
+                outcomes.append(await pending.wait())
             except ActorCrashed as exc:  # the provider crashed on it (and is being restarted)
                 outcomes.append(Crashed(str(exc)))
         # A record seen before that succeeds now resolves the dead letter an earlier run may have left.
@@ -310,7 +310,7 @@ class PartitionConsumer:
 class ConsumerGroup:
     """Runs one supervised PartitionConsumer per partition the bus assigns to this member."""
 
-    def __init__(self, bus: Bus, channel: Channel, make: Any, policy: RestartPolicy) -> None:
+    def __init__(self, bus: Bus, channel: Channel, make: Callable[[int], PartitionConsumer], policy: RestartPolicy) -> None:
         self.bus = bus
         self.channel = channel
         self.make = make  # partition -> PartitionConsumer
@@ -330,7 +330,7 @@ class ConsumerGroup:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as self._scope:
                 started = False
@@ -346,7 +346,7 @@ class ConsumerGroup:
             if not started:
                 task_status.started()
 
-    async def _run_partition(self, partition: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_partition(self, partition: int, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
         consumer = self.make(partition)
         supervisor = Supervisor(
             f"{self.group}/{partition}",

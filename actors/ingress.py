@@ -16,14 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from typing import Any
+from functools import partial
 
 import msgspec
 import trio
 
 from protocol.api import NotificationRequest, Receipt
 from protocol.channels import Channel
-from protocol.content import Content, header_errors
+from protocol.content import header_errors
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
@@ -103,7 +103,7 @@ class Ingress:
         self.ids = IdGenerator()
         self.accepted = 0
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
@@ -127,7 +127,8 @@ class Ingress:
             return applied
         request, template = applied.request, applied.template
         errors = check_request(request, profile)
-        if errors:
+        content = request.content
+        if errors or content is None:  # check_request names a missing content
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
         now = wall_ms()
@@ -140,13 +141,12 @@ class Ingress:
         deferred: list[Scheduled] = []
         for channel in request.channels:
             plan = plans[channel]
-            part = request.content.for_channel(channel.value)
             delivery = Delivery(
                 notification_id=nid,
                 user_id=request.user_id,
                 channel=channel,
                 created_ms=now,
-                content=Content(**{channel.value: part}),
+                content=content.only(channel.value),
                 address=plan.address,
                 priority=request.priority,
                 data=dict(applied.web_data) if channel is Channel.WEB else {},  # no other channel reads it
@@ -173,7 +173,7 @@ class Ingress:
         await self.bus.produce(items)
         for entry in deferred:
             assert self.scheduler is not None
-            await ask(self.scheduler.send, lambda reply, entry=entry: ScheduleAt(entry, reply))  # stored before the 202
+            await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
         self.accepted += 1
         # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
         await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from protocol.api import CircuitView, NotificationRequest, Receipt
 from protocol.messages import Delivery, InboxEntry, Outcome, StatusEvent
 from protocol.problems import Problem
 from reactor.ask import Reply
+
+if TYPE_CHECKING:  # registry.py imports this module; the annotations below are never evaluated at run time
+    from .registry import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +46,16 @@ class RecordEvents:
 
 @dataclass(frozen=True, slots=True)
 class Register:
-    session: object  # actors.registry.Session
+    """-> ConnectionRegistry: this session of the user is open here (the node subscribes to the user if it is the first)."""
+
+    session: Session
 
 
 @dataclass(frozen=True, slots=True)
 class Unregister:
-    session: object
+    """-> ConnectionRegistry: this session has ended (the node unsubscribes from the user if it was the last)."""
+
+    session: Session
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -115,7 +115,7 @@ class Provider:
         self.suppressed = 0
         self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
             async for attempt in self.mailbox:
@@ -132,7 +132,7 @@ class Provider:
         finally:
             await self.gate.release()  # the unspent slice goes back to the provider's other workers
 
-    async def answer_queries(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def answer_queries(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor's second task (a supervised child of its own): answer circuits queries until the mailbox closes."""
         if self.queries is None:
             raise RuntimeError(f"the {self.channel.value} provider has no queries mailbox")

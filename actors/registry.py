@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import trio
@@ -223,7 +223,7 @@ class ConnectionRegistry:
         """Sessions open on this node, all users together."""
         return sum(len(s) for s in self._sessions.values())
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until it closes; then close every session (shutting down)."""
         try:
             async with self.broker.subscriber() as subscription, trio.open_nursery() as nursery:
@@ -245,18 +245,16 @@ class ConnectionRegistry:
             await self.broker.publish(message.user_id, encode_fanout(message.kind, None, message.frame))
         elif isinstance(message, Register):
             session = message.session
-            assert isinstance(session, Session)
             live = self._sessions.setdefault(session.user_id, set())
             if not live:
                 await subscription.subscribe(session.user_id)  # before the session's replay reads the recent pushes
             live.add(session)
         elif isinstance(message, Unregister):
             session = message.session
-            assert isinstance(session, Session)
-            live = self._sessions.get(session.user_id)
-            if live is not None and session in live:
-                live.discard(session)
-                if not live:
+            remaining = self._sessions.get(session.user_id)
+            if remaining is not None and session in remaining:
+                remaining.discard(session)
+                if not remaining:
                     del self._sessions[session.user_id]
                     await subscription.unsubscribe(session.user_id)
 

@@ -24,7 +24,6 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -77,7 +76,7 @@ class Scheduler:
         """Entries in memory now: the claimed batch being fired (the pending ones stay in the Store)."""
         return len(self._claimed)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._stopping = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fire_loop)

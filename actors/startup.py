@@ -13,7 +13,10 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # at run time this module imports the standard library only (it reports a missing package)
+    from .config import Config
 
 OWN_PACKAGES = frozenset({"actors", "protocol", "reactor"})
 INSTALL_HINT = (
@@ -44,7 +47,7 @@ def missing_dependency(error: ModuleNotFoundError) -> str | None:
     return f"a required package is missing: {top} ({error}); {INSTALL_HINT}"
 
 
-def explain(error: BaseException, config: Any) -> str | None:
+def explain(error: BaseException, config: Config) -> str | None:
     """One line for an error that stopped the node from starting, or None when it is not one Herald knows."""
     for leaf in leaves(error):
         message = _explain_one(leaf, config)
@@ -53,12 +56,12 @@ def explain(error: BaseException, config: Any) -> str | None:
     return None
 
 
-def _address(config: Any) -> str:
+def _address(config: Config) -> str:
     host = str(config.host)
     return f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
 
 
-def _explain_one(error: BaseException, config: Any) -> str | None:
+def _explain_one(error: BaseException, config: Config) -> str | None:
     from reactor.backends import BackendUnavailable  # the standard library only, as this module
 
     from .config import ConfigError  # loaded already: `config` came from it

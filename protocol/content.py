@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
@@ -43,8 +43,29 @@ class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     push: PushContent | None = None
     web: WebContent | None = None
 
-    def for_channel(self, channel: str) -> Any:
-        return getattr(self, channel)
+    def for_channel(self, channel: str) -> ChannelContent | None:
+        """The part for that channel (a Channel's value), None if it has none."""
+        if channel == "email":
+            return self.email
+        if channel == "sms":
+            return self.sms
+        if channel == "push":
+            return self.push
+        if channel == "web":
+            return self.web
+        raise ValueError(f"no channel {channel!r}")
+
+    def only(self, channel: str) -> Content:
+        """This content with that channel's part alone: what a delivery on that channel carries."""
+        return Content(
+            email=self.email if channel == "email" else None,
+            sms=self.sms if channel == "sms" else None,
+            push=self.push if channel == "push" else None,
+            web=self.web if channel == "web" else None,
+        )
+
+
+ChannelContent = EmailContent | SmsContent | PushContent | WebContent  # one channel's part of a Content
 
 
 class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

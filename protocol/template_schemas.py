@@ -72,8 +72,20 @@ class Parts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     push: PushPart | None = None
     web: WebPart | None = None
 
-    def for_channel(self, channel: str) -> Any:
-        return getattr(self, channel)
+    def for_channel(self, channel: str) -> ChannelPart | None:
+        """The sources for that channel (a Channel's value), None if it has none."""
+        if channel == "email":
+            return self.email
+        if channel == "sms":
+            return self.sms
+        if channel == "push":
+            return self.push
+        if channel == "web":
+            return self.web
+        raise ValueError(f"no channel {channel!r}")
+
+
+ChannelPart = EmailPart | SmsPart | PushPart | WebPart  # one channel's sources in a Parts
 
 
 Locales = Annotated[dict[LocaleField, Parts], msgspec.Meta(max_length=200)]

@@ -6,49 +6,53 @@ and an actor that crashes while holding a Reply fails it, so no asker waits fore
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Awaitable, Callable, Generic, TypeVar
 
 import trio
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 class ActorCrashed(Exception):
     """The actor handling the request failed before answering."""
 
 
+_UNANSWERED = ActorCrashed("no answer yet")  # what a Reply holds until it is answered (never raised: wait() reads it after)
+
+
 class Reply(Generic[T]):
     """A one-shot slot: the first send/fail wins, later ones are ignored; nobody blocks."""
 
-    __slots__ = ("_event", "_ok", "_value", "done")
+    __slots__ = ("_event", "_outcome", "done")
 
     def __init__(self) -> None:
         self._event = trio.Event()
-        self._ok = False
-        self._value: Any = None
+        self._outcome: tuple[T] | BaseException = _UNANSWERED  # (the answer,) or the error, once answered
         self.done = False
 
     def send(self, value: T) -> None:
-        self._put(True, value)
+        self._settle((value,))
 
     def fail(self, error: BaseException) -> None:
-        self._put(False, error)
+        self._settle(error)
 
-    def _put(self, ok: bool, value: Any) -> None:
+    def _settle(self, outcome: tuple[T] | BaseException) -> None:
         if self.done:
             return  # answered already; an asker that went away simply never reads it
         self.done = True
-        self._ok, self._value = ok, value
+        self._outcome = outcome
         self._event.set()
 
     async def wait(self) -> T:
         await self._event.wait()
-        if self._ok:
-            return self._value  # type: ignore[no-any-return]
-        raise self._value
+        outcome = self._outcome
+        if isinstance(outcome, tuple):
+            return outcome[0]
+        raise outcome
 
 
-async def ask(send: Callable[[Any], Awaitable[None]], make: Callable[[Reply[T]], Any]) -> T:
+async def ask(send: Callable[[M], Awaitable[None]], make: Callable[[Reply[T]], M]) -> T:
     """Send `make(reply)` with `send` and wait for the answer.
 
     Cancel the caller's scope to stop waiting; a late answer is dropped.

@@ -14,7 +14,7 @@ and assignment/revocation of partitions to a group member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Callable, Literal, Protocol, Sequence
+from typing import AsyncContextManager, AsyncGenerator, AsyncIterator, Callable, Literal, Protocol, Sequence
 
 from protocol.keys import SigningKey
 from protocol.messages import InboxEntry, StatusEvent
@@ -75,8 +75,8 @@ class Bus(Protocol):
         suite does not check it, and the consumer decides `maybe_sent` without it.
         """
 
-    def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
-        """Join the group; yields each change of this member's partitions (closing the stream leaves the group).
+    def assignments(self, group: str, topics: Sequence[str]) -> AsyncGenerator[Assignment, None]:
+        """Join the group; yields each change of this member's partitions (closing the stream, aclose(), leaves the group).
 
         The first change assigns the member its share of every partition of `topics` (a lone
         member: all of them, once); a member's partitions change only when the group's
@@ -229,6 +229,19 @@ class State(Protocol):
     def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]:
         """Subscribed once the block is entered, until it ends; never replays earlier messages."""
 
+    # -- recent pushes for resume: capped lists, per user, with a TTL, so a client resumes on any edge
+
+    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+        """Append `item` to the list `key`, keep only its newest `max_items`, and make the whole list
+        expire `ttl_s` after this append; atomically (Redis: RPUSH, LTRIM key -max_items -1 and EXPIRE
+        in one script). Once it returns, `recent(key)` from any client sees the item until it is trimmed
+        or the list expires. A backend may drop whole lists under memory pressure, least recently
+        appended first (embedded: a bound on all items together; Redis: its maxmemory policy).
+        """
+
+    async def recent(self, key: str) -> list[bytes]:
+        """The items of the list `key`, oldest first; [] if there is none (never appended to, or expired)."""
+
 
 class BrokerLost(Exception):
     """A node's subscription ended: what was published to it since may not have arrived (a Redis
@@ -270,19 +283,6 @@ class Broker(Protocol):
 
     def subscriber(self) -> AsyncContextManager[BrokerSubscription]:
         """This node's subscription, subscribed to nobody yet; leaving the block unsubscribes it from everyone."""
-
-    # -- recent pushes for resume: capped lists, per user, with a TTL, so a client resumes on any edge
-
-    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
-        """Append `item` to the list `key`, keep only its newest `max_items`, and make the whole list
-        expire `ttl_s` after this append; atomically (Redis: RPUSH, LTRIM key -max_items -1 and EXPIRE
-        in one script). Once it returns, `recent(key)` from any client sees the item until it is trimmed
-        or the list expires. A backend may drop whole lists under memory pressure, least recently
-        appended first (embedded: a bound on all items together; Redis: its maxmemory policy).
-        """
-
-    async def recent(self, key: str) -> list[bytes]:
-        """The items of the list `key`, oldest first; [] if there is none (never appended to, or expired)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,23 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 import trio
 
 log = logging.getLogger("herald.supervisor")
 
-ChildRun = Callable[..., Awaitable[None]]
+
+
+class ChildRun(Protocol):
+    """A child's `run`: it calls `task_status.started()` (with a value or none) once it is ready.
+
+    The supervisor hands it a status that takes any value (`TaskStatus[object]`), which a
+    child typed `TaskStatus[None]`, `TaskStatus[list[str]]`... accepts (TaskStatus is
+    contravariant in its value).
+    """
+
+    def __call__(self, *, task_status: trio.TaskStatus[object]) -> Awaitable[None]: ...
 
 
 class Restart(enum.Enum):
@@ -40,7 +50,7 @@ class RestartPolicy:
 
     def backoff(self, recent_restarts: int) -> float:
         """Delay before the next restart, given the restarts already in the window."""
-        return min(self.backoff_max_s, self.backoff_initial_s * (2 ** max(0, recent_restarts - 1)))
+        return min(self.backoff_max_s, self.backoff_initial_s * (2.0 ** max(0, recent_restarts - 1)))
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,11 @@ class ChildStatistics:
 class _Readiness:
     """Passes the first `started()` up to the supervisor; ignores those of restarts."""
 
-    outer: Any
+    outer: trio.TaskStatus[object]
     first: bool = True
     ready: bool = False
 
-    def started(self, value: Any = None) -> None:
+    def started(self, value: object = None) -> None:
         self.ready = True
         if self.first:
             self.first = False
@@ -90,7 +100,7 @@ class Supervisor:
         self._stopping = trio.Event()
         self._stats = {spec.name: ChildStatistics(spec.name) for spec in self.children}
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for spec in self.children:
                 await nursery.start(self._supervise, spec)
@@ -112,7 +122,7 @@ class Supervisor:
     def statistics(self) -> list[ChildStatistics]:
         return [ChildStatistics(**vars(s)) for s in self._stats.values()]
 
-    async def _supervise(self, spec: ChildSpec, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _supervise(self, spec: ChildSpec, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
         stats = self._stats[spec.name]
         readiness = _Readiness(task_status)
         crashes: deque[float] = deque()

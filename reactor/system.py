@@ -17,8 +17,6 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
 import trio
 
 from .supervisor import Supervisor
@@ -53,7 +51,7 @@ class System:
     def supervisors(self) -> list[Supervisor]:
         return [stage.supervisor for stage in self._stages]
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[System] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for step in self._plan:
                 for supervisor in [step] if isinstance(step, Supervisor) else await step():
@@ -65,7 +63,7 @@ class System:
             for stage in reversed(self._stages):
                 await self._stop_stage(stage)
 
-    async def _run_stage(self, stage: _Stage, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_stage(self, stage: _Stage, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             with stage.scope:
                 await stage.supervisor.run(task_status=task_status)
@@ -85,7 +83,7 @@ class System:
         log.info("stage %s stopped", name)
 
 
-async def handle_signals(system: System, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def handle_signals(system: System, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Turn the first SIGTERM/SIGINT into a graceful shutdown; a second one cancels hard."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()

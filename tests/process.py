@@ -58,7 +58,7 @@ async def _read_lines(stream: trio.abc.ReceiveStream, sink: list[str], ready: tr
             match = re.match(r"herald: API key in (\S+)", line)
             if match:
                 server.key_file = Path(match.group(1))
-                server.api_key = server.key_file.read_text().strip()
+                server.api_key = (await trio.Path(server.key_file).read_text()).strip()
                 ready.set()
     ready.set()
 

@@ -9,8 +9,8 @@ listing reads the Store port.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import trio
@@ -21,19 +21,26 @@ from protocol.channels import Channel
 from protocol.ids import is_notification_id
 from protocol.messages import decode_delivery
 from protocol.problems import FieldError, Problem
-from reactor.ask import ActorCrashed, ask
+from reactor.ask import ActorCrashed, Reply, ask
 from reactor.clock import iso
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
 from reactor.ports import DeadLetter, DlqFilter
 
-from ..jobs import KEEP_FINISHED, JobKind, JobsBusy, JobStatus, StartJob
+from ..jobs import KEEP_FINISHED, JobKind, JobMessage, JobsBusy, JobStatus, StartJob
 from ..messages import CircuitQuery
-from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, limit_param, read_body, time_param
+from .errors import (
+    ProblemError, authorize, bad_param, decode_body, integer_param, json_response, limit_param, read_body, served, time_param,
+)
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
+
+T = TypeVar("T")
 
 _selection_decoder = msgspec.json.Decoder(DlqSelection)
 
 
-def blueprint(gw: Any) -> Blueprint:
+def blueprint(gw: Gateway) -> Blueprint:
     bp = Blueprint("admin", __name__)
 
     @bp.get("/v1/admin/circuits")
@@ -51,8 +58,9 @@ def blueprint(gw: Any) -> Blueprint:
         cursor = integer_param("cursor", args.get("cursor"), 0, 2**63 - 1, "invalid cursor") or 0
         limit = limit_param(args.get("limit"))
         selection = DlqFilter(channel=channel, before_ms=time_param("before", args.get("before")))
-        entries, next_id = await gw.dead_letters.list(selection, cursor, limit)
-        total = await gw.dead_letters.count(channel)  # the channel's whole queue, `before` or not
+        dead_letters = served(gw.dead_letters, "dead-letter queue")
+        entries, next_id = await dead_letters.list(selection, cursor, limit)
+        total = await dead_letters.count(channel)  # the channel's whole queue, `before` or not
         page = DeadLetterPage([_dead_letter_view(e) for e in entries], None if next_id is None else str(next_id), total)
         return json_response(page)
 
@@ -73,7 +81,7 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/admin/jobs/<job_id>")
     async def get_job(job_id: str) -> Response:
         await authorize(gw, "admin")
-        view = await _ask_jobs(gw, lambda reply: JobStatus(job_id, reply))
+        view: JobView | None = await _ask_jobs(gw, lambda reply: JobStatus(job_id, reply))
         if view is None:
             raise ProblemError(Problem("Not Found", 404, (
                 f"no job {job_id[:64]!r} on this node: jobs are kept in the memory of the node that runs them, so a restart "
@@ -88,17 +96,17 @@ def blueprint(gw: Any) -> Blueprint:
 _JOBS_RETRY_S = 5
 
 
-async def _ask_jobs(gw: Any, make: Any) -> Any:
+async def _ask_jobs(gw: Gateway, make: Callable[[Reply[T]], JobMessage]) -> T:
     """Ask the Jobs actor (503 when it is not running here: stopping)."""
     try:
         with trio.fail_after(gw.query_timeout_s * 10):
-            return await ask(gw.jobs.send, make)
+            return await ask(served(gw.jobs, "jobs mailbox").send, make)
     except (MailboxClosed, MailboxFull, ActorCrashed, trio.TooSlowError) as exc:
         raise ProblemError(Problem("Service Unavailable", 503, f"the jobs actor did not answer: {exc!r}"),
                            {"Retry-After": str(_JOBS_RETRY_S)}) from None
 
 
-async def start_job(gw: Any, kind: JobKind, selection: DlqFilter) -> Response:
+async def start_job(gw: Gateway, kind: JobKind, selection: DlqFilter) -> Response:
     """202 with the job queued, and where to follow it."""
     try:
         view: JobView = await _ask_jobs(gw, lambda reply: StartJob(kind, selection, reply))

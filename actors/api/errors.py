@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from quart import Response, request
@@ -15,7 +15,11 @@ from reactor.clock import parse_iso
 
 from ..domain.api_keys import Caller
 
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
+
 _json = msgspec.json.Encoder()
+T = TypeVar("T")
 
 
 class ProblemError(Exception):
@@ -65,16 +69,27 @@ def bad_param(name: str, message: str) -> ProblemError:
     return ProblemError(Problem("Invalid request", 400, f"{name}: {message}", errors=[FieldError(name, message)]))
 
 
+def served(service: T | None, name: str) -> T:
+    """A Gateway field that only some roles have (gateway.py), for a route of an area that needs it.
+
+    Set on every node whose role serves the area: a route of another role's area is not
+    registered there (it answers 421), so a route never meets None; if one did, the error names it.
+    """
+    if service is None:
+        raise RuntimeError(f"this node's gateway has no {name}: its role does not serve the route")
+    return service
+
+
 SCOPES = ("send", "read", "admin")
 _REALM = 'Bearer realm="herald"'
 
 
-async def authorize(gw: Any, scope: str) -> Caller:
+async def authorize(gw: Gateway, scope: str) -> Caller:
     """The caller of the current Quart request; see check_access."""
     return await check_access(gw, request.headers.get("Authorization"), scope)
 
 
-async def check_access(gw: Any, header: str | None, scope: str) -> Caller:
+async def check_access(gw: Gateway, header: str | None, scope: str) -> Caller:
     """The caller, if its API key is valid, within its rate limit and grants `scope` (one of SCOPES).
 
     401 (with WWW-Authenticate) without a valid key, 429 (with Retry-After) over the
@@ -107,16 +122,15 @@ async def check_access(gw: Any, header: str | None, scope: str) -> Caller:
     return caller
 
 
-async def read_body(gw: Any) -> bytes:
+async def read_body(gw: Gateway) -> bytes:
     """The request body, refused with 413 past the configured size."""
     length = request.content_length
     if length is not None and length > gw.max_body_bytes:
         raise ProblemError(Problem("Payload Too Large", 413, f"body over {gw.max_body_bytes} bytes"))
-    body: bytes = await request.get_data(cache=False, as_text=False)
-    return body
+    return await request.get_data(cache=False, as_text=False, parse_form_data=False)  # parse_form_data: False, as by default
 
 
-def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     """Decode with a schema; a problem naming the field if it does not fit."""
     try:
         return decoder.decode(body)

@@ -10,7 +10,9 @@ Every other request, and any other method on this path, goes to the Quart app.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 from protocol.problems import Problem
 
@@ -18,6 +20,9 @@ from .errors import Answer, ProblemError, check_access, problem_answer
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .notifications import submit_notification
 from .request_rules import check, query_names
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
 
 log = logging.getLogger("herald.gateway")
 
@@ -27,27 +32,24 @@ _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode()
 _CONTENT_LENGTH = b"content-length"
 _CONTENT_TYPE = b"content-type"
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
-
-
 class _TooLarge(Exception):
     pass
 
 
 class FastSubmit:
-    def __init__(self, app: ASGIApp, gw: Any) -> None:
+    def __init__(self, app: ASGIFramework, gw: Gateway) -> None:
         self.app = app
         self.gw = gw
         self.served = 0
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
             await self._respond(send, await self._answer(scope, receive))
             self.served += 1
         else:
             await self.app(scope, receive, send)
 
-    async def _answer(self, scope: dict[str, Any], receive: Any) -> Answer:
+    async def _answer(self, scope: HTTPScope, receive: ASGIReceiveCallable) -> Answer:
         gw = self.gw
         if gw.draining.is_set():
             return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
@@ -68,7 +70,7 @@ class FastSubmit:
             log.exception("unhandled error on POST %s", PATH)
             return problem_answer(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))
 
-    async def _read_body(self, receive: Any, content_length: bytes | None) -> bytes:
+    async def _read_body(self, receive: ASGIReceiveCallable, content_length: bytes | None) -> bytes:
         limit = self.gw.max_body_bytes
         if content_length is not None and content_length.isdigit() and int(content_length) > limit:
             raise _TooLarge
@@ -76,7 +78,7 @@ class FastSubmit:
         size = 0
         while True:
             message = await receive()
-            if message["type"] == "http.disconnect":
+            if message["type"] != "http.request":  # http.disconnect, the only other event of an HTTP request
                 raise _TooLarge if size > limit else ProblemError(Problem("Bad Request", 400, "the client went away"))
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -87,8 +89,8 @@ class FastSubmit:
                 return b"".join(chunks)
 
     @staticmethod
-    async def _respond(send: Any, answer: Answer) -> None:
+    async def _respond(send: ASGISendCallable, answer: Answer) -> None:
         headers = [(b"content-type", answer.content_type.encode()), (b"content-length", str(len(answer.body)).encode())]
         headers += [(name.lower().encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -108,7 +107,7 @@ def _blueprints(gw: Gateway) -> dict[str, Blueprint]:
     if gw.templates is not None:
         areas["templates"] = template_routes.blueprint(gw, gw.templates)
     if gw.users is not None:
-        areas["users"] = users.blueprint(gw)
+        areas["users"] = users.blueprint(gw, gw.users)
     if gw.sandbox_faults is not None:
         areas["sandbox"] = sandbox.blueprint(gw, gw.sandbox_faults)
     return areas
@@ -228,14 +227,14 @@ class FrontEnd:
     def stop(self) -> None:
         self.gw.draining.set()
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[list[str] | None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.gw.draining.is_set():
             task_status.started()
             return
 
-        class _Status:
-            def started(inner, binds: list[str]) -> None:  # noqa: N805
-                self.binds = binds
+        class _Status:  # a trio.TaskStatus[list[str]]: serve() calls started(binds) once it listens
+            def started(inner, binds: list[str] | None = None) -> None:  # noqa: N805
+                self.binds = binds or []
                 self.gw.ready = True
                 task_status.started(binds)
 

@@ -50,6 +50,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
@@ -57,7 +58,7 @@ from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, H11SendableEvent, LifespanState
 from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr, wrap_app
 
 log = logging.getLogger("herald.http")
@@ -102,7 +103,7 @@ class ClosingH11(H11Protocol):
             # not serve: 404) without ending itself, so Hypercorn would keep the connection open: end it.
             await self._maybe_recycle()
 
-    async def stream_send(self, event: Any) -> None:
+    async def stream_send(self, event: StreamEvent) -> None:
         if isinstance(event, Response) and event.status_code >= 200:
             body_pending = self.connection.their_state is h11.SEND_BODY  # answered before the request's body arrived
             if (body_pending or self._ambiguous) and not _says_close(event.headers):
@@ -114,7 +115,7 @@ class ClosingH11(H11Protocol):
         which is answered 400 here: a client's malformed bytes never get a 5xx."""
         await super()._send_error_response(400 if status_code >= 500 else status_code)
 
-    async def _send_h11_event(self, event: Any) -> None:
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
         """An event h11 refuses to send (the connection's state does not allow it) closes the connection."""
         try:
             data = self.connection.send(event)
@@ -289,12 +290,12 @@ class GuardedConnection(TCPServer):
 
 
 async def serve(
-    app: Any,
+    app: ASGIFramework,
     config: Config,
     *,
     shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
     errors: ConnectionErrors | None = None,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI app on `config.bind` until `shutdown_trigger` returns, then drain for `config.graceful_timeout`.
 
@@ -303,10 +304,10 @@ async def serve(
     check_version()
     if config.quic_bind:
         raise ValueError("actors/api/http_server.py serves no HTTP/3 (QUIC)")
-    app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     config.set_statsd_logger_class(StatsdLogger)
     lifespan_state: LifespanState = {}
-    lifespan = Lifespan(app, config, lifespan_state)
+    lifespan = Lifespan(wrapped, config, lifespan_state)
     max_requests = None if config.max_requests is None else config.max_requests + randint(0, config.max_requests_jitter)
     context = WorkerContext(max_requests)
     on_error = errors if errors is not None else ConnectionErrors()
@@ -321,6 +322,8 @@ async def serve(
             listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = []
             binds: list[str] = []
             for sock in sockets.secure_sockets:
+                if ssl_context is None:  # hypercorn makes TLS sockets only with a certificate set
+                    raise RuntimeError("TLS sockets without an SSL context")
                 sock.listen(config.backlog)
                 plain = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                 listeners.append(trio.SSLListener(plain, ssl_context, https_compatible=True))
@@ -333,7 +336,7 @@ async def serve(
                 await config.log.info(f"Running on {bind}")
 
             state = ConnectionState(lifespan_state.copy())
-            handler = partial(_connection, app, config, context, state, on_error)
+            handler = partial(_connection, wrapped, config, context, state, on_error)
             task_status.started(binds)
             try:
                 async with trio.open_nursery(strict_exception_groups=True) as nursery:
@@ -355,6 +358,7 @@ async def serve(
 
 
 async def _connection(
-    app: Any, config: Config, context: WorkerContext, state: ConnectionState, on_error: ConnectionErrors, stream: Any
+    app: AppWrapper, config: Config, context: WorkerContext, state: ConnectionState, on_error: ConnectionErrors,
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
 ) -> None:
     await GuardedConnection(app, config, context, state, stream, on_error=on_error).run()

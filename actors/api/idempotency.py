@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import msgspec
 import trio
@@ -119,7 +119,10 @@ class Idempotency:
                 return _problem(409, "Request in progress", detail, {"Retry-After": "1"})
             event = self._inflight.get(name)
             with trio.move_on_after(min(deadline - now, POLL_S if event is None else self.lease_s)):
-                await (event.wait() if event is not None else trio.sleep_forever())
+                if event is not None:
+                    await event.wait()
+                else:
+                    await trio.sleep_forever()
 
     async def _first(self, name: str, pending: _Entry, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
         event = self._inflight[name] = trio.Event()
@@ -150,7 +153,7 @@ class Idempotency:
         self._stopped = True
         self._wake.set()
 
-    async def keep_leases(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_leases(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Renew the pending lease of every request of this process that has run for RENEW_S, until stop().
 
         It sleeps while no request holds a lease, and otherwise until the oldest one is due."""

@@ -4,7 +4,7 @@ rotate the signing key (`herald keys`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
@@ -29,6 +29,10 @@ from reactor.ports import SigningKeyStore, StoredKey
 from ..domain.tokens import CurrentKeyError, SigningKeys
 from ..services.credentials import ApiKeys, retire_signing_key, rotate_signing_keys
 from .errors import ProblemError, authorize, decode_body, json_response, read_body
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from ..config import Config
+    from .gateway import Gateway
 
 _request_decoder = msgspec.json.Decoder(KeyRequest)
 
@@ -67,7 +71,7 @@ def signing_key_list(ring: SigningKeys) -> SigningKeyList:
     return SigningKeyList([SigningKeyView(k.kid, iso(k.created_ms), k.kid == current) for k in ring.keys()])
 
 
-def blueprint(gw: Any) -> Blueprint:
+def blueprint(gw: Gateway) -> Blueprint:
     bp = Blueprint("keys", __name__)
 
     @bp.post("/v1/admin/keys")
@@ -135,9 +139,9 @@ def blueprint(gw: Any) -> Blueprint:
     return bp
 
 
-async def offline(config: Any, action: str, *, scopes: Sequence[str] = (), name: str = "",
+async def offline(config: Config, action: str, *, scopes: Sequence[str] = (), name: str = "",
                   rate_per_s: float | None = None, burst: float | None = None, key_id: str = "",
-                  retire_previous: bool = False) -> tuple[bool, Any]:
+                  retire_previous: bool = False) -> tuple[bool, object]:
     """`herald keys --offline`: the admin routes' work on the configured key store and signing key ring,
     opened without a node (beside a running one: these two ports allow it); (ok, what to print)."""
     private_umask()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 from quart import Blueprint, Response, request
@@ -41,48 +42,54 @@ from .errors import (
     limit_param,
     problem_answer,
     read_body,
+    served,
     time_param,
     to_response,
 )
 from .subscriber import throttle_issue
 
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
+
 _request_decoder = msgspec.json.Decoder(NotificationRequest)
 _token_decoder = msgspec.json.Decoder(TokenRequest)
 
 
-def _nowait(mailbox: Mailbox[Any]) -> Any:
-    async def send(message: Any) -> None:
+M = TypeVar("M")
+
+
+def _nowait(mailbox: Mailbox[M]) -> Callable[[M], Awaitable[None]]:
+    async def send(message: M) -> None:
         mailbox.send_nowait(message)
 
     return send
 
 
-async def submit_notification(gw: Any, caller: Caller, body: bytes, idempotency_key: str | None) -> Answer:
+async def submit_notification(gw: Gateway, caller: Caller, body: bytes, idempotency_key: str | None) -> Answer:
     """POST /v1/notifications once authorized and read: the core both the Quart route and the ASGI fast path run.
 
     Idempotency keys are the caller's own: two API keys never see each other's answers."""
     scope = f"{caller.key_id}:POST /v1/notifications"
-    return await gw.idempotency.run(scope, idempotency_key, body, lambda: _submit(gw, body))
+    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda: _submit(gw, body))
 
 
-async def _submit(gw: Any, body: bytes) -> Answer:
+async def _submit(gw: Gateway, body: bytes) -> Answer:
     try:
         submission = decode_body(_request_decoder, body)
     except ProblemError as error:
         return problem_answer(error.problem)  # returned, not raised: the idempotency record keeps it
     try:
-        result = await ask(_nowait(gw.ingress), lambda reply: Submit(submission, reply))
+        result: Receipt | Problem = await ask(_nowait(served(gw.ingress, "ingress mailbox")), lambda reply: Submit(submission, reply))
     except MailboxFull:
         return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
     except MailboxClosed:
         return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
     if isinstance(result, Problem):
         return problem_answer(result)
-    assert isinstance(result, Receipt)
     return json_answer(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
 
 
-def blueprint(gw: Any) -> Blueprint:
+def blueprint(gw: Gateway) -> Blueprint:
     bp = Blueprint("notifications", __name__)
 
     @bp.post("/v1/notifications")

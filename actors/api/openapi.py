@@ -634,7 +634,7 @@ NOT_IN_SPEC: dict[str, str] = {
     "/v1/ws": "the WebSocket: OpenAPI does not describe WebSockets; see the document's `x-websockets`",
 }
 
-WEBSOCKET = {
+WEBSOCKET: dict[str, dict[str, Any]] = {  # x-websockets: a fragment of the JSON document, as the rest of it below
     "/v1/ws": {
         "summary": "The live session over a WebSocket",
         "description": (

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
@@ -54,9 +54,12 @@ from ..services.credentials import learn_kid
 from ..messages import RecordEvents, Register, Unregister
 from ..registry import Outgoing, Session
 from . import websocket_limit
-from .errors import ProblemError, bad_param, json_response, limit_param, number_param, retry_after
+from .errors import ProblemError, bad_param, json_response, limit_param, number_param, retry_after, served
 from .replay import Replay, belongs_to_another_user
 from .subscriber import Subscriber, subscriber, token_id
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
 
 _PONG = frame_encoder.encode(Pong())
 POLL_DEFAULT_S = 30.0
@@ -92,7 +95,7 @@ class TokenExpiry:
         return False
 
 
-def blueprint(gw: Any) -> Blueprint:
+def blueprint(gw: Gateway) -> Blueprint:
     """The /v1/ws, /v1/sse and /v1/poll routes."""
     bp = Blueprint("realtime", __name__)
 
@@ -178,7 +181,7 @@ def _too_many_sessions(detail: str) -> ProblemError:
 
 
 @asynccontextmanager
-async def registered(gw: Any, session: Session) -> AsyncIterator[Session]:
+async def registered(gw: Gateway, session: Session) -> AsyncIterator[Session]:
     """Register the session for the block's duration, within the caps.
 
     TooManySessions if the user or token is at its cap, MailboxClosed if the node is stopping.
@@ -187,7 +190,7 @@ async def registered(gw: Any, session: Session) -> AsyncIterator[Session]:
     if refusal is not None:
         raise TooManySessions(refusal)
     try:
-        await gw.registry.send(Register(session))
+        await served(gw.registry, "registry mailbox").send(Register(session))
         gw.sessions_opened += 1
         try:
             yield session
@@ -195,14 +198,14 @@ async def registered(gw: Any, session: Session) -> AsyncIterator[Session]:
             session.close(1000, "")
             with trio.CancelScope(shield=True):
                 try:
-                    await gw.registry.send(Unregister(session))
+                    await served(gw.registry, "registry mailbox").send(Unregister(session))
                 except MailboxClosed:
                     pass
     finally:
         gw.limits.caps.release(session)
 
 
-async def _next_item(gw: Any, session: Session) -> Outgoing | None:
+async def _next_item(gw: Gateway, session: Session) -> Outgoing | None:
     """The next outbound frame; None once the session is closed or the node drains (callers bound the wait)."""
     try:
         return session.outbound.receive_nowait()
@@ -235,7 +238,7 @@ async def _next_item(gw: Any, session: Session) -> Outgoing | None:
 # -- WebSocket
 
 
-async def _serve_websocket(gw: Any, who: Subscriber, last_id: str | None) -> None:
+async def _serve_websocket(gw: Gateway, who: Subscriber, last_id: str | None) -> None:
     """Hold live frames until the client's first frame (a sync replays before them), or resume at once from ?last_id=."""
     session = Session(who.user_id, gw.session_queue, hold=True, token_id=token_id(who.token))
     try:
@@ -247,7 +250,7 @@ async def _serve_websocket(gw: Any, who: Subscriber, last_id: str | None) -> Non
         await websocket.close(CloseCode.TOO_MANY_SESSIONS, "too many sessions for this user or token; reconnect later")
 
 
-async def _websocket_loop(gw: Any, session: Session, last_id: str | None, expiry: TokenExpiry) -> None:
+async def _websocket_loop(gw: Gateway, session: Session, last_id: str | None, expiry: TokenExpiry) -> None:
     last_seen = trio.current_time()
     async with trio.open_nursery() as nursery:
 
@@ -269,7 +272,9 @@ async def _websocket_loop(gw: Any, session: Session, last_id: str | None, expiry
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
 
         async def expiry_watch() -> None:
-            while not expiry.expired():
+            # Not a busy wait (ASYNC110): one sleep to the token's deadline, and another only if
+            # the wall clock has not reached the expiry there yet. No task could set an Event.
+            while not expiry.expired():  # noqa: ASYNC110
                 await trio.sleep_until(expiry.deadline)
             session.close(CloseCode.TOKEN_EXPIRED, _TOKEN_EXPIRED)
 
@@ -313,7 +318,7 @@ async def _release(session: Session) -> int:
     return count
 
 
-async def _websocket_sync(gw: Any, session: Session, last_id: str | None) -> None:
+async def _websocket_sync(gw: Gateway, session: Session, last_id: str | None) -> None:
     """Replay what the client missed after `last_id` (everything retained when None), then `synced` with the count sent."""
     if last_id is not None and not is_notification_id(last_id):
         await _release(session)
@@ -321,7 +326,7 @@ async def _websocket_sync(gw: Any, session: Session, last_id: str | None) -> Non
         return
     session.hold()
     count = 0
-    replay = Replay(gw.logstore, gw.registry, session, last_id)
+    replay = Replay(gw.logstore, served(gw.registry, "registry mailbox"), session, last_id)
     while page := await replay.next_page():
         for item in page:
             if await session.put(item):
@@ -330,7 +335,7 @@ async def _websocket_sync(gw: Any, session: Session, last_id: str | None) -> Non
     await session.put(Outgoing("synced", None, frame_encoder.encode(Synced(count))))
 
 
-async def _ack(gw: Any, session: Session, notification_id: str) -> None:
+async def _ack(gw: Gateway, session: Session, notification_id: str) -> None:
     """RecordEvents an ack of a frame this session sent (once); an error frame for any other id."""
     if not session.was_sent(notification_id):
         await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session"))))
@@ -347,7 +352,7 @@ def _delivered(session: Session, notification_id: str, how: str) -> StatusEvent:
     )
 
 
-async def _handed_over(gw: Any, session: Session, items: list[Outgoing], how: str) -> None:
+async def _handed_over(gw: Gateway, session: Session, items: list[Outgoing], how: str) -> None:
     """SSE and long-poll have no ack: a notification handed to the client is `delivered` (once per session).
 
     Called once the frames are written (SSE) or in the answer (poll). The Recorder may be
@@ -378,7 +383,7 @@ def _sse_error(detail: str, code: int) -> bytes:
     return sse_event(Outgoing("error", None, frame_encoder.encode(ErrorFrame(detail, code))))
 
 
-async def _sse_stream(gw: Any, who: Subscriber, last_id: str | None) -> AsyncIterator[bytes]:
+async def _sse_stream(gw: Gateway, who: Subscriber, last_id: str | None) -> AsyncIterator[bytes]:
     """The event stream: replay after last_id (when given), `synced`, then live events and heartbeat comments.
 
     It ends when the session closes (slow consumer, token expired: an `error` event says
@@ -392,11 +397,11 @@ async def _sse_stream(gw: Any, who: Subscriber, last_id: str | None) -> AsyncIte
             yield b"retry: 1000\n\n"
             count = 0
             if last_id is not None:
-                replay = Replay(gw.logstore, gw.registry, session, last_id)
+                replay = Replay(gw.logstore, served(gw.registry, "registry mailbox"), session, last_id)
                 while page := await replay.next_page():
-                    for item in page:
+                    for replayed in page:
                         count += 1
-                        yield sse_event(item)
+                        yield sse_event(replayed)
                     await _handed_over(gw, session, page, _OVER_SSE)
                 while (held := session.take_held()) is not None:
                     count += 1
@@ -427,12 +432,12 @@ async def _sse_stream(gw: Any, who: Subscriber, last_id: str | None) -> AsyncIte
 # -- long-poll
 
 
-async def _caught_up(gw: Any, session: Session, after: str | None, limit: int) -> list[Outgoing]:
+async def _caught_up(gw: Gateway, session: Session, after: str | None, limit: int) -> list[Outgoing]:
     """What the user has after `after` (at most `limit`): the replay, else the frames held meanwhile."""
     items: list[Outgoing] = []
     if after is None:
         return items
-    replay = Replay(gw.logstore, gw.registry, session, after)
+    replay = Replay(gw.logstore, served(gw.registry, "registry mailbox"), session, after)
     while len(items) < limit and (page := await replay.next_page()):
         items.extend(page)
     del items[limit:]
@@ -442,7 +447,7 @@ async def _caught_up(gw: Any, session: Session, after: str | None, limit: int) -
     return items
 
 
-async def _arrivals(gw: Any, session: Session, limit: int) -> list[Outgoing]:
+async def _arrivals(gw: Gateway, session: Session, limit: int) -> list[Outgoing]:
     """The next frame to arrive and what came with it (at most `limit`); [] if the session closes or the node drains."""
     first = await _next_item(gw, session)
     if first is None:

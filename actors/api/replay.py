@@ -92,7 +92,7 @@ class Replay:
     async def _start(self) -> None:
         """Take the user's recent pushes (through the registry: see the module's docstring) and decide where the replay starts."""
         user_id = self.session.user_id
-        recent = await ask(self.registry.send, lambda reply: Recent(user_id, reply))
+        recent: list[tuple[str, bytes]] = await ask(self.registry.send, lambda reply: Recent(user_id, reply))
         if self.last_id is None:
             self._tail = recent
             self._phase = "inbox"

@@ -10,7 +10,7 @@ channel without a sandbox client (web, or one whose client was replaced) is a 40
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from quart import Blueprint, Response
@@ -22,10 +22,13 @@ from protocol.problems import FieldError, Problem
 from ..clients.faults import SandboxFaults
 from .errors import ProblemError, authorize, decode_body, json_response, read_body
 
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
+
 _spec_decoder = msgspec.json.Decoder(FaultSpec)
 
 
-def blueprint(gw: Any, faults: SandboxFaults) -> Blueprint:
+def blueprint(gw: Gateway, faults: SandboxFaults) -> Blueprint:
     bp = Blueprint("sandbox", __name__)
 
     def sandbox_channel(name: str) -> Channel:

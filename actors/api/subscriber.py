@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from quart import request
 
@@ -33,6 +33,10 @@ from ..domain.tokens import InvalidToken, read_token
 from ..services.credentials import learn_kid
 from ..registry import Session
 from .errors import ProblemError, authorize, retry_after
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
+
 
 class SessionCaps:
     """How many sessions each user and each subscriber token holds on this node, within caps.
@@ -123,7 +127,7 @@ def too_many_requests(field: str, detail: str, wait_s: float) -> ProblemError:
     return ProblemError(problem, {"Retry-After": retry_after(wait_s)})
 
 
-async def throttle_user(gw: Any, user_id: str, field: str = "Authorization") -> None:
+async def throttle_user(gw: Gateway, user_id: str, field: str = "Authorization") -> None:
     """Take one request from the user's subscriber bucket; 429 with Retry-After when it is empty."""
     wait = await gw.limits.take(user_id)
     if wait > 0:
@@ -131,7 +135,7 @@ async def throttle_user(gw: Any, user_id: str, field: str = "Authorization") -> 
         raise too_many_requests(field, detail, wait)
 
 
-async def throttle_issue(gw: Any, key_id: str) -> None:
+async def throttle_issue(gw: Gateway, key_id: str) -> None:
     """Take one token issuance from the API key's bucket; 429 with Retry-After when it is empty."""
     wait = await gw.limits.take_issue(key_id)
     if wait > 0:
@@ -163,7 +167,7 @@ def _unauthorized(field: str, detail: str, *, invalid: bool) -> ProblemError:
     return ProblemError(Problem("Unauthorized", 401, detail, errors=[FieldError(field, detail)]), {"WWW-Authenticate": challenge})
 
 
-async def subscriber(gw: Any) -> Subscriber:
+async def subscriber(gw: Gateway) -> Subscriber:
     """The user the request's subscriber token (`?token=` or `Authorization: Bearer`) was issued for; 401 otherwise.
 
     The request counts against the user's rate (429 with Retry-After past it).
@@ -182,7 +186,7 @@ async def subscriber(gw: Any) -> Subscriber:
     return Subscriber(token.user_id, credential, token.expires_ms)
 
 
-async def authorize_user(gw: Any, user_id: str, scope: str) -> None:
+async def authorize_user(gw: Gateway, user_id: str, scope: str) -> None:
     """Let the request act for `user_id`: an API key granting `scope`, or a subscriber token issued for that user.
 
     A valid token for another user is refused with 403, an expired or tampered one with 401;

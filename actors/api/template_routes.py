@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from quart import Blueprint, Response, request
 
+from protocol.patterns import readable
 from protocol.problems import FieldError, Problem, field_of, invalid
 from protocol.template_schemas import TEMPLATE_ID_RE, Parts, RenderRequest, TemplateSpec, TemplateView, Variant, VersionInfo, VersionList
 from reactor.clock import iso
 
 from ..domain.rendering import InvalidTemplate
 from ..services.template_service import Loaded, TemplateExists, TemplateNotFound, TemplateService
-from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, read_body, readable
+from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, read_body
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
 
 _any_decoder = msgspec.json.Decoder()
 _render_decoder = msgspec.json.Decoder(RenderRequest)
@@ -107,7 +111,7 @@ async def _view(templates: TemplateService, loaded: Loaded) -> TemplateView:
     )
 
 
-def blueprint(gw: Any, templates: TemplateService) -> Blueprint:
+def blueprint(gw: Gateway, templates: TemplateService) -> Blueprint:
     """The /v1/templates routes, over a TemplateService."""
     bp = Blueprint("templates", __name__)
 

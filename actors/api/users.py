@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from quart import Blueprint, Response, request
@@ -24,7 +24,11 @@ from reactor.ports import DeviceRow
 
 from ..domain.preferences import InvalidUnsubscribeToken, check_preferences, verify_unsubscribe_token
 from ..services.credentials import learn_kid
+from ..services.user_directory import UserDirectory
 from .errors import ProblemError, authorize, bad_param, decode_body, json_response, read_body
+
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
 
 _preferences_decoder = msgspec.json.Decoder(Preferences)
 _device_decoder = msgspec.json.Decoder(DeviceRequest)
@@ -50,30 +54,30 @@ def _page(title: str, body: str, status: int = 200) -> Response:
     return Response(document, status=status, content_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
 
-def blueprint(gw: Any) -> Blueprint:
+def blueprint(gw: Gateway, directory: UserDirectory) -> Blueprint:
     bp = Blueprint("users", __name__)
 
     @bp.get("/v1/users/<user_id>/preferences")
     async def get_preferences(user_id: str) -> Response:
         await authorize(gw, "read")
-        return json_response(await gw.users.preferences(_user(user_id)))
+        return json_response(await directory.preferences(_user(user_id)))
 
     @bp.put("/v1/users/<user_id>/preferences")
     async def put_preferences(user_id: str) -> Response:
         await authorize(gw, "send")
         user_id = _user(user_id)
         prefs: Preferences = decode_body(_preferences_decoder, await read_body(gw))
-        errors = check_preferences(prefs, await gw.users.known_zones())
+        errors = check_preferences(prefs, await directory.known_zones())
         if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             raise ProblemError(Problem("Unprocessable preferences", 422, detail, errors=errors))
-        await gw.users.put_preferences(user_id, prefs, wall_ms())
+        await directory.put_preferences(user_id, prefs, wall_ms())
         return json_response(prefs)
 
     @bp.get("/v1/users/<user_id>/devices")
     async def get_devices(user_id: str) -> Response:
         await authorize(gw, "read")
-        rows = await gw.users.devices(_user(user_id))
+        rows = await directory.devices(_user(user_id))
         return json_response(DeviceList([_device_view(r) for r in rows]))
 
     @bp.post("/v1/users/<user_id>/devices")
@@ -81,7 +85,7 @@ def blueprint(gw: Any) -> Blueprint:
         await authorize(gw, "send")
         user_id = _user(user_id)
         wanted: DeviceRequest = decode_body(_device_decoder, await read_body(gw))
-        row = await gw.users.add_device(user_id, wanted.platform, wanted.token, wall_ms())
+        row = await directory.add_device(user_id, wanted.platform, wanted.token, wall_ms())
         return json_response(_device_view(row), 201)
 
     @bp.delete("/v1/users/<user_id>/devices/<token>")
@@ -89,7 +93,7 @@ def blueprint(gw: Any) -> Blueprint:
         await authorize(gw, "send")
         if not re.search(DEVICE_TOKEN_PATTERN, token):
             raise bad_param("token", PATTERN_SENTENCES[DEVICE_TOKEN_PATTERN])
-        if not await gw.users.remove_device(_user(user_id), token):
+        if not await directory.remove_device(_user(user_id), token):
             message = f"{user_id} has no device with this token"
             raise ProblemError(Problem("Not Found", 404, message, errors=[FieldError("token", message)]))
         return Response(b"", status=204)
@@ -122,7 +126,7 @@ def blueprint(gw: Any) -> Blueprint:
         # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click"; any body is accepted.
         user_id, category = await _claims()
         try:
-            await gw.users.opt_out(user_id, category, wall_ms())
+            await directory.opt_out(user_id, category, wall_ms())
         except ValueError as exc:
             raise ProblemError(Problem("Conflict", 409, str(exc), errors=[FieldError("opt_out", str(exc))])) from None
         if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":

@@ -41,7 +41,7 @@ from protocol.channels import Channel
 from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
 from protocol.header_safe import header_text_problem
 from protocol.problems import FieldError, field_of
-from protocol.template_schemas import Parts, SmsInfo, TemplateSpec, Variables
+from protocol.template_schemas import ChannelPart, EmailPart, Parts, PushPart, SmsInfo, SmsPart, TemplateSpec, Variables
 
 from .channel_limits import PUSH_MAX_BYTES, SMS_MAX_SEGMENTS, WEB_DATA_MAX_BYTES, push_payload_bytes, sms_info
 from .template_choice import choose_parts, locale_chain, normalize_locale, resolve_part, template_tag
@@ -361,7 +361,8 @@ def work_estimate(shape: Shape, data_bytes: int) -> int:
     one_pass = shape.nodes + shape.steps * (shape.depth + 1) + (shape.literal_chars + shape.tags * 6 * data_bytes) // 64
     if shape.depth == 0:
         return one_pass
-    return one_pass * (data_bytes // 2 + 1) ** min(shape.depth, MAX_NESTING)
+    repeats: int = (data_bytes // 2 + 1) ** min(shape.depth, MAX_NESTING)  # an int: the exponent is >= 1 (typeshed: Any)
+    return one_pass * repeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,13 +394,14 @@ class InvalidTemplate(ValueError):
         self.errors = errors
 
 
-def _part_sources(channel: Channel, part: Any) -> list[tuple[str, str, bool]]:
+def _part_sources(part: ChannelPart) -> list[tuple[str, str, bool]]:
     """(field name, source, html) of each Mustache source in one channel part."""
-    if channel is Channel.EMAIL:
+    found: list[tuple[str, str | None, bool]]
+    if isinstance(part, EmailPart):
         found = [("subject", part.subject, False), ("text", part.text, False), ("html", part.html, True)]
-    elif channel is Channel.SMS:
+    elif isinstance(part, SmsPart):
         found = [("text", part.text, False)]
-    elif channel is Channel.PUSH:
+    elif isinstance(part, PushPart):
         found = [("title", part.title, False), ("body", part.body, False)]
         found += [(f"data.{key}", value, False) for key, value in part.data.items()]
     else:
@@ -426,7 +428,7 @@ def _compile_locales(prefix: str, locales: Mapping[str, Parts], errors: list[Fie
                 continue
             path = f"{prefix}.{locale}.{channel.value}"
             fields = []
-            for name, source, html in _part_sources(channel, part):
+            for name, source, html in _part_sources(part):
                 try:
                     nodes = parse(source, html=html)
                 except TemplateSyntaxError as exc:

@@ -25,7 +25,6 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -189,7 +188,7 @@ class SharedSigningKeys:
         except Exception as exc:  # the store is unreachable: the token is refused as unknown, the node carries on
             log.warning("signing keys: could not read the stored ring for an unknown kid: %r", exc)
 
-    async def keep_fresh(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_fresh(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read the stored ring every `refresh_s` until stopped (with refresh_s None: only wait to be stopped)."""
         task_status.started()
         while not self._stop.is_set():

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 async def herald(cwd: Path, env: dict[str, str], *args: str, seconds: float = 30) -> subprocess.CompletedProcess[bytes]:
     """Run a `herald` command to its end (bounded), capturing stdout and stderr."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     with trio.fail_after(seconds):
         return await trio.run_process([*HERALD, *args], cwd=str(cwd), env=env, capture_stdout=True, capture_stderr=True, check=False)
 
@@ -34,7 +34,7 @@ async def herald(cwd: Path, env: dict[str, str], *args: str, seconds: float = 30
 @asynccontextmanager
 async def serving(cwd: Path, env: dict[str, str], *args: str) -> AsyncIterator[str]:
     """`herald serve` in `cwd` until the block ends; yields the URL it printed."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     async with serve_process([*HERALD, "serve", *args], cwd, env) as server:
         yield server.url
 

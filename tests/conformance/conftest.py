@@ -20,7 +20,7 @@ from trio.testing import MockClock
 
 pytest.register_assert_rewrite("tests.conformance.suites")  # a failed check says what it compared
 
-from tests.conformance.backends import BUS_TOPICS, Harness, Place, Servers, serving, set_clock
+from tests.conformance.backends import BUS_TOPICS, Harness, Place, Servers, serving, set_clock  # noqa: E402 (after the line above)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,7 +19,7 @@ import trio
 
 from actors.clients.call_log import CallLog, CountedClient, call_log_path, count_call_logs, count_calls, read_lines
 from protocol.channels import Channel
-from protocol.content import Content, Recipient, SmsContent
+from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 from tests.helpers import all_channels, http, running_node, wait_final

@@ -184,7 +184,7 @@ async def test_crash_without_stop_keeps_acknowledged_records_and_commits(tmp_pat
 
             for i in range(5):
                 nursery.start_soon(late, i)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             nursery.cancel_scope.cancel()
     ends = {p: max(o for (q, o) in acked if q == p) + 1 for p in range(3)}
 

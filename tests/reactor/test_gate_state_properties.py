@@ -244,6 +244,12 @@ class SharedBreakerMachine(RuleBasedStateMachine):
         for _ in range(k):
             self.report(worker, "failure")
 
+    @rule(first=worker_ids, second=worker_ids, k=st.integers(1, 5))
+    def failures_from_two_workers(self, first: int, second: int, k: int) -> None:
+        """Failures of two workers' calls, ending in turn (workers of one provider fail together in an outage)."""
+        for i in range(k):
+            self.report(first if i % 2 == 0 else second, "failure")
+
     @rule(worker=worker_ids, event=st.sampled_from(["success", "failure", "failure", "release"]))
     def report(self, worker: int, event: str) -> None:
         """The worker's call ends (or, with no call out, a stale report arrives)."""

@@ -65,11 +65,11 @@ class _Openable(Protocol):
     async def close(self) -> None: ...
 
 
-O = TypeVar("O", bound=_Openable)
+OpenableT = TypeVar("OpenableT", bound=_Openable)
 
 
 @asynccontextmanager
-async def _opened(resource: O) -> AsyncIterator[O]:
+async def _opened(resource: OpenableT) -> AsyncIterator[OpenableT]:
     """Open a store; close it however the block ends (shielded: a cancelled shutdown still closes its files)."""
     await resource.open()
     try:

@@ -27,10 +27,9 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -39,13 +38,14 @@ from reactor.ports import Assignment, BusRecord
 
 from .bus_errors import BusClosed, BusCorrupted, BusNotRunning, UnknownTopic
 from .group_commit import GroupCommit
-from .segment_log import FRAME_OVERHEAD, Partition, Segment, SegmentLog, delete_files, read_records, segment_base
+from .segment_log import FRAME_OVERHEAD, Partition, Segment, SegmentLog, Written, delete_files, read_records, segment_base
 
 log = logging.getLogger("herald.bus")
 _NOT_RUNNING = "EmbeddedBus is not running: start it first, e.g. `await nursery.start(bus.run)`"
 
 MiB = 1024 * 1024
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_PartitionWritten = tuple[Partition, list[BusRecord], Written]  # one partition's part of a group write
 
 
 @dataclass(eq=False)
@@ -107,8 +107,8 @@ class EmbeddedBus:
         self._groups: dict[str, list[_Member]] = {}  # each group's members, in the order they joined
         self._state = "new"  # new -> opening -> open -> stopping -> stopped (-> opening: run again)
         self._stop_requested = False
-        self._records_gc: GroupCommit[tuple[Partition, BusRecord], Any] | None = None
-        self._commits_gc: GroupCommit[tuple[str, Partition, int], Any] | None = None
+        self._records_gc: GroupCommit[tuple[Partition, BusRecord], list[_PartitionWritten]] | None = None
+        self._commits_gc: GroupCommit[tuple[str, Partition, int], int] | None = None
         self._log = SegmentLog(self.directory, self.topics, segment_bytes)  # the files; used from worker threads
         # Statistics (Trio thread).
         self._records = 0
@@ -121,7 +121,7 @@ class EmbeddedBus:
 
     # -- the service ---------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[EmbeddedBus] = trio.TASK_STATUS_IGNORED) -> None:
         """Open (recovering torn tails), signal readiness, write batches until stopped."""
         if self._state in ("opening", "open", "stopping"):
             raise RuntimeError("EmbeddedBus.run() is already running")
@@ -191,8 +191,8 @@ class EmbeddedBus:
                 key, value = bytes(key), bytes(value)
             count = self.topics.get(topic)
             if count is None:
-                self.partitions(topic)  # raises UnknownTopic
-            targets.append((self._parts[(topic, kafka_partition(key, count))], key, value))  # type: ignore[arg-type]
+                count = self.partitions(topic)  # raises UnknownTopic
+            targets.append((self._parts[(topic, kafka_partition(key, count))], key, value))
         queued: list[tuple[Partition, BusRecord]] = []
         result: list[tuple[int, int]] = []
         for part, key, value in targets:
@@ -267,13 +267,13 @@ class EmbeddedBus:
         await trio.lowlevel.checkpoint()
         return part.end
 
-    def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
+    def assignments(self, group: str, topics: Sequence[str]) -> AsyncGenerator[Assignment, None]:
         """Join the group: the member's share of the topics' partitions, then each change of it until the stream closes."""
         for topic in topics:
             self.partitions(topic)  # raises UnknownTopic now, not at the first change
         return self._member(group, _Member(frozenset(topics), set()))
 
-    async def _member(self, group: str, member: _Member) -> AsyncIterator[Assignment]:
+    async def _member(self, group: str, member: _Member) -> AsyncGenerator[Assignment, None]:
         members = self._groups.setdefault(group, [])
         members.append(member)
         self._wake(members)
@@ -390,7 +390,7 @@ class EmbeddedBus:
             doomed.append(part.segments.pop(0).path)
         return doomed
 
-    async def _write_records(self, items: list[tuple[Partition, BusRecord]]) -> list[tuple[Partition, list[BusRecord], Any]]:
+    async def _write_records(self, items: list[tuple[Partition, BusRecord]]) -> list[_PartitionWritten]:
         """Write and fdatasync each partition's records, the partitions concurrently.
 
         One thread per partition touched: concurrent fdatasyncs of different files share
@@ -403,7 +403,7 @@ class EmbeddedBus:
                 by_partition[part] = [record]
             else:
                 records.append(record)
-        written: list[tuple[Partition, list[BusRecord], Any]] = []
+        written: list[_PartitionWritten] = []
 
         async def write(part: Partition, records: list[BusRecord]) -> None:
             # Not abandoned on cancel: a write in progress always completes.
@@ -421,7 +421,7 @@ class EmbeddedBus:
     async def _write_commits_async(self, items: list[tuple[str, Partition, int]]) -> int:
         return await trio.to_thread.run_sync(self._log.write_commits, items)
 
-    def _publish_records(self, items: list[tuple[Partition, BusRecord]], written: list[tuple[Partition, list[BusRecord], Any]]) -> None:
+    def _publish_records(self, items: list[tuple[Partition, BusRecord]], written: list[_PartitionWritten]) -> None:
         self._batches += 1
         self._records += len(items)
         for part, records, (events, size, fsyncs) in written:

@@ -9,7 +9,7 @@ everything that arrived during the previous one. Kafka's `linger.ms` is `linger_
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import trio
 
@@ -52,7 +52,7 @@ class GroupCommit(Generic[T, R]):
     def __init__(
         self,
         write: Callable[[list[T]], Awaitable[R]],
-        publish: Callable[[list[T], R], Callable[[], Any] | None],
+        publish: Callable[[list[T], R], Callable[[], object] | None],
         linger_s: float,
     ) -> None:
         self._write = write

@@ -211,7 +211,7 @@ def _decode_key(cursor: str, shape: tuple[type, ...]) -> list[int | str]:
         raise ValueError("invalid cursor")
     for part, kind in zip(key, shape):
         # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
-        if type(part) is not kind or (kind is int and not -(2**63) <= part < 2**63):
+        if type(part) is not kind or (isinstance(part, int) and not -(2**63) <= part < 2**63):
             raise ValueError("invalid cursor")
     return key
 
@@ -537,7 +537,8 @@ class SqliteLogStore:
         """The user's notifications newest first (created_ms in [since_ms, until_ms))."""
         if limit < 1:
             raise ValueError("limit must be positive")
-        where, params = ["user_id = ?"], [user_id]
+        where: list[str] = ["user_id = ?"]
+        params: list[str | int] = [user_id]
         if channel is not None:
             where.append("channel = ?")
             params.append(channel)

@@ -26,6 +26,7 @@ Everything here blocks: the bus (bus.py) calls it from worker threads.
 
 from __future__ import annotations
 
+import fcntl  # POSIX only, as the data dir lock (lock.py)
 import logging
 import os
 import struct
@@ -33,7 +34,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import trio
 
@@ -42,10 +43,6 @@ from reactor.ports import BusRecord
 
 from .bus_errors import BusCorrupted, BusError
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("herald.bus")
 
@@ -116,6 +113,12 @@ class Partition:
         return self.segments[0].base
 
 
+# What a write hands the Trio thread to apply, in order: a sparse-index entry of the last
+# segment, (record offset, byte position), or a new segment.
+WriteEvent = tuple[int, int] | Segment
+Written = tuple[list[WriteEvent], int, int]  # (events, bytes of records, fsyncs made)
+
+
 class SegmentLog:
     """The files of one bus directory: opened (and recovered) once, then appended to by the writer threads."""
 
@@ -135,13 +138,12 @@ class SegmentLog:
         root = self.directory
         root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-                raise BusError(f"{root} is in use by another EmbeddedBus") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise BusError(f"{root} is in use by another EmbeddedBus") from None
         try:
             self._open_files()
         except BaseException:
@@ -170,10 +172,10 @@ class SegmentLog:
                 )
         self.parts = {}
         for topic, count in self.topics.items():
-            for number in range(count):
-                part = Partition(topic, number, logs / f"{topic}-{number}")
+            for index in range(count):
+                part = Partition(topic, index, logs / f"{topic}-{index}")
                 self._recover_partition(part)
-                self.parts[(topic, number)] = part
+                self.parts[(topic, index)] = part
         self._recover_offsets()
 
     def _recover_partition(self, part: Partition) -> None:
@@ -251,13 +253,13 @@ class SegmentLog:
                 offset = part.end
             part.commits[group] = offset
 
-    def write_partition(self, part: Partition, records: list[BusRecord]) -> tuple[list[Any], int, int]:
+    def write_partition(self, part: Partition, records: list[BusRecord]) -> Written:
         """Append records to the partition's last segment (rolling as needed) and sync.
 
         Returns (events for the Trio thread to apply: sparse-index entries and new
         segments, in order; bytes of records; fsyncs made).
         """
-        events: list[Any] = []
+        events: list[WriteEvent] = []
         fsyncs = 0
         crc32 = zlib.crc32
         pack_head = _HEAD.pack
@@ -289,7 +291,7 @@ class SegmentLog:
         _SYNC(part.fd)
         return events, total, fsyncs + 1
 
-    def _roll(self, part: Partition, base: int, events: list[Any]) -> int:
+    def _roll(self, part: Partition, base: int, events: list[WriteEvent]) -> int:
         """Seal the last segment (fsync it first) and start a new one at `base`."""
         _SYNC(part.fd)
         os.close(part.fd)

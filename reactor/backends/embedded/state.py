@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from reactor.clock import wall_ms
 
@@ -45,7 +45,7 @@ class SqliteState(MemoryState, SqliteBacked):
     async def put_if_absent(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
         now, expires = wall_ms(), self._expiry(ttl_s)
 
-        def put(db: sqlite3.Connection) -> Any:
+        def put(db: sqlite3.Connection) -> bytes | None:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute("SELECT value, expires_ms FROM kv WHERE key = ?", (key,)).fetchone()

@@ -23,7 +23,7 @@ class RacyAdd(SqliteKeyStore):
     async def add_key(self, key: StoredKey) -> bool:
         if await self.get_key(key.key_id) is not None:
             return False
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
 
         def upsert(db: Any) -> None:
             db.execute("DELETE FROM api_keys WHERE key_id = ?", (key.key_id,))

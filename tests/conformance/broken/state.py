@@ -77,7 +77,7 @@ class NonAtomicTakeTokens(SqliteState):
         now = trio.current_time()
         level, updated = self._levels.get(key, (capacity, now))
         level = min(capacity, level + (now - updated) * refill_per_s)
-        await trio.sleep(0)  # between the read and the write
+        await trio.lowlevel.checkpoint()  # between the read and the write
         if level >= n:
             self._levels[key] = (level - n, now)
             return 0.0

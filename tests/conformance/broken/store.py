@@ -123,7 +123,7 @@ class RacyMetaPut(SqliteStore):
         existing = await self.get_meta(key)
         if existing is not None:
             return existing
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         await self._run(lambda db: db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)))
         return value
 

@@ -39,7 +39,7 @@ class RacyAddVersion(SqliteTemplateStore):
         row = await self._run(lambda db: db.execute("SELECT latest_version FROM templates WHERE id = ?", (template_id,)).fetchone())
         if row is None:
             return None
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return await self._transaction(lambda db: _save(db, template_id, int(row[0]) + 1, spec, at_ms))
 
 

@@ -16,7 +16,7 @@ class RacyUpdate(SqliteUserStore):
 
     async def update_preferences(self, user_id: str, change: Callable[[bytes | None], bytes], at_ms: int) -> bytes:
         document = change(await self.get_preferences(user_id))
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         await self.put_preferences(user_id, document, at_ms)
         return document
 
