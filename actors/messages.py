@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from protocol.api import NotificationRequest, Receipt
 from protocol.messages import Delivery, InboxEntry, Outcome, StatusEvent
 from protocol.problems import Problem
+from protocol.write_plan import InboxChange, InboxChanged
 from reactor.ask import Reply
 
 
@@ -38,6 +39,18 @@ class RecordEvents:
     events: tuple[StatusEvent, ...]
     inbox: tuple[InboxEntry, ...] = ()
     reply: Reply[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeInbox:
+    """-> Recorder: mark read, mark all read or archive entries of a user's inbox; the reply, once the change
+    (and the `read` statuses it records) is durable, says what changed."""
+
+    change: InboxChange
+    reply: Reply[InboxChanged] | None = None
+
+
+RecorderMessage = RecordEvents | ChangeInbox
 
 
 @dataclass(frozen=True, slots=True)

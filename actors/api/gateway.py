@@ -25,7 +25,7 @@ from reactor.ports import LogStore, SigningKeyStore
 
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
-from ..messages import RecordEvents, RegistryMessage, Submit
+from ..messages import RecorderMessage, RegistryMessage, Submit
 from ..provider import Provider
 from ..services.credentials import ApiKeys
 from ..services.dead_letters import DeadLetters
@@ -47,7 +47,7 @@ class Gateway:
 
     ingress: Mailbox[Submit]
     registry: Mailbox[RegistryMessage]
-    recorder: Mailbox[RecordEvents]
+    recorder: Mailbox[RecorderMessage]  # RecordEvents, and the inbox routes' ChangeInbox
     logstore: LogStore
     keys: ApiKeys
     secret: SigningKeys  # the token-signing key ring (subscriber and unsubscribe tokens)

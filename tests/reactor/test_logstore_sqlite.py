@@ -17,6 +17,7 @@ from protocol.ids import make_notification_id
 from protocol.lifecycle import Status, Step, can_advance, reachable, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
 from reactor.backends.embedded import SqliteLogStore
+from tests.logstore_writes import WritingLogStore
 from reactor.backends.embedded.log_store import encode_cursor
 
 pytestmark = pytest.mark.trio
@@ -48,7 +49,7 @@ def ev(
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteLogStore]:
-    s = SqliteLogStore(tmp_path / "log.db")
+    s = WritingLogStore(SqliteLogStore(tmp_path / "log.db"))
     await s.open()
     try:
         yield s
@@ -246,7 +247,7 @@ async def test_inbox_after_is_oldest_first_and_strict(store: SqliteLogStore) -> 
 async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "durable.db"
     n = nid(T0)
-    store = SqliteLogStore(path)
+    store = WritingLogStore(SqliteLogStore(path))
     await store.open()
     await store.record([ev(n, Status.QUEUED, T0), ev(n, Status.SENT, T0 + 1)], [InboxEntry(n, "u1", T0, "hi")])
     before = await snapshot(store, [n])
@@ -255,7 +256,7 @@ async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         await store.statuses(n)
 
-    again = SqliteLogStore(path)
+    again = WritingLogStore(SqliteLogStore(path))
     await again.open()  # schema creation is idempotent
     try:
         assert await snapshot(again, [n]) == before
@@ -320,7 +321,7 @@ async def test_any_event_sequence_follows_the_lifecycle(statuses: list[Status], 
     events = [ev(n, s, T0 + i) for i, s in enumerate(statuses)]
     bounds = [0, *sorted(c for c in cuts if c < len(events)), len(events)]
     with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteLogStore(Path(tmp) / "p.db")
+        store = WritingLogStore(SqliteLogStore(Path(tmp) / "p.db"))
         await store.open()
         try:
             for a, b in zip(bounds, bounds[1:]):
@@ -460,7 +461,7 @@ async def test_a_timeline_from_before_steps_is_migrated_in_place(tmp_path: Path)
                     [(n, "queued", T0, T0 + 3), (m, "delivered", T0, T0 + 3)])
     old.commit()
     old.close()
-    store = SqliteLogStore(path)
+    store = WritingLogStore(SqliteLogStore(path))
     await store.open()
     try:
         assert [(e.status, e.at_ms - T0) for e in await store.events(n)] == [
@@ -473,7 +474,7 @@ async def test_a_timeline_from_before_steps_is_migrated_in_place(tmp_path: Path)
         await store.record([ev(n, Status.DEAD_LETTERED, T0 + 5, detail=down)])
         assert [(e.status, e.detail) for e in await store.events(n)][-2:] == [("queued", "attempt 1 failed"), ("dead_lettered", down)]
         await store.close()
-        again = SqliteLogStore(path)
+        again = WritingLogStore(SqliteLogStore(path))
         await again.open()  # the migration ran once: reopening changes nothing
         try:
             assert [e.status for e in await again.events(n)] == ["accepted", "queued", "dead_lettered", "queued", "queued", "dead_lettered"]

@@ -22,6 +22,7 @@ from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
 from reactor.ask import ask
 from reactor.backends.embedded import SqliteLogStore
+from tests.logstore_writes import WritingLogStore
 from reactor.mailbox import Mailbox
 
 T0 = 1_704_067_200_000
@@ -66,7 +67,7 @@ class Node:
 
 @asynccontextmanager
 async def node(tmp_path, recent: int = 64) -> AsyncIterator[Node]:
-    logstore = SqliteLogStore(tmp_path / "logs.sqlite3")
+    logstore = WritingLogStore(SqliteLogStore(tmp_path / "logs.sqlite3"))
     await logstore.open()
     registry = ConnectionRegistry(Mailbox("registry", 64), recent=recent)
     try:

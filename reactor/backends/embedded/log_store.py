@@ -1,55 +1,67 @@
 """The embedded LogStore backend: SQLite, with a schema that mirrors the Cassandra one.
 
-Tables (the Cassandra layout in spirit: one table per query, keyed for that query):
+It applies write plans (protocol/write_plan.py) and answers reads; it decides nothing:
+the lifecycle, the timeline's order, the counters and the inbox changes are the
+Recorder's (actors/domain/write_planner.py). Tables (the Cassandra layout in spirit: one
+table per query, keyed for that query):
 
 - notification_logs: a user's history, clustered by (created_ms, notification_id, channel)
-  and read newest first. `metadata` is a JSON object holding the last transition's
-  `detail`; `template_id` is the template tag ("welcome@3#B": template, version, A/B
-  variant) of a notification rendered from a template, NULL otherwise.
-- notification_status: the current status of each (notification_id, channel).
-- notification_events: the attempt timeline, one row per step. `step` is the row's place in
-  lifecycle order (protocol.lifecycle.position: the round, then the status's rank), and
-  the timeline is read ordered by (step, at_ms): a step recorded after a later one (the
-  consumer's `sent` after an immediate ack) is shown before it, at the later step's time
-  at the latest. A replay from the dead-letter queue starts the next round, so a second
-  dead-lettering is a row of its own. Unique per (notification, channel, step, status,
-  detail): a redelivered event adds nothing.
+  and read newest first. `metadata` is a JSON object holding the last move's `detail`;
+  `template_id` is the template tag ("welcome@3#B": template, version, A/B variant) of a
+  notification rendered from a template, NULL otherwise.
+- notification_status: the current status of each (notification_id, channel), with its
+  `step` (protocol.lifecycle.position: the round, then the status's rank), which a move's
+  guard is checked against.
+- notification_events: the attempt timeline, one row per step, unique per (notification,
+  channel, step, status, detail): an AddStep already there adds nothing.
+- counted_transitions: one mark per (notification, channel, round, counter) counted; a
+  CountOnce bumps its daily counter only when it inserts its mark.
 - daily_notification_stats: sent/delivered/failed counters per UTC date, channel and hour.
 - web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync and the
   inbox API, with their read and archived times (columns added in place to an older file).
 
-Client events (StatusEvent.client: a subscriber's ack or read) only advance a row that
-exists and belongs to the event's user; one for an unknown notification, or another
-user's, or one that moves nothing (a second tab's ack), is dropped whole (no status, log,
-timeline or counter row).
+A plan is applied in one transaction, so a crash leaves all of it or none; each operation
+is idempotent anyway (the port's contract: reactor/ports.py, LogStore.apply).
 
-Durability: the PartitionConsumer commits bus offsets only after `record()` returns, so
-a committed transaction must survive a power loss. The database runs in WAL mode with
-synchronous=FULL (NORMAL may lose the last transactions on power loss in WAL mode).
+Durability: the PartitionConsumer commits bus offsets only after the Recorder's answer,
+which comes after `apply()` returns, so a committed transaction must survive a power
+loss. The database runs in WAL mode with synchronous=FULL (NORMAL may lose the last
+transactions on power loss in WAL mode).
 
 Concurrency: one writer connection and one read connection, each used by one worker
-thread at a time (a trio.Lock each); each call is a single trio.to_thread hop, so reads
-never wait behind a write transaction (WAL readers see the last committed snapshot).
+thread at a time (a trio.Lock each); each call is a single trio.to_thread hop. The
+Recorder's reads (key_states, inbox_unread) run on the writer connection, so they see
+every plan applied and never wait behind the API's reads; the API's reads run on the
+read connection and never wait behind a write transaction (WAL readers see the last
+committed snapshot).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import json
 import sqlite3
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import msgspec
 import trio
 
-from protocol.lifecycle import RANK, ROUND_SIZE, Status, Step, position, round_of, timeline_step
-from protocol.messages import InboxEntry, StatusEvent
+from protocol.lifecycle import RANK, ROUND_SIZE, Status
+from protocol.messages import InboxEntry
+from protocol.write_plan import (
+    Counter,
+    InboxField,
+    KeyState,
+    MoveStatus,
+    StatusKey,
+    TimelineRow,
+    UnreadThrough,
+    WritePlan,
+)
 
-from reactor.ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, InvalidCursor, StatusRow
 
 T = TypeVar("T")
 
@@ -77,6 +89,7 @@ CREATE TABLE IF NOT EXISTS notification_status (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
     detail TEXT NOT NULL DEFAULT '',
+    step INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (notification_id, channel)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notification_events (
@@ -87,6 +100,15 @@ CREATE TABLE IF NOT EXISTS notification_events (
     detail TEXT NOT NULL DEFAULT '',
     step INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS counted_transitions (
+    notification_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    counter TEXT NOT NULL,
+    date TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    PRIMARY KEY (notification_id, channel, round, counter)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS daily_notification_stats (
     date TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -109,35 +131,33 @@ CREATE TABLE IF NOT EXISTS web_inbox (
 CREATE INDEX IF NOT EXISTS web_inbox_by_seq ON web_inbox (user_id, seq);
 """
 
-_LOAD_STATUS = f"""
-SELECT notification_id, channel, user_id, status, priority, created_ms,
-    COALESCE((SELECT MAX(step) FROM notification_events e
-              WHERE e.notification_id = s.notification_id AND e.channel = s.channel), 0) / {ROUND_SIZE}
-FROM notification_status s
+# Each mark inserted (a CountOnce applied the first time) bumps its daily counter, in the same transaction.
+_SCHEMA += f"""
+CREATE TRIGGER IF NOT EXISTS count_transition AFTER INSERT ON counted_transitions BEGIN
+    INSERT INTO daily_notification_stats (date, channel, hour, sent_count, delivered_count, failed_count)
+    VALUES (NEW.date, NEW.channel, NEW.hour, NEW.counter = '{Counter.SENT.value}', NEW.counter = '{Counter.DELIVERED.value}',
+            NEW.counter = '{Counter.FAILED.value}')
+    ON CONFLICT (date, channel, hour) DO UPDATE SET
+        sent_count = sent_count + excluded.sent_count,
+        delivered_count = delivered_count + excluded.delivered_count,
+        failed_count = failed_count + excluded.failed_count;
+END;
+"""
+
+
+# The stored status of some notifications' channels.
+_STATUSES = """
+SELECT notification_id, channel, user_id, status, priority, created_ms, step FROM notification_status
 WHERE notification_id IN (SELECT value FROM json_each(?))
 """
-
-_UPSERT_STATUS = """
-INSERT INTO notification_status
-    (notification_id, channel, user_id, status, priority, created_ms, updated_ms, detail)
-VALUES (:nid, :channel, :user_id, :status, :priority, :created_ms, :updated_ms, :detail)
-ON CONFLICT (notification_id, channel) DO UPDATE SET
-    status = excluded.status, updated_ms = excluded.updated_ms, detail = excluded.detail
-"""
-
-_UPSERT_LOG = """
-INSERT INTO notification_logs
-    (user_id, created_ms, notification_id, channel, status, priority, template_id,
-     updated_ms, delivered_ms, error_message, metadata)
-VALUES (:user_id, :created_ms, :nid, :channel, :status, :priority, NULLIF(:template, ''),
-        :updated_ms, :delivered_ms, :error, json_object('detail', :detail))
-ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
-    status = excluded.status,
-    updated_ms = excluded.updated_ms,
-    delivered_ms = COALESCE(notification_logs.delivered_ms, excluded.delivered_ms),
-    error_message = excluded.error_message,
-    metadata = json_set(notification_logs.metadata, '$.detail', :detail),
-    template_id = COALESCE(excluded.template_id, notification_logs.template_id)
+# The same, each with the timeline rows of its round.
+_KEY_STATES = f"""
+SELECT s.notification_id, s.channel, s.user_id, s.status, s.priority, s.created_ms, s.step,
+    e.step, e.status, e.detail, e.at_ms
+FROM notification_status s LEFT JOIN notification_events e
+    ON e.notification_id = s.notification_id AND e.channel = s.channel
+    AND e.step >= s.step - s.step % {ROUND_SIZE} AND e.step < s.step - s.step % {ROUND_SIZE} + {ROUND_SIZE}
+WHERE s.notification_id IN (SELECT value FROM json_each(?))
 """
 
 _INSERT_EVENT = """
@@ -145,54 +165,142 @@ INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_
 VALUES (?, ?, ?, ?, ?, ?)
 """
 
-# When the steps after a late one were reached: the late step is shown at that time at the latest.
-_LATER_STEP_MS = """
-SELECT MIN(at_ms) FROM notification_events WHERE notification_id = ? AND channel = ? AND step > ? AND step < ?
-"""
-
-_BUMP_STATS = """
-INSERT INTO daily_notification_stats (date, channel, hour, sent_count, delivered_count, failed_count)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (date, channel, hour) DO UPDATE SET
-    sent_count = sent_count + excluded.sent_count,
-    delivered_count = delivered_count + excluded.delivered_count,
-    failed_count = failed_count + excluded.failed_count
+_MARK = """
+INSERT OR IGNORE INTO counted_transitions (notification_id, channel, round, counter, date, hour) VALUES (?, ?, ?, ?, ?, ?)
 """
 
 _INSERT_INBOX = """
 INSERT OR IGNORE INTO web_inbox (user_id, notification_id, created_ms, seq, payload) VALUES (?, ?, ?, ?, ?)
 """
 
-_SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.OPENED, Status.READ})
-_DELIVERED_OR_LATER = frozenset({Status.DELIVERED, Status.OPENED, Status.READ})
-_FAILED = frozenset({Status.FAILED, Status.DEAD_LETTERED})
+_SET_INBOX_TIME = {
+    InboxField.READ: "UPDATE web_inbox SET read_ms = ? WHERE user_id = ? AND notification_id = ? AND read_ms IS NULL",
+    InboxField.ARCHIVED: "UPDATE web_inbox SET archived_ms = ? WHERE user_id = ? AND notification_id = ? AND archived_ms IS NULL",
+}
 
-_DAY_MS = 86_400_000
-_HOUR_MS = 3_600_000
-_EPOCH = dt.date(1970, 1, 1)
-
+_STATUS = {s.value: s for s in Status}
 _inbox_encoder = msgspec.json.Encoder()
 _inbox_decoder = msgspec.json.Decoder(InboxEntry)
 
 
-@lru_cache(maxsize=1024)
-def _utc_date(day: int) -> str:
-    """The UTC date YYYY-MM-DD of a day count since the epoch."""
-    return (_EPOCH + dt.timedelta(days=day)).isoformat()
+_GUARDS = 8  # guard slots of the batched move statements: a MoveStatus.after this long or shorter (padded with -1)
+_NO_STEP = -1  # pads the guard slots: no row has this step
+_SLOTS = ", ".join(f"?{i}" for i in range(13, 13 + _GUARDS))
+
+# A move's copy in the user's history, written first, while the status row still holds the step it moves from:
+# only if that step is in the guard, or there is no status row and the move may create it.
+_MOVE_LOG = f"""
+INSERT INTO notification_logs
+    (user_id, created_ms, notification_id, channel, status, priority, template_id,
+     updated_ms, delivered_ms, error_message, metadata)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, NULLIF(?7, ''), ?8, ?9, ?10, json_object('detail', ?11)
+WHERE COALESCE((SELECT step FROM notification_status WHERE notification_id = ?3 AND channel = ?4) IN ({_SLOTS}), ?21)
+ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
+    status = excluded.status,
+    updated_ms = excluded.updated_ms,
+    delivered_ms = COALESCE(notification_logs.delivered_ms, excluded.delivered_ms),
+    error_message = excluded.error_message,
+    metadata = json_set(notification_logs.metadata, '$.detail', json_extract(excluded.metadata, '$.detail')),
+    template_id = COALESCE(excluded.template_id, notification_logs.template_id)
+"""
+# The status row: created if missing (moves that may create), else moved if its step is in the guard.
+_MOVE_STATUS = f"""
+INSERT INTO notification_status (notification_id, channel, user_id, priority, created_ms, status, step, updated_ms, detail)
+SELECT ?3, ?4, ?1, ?6, ?2, ?5, ?12, ?8, ?11 WHERE ?21
+ON CONFLICT (notification_id, channel) DO UPDATE SET
+    status = excluded.status, step = excluded.step, updated_ms = excluded.updated_ms, detail = excluded.detail
+WHERE notification_status.step IN ({_SLOTS})
+"""
+_MOVE_EXISTING = f"""
+UPDATE notification_status SET status = ?5, step = ?12, updated_ms = ?8, detail = ?11
+WHERE notification_id = ?3 AND channel = ?4 AND step IN ({_SLOTS}) AND NOT ?21
+"""
 
 
-def _bucket(at_ms: int) -> tuple[str, int]:
-    """The (UTC date, hour) counter bucket of a timestamp."""
-    day, rest = divmod(at_ms, _DAY_MS)
-    return _utc_date(day), rest // _HOUR_MS
+def _move_params(m: MoveStatus) -> tuple[Any, ...]:
+    """A move's parameters for _MOVE_LOG, _MOVE_STATUS and _MOVE_EXISTING (?1 to ?21)."""
+    guard = tuple(m.after) + (_NO_STEP,) * (_GUARDS - len(m.after))
+    return (
+        m.user_id, m.created_ms, m.notification_id, m.channel, m.status.value, m.priority, m.template,
+        m.updated_ms, m.delivered_ms, m.error, m.detail, m.step, *guard, m.create,
+    )
 
 
-def _counts(old: Status | None, new: Status) -> tuple[int, int, int]:
-    """The (sent, delivered, failed) increments of a status change."""
-    sent = int(new in _SENT_OR_LATER and old not in _SENT_OR_LATER)
-    delivered = int(new in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER)
-    failed = int(new in _FAILED and old not in _FAILED)
-    return sent, delivered, failed
+def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
+    """Apply a write plan as one transaction on the writer connection."""
+    if any(len(m.after) > _GUARDS for m in plan.moves):
+        raise ValueError(f"a MoveStatus guard holds more than {_GUARDS} steps")  # no plan does: a status has fewer before it
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if plan.inbox:
+            db.executemany(
+                _INSERT_INBOX,
+                [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in plan.inbox],
+            )
+        if plan.steps:
+            db.executemany(
+                _INSERT_EVENT,
+                [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
+            )
+        if plan.counts:  # the trigger count_transition bumps the daily counter of each mark inserted
+            db.executemany(_MARK, [(c.notification_id, c.channel, c.round, c.counter.value, c.date, c.hour) for c in plan.counts])
+        if plan.moves:
+            moves = [_move_params(m) for m in plan.moves]
+            db.executemany(_MOVE_LOG, moves)
+            db.executemany(_MOVE_STATUS, [m for m in moves if m[20]])
+            db.executemany(_MOVE_EXISTING, [m for m in moves if not m[20]])
+        for field, sql in _SET_INBOX_TIME.items():
+            rows = [(t.at_ms, t.user_id, t.notification_id) for t in plan.inbox_times if t.field is field]
+            if rows:
+                db.executemany(sql, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _key_states(db: sqlite3.Connection, keys: Sequence[StatusKey], timeline: bool) -> list[KeyState]:
+    """The stored state of these (notification, channel) keys that have a row (with their round's timeline)."""
+    wanted = set(keys)
+    if not timeline:
+        return [
+            KeyState(nid, channel, user_id, priority, created_ms, _STATUS[status], step // ROUND_SIZE)
+            for nid, channel, user_id, status, priority, created_ms, step in db.execute(_STATUSES, (json.dumps(sorted({k[0] for k in wanted})),))
+            if (nid, channel) in wanted
+        ]
+    found: dict[StatusKey, tuple[tuple[Any, ...], list[TimelineRow]]] = {}
+    ids = json.dumps(sorted({nid for nid, _ in wanted}))
+    for nid, channel, user_id, status, priority, created_ms, step, e_step, e_status, e_detail, e_at in db.execute(_KEY_STATES, (ids,)):
+        if (nid, channel) not in wanted:
+            continue
+        head, rows = found.setdefault((nid, channel), ((nid, channel, user_id, priority, created_ms, status, step), []))
+        if e_step is not None:
+            rows.append(TimelineRow(e_step, _STATUS[e_status], e_detail, e_at))
+    return [
+        KeyState(nid, channel, user_id, priority, created_ms, _STATUS[status], step // ROUND_SIZE, tuple(rows))
+        for (nid, channel, user_id, priority, created_ms, status, step), rows in found.values()
+    ]
+
+
+def _unread_through(db: sqlite3.Connection, user_id: str, through_id: str | None) -> UnreadThrough:
+    """The unread entries (neither read nor archived) up to through_id (or the newest entry), in delivery order."""
+    if through_id is None:
+        top = db.execute(
+            "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? ORDER BY seq DESC, notification_id DESC LIMIT 1",
+            (user_id,),
+        ).fetchone()
+    else:
+        top = db.execute(
+            "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? AND notification_id = ?", (user_id, through_id)
+        ).fetchone()
+    if top is None:
+        return UnreadThrough(user_id, through_id, (), None)
+    ids = db.execute(
+        "SELECT notification_id FROM web_inbox WHERE user_id = ? AND read_ms IS NULL AND archived_ms IS NULL"
+        " AND (seq, notification_id) <= (?, ?) ORDER BY seq, notification_id",
+        (user_id, *top),
+    ).fetchall()
+    return UnreadThrough(user_id, through_id, tuple(row[0] for row in ids), top[1])
 
 
 def _encode_key(*parts: int | str) -> str:
@@ -202,17 +310,17 @@ def _encode_key(*parts: int | str) -> str:
 
 
 def _decode_key(cursor: str, shape: tuple[type, ...]) -> list[int | str]:
-    """The sort key in a cursor, checked against `shape`; ValueError("invalid cursor") if it does not fit."""
+    """The sort key in a cursor, checked against `shape`; InvalidCursor if it does not fit."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
-        raise ValueError("invalid cursor") from None
+        raise InvalidCursor("invalid cursor") from None
     if not isinstance(key, list) or len(key) != len(shape):
-        raise ValueError("invalid cursor")
+        raise InvalidCursor("invalid cursor")
     for part, kind in zip(key, shape):
         # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
         if type(part) is not kind or (kind is int and not -(2**63) <= part < 2**63):
-            raise ValueError("invalid cursor")
+            raise InvalidCursor("invalid cursor")
     return key
 
 
@@ -222,118 +330,9 @@ def encode_cursor(created_ms: int, notification_id: str, channel: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str, str]:
-    """The sort key in a cursor; raises ValueError("invalid cursor") if malformed."""
+    """The sort key in a cursor; raises InvalidCursor if malformed."""
     created_ms, notification_id, channel = _decode_key(cursor, (int, str, str))
     return int(created_ms), str(notification_id), str(channel)
-
-
-class _Key(msgspec.Struct):
-    """The state of one (notification, channel) while a batch is applied."""
-
-    user_id: str
-    priority: str
-    created_ms: int
-    status: Status
-    round: int = 0  # replays from the dead-letter queue so far: the timeline's round
-    changed: bool = False
-    updated_ms: int = 0
-    detail: str = ""
-    delivered_ms: int | None = None
-    template: str = ""
-
-
-_Row = tuple[str, str, str, int, str, int]  # a timeline row: (notification_id, channel, status, at_ms, detail, step)
-
-
-def _flush(db: sqlite3.Connection, pending: list[_Row]) -> None:
-    """Insert the batch's timeline rows so far, so that a query sees them."""
-    db.executemany(_INSERT_EVENT, pending)
-    pending.clear()
-
-
-def _late_at_ms(db: sqlite3.Connection, pending: list[_Row], nid: str, channel: str, step: int, at_ms: int) -> int:
-    """The time to show a late step at: its own, or when the first later step of its round was reached if earlier."""
-    _flush(db, pending)
-    end = (round_of(step) + 1) * ROUND_SIZE
-    (later_ms,) = db.execute(_LATER_STEP_MS, (nid, channel, step, end)).fetchone()
-    return at_ms if later_ms is None else min(at_ms, later_ms)
-
-
-def _started_this_round(db: sqlite3.Connection, pending: list[_Row], e: StatusEvent, step: int) -> bool:
-    """Whether this replay event is the one that started the current round (redelivered: not a new replay)."""
-    _flush(db, pending)
-    return db.execute(
-        "SELECT 1 FROM notification_events WHERE notification_id = ? AND channel = ? AND step = ? AND status = ? AND detail = ?",
-        (e.notification_id, e.channel.value, step, e.status.value, e.detail),
-    ).fetchone() is not None
-
-
-def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry]) -> None:
-    """Run one record() batch as one transaction on the writer connection."""
-    ids = sorted({e.notification_id for e in events})
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        keys: dict[tuple[str, str], _Key] = {}
-        if ids:
-            for nid, channel, user_id, status, priority, created_ms, round_ in db.execute(_LOAD_STATUS, (json.dumps(ids),)):
-                keys[(nid, channel)] = _Key(user_id, priority, created_ms, Status(status), round_)
-        timeline: list[_Row] = []
-        stats: dict[tuple[str, str, int], list[int]] = {}
-        for e in events:
-            channel = e.channel.value
-            key = keys.get((e.notification_id, channel))
-            if e.client and (key is None or key.user_id != e.user_id):
-                continue  # a client's ack or read never creates a row, nor touches another user's
-            old = None if key is None else key.status
-            step = timeline_step(old, e.status, replay=e.replay)
-            if step is Step.REPLAYED and key is not None and _started_this_round(db, timeline, e, position(key.round, e.status)):
-                step = Step.LATE  # the replay that started this round, redelivered: already applied
-            if e.client and step is not Step.ADVANCE:
-                continue  # a client's event that moves nothing (a second tab's ack, an ack after a read) adds nothing
-            if key is None:
-                key = keys[(e.notification_id, channel)] = _Key(
-                    e.user_id, e.priority.value, e.created_ms or e.at_ms, e.status
-                )
-            if step is Step.REPLAYED:
-                key.round += 1
-            row_step, at_ms = position(key.round, e.status), e.at_ms
-            if step is Step.LATE or step is Step.CONFLICT:  # it may sort before steps already there
-                at_ms = _late_at_ms(db, timeline, e.notification_id, channel, row_step, at_ms)
-            timeline.append((e.notification_id, channel, e.status.value, at_ms, e.detail, row_step))
-            if step is not Step.ADVANCE and step is not Step.REPLAYED:
-                continue  # kept in the timeline; the status does not move
-            key.status, key.changed, key.updated_ms, key.detail = e.status, True, e.at_ms, e.detail
-            key.template = e.template or key.template
-            if e.status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
-                key.delivered_ms = e.at_ms
-            bump = _counts(old, e.status)
-            if any(bump):
-                date, hour = _bucket(e.at_ms)
-                counter = stats.setdefault((date, channel, hour), [0, 0, 0])
-                for i, n in enumerate(bump):
-                    counter[i] += n
-        rows = [
-            {
-                "nid": nid, "channel": channel, "user_id": k.user_id, "status": k.status.value,
-                "priority": k.priority, "created_ms": k.created_ms, "updated_ms": k.updated_ms,
-                "detail": k.detail, "delivered_ms": k.delivered_ms,
-                "error": k.detail if k.status in _FAILED else "", "template": k.template,
-            }
-            for (nid, channel), k in keys.items()
-            if k.changed
-        ]
-        db.executemany(_UPSERT_STATUS, rows)
-        db.executemany(_UPSERT_LOG, rows)
-        db.executemany(_INSERT_EVENT, timeline)
-        db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
-        db.executemany(
-            _INSERT_INBOX,
-            [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in inbox],
-        )
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
@@ -348,6 +347,7 @@ def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
         db.executescript(_SCHEMA)
         _migrate_inbox(db)
         _migrate_events(db)
+        _migrate_status(db)
     return db
 
 
@@ -361,6 +361,12 @@ UPDATE notification_events AS e SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * (
     WHERE p.notification_id = e.notification_id AND p.channel = e.channel AND p.status = 'queued'
       AND (p.detail LIKE ? OR p.detail LIKE ?) AND (p.at_ms, p.rowid) <= (e.at_ms, e.rowid)
 )
+"""
+# A status's step: its rank in the round of its timeline's last step (the round was not stored before).
+_MIGRATE_STATUS_STEPS = f"""
+UPDATE notification_status AS s SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * COALESCE((
+    SELECT MAX(step) FROM notification_events e WHERE e.notification_id = s.notification_id AND e.channel = s.channel
+) / {ROUND_SIZE}, 0)
 """
 
 
@@ -383,6 +389,20 @@ def _migrate_events(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_status(db: sqlite3.Connection) -> None:
+    """Store each status's step in a file from before it was stored (after _migrate_events; idempotent, one transaction)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(notification_status)")}
+    if "step" not in columns:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE notification_status ADD COLUMN step INTEGER NOT NULL DEFAULT 0")
+            db.execute(_MIGRATE_STATUS_STEPS)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
 def _migrate_inbox(db: sqlite3.Connection) -> None:
     """Add the read-state columns to a web_inbox created before they existed (idempotent)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(web_inbox)")}
@@ -401,7 +421,7 @@ def encode_inbox_cursor(seq: int, notification_id: str) -> str:
 
 
 def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
-    """The position in an inbox cursor; raises ValueError("invalid cursor") if malformed."""
+    """The position in an inbox cursor; raises InvalidCursor if malformed."""
     seq, notification_id = _decode_key(cursor, (int, str))
     return int(seq), str(notification_id)
 
@@ -409,47 +429,6 @@ def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
 def _inbox_row(row: tuple[Any, ...]) -> InboxRow:
     """An InboxRow from (payload, read_ms, archived_ms)."""
     return InboxRow(_inbox_decoder.decode(row[0]), row[1], row[2])
-
-
-def _set_once(db: sqlite3.Connection, column: str, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-    """Set `column` (read_ms or archived_ms) on the listed entries where it is unset; the ids changed."""
-    rows = db.execute(
-        f"UPDATE web_inbox SET {column} = ? WHERE user_id = ? AND {column} IS NULL"
-        " AND notification_id IN (SELECT value FROM json_each(?)) RETURNING notification_id",
-        (at_ms, user_id, json.dumps(list(ids))),
-    ).fetchall()
-    changed = {row[0] for row in rows}
-    return [i for i in dict.fromkeys(ids) if i in changed]
-
-
-def _mark_all_read(db: sqlite3.Connection, user_id: str, at_ms: int, through_id: str | None) -> tuple[list[str], str | None]:
-    """Mark read every unread entry (not archived) up to through_id (or the newest entry) in one transaction."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if through_id is None:
-            top = db.execute(
-                "SELECT seq, notification_id FROM web_inbox WHERE user_id = ?"
-                " ORDER BY seq DESC, notification_id DESC LIMIT 1",
-                (user_id,),
-            ).fetchone()
-        else:
-            top = db.execute(
-                "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? AND notification_id = ?", (user_id, through_id)
-            ).fetchone()
-        if top is None:
-            db.execute("COMMIT")
-            return [], None
-        # unread as inbox_unread_count counts it: neither read nor archived
-        where = "user_id = ? AND read_ms IS NULL AND archived_ms IS NULL AND (seq, notification_id) <= (?, ?)"
-        ids = [row[0] for row in db.execute(
-            f"SELECT notification_id FROM web_inbox WHERE {where} ORDER BY seq, notification_id", (user_id, *top)
-        )]
-        db.execute(f"UPDATE web_inbox SET read_ms = ? WHERE {where}", (at_ms, user_id, *top))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return ids, top[1]
 
 
 class SqliteLogStore:
@@ -498,11 +477,21 @@ class SqliteLogStore:
                 raise RuntimeError("SqliteLogStore is not open")
             return await trio.to_thread.run_sync(lambda: db.execute(sql, params).fetchall())
 
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        """Apply status events and inbox entries in one durable transaction."""
-        if not events and not inbox:
+    async def apply(self, plan: WritePlan) -> None:
+        """Apply a write plan in one durable transaction."""
+        if plan.is_empty():
             return
-        await self._write(lambda db: _apply(db, events, inbox))
+        await self._write(lambda db: _apply(db, plan))
+
+    async def key_states(self, keys: Sequence[StatusKey], *, timeline: bool = False) -> list[KeyState]:
+        """The stored status of each of these (notification, channel) keys that has one (with its round's timeline)."""
+        if not keys:
+            return []
+        return await self._write(lambda db: _key_states(db, keys, timeline))
+
+    async def inbox_unread(self, user_id: str, through_id: str | None = None) -> UnreadThrough:
+        """The user's unread entries delivered up to and including through_id (the newest entry when None)."""
+        return await self._write(lambda db: _unread_through(db, user_id, through_id))
 
     async def statuses(self, notification_id: str) -> list[StatusRow]:
         """The current status of each channel of a notification."""
@@ -617,18 +606,6 @@ class SqliteLogStore:
             "SELECT COUNT(*) FROM web_inbox WHERE user_id = ? AND read_ms IS NULL AND archived_ms IS NULL", (user_id,)
         )
         return int(rows[0][0])
-
-    async def inbox_mark_read(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        """Mark these entries read; returns the ids that were unread."""
-        return await self._write(lambda db: _set_once(db, "read_ms", user_id, ids, at_ms))
-
-    async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
-        """Mark read everything delivered up to through_id (all when None); (ids newly read, newest id covered)."""
-        return await self._write(lambda db: _mark_all_read(db, user_id, at_ms, through_id))
-
-    async def inbox_archive(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        """Archive these entries; returns the ids that were not archived yet."""
-        return await self._write(lambda db: _set_once(db, "archived_ms", user_id, ids, at_ms))
 
     async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
         """{'sent', 'delivered', 'failed'} summed over the hours of a UTC date."""
