@@ -78,11 +78,11 @@ async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePla
     """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer."""
     states: list[InboxState] = []
     unread: list[UnreadThrough] = []
-    keys: list[StatusKey] = []
+    keys: dict[StatusKey, None] = {}  # in order, once each
     read: set[tuple[str, str]] = set()
     for w in group:
         if isinstance(w, RecordEvents):
-            keys += event_keys(w.events)
+            keys.update(event_keys(w.events))
             continue
         found = None
         if w.action is InboxAction.READ_ALL:
@@ -94,8 +94,8 @@ async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePla
                 row = await store.inbox_get(w.user_id, nid)
                 if row is not None:
                     states.append(InboxState(w.user_id, nid, row.read_ms is not None, row.archived_ms is not None))
-        keys += inbox_keys(w, found)
-    planner = Planner(await store.key_states(list(dict.fromkeys(keys))), states, unread)
+        keys.update(inbox_keys(w, found))
+    planner = Planner(await store.key_states(list(keys)), states, unread)
     answers: list[InboxChanged | None] = []
     for w in group:
         if isinstance(w, RecordEvents):

@@ -1,8 +1,8 @@
 """The log store's write plan: what the Recorder decided, as plain operations a backend applies.
 
 The Recorder (actors/recorder.py) reads the state it needs through the LogStore port
-(`KeyState`: a (notification, channel)'s current status and its round's timeline; the
-inbox rows an inbox change names), decides with the pure planner
+(`KeyState`: a (notification, channel)'s current status, and its round's timeline when an
+event is placed against it; the inbox rows an inbox change names), decides with the pure planner
 (actors/domain/write_planner.py) and hands the backend a `WritePlan`. A backend applies
 it without deciding anything: every operation is either insert-if-absent or a write
 guarded by a condition the plan states, so applying a plan twice, or again after a crash
@@ -13,17 +13,21 @@ The order of a plan's parts is the order a backend without transactions applies 
 
 1. `inbox`: web inbox entries, insert-if-absent (a user's row per notification);
 2. `steps`: timeline rows, insert-if-absent per (notification, channel, step, status, detail);
-3. `counts`: counted transitions, each counted once per (notification, channel, round, counter);
+3. `counts`: counted transitions, each counted once per (notification, channel, round, counter),
+   each with the move of its (notification, channel) in the same plan;
 4. `moves`: status moves, each applied only if the stored step is one it may move from
    (to each copy of the status a backend keeps: its by-user history before its status row);
 5. `inbox_times`: read and archived times, set only where unset.
 
 Everything before the moves only adds what is missing, and the moves come last but one, so
 a crash anywhere leaves the statuses where they were: planning the same events again from
-them gives the same operations, which find their rows there and add nothing, and moves
-that then complete. The inbox times come last because what the planner decides from them
-(which entries a read changes, and so which `read` statuses to record) must not be lost:
-an inbox time set means the status moves it implies are applied already.
+them gives the same operations, which find their rows (and marks) there and add nothing,
+and moves that then complete. (One exception, harmless: a client's ack that came before
+the event creating its row in the same batch is dropped the first time and, planned again
+after a crash that left the row created, moves it: the user's own ack, counted once.) The
+inbox times come last because what the planner decides from them (which entries a read
+changes, and so which `read` statuses to record) must not be lost: an inbox time set means
+the status moves it implies are applied already.
 """
 
 from __future__ import annotations
@@ -129,9 +133,16 @@ class AddStep(msgspec.Struct, frozen=True):
 
 
 class CountOnce(msgspec.Struct, frozen=True):
-    """Count a transition in the daily counter (date, channel, hour, counter) once per
-    (notification_id, channel, round, counter): a backend increments the counter only for a mark it
-    newly stores (or derives the counter from the marks); applying it again counts nothing."""
+    """Count a transition in the daily counter (date, channel, hour, counter), once per
+    (notification_id, channel, round, counter) however often the plan is applied.
+
+    The plan's MoveStatus of the same (notification, channel) makes the transition (the planner
+    counts only what it moves). A backend with transactions counts it in the transaction that
+    applies that move, if the move applies (the embedded one). One without keeps a mark per
+    (notification_id, channel, round, counter), inserted if absent, and bumps the counter only
+    for a mark it newly inserted (or derives the counter from the marks); counts come before
+    moves in the plan's order, so a crash between them leaves marks that the plan made again finds.
+    """
 
     notification_id: str
     channel: str

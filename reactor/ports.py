@@ -322,8 +322,8 @@ class LogStore(Protocol):
         What a backend must guarantee, operation by operation (protocol/write_plan.py):
         - InboxEntry, AddStep: inserted unless their key is there (the stored one stays);
         - CountOnce: counted once per (notification, channel, round, counter), however often
-          it is applied (a mark inserted if absent; the daily counter bumped only for a new mark,
-          or derived from the marks);
+          it is applied (with transactions: in the one that applies its key's move, if the move
+          applies; without: a mark inserted if absent, the counter bumped only for a new mark);
         - MoveStatus: written to every copy of the status (`statuses`, `history`) only where the
           stored step is in `after`, or there is no row and `create` is set; never otherwise
           (a skipped move is not an error);

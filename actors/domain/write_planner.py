@@ -1,9 +1,10 @@
 """The Recorder's rules, pure: status events and inbox changes in, a write plan (protocol/write_plan.py) out.
 
 `Planner` is given the state it needs, read through the LogStore port (the current status
-and round timeline of each (notification, channel) the batch names, the inbox rows an
-inbox change names), then the batch's messages in order (`record`, `change_inbox`), and
-builds one `WritePlan`. It decides everything a backend used to decide:
+of each (notification, channel) the batch names, the inbox rows an inbox change names),
+then the batch's messages in order (`record`, `change_inbox`); it asks for the round's
+timeline of the keys with an event placed against it (`timelines_needed`), and builds one
+`WritePlan`. It decides everything a backend used to decide:
 
 - Lifecycle (protocol.lifecycle): an event moves a status only along a legal edge
   (`timeline_step`); a replay from the dead-letter queue starts a new round, once (the
@@ -18,8 +19,8 @@ builds one `WritePlan`. It decides everything a backend used to decide:
   and a read recorded as the web channel's `read` status (a client event).
 
 The plan is idempotent by construction (protocol/write_plan.py): rows are keyed and
-inserted if absent, counts are marks, status moves are guarded by the steps they may move
-from. Nothing here reads a clock or does I/O: tests/actors/test_write_planner.py applies
+inserted if absent, counts are keyed by the transition they count, status moves are
+guarded by the steps they may move from. Nothing here reads a clock or does I/O: tests/actors/test_write_planner.py applies
 its plans, again and after a crash in the middle, against a model of a store without
 transactions.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 from protocol.channels import Channel
@@ -75,8 +75,12 @@ def counter_bucket(at_ms: int) -> tuple[str, int]:
     return _utc_date(day), rest // _HOUR_MS
 
 
-def counters_entered(old: Status | None, new: Status) -> list[Counter]:
+def counters_entered(old: Status | None, new: Status) -> tuple[Counter, ...]:
     """The counters a status change enters (sent, delivered, failed), each counted once per round."""
+    return _ENTERED[(old, new)]
+
+
+def _entered(old: Status | None, new: Status) -> tuple[Counter, ...]:
     entered = []
     if new in _SENT_OR_LATER and old not in _SENT_OR_LATER:
         entered.append(Counter.SENT)
@@ -84,7 +88,11 @@ def counters_entered(old: Status | None, new: Status) -> list[Counter]:
         entered.append(Counter.DELIVERED)
     if new in _FAILED and old not in _FAILED:
         entered.append(Counter.FAILED)
-    return entered
+    return tuple(entered)
+
+
+_ENTERED = {(old, new): _entered(old, new) for old in (None, *Status) for new in Status}
+_REACHABLE = {s: reachable(s) for s in Status}
 
 
 @cache
@@ -106,41 +114,48 @@ def move_after(target_round: int, target: Status, start_step: int | None) -> fro
     return frozenset(after)
 
 
-_NEEDS_ROWS = frozenset({Step.REPLAYED, Step.LATE, Step.CONFLICT})  # steps placed (or checked) against the round's rows
 _CHANNEL = {c: c.value for c in Channel}
 
 
-@dataclass(slots=True)
+class _NeedsTimeline(Exception):
+    """A key's event is placed against its round's timeline, which was not read."""
+
+
 class _Key:
     """One (notification, channel) while the batch is planned: the stored state, then what the batch did to it."""
 
-    notification_id: str
-    channel: str
-    user_id: str
-    priority: str
-    created_ms: int
-    status: Status
-    round: int
-    start_step: int | None  # the stored step (None: no row when planned)
-    rows: dict[tuple[int, Status, str], int]  # the round's timeline and the batch's: (step, status, detail) -> at_ms
-    complete: bool  # rows holds the stored timeline (it was read, or there is no stored row)
-    moved: bool = False
-    updated_ms: int = 0
-    detail: str = ""
-    template: str = ""
-    delivered_ms: int | None = None
+    __slots__ = (
+        "notification_id", "channel", "user_id", "priority", "created_ms", "status", "round", "start_step", "rows",
+        "complete", "moved", "updated_ms", "detail", "template", "delivered_ms",
+    )
+
+    def __init__(
+        self, notification_id: str, channel: str, user_id: str, priority: str, created_ms: int, status: Status,
+        round_: int, start_step: int | None, rows: dict[tuple[int, Status, str], int], complete: bool,
+    ) -> None:
+        self.notification_id, self.channel, self.user_id, self.priority = notification_id, channel, user_id, priority
+        self.created_ms, self.status, self.round = created_ms, status, round_
+        self.start_step = start_step  # the stored step (None: no row when planned)
+        self.rows = rows  # the round's timeline and the batch's: (step, status, detail) -> at_ms
+        self.complete = complete  # rows holds the stored timeline (it was read, or there is no stored row)
+        self.moved = False
+        self.updated_ms = 0
+        self.detail = ""
+        self.template = ""
+        self.delivered_ms: int | None = None
 
     @classmethod
     def stored(cls, k: KeyState) -> _Key:
-        rows = {} if k.timeline is None else {(r.step, r.status, r.detail): r.at_ms for r in k.timeline}
-        return cls(
-            k.notification_id, k.channel, k.user_id, k.priority, k.created_ms, k.status, k.round,
-            k.round * ROUND_SIZE + RANK[k.status], rows, k.timeline is not None,
-        )
+        if k.timeline is None:
+            return cls(k.notification_id, k.channel, k.user_id, k.priority, k.created_ms, k.status, k.round,
+                       k.round * ROUND_SIZE + RANK[k.status], {}, False)
+        rows = {(r.step, r.status, r.detail): r.at_ms for r in k.timeline}
+        return cls(k.notification_id, k.channel, k.user_id, k.priority, k.created_ms, k.status, k.round,
+                   k.round * ROUND_SIZE + RANK[k.status], rows, True)
 
     def _rows(self) -> dict[tuple[int, Status, str], int]:
         if not self.complete:
-            raise RuntimeError(f"the timeline of {self.notification_id} {self.channel} was not read (Planner.timelines_needed)")
+            raise _NeedsTimeline((self.notification_id, self.channel))
         return self.rows
 
     def has_row(self, step: int, status: Status, detail: str) -> bool:
@@ -157,8 +172,8 @@ class Planner:
     """Plans one batch: give it the state read for the batch, then the messages in order, then take `plan()`.
 
     The stored timelines are needed only for keys with a late, conflicting or replayed event: read the
-    states without them, feed the messages, read the timelines of `timelines_needed()` and give them
-    with `add_timelines`, then plan.
+    states without them, feed the messages, read the timelines of `timelines_needed()` (which plans
+    every key it can meanwhile) and give them with `add_timelines`, then take `plan()`.
     """
 
     def __init__(
@@ -167,8 +182,11 @@ class Planner:
         inbox: Iterable[InboxState] = (),
         unread: Iterable[UnreadThrough] = (),
     ) -> None:
-        self._keys: dict[StatusKey, _Key] = {(k.notification_id, k.channel): _Key.stored(k) for k in keys}
+        self._stored: dict[StatusKey, KeyState] = {(k.notification_id, k.channel): k for k in keys}
+        self._keys: dict[StatusKey, _Key] = {key: _Key.stored(k) for key, k in self._stored.items()}
         self._queued: dict[StatusKey, list[StatusEvent]] = {}  # the batch's events per key, in order
+        self._planned: dict[StatusKey, tuple[_Key | None, list[AddStep], list[CountOnce]]] = {}
+        self._sealed = False  # planning began: no more messages
         # the inbox rows read: (user, id) -> [read, archived]; updated by the batch's changes
         self._inbox: dict[tuple[str, str], list[bool]] = {
             (i.user_id, i.notification_id): [i.read, i.archived] for i in inbox
@@ -179,6 +197,8 @@ class Planner:
 
     def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
         """Take status events and inbox entries (one RecordEvents) into the batch."""
+        if self._sealed:
+            raise RuntimeError("the batch is being planned: no more messages")
         self._entries.extend(inbox)
         queued = self._queued
         for e in events:
@@ -189,29 +209,49 @@ class Planner:
                 queued[key] = [e]
 
     def timelines_needed(self) -> list[StatusKey]:
-        """The stored keys whose timeline the batch needs and was not given: those with a late, conflicting
-        or replayed event (an event placed against the round's rows)."""
+        """Plan every key of the batch that can be; the stored keys whose timeline it needs and was not given
+        (those with a late, conflicting or replayed event: one placed against the round's rows)."""
+        self._sealed = True
         needed = []
         for key, events in self._queued.items():
-            k = self._keys.get(key)
-            if k is None or k.complete:
-                continue
-            status = k.status
-            for e in events:
-                if e.client and e.user_id != k.user_id:
-                    continue
-                step = timeline_step(status, e.status, replay=e.replay)
-                if step in _NEEDS_ROWS:
-                    needed.append(key)
-                    break
-                if step is Step.ADVANCE:
-                    status = e.status
+            if key not in self._planned and (self._may_need_timeline(key, events) or not self._attempt(key)):
+                needed.append(key)
         return needed
+
+    def _may_need_timeline(self, key: StatusKey, events: list[StatusEvent]) -> bool:
+        """Whether a stored key's events, as far as its status alone tells, meet one placed against its round's rows."""
+        k = self._keys.get(key)
+        if k is None or k.complete:
+            return False
+        status = k.status
+        for e in events:
+            if e.client and e.user_id != k.user_id:
+                continue
+            if e.status in _REACHABLE[status]:
+                status = e.status
+            elif e.status is not status:  # a repeat needs no rows; late, conflicting and replayed ones do
+                return True
+        return False
 
     def add_timelines(self, keys: Iterable[KeyState]) -> None:
         """The stored state of some keys again, with their timelines (read after `timelines_needed`)."""
         for k in keys:
-            self._keys[(k.notification_id, k.channel)] = _Key.stored(k)
+            key = (k.notification_id, k.channel)
+            self._stored[key] = k
+            self._keys[key] = _Key.stored(k)
+            self._planned.pop(key, None)
+
+    def _attempt(self, key: StatusKey) -> bool:
+        """Plan one key's events; False (and its state as stored again) if it needs its timeline."""
+        steps: list[AddStep] = []
+        counts: list[CountOnce] = []
+        try:
+            k = self._plan_key(key, self._queued[key], steps, counts)
+        except _NeedsTimeline:
+            self._keys[key] = _Key.stored(self._stored[key])
+            return False
+        self._planned[key] = (k, steps, counts)
+        return True
 
     def change_inbox(self, change: InboxChange) -> InboxChanged:
         """Take an inbox change (read, read all, archive) into the batch; what it changes, as answered once the
@@ -255,11 +295,16 @@ class Planner:
 
     def plan(self) -> WritePlan:
         """The batch's write plan."""
+        self._sealed = True
         steps: list[AddStep] = []
         counts: list[CountOnce] = []
         moves: list[MoveStatus] = []
-        for key, events in self._queued.items():
-            k = self._plan_key(key, events, steps, counts)
+        for key in self._queued:
+            if key not in self._planned and not self._attempt(key):
+                raise RuntimeError(f"the timeline of {key} was not read (Planner.timelines_needed)")
+            k, key_steps, key_counts = self._planned[key]
+            steps += key_steps
+            counts += key_counts
             if k is not None and k.moved:
                 moves.append(MoveStatus(
                     k.notification_id, k.channel, k.user_id, k.priority, k.created_ms, k.status,
@@ -287,7 +332,7 @@ class Planner:
                 )
             else:
                 old = k.status
-                step = timeline_step(old, status, replay=e.replay)
+                step = Step.ADVANCE if status in _REACHABLE[old] else timeline_step(old, status, replay=e.replay)
                 if step is Step.REPLAYED and k.has_row(k.round * ROUND_SIZE + RANK[status], status, e.detail):
                     step = Step.LATE  # the replay that started this round, redelivered: already applied
                 if e.client and step is not Step.ADVANCE:
@@ -308,7 +353,7 @@ class Planner:
                 k.template = e.template
             if status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
                 k.delivered_ms = e.at_ms
-            entered = counters_entered(old, status)
+            entered = _ENTERED[(old, status)]
             if entered:
                 date, hour = counter_bucket(e.at_ms)
                 for counter in entered:
@@ -316,15 +361,15 @@ class Planner:
         return k
 
 
-def inbox_keys(change: InboxChange, unread: UnreadThrough | None = None) -> list[StatusKey]:
-    """The (notification, web) statuses an inbox change may move (a read's `read`): to read before planning it."""
+def inbox_keys(change: InboxChange, unread: UnreadThrough | None = None) -> dict[StatusKey, None]:
+    """The (notification, web) statuses an inbox change may move (a read's `read`), in order: to read before planning it."""
     if change.action is InboxAction.ARCHIVE:
-        return []
+        return {}
     ids = unread.ids if change.action is InboxAction.READ_ALL and unread is not None else change.ids
-    return [(nid, Channel.WEB.value) for nid in ids]
+    return dict.fromkeys((nid, Channel.WEB.value) for nid in ids)
 
 
-def event_keys(events: Iterable[StatusEvent]) -> list[StatusKey]:
-    """The (notification, channel) statuses some events name: to read before planning them."""
-    return list(dict.fromkeys((e.notification_id, e.channel.value) for e in events))
+def event_keys(events: Iterable[StatusEvent]) -> dict[StatusKey, None]:
+    """The (notification, channel) statuses some events name, in order: to read before planning them."""
+    return dict.fromkeys((e.notification_id, _CHANNEL[e.channel]) for e in events)
 

@@ -19,6 +19,7 @@ from protocol.messages import InboxEntry, StatusEvent
 from reactor.backends.embedded import SqliteLogStore
 from tests.logstore_writes import WritingLogStore
 from reactor.backends.embedded.log_store import encode_cursor
+from reactor.ports import InvalidCursor
 
 pytestmark = pytest.mark.trio
 
@@ -222,8 +223,12 @@ async def test_history_rejects_a_malformed_cursor(store: SqliteLogStore) -> None
            "WzEsMl0", "WyJhIiwiYiIsImMiXQ", "W3RydWUsImEiLCJiIl0", "\u00e9\u00e9\u00e9\u00e9"]
     # e30 = {}, WzEsMl0 = [1,2], WyJhIiwiYiIsImMiXQ = ["a","b","c"], W3RydWUsImEiLCJiIl0 = [true,"a","b"]
     for cursor in bad:
-        with pytest.raises(ValueError, match="invalid cursor"):
+        with pytest.raises(InvalidCursor, match="invalid cursor"):
             await store.history("u1", cursor=cursor)
+        with pytest.raises(InvalidCursor, match="invalid cursor"):  # an inbox cursor is the backend's too
+            await store.inbox_page("u1", cursor=cursor)
+    with pytest.raises(InvalidCursor):  # a history cursor is no inbox cursor
+        await store.inbox_page("u1", cursor=encode_cursor(T0 + 1, "", ""))
     rows, _ = await store.history("u1", cursor=encode_cursor(T0 + 1, "", ""))
     assert len(rows) == 1
 

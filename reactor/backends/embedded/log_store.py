@@ -14,9 +14,11 @@ table per query, keyed for that query):
   guard is checked against.
 - notification_events: the attempt timeline, one row per step, unique per (notification,
   channel, step, status, detail): an AddStep already there adds nothing.
-- counted_transitions: one mark per (notification, channel, round, counter) counted; a
-  CountOnce bumps its daily counter only when it inserts its mark.
 - daily_notification_stats: sent/delivered/failed counters per UTC date, channel and hour.
+  A plan's CountOnce is counted in the transaction that applies the move of its key, and
+  only if that move applies (once per mark): applied again, the move's guard no longer
+  holds and nothing is counted. (A backend without transactions keeps marks instead:
+  protocol/write_plan.py.)
 - web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync and the
   inbox API, with their read and archived times (columns added in place to an older file).
 
@@ -100,15 +102,6 @@ CREATE TABLE IF NOT EXISTS notification_events (
     detail TEXT NOT NULL DEFAULT '',
     step INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS counted_transitions (
-    notification_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    counter TEXT NOT NULL,
-    date TEXT NOT NULL,
-    hour INTEGER NOT NULL,
-    PRIMARY KEY (notification_id, channel, round, counter)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS daily_notification_stats (
     date TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -131,18 +124,6 @@ CREATE TABLE IF NOT EXISTS web_inbox (
 CREATE INDEX IF NOT EXISTS web_inbox_by_seq ON web_inbox (user_id, seq);
 """
 
-# Each mark inserted (a CountOnce applied the first time) bumps its daily counter, in the same transaction.
-_SCHEMA += f"""
-CREATE TRIGGER IF NOT EXISTS count_transition AFTER INSERT ON counted_transitions BEGIN
-    INSERT INTO daily_notification_stats (date, channel, hour, sent_count, delivered_count, failed_count)
-    VALUES (NEW.date, NEW.channel, NEW.hour, NEW.counter = '{Counter.SENT.value}', NEW.counter = '{Counter.DELIVERED.value}',
-            NEW.counter = '{Counter.FAILED.value}')
-    ON CONFLICT (date, channel, hour) DO UPDATE SET
-        sent_count = sent_count + excluded.sent_count,
-        delivered_count = delivered_count + excluded.delivered_count,
-        failed_count = failed_count + excluded.failed_count;
-END;
-"""
 
 
 # The stored status of some notifications' channels.
@@ -150,14 +131,10 @@ _STATUSES = """
 SELECT notification_id, channel, user_id, status, priority, created_ms, step FROM notification_status
 WHERE notification_id IN (SELECT value FROM json_each(?))
 """
-# The same, each with the timeline rows of its round.
-_KEY_STATES = f"""
-SELECT s.notification_id, s.channel, s.user_id, s.status, s.priority, s.created_ms, s.step,
-    e.step, e.status, e.detail, e.at_ms
-FROM notification_status s LEFT JOIN notification_events e
-    ON e.notification_id = s.notification_id AND e.channel = s.channel
-    AND e.step >= s.step - s.step % {ROUND_SIZE} AND e.step < s.step - s.step % {ROUND_SIZE} + {ROUND_SIZE}
-WHERE s.notification_id IN (SELECT value FROM json_each(?))
+# The timeline rows of some notifications (the caller keeps those of each channel's current round).
+_TIMELINES = """
+SELECT notification_id, channel, step, status, detail, at_ms FROM notification_events
+WHERE notification_id IN (SELECT value FROM json_each(?))
 """
 
 _INSERT_EVENT = """
@@ -165,8 +142,13 @@ INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_
 VALUES (?, ?, ?, ?, ?, ?)
 """
 
-_MARK = """
-INSERT OR IGNORE INTO counted_transitions (notification_id, channel, round, counter, date, hour) VALUES (?, ?, ?, ?, ?, ?)
+_BUMP_STATS = """
+INSERT INTO daily_notification_stats (date, channel, hour, sent_count, delivered_count, failed_count)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (date, channel, hour) DO UPDATE SET
+    sent_count = sent_count + excluded.sent_count,
+    delivered_count = delivered_count + excluded.delivered_count,
+    failed_count = failed_count + excluded.failed_count
 """
 
 _INSERT_INBOX = """
@@ -183,18 +165,34 @@ _inbox_encoder = msgspec.json.Encoder()
 _inbox_decoder = msgspec.json.Decoder(InboxEntry)
 
 
-_GUARDS = 8  # guard slots of the batched move statements: a MoveStatus.after this long or shorter (padded with -1)
+_GUARDS = 8  # guard slots of the move statements: a MoveStatus.after this long or shorter (padded with -1)
 _NO_STEP = -1  # pads the guard slots: no row has this step
-_SLOTS = ", ".join(f"?{i}" for i in range(13, 13 + _GUARDS))
 
-# A move's copy in the user's history, written first, while the status row still holds the step it moves from:
-# only if that step is in the guard, or there is no status row and the move may create it.
-_MOVE_LOG = f"""
+
+def _guard(column: str, first: int) -> str:
+    """`column` equal to one of the guard's parameters (?first onwards); ORed equalities, cheaper than IN here."""
+    return "(" + " OR ".join(f"{column} = ?{i}" for i in range(first, first + _GUARDS)) + ")"
+
+
+# A move of a row that may be missing: created if it is, else moved if its step is in the guard.
+_MOVE_OR_CREATE = f"""
+INSERT INTO notification_status (notification_id, channel, status, step, updated_ms, detail, user_id, priority, created_ms)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (notification_id, channel) DO UPDATE SET
+    status = excluded.status, step = excluded.step, updated_ms = excluded.updated_ms, detail = excluded.detail
+WHERE {_guard('notification_status.step', 10)}
+"""
+# A move of a row that must exist: moved if its step is in the guard.
+_MOVE = f"""
+UPDATE notification_status SET status = ?3, step = ?4, updated_ms = ?5, detail = ?6
+WHERE notification_id = ?1 AND channel = ?2 AND {_guard('step', 7)}
+"""
+# The user's history row of a move that was applied: the same status, and what only the history keeps.
+_UPSERT_LOG = """
 INSERT INTO notification_logs
     (user_id, created_ms, notification_id, channel, status, priority, template_id,
      updated_ms, delivered_ms, error_message, metadata)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, NULLIF(?7, ''), ?8, ?9, ?10, json_object('detail', ?11)
-WHERE COALESCE((SELECT step FROM notification_status WHERE notification_id = ?3 AND channel = ?4) IN ({_SLOTS}), ?21)
+VALUES (?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, json_object('detail', ?))
 ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
     status = excluded.status,
     updated_ms = excluded.updated_ms,
@@ -203,33 +201,31 @@ ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
     metadata = json_set(notification_logs.metadata, '$.detail', json_extract(excluded.metadata, '$.detail')),
     template_id = COALESCE(excluded.template_id, notification_logs.template_id)
 """
-# The status row: created if missing (moves that may create), else moved if its step is in the guard.
-_MOVE_STATUS = f"""
-INSERT INTO notification_status (notification_id, channel, user_id, priority, created_ms, status, step, updated_ms, detail)
-SELECT ?3, ?4, ?1, ?6, ?2, ?5, ?12, ?8, ?11 WHERE ?21
-ON CONFLICT (notification_id, channel) DO UPDATE SET
-    status = excluded.status, step = excluded.step, updated_ms = excluded.updated_ms, detail = excluded.detail
-WHERE notification_status.step IN ({_SLOTS})
-"""
-_MOVE_EXISTING = f"""
-UPDATE notification_status SET status = ?5, step = ?12, updated_ms = ?8, detail = ?11
-WHERE notification_id = ?3 AND channel = ?4 AND step IN ({_SLOTS}) AND NOT ?21
-"""
+_COUNTER_COLUMN = {Counter.SENT: 0, Counter.DELIVERED: 1, Counter.FAILED: 2}
 
 
-def _move_params(m: MoveStatus) -> tuple[Any, ...]:
-    """A move's parameters for _MOVE_LOG, _MOVE_STATUS and _MOVE_EXISTING (?1 to ?21)."""
-    guard = tuple(m.after) + (_NO_STEP,) * (_GUARDS - len(m.after))
-    return (
-        m.user_id, m.created_ms, m.notification_id, m.channel, m.status.value, m.priority, m.template,
-        m.updated_ms, m.delivered_ms, m.error, m.detail, m.step, *guard, m.create,
-    )
+def _moved(db: sqlite3.Connection, m: MoveStatus) -> bool:
+    """Write a move to the status row if its guard holds (creating the row if it may); whether it did."""
+    if len(m.after) > _GUARDS:
+        raise ValueError(f"a MoveStatus guard holds more than {_GUARDS} steps")  # no plan's does: no status has that many before it
+    guard = (*m.after, *(_NO_STEP,) * (_GUARDS - len(m.after)))
+    if m.create:
+        params: tuple[Any, ...] = (
+            m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, m.user_id, m.priority, m.created_ms,
+            *guard,
+        )
+        return db.execute(_MOVE_OR_CREATE, params).rowcount > 0
+    params = (m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, *guard)
+    return db.execute(_MOVE, params).rowcount > 0
 
 
 def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
-    """Apply a write plan as one transaction on the writer connection."""
-    if any(len(m.after) > _GUARDS for m in plan.moves):
-        raise ValueError(f"a MoveStatus guard holds more than {_GUARDS} steps")  # no plan does: a status has fewer before it
+    """Apply a write plan as one transaction on the writer connection.
+
+    One transaction, so nothing of a plan is ever applied in part: each move is written if its
+    guard holds, then its history row, and the plan's counts of that move's key are counted only
+    then (once per mark), so a plan applied again (its moves' guards no longer hold) counts nothing.
+    """
     db.execute("BEGIN IMMEDIATE")
     try:
         if plan.inbox:
@@ -242,13 +238,26 @@ def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
                 _INSERT_EVENT,
                 [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
             )
-        if plan.counts:  # the trigger count_transition bumps the daily counter of each mark inserted
-            db.executemany(_MARK, [(c.notification_id, c.channel, c.round, c.counter.value, c.date, c.hour) for c in plan.counts])
-        if plan.moves:
-            moves = [_move_params(m) for m in plan.moves]
-            db.executemany(_MOVE_LOG, moves)
-            db.executemany(_MOVE_STATUS, [m for m in moves if m[20]])
-            db.executemany(_MOVE_EXISTING, [m for m in moves if not m[20]])
+        moved = [m for m in plan.moves if _moved(db, m)]
+        if moved:
+            db.executemany(
+                _UPSERT_LOG,
+                [
+                    (m.user_id, m.created_ms, m.notification_id, m.channel, m.status.value, m.priority, m.template,
+                     m.updated_ms, m.delivered_ms, m.error, m.detail)
+                    for m in moved
+                ],
+            )
+        if plan.counts and moved:
+            applied = {(m.notification_id, m.channel) for m in moved}
+            stats: dict[tuple[str, str, int], list[int]] = {}
+            marks = set()
+            for c in plan.counts:
+                mark = (c.notification_id, c.channel, c.round, c.counter)
+                if (c.notification_id, c.channel) in applied and mark not in marks:
+                    marks.add(mark)
+                    stats.setdefault((c.date, c.channel, c.hour), [0, 0, 0])[_COUNTER_COLUMN[c.counter]] += 1
+            db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
         for field, sql in _SET_INBOX_TIME.items():
             rows = [(t.at_ms, t.user_id, t.notification_id) for t in plan.inbox_times if t.field is field]
             if rows:
@@ -262,24 +271,20 @@ def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
 def _key_states(db: sqlite3.Connection, keys: Sequence[StatusKey], timeline: bool) -> list[KeyState]:
     """The stored state of these (notification, channel) keys that have a row (with their round's timeline)."""
     wanted = set(keys)
+    ids = (json.dumps(sorted({k[0] for k in wanted})),)
+    found = {
+        (nid, channel): (user_id, priority, created_ms, _STATUS[status], step // ROUND_SIZE)
+        for nid, channel, user_id, status, priority, created_ms, step in db.execute(_STATUSES, ids)
+        if (nid, channel) in wanted
+    }
     if not timeline:
-        return [
-            KeyState(nid, channel, user_id, priority, created_ms, _STATUS[status], step // ROUND_SIZE)
-            for nid, channel, user_id, status, priority, created_ms, step in db.execute(_STATUSES, (json.dumps(sorted({k[0] for k in wanted})),))
-            if (nid, channel) in wanted
-        ]
-    found: dict[StatusKey, tuple[tuple[Any, ...], list[TimelineRow]]] = {}
-    ids = json.dumps(sorted({nid for nid, _ in wanted}))
-    for nid, channel, user_id, status, priority, created_ms, step, e_step, e_status, e_detail, e_at in db.execute(_KEY_STATES, (ids,)):
-        if (nid, channel) not in wanted:
-            continue
-        head, rows = found.setdefault((nid, channel), ((nid, channel, user_id, priority, created_ms, status, step), []))
-        if e_step is not None:
-            rows.append(TimelineRow(e_step, _STATUS[e_status], e_detail, e_at))
-    return [
-        KeyState(nid, channel, user_id, priority, created_ms, _STATUS[status], step // ROUND_SIZE, tuple(rows))
-        for (nid, channel, user_id, priority, created_ms, status, step), rows in found.values()
-    ]
+        return [KeyState(nid, channel, *state) for (nid, channel), state in found.items()]
+    rows: dict[StatusKey, list[TimelineRow]] = {key: [] for key in found}
+    for nid, channel, step, status, detail, at_ms in db.execute(_TIMELINES, ids):
+        state = found.get((nid, channel))
+        if state is not None and step // ROUND_SIZE == state[4]:  # the current round's rows only
+            rows[(nid, channel)].append(TimelineRow(step, _STATUS[status], detail, at_ms))
+    return [KeyState(nid, channel, *state, tuple(rows[(nid, channel)])) for (nid, channel), state in found.items()]
 
 
 def _unread_through(db: sqlite3.Connection, user_id: str, through_id: str | None) -> UnreadThrough:
