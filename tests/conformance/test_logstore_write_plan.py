@@ -123,6 +123,12 @@ async def check_a_move_applies_only_from_its_guard(store: LogStore) -> None:
     # a move of a row that is not there, and may not create it
     await store.apply(WritePlan(moves=(move(missing, Status.SENT, {0, 1}),)))
     assert await store.statuses(missing) == [] and await history_of(store, missing) == []
+    # in one plan, a stale move and one whose guard holds: only the second
+    await store.apply(WritePlan(moves=(
+        move(n, Status.DELIVERED, {0, 1}, at=T0 + 4), move(missing, Status.QUEUED, {0}, create=True, at=T0 + 4),
+    )))
+    assert current(await store.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(store, n)
+    assert current(await store.statuses(missing)) == [("queued", "u1", T0 + 4, "")] == await history_of(store, missing)
 
 
 async def check_a_move_is_applied_as_stated(store: LogStore) -> None:

@@ -1,4 +1,9 @@
-"""SqliteLogStore: lifecycle guarding, idempotent replay, pagination, inbox sync, durability."""
+"""The embedded LogStore with the Recorder's planner: lifecycle guarding, idempotent replay, pagination, inbox
+sync, durability.
+
+The store is written as the Recorder writes it (tests/logstore_writes.py: read, plan, apply), so these
+tests pin what the Recorder and the log store do together, as they pinned the log store alone before
+the rules moved to the planner."""
 
 from __future__ import annotations
 

@@ -204,19 +204,38 @@ ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
 _COUNTER_COLUMN = {Counter.SENT: 0, Counter.DELIVERED: 1, Counter.FAILED: 2}
 
 
-def _moved(db: sqlite3.Connection, m: MoveStatus) -> bool:
-    """Write a move to the status row if its guard holds (creating the row if it may); whether it did."""
+def _move_params(m: MoveStatus) -> tuple[Any, ...]:
+    """A move's parameters: for _MOVE_OR_CREATE (?1 to ?17) if it may create its row, else for _MOVE (?1 to ?14)."""
     if len(m.after) > _GUARDS:
         raise ValueError(f"a MoveStatus guard holds more than {_GUARDS} steps")  # no plan's does: no status has that many before it
     guard = (*m.after, *(_NO_STEP,) * (_GUARDS - len(m.after)))
     if m.create:
-        params: tuple[Any, ...] = (
+        return (
             m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, m.user_id, m.priority, m.created_ms,
             *guard,
         )
-        return db.execute(_MOVE_OR_CREATE, params).rowcount > 0
-    params = (m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, *guard)
-    return db.execute(_MOVE, params).rowcount > 0
+    return (m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, *guard)
+
+
+def _moves(db: sqlite3.Connection, moves: Sequence[MoveStatus]) -> list[MoveStatus]:
+    """Write each move to its status row if its guard holds (creating the row if it may); the moves written.
+
+    All at once first, as a plan from the state just read moves everything it names; if some guard
+    did not hold (the plan applied again, or stale), undone and done one by one to learn which.
+    """
+    params = [_move_params(m) for m in moves]
+    creating = [p for m, p in zip(moves, params) if m.create]
+    updating = [p for m, p in zip(moves, params) if not m.create]
+    db.execute("SAVEPOINT moves")
+    before = db.total_changes
+    db.executemany(_MOVE_OR_CREATE, creating)
+    db.executemany(_MOVE, updating)
+    if db.total_changes - before == len(moves):
+        db.execute("RELEASE moves")
+        return list(moves)
+    db.execute("ROLLBACK TO moves")
+    db.execute("RELEASE moves")
+    return [m for m, p in zip(moves, params) if db.execute(_MOVE_OR_CREATE if m.create else _MOVE, p).rowcount > 0]
 
 
 def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
@@ -238,7 +257,7 @@ def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
                 _INSERT_EVENT,
                 [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
             )
-        moved = [m for m in plan.moves if _moved(db, m)]
+        moved = _moves(db, plan.moves) if plan.moves else []
         if moved:
             db.executemany(
                 _UPSERT_LOG,
