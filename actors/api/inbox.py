@@ -31,7 +31,7 @@ from ..messages import Broadcast, ChangeInbox
 from .errors import ProblemError, bad_param, decode_body, json_response, limit_param, read_body
 from .subscriber import authorize_user
 
-_read_all_decoder = msgspec.json.Decoder(ReadAllRequest)
+_read_all_decoder: msgspec.json.Decoder[ReadAllRequest] = msgspec.json.Decoder(ReadAllRequest)
 _NOTIFICATION_ID = "not a notification id (26 characters, Crockford base32)"
 
 

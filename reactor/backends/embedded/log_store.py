@@ -162,7 +162,7 @@ _SET_INBOX_TIME = {
 
 _STATUS = {s.value: s for s in Status}
 _inbox_encoder = msgspec.json.Encoder()
-_inbox_decoder = msgspec.json.Decoder(InboxEntry)
+_inbox_decoder: msgspec.json.Decoder[InboxEntry] = msgspec.json.Decoder(InboxEntry)
 
 
 _GUARDS = 8  # guard slots of the move statements: a MoveStatus.after this long or shorter (padded with -1)
@@ -270,7 +270,7 @@ def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
         if plan.counts and moved:
             applied = {(m.notification_id, m.channel) for m in moved}
             stats: dict[tuple[str, str, int], list[int]] = {}
-            marks = set()
+            marks: set[tuple[str, str, int, Counter]] = set()
             for c in plan.counts:
                 mark = (c.notification_id, c.channel, c.round, c.counter)
                 if (c.notification_id, c.channel) in applied and mark not in marks:
@@ -343,7 +343,7 @@ def _decode_key(cursor: str, shape: tuple[type, ...]) -> list[int | str]:
         raise InvalidCursor("invalid cursor")
     for part, kind in zip(key, shape):
         # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
-        if type(part) is not kind or (kind is int and not -(2**63) <= part < 2**63):
+        if type(part) is not kind or (isinstance(part, int) and not -(2**63) <= part < 2**63):
             raise InvalidCursor("invalid cursor")
     return key
 
@@ -550,7 +550,8 @@ class SqliteLogStore:
         """The user's notifications newest first (created_ms in [since_ms, until_ms))."""
         if limit < 1:
             raise ValueError("limit must be positive")
-        where, params = ["user_id = ?"], [user_id]
+        where: list[str] = ["user_id = ?"]
+        params: list[Any] = [user_id]
         if channel is not None:
             where.append("channel = ?")
             params.append(channel)
