@@ -1,24 +1,34 @@
-"""The composition root: turns a Config into a running supervision tree.
+"""The composition root: turns a Config into a running supervision tree, by the node's role.
 
-    herald (System)
+    herald (System), role all (the default: one node does everything)
     ├── storage    backends: opens every port (reactor.backends.open_backends), closes them last
     ├── recording  recorder
-    ├── delivery   scheduler, connection registry, provider:email, provider:sms, provider:push, provider:web
+    ├── delivery   scheduler, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
-    ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases
+    ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs, signing-keys
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
 
-Stages boot top to bottom and stop bottom to top. The storage stage comes first: once it
-reports the backends it opened, the node's credentials are read from them and the actors
-of the other stages are built on them. Everything here is typed by the ports
-(reactor/ports.py); which backend serves each is configuration (`bus`, `state`, `store`,
-`logstore`: URLs).
+The other roles (ROLES) build a part of that tree, and meet the others only through the
+ports (bus, state, store, logstore, broker):
+
+    api     storage, recording, ingress (with schedule-writer), front (every area but sessions and inbox)
+    worker  storage, recording, delivery (scheduler, providers and their queries), consumers
+    edge    storage, recording, delivery (connection registry), front (sessions and inbox)
+
+Every role records what it learns (the api accepted notifications, the worker outcomes,
+the edge acks and reads) through a Recorder of its own. Stages boot top to bottom and
+stop bottom to top. The storage stage comes first: once it reports the backends it
+opened, the node's credentials are read from them and the actors of the other stages are
+built on them. Everything here is typed by the ports (reactor/ports.py); which backend
+serves each is configuration (`bus`, `state`, `store`, `logstore`, `broker`: URLs). With
+the embedded backends only the role `all` runs as a process (actors/config.py); tests
+build the other roles in one process on backends they open once (`run_herald(backends=)`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -31,21 +41,23 @@ from reactor.ports import Bus, LogStore, Store
 from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
 
-from .api.gateway import FrontEnd, Gateway
+from .api.gateway import FRONT_ROLES, FrontEnd, Gateway
 from .api.idempotency import Idempotency
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
-from .config import Config, ConfigError, role_refusal
+from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .ingress import Ingress
+from .jobs import Jobs
+from .messages import CircuitQuery
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
-from .registry import ConnectionRegistry
-from .scheduler import Scheduler
-from .services.credentials import API_KEY_FILE, ApiKeys, open_node_credentials
+from .registry import ConnectionRegistry, RecentPushes
+from .scheduler import POLL_S, ScheduleAt, Scheduler
+from .services.credentials import API_KEY_FILE, REFRESH_S, ApiKeys, SharedSigningKeys, open_node_credentials
 from .services.dead_letters import DeadLetters
 from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
@@ -56,27 +68,28 @@ log = logging.getLogger("herald")
 
 @dataclass
 class Herald:
-    """A running node: what tests and the CLI need to reach."""
+    """A running node: what tests and the CLI need to reach. What its role does not run is None (or empty)."""
 
     config: Config
     system: System
     backends: Backends
-    gateway: Gateway
-    front: FrontEnd
-    scheduler: Scheduler
-    providers: dict[Channel, Provider]
-    consumer_groups: dict[Channel, ConsumerGroup]
-    ingress: Ingress
     recorder: Recorder
-    registry: ConnectionRegistry
     api_key: str  # the bootstrap key's text (also in <data_dir>/api-key)
+    gateway: Gateway | None = None  # api, edge, all
+    front: FrontEnd | None = None
+    scheduler: Scheduler | None = None  # worker, all
+    providers: dict[Channel, Provider] = field(default_factory=dict)
+    consumer_groups: dict[Channel, ConsumerGroup] = field(default_factory=dict)
+    ingress: Ingress | None = None  # api, all
+    jobs: Jobs | None = None
+    registry: ConnectionRegistry | None = None  # edge, all
     templates: TemplateService | None = None
     users: UserDirectory | None = None
     sandbox_faults: SandboxFaults | None = None
 
     @property
     def url(self) -> str:
-        return self.front.url()
+        return self.front.url() if self.front is not None else ""
 
     @property
     def bus(self) -> Bus:
@@ -93,14 +106,24 @@ class Herald:
 
 class Storage:
     """The storage stage's one child: opens the backends, reports them (task_status), and holds them
-    open until asked to stop; they close once every stage above has stopped (shutdown runs bottom up)."""
+    open until asked to stop; they close once every stage above has stopped (shutdown runs bottom up).
 
-    def __init__(self, settings: BackendSettings) -> None:
+    Given backends already open (`lent`: shared by several nodes of one process), it reports
+    those and neither opens nor closes them.
+    """
+
+    def __init__(self, settings: BackendSettings, lent: Backends | None = None) -> None:
         self.settings = settings
+        self.lent = lent
         self._stop = trio.Event()
         self.backends: Backends | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if self.lent is not None:
+            self.backends = self.lent
+            task_status.started(self.lent)
+            await self._stop.wait()
+            return
         async with open_backends(self.settings) as backends:
             self.backends = backends
             task_status.started(backends)
@@ -110,13 +133,33 @@ class Storage:
         self._stop.set()
 
 
-def default_clients(config: Config, registry: Mailbox[Any]) -> dict[Channel, ChannelClient]:
+def default_clients(config: Config, backends: Backends, recent: RecentPushes) -> dict[Channel, ChannelClient]:
     return {
         Channel.EMAIL: EmailOutbox(config.outbox_dir, config.email_from),
         Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms"),
         Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push"),
-        Channel.WEB: WebClient(registry),
+        Channel.WEB: WebClient(backends.broker, recent),
     }
+
+
+class ScheduleWriter:
+    """The api role's answer to the Ingress's ScheduleAt (quiet hours, scheduled_at): the entry goes
+    into the Store before the 202, where the Scheduler of a worker finds it (the Scheduler claims
+    entries from the Store; in the `all` role the Ingress asks the node's Scheduler itself)."""
+
+    def __init__(self, store: Store, mailbox: Mailbox[ScheduleAt]) -> None:
+        self.store = store
+        self.mailbox = mailbox
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for message in self.mailbox:
+            try:
+                await self.store.schedule(message.entry)
+            except Exception as exc:
+                message.reply.fail(exc)
+                raise
+            message.reply.send(None)
 
 
 async def run_herald(
@@ -124,16 +167,25 @@ async def run_herald(
     *,
     clients: dict[Channel, ChannelClient] | None = None,
     signals: bool = True,
+    backends: Backends | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Boot a node, report it with task_status.started(Herald), run until shut down."""
-    refusal = role_refusal(config)
-    if refusal is not None:
-        raise ConfigError(f"role: {refusal}")
+    """Boot a node, report it with task_status.started(Herald), run until shut down.
+
+    `backends`: ports the caller opened and shares between nodes of this process (tests of the
+    roles): the node neither opens nor closes them, and the refusal of a role other than `all`
+    on embedded backends does not apply (the caller made them shared).
+    """
+    if backends is None:
+        refusal = role_refusal(config)
+        if refusal is not None:
+            raise ConfigError(f"role: {refusal}")
+    if config.role not in ROLES:
+        raise ConfigError(f"role: expected one of {', '.join(ROLES)}, got {config.role!r}")
     private_umask()  # every file the node creates from here on is 0600, every folder 0700
     await trio.to_thread.run_sync(private_dir, config.data_dir)
     policy = RestartPolicy()
-    storage = Storage(config.backend_settings())
+    storage = Storage(config.backend_settings(), backends)
     node: list[Herald] = []
 
     async def build() -> list[Supervisor]:
@@ -159,103 +211,133 @@ async def run_herald(
 
         await nursery.start(run_system)
         herald = node[0]
-        log.info("herald ready on %s; outbox %s", herald.url, config.outbox_dir.resolve())
+        log.info("herald (%s) ready on %s; outbox %s", config.role, herald.url or "no front end", config.outbox_dir.resolve())
         task_status.started(herald)
 
 
 async def wire(
     config: Config, backends: Backends, system: System, policy: RestartPolicy, clients: dict[Channel, ChannelClient] | None,
 ) -> tuple[Herald, list[Supervisor]]:
-    """The node's actors on these backends, and the stages that run them (all but storage)."""
+    """The actors of the node's role on these backends, and the stages that run them (all but storage)."""
+    role = config.role
+    works, edge, api = role in ("all", "worker"), role in ("all", "edge"), role in ("all", "api")
     signing, api_key = await open_node_credentials(
         backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key,
     )
     bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
+    # The embedded Store serves this node alone (one node per data dir): no other node schedules entries
+    # or changes the signing keys while it runs, so nothing needs polling. A shared Store does.
+    alone = config.backend_settings().urls["store"].startswith("embedded:")
+    key_ring = SharedSigningKeys(backends.signing_keys, signing, refresh_s=None if alone else REFRESH_S)
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
     users = UserDirectory(
-        backends.users, local_state(config.profile_cache_size), signing, lambda: config.public_url or front.url(),
+        backends.users, local_state(config.profile_cache_size), signing, lambda: config.public_url or herald.url,  # once it serves
         config.preferences_cache_ttl_s,
     )
     recorder_mb: Mailbox[Any] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
-    registry_mb: Mailbox[Any] = Mailbox("registry", 4096, Overflow.BLOCK)
     scheduler_mb: Mailbox[Any] = Mailbox("scheduler", 1024, Overflow.BLOCK)
-    ingress_mb: Mailbox[Any] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
-    provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
-
     recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
-    # recent pushes kept for replay: must cover the web pushes whose inbox rows are not written yet
-    registry = ConnectionRegistry(registry_mb, recent=max(4096, 4 * config.partitions_of(Channel.WEB) * config.consumer_batch))
-    # Sandbox clients get their fault setting; every client but web's has its calls logged (actors/clients/call_log.py).
-    sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, registry_mb), **(clients or {})}, config.faults_of)
-    chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
-              for c, client in chosen.items()}
-    providers = {
-        c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c)),
-                    devices=users if c is Channel.PUSH else None)
-        for c in Channel
-    }
-    scheduler = Scheduler(bus, store, scheduler_mb)
-    retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
-
-    def consumer_factory(channel: Channel) -> Any:
-        def make(partition: int) -> PartitionConsumer:
-            return PartitionConsumer(
-                bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
-                config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
-            )
-
-        return make
-
-    groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
-    idempotency = Idempotency(state)
-    ingress = Ingress(
-        bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
-    )
-    gateway = Gateway(
-        ingress=ingress_mb,
-        registry=registry_mb,
-        recorder=recorder_mb,
-        logstore=logstore,
-        keys=ApiKeys(
-            backends.keys, state, config.api_key,  # a configured bootstrap key; a generated one is a stored key
-            rate_per_s=config.key_rate_per_s, burst=config.key_burst, cache_ttl_s=config.key_cache_ttl_s,
-        ),
-        secret=signing,
-        signing_key_store=backends.signing_keys,
-        max_body_bytes=config.max_body_bytes,
-        heartbeat_s=config.heartbeat_s,
-        session_queue=config.session_queue,
-        dead_letters=DeadLetters(store, bus, recorder_mb),
-        providers=providers,
-        idempotency=idempotency,
-        limits=SubscriberLimits(
-            state, SessionCaps(config.subscriber_sessions_per_user, config.subscriber_sessions_per_token),
-            config.subscriber_rate_per_s, config.subscriber_burst, config.token_issue_rate_per_s, config.token_issue_burst,
-        ),
-        templates=templates,
-        users=users,
-        sandbox_faults=sandbox_faults,
-    )
-    front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
+    # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
+    # rows are not written yet (at most one consumer batch: the user's partition has one in flight)
+    recent = RecentPushes(state, per_user=2 * config.consumer_batch)
+    herald = Herald(config, system, backends, recorder, api_key, templates=templates, users=users)
+    stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
+    delivery: list[ChildSpec] = []
+    query_mbs: dict[Channel, Mailbox[CircuitQuery]] = {}
 
-    stages = [
-        Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy),
-        Supervisor("delivery", [
-            ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close),
-            ChildSpec("registry", registry.run, stop=registry_mb.close),
-            *[ChildSpec(f"provider:{c.value}", providers[c].run, stop=provider_mbs[c].close) for c in Channel],
-        ], policy),
-        Supervisor("consumers", [ChildSpec(f"consumer-group:{c.value}", groups[c].run, stop=groups[c].stop) for c in Channel], policy),
-        Supervisor("ingress", [
-            ChildSpec("ingress", ingress.run, stop=ingress_mb.close),
+    if works:
+        provider_mbs = {c: Mailbox[Any](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
+        query_mbs = {c: Mailbox[CircuitQuery](f"provider:{c.value}:queries", 64, Overflow.FAIL_FAST) for c in Channel}
+        # Sandbox clients get their fault setting; every client but web's has its calls logged (actors/clients/call_log.py).
+        herald.sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, backends, recent), **(clients or {})}, config.faults_of)
+        chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
+                  for c, client in chosen.items()}
+        herald.providers = {
+            c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings()),
+                        devices=users if c is Channel.PUSH else None, queries=query_mbs[c])
+            for c in Channel
+        }
+        herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)
+        retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
+
+        def consumer_factory(channel: Channel) -> Any:
+            def make(partition: int) -> PartitionConsumer:
+                return PartitionConsumer(
+                    bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
+                    config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
+                )
+
+            return make
+
+        herald.consumer_groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
+        delivery.append(ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close))
+
+    registry_mb: Mailbox[Any] | None = None
+    if edge:
+        registry_mb = Mailbox("registry", 4096, Overflow.BLOCK)
+        herald.registry = ConnectionRegistry(registry_mb, backends.broker, recent)
+        delivery.append(ChildSpec("registry", herald.registry.run, stop=registry_mb.close))
+    if works:
+        for c, provider in herald.providers.items():
+            delivery += [
+                ChildSpec(f"provider:{c.value}", provider.run, stop=provider_mbs[c].close),
+                ChildSpec(f"provider:{c.value}:queries", provider.answer_queries, stop=query_mbs[c].close),
+            ]
+    if delivery:
+        stages.append(Supervisor("delivery", delivery, policy))
+    if works:
+        groups = herald.consumer_groups
+        stages.append(Supervisor("consumers", [ChildSpec(f"consumer-group:{c.value}", g.run, stop=g.stop) for c, g in groups.items()], policy))
+
+    gateway_parts: dict[str, Any] = {}
+    if api:
+        ingress_mb: Mailbox[Any] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
+        jobs_mb: Mailbox[Any] = Mailbox("jobs", 64, Overflow.FAIL_FAST)
+        idempotency = Idempotency(state)
+        dead_letters = DeadLetters(store, bus, recorder_mb)
+        herald.ingress = ingress = Ingress(
+            bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
+        )
+        herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
+        children = [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)]
+        if not works:  # no Scheduler here: what the Ingress schedules goes to the Store, for the workers' Schedulers
+            children.append(ChildSpec("schedule-writer", ScheduleWriter(store, scheduler_mb).run, stop=scheduler_mb.close))
+        children += [
             ChildSpec("idempotency-leases", idempotency.keep_leases, stop=idempotency.stop),  # renews long requests' leases
-        ], policy),
-        Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy),
-    ]
-    herald = Herald(
-        config, system, backends, gateway, front, scheduler, providers, groups, ingress, recorder, registry, api_key,
-        templates, users=users, sandbox_faults=sandbox_faults,
-    )
+            ChildSpec("jobs", jobs.run, stop=jobs_mb.close),
+            ChildSpec("signing-keys", key_ring.keep_fresh, stop=key_ring.stop),  # a ring changed on another node
+        ]
+        stages.append(Supervisor("ingress", children, policy))
+        gateway_parts = {"ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb}
+
+    if role in FRONT_ROLES:
+        herald.gateway = gateway = Gateway(
+            role=role,
+            recorder=recorder_mb,
+            registry=registry_mb,
+            logstore=logstore,
+            keys=ApiKeys(
+                backends.keys, state, config.api_key,  # a configured bootstrap key; a generated one is a stored key
+                rate_per_s=config.key_rate_per_s, burst=config.key_burst, cache_ttl_s=config.key_cache_ttl_s,
+            ),
+            secret=signing,
+            signing_key_store=backends.signing_keys,
+            key_ring=key_ring,
+            max_body_bytes=config.max_body_bytes,
+            heartbeat_s=config.heartbeat_s,
+            session_queue=config.session_queue,
+            circuits=query_mbs,
+            limits=SubscriberLimits(
+                state, SessionCaps(config.subscriber_sessions_per_user, config.subscriber_sessions_per_token),
+                config.subscriber_rate_per_s, config.subscriber_burst, config.token_issue_rate_per_s, config.token_issue_burst,
+            ),
+            templates=templates if api else None,
+            users=users if api else None,
+            sandbox_faults=herald.sandbox_faults if api else None,
+            **gateway_parts,
+        )
+        herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)
+        stages.append(Supervisor("front", [ChildSpec("http", front.run, stop=front.stop)], policy))
     return herald, stages

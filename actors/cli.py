@@ -140,11 +140,7 @@ def _request(method: str, url: str, key: str, body: Any, params: dict[str, Any] 
         response = httpx.request(method, url, json=body, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
     except httpx.TransportError as exc:
         raise _unreachable(url, exc) from None
-    try:
-        print(json.dumps(response.json(), indent=2))
-    except ValueError:
-        print(response.text)
-    return 0 if response.is_success else 1
+    return _print_answer(response)
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -164,8 +160,60 @@ def _dlq(args: argparse.Namespace) -> int:
     if args.all:
         selection["all"] = True
     if args.action == "replay":
-        return _request("POST", f"{url}/v1/admin/dlq/replay", key, selection)
-    return _request("DELETE", f"{url}/v1/admin/dlq", key, selection)
+        return _run_job("POST", f"{url}/v1/admin/dlq/replay", url, key, selection, args.wait)
+    return _run_job("DELETE", f"{url}/v1/admin/dlq", url, key, selection, args.wait)
+
+
+JOB_POLL_MAX_S = 1.0  # polls a job at most this far apart
+JOB_WAIT_MAX_S = 86_400.0
+
+
+def _wait_seconds(text: str) -> float:
+    """--wait: seconds from 0 to a day."""
+    from protocol.parsing import parse_decimal
+
+    value = parse_decimal(text)
+    if value is None or not 0 <= value <= JOB_WAIT_MAX_S:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to {JOB_WAIT_MAX_S:g}, got {text!r}")
+    return float(value)
+
+
+def _run_job(method: str, start: str, url: str, key: str, body: Any, wait_s: float) -> int:
+    """Start a job (202 with its id), follow it until it is done or failed (or `wait_s` passed), print it."""
+    import time
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        with httpx.Client(headers=headers, timeout=30) as client:
+            response = client.request(method, start, json=body)
+            if response.status_code != 202:
+                return _print_answer(response)
+            job, where = response.json(), f"{url}{response.headers['Location']}"
+            deadline, pause = time.monotonic() + wait_s, 0.05
+            while job.get("state") in ("queued", "running"):
+                if time.monotonic() >= deadline:
+                    print(json.dumps(job, indent=2))
+                    raise CliError(f"the job is still {job['state']} after {wait_s:g} s: it goes on; follow it at {where}")
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(JOB_POLL_MAX_S, pause * 2)
+                response = client.get(where)
+                if response.status_code != 200:
+                    return _print_answer(response)  # 404: the node restarted (the answer says what that means)
+                job = response.json()
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
+    print(json.dumps(job, indent=2))
+    return 0 if job.get("state") == "done" else 1
+
+
+def _print_answer(response: Any) -> int:
+    try:
+        print(json.dumps(response.json(), indent=2))
+    except ValueError:
+        print(response.text)
+    return 0 if response.is_success else 1
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -384,6 +432,10 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("--all", action="store_true", help="every entry (replay/purge)")
     dlq.add_argument("--limit", type=int, help="list: entries per page")
     dlq.add_argument("--cursor", help="list: continue from this cursor")
+    dlq.add_argument(
+        "--wait", type=_wait_seconds, default=600.0, metavar="SECONDS",
+        help="replay/purge: how long to follow the job before leaving it running (default 600)",
+    )
     client(dlq)
     dlq.set_defaults(func=_dlq)
 

@@ -85,6 +85,11 @@ class Config:
     subscriber_burst: float = 100.0
     token_issue_rate_per_s: float = 50.0  # POST /v1/users/{id}/tokens per API key (not the bootstrap key: it has no limit)
     token_issue_burst: float = 500.0
+    # How a provider's workers share its bucket and breaker through the State (actors/services/gate.py).
+    gate_slice_s: float = 0.05  # one State round trip leases this many seconds of the rate (at least one token)
+    gate_lease_s: float = 1.0  # a leased slice is a worker's for this long; what it leaves goes back or expires
+    gate_breaker_refresh_s: float = 0.05  # the oldest view of the shared breaker a worker admits on (0: ask every time)
+    gate_probe_lease_s: float = 30.0  # a half-open probe's hold on the breaker (a worker that dies mid-probe frees it)
     # What this node runs: all (everything, the default), or, with distributed backends (a later issue), api, worker or edge.
     role: str = "all"
     # Each port's backend, by URL (reactor/backends/): embedded:// keeps its files in data_dir, for one process.
@@ -92,6 +97,7 @@ class Config:
     state: str = "embedded://"
     store: str = "embedded://"  # the Store and the stores beside it: API keys, templates, users, the signing key ring
     logstore: str = "embedded://"
+    broker: str = "embedded://"  # routes web deliveries to the node holding the user's sessions (memory: one process)
 
     @property
     def outbox_dir(self) -> Path:
@@ -108,6 +114,11 @@ class Config:
         raw = self.limits[channel.value]
         breaker = BreakerConfig(int(raw["failure_threshold"]), float(raw["open_timeout_s"]), int(raw["success_threshold"]))
         return Limits(float(raw["capacity"]), float(raw["refill_per_s"]), breaker)
+
+    def gate_settings(self) -> Any:
+        from .services.gate import GateSettings
+
+        return GateSettings(self.gate_slice_s, self.gate_lease_s, self.gate_breaker_refresh_s, self.gate_probe_lease_s)
 
     def backend_settings(self) -> BackendSettings:
         """What reactor.backends.open_backends opens: a URL per port setting, the data dir, the bus's topics."""
@@ -145,6 +156,7 @@ _AT_LEAST_ONE = {
     "consumer_batch", "max_attempts", "session_queue", "sms_max_segments",
 }
 _MAXIMUM = {"port": 65535}
+_ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s"}  # durations that must not be 0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -161,9 +173,9 @@ def _number(name: str, value: Any, integer: bool) -> Any:
     else:
         number = None
     low, high = (1 if name in _AT_LEAST_ONE else 0), _MAXIMUM.get(name)
-    if number is None or number < low or (high is not None and number > high):
+    if number is None or number < low or (high is not None and number > high) or (name in _ABOVE_ZERO and number == 0):
         kind = "an integer" if integer else "a number"
-        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        bounds = f"from {low} to {high}" if high is not None else "above 0" if name in _ABOVE_ZERO else f"of at least {low}"
         spelling = "ASCII digits" if integer else "ASCII digits, optionally with a decimal point"
         prefix = f"{name}: " if "." in name else ""  # a nested key (limits.sms.capacity)
         raise ValueError(f"{prefix}expected {kind} {bounds} ({spelling}), got {value!r}")

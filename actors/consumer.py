@@ -28,6 +28,19 @@ have been attempted before (a redelivery after a restart, a retry, a replay) and
 succeeds resolves the entry an earlier run may have left; one already sent (send
 ledger) is never dead-lettered.
 
+Which records may have been attempted before (`maybe_sent`: the Provider then asks the
+send ledger first) is decided from the committed offset alone, never from the bus's end
+offset (which a Kafka-protocol broker may report wrong: Tansu does after batched
+produces). The argument: a consumer of the group attempts a batch of at most `batch`
+records fetched from its committed offset (the bus never returns more than asked), and
+fetches the next one only after committing this one, durably. So when a consumer starts
+on a partition (at start-up, after a crash, or when the partition is assigned to it),
+every record an earlier owner attempted without committing lies in the first window,
+[committed, committed + batch): only those are maybe-sent, plus any record that waited
+(a retry, a replay, one held by quiet hours). This holds as long as no member of the
+group ran with a larger batch since the last commit: lower `consumer_batch` only after
+a clean stop (which commits what is in hand), not across a crash.
+
 ConsumerGroup follows the bus's assignment stream: it starts a supervised
 PartitionConsumer for every assigned partition and stops the revoked ones.
 """
@@ -111,7 +124,7 @@ class PartitionConsumer:
         self.users = users  # None: no preferences, nothing to check again when a record that waited goes out
         self._stopping = trio.Event()
         self._fetch_scope: trio.CancelScope | None = None
-        self._maybe_seen_below = 0
+        self._maybe_sent_below = 0  # records below this offset may have been attempted by an earlier owner (see above)
         self.processed = 0
         self.undecodable = 0
         self.retried = 0
@@ -127,8 +140,8 @@ class PartitionConsumer:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         offset = await self.bus.committed(self.group, self.topic, self.partition)
-        # Records below this may have been attempted by an earlier run: check the ledger for them.
-        self._maybe_seen_below = await self.bus.end_offset(self.topic, self.partition)
+        # The first window: what an earlier owner of the partition may have attempted without committing.
+        self._maybe_sent_below = offset + self.batch
         task_status.started()
         while not self._stopping.is_set():
             records: list[BusRecord] = []
@@ -169,7 +182,7 @@ class PartitionConsumer:
                 replies.append((None, False))
                 continue
             reply: Reply[Outcome] = Reply()
-            maybe_sent = record.offset < self._maybe_seen_below or waited(delivery)
+            maybe_sent = record.offset < self._maybe_sent_below or waited(delivery)
             await self.provider.send(Attempt(delivery, reply, maybe_sent))
             replies.append((reply, maybe_sent))
         outcomes: list[Outcome | None] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.api import NotificationRequest, Receipt
+from protocol.api import CircuitView, NotificationRequest, Receipt
 from protocol.messages import Delivery, InboxEntry, Outcome, StatusEvent
 from protocol.problems import Problem
 from protocol.write_plan import InboxChange, InboxChanged
@@ -54,16 +54,6 @@ RecorderMessage = RecordEvents | ChangeInbox
 
 
 @dataclass(frozen=True, slots=True)
-class Push:
-    """Web Provider -> ConnectionRegistry: fan a frame out to the user's sessions; reply: sessions reached."""
-
-    user_id: str
-    notification_id: str
-    frame: bytes
-    reply: Reply[int]
-
-
-@dataclass(frozen=True, slots=True)
 class Register:
     session: object  # actors.registry.Session
 
@@ -75,10 +65,12 @@ class Unregister:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first.
+    """-> ConnectionRegistry: the (notification_id, frame) pushed to this user lately, oldest first (from the State).
 
-    A session asks once it is registered, to replay what was pushed before it registered
-    and may not be in the inbox yet (the inbox row is written after the push).
+    A session asks once it is registered (the node subscribed to the user), to replay what
+    was pushed before it registered and may not be in the inbox yet (the inbox row is
+    written after the push). The producer keeps a push among the recent pushes before it
+    publishes it, so the answer holds every push the session did not get live.
     """
 
     user_id: str
@@ -87,11 +79,23 @@ class Recent:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """-> ConnectionRegistry: an inbox-state frame (read, read_all, archived) for every session of the user."""
+    """-> ConnectionRegistry: an inbox-state frame (read, read_all, archived) for every session of the user,
+    on every node (the registry publishes it to the Broker)."""
 
     user_id: str
     kind: str
     frame: bytes
 
 
-RegistryMessage = Register | Unregister | Push | Recent | Broadcast
+RegistryMessage = Register | Unregister | Recent | Broadcast
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitQuery:
+    """-> Provider (its queries mailbox): the breaker, bucket and counters as they are now.
+
+    Answered by the Provider's own task, while its attempts wait for a token or an open
+    breaker: a query never queues behind the attempts.
+    """
+
+    reply: Reply[CircuitView]

@@ -1,13 +1,18 @@
-"""The connection registry (an actor): this node's live subscriber sessions, by user, and the frames pushed lately.
+"""The connection registry (an actor): this node's live subscriber sessions, by user.
 
 A session (WebSocket, SSE or long-poll: `Session`) has a bounded outbound queue. Fan-out
 never waits on a session: a frame that does not fit marks the session slow and closes it
 (the client reconnects and resumes). Each session remembers the ids it was sent recently, to drop a frame it already had and
 to accept acks only for what it was sent.
 
-The registry holds every session of the node by user; a web delivery (`Push`) is
-offered to each of the user's sessions and kept among the recent pushes, which a
-resuming client's replay reads (actors/api/replay.py).
+Frames reach the registry through the Broker (reactor/ports.py), whoever produced them:
+the registry subscribes the node to a user's channel when the user's first session here
+registers, and unsubscribes it when the last one leaves; every frame the Broker brings
+(`Fanout`: a web delivery, an inbox-state change) is offered to each of the user's
+sessions. A web delivery is published by the web client (actors/clients/web.py), on
+whichever node runs the web Provider, after it is kept among the user's recent pushes in
+the State (`RecentPushes`), which a resuming client's replay reads (actors/api/replay.py)
+on whichever edge it reconnects to.
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ import logging
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple
 
+import msgspec
 import trio
 
 from protocol.frames import CloseCode
+from protocol.messages import UnknownRecordVersion, decode_fanout, encode_fanout
 from reactor.mailbox import Mailbox
+from reactor.ports import Broker, BrokerLost, BrokerSubscription, State
 
-from .messages import Broadcast, Push, Recent, Register, RegistryMessage, Unregister
+from .messages import Broadcast, Recent, Register, RegistryMessage, Unregister
 
 log = logging.getLogger("herald.registry")
 
 RECENT_IDS = 4096
+LOST = "this node may have missed frames (its Broker subscription was cut off): reconnect and resume"
 
 
 class Outgoing(NamedTuple):
@@ -141,23 +150,74 @@ class Session:
             self._send.close()
 
 
-class ConnectionRegistry:
-    """Owns this node's live sessions, by user, and the frames pushed lately. Cluster routing plugs in here.
+RECENT_TTL_S = 3600.0  # a user's recent pushes live an hour after the last one
 
-    `recent` bounds the frames kept for replay (all users together, oldest dropped
-    first). It must cover every push whose inbox row is not written yet: at most one
-    consumer batch per web partition is in flight, so a few times
-    partitions x consumer_batch is ample (the composition root sizes it).
+
+def recent_key(user_id: str) -> str:
+    """The State key of a user's recent pushes."""
+    return f"recent:{user_id}"
+
+
+def pack_recent(notification_id: str, frame: bytes) -> bytes:
+    """One recent push as a State item: the id (26 characters, no space), a space, the frame's JSON."""
+    return notification_id.encode() + b" " + frame
+
+
+def unpack_recent(item: bytes) -> tuple[str, bytes]:
+    notification_id, _, frame = item.partition(b" ")
+    return notification_id.decode(), frame
+
+
+class RecentPushes:
+    """The frames pushed to each user lately, oldest first, kept in the State for resuming sessions (actors/api/replay.py).
+
+    Written by the producer of a web delivery *before* it publishes the frame, read by a
+    session's replay once its registration has subscribed the node to the user: so a frame
+    is either among the recent pushes the replay reads or reaches the session live (no gap).
+    In the State (`append_recent`: per user, bounded, with a TTL), so a client resumes with
+    no gap on whichever edge it reconnects to. `per_user` must cover every push of the user
+    whose inbox row is not written yet: a user's web deliveries are in one partition, of
+    which at most one consumer batch is in flight, so twice consumer_batch is ample (the
+    composition root sizes it); `ttl_s` must exceed the longest a push waits for its row.
     """
 
-    def __init__(self, mailbox: Mailbox[RegistryMessage], recent: int = 4096) -> None:
+    def __init__(self, state: State, per_user: int = 512, ttl_s: float = RECENT_TTL_S) -> None:
+        if per_user < 1 or ttl_s <= 0:
+            raise ValueError("recent pushes: at least one per user, for a TTL above 0")
+        self.state = state
+        self.per_user = per_user
+        self.ttl_s = ttl_s
+
+    async def remember(self, user_id: str, notification_id: str, frame: bytes) -> None:
+        """Keep the push for replays (the user's oldest goes past `per_user`)."""
+        await self.state.append_recent(recent_key(user_id), pack_recent(notification_id, frame), self.per_user, self.ttl_s)
+
+    async def of(self, user_id: str) -> list[tuple[str, bytes]]:
+        """The (notification_id, frame) pushed to the user lately, oldest first."""
+        return [unpack_recent(item) for item in await self.state.recent(recent_key(user_id))]
+
+
+class ConnectionRegistry:
+    """Owns this node's live sessions, by user, and the node's subscription to the Broker for their users.
+
+    Two tasks of the actor: the mailbox (sessions registering and leaving, subscribing and
+    unsubscribing the node as the first arrives and the last leaves; recent pushes asked
+    for; inbox-state broadcasts, published to the Broker so that every node holding the
+    user's sessions gets them) and the Broker's messages (offered to the sessions, without
+    waiting). A subscription the Broker cuts off (BrokerLost) crashes the actor: its
+    sessions are closed (their clients reconnect and resume, with no gap) and the
+    supervisor restarts it with a new subscription.
+    """
+
+    def __init__(self, mailbox: Mailbox[RegistryMessage], broker: Broker, recent: RecentPushes) -> None:
         self.mailbox = mailbox
-        self.recent_capacity = recent
+        self.broker = broker
+        self.recent = recent
         self._sessions: dict[str, set[Session]] = {}
-        self._recent: deque[tuple[str, str, bytes]] = deque()
-        self._recent_by_user: dict[str, deque[tuple[str, bytes]]] = {}
-        self.pushed = 0
-        self.broadcasts = 0
+        self.pushed = 0  # notification frames queued on a session
+        self.broadcasts = 0  # inbox-state frames queued on a session
+        self.undecodable = 0  # Broker messages that were not a Fanout (logged, dropped)
+        self.lost = 0  # subscriptions the Broker cut off
 
     def session_count(self) -> int:
         """Sessions open on this node, all users together."""
@@ -165,50 +225,66 @@ class ConnectionRegistry:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until it closes; then close every session (shutting down)."""
-        task_status.started()
         try:
-            async for message in self.mailbox:
-                if isinstance(message, Push):
-                    message.reply.send(self._push(message))
-                elif isinstance(message, Recent):
-                    message.reply.send(list(self._recent_by_user.get(message.user_id, ())))
-                elif isinstance(message, Broadcast):
-                    for session in list(self._sessions.get(message.user_id, ())):
-                        if session.offer(None, message.frame, message.kind):
-                            self.broadcasts += 1
-                elif isinstance(message, Register):
-                    session = message.session
-                    assert isinstance(session, Session)
-                    self._sessions.setdefault(session.user_id, set()).add(session)
-                elif isinstance(message, Unregister):
-                    session = message.session
-                    assert isinstance(session, Session)
-                    live = self._sessions.get(session.user_id)
-                    if live is not None:
-                        live.discard(session)
-                        if not live:
-                            del self._sessions[session.user_id]
+            async with self.broker.subscriber() as subscription, trio.open_nursery() as nursery:
+                nursery.start_soon(self._fan_out, subscription)
+                task_status.started()
+                async for message in self.mailbox:
+                    await self._handle(message, subscription)
+                nursery.cancel_scope.cancel()
         finally:
             for sessions in self._sessions.values():
                 for session in sessions:
                     session.close(CloseCode.SHUTTING_DOWN, "server shutting down")
+            self._sessions.clear()  # a restarted registry starts with none: their clients reconnect
 
-    def _push(self, push: Push) -> int:
-        self._remember(push.user_id, push.notification_id, push.frame)
-        reached = 0
-        for session in list(self._sessions.get(push.user_id, ())):
-            if session.offer(push.notification_id, push.frame):
-                reached += 1
-        self.pushed += reached
-        return reached
+    async def _handle(self, message: RegistryMessage, subscription: BrokerSubscription) -> None:
+        if isinstance(message, Recent):
+            message.reply.send(await self.recent.of(message.user_id))
+        elif isinstance(message, Broadcast):
+            await self.broker.publish(message.user_id, encode_fanout(message.kind, None, message.frame))
+        elif isinstance(message, Register):
+            session = message.session
+            assert isinstance(session, Session)
+            live = self._sessions.setdefault(session.user_id, set())
+            if not live:
+                await subscription.subscribe(session.user_id)  # before the session's replay reads the recent pushes
+            live.add(session)
+        elif isinstance(message, Unregister):
+            session = message.session
+            assert isinstance(session, Session)
+            live = self._sessions.get(session.user_id)
+            if live is not None and session in live:
+                live.discard(session)
+                if not live:
+                    del self._sessions[session.user_id]
+                    await subscription.unsubscribe(session.user_id)
 
-    def _remember(self, user_id: str, notification_id: str, frame: bytes) -> None:
-        """Keep the push for replays; drop the oldest one (of any user) past the capacity."""
-        self._recent.append((user_id, notification_id, frame))
-        self._recent_by_user.setdefault(user_id, deque()).append((notification_id, frame))
-        while len(self._recent) > self.recent_capacity:
-            old_user, _, _ = self._recent.popleft()
-            mine = self._recent_by_user[old_user]
-            mine.popleft()  # a user's pushes leave in the order they came: this is that one
-            if not mine:
-                del self._recent_by_user[old_user]
+    async def _fan_out(self, subscription: BrokerSubscription) -> None:
+        """Offer every frame the Broker brings to the user's sessions here (never waiting on one)."""
+        try:
+            await self._offer_all(subscription)
+        except BrokerLost:
+            self.lost += 1
+            log.warning("registry: the Broker cut this node's subscription off; closing its %d sessions", self.session_count())
+            for sessions in self._sessions.values():
+                for session in sessions:
+                    session.close(CloseCode.SHUTTING_DOWN, LOST)
+            self._sessions.clear()
+            raise
+
+    async def _offer_all(self, subscription: BrokerSubscription) -> None:
+        async for user_id, raw in subscription.messages():
+            try:
+                fanout = decode_fanout(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnknownRecordVersion) as exc:
+                self.undecodable += 1
+                log.warning("a Broker message for %s is not a fan-out frame, dropped: %s", user_id, exc)
+                continue
+            frame = bytes(fanout.frame)
+            for session in list(self._sessions.get(user_id, ())):
+                if fanout.kind == "notification":
+                    if session.offer(fanout.id, frame):
+                        self.pushed += 1
+                elif session.offer(None, frame, fanout.kind):
+                    self.broadcasts += 1

@@ -1,17 +1,28 @@
 """Scheduler: holds bus records until they are due, then produces them back onto the bus.
 
-Retries with backoff go through it (later also quiet hours and scheduled_at). It is
-durable: an entry is in the Store before the asker's reply, so the PartitionConsumer can
-commit the failed record's offset and move on; at start-up every pending entry is
-loaded again. An entry is removed from the Store only after its record is durably on
-the bus, so a crash in between produces it twice, never zero times (the send ledger
-then suppresses a second send).
+Retries with backoff, quiet hours and scheduled_at go through it. It is durable: an entry
+is in the Store before the asker's reply, so the PartitionConsumer can commit the failed
+record's offset and move on.
+
+It keeps no entry in memory but the ones it is firing: it *claims* due entries from the
+Store by lease (`Store.claim_due`: at most `batch` at a time, leased for `lease_s`),
+produces their records, and removes them from the Store only once the records are
+durably on the bus. Any number of Schedulers (nodes) share one Store: a claimed entry is
+handed to one of them while its lease runs; if that one dies before removing it, another
+claims it when the lease ends and produces it again (twice at worst, never zero times:
+the send ledger then suppresses the second send). Between claims it sleeps until the
+Store's next due time (`Store.next_due_ms`, which counts the end of other claimers'
+leases), woken early when an entry it is given is due sooner, and, when other Schedulers
+share its Store, at least every `poll_s`: an entry another node stored and did not fire
+(that node died) is seen within it. A Scheduler alone on its Store (the embedded one: one
+node per data dir) is given every entry through its mailbox and needs no poll.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
+import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +35,9 @@ from reactor.ports import Bus, Scheduled, Store
 
 log = logging.getLogger("herald.scheduler")
 
+LEASE_S = 30.0  # how long a claim holds: far more than producing one batch takes
+POLL_S = 5.0  # the longest sleep when other Schedulers share the Store: what they stored and left is seen within it
+
 
 @dataclass(frozen=True, slots=True)
 class ScheduleAt:
@@ -32,57 +46,84 @@ class ScheduleAt:
 
 
 class Scheduler:
-    def __init__(self, bus: Bus, store: Store, mailbox: Mailbox[ScheduleAt], batch: int = 500) -> None:
+    """Stores the entries it is given; fires the due ones it claims (see the module's docstring).
+
+    `owner` names this claimer in the Store's leases: unique per Scheduler (a random one by
+    default), kept across restarts in place (the supervisor runs `run` again), so a
+    Scheduler restarted after a crash takes back at once what it had claimed.
+    """
+
+    def __init__(
+        self, bus: Bus, store: Store, mailbox: Mailbox[ScheduleAt], batch: int = 500, *,
+        owner: str | None = None, lease_s: float = LEASE_S, poll_s: float | None = POLL_S,
+    ) -> None:
+        if batch < 1 or lease_s <= 0 or (poll_s is not None and poll_s <= 0):
+            raise ValueError("the Scheduler needs batch >= 1, lease_s > 0 and poll_s > 0 (or None: no other Scheduler)")
         self.bus = bus
         self.store = store
         self.mailbox = mailbox
         self.batch = batch
-        self._heap: list[tuple[int, str, Scheduled]] = []
+        self.owner = owner or f"scheduler-{secrets.token_hex(6)}"
+        self.lease_ms = int(lease_s * 1000)
+        self.poll_s = poll_s
+        self._claimed: list[Scheduled] = []  # the only entries in memory: the batch being fired
+        self._next_due: int | None = None  # the Store's next due time as last read (None: nothing pending)
         self._wake = trio.Event()
+        self._stopping = False
         self.fired = 0
+        self.most_held = 0  # the most entries this Scheduler ever held at once (at most `batch`)
 
-    def pending(self) -> int:
-        return len(self._heap)
+    def held(self) -> int:
+        """Entries in memory now: the claimed batch being fired (the pending ones stay in the Store)."""
+        return len(self._claimed)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self._heap = [(e.due_ms, e.id, e) for e in await self.store.scheduled()]
-        heapq.heapify(self._heap)
-        if self._heap:
-            log.info("scheduler: %d pending entries reloaded", len(self._heap))
+        self._stopping = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fire_loop)
             task_status.started()
-            async for message in self.mailbox:
-                try:
-                    await self.store.schedule(message.entry)
-                except BaseException as exc:
-                    message.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("scheduler stopped"))
-                    raise
-                heapq.heappush(self._heap, (message.entry.due_ms, message.entry.id, message.entry))
+            try:
+                async for message in self.mailbox:
+                    try:
+                        await self.store.schedule(message.entry)
+                    except BaseException as exc:
+                        message.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("scheduler stopped"))
+                        raise
+                    if self._next_due is None or message.entry.due_ms < self._next_due:
+                        self._next_due = message.entry.due_ms
+                        self._wake.set()  # due sooner than the fire loop's sleep: wake it
+                    message.reply.send(None)
+            finally:
+                # mailbox closed (stopping): the batch being fired is finished, nothing more is claimed;
+                # what is pending stays in the store
+                self._stopping = True
                 self._wake.set()
-                message.reply.send(None)
-            nursery.cancel_scope.cancel()  # mailbox closed: stopping; what is pending stays in the store
 
     async def _fire_loop(self) -> None:
-        while True:
-            self._wake = trio.Event()
-            if not self._heap:
+        while not self._stopping:
+            self._wake = trio.Event()  # before reading the store: a schedule from now on wakes the sleep below
+            if await self._fire_due():
+                continue
+            self._next_due = await self.store.next_due_ms()
+            if self._stopping:
+                return
+            wait_s = math.inf if self.poll_s is None else self.poll_s
+            if self._next_due is not None:
+                wait_s = min(wait_s, max(self._next_due - wall_ms(), 1) / 1000)
+            with trio.move_on_after(wait_s):
                 await self._wake.wait()
-                continue
-            delay = (self._heap[0][0] - wall_ms()) / 1000
-            if delay > 0:
-                with trio.move_on_after(delay):
-                    await self._wake.wait()
-                continue
-            due: list[Scheduled] = []
-            now = wall_ms()
-            while self._heap and self._heap[0][0] <= now and len(due) < self.batch:
-                due.append(heapq.heappop(self._heap)[2])
-            try:
-                await self.bus.produce([(e.topic, e.key, e.value) for e in due])
-            except BaseException:
-                for entry in due:  # not produced: keep them (they are still in the store too)
-                    heapq.heappush(self._heap, (entry.due_ms, entry.id, entry))
-                raise
-            await self.store.unschedule([e.id for e in due])
-            self.fired += len(due)
+
+    async def _fire_due(self) -> bool:
+        """Claim the entries due now, produce them, remove them; False if none was due."""
+        claimed = await self.store.claim_due(self.owner, wall_ms(), self.batch, self.lease_ms)
+        if not claimed:
+            return False
+        self._claimed = claimed
+        self.most_held = max(self.most_held, len(claimed))
+        try:
+            await self.bus.produce([(e.topic, e.key, e.value) for e in claimed])
+            await self.store.unschedule([e.id for e in claimed])  # only once the records are durable on the bus
+        finally:
+            self._claimed = []  # not produced, or not removed: still in the store, leased to this owner
+        self.fired += len(claimed)
+        return True

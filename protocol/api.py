@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -138,9 +138,29 @@ class DlqSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     all: bool = False
 
 
-class DlqResult(msgspec.Struct, frozen=True):
-    replayed: int = 0
-    discarded: int = 0
+class JobView(msgspec.Struct, frozen=True):
+    """A job the node runs off the request path (a dead-letter replay or purge), as GET /v1/admin/jobs/{id} shows it.
+
+    Every field is always present. The counts grow while the job runs, a page of entries
+    at a time: `total` is the entries it has taken up so far (final once done), each of
+    them `replayed` (back on its channel's topic), `discarded`, `skipped` (a replay: a
+    notification this job replayed already that came back to the queue meanwhile, left for
+    the next replay; a purge: an entry gone before it was deleted) or counted in `errors`
+    (left in the queue: its record could not be read; `error` says why, or why the job failed).
+    """
+
+    id: str
+    kind: Literal["dlq_replay", "dlq_purge"]
+    state: Literal["queued", "running", "done", "failed"]
+    total: int
+    replayed: int
+    discarded: int
+    skipped: int
+    errors: int
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
 
 
 class CircuitView(msgspec.Struct, frozen=True):
@@ -160,3 +180,4 @@ class CircuitView(msgspec.Struct, frozen=True):
     throttled: int = 0  # deliveries that waited for a token
     transitions: dict[str, int] = {}  # e.g. {"closed->open": 1, "half_open->closed": 1}
     retry_at: str | None = None
+    detail: str = ""  # why the state is `unavailable` (its numbers are then 0: nothing was read)

@@ -145,3 +145,30 @@ class InboxEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     url: str | None = None
     data: dict[str, Any] = {}
     seq: int = 0
+
+
+class Fanout(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the Broker carries to the nodes holding a user's sessions: one frame for every session of the user.
+
+    `kind` is the frame's type (notification, read, read_all, archived); `id` the notification
+    id of a notification frame (a session drops one it already had); `frame` the frame's JSON.
+    """
+
+    kind: str
+    frame: msgspec.Raw
+    id: str | None = None
+    v: int = BUS_RECORD_VERSION
+
+
+_fanout_decoder = msgspec.json.Decoder(Fanout)
+
+
+def encode_fanout(kind: str, notification_id: str | None, frame: bytes) -> bytes:
+    return _encoder.encode(Fanout(kind, msgspec.Raw(frame), notification_id))
+
+
+def decode_fanout(raw: bytes) -> Fanout:
+    fanout = _fanout_decoder.decode(raw)
+    if fanout.v != BUS_RECORD_VERSION:
+        raise UnknownRecordVersion(f"fan-out version {fanout.v} is not {BUS_RECORD_VERSION}")
+    return fanout

@@ -94,6 +94,28 @@ class BreakerStatistics:
     transitions_dropped: int  # transitions lost because nobody drained the queue
 
 
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    """Everything a breaker remembers, as plain fields: what a shared store keeps between events.
+
+    `CircuitBreaker.restore(config, snapshot)` gives back a breaker that behaves exactly like
+    the one `snapshot()` was taken of (pending transitions aside: drain them first). A State
+    backend keeps one per provider and applies each event to the restored machine
+    (reactor/gate_state.py); a Redis hash with these fields is the same thing.
+    """
+
+    state: BreakerState = BreakerState.CLOSED
+    failures: int = 0
+    successes: int = 0
+    probe_in_flight: bool = False
+    open_until: float = 0.0
+    opened: int = 0
+    admitted: int = 0
+    rejected: int = 0
+    probes: int = 0
+    stale: int = 0
+
+
 class CircuitBreaker:
     def __init__(self, config: BreakerConfig | None = None, *, max_pending_transitions: int = 1000) -> None:
         self.config = config or BreakerConfig()
@@ -109,6 +131,28 @@ class CircuitBreaker:
         self._probes = 0
         self._stale = 0
         self._transitions_dropped = 0
+
+    @classmethod
+    def restore(cls, config: BreakerConfig, snapshot: BreakerSnapshot) -> CircuitBreaker:
+        """A breaker in the state `snapshot` describes, under `config` (which may differ from the one it was taken under)."""
+        breaker = cls(config)
+        breaker._state = snapshot.state
+        breaker._failures = snapshot.failures
+        breaker._successes = snapshot.successes
+        breaker._probe_in_flight = snapshot.probe_in_flight and snapshot.state is BreakerState.HALF_OPEN
+        breaker._open_until = snapshot.open_until
+        breaker._opened = snapshot.opened
+        breaker._admitted = snapshot.admitted
+        breaker._rejected = snapshot.rejected
+        breaker._probes = snapshot.probes
+        breaker._stale = snapshot.stale
+        return breaker
+
+    def snapshot(self) -> BreakerSnapshot:
+        return BreakerSnapshot(
+            self._state, self._failures, self._successes, self._probe_in_flight, self._open_until,
+            self._opened, self._admitted, self._rejected, self._probes, self._stale,
+        )
 
     # -- queries -----------------------------------------------------------------------
 

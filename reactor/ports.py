@@ -2,7 +2,10 @@
 
 The backends live in reactor/backends/<engine>/ and are opened together by
 reactor.backends.open_backends; everything above them is typed by these Protocols only.
-Every backend of a port passes the same conformance suite (tests/conformance/).
+Every backend of a port passes the same conformance suite (tests/conformance/suites/<port>.py,
+run on every backend by tests/conformance/test_<port>.py; docs/architecture.md says how to
+add a backend), and each suite is shown to fail on deliberately broken backends: what the
+docstrings below promise is what the suites check.
 The Bus is modelled on Kafka's semantics: partitions keyed by hash(key) (murmur2, as
 Kafka's default partitioner), per-group committed offsets, commit after processing,
 and assignment/revocation of partitions to a group member.
@@ -11,11 +14,12 @@ and assignment/revocation of partitions to a group member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Callable, Protocol, Sequence
+from typing import AsyncContextManager, AsyncIterator, Callable, Literal, Protocol, Sequence
 
 from protocol.keys import SigningKey
 from protocol.messages import InboxEntry
 from protocol.write_plan import KeyState, StatusKey, UnreadThrough, WritePlan
+from reactor.circuit_breaker import BreakerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,42 +51,239 @@ class Bus(Protocol):
     async def produce(self, items: Sequence[tuple[str, bytes, bytes]]) -> list[tuple[int, int]]:
         """Append (topic, key, value) records; returns (partition, offset) of each.
 
-        Returns only once every record is durable (embedded: fsynced; Kafka: acks=all).
+        A record goes to partition_for(topic, key), after every record of that partition
+        acknowledged before (and after those before it in the same call): offsets grow in
+        that order. Returns only once every record is durable (embedded: fsynced; Kafka:
+        acks=all): a crash after the return loses none of them.
         """
 
     async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
-        """Records from `offset` on, at least one: waits until there is one."""
+        """Records from `offset` on, in offset order, at least one and never more than
+        `max_records` (the consumer's maybe-sent window counts on it): waits until there is one."""
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
-        """Durably record that the group processed everything before `next_offset`."""
+        """Durably record that the group processed everything before `next_offset` (other groups keep theirs)."""
 
     async def committed(self, group: str, topic: str, partition: int) -> int:
-        """The group's committed next offset (0 when it never committed)."""
+        """The group's committed next offset (0 when it never committed): where a member starts,
+        so what was fetched and not committed before a crash comes again."""
 
     async def end_offset(self, topic: str, partition: int) -> int:
-        """The offset the next produced record will get."""
+        """Advisory, for lag figures and tests: the offset the next produced record will get.
+
+        Nothing that decides a delivery may rest on it: the Kafka-protocol broker used in
+        tests (Tansu) reports wrong end offsets after batched produces, so the conformance
+        suite does not check it, and the consumer decides `maybe_sent` without it.
+        """
 
     def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
-        """Join the group; yields each change of this member's partitions."""
+        """Join the group; yields each change of this member's partitions (closing the stream leaves the group).
+
+        The first change assigns the member its share of every partition of `topics` (a lone
+        member: all of them, once); a member's partitions change only when the group's
+        membership does.
+        """
+
+
+# -- the Provider's gate, shared by its workers: answers of the State operations below --
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLease:
+    """The answer of `State.lease_tokens`."""
+
+    lease_id: str  # "" when nothing was granted
+    granted: int  # tokens held under this lease (0 to `want`)
+    wait_s: float  # 0: spend them now; > 0: a reservation, spend them from wait_s on; inf with nothing granted: never
+    free: float  # tokens in the bucket not leased to anyone, after this step (below 0: owed to reservations)
+
+
+BreakerEvent = Literal["success", "failure", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """The shared breaker after one step of `State.breaker_admit`, `breaker_report` or `breaker_read`.
+
+    Times are relative (seconds from the State's `now`), so a caller on another clock can use them.
+    """
+
+    state: str  # as of now: "closed", "open" or "half_open" (an open breaker whose timeout ran out reads half_open)
+    consecutive_failures: int  # closed: failures since the last success
+    consecutive_successes: int  # half-open: probe successes so far
+    retry_in_s: float  # open: seconds until a probe may go out; 0 otherwise
+    probe_owner: str | None  # half-open: the owner holding the probe, if one is out
+    opened: int  # transitions into open, ever
+    admitted: int  # breaker_admit answers that admitted
+    rejected: int  # breaker_admit answers that refused
+    probes: int  # probes admitted
+    stale_outcomes: int  # reports with no call to attribute them to
+    allowed: bool = False  # breaker_admit: the call may go out
+    probe: bool = False  # breaker_admit: ... and it is the half-open probe, now held by the caller
+    transitions: tuple[str, ...] = ()  # the edges this step took, oldest first: "closed->open", "open->half_open", ...
 
 
 class State(Protocol):
+    """Shared, short-lived state. A TTL counts on the backend's clock (embedded: Trio's); a key is
+    there until its TTL has passed, never a moment less, and absent after it."""
+
     async def put_if_absent(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
-        """Store `value` unless the key exists; returns the existing value, or None if stored."""
+        """Store `value` unless the key exists; returns the existing value, or None if stored.
+
+        Atomic: of concurrent callers on one key exactly one stores, and the others get its
+        value. An expired key is absent; an empty value is a value.
+        """
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        """Store `value` with this TTL, or none: a set replaces the value and the TTL."""
 
     async def delete(self, key: str) -> None: ...
 
     async def take_tokens(self, key: str, n: float, capacity: float, refill_per_s: float) -> float:
-        """Atomically take n tokens from the bucket `key`; returns 0.0 if taken, else seconds to wait."""
+        """Atomically take n tokens from the bucket `key`; returns 0.0 if taken, else seconds to wait.
+
+        A new bucket is full; it refills at `refill_per_s` up to `capacity`, never beyond.
+        Concurrent takers together never get more than capacity + refill_per_s x elapsed,
+        and a wait returned is long enough for the same take to succeed.
+        """
+
+    # -- the Provider's gate, shared by its workers (docs/reliability.md, "The gate") -------------------------
+    # N workers of one provider share one token bucket and one circuit breaker through these four
+    # operations. Each is one atomic step on one key, at the State's own time `now` (embedded: Trio's
+    # clock; Redis: the server's TIME read inside the script), never a caller's clock: every answer
+    # gives durations, not instants. The embedded State applies the pure machines of
+    # reactor/gate_state.py under its lock; a Redis backend ports each as one Lua script over a hash
+    # per key (the machines' fields) and, for the bucket, a sorted set of leases by expiry.
+
+    async def lease_tokens(
+        self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+        give_back: tuple[str, int] | None = None,
+    ) -> TokenLease:
+        """Lease up to `want` whole tokens of the shared bucket `key` for `lease_s` seconds; give back an earlier lease.
+
+        The bucket is `free` tokens (at `updated`) and the leases it has out, each (id, tokens,
+        expires). Invariant: free + leased <= capacity, where leased is the sum of the leases'
+        tokens: free tokens refill at `refill_per_s` up to `capacity - leased`, never above. One
+        step, in this order:
+
+        1. now = max(now, updated): a clock that went back mints nothing.
+        2. Expiry: each lease with expires <= now, earliest first: refill free up to its
+           `expires` (under the cap as it was), then drop the lease; its tokens are gone.
+        3. Refill free up to now; updated = now.
+        4. `give_back` (lease_id, unused): if that lease is still out, drop it and add
+           min(max(unused, 0), its tokens) to free. An unknown or expired lease is ignored: its
+           tokens were freed already, giving them back again would mint them.
+        5. granted = min(want, floor(free)), wait_s = 0. If that is 0 and want > 0, reserve:
+           granted = min(want, floor(capacity)) and wait_s = the seconds until free would reach
+           `granted` if nothing else happened (the other leases' expiries included; the
+           refill is capped as in 2); inf, and nothing granted, if floor(capacity) is 0.
+        6. If granted > 0: free -= granted (free may go below 0: a reservation's debt) and a
+           new lease of `granted` tokens expiring at now + wait_s + lease_s is out, under an
+           id never used before for this key.
+
+        The caller spends a lease's tokens from wait_s after it got the answer until
+        wait_s + lease_s after it sent the request (so never before the refill paid for them,
+        never after the lease expired here), and gives back what it did not spend (with its
+        next request, or at stop) or lets it expire. Then, across all callers, the tokens
+        spent in any window [t1, t2] are at most capacity + refill_per_s * (t2 - t1). Every
+        request with want > 0 gets a slice, at once or reserved: callers waiting on an empty
+        bucket queue up rather than race. `want` = 0 with `give_back` only gives back; with
+        neither it reads `free`. A changed capacity or rate applies from this step on; the
+        leases out are kept.
+        """
+
+    async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
+        """May `owner` call the provider now? The shared breaker `key` answers, and a half-open probe is leased.
+
+        The breaker is a reactor.circuit_breaker.BreakerSnapshot plus the probe's holder and the
+        probe lease's expiry (a missing key is a closed breaker). One step: if a probe is out
+        and its lease expired (expires <= now), it is released (the pure machine's
+        `release_probe`: a prober that died frees the slot); then the pure machine's
+        `allow(now)` under `config`: closed admits, open refuses until its timeout, half-open
+        admits one probe at a time. An admitted half-open call is the probe, held by `owner`
+        until now + probe_lease_s. The view says `allowed` and `probe`.
+        """
+
+    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
+        """Report how a call `owner` made went: "success", "failure", or "release" (no word on the provider's health).
+
+        One step: the probe lease's expiry as in breaker_admit; then, if the stored state is
+        half-open, the event counts only when `probe` is set and `owner` holds the probe;
+        any other outcome then is stale (counted in stale_outcomes; a "release" by another
+        owner is ignored). Otherwise the pure machine's record_success / record_failure /
+        release_probe applies (closed counts every outcome; open counts them as stale). A
+        probe's outcome ends the probe lease.
+        """
+
+    async def breaker_read(self, key: str, config: BreakerConfig) -> BreakerView:
+        """The shared breaker as of now (the probe lease's expiry as in breaker_admit applied first)."""
 
     async def publish(self, channel: str, message: bytes) -> int:
-        """Send to every subscriber of the channel; returns how many got it."""
+        """Send to every subscriber of the channel; returns how many got it.
 
-    def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]: ...
+        A subscriber gets every message published after it subscribed, in order; one that
+        does not keep up loses messages rather than slow the publisher down.
+        """
+
+    def subscribe(self, channel: str) -> AsyncContextManager[AsyncIterator[bytes]]:
+        """Subscribed once the block is entered, until it ends; never replays earlier messages."""
+
+
+class BrokerLost(Exception):
+    """A node's subscription ended: what was published to it since may not have arrived (a Redis
+    connection dropped, or a subscriber that fell behind its buffer and was cut off)."""
+
+
+class BrokerSubscription(Protocol):
+    """One node's subscription to the Broker (Redis: one pub/sub connection), opened by Broker.subscriber()."""
+
+    async def subscribe(self, user_id: str) -> None:
+        """Receive the user's messages from now on: once this returns, every message published
+        afterwards reaches this subscription. Subscribing again to a user is a no-op (a set, not a count)."""
+
+    async def unsubscribe(self, user_id: str) -> None:
+        """Stop receiving the user's messages (a no-op for a user not subscribed)."""
+
+    def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """(user_id, message) as they come, in publish order for each user.
+
+        Raises BrokerLost if the subscription is cut off (a subscriber that does not read is
+        never waited for: past its buffer it is dropped, as Redis drops a pub/sub client over
+        its output buffer limit). The caller then treats everything since as possibly missed."""
+
+
+class Broker(Protocol):
+    """Routes a message for a user (a web delivery, an inbox-state change) to the nodes holding that
+    user's live sessions, as centrifuge's Broker: a channel per user, and each node subscribes to the
+    channels of the users it holds sessions of (Redis pub/sub: PUBLISH/SUBSCRIBE on `herald:user:<id>`;
+    memory: reactor/backends/embedded/broker.py).
+
+    At most once, never stored: a node that subscribes after a publish does not get it (a resuming
+    client finds it in the inbox or the recent pushes, written before the publish). A publish never
+    waits for a subscriber to read.
+    """
+
+    async def publish(self, user_id: str, message: bytes) -> int:
+        """Send to every subscription to the user now; returns how many there are (nodes, not sessions:
+        0 means no node holds a live session of the user)."""
+
+    def subscriber(self) -> AsyncContextManager[BrokerSubscription]:
+        """This node's subscription, subscribed to nobody yet; leaving the block unsubscribes it from everyone."""
+
+    # -- recent pushes for resume: capped lists, per user, with a TTL, so a client resumes on any edge
+
+    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+        """Append `item` to the list `key`, keep only its newest `max_items`, and make the whole list
+        expire `ttl_s` after this append; atomically (Redis: RPUSH, LTRIM key -max_items -1 and EXPIRE
+        in one script). Once it returns, `recent(key)` from any client sees the item until it is trimmed
+        or the list expires. A backend may drop whole lists under memory pressure, least recently
+        appended first (embedded: a bound on all items together; Redis: its maxmemory policy).
+        """
+
+    async def recent(self, key: str) -> list[bytes]:
+        """The items of the list `key`, oldest first; [] if there is none (never appended to, or expired)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,23 +332,53 @@ class Store(Protocol):
     async def forget_meta(self, key: str) -> None:
         """Erase the entry so that no copy of its value stays in the store's files."""
 
-    async def schedule(self, entry: Scheduled) -> None: ...
+    async def schedule(self, entry: Scheduled) -> None:
+        """Add a pending entry, durably; one of the same id is replaced, its lease with it (claimable once due)."""
 
-    async def unschedule(self, ids: Sequence[str]) -> None: ...
+    async def unschedule(self, ids: Sequence[str]) -> None:
+        """Remove these entries (whoever holds them): the Scheduler calls it once their records are durably on the bus."""
 
     async def scheduled(self) -> list[Scheduled]:
-        """Every pending entry, earliest first."""
+        """Every pending entry, earliest first: for inspection and tests (the Scheduler claims; it never loads them all)."""
+
+    # -- the Scheduler's claims: any number of Schedulers share one Store, each fires only what it claimed
+
+    async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
+        """Lease up to `limit` entries due at `now_ms` to `owner` until now_ms + lease_ms; returns them, earliest due first.
+
+        An entry is claimable when due_ms <= now_ms and no other owner's lease runs at now_ms (never
+        leased, its lease ended at or before now_ms, or `owner` holds it: a claimer restarted in place
+        takes back what it held). Atomic against every other claimer: while a lease runs, the entry is
+        handed to no other owner. A claim removes nothing: the claimer produces the records, then
+        unschedules them; if it dies in between, its entries are claimable again when the lease ends
+        (produced twice at worst, never lost; the send ledger stops a second send). PostgreSQL:
+        `UPDATE scheduled SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM scheduled
+        WHERE due_ms <= $now AND (lease_until <= $now OR owner = $1) ORDER BY due_ms, id LIMIT $n
+        FOR UPDATE SKIP LOCKED) RETURNING ...` (lease_until: a column, 0 when never leased).
+        """
+
+    async def next_due_ms(self) -> int | None:
+        """The earliest time claim_due may hand out an entry: the least, over pending entries, of
+        max(due_ms, the end of its lease); None when nothing is pending.
+
+        Read from indexes (due_ms; the leased entries), never by loading every entry.
+        """
 
     async def dead_letter(self, entry: DeadLetter) -> int:
         """Add an entry (its id is ignored), replacing the one of the same (notification, channel) if there
-        is one: the queue holds at most one entry per (notification, channel). Returns the id it got."""
+        is one: the queue holds at most one entry per (notification, channel). Returns the id it got.
+
+        Ids grow: each entry, a replacing one too, gets an id above every id given before, so a
+        replay that read the replaced entry and discards its id cannot discard the new one.
+        """
 
     async def resolve_dead_letters(self, channel: str, notification_ids: Sequence[str]) -> list[str]:
         """Delete the channel's entries of these notifications (they were delivered after all);
         returns the notification ids that had one."""
 
     async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
-        """Entries matching `selection` with id > after_id, oldest first."""
+        """At most `limit` entries matching `selection` with id > after_id, by id (oldest first): the last
+        id is the cursor of the next page. `ids=()` matches none; `before_ms` means dead_ms < before_ms."""
 
     async def discard_dead_letters(self, ids: Sequence[int]) -> int:
         """Delete these entries; returns how many existed."""
@@ -158,7 +389,8 @@ class Store(Protocol):
         """The status the send ledger holds for this (notification, channel), if it was sent."""
 
     async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
-        """Durably record a send (and the status the provider answered) in the ledger."""
+        """Durably record a send (and the status the provider answered) in the ledger; a second
+        mark of the same (notification, channel) keeps the first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,23 +418,45 @@ class KeyStore(Protocol):
     async def get_key(self, key_id: str) -> StoredKey | None: ...
 
     async def list_keys(self) -> list[StoredKey]:
-        """Every key, revoked ones included, oldest first."""
+        """Every key, revoked ones included, oldest (created_ms) first."""
 
     async def revoke_key(self, key_id: str, at_ms: int) -> StoredKey | None:
         """Mark the key revoked (a second revoke keeps the first time); the key as now stored, None if unknown."""
 
     async def touch_key(self, key_id: str, at_ms: int) -> None:
-        """Record that the key was used at `at_ms`."""
+        """Record that the key was used at `at_ms` (never moves last_used back; an unknown key: nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The token-signing key ring as stored: the keys oldest first, the current kid, and the ring's version."""
+
+    keys: tuple[SigningKey, ...]
+    current: str
+    version: int  # 1 for the first ring written, one more at each write: what write_ring compares
 
 
 class SigningKeyStore(Protocol):
-    """The token-signing key ring: secrets, kept apart from every other datum (embedded: a 0600 file of its own)."""
+    """The token-signing key ring: secrets, kept apart from every other datum, shared by every node of the
+    Store (embedded: a 0600 file of its own, for the one node of its data dir and the offline CLI).
 
-    async def read_ring(self) -> tuple[list[SigningKey], str] | None:
-        """(the keys, oldest first; the current kid), or None when no ring was ever written."""
+    Every node holds a copy of the ring (actors/services/credentials.py) and sees a change made
+    elsewhere within a bounded time: it reads the ring again when a token names a kid it does not
+    know (rate-limited), and every `refresh_s` where the Store is shared. Changes are compare-and-set
+    on the version, so two nodes rotating at once both keep their new key (the one that loses the
+    race reads again and redoes its change).
+    """
 
-    async def write_ring(self, keys: Sequence[SigningKey], current: str) -> None:
-        """Replace the ring, durably (a crash leaves the old ring or the new one)."""
+    async def read_ring(self) -> KeyRing | None:
+        """The ring as last written, or None when no ring was ever written."""
+
+    async def write_ring(self, keys: Sequence[SigningKey], current: str, expected_version: int | None) -> KeyRing | None:
+        """Replace the ring if its version is still `expected_version` (None: only if no ring was ever
+        written); durably: a crash leaves the old ring or the new one. Returns the ring as written (its
+        version one more), or None and nothing written if another writer changed it first.
+        PostgreSQL: `UPDATE signing_keys SET ring = $1, version = version + 1 WHERE version = $2`
+        (`INSERT ... ON CONFLICT DO NOTHING` for the first ring); the row count says which happened.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +476,8 @@ class TemplateStore(Protocol):
         """Save version 1 and make it active; None (nothing saved) if the template exists."""
 
     async def add_version(self, template_id: str, spec: bytes, at_ms: int) -> TemplateVersion | None:
-        """Save the next version and make it active; None if there is no such template."""
+        """Save the next version (the number after the latest, not after the active one) and make it
+        active; None if there is no such template. Concurrent saves get distinct numbers."""
 
     async def activate(self, template_id: str, version: int, at_ms: int) -> bool:
         """Make a saved version the active one (a rollback); False if there is no such version."""
@@ -254,7 +509,8 @@ class UserStore(Protocol):
     async def put_preferences(self, user_id: str, document: bytes, at_ms: int) -> None: ...
 
     async def update_preferences(self, user_id: str, change: Callable[[bytes | None], bytes], at_ms: int) -> bytes:
-        """Atomically replace the document with change(current); returns the new one."""
+        """Atomically replace the document with change(current); returns the new one (concurrent
+        updates each see the other's result: none is lost)."""
 
     async def add_device(self, device: DeviceRow, max_per_user: int) -> list[DeviceRow]:
         """Register (or move, or refresh) a token; past max_per_user the oldest go.
@@ -361,6 +617,7 @@ class LogStore(Protocol):
         """The user's notifications, newest first; returns (rows, next cursor).
 
         `cursor` is a `next cursor` this backend returned (None: the first page); InvalidCursor otherwise.
+        Following the cursors gives every row once, also when notifications arrive between two pages.
         """
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
@@ -376,7 +633,8 @@ class LogStore(Protocol):
         when `archived`.
 
         `unread` keeps the unread ones; returns (rows, next cursor); InvalidCursor on a cursor this backend
-        did not return.
+        did not return. As for history(), following the cursors gives every entry once, also when entries
+        arrive meanwhile.
         """
 
     async def inbox_unread_count(self, user_id: str) -> int:

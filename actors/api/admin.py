@@ -1,24 +1,33 @@
-"""Operators: circuit state per channel, and the dead-letter queue."""
+"""Operators: circuit state per channel, and the dead-letter queue with its jobs.
+
+Everything here asks actors by message: the circuits are a `CircuitQuery` to each
+Provider (gathered, each bound by the gateway's `query_timeout_s`: a Provider that does not
+answer in time shows as `unavailable`, it does not hold the request); a replay or a purge
+is a job the Jobs actor runs (202 with the job's id, then `GET /v1/admin/jobs/{id}`). The
+listing reads the Store port.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import trio
 from quart import Blueprint, Response, request
 
-from protocol.api import AttemptError, CircuitView, DeadLetterPage, DeadLetterView, DlqResult, DlqSelection
+from protocol.api import AttemptError, CircuitView, DeadLetterPage, DeadLetterView, DlqSelection, JobView
 from protocol.channels import Channel
 from protocol.ids import is_notification_id
 from protocol.messages import decode_delivery
 from protocol.problems import FieldError, Problem
-from reactor.clock import iso, wall_ms
+from reactor.ask import ActorCrashed, ask
+from reactor.clock import iso
+from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
 from reactor.ports import DeadLetter, DlqFilter
 
-from ..provider import Provider
-from ..services.gate import ResilienceGate
+from ..jobs import KEEP_FINISHED, JobKind, JobsBusy, JobStatus, StartJob
+from ..messages import CircuitQuery
 from .errors import ProblemError, authorize, bad_param, decode_body, integer_param, json_response, limit_param, read_body, time_param
 
 _selection_decoder = msgspec.json.Decoder(DlqSelection)
@@ -30,7 +39,7 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/admin/circuits")
     async def get_circuits() -> Response:
         await authorize(gw, "admin")
-        return json_response({"circuits": [_circuit_view(c, p) for c, p in gw.providers.items()]})
+        return json_response({"circuits": await circuit_views(gw.circuits, gw.query_timeout_s, gw.role)})
 
     @bp.get("/v1/admin/dlq")
     async def get_dlq() -> Response:
@@ -43,7 +52,7 @@ def blueprint(gw: Any) -> Blueprint:
         limit = limit_param(args.get("limit"))
         selection = DlqFilter(channel=channel, before_ms=time_param("before", args.get("before")))
         entries, next_id = await gw.dead_letters.list(selection, cursor, limit)
-        total = await gw.dead_letters.store.dead_letter_count(channel)  # the channel's whole queue, `before` or not
+        total = await gw.dead_letters.count(channel)  # the channel's whole queue, `before` or not
         page = DeadLetterPage([_dead_letter_view(e) for e in entries], None if next_id is None else str(next_id), total)
         return json_response(page)
 
@@ -54,14 +63,74 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.post("/v1/admin/dlq/replay")
     async def replay_dlq() -> Response:
         await authorize(gw, "admin")
-        return json_response(DlqResult(replayed=await gw.dead_letters.replay(await read_selection())))
+        return await start_job(gw, "dlq_replay", await read_selection())
 
     @bp.delete("/v1/admin/dlq")
     async def discard_dlq() -> Response:
         await authorize(gw, "admin")
-        return json_response(DlqResult(discarded=await gw.dead_letters.discard(await read_selection())))
+        return await start_job(gw, "dlq_purge", await read_selection())
+
+    @bp.get("/v1/admin/jobs/<job_id>")
+    async def get_job(job_id: str) -> Response:
+        await authorize(gw, "admin")
+        view = await _ask_jobs(gw, lambda reply: JobStatus(job_id, reply))
+        if view is None:
+            raise ProblemError(Problem("Not Found", 404, (
+                f"no job {job_id[:64]!r} on this node: jobs are kept in the memory of the node that runs them, so a restart "
+                f"forgets them, as it forgets the oldest finished ones past the last {KEEP_FINISHED}; what a job did stays "
+                "done (GET /v1/admin/dlq shows what is left in the queue; a replay or purge can be run again)"
+            )))
+        return json_response(view)
 
     return bp
+
+
+_JOBS_RETRY_S = 5
+
+
+async def _ask_jobs(gw: Any, make: Any) -> Any:
+    """Ask the Jobs actor (503 when it is not running here: stopping)."""
+    try:
+        with trio.fail_after(gw.query_timeout_s * 10):
+            return await ask(gw.jobs.send, make)
+    except (MailboxClosed, MailboxFull, ActorCrashed, trio.TooSlowError) as exc:
+        raise ProblemError(Problem("Service Unavailable", 503, f"the jobs actor did not answer: {exc!r}"),
+                           {"Retry-After": str(_JOBS_RETRY_S)}) from None
+
+
+async def start_job(gw: Any, kind: JobKind, selection: DlqFilter) -> Response:
+    """202 with the job queued, and where to follow it."""
+    try:
+        view: JobView = await _ask_jobs(gw, lambda reply: StartJob(kind, selection, reply))
+    except JobsBusy as busy:
+        raise ProblemError(Problem("Service Unavailable", 503, f"{busy}: wait for them (GET /v1/admin/jobs/{{id}})"),
+                           {"Retry-After": str(_JOBS_RETRY_S)}) from None
+    return json_response(view, 202, {"Location": f"/v1/admin/jobs/{view.id}"})
+
+
+def unavailable(channel: Channel, detail: str) -> CircuitView:
+    """A channel whose Provider did not answer: its numbers are 0 (nothing was read), `detail` says why."""
+    return CircuitView(channel, "unavailable", 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, detail=detail)
+
+
+async def circuit_views(addresses: Mapping[Channel, Mailbox[CircuitQuery]], timeout_s: float, role: str) -> list[CircuitView]:
+    """Every channel's circuit, its Providers asked at once, each within `timeout_s` (or shown unavailable)."""
+    views: dict[Channel, CircuitView] = {}
+
+    async def query(channel: Channel, mailbox: Mailbox[CircuitQuery]) -> None:
+        with trio.move_on_after(timeout_s):
+            try:
+                views[channel] = await ask(mailbox.send, CircuitQuery)
+            except (MailboxFull, MailboxClosed, ActorCrashed) as exc:
+                views[channel] = unavailable(channel, f"provider:{channel.value} did not answer: {exc!r}")
+            return
+        views[channel] = unavailable(channel, f"provider:{channel.value} did not answer within {timeout_s:g} s")
+
+    async with trio.open_nursery() as nursery:
+        for channel, mailbox in addresses.items():
+            nursery.start_soon(query, channel, mailbox)
+    absent = f"no provider of this channel answers on this node (its role is {role}: the providers run on worker nodes)"
+    return [views.get(channel) or unavailable(channel, absent) for channel in Channel]
 
 
 _FILTER = ("channel", "notification_id", "before")
@@ -109,32 +178,3 @@ def _dead_letter_view(entry: DeadLetter) -> DeadLetterView:
         entry.id, Channel(entry.channel), entry.notification_id, entry.user_id, entry.error,
         max(entry.attempts, len(history)), iso(entry.created_ms), iso(entry.dead_ms), history, delivery.replays,
     )
-
-
-def _circuit_view(channel: Channel, provider: Provider) -> CircuitView:
-    gate = provider.gate
-    if not isinstance(gate, ResilienceGate):
-        return CircuitView(channel, "none", 0, 0, 0, provider.calls, provider.suppressed, math.inf, math.inf, math.inf)
-    now = trio.current_time()
-    stats = gate.breaker.statistics()
-    retry_at = None
-    if stats.open_until is not None and stats.open_until > now:
-        retry_at = iso(wall_ms() + int((stats.open_until - now) * 1000))
-    return CircuitView(
-        channel=channel,
-        state=gate.breaker.state_at(now).value,
-        consecutive_failures=stats.consecutive_failures,
-        opened=stats.opened_count,
-        rejected=stats.rejected,
-        calls=provider.calls,
-        suppressed_duplicates=provider.suppressed,
-        tokens=round(gate.bucket.available(now), 3),
-        bucket_capacity=gate.limits.capacity,
-        refill_per_s=gate.limits.refill_per_s,
-        deferred=gate.deferred,
-        throttled=gate.throttled,
-        transitions=dict(gate.transitions),
-        retry_at=retry_at,
-    )
-
-

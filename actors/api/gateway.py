@@ -1,21 +1,30 @@
 """The HTTP and WebSocket front end: a Quart-Trio app served by Hypercorn's trio worker.
 
 Routes live in actors/api/, one blueprint per area. Handlers validate with protocol's
-schemas (msgspec), talk to the actors through their mailboxes, and answer errors as
+schemas (msgspec), talk to the actors through their mailboxes (never their objects: the
+Gateway holds mailboxes, ports and stateless services), and answer errors as
 application/problem+json naming the field.
+
+A node's role picks the areas its front end serves (AREAS): an `api` node everything but
+the subscriber sessions and the inbox, an `edge` node those only, an `all` node every
+area. A request for a route another role serves is a 421 (Misdirected Request) naming
+this node's role and the roles that serve it; the /openapi.json of a node lists its own
+routes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from quart import Response, has_request_context, has_websocket_context, request, websocket
+from quart import Blueprint, Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
 
 from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES
@@ -25,9 +34,9 @@ from reactor.ports import LogStore, SigningKeyStore
 
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
-from ..messages import RecorderMessage, RegistryMessage, Submit
-from ..provider import Provider
-from ..services.credentials import ApiKeys
+from ..jobs import JobMessage
+from ..messages import CircuitQuery, RecorderMessage, RegistryMessage, Submit
+from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
@@ -41,12 +50,28 @@ from .subscriber import SubscriberLimits
 log = logging.getLogger("herald.gateway")
 
 
+# The front end's areas (its blueprints) and the roles whose nodes serve each. An area needing a
+# service the node has not got (templates, users, sandbox faults) is left out where it is None.
+AREAS: dict[str, tuple[str, ...]] = {
+    "notifications": ("all", "api"),  # sending, statuses, histories, subscriber tokens
+    "admin": ("all", "api"),  # circuits, dead letters, jobs
+    "keys": ("all", "api"),
+    "templates": ("all", "api"),
+    "users": ("all", "api"),
+    "sandbox": ("all",),  # the sandbox clients' faults: in the process that runs the clients, the worker, which has no front end
+    "realtime": ("all", "edge"),  # WebSocket, SSE, long-poll
+    "inbox": ("all", "edge"),
+}
+FRONT_ROLES = ("all", "api", "edge")  # the roles with a front end (a worker has none)
+
+
 @dataclass
 class Gateway:
-    """What the front end needs from the rest of the system."""
+    """What the front end needs from the rest of the system: mailboxes of actors, ports, stateless services.
 
-    ingress: Mailbox[Submit]
-    registry: Mailbox[RegistryMessage]
+    The fields a role does not use are None (an edge node has no ingress; an api node no registry).
+    """
+
     recorder: Mailbox[RecorderMessage]  # RecordEvents, and the inbox routes' ChangeInbox
     logstore: LogStore
     keys: ApiKeys
@@ -54,20 +79,72 @@ class Gateway:
     max_body_bytes: int
     heartbeat_s: float
     session_queue: int
-    dead_letters: DeadLetters
-    providers: dict[Channel, Provider]
-    idempotency: Idempotency
     limits: SubscriberLimits  # what browsers may hold and ask (session caps, request rates, token issuance)
+    role: str = "all"
+    ingress: Mailbox[Submit] | None = None  # api, all
+    idempotency: Idempotency | None = None  # api, all
+    dead_letters: DeadLetters | None = None  # api, all: listing the queue (the Store port)
+    jobs: Mailbox[JobMessage] | None = None  # api, all: replays and purges run by the Jobs actor
+    circuits: Mapping[Channel, Mailbox[CircuitQuery]] = field(default_factory=dict)  # each Provider's queries mailbox, where local
+    query_timeout_s: float = 1.0  # how long a query to an actor may take before it is shown as unavailable
+    registry: Mailbox[RegistryMessage] | None = None  # edge, all
     ready: bool = False
     draining: trio.Event = field(default_factory=trio.Event)
     sessions_opened: int = 0
     templates: TemplateService | None = None  # the /v1/templates routes exist when set
     users: UserDirectory | None = None  # the preferences, devices and unsubscribe routes exist when set
     signing_key_store: SigningKeyStore | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
+    key_ring: SharedSigningKeys | None = None  # keeps `secret` in step with the stored ring (a key made on another node)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
+
+    def serves(self, area: str) -> bool:
+        return self.role in AREAS[area]
+
+
+def _blueprints(gw: Gateway) -> dict[str, Blueprint]:
+    """Every area's blueprint this gateway has the services for, whatever its role."""
+    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox)]
+    areas = {bp.name: bp for bp in built}
+    if gw.templates is not None:
+        areas["templates"] = template_routes.blueprint(gw, gw.templates)
+    if gw.users is not None:
+        areas["users"] = users.blueprint(gw)
+    if gw.sandbox_faults is not None:
+        areas["sandbox"] = sandbox.blueprint(gw, gw.sandbox_faults)
+    return areas
+
+
+class Misdirected:
+    """The routes of the areas this node's role does not serve: a request for one is a 421 naming the roles that do."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.role = gw.role
+        others = QuartTrio("herald-other-roles", static_folder=None)
+        for area, bp in _blueprints(gw).items():
+            if not gw.serves(area):
+                others.register_blueprint(bp)
+        self.map = Map([
+            Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint, websocket=rule.websocket)
+            for rule in others.url_map.iter_rules() if rule.endpoint != "static"
+        ])
+
+    def roles_serving(self, method: str, path: str, websocket: bool = False) -> tuple[str, ...] | None:
+        """The roles that serve this request, if its route is another role's; None otherwise."""
+        try:
+            endpoint, _ = self.map.bind("herald").match(path, method=method, websocket=websocket)
+        except HTTPException:
+            return None
+        return AREAS[str(endpoint).partition(".")[0]]
+
+    def problem(self, method: str, path: str, roles: tuple[str, ...]) -> Problem:
+        others = " or ".join(r for r in roles if r != "all")
+        served = f"nodes of the role {others} (or all)" if others else "a node of the role all"
+        return Problem("Misdirected Request", 421, f"this node's role is {self.role}: {method} {path} is served by {served}")
 
 
 def create_app(gw: Gateway) -> QuartTrio:
+    if gw.role not in FRONT_ROLES:
+        raise ValueError(f"a node of the role {gw.role!r} has no front end (the roles with one: {', '.join(FRONT_ROLES)})")
     app = QuartTrio("herald", static_folder=None)  # no static files: nothing is served without a key by accident
     app.config["MAX_CONTENT_LENGTH"] = gw.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -76,8 +153,15 @@ def create_app(gw: Gateway) -> QuartTrio:
     async def _problem(error: ProblemError) -> Response:
         return problem_response(error.problem, error.headers)
 
+    misdirected = Misdirected(gw)
+
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> Response:
+        if isinstance(error, (NotFound, MethodNotAllowed)):
+            asked = websocket if has_websocket_context() else request if has_request_context() else None
+            roles = None if asked is None else misdirected.roles_serving(asked.method, asked.path, has_websocket_context())
+            if asked is not None and roles is not None:
+                return problem_response(misdirected.problem(asked.method, asked.path, roles))
         status = error.code or 500
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}  # Allow, on a 405 (RFC 9110)
         return problem_response(Problem(title=error.name, status=status, detail=error.description or ""), headers)
@@ -110,14 +194,9 @@ def create_app(gw: Gateway) -> QuartTrio:
             return json_response({"status": "ready"})
         return problem_response(Problem("Service Unavailable", 503, "starting" if not gw.ready else "shutting down"))
 
-    for area in (notifications, admin, keys, realtime, inbox):
-        app.register_blueprint(area.blueprint(gw))
-    if gw.templates is not None:
-        app.register_blueprint(template_routes.blueprint(gw, gw.templates))
-    if gw.users is not None:
-        app.register_blueprint(users.blueprint(gw))
-    if gw.sandbox_faults is not None:
-        app.register_blueprint(sandbox.blueprint(gw, gw.sandbox_faults))
+    for area, bp in _blueprints(gw).items():
+        if gw.serves(area):
+            app.register_blueprint(bp)
     app.register_blueprint(openapi.blueprint())  # /openapi.json and /docs: describes the routes registered above
     return app
 
@@ -139,7 +218,9 @@ class FrontEnd:
 
     def __init__(self, gw: Gateway, host: str, port: int, grace_s: float) -> None:
         self.gw = gw
-        self.app = FastSubmit(create_app(gw), gw)  # POST /v1/notifications skips Quart; the rest is the Quart app
+        app = create_app(gw)
+        # POST /v1/notifications skips Quart where it is served; the rest is the Quart app
+        self.app = FastSubmit(app, gw) if gw.serves("notifications") else app
         self.config = hypercorn_config(host, port, grace_s)
         self.binds: list[str] = []
         self.connection_errors = ConnectionErrors()  # connections an exception ended (each stayed that connection's)

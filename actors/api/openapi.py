@@ -31,9 +31,9 @@ from quart import Blueprint, Response, current_app
 from protocol.api import (
     CircuitView,
     DeadLetterPage,
-    DlqResult,
     DlqSelection,
     HistoryPage,
+    JobView,
     NotificationRequest,
     NotificationStatus,
     Receipt,
@@ -318,6 +318,16 @@ _FAULTS_DOC = (
     "`[herald.faults.<channel>]` in the config file sets it at start."
 )
 
+_JOB_DOC = (
+    "The job runs on the node off the request path, a page of entries at a time, one job after another; follow it at "
+    "`Location` (GET /v1/admin/jobs/{job_id}) until its `state` is `done` or `failed`. 503 with Retry-After when 16 jobs "
+    "are queued already. 422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
+    "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
+    "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch)."
+)
+JOB_ID = Param("job_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "The job's id, from the 202 that started it.", True)
+_JOB_LINK = {"follow": Link("getJob", {"job_id": "$response.body#/id"})}
+
 OPERATIONS: tuple[Operation, ...] = (
     # service
     Operation("GET", "/healthz", "getHealth", "service", "Liveness", Auth.NONE, None, {200: json_reply(Health, "The process serves HTTP.")}),
@@ -526,6 +536,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/admin/circuits", "listCircuits", "admin", "Circuit breakers and token buckets", Auth.API_KEY, "admin",
         {200: json_reply(CircuitList, "Breaker state, counters and tokens per channel.")},
+        description="Each channel's Provider is asked, all at once; one that does not answer within a second (or that "
+        "runs on another node: an api node's providers are on the workers) shows the state `unavailable`, with its "
+        "numbers 0 and `detail` saying why.",
     ),
     Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
@@ -535,22 +548,24 @@ OPERATIONS: tuple[Operation, ...] = (
                 limit(50)),
     ),
     Operation(
-        "POST", "/v1/admin/dlq/replay", "replayDeadLetters", "admin", "Replay dead letters", Auth.API_KEY, "admin",
-        {200: json_reply(DlqResult, "How many were put back on the bus.")},
+        "POST", "/v1/admin/dlq/replay", "replayDeadLetters", "admin", "Replay dead letters (a job)", Auth.API_KEY, "admin",
+        {202: json_reply(JobView, "The job, queued: it puts the entries back on the bus as first attempts.", {"Location": True}, _JOB_LINK)},
         body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
                   example={"channel": "sms", "before": "2024-05-01T12:00:00Z"}),
-        problems=(422,), description="422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
-        "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
-        "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch).",
+        problems=(422, 503), description=_JOB_DOC,
     ),
     Operation(
-        "DELETE", "/v1/admin/dlq", "discardDeadLetters", "admin", "Discard dead letters", Auth.API_KEY, "admin",
-        {200: json_reply(DlqResult, "How many were discarded.")},
+        "DELETE", "/v1/admin/dlq", "discardDeadLetters", "admin", "Discard dead letters (a job)", Auth.API_KEY, "admin",
+        {202: json_reply(JobView, "The job, queued: it deletes the entries.", {"Location": True}, _JOB_LINK)},
         body=body(DlqSelection, "`ids`, a filter (`channel`, `notification_id`, `before`), or `all: true`.", required=False,
                   example={"ids": [1, 2]}),
-        problems=(422,), description="422 naming the fields unless exactly one of `ids`, a filter, or `all: true` is given "
-        "(`ids` with a filter field is refused), or when `notification_id` is not a notification id or `before` not a time. "
-        "A filter's fields must all match; `before`: dead-lettered before that time (RFC 3339 or milliseconds since the epoch).",
+        problems=(422, 503), description=_JOB_DOC,
+    ),
+    Operation(
+        "GET", "/v1/admin/jobs/<job_id>", "getJob", "admin", "A job's state and progress", Auth.API_KEY, "admin",
+        {200: json_reply(JobView, "`queued`, `running`, `done` or `failed`, with what it has done so far.")}, params=(JOB_ID,),
+        description="Jobs live in the memory of the node that runs them: after a restart (or past the last 100 finished "
+        "ones) the job is a 404 saying so; what it did stays done, and GET /v1/admin/dlq shows what is left.",
     ),
     # the sandbox providers' faults (actors/api/sandbox.py)
     Operation(
@@ -610,7 +625,7 @@ TAGS = (
     ("inbox", "The in-app inbox of the web channel."),
     ("users", "Preferences, push devices, one-click unsubscribe."),
     ("templates", "Mustache templates: immutable versions, locales, A/B variants."),
-    ("admin", "Operators: circuits, the dead-letter queue, API keys, the sandbox providers' faults."),
+    ("admin", "Operators: circuits, the dead-letter queue and its jobs, API keys, the sandbox providers' faults."),
     ("service", "Liveness, readiness, and this description."),
 )
 

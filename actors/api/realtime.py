@@ -50,6 +50,7 @@ from reactor.clock import wall_ms
 from reactor.mailbox import MailboxClosed
 
 from ..domain.tokens import InvalidToken, read_token
+from ..services.credentials import learn_kid
 from ..messages import RecordEvents, Register, Unregister
 from ..registry import Outgoing, Session
 from . import websocket_limit
@@ -102,6 +103,7 @@ def blueprint(gw: Any) -> Blueprint:
         await websocket.accept()
         token = websocket.args.get("token", "")
         try:
+            await learn_kid(gw.key_ring, token)
             granted = read_token(gw.secret, token, wall_ms())
         except InvalidToken as exc:
             await websocket.close(CloseCode.UNAUTHORIZED, str(exc))

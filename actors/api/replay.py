@@ -4,14 +4,24 @@ No gap, no duplicate, on every transport, with one recipe (`Replay`):
 
 1. Register the session, *holding* its live frames (they queue up, in push order).
 2. Replay what the client missed after the last id it saw: the inbox in delivery order,
-   then the frames the registry pushed to the user lately whose inbox row may not be
-   written yet (the web channel pushes first and records the batch after). Each id is
-   claimed on the session, so nothing is sent twice.
+   then the user's recent pushes whose inbox row may not be written yet (the web channel
+   pushes first and records the batch after). Each id is claimed on the session, so
+   nothing is sent twice.
 3. Let the held frames through (skipping the claimed ones), then go live.
 
-A frame pushed before step 1 is in the inbox or in the registry's recent pushes; one
-pushed after it is held. Everything reaches the client once, in delivery order, so the
-id of the last frame a client saw is always a correct place to resume from.
+A frame pushed before step 1 is in the inbox or in the user's recent pushes; one pushed
+after it is held. Everything reaches the client once, in delivery order, so the id of the
+last frame a client saw is always a correct place to resume from.
+
+The recent pushes live in the State (per user, bounded, with a TTL), so the edge a client
+resumes on need not be the one that pushed. The web client appends each frame there
+*before* it publishes it (actors/clients/web.py `push_frame`), and the registry answers a
+`Recent` (step 2) only after the `Register` of step 1, which subscribed the node to the
+user: so a push either is in the list when step 2 reads it, or was published after the
+subscription and reaches the session live (held). A user's pushes are appended one at a
+time (the Provider sends one delivery of a user at a time), so the list is in delivery
+order. An append that fails fails the push before it is published; the web channel
+retries it.
 
 Acks are the user's own: a session accepts an ack only for an id it sent (live, replayed,
 or the `last_id` it resumed from when that id is in the user's inbox or recent pushes).
@@ -80,7 +90,7 @@ class Replay:
                 return []
 
     async def _start(self) -> None:
-        """Take the registry's recent pushes and decide where the replay starts."""
+        """Take the user's recent pushes (through the registry: see the module's docstring) and decide where the replay starts."""
         user_id = self.session.user_id
         recent = await ask(self.registry.send, lambda reply: Recent(user_id, reply))
         if self.last_id is None:

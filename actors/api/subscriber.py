@@ -30,6 +30,7 @@ from reactor.ports import State
 
 from ..domain.api_keys import bearer
 from ..domain.tokens import InvalidToken, read_token
+from ..services.credentials import learn_kid
 from ..registry import Session
 from .errors import ProblemError, authorize, retry_after
 
@@ -173,6 +174,7 @@ async def subscriber(gw: Any) -> Subscriber:
     if not credential:
         raise _unauthorized(field, "a subscriber token is required: ?token=<token> or Authorization: Bearer <token>", invalid=False)
     try:
+        await learn_kid(gw.key_ring, credential)
         token = read_token(gw.secret, credential, wall_ms())
     except InvalidToken as exc:
         raise _unauthorized(field, str(exc), invalid=True) from None  # one answer for every reason
@@ -191,6 +193,7 @@ async def authorize_user(gw: Any, user_id: str, scope: str) -> None:
         await authorize(gw, scope)
         return
     try:
+        await learn_kid(gw.key_ring, credential)
         token = read_token(gw.secret, credential, wall_ms())
     except InvalidToken as exc:
         try:

@@ -23,6 +23,7 @@ from reactor.clock import iso, wall_ms
 from reactor.ports import DeviceRow
 
 from ..domain.preferences import InvalidUnsubscribeToken, check_preferences, verify_unsubscribe_token
+from ..services.credentials import learn_kid
 from .errors import ProblemError, authorize, bad_param, decode_body, json_response, read_body
 
 _preferences_decoder = msgspec.json.Decoder(Preferences)
@@ -93,10 +94,11 @@ def blueprint(gw: Any) -> Blueprint:
             raise ProblemError(Problem("Not Found", 404, message, errors=[FieldError("token", message)]))
         return Response(b"", status=204)
 
-    def _claims() -> tuple[str, str]:
+    async def _claims() -> tuple[str, str]:
         token = request.args.get("token")
         if not token:
             raise bad_param("token", "required: the token of the unsubscribe link")
+        await learn_kid(gw.key_ring, token)
         try:
             user_id, category = verify_unsubscribe_token(gw.secret, token)
         except InvalidUnsubscribeToken as exc:
@@ -106,7 +108,7 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.get("/v1/unsubscribe")
     async def unsubscribe_page() -> Response:
         # Never unsubscribes: link scanners and mail previews follow GET links.
-        _, category = _claims()
+        _, category = await _claims()
         action = html.escape(f"/v1/unsubscribe?token={request.args['token']}", quote=True)
         return _page("Unsubscribe", (
             f"<h1>Unsubscribe</h1><p>Stop receiving <strong>{html.escape(category)}</strong> notifications?</p>"
@@ -118,7 +120,7 @@ def blueprint(gw: Any) -> Blueprint:
     @bp.post("/v1/unsubscribe")
     async def unsubscribe() -> Response:
         # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click"; any body is accepted.
-        user_id, category = _claims()
+        user_id, category = await _claims()
         try:
             await gw.users.opt_out(user_id, category, wall_ms())
         except ValueError as exc:

@@ -1,20 +1,24 @@
-"""The web channel client: pushes a frame to the user's live sessions through the registry.
+"""The web channel client: publishes a frame to the user's live sessions, wherever they are, through the Broker.
 
 Its outcome is always `sent`: the notification is in the user's inbox (the consumer records
 the entry with it) whether or not a session was live. A client that sees it makes it
 `delivered` (a WebSocket ack, an SSE event or a long-poll answer: actors/api/realtime.py).
+
+The frame is kept among the recent pushes first, then published (`push_frame`): a session
+registering meanwhile finds it in one place or the other (actors/api/replay.py). The Broker
+answers how many nodes hold a live session of the user, not how many sessions: the
+producer does not see the sessions, which live on the edge nodes.
 """
 
 from __future__ import annotations
 
 from protocol.frames import NotificationFrame, frame_encoder
 from protocol.lifecycle import Status
-from protocol.messages import Delivery, InboxEntry, Outcome, PermanentFailure, Sent
-from reactor.ask import ask
+from protocol.messages import Delivery, InboxEntry, Outcome, PermanentFailure, Sent, encode_fanout
 from reactor.clock import iso
-from reactor.mailbox import Mailbox
+from reactor.ports import Broker
 
-from ..messages import Push, Register, Unregister
+from ..registry import RecentPushes
 
 
 def inbox_entry(delivery: Delivery, seq: int) -> InboxEntry:
@@ -45,16 +49,23 @@ def notification_frame(entry: InboxEntry) -> bytes:
     )
 
 
+async def push_frame(broker: Broker, recent: RecentPushes, user_id: str, notification_id: str, frame: bytes) -> int:
+    """Keep the frame among the recent pushes, then publish it; returns the nodes holding a live session of the user."""
+    await recent.remember(user_id, notification_id, frame)
+    return await broker.publish(user_id, encode_fanout("notification", notification_id, frame))
+
+
 class WebClient:
-    def __init__(self, registry: Mailbox[Register | Unregister | Push]) -> None:
-        self.registry = registry
+    def __init__(self, broker: Broker, recent: RecentPushes) -> None:
+        self.broker = broker
+        self.recent = recent
 
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.web is None:
             return PermanentFailure("no web content")
         frame = notification_frame(inbox_entry(delivery, 0))
-        reached = await ask(self.registry.send, lambda reply: Push(delivery.user_id, delivery.notification_id, frame, reply))
+        nodes = await push_frame(self.broker, self.recent, delivery.user_id, delivery.notification_id, frame)
         # `sent` is final for web: the consumer stores the inbox entry with this outcome (protocol.lifecycle)
-        if reached:
-            return Sent(Status.SENT, detail=f"in the inbox; pushed to {reached} live session(s)")
+        if nodes:
+            return Sent(Status.SENT, detail=f"in the inbox; pushed to the live sessions on {nodes} node(s)")
         return Sent(Status.SENT, detail="in the inbox; no live session")

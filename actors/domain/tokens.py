@@ -75,13 +75,15 @@ class SigningKeys:
     """The node's token-signing key ring: the current key signs, every key verifies the tokens naming it.
 
     One object per node, shared by whoever signs or verifies; a rotation replaces its
-    contents in place (`replace`), so every holder sees the new ring at once.
+    contents in place (`replace`), so every holder sees the new ring at once. `version` is
+    the stored ring's (KeyRing.version) this copy was made from; 0 when it was not stored.
     """
 
-    def __init__(self, keys: Sequence[SigningKey], current: str) -> None:
+    def __init__(self, keys: Sequence[SigningKey], current: str, version: int = 0) -> None:
         self._keys: dict[str, SigningKey] = {}
         self._current = ""
-        self.replace(keys, current)
+        self.version = 0
+        self.replace(keys, current, version)
 
     @classmethod
     def generate(cls, now_ms: int = 0) -> SigningKeys:
@@ -89,11 +91,11 @@ class SigningKeys:
         key = new_signing_key(now_ms)
         return cls([key], key.kid)
 
-    def replace(self, keys: Sequence[SigningKey], current: str) -> None:
+    def replace(self, keys: Sequence[SigningKey], current: str, version: int = 0) -> None:
         by_kid = {k.kid: k for k in keys}
         if current not in by_kid or len(by_kid) != len(keys) or not all(_KID.fullmatch(k) for k in by_kid):
             raise ValueError("a signing key ring needs distinct kids (1-32 of a-z 0-9), the current one among them")
-        self._keys, self._current = by_kid, current
+        self._keys, self._current, self.version = by_kid, current, version
 
     @property
     def current(self) -> SigningKey:
@@ -123,6 +125,14 @@ def retired(keys: Sequence[SigningKey], current: str, kid: str) -> list[SigningK
         raise CurrentKeyError(f"{kid} is the current signing key: rotate first, then retire it")
     kept = [k for k in keys if k.kid != kid]
     return None if len(kept) == len(keys) else kept
+
+
+def token_kid(token: str) -> str | None:
+    """The kid a token names (`legacy` for one from before key ids), or None if it names none that could be valid."""
+    parts = token.split(".")
+    if len(parts) == 3 and _KID.fullmatch(parts[0]):
+        return parts[0]
+    return LEGACY_KID if len(parts) == 2 else None
 
 
 def sign_claims(keys: SigningKeys, claims: dict[str, object], purpose: bytes = b"") -> str:

@@ -13,24 +13,31 @@ start, stored hashed like any other (flagged `bootstrap`), whose full text exist
 is revoked).
 
 The token-signing key ring (actors/domain/tokens.py) is read, made at first start and
-rotated here, through the SigningKeyStore port.
+rotated here, through the SigningKeyStore port, by compare-and-set on the ring's version
+(two nodes rotating at once both keep their key); `SharedSigningKeys` keeps a node's copy
+in step with the stored ring (a change made elsewhere is seen within a bounded time).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+import logging
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from protocol.keys import BOOTSTRAP_KEY_ID, LEGACY_KID, Scope, SigningKey
 from reactor.clock import wall_ms
 from reactor.files import write_atomically
-from reactor.ports import KeyStore, SigningKeyStore, State, Store, StoredKey
+from reactor.ports import KeyRing, KeyStore, SigningKeyStore, State, Store, StoredKey
 
 from ..domain.api_keys import ALL_SCOPES, Caller, bearer, key_digest, new_api_key, parse_api_key
-from ..domain.tokens import SigningKeys, retired, rotated
+from ..domain.tokens import SigningKeys, retired, rotated, token_kid
+
+log = logging.getLogger("herald.credentials")
 
 API_KEY_FILE = "api-key"  # the bootstrap key's text, in the data dir (0600)
 BOOTSTRAP_NAME = "bootstrap: generated at first start, its text in <data-dir>/api-key"
@@ -40,35 +47,63 @@ LEGACY_API_KEY_META = "api_key"
 
 # -- signing keys and the bootstrap key: in the stores
 
+REFRESH_S = 30.0  # where the Store is shared: a change of the ring made on another node is seen within this
+REREAD_MIN_S = 1.0  # a token naming a kid the ring does not have reads the stored ring again at most this often
+CHANGE_TRIES = 20  # compare-and-set attempts of one change while other nodes keep changing the ring
+
+
+async def change_ring(
+    rings: SigningKeyStore, change: Callable[[KeyRing | None], tuple[Sequence[SigningKey], str] | None],
+) -> KeyRing | None:
+    """Apply `change` (the stored ring, or None -> the new keys and current kid, or None for no change) by
+    compare-and-set on the ring's version, reading again and redoing it while another writer gets in first.
+    Returns the ring as now stored."""
+    for _ in range(CHANGE_TRIES):
+        found = await rings.read_ring()
+        wanted = change(found)
+        if wanted is None:
+            return found
+        written = await rings.write_ring(wanted[0], wanted[1], None if found is None else found.version)
+        if written is not None:
+            return written
+    raise RuntimeError(f"the signing key ring changed under this change {CHANGE_TRIES} times in a row: try again")
+
 
 async def open_signing_keys(rings: SigningKeyStore, store: Store, now_ms: int) -> SigningKeys:
     """The stored ring, made at first start. A secret the Store kept in clear (a data dir from
     before key ids) moves into the ring as the key `legacy`, which keeps verifying the tokens it
     signed; a fresh key signs from now on, and the Store forgets the old secret."""
     legacy = await store.get_meta(LEGACY_SECRET_META)
-    found = await rings.read_ring()
-    if found is not None:
-        ring = SigningKeys(*found)
-    else:
+
+    def first_ring(found: KeyRing | None) -> tuple[list[SigningKey], str] | None:
+        if found is not None:
+            return None  # there is one (another node may have made it meanwhile)
         keys = [] if legacy is None else [SigningKey(LEGACY_KID, legacy.encode(), 0)]
         made, current = rotated(keys, now_ms, retire_previous=False)
-        await rings.write_ring(made, current.kid)
-        ring = SigningKeys(made, current.kid)
+        return made, current.kid
+
+    stored = await change_ring(rings, first_ring)
+    assert stored is not None
     if legacy is not None:
         await store.forget_meta(LEGACY_SECRET_META)  # only once the ring holds it durably
-    return ring
+    return SigningKeys(stored.keys, stored.current, stored.version)
 
 
 async def rotate_signing_keys(rings: SigningKeyStore, now_ms: int, retire_previous: bool, ring: SigningKeys | None = None) -> SigningKeys:
     """Add a new current key to the stored ring (made if absent), and to `ring` (the running node's)
-    if given; with `retire_previous`, drop every older key (their tokens stop working)."""
-    found = await rings.read_ring()
-    keys = found[0] if found is not None else (ring.keys() if ring is not None else [])
-    new_ring, new_current = rotated(keys, now_ms, retire_previous)
-    await rings.write_ring(new_ring, new_current.kid)
+    if given; with `retire_previous`, drop every older key (their tokens stop working). A rotation
+    made at the same time on another node is kept: both new keys are in the ring."""
+
+    def rotate(found: KeyRing | None) -> tuple[list[SigningKey], str]:
+        keys = list(found.keys) if found is not None else (ring.keys() if ring is not None else [])
+        new_ring, new_current = rotated(keys, now_ms, retire_previous)
+        return new_ring, new_current.kid
+
+    stored = await change_ring(rings, rotate)
+    assert stored is not None
     if ring is None:
-        return SigningKeys(new_ring, new_current.kid)
-    ring.replace(new_ring, new_current.kid)
+        return SigningKeys(stored.keys, stored.current, stored.version)
+    ring.replace(stored.keys, stored.current, stored.version)
     return ring
 
 
@@ -76,14 +111,104 @@ async def retire_signing_key(rings: SigningKeyStore, kid: str, ring: SigningKeys
     """Drop the key `kid` from the stored ring and from `ring`: every token it signed stops verifying.
 
     False if there is no such key; CurrentKeyError for the current one."""
-    found = await rings.read_ring()
-    keys, current = found if found is not None else (ring.keys(), ring.current.kid)
-    kept = retired(keys, current, kid)
-    if kept is None:
+    missing = False
+
+    def retire(found: KeyRing | None) -> tuple[list[SigningKey], str] | None:
+        nonlocal missing
+        keys, current = (list(found.keys), found.current) if found is not None else (ring.keys(), ring.current.kid)
+        kept = retired(keys, current, kid)
+        missing = kept is None
+        return None if kept is None else (kept, current)
+
+    stored = await change_ring(rings, retire)
+    if missing:
         return False
-    await rings.write_ring(kept, current)
-    ring.replace(kept, current)
+    assert stored is not None
+    ring.replace(stored.keys, stored.current, stored.version)
     return True
+
+
+class SharedSigningKeys:
+    """This node's copy of the stored signing key ring (`ring`: what signs and verifies), kept in step
+    with the SigningKeyStore that every node of the Store shares.
+
+    A change made elsewhere (a rotation or a retirement on another node, or by the offline CLI) is
+    seen: at once by a token that names a kid this copy lacks (`learn`: the stored ring is read
+    again, at most once per `reread_min_s`, whatever the tokens); and within `refresh_s` in any case
+    where the Store is shared (`keep_fresh`, a child of a stage). With the embedded Store the node is
+    the ring's only writer while it runs (the offline CLI wants it stopped), so `refresh_s` is None.
+    """
+
+    def __init__(
+        self, store: SigningKeyStore, ring: SigningKeys, *,
+        refresh_s: float | None = REFRESH_S, reread_min_s: float = REREAD_MIN_S,
+    ) -> None:
+        self.store = store
+        self.ring = ring
+        self.refresh_s = refresh_s
+        self.reread_min_s = reread_min_s
+        self._last_reread = -math.inf
+        self._reading: trio.Event | None = None
+        self._stop = trio.Event()
+        self.reads = 0
+
+    async def refresh(self) -> bool:
+        """Read the stored ring and adopt it if it is newer than this copy; True if it was. Concurrent
+        callers share one read."""
+        if self._reading is not None:
+            version = self.ring.version
+            await self._reading.wait()
+            return self.ring.version != version
+        self._reading = reading = trio.Event()
+        try:
+            self.reads += 1
+            found = await self.store.read_ring()
+            if found is None or found.version <= self.ring.version:
+                return False
+            self.ring.replace(found.keys, found.current, found.version)
+            return True
+        finally:
+            self._reading = None
+            reading.set()
+
+    async def learn(self, token: str) -> None:
+        """Call before verifying `token`: if it names a kid this copy lacks, read the stored ring again
+        (or wait for the read under way), at most once per `reread_min_s`."""
+        kid = token_kid(token)
+        if kid is None or self.ring.get(kid) is not None:
+            return
+        if self._reading is not None:
+            await self._reading.wait()
+            return
+        now = trio.current_time()
+        if now - self._last_reread < self.reread_min_s:
+            return  # a client cannot make the node read the store more often with made-up kids
+        self._last_reread = now
+        try:
+            await self.refresh()
+        except Exception as exc:  # the store is unreachable: the token is refused as unknown, the node carries on
+            log.warning("signing keys: could not read the stored ring for an unknown kid: %r", exc)
+
+    async def keep_fresh(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Read the stored ring every `refresh_s` until stopped (with refresh_s None: only wait to be stopped)."""
+        task_status.started()
+        while not self._stop.is_set():
+            with trio.move_on_after(math.inf if self.refresh_s is None else self.refresh_s):
+                await self._stop.wait()
+            if not self._stop.is_set():
+                try:
+                    await self.refresh()
+                except Exception as exc:  # tried again at the next period; a store outage must not stop the node
+                    log.warning("signing keys: could not refresh the ring from the store: %r", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def learn_kid(keys: SharedSigningKeys | None, token: str) -> None:
+    """Before verifying a token: let the node's ring learn a key made elsewhere (nothing when `keys` is None)."""
+    if keys is not None:
+        await keys.learn(token)
 
 
 async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int) -> str:

@@ -1,10 +1,17 @@
-"""Operating the dead-letter queue: list, replay through the normal path, discard."""
+"""Operating the dead-letter queue: list, replay through the normal path, discard.
+
+Replay and discard go a page at a time (PAGE entries: one read, one produce, one delete),
+yielding to the loop between pages, and count what they did in a `Progress` as they go:
+the Jobs actor (actors/jobs.py) runs them off the request path and the API reads that.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import msgspec
+import trio
 
 from protocol.channels import Channel
 from protocol.lifecycle import Status
@@ -18,6 +25,18 @@ from ..messages import RecordEvents
 
 PAGE = 200
 log = logging.getLogger("herald.dlq")
+
+
+@dataclass
+class Progress:
+    """What a replay or discard has done so far (protocol.api.JobView's counts)."""
+
+    total: int = 0  # entries taken up
+    replayed: int = 0
+    discarded: int = 0
+    skipped: int = 0  # replayed by this same run already, and back in the queue (a poison message): left for the next
+    errors: int = 0  # left in the queue: the record cannot be decoded
+    error: str | None = None  # the last entry's error
 
 
 class DeadLetters:
@@ -35,7 +54,11 @@ class DeadLetters:
             return entries[:limit], entries[limit - 1].id
         return entries, None
 
-    async def replay(self, selection: DlqFilter) -> int:
+    async def count(self, channel: str | None = None) -> int:
+        """Entries in the channel's queue (every channel's when None)."""
+        return await self.store.dead_letter_count(channel)
+
+    async def replay(self, selection: DlqFilter, progress: Progress | None = None) -> int:
         """Put matching entries back on their channel's topic as first attempts; returns how many.
 
         Each entry leaves the queue only after its record is durably on the bus: a crash in
@@ -44,6 +67,7 @@ class DeadLetters:
         under a new id; it is not replayed a second time by the same call. An entry whose
         record cannot be decoded stays in the queue (logged).
         """
+        progress = progress if progress is not None else Progress()
         total, after = 0, 0
         replayed: set[tuple[str, str]] = set()
         while True:
@@ -53,14 +77,18 @@ class DeadLetters:
             after = entries[-1].id
             items, events, taken = [], [], []
             now = wall_ms()
+            progress.total += len(entries)
             for entry in entries:
                 if (entry.notification_id, entry.channel) in replayed:
+                    progress.skipped += 1
                     continue
                 try:
                     delivery = decode_delivery(entry.record)
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                     log.error("dead letter %d (%s %s) cannot be decoded, left in the queue: %s", entry.id, entry.channel,
                               entry.notification_id, exc)
+                    progress.errors += 1
+                    progress.error = f"entry {entry.id} ({entry.channel}, {entry.notification_id}): record cannot be read: {exc}"[:500]
                     continue
                 replayed.add((entry.notification_id, entry.channel))
                 taken.append(entry)
@@ -71,21 +99,28 @@ class DeadLetters:
                     detail=f"replayed from the dead-letter queue ({again.replays})", created_ms=delivery.created_ms,
                     priority=delivery.priority, replay=True,
                 ))
-            if not taken:
-                continue
-            # Recorded first: the replayed record's own events must find the status queued again.
-            await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
-            await self.bus.produce(items)
-            await self.store.discard_dead_letters([e.id for e in taken])
-            total += len(taken)
-            self.replayed += len(taken)
+            if taken:
+                # Recorded first: the replayed record's own events must find the status queued again.
+                await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
+                await self.bus.produce(items)
+                await self.store.discard_dead_letters([e.id for e in taken])
+                total += len(taken)
+                self.replayed += len(taken)
+                progress.replayed += len(taken)
+            await trio.lowlevel.checkpoint()  # a page at a time: whatever else the node does runs in between
 
-    async def discard(self, selection: DlqFilter) -> int:
+    async def discard(self, selection: DlqFilter, progress: Progress | None = None) -> int:
+        progress = progress if progress is not None else Progress()
         total, after = 0, 0
         while True:
             entries = await self.store.dead_letters(selection, after, PAGE)
             if not entries:
                 self.discarded += total
                 return total
-            total += await self.store.discard_dead_letters([e.id for e in entries])
+            progress.total += len(entries)
+            gone = await self.store.discard_dead_letters([e.id for e in entries])
+            total += gone
+            progress.discarded += gone
+            progress.skipped += len(entries) - gone  # taken by someone else meanwhile (a replay, a delivery)
             after = entries[-1].id
+            await trio.lowlevel.checkpoint()

@@ -1,24 +1,55 @@
-"""The Provider's gate: a token bucket and a circuit breaker in front of the channel client.
+"""The Provider's gate: a token bucket and a circuit breaker in front of the channel client, shared by its workers.
 
-Both are pure state machines (reactor.token_bucket, reactor.circuit_breaker) fed with
-Trio's clock. `admit` waits exactly as long as they say: for a token, or for an open
-breaker's timeout. Deliveries are deferred, never dropped, and no call reaches the
-provider while the breaker is open; when it half-opens, one probe goes through.
+The authoritative bucket and breaker of a provider live in the State port (reactor/ports.py,
+the gate's block; reactor/gate_state.py holds the pure machines a backend applies), so N
+workers of one provider, each with a gate of its own over the same State, together stay
+within the provider's rate and see one breaker. What a gate keeps locally is a cache:
+
+* A slice of tokens. One State round trip (`lease_tokens`) leases `slice_s` worth of the
+  rate (at least one token) for `lease_s`; the gate spends it without asking again, and
+  gives back what it did not use with its next lease (or at stop), or lets it expire. A
+  slice is spent only until `lease_s` after it was asked for, so never after the State
+  expired it: across all workers, admissions in any window stay within
+  capacity + rate x window. When the bucket is empty the lease is a reservation: the
+  gate sleeps until the State says the refill has paid for it, then spends it. Workers
+  waiting on an empty bucket so queue up, one round trip per slice each.
+* A view of the shared breaker: a reactor.circuit_breaker.CircuitBreaker restored from
+  the State's last answer (`breaker`), with its open timeout moved onto this gate's clock.
+  With a closed view at most `refresh_s` old the gate admits on its own; an older one is
+  read again first. An open view sleeps until its timeout; a half-open one asks the State
+  (`breaker_admit`), which admits one probe across all workers and leases it for
+  `probe_lease_s`. Every failure is reported at once, and so is every probe's outcome and a
+  success while the view counts failures; each answer refreshes the view.
+
+Staleness bound: a worker starts a call under a closed view only while that view is less
+than `refresh_s` old (or was read during this admission, right before the token is spent),
+so after another worker's report opens the shared breaker, a worker starts calls for at
+most `refresh_s` more (and none after its own report tells it); with `refresh_s = 0` every
+admission reads the State. Half-open probes are exact: one at a time across all workers,
+as long as a probe's call ends within `probe_lease_s`.
+
+`admit` waits exactly as long as the State says: for a slice, or for an open breaker's
+timeout. Deliveries are deferred, never dropped. One gate per worker: a worker makes one
+call at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import secrets
 from dataclasses import dataclass
 
 import trio
 
 from protocol.messages import Delivery, Outcome, RetryLater
-from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker
-from reactor.token_bucket import TokenBucket
+from reactor.circuit_breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
+from reactor.ports import BreakerEvent, BreakerView, State
 
 log = logging.getLogger("herald.gate")
+
+PROBE_POLL_S = 0.1  # how often a worker asks again while another worker's probe is out
+GIVE_BACK_TIMEOUT_S = 1.0  # the longest a stopping or cancelled gate waits to give back what it holds
 
 
 @dataclass(frozen=True)
@@ -28,57 +59,247 @@ class Limits:
     breaker: BreakerConfig
 
 
+@dataclass(frozen=True)
+class GateSettings:
+    """How a gate shares its provider's bucket and breaker through the State (actors/config.py: gate_*)."""
+
+    # A slice is this many seconds of the rate: at least one token, at most a quarter of the burst (a slice held
+    # counts against the bucket until it is spent and given back: N workers' slices should stay well below the burst).
+    slice_s: float = 0.05
+    lease_s: float = 1.0  # a slice is the worker's for this long; what it leaves unused goes back or expires
+    refresh_s: float = 0.05  # the oldest view of the shared breaker a worker admits on; 0: ask the State every time
+    probe_lease_s: float = 30.0  # a half-open probe's hold on the breaker: longer than any call takes
+
+    def __post_init__(self) -> None:
+        for name, low_ok in (("slice_s", True), ("lease_s", False), ("refresh_s", True), ("probe_lease_s", False)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value >= 0 if low_ok else value > 0)):
+                raise ValueError(f"gate {name} must be finite and {'not negative' if low_ok else 'positive'}, got {value!r}")
+
+    def slice_tokens(self, limits: Limits) -> int:
+        return max(1, min(math.floor(limits.capacity / 4), math.floor(limits.refill_per_s * self.slice_s)))
+
+
+@dataclass
+class Slice:
+    lease_id: str
+    tokens: int  # not yet spent
+    valid_from: float  # this gate's clock: a reservation's wait after the answer came (now, for a plain lease)
+    valid_until: float  # this gate's clock: wait + lease_s after the lease was asked for
+
+
+@dataclass(frozen=True)
+class GateView:
+    """What /v1/admin/circuits shows of a gate (with the Provider's own counts)."""
+
+    state: str
+    consecutive_failures: int
+    opened: int
+    rejected: int
+    tokens: float  # free in the shared bucket, plus this worker's unspent slice
+    bucket_capacity: float
+    refill_per_s: float
+    deferred: int
+    throttled: int
+    transitions: dict[str, int]
+    retry_in_s: float | None  # open: seconds until a probe may go out
+
+
 class ResilienceGate:
-    def __init__(self, channel: str, limits: Limits) -> None:
+    def __init__(
+        self, channel: str, limits: Limits, state: State, settings: GateSettings | None = None, owner: str | None = None,
+    ) -> None:
         self.channel = channel
         self.limits = limits
-        self.bucket = TokenBucket(limits.capacity, limits.refill_per_s, updated=trio.current_time())
-        self.breaker = CircuitBreaker(limits.breaker)
+        self.state = state
+        self.settings = settings or GateSettings()
+        self.owner = owner or f"{channel}:{secrets.token_hex(8)}"  # this worker, as the shared breaker knows it
+        self.bucket_key = f"gate:{channel}:bucket"
+        self.breaker_key = f"gate:{channel}:breaker"
+        self.slice_tokens = self.settings.slice_tokens(limits)
+        self.breaker = CircuitBreaker(limits.breaker)  # the view of the shared breaker, on this gate's clock
+        self._viewed_at = -math.inf  # when the view was asked for (this gate's clock); stale at first
+        self._slice: Slice | None = None
+        self._probing = False  # this worker holds the shared breaker's half-open probe
         self.deferred = 0  # deliveries that waited for an open breaker
         self.throttled = 0  # deliveries that waited for a token
-        self.transitions: dict[str, int] = {}
+        self.transitions: dict[str, int] = {}  # the shared breaker's transitions this worker's steps took
+        self.admitted = 0
+        self.lease_round_trips = 0  # lease_tokens calls made: one per slice (given at once or reserved)
+        self.breaker_round_trips = 0  # breaker_* calls made
+
+    # -- the Provider's side ------------------------------------------------------------
 
     async def admit(self, delivery: Delivery) -> None:
         deferred = throttled = False
-        while True:
-            now = trio.current_time()
-            token_wait = self.bucket.time_until(1, now)
-            if token_wait > 0:
-                throttled = True
-                await trio.sleep(token_wait)
-                continue
-            breaker_wait = self.breaker.time_until_allowed(now)
-            if breaker_wait > 0:
-                if not deferred:
-                    deferred = True
-                    self.deferred += 1
-                    log.info("%s: breaker %s, deferring %s", self.channel, self.breaker.state_at(now).value, delivery.notification_id)
-                # inf: a probe is out; the provider handles one call at a time, so this cannot last
-                await trio.sleep(breaker_wait if math.isfinite(breaker_wait) else 0.1)
-                continue
-            if self.breaker.allow(now):
-                taken = self.bucket.try_take(1, now)
-                assert taken, "a token was there a moment ago"
+        fresh = False  # the view was read during this admission, since its last wait
+        try:
+            while True:
+                now = trio.current_time()
+                if not self._probing and self.breaker.state_at(now) is BreakerState.OPEN:
+                    deferred = self._defer(deferred, delivery, BreakerState.OPEN)
+                    await trio.sleep(self.breaker.time_until_allowed(now))
+                    fresh = False
+                    continue
+                if not self._slice_usable(now):
+                    held = self._slice
+                    if held is not None and held.tokens > 0 and now < held.valid_from:  # reserved: wait for it
+                        throttled = True
+                        await trio.sleep(held.valid_from - now)
+                        fresh = False
+                        continue
+                    wait = await self._lease_slice()
+                    if wait > 0:  # nothing granted (a capacity below one token): never
+                        await trio.sleep(wait)
+                    continue
+                if not self._probing:
+                    state = self.breaker.state_at(now)
+                    if state is BreakerState.CLOSED and not fresh and now - self._viewed_at >= self.settings.refresh_s:
+                        await self._read_breaker()  # right before spending: the view is as fresh as it gets
+                        fresh = True
+                        continue
+                    if state is BreakerState.HALF_OPEN:
+                        view = await self._ask_breaker()
+                        fresh = True
+                        if not view.allowed:
+                            deferred = self._defer(deferred, delivery, BreakerState(view.state))
+                            if view.state == BreakerState.HALF_OPEN.value:  # another worker's probe is out
+                                await trio.sleep(PROBE_POLL_S)
+                                fresh = False
+                        else:
+                            self._probing = view.probe
+                        continue  # look at the slice again: time passed
+                assert self._slice is not None
+                self._slice.tokens -= 1
+                self.admitted += 1
                 self.throttled += throttled
-                self._note_transitions()
                 return
+        except BaseException:
+            if self._probing:  # cancelled (or failed) while holding the probe: free it for the others
+                await self._release_probe()
+            raise
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Retryable failures count against the provider; permanent ones are the input's fault."""
+        probe, self._probing = self._probing, False
+        failure = isinstance(outcome, RetryLater)
+        # A success changes the shared breaker only if it was the probe or failures are being counted.
+        if failure or probe or self.breaker.statistics().consecutive_failures > 0:
+            await self._report("failure" if failure else "success", probe)
+
+    async def abandon(self, delivery: Delivery) -> None:
+        """A crash (poison message) or cancellation: no word on health; free a half-open probe."""
+        if self._probing:
+            await self._release_probe()
+
+    async def release(self) -> None:
+        """The worker stops: give back its unspent slice (bounded, also when cancelled)."""
+        held, self._slice = self._slice, None
+        if held is None or held.tokens <= 0:
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + GIVE_BACK_TIMEOUT_S):
+            try:
+                await self.state.lease_tokens(
+                    self.bucket_key, 0, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
+                    (held.lease_id, held.tokens),
+                )
+            except Exception:  # the lease expires by itself
+                log.warning("%s: could not give back %d tokens; they expire with their lease", self.channel, held.tokens,
+                            exc_info=True)
+
+    async def view(self) -> GateView:
+        """The shared bucket and breaker as the State has them now, with this gate's counts."""
+        limits = self.limits
+        lease = await self.state.lease_tokens(self.bucket_key, 0, limits.capacity, limits.refill_per_s, self.settings.lease_s)
+        breaker = await self.state.breaker_read(self.breaker_key, self.limits.breaker)
         now = trio.current_time()
-        if isinstance(outcome, RetryLater):
-            self.breaker.record_failure(now)
-        else:
-            self.breaker.record_success(now)
-        self._note_transitions()
+        mine = self._slice.tokens if self._slice is not None and self._slice_usable(now) else 0
+        return GateView(
+            state=breaker.state,
+            consecutive_failures=breaker.consecutive_failures,
+            opened=breaker.opened,
+            rejected=breaker.rejected,
+            tokens=round(lease.free + mine, 3),
+            bucket_capacity=self.limits.capacity,
+            refill_per_s=self.limits.refill_per_s,
+            deferred=self.deferred,
+            throttled=self.throttled,
+            transitions=dict(self.transitions),
+            retry_in_s=breaker.retry_in_s if breaker.state == BreakerState.OPEN.value else None,
+        )
 
-    def abandon(self, delivery: Delivery) -> None:
-        """A crash (poison message) or cancellation: no word on health; free a half-open probe slot."""
-        self.breaker.release_probe()
+    # -- the shared bucket ------------------------------------------------------------
 
-    def _note_transitions(self) -> None:
-        for transition in self.breaker.drain_transitions():
-            key = f"{transition.from_state.value}->{transition.to_state.value}"
+    def _slice_usable(self, now: float) -> bool:
+        held = self._slice
+        return held is not None and held.tokens > 0 and held.valid_from <= now < held.valid_until
+
+    async def _lease_slice(self) -> float:
+        """Give back the old slice and lease (or reserve) a new one in one round trip; 0 if granted, else inf."""
+        held, self._slice = self._slice, None  # whatever happens next, the old slice is not spent any more
+        asked_at = trio.current_time()
+        self.lease_round_trips += 1
+        lease = await self.state.lease_tokens(
+            self.bucket_key, self.slice_tokens, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
+            (held.lease_id, held.tokens) if held is not None else None,
+        )
+        if lease.granted <= 0:
+            return lease.wait_s
+        answered_at = trio.current_time()
+        valid_until = asked_at + lease.wait_s + self.settings.lease_s
+        self._slice = Slice(lease.lease_id, lease.granted, answered_at + lease.wait_s, valid_until)
+        return 0.0
+
+    # -- the shared breaker -------------------------------------------------------------
+
+    async def _read_breaker(self) -> None:
+        asked_at = trio.current_time()
+        self.breaker_round_trips += 1
+        self._take_view(await self.state.breaker_read(self.breaker_key, self.limits.breaker), asked_at)
+
+    async def _ask_breaker(self) -> BreakerView:
+        asked_at = trio.current_time()
+        self.breaker_round_trips += 1
+        view = await self.state.breaker_admit(self.breaker_key, self.limits.breaker, self.owner, self.settings.probe_lease_s)
+        self._take_view(view, asked_at)
+        return view
+
+    async def _report(self, event: BreakerEvent, probe: bool) -> None:
+        asked_at = trio.current_time()
+        self.breaker_round_trips += 1
+        view = await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe)
+        self._take_view(view, asked_at)
+
+    async def _release_probe(self) -> None:
+        self._probing = False
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + GIVE_BACK_TIMEOUT_S):
+            try:
+                await self._report("release", probe=True)
+            except Exception:  # the probe lease expires by itself
+                log.warning("%s: could not release the probe; it frees itself after %s s", self.channel,
+                            self.settings.probe_lease_s, exc_info=True)
+
+    def _take_view(self, view: BreakerView, asked_at: float) -> None:
+        received = trio.current_time()
+        self.breaker = CircuitBreaker.restore(self.limits.breaker, BreakerSnapshot(
+            state=BreakerState(view.state),
+            failures=view.consecutive_failures,
+            successes=view.consecutive_successes,
+            probe_in_flight=view.probe_owner is not None,
+            open_until=received + view.retry_in_s,  # never earlier than the State's deadline
+            opened=view.opened,
+            admitted=view.admitted,
+            rejected=view.rejected,
+            probes=view.probes,
+            stale=view.stale_outcomes,
+        ))
+        self._viewed_at = asked_at  # the answer is at least this fresh
+        for key in view.transitions:
             self.transitions[key] = self.transitions.get(key, 0) + 1
-            level = logging.WARNING if transition.to_state is BreakerState.OPEN else logging.INFO
-            log.log(level, "%s: circuit %s", self.channel, key)
+            log.log(logging.WARNING if key.endswith("->open") else logging.INFO, "%s: circuit %s", self.channel, key)
+
+    def _defer(self, deferred: bool, delivery: Delivery, state: BreakerState) -> bool:
+        if not deferred:
+            self.deferred += 1
+            log.info("%s: breaker %s, deferring %s", self.channel, state.value, delivery.notification_id)
+        return True

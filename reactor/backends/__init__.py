@@ -4,8 +4,8 @@
     (later, beside it: kafka/, redis/, postgres/, cassandra/)
 
 A setting per port names its backend by URL (actors/config.py): `bus`, `state`, `store`
-(the Store and the stores beside it: API keys, templates, users, the signing key ring)
-and `logstore`; the URL's scheme picks the package (SCHEMES). `open_backends(settings)`
+(the Store and the stores beside it: API keys, templates, users, the signing key ring),
+`logstore` and `broker`; the URL's scheme picks the package (SCHEMES). `open_backends(settings)`
 opens every port as one async context manager, each package opening the ports it was
 given; the composition root's storage stage enters it, reports the `Backends`, and leaves
 it last at shutdown, once nothing uses them any more.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
-    from reactor.ports import Bus, KeyStore, LogStore, SigningKeyStore, State, Store, TemplateStore, UserStore
+    from reactor.ports import Broker, Bus, KeyStore, LogStore, SigningKeyStore, State, Store, TemplateStore, UserStore
 
 # Each setting (a URL) and the ports it serves.
 SETTINGS: dict[str, tuple[str, ...]] = {
@@ -36,9 +36,10 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "state": ("state",),
     "store": ("store", "keys", "templates", "users", "signing_keys"),
     "logstore": ("logstore",),
+    "broker": ("broker",),
 }
 PORTS = tuple(port for ports in SETTINGS.values() for port in ports)  # the fields of Backends
-OPEN_ORDER = ("logstore", "store", "state", "bus")  # settings opened in this order, closed in the reverse one
+OPEN_ORDER = ("logstore", "store", "state", "broker", "bus")  # settings opened in this order, closed in the reverse one
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Backends:
     users: UserStore
     logstore: LogStore
     signing_keys: SigningKeyStore
+    broker: Broker
 
 
 class BackendPackage(Protocol):

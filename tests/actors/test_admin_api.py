@@ -1,4 +1,4 @@
-"""The admin API and CLI: circuits, and the dead-letter queue (list, replay, purge)."""
+"""The admin API and CLI: circuits, and the dead-letter queue (list; replay and purge, as jobs the CLI follows)."""
 
 import contextlib
 import io
@@ -65,10 +65,11 @@ async def test_dlq_list_replay_and_purge_over_http_and_cli(tmp_path):
 
         # purge one by id, then replay the rest after the provider recovers
         code, purged = await run_cli("dlq", "purge", "--id", str(entry["id"]), *cli_args)
-        assert purged == {"replayed": 0, "discarded": 1}
+        assert code == 0 and (purged["kind"], purged["state"], purged["total"], purged["discarded"]) == ("dlq_purge", "done", 1, 1)
         client_impl.down = False
         code, replayed = await run_cli("dlq", "replay", "--all", *cli_args)
-        assert replayed == {"replayed": 4, "discarded": 0}
+        assert code == 0 and (replayed["kind"], replayed["state"], replayed["replayed"], replayed["discarded"]) == ("dlq_replay", "done", 4, 0)
+        assert replayed["started_at"] and replayed["finished_at"] and replayed["errors"] == 0
         for nid in ids:
             status = (await wait_final(client, nid))["channels"]["sms"]
             expected = "dead_lettered" if nid == entry["notification_id"] else "delivered"

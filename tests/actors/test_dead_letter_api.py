@@ -30,6 +30,24 @@ async def entries(client) -> list[dict]:
     return (await client.get("/v1/admin/dlq")).json()["items"]
 
 
+async def job_done(client, method: str, path: str, body: dict) -> dict:
+    """Start a replay or purge (202 with the job), follow it to its end, return it."""
+    started = await client.request(method, path, json=body)
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert started.headers["location"] == f"/v1/admin/jobs/{job['id']}"
+    with trio.fail_after(10):
+        while job["state"] in ("queued", "running"):
+            await trio.sleep(0.01)
+            job = (await client.get(started.headers["location"])).json()
+    assert job["state"] == "done", job
+    return job
+
+
+def counts(job: dict) -> dict:
+    return {k: job[k] for k in ("total", "replayed", "discarded", "skipped", "errors")}
+
+
 async def test_a_selection_is_one_of_ids_a_filter_or_all(tmp_path):
     async with running_node(tmp_path, clients={Channel.SMS: Switchable()}, **SETTINGS) as herald, http(herald) as client:
         await dead_lettered(client, ["a", "b"])
@@ -55,11 +73,12 @@ async def test_a_selection_is_one_of_ids_a_filter_or_all(tmp_path):
         assert await entries(client) == before  # nothing was replayed or discarded
 
         # each kind alone is taken
-        assert (await client.request("DELETE", "/v1/admin/dlq", json={"ids": [first]})).json() == {"replayed": 0, "discarded": 1}
+        one = {"total": 1, "replayed": 0, "discarded": 1, "skipped": 0, "errors": 0}
+        assert counts(await job_done(client, "DELETE", "/v1/admin/dlq", {"ids": [first]})) == one
         nid = before[1]["notification_id"]
-        kept = await client.request("DELETE", "/v1/admin/dlq", json={"channel": "sms", "notification_id": nid, "before": "0"})
-        assert kept.json() == {"replayed": 0, "discarded": 0}  # nothing was dead-lettered before 1970
-        assert (await client.request("DELETE", "/v1/admin/dlq", json={"notification_id": nid})).json()["discarded"] == 1
+        kept = await job_done(client, "DELETE", "/v1/admin/dlq", {"channel": "sms", "notification_id": nid, "before": "0"})
+        assert counts(kept) == {**one, "total": 0, "discarded": 0}  # nothing was dead-lettered before 1970
+        assert counts(await job_done(client, "DELETE", "/v1/admin/dlq", {"notification_id": nid})) == one
 
 
 async def test_a_second_dead_lettering_is_in_the_timeline_and_attempts_count_across_replays(tmp_path):
@@ -67,7 +86,8 @@ async def test_a_second_dead_lettering_is_in_the_timeline_and_attempts_count_acr
         [nid] = await dead_lettered(client, ["c"])
         [entry] = await entries(client)
         assert (entry["attempts"], entry["replays"], [h["attempt"] for h in entry["history"]]) == (2, 0, [1, 2])
-        assert (await client.post("/v1/admin/dlq/replay", json={"notification_id": nid})).json() == {"replayed": 1, "discarded": 0}
+        replayed = await job_done(client, "POST", "/v1/admin/dlq/replay", {"notification_id": nid})
+        assert counts(replayed) == {"total": 1, "replayed": 1, "discarded": 0, "skipped": 0, "errors": 0}
         with trio.fail_after(10):  # the provider is still down: it comes back
             while not (again := await entries(client)):
                 await trio.sleep(0.02)
@@ -96,7 +116,7 @@ async def test_dlq_before_over_the_cli(tmp_path):
         code, listed = await run_cli("dlq", "list", "--before", first_new_ms, *cli_args)
         assert sorted(e["notification_id"] for e in listed["items"]) == sorted(old)
         code, purged = await run_cli("dlq", "purge", "--before", first_new_ms, *cli_args)
-        assert code == 0 and purged == {"replayed": 0, "discarded": 2}
+        assert code == 0 and (purged["state"], purged["discarded"]) == ("done", 2)
         assert [e["notification_id"] for e in await entries(client)] == new
         bad = await client.get("/v1/admin/dlq", params={"before": "soon"})
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "before"

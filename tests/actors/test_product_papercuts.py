@@ -186,6 +186,7 @@ async def test_circuits_have_every_field(tmp_path):
         for circuit in circuits:
             assert set(circuit) == {
                 "channel", "state", "consecutive_failures", "opened", "rejected", "calls", "suppressed_duplicates", "tokens",
-                "bucket_capacity", "refill_per_s", "deferred", "throttled", "transitions", "retry_at",
+                "bucket_capacity", "refill_per_s", "deferred", "throttled", "transitions", "retry_at", "detail",
             }, circuit
             assert (circuit["deferred"], circuit["throttled"], circuit["transitions"], circuit["retry_at"]) == (0, 0, {}, None)
+            assert circuit["detail"] == ""

@@ -63,11 +63,14 @@ class GateSpy:
     async def admit(self, delivery) -> None:
         return None
 
-    def settle(self, delivery, outcome) -> None:
+    async def settle(self, delivery, outcome) -> None:
         self.seen.append(f"settle:{type(outcome).__name__}")
 
-    def abandon(self, delivery) -> None:
+    async def abandon(self, delivery) -> None:
         self.seen.append("abandon")
+
+    async def release(self) -> None:
+        self.seen.append("release")
 
 
 async def attempt(client, ledger=None, delivery=None, maybe_sent=False, gate=None):
@@ -120,7 +123,7 @@ async def test_the_breaker_hears_of_io_errors_and_not_of_crashes_or_refused_cont
         gate = GateSpy()
         await attempt(client, gate=gate)
         seen.append(gate.seen)
-    assert seen == [["settle:RetryLater"], ["abandon"], ["abandon"]]
+    assert seen == [["settle:RetryLater", "release"], ["abandon", "release"], ["abandon", "release"]]  # release: at stop
 
 
 async def test_an_error_of_the_providers_own_state_still_crashes_it():

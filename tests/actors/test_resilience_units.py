@@ -12,7 +12,7 @@ from protocol.channels import Channel
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, RetryLater, Sent
 from reactor.ask import Reply, ask
-from reactor.backends.embedded import EmbeddedBus, SqliteStore
+from reactor.backends.embedded import EmbeddedBus, MemoryState, SqliteStore
 from reactor.circuit_breaker import BreakerConfig, BreakerState
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
@@ -31,16 +31,16 @@ async def test_a_pending_retry_survives_a_restart_of_the_scheduler(tmp_path, moc
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
         mailbox: Mailbox[ScheduleAt] = Mailbox("scheduler", 8)
-        first = Scheduler(bus, store, mailbox)
+        first = Scheduler(bus, store, mailbox, poll_s=None)  # alone on its store
         async with trio.open_nursery() as doomed:
             await doomed.start(first.run)
             entry = Scheduled("retry:x", wall_ms() + 600_000, "herald.sms", b"u1", b"payload")
             await ask(mailbox.send, lambda reply: ScheduleAt(entry, reply))
             doomed.cancel_scope.cancel()  # the node dies with the retry pending
         assert await bus.end_offset("herald.sms", 0) == 0
-        second = Scheduler(bus, store, Mailbox("scheduler", 8))
+        second = Scheduler(bus, store, Mailbox("scheduler", 8), poll_s=None)
         await nursery.start(second.run)
-        assert second.pending() == 1
+        assert [e.id for e in await store.scheduled()] == ["retry:x"] and second.held() == 0  # in the store, not in memory
         await trio.sleep(599)
         assert second.fired == 0  # not before it is due
         with trio.move_on_after(60):
@@ -84,16 +84,16 @@ async def test_the_send_ledger_stops_a_second_send_of_a_record_that_may_have_bee
 
 
 async def test_a_60_s_breaker_timeout_takes_well_under_a_second_of_wall_time(autojump_clock):
-    gate = ResilienceGate("sms", Limits(100, 100, BreakerConfig(failure_threshold=2, open_timeout_s=60, success_threshold=1)))
+    gate = ResilienceGate("sms", Limits(100, 100, BreakerConfig(failure_threshold=2, open_timeout_s=60, success_threshold=1)), MemoryState())
     real_start = time.perf_counter()
     for _ in range(2):
         await gate.admit(delivery())
-        gate.settle(delivery(), RetryLater("down"))
+        await gate.settle(delivery(), RetryLater("down"))
     opened_at = trio.current_time()
     assert gate.breaker.state_at(opened_at) is BreakerState.OPEN
     await gate.admit(delivery())  # waits the whole open timeout, then admits the probe
     waited = trio.current_time() - opened_at
-    gate.settle(delivery(), Sent())
+    await gate.settle(delivery(), Sent())
     wall = time.perf_counter() - real_start
     print(f"breaker timeout: simulated {waited:.3f} s in {wall * 1000:.1f} ms of wall time")
     assert waited == 60
@@ -102,7 +102,7 @@ async def test_a_60_s_breaker_timeout_takes_well_under_a_second_of_wall_time(aut
 
 
 async def test_the_bucket_spaces_calls_at_its_refill_rate(autojump_clock):
-    gate = ResilienceGate("sms", Limits(capacity=3, refill_per_s=10, breaker=BreakerConfig()))
+    gate = ResilienceGate("sms", Limits(capacity=3, refill_per_s=10, breaker=BreakerConfig()), MemoryState())
     times = []
     for _ in range(6):
         await gate.admit(delivery())

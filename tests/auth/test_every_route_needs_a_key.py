@@ -26,6 +26,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/dlq"): "admin",
     ("POST", "/v1/admin/dlq/replay"): "admin",
     ("DELETE", "/v1/admin/dlq"): "admin",
+    ("GET", "/v1/admin/jobs/<job_id>"): "admin",
     ("POST", "/v1/admin/keys"): "admin",
     ("GET", "/v1/admin/keys"): "admin",
     ("DELETE", "/v1/admin/keys/<key_id>"): "admin",

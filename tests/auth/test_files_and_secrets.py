@@ -188,7 +188,7 @@ async def test_no_signing_secret_in_clear_outside_its_own_file(tmp_path):
         await wait_final(client, nid)
         ring = read_signing_keys(data_dir / FILES['signing_keys'])
         assert ring is not None
-        keys, current = ring
+        keys, current = ring.keys, ring.current
         assert current == herald.gateway.secret.current.kid
         assert stat.S_IMODE((data_dir / FILES['signing_keys']).stat().st_mode) == 0o600
         elsewhere = every_byte(data_dir, but=(FILES['signing_keys'],))

@@ -49,12 +49,13 @@ def test_values_from_the_environment_and_the_file_are_checked_and_named(tmp_path
 
 def test_backend_urls_and_the_role_are_checked_and_named(tmp_path):
     config = load_config(env={})
-    assert (config.role, config.bus, config.state, config.store, config.logstore) == ("all", *["embedded://"] * 4)
-    assert config.backend_settings().urls == dict.fromkeys(("bus", "state", "store", "logstore"), "embedded://")
+    assert (config.role, config.bus, config.state, config.store, config.logstore, config.broker) == ("all", *["embedded://"] * 5)
+    assert config.backend_settings().urls == dict.fromkeys(("bus", "state", "store", "logstore", "broker"), "embedded://")
     assert load_config(env={"HERALD_ROLE": "all", "HERALD_LOGSTORE": "embedded://"}).role == "all"
     for env, named in (
         ({"HERALD_BUS": "kafka://localhost:9092"}, r"HERALD_BUS: no backend serves kafka://.*embedded://"),
         ({"HERALD_STATE": "redis"}, "HERALD_STATE: expected a backend URL"),
+        ({"HERALD_BROKER": "redis://localhost:6379"}, r"HERALD_BROKER: no backend serves redis://.*embedded://"),
         ({"HERALD_ROLE": "api"}, r"HERALD_ROLE: the role 'api' needs distributed backends.*only the role 'all' runs"),
         ({"HERALD_ROLE": "router"}, "HERALD_ROLE: expected one of all, api, worker, edge"),
     ):
@@ -75,3 +76,14 @@ async def test_a_node_whose_settings_were_built_in_code_refuses_a_role_too(tmp_p
     assert explain(refused.value, config) == f"configuration error: {refused.value}"
     assert "distributed backends" in str(refused.value)
     assert not (tmp_path / "data").exists()
+
+
+def test_the_gate_settings_are_read_and_a_lease_of_zero_is_refused():
+    config = load_config(env={"HERALD_GATE_SLICE_S": "0", "HERALD_GATE_LEASE_S": "2.5", "HERALD_GATE_BREAKER_REFRESH_S": "0"})
+    settings = config.gate_settings()
+    assert (settings.slice_s, settings.lease_s, settings.refresh_s, settings.probe_lease_s) == (0.0, 2.5, 0.0, 30.0)
+    for name in ("HERALD_GATE_LEASE_S", "HERALD_GATE_PROBE_LEASE_S"):
+        with pytest.raises(ConfigError, match=f"{name}: expected a number above 0"):
+            load_config(env={name: "0"})
+    with pytest.raises(ConfigError, match="HERALD_GATE_SLICE_S"):
+        load_config(env={"HERALD_GATE_SLICE_S": "-1"})

@@ -15,7 +15,7 @@ TOPICS = {"herald.web": 2}
 
 
 def settings(data_dir: Path, **urls: str) -> BackendSettings:
-    chosen = {"bus": "embedded://", "state": "embedded://", "store": "embedded://", "logstore": "embedded://", **urls}
+    chosen = {"bus": "embedded://", "state": "embedded://", "store": "embedded://", "logstore": "embedded://", "broker": "embedded://", **urls}
     return BackendSettings(chosen, data_dir, TOPICS)
 
 
@@ -42,6 +42,7 @@ async def test_every_port_opens_works_and_closes_with_the_block(tmp_path):
         assert await backends.users.devices("u1") == []
         assert await backends.signing_keys.read_ring() is None
         assert await backends.logstore.statuses("n1") == []
+        assert await backends.broker.publish("u1", b"nobody listens") == 0
         assert (tmp_path / LOCK_FILE).read_text().strip().isdigit()  # the holder's pid, for the message
     assert {FILES[p] for p in ("store", "state", "keys", "templates", "users", "logstore")} <= {p.name for p in tmp_path.iterdir()}
     with pytest.raises(RuntimeError, match="not open"):

@@ -12,17 +12,28 @@ implementation, not misuse of its API.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
+from actors.services.gate import ResilienceGate
+from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
+from reactor.gate_state import LeasedBucket, SharedBreaker
+from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from reactor.token_bucket import TokenBucket
 
 from tests.reactor.test_circuit_breaker_properties import MACHINE_SETTINGS as BREAKER_SETTINGS
 from tests.reactor.test_circuit_breaker_properties import CircuitBreakerMachine
+from tests.reactor.test_gate_state_properties import MACHINE_SETTINGS as LEASES_SETTINGS
+from tests.reactor.test_gate_state_properties import MACHINE_SETTINGS as SHARED_BREAKER_SETTINGS
+from tests.reactor.test_gate_state_properties import LeasedBucketMachine, SharedBreakerMachine
+from tests.reactor.test_shared_gate_properties import breaker_property, bucket_property
 from tests.reactor.test_token_bucket_properties import MACHINE_SETTINGS as BUCKET_SETTINGS
 from tests.reactor.test_token_bucket_properties import TokenBucketMachine, time_until_suffices
 
@@ -176,3 +187,188 @@ def test_breaker_machine_catches(broken: type[CircuitBreaker]) -> None:
 
 def test_the_real_breaker_passes_the_hunting_settings_too() -> None:
     run_state_machine_as_test(CircuitBreakerMachine, settings=settings(BREAKER_SETTINGS, **HUNT))
+
+
+# -- broken shared state of the gate (reactor/gate_state.py) -----------------------------
+
+
+class ForgetsToSubtractLeasedTokens(LeasedBucket):
+    """Grants a slice but leaves the free tokens as they were."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+        before = self.free
+        answer = super().lease(want, lease_s, now, give_back)
+        if answer.granted:
+            self.free = min(before, self.capacity)
+        return answer
+
+
+class RefillsOverLeasedTokens(LeasedBucket):
+    """Refills free tokens up to the capacity, as if nothing were out on lease."""
+
+    def _refilled(self, free: float, elapsed: float, leased: int) -> float:
+        return max(0.0, min(self.capacity, free + elapsed * self.refill_per_s))
+
+
+class TakesBackAnyGiveBack(LeasedBucket):
+    """Adds whatever a worker gives back, also for a lease that expired (its tokens were freed already)."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+        if give_back is not None and give_back[0] not in self.leases:
+            self._advance(now)
+            self.free += max(give_back[1], 0)
+        return super().lease(want, lease_s, now, give_back)
+
+
+class EndsLeasesEarly(LeasedBucket):
+    """A lease ends at half its time: the worker still spends a slice the bucket counts as free again."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+        return super().lease(want, lease_s / 2, now, give_back)
+
+
+class WaitsTooLittle(LeasedBucket):
+    def time_until(self, n: int, now: float) -> float:
+        return super().time_until(n, now) * 0.9
+
+
+@pytest.mark.parametrize(
+    "broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle],
+)
+def test_leased_bucket_machine_catches(broken: type[LeasedBucket]) -> None:
+    with pytest.raises(AssertionError):
+        machine = machine_for(LeasedBucketMachine, "bucket_class", broken)
+        run_state_machine_as_test(machine, settings=settings(LEASES_SETTINGS, **HUNT))
+
+
+class AdmitsASecondProber(SharedBreaker):
+    """Half-open, it admits one probe per worker instead of one for all."""
+
+    def admit(self, config: BreakerConfig, owner: str, probe_lease_s: float, now: float) -> BreakerView:
+        if self.snapshot.state is BreakerState.HALF_OPEN and self.probe_owner not in (None, owner):
+            self.snapshot = dataclasses.replace(self.snapshot, probe_in_flight=False)
+        return super().admit(config, owner, probe_lease_s, now)
+
+
+class AnyoneSettlesTheProbe(SharedBreaker):
+    """Counts an outcome in half-open as the probe's, whoever reports it."""
+
+    def report(self, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool, now: float) -> BreakerView:
+        if self.probe_owner is not None:
+            owner, probe = self.probe_owner, True
+        return super().report(config, owner, event, probe, now)
+
+
+class ProbeLeaseNeverEnds(SharedBreaker):
+    """A prober that dies holds the probe for ever."""
+
+    def _restore(self, config: BreakerConfig, now: float) -> CircuitBreaker:
+        return CircuitBreaker.restore(config, self.snapshot)
+
+
+class ForgetsFailuresOfOtherWorkers(SharedBreaker):
+    """Counts consecutive failures per worker, not across them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_failing: str | None = None
+
+    def report(self, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool, now: float) -> BreakerView:
+        if event == "failure" and self.snapshot.state is BreakerState.CLOSED:
+            if self.last_failing not in (None, owner):
+                self.snapshot = dataclasses.replace(self.snapshot, failures=0)
+            self.last_failing = owner
+        return super().report(config, owner, event, probe, now)
+
+
+@pytest.mark.parametrize(
+    "broken", [AdmitsASecondProber, AnyoneSettlesTheProbe, ProbeLeaseNeverEnds, ForgetsFailuresOfOtherWorkers],
+)
+def test_shared_breaker_machine_catches(broken: type[SharedBreaker]) -> None:
+    with pytest.raises(AssertionError):
+        machine = machine_for(SharedBreakerMachine, "breaker_class", broken)
+        run_state_machine_as_test(machine, settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
+
+
+def test_the_real_shared_state_passes_the_hunting_settings_too() -> None:
+    run_state_machine_as_test(LeasedBucketMachine, settings=settings(LEASES_SETTINGS, **HUNT))
+    run_state_machine_as_test(SharedBreakerMachine, settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
+
+
+# -- broken gates, and States, shared by several workers (tests/reactor/test_shared_gate_properties.py) --
+
+
+class CountsAUsedSliceAsUnused(ResilienceGate):
+    """Takes a fresh slice without counting the old one: gives back the whole slice, spent tokens too."""
+
+    async def _lease_slice(self) -> float:
+        if self._slice is not None:
+            self._slice.tokens = self._granted
+        wait = await super()._lease_slice()
+        self._granted = self._slice.tokens if self._slice is not None else 0
+        return wait
+
+
+class SpendsAnExpiredSlice(ResilienceGate):
+    def _slice_usable(self, now: float) -> bool:
+        return self._slice is not None and self._slice.tokens > 0
+
+
+class TrustsAnOldView(ResilienceGate):
+    """Reads the shared breaker once, then admits on that view for as long as it says closed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = dataclasses.replace(self.settings, refresh_s=3600.0)
+
+
+class ForgetsToSubtractLeases(MemoryState):
+    async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+                           give_back: tuple[str, int] | None = None) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+        bucket = self._leased_buckets[key]
+        bucket.free = min(bucket.capacity, bucket.free + answer.granted)
+        return answer
+
+
+class AdmitsTwoProbesState(MemoryState):
+    async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
+        shared = self._breaker(key)
+        if shared.probe_owner not in (None, owner):
+            shared.snapshot = dataclasses.replace(shared.snapshot, probe_in_flight=False)
+        return await super().breaker_admit(key, config, owner, probe_lease_s)
+
+
+def state_of(cls: type[MemoryState]) -> Any:
+    @asynccontextmanager
+    async def open_state() -> AsyncIterator[MemoryState]:
+        yield cls()
+
+    return open_state
+
+
+GATE_HUNT = dict(HUNT, max_examples=60)
+
+
+@pytest.mark.parametrize(
+    "gate, state",
+    [(CountsAUsedSliceAsUnused, MemoryState), (SpendsAnExpiredSlice, MemoryState), (ResilienceGate, ForgetsToSubtractLeases)],
+    ids=["gate-counts-a-used-slice-as-unused", "gate-spends-an-expired-slice", "state-forgets-to-subtract-leases"],
+)
+def test_shared_bucket_property_catches(gate: type[ResilienceGate], state: type[MemoryState]) -> None:
+    with pytest.raises(AssertionError):
+        bucket_property(state_of(state), gate, **GATE_HUNT)()
+
+
+@pytest.mark.parametrize(
+    "gate, state", [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsTwoProbesState)],
+    ids=["gate-trusts-an-old-view", "state-admits-two-probes"],
+)
+def test_shared_breaker_property_catches(gate: type[ResilienceGate], state: type[MemoryState]) -> None:
+    with pytest.raises(AssertionError):
+        breaker_property(state_of(state), gate, **GATE_HUNT)()
+
+
+def test_the_real_gates_pass_the_hunting_settings_too() -> None:
+    bucket_property(state_of(MemoryState), ResilienceGate, **GATE_HUNT)()
+    breaker_property(state_of(MemoryState), ResilienceGate, **GATE_HUNT)()

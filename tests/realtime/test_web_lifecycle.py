@@ -84,7 +84,7 @@ async def test_an_immediate_ack_keeps_the_timeline_in_lifecycle_order(tmp_path):
         # the ack's detail is the delivered step's; the consumer's `sent` keeps its own
         body = await web_status(client, ids[0])
         assert [a.get("detail", "") for a in body["channels"]["web"]["attempts"]][2:] == [
-            "in the inbox; pushed to 1 live session(s)", "acknowledged by the client",
+            "in the inbox; pushed to the live sessions on 1 node(s)", "acknowledged by the client",
         ]
 
 

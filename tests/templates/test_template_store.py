@@ -1,4 +1,8 @@
-"""The SQLite TemplateStore and the TemplateService's cache of compiled versions."""
+"""The TemplateService's cache of compiled versions over the SQLite TemplateStore.
+
+The TemplateStore port itself (immutable versions, one active, rollbacks, restarts) is checked
+on every backend by its conformance suite, tests/conformance/suites/templates.py.
+"""
 
 import msgspec
 import pytest
@@ -11,33 +15,6 @@ from reactor.backends.embedded import SqliteTemplateStore
 
 def spec(subject: str) -> TemplateSpec:
     return msgspec.convert({"locales": {"en": {"email": {"subject": subject, "text": "t"}}}}, TemplateSpec)
-
-
-async def test_versions_are_immutable_one_is_active_and_all_survive_a_reopen(tmp_path):
-    store = SqliteTemplateStore(tmp_path / "templates.sqlite3")
-    await store.open()
-    first = await store.create_template("welcome", b"v1", 1000)
-    assert (first.version, first.created_ms) == (1, 1000)
-    assert await store.create_template("welcome", b"again", 1001) is None
-    assert (await store.get_version("welcome", 1)).spec == b"v1"  # the refused create changed nothing
-    assert (await store.add_version("welcome", b"v2", 2000)).version == 2
-    assert (await store.add_version("welcome", b"v3", 3000)).version == 3
-    assert await store.add_version("nope", b"x", 3000) is None
-    assert await store.active_version("welcome") == 3
-    assert await store.activate("welcome", 1, 4000)
-    assert not await store.activate("welcome", 9, 4000)
-    await store.close()
-    await store.close()
-
-    reopened = SqliteTemplateStore(tmp_path / "templates.sqlite3")
-    await reopened.open()
-    assert await reopened.active_version("welcome") == 1
-    assert await reopened.versions("welcome") == [(3, 3000), (2, 2000), (1, 1000)]
-    assert (await reopened.get_version("welcome", 2)).spec == b"v2"
-    assert await reopened.get_version("welcome", 4) is None
-    assert await reopened.active_version("nope") is None and await reopened.versions("nope") == []
-    assert (await reopened.add_version("welcome", b"v4", 5000)).version == 4  # after a rollback: the next number
-    await reopened.close()
 
 
 def test_lru_forgets_the_least_recently_used():

@@ -1,4 +1,8 @@
-"""The SQLite UserStore and the cache-aside UserDirectory over it."""
+"""The cache-aside UserDirectory over the SQLite UserStore.
+
+The UserStore port itself (documents, atomic updates, devices moved, bounded, removed)
+is checked on every backend by its conformance suite, tests/conformance/suites/users.py.
+"""
 
 from __future__ import annotations
 
@@ -8,47 +12,12 @@ from actors.domain.tokens import SigningKeys
 from actors.services.user_directory import UserDirectory
 from protocol.preferences import MAX_DEVICES, ContactPoints, Platform, Preferences
 from reactor.backends.embedded import MemoryState, SqliteUserStore
-from reactor.ports import DeviceRow
 
 
 async def open_store(tmp_path) -> SqliteUserStore:
     store = SqliteUserStore(tmp_path / "users.sqlite3")
     await store.open()
     return store
-
-
-async def test_preferences_and_devices_survive_a_reopen(tmp_path) -> None:
-    store = await open_store(tmp_path)
-    assert await store.get_preferences("alice") is None and await store.devices("alice") == []
-    await store.put_preferences("alice", b'{"timezone":"Europe/Paris"}', 1)
-    assert await store.add_device(DeviceRow("alice", "fcm", "t1", 10), 5) == []
-    assert await store.add_device(DeviceRow("alice", "apns", "t2", 20), 5) == []
-    await store.close()
-    store = await open_store(tmp_path)
-    assert await store.get_preferences("alice") == b'{"timezone":"Europe/Paris"}'
-    assert [d.token for d in await store.devices("alice")] == ["t1", "t2"]
-    new = await store.update_preferences("alice", lambda old: (old or b"") + b" ", 2)
-    assert new == b'{"timezone":"Europe/Paris"} ' == await store.get_preferences("alice")
-    await store.close()
-
-
-async def test_a_token_moves_between_users_and_the_oldest_are_evicted(tmp_path) -> None:
-    store = await open_store(tmp_path)
-    await store.add_device(DeviceRow("alice", "fcm", "shared", 1), 3)
-    moved = await store.add_device(DeviceRow("bob", "fcm", "shared", 2), 3)
-    assert moved == [DeviceRow("alice", "fcm", "shared", 1)]
-    assert await store.devices("alice") == [] and [d.user_id for d in await store.devices("bob")] == ["bob"]
-    for i in range(3):
-        evicted = await store.add_device(DeviceRow("bob", "apns", f"t{i}", 10 + i), 3)
-        assert evicted == ([] if i < 2 else [DeviceRow("bob", "fcm", "shared", 2)])
-    assert [d.token for d in await store.devices("bob")] == ["t0", "t1", "t2"]
-    # registering a known token again refreshes it (it becomes the newest), nothing evicted
-    assert await store.add_device(DeviceRow("bob", "apns", "t0", 99), 3) == []
-    assert [d.token for d in await store.devices("bob")] == ["t1", "t2", "t0"]
-    assert await store.remove_device("bob", "t1") is True
-    assert await store.remove_device("bob", "t1") is False
-    assert await store.remove_device("alice", "t2") is False  # not alice's
-    await store.close()
 
 
 async def test_the_directory_caches_profiles_and_every_write_invalidates(tmp_path, autojump_clock) -> None:

@@ -8,6 +8,7 @@
     user_store.py      the UserStore: preferences and push devices
     signing_keys.py    the SigningKeyStore: the token-signing key ring, a 0600 file of its own
     log_store.py       the LogStore: statuses, timelines, history, daily counters, the web inbox
+    broker.py          the Broker: web deliveries routed to the node holding the user's sessions, in memory
     sqlite.py          the SQLite plumbing the stores share
     lock.py            one node per data dir
 
@@ -32,6 +33,7 @@ import trio
 from reactor.backends import Backends, BackendSettings, not_opened
 from reactor.supervisor import ChildSpec, Supervisor
 
+from .broker import MemoryBroker
 from .bus import EmbeddedBus
 from .key_store import SqliteKeyStore
 from .lock import LOCK_FILE, lock_data_dir
@@ -98,6 +100,8 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
         for port, kind in stores.items():
             if port in ports:
                 opened[port] = await stack.enter_async_context(_opened(kind(data_dir / FILES[port])))
+        if "broker" in ports:
+            opened["broker"] = MemoryBroker()
         if "signing_keys" in ports:
             opened["signing_keys"] = SigningKeyFile(data_dir / FILES["signing_keys"])
         if "bus" in ports:
@@ -111,6 +115,6 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
 
 
 __all__ = [
-    "FILES", "LOCK_FILE", "SHARED", "EmbeddedBus", "MemoryState", "SigningKeyFile", "SqliteKeyStore", "SqliteLogStore",
+    "FILES", "LOCK_FILE", "SHARED", "EmbeddedBus", "MemoryBroker", "MemoryState", "SigningKeyFile", "SqliteKeyStore", "SqliteLogStore",
     "SqliteState", "SqliteStore", "SqliteTemplateStore", "SqliteUserStore", "open_backends",
 ]

@@ -10,6 +10,12 @@ fdatasync per partition touched, then wakes every producer of the batch. Records
 visible to `fetch` (and count in `end_offset`) only once durable. Commits go the same
 way through their own queue into `offsets.log`.
 
+A consumer group's members (each `assignments` stream) share the partitions of the
+topics they follow, dealt round-robin in the order they joined; when one joins or
+leaves, the others are told what they lose, and a partition goes to its new member only
+once its old one has handled the revocation (asked for its next change), so a
+partition never has two members at once, as in Kafka's rebalance protocol.
+
 Recent records are kept in memory for fetch: those at or above the lowest offset
 committed on the partition, within `cache_bytes` per partition; older ones are read back
 from the segments. Whole segments below the lowest committed offset of every group that
@@ -22,7 +28,7 @@ import logging
 import re
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,16 @@ _NOT_RUNNING = "EmbeddedBus is not running: start it first, e.g. `await nursery.
 
 MiB = 1024 * 1024
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+@dataclass(eq=False)
+class _Member:
+    """One `assignments` stream of a group: the partitions it was told it owns."""
+
+    topics: frozenset[str]
+    owned: set[tuple[str, int]]
+    releasing: frozenset[tuple[str, int]] = frozenset()  # revoked in the change it is handling: still its own
+    wake: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,7 @@ class EmbeddedBus:
         self.flush_interval_s = flush_interval_s
         self.cache_bytes = cache_bytes
         self._parts: dict[tuple[str, int], Partition] = {}
+        self._groups: dict[str, list[_Member]] = {}  # each group's members, in the order they joined
         self._state = "new"  # new -> opening -> open -> stopping -> stopped (-> opening: run again)
         self._stop_requested = False
         self._records_gc: GroupCommit[tuple[Partition, BusRecord], Any] | None = None
@@ -251,13 +268,60 @@ class EmbeddedBus:
         return part.end
 
     def assignments(self, group: str, topics: Sequence[str]) -> AsyncIterator[Assignment]:
-        """The single member of every group: all partitions at once, then no change."""
-        assigned = frozenset((topic, number) for topic in topics for number in range(self.partitions(topic)))
-        return self._assignments(assigned)
+        """Join the group: the member's share of the topics' partitions, then each change of it until the stream closes."""
+        for topic in topics:
+            self.partitions(topic)  # raises UnknownTopic now, not at the first change
+        return self._member(group, _Member(frozenset(topics), set()))
 
-    async def _assignments(self, assigned: frozenset[tuple[str, int]]) -> AsyncIterator[Assignment]:
-        yield Assignment(assigned=assigned, revoked=frozenset())
-        await trio.sleep_forever()
+    async def _member(self, group: str, member: _Member) -> AsyncIterator[Assignment]:
+        members = self._groups.setdefault(group, [])
+        members.append(member)
+        self._wake(members)
+        try:
+            while True:
+                member.wake = trio.Event()
+                change = self._change(members, member)
+                if change is None:
+                    await member.wake.wait()
+                    continue
+                yield change
+                if member.releasing:  # the member handled the revocation: the partitions may go to their new member
+                    member.releasing = frozenset()
+                    self._wake(members)
+        finally:
+            members.remove(member)
+            if not members:
+                del self._groups[group]
+            self._wake(members)
+
+    def _targets(self, members: list[_Member]) -> dict[int, set[tuple[str, int]]]:
+        """Each member's share (by id): every topic's partitions dealt round-robin over the members following it."""
+        shares: dict[int, set[tuple[str, int]]] = {id(m): set() for m in members}
+        for topic in sorted({t for m in members for t in m.topics}):
+            following = [m for m in members if topic in m.topics]
+            for number in range(self.partitions(topic)):
+                shares[id(following[number % len(following)])].add((topic, number))
+        return shares
+
+    def _held_by_others(self, members: list[_Member], member: _Member) -> set[tuple[str, int]]:
+        """The partitions another member owns or is still letting go of."""
+        return {p for m in members if m is not member for p in (m.owned | m.releasing)}
+
+    def _change(self, members: list[_Member], member: _Member) -> Assignment | None:
+        """What to tell the member now: what it loses, and what it gains that nobody else still holds."""
+        target = self._targets(members)[id(member)]
+        revoked = member.owned - target
+        assigned = target - member.owned - self._held_by_others(members, member)
+        if not revoked and not assigned:
+            return None
+        member.owned = (member.owned - revoked) | assigned
+        member.releasing = frozenset(revoked)
+        return Assignment(assigned=frozenset(assigned), revoked=frozenset(revoked))
+
+    @staticmethod
+    def _wake(members: list[_Member]) -> None:
+        for m in members:
+            m.wake.set()
 
     def statistics(self) -> BusStatistics:
         return BusStatistics(

@@ -3,30 +3,48 @@
 Keys are bounded (`max_keys`): past the bound, the least recently written key goes, as
 in a Redis with an LRU eviction policy. Expired keys go when read or evicted. Token
 buckets are bounded the same way (least recently used first: one that went is full again).
+
+The gate's shared bucket and breaker (reactor/gate_state.py) are kept per key in memory
+too, each operation one step of the pure machine at Trio's clock with no checkpoint
+inside: atomic, as the Lua script of a Redis backend is.
+
+The recent-push lists are bounded by their items, all lists together (`max_recent_items`):
+past it, the oldest items of the least recently appended list go first.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import trio
 
+from reactor.circuit_breaker import BreakerConfig
+from reactor.gate_state import LeasedBucket, SharedBreaker
+from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from reactor.token_bucket import TokenBucket
 
 SUBSCRIBER_BUFFER = 1000
+MAX_RECENT_ITEMS = 16_384  # all recent-push lists together: 4 x the in-flight web pushes of 64 partitions of 256
 
 
 class MemoryState:
-    def __init__(self, max_keys: int = 100_000) -> None:
+    def __init__(self, max_keys: int = 100_000, max_recent_items: int = MAX_RECENT_ITEMS) -> None:
         self.max_keys = max_keys
+        self.max_recent_items = max_recent_items
+        # key -> (items oldest first, expiry on Trio's clock); least recently appended first
+        self._recent: OrderedDict[str, tuple[deque[bytes], float]] = OrderedDict()
+        self._recent_items = 0
+        self.evicted_recent = 0
         self._values: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self.evicted = 0
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._subscribers: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
         self.dropped_messages = 0
+        self._leased_buckets: OrderedDict[str, LeasedBucket] = OrderedDict()
+        self._breakers: OrderedDict[str, SharedBreaker] = OrderedDict()
 
     def _live(self, key: str) -> bytes | None:
         item = self._values.get(key)
@@ -73,6 +91,85 @@ class MemoryState:
         if bucket.try_take(n, now):
             return 0.0
         return bucket.time_until(n, now)
+
+    # -- the Provider's gate, shared by its workers ----------------------------------------
+
+    async def lease_tokens(
+        self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+        give_back: tuple[str, int] | None = None,
+    ) -> TokenLease:
+        now = trio.current_time()
+        bucket = self._leased_buckets.get(key)
+        if bucket is None:
+            bucket = self._leased_buckets[key] = LeasedBucket(capacity, refill_per_s, updated=now)
+            while len(self._leased_buckets) > self.max_keys:
+                self._leased_buckets.popitem(last=False)
+        else:
+            bucket.configure(capacity, refill_per_s, now)
+        self._leased_buckets.move_to_end(key)
+        return bucket.lease(want, lease_s, now, give_back)
+
+    def _breaker(self, key: str) -> SharedBreaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = SharedBreaker()
+            while len(self._breakers) > self.max_keys:
+                self._breakers.popitem(last=False)
+        self._breakers.move_to_end(key)
+        return breaker
+
+    async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
+        return self._breaker(key).admit(config, owner, probe_lease_s, trio.current_time())
+
+    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
+        return self._breaker(key).report(config, owner, event, probe, trio.current_time())
+
+    async def breaker_read(self, key: str, config: BreakerConfig) -> BreakerView:
+        return self._breaker(key).read(config, trio.current_time())
+
+    async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
+        if max_items < 1 or ttl_s <= 0:
+            raise ValueError("a recent list keeps at least one item, for a TTL above 0")
+        now = trio.current_time()
+        items = self._live_recent(key, now)
+        if items is None:
+            items = deque()
+        else:
+            del self._recent[key]  # appended to again: it goes to the end (most recently appended)
+        items.append(item)
+        self._recent_items += 1
+        while len(items) > max_items:
+            items.popleft()
+            self._recent_items -= 1
+        self._recent[key] = (items, now + ttl_s)
+        # the lists appended to least lately come first: drop the expired ones, then, past the bound, their oldest items
+        while self._recent:
+            first, (old, expires) = next(iter(self._recent.items()))
+            if expires <= now:
+                del self._recent[first]
+                self._recent_items -= len(old)
+            elif self._recent_items > self.max_recent_items:
+                old.popleft()
+                self._recent_items -= 1
+                self.evicted_recent += 1
+                if not old:
+                    del self._recent[first]
+            else:
+                break
+
+    async def recent(self, key: str) -> list[bytes]:
+        items = self._live_recent(key, trio.current_time())
+        return [] if items is None else list(items)
+
+    def _live_recent(self, key: str, now: float) -> deque[bytes] | None:
+        found = self._recent.get(key)
+        if found is None:
+            return None
+        if found[1] <= now:
+            del self._recent[key]
+            self._recent_items -= len(found[0])
+            return None
+        return found[0]
 
     async def publish(self, channel: str, message: bytes) -> int:
         delivered = 0

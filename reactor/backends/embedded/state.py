@@ -1,9 +1,12 @@
 """The embedded State backend for a node that must remember across restarts.
 
 Keys with TTLs (idempotency records) are kept in SQLite, so a retried request finds
-its key after a crash or restart of a single node; token buckets and pub/sub stay in
-memory (MemoryState), where losing them on a restart is harmless. Expiry is stamped in
-wall-clock milliseconds (reactor.clock.wall_ms, which moves with Trio's clock), so it
+its key after a crash or restart of a single node; token buckets, the gate's shared bucket
+and breaker, pub/sub and the recent pushes stay in memory (MemoryState), where losing
+them on a restart is harmless (a bucket starts full, a breaker closed, as they do in a
+node that starts; a push whose inbox row was not written yet is pushed again: its bus
+record was not committed). Expiry is stamped in wall-clock milliseconds
+(reactor.clock.wall_ms: the OS wall clock; under MockClock, one moving with it), so it
 means the same thing after a restart. WAL with synchronous=NORMAL: a commit survives
 kill -9 of the process (not a power cut) without an fsync on the request path.
 """

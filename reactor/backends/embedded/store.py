@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS scheduled (
     due_ms INTEGER NOT NULL,
     topic TEXT NOT NULL,
     key BLOB NOT NULL,
-    value BLOB NOT NULL
+    value BLOB NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,12 +92,39 @@ def _migrate_dead_letters(db: sqlite3.Connection) -> None:
         db.executescript(f"BEGIN IMMEDIATE; {_DLQ_ONCE} COMMIT;")
 
 
+# The Scheduler's claims: a lease per entry (owner, lease_until: 0 when never leased). The due index
+# serves claims and the next due time of the entries not leased; the partial index holds only the
+# leased ones (a few batches), so the next lease end is read without a scan.
+_CLAIM_INDEXES = """
+CREATE INDEX IF NOT EXISTS scheduled_by_due ON scheduled (due_ms, id);
+CREATE INDEX IF NOT EXISTS scheduled_leased ON scheduled (lease_until) WHERE lease_until > 0;
+"""
+
+
+def _migrate_scheduled(db: sqlite3.Connection) -> None:
+    """Add the lease columns to a store from before claims (its entries: never leased), then the indexes."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(scheduled)")}
+    if "lease_until" not in columns:
+        db.executescript(
+            "BEGIN IMMEDIATE;"
+            " ALTER TABLE scheduled ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+            " ALTER TABLE scheduled ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;"
+            " COMMIT;"
+        )
+    db.executescript(_CLAIM_INDEXES)
+
+
+def _scheduled(row: tuple[Any, ...]) -> Scheduled:
+    return Scheduled(row[0], row[1], row[2], bytes(row[3]), bytes(row[4]))
+
+
 class SqliteStore(SqliteBacked):
     SCHEMA = _SCHEMA
 
     async def open(self) -> None:
         await super().open()
         await self._run(_migrate_dead_letters)
+        await self._run(_migrate_scheduled)
 
     # -- metadata
 
@@ -133,11 +162,39 @@ class SqliteStore(SqliteBacked):
         ))
 
     async def unschedule(self, ids: Sequence[str]) -> None:
-        await self._run(lambda db: db.executemany("DELETE FROM scheduled WHERE id = ?", [(i,) for i in ids]))
+        # one transaction (one commit, one fsync) for the batch, not one per entry
+        await self._transaction(lambda db: db.executemany("DELETE FROM scheduled WHERE id = ?", [(i,) for i in ids]))
 
     async def scheduled(self) -> list[Scheduled]:
-        rows = await self._run(lambda db: db.execute("SELECT id, due_ms, topic, key, value FROM scheduled ORDER BY due_ms").fetchall())
-        return [Scheduled(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+        sql = "SELECT id, due_ms, topic, key, value FROM scheduled ORDER BY due_ms, id"
+        rows = await self._run(lambda db: db.execute(sql).fetchall())
+        return [_scheduled(r) for r in rows]
+
+    async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
+        def claim(db: sqlite3.Connection) -> list[Scheduled]:
+            # walks the due index from the earliest entry; the leased ones it skips are a few batches at most
+            rows = db.execute(
+                "SELECT id, due_ms, topic, key, value FROM scheduled INDEXED BY scheduled_by_due"
+                " WHERE due_ms <= ? AND (lease_until <= ? OR owner = ?) ORDER BY due_ms, id LIMIT ?",
+                (now_ms, now_ms, owner, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE scheduled SET owner = ?, lease_until = ? WHERE id = ?", [(owner, now_ms + lease_ms, r[0]) for r in rows]
+            )
+            return [_scheduled(r) for r in rows]
+
+        return await self._transaction(claim)  # BEGIN IMMEDIATE: one claimer at a time, on this file, from any process
+
+    async def next_due_ms(self) -> int | None:
+        def earliest(db: sqlite3.Connection) -> int | None:
+            free = db.execute(
+                "SELECT due_ms FROM scheduled INDEXED BY scheduled_by_due WHERE lease_until = 0 ORDER BY due_ms LIMIT 1"
+            ).fetchone()
+            leased = db.execute("SELECT min(max(due_ms, lease_until)) FROM scheduled WHERE lease_until > 0").fetchone()
+            times = [int(t) for t in (free[0] if free else None, leased[0]) if t is not None]
+            return min(times) if times else None
+
+        return await self._run(earliest)
 
     # -- the dead-letter queue
 

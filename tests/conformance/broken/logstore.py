@@ -1,0 +1,106 @@
+"""Deliberately broken LogStores: each is the embedded one with one mistake a LogStore backend could make."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from protocol.messages import InboxEntry
+from protocol.write_plan import UnreadThrough, WritePlan
+from reactor.backends.embedded import SqliteLogStore
+from reactor.backends.embedded.log_store import encode_cursor, encode_inbox_cursor
+from reactor.ports import InboxRow, StatusRow
+from tests.conformance.backends import Factory, sqlite
+
+
+class HistoryCursorSkipsARow(SqliteLogStore):
+    """The cursor names the first row of the next page instead of the last row of this one."""
+
+    async def history(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **filters: Any) -> tuple[list[StatusRow], str | None]:
+        rows, _ = await super().history(user_id, cursor=cursor, limit=limit + 1, **filters)
+        if len(rows) <= limit:
+            return rows, None
+        skipped = rows[limit]
+        return rows[:limit], encode_cursor(skipped.created_ms, skipped.notification_id, skipped.channel)
+
+
+class HistoryCursorIsAnOffset(SqliteLogStore):
+    """The cursor counts the rows listed so far: a notification that arrives meanwhile shifts every page."""
+
+    async def history(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **filters: Any) -> tuple[list[StatusRow], str | None]:
+        if cursor is not None and not cursor.isdigit():
+            raise ValueError("invalid cursor")
+        start = int(cursor or 0)
+        rows, _ = await super().history(user_id, limit=start + limit + 1, **filters)
+        page = rows[start : start + limit]
+        return page, (str(start + limit) if len(rows) > start + limit else None)
+
+
+class InboxCursorRepeatsARow(SqliteLogStore):
+    async def inbox_page(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **kwargs: Any) -> tuple[list[InboxRow], str | None]:
+        rows, next_cursor = await super().inbox_page(user_id, cursor=cursor, limit=limit, **kwargs)
+        if next_cursor is not None and len(rows) >= 2:
+            again = rows[-2].entry
+            next_cursor = encode_inbox_cursor(again.seq, again.notification_id)
+        return rows, next_cursor
+
+
+class InboxCursorIsAnOffset(SqliteLogStore):
+    async def inbox_page(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **kwargs: Any) -> tuple[list[InboxRow], str | None]:
+        if cursor is not None and not cursor.isdigit():
+            raise ValueError("invalid cursor")
+        start = int(cursor or 0)
+        rows, _ = await super().inbox_page(user_id, limit=start + limit + 1, **kwargs)
+        return rows[start : start + limit], (str(start + limit) if len(rows) > start + limit else None)
+
+
+class InboxInIdOrder(SqliteLogStore):
+    async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
+        entries = sorted(await super().inbox_after(user_id, None, 100_000), key=lambda e: e.notification_id)
+        if after_id is not None:
+            entries = [e for e in entries if e.notification_id > after_id]
+        return entries[:limit]
+
+
+class UnknownInboxIdGivesNothing(SqliteLogStore):
+    """An id the user never received is taken for the newest one: a client resuming from it misses everything."""
+
+    async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
+        if after_id is not None and await self.inbox_get(user_id, after_id) is None:
+            return []
+        return await super().inbox_after(user_id, after_id, limit)
+
+
+class RedeliveredInboxEntryResetsItsState(SqliteLogStore):
+    """Upserts inbox entries: a redelivery after the user read it makes it unread again."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(plan)
+        await self._write(lambda db: db.executemany(
+            "UPDATE web_inbox SET read_ms = NULL, archived_ms = NULL, payload = ? WHERE user_id = ? AND notification_id = ?",
+            [(msgspec.json.encode(i), i.user_id, i.notification_id) for i in plan.inbox]))
+
+
+class UnreadCountsArchivedEntries(SqliteLogStore):
+    async def inbox_unread_count(self, user_id: str) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM web_inbox WHERE user_id = ? AND read_ms IS NULL", (user_id,))
+        return int(rows[0][0])
+
+
+class ReadAllMarksArchivedEntries(SqliteLogStore):
+    """Lists archived entries among the unread ones a read-all marks: it marks what the unread count does not count."""
+
+    async def inbox_unread(self, user_id: str, through_id: str | None = None) -> UnreadThrough:
+        found = await super().inbox_unread(user_id, through_id)
+        archived = [r.entry.notification_id for r in (await self.inbox_page(user_id, archived=True, unread=True, limit=1000))[0]]
+        return msgspec.structs.replace(found, ids=(*archived, *found.ids))
+
+
+VARIANTS: dict[str, Factory[Any]] = {
+    kind.__name__: sqlite(kind, "logs.sqlite3")
+    for kind in (
+        HistoryCursorSkipsARow, HistoryCursorIsAnOffset, InboxCursorRepeatsARow, InboxCursorIsAnOffset, InboxInIdOrder,
+        UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, ReadAllMarksArchivedEntries,
+    )
+}

@@ -1,0 +1,221 @@
+"""The Store port's conformance checks (reactor/ports.py, Store): what a PostgreSQL must keep as the embedded one does.
+
+What its callers rely on: the Scheduler (actors/scheduler.py) reloads every pending entry
+at start and removes an entry only once fired; the consumer and the DLQ service
+(actors/consumer.py, actors/services/dead_letters.py) keep one entry per (notification,
+channel), page by id, and rely on a replacing entry getting a new id (a replay in flight
+discards the ids it read, never the entry that replaced one); the Provider's send ledger
+(actors/provider.py) is keyed by (notification, channel) and keeps the first status;
+credentials.py keeps metadata put-if-absent and forgets it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from reactor.ports import DeadLetter, DlqFilter, Scheduled
+from tests.conformance.backends import Harness
+
+
+def dead(nid: str, channel: str = "sms", *, dead_ms: int = 1000, error: str = "down", user: str = "u1") -> DeadLetter:
+    return DeadLetter(0, channel, nid, user, error, 3, 500, dead_ms, f"record of {nid}/{channel}/{error}".encode())
+
+
+def same_entry(a: DeadLetter, b: DeadLetter) -> bool:
+    """Equal but for the id the store assigns."""
+    return (a.channel, a.notification_id, a.user_id, a.error, a.attempts, a.created_ms, a.dead_ms, a.record) == (
+        b.channel, b.notification_id, b.user_id, b.error, b.attempts, b.created_ms, b.dead_ms, b.record)
+
+
+async def all_pages(store: Any, selection: DlqFilter, limit: int) -> list[list[DeadLetter]]:
+    """Every page of a listing, following the ids as a cursor."""
+    pages, after = [], 0
+    while True:
+        page = await store.dead_letters(selection, after, limit)
+        if not page:
+            return pages
+        pages.append(page)
+        assert len(page) <= limit, f"a page of {len(page)} entries with limit {limit}"
+        assert page[0].id > after, f"the page after id {after} starts at id {page[0].id}"
+        after = page[-1].id
+
+
+async def check_meta_is_put_if_absent_and_forgettable(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        assert await store.get_meta("node") is None
+        assert await store.put_meta_if_absent("node", "first") == "first"
+        assert await store.put_meta_if_absent("node", "second") == "first"
+        assert await store.get_meta("node") == "first"
+        await store.forget_meta("node")
+        await store.forget_meta("never-put")
+        assert await store.get_meta("node") is None
+        assert await store.put_meta_if_absent("node", "third") == "third"
+
+
+async def check_meta_put_if_absent_has_one_winner(h: Harness[Any]) -> None:
+    got: list[str] = []
+    async with h.open() as store:
+
+        async def put(i: int) -> None:
+            got.append(await store.put_meta_if_absent("race", f"v{i}"))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(put, i)
+        assert len(set(got)) == 1, f"callers were told different values: {sorted(set(got))}"
+        assert await store.get_meta("race") == got[0]
+
+
+async def check_scheduled_entries_come_back_earliest_first(h: Harness[Any]) -> None:
+    entries = [Scheduled(f"e{i}", due, "herald.sms", b"u%d" % i, b"value %d" % i) for i, due in enumerate([3000, 1000, 2000, 1500])]
+    async with h.open() as store:
+        assert await store.scheduled() == []
+        for entry in entries:
+            await store.schedule(entry)
+        listed = await store.scheduled()
+        assert sorted(listed, key=lambda e: e.id) == sorted(entries, key=lambda e: e.id)  # every field as scheduled
+        assert [e.due_ms for e in listed] == sorted(e.due_ms for e in entries)
+
+
+async def check_scheduling_an_id_again_replaces_its_entry(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.schedule(Scheduled("retry:n1:sms:2", 5000, "herald.sms", b"u1", b"old"))
+        await store.schedule(Scheduled("retry:n1:sms:2", 7000, "herald.sms", b"u1", b"new"))
+        await store.schedule(Scheduled("retry:n1:sms:2", 7000, "herald.sms", b"u1", b"new"))  # the same, again
+        assert await store.scheduled() == [Scheduled("retry:n1:sms:2", 7000, "herald.sms", b"u1", b"new")]
+
+
+async def check_unschedule_removes_only_those_ids(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        for i in range(5):
+            await store.schedule(Scheduled(f"e{i}", 1000 + i, "herald.email", b"k", b"v"))
+        await store.unschedule(["e1", "e3", "unknown"])
+        await store.unschedule([])
+        assert [e.id for e in await store.scheduled()] == ["e0", "e2", "e4"]
+        await store.unschedule(["e1"])  # again: nothing
+        assert [e.id for e in await store.scheduled()] == ["e0", "e2", "e4"]
+
+
+async def check_one_dead_letter_per_delivery_replaced_under_a_new_id(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        first = await store.dead_letter(dead("n1", error="first"))
+        other_channel = await store.dead_letter(dead("n1", "email"))
+        second = await store.dead_letter(dead("n1", error="second"))
+        assert second > max(first, other_channel), "a replacing entry gets a new id, after every id given before"
+        assert await store.dead_letter_count() == 2
+        [sms] = await store.dead_letters(DlqFilter(channel="sms"))
+        assert sms.id == second and same_entry(sms, dead("n1", error="second"))
+        # A replay that read the first entry and discards it must not discard its replacement.
+        assert await store.discard_dead_letters([first]) == 0
+        assert [e.id for e in await store.dead_letters(DlqFilter(channel="sms"))] == [second]
+
+
+async def check_concurrent_dead_letterings_of_one_delivery_leave_one_entry(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(store.dead_letter, dead("n1", error=f"e{i}"))
+        assert await store.dead_letter_count("sms") == 1
+        [entry] = await store.dead_letters(DlqFilter())
+        assert entry.error in {f"e{i}" for i in range(10)}
+
+
+async def check_dead_letters_are_listed_oldest_first_with_every_field(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        wanted = [dead(f"n{i}", channel, dead_ms=1000 + i) for i in range(4) for channel in ("sms", "push")]
+        ids = [await store.dead_letter(entry) for entry in wanted]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids) and min(ids) > 0, ids
+        listed = await store.dead_letters(DlqFilter())
+        assert [e.id for e in listed] == ids
+        assert all(same_entry(got, entry) for got, entry in zip(listed, wanted))
+
+
+async def check_dead_letter_filters(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        ids = {}
+        for i in range(6):
+            for channel in ("sms", "email"):
+                ids[(f"n{i}", channel)] = await store.dead_letter(dead(f"n{i}", channel, dead_ms=1000 * i))
+
+        async def chosen(**criteria: Any) -> set[tuple[str, str]]:
+            return {(e.notification_id, e.channel) for e in await store.dead_letters(DlqFilter(**criteria), 0, 100)}
+
+        everything = set(ids)
+        assert await chosen() == everything
+        assert await chosen(channel="sms") == {k for k in everything if k[1] == "sms"}
+        assert await chosen(notification_id="n2") == {("n2", "sms"), ("n2", "email")}
+        assert await chosen(before_ms=2000) == {k for k in everything if k[0] in ("n0", "n1")}  # strictly before
+        assert await chosen(ids=(ids[("n3", "sms")], ids[("n4", "email")])) == {("n3", "sms"), ("n4", "email")}
+        assert await chosen(ids=()) == set()  # no id: nothing, not everything
+        assert await chosen(channel="email", before_ms=3000, ids=(ids[("n1", "email")], ids[("n1", "sms")], ids[("n5", "email")])) == {
+            ("n1", "email")}
+        assert await chosen(channel="push") == set()
+        assert await store.dead_letter_count() == 12
+        assert await store.dead_letter_count("email") == 6
+        assert await store.dead_letter_count("push") == 0
+
+
+async def check_dead_letter_pages_follow_the_id_cursor_without_gap_or_repeat(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        for i in range(7):
+            await store.dead_letter(dead(f"n{i}"))
+            await store.dead_letter(dead(f"n{i}", "push"))
+        whole = await store.dead_letters(DlqFilter(), 0, 100)
+        pages = await all_pages(store, DlqFilter(), 3)
+        assert [len(p) for p in pages] == [3, 3, 3, 3, 2]
+        assert [e.id for p in pages for e in p] == [e.id for e in whole]
+        sms = await all_pages(store, DlqFilter(channel="sms"), 2)
+        assert [e.notification_id for p in sms for e in p] == [f"n{i}" for i in range(7)]
+        middle = whole[5].id
+        assert [e.id for e in await store.dead_letters(DlqFilter(), middle, 2)] == [whole[6].id, whole[7].id]
+
+
+async def check_resolving_deletes_the_channels_entries_of_those_notifications(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        for nid in ("n1", "n2", "n3"):
+            await store.dead_letter(dead(nid, "sms"))
+            await store.dead_letter(dead(nid, "push"))
+        assert await store.resolve_dead_letters("sms", []) == []
+        resolved = await store.resolve_dead_letters("sms", ["n1", "n3", "n3", "n9"])
+        assert sorted(resolved) == ["n1", "n3"]
+        assert await store.resolve_dead_letters("sms", ["n1"]) == []  # already gone
+        left = {(e.notification_id, e.channel) for e in await store.dead_letters(DlqFilter())}
+        assert left == {("n2", "sms"), ("n1", "push"), ("n2", "push"), ("n3", "push")}
+
+
+async def check_discard_counts_what_existed(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        ids = [await store.dead_letter(dead(f"n{i}")) for i in range(4)]
+        assert await store.discard_dead_letters([]) == 0
+        assert await store.discard_dead_letters([ids[0], ids[2], 999_999]) == 2
+        assert await store.discard_dead_letters([ids[0]]) == 0
+        assert [e.id for e in await store.dead_letters(DlqFilter())] == [ids[1], ids[3]]
+
+
+async def check_the_send_ledger_is_per_delivery_and_keeps_the_first_status(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        assert await store.sent_status("n1", "sms") is None
+        await store.mark_sent("n1", "sms", "delivered", 1000)
+        await store.mark_sent("n1", "sms", "sent", 2000)  # a second send (the duplicate window): the first answer stays
+        assert await store.sent_status("n1", "sms") == "delivered"
+        assert await store.sent_status("n1", "email") is None
+        assert await store.sent_status("n2", "sms") is None
+        await store.mark_sent("n1", "email", "sent", 1000)
+        assert (await store.sent_status("n1", "email"), await store.sent_status("n1", "sms")) == ("sent", "delivered")
+
+
+async def check_everything_is_still_there_after_a_restart(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.put_meta_if_absent("node", "n")
+        await store.schedule(Scheduled("e1", 1000, "herald.sms", b"k", b"v"))
+        dead_id = await store.dead_letter(dead("n1"))
+        await store.mark_sent("n2", "push", "delivered", 1000)
+    async with h.open() as store:
+        assert await store.get_meta("node") == "n"
+        assert await store.scheduled() == [Scheduled("e1", 1000, "herald.sms", b"k", b"v")]
+        [entry] = await store.dead_letters(DlqFilter())
+        assert entry.id == dead_id and same_entry(entry, dead("n1"))
+        assert await store.sent_status("n2", "push") == "delivered"
+        assert await store.dead_letter(dead("n3")) > dead_id  # ids keep growing across restarts

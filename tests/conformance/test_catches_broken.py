@@ -1,0 +1,62 @@
+"""Each suite has teeth: every deliberately broken backend (tests/conformance/broken/<port>.py) fails at least one check.
+
+A variant is the embedded backend with one mistake a backend of that port could make
+(a non-atomic take-tokens, a bus that reorders a partition, a store that keeps two
+dead letters of one delivery, ...). The checks of the port's suite run against it in
+turn, each on a fresh place, until one fails with an AssertionError (a check turns a
+hang into one: it never waits unboundedly): the variant is caught. Any other exception
+is a defect of the check or of the variant, and fails this test. HERALD_CONFORMANCE_ALL_CHECKS=1
+runs every check on every variant and prints all that catch it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+from tests.conformance.backends import BUS_TOPICS, PORTS, Factory, Harness, Place, check_id, checks_of, set_clock
+
+
+def variants() -> list[tuple[str, str]]:
+    return [(port, name) for port in PORTS for name in importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS]
+
+
+def first_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+async def failures(port: str, factory: Factory[Any], directory: Path, *, all_checks: bool = False) -> dict[str, str]:
+    """The first check of the port's suite that fails on `factory` (every one with `all_checks`): {check: its assertion}."""
+    suite = importlib.import_module(f"tests.conformance.suites.{port}")
+    failed: dict[str, str] = {}
+    for i, check in enumerate(checks_of(suite)):
+        place = directory / str(i)
+        place.mkdir()
+        try:
+            await check(Harness(f"broken-{port}", factory, Place(place, f"hb{i}", BUS_TOPICS)))
+        except AssertionError as exc:
+            failed[check_id(check)] = first_line(exc)
+        except BaseExceptionGroup as group:  # raised in a nursery of the check
+            assertions, others = group.split(AssertionError)
+            if others is not None or assertions is None:
+                raise
+            failed[check_id(check)] = first_line(assertions.exceptions[0])
+        if failed and not all_checks:
+            break
+    return failed
+
+
+@pytest.mark.parametrize(("port", "variant"), variants(), ids=[f"{p}-{v}" for p, v in variants()])
+async def test_the_suite_catches_a_broken_backend(port: str, variant: str, place_dir: Path, clock: MockClock) -> None:
+    factory: Factory[Any] = importlib.import_module(f"tests.conformance.broken.{port}").VARIANTS[variant]
+    set_clock(clock, factory)
+    caught = await failures(port, factory, place_dir, all_checks=os.environ.get("HERALD_CONFORMANCE_ALL_CHECKS") == "1")
+    print(f"{port}/{variant} caught by: " + "; ".join(f"{name} ({why})" for name, why in caught.items()))
+    assert caught, f"no check of the {port} suite fails on {variant}"
