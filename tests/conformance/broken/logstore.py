@@ -1,15 +1,23 @@
-"""Deliberately broken LogStores: each is the embedded one with one mistake a LogStore backend could make."""
+"""Deliberately broken LogStores: each is the embedded one with one mistake a LogStore backend could make.
+
+The first ones read wrongly (cursors, delivery order, unread counts); the last ones apply a
+write plan wrongly: a backend decides nothing, so each of them decides something (moves
+whatever is stored, judges a move by the lifecycle, counts again, creates rows, moves a
+read time, reads the timeline of every round).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
+from protocol.lifecycle import Status, can_advance, position
 from protocol.messages import InboxEntry
-from protocol.write_plan import UnreadThrough, WritePlan
+from protocol.write_plan import Counter, InboxField, KeyState, StatusKey, TimelineRow, UnreadThrough, WritePlan
 from reactor.backends.embedded import SqliteLogStore
-from reactor.backends.embedded.log_store import encode_cursor, encode_inbox_cursor
+from reactor.backends.embedded.log_store import _BUMP_STATS, encode_cursor, encode_inbox_cursor
 from reactor.ports import InboxRow, StatusRow
 from tests.conformance.backends import Factory, sqlite
 
@@ -97,10 +105,81 @@ class ReadAllMarksArchivedEntries(SqliteLogStore):
         return msgspec.structs.replace(found, ids=(*archived, *found.ids))
 
 
+class MoveIgnoresItsGuard(SqliteLogStore):
+    """Last write wins: a move applies whatever step is stored (a stale or repeated move takes the status back)."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        stored = {(k.notification_id, k.channel): k for k in await self.key_states([(m.notification_id, m.channel) for m in plan.moves])}
+        moves = tuple(
+            msgspec.structs.replace(m, after=m.after | {position(k.round, k.status)}) if (k := stored.get((m.notification_id, m.channel))) else m
+            for m in plan.moves
+        )
+        await super().apply(msgspec.structs.replace(plan, moves=moves))
+
+
+class MoveJudgedByTheLifecycle(SqliteLogStore):
+    """Checks each move against the lifecycle itself and drops those it finds illegal (so it refuses the replay edge)."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        stored = {(k.notification_id, k.channel): k for k in await self.key_states([(m.notification_id, m.channel) for m in plan.moves])}
+        moves = tuple(
+            m for m in plan.moves
+            if (k := stored.get((m.notification_id, m.channel))) is None or can_advance(k.status, m.status)
+        )
+        await super().apply(msgspec.structs.replace(plan, moves=moves))
+
+
+class CountsOnEveryApply(SqliteLogStore):
+    """Counts every CountOnce it is given, each time, whether its move applies or not (no mark per transition)."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(msgspec.structs.replace(plan, counts=()))
+        bumps = [(c.date, c.channel, c.hour, *(int(c.counter is k) for k in Counter)) for c in plan.counts]
+        await self._write(lambda db: db.executemany(_BUMP_STATS, bumps))
+
+
+class MoveCreatesAMissingRow(SqliteLogStore):
+    """Upserts every move: one that may not create its row (a client's ack of an unknown notification) creates it."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(msgspec.structs.replace(plan, moves=tuple(msgspec.structs.replace(m, create=True) for m in plan.moves)))
+
+
+class InboxTimeOverwritten(SqliteLogStore):
+    """Sets a read or archived time even where one is set: a second read moves the first read time."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(plan)
+        column = {InboxField.READ: "read_ms", InboxField.ARCHIVED: "archived_ms"}
+        for t in plan.inbox_times:
+            await self._write(lambda db, t=t: db.execute(
+                f"UPDATE web_inbox SET {column[t.field]} = ? WHERE user_id = ? AND notification_id = ?",
+                (t.at_ms, t.user_id, t.notification_id)))
+
+
+class TimelineOfEveryRound(SqliteLogStore):
+    """Gives the planner the timeline of every round, not only the current one's."""
+
+    async def key_states(self, keys: Sequence[StatusKey], *, timeline: bool = False) -> list[KeyState]:
+        found = await super().key_states(keys, timeline=timeline)
+        if not timeline:
+            return found
+        out = []
+        for k in found:
+            rows = await self._read(
+                "SELECT step, status, detail, at_ms FROM notification_events WHERE notification_id = ? AND channel = ?",
+                (k.notification_id, k.channel),
+            )
+            out.append(msgspec.structs.replace(k, timeline=tuple(TimelineRow(step, Status(st), d, at) for step, st, d, at in rows)))
+        return out
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "logs.sqlite3")
     for kind in (
         HistoryCursorSkipsARow, HistoryCursorIsAnOffset, InboxCursorRepeatsARow, InboxCursorIsAnOffset, InboxInIdOrder,
         UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, ReadAllMarksArchivedEntries,
+        MoveIgnoresItsGuard, MoveJudgedByTheLifecycle, CountsOnEveryApply, MoveCreatesAMissingRow, InboxTimeOverwritten,
+        TimelineOfEveryRound,
     )
 }

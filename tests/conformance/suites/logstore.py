@@ -7,6 +7,15 @@ helpers below, the Recorder's own path (actors/recorder.py: read what the planne
 through the port, plan, `apply`), so these checks pin what the planner and a backend do
 together.
 
+The last part checks the write plan alone (LogStore.apply, key_states, inbox_unread;
+protocol/write_plan.py): a backend applies each operation exactly as stated and decides
+nothing. Timeline rows and inbox entries are inserted if absent, a transition is counted
+once per mark however often it is applied, a status is moved (in every copy: `statuses`
+and `history`) only from the steps its guard lists, and then whatever the lifecycle would
+say, inbox times are set only where unset. So a plan applied twice, or again after part
+of it was applied (as a backend without transactions may leave it), leaves what applying
+it once leaves.
+
 Cursors are opaque: a check only passes back what the store gave, and expects every row
 exactly once across the pages, also when rows arrive between two pages.
 """
@@ -21,12 +30,15 @@ from typing import Any
 import msgspec
 import trio
 
+from actors.domain.write_planner import Planner
 from actors.recorder import change_inbox, record_events
 from protocol.channels import Channel, Priority
 from protocol.ids import make_notification_id
-from protocol.lifecycle import Status, Step, can_advance, reachable, timeline_step
+from protocol.lifecycle import Status, Step, can_advance, position, reachable, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
-from protocol.write_plan import InboxAction, InboxChange
+from protocol.write_plan import (
+    AddStep, CountOnce, Counter, InboxAction, InboxChange, InboxField, MoveStatus, SetInboxTime, WritePlan,
+)
 from reactor.ports import InboxRow, LogStore
 from tests.conformance.backends import Harness
 
@@ -594,3 +606,211 @@ async def check_everything_is_still_there_after_a_restart(h: Harness[Any]) -> No
         assert await logstore.inbox_get("u1", n) == InboxRow(InboxEntry(n, "u1", T0, "hi"), T0 + 2, None)
         await record(logstore, [ev(n, Status.DELIVERED, T0 + 3)])
         assert [r.status for r in await logstore.statuses(n)] == ["delivered"]
+
+
+# -- the write plan, applied as stated (LogStore.apply, key_states, inbox_unread) ---------------
+
+IDS = [nid(T0 + i, i) for i in range(12)]
+EMAIL = Channel.EMAIL.value
+
+
+def move(n: str, status: Status, after: set[int], *, round_: int = 0, create: bool = False, at: int = T0,
+         detail: str = "", template: str = "", user: str = "u1") -> MoveStatus:
+    """A move of (n, email) to `status` in `round_`, applied from the steps in `after`."""
+    return MoveStatus(
+        n, EMAIL, user, "high", T0, status, position(round_, status), at, detail, frozenset(after), create, template=template,
+    )
+
+
+def current(rows: Sequence[Any]) -> list[tuple[str, str, int, str]]:
+    return [(r.status, r.user_id, r.updated_ms, r.detail) for r in rows]
+
+
+async def history_of(logstore: LogStore, n: str, user: str = "u1") -> list[tuple[str, str, int, str]]:
+    rows, _ = await logstore.history(user, limit=1000)
+    return current([r for r in rows if r.notification_id == n])
+
+
+async def check_steps_are_inserted_if_absent(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        n = IDS[0]
+        await logstore.apply(WritePlan(steps=(AddStep(n, EMAIL, 1, Status.QUEUED, "", T0 + 5),)))
+        await logstore.apply(WritePlan(steps=(
+            AddStep(n, EMAIL, 1, Status.QUEUED, "", T0 + 9),  # the same row again: the first stays
+            AddStep(n, EMAIL, 1, Status.QUEUED, "attempt 1 failed", T0 + 6),  # another detail: a row of its own
+            AddStep(n, EMAIL, 3, Status.DELIVERED, "", T0 + 2),
+            AddStep(n, EMAIL, 2, Status.SENT, "", T0 + 7),  # read in lifecycle order, not by time
+        )))
+        assert [(e.status, e.at_ms - T0, e.detail) for e in await logstore.events(n)] == [
+            ("queued", 5, ""), ("queued", 6, "attempt 1 failed"), ("sent", 7, ""), ("delivered", 2, ""),
+        ]
+
+
+async def check_a_transition_counts_once(h: Harness[Any]) -> None:
+    """A count comes with the move of its key that makes the transition; counted once per mark."""
+    async with h.open() as logstore:
+        n, m = IDS[1], IDS[2]
+        sent = CountOnce(n, EMAIL, 0, Counter.SENT, DAY, 3)
+        to_sent = WritePlan(moves=(move(n, Status.SENT, {0, 1}, create=True),), counts=(sent, msgspec.structs.replace(sent, hour=5)))
+        await logstore.apply(to_sent)
+        await logstore.apply(to_sent)  # applied again: counted already
+        assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 1, "delivered": 0, "failed": 0}
+        await logstore.apply(WritePlan(
+            moves=(move(n, Status.DELIVERED, {position(0, Status.SENT)}),),
+            counts=(msgspec.structs.replace(sent, counter=Counter.DELIVERED),),
+        ))
+        dead = WritePlan(moves=(move(m, Status.DEAD_LETTERED, {0}, create=True),), counts=(CountOnce(m, EMAIL, 0, Counter.FAILED, DAY, 23),))
+        await logstore.apply(dead)
+        await logstore.apply(WritePlan(  # a replay's round: the same transitions count again, once
+            moves=(move(m, Status.SENT, {position(0, Status.DEAD_LETTERED)}, round_=1),),
+            counts=(CountOnce(m, EMAIL, 1, Counter.SENT, DAY, 23),),
+        ))
+        await logstore.apply(dead)  # the first round's plan again, after the second: nothing
+        assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 2, "delivered": 1, "failed": 1}
+        assert await logstore.daily_counts(DAY, "sms") == {"sent": 0, "delivered": 0, "failed": 0}
+        assert await logstore.daily_counts("2024-01-02", EMAIL) == {"sent": 0, "delivered": 0, "failed": 0}
+
+
+async def check_a_move_applies_only_from_its_guard(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        n, missing = IDS[3], IDS[4]
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0}, create=True, at=T0 + 1, template="welcome@2#A"),)))
+        assert current(await logstore.statuses(n)) == [("queued", "u1", T0 + 1, "")] == await history_of(logstore, n)
+        await logstore.apply(WritePlan(moves=(move(n, Status.SENT, {1}, at=T0 + 2, detail="handed over"),)))
+        assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
+        assert [r.template for r in await logstore.statuses(n)] == ["welcome@2#A"]  # a move without one keeps it
+        # a stale move (planned when the row was queued): the stored step is not in its guard
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0, 1}, create=True, at=T0 + 3, user="intruder"),)))
+        assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
+        # a move of a row that is not there, and may not create it
+        await logstore.apply(WritePlan(moves=(move(missing, Status.SENT, {0, 1}),)))
+        assert await logstore.statuses(missing) == [] and await history_of(logstore, missing) == []
+        # in one plan, a stale move and one whose guard holds: only the second
+        await logstore.apply(WritePlan(moves=(
+            move(n, Status.DELIVERED, {0, 1}, at=T0 + 4), move(missing, Status.QUEUED, {0}, create=True, at=T0 + 4),
+        )))
+        assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
+        assert current(await logstore.statuses(missing)) == [("queued", "u1", T0 + 4, "")] == await history_of(logstore, missing)
+
+
+async def check_a_move_is_applied_as_stated(h: Harness[Any]) -> None:
+    """The backend does not judge a move by the lifecycle: the plan's guard is the whole condition."""
+    async with h.open() as logstore:
+        n, m = IDS[5], IDS[6]
+        dead = position(0, Status.DEAD_LETTERED)
+        await logstore.apply(WritePlan(moves=(move(n, Status.DEAD_LETTERED, {0}, create=True),)))
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {dead}, round_=1, at=T0 + 5, detail="replayed"),)))
+        assert current(await logstore.statuses(n)) == [("queued", "u1", T0 + 5, "replayed")] == await history_of(logstore, n)
+        [state] = await logstore.key_states([(n, EMAIL)])
+        assert (state.status, state.round) == (Status.QUEUED, 1)
+        # off the lifecycle's path, but the plan's guard holds: applied
+        await logstore.apply(WritePlan(moves=(move(m, Status.DELIVERED, {0}, create=True),)))
+        await logstore.apply(WritePlan(moves=(move(m, Status.FAILED, {position(0, Status.DELIVERED)}, at=T0 + 9, detail="bounced"),)))
+        assert current(await logstore.statuses(m)) == [("failed", "u1", T0 + 9, "bounced")] == await history_of(logstore, m)
+
+
+async def check_key_states_read_what_was_applied(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        n, m = IDS[7], IDS[8]
+        await logstore.apply(WritePlan(
+            steps=(
+                AddStep(n, EMAIL, position(0, Status.QUEUED), Status.QUEUED, "", T0),
+                AddStep(n, EMAIL, position(0, Status.DEAD_LETTERED), Status.DEAD_LETTERED, "down", T0 + 1),
+                AddStep(n, EMAIL, position(1, Status.QUEUED), Status.QUEUED, "replayed", T0 + 2),
+            ),
+            moves=(move(n, Status.QUEUED, {0}, round_=1, create=True, at=T0 + 2),),
+        ))
+        assert await logstore.key_states([(m, EMAIL), (n, "sms")]) == []
+        [state] = await logstore.key_states([(n, EMAIL), (m, EMAIL)])
+        assert (state.notification_id, state.channel, state.user_id, state.priority, state.created_ms) == (n, EMAIL, "u1", "high", T0)
+        assert (state.status, state.round, state.timeline) == (Status.QUEUED, 1, None)
+        [state] = await logstore.key_states([(n, EMAIL)], timeline=True)
+        assert state.timeline is not None
+        assert [(r.step, r.status, r.detail, r.at_ms) for r in state.timeline] == [(101, Status.QUEUED, "replayed", T0 + 2)]  # its round only
+
+
+async def check_the_inbox_is_written_once(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        a, b, c = IDS[9], IDS[10], IDS[11]
+        entries = [InboxEntry(n, "u1", T0 + i, f"n{i}", seq=i) for i, n in enumerate((a, b, c))]
+        await logstore.apply(WritePlan(inbox=tuple(entries)))
+        await logstore.apply(WritePlan(inbox=(msgspec.structs.replace(entries[0], title="replaced?"),)))
+        assert await logstore.inbox_after("u1", None) == entries
+        read = SetInboxTime("u1", a, InboxField.READ, T0 + 100)
+        await logstore.apply(WritePlan(inbox_times=(read, SetInboxTime("u1", c, InboxField.ARCHIVED, T0 + 100))))
+        await logstore.apply(WritePlan(inbox_times=(
+            msgspec.structs.replace(read, at_ms=T0 + 200),  # read already: keeps its first time
+            SetInboxTime("u1", c, InboxField.ARCHIVED, T0 + 200),  # archived already: the same
+            SetInboxTime("u2", b, InboxField.READ, T0 + 200),  # another user's: not there
+        )))
+        assert [(r.entry.notification_id, r.read_ms, r.archived_ms) for r in (await logstore.inbox_page("u1"))[0]] == [
+            (b, None, None), (a, T0 + 100, None),
+        ]
+        assert await logstore.inbox_get("u1", c) == InboxRow(entries[2], None, T0 + 100)
+        unread = await logstore.inbox_unread("u1")
+        assert (unread.ids, unread.top) == ((b,), c)
+        unread = await logstore.inbox_unread("u1", a)
+        assert (unread.ids, unread.top) == ((), a)
+        unread = await logstore.inbox_unread("u1", "01J0000000000000000000000Z")
+        assert (unread.ids, unread.top) == ((), None)
+        assert (await logstore.inbox_unread("nobody")).top is None
+
+
+def a_batch(day_: int) -> tuple[list[StatusEvent], list[InboxEntry]]:
+    """Two notifications on a day (days after T0), each queued, sent, delivered (web: acked), one of them late."""
+    at = T0 + day_ * DAY_MS
+    n, m = nid(at, 1), nid(at, 2)
+    events = [
+        ev(n, Status.QUEUED, at, created_ms=at),
+        ev(n, Status.DELIVERED, at + 5, detail="ok", created_ms=at),
+        ev(n, Status.SENT, at + 9, created_ms=at),  # late
+        ev(m, Status.QUEUED, at, channel=Channel.WEB, created_ms=at),
+        ev(m, Status.SENT, at + 3, channel=Channel.WEB, detail="in the inbox", created_ms=at),
+        ev(m, Status.DELIVERED, at + 4, channel=Channel.WEB, detail="acked", created_ms=at, client=True),
+    ]
+    return events, [InboxEntry(m, "u1", at, "hi", seq=day_)]
+
+
+async def observe_day(logstore: LogStore, day_: int) -> tuple[Any, ...]:
+    """What a_batch(day_) left, its times relative to its day."""
+    at = T0 + day_ * DAY_MS
+    ids = [nid(at, 1), nid(at, 2)]
+    strip = [[(r.channel, r.status, r.updated_ms - at, r.detail) for r in await logstore.statuses(i)] for i in ids]
+    timeline = [[(e.channel, e.status, e.at_ms - at, e.detail) for e in await logstore.events(i)] for i in ids]
+    counts = [await logstore.daily_counts(day(at), c) for c in ("email", "web")]
+    inbox = [(r.entry.title, r.read_ms) for r in (await logstore.inbox_page("u1", limit=1000))[0] if r.entry.notification_id in ids]
+    return strip, timeline, counts, inbox
+
+
+async def check_a_plan_applied_again_changes_nothing(h: Harness[Any]) -> None:
+    """Once, twice, and after a part of it (as a backend without transactions may leave it): the same."""
+    async with h.open() as logstore:
+        plans = []
+        for d in range(3):
+            events, inbox = a_batch(d)
+            planner = Planner()
+            planner.record(events, inbox)
+            plans.append(planner.plan())
+        once, twice, resumed = plans
+        await logstore.apply(once)
+        await logstore.apply(twice)
+        await logstore.apply(twice)
+        ops = resumed.operations()
+        half = ops[: len(ops) // 2 + 1]  # the inbox entry, the steps and some counts
+        await logstore.apply(WritePlan(
+            inbox=tuple(o for o in half if isinstance(o, InboxEntry)),
+            steps=tuple(o for o in half if isinstance(o, AddStep)),
+            counts=tuple(o for o in half if isinstance(o, CountOnce)),
+        ))
+        await logstore.apply(resumed)
+        want = await observe_day(logstore, 0)
+        assert want[2] == [{"sent": 1, "delivered": 1, "failed": 0}] * 2
+        assert await observe_day(logstore, 1) == want
+        assert await observe_day(logstore, 2) == want
+
+
+async def check_an_empty_plan_is_nothing(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        await logstore.apply(WritePlan())
+        assert await logstore.key_states([]) == []
+        assert await logstore.history("u1") == ([], None)
