@@ -556,10 +556,12 @@ class InboxRow:
 
 
 class InvalidCursor(ValueError):
-    """A cursor the backend did not hand out (or cannot read any more): the routes answer 400 naming `cursor`.
+    """A cursor the backend did not hand out for this user's listing (or cannot read any more): the routes
+    answer 400 naming `cursor`.
 
     Cursors are opaque tokens owned by each backend: callers pass back the `next cursor` a page
-    returned, never build or parse one.
+    returned, never build or parse one. A backend refuses with this exception, never another: a
+    malformed cursor, another user's, or the other listing's (a history cursor given to the inbox).
     """
 
 
@@ -616,8 +618,9 @@ class LogStore(Protocol):
     ) -> tuple[list[StatusRow], str | None]:
         """The user's notifications, newest first; returns (rows, next cursor).
 
-        `cursor` is a `next cursor` this backend returned (None: the first page); InvalidCursor otherwise.
-        Following the cursors gives every row once, also when notifications arrive between two pages.
+        `cursor` is a `next cursor` this backend returned for this user's history (None: the first page);
+        InvalidCursor otherwise (malformed, another user's, the inbox's). Following the cursors gives every
+        row once, also when notifications arrive between two pages.
         """
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
@@ -633,8 +636,8 @@ class LogStore(Protocol):
         when `archived`.
 
         `unread` keeps the unread ones; returns (rows, next cursor); InvalidCursor on a cursor this backend
-        did not return. As for history(), following the cursors gives every entry once, also when entries
-        arrive meanwhile.
+        did not return for this user's inbox (malformed, another user's, the history's). As for history(),
+        following the cursors gives every entry once, also when entries arrive meanwhile.
         """
 
     async def inbox_unread_count(self, user_id: str) -> int:

@@ -58,8 +58,9 @@ async def store(tmp_path: Path) -> AsyncIterator[WritingLogStore]:
 
 async def test_history_rejects_a_malformed_cursor(store: WritingLogStore) -> None:
     await store.record([ev(nid(T0), Status.QUEUED, T0)])
-    bad = ["", "!!!", "not base64 at all", "e30", encode_cursor(1, "x", "y")[:-3] + "@@@",
-           "WzEsMl0", "WyJhIiwiYiIsImMiXQ", "W3RydWUsImEiLCJiIl0", "\u00e9\u00e9\u00e9\u00e9"]
+    bad = ["", "!!!", "not base64 at all", "e30", encode_cursor("u1", 1, "x", "y")[:-3] + "@@@",
+           "WzEsMl0", "WyJhIiwiYiIsImMiXQ", "W3RydWUsImEiLCJiIl0", "\u00e9\u00e9\u00e9\u00e9",
+           encode_cursor("u1", True, "a", "b"), encode_cursor("u1", 2**63, "a", "b")]
     # e30 = {}, WzEsMl0 = [1,2], WyJhIiwiYiIsImMiXQ = ["a","b","c"], W3RydWUsImEiLCJiIl0 = [true,"a","b"]
     for cursor in bad:
         with pytest.raises(InvalidCursor, match="invalid cursor"):
@@ -67,8 +68,10 @@ async def test_history_rejects_a_malformed_cursor(store: WritingLogStore) -> Non
         with pytest.raises(InvalidCursor, match="invalid cursor"):  # an inbox cursor is the backend's too
             await store.inbox_page("u1", cursor=cursor)
     with pytest.raises(InvalidCursor):  # a history cursor is no inbox cursor
-        await store.inbox_page("u1", cursor=encode_cursor(T0 + 1, "", ""))
-    rows, _ = await store.history("u1", cursor=encode_cursor(T0 + 1, "", ""))
+        await store.inbox_page("u1", cursor=encode_cursor("u1", T0 + 1, "", ""))
+    with pytest.raises(InvalidCursor, match="not one of this user's history pages"):  # nor another user's
+        await store.history("u2", cursor=encode_cursor("u1", T0 + 1, "", ""))
+    rows, _ = await store.history("u1", cursor=encode_cursor("u1", T0 + 1, "", ""))
     assert len(rows) == 1
 
 

@@ -25,6 +25,10 @@ table per query, keyed for that query):
 A plan is applied in one transaction, so a crash leaves all of it or none; each operation
 is idempotent anyway (the port's contract: reactor/ports.py, LogStore.apply).
 
+Cursors: url-safe base64 of a JSON list: the listing ("history", "inbox"), a short digest
+of the user it was handed out for, then the last row's sort key. A cursor of another
+listing or another user, or one that does not decode to that shape, is InvalidCursor.
+
 Durability: the PartitionConsumer commits bus offsets only after the Recorder's answer,
 which comes after `apply()` returns, so a committed transaction must survive a power
 loss. The database runs in WAL mode with synchronous=FULL (NORMAL may lose the last
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -327,35 +332,42 @@ def _unread_through(db: sqlite3.Connection, user_id: str, through_id: str | None
     return UnreadThrough(user_id, through_id, tuple(row[0] for row in ids), top[1])
 
 
-def _encode_key(*parts: int | str) -> str:
-    """An opaque, url-safe cursor for a row's sort key."""
-    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+def _owner(user_id: str) -> str:
+    """A short digest of the user a cursor was handed out for: the cursor names its user without spelling the id."""
+    return hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+def _encode_key(listing: str, user_id: str, *parts: int | str) -> str:
+    """An opaque, url-safe cursor for a row's sort key in one user's listing ("history", "inbox")."""
+    raw = json.dumps([listing, _owner(user_id), *parts], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_key(cursor: str, shape: tuple[type, ...]) -> list[int | str]:
-    """The sort key in a cursor, checked against `shape`; InvalidCursor if it does not fit."""
+def _decode_key(cursor: str, listing: str, user_id: str, shape: tuple[type, ...]) -> list[int | str]:
+    """The sort key in a cursor of this user's listing, checked against `shape`; InvalidCursor if it is not one."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise InvalidCursor("invalid cursor") from None
-    if not isinstance(key, list) or len(key) != len(shape):
+    if not isinstance(key, list) or len(key) != 2 + len(shape):
         raise InvalidCursor("invalid cursor")
-    for part, kind in zip(key, shape):
+    if key[0] != listing or key[1] != _owner(user_id):
+        raise InvalidCursor(f"invalid cursor: not one of this user's {listing} pages")
+    for part, kind in zip(key[2:], shape):
         # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
         if type(part) is not kind or (isinstance(part, int) and not -(2**63) <= part < 2**63):
             raise InvalidCursor("invalid cursor")
-    return key
+    return key[2:]
 
 
-def encode_cursor(created_ms: int, notification_id: str, channel: str) -> str:
-    """An opaque, url-safe cursor for a history row's sort key."""
-    return _encode_key(created_ms, notification_id, channel)
+def encode_cursor(user_id: str, created_ms: int, notification_id: str, channel: str) -> str:
+    """An opaque, url-safe cursor for a row's sort key in the user's history."""
+    return _encode_key("history", user_id, created_ms, notification_id, channel)
 
 
-def decode_cursor(cursor: str) -> tuple[int, str, str]:
-    """The sort key in a cursor; raises InvalidCursor if malformed."""
-    created_ms, notification_id, channel = _decode_key(cursor, (int, str, str))
+def decode_cursor(cursor: str, user_id: str) -> tuple[int, str, str]:
+    """The sort key in a cursor of the user's history; raises InvalidCursor if it is not one."""
+    created_ms, notification_id, channel = _decode_key(cursor, "history", user_id, (int, str, str))
     return int(created_ms), str(notification_id), str(channel)
 
 
@@ -439,14 +451,14 @@ def _migrate_inbox(db: sqlite3.Connection) -> None:
     )
 
 
-def encode_inbox_cursor(seq: int, notification_id: str) -> str:
-    """An opaque, url-safe cursor for an inbox row's position (delivery order)."""
-    return _encode_key(seq, notification_id)
+def encode_inbox_cursor(user_id: str, seq: int, notification_id: str) -> str:
+    """An opaque, url-safe cursor for a row's position (delivery order) in the user's inbox."""
+    return _encode_key("inbox", user_id, seq, notification_id)
 
 
-def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
-    """The position in an inbox cursor; raises InvalidCursor if malformed."""
-    seq, notification_id = _decode_key(cursor, (int, str))
+def decode_inbox_cursor(cursor: str, user_id: str) -> tuple[int, str]:
+    """The position in a cursor of the user's inbox; raises InvalidCursor if it is not one."""
+    seq, notification_id = _decode_key(cursor, "inbox", user_id, (int, str))
     return int(seq), str(notification_id)
 
 
@@ -563,7 +575,7 @@ class SqliteLogStore:
             params.append(until_ms)
         if cursor is not None:
             where.append("(created_ms, notification_id, channel) < (?, ?, ?)")
-            params.extend(decode_cursor(cursor))
+            params.extend(decode_cursor(cursor, user_id))
         rows = await self._read(
             "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms,"
             " COALESCE(json_extract(metadata, '$.detail'), ''), COALESCE(template_id, '') FROM notification_logs"
@@ -575,7 +587,7 @@ class SqliteLogStore:
         if len(rows) <= limit:
             return page, None
         last = page[-1]
-        return page, encode_cursor(last.created_ms, last.notification_id, last.channel)
+        return page, encode_cursor(user_id, last.created_ms, last.notification_id, last.channel)
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
         """Web notifications delivered after `after_id`, in delivery order (`seq`).
@@ -614,7 +626,7 @@ class SqliteLogStore:
         where.append("archived_ms IS NOT NULL" if archived else "archived_ms IS NULL")
         if cursor is not None:
             where.append("(seq, notification_id) < (?, ?)")
-            params.extend(decode_inbox_cursor(cursor))
+            params.extend(decode_inbox_cursor(cursor, user_id))
         rows = await self._read(
             f"SELECT payload, read_ms, archived_ms, seq FROM web_inbox WHERE {' AND '.join(where)}"
             " ORDER BY seq DESC, notification_id DESC LIMIT ?",
@@ -623,7 +635,7 @@ class SqliteLogStore:
         page = [_inbox_row(row) for row in rows[:limit]]
         if len(rows) <= limit:
             return page, None
-        return page, encode_inbox_cursor(rows[limit - 1][3], page[-1].entry.notification_id)
+        return page, encode_inbox_cursor(user_id, rows[limit - 1][3], page[-1].entry.notification_id)
 
     async def inbox_unread_count(self, user_id: str) -> int:
         """Entries neither read nor archived."""

@@ -17,8 +17,8 @@ from protocol.lifecycle import Status, can_advance, position
 from protocol.messages import InboxEntry
 from protocol.write_plan import Counter, InboxField, KeyState, StatusKey, TimelineRow, UnreadThrough, WritePlan
 from reactor.backends.embedded import SqliteLogStore
-from reactor.backends.embedded.log_store import _BUMP_STATS, encode_cursor, encode_inbox_cursor
-from reactor.ports import InboxRow, StatusRow
+from reactor.backends.embedded.log_store import _BUMP_STATS, decode_inbox_cursor, encode_cursor, encode_inbox_cursor
+from reactor.ports import InboxRow, InvalidCursor, StatusRow
 from tests.conformance.backends import Factory, sqlite
 
 
@@ -30,7 +30,7 @@ class HistoryCursorSkipsARow(SqliteLogStore):
         if len(rows) <= limit:
             return rows, None
         skipped = rows[limit]
-        return rows[:limit], encode_cursor(skipped.created_ms, skipped.notification_id, skipped.channel)
+        return rows[:limit], encode_cursor(user_id, skipped.created_ms, skipped.notification_id, skipped.channel)
 
 
 class HistoryCursorIsAnOffset(SqliteLogStore):
@@ -38,7 +38,7 @@ class HistoryCursorIsAnOffset(SqliteLogStore):
 
     async def history(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **filters: Any) -> tuple[list[StatusRow], str | None]:
         if cursor is not None and not cursor.isdigit():
-            raise ValueError("invalid cursor")
+            raise InvalidCursor("invalid cursor")
         start = int(cursor or 0)
         rows, _ = await super().history(user_id, limit=start + limit + 1, **filters)
         page = rows[start : start + limit]
@@ -50,17 +50,41 @@ class InboxCursorRepeatsARow(SqliteLogStore):
         rows, next_cursor = await super().inbox_page(user_id, cursor=cursor, limit=limit, **kwargs)
         if next_cursor is not None and len(rows) >= 2:
             again = rows[-2].entry
-            next_cursor = encode_inbox_cursor(again.seq, again.notification_id)
+            next_cursor = encode_inbox_cursor(user_id, again.seq, again.notification_id)
         return rows, next_cursor
 
 
 class InboxCursorIsAnOffset(SqliteLogStore):
     async def inbox_page(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **kwargs: Any) -> tuple[list[InboxRow], str | None]:
         if cursor is not None and not cursor.isdigit():
-            raise ValueError("invalid cursor")
+            raise InvalidCursor("invalid cursor")
         start = int(cursor or 0)
         rows, _ = await super().inbox_page(user_id, limit=start + limit + 1, **kwargs)
         return rows[start : start + limit], (str(start + limit) if len(rows) > start + limit else None)
+
+
+class InboxCursorOfAnyUser(SqliteLogStore):
+    """Takes an inbox cursor handed out for another user (a position is a position): a client's mistake goes unseen."""
+
+    async def inbox_page(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **kwargs: Any) -> tuple[list[InboxRow], str | None]:
+        if cursor is not None:
+            for owner in await self._read("SELECT DISTINCT user_id FROM web_inbox", ()):
+                try:
+                    cursor = encode_inbox_cursor(user_id, *decode_inbox_cursor(cursor, owner[0]))
+                    break
+                except InvalidCursor:
+                    continue
+        return await super().inbox_page(user_id, cursor=cursor, limit=limit, **kwargs)
+
+
+class MalformedCursorIsAValueError(SqliteLogStore):
+    """Refuses a malformed history cursor with a plain ValueError: the route, which answers InvalidCursor with a 400, fails with a 500."""
+
+    async def history(self, user_id: str, *, cursor: str | None = None, **kwargs: Any) -> tuple[list[StatusRow], str | None]:
+        try:
+            return await super().history(user_id, cursor=cursor, **kwargs)
+        except InvalidCursor as exc:
+            raise ValueError(str(exc)) from None
 
 
 class InboxInIdOrder(SqliteLogStore):
@@ -177,7 +201,8 @@ class TimelineOfEveryRound(SqliteLogStore):
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "logs.sqlite3")
     for kind in (
-        HistoryCursorSkipsARow, HistoryCursorIsAnOffset, InboxCursorRepeatsARow, InboxCursorIsAnOffset, InboxInIdOrder,
+        HistoryCursorSkipsARow, HistoryCursorIsAnOffset, InboxCursorRepeatsARow, InboxCursorIsAnOffset, InboxCursorOfAnyUser,
+        MalformedCursorIsAValueError, InboxInIdOrder,
         UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, ReadAllMarksArchivedEntries,
         MoveIgnoresItsGuard, MoveJudgedByTheLifecycle, CountsOnEveryApply, MoveCreatesAMissingRow, InboxTimeOverwritten,
         TimelineOfEveryRound,

@@ -17,7 +17,8 @@ of it was applied (as a backend without transactions may leave it), leaves what 
 it once leaves.
 
 Cursors are opaque: a check only passes back what the store gave, and expects every row
-exactly once across the pages, also when rows arrive between two pages.
+exactly once across the pages, also when rows arrive between two pages; a malformed cursor,
+another user's, or the other listing's is refused with InvalidCursor (the routes' 400).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -39,7 +41,7 @@ from protocol.messages import InboxEntry, StatusEvent
 from protocol.write_plan import (
     AddStep, CountOnce, Counter, InboxAction, InboxChange, InboxField, MoveStatus, SetInboxTime, WritePlan,
 )
-from reactor.ports import InboxRow, LogStore
+from reactor.ports import InboxRow, InvalidCursor, LogStore
 from tests.conformance.backends import Harness
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -469,15 +471,38 @@ async def check_a_history_cursor_holds_while_notifications_arrive(h: Harness[Any
         assert [r.notification_id for r in first] + rest == list(reversed(older))
 
 
+async def refused(listing: Any, cursor: str) -> bool:
+    """Whether a listing call refuses the cursor with InvalidCursor (what the routes answer 400 to; any other error is a 500)."""
+    try:
+        await listing(cursor=cursor)
+    except InvalidCursor:
+        return True
+    except Exception as exc:
+        raise AssertionError(f"the cursor {cursor!r} was refused with {type(exc).__name__}, not InvalidCursor: a 500, not a 400") from exc
+    return False
+
+
 async def check_history_refuses_a_malformed_cursor(h: Harness[Any]) -> None:
     async with h.open() as logstore:
         await record(logstore, [ev(nid(T0), Status.QUEUED, T0)])
         for cursor in ("", "!!!", "not base64 at all", "\u00e9\u00e9\u00e9\u00e9", "e30", "[[[[[[[[[["):
-            try:
-                await logstore.history("u1", cursor=cursor)
-            except ValueError:
-                continue
-            raise AssertionError(f"the cursor {cursor!r} was taken")
+            assert await refused(partial(logstore.history, "u1"), cursor), f"the cursor {cursor!r} was taken"
+
+
+async def check_a_cursor_is_its_users_and_its_listings_own(h: Harness[Any]) -> None:
+    """A cursor passed back for another user, or to the other listing, is refused: it is no cursor this listing gave."""
+    async with h.open() as logstore:
+        await record(logstore, [ev(nid(T0 + i, i), Status.QUEUED, T0, user=u) for i in range(3) for u in ("u1", "u2")],
+                     [entry(i, user=u) for i in range(3) for u in ("u1", "u2")])
+        _, history_cursor = await logstore.history("u1", limit=2)
+        _, inbox_cursor = await logstore.inbox_page("u1", limit=2)
+        assert history_cursor is not None and inbox_cursor is not None
+        assert len((await logstore.history("u1", cursor=history_cursor))[0]) == 1  # the user's own: taken
+        assert len((await logstore.inbox_page("u1", cursor=inbox_cursor))[0]) == 1
+        assert await refused(partial(logstore.history, "u2"), history_cursor), "u1's history cursor was taken for u2"
+        assert await refused(partial(logstore.inbox_page, "u2"), inbox_cursor), "u1's inbox cursor was taken for u2"
+        assert await refused(partial(logstore.inbox_page, "u1"), history_cursor), "a history cursor was taken by the inbox"
+        assert await refused(partial(logstore.history, "u1"), inbox_cursor), "an inbox cursor was taken by the history"
 
 
 # -- the web inbox ---------------------------------------------------------------------------------
@@ -535,11 +560,7 @@ async def check_inbox_pages_are_newest_first_in_delivery_order(h: Harness[Any]) 
         rows, cursor = await logstore.inbox_page("u1", limit=5)
         assert cursor is None and [r.entry for r in rows] == [entry(3, seq=20), entry(4, seq=19), entry(2), entry(1), entry(0)]
         for bad in ("", "!!", "not base64 at all", "e30"):
-            try:
-                await logstore.inbox_page("u1", cursor=bad)
-            except ValueError:
-                continue
-            raise AssertionError(f"the inbox cursor {bad!r} was taken")
+            assert await refused(partial(logstore.inbox_page, "u1"), bad), f"the inbox cursor {bad!r} was taken"
 
 
 async def check_an_inbox_cursor_holds_while_notifications_arrive(h: Harness[Any]) -> None:
