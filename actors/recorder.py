@@ -38,7 +38,7 @@ from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
 from .domain.write_planner import Planner, event_keys, inbox_keys
-from .messages import ChangeInbox, RecordEvents, RecorderMessage
+from .messages import RecordEvents, RecorderMessage
 
 log = logging.getLogger("herald.recorder")
 

@@ -78,7 +78,7 @@ class InboxCursorOfAnyUser(SqliteLogStore):
 
 
 class MalformedCursorIsAValueError(SqliteLogStore):
-    """Refuses a malformed history cursor with a plain ValueError: the route, which answers InvalidCursor with a 400, fails with a 500."""
+    """Refuses a malformed history cursor with a plain ValueError: the route answers InvalidCursor with a 400, this with a 500."""
 
     async def history(self, user_id: str, *, cursor: str | None = None, **kwargs: Any) -> tuple[list[StatusRow], str | None]:
         try:
@@ -129,13 +129,20 @@ class ReadAllMarksArchivedEntries(SqliteLogStore):
         return msgspec.structs.replace(found, ids=(*archived, *found.ids))
 
 
+async def stored_states(store: SqliteLogStore, plan: WritePlan) -> dict[StatusKey, KeyState]:
+    """The stored state of the keys a plan moves (a broken backend deciding from it)."""
+    found = await store.key_states([(m.notification_id, m.channel) for m in plan.moves])
+    return {(k.notification_id, k.channel): k for k in found}
+
+
 class MoveIgnoresItsGuard(SqliteLogStore):
     """Last write wins: a move applies whatever step is stored (a stale or repeated move takes the status back)."""
 
     async def apply(self, plan: WritePlan) -> None:
-        stored = {(k.notification_id, k.channel): k for k in await self.key_states([(m.notification_id, m.channel) for m in plan.moves])}
+        stored = await stored_states(self, plan)
         moves = tuple(
-            msgspec.structs.replace(m, after=m.after | {position(k.round, k.status)}) if (k := stored.get((m.notification_id, m.channel))) else m
+            msgspec.structs.replace(m, after=m.after | {position(k.round, k.status)})
+            if (k := stored.get((m.notification_id, m.channel))) else m
             for m in plan.moves
         )
         await super().apply(msgspec.structs.replace(plan, moves=moves))
@@ -145,7 +152,7 @@ class MoveJudgedByTheLifecycle(SqliteLogStore):
     """Checks each move against the lifecycle itself and drops those it finds illegal (so it refuses the replay edge)."""
 
     async def apply(self, plan: WritePlan) -> None:
-        stored = {(k.notification_id, k.channel): k for k in await self.key_states([(m.notification_id, m.channel) for m in plan.moves])}
+        stored = await stored_states(self, plan)
         moves = tuple(
             m for m in plan.moves
             if (k := stored.get((m.notification_id, m.channel))) is None or can_advance(k.status, m.status)
@@ -166,7 +173,8 @@ class MoveCreatesAMissingRow(SqliteLogStore):
     """Upserts every move: one that may not create its row (a client's ack of an unknown notification) creates it."""
 
     async def apply(self, plan: WritePlan) -> None:
-        await super().apply(msgspec.structs.replace(plan, moves=tuple(msgspec.structs.replace(m, create=True) for m in plan.moves)))
+        creating = tuple(msgspec.structs.replace(m, create=True) for m in plan.moves)
+        await super().apply(msgspec.structs.replace(plan, moves=creating))
 
 
 class InboxTimeOverwritten(SqliteLogStore):
@@ -194,7 +202,8 @@ class TimelineOfEveryRound(SqliteLogStore):
                 "SELECT step, status, detail, at_ms FROM notification_events WHERE notification_id = ? AND channel = ?",
                 (k.notification_id, k.channel),
             )
-            out.append(msgspec.structs.replace(k, timeline=tuple(TimelineRow(step, Status(st), d, at) for step, st, d, at in rows)))
+            every = tuple(TimelineRow(step, Status(status), detail, at) for step, status, detail, at in rows)
+            out.append(msgspec.structs.replace(k, timeline=every))
         return out
 
 

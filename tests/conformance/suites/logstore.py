@@ -478,7 +478,9 @@ async def refused(listing: Any, cursor: str) -> bool:
     except InvalidCursor:
         return True
     except Exception as exc:
-        raise AssertionError(f"the cursor {cursor!r} was refused with {type(exc).__name__}, not InvalidCursor: a 500, not a 400") from exc
+        raise AssertionError(
+            f"the cursor {cursor!r} was refused with {type(exc).__name__}, not InvalidCursor: a 500, not a 400"
+        ) from exc
     return False
 
 
@@ -672,7 +674,9 @@ async def check_a_transition_counts_once(h: Harness[Any]) -> None:
     async with h.open() as logstore:
         n, m = IDS[1], IDS[2]
         sent = CountOnce(n, EMAIL, 0, Counter.SENT, DAY, 3)
-        to_sent = WritePlan(moves=(move(n, Status.SENT, {0, 1}, create=True),), counts=(sent, msgspec.structs.replace(sent, hour=5)))
+        to_sent = WritePlan(
+            moves=(move(n, Status.SENT, {0, 1}, create=True),), counts=(sent, msgspec.structs.replace(sent, hour=5)),
+        )
         await logstore.apply(to_sent)
         await logstore.apply(to_sent)  # applied again: counted already
         assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 1, "delivered": 0, "failed": 0}
@@ -680,7 +684,9 @@ async def check_a_transition_counts_once(h: Harness[Any]) -> None:
             moves=(move(n, Status.DELIVERED, {position(0, Status.SENT)}),),
             counts=(msgspec.structs.replace(sent, counter=Counter.DELIVERED),),
         ))
-        dead = WritePlan(moves=(move(m, Status.DEAD_LETTERED, {0}, create=True),), counts=(CountOnce(m, EMAIL, 0, Counter.FAILED, DAY, 23),))
+        dead = WritePlan(
+            moves=(move(m, Status.DEAD_LETTERED, {0}, create=True),), counts=(CountOnce(m, EMAIL, 0, Counter.FAILED, DAY, 23),),
+        )
         await logstore.apply(dead)
         await logstore.apply(WritePlan(  # a replay's round: the same transitions count again, once
             moves=(move(m, Status.SENT, {position(0, Status.DEAD_LETTERED)}, round_=1),),
@@ -726,7 +732,8 @@ async def check_a_move_is_applied_as_stated(h: Harness[Any]) -> None:
         assert (state.status, state.round) == (Status.QUEUED, 1)
         # off the lifecycle's path, but the plan's guard holds: applied
         await logstore.apply(WritePlan(moves=(move(m, Status.DELIVERED, {0}, create=True),)))
-        await logstore.apply(WritePlan(moves=(move(m, Status.FAILED, {position(0, Status.DELIVERED)}, at=T0 + 9, detail="bounced"),)))
+        bounced = move(m, Status.FAILED, {position(0, Status.DELIVERED)}, at=T0 + 9, detail="bounced")
+        await logstore.apply(WritePlan(moves=(bounced,)))
         assert current(await logstore.statuses(m)) == [("failed", "u1", T0 + 9, "bounced")] == await history_of(logstore, m)
 
 
@@ -743,11 +750,13 @@ async def check_key_states_read_what_was_applied(h: Harness[Any]) -> None:
         ))
         assert await logstore.key_states([(m, EMAIL), (n, "sms")]) == []
         [state] = await logstore.key_states([(n, EMAIL), (m, EMAIL)])
-        assert (state.notification_id, state.channel, state.user_id, state.priority, state.created_ms) == (n, EMAIL, "u1", "high", T0)
+        assert (state.notification_id, state.channel, state.user_id) == (n, EMAIL, "u1")
+        assert (state.priority, state.created_ms) == ("high", T0)
         assert (state.status, state.round, state.timeline) == (Status.QUEUED, 1, None)
         [state] = await logstore.key_states([(n, EMAIL)], timeline=True)
         assert state.timeline is not None
-        assert [(r.step, r.status, r.detail, r.at_ms) for r in state.timeline] == [(101, Status.QUEUED, "replayed", T0 + 2)]  # its round only
+        # its round's rows only
+        assert [(r.step, r.status, r.detail, r.at_ms) for r in state.timeline] == [(101, Status.QUEUED, "replayed", T0 + 2)]
 
 
 async def check_the_inbox_is_written_once(h: Harness[Any]) -> None:
@@ -799,7 +808,8 @@ async def observe_day(logstore: LogStore, day_: int) -> tuple[Any, ...]:
     strip = [[(r.channel, r.status, r.updated_ms - at, r.detail) for r in await logstore.statuses(i)] for i in ids]
     timeline = [[(e.channel, e.status, e.at_ms - at, e.detail) for e in await logstore.events(i)] for i in ids]
     counts = [await logstore.daily_counts(day(at), c) for c in ("email", "web")]
-    inbox = [(r.entry.title, r.read_ms) for r in (await logstore.inbox_page("u1", limit=1000))[0] if r.entry.notification_id in ids]
+    rows, _ = await logstore.inbox_page("u1", limit=1000)
+    inbox = [(r.entry.title, r.read_ms) for r in rows if r.entry.notification_id in ids]
     return strip, timeline, counts, inbox
 
 
