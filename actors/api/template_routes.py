@@ -9,6 +9,7 @@ naming `data.<name>`.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -110,18 +111,20 @@ def blueprint(gw: Any, templates: TemplateService) -> Blueprint:
     """The /v1/templates routes, over a TemplateService."""
     bp = Blueprint("templates", __name__)
 
-    async def read_spec() -> TemplateSpec:
-        return _decode_spec(await read_body(gw))
+    async def save(template_id: str, write: Callable[[str, TemplateSpec], Awaitable[Loaded]]) -> Loaded:
+        """An admin's write of the request's template with `write`; a template that does not compile is a 422."""
+        await authorize(gw, "admin")
+        _checked_id(template_id)
+        spec = _decode_spec(await read_body(gw))
+        try:
+            return await write(template_id, spec)
+        except InvalidTemplate as exc:
+            raise _unprocessable("Invalid template", exc.errors) from None
 
     @bp.post("/v1/templates/<template_id>")
     async def create(template_id: str) -> Response:
-        await authorize(gw, "admin")
-        _checked_id(template_id)
-        spec = await read_spec()
         try:
-            loaded = await templates.create(template_id, spec)
-        except InvalidTemplate as exc:
-            raise _unprocessable("Invalid template", exc.errors) from None
+            loaded = await save(template_id, templates.create)
         except TemplateExists:
             detail = f"template {template_id} exists: PUT saves a new version"
             raise ProblemError(Problem("Conflict", 409, detail, errors=[FieldError("template_id", detail)])) from None
@@ -129,13 +132,8 @@ def blueprint(gw: Any, templates: TemplateService) -> Blueprint:
 
     @bp.put("/v1/templates/<template_id>")
     async def update(template_id: str) -> Response:
-        await authorize(gw, "admin")
-        _checked_id(template_id)
-        spec = await read_spec()
         try:
-            loaded = await templates.update(template_id, spec)
-        except InvalidTemplate as exc:
-            raise _unprocessable("Invalid template", exc.errors) from None
+            loaded = await save(template_id, templates.update)
         except TemplateNotFound:
             raise _not_found(f"{template_id} (POST creates it)") from None
         return json_response(await _view(templates, loaded))

@@ -8,7 +8,6 @@ client commands from the same directory and environment, without --server or --a
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,19 +19,10 @@ import httpx
 import pytest
 import trio
 
+from tests.process import HERALD, herald_environment, serve_process
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-HERALD = [sys.executable, "-m", "actors.cli"]
-
-
-def environment(**settings: str) -> dict[str, str]:
-    """The test's environment without any HERALD_* setting of its own, plus these."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    return {**env, "PYTHONPATH": str(ROOT), **settings}
-
 
 async def herald(cwd: Path, env: dict[str, str], *args: str, seconds: float = 30) -> subprocess.CompletedProcess[bytes]:
     """Run a `herald` command to its end (bounded), capturing stdout and stderr."""
@@ -45,29 +35,13 @@ async def herald(cwd: Path, env: dict[str, str], *args: str, seconds: float = 30
 async def serving(cwd: Path, env: dict[str, str], *args: str) -> AsyncIterator[str]:
     """`herald serve` in `cwd` until the block ends; yields the URL it printed."""
     cwd.mkdir(parents=True, exist_ok=True)
-    process = await trio.lowlevel.open_process([*HERALD, "serve", *args], cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert process.stdout is not None
-    output = b""
-    try:
-        with trio.fail_after(30):
-            while b"herald: API key in" not in output:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"herald serve exited:\n{output.decode()}"
-                output += chunk
-        url = output.decode().split("herald: serving on ")[1].split()[0]
-        yield url
-    finally:
-        process.terminate()
-        with trio.move_on_after(15):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with serve_process([*HERALD, "serve", *args], cwd, env) as server:
+        yield server.url
 
 
 async def test_send_and_listen_reach_the_node_started_here_on_any_port(tmp_path):
     port = free_port()
-    env = environment(HERALD_PORT=str(port), HERALD_LOG_LEVEL="WARNING")
+    env = herald_environment(HERALD_PORT=str(port), HERALD_LOG_LEVEL="WARNING")
     async with serving(tmp_path, env) as url:
         assert url == f"http://127.0.0.1:{port}"
         async with trio.open_nursery() as nursery:
@@ -92,10 +66,10 @@ async def test_the_cli_reads_the_config_file_serve_reads(tmp_path):
     port = free_port()
     config = tmp_path / "herald.toml"
     config.write_text(f'[herald]\nport = {port}\ndata_dir = "{tmp_path / "elsewhere"}"\nlog_level = "WARNING"\n')
-    env = environment()
+    env = herald_environment()
     async with serving(tmp_path / "serve", env, "--config", str(config)) as url:
         assert url.endswith(f":{port}")
-        for client_env, args in ((env, ["--config", str(config)]), (environment(HERALD_CONFIG=str(config)), [])):
+        for client_env, args in ((env, ["--config", str(config)]), (herald_environment(HERALD_CONFIG=str(config)), [])):
             sent = await herald(tmp_path / "client", client_env, "send", "--user", "bob", "--title", "hi", *args)
             assert sent.returncode == 0, sent.stderr.decode()
             assert json.loads(sent.stdout)["status"] == "accepted"
@@ -103,8 +77,8 @@ async def test_the_cli_reads_the_config_file_serve_reads(tmp_path):
 
 async def test_server_and_api_key_name_another_node(tmp_path):
     near, far = tmp_path / "near", tmp_path / "far"
-    near_env = environment(HERALD_PORT=str(free_port()), HERALD_LOG_LEVEL="WARNING")
-    far_env = environment(HERALD_PORT=str(free_port()), HERALD_LOG_LEVEL="WARNING")
+    near_env = herald_environment(HERALD_PORT=str(free_port()), HERALD_LOG_LEVEL="WARNING")
+    far_env = herald_environment(HERALD_PORT=str(free_port()), HERALD_LOG_LEVEL="WARNING")
     async with serving(near, near_env) as near_url, serving(far, far_env) as far_url:
         far_key = (far / "herald-data" / "api-key").read_text().strip()
         near_key = (near / "herald-data" / "api-key").read_text().strip()
@@ -125,7 +99,7 @@ async def test_server_and_api_key_name_another_node(tmp_path):
 
 
 async def test_a_node_that_is_not_there_is_one_line(tmp_path):
-    env = environment(HERALD_PORT=str(free_port()))
+    env = herald_environment(HERALD_PORT=str(free_port()))
     (tmp_path / "herald-data").mkdir()
     (tmp_path / "herald-data" / "api-key").write_text("k\n")
     result = await herald(tmp_path, env, "send", "--user", "alice", "--title", "x")
@@ -152,7 +126,7 @@ async def test_a_port_already_taken_is_one_line_naming_the_address_and_herald_po
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = await herald(tmp_path, environment(HERALD_PORT=str(port)), "serve")
+        result = await herald(tmp_path, herald_environment(HERALD_PORT=str(port)), "serve")
     line = one_line(result)
     assert f"127.0.0.1:{port}" in line and "already in use" in line and "HERALD_PORT" in line
     assert result.stdout == b""
@@ -162,7 +136,7 @@ async def test_a_data_dir_that_cannot_be_used_is_one_line_naming_it_and_herald_d
     (tmp_path / "a-file").write_text("not a directory")
     (tmp_path / "broken" / "store.sqlite3").mkdir(parents=True)  # a database that cannot be opened
     for data_dir in (tmp_path / "a-file" / "data", tmp_path / "broken"):
-        result = await herald(tmp_path, environment(HERALD_PORT="0", HERALD_DATA_DIR=str(data_dir)), "serve")
+        result = await herald(tmp_path, herald_environment(HERALD_PORT="0", HERALD_DATA_DIR=str(data_dir)), "serve")
         line = one_line(result)
         assert str(data_dir) in line and "HERALD_DATA_DIR" in line, line
 
@@ -190,20 +164,20 @@ async def test_a_bad_config_file_or_value_is_one_line_naming_the_file_and_the_ke
         (["send", "--user", "a", "--title", "t", "--config", str(bad_value)], {}, [str(bad_value), "port"]),
     ]
     for args, settings, named in cases:
-        line = one_line(await herald(tmp_path, environment(**settings), *args))
+        line = one_line(await herald(tmp_path, herald_environment(**settings), *args))
         assert all(word in line for word in named), (args, settings, line)
 
 
 async def test_a_role_other_than_all_is_refused_with_the_embedded_backends_in_one_line(tmp_path):
     for args, settings in ((["serve", "--role", "api"], {}), (["serve"], {"HERALD_ROLE": "worker"}), (["serve", "--role", "edge"], {})):
-        result = await herald(tmp_path, environment(HERALD_PORT="0", **settings), *args)
+        result = await herald(tmp_path, herald_environment(HERALD_PORT="0", **settings), *args)
         line = one_line(result)
         assert result.returncode == 2 and "distributed backends" in line and "only the role 'all' runs" in line, (args, line)
     assert not (tmp_path / "herald-data").exists()  # refused before anything was made
 
 
 async def test_a_second_node_on_the_same_data_dir_is_one_line_and_the_first_keeps_serving(tmp_path):
-    env = environment(HERALD_PORT="0", HERALD_LOG_LEVEL="WARNING")
+    env = herald_environment(HERALD_PORT="0", HERALD_LOG_LEVEL="WARNING")
     async with serving(tmp_path, env, "--role", "all") as url:
         data_dir = (tmp_path / "herald-data").resolve()
         key = (data_dir / "api-key").read_text().strip()
@@ -225,7 +199,7 @@ async def test_a_missing_dependency_is_one_line_naming_the_package(tmp_path):
     # -S: no site-packages, as in an environment where Herald's dependencies were never installed
     for args in (["serve", "--port", "0"], ["send", "--user", "a", "--title", "t"]):
         result = await trio.run_process(
-            [sys.executable, "-S", "-m", "actors.cli", *args], cwd=str(tmp_path), env=environment(),
+            [sys.executable, "-S", "-m", "actors.cli", *args], cwd=str(tmp_path), env=herald_environment(),
             capture_stdout=True, capture_stderr=True, check=False,
         )
         line = one_line(result)

@@ -1,7 +1,7 @@
 """The README's "Faults on purpose" section, run as a new user would: its shell blocks, pasted into one shell.
 
-It follows tests/e2e/test_readme_tour.py's conventions (and uses its parser, shell and
-shape matcher): `herald serve` runs from a fresh directory on a free port given as
+It follows tests/e2e/test_readme_tour.py's conventions (and uses its parser, node, shell
+and shape matcher): `herald serve` runs from a fresh directory on a free port given as
 HERALD_PORT, with the breaker setting the section itself offers for a quicker demo
 (read from the README, `HERALD_LIMITS=...`), and every command must succeed and print
 what its `# -> ` line shows. A command whose comment says "run it again" is run again
@@ -11,15 +11,12 @@ the breaker's open timeout.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import trio
 
-from tests.e2e.test_readme_tour import README, Shell, check_output, commands, fits
+from tests.e2e.test_readme_tour import README, check_output, commands, fits, readme_node
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -48,30 +45,7 @@ async def test_the_faults_section_runs_top_to_bottom(tmp_path):
     found = [c for block in re.findall(r"```sh\n(.*?)```", text, re.S) for c in commands(block)]
     quicker = re.search(r"`HERALD_LIMITS=(\S+) make run`", text)
     assert quicker is not None
-    port = free_port()
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "herald").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m actors.cli "$@"\n')
-    (tmp_path / ".venv" / "bin" / "herald").chmod(0o755)
-    root = README.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    env.update(HERALD_PORT=str(port), PYTHONPATH=str(root), HERALD_LOG_LEVEL="WARNING")
-    serve = await trio.lowlevel.open_process(
-        [str(tmp_path / ".venv" / "bin" / "herald"), "serve"], cwd=str(tmp_path), env={**env, "HERALD_LIMITS": quicker.group(1)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    errors = (tmp_path / "bash-stderr.txt").open("wb")
-    bash = await trio.lowlevel.open_process(
-        ["bash"], cwd=str(tmp_path), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, start_new_session=True,
-    )
-    try:
-        assert serve.stdout is not None
-        banner = b""
-        with trio.fail_after(30):
-            while b"herald: API key in" not in banner:
-                chunk = await serve.stdout.receive_some()
-                assert chunk, banner.decode()
-                banner += chunk
-        shell = Shell(bash)
+    async with readme_node(tmp_path, free_port(), HERALD_LIMITS=quicker.group(1)) as (shell, _):
         for command in found:
             with trio.fail_after(AGAIN_S + 30):
                 output, code = await shell.run(command.text)
@@ -84,17 +58,3 @@ async def test_the_faults_section_runs_top_to_bottom(tmp_path):
             assert code == 0, (command.text, code, output, stderr)
             if command.expected is not None:
                 check_output(command, output)
-    finally:
-        with trio.move_on_after(5):
-            await bash.stdin.aclose() if bash.stdin else None
-            await bash.wait()
-        if bash.returncode is None:
-            os.killpg(bash.pid, 9)
-            await bash.wait()
-        serve.terminate()
-        with trio.move_on_after(15):
-            await serve.wait()
-        if serve.returncode is None:
-            serve.kill()
-            await serve.wait()
-        errors.close()

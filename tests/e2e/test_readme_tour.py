@@ -21,13 +21,15 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
 import trio
 
+from tests.process import ServerProcess, herald_environment, serve_process
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -246,33 +248,40 @@ def test_the_docs_name_no_path_of_the_machine_they_were_written_on():
             assert path not in page.read_text(), f"{page.relative_to(ROOT)} names {path}"
 
 
+@asynccontextmanager
+async def readme_node(directory: Path, port: int, **serve_settings: str) -> AsyncIterator[tuple[Shell, ServerProcess]]:
+    """`herald serve` as `make run` starts it from `directory` (`.venv/bin/herald serve`, the default data dir) with
+    HERALD_PORT=port and `serve_settings`, and one bash there (its stderr in bash-stderr.txt), as the terminal the
+    README's commands are pasted into; at the end, the shell's session (and what it left in the background) and the
+    node are stopped."""
+    wrapper = directory / ".venv" / "bin" / "herald"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m actors.cli "$@"\n')
+    wrapper.chmod(0o755)
+    env = herald_environment(HERALD_PORT=str(port), HERALD_LOG_LEVEL="WARNING")
+    async with serve_process([str(wrapper), "serve"], directory, {**env, **serve_settings}) as node:
+        with (directory / "bash-stderr.txt").open("wb") as errors:
+            bash = await trio.lowlevel.open_process(
+                ["bash"], cwd=str(directory), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, start_new_session=True,
+            )
+            try:
+                yield Shell(bash), node
+            finally:
+                with trio.move_on_after(5):
+                    await bash.stdin.aclose() if bash.stdin else None
+                    await bash.wait()
+                if bash.returncode is None:
+                    os.killpg(bash.pid, 9)  # its session: the shell and what the commands left in the background
+                    await bash.wait()
+
+
 async def test_the_readme_tour_runs_top_to_bottom_on_another_port(tmp_path):
     found = [c for block in tour_blocks(README.read_text()) for c in commands(block)]
     port = free_port()
     assert port != 8080
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "herald").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m actors.cli "$@"\n')
-    (tmp_path / ".venv" / "bin" / "herald").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    env.update(HERALD_PORT=str(port), PYTHONPATH=str(ROOT), HERALD_LOG_LEVEL="WARNING")
-    serve = await trio.lowlevel.open_process(
-        [str(tmp_path / ".venv" / "bin" / "herald"), "serve"], cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    errors = (tmp_path / "bash-stderr.txt").open("wb")
-    bash = await trio.lowlevel.open_process(
-        ["bash"], cwd=str(tmp_path), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, start_new_session=True,
-    )
     outputs: list[str] = []
-    try:
-        assert serve.stdout is not None
-        banner = b""
-        with trio.fail_after(30):
-            while b"herald: API key in" not in banner:
-                chunk = await serve.stdout.receive_some()
-                assert chunk, banner.decode()
-                banner += chunk
-        assert f"http://127.0.0.1:{port}".encode() in banner
-        shell = Shell(bash)
+    async with readme_node(tmp_path, port) as (shell, node):
+        assert node.url == f"http://127.0.0.1:{port}"
         for n, command in enumerate(found):
             text = command.text
             if command.background:
@@ -291,20 +300,6 @@ async def test_the_readme_tour_runs_top_to_bottom_on_another_port(tmp_path):
             if command.expected is not None:
                 check_output(command, output)
             outputs.append(output)
-    finally:
-        with trio.move_on_after(5):
-            await bash.stdin.aclose() if bash.stdin else None
-            await bash.wait()
-        if bash.returncode is None:
-            os.killpg(bash.pid, 9)  # its session: the shell and what the tour left in the background
-            await bash.wait()
-        serve.terminate()
-        with trio.move_on_after(15):
-            await serve.wait()
-        if serve.returncode is None:
-            serve.kill()
-            await serve.wait()
-        errors.close()
     nid = next(json.loads(outputs[n])["notification_id"] for n, c in enumerate(found) if c.text.startswith('echo "$RECEIPT"'))
     listener = next((tmp_path / f"background-{n}.out").read_text() for n, c in enumerate(found) if c.background)
     frames = [json.loads(line) for line in listener.splitlines() if line.startswith("{")]

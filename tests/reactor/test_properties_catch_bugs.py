@@ -28,6 +28,7 @@ from reactor.gate_state import LeasedBucket, SharedBreaker
 from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from reactor.token_bucket import TokenBucket
 
+from tests.conformance.broken.state import AdmitsAProbePerOwner  # the State conformance suite's broken variant
 from tests.reactor.test_circuit_breaker_properties import MACHINE_SETTINGS as BREAKER_SETTINGS
 from tests.reactor.test_circuit_breaker_properties import CircuitBreakerMachine
 from tests.reactor.test_gate_state_properties import MACHINE_SETTINGS as LEASES_SETTINGS
@@ -331,14 +332,6 @@ class ForgetsToSubtractLeases(MemoryState):
         return answer
 
 
-class AdmitsTwoProbesState(MemoryState):
-    async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
-        shared = self._breaker(key)
-        if shared.probe_owner not in (None, owner):
-            shared.snapshot = dataclasses.replace(shared.snapshot, probe_in_flight=False)
-        return await super().breaker_admit(key, config, owner, probe_lease_s)
-
-
 def state_of(cls: type[MemoryState]) -> Any:
     @asynccontextmanager
     async def open_state() -> AsyncIterator[MemoryState]:
@@ -361,7 +354,7 @@ def test_shared_bucket_property_catches(gate: type[ResilienceGate], state: type[
 
 
 @pytest.mark.parametrize(
-    "gate, state", [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsTwoProbesState)],
+    "gate, state", [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsAProbePerOwner)],
     ids=["gate-trusts-an-old-view", "state-admits-two-probes"],
 )
 def test_shared_breaker_property_catches(gate: type[ResilienceGate], state: type[MemoryState]) -> None:

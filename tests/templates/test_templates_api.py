@@ -114,6 +114,8 @@ async def test_save_version_read_and_roll_back(tmp_path):
         assert updated.status_code == 200, updated.text
         assert (updated.json()["version"], updated.json()["variables"]["required"]) == (2, ["first", "last"])
         assert_problem(await client.put("/v1/templates/unknown", json=v2), 404, "template_id")
+        unclosed = {"locales": {"en": {"sms": {"text": "v3 {{first"}}}}
+        assert_problem(await client.put("/v1/templates/welcome", json=unclosed), 422, "locales.en.sms.text")  # no version 3
 
         current = (await client.get("/v1/templates/welcome")).json()
         assert (current["version"], current["active_version"]) == (2, 2)

@@ -217,3 +217,19 @@ VARIANTS: dict[str, Factory[Any]] = {
         TimelineOfEveryRound,
     )
 }
+
+# The checks each variant was written against: each of them must catch it (test_catches_broken.py).
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "InboxCursorOfAnyUser": ("a_cursor_is_its_users_and_its_listings_own",),
+    "MalformedCursorIsAValueError": ("history_refuses_a_malformed_cursor",),
+    "RedeliveredInboxEntryResetsItsState": (
+        "a_redelivered_inbox_entry_keeps_the_first_and_its_read_state", "the_inbox_is_written_once",
+    ),
+    "ReadAllMarksArchivedEntries": ("read_archive_and_unread_count",),
+    "MoveIgnoresItsGuard": ("a_move_applies_only_from_its_guard",),
+    "MoveJudgedByTheLifecycle": ("a_move_is_applied_as_stated",),
+    "CountsOnEveryApply": ("a_transition_counts_once", "a_plan_applied_again_changes_nothing"),
+    "MoveCreatesAMissingRow": ("a_move_applies_only_from_its_guard",),
+    "InboxTimeOverwritten": ("the_inbox_is_written_once",),
+    "TimelineOfEveryRound": ("key_states_read_what_was_applied",),
+}

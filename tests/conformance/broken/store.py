@@ -9,7 +9,7 @@ import trio
 
 from reactor.backends.embedded import SqliteStore
 from reactor.backends.embedded.sqlite import SqliteBacked
-from reactor.backends.embedded.store import _DLQ_COLUMNS, _dead_letter, _where
+from reactor.backends.embedded.store import _DLQ_COLUMNS, _dead_letter, _migrate_scheduled, _where
 from reactor.ports import DeadLetter, DlqFilter, Scheduled
 from tests.conformance.backends import Factory, sqlite
 
@@ -17,6 +17,7 @@ from tests.conformance.backends import Factory, sqlite
 class KeepsTwoDeadLettersOfADelivery(SqliteStore):
     async def open(self) -> None:
         await SqliteBacked.open(self)  # without the unique index on (notification_id, channel)
+        await self._run(_migrate_scheduled)  # but with the claims' indexes
 
 
 class ReplacesADeadLetterInPlace(SqliteStore):
@@ -127,11 +128,61 @@ class RacyMetaPut(SqliteStore):
         return value
 
 
+# -- the Scheduler's claims ---------------------------------------------------------------
+
+
+class HandsOutLeasedEntries(SqliteStore):
+    """Forgets the lease when it claims: a second claimer gets what the first one holds."""
+
+    async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
+        def claim(db: sqlite3.Connection) -> list[Scheduled]:
+            rows = db.execute(
+                "SELECT id, due_ms, topic, key, value FROM scheduled WHERE due_ms <= ? ORDER BY due_ms, id LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+            return [Scheduled(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+
+        return await self._transaction(claim)
+
+
+class ClaimsInTwoSteps(SqliteStore):
+    """Reads the claimable entries, then leases them in a second call: two claimers can read the same ones in between."""
+
+    async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
+        found = await self._run(lambda db: db.execute(
+            "SELECT id, due_ms, topic, key, value FROM scheduled WHERE due_ms <= ? AND (lease_until <= ? OR owner = ?)"
+            " ORDER BY due_ms, id LIMIT ?", (now_ms, now_ms, owner, limit),
+        ).fetchall())
+        await trio.lowlevel.checkpoint()
+        await self._run(lambda db: db.executemany(
+            "UPDATE scheduled SET owner = ?, lease_until = ? WHERE id = ?", [(owner, now_ms + lease_ms, r[0]) for r in found]
+        ))
+        return [Scheduled(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in found]
+
+
+class NextDueIgnoresLeases(SqliteStore):
+    """Reports a leased entry's due time: a claimer would wake, find nothing, and spin until the lease ends."""
+
+    async def next_due_ms(self) -> int | None:
+        row = await self._run(lambda db: db.execute("SELECT min(due_ms) FROM scheduled").fetchone())
+        return None if row[0] is None else int(row[0])
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "store.sqlite3")
     for kind in (
         KeepsTwoDeadLettersOfADelivery, ReplacesADeadLetterInPlace, PagesRepeatTheCursorsEntry, BeforeIsInclusive, NoIdsMeansEveryId,
         ResolvesEveryChannel, DiscardCountsWhatWasAsked, SchedulingAgainKeepsTheFirstEntry, ScheduledInIdOrder,
         ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerIgnoresTheChannel, RacyMetaPut,
+        HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
     )
+}
+
+# The checks each variant was written against: each of them must catch it (test_catches_broken.py).
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "HandsOutLeasedEntries": (
+        "a_leased_entry_goes_to_no_other_owner_until_the_lease_ends", "concurrent_claimers_never_get_one_entry_twice",
+    ),
+    "ClaimsInTwoSteps": ("concurrent_claimers_never_get_one_entry_twice",),
+    "NextDueIgnoresLeases": ("next_due_counts_the_end_of_a_lease",),
 }

@@ -4,14 +4,28 @@ TTLs and waits are counted in the harness's ticks: a second of MockClock time fo
 backend on Trio's clock (an hour takes no time), a few hundredths of a real second for a
 server with a clock of its own. Races are real races: N tasks call at once, and the
 backend's own I/O decides the interleaving.
+
+The Provider's gate (lease_tokens, breaker_*): leased tokens count against the bucket
+until they come back or expire; a lease is given back once, and never after it expired;
+lease ids are never reused; concurrent leases never hand out more than the bucket holds,
+and an empty bucket reserves slices one after the other; the breaker opens on failures
+from any owners, refuses while open, admits one probe across all owners, frees a dead
+prober's slot when its lease ends, and counts a half-open outcome only from the probe's
+holder. Their figures are exact on a virtual clock (the embedded States read Trio's).
+
+Recent pushes (append_recent, recent): a list keeps its newest items, oldest first, byte
+for byte, and expires its TTL after the last append; concurrent appends lose nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
+from reactor.circuit_breaker import BreakerConfig
+from reactor.ports import BreakerView, TokenLease
 from tests.conformance.backends import Harness
 
 
@@ -201,3 +215,268 @@ async def check_a_slow_subscriber_drops_messages_rather_than_block_the_publisher
                 while True:
                     kept.append(int(await stalled.__anext__()))
             assert kept == sorted(set(kept)) and set(kept) <= set(range(count)), "the slow subscriber got messages out of order"
+
+
+# -- the Provider's gate: one bucket and one breaker shared by its workers ----------------
+
+BUCKET = "gate:sms:bucket"
+BREAKER = "gate:sms:breaker"
+
+
+async def lease(h: Harness[Any], state: Any, want: int, give_back: tuple[str, int] | None = None, capacity: float = 10,
+                rate: float = 10, lease_s: float = 5.0) -> TokenLease:
+    """A lease on the check's bucket: `rate` in tokens a tick, `lease_s` in ticks."""
+    return await state.lease_tokens(BUCKET, want, capacity, rate / h.ticks(1), h.ticks(lease_s), give_back)
+
+
+async def check_a_lease_grants_whole_tokens_up_to_what_is_free(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        first = await lease(h, state, 4)
+        assert (first.granted, first.wait_s, first.free) == (4, 0.0, 6) and first.lease_id
+        second = await lease(h, state, 10)  # only 6 left: a partial grant, at once
+        assert (second.granted, second.wait_s, second.free) == (6, 0.0, 0) and second.lease_id != first.lease_id
+        assert (await lease(h, state, 0)).free == 0  # want 0: a read
+        nothing = await lease(h, state, 0, (second.lease_id, 0))
+        assert (nothing.granted, nothing.lease_id, nothing.wait_s) == (0, "", 0.0)
+
+
+async def check_leased_tokens_count_until_given_back_and_what_was_spent_is_gone(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        held = await lease(h, state, 10, lease_s=60)
+        await h.sleep(5)  # 5 ticks of refill would fill the bucket, but all 10 are out on lease
+        assert (await lease(h, state, 0)).free == 0
+        back = await lease(h, state, 0, (held.lease_id, 3))  # 7 spent, 3 back
+        assert back.free == 3
+        assert (await lease(h, state, 0, (held.lease_id, 3))).free == 3  # a second give back of the same lease: ignored
+        assert (await lease(h, state, 5)).granted == 3
+
+
+async def check_unused_is_clamped_to_the_lease(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        held = await lease(h, state, 2, lease_s=60)
+        assert (await lease(h, state, 0, (held.lease_id, 50))).free == 10  # never more than it had
+        other = await lease(h, state, 2, lease_s=60)
+        assert (await lease(h, state, 0, (other.lease_id, -5))).free == 8  # never less than nothing
+
+
+async def check_an_expired_lease_frees_its_tokens_once_and_cannot_be_given_back(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        held = await lease(h, state, 10, lease_s=2.0)
+        await h.sleep(1.0)
+        assert (await lease(h, state, 0)).free == 0  # still out
+        await h.sleep(1.5)  # the lease ended at 2; refill since: 0.5 ticks
+        assert (await lease(h, state, 0)).free == pytest.approx(5.0)
+        assert (await lease(h, state, 0, (held.lease_id, 10))).free == pytest.approx(5.0)  # no mint
+
+
+async def check_an_empty_bucket_reserves_and_callers_queue_up(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        first = await lease(h, state, 10, rate=100)
+        await lease(h, state, 0, (first.lease_id, 0), rate=100)  # all ten spent: the lease closed
+        waits = [(await lease(h, state, 3, rate=100)).wait_s for _ in range(3)]
+        # each slice once the refill has paid for it, one after the other
+        assert waits == pytest.approx([h.ticks(0.03), h.ticks(0.06), h.ticks(0.09)])
+        assert (await lease(h, state, 0, rate=100)).free == pytest.approx(-9)  # owed to the reservations
+        await h.sleep(0.09)
+        assert (await lease(h, state, 0, rate=100)).free == pytest.approx(0, abs=1e-9)
+
+
+async def check_a_reservation_waits_out_a_dead_workers_lease(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await lease(h, state, 10, lease_s=3.0, rate=100)  # a worker takes everything and dies
+        reserved = await lease(h, state, 5, rate=100)
+        assert reserved.granted == 5 and reserved.wait_s == pytest.approx(h.ticks(3.0 + 5 / 100))
+
+
+async def check_lease_ids_are_never_reused(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        seen = set()
+        for _ in range(30):
+            got = await lease(h, state, 1, lease_s=0.5, rate=1000)
+            assert got.lease_id and got.lease_id not in seen
+            seen.add(got.lease_id)
+            if len(seen) % 3 == 0:
+                await lease(h, state, 0, (got.lease_id, 1))
+            await h.sleep(0.2)
+
+
+async def check_concurrent_leases_never_hand_out_more_than_the_bucket_holds(h: Harness[Any]) -> None:
+    answers: list[TokenLease] = []
+    async with h.open() as state:
+
+        async def contend() -> None:
+            answers.append(await lease(h, state, 3, capacity=20, rate=10, lease_s=60))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(40):
+                nursery.start_soon(contend)
+    now = [a.granted for a in answers if a.wait_s == 0]
+    assert sum(now) == 20 and max(now) == 3  # at once: what the bucket held, no more
+    later = sorted(a.wait_s for a in answers if a.wait_s > 0)
+    assert len(later) == 40 - len(now) and len(set(later)) == len(later)  # the rest reserved, each at its own time
+
+
+async def check_a_changed_configuration_keeps_the_leases_out(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await lease(h, state, 8, lease_s=60)
+        smaller = await lease(h, state, 0, capacity=5, lease_s=60)
+        assert smaller.free <= 0  # 8 are out: nothing is free under a capacity of 5
+        await h.sleep(10)
+        assert (await lease(h, state, 1, capacity=5, lease_s=60)).wait_s >= h.ticks(50)  # not until the 8 come back
+
+
+def breaker_config(h: Harness[Any]) -> BreakerConfig:
+    return BreakerConfig(failure_threshold=3, open_timeout_s=h.ticks(10), success_threshold=2)
+
+
+async def admit(h: Harness[Any], state: Any, owner: str, probe_lease_s: float = 5.0) -> BreakerView:
+    """Ask the shared breaker whether `owner` may call; `probe_lease_s` in ticks."""
+    view: BreakerView = await state.breaker_admit(BREAKER, breaker_config(h), owner, h.ticks(probe_lease_s))
+    return view
+
+
+async def report(h: Harness[Any], state: Any, owner: str, event: str, probe: bool = False) -> BreakerView:
+    view: BreakerView = await state.breaker_report(BREAKER, breaker_config(h), owner, event, probe)
+    return view
+
+
+async def open_breaker(h: Harness[Any], state: Any) -> BreakerView:
+    """Three failures, from three owners."""
+    for owner in ("a", "b", "c"):
+        view = await report(h, state, owner, "failure")
+    return view
+
+
+async def check_failures_from_any_owners_open_the_breaker_and_it_refuses_while_open(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        assert (await state.breaker_read(BREAKER, breaker_config(h))).state == "closed"
+        await report(h, state, "a", "failure")
+        await report(h, state, "b", "failure")
+        assert (await state.breaker_read(BREAKER, breaker_config(h))).consecutive_failures == 2
+        opened = await report(h, state, "c", "failure")
+        assert opened.state == "open" and opened.transitions == ("closed->open",)
+        assert opened.retry_in_s == pytest.approx(h.ticks(10))
+        await h.sleep(4)
+        refused = await admit(h, state, "a")
+        assert not refused.allowed and refused.retry_in_s == pytest.approx(h.ticks(6)) and refused.rejected == 1
+
+
+async def check_a_success_resets_the_failure_count_across_owners(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await report(h, state, "a", "failure")
+        await report(h, state, "b", "failure")
+        await report(h, state, "c", "success")
+        assert (await report(h, state, "a", "failure")).state == "closed"
+
+
+async def check_half_open_admits_one_probe_across_all_owners(h: Harness[Any]) -> None:
+    views: dict[str, BreakerView] = {}
+    async with h.open() as state:
+        await open_breaker(h, state)
+        await h.sleep(10)
+
+        async def ask(owner: str) -> None:
+            views[owner] = await admit(h, state, owner)
+
+        async with trio.open_nursery() as nursery:
+            for owner in "abcdefgh":
+                nursery.start_soon(ask, owner)
+    probes = [owner for owner, view in views.items() if view.allowed]
+    assert len(probes) == 1 and views[probes[0]].probe and views[probes[0]].probe_owner == probes[0]
+    assert sum(view.transitions == ("open->half_open",) for view in views.values()) == 1
+
+
+async def check_only_the_probes_holder_settles_it(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await open_breaker(h, state)
+        await h.sleep(10)
+        assert (await admit(h, state, "a")).probe
+        stale = await report(h, state, "b", "failure", probe=True)  # b does not hold it
+        assert stale.state == "half_open" and stale.probe_owner == "a" and stale.stale_outcomes == 1
+        assert (await report(h, state, "b", "release", probe=True)).probe_owner == "a"
+        assert (await report(h, state, "a", "success", probe=True)).consecutive_successes == 1
+        assert (await admit(h, state, "b")).probe
+        closed = await report(h, state, "b", "success", probe=True)
+        assert closed.state == "closed" and closed.transitions == ("half_open->closed",)
+
+
+async def check_a_failed_probe_opens_it_again_and_a_released_one_frees_the_slot(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await open_breaker(h, state)
+        await h.sleep(10)
+        assert (await admit(h, state, "a")).probe
+        released = await report(h, state, "a", "release", probe=True)
+        assert released.state == "half_open" and released.probe_owner is None
+        assert (await admit(h, state, "b")).probe
+        reopened = await report(h, state, "b", "failure", probe=True)
+        assert reopened.state == "open" and reopened.transitions == ("half_open->open",) and reopened.opened == 2
+
+
+async def check_a_dead_probers_slot_frees_when_its_lease_ends(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await open_breaker(h, state)
+        await h.sleep(10)
+        assert (await admit(h, state, "a", probe_lease_s=3)).probe  # a dies with it
+        await h.sleep(2.9)
+        assert not (await admit(h, state, "b")).allowed
+        await h.sleep(0.1)
+        taken = await admit(h, state, "b")
+        assert taken.probe and taken.probe_owner == "b"
+        late = await report(h, state, "a", "success", probe=True)  # a's answer, after its lease: not the probe's
+        assert late.probe_owner == "b" and late.consecutive_successes == 0
+
+
+async def check_outcomes_while_open_are_stale(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await open_breaker(h, state)
+        for event in ("success", "failure", "success"):
+            view = await report(h, state, "d", event)
+        assert view.state == "open" and view.stale_outcomes == 3 and view.retry_in_s == pytest.approx(h.ticks(10))
+
+
+# -- recent pushes: a bounded list per user, for a client resuming on any edge -------------
+
+
+async def check_a_recent_list_keeps_its_newest_items_oldest_first(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        assert await state.recent("recent:u1") == []
+        for i in range(5):
+            await state.append_recent("recent:u1", b"item %d" % i, 3, h.ticks(60))
+        assert await state.recent("recent:u1") == [b"item 2", b"item 3", b"item 4"]
+        await state.append_recent("recent:u2", b"other", 3, h.ticks(60))
+        assert await state.recent("recent:u2") == [b"other"]  # lists are independent
+        assert await state.recent("recent:u1") == [b"item 2", b"item 3", b"item 4"]
+
+
+async def check_recent_items_come_back_byte_for_byte(h: Harness[Any]) -> None:
+    odd = [b"", b"a b\nc", bytes(range(256)), b"\x00" * 7, "é ✓".encode()]
+    async with h.open() as state:
+        for item in odd:
+            await state.append_recent("k", item, 10, h.ticks(60))
+        assert await state.recent("k") == odd
+
+
+async def check_a_recent_list_expires_its_ttl_after_the_last_append(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        await state.append_recent("k", b"1", 10, h.ticks(60))
+        await h.sleep(50)
+        await state.append_recent("k", b"2", 10, h.ticks(60))  # the whole list lives 60 ticks from here
+        await h.sleep(50)
+        assert await state.recent("k") == [b"1", b"2"]
+        await h.sleep(11)
+        assert await state.recent("k") == []
+        await state.append_recent("k", b"3", 10, h.ticks(60))  # a new list
+        assert await state.recent("k") == [b"3"]
+
+
+async def check_concurrent_recent_appends_lose_nothing(h: Harness[Any]) -> None:
+    async with h.open() as state:
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(state.append_recent, "k", b"%02d" % i, 100, h.ticks(60))
+        assert sorted(await state.recent("k")) == [b"%02d" % i for i in range(50)]
+        async with trio.open_nursery() as nursery:
+            for i in range(50, 90):
+                nursery.start_soon(state.append_recent, "k", b"%02d" % i, 20, h.ticks(60))
+        kept = await state.recent("k")
+        assert len(kept) == 20 and len(set(kept)) == 20  # capped whatever the interleaving

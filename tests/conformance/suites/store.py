@@ -7,10 +7,16 @@ channel), page by id, and rely on a replacing entry getting a new id (a replay i
 discards the ids it read, never the entry that replaced one); the Provider's send ledger
 (actors/provider.py) is keyed by (notification, channel) and keeps the first status;
 credentials.py keeps metadata put-if-absent and forgets it.
+
+The Scheduler's claims (claim_due, next_due_ms): several nodes' Schedulers share the
+store, each claiming due entries by lease; `h.open()` opens one more client of the same
+store (a node's connection), so claimers on separate connections race. A leased entry
+goes to no other owner until its lease ends, and the next due time counts leases.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import trio
@@ -219,3 +225,91 @@ async def check_everything_is_still_there_after_a_restart(h: Harness[Any]) -> No
         assert entry.id == dead_id and same_entry(entry, dead("n1"))
         assert await store.sent_status("n2", "push") == "delivered"
         assert await store.dead_letter(dead("n3")) > dead_id  # ids keep growing across restarts
+
+
+# -- the Scheduler's claims: due entries leased to one node at a time ---------------------
+
+T0 = 1_800_000_000_000
+LEASE = 30_000
+
+
+def due_entry(name: str, due_ms: int) -> Scheduled:
+    return Scheduled(name, due_ms, "herald.sms", b"user", f"value of {name}".encode())
+
+
+def ids_of(entries: list[Scheduled]) -> list[str]:
+    return [e.id for e in entries]
+
+
+async def check_claims_only_due_entries_earliest_first_up_to_the_limit(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        for name, due_ms in (("c", T0 + 30), ("a", T0 + 10), ("later", T0 + 5000), ("b", T0 + 20), ("d", T0 + 30)):
+            await store.schedule(due_entry(name, due_ms))
+        assert await store.next_due_ms() == T0 + 10
+        assert await store.claim_due("n1", T0 + 5, 10, LEASE) == []  # nothing due yet
+        first = await store.claim_due("n1", T0 + 100, 3, LEASE)
+        assert ids_of(first) == ["a", "b", "c"]  # earliest due first (ties by id), at most the limit
+        assert first[0] == due_entry("a", T0 + 10)  # the entry as scheduled, every field
+        assert ids_of(await store.claim_due("n2", T0 + 100, 10, LEASE)) == ["d"]  # "later" is not due
+        # a claim removes nothing
+        assert sorted(ids_of(await store.scheduled())) == ["a", "b", "c", "d", "later"]
+        await store.unschedule(["a", "b", "c", "d"])
+        assert ids_of(await store.scheduled()) == ["later"]
+        assert await store.next_due_ms() == T0 + 5000
+
+
+async def check_a_leased_entry_goes_to_no_other_owner_until_the_lease_ends(h: Harness[Any]) -> None:
+    async with h.open() as one, h.open() as other:
+        await one.schedule(due_entry("x", T0))
+        assert ids_of(await one.claim_due("n1", T0, 10, LEASE)) == ["x"]
+        assert await other.claim_due("n2", T0 + 1, 10, LEASE) == []
+        assert await other.claim_due("n2", T0 + LEASE - 1, 10, LEASE) == []  # the lease still runs
+        assert ids_of(await one.claim_due("n1", T0 + 5, 10, LEASE)) == ["x"]  # its owner takes it back (a restart in place)
+        assert await other.claim_due("n2", T0 + 5 + LEASE - 1, 10, LEASE) == []  # ... which renewed the lease
+        assert ids_of(await other.claim_due("n2", T0 + 5 + LEASE, 10, LEASE)) == ["x"]  # ended: claimable again
+        assert await one.claim_due("n1", T0 + 5 + LEASE + 1, 10, LEASE) == []  # now n2's
+        await other.unschedule(["x"])
+        assert await one.claim_due("n1", T0 + 10 * LEASE, 10, LEASE) == []
+        assert await one.next_due_ms() is None
+
+
+async def check_next_due_counts_the_end_of_a_lease(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        assert await store.next_due_ms() is None
+        await store.schedule(due_entry("x", T0))
+        await store.schedule(due_entry("y", T0 + LEASE * 3))
+        assert await store.next_due_ms() == T0
+        assert ids_of(await store.claim_due("n1", T0 + 7, 1, LEASE)) == ["x"]
+        assert await store.next_due_ms() == T0 + 7 + LEASE  # x is claimable again when its lease ends
+        await store.unschedule(["x"])
+        assert await store.next_due_ms() == T0 + LEASE * 3
+
+
+async def check_scheduling_an_id_again_replaces_the_entry_and_its_lease(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.schedule(due_entry("x", T0))
+        assert ids_of(await store.claim_due("n1", T0, 10, LEASE)) == ["x"]
+        replaced = Scheduled("x", T0 + 50, "herald.sms", b"user", b"the new value")
+        await store.schedule(replaced)
+        assert await store.next_due_ms() == T0 + 50
+        assert await store.claim_due("n2", T0 + 50, 10, LEASE) == [replaced]
+
+
+async def check_concurrent_claimers_never_get_one_entry_twice(h: Harness[Any]) -> None:
+    count = 120
+    async with h.open() as one, h.open() as other:
+        for i in range(count):
+            await one.schedule(due_entry(f"e{i:03}", T0 + i % 17))
+        got: Counter[str] = Counter()
+
+        async def claimer(store: Any, owner: str) -> None:
+            while batch := await store.claim_due(owner, T0 + 100, 7, LEASE):  # as a Scheduler: claim, produce, remove
+                got.update(ids_of(batch))
+                await trio.lowlevel.checkpoint()
+                await store.unschedule(ids_of(batch))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(4):
+                nursery.start_soon(claimer, one, f"one-{n}")
+                nursery.start_soon(claimer, other, f"other-{n}")
+        assert sum(got.values()) == count and len(got) == count, [i for i, n in got.items() if n > 1][:5]
