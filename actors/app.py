@@ -53,7 +53,7 @@ from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .ingress import Ingress
 from .jobs import JobMessage, Jobs
-from .messages import Attempt, CircuitQuery, RecordEvents, RegistryMessage, Submit
+from .messages import Attempt, CircuitQuery, RecorderMessage, RegistryMessage, Submit
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
@@ -236,7 +236,7 @@ async def wire(
         backends.users, local_state(config.profile_cache_size), signing, lambda: config.public_url or herald.url,  # once it serves
         config.preferences_cache_ttl_s,
     )
-    recorder_mb: Mailbox[RecordEvents] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
+    recorder_mb: Mailbox[RecorderMessage] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
     scheduler_mb: Mailbox[ScheduleAt] = Mailbox("scheduler", 1024, Overflow.BLOCK)
     recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)

@@ -77,7 +77,7 @@ from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 
 from .clients.web import inbox_entry
 from .domain.preferences import FireCheck, check_at_fire, waited
-from .messages import Attempt, RecordEvents
+from .messages import Attempt, RecordEvents, RecorderMessage
 from .scheduler import ScheduleAt
 from .services.user_directory import UserDirectory
 
@@ -103,7 +103,7 @@ class PartitionConsumer:
         channel: Channel,
         partition: int,
         provider: Mailbox[Attempt],
-        recorder: Mailbox[RecordEvents],
+        recorder: Mailbox[RecorderMessage],
         scheduler: Mailbox[ScheduleAt],
         store: Store,
         batch: int,

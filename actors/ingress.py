@@ -35,7 +35,7 @@ from reactor.mailbox import Mailbox
 from reactor.ports import Bus, Scheduled
 
 from .domain.preferences import NO_PROFILE, address_missing, plan_channels
-from .messages import RecordEvents, Submit
+from .messages import RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.template_service import TemplateService, apply_template
 from .services.user_directory import UserDirectory
@@ -90,7 +90,7 @@ class IdGenerator:
 
 class Ingress:
     def __init__(
-        self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[RecordEvents], workers: int, *, renderer: TemplateService | None = None,
+        self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None,
     ) -> None:
         self.bus = bus

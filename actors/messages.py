@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from protocol.api import CircuitView, NotificationRequest, Receipt
 from protocol.messages import Delivery, InboxEntry, Outcome, StatusEvent
 from protocol.problems import Problem
+from protocol.write_plan import InboxChange, InboxChanged
 from reactor.ask import Reply
 
 if TYPE_CHECKING:  # registry.py imports this module; the annotations below are never evaluated at run time
@@ -42,6 +43,18 @@ class RecordEvents:
     events: tuple[StatusEvent, ...]
     inbox: tuple[InboxEntry, ...] = ()
     reply: Reply[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeInbox:
+    """-> Recorder: mark read, mark all read or archive entries of a user's inbox; the reply, once the change
+    (and the `read` statuses it records) is durable, says what changed."""
+
+    change: InboxChange
+    reply: Reply[InboxChanged] | None = None
+
+
+RecorderMessage = RecordEvents | ChangeInbox
 
 
 @dataclass(frozen=True, slots=True)

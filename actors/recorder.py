@@ -1,34 +1,149 @@
-"""Recorder: group-commits status events and inbox entries to the LogStore.
+"""Recorder: the LogStore's only writer; it plans (pure) and the backend applies.
 
-It takes one RecordEvents, then whatever else is already queued (up to `batch` events), writes
-them all in one transaction, and answers every RecordEvents that asked for a reply: a
-PartitionConsumer commits its bus offsets only after that answer.
+It takes one message (RecordEvents: status events and inbox entries; ChangeInbox: read,
+read all, archive), then whatever else is already queued (up to `batch` events), and
+writes them all with one plan: it reads the state the planner needs through the port
+(the current status of every (notification, channel) named, the inbox rows an inbox
+change names, then the round's timeline of those with a late, conflicting or replayed
+event), plans the batch (actors/domain/write_planner.py: lifecycle,
+timeline order, counters, inbox changes), and hands the plan to `LogStore.apply`, one
+durable transaction on the embedded backend. Only then does it answer every message that
+asked for a reply: a PartitionConsumer commits its bus offsets after that answer, an
+inbox route answers its client with what changed.
+
+A batch is planned from one read of the state, so everything it names is read first. Two
+cuts make it a few groups, each read, planned and applied in turn (one more transaction
+each, only then): an inbox change of a user whose inbox got entries earlier in the group
+starts a group (the planner decides a change from the inbox rows read, which those entries
+are not in yet), and so do status events after an inbox change (a change is planned from
+what was there before it: planning the group again after a crash half-way must not let
+it see what came after it).
+
+`write_batch` (and `record_events`, `change_inbox` for one write) is the same path without
+the actor (tests, tools): what it writes is what the Recorder would; `split_batch` and
+`plan_writes` are its two steps.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
 
 import trio
 
+from protocol.messages import InboxEntry, StatusEvent
+from protocol.write_plan import InboxAction, InboxChange, InboxChanged, InboxState, StatusKey, UnreadThrough, WritePlan
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore
 
-from .messages import RecordEvents
+from .domain.write_planner import Planner, event_keys, inbox_keys
+from .messages import RecordEvents, RecorderMessage
 
 log = logging.getLogger("herald.recorder")
 
+Write = RecordEvents | InboxChange  # what a batch is made of: status events with inbox entries, or an inbox change
+
+
+def _size(message: RecorderMessage) -> int:
+    if isinstance(message, RecordEvents):
+        return len(message.events) + len(message.inbox)
+    return max(1, len(message.change.ids))
+
+
+def split_batch(batch: Sequence[Write]) -> list[range]:
+    """The batch cut into groups planned from one read each: in a group, every RecordEvents comes before every
+    inbox change, and no inbox change is of a user whose inbox gets entries in the group."""
+    groups: list[range] = []
+    start = 0
+    added: set[str] = set()  # users whose inbox gets entries in the current group
+    changing = False  # the current group has an inbox change
+    for i, w in enumerate(batch):
+        if isinstance(w, InboxChange):
+            cut = w.user_id in added
+            changing = True
+        else:
+            cut = changing
+        if cut:
+            groups.append(range(start, i))
+            start, added, changing = i, set(), isinstance(w, InboxChange)
+        if isinstance(w, RecordEvents):
+            added.update(e.user_id for e in w.inbox)
+    if start < len(batch):
+        groups.append(range(start, len(batch)))
+    return groups
+
+
+async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePlan, list[InboxChanged | None]]:
+    """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer."""
+    states: list[InboxState] = []
+    unread: list[UnreadThrough] = []
+    keys: dict[StatusKey, None] = {}  # in order, once each
+    read: set[tuple[str, str]] = set()
+    for w in group:
+        if isinstance(w, RecordEvents):
+            keys.update(event_keys(w.events))
+            continue
+        found = None
+        if w.action is InboxAction.READ_ALL:
+            found = await store.inbox_unread(w.user_id, w.through)
+            unread.append(found)
+        for nid in w.ids:
+            if (w.user_id, nid) not in read:
+                read.add((w.user_id, nid))
+                row = await store.inbox_get(w.user_id, nid)
+                if row is not None:
+                    states.append(InboxState(w.user_id, nid, row.read_ms is not None, row.archived_ms is not None))
+        keys.update(inbox_keys(w, found))
+    planner = Planner(await store.key_states(list(keys)), states, unread)
+    answers: list[InboxChanged | None] = []
+    for w in group:
+        if isinstance(w, RecordEvents):
+            planner.record(w.events, w.inbox)
+            answers.append(None)
+        else:
+            answers.append(planner.change_inbox(w))
+    needed = planner.timelines_needed()
+    if needed:
+        planner.add_timelines(await store.key_states(needed, timeline=True))
+    return planner.plan(), answers
+
+
+async def write_batch(store: LogStore, batch: Sequence[Write]) -> list[InboxChanged | None]:
+    """Plan and apply a batch as the Recorder does; each write's answer (None for RecordEvents), once durable."""
+    answers: list[InboxChanged | None] = []
+    for group in split_batch(batch):
+        answers += await _write_group(store, [batch[i] for i in group])
+    return answers
+
+
+async def _write_group(store: LogStore, group: Sequence[Write]) -> list[InboxChanged | None]:
+    """Read, plan and apply one group; each write's answer."""
+    plan, answers = await plan_writes(store, group)
+    await store.apply(plan)
+    return answers
+
+
+async def record_events(store: LogStore, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
+    """Write status events and inbox entries as the Recorder does."""
+    await write_batch(store, [RecordEvents(tuple(events), tuple(inbox))])
+
+
+async def change_inbox(store: LogStore, change: InboxChange) -> InboxChanged:
+    """Apply an inbox change as the Recorder does; what it changed."""
+    [answer] = await write_batch(store, [change])
+    assert answer is not None
+    return answer
+
 
 class Recorder:
-    def __init__(self, store: LogStore, mailbox: Mailbox[RecordEvents], batch: int) -> None:
+    def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int) -> None:
         self.store = store
         self.mailbox = mailbox
         self.batch = batch
         self.transactions = 0
         self.events_written = 0
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             try:
@@ -36,28 +151,36 @@ class Recorder:
             except trio.EndOfChannel:
                 return
             pending = [first]
-            size = len(first.events) + len(first.inbox)
+            size = _size(first)
             while size < self.batch:
                 try:
                     more = self.mailbox.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
                 pending.append(more)
-                size += len(more.events) + len(more.inbox)
+                size += _size(more)
             await self._write(pending)
 
-    async def _write(self, pending: list[RecordEvents]) -> None:
-        events = [e for r in pending for e in r.events]
-        inbox = [i for r in pending for i in r.inbox]
-        try:
-            await self.store.record(events, inbox)
-        except BaseException as exc:
-            for record in pending:
-                if record.reply is not None:
-                    record.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("recorder stopped"))
-            raise
-        self.transactions += 1
-        self.events_written += len(events)
-        for record in pending:
-            if record.reply is not None:
-                record.reply.send(None)
+    async def _write(self, pending: list[RecorderMessage]) -> None:
+        writes: list[Write] = [m if isinstance(m, RecordEvents) else m.change for m in pending]
+        groups = split_batch(writes)
+        for n, group in enumerate(groups):
+            try:
+                answers = await _write_group(self.store, [writes[i] for i in group])
+            except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else RuntimeError("recorder stopped")
+                for later in groups[n:]:
+                    for i in later:
+                        reply = pending[i].reply
+                        if reply is not None:
+                            reply.fail(error)
+                raise
+            self.transactions += 1
+            for i, answer in zip(group, answers):
+                message = pending[i]
+                if isinstance(message, RecordEvents):
+                    self.events_written += len(message.events)
+                    if message.reply is not None:
+                        message.reply.send(None)
+                elif message.reply is not None and answer is not None:
+                    message.reply.send(answer)

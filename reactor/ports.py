@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import AsyncContextManager, AsyncGenerator, AsyncIterator, Callable, Literal, Protocol, Sequence
 
 from protocol.keys import SigningKey
-from protocol.messages import InboxEntry, StatusEvent
+from protocol.messages import InboxEntry
+from protocol.write_plan import KeyState, StatusKey, UnreadThrough, WritePlan
 from reactor.circuit_breaker import BreakerConfig
 
 
@@ -554,21 +555,51 @@ class InboxRow:
     archived_ms: int | None
 
 
-class LogStore(Protocol):
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        """Apply status events and inbox entries in one transaction.
+class InvalidCursor(ValueError):
+    """A cursor the backend did not hand out for this user's listing (or cannot read any more): the routes
+    answer 400 naming `cursor`.
 
-        An event moves a (notification, channel) status only along legal lifecycle edges
-        (protocol.lifecycle); one that does not is kept in the attempt timeline only if it
-        is new, and never moves the status back. The timeline stays in lifecycle order
-        (protocol.lifecycle.timeline_step): a late step (the consumer's `sent` after the
-        client's immediate ack) is placed before the later one, at its time at the latest;
-        a replay from the dead-letter queue starts a new round, whose steps are rows of their
-        own even when their detail repeats the last round's. Daily counters are updated.
-        A client event (`StatusEvent.client`) for a (notification, channel) with no row, or
-        whose row is another user's, or that moves nothing, is dropped whole: a client
-        never creates a row.
+    Cursors are opaque tokens owned by each backend: callers pass back the `next cursor` a page
+    returned, never build or parse one. A backend refuses with this exception, never another: a
+    malformed cursor, another user's, or the other listing's (a history cursor given to the inbox).
+    """
+
+
+class LogStore(Protocol):
+    """Statuses, attempt timelines, users' histories, daily counters and the web inbox.
+
+    The Recorder (actors/recorder.py) is its only writer: it reads the state its planner needs
+    (`key_states`, `inbox_unread`, `inbox_get`), decides everything (actors/domain/write_planner.py)
+    and hands the backend a write plan (`apply`). A backend decides nothing: it applies the plan's
+    operations as they are stated (protocol/write_plan.py).
+    """
+
+    async def apply(self, plan: WritePlan) -> None:
+        """Apply a write plan durably: once this returns, a crash loses none of it.
+
+        What a backend must guarantee, operation by operation (protocol/write_plan.py):
+        - InboxEntry, AddStep: inserted unless their key is there (the stored one stays);
+        - CountOnce: counted once per (notification, channel, round, counter), however often
+          it is applied (with transactions: in the one that applies its key's move, if the move
+          applies; without: a mark inserted if absent, the counter bumped only for a new mark);
+        - MoveStatus: written to every copy of the status (`statuses`, `history`) only where the
+          stored step is in `after`, or there is no row and `create` is set; never otherwise
+          (a skipped move is not an error);
+        - SetInboxTime: set only where unset.
+        So applying a plan twice, or again after a crash part-way, gives what applying it once
+        gives. A backend with transactions applies a plan in one (the embedded one does); one
+        without applies the parts in the plan's order (`WritePlan.operations()`), each operation
+        atomic on its own (a conditional write, e.g. a lightweight transaction, for a move).
         """
+
+    async def key_states(self, keys: Sequence[StatusKey], *, timeline: bool = False) -> list[KeyState]:
+        """The stored status of each of these (notification, channel) keys that has a row (the others are
+        left out) and its round; with `timeline`, the timeline rows of that round too (else None).
+        It sees every plan applied before."""
+
+    async def inbox_unread(self, user_id: str, through_id: str | None = None) -> UnreadThrough:
+        """The user's entries neither read nor archived, delivered up to and including through_id (the newest
+        entry when None), in delivery order, and the entry that bound resolved to (None: none such)."""
 
     async def statuses(self, notification_id: str) -> list[StatusRow]: ...
 
@@ -587,8 +618,9 @@ class LogStore(Protocol):
     ) -> tuple[list[StatusRow], str | None]:
         """The user's notifications, newest first; returns (rows, next cursor).
 
-        A cursor is the backend's own opaque token (ValueError on a malformed one): following
-        the cursors gives every row once, also when notifications arrive between two pages.
+        `cursor` is a `next cursor` this backend returned for this user's history (None: the first page);
+        InvalidCursor otherwise (malformed, another user's, the inbox's). Following the cursors gives every
+        row once, also when notifications arrive between two pages.
         """
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
@@ -603,25 +635,13 @@ class LogStore(Protocol):
         """The user's inbox newest first (delivery order): the entries not archived, or only the archived ones
         when `archived`.
 
-        `unread` keeps the unread ones; returns (rows, next cursor); ValueError on a bad cursor.
-        As for history(), following the cursors gives every entry once, also when entries arrive meanwhile.
+        `unread` keeps the unread ones; returns (rows, next cursor); InvalidCursor on a cursor this backend
+        did not return for this user's inbox (malformed, another user's, the history's). As for history(),
+        following the cursors gives every entry once, also when entries arrive meanwhile.
         """
 
     async def inbox_unread_count(self, user_id: str) -> int:
         """Entries neither read nor archived."""
-
-    async def inbox_mark_read(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        """Mark these entries read; returns the ids that were unread (the others keep their read time)."""
-
-    async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
-        """Mark read every unread entry delivered up to and including through_id (all when None).
-
-        Unread means neither read nor archived, as for inbox_unread_count: archived entries are
-        left as they are. Returns (the ids marked read, in delivery order; the newest id covered).
-        """
-
-    async def inbox_archive(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        """Archive these entries; returns the ids that were not archived yet."""
 
     async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
         """{'sent': n, 'delivered': n, 'failed': n} for a UTC date YYYY-MM-DD."""

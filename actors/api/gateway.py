@@ -34,7 +34,7 @@ from reactor.ports import LogStore, SigningKeyStore
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
 from ..jobs import JobMessage
-from ..messages import CircuitQuery, RecordEvents, RegistryMessage, Submit
+from ..messages import CircuitQuery, RecorderMessage, RegistryMessage, Submit
 from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
@@ -71,7 +71,7 @@ class Gateway:
     The fields a role does not use are None (an edge node has no ingress; an api node no registry).
     """
 
-    recorder: Mailbox[RecordEvents]
+    recorder: Mailbox[RecorderMessage]  # RecordEvents, and the inbox routes' ChangeInbox
     logstore: LogStore
     keys: ApiKeys
     secret: SigningKeys  # the token-signing key ring (subscriber and unsubscribe tokens)

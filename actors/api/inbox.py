@@ -1,37 +1,40 @@
 """The in-app inbox: list, unread count, mark read, mark all read, archive.
 
 Each route takes an API key (scope `read` to look, `send` to change) or a subscriber
-token issued for the user in the path (actors/api/subscriber.py). A change is recorded
-on the web channel's status (`read`), then pushed to the user's open sessions as a
+token issued for the user in the path (actors/api/subscriber.py). A change is asked of
+the Recorder (ChangeInbox: it is the log store's only writer), which writes it together
+with the web channel's `read` status of each entry a read changes and answers, once that
+is durable, with what changed; that is then pushed to the user's open sessions as a
 read, read_all or archived frame, so their other tabs and devices follow. Only the user's own
 inbox rows change (a notification id from another inbox is a 404), and the `read` status
-event is a client event: the log store never creates a status row from it.
+event is a client event: it never creates a status row.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from quart import Blueprint, Response, request
 
-from protocol.channels import Channel
 from protocol.frames import ArchivedFrame, ReadAllFrame, ReadFrame, frame_encoder
-from protocol.ids import USER_ID_RULE, is_notification_id, is_user_id, notification_id_ms
+from protocol.ids import USER_ID_RULE, is_notification_id, is_user_id
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
-from protocol.lifecycle import Status
-from protocol.messages import StatusEvent
 from protocol.problems import Problem
+from protocol.write_plan import InboxAction, InboxChange, InboxChanged
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import MailboxClosed
-from reactor.ports import InboxRow
+from reactor.ports import InboxRow, InvalidCursor
 
-from ..messages import Broadcast, RecordEvents
-from .errors import ProblemError, bad_param, decode_body, json_response, limit_param, read_body
+from ..messages import Broadcast, ChangeInbox
+from .errors import ProblemError, bad_param, decode_body, json_response, limit_param, read_body, served
 from .subscriber import authorize_user
 
-_read_all_decoder = msgspec.json.Decoder(ReadAllRequest)
+if TYPE_CHECKING:  # gateway.py imports this module
+    from .gateway import Gateway
+
+_read_all_decoder: msgspec.json.Decoder[ReadAllRequest] = msgspec.json.Decoder(ReadAllRequest)
 _NOTIFICATION_ID = "not a notification id (26 characters, Crockford base32)"
 
 
@@ -64,7 +67,7 @@ def _flag(name: str, value: str | None) -> bool:
     raise bad_param(name, "true or false")
 
 
-def blueprint(gw: Any) -> Blueprint:
+def blueprint(gw: Gateway) -> Blueprint:
     """The /v1/users/{user_id}/inbox routes."""
     bp = Blueprint("inbox", __name__)
 
@@ -76,21 +79,14 @@ def blueprint(gw: Any) -> Blueprint:
             raise ProblemError(Problem("Not Found", 404, f"no notification {nid} in the inbox of {user_id}"))
         return row
 
-    async def record_read(user_id: str, ids: list[str], at_ms: int) -> None:
-        """The web channel's status becomes `read` (durably) for these notifications."""
-        events = tuple(
-            StatusEvent(
-                nid, user_id, Channel.WEB, Status.READ, at_ms, detail="marked read", created_ms=notification_id_ms(nid),
-                client=True,
-            )
-            for nid in ids
-        )
-        await ask(gw.recorder.send, lambda reply: RecordEvents(events, (), reply))
+    async def change(wanted: InboxChange) -> InboxChanged:
+        """Ask the Recorder for an inbox change; what changed, once it is durable (a read's `read` statuses too)."""
+        return await ask(gw.recorder.send, lambda reply: ChangeInbox(wanted, reply))
 
     async def broadcast(user_id: str, kind: str, frame: bytes) -> None:
         """Push an inbox-state frame to the user's open sessions (skipped if the node is stopping)."""
         try:
-            await gw.registry.send(Broadcast(user_id, kind, frame))
+            await served(gw.registry, "registry mailbox").send(Broadcast(user_id, kind, frame))
         except MailboxClosed:
             pass
 
@@ -105,7 +101,7 @@ def blueprint(gw: Any) -> Blueprint:
             rows, cursor = await gw.logstore.inbox_page(
                 user_id, unread=unread, archived=archived, cursor=args.get("cursor"), limit=limit
             )
-        except ValueError as exc:
+        except InvalidCursor as exc:
             raise bad_param("cursor", str(exc)) from None
         return json_response(InboxPage([inbox_item(r) for r in rows], cursor))
 
@@ -121,10 +117,9 @@ def blueprint(gw: Any) -> Blueprint:
         _check_user(user_id)
         await entry_of(user_id, nid)
         now = wall_ms()
-        changed = await gw.logstore.inbox_mark_read(user_id, [nid], now)
-        if changed:
-            await record_read(user_id, changed, now)
-            await broadcast(user_id, "read", frame_encoder.encode(ReadFrame(changed, iso(now))))
+        changed = await change(InboxChange(user_id, InboxAction.READ, now, ids=(nid,)))
+        if changed.ids:
+            await broadcast(user_id, "read", frame_encoder.encode(ReadFrame(list(changed.ids), iso(now))))
         return json_response(inbox_item(await entry_of(user_id, nid)))
 
     @bp.post("/v1/users/<user_id>/inbox/read_all")
@@ -139,11 +134,11 @@ def blueprint(gw: Any) -> Blueprint:
             if await gw.logstore.inbox_get(user_id, wanted.through) is None:
                 raise ProblemError(Problem("Not Found", 404, f"no notification {wanted.through} in the inbox of {user_id}"))
         now = wall_ms()
-        changed, through = await gw.logstore.inbox_mark_all_read(user_id, now, wanted.through)
-        if changed:
-            await record_read(user_id, changed, now)
-            await broadcast(user_id, "read_all", frame_encoder.encode(ReadAllFrame(through, len(changed), iso(now))))
-        return json_response(ReadAllResult(len(changed), through, iso(now)))
+        changed = await change(InboxChange(user_id, InboxAction.READ_ALL, now, through=wanted.through))
+        count, through = len(changed.ids), changed.through
+        if count:
+            await broadcast(user_id, "read_all", frame_encoder.encode(ReadAllFrame(through, count, iso(now))))
+        return json_response(ReadAllResult(count, through, iso(now)))
 
     @bp.post("/v1/users/<user_id>/inbox/<nid>/archive")
     async def post_archive(user_id: str, nid: str) -> Response:
@@ -151,7 +146,7 @@ def blueprint(gw: Any) -> Blueprint:
         _check_user(user_id)
         await entry_of(user_id, nid)
         now = wall_ms()
-        if await gw.logstore.inbox_archive(user_id, [nid], now):
+        if (await change(InboxChange(user_id, InboxAction.ARCHIVE, now, ids=(nid,)))).ids:
             await broadcast(user_id, "archived", frame_encoder.encode(ArchivedFrame([nid], iso(now))))
         return json_response(inbox_item(await entry_of(user_id, nid)))
 

@@ -26,6 +26,7 @@ from protocol.problems import Problem
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
+from reactor.ports import InvalidCursor
 
 from ..domain.api_keys import Caller
 from ..domain.tokens import issue_token
@@ -140,7 +141,7 @@ def blueprint(gw: Gateway) -> Blueprint:
             rows, cursor = await gw.logstore.history(
                 user_id, channel=channel, since_ms=since_ms, until_ms=until_ms, cursor=args.get("cursor"), limit=limit
             )
-        except ValueError as exc:
+        except InvalidCursor as exc:
             raise bad_param("cursor", str(exc)) from None
         items = [
             HistoryItem(

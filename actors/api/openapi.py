@@ -212,7 +212,10 @@ DEVICE_TOKEN = Param(
     "The push device token, as registered.", True,
 )
 CHANNEL = Param("channel", "query", {"type": "string", "enum": [c.value for c in Channel]}, "Only this channel.")
-CURSOR = Param("cursor", "query", {"type": "string", "minLength": 1}, "The `next_cursor` of the previous page (absent: the first page).")
+CURSOR = Param(
+    "cursor", "query", {"type": "string", "minLength": 1},
+    "The `next_cursor` of the previous page of this user's listing (absent: the first page); another is a 400.",
+)
 
 
 def limit(default: int) -> Param:

@@ -7,6 +7,7 @@
     tokens.py           signed tokens (subscriber, unsubscribe) and the signing key ring's rotation
     api_keys.py         the API key format, what is stored of a key, who a request is from
     fingerprints.py     what makes two requests with one Idempotency-Key the same request
+    write_planner.py    the Recorder's: status events and inbox changes -> the log store's write plan
 
 Anything in actors/ may import domain; domain imports protocol and itself only.
 """

@@ -21,7 +21,7 @@ from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Bus, DeadLetter, DlqFilter, Store
 
-from ..messages import RecordEvents
+from ..messages import RecordEvents, RecorderMessage
 
 PAGE = 200
 log = logging.getLogger("herald.dlq")
@@ -40,7 +40,7 @@ class Progress:
 
 
 class DeadLetters:
-    def __init__(self, store: Store, bus: Bus, recorder: Mailbox[RecordEvents]) -> None:
+    def __init__(self, store: Store, bus: Bus, recorder: Mailbox[RecorderMessage]) -> None:
         self.store = store
         self.bus = bus
         self.recorder = recorder

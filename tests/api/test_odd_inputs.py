@@ -11,13 +11,10 @@ import json
 
 import trio
 
+from reactor.backends.embedded.log_store import encode_cursor, encode_inbox_cursor
 from tests.helpers import http, running_node, web_notification
 
 HUGE = "99999999999999999999"  # past SQLite's 64-bit INTEGER
-
-
-def cursor_of(key: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
 def assert_bad_request(response, field: str) -> None:
@@ -41,11 +38,30 @@ async def test_out_of_range_numbers_and_unicode_digits_are_refused(tmp_path):
 
 async def test_cursors_out_of_range_or_nested_too_deep_are_refused(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
-        for cursor in (cursor_of([10**30, "x", "y"]), cursor_of([-(10**30), "x", "y"])):
+        for cursor in (encode_cursor("u1", 10**30, "x", "y"), encode_cursor("u1", -(10**30), "x", "y")):
             assert_bad_request(await client.get("/v1/users/u1/notifications", params={"cursor": cursor}), "cursor")
         deep = base64.urlsafe_b64encode(b"[" * 5000).decode()
-        for cursor in (cursor_of([10**30, "x"]), deep):
+        for cursor in (encode_inbox_cursor("u1", 10**30, "x"), deep):
             assert_bad_request(await client.get("/v1/users/u1/inbox", params={"cursor": cursor}), "cursor")
+
+
+async def test_another_users_cursor_or_another_listings_is_a_400_naming_it(tmp_path):
+    async with running_node(tmp_path) as herald, http(herald) as client:
+        for user in ("u1", "u2"):
+            for i in range(3):
+                assert (await client.post("/v1/notifications", json=web_notification(user, f"n{i}"))).status_code == 202
+        with trio.fail_after(10):  # the inbox rows are written once the web channel delivered
+            while len(await herald.logstore.inbox_after("u1", None)) < 3:
+                await trio.sleep(0.02)
+        history = (await client.get("/v1/users/u1/notifications", params={"limit": 2})).json()["next_cursor"]
+        inbox = (await client.get("/v1/users/u1/inbox", params={"limit": 2})).json()["next_cursor"]
+        assert history and inbox
+        assert (await client.get("/v1/users/u1/notifications", params={"cursor": history})).status_code == 200
+        assert (await client.get("/v1/users/u1/inbox", params={"cursor": inbox})).status_code == 200
+        assert_bad_request(await client.get("/v1/users/u2/notifications", params={"cursor": history}), "cursor")
+        assert_bad_request(await client.get("/v1/users/u2/inbox", params={"cursor": inbox}), "cursor")
+        assert_bad_request(await client.get("/v1/users/u1/inbox", params={"cursor": history}), "cursor")
+        assert_bad_request(await client.get("/v1/users/u1/notifications", params={"cursor": inbox}), "cursor")
 
 
 async def test_a_method_the_path_does_not_take_is_a_405_with_allow(tmp_path):

@@ -18,6 +18,8 @@ from protocol.lifecycle import Status
 from protocol.messages import InboxEntry, StatusEvent
 from reactor.backends.embedded import SqliteLogStore
 from reactor.backends.embedded.log_store import encode_cursor
+from reactor.ports import InvalidCursor
+from tests.logstore_writes import WritingLogStore
 
 pytestmark = pytest.mark.trio
 
@@ -45,8 +47,8 @@ def ev(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteLogStore]:
-    s = SqliteLogStore(tmp_path / "log.db")
+async def store(tmp_path: Path) -> AsyncIterator[WritingLogStore]:
+    s = WritingLogStore(SqliteLogStore(tmp_path / "log.db"))
     await s.open()
     try:
         yield s
@@ -54,22 +56,29 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteLogStore]:
         await s.close()
 
 
-async def test_history_rejects_a_malformed_cursor(store: SqliteLogStore) -> None:
+async def test_history_rejects_a_malformed_cursor(store: WritingLogStore) -> None:
     await store.record([ev(nid(T0), Status.QUEUED, T0)])
-    bad = ["", "!!!", "not base64 at all", "e30", encode_cursor(1, "x", "y")[:-3] + "@@@",
-           "WzEsMl0", "WyJhIiwiYiIsImMiXQ", "W3RydWUsImEiLCJiIl0", "\u00e9\u00e9\u00e9\u00e9"]
+    bad = ["", "!!!", "not base64 at all", "e30", encode_cursor("u1", 1, "x", "y")[:-3] + "@@@",
+           "WzEsMl0", "WyJhIiwiYiIsImMiXQ", "W3RydWUsImEiLCJiIl0", "\u00e9\u00e9\u00e9\u00e9",
+           encode_cursor("u1", True, "a", "b"), encode_cursor("u1", 2**63, "a", "b")]
     # e30 = {}, WzEsMl0 = [1,2], WyJhIiwiYiIsImMiXQ = ["a","b","c"], W3RydWUsImEiLCJiIl0 = [true,"a","b"]
     for cursor in bad:
-        with pytest.raises(ValueError, match="invalid cursor"):
+        with pytest.raises(InvalidCursor, match="invalid cursor"):
             await store.history("u1", cursor=cursor)
-    rows, _ = await store.history("u1", cursor=encode_cursor(T0 + 1, "", ""))
+        with pytest.raises(InvalidCursor, match="invalid cursor"):  # an inbox cursor is the backend's too
+            await store.inbox_page("u1", cursor=cursor)
+    with pytest.raises(InvalidCursor):  # a history cursor is no inbox cursor
+        await store.inbox_page("u1", cursor=encode_cursor("u1", T0 + 1, "", ""))
+    with pytest.raises(InvalidCursor, match="not one of this user's history pages"):  # nor another user's
+        await store.history("u2", cursor=encode_cursor("u1", T0 + 1, "", ""))
+    rows, _ = await store.history("u1", cursor=encode_cursor("u1", T0 + 1, "", ""))
     assert len(rows) == 1
 
 
 async def test_a_closed_store_refuses_calls_closes_twice_and_opens_again(tmp_path: Path) -> None:
     path = tmp_path / "durable.db"
     n = nid(T0)
-    store = SqliteLogStore(path)
+    store = WritingLogStore(SqliteLogStore(path))
     await store.open()
     await store.record([ev(n, Status.QUEUED, T0), ev(n, Status.SENT, T0 + 1)], [InboxEntry(n, "u1", T0, "hi")])
     await store.close()
@@ -113,7 +122,7 @@ async def test_a_timeline_from_before_steps_is_migrated_in_place(tmp_path: Path)
                     [(n, "queued", T0, T0 + 3), (m, "delivered", T0, T0 + 3)])
     old.commit()
     old.close()
-    store = SqliteLogStore(path)
+    store = WritingLogStore(SqliteLogStore(path))
     await store.open()
     try:
         assert [(e.status, e.at_ms - T0) for e in await store.events(n)] == [

@@ -25,6 +25,7 @@ from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import StatusEvent
 from reactor.backends.embedded import SqliteLogStore
+from tests.logstore_writes import WritingLogStore
 from reactor.clock import wall_ms
 from tests.helpers import http, receive_json, running_node, token_for
 from tests.realtime.streams import open_ws, send_web, subscriber_client, wait_unread, ws_sync
@@ -45,7 +46,7 @@ async def everything_about(store: SqliteLogStore, nid: str, user: str) -> tuple[
 
 
 async def test_a_client_event_never_creates_a_row_nor_touches_another_users(tmp_path):
-    store = SqliteLogStore(tmp_path / "logs.sqlite3")
+    store = WritingLogStore(SqliteLogStore(tmp_path / "logs.sqlite3"))
     await store.open()
     try:
         unknown, bobs, alices = IDS[0], IDS[1], IDS[2]

@@ -13,6 +13,7 @@ import msgspec
 from protocol.ids import make_notification_id
 from protocol.messages import InboxEntry
 from reactor.backends.embedded import SqliteLogStore
+from tests.logstore_writes import WritingLogStore
 
 T0 = 1_704_067_200_000
 IDS = [make_notification_id(T0 + i, i) for i in range(10)]
@@ -37,7 +38,7 @@ async def test_an_inbox_made_before_read_state_is_migrated_in_place(tmp_path):
     old.execute("INSERT INTO web_inbox VALUES (?, ?, ?, ?, ?)", ("u1", IDS[0], T0, 10, msgspec.json.encode(entry(0))))
     old.commit()
     old.close()
-    store = SqliteLogStore(path)
+    store = WritingLogStore(SqliteLogStore(path))
     await store.open()
     try:
         assert [e.notification_id for e in await store.inbox_after("u1", None)] == [IDS[0]]
@@ -47,7 +48,7 @@ async def test_an_inbox_made_before_read_state_is_migrated_in_place(tmp_path):
         assert await store.inbox_mark_read("u1", [IDS[0]], T0) == [IDS[0]]
     finally:
         await store.close()
-    store = SqliteLogStore(path)  # opening a migrated file again keeps what it holds
+    store = WritingLogStore(SqliteLogStore(path))  # opening a migrated file again keeps what it holds
     await store.open()
     try:
         row = await store.inbox_get("u1", IDS[0])

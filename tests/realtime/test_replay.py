@@ -27,6 +27,7 @@ from protocol.messages import InboxEntry
 from reactor.ask import ask
 from reactor.backends.embedded import MemoryBroker, MemoryState, SqliteLogStore
 from reactor.mailbox import Mailbox
+from tests.logstore_writes import WritingLogStore
 
 T0 = 1_704_067_200_000
 IDS = [make_notification_id(T0 + i, i) for i in range(12)]
@@ -39,7 +40,7 @@ def entry(i: int, user: str = "u1") -> InboxEntry:
 class Node:
     """A registry actor and a log store, as the transports see them."""
 
-    def __init__(self, registry: ConnectionRegistry, logstore: SqliteLogStore) -> None:
+    def __init__(self, registry: ConnectionRegistry, logstore: WritingLogStore) -> None:
         self.registry = registry
         self.mailbox = registry.mailbox
         self.logstore = logstore
@@ -72,7 +73,7 @@ class Node:
 
 @asynccontextmanager
 async def node(tmp_path, recent: int = 64, state: MemoryState | None = None) -> AsyncIterator[Node]:
-    logstore = SqliteLogStore(tmp_path / "logs.sqlite3")
+    logstore = WritingLogStore(SqliteLogStore(tmp_path / "logs.sqlite3"))
     await logstore.open()
     try:
         async with edge(logstore, state or MemoryState(), recent) as n:
@@ -82,7 +83,7 @@ async def node(tmp_path, recent: int = 64, state: MemoryState | None = None) -> 
 
 
 @asynccontextmanager
-async def edge(logstore: SqliteLogStore, state: MemoryState, recent: int = 64, broker: MemoryBroker | None = None) -> AsyncIterator[Node]:
+async def edge(logstore: WritingLogStore, state: MemoryState, recent: int = 64, broker: MemoryBroker | None = None) -> AsyncIterator[Node]:
     """A registry on a State, a Broker and a log store that other edges may share."""
     registry = ConnectionRegistry(Mailbox("registry", 64), broker or MemoryBroker(), RecentPushes(state, recent))
     async with trio.open_nursery() as nursery:
@@ -201,7 +202,7 @@ async def test_recent_pushes_are_bounded_per_user_and_in_all_least_recently_push
 
 
 async def test_a_client_resumes_on_another_edge_from_an_id_whose_inbox_row_is_not_written_yet(tmp_path):
-    logstore = SqliteLogStore(tmp_path / "logs.sqlite3")
+    logstore = WritingLogStore(SqliteLogStore(tmp_path / "logs.sqlite3"))
     await logstore.open()
     state = MemoryState()  # the State the edges share
     try:

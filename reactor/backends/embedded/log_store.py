@@ -1,55 +1,74 @@
 """The embedded LogStore backend: SQLite, with a schema that mirrors the Cassandra one.
 
-Tables (the Cassandra layout in spirit: one table per query, keyed for that query):
+It applies write plans (protocol/write_plan.py) and answers reads; it decides nothing:
+the lifecycle, the timeline's order, the counters and the inbox changes are the
+Recorder's (actors/domain/write_planner.py). Tables (the Cassandra layout in spirit: one
+table per query, keyed for that query):
 
 - notification_logs: a user's history, clustered by (created_ms, notification_id, channel)
-  and read newest first. `metadata` is a JSON object holding the last transition's
-  `detail`; `template_id` is the template tag ("welcome@3#B": template, version, A/B
-  variant) of a notification rendered from a template, NULL otherwise.
-- notification_status: the current status of each (notification_id, channel).
-- notification_events: the attempt timeline, one row per step. `step` is the row's place in
-  lifecycle order (protocol.lifecycle.position: the round, then the status's rank), and
-  the timeline is read ordered by (step, at_ms): a step recorded after a later one (the
-  consumer's `sent` after an immediate ack) is shown before it, at the later step's time
-  at the latest. A replay from the dead-letter queue starts the next round, so a second
-  dead-lettering is a row of its own. Unique per (notification, channel, step, status,
-  detail): a redelivered event adds nothing.
+  and read newest first. `metadata` is a JSON object holding the last move's `detail`;
+  `template_id` is the template tag ("welcome@3#B": template, version, A/B variant) of a
+  notification rendered from a template, NULL otherwise.
+- notification_status: the current status of each (notification_id, channel), with its
+  `step` (protocol.lifecycle.position: the round, then the status's rank), which a move's
+  guard is checked against.
+- notification_events: the attempt timeline, one row per step, unique per (notification,
+  channel, step, status, detail): an AddStep already there adds nothing.
 - daily_notification_stats: sent/delivered/failed counters per UTC date, channel and hour.
+  A plan's CountOnce is counted in the transaction that applies the move of its key, and
+  only if that move applies (once per mark): applied again, the move's guard no longer
+  holds and nothing is counted. (A backend without transactions keeps marks instead:
+  protocol/write_plan.py.)
 - web_inbox: web notifications kept per user (msgspec JSON of InboxEntry), for sync and the
   inbox API, with their read and archived times (columns added in place to an older file).
 
-Client events (StatusEvent.client: a subscriber's ack or read) only advance a row that
-exists and belongs to the event's user; one for an unknown notification, or another
-user's, or one that moves nothing (a second tab's ack), is dropped whole (no status, log,
-timeline or counter row).
+A plan is applied in one transaction, so a crash leaves all of it or none; each operation
+is idempotent anyway (the port's contract: reactor/ports.py, LogStore.apply).
 
-Durability: the PartitionConsumer commits bus offsets only after `record()` returns, so
-a committed transaction must survive a power loss. The database runs in WAL mode with
-synchronous=FULL (NORMAL may lose the last transactions on power loss in WAL mode).
+Cursors: url-safe base64 of a JSON list: the listing ("history", "inbox"), a short digest
+of the user it was handed out for, then the last row's sort key. A cursor of another
+listing or another user, or one that does not decode to that shape, is InvalidCursor.
+
+Durability: the PartitionConsumer commits bus offsets only after the Recorder's answer,
+which comes after `apply()` returns, so a committed transaction must survive a power
+loss. The database runs in WAL mode with synchronous=FULL (NORMAL may lose the last
+transactions on power loss in WAL mode).
 
 Concurrency: one writer connection and one read connection, each used by one worker
-thread at a time (a trio.Lock each); each call is a single trio.to_thread hop, so reads
-never wait behind a write transaction (WAL readers see the last committed snapshot).
+thread at a time (a trio.Lock each); each call is a single trio.to_thread hop. The
+Recorder's reads (key_states, inbox_unread) run on the writer connection, so they see
+every plan applied and never wait behind the API's reads; the API's reads run on the
+read connection and never wait behind a write transaction (WAL readers see the last
+committed snapshot).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
+import hashlib
 import json
 import sqlite3
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import msgspec
 import trio
 
-from protocol.lifecycle import RANK, ROUND_SIZE, Status, Step, position, round_of, timeline_step
-from protocol.messages import InboxEntry, StatusEvent
+from protocol.lifecycle import RANK, ROUND_SIZE, Status
+from protocol.messages import InboxEntry
+from protocol.write_plan import (
+    Counter,
+    InboxField,
+    KeyState,
+    MoveStatus,
+    StatusKey,
+    TimelineRow,
+    UnreadThrough,
+    WritePlan,
+)
 
-from reactor.ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, InvalidCursor, StatusRow
 
 T = TypeVar("T")
 
@@ -77,6 +96,7 @@ CREATE TABLE IF NOT EXISTS notification_status (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
     detail TEXT NOT NULL DEFAULT '',
+    step INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (notification_id, channel)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notification_events (
@@ -109,45 +129,22 @@ CREATE TABLE IF NOT EXISTS web_inbox (
 CREATE INDEX IF NOT EXISTS web_inbox_by_seq ON web_inbox (user_id, seq);
 """
 
-_LOAD_STATUS = f"""
-SELECT notification_id, channel, user_id, status, priority, created_ms,
-    COALESCE((SELECT MAX(step) FROM notification_events e
-              WHERE e.notification_id = s.notification_id AND e.channel = s.channel), 0) / {ROUND_SIZE}
-FROM notification_status s
+
+
+# The stored status of some notifications' channels.
+_STATUSES = """
+SELECT notification_id, channel, user_id, status, priority, created_ms, step FROM notification_status
 WHERE notification_id IN (SELECT value FROM json_each(?))
 """
-
-_UPSERT_STATUS = """
-INSERT INTO notification_status
-    (notification_id, channel, user_id, status, priority, created_ms, updated_ms, detail)
-VALUES (:nid, :channel, :user_id, :status, :priority, :created_ms, :updated_ms, :detail)
-ON CONFLICT (notification_id, channel) DO UPDATE SET
-    status = excluded.status, updated_ms = excluded.updated_ms, detail = excluded.detail
-"""
-
-_UPSERT_LOG = """
-INSERT INTO notification_logs
-    (user_id, created_ms, notification_id, channel, status, priority, template_id,
-     updated_ms, delivered_ms, error_message, metadata)
-VALUES (:user_id, :created_ms, :nid, :channel, :status, :priority, NULLIF(:template, ''),
-        :updated_ms, :delivered_ms, :error, json_object('detail', :detail))
-ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
-    status = excluded.status,
-    updated_ms = excluded.updated_ms,
-    delivered_ms = COALESCE(notification_logs.delivered_ms, excluded.delivered_ms),
-    error_message = excluded.error_message,
-    metadata = json_set(notification_logs.metadata, '$.detail', :detail),
-    template_id = COALESCE(excluded.template_id, notification_logs.template_id)
+# The timeline rows of some notifications (the caller keeps those of each channel's current round).
+_TIMELINES = """
+SELECT notification_id, channel, step, status, detail, at_ms FROM notification_events
+WHERE notification_id IN (SELECT value FROM json_each(?))
 """
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_ms, detail, step)
 VALUES (?, ?, ?, ?, ?, ?)
-"""
-
-# When the steps after a late one were reached: the late step is shown at that time at the latest.
-_LATER_STEP_MS = """
-SELECT MIN(at_ms) FROM notification_events WHERE notification_id = ? AND channel = ? AND step > ? AND step < ?
 """
 
 _BUMP_STATS = """
@@ -163,177 +160,215 @@ _INSERT_INBOX = """
 INSERT OR IGNORE INTO web_inbox (user_id, notification_id, created_ms, seq, payload) VALUES (?, ?, ?, ?, ?)
 """
 
-_SENT_OR_LATER = frozenset({Status.SENT, Status.DELIVERED, Status.OPENED, Status.READ})
-_DELIVERED_OR_LATER = frozenset({Status.DELIVERED, Status.OPENED, Status.READ})
-_FAILED = frozenset({Status.FAILED, Status.DEAD_LETTERED})
+_SET_INBOX_TIME = {
+    InboxField.READ: "UPDATE web_inbox SET read_ms = ? WHERE user_id = ? AND notification_id = ? AND read_ms IS NULL",
+    InboxField.ARCHIVED: "UPDATE web_inbox SET archived_ms = ? WHERE user_id = ? AND notification_id = ? AND archived_ms IS NULL",
+}
 
-_DAY_MS = 86_400_000
-_HOUR_MS = 3_600_000
-_EPOCH = dt.date(1970, 1, 1)
-
+_STATUS = {s.value: s for s in Status}
 _inbox_encoder = msgspec.json.Encoder()
-_inbox_decoder = msgspec.json.Decoder(InboxEntry)
+_inbox_decoder: msgspec.json.Decoder[InboxEntry] = msgspec.json.Decoder(InboxEntry)
 
 
-@lru_cache(maxsize=1024)
-def _utc_date(day: int) -> str:
-    """The UTC date YYYY-MM-DD of a day count since the epoch."""
-    return (_EPOCH + dt.timedelta(days=day)).isoformat()
+_GUARDS = 8  # guard slots of the move statements: a MoveStatus.after this long or shorter (padded with -1)
+_NO_STEP = -1  # pads the guard slots: no row has this step
 
 
-def _bucket(at_ms: int) -> tuple[str, int]:
-    """The (UTC date, hour) counter bucket of a timestamp."""
-    day, rest = divmod(at_ms, _DAY_MS)
-    return _utc_date(day), rest // _HOUR_MS
+def _guard(column: str, first: int) -> str:
+    """`column` equal to one of the guard's parameters (?first onwards); ORed equalities, cheaper than IN here."""
+    return "(" + " OR ".join(f"{column} = ?{i}" for i in range(first, first + _GUARDS)) + ")"
 
 
-def _counts(old: Status | None, new: Status) -> tuple[int, int, int]:
-    """The (sent, delivered, failed) increments of a status change."""
-    sent = int(new in _SENT_OR_LATER and old not in _SENT_OR_LATER)
-    delivered = int(new in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER)
-    failed = int(new in _FAILED and old not in _FAILED)
-    return sent, delivered, failed
+# A move of a row that may be missing: created if it is, else moved if its step is in the guard.
+_MOVE_OR_CREATE = f"""
+INSERT INTO notification_status (notification_id, channel, status, step, updated_ms, detail, user_id, priority, created_ms)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (notification_id, channel) DO UPDATE SET
+    status = excluded.status, step = excluded.step, updated_ms = excluded.updated_ms, detail = excluded.detail
+WHERE {_guard('notification_status.step', 10)}
+"""
+# A move of a row that must exist: moved if its step is in the guard.
+_MOVE = f"""
+UPDATE notification_status SET status = ?3, step = ?4, updated_ms = ?5, detail = ?6
+WHERE notification_id = ?1 AND channel = ?2 AND {_guard('step', 7)}
+"""
+# The user's history row of a move that was applied: the same status, and what only the history keeps.
+_UPSERT_LOG = """
+INSERT INTO notification_logs
+    (user_id, created_ms, notification_id, channel, status, priority, template_id,
+     updated_ms, delivered_ms, error_message, metadata)
+VALUES (?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, json_object('detail', ?))
+ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
+    status = excluded.status,
+    updated_ms = excluded.updated_ms,
+    delivered_ms = COALESCE(notification_logs.delivered_ms, excluded.delivered_ms),
+    error_message = excluded.error_message,
+    metadata = json_set(notification_logs.metadata, '$.detail', json_extract(excluded.metadata, '$.detail')),
+    template_id = COALESCE(excluded.template_id, notification_logs.template_id)
+"""
+_COUNTER_COLUMN = {Counter.SENT: 0, Counter.DELIVERED: 1, Counter.FAILED: 2}
 
 
-def _encode_key(*parts: int | str) -> str:
-    """An opaque, url-safe cursor for a row's sort key."""
-    raw = json.dumps(list(parts), separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _move_params(m: MoveStatus) -> tuple[Any, ...]:
+    """A move's parameters: for _MOVE_OR_CREATE (?1 to ?17) if it may create its row, else for _MOVE (?1 to ?14)."""
+    if len(m.after) > _GUARDS:
+        raise ValueError(f"a MoveStatus guard holds more than {_GUARDS} steps")  # no plan's does: no status has that many before it
+    guard = (*m.after, *(_NO_STEP,) * (_GUARDS - len(m.after)))
+    if m.create:
+        return (
+            m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, m.user_id, m.priority, m.created_ms,
+            *guard,
+        )
+    return (m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, *guard)
 
 
-def _decode_key(cursor: str, shape: tuple[type, ...]) -> list[int | str]:
-    """The sort key in a cursor, checked against `shape`; ValueError("invalid cursor") if it does not fit."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
-        raise ValueError("invalid cursor") from None
-    if not isinstance(key, list) or len(key) != len(shape):
-        raise ValueError("invalid cursor")
-    for part, kind in zip(key, shape):
-        # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
-        if type(part) is not kind or (isinstance(part, int) and not -(2**63) <= part < 2**63):
-            raise ValueError("invalid cursor")
-    return key
+def _moves(db: sqlite3.Connection, moves: Sequence[MoveStatus]) -> list[MoveStatus]:
+    """Write each move to its status row if its guard holds (creating the row if it may); the moves written.
+
+    All at once first, as a plan from the state just read moves everything it names; if some guard
+    did not hold (the plan applied again, or stale), undone and done one by one to learn which.
+    """
+    params = [_move_params(m) for m in moves]
+    creating = [p for m, p in zip(moves, params) if m.create]
+    updating = [p for m, p in zip(moves, params) if not m.create]
+    db.execute("SAVEPOINT moves")
+    before = db.total_changes
+    db.executemany(_MOVE_OR_CREATE, creating)
+    db.executemany(_MOVE, updating)
+    if db.total_changes - before == len(moves):
+        db.execute("RELEASE moves")
+        return list(moves)
+    db.execute("ROLLBACK TO moves")
+    db.execute("RELEASE moves")
+    return [m for m, p in zip(moves, params) if db.execute(_MOVE_OR_CREATE if m.create else _MOVE, p).rowcount > 0]
 
 
-def encode_cursor(created_ms: int, notification_id: str, channel: str) -> str:
-    """An opaque, url-safe cursor for a history row's sort key."""
-    return _encode_key(created_ms, notification_id, channel)
+def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
+    """Apply a write plan as one transaction on the writer connection.
 
-
-def decode_cursor(cursor: str) -> tuple[int, str, str]:
-    """The sort key in a cursor; raises ValueError("invalid cursor") if malformed."""
-    created_ms, notification_id, channel = _decode_key(cursor, (int, str, str))
-    return int(created_ms), str(notification_id), str(channel)
-
-
-class _Key(msgspec.Struct):
-    """The state of one (notification, channel) while a batch is applied."""
-
-    user_id: str
-    priority: str
-    created_ms: int
-    status: Status
-    round: int = 0  # replays from the dead-letter queue so far: the timeline's round
-    changed: bool = False
-    updated_ms: int = 0
-    detail: str = ""
-    delivered_ms: int | None = None
-    template: str = ""
-
-
-_Row = tuple[str, str, str, int, str, int]  # a timeline row: (notification_id, channel, status, at_ms, detail, step)
-
-
-def _flush(db: sqlite3.Connection, pending: list[_Row]) -> None:
-    """Insert the batch's timeline rows so far, so that a query sees them."""
-    db.executemany(_INSERT_EVENT, pending)
-    pending.clear()
-
-
-def _late_at_ms(db: sqlite3.Connection, pending: list[_Row], nid: str, channel: str, step: int, at_ms: int) -> int:
-    """The time to show a late step at: its own, or when the first later step of its round was reached if earlier."""
-    _flush(db, pending)
-    end = (round_of(step) + 1) * ROUND_SIZE
-    (later_ms,) = db.execute(_LATER_STEP_MS, (nid, channel, step, end)).fetchone()
-    return at_ms if later_ms is None else min(at_ms, later_ms)
-
-
-def _started_this_round(db: sqlite3.Connection, pending: list[_Row], e: StatusEvent, step: int) -> bool:
-    """Whether this replay event is the one that started the current round (redelivered: not a new replay)."""
-    _flush(db, pending)
-    return db.execute(
-        "SELECT 1 FROM notification_events WHERE notification_id = ? AND channel = ? AND step = ? AND status = ? AND detail = ?",
-        (e.notification_id, e.channel.value, step, e.status.value, e.detail),
-    ).fetchone() is not None
-
-
-def _apply(db: sqlite3.Connection, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry]) -> None:
-    """Run one record() batch as one transaction on the writer connection."""
-    ids = sorted({e.notification_id for e in events})
+    One transaction, so nothing of a plan is ever applied in part: each move is written if its
+    guard holds, then its history row, and the plan's counts of that move's key are counted only
+    then (once per mark), so a plan applied again (its moves' guards no longer hold) counts nothing.
+    """
     db.execute("BEGIN IMMEDIATE")
     try:
-        keys: dict[tuple[str, str], _Key] = {}
-        if ids:
-            for nid, channel, user_id, status, priority, created_ms, round_ in db.execute(_LOAD_STATUS, (json.dumps(ids),)):
-                keys[(nid, channel)] = _Key(user_id, priority, created_ms, Status(status), round_)
-        timeline: list[_Row] = []
-        stats: dict[tuple[str, str, int], list[int]] = {}
-        for e in events:
-            channel = e.channel.value
-            key = keys.get((e.notification_id, channel))
-            if e.client and (key is None or key.user_id != e.user_id):
-                continue  # a client's ack or read never creates a row, nor touches another user's
-            old = None if key is None else key.status
-            step = timeline_step(old, e.status, replay=e.replay)
-            if step is Step.REPLAYED and key is not None and _started_this_round(db, timeline, e, position(key.round, e.status)):
-                step = Step.LATE  # the replay that started this round, redelivered: already applied
-            if e.client and step is not Step.ADVANCE:
-                continue  # a client's event that moves nothing (a second tab's ack, an ack after a read) adds nothing
-            if key is None:
-                key = keys[(e.notification_id, channel)] = _Key(
-                    e.user_id, e.priority.value, e.created_ms or e.at_ms, e.status
-                )
-            if step is Step.REPLAYED:
-                key.round += 1
-            row_step, at_ms = position(key.round, e.status), e.at_ms
-            if step is Step.LATE or step is Step.CONFLICT:  # it may sort before steps already there
-                at_ms = _late_at_ms(db, timeline, e.notification_id, channel, row_step, at_ms)
-            timeline.append((e.notification_id, channel, e.status.value, at_ms, e.detail, row_step))
-            if step is not Step.ADVANCE and step is not Step.REPLAYED:
-                continue  # kept in the timeline; the status does not move
-            key.status, key.changed, key.updated_ms, key.detail = e.status, True, e.at_ms, e.detail
-            key.template = e.template or key.template
-            if e.status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
-                key.delivered_ms = e.at_ms
-            bump = _counts(old, e.status)
-            if any(bump):
-                date, hour = _bucket(e.at_ms)
-                counter = stats.setdefault((date, channel, hour), [0, 0, 0])
-                for i, n in enumerate(bump):
-                    counter[i] += n
-        rows = [
-            {
-                "nid": nid, "channel": channel, "user_id": k.user_id, "status": k.status.value,
-                "priority": k.priority, "created_ms": k.created_ms, "updated_ms": k.updated_ms,
-                "detail": k.detail, "delivered_ms": k.delivered_ms,
-                "error": k.detail if k.status in _FAILED else "", "template": k.template,
-            }
-            for (nid, channel), k in keys.items()
-            if k.changed
-        ]
-        db.executemany(_UPSERT_STATUS, rows)
-        db.executemany(_UPSERT_LOG, rows)
-        db.executemany(_INSERT_EVENT, timeline)
-        db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
-        db.executemany(
-            _INSERT_INBOX,
-            [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in inbox],
-        )
+        if plan.inbox:
+            db.executemany(
+                _INSERT_INBOX,
+                [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in plan.inbox],
+            )
+        if plan.steps:
+            db.executemany(
+                _INSERT_EVENT,
+                [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
+            )
+        moved = _moves(db, plan.moves) if plan.moves else []
+        if moved:
+            db.executemany(
+                _UPSERT_LOG,
+                [
+                    (m.user_id, m.created_ms, m.notification_id, m.channel, m.status.value, m.priority, m.template,
+                     m.updated_ms, m.delivered_ms, m.error, m.detail)
+                    for m in moved
+                ],
+            )
+        if plan.counts and moved:
+            applied = {(m.notification_id, m.channel) for m in moved}
+            stats: dict[tuple[str, str, int], list[int]] = {}
+            marks: set[tuple[str, str, int, Counter]] = set()
+            for c in plan.counts:
+                mark = (c.notification_id, c.channel, c.round, c.counter)
+                if (c.notification_id, c.channel) in applied and mark not in marks:
+                    marks.add(mark)
+                    stats.setdefault((c.date, c.channel, c.hour), [0, 0, 0])[_COUNTER_COLUMN[c.counter]] += 1
+            db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
+        for field, sql in _SET_INBOX_TIME.items():
+            rows = [(t.at_ms, t.user_id, t.notification_id) for t in plan.inbox_times if t.field is field]
+            if rows:
+                db.executemany(sql, rows)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _key_states(db: sqlite3.Connection, keys: Sequence[StatusKey], timeline: bool) -> list[KeyState]:
+    """The stored state of these (notification, channel) keys that have a row (with their round's timeline)."""
+    wanted = set(keys)
+    ids = (json.dumps(sorted({k[0] for k in wanted})),)
+    found = {
+        (nid, channel): (user_id, priority, created_ms, _STATUS[status], step // ROUND_SIZE)
+        for nid, channel, user_id, status, priority, created_ms, step in db.execute(_STATUSES, ids)
+        if (nid, channel) in wanted
+    }
+    if not timeline:
+        return [KeyState(nid, channel, *state) for (nid, channel), state in found.items()]
+    rows: dict[StatusKey, list[TimelineRow]] = {key: [] for key in found}
+    for nid, channel, step, status, detail, at_ms in db.execute(_TIMELINES, ids):
+        state = found.get((nid, channel))
+        if state is not None and step // ROUND_SIZE == state[4]:  # the current round's rows only
+            rows[(nid, channel)].append(TimelineRow(step, _STATUS[status], detail, at_ms))
+    return [KeyState(nid, channel, *state, tuple(rows[(nid, channel)])) for (nid, channel), state in found.items()]
+
+
+def _unread_through(db: sqlite3.Connection, user_id: str, through_id: str | None) -> UnreadThrough:
+    """The unread entries (neither read nor archived) up to through_id (or the newest entry), in delivery order."""
+    if through_id is None:
+        top = db.execute(
+            "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? ORDER BY seq DESC, notification_id DESC LIMIT 1",
+            (user_id,),
+        ).fetchone()
+    else:
+        top = db.execute(
+            "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? AND notification_id = ?", (user_id, through_id)
+        ).fetchone()
+    if top is None:
+        return UnreadThrough(user_id, through_id, (), None)
+    ids = db.execute(
+        "SELECT notification_id FROM web_inbox WHERE user_id = ? AND read_ms IS NULL AND archived_ms IS NULL"
+        " AND (seq, notification_id) <= (?, ?) ORDER BY seq, notification_id",
+        (user_id, *top),
+    ).fetchall()
+    return UnreadThrough(user_id, through_id, tuple(row[0] for row in ids), top[1])
+
+
+def _owner(user_id: str) -> str:
+    """A short digest of the user a cursor was handed out for: the cursor names its user without spelling the id."""
+    return hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+def _encode_key(listing: str, user_id: str, *parts: int | str) -> str:
+    """An opaque, url-safe cursor for a row's sort key in one user's listing ("history", "inbox")."""
+    raw = json.dumps([listing, _owner(user_id), *parts], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_key(cursor: str, listing: str, user_id: str, shape: tuple[type, ...]) -> list[int | str]:
+    """The sort key in a cursor of this user's listing, checked against `shape`; InvalidCursor if it is not one."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
+        raise InvalidCursor("invalid cursor") from None
+    if not isinstance(key, list) or len(key) != 2 + len(shape):
+        raise InvalidCursor("invalid cursor")
+    if key[0] != listing or key[1] != _owner(user_id):
+        raise InvalidCursor(f"invalid cursor: not one of this user's {listing} pages")
+    for part, kind in zip(key[2:], shape):
+        # type() is: a bool is not an int here; ints must fit SQLite's INTEGER
+        if type(part) is not kind or (isinstance(part, int) and not -(2**63) <= part < 2**63):
+            raise InvalidCursor("invalid cursor")
+    return key[2:]
+
+
+def encode_cursor(user_id: str, created_ms: int, notification_id: str, channel: str) -> str:
+    """An opaque, url-safe cursor for a row's sort key in the user's history."""
+    return _encode_key("history", user_id, created_ms, notification_id, channel)
+
+
+def decode_cursor(cursor: str, user_id: str) -> tuple[int, str, str]:
+    """The sort key in a cursor of the user's history; raises InvalidCursor if it is not one."""
+    created_ms, notification_id, channel = _decode_key(cursor, "history", user_id, (int, str, str))
+    return int(created_ms), str(notification_id), str(channel)
 
 
 def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
@@ -348,6 +383,7 @@ def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
         db.executescript(_SCHEMA)
         _migrate_inbox(db)
         _migrate_events(db)
+        _migrate_status(db)
     return db
 
 
@@ -361,6 +397,12 @@ UPDATE notification_events AS e SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * (
     WHERE p.notification_id = e.notification_id AND p.channel = e.channel AND p.status = 'queued'
       AND (p.detail LIKE ? OR p.detail LIKE ?) AND (p.at_ms, p.rowid) <= (e.at_ms, e.rowid)
 )
+"""
+# A status's step: its rank in the round of its timeline's last step (the round was not stored before).
+_MIGRATE_STATUS_STEPS = f"""
+UPDATE notification_status AS s SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * COALESCE((
+    SELECT MAX(step) FROM notification_events e WHERE e.notification_id = s.notification_id AND e.channel = s.channel
+) / {ROUND_SIZE}, 0)
 """
 
 
@@ -383,6 +425,20 @@ def _migrate_events(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_status(db: sqlite3.Connection) -> None:
+    """Store each status's step in a file from before it was stored (after _migrate_events; idempotent, one transaction)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(notification_status)")}
+    if "step" not in columns:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE notification_status ADD COLUMN step INTEGER NOT NULL DEFAULT 0")
+            db.execute(_MIGRATE_STATUS_STEPS)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
 def _migrate_inbox(db: sqlite3.Connection) -> None:
     """Add the read-state columns to a web_inbox created before they existed (idempotent)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(web_inbox)")}
@@ -395,61 +451,20 @@ def _migrate_inbox(db: sqlite3.Connection) -> None:
     )
 
 
-def encode_inbox_cursor(seq: int, notification_id: str) -> str:
-    """An opaque, url-safe cursor for an inbox row's position (delivery order)."""
-    return _encode_key(seq, notification_id)
+def encode_inbox_cursor(user_id: str, seq: int, notification_id: str) -> str:
+    """An opaque, url-safe cursor for a row's position (delivery order) in the user's inbox."""
+    return _encode_key("inbox", user_id, seq, notification_id)
 
 
-def decode_inbox_cursor(cursor: str) -> tuple[int, str]:
-    """The position in an inbox cursor; raises ValueError("invalid cursor") if malformed."""
-    seq, notification_id = _decode_key(cursor, (int, str))
+def decode_inbox_cursor(cursor: str, user_id: str) -> tuple[int, str]:
+    """The position in a cursor of the user's inbox; raises InvalidCursor if it is not one."""
+    seq, notification_id = _decode_key(cursor, "inbox", user_id, (int, str))
     return int(seq), str(notification_id)
 
 
 def _inbox_row(row: tuple[Any, ...]) -> InboxRow:
     """An InboxRow from (payload, read_ms, archived_ms)."""
     return InboxRow(_inbox_decoder.decode(row[0]), row[1], row[2])
-
-
-def _set_once(db: sqlite3.Connection, column: str, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-    """Set `column` (read_ms or archived_ms) on the listed entries where it is unset; the ids changed."""
-    rows = db.execute(
-        f"UPDATE web_inbox SET {column} = ? WHERE user_id = ? AND {column} IS NULL"
-        " AND notification_id IN (SELECT value FROM json_each(?)) RETURNING notification_id",
-        (at_ms, user_id, json.dumps(list(ids))),
-    ).fetchall()
-    changed = {row[0] for row in rows}
-    return [i for i in dict.fromkeys(ids) if i in changed]
-
-
-def _mark_all_read(db: sqlite3.Connection, user_id: str, at_ms: int, through_id: str | None) -> tuple[list[str], str | None]:
-    """Mark read every unread entry (not archived) up to through_id (or the newest entry) in one transaction."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if through_id is None:
-            top = db.execute(
-                "SELECT seq, notification_id FROM web_inbox WHERE user_id = ?"
-                " ORDER BY seq DESC, notification_id DESC LIMIT 1",
-                (user_id,),
-            ).fetchone()
-        else:
-            top = db.execute(
-                "SELECT seq, notification_id FROM web_inbox WHERE user_id = ? AND notification_id = ?", (user_id, through_id)
-            ).fetchone()
-        if top is None:
-            db.execute("COMMIT")
-            return [], None
-        # unread as inbox_unread_count counts it: neither read nor archived
-        where = "user_id = ? AND read_ms IS NULL AND archived_ms IS NULL AND (seq, notification_id) <= (?, ?)"
-        ids = [row[0] for row in db.execute(
-            f"SELECT notification_id FROM web_inbox WHERE {where} ORDER BY seq, notification_id", (user_id, *top)
-        )]
-        db.execute(f"UPDATE web_inbox SET read_ms = ? WHERE {where}", (at_ms, user_id, *top))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return ids, top[1]
 
 
 class SqliteLogStore:
@@ -498,11 +513,21 @@ class SqliteLogStore:
                 raise RuntimeError("SqliteLogStore is not open")
             return await trio.to_thread.run_sync(lambda: db.execute(sql, params).fetchall())
 
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        """Apply status events and inbox entries in one durable transaction."""
-        if not events and not inbox:
+    async def apply(self, plan: WritePlan) -> None:
+        """Apply a write plan in one durable transaction."""
+        if plan.is_empty():
             return
-        await self._write(lambda db: _apply(db, events, inbox))
+        await self._write(lambda db: _apply(db, plan))
+
+    async def key_states(self, keys: Sequence[StatusKey], *, timeline: bool = False) -> list[KeyState]:
+        """The stored status of each of these (notification, channel) keys that has one (with its round's timeline)."""
+        if not keys:
+            return []
+        return await self._write(lambda db: _key_states(db, keys, timeline))
+
+    async def inbox_unread(self, user_id: str, through_id: str | None = None) -> UnreadThrough:
+        """The user's unread entries delivered up to and including through_id (the newest entry when None)."""
+        return await self._write(lambda db: _unread_through(db, user_id, through_id))
 
     async def statuses(self, notification_id: str) -> list[StatusRow]:
         """The current status of each channel of a notification."""
@@ -538,7 +563,7 @@ class SqliteLogStore:
         if limit < 1:
             raise ValueError("limit must be positive")
         where: list[str] = ["user_id = ?"]
-        params: list[str | int] = [user_id]
+        params: list[Any] = [user_id]
         if channel is not None:
             where.append("channel = ?")
             params.append(channel)
@@ -550,7 +575,7 @@ class SqliteLogStore:
             params.append(until_ms)
         if cursor is not None:
             where.append("(created_ms, notification_id, channel) < (?, ?, ?)")
-            params.extend(decode_cursor(cursor))
+            params.extend(decode_cursor(cursor, user_id))
         rows = await self._read(
             "SELECT notification_id, user_id, channel, status, priority, created_ms, updated_ms,"
             " COALESCE(json_extract(metadata, '$.detail'), ''), COALESCE(template_id, '') FROM notification_logs"
@@ -562,7 +587,7 @@ class SqliteLogStore:
         if len(rows) <= limit:
             return page, None
         last = page[-1]
-        return page, encode_cursor(last.created_ms, last.notification_id, last.channel)
+        return page, encode_cursor(user_id, last.created_ms, last.notification_id, last.channel)
 
     async def inbox_after(self, user_id: str, after_id: str | None, limit: int = 500) -> list[InboxEntry]:
         """Web notifications delivered after `after_id`, in delivery order (`seq`).
@@ -601,7 +626,7 @@ class SqliteLogStore:
         where.append("archived_ms IS NOT NULL" if archived else "archived_ms IS NULL")
         if cursor is not None:
             where.append("(seq, notification_id) < (?, ?)")
-            params.extend(decode_inbox_cursor(cursor))
+            params.extend(decode_inbox_cursor(cursor, user_id))
         rows = await self._read(
             f"SELECT payload, read_ms, archived_ms, seq FROM web_inbox WHERE {' AND '.join(where)}"
             " ORDER BY seq DESC, notification_id DESC LIMIT ?",
@@ -610,7 +635,7 @@ class SqliteLogStore:
         page = [_inbox_row(row) for row in rows[:limit]]
         if len(rows) <= limit:
             return page, None
-        return page, encode_inbox_cursor(rows[limit - 1][3], page[-1].entry.notification_id)
+        return page, encode_inbox_cursor(user_id, rows[limit - 1][3], page[-1].entry.notification_id)
 
     async def inbox_unread_count(self, user_id: str) -> int:
         """Entries neither read nor archived."""
@@ -618,18 +643,6 @@ class SqliteLogStore:
             "SELECT COUNT(*) FROM web_inbox WHERE user_id = ? AND read_ms IS NULL AND archived_ms IS NULL", (user_id,)
         )
         return int(rows[0][0])
-
-    async def inbox_mark_read(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        """Mark these entries read; returns the ids that were unread."""
-        return await self._write(lambda db: _set_once(db, "read_ms", user_id, ids, at_ms))
-
-    async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
-        """Mark read everything delivered up to through_id (all when None); (ids newly read, newest id covered)."""
-        return await self._write(lambda db: _mark_all_read(db, user_id, at_ms, through_id))
-
-    async def inbox_archive(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        """Archive these entries; returns the ids that were not archived yet."""
-        return await self._write(lambda db: _set_once(db, "archived_ms", user_id, ids, at_ms))
 
     async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
         """{'sent', 'delivered', 'failed'} summed over the hours of a UTC date."""

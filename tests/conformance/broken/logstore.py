@@ -1,4 +1,10 @@
-"""Deliberately broken LogStores: each is the embedded one with one mistake a LogStore backend could make."""
+"""Deliberately broken LogStores: each is the embedded one with one mistake a LogStore backend could make.
+
+The first ones read wrongly (cursors, delivery order, unread counts); the last ones apply a
+write plan wrongly: a backend decides nothing, so each of them decides something (moves
+whatever is stored, judges a move by the lifecycle, counts again, creates rows, moves a
+read time, reads the timeline of every round).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,12 @@ from typing import Any
 
 import msgspec
 
-from protocol.lifecycle import Status
-from protocol.messages import InboxEntry, StatusEvent
+from protocol.lifecycle import Status, can_advance, position
+from protocol.messages import InboxEntry
+from protocol.write_plan import Counter, InboxField, KeyState, StatusKey, TimelineRow, UnreadThrough, WritePlan
 from reactor.backends.embedded import SqliteLogStore
-from reactor.backends.embedded.log_store import _BUMP_STATS, _bucket, encode_cursor, encode_inbox_cursor
-from reactor.ports import InboxRow, StatusRow
+from reactor.backends.embedded.log_store import _BUMP_STATS, decode_inbox_cursor, encode_cursor, encode_inbox_cursor
+from reactor.ports import InboxRow, InvalidCursor, StatusRow
 from tests.conformance.backends import Factory, sqlite
 
 
@@ -23,7 +30,7 @@ class HistoryCursorSkipsARow(SqliteLogStore):
         if len(rows) <= limit:
             return rows, None
         skipped = rows[limit]
-        return rows[:limit], encode_cursor(skipped.created_ms, skipped.notification_id, skipped.channel)
+        return rows[:limit], encode_cursor(user_id, skipped.created_ms, skipped.notification_id, skipped.channel)
 
 
 class HistoryCursorIsAnOffset(SqliteLogStore):
@@ -31,7 +38,7 @@ class HistoryCursorIsAnOffset(SqliteLogStore):
 
     async def history(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **filters: Any) -> tuple[list[StatusRow], str | None]:
         if cursor is not None and not cursor.isdigit():
-            raise ValueError("invalid cursor")
+            raise InvalidCursor("invalid cursor")
         start = int(cursor or 0)
         rows, _ = await super().history(user_id, limit=start + limit + 1, **filters)
         page = rows[start : start + limit]
@@ -43,17 +50,41 @@ class InboxCursorRepeatsARow(SqliteLogStore):
         rows, next_cursor = await super().inbox_page(user_id, cursor=cursor, limit=limit, **kwargs)
         if next_cursor is not None and len(rows) >= 2:
             again = rows[-2].entry
-            next_cursor = encode_inbox_cursor(again.seq, again.notification_id)
+            next_cursor = encode_inbox_cursor(user_id, again.seq, again.notification_id)
         return rows, next_cursor
 
 
 class InboxCursorIsAnOffset(SqliteLogStore):
     async def inbox_page(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **kwargs: Any) -> tuple[list[InboxRow], str | None]:
         if cursor is not None and not cursor.isdigit():
-            raise ValueError("invalid cursor")
+            raise InvalidCursor("invalid cursor")
         start = int(cursor or 0)
         rows, _ = await super().inbox_page(user_id, limit=start + limit + 1, **kwargs)
         return rows[start : start + limit], (str(start + limit) if len(rows) > start + limit else None)
+
+
+class InboxCursorOfAnyUser(SqliteLogStore):
+    """Takes an inbox cursor handed out for another user (a position is a position): a client's mistake goes unseen."""
+
+    async def inbox_page(self, user_id: str, *, cursor: str | None = None, limit: int = 50, **kwargs: Any) -> tuple[list[InboxRow], str | None]:
+        if cursor is not None:
+            for owner in await self._read("SELECT DISTINCT user_id FROM web_inbox", ()):
+                try:
+                    cursor = encode_inbox_cursor(user_id, *decode_inbox_cursor(cursor, owner[0]))
+                    break
+                except InvalidCursor:
+                    continue
+        return await super().inbox_page(user_id, cursor=cursor, limit=limit, **kwargs)
+
+
+class MalformedCursorIsAValueError(SqliteLogStore):
+    """Refuses a malformed history cursor with a plain ValueError: the route answers InvalidCursor with a 400, this with a 500."""
+
+    async def history(self, user_id: str, *, cursor: str | None = None, **kwargs: Any) -> tuple[list[StatusRow], str | None]:
+        try:
+            return await super().history(user_id, cursor=cursor, **kwargs)
+        except InvalidCursor as exc:
+            raise ValueError(str(exc)) from None
 
 
 class InboxInIdOrder(SqliteLogStore):
@@ -76,11 +107,11 @@ class UnknownInboxIdGivesNothing(SqliteLogStore):
 class RedeliveredInboxEntryResetsItsState(SqliteLogStore):
     """Upserts inbox entries: a redelivery after the user read it makes it unread again."""
 
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        await super().record(events, inbox)
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(plan)
         await self._write(lambda db: db.executemany(
             "UPDATE web_inbox SET read_ms = NULL, archived_ms = NULL, payload = ? WHERE user_id = ? AND notification_id = ?",
-            [(msgspec.json.encode(i), i.user_id, i.notification_id) for i in inbox]))
+            [(msgspec.json.encode(i), i.user_id, i.notification_id) for i in plan.inbox]))
 
 
 class UnreadCountsArchivedEntries(SqliteLogStore):
@@ -89,61 +120,116 @@ class UnreadCountsArchivedEntries(SqliteLogStore):
         return int(rows[0][0])
 
 
-class MarkReadMovesTheReadTime(SqliteLogStore):
-    async def inbox_mark_read(self, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
-        def mark(db: Any) -> list[str]:
-            found = [r[0] for r in db.execute(
-                "UPDATE web_inbox SET read_ms = ? WHERE user_id = ? AND notification_id IN (SELECT value FROM json_each(?))"
-                " RETURNING notification_id", (at_ms, user_id, msgspec.json.encode(list(ids)).decode())).fetchall()]
-            return [i for i in ids if i in found]
-
-        return await self._write(mark)
-
-
 class ReadAllMarksArchivedEntries(SqliteLogStore):
-    async def inbox_mark_all_read(self, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
-        unread_archived = [r.entry.notification_id for r in (await super().inbox_page(user_id, archived=True, unread=True, limit=1000))[0]]
-        ids, top = await super().inbox_mark_all_read(user_id, at_ms, through_id)
-        await self.inbox_mark_read(user_id, unread_archived, at_ms)
-        return ids, top
+    """Lists archived entries among the unread ones a read-all marks: it marks what the unread count does not count."""
+
+    async def inbox_unread(self, user_id: str, through_id: str | None = None) -> UnreadThrough:
+        found = await super().inbox_unread(user_id, through_id)
+        archived = [r.entry.notification_id for r in (await self.inbox_page(user_id, archived=True, unread=True, limit=1000))[0]]
+        return msgspec.structs.replace(found, ids=(*archived, *found.ids))
 
 
-class StatusTakesTheLastEvent(SqliteLogStore):
-    """Last write wins: no lifecycle guard, a late or redelivered event moves the status back."""
-
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        await super().record(events, inbox)
-        last = {(e.notification_id, e.channel.value): e for e in events if not e.client}
-        await self._write(lambda db: db.executemany(
-            "UPDATE notification_status SET status = ?, updated_ms = ? WHERE notification_id = ? AND channel = ?",
-            [(e.status.value, e.at_ms, *key) for key, e in last.items()]))
+async def stored_states(store: SqliteLogStore, plan: WritePlan) -> dict[StatusKey, KeyState]:
+    """The stored state of the keys a plan moves (a broken backend deciding from it)."""
+    found = await store.key_states([(m.notification_id, m.channel) for m in plan.moves])
+    return {(k.notification_id, k.channel): k for k in found}
 
 
-class CountsEveryRedelivery(SqliteLogStore):
-    """Bumps the sent counter for every `sent` event, also one that moves nothing (a redelivery)."""
+class MoveIgnoresItsGuard(SqliteLogStore):
+    """Last write wins: a move applies whatever step is stored (a stale or repeated move takes the status back)."""
 
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        before = {}
-        for e in events:
-            for row in await self.statuses(e.notification_id):
-                before[(row.notification_id, row.channel)] = row.status
-        await super().record(events, inbox)
-        again = [e for e in events if e.status is Status.SENT and before.get((e.notification_id, e.channel.value)) is not None]
-        await self._write(lambda db: db.executemany(
-            _BUMP_STATS, [(_bucket(e.at_ms)[0], e.channel.value, _bucket(e.at_ms)[1], 1, 0, 0) for e in again]))
+    async def apply(self, plan: WritePlan) -> None:
+        stored = await stored_states(self, plan)
+        moves = tuple(
+            msgspec.structs.replace(m, after=m.after | {position(k.round, k.status)})
+            if (k := stored.get((m.notification_id, m.channel))) else m
+            for m in plan.moves
+        )
+        await super().apply(msgspec.structs.replace(plan, moves=moves))
 
 
-class ClientEventCreatesARow(SqliteLogStore):
-    async def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        unknown = [msgspec.structs.replace(e, client=False) for e in events if e.client and not await self.statuses(e.notification_id)]
-        await super().record([*unknown, *events], inbox)
+class MoveJudgedByTheLifecycle(SqliteLogStore):
+    """Checks each move against the lifecycle itself and drops those it finds illegal (so it refuses the replay edge)."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        stored = await stored_states(self, plan)
+        moves = tuple(
+            m for m in plan.moves
+            if (k := stored.get((m.notification_id, m.channel))) is None or can_advance(k.status, m.status)
+        )
+        await super().apply(msgspec.structs.replace(plan, moves=moves))
+
+
+class CountsOnEveryApply(SqliteLogStore):
+    """Counts every CountOnce it is given, each time, whether its move applies or not (no mark per transition)."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(msgspec.structs.replace(plan, counts=()))
+        bumps = [(c.date, c.channel, c.hour, *(int(c.counter is k) for k in Counter)) for c in plan.counts]
+        await self._write(lambda db: db.executemany(_BUMP_STATS, bumps))
+
+
+class MoveCreatesAMissingRow(SqliteLogStore):
+    """Upserts every move: one that may not create its row (a client's ack of an unknown notification) creates it."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        creating = tuple(msgspec.structs.replace(m, create=True) for m in plan.moves)
+        await super().apply(msgspec.structs.replace(plan, moves=creating))
+
+
+class InboxTimeOverwritten(SqliteLogStore):
+    """Sets a read or archived time even where one is set: a second read moves the first read time."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(plan)
+        column = {InboxField.READ: "read_ms", InboxField.ARCHIVED: "archived_ms"}
+        for t in plan.inbox_times:
+            await self._write(lambda db, t=t: db.execute(
+                f"UPDATE web_inbox SET {column[t.field]} = ? WHERE user_id = ? AND notification_id = ?",
+                (t.at_ms, t.user_id, t.notification_id)))
+
+
+class TimelineOfEveryRound(SqliteLogStore):
+    """Gives the planner the timeline of every round, not only the current one's."""
+
+    async def key_states(self, keys: Sequence[StatusKey], *, timeline: bool = False) -> list[KeyState]:
+        found = await super().key_states(keys, timeline=timeline)
+        if not timeline:
+            return found
+        out = []
+        for k in found:
+            rows = await self._read(
+                "SELECT step, status, detail, at_ms FROM notification_events WHERE notification_id = ? AND channel = ?",
+                (k.notification_id, k.channel),
+            )
+            every = tuple(TimelineRow(step, Status(status), detail, at) for step, status, detail, at in rows)
+            out.append(msgspec.structs.replace(k, timeline=every))
+        return out
 
 
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "logs.sqlite3")
     for kind in (
-        HistoryCursorSkipsARow, HistoryCursorIsAnOffset, InboxCursorRepeatsARow, InboxCursorIsAnOffset, InboxInIdOrder,
-        UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, MarkReadMovesTheReadTime,
-        ReadAllMarksArchivedEntries, StatusTakesTheLastEvent, CountsEveryRedelivery, ClientEventCreatesARow,
+        HistoryCursorSkipsARow, HistoryCursorIsAnOffset, InboxCursorRepeatsARow, InboxCursorIsAnOffset, InboxCursorOfAnyUser,
+        MalformedCursorIsAValueError, InboxInIdOrder,
+        UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, ReadAllMarksArchivedEntries,
+        MoveIgnoresItsGuard, MoveJudgedByTheLifecycle, CountsOnEveryApply, MoveCreatesAMissingRow, InboxTimeOverwritten,
+        TimelineOfEveryRound,
     )
+}
+
+# The checks each variant was written against: each of them must catch it (test_catches_broken.py).
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "InboxCursorOfAnyUser": ("a_cursor_is_its_users_and_its_listings_own",),
+    "MalformedCursorIsAValueError": ("history_refuses_a_malformed_cursor",),
+    "RedeliveredInboxEntryResetsItsState": (
+        "a_redelivered_inbox_entry_keeps_the_first_and_its_read_state", "the_inbox_is_written_once",
+    ),
+    "ReadAllMarksArchivedEntries": ("read_archive_and_unread_count",),
+    "MoveIgnoresItsGuard": ("a_move_applies_only_from_its_guard",),
+    "MoveJudgedByTheLifecycle": ("a_move_is_applied_as_stated",),
+    "CountsOnEveryApply": ("a_transition_counts_once", "a_plan_applied_again_changes_nothing"),
+    "MoveCreatesAMissingRow": ("a_move_applies_only_from_its_guard",),
+    "InboxTimeOverwritten": ("the_inbox_is_written_once",),
+    "TimelineOfEveryRound": ("key_states_read_what_was_applied",),
 }

@@ -1,14 +1,24 @@
 """The LogStore port's conformance checks (reactor/ports.py, LogStore): what a Cassandra must answer as the embedded one does.
 
 Reads, the web inbox and cursors are checked call by call. Writes are checked by their
-observable outcomes only (the statuses, timelines, histories and counters after some
-status events): every write goes through `record()` below, the one place that says how
-events reach a log store. The lifecycle rules are moving out of the adapter into the
-Recorder's write plan (issue 9 item 3); when they have, `record()` plans the events and
-hands the plan to the backend, and every check here must still hold unchanged.
+observable outcomes (the statuses, timelines, histories and counters after some status
+events, the inbox after some reads): every write goes through `record()` and the inbox
+helpers below, the Recorder's own path (actors/recorder.py: read what the planner needs
+through the port, plan, `apply`), so these checks pin what the planner and a backend do
+together.
+
+The last part checks the write plan alone (LogStore.apply, key_states, inbox_unread;
+protocol/write_plan.py): a backend applies each operation exactly as stated and decides
+nothing. Timeline rows and inbox entries are inserted if absent, a transition is counted
+once per mark however often it is applied, a status is moved (in every copy: `statuses`
+and `history`) only from the steps its guard lists, and then whatever the lifecycle would
+say, inbox times are set only where unset. So a plan applied twice, or again after part
+of it was applied (as a backend without transactions may leave it), leaves what applying
+it once leaves.
 
 Cursors are opaque: a check only passes back what the store gave, and expects every row
-exactly once across the pages, also when rows arrive between two pages.
+exactly once across the pages, also when rows arrive between two pages; a malformed cursor,
+another user's, or the other listing's is refused with InvalidCursor (the routes' 400).
 """
 
 from __future__ import annotations
@@ -16,16 +26,22 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
 import trio
 
+from actors.domain.write_planner import Planner
+from actors.recorder import change_inbox, record_events
 from protocol.channels import Channel, Priority
 from protocol.ids import make_notification_id
-from protocol.lifecycle import Status, Step, can_advance, reachable, timeline_step
+from protocol.lifecycle import Status, Step, can_advance, position, reachable, timeline_step
 from protocol.messages import InboxEntry, StatusEvent
-from reactor.ports import InboxRow
+from protocol.write_plan import (
+    AddStep, CountOnce, Counter, InboxAction, InboxChange, InboxField, MoveStatus, SetInboxTime, WritePlan,
+)
+from reactor.ports import InboxRow, InvalidCursor, LogStore
 from tests.conformance.backends import Harness
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -34,9 +50,25 @@ DAY_MS = 86_400_000
 DAY = "2024-01-01"
 
 
-async def record(logstore: Any, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-    """How the checks write: status events and inbox entries, applied as the Recorder applies them."""
-    await logstore.record(events, inbox)
+async def record(logstore: LogStore, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
+    """How the checks write status events and inbox entries: as the Recorder does (read, plan, apply)."""
+    await record_events(logstore, events, inbox)
+
+
+async def mark_read(logstore: LogStore, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+    """Mark entries read as the Recorder does; the ids that were unread."""
+    return list((await change_inbox(logstore, InboxChange(user_id, InboxAction.READ, at_ms, ids=tuple(ids)))).ids)
+
+
+async def mark_all_read(logstore: LogStore, user_id: str, at_ms: int, through_id: str | None = None) -> tuple[list[str], str | None]:
+    """Mark read every unread entry up to through_id as the Recorder does; (the ids marked, the newest id covered)."""
+    changed = await change_inbox(logstore, InboxChange(user_id, InboxAction.READ_ALL, at_ms, through=through_id))
+    return list(changed.ids), changed.through
+
+
+async def archive(logstore: LogStore, user_id: str, ids: Sequence[str], at_ms: int) -> list[str]:
+    """Archive entries as the Recorder does; the ids that were not archived yet."""
+    return list((await change_inbox(logstore, InboxChange(user_id, InboxAction.ARCHIVE, at_ms, ids=tuple(ids)))).ids)
 
 
 def nid(ms: int, n: int = 0) -> str:
@@ -439,15 +471,40 @@ async def check_a_history_cursor_holds_while_notifications_arrive(h: Harness[Any
         assert [r.notification_id for r in first] + rest == list(reversed(older))
 
 
+async def refused(listing: Any, cursor: str) -> bool:
+    """Whether a listing call refuses the cursor with InvalidCursor (what the routes answer 400 to; any other error is a 500)."""
+    try:
+        await listing(cursor=cursor)
+    except InvalidCursor:
+        return True
+    except Exception as exc:
+        raise AssertionError(
+            f"the cursor {cursor!r} was refused with {type(exc).__name__}, not InvalidCursor: a 500, not a 400"
+        ) from exc
+    return False
+
+
 async def check_history_refuses_a_malformed_cursor(h: Harness[Any]) -> None:
     async with h.open() as logstore:
         await record(logstore, [ev(nid(T0), Status.QUEUED, T0)])
         for cursor in ("", "!!!", "not base64 at all", "\u00e9\u00e9\u00e9\u00e9", "e30", "[[[[[[[[[["):
-            try:
-                await logstore.history("u1", cursor=cursor)
-            except ValueError:
-                continue
-            raise AssertionError(f"the cursor {cursor!r} was taken")
+            assert await refused(partial(logstore.history, "u1"), cursor), f"the cursor {cursor!r} was taken"
+
+
+async def check_a_cursor_is_its_users_and_its_listings_own(h: Harness[Any]) -> None:
+    """A cursor passed back for another user, or to the other listing, is refused: it is no cursor this listing gave."""
+    async with h.open() as logstore:
+        await record(logstore, [ev(nid(T0 + i, i), Status.QUEUED, T0, user=u) for i in range(3) for u in ("u1", "u2")],
+                     [entry(i, user=u) for i in range(3) for u in ("u1", "u2")])
+        _, history_cursor = await logstore.history("u1", limit=2)
+        _, inbox_cursor = await logstore.inbox_page("u1", limit=2)
+        assert history_cursor is not None and inbox_cursor is not None
+        assert len((await logstore.history("u1", cursor=history_cursor))[0]) == 1  # the user's own: taken
+        assert len((await logstore.inbox_page("u1", cursor=inbox_cursor))[0]) == 1
+        assert await refused(partial(logstore.history, "u2"), history_cursor), "u1's history cursor was taken for u2"
+        assert await refused(partial(logstore.inbox_page, "u2"), inbox_cursor), "u1's inbox cursor was taken for u2"
+        assert await refused(partial(logstore.inbox_page, "u1"), history_cursor), "a history cursor was taken by the inbox"
+        assert await refused(partial(logstore.history, "u1"), inbox_cursor), "an inbox cursor was taken by the history"
 
 
 # -- the web inbox ---------------------------------------------------------------------------------
@@ -485,8 +542,8 @@ async def check_inbox_follows_delivery_order_not_id_order(h: Harness[Any]) -> No
 async def check_a_redelivered_inbox_entry_keeps_the_first_and_its_read_state(h: Harness[Any]) -> None:
     async with h.open() as logstore:
         await record(logstore, [], [entry(0), entry(1)])
-        assert await logstore.inbox_mark_read("u1", [entry(0).notification_id], T0 + 100) == [entry(0).notification_id]
-        assert await logstore.inbox_archive("u1", [entry(1).notification_id], T0 + 200) == [entry(1).notification_id]
+        assert await mark_read(logstore, "u1", [entry(0).notification_id], T0 + 100) == [entry(0).notification_id]
+        assert await archive(logstore, "u1", [entry(1).notification_id], T0 + 200) == [entry(1).notification_id]
         await record(logstore, [], [entry(0), msgspec.structs.replace(entry(1), title="replaced?")])  # redelivered
         assert await logstore.inbox_get("u1", entry(0).notification_id) == InboxRow(entry(0), T0 + 100, None)
         assert await logstore.inbox_get("u1", entry(1).notification_id) == InboxRow(entry(1), None, T0 + 200)
@@ -505,11 +562,7 @@ async def check_inbox_pages_are_newest_first_in_delivery_order(h: Harness[Any]) 
         rows, cursor = await logstore.inbox_page("u1", limit=5)
         assert cursor is None and [r.entry for r in rows] == [entry(3, seq=20), entry(4, seq=19), entry(2), entry(1), entry(0)]
         for bad in ("", "!!", "not base64 at all", "e30"):
-            try:
-                await logstore.inbox_page("u1", cursor=bad)
-            except ValueError:
-                continue
-            raise AssertionError(f"the inbox cursor {bad!r} was taken")
+            assert await refused(partial(logstore.inbox_page, "u1"), bad), f"the inbox cursor {bad!r} was taken"
 
 
 async def check_an_inbox_cursor_holds_while_notifications_arrive(h: Harness[Any]) -> None:
@@ -517,7 +570,7 @@ async def check_an_inbox_cursor_holds_while_notifications_arrive(h: Harness[Any]
         await record(logstore, [], [entry(i) for i in range(5)])
         first, cursor = await logstore.inbox_page("u1", limit=2)
         await record(logstore, [], [entry(i) for i in range(5, 8)])  # newer deliveries meanwhile
-        await logstore.inbox_archive("u1", [entry(4).notification_id], T0 + 1)  # one already listed leaves the page
+        await archive(logstore, "u1", [entry(4).notification_id], T0 + 1)  # one already listed leaves the page
         rest: list[str] = []
         while cursor is not None:
             rows, cursor = await logstore.inbox_page("u1", cursor=cursor, limit=2)
@@ -530,22 +583,22 @@ async def check_read_archive_and_unread_count(h: Harness[Any]) -> None:
         ids = [entry(i).notification_id for i in range(10)]
         await record(logstore, [], [entry(i) for i in range(5)])
         assert await logstore.inbox_unread_count("u1") == 5
-        assert await logstore.inbox_mark_read("u1", [ids[1], ids[2], ids[9]], T0 + 100) == [ids[1], ids[2]]  # 9 is not there
-        assert await logstore.inbox_mark_read("u1", [ids[1]], T0 + 200) == []  # already read: keeps its first read time
+        assert await mark_read(logstore, "u1", [ids[1], ids[2], ids[9]], T0 + 100) == [ids[1], ids[2]]  # 9 is not there
+        assert await mark_read(logstore, "u1", [ids[1]], T0 + 200) == []  # already read: keeps its first read time
         assert await logstore.inbox_get("u1", ids[1]) == InboxRow(entry(1), T0 + 100, None)
-        assert await logstore.inbox_mark_read("u2", [ids[3]], T0) == []  # another user's: untouched
+        assert await mark_read(logstore, "u2", [ids[3]], T0) == []  # another user's: untouched
         assert await logstore.inbox_unread_count("u1") == 3
         assert await inbox_ids(logstore, unread=True) == [ids[4], ids[3], ids[0]]
 
-        assert await logstore.inbox_archive("u1", [ids[0], ids[1]], T0 + 300) == [ids[0], ids[1]]
-        assert await logstore.inbox_archive("u1", [ids[0]], T0 + 400) == []
+        assert await archive(logstore, "u1", [ids[0], ids[1]], T0 + 300) == [ids[0], ids[1]]
+        assert await archive(logstore, "u1", [ids[0]], T0 + 400) == []
         assert await logstore.inbox_unread_count("u1") == 2  # an archived unread one no longer counts
         assert await inbox_ids(logstore) == [ids[4], ids[3], ids[2]]
         assert await inbox_ids(logstore, archived=True) == [ids[1], ids[0]]  # the archived ones only
         assert await inbox_ids(logstore, archived=True, unread=True) == [ids[0]]
         assert await logstore.inbox_get("u1", ids[0]) == InboxRow(entry(0), None, T0 + 300)
         # read-all marks what the unread count counts: ids[0] (archived, unread) stays as it is
-        assert await logstore.inbox_mark_all_read("u1", T0 + 500) == ([ids[3], ids[4]], ids[4])
+        assert await mark_all_read(logstore, "u1", T0 + 500) == ([ids[3], ids[4]], ids[4])
         assert await logstore.inbox_unread_count("u1") == 0
         assert await logstore.inbox_get("u1", ids[0]) == InboxRow(entry(0), None, T0 + 300)
         assert await logstore.inbox_get("u2", ids[0]) is None
@@ -556,12 +609,12 @@ async def check_read_all_up_to_an_id_in_delivery_order(h: Harness[Any]) -> None:
     async with h.open() as logstore:
         ids = [entry(i).notification_id for i in range(4)]
         await record(logstore, [], [entry(0), entry(1), entry(2, seq=30), entry(3, seq=25)])
-        await logstore.inbox_mark_read("u1", [ids[0]], T0)
-        assert await logstore.inbox_mark_all_read("u1", T0 + 1, ids[3]) == ([ids[1], ids[3]], ids[3])  # 2 came after 3
+        await mark_read(logstore, "u1", [ids[0]], T0)
+        assert await mark_all_read(logstore, "u1", T0 + 1, ids[3]) == ([ids[1], ids[3]], ids[3])  # 2 came after 3
         assert await logstore.inbox_unread_count("u1") == 1
-        assert await logstore.inbox_mark_all_read("u1", T0 + 2) == ([ids[2]], ids[2])
-        assert await logstore.inbox_mark_all_read("u1", T0 + 3) == ([], ids[2])
-        assert await logstore.inbox_mark_all_read("nobody", T0) == ([], None)
+        assert await mark_all_read(logstore, "u1", T0 + 2) == ([ids[2]], ids[2])
+        assert await mark_all_read(logstore, "u1", T0 + 3) == ([], ids[2])
+        assert await mark_all_read(logstore, "nobody", T0) == ([], None)
         assert (await logstore.inbox_get("u1", ids[0])).read_ms == T0  # kept its first read time
 
 
@@ -569,10 +622,226 @@ async def check_everything_is_still_there_after_a_restart(h: Harness[Any]) -> No
     n = nid(T0)
     async with h.open() as logstore:
         await record(logstore, [ev(n, Status.QUEUED, T0), ev(n, Status.SENT, T0 + 1)], [InboxEntry(n, "u1", T0, "hi")])
-        await logstore.inbox_mark_read("u1", [n], T0 + 2)
+        await mark_read(logstore, "u1", [n], T0 + 2)
         before = await snapshot(logstore, [n])
     async with h.open() as logstore:
         assert await snapshot(logstore, [n]) == before
         assert await logstore.inbox_get("u1", n) == InboxRow(InboxEntry(n, "u1", T0, "hi"), T0 + 2, None)
         await record(logstore, [ev(n, Status.DELIVERED, T0 + 3)])
         assert [r.status for r in await logstore.statuses(n)] == ["delivered"]
+
+
+# -- the write plan, applied as stated (LogStore.apply, key_states, inbox_unread) ---------------
+
+IDS = [nid(T0 + i, i) for i in range(12)]
+EMAIL = Channel.EMAIL.value
+
+
+def move(n: str, status: Status, after: set[int], *, round_: int = 0, create: bool = False, at: int = T0,
+         detail: str = "", template: str = "", user: str = "u1") -> MoveStatus:
+    """A move of (n, email) to `status` in `round_`, applied from the steps in `after`."""
+    return MoveStatus(
+        n, EMAIL, user, "high", T0, status, position(round_, status), at, detail, frozenset(after), create, template=template,
+    )
+
+
+def current(rows: Sequence[Any]) -> list[tuple[str, str, int, str]]:
+    return [(r.status, r.user_id, r.updated_ms, r.detail) for r in rows]
+
+
+async def history_of(logstore: LogStore, n: str, user: str = "u1") -> list[tuple[str, str, int, str]]:
+    rows, _ = await logstore.history(user, limit=1000)
+    return current([r for r in rows if r.notification_id == n])
+
+
+async def check_steps_are_inserted_if_absent(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        n = IDS[0]
+        await logstore.apply(WritePlan(steps=(AddStep(n, EMAIL, 1, Status.QUEUED, "", T0 + 5),)))
+        await logstore.apply(WritePlan(steps=(
+            AddStep(n, EMAIL, 1, Status.QUEUED, "", T0 + 9),  # the same row again: the first stays
+            AddStep(n, EMAIL, 1, Status.QUEUED, "attempt 1 failed", T0 + 6),  # another detail: a row of its own
+            AddStep(n, EMAIL, 3, Status.DELIVERED, "", T0 + 2),
+            AddStep(n, EMAIL, 2, Status.SENT, "", T0 + 7),  # read in lifecycle order, not by time
+        )))
+        assert [(e.status, e.at_ms - T0, e.detail) for e in await logstore.events(n)] == [
+            ("queued", 5, ""), ("queued", 6, "attempt 1 failed"), ("sent", 7, ""), ("delivered", 2, ""),
+        ]
+
+
+async def check_a_transition_counts_once(h: Harness[Any]) -> None:
+    """A count comes with the move of its key that makes the transition; counted once per mark."""
+    async with h.open() as logstore:
+        n, m = IDS[1], IDS[2]
+        sent = CountOnce(n, EMAIL, 0, Counter.SENT, DAY, 3)
+        to_sent = WritePlan(
+            moves=(move(n, Status.SENT, {0, 1}, create=True),), counts=(sent, msgspec.structs.replace(sent, hour=5)),
+        )
+        await logstore.apply(to_sent)
+        await logstore.apply(to_sent)  # applied again: counted already
+        assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 1, "delivered": 0, "failed": 0}
+        await logstore.apply(WritePlan(
+            moves=(move(n, Status.DELIVERED, {position(0, Status.SENT)}),),
+            counts=(msgspec.structs.replace(sent, counter=Counter.DELIVERED),),
+        ))
+        dead = WritePlan(
+            moves=(move(m, Status.DEAD_LETTERED, {0}, create=True),), counts=(CountOnce(m, EMAIL, 0, Counter.FAILED, DAY, 23),),
+        )
+        await logstore.apply(dead)
+        await logstore.apply(WritePlan(  # a replay's round: the same transitions count again, once
+            moves=(move(m, Status.SENT, {position(0, Status.DEAD_LETTERED)}, round_=1),),
+            counts=(CountOnce(m, EMAIL, 1, Counter.SENT, DAY, 23),),
+        ))
+        await logstore.apply(dead)  # the first round's plan again, after the second: nothing
+        assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 2, "delivered": 1, "failed": 1}
+        assert await logstore.daily_counts(DAY, "sms") == {"sent": 0, "delivered": 0, "failed": 0}
+        assert await logstore.daily_counts("2024-01-02", EMAIL) == {"sent": 0, "delivered": 0, "failed": 0}
+
+
+async def check_a_move_applies_only_from_its_guard(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        n, missing = IDS[3], IDS[4]
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0}, create=True, at=T0 + 1, template="welcome@2#A"),)))
+        assert current(await logstore.statuses(n)) == [("queued", "u1", T0 + 1, "")] == await history_of(logstore, n)
+        await logstore.apply(WritePlan(moves=(move(n, Status.SENT, {1}, at=T0 + 2, detail="handed over"),)))
+        assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
+        assert [r.template for r in await logstore.statuses(n)] == ["welcome@2#A"]  # a move without one keeps it
+        # a stale move (planned when the row was queued): the stored step is not in its guard
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0, 1}, create=True, at=T0 + 3, user="intruder"),)))
+        assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
+        # a move of a row that is not there, and may not create it
+        await logstore.apply(WritePlan(moves=(move(missing, Status.SENT, {0, 1}),)))
+        assert await logstore.statuses(missing) == [] and await history_of(logstore, missing) == []
+        # in one plan, a stale move and one whose guard holds: only the second
+        await logstore.apply(WritePlan(moves=(
+            move(n, Status.DELIVERED, {0, 1}, at=T0 + 4), move(missing, Status.QUEUED, {0}, create=True, at=T0 + 4),
+        )))
+        assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
+        assert current(await logstore.statuses(missing)) == [("queued", "u1", T0 + 4, "")] == await history_of(logstore, missing)
+
+
+async def check_a_move_is_applied_as_stated(h: Harness[Any]) -> None:
+    """The backend does not judge a move by the lifecycle: the plan's guard is the whole condition."""
+    async with h.open() as logstore:
+        n, m = IDS[5], IDS[6]
+        dead = position(0, Status.DEAD_LETTERED)
+        await logstore.apply(WritePlan(moves=(move(n, Status.DEAD_LETTERED, {0}, create=True),)))
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {dead}, round_=1, at=T0 + 5, detail="replayed"),)))
+        assert current(await logstore.statuses(n)) == [("queued", "u1", T0 + 5, "replayed")] == await history_of(logstore, n)
+        [state] = await logstore.key_states([(n, EMAIL)])
+        assert (state.status, state.round) == (Status.QUEUED, 1)
+        # off the lifecycle's path, but the plan's guard holds: applied
+        await logstore.apply(WritePlan(moves=(move(m, Status.DELIVERED, {0}, create=True),)))
+        bounced = move(m, Status.FAILED, {position(0, Status.DELIVERED)}, at=T0 + 9, detail="bounced")
+        await logstore.apply(WritePlan(moves=(bounced,)))
+        assert current(await logstore.statuses(m)) == [("failed", "u1", T0 + 9, "bounced")] == await history_of(logstore, m)
+
+
+async def check_key_states_read_what_was_applied(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        n, m = IDS[7], IDS[8]
+        await logstore.apply(WritePlan(
+            steps=(
+                AddStep(n, EMAIL, position(0, Status.QUEUED), Status.QUEUED, "", T0),
+                AddStep(n, EMAIL, position(0, Status.DEAD_LETTERED), Status.DEAD_LETTERED, "down", T0 + 1),
+                AddStep(n, EMAIL, position(1, Status.QUEUED), Status.QUEUED, "replayed", T0 + 2),
+            ),
+            moves=(move(n, Status.QUEUED, {0}, round_=1, create=True, at=T0 + 2),),
+        ))
+        assert await logstore.key_states([(m, EMAIL), (n, "sms")]) == []
+        [state] = await logstore.key_states([(n, EMAIL), (m, EMAIL)])
+        assert (state.notification_id, state.channel, state.user_id) == (n, EMAIL, "u1")
+        assert (state.priority, state.created_ms) == ("high", T0)
+        assert (state.status, state.round, state.timeline) == (Status.QUEUED, 1, None)
+        [state] = await logstore.key_states([(n, EMAIL)], timeline=True)
+        assert state.timeline is not None
+        # its round's rows only
+        assert [(r.step, r.status, r.detail, r.at_ms) for r in state.timeline] == [(101, Status.QUEUED, "replayed", T0 + 2)]
+
+
+async def check_the_inbox_is_written_once(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        a, b, c = IDS[9], IDS[10], IDS[11]
+        entries = [InboxEntry(n, "u1", T0 + i, f"n{i}", seq=i) for i, n in enumerate((a, b, c))]
+        await logstore.apply(WritePlan(inbox=tuple(entries)))
+        await logstore.apply(WritePlan(inbox=(msgspec.structs.replace(entries[0], title="replaced?"),)))
+        assert await logstore.inbox_after("u1", None) == entries
+        read = SetInboxTime("u1", a, InboxField.READ, T0 + 100)
+        await logstore.apply(WritePlan(inbox_times=(read, SetInboxTime("u1", c, InboxField.ARCHIVED, T0 + 100))))
+        await logstore.apply(WritePlan(inbox_times=(
+            msgspec.structs.replace(read, at_ms=T0 + 200),  # read already: keeps its first time
+            SetInboxTime("u1", c, InboxField.ARCHIVED, T0 + 200),  # archived already: the same
+            SetInboxTime("u2", b, InboxField.READ, T0 + 200),  # another user's: not there
+        )))
+        assert [(r.entry.notification_id, r.read_ms, r.archived_ms) for r in (await logstore.inbox_page("u1"))[0]] == [
+            (b, None, None), (a, T0 + 100, None),
+        ]
+        assert await logstore.inbox_get("u1", c) == InboxRow(entries[2], None, T0 + 100)
+        unread = await logstore.inbox_unread("u1")
+        assert (unread.ids, unread.top) == ((b,), c)
+        unread = await logstore.inbox_unread("u1", a)
+        assert (unread.ids, unread.top) == ((), a)
+        unread = await logstore.inbox_unread("u1", "01J0000000000000000000000Z")
+        assert (unread.ids, unread.top) == ((), None)
+        assert (await logstore.inbox_unread("nobody")).top is None
+
+
+def a_batch(day_: int) -> tuple[list[StatusEvent], list[InboxEntry]]:
+    """Two notifications on a day (days after T0), each queued, sent, delivered (web: acked), one of them late."""
+    at = T0 + day_ * DAY_MS
+    n, m = nid(at, 1), nid(at, 2)
+    events = [
+        ev(n, Status.QUEUED, at, created_ms=at),
+        ev(n, Status.DELIVERED, at + 5, detail="ok", created_ms=at),
+        ev(n, Status.SENT, at + 9, created_ms=at),  # late
+        ev(m, Status.QUEUED, at, channel=Channel.WEB, created_ms=at),
+        ev(m, Status.SENT, at + 3, channel=Channel.WEB, detail="in the inbox", created_ms=at),
+        ev(m, Status.DELIVERED, at + 4, channel=Channel.WEB, detail="acked", created_ms=at, client=True),
+    ]
+    return events, [InboxEntry(m, "u1", at, "hi", seq=day_)]
+
+
+async def observe_day(logstore: LogStore, day_: int) -> tuple[Any, ...]:
+    """What a_batch(day_) left, its times relative to its day."""
+    at = T0 + day_ * DAY_MS
+    ids = [nid(at, 1), nid(at, 2)]
+    strip = [[(r.channel, r.status, r.updated_ms - at, r.detail) for r in await logstore.statuses(i)] for i in ids]
+    timeline = [[(e.channel, e.status, e.at_ms - at, e.detail) for e in await logstore.events(i)] for i in ids]
+    counts = [await logstore.daily_counts(day(at), c) for c in ("email", "web")]
+    rows, _ = await logstore.inbox_page("u1", limit=1000)
+    inbox = [(r.entry.title, r.read_ms) for r in rows if r.entry.notification_id in ids]
+    return strip, timeline, counts, inbox
+
+
+async def check_a_plan_applied_again_changes_nothing(h: Harness[Any]) -> None:
+    """Once, twice, and after a part of it (as a backend without transactions may leave it): the same."""
+    async with h.open() as logstore:
+        plans = []
+        for d in range(3):
+            events, inbox = a_batch(d)
+            planner = Planner()
+            planner.record(events, inbox)
+            plans.append(planner.plan())
+        once, twice, resumed = plans
+        await logstore.apply(once)
+        await logstore.apply(twice)
+        await logstore.apply(twice)
+        ops = resumed.operations()
+        half = ops[: len(ops) // 2 + 1]  # the inbox entry, the steps and some counts
+        await logstore.apply(WritePlan(
+            inbox=tuple(o for o in half if isinstance(o, InboxEntry)),
+            steps=tuple(o for o in half if isinstance(o, AddStep)),
+            counts=tuple(o for o in half if isinstance(o, CountOnce)),
+        ))
+        await logstore.apply(resumed)
+        want = await observe_day(logstore, 0)
+        assert want[2] == [{"sent": 1, "delivered": 1, "failed": 0}] * 2
+        assert await observe_day(logstore, 1) == want
+        assert await observe_day(logstore, 2) == want
+
+
+async def check_an_empty_plan_is_nothing(h: Harness[Any]) -> None:
+    async with h.open() as logstore:
+        await logstore.apply(WritePlan())
+        assert await logstore.key_states([]) == []
+        assert await logstore.history("u1") == ([], None)
