@@ -116,16 +116,23 @@ def _unprocessable(errors: list[FieldError]) -> Problem:
 
 
 class TemplateService:
-    """Save, read, activate and render templates; compiled versions cached in process."""
+    """Save, read, activate and render templates; compiled versions cached in process.
+
+    A version never changes once saved, so compiled versions are cached for good. The
+    template id -> active version pointer is cached for `active_ttl_s` (Trio's clock) and
+    dropped at once by a save or an activation on this node: a save or a rollback made on
+    another node is seen here within `active_ttl_s`.
+    """
 
     def __init__(
         self, store: TemplateStore, *, sms_max_segments: int = SMS_MAX_SEGMENTS, cache_size: int = 256,
-        render_threads: int = 2, budget: int = RENDER_BUDGET, inline_steps: int = INLINE_STEPS,
+        render_threads: int = 2, budget: int = RENDER_BUDGET, inline_steps: int = INLINE_STEPS, active_ttl_s: float = 5.0,
     ) -> None:
         self.store = store
         self.sms_max_segments = sms_max_segments
         self.compiled: LRU[tuple[str, int], Loaded] = LRU(cache_size)
-        self.active: LRU[str, int] = LRU(cache_size * 4)
+        self.active: LRU[str, tuple[int, float]] = LRU(cache_size * 4)  # id -> (active version, cached until)
+        self.active_ttl_s = active_ttl_s
         self._epoch = 0
         self.hits = 0
         self.misses = 0
@@ -195,14 +202,14 @@ class TemplateService:
         return loaded
 
     async def active_version(self, template_id: str) -> int | None:
-        """The active version (cached until the next save or activation)."""
+        """The active version (cached for `active_ttl_s`, or until the next save or activation here)."""
         cached = self.active.get(template_id)
-        if cached is not None:
-            return cached
+        if cached is not None and trio.current_time() < cached[1]:
+            return cached[0]
         epoch = self._epoch
         version = await self.store.active_version(template_id)
         if version is not None and epoch == self._epoch:
-            self.active.put(template_id, version)
+            self.active.put(template_id, (version, trio.current_time() + self.active_ttl_s))
         return version
 
     async def get(self, template_id: str, version: int | None = None) -> Loaded | None:

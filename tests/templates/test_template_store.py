@@ -61,3 +61,23 @@ async def test_service_caches_compiled_versions_and_sees_every_update_and_rollba
         assert cold.misses == 2
     finally:
         await store.close()
+
+
+async def test_a_save_or_rollback_on_another_node_is_seen_within_the_active_ttl(tmp_path, mock_clock):
+    """Two nodes' services over one store: the pointer each caches goes stale for at most `active_ttl_s`."""
+    store = SqliteTemplateStore(tmp_path / "t.sqlite3")
+    await store.open()
+    try:
+        here, there = TemplateService(store, active_ttl_s=5.0), TemplateService(store, active_ttl_s=5.0)
+        await here.create("welcome", spec("one"))
+        assert (await there.get("welcome")).compiled.version == 1  # cached there
+        await here.update("welcome", spec("two"))
+        assert (await here.get("welcome")).compiled.version == 2  # here: at once
+        assert (await there.get("welcome")).compiled.version == 1  # there: still its cached pointer
+        mock_clock.jump(5.0)
+        assert (await there.get("welcome")).compiled.version == 2  # within the TTL
+        await here.activate("welcome", 1)  # a rollback
+        mock_clock.jump(5.0)
+        assert (await there.get("welcome")).compiled.version == 1
+    finally:
+        await store.close()
