@@ -40,7 +40,7 @@ from trio.testing import MockClock
 from reactor.backends import PORTS, BackendUnavailable
 from reactor.backends.embedded import (
     EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
-    SqliteUserStore,
+    SqliteUserStore, opened,
 )
 
 P = TypeVar("P")
@@ -124,15 +124,8 @@ def sqlite(kind: Callable[[Path], Any], filename: str, **clock: Any) -> Factory[
     virtual clock would jump past any deadline while a call waits for its worker thread.
     """
 
-    @asynccontextmanager
-    async def open_(place: Place) -> AsyncIterator[Any]:
-        resource = kind(place.directory / filename)
-        await resource.open()
-        try:
-            yield resource
-        finally:
-            with trio.CancelScope(shield=True):
-                await resource.close()
+    def open_(place: Place) -> AbstractAsyncContextManager[Any]:
+        return opened(kind(place.directory / filename))
 
     return Factory(open_, **{"clock": "real", **clock})
 

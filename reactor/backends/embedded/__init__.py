@@ -69,7 +69,7 @@ OpenableT = TypeVar("OpenableT", bound=_Openable)
 
 
 @asynccontextmanager
-async def _opened(resource: OpenableT) -> AsyncIterator[OpenableT]:
+async def opened(resource: OpenableT) -> AsyncIterator[OpenableT]:
     """Open a store; close it however the block ends (shielded: a cancelled shutdown still closes its files)."""
     await resource.open()
     try:
@@ -88,7 +88,7 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
     its queued writes made durable, before the stores close.
     """
     data_dir = settings.data_dir
-    opened: dict[str, Any] = {}
+    ready: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
         if ports - SHARED:
             lock = await trio.to_thread.run_sync(lock_data_dir, data_dir)
@@ -99,22 +99,22 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
         }
         for port, kind in stores.items():
             if port in ports:
-                opened[port] = await stack.enter_async_context(_opened(kind(data_dir / FILES[port])))
+                ready[port] = await stack.enter_async_context(opened(kind(data_dir / FILES[port])))
         if "broker" in ports:
-            opened["broker"] = MemoryBroker()
+            ready["broker"] = MemoryBroker()
         if "signing_keys" in ports:
-            opened["signing_keys"] = SigningKeyFile(data_dir / FILES["signing_keys"])
+            ready["signing_keys"] = SigningKeyFile(data_dir / FILES["signing_keys"])
         if "bus" in ports:
             bus = EmbeddedBus(data_dir / FILES["bus"], dict(settings.topics))
             supervisor = Supervisor("bus", [ChildSpec("bus", bus.run, stop=bus.stop)])
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(supervisor.run)
             stack.callback(supervisor.stop)  # runs first on the way out: the bus drains, then the nursery ends
-            opened["bus"] = bus
-        yield Backends(**opened, **not_opened(ports))
+            ready["bus"] = bus
+        yield Backends(**ready, **not_opened(ports))
 
 
 __all__ = [
     "FILES", "LOCK_FILE", "SHARED", "EmbeddedBus", "MemoryBroker", "MemoryState", "SigningKeyFile", "SqliteKeyStore", "SqliteLogStore",
-    "SqliteState", "SqliteStore", "SqliteTemplateStore", "SqliteUserStore", "open_backends",
+    "SqliteState", "SqliteStore", "SqliteTemplateStore", "SqliteUserStore", "open_backends", "opened",
 ]
