@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib.metadata import version
@@ -225,8 +224,11 @@ class GuardedConnection(TCPServer):
         with self._reading:
             while not (self._closing or self._closing_after_answer):
                 try:
-                    with trio.fail_after(self.config.read_timeout or math.inf):
+                    if self.config.read_timeout is None:  # no cancel scope held by each of many idle connections
                         data = await self.stream.receive_some(MAX_RECV)
+                    else:
+                        with trio.fail_after(self.config.read_timeout):
+                            data = await self.stream.receive_some(MAX_RECV)
                 except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                     break
                 await self.protocol.handle(RawData(bytes(data)))
