@@ -1,18 +1,27 @@
-"""What a WebSocket session costs the node (issue 10 item 7).
+"""What a WebSocket session costs the node, and what a client that stops reading can hold (issue 10 item 7).
 
 A session is one task (the one Hypercorn runs the ASGI app in, beside the connection's own
-reader): no per-session watchers, nurseries or channels; a draining node closes them all at once.
+reader): no per-session watchers, nurseries or channels. A client that stops reading never
+delays the other sessions: its queue fills, the session is closed as slow, and a send the
+kernel has not taken for SEND_TIMEOUT_S ends the connection, so the client cannot hold the
+session (nor the buffers behind it) open.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
+from actors.api import http_server
 from protocol.frames import CloseCode
 from tests.helpers import http, receive_json, running_node, token_for
-from tests.realtime.streams import open_ws, ws_sync
+from tests.realtime.streams import open_ws, send_web, ws_sync
 
 
 def tasks_under(task: trio.lowlevel.Task) -> int:
@@ -50,6 +59,61 @@ async def test_an_idle_websocket_session_costs_one_task_beside_its_connections_r
     # each session here: the test's client task and trio-websocket's reader task for it; on the
     # server, the connection's reader (Hypercorn) and the task the session runs in
     assert added == 4 * (sessions - 1), added
+
+
+class StalledClient:
+    """A WebSocket client that syncs, then never reads again, with a small receive buffer."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.host, self.port = url.removeprefix("http://").split(":")
+        self.target = f"/v1/ws?token={token}"
+        self.sock = trio.socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    async def open(self) -> None:
+        await self.sock.connect((self.host, int(self.port)))
+        ws = WSConnection(ConnectionType.CLIENT)
+        await self.sock.send(ws.send(Request(host=f"{self.host}:{self.port}", target=self.target)))
+        with trio.fail_after(10):
+            while True:
+                ws.receive_data(await self.sock.recv(4096))
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        await self.sock.send(ws.send(TextMessage(json.dumps({"type": "sync"}))))
+                    elif isinstance(event, TextMessage) and json.loads(event.data)["type"] == "synced":
+                        return  # from here on it reads nothing
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_a_client_that_stops_reading_is_disconnected_and_never_delays_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(http_server, "SEND_TIMEOUT_S", 0.5)
+    big = "x" * 9000  # frames that fill the socket buffers after a few dozen
+    async with running_node(tmp_path, session_queue=8) as herald, http(herald) as client:
+        stalled = StalledClient(herald.url, await token_for(client, "stalled"))
+        await stalled.open()
+        try:
+            async with open_ws(herald.url, await token_for(client, "reader")) as reader:
+                await ws_sync(reader)
+                sent = 0
+                with trio.fail_after(60):
+                    while herald.gateway.limits.caps.held("stalled"):  # until its connection has ended
+                        assert sent < 300, "the stalled session was never let go"
+                        stuck = {"user_id": "stalled", "channels": ["web"], "content": {"web": {"title": "t", "body": big}}}
+                        assert (await client.post("/v1/notifications", json=stuck)).status_code == 202
+                        nid = await send_web(client, "reader", "for reader")
+                        assert (await receive_json(reader))["id"] == nid  # the other session is served meanwhile
+                        sent += 1
+                assert herald.registry.session_count() == 1
+                nid = await send_web(client, "reader", "after")
+                with trio.fail_after(5):
+                    assert (await receive_json(reader))["id"] == nid
+            with trio.fail_after(10), pytest.raises(ConnectionResetError):  # reset: not kept in the kernel's buffers
+                while await stalled.sock.recv(65536):
+                    pass
+        finally:
+            stalled.close()
 
 
 async def test_websockets_end_with_4002_when_the_node_drains_not_after_its_grace(tmp_path):
