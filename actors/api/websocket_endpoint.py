@@ -17,6 +17,12 @@ rate and `last_id` after it, each refused with its close code.
 Frames the task sends itself (a replay, `synced`, pong, errors) go out directly, in order
 with the queued live frames: a sync holds live frames, sends what was queued before, then
 the replay, then the held frames (Session.take_held), then `synced`.
+
+No permessage-deflate: Hypercorn accepts it whenever a client offers it (every browser
+does), and wsproto then keeps a zlib stream per direction for the connection's life, about
+100 KiB of RSS per session once the first frame is sent (bench_sessions.py --deflate) to
+save a few hundred bytes on frames of a few hundred bytes. `install()` makes the handshake
+decline it; a client that offers it goes on uncompressed (RFC 7692: the extension is optional).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import trio
+from hypercorn.protocol import ws_stream
 
 from protocol.frames import Ack, CloseCode, ErrorFrame, Ping, Pong, Sync, Synced, client_frame_decoder, frame_encoder
 from protocol.ids import is_notification_id
@@ -52,12 +59,26 @@ _SHUTTING_DOWN = "server shutting down; reconnect later"
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
+class UncompressedHandshake(ws_stream.Handshake):
+    """Hypercorn's WebSocket handshake, deaf to the client's extension offers (permessage-deflate)."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+        super().__init__(headers, http_version)
+        self.extensions = None
+
+
+def install() -> None:
+    """Let every WebSocket Hypercorn accepts from now on decline permessage-deflate (idempotent)."""
+    ws_stream.Handshake = UncompressedHandshake  # type: ignore[misc]
+
+
 class SessionSockets:
     """ASGI: a WebSocket to /v1/ws is a subscriber session served here; everything else goes to `app`."""
 
     def __init__(self, app: ASGIApp, gw: Any) -> None:
         self.app = app
         self.gw = gw
+        install()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == PATH:

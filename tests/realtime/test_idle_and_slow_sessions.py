@@ -17,6 +17,7 @@ import trio
 from trio_websocket import ConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from actors.api import http_server
 from protocol.frames import CloseCode
@@ -130,3 +131,23 @@ async def test_websockets_end_with_4002_when_the_node_drains_not_after_its_grace
                     while True:
                         await receive_json(ws)
                 assert closed.value.reason.code == CloseCode.SHUTTING_DOWN, closed.value.reason
+
+
+async def test_permessage_deflate_is_declined_so_a_browser_session_keeps_no_zlib_streams(tmp_path):
+    async with running_node(tmp_path) as herald, http(herald) as client:
+        host, port = herald.url.removeprefix("http://").split(":")
+        token = await token_for(client, "browser")
+        with trio.socket.socket() as sock:
+            await sock.connect((host, int(port)))
+            ws = WSConnection(ConnectionType.CLIENT)
+            offer = Request(host=f"{host}:{port}", target=f"/v1/ws?token={token}", extensions=[PerMessageDeflate()])
+            await sock.send(ws.send(offer))  # as every browser does: permessage-deflate; client_max_window_bits
+            with trio.fail_after(10):
+                while not (accepted := [e for e in ws.events() if isinstance(e, AcceptConnection)]):
+                    ws.receive_data(await sock.recv(4096))
+            assert accepted[0].extensions == []  # the frames go uncompressed
+            await sock.send(ws.send(TextMessage(json.dumps({"type": "sync"}))))
+            with trio.fail_after(10):
+                while not (frames := [e for e in ws.events() if isinstance(e, TextMessage)]):
+                    ws.receive_data(await sock.recv(4096))
+            assert json.loads(frames[0].data) == {"type": "synced", "count": 0}
