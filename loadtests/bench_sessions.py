@@ -26,7 +26,7 @@ For each server, in turn (one at a time, each a process of its own, loopback onl
    after `--grace` s, and the RSS after (each session has now sent a frame). A topic
    notification (one POST fanned out to all users) comes with topics (issue 10 item 5);
    until then this is the broadcast figure;
-5. stops the server with every session open (SIGTERM, SIGKILL after 20 s; the time it took is
+5. stops the server with every session open (SIGTERM, SIGKILL after `--stop-deadline` s; the time it took is
    printed), then the clients.
 
 `--deflate` makes the clients offer permessage-deflate as browsers do (the server then
@@ -599,7 +599,7 @@ async def _measure(name: str, args: argparse.Namespace, workdir: Path) -> Measur
             if out.delivery:
                 _frames(out.delivery, reports)
             t0 = time.monotonic()  # stopped with every session open: the drain closes them all
-            stopped = await trio.to_thread.run_sync(server.stop)
+            stopped = await trio.to_thread.run_sync(server.stop, args.stop_deadline)
             out.notes.append(f"{stopped} in {time.monotonic() - t0:.1f}s with {out.sessions} sessions open")
             await clients.close()
             nursery.cancel_scope.cancel()
@@ -863,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-delivery", action="store_true", help="skip the delivery step")
     parser.add_argument("--no-ack", action="store_true", help="do not ack notification frames")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
+    parser.add_argument("--stop-deadline", type=float, default=60, help="seconds a server has to stop on SIGTERM (default 60)")
     parser.add_argument("--goal-kib", type=float, default=30, help="KiB per idle Herald session to meet (default 30)")
     parser.add_argument("--prefix", default=f"sess{os.getpid()}", help="user id prefix")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="N", help="trace N sessions instead (see above)")
