@@ -1,8 +1,8 @@
 """The connection registry (an actor): this node's live subscriber sessions, by user.
 
-A session (WebSocket, SSE or long-poll: `Session`) has a bounded outbound queue. Fan-out
-never waits on a session: a frame that does not fit marks the session slow and closes it
-(the client reconnects and resumes). Each session remembers the ids it was sent recently, to drop a frame it already had and
+A session (WebSocket, SSE or long-poll: `Session`) has a bounded outbound queue, drained by
+the session's own task. Fan-out never waits on a session: a frame that does not fit marks
+the session slow and closes it (the client reconnects and resumes). Each session remembers the ids it was sent recently, to drop a frame it already had and
 to accept acks only for what it was sent.
 
 Frames reach the registry through the Broker (reactor/ports.py), whoever produced them:
@@ -18,7 +18,10 @@ on whichever edge it reconnects to.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import msgspec
@@ -46,18 +49,36 @@ class Outgoing(NamedTuple):
 
 
 class Session:
-    """One client connection of a user, whatever the transport."""
+    """One client connection of a user, whatever the transport.
+
+    Its outbound frames wait in a bounded queue that the session's own task drains (`next_nowait`),
+    sleeping in `interruptible()` or `wait()` meanwhile: a frame offered, or the session closing,
+    wakes it. Nothing is allocated for the queue, the recent ids or the held frames until they hold
+    something: a node keeps tens of thousands of idle sessions (docs/performance.md).
+    """
+
+    __slots__ = (
+        "user_id", "token_id", "limit", "_queue", "_recent", "_held", "_closed", "_waker", "close_code", "close_reason",
+    )  # fmt: skip
 
     def __init__(self, user_id: str, queue_size: int, *, hold: bool = False, token_id: str = "") -> None:
+        if queue_size < 1:
+            raise ValueError("a session's queue holds at least one frame")
         self.user_id = user_id
         self.token_id = token_id  # which subscriber token opened it (SessionCaps counts per token)
         self.limit = queue_size
-        self._send, self.outbound = trio.open_memory_channel[Outgoing](queue_size)
-        self._recent: OrderedDict[str, bool] = OrderedDict()  # id -> acked on this session
+        self._queue: deque[Outgoing] | None = None
+        self._recent: OrderedDict[str, bool] | None = None  # id -> acked on this session
         self._held: deque[Outgoing] | None = deque() if hold else None
-        self.closed = trio.Event()
+        self._closed = False
+        self._waker: trio.CancelScope | None = None  # the scope its task sleeps in, cancelled to wake it
         self.close_code: int | None = None
         self.close_reason = ""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session is closed (what is queued still drains)."""
+        return self._closed
 
     @property
     def holding(self) -> bool:
@@ -66,10 +87,10 @@ class Session:
 
     def offer(self, notification_id: str | None, frame: bytes, kind: str = "notification") -> bool:
         """Queue a live frame without waiting; False if it was a duplicate or the session is gone/slow."""
-        if self.closed.is_set():
+        if self._closed:
             return False
         if notification_id is not None:
-            if notification_id in self._recent:
+            if self._recent is not None and notification_id in self._recent:
                 return False
             if self._held is not None:
                 if len(self._held) >= self.limit:
@@ -81,45 +102,74 @@ class Session:
         return self._put_nowait(Outgoing(kind, notification_id, frame))
 
     def _put_nowait(self, item: Outgoing) -> bool:
-        """Queue an item, or close the session as slow if the queue is full."""
-        try:
-            self._send.send_nowait(item)
-        except trio.WouldBlock:
+        """Queue an item and wake the session's task, or close the session as slow if the queue is full."""
+        if self._queue is None:
+            self._queue = deque()
+        elif len(self._queue) >= self.limit:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full")
             return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
+        self._queue.append(item)
+        self._wake()
         return True
 
-    async def put(self, item: Outgoing) -> bool:
-        """Queue a frame from the session's own task (replay, pong), waiting for room."""
-        if self.closed.is_set():
-            return False
-        try:
-            await self._send.send(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
+    def next_nowait(self) -> Outgoing | None:
+        """The next queued frame, or None; queued frames are still there after the session closes."""
+        if not self._queue:
+            self._queue = None  # an idle session holds no deque
+            return None
+        return self._queue.popleft()
+
+    def queued(self) -> int:
+        """Frames waiting in the queue."""
+        return len(self._queue) if self._queue is not None else 0
+
+    @contextmanager
+    def interruptible(self, deadline: float = math.inf) -> Iterator[trio.CancelScope]:
+        """A cancel scope that a queued frame, the session closing or the deadline cancels (at once if one already has).
+
+        The session's task waits in it for something else as well: a client's message (the
+        WebSocket), or nothing (`wait`). Waiting in a trio receive is cancel-safe: a message
+        is either received or left for the next receive.
+        """
+        with trio.CancelScope(deadline=deadline) as scope:
+            if self._queue or self._closed:
+                scope.cancel()
+            self._waker = scope
+            try:
+                yield scope
+            finally:
+                self._waker = None
+
+    async def wait(self, deadline: float = math.inf) -> None:
+        """Until a frame is queued, the session closes or the deadline passes (at once if one already has)."""
+        with self.interruptible(deadline):
+            await trio.sleep_forever()
+
+    def _wake(self) -> None:
+        if self._waker is not None:
+            self._waker.cancel()
 
     def claim(self, notification_id: str) -> bool:
         """Mark an id as sent on this session; False if it already was."""
-        if notification_id in self._recent:
+        if self._recent is not None and notification_id in self._recent:
             return False
         self._remember(notification_id)
         return True
 
     def _remember(self, notification_id: str) -> None:
+        if self._recent is None:
+            self._recent = OrderedDict()
         self._recent[notification_id] = False
         if len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
 
     def was_sent(self, notification_id: str) -> bool:
         """Whether this session sent (or replayed) that notification recently."""
-        return notification_id in self._recent
+        return self._recent is not None and notification_id in self._recent
 
     def first_ack(self, notification_id: str) -> bool:
         """Mark a sent id acked; False if it was not sent on this session or was acked already."""
-        if self._recent.get(notification_id, True):
+        if self._recent is None or self._recent.get(notification_id, True):
             return False
         self._recent[notification_id] = True
         return True
@@ -143,11 +193,11 @@ class Session:
         return None
 
     def close(self, code: int, reason: str) -> None:
-        """Close the outbound queue (what is queued still drains); the first reason wins."""
-        if not self.closed.is_set():
+        """Close the session (what is queued still drains) and wake its task; the first reason wins."""
+        if not self._closed:
             self.close_code, self.close_reason = code, reason
-            self.closed.set()
-            self._send.close()
+            self._closed = True
+            self._wake()
 
 
 RECENT_TTL_S = 3600.0  # a user's recent pushes live an hour after the last one

@@ -2,8 +2,10 @@
 
 It reads the whole request body, then answers a POST with 202 and a small JSON body the
 size of Herald's receipt (`{"notification_id": <26 chars>, "status": "accepted"}` plus a
-Location header), and a GET with 200. Nothing else: no validation, no storage. Herald's
-throughput is reported as a ratio of this one's, measured the same way on the same
+Location header), and a GET with 200. A WebSocket (any path) is accepted and each message
+echoed back, until the client leaves (the reference of loadtests/bench_sessions.py: what
+an idle WebSocket costs on the same server). Nothing else: no validation, no storage.
+Herald's figures are reported as ratios of this one's, measured the same way on the same
 machine, because absolute numbers move with the machine and its noise.
 
 Run it either with Hypercorn's CLI (from the repository's root, so `loadtests` imports):
@@ -52,6 +54,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await _echo(receive, send)
+        return
     if scope["type"] != "http":
         return
     body = bytearray()
@@ -71,6 +76,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+async def _echo(receive: Any, send: Any) -> None:
+    """A WebSocket: accept, then send each message back, until the client disconnects."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+        else:  # websocket.disconnect
+            return
 
 
 def _config(host: str, port: int) -> Any:

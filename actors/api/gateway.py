@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.typing import ASGIFramework
 from quart import Blueprint, Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from protocol.channels import Channel
-from protocol.frames import MAX_CLIENT_MESSAGE_BYTES
+from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
 from reactor.ports import LogStore, SigningKeyStore
@@ -45,6 +46,7 @@ from .fast_path import FastSubmit
 from .http_server import ConnectionErrors, serve
 from .idempotency import Idempotency
 from .subscriber import SubscriberLimits
+from .websocket_endpoint import SessionSockets
 
 log = logging.getLogger("herald.gateway")
 
@@ -217,15 +219,19 @@ class FrontEnd:
 
     def __init__(self, gw: Gateway, host: str, port: int, grace_s: float) -> None:
         self.gw = gw
-        app = create_app(gw)
-        # POST /v1/notifications skips Quart where it is served; the rest is the Quart app
-        self.app = FastSubmit(app, gw) if gw.serves("notifications") else app
+        self.quart = app = create_app(gw)
+        # POST /v1/notifications and the WebSocket skip Quart where they are served; the rest is the Quart app
+        self.fast = FastSubmit(app, gw) if gw.serves("notifications") else None
+        self.app: ASGIFramework = self.fast or app
+        if gw.serves("realtime"):
+            self.app = SessionSockets(self.app, gw)  # outermost: a session's task keeps no frame of the layers inside
         self.config = hypercorn_config(host, port, grace_s)
         self.binds: list[str] = []
         self.connection_errors = ConnectionErrors()  # connections an exception ended (each stayed that connection's)
 
     def stop(self) -> None:
         self.gw.draining.set()
+        self.gw.limits.caps.close_all(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
 
     async def run(self, *, task_status: trio.TaskStatus[list[str] | None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.gw.draining.is_set():

@@ -24,6 +24,10 @@ that each connection is a `GuardedConnection` instead of Hypercorn's `TCPServer`
    connection closes when the answer ends.
 5. A stream that answers at once and gives up (an invalid WebSocket handshake: 400 `Connection: close`) never
    ends itself, so the connection stayed open. Here it closes.
+6. A send to a client that stopped reading waited forever, shielded, holding the send lock: a WebSocket whose
+   client reads nothing kept its session and its buffers for good. Here a send the kernel has not taken within
+   SEND_TIMEOUT_S (nginx's send_timeout is 60 s too) ends the connection with a reset, which drops what the
+   kernel still holds for it.
 
 Three behaviours of HTTP/1.1 (`ClosingH11`): an answer that starts before its request's body has arrived (an
 early 401, 405 or 413) says `Connection: close` and the connection ends, so what follows is never read as a
@@ -38,7 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib.metadata import version
@@ -67,6 +72,7 @@ SUPPORTED = ("0.17.", "0.18.")  # the Hypercorn versions whose internals this mo
 LINGER_S = 2.0  # after our FIN, how long what the client still sends is read and dropped before the socket closes
 LINGER_BYTES = 1 << 20  # and how much of it at most
 SEND_LOCK_WAIT_S = 2.0  # how long a close waits for a send in progress (one stuck on a client that reads nothing)
+SEND_TIMEOUT_S = 60.0  # a send the kernel has not taken in this long ends the connection (a client that stopped reading)
 _SEND_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
 _CLOSE = (b"connection", b"close")
 
@@ -139,6 +145,8 @@ class GuardedConnection(TCPServer):
     closes the socket (`_finish`).
     """
 
+    _stalled = False  # a send timed out: the socket is reset, not lingered (the client reads nothing)
+
     def __init__(self, *args: Any, on_error: Callable[[], None] = lambda: None) -> None:
         super().__init__(*args)
         self._closing = False  # the protocol is done with the connection: our FIN is sent or on its way
@@ -198,8 +206,9 @@ class GuardedConnection(TCPServer):
             failed = False
             async with self.send_lock:
                 try:
-                    with trio.CancelScope(shield=True):
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_S) as sending:
                         await self.stream.send_all(event.data)
+                    self._stalled = failed = sending.cancelled_caught  # the client has read nothing for SEND_TIMEOUT_S
                 except _SEND_ERRORS:
                     failed = True
             if failed:  # outside the lock: the close takes it
@@ -226,8 +235,11 @@ class GuardedConnection(TCPServer):
         with self._reading:
             while not (self._closing or self._closing_after_answer):
                 try:
-                    with trio.fail_after(self.config.read_timeout or math.inf):
+                    if self.config.read_timeout is None:  # no cancel scope held by each of many idle connections
                         data = await self.stream.receive_some(MAX_RECV)
+                    else:
+                        with trio.fail_after(self.config.read_timeout):
+                            data = await self.stream.receive_some(MAX_RECV)
                 except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                     break
                 await self.protocol.handle(RawData(bytes(data)))
@@ -260,6 +272,9 @@ class GuardedConnection(TCPServer):
         """FIN if not yet sent, drop what the client still sends (bounded; skipped when cancelled), close the socket."""
         try:
             await self._close()
+            if self._stalled:
+                self._reset_on_close()
+                return
             drained = 0
             with trio.move_on_after(LINGER_S):
                 while drained < LINGER_BYTES and (data := await self.stream.receive_some(MAX_RECV)):
@@ -269,6 +284,12 @@ class GuardedConnection(TCPServer):
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await self.stream.aclose()
+
+    def _reset_on_close(self) -> None:
+        """SO_LINGER 0: the close sends a reset and drops what the kernel still holds for a client that reads nothing."""
+        transport = getattr(self.stream, "transport_stream", self.stream)
+        with contextlib.suppress(OSError, AttributeError):
+            transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _answer_in_flight(self) -> bool:
         """An HTTP/1.1 answer is half sent by a stream that is still open (a stream that ended never finishes it)."""

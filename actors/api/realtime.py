@@ -17,10 +17,16 @@ number of sessions on a node (over it: 429 with Retry-After, WebSocket close 400
 open WebSocket or SSE stream ends when its token expires (close 4003, SSE an `error`
 event with code 4003); a WebSocket message over MAX_CLIENT_MESSAGE_BYTES is refused by
 the server (close 1009) without being buffered (websocket_limit.py).
+
+The WebSocket is served on ASGI in front of Quart, one task per session
+(websocket_endpoint.py); SSE and long-poll are Quart routes here. Whatever the transport, a
+session's task sleeps in Session.wait/interruptible until a frame is queued or the session
+closes; a draining node closes every session at once (SessionCaps.close_all).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -30,18 +36,7 @@ import trio
 from quart import Blueprint, Response, request, websocket
 
 from protocol.channels import Channel
-from protocol.frames import (
-    Ack,
-    CloseCode,
-    ErrorFrame,
-    Ping,
-    PollResponse,
-    Pong,
-    Sync,
-    Synced,
-    client_frame_decoder,
-    frame_encoder,
-)
+from protocol.frames import CloseCode, ErrorFrame, PollResponse, Synced, frame_encoder
 from protocol.ids import is_notification_id, notification_id_ms
 from protocol.lifecycle import Status
 from protocol.messages import StatusEvent
@@ -49,25 +44,24 @@ from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 from reactor.mailbox import MailboxClosed
 
-from ..domain.tokens import InvalidToken, read_token
-from ..services.credentials import learn_kid
 from ..messages import RecordEvents, Register, Unregister
 from ..registry import Outgoing, Session
 from . import websocket_limit
-from .errors import ProblemError, bad_param, json_response, limit_param, number_param, retry_after, served
+from .errors import ProblemError, bad_param, json_response, limit_param, number_param, served
 from .replay import Replay, belongs_to_another_user
 from .subscriber import Subscriber, subscriber, token_id
 
 if TYPE_CHECKING:  # gateway.py imports this module
     from .gateway import Gateway
 
-_PONG = frame_encoder.encode(Pong())
+log = logging.getLogger("herald.gateway")
+
 POLL_DEFAULT_S = 30.0
 POLL_MAX_S = 60.0
 _IDLE = Outgoing("idle", None, b"")  # nothing arrived within a heartbeat
-_TOKEN_EXPIRED = "token expired: fetch a new token, then reconnect and resume"
+TOKEN_EXPIRED = "token expired: fetch a new token, then reconnect and resume"
 SESSIONS_RETRY_S = 5  # Retry-After of a session refused as over a cap: a slot frees when another session ends
-_NOT_THIS_USERS = "not a notification of this user"
+NOT_THIS_USERS = "not a notification of this user"
 _OVER_SSE = "delivered over SSE"
 
 
@@ -103,27 +97,10 @@ def blueprint(gw: Gateway) -> Blueprint:
 
     @bp.websocket("/v1/ws")
     async def ws() -> None:
-        await websocket.accept()
-        token = websocket.args.get("token", "")
-        try:
-            await learn_kid(gw.key_ring, token)
-            granted = read_token(gw.secret, token, wall_ms())
-        except InvalidToken as exc:
-            await websocket.close(CloseCode.UNAUTHORIZED, str(exc))
-            return
-        user_id = granted.user_id
-        wait = await gw.limits.take(user_id)
-        if wait > 0:
-            await websocket.close(CloseCode.RATE_LIMITED, f"over the request rate: reconnect in {retry_after(wait)} s")
-            return
-        last_id = websocket.args.get("last_id")
-        if last_id is not None and not is_notification_id(last_id):
-            await websocket.close(CloseCode.PROTOCOL_ERROR, "last_id is not a notification id")
-            return
-        if last_id is not None and await belongs_to_another_user(gw.logstore, user_id, last_id):
-            await websocket.close(CloseCode.PROTOCOL_ERROR, f"last_id: {_NOT_THIS_USERS}")
-            return
-        await _serve_websocket(gw, Subscriber(user_id, token, granted.expires_ms), last_id)
+        """Declared here for the routing table (/openapi.json's check, a 421 on nodes of other roles); the front end
+        serves /v1/ws on ASGI before a request reaches Quart (websocket_endpoint.SessionSockets)."""
+        log.error("WebSocket %s reached the Quart app: it is served by websocket_endpoint.SessionSockets in front of it", websocket.path)
+        await websocket.close(1011, "internal error")
 
     @bp.get("/v1/sse")
     async def sse() -> Response:
@@ -133,7 +110,7 @@ def blueprint(gw: Gateway) -> Blueprint:
         if last_id is not None and not is_notification_id(last_id):
             raise bad_param(field, "not a notification id (26 characters, Crockford base32)")
         if last_id is not None and await belongs_to_another_user(gw.logstore, who.user_id, last_id):
-            raise bad_param(field, _NOT_THIS_USERS)
+            raise bad_param(field, NOT_THIS_USERS)
         refusal = gw.limits.caps.check(who.user_id, token_id(who.token))
         if refusal is not None:  # checked again when the stream registers (another request may take the slot first)
             raise _too_many_sessions(refusal)
@@ -154,7 +131,7 @@ def blueprint(gw: Gateway) -> Blueprint:
         timeout = number_param("timeout", request.args.get("timeout"), 0, POLL_MAX_S, POLL_DEFAULT_S)
         limit = limit_param(request.args.get("limit"), 100)
         if after is not None and await belongs_to_another_user(gw.logstore, who.user_id, after):
-            raise bad_param("after", _NOT_THIS_USERS)
+            raise bad_param("after", NOT_THIS_USERS)
         session = Session(who.user_id, gw.session_queue, hold=after is not None, token_id=token_id(who.token))
         items: list[Outgoing] = []
         try:
@@ -192,6 +169,8 @@ async def registered(gw: Gateway, session: Session) -> AsyncIterator[Session]:
     try:
         await served(gw.registry, "registry mailbox").send(Register(session))
         gw.sessions_opened += 1
+        if gw.draining.is_set():  # admitted after the drain closed the others (SessionCaps.close_all)
+            session.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
         try:
             yield session
         finally:
@@ -206,145 +185,15 @@ async def registered(gw: Gateway, session: Session) -> AsyncIterator[Session]:
 
 
 async def _next_item(gw: Gateway, session: Session) -> Outgoing | None:
-    """The next outbound frame; None once the session is closed or the node drains (callers bound the wait)."""
-    try:
-        return session.outbound.receive_nowait()
-    except trio.WouldBlock:
-        pass
-    except (trio.EndOfChannel, trio.ClosedResourceError):
-        return None
-    if gw.draining.is_set():
-        return None
-    result: Outgoing | None = None
-    async with trio.open_nursery() as nursery:
-
-        async def drain_watch() -> None:
-            await gw.draining.wait()
-            nursery.cancel_scope.cancel()
-
-        async def receive() -> None:
-            nonlocal result
-            try:
-                result = await session.outbound.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                pass
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(drain_watch)
-        nursery.start_soon(receive)
-    return result
+    """The next outbound frame; None once the session is closed (a draining node closes it) (callers bound the wait)."""
+    while (item := session.next_nowait()) is None:
+        if session.closed or gw.draining.is_set():
+            return None
+        await session.wait()
+    return item
 
 
-# -- WebSocket
-
-
-async def _serve_websocket(gw: Gateway, who: Subscriber, last_id: str | None) -> None:
-    """Hold live frames until the client's first frame (a sync replays before them), or resume at once from ?last_id=."""
-    session = Session(who.user_id, gw.session_queue, hold=True, token_id=token_id(who.token))
-    try:
-        async with registered(gw, session):
-            await _websocket_loop(gw, session, last_id, TokenExpiry(who.expires_ms))
-    except MailboxClosed:
-        await websocket.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
-    except TooManySessions:
-        await websocket.close(CloseCode.TOO_MANY_SESSIONS, "too many sessions for this user or token; reconnect later")
-
-
-async def _websocket_loop(gw: Gateway, session: Session, last_id: str | None, expiry: TokenExpiry) -> None:
-    last_seen = trio.current_time()
-    async with trio.open_nursery() as nursery:
-
-        async def sender() -> None:
-            async for item in session.outbound:
-                await websocket.send(item.frame.decode())
-            await websocket.close(session.close_code or 1000, session.close_reason)
-            nursery.cancel_scope.cancel()
-
-        async def watchdog() -> None:
-            while True:
-                await trio.sleep(gw.heartbeat_s)
-                if trio.current_time() - last_seen > 3 * gw.heartbeat_s:
-                    session.close(CloseCode.HEARTBEAT_MISSED, "3 heartbeats missed")
-                    return
-
-        async def drain_watch() -> None:
-            await gw.draining.wait()
-            session.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
-
-        async def expiry_watch() -> None:
-            # Not a busy wait (ASYNC110): one sleep to the token's deadline, and another only if
-            # the wall clock has not reached the expiry there yet. No task could set an Event.
-            while not expiry.expired():  # noqa: ASYNC110
-                await trio.sleep_until(expiry.deadline)
-            session.close(CloseCode.TOKEN_EXPIRED, _TOKEN_EXPIRED)
-
-        nursery.start_soon(sender)
-        nursery.start_soon(watchdog)
-        nursery.start_soon(drain_watch)
-        nursery.start_soon(expiry_watch)
-        if last_id is not None:
-            await _websocket_sync(gw, session, last_id)
-        while True:
-            raw = await websocket.receive()
-            last_seen = trio.current_time()
-            try:
-                frame = client_frame_decoder.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await _release(session)
-                await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"bad frame: {exc}"))))
-                continue
-            if isinstance(frame, Sync):
-                # a sync reads the inbox: it counts against the user's rate, and resumes only from the user's own ids
-                if await gw.limits.take(session.user_id) > 0:
-                    session.close(CloseCode.RATE_LIMITED, "over the request rate: reconnect after a pause")
-                elif frame.last_id is not None and await belongs_to_another_user(gw.logstore, session.user_id, frame.last_id):
-                    session.close(CloseCode.PROTOCOL_ERROR, f"sync: last_id: {_NOT_THIS_USERS}")
-                else:
-                    await _websocket_sync(gw, session, frame.last_id)
-                continue
-            await _release(session)
-            if isinstance(frame, Ping):
-                await session.put(Outgoing("pong", None, _PONG))
-            elif isinstance(frame, Ack):
-                await _ack(gw, session, frame.id)
-
-
-async def _release(session: Session) -> int:
-    """Let the held frames through, in order, and go live (the sender task drains the queue); how many."""
-    count = 0
-    while (item := session.take_held()) is not None:
-        if await session.put(item):
-            count += 1
-    return count
-
-
-async def _websocket_sync(gw: Gateway, session: Session, last_id: str | None) -> None:
-    """Replay what the client missed after `last_id` (everything retained when None), then `synced` with the count sent."""
-    if last_id is not None and not is_notification_id(last_id):
-        await _release(session)
-        await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame("sync: last_id is not a notification id"))))
-        return
-    session.hold()
-    count = 0
-    replay = Replay(gw.logstore, served(gw.registry, "registry mailbox"), session, last_id)
-    while page := await replay.next_page():
-        for item in page:
-            if await session.put(item):
-                count += 1
-    count += await _release(session)
-    await session.put(Outgoing("synced", None, frame_encoder.encode(Synced(count))))
-
-
-async def _ack(gw: Gateway, session: Session, notification_id: str) -> None:
-    """RecordEvents an ack of a frame this session sent (once); an error frame for any other id."""
-    if not session.was_sent(notification_id):
-        await session.put(Outgoing("error", None, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session"))))
-        return
-    if session.first_ack(notification_id):  # the first ack of it on this session (a second one records nothing)
-        await gw.recorder.send(RecordEvents((_delivered(session, notification_id, "acknowledged by the client"),)))
-
-
-def _delivered(session: Session, notification_id: str, how: str) -> StatusEvent:
+def delivered_event(session: Session, notification_id: str, how: str) -> StatusEvent:
     """The client event that makes the web channel `delivered`: a client saw it."""
     return StatusEvent(
         notification_id, session.user_id, Channel.WEB, Status.DELIVERED, wall_ms(), detail=how,
@@ -359,7 +208,7 @@ async def _handed_over(gw: Gateway, session: Session, items: list[Outgoing], how
     gone when the node stops: the status then stays `sent`, which is still final.
     """
     events = tuple(
-        _delivered(session, item.id, how)
+        delivered_event(session, item.id, how)
         for item in items
         if item.kind == "notification" and item.id is not None and session.first_ack(item.id)
     )
@@ -420,7 +269,7 @@ async def _sse_stream(gw: Gateway, who: Subscriber, last_id: str | None) -> Asyn
                     yield sse_event(item)
                     await _handed_over(gw, session, [item], _OVER_SSE)
             else:
-                session.close(CloseCode.TOKEN_EXPIRED, _TOKEN_EXPIRED)
+                session.close(CloseCode.TOKEN_EXPIRED, TOKEN_EXPIRED)
             reason = session.close_reason or "server shutting down; reconnect later"
             yield _sse_error(reason, session.close_code or CloseCode.SHUTTING_DOWN)
     except MailboxClosed:
@@ -453,9 +302,6 @@ async def _arrivals(gw: Gateway, session: Session, limit: int) -> list[Outgoing]
     if first is None:
         return []
     items = [first]
-    while len(items) < limit:
-        try:
-            items.append(session.outbound.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            break
+    while len(items) < limit and (item := session.next_nowait()) is not None:
+        items.append(item)
     return items

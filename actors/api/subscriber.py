@@ -39,10 +39,12 @@ if TYPE_CHECKING:  # gateway.py imports this module
 
 
 class SessionCaps:
-    """How many sessions each user and each subscriber token holds on this node, within caps.
+    """How many sessions each user and each subscriber token holds on this node, within caps; and which they are.
 
     Pure bookkeeping, on the front end's Trio thread: `admit` and `release` never wait, so
-    a check and its count cannot interleave with another request's.
+    a check and its count cannot interleave with another request's. A draining node closes
+    every admitted session at once (`close_all`): no session runs a task of its own to watch
+    for the drain.
     """
 
     def __init__(self, per_user: int, per_token: int) -> None:
@@ -52,6 +54,7 @@ class SessionCaps:
         self.per_token = per_token
         self._users: dict[str, int] = {}
         self._tokens: dict[str, int] = {}
+        self._live: set[Session] = set()
         self.refused = 0
 
     def refusal(self, user_id: str, token_id: str) -> str | None:
@@ -76,10 +79,12 @@ class SessionCaps:
             return reason
         self._users[session.user_id] = self._users.get(session.user_id, 0) + 1
         self._tokens[session.token_id] = self._tokens.get(session.token_id, 0) + 1
+        self._live.add(session)
         return None
 
     def release(self, session: Session) -> None:
         """Count an admitted session out."""
+        self._live.discard(session)
         for counts, key in ((self._users, session.user_id), (self._tokens, session.token_id)):
             left = counts[key] - 1
             if left:
@@ -90,6 +95,15 @@ class SessionCaps:
     def held(self, user_id: str) -> int:
         """Sessions the user holds on this node."""
         return self._users.get(user_id, 0)
+
+    def live(self) -> int:
+        """Sessions admitted and not released, all users together."""
+        return len(self._live)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every admitted session (each one's task then ends it: close frame, SSE error event, poll answer)."""
+        for session in list(self._live):
+            session.close(code, reason)
 
 
 @dataclass

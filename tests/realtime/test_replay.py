@@ -97,12 +97,7 @@ def ids_of(*indexes: int) -> list[str]:
 
 
 def queued(session: Session) -> list[Outgoing]:
-    items = []
-    while True:
-        try:
-            items.append(session.outbound.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return items
+    return list(iter(session.next_nowait, None))
 
 
 async def test_resume_from_an_id_whose_inbox_row_is_not_written_yet(tmp_path):
@@ -184,7 +179,7 @@ async def test_a_session_holding_too_many_frames_is_closed_as_slow(tmp_path):
         await n.register(session)
         assert await n.push(0, 1, 2, 3, 4) == [1, 1, 1, 1, 1]  # the node holds a session of the user ...
         assert n.registry.pushed == 4  # ... which held four and was closed on the fifth
-        assert session.closed.is_set() and session.close_code == CloseCode.SLOW_CONSUMER
+        assert session.closed and session.close_code == CloseCode.SLOW_CONSUMER
         await n.mailbox.send(Unregister(session))
 
 
