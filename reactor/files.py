@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -62,13 +63,35 @@ def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
 
     The new file has `mode` (0600 by default) from its creation on, never wider.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    write_files_atomically([(path, data)], mode)
+
+
+def write_files_atomically(files: Sequence[tuple[Path, bytes]], mode: int = PRIVATE_FILE) -> None:
+    """`write_atomically` for many files at once: each is written and synced, then all are renamed into
+    place, then each folder they are in is synced once (one folder sync for the lot, not one per file).
+
+    A crash leaves each file old or new; when the call returns, every one is new and durable.
+    """
+    staged: list[tuple[Path, Path]] = []
     try:
-        os.fchmod(fd, mode)  # a stale .tmp left by a crash keeps its old mode through O_TRUNC
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        for path, data in files:
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            try:
+                os.fchmod(fd, mode)  # a stale .tmp left by a crash keeps its old mode through O_TRUNC
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            staged.append((tmp, path))
+    except BaseException:
+        for tmp, _ in staged:  # none of the batch is renamed into place: leave no .tmp behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for folder in dict.fromkeys(path.parent for _, path in staged):
+        fsync_dir(folder)
