@@ -77,13 +77,13 @@ def write_files_atomically(files: Sequence[tuple[Path, bytes]], mode: int = PRIV
         for path, data in files:
             tmp = path.with_name(path.name + ".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            staged.append((tmp, path))
             try:
                 os.fchmod(fd, mode)  # a stale .tmp left by a crash keeps its old mode through O_TRUNC
                 write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            staged.append((tmp, path))
     except BaseException:
         for tmp, _ in staged:  # none of the batch is renamed into place: leave no .tmp behind
             try:
