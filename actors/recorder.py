@@ -2,7 +2,8 @@
 
 It takes one message (RecordEvents: status events and inbox entries; ChangeInbox: read,
 read all, archive), then whatever else is already queued or arrives within `linger_s` of
-the first (up to `batch` events: its callers' group commit, one fsync for them all), and
+the first (up to `batch` events: its callers' group commit, one fsync for them all; it
+lingers only when the batch before had company, so a lone caller is not slowed), and
 writes them all with one plan: it reads the state the planner needs through the port
 (the current status of every (notification, channel) named, the inbox rows an inbox
 change names, then the round's timeline of those with a late, conflicting or replayed
@@ -142,6 +143,7 @@ class Recorder:
         self.mailbox = mailbox
         self.batch = batch
         self.linger_s = linger_s
+        self._company = False  # the last batch had more than one message: linger for the next one
         self.transactions = 0
         self.events_written = 0
 
@@ -161,6 +163,7 @@ class Recorder:
                     break
                 pending.append(more)
                 size += _size(more)
+            self._company = len(pending) > 1
             await self._write(pending)
 
     async def _next_before(self, deadline: float) -> RecorderMessage | None:
@@ -170,7 +173,7 @@ class Recorder:
         except trio.EndOfChannel:
             return None
         except trio.WouldBlock:
-            if self.linger_s <= 0:
+            if self.linger_s <= 0 or not self._company:
                 return None
         with trio.move_on_at(deadline):
             try:

@@ -15,6 +15,10 @@ Two ways to drive it, the same batches either way:
   when no write is in progress, the first caller whose batch is waiting writes it
   (leader), the others wait for that write to end, and one of them writes the next.
 
+Driven by its callers, a batch lingers only when the one before it had company (more than one
+item): a lone caller (a serial Provider) is written at once, as without group commit, and
+callers that come together wait `linger_s` at most for each other.
+
 Either way a caller wakes only once its batch is durable, or with an error if that
 batch's write failed: a failed batch fails every caller in it, none acknowledged.
 """
@@ -87,6 +91,7 @@ class GroupCommit(Generic[T, R]):
         self._writing = False  # commit(): a caller is writing a batch
         self._written = trio.Event()  # commit(): set when that write ends
         self.batches = 0  # batches written (durable writes made), for tests and benchmarks
+        self._last_size = 0  # items in the batch written last
 
     @property
     def linger_s(self) -> float:
@@ -127,7 +132,7 @@ class GroupCommit(Generic[T, R]):
             # no write in progress, so this caller's batch is the one waiting: write it
             self._writing, self._written = True, trio.Event()
             try:
-                await self._write_next(shield=True)
+                await self._write_next(shield=True, linger=self._last_size > 1)
             except Exception:  # noqa: S110 - the batch carries the error to each of its callers, this one too
                 pass
             finally:
@@ -136,15 +141,16 @@ class GroupCommit(Generic[T, R]):
         await batch.wait()
         return batch
 
-    async def _write_next(self, shield: bool = False) -> None:
+    async def _write_next(self, shield: bool = False, linger: bool = True) -> None:
         """Linger, then write the waiting batch and wake its callers (failing them if the write raises).
 
         `shield`: a caller that writes for others is not let off by its own cancellation once the
         write has started (it waits that one write out), so it never fails the others' batch.
         """
-        if self._linger_s > 0 and not self._stopping:
+        if linger and self._linger_s > 0 and not self._stopping:
             await trio.sleep(self._linger_s)
         batch, self._batch = self._batch, Batch(self._failed)
+        self._last_size = len(batch.items)
         try:
             with trio.CancelScope(shield=shield):
                 result = await self._write(batch.items)

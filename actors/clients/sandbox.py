@@ -36,7 +36,7 @@ from protocol.header_safe import address_problem, header_text_problem, mailbox_p
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
-from reactor.files import write_files_atomically
+from reactor.files import discard_staged, install_files, stage_file, staged_path
 from reactor.group_commit import GroupCommit, WriteFailed
 
 UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no longer knows
@@ -107,8 +107,11 @@ class EmailOutbox:
     """Email sandbox: one .eml file per notification, replaced atomically and synced before the outcome.
 
     Concurrent sends group-commit (reactor/group_commit.py): the files of one batch are written and
-    synced together and their folder synced once, after a linger of `linger_s` at most.
+    synced together (from up to SYNC_THREADS threads: concurrent fsyncs share the disk's flushes),
+    then renamed into place and their folder synced once, after a linger of `linger_s` at most.
     """
+
+    SYNC_THREADS = 8
 
     def __init__(self, outbox: Path, sender: str, linger_s: float = 0.0) -> None:
         problem = mailbox_problem(sender)
@@ -118,11 +121,25 @@ class EmailOutbox:
         self.sender = sender
         outbox.mkdir(parents=True, exist_ok=True)
         self._files: GroupCommit[tuple[Path, bytes], None] = GroupCommit(self._write_files, linger_s=linger_s)
+        self._sync_threads = trio.CapacityLimiter(self.SYNC_THREADS)
 
-    @staticmethod
-    async def _write_files(files: list[tuple[Path, bytes]]) -> None:
+    async def _write_files(self, files: list[tuple[Path, bytes]]) -> None:
         latest = dict(files)  # one notification twice in a batch: its last message wins, as it would one after the other
-        await trio.to_thread.run_sync(write_files_atomically, list(latest.items()))
+        errors: list[OSError] = []
+
+        async def stage(path: Path, raw: bytes) -> None:
+            try:
+                await trio.to_thread.run_sync(stage_file, path, raw, limiter=self._sync_threads)
+            except OSError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for path, raw in latest.items():
+                nursery.start_soon(stage, path, raw)
+        if errors:  # none of the batch is put in place
+            await trio.to_thread.run_sync(discard_staged, [staged_path(p) for p in latest])
+            raise errors[0]
+        await trio.to_thread.run_sync(install_files, list(latest))
 
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.email is None or not delivery.address:

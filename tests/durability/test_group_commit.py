@@ -1,8 +1,9 @@
 """The group-commit helper (reactor/group_commit.py), driven by its callers, under MockClock.
 
 - concurrent callers share writes, and each returns only once its own items are durable;
-- the linger is bounded: a lone caller waits `linger_s` and no more, callers arriving
-  without pause never wait more than two lingers and two writes;
+- the linger is bounded: a caller waits `linger_s` and no more, callers arriving without
+  pause never wait more than two lingers and two writes; a caller with no company (the
+  batch before it had one item) is written at once;
 - a failed write fails every caller of its batch (none acknowledged) and no caller of another;
 - a caller writing for others, cancelled mid-write, does not fail their batch.
 """
@@ -26,10 +27,12 @@ class Disk:
     def __init__(self) -> None:
         self.durable: list[int] = []
         self.writes = 0
+        self.batches: list[list[int]] = []
         self.failing: set[int] = set()
 
     async def write(self, items: list[int]) -> None:
         self.writes += 1
+        self.batches.append(list(items))
         await trio.sleep(WRITE_S)
         if self.failing.intersection(items):
             raise OSError(5, "Input/output error")
@@ -54,15 +57,34 @@ async def test_concurrent_callers_share_writes_and_wake_once_their_items_are_dur
     assert commits.batches <= 2
 
 
+async def with_company(commits: GroupCommit[int, None], first: int) -> None:
+    """Callers coming together, until a batch of more than one item was written (the next one lingers)."""
+    async with trio.open_nursery() as nursery:
+        for i in range(first, first + 4):
+            nursery.start_soon(commits.commit, [i])
+    assert commits.batches >= 2  # the first caller alone, the others queued behind it in one batch
+
+
 @pytest.mark.parametrize("linger_s", [0.0, 0.005])
-async def test_a_lone_caller_waits_the_linger_and_no_longer(autojump_clock: trio.testing.MockClock, linger_s: float) -> None:
+async def test_a_caller_after_company_waits_the_linger_and_no_longer(autojump_clock: trio.testing.MockClock, linger_s: float) -> None:
     disk = Disk()
     commits: GroupCommit[int, None] = GroupCommit(disk.write, linger_s=linger_s)
+    await with_company(commits, 100)
     start = trio.current_time()
     with trio.fail_after(10):  # a batch that waited to fill would sit here until the (mock) deadline
         await commits.commit([1])
     assert trio.current_time() - start == pytest.approx(linger_s + WRITE_S)
-    assert disk.durable == [1]
+    assert 1 in disk.durable
+
+
+async def test_a_caller_with_no_company_is_written_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    disk = Disk()
+    commits: GroupCommit[int, None] = GroupCommit(disk.write, linger_s=0.005)
+    for i in range(3):  # a serial caller: each batch holds one item, so none lingers
+        start = trio.current_time()
+        await commits.commit([i])
+        assert trio.current_time() - start == pytest.approx(WRITE_S)
+    assert disk.batches == [[0], [1], [2]]
 
 
 async def test_callers_arriving_without_pause_wait_a_bounded_time(autojump_clock: trio.testing.MockClock) -> None:
@@ -100,15 +122,17 @@ async def test_a_failed_write_fails_every_caller_of_its_batch_and_no_other(autoj
             outcomes[i] = exc
 
     async with trio.open_nursery() as nursery:
-        for i in range(8):  # one batch: item 3 makes its write fail
+        for i in range(16):  # item 3 makes the write of its batch fail
             nursery.start_soon(caller, i)
-    assert all(isinstance(outcomes[i], WriteFailed) for i in range(8)), outcomes
-    assert all(isinstance(e.__cause__, OSError) for e in outcomes.values() if e is not None)
-    assert disk.durable == []  # none acknowledged, none written
-    async with trio.open_nursery() as nursery:  # the next batch is not touched by the failure
-        for i in range(8, 16):
-            nursery.start_soon(caller, i)
-    assert all(outcomes[i] is None for i in range(8, 16)) and sorted(disk.durable) == list(range(8, 16))
+            await trio.sleep(0.0003)
+    failed_batch = next(b for b in disk.batches if 3 in b)
+    assert len(failed_batch) > 1 and len(disk.batches) > 1
+    for i in range(16):
+        if i in failed_batch:  # every caller of the failed batch: an error, not written
+            assert isinstance(outcomes[i], WriteFailed) and isinstance(outcomes[i].__cause__, OSError), outcomes
+            assert i not in disk.durable
+        else:  # every other caller: acknowledged and written
+            assert outcomes[i] is None and i in disk.durable, outcomes
 
 
 async def test_a_writer_cancelled_mid_write_still_acknowledges_the_others(autojump_clock: trio.testing.MockClock) -> None:
@@ -123,6 +147,8 @@ async def test_a_writer_cancelled_mid_write_still_acknowledges_the_others(autoju
             await commits.commit([i])
             done.append(i)
 
+    await with_company(commits, 100)  # so the next batch lingers, and the others join the leader's batch
+    disk.durable.clear()
     leader_scope: list[trio.CancelScope] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(caller, 0, leader_scope)  # first in: it writes the batch
@@ -131,5 +157,6 @@ async def test_a_writer_cancelled_mid_write_still_acknowledges_the_others(autoju
             nursery.start_soon(caller, i)
         await trio.sleep(0.002 + WRITE_S / 2)  # past the linger, in the middle of the write
         leader_scope[0].cancel()
+    assert sorted(disk.batches[-1]) == [0, 1, 2, 3, 4, 5]  # the leader's batch held them all
     assert sorted(disk.durable) == list(range(6))  # the write was not abandoned
     assert sorted(done) == list(range(1, 6))  # the others were acknowledged; the cancelled caller was not

