@@ -96,7 +96,13 @@ class ReadPool:
                 self._slots.release()
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._slots:
+        """Run `work` on an idle connection in a worker thread. A free connection is taken without
+        yielding to the event loop (under load each yield is a wait behind every runnable task)."""
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
             if not self._open:
                 raise RuntimeError(f"the read connections of {self.path.name} are not open")
             db = self._idle.pop()
@@ -104,6 +110,8 @@ class ReadPool:
                 return await trio.to_thread.run_sync(work, db, limiter=self._threads)
             finally:
                 self._idle.append(db)
+        finally:
+            self._slots.release()
 
 
 class SqliteBacked:
