@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import stat
 import sys
 import tempfile
@@ -154,6 +155,7 @@ async def phase(channel: str, grouped: bool, callers: int, duration: float, ling
     sink_syncs = syncs.files + syncs.folders
     await store.close()
     await logs.close()
+    shutil.rmtree(workdir, ignore_errors=True)
     total = ledger + recorder.transactions + sink_syncs
     return {
         "deliveries": done, "per_s": done / elapsed, "syncs_per": total / max(done, 1),

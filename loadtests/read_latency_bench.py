@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -131,8 +132,10 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=14)
     parser.add_argument("--writers", type=int, default=36)
     parser.add_argument("--herald-root", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--data-root", type=Path, default=None, help="where the node's data dir goes (default: TMPDIR; local disk)")
+    parser.add_argument("--keep", action="store_true", help="keep the data dir and the logs")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="herald-reads-", dir=str(Path.cwd())))
+    work = Path(tempfile.mkdtemp(prefix="herald-reads-", dir=args.data_root))
     root = args.herald_root.resolve()
     server = Server(
         "herald", [sys.executable, "-m", "actors.cli", "serve", "--port", "0", "--data-dir", str(work / "data")],
@@ -167,6 +170,8 @@ def main() -> int:
         print(f"server CPU: {cpu_alone:.0%} of a core with reads alone, {cpu_loaded:.0%} under writes")
     finally:
         print(server.stop())
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
