@@ -1,7 +1,7 @@
 """Read latency beside the delivery pipeline's writes: GET status and history, alone and under a POST load.
 
     .venv/bin/python loadtests/read_latency_bench.py                                   # 10 s per phase
-    .venv/bin/python loadtests/read_latency_bench.py --herald-root /tmp/old-checkout   # another tree's node
+    .venv/bin/python loadtests/read_latency_bench.py --herald-root ../herald-old        # another tree's node
 
 One run, stopping by itself: starts `herald serve --port 0` on a fresh data dir (local
 disk), seeds 200 notifications, then measures, in this order:
