@@ -136,9 +136,9 @@ class Storage:
 
 def default_clients(config: Config, backends: Backends, recent: RecentPushes) -> dict[Channel, ChannelClient]:
     return {
-        Channel.EMAIL: EmailOutbox(config.outbox_dir, config.email_from),
-        Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms"),
-        Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push"),
+        Channel.EMAIL: EmailOutbox(config.outbox_dir, config.email_from, config.commit_linger_ms / 1000),
+        Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms", config.commit_linger_ms / 1000),
+        Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push", config.commit_linger_ms / 1000),
         Channel.WEB: WebClient(backends.broker, recent),
     }
 
@@ -238,7 +238,7 @@ async def wire(
     )
     recorder_mb: Mailbox[RecorderMessage] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
     scheduler_mb: Mailbox[ScheduleAt] = Mailbox("scheduler", 1024, Overflow.BLOCK)
-    recorder = Recorder(logstore, recorder_mb, config.recorder_batch)
+    recorder = Recorder(logstore, recorder_mb, config.recorder_batch, config.commit_linger_ms / 1000)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
     # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
     # rows are not written yet (at most one consumer batch: the user's partition has one in flight)

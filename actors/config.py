@@ -68,6 +68,8 @@ class Config:
     provider_mailbox: int = 512
     recorder_mailbox: int = 4096
     recorder_batch: int = 2000
+    # Group commit: how long a durable write (send ledger, Recorder, sandbox sinks) waits for others to share its fsync
+    commit_linger_ms: float = 2.0
     consumer_batch: int = 256
     max_attempts: int = 5
     retry_initial_s: float = 0.5
@@ -128,7 +130,9 @@ class Config:
     def backend_settings(self) -> BackendSettings:
         """What reactor.backends.open_backends opens: a URL per port setting, the data dir, the bus's topics."""
         urls = {setting: str(getattr(self, setting)) for setting in BACKEND_SETTINGS}
-        return BackendSettings(urls, self.data_dir, {c.topic(): self.partitions_of(c) for c in Channel})
+        return BackendSettings(
+            urls, self.data_dir, {c.topic(): self.partitions_of(c) for c in Channel}, self.commit_linger_ms / 1000
+        )
 
     def faults_of(self, channel: Channel) -> FaultSpec:
         """The channel's sandbox fault setting at start (a FaultSpec; no fault when not set)."""
@@ -160,7 +164,7 @@ _AT_LEAST_ONE = {
     "max_body_bytes", "ingress_workers", "ingress_mailbox", "provider_mailbox", "recorder_mailbox", "recorder_batch",
     "consumer_batch", "max_attempts", "session_queue", "sms_max_segments",
 }
-_MAXIMUM = {"port": 65535}
+_MAXIMUM = {"port": 65535, "commit_linger_ms": 100}
 _ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s"}  # durations that must not be 0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

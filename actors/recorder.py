@@ -1,7 +1,9 @@
 """Recorder: the LogStore's only writer; it plans (pure) and the backend applies.
 
 It takes one message (RecordEvents: status events and inbox entries; ChangeInbox: read,
-read all, archive), then whatever else is already queued (up to `batch` events), and
+read all, archive), then whatever else is already queued or arrives within `linger_s` of
+the first (up to `batch` events: its callers' group commit, one fsync for them all; it
+lingers only when the batch before had company, so a lone caller is not slowed), and
 writes them all with one plan: it reads the state the planner needs through the port
 (the current status of every (notification, channel) named, the inbox rows an inbox
 change names, then the round's timeline of those with a late, conflicting or replayed
@@ -136,10 +138,12 @@ async def change_inbox(store: LogStore, change: InboxChange) -> InboxChanged:
 
 
 class Recorder:
-    def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int) -> None:
+    def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int, linger_s: float = 0.0) -> None:
         self.store = store
         self.mailbox = mailbox
         self.batch = batch
+        self.linger_s = linger_s
+        self._company = False  # the last batch had more than one message: linger for the next one
         self.transactions = 0
         self.events_written = 0
 
@@ -152,14 +156,31 @@ class Recorder:
                 return
             pending = [first]
             size = _size(first)
+            deadline = trio.current_time() + self.linger_s  # the batch waits this long at most for company
             while size < self.batch:
-                try:
-                    more = self.mailbox.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
+                more = await self._next_before(deadline)
+                if more is None:
                     break
                 pending.append(more)
                 size += _size(more)
+            self._company = len(pending) > 1
             await self._write(pending)
+
+    async def _next_before(self, deadline: float) -> RecorderMessage | None:
+        """The next message if one is queued or arrives before `deadline`; None if none does (or the mailbox closed)."""
+        try:
+            return self.mailbox.receive_nowait()
+        except trio.EndOfChannel:
+            return None
+        except trio.WouldBlock:
+            if self.linger_s <= 0 or not self._company:
+                return None
+        with trio.move_on_at(deadline):
+            try:
+                return await self.mailbox.receive()
+            except trio.EndOfChannel:
+                return None
+        return None
 
     async def _write(self, pending: list[RecorderMessage]) -> None:
         writes: list[Write] = [m if isinstance(m, RecordEvents) else m.change for m in pending]

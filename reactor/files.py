@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -62,13 +63,60 @@ def write_atomically(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
 
     The new file has `mode` (0600 by default) from its creation on, never wider.
     """
-    tmp = path.with_name(path.name + ".tmp")
+    write_files_atomically([(path, data)], mode)
+
+
+def write_files_atomically(files: Sequence[tuple[Path, bytes]], mode: int = PRIVATE_FILE) -> None:
+    """`write_atomically` for many files at once: each is staged (written and synced), then all are
+    renamed into place, then each folder they are in is synced once (one folder sync for the lot).
+
+    A crash leaves each file old or new; when the call returns, every one is new and durable.
+    A caller in Trio may stage the files from several threads at once (`stage_file`, then
+    `install_files`; `discard_staged` if one fails): concurrent fsyncs share the disk's flushes.
+    """
+    staged: list[Path] = []
+    try:
+        for path, data in files:
+            staged.append(stage_file(path, data, mode))
+    except BaseException:
+        discard_staged(staged)
+        raise
+    install_files([path for path, _ in files])
+
+
+def staged_path(path: Path) -> Path:
+    """Where `stage_file` writes `path`'s next content."""
+    return path.with_name(path.name + ".tmp")
+
+
+def stage_file(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> Path:
+    """Write `data` beside `path` (its staged file) and sync it; `install_files` puts it in place. The staged file."""
+    tmp = staged_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)  # a stale .tmp left by a crash keeps its old mode through O_TRUNC
         write_all(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        discard_staged([tmp])
+        raise
+    os.close(fd)
+    return tmp
+
+
+def install_files(paths: Sequence[Path]) -> None:
+    """Rename each path's staged file into place, then sync each folder once."""
+    for path in paths:
+        os.replace(staged_path(path), path)
+    for folder in dict.fromkeys(path.parent for path in paths):
+        fsync_dir(folder)
+
+
+def discard_staged(staged: Sequence[Path]) -> None:
+    """Remove staged files that will not be installed (those already gone are fine)."""
+    for tmp in staged:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

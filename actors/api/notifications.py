@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
+import trio
 from quart import Blueprint, Response, request
 
 from protocol.api import (
@@ -26,7 +27,7 @@ from protocol.problems import Problem
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
-from reactor.ports import InvalidCursor
+from reactor.ports import EventRow, InvalidCursor, StatusRow
 
 from ..domain.api_keys import Caller
 from ..domain.tokens import issue_token
@@ -90,6 +91,20 @@ async def _submit(gw: Gateway, body: bytes) -> Answer:
     return json_answer(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
 
 
+async def _statuses_and_events(gw: Gateway, nid: str) -> tuple[list[StatusRow], list[EventRow]]:
+    """A notification's statuses and timeline, read at once (two read connections): one wait for the
+    event loop, not two, when it is busy with the delivery pipeline."""
+    events: list[EventRow] = []
+
+    async def read_events() -> None:
+        events.extend(await gw.logstore.events(nid))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_events)
+        rows = await gw.logstore.statuses(nid)
+    return rows, events
+
+
 def blueprint(gw: Gateway) -> Blueprint:
     bp = Blueprint("notifications", __name__)
 
@@ -104,10 +119,9 @@ def blueprint(gw: Gateway) -> Blueprint:
         await authorize(gw, "read")
         if not is_notification_id(nid):
             raise bad_param("notification_id", "not a notification id (26 characters, Crockford base32)")
-        rows = await gw.logstore.statuses(nid)
+        rows, events = await _statuses_and_events(gw, nid)
         if not rows:
             raise ProblemError(Problem("Not Found", 404, f"no notification {nid}"))
-        events = await gw.logstore.events(nid)
         channels = {}
         for row in rows:
             attempts = [AttemptView(Status(e.status), iso(e.at_ms), e.detail) for e in events if e.channel == row.channel]

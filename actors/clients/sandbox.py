@@ -36,7 +36,8 @@ from protocol.header_safe import address_problem, header_text_problem, mailbox_p
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
-from reactor.files import write_atomically
+from reactor.files import discard_staged, install_files, stage_file, staged_path
+from reactor.group_commit import GroupCommit, WriteFailed
 
 UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no longer knows
 # Lines up to RFC 5322's 998: a List-Unsubscribe URL cannot be folded, and must not become an encoded word.
@@ -44,6 +45,13 @@ _EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
 
 
 _HEADERS_ONLY = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+def _io_error(exc: WriteFailed) -> OSError:
+    """The sandbox's own I/O error behind a failed group write (anything else is a bug: re-raised)."""
+    if isinstance(exc.__cause__, OSError):
+        return exc.__cause__
+    raise exc
 
 
 class UnsafeEmail(ValueError):
@@ -96,13 +104,42 @@ def email_bytes(message: EmailMessage) -> bytes:
 
 
 class EmailOutbox:
-    def __init__(self, outbox: Path, sender: str) -> None:
+    """Email sandbox: one .eml file per notification, replaced atomically and synced before the outcome.
+
+    Concurrent sends group-commit (reactor/group_commit.py): the files of one batch are written and
+    synced together (from up to SYNC_THREADS threads: concurrent fsyncs share the disk's flushes),
+    then renamed into place and their folder synced once, after a linger of `linger_s` at most.
+    """
+
+    SYNC_THREADS = 8
+
+    def __init__(self, outbox: Path, sender: str, linger_s: float = 0.0) -> None:
         problem = mailbox_problem(sender)
         if problem is not None:
             raise ValueError(f"email sender {sender!r}: {problem}")
         self.outbox = outbox.resolve()
         self.sender = sender
         outbox.mkdir(parents=True, exist_ok=True)
+        self._files: GroupCommit[tuple[Path, bytes], None] = GroupCommit(self._write_files, linger_s=linger_s)
+        self._sync_threads = trio.CapacityLimiter(self.SYNC_THREADS)
+
+    async def _write_files(self, files: list[tuple[Path, bytes]]) -> None:
+        latest = dict(files)  # one notification twice in a batch: its last message wins, as it would one after the other
+        errors: list[OSError] = []
+
+        async def stage(path: Path, raw: bytes) -> None:
+            try:
+                await trio.to_thread.run_sync(stage_file, path, raw, limiter=self._sync_threads)
+            except OSError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for path, raw in latest.items():
+                nursery.start_soon(stage, path, raw)
+        if errors:  # none of the batch is put in place
+            await trio.to_thread.run_sync(discard_staged, [staged_path(p) for p in latest])
+            raise errors[0]
+        await trio.to_thread.run_sync(install_files, list(latest))
 
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.email is None or not delivery.address:
@@ -113,14 +150,17 @@ class EmailOutbox:
             return PermanentFailure(f"the email cannot be written: {exc!r}"[:1000], dead_letter=True)
         path = self.outbox / f"{delivery.notification_id}.eml"
         try:
-            await trio.to_thread.run_sync(write_atomically, path, raw)
-        except OSError as exc:  # the outbox's own I/O: try again later
-            return RetryLater(f"outbox write failed: {exc}")
+            await self._files.commit([(path, raw)])
+        except WriteFailed as exc:  # the outbox's own I/O: try again later
+            return RetryLater(f"outbox write failed: {_io_error(exc)}")
         return Sent(Status.DELIVERED, detail=str(path))
 
 
 class JsonLinesSink:
     """SMS or push sandbox: one JSON object per line, fsynced before the outcome.
+
+    Concurrent sends group-commit (reactor/group_commit.py): the lines of one batch are appended
+    with one write and one fsync, after a linger of `linger_s` at most.
 
     Like a provider that honours an idempotency key, it takes each notification id once
     per address: a second send of the same id (a redelivery in the crash window of the
@@ -128,12 +168,16 @@ class JsonLinesSink:
     counts those.
     """
 
-    def __init__(self, path: Path, channel: str) -> None:
+    def __init__(self, path: Path, channel: str, linger_s: float = 0.0) -> None:
         self.path = path.resolve()
         self.channel = channel
         path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[tuple[str, str]] | None = None
         self.duplicates_refused = 0
+        self._lines: GroupCommit[bytes, None] = GroupCommit(self._append_lines, linger_s=linger_s)
+
+    async def _append_lines(self, lines: list[bytes]) -> None:
+        await trio.to_thread.run_sync(self._append, b"".join(lines))
 
     def _load_seen(self) -> set[tuple[str, str]]:
         seen: set[tuple[str, str]] = set()
@@ -198,8 +242,8 @@ class JsonLinesSink:
         except (TypeError, ValueError) as exc:  # caused by this delivery's content
             return PermanentFailure(f"the {self.channel} message cannot be written: {exc!r}"[:1000], dead_letter=True)
         try:
-            await trio.to_thread.run_sync(self._append, lines)
-        except OSError as exc:  # the sink's own I/O: try again later
-            return RetryLater(f"{self.channel} sandbox write failed: {exc}")
+            await self._lines.commit([lines])
+        except WriteFailed as exc:  # the sink's own I/O: try again later
+            return RetryLater(f"{self.channel} sandbox write failed: {_io_error(exc)}")
         self._seen.update((delivery.notification_id, to) for to in fresh)
         return Sent(Status.DELIVERED, detail=f"{self.path}{gone}", unregistered_tokens=unregistered)

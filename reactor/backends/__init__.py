@@ -82,6 +82,7 @@ class BackendSettings:
     urls: Mapping[str, str]  # setting (bus, state, store, logstore) -> URL
     data_dir: Path  # where the embedded backends keep their files
     topics: Mapping[str, int]  # the bus's topics and their partition counts
+    linger_s: float = 0.0  # group commit of the stores' hot writes: how long a write waits to share its fsync
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,10 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
         }
         for port, kind in stores.items():
             if port in ports:
-                ready[port] = await stack.enter_async_context(opened(kind(data_dir / FILES[port])))
+                # the send ledger's callers are many (the Providers' attempts): theirs linger to share an fsync;
+                # the log store's one writer (the Recorder) batches and lingers in its mailbox instead
+                store = SqliteStore(data_dir / FILES[port], settings.linger_s) if port == "store" else kind(data_dir / FILES[port])
+                ready[port] = await stack.enter_async_context(opened(store))
         if "broker" in ports:
             ready["broker"] = MemoryBroker()
         if "signing_keys" in ports:

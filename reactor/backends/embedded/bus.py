@@ -2,7 +2,7 @@
 
 The adapter part: the Bus port (produce, fetch, commit, assignments) on Trio's side,
 over the files of segment_log.py (where the on-disk layout is described), written
-through two group commits (group_commit.py).
+through two group commits (reactor/group_commit.py).
 
 `produce` assigns offsets, queues its records and waits; one task hands the whole queue
 to worker threads that append each partition's records with one write and one
@@ -33,17 +33,23 @@ from pathlib import Path
 
 import trio
 
+from reactor.group_commit import GroupCommit
 from reactor.partitioner import kafka_partition
 from reactor.ports import Assignment, BusRecord
 
 from .bus_errors import BusClosed, BusCorrupted, BusNotRunning, UnknownTopic
-from .group_commit import GroupCommit
 from .segment_log import FRAME_OVERHEAD, Partition, Segment, SegmentLog, Written, delete_files, read_records, segment_base
 
 log = logging.getLogger("herald.bus")
 _NOT_RUNNING = "EmbeddedBus is not running: start it first, e.g. `await nursery.start(bus.run)`"
 
 MiB = 1024 * 1024
+
+
+def _bus_stopped(error: BaseException) -> BaseException:
+    """What a producer (or a commit) waiting on a failed group write raises."""
+    return BusClosed(f"the bus stopped before this write was acknowledged: {error!r}")
+
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _PartitionWritten = tuple[Partition, list[BusRecord], Written]  # one partition's part of a group write
 
@@ -129,8 +135,8 @@ class EmbeddedBus:
         self._stop_requested = False
         try:
             await trio.to_thread.run_sync(self._open_sync)
-            records_gc = self._records_gc = GroupCommit(self._write_records, self._publish_records, self.flush_interval_s)
-            commits_gc = self._commits_gc = GroupCommit(self._write_commits_async, self._publish_commits, 0.0)
+            records_gc = self._records_gc = GroupCommit(self._write_records, self._publish_records, self.flush_interval_s, _bus_stopped)
+            commits_gc = self._commits_gc = GroupCommit(self._write_commits_async, self._publish_commits, 0.0, _bus_stopped)
             self._state = "open"
             if self._stop_requested:
                 self.stop()

@@ -34,12 +34,15 @@ which comes after `apply()` returns, so a committed transaction must survive a p
 loss. The database runs in WAL mode with synchronous=FULL (NORMAL may lose the last
 transactions on power loss in WAL mode).
 
-Concurrency: one writer connection and one read connection, each used by one worker
-thread at a time (a trio.Lock each); each call is a single trio.to_thread hop. The
-Recorder's reads (key_states, inbox_unread) run on the writer connection, so they see
-every plan applied and never wait behind the API's reads; the API's reads run on the
-read connection and never wait behind a write transaction (WAL readers see the last
-committed snapshot).
+Concurrency: one writer connection and a few read connections (READERS), each used by one
+worker thread at a time. `apply` group-commits (reactor/group_commit.py, sqlite.py): plans
+applied concurrently share one transaction, each plan in a savepoint of its own, with one
+commit and one fsync, after a linger of `linger_s` at most; each call returns once its
+plan is durable. The Recorder's reads (key_states, inbox_unread) run on the writer
+connection, so they see every plan applied and never wait behind the API's reads; the
+API's reads run on the read connections, on a thread limiter of their own, and never
+wait behind a write transaction (WAL readers see the last committed snapshot) nor behind
+the threads of the node's other I/O.
 """
 
 from __future__ import annotations
@@ -68,7 +71,10 @@ from protocol.write_plan import (
     WritePlan,
 )
 
+from reactor.group_commit import GroupCommit
 from reactor.ports import EventRow, InboxRow, InvalidCursor, StatusRow
+
+from .sqlite import Job, ReadPool, connect, run_jobs
 
 T = TypeVar("T")
 
@@ -244,52 +250,46 @@ def _moves(db: sqlite3.Connection, moves: Sequence[MoveStatus]) -> list[MoveStat
 
 
 def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
-    """Apply a write plan as one transaction on the writer connection.
+    """Apply a write plan on the writer connection, inside a transaction (run_jobs: a savepoint of its own).
 
-    One transaction, so nothing of a plan is ever applied in part: each move is written if its
+    All or nothing, so nothing of a plan is ever applied in part: each move is written if its
     guard holds, then its history row, and the plan's counts of that move's key are counted only
     then (once per mark), so a plan applied again (its moves' guards no longer hold) counts nothing.
     """
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if plan.inbox:
-            db.executemany(
-                _INSERT_INBOX,
-                [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in plan.inbox],
-            )
-        if plan.steps:
-            db.executemany(
-                _INSERT_EVENT,
-                [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
-            )
-        moved = _moves(db, plan.moves) if plan.moves else []
-        if moved:
-            db.executemany(
-                _UPSERT_LOG,
-                [
-                    (m.user_id, m.created_ms, m.notification_id, m.channel, m.status.value, m.priority, m.template,
-                     m.updated_ms, m.delivered_ms, m.error, m.detail)
-                    for m in moved
-                ],
-            )
-        if plan.counts and moved:
-            applied = {(m.notification_id, m.channel) for m in moved}
-            stats: dict[tuple[str, str, int], list[int]] = {}
-            marks: set[tuple[str, str, int, Counter]] = set()
-            for c in plan.counts:
-                mark = (c.notification_id, c.channel, c.round, c.counter)
-                if (c.notification_id, c.channel) in applied and mark not in marks:
-                    marks.add(mark)
-                    stats.setdefault((c.date, c.channel, c.hour), [0, 0, 0])[_COUNTER_COLUMN[c.counter]] += 1
-            db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
-        for field, sql in _SET_INBOX_TIME.items():
-            rows = [(t.at_ms, t.user_id, t.notification_id) for t in plan.inbox_times if t.field is field]
-            if rows:
-                db.executemany(sql, rows)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    if plan.inbox:
+        db.executemany(
+            _INSERT_INBOX,
+            [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in plan.inbox],
+        )
+    if plan.steps:
+        db.executemany(
+            _INSERT_EVENT,
+            [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
+        )
+    moved = _moves(db, plan.moves) if plan.moves else []
+    if moved:
+        db.executemany(
+            _UPSERT_LOG,
+            [
+                (m.user_id, m.created_ms, m.notification_id, m.channel, m.status.value, m.priority, m.template,
+                 m.updated_ms, m.delivered_ms, m.error, m.detail)
+                for m in moved
+            ],
+        )
+    if plan.counts and moved:
+        applied = {(m.notification_id, m.channel) for m in moved}
+        stats: dict[tuple[str, str, int], list[int]] = {}
+        marks: set[tuple[str, str, int, Counter]] = set()
+        for c in plan.counts:
+            mark = (c.notification_id, c.channel, c.round, c.counter)
+            if (c.notification_id, c.channel) in applied and mark not in marks:
+                marks.add(mark)
+                stats.setdefault((c.date, c.channel, c.hour), [0, 0, 0])[_COUNTER_COLUMN[c.counter]] += 1
+        db.executemany(_BUMP_STATS, [(*bucket, *counts) for bucket, counts in stats.items()])
+    for field, sql in _SET_INBOX_TIME.items():
+        rows = [(t.at_ms, t.user_id, t.notification_id) for t in plan.inbox_times if t.field is field]
+        if rows:
+            db.executemany(sql, rows)
 
 
 def _key_states(db: sqlite3.Connection, keys: Sequence[StatusKey], timeline: bool) -> list[KeyState]:
@@ -371,19 +371,13 @@ def decode_cursor(cursor: str, user_id: str) -> tuple[int, str, str]:
     return int(created_ms), str(notification_id), str(channel)
 
 
-def _connect(path: Path, *, reader: bool) -> sqlite3.Connection:
-    """A connection in WAL mode with synchronous=FULL (query-only for the reader)."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA busy_timeout=5000")
-    if reader:
-        db.execute("PRAGMA query_only=ON")
-    else:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        _migrate_inbox(db)
-        _migrate_events(db)
-        _migrate_status(db)
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    """The writer connection: WAL mode with synchronous=FULL, the schema created or migrated."""
+    db = connect(path, "FULL")
+    db.executescript(_SCHEMA)
+    _migrate_inbox(db)
+    _migrate_events(db)
+    _migrate_status(db)
     return db
 
 
@@ -470,32 +464,35 @@ def _inbox_row(row: tuple[Any, ...]) -> InboxRow:
 class SqliteLogStore:
     """The LogStore port on one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    READERS = 4  # read connections for the API's reads
+
+    def __init__(self, path: Path, linger_s: float = 0.0) -> None:
         self.path = path
         self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
         self._write_lock = trio.Lock()
-        self._read_lock = trio.Lock()
+        self._readers = ReadPool(path, self.READERS)
+        self._plans: GroupCommit[Job[None], None] = GroupCommit(self._apply_jobs, linger_s=linger_s)
+
+    @property
+    def durable_writes(self) -> int:
+        """Group-committed transactions made so far by `apply` (each one commit, one fsync)."""
+        return self._plans.batches
 
     async def open(self) -> None:
-        """Open both connections and create the schema if it is missing."""
+        """Open the connections and create the schema if it is missing."""
         if self._writer is not None:
             return
         async with self._write_lock:
-            self._writer = await trio.to_thread.run_sync(lambda: _connect(self.path, reader=False))
-        async with self._read_lock:
-            self._reader = await trio.to_thread.run_sync(lambda: _connect(self.path, reader=True))
+            self._writer = await trio.to_thread.run_sync(lambda: _connect_writer(self.path))
+        await self._readers.open()
 
     async def close(self) -> None:
-        """Close both connections (waiting for a running call); safe to call twice."""
+        """Close the connections (waiting for a running call); safe to call twice."""
         async with self._write_lock:
             writer, self._writer = self._writer, None
             if writer is not None:
                 await trio.to_thread.run_sync(writer.close)
-        async with self._read_lock:
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                await trio.to_thread.run_sync(reader.close)
+        await self._readers.close()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn on the writer connection in one worker-thread hop."""
@@ -506,18 +503,24 @@ class SqliteLogStore:
             return await trio.to_thread.run_sync(fn, db)
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run one query on the read connection in one worker-thread hop."""
-        async with self._read_lock:
-            db = self._reader
-            if db is None:
-                raise RuntimeError("SqliteLogStore is not open")
-            return await trio.to_thread.run_sync(lambda: db.execute(sql, params).fetchall())
+        """Run one query on a read connection in one worker-thread hop."""
+        if self._writer is None:
+            raise RuntimeError("SqliteLogStore is not open")
+        return await self._readers.run(lambda db: db.execute(sql, params).fetchall())
+
+    async def _apply_jobs(self, jobs: list[Job[None]]) -> None:
+        await self._write(lambda db: run_jobs(db, jobs))
 
     async def apply(self, plan: WritePlan) -> None:
-        """Apply a write plan in one durable transaction."""
+        """Apply a write plan in one durable transaction (shared with the plans applied at the same time)."""
         if plan.is_empty():
             return
-        await self._write(lambda db: _apply(db, plan))
+        if self._writer is None:
+            raise RuntimeError("SqliteLogStore is not open")
+        job: Job[None] = Job(lambda db: _apply(db, plan))
+        await self._plans.commit([job])
+        if job.error is not None:
+            raise job.error
 
     async def key_states(self, keys: Sequence[StatusKey], *, timeline: bool = False) -> list[KeyState]:
         """The stored status of each of these (notification, channel) keys that has one (with its round's timeline)."""

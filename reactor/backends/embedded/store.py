@@ -5,7 +5,10 @@ the Scheduler's pending retries, the dead-letter queue and the send ledger. No s
 the token-signing keys have a port of their own (SigningKeyStore; embedded: signing_keys.py), the bootstrap
 API key is a hashed entry of the KeyStore. A data dir from before that kept both here in
 clear; `forget_meta` erases them once moved (actors/services/credentials.py).
-Every write is durable when the call returns.
+Every write is durable when the call returns. The writes of the delivery path (the send
+ledger, the Scheduler's entries, dead letters) group-commit: concurrent callers share one
+transaction and one fsync (sqlite.py, `_grouped`); the ledger's and the queue's reads run on
+read connections, so they do not wait behind a write.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ def _scheduled(row: tuple[Any, ...]) -> Scheduled:
 
 class SqliteStore(SqliteBacked):
     SCHEMA = _SCHEMA
+    READERS = 2
 
     async def open(self) -> None:
         await super().open()
@@ -156,7 +160,7 @@ class SqliteStore(SqliteBacked):
     # -- the Scheduler's pending work
 
     async def schedule(self, entry: Scheduled) -> None:
-        await self._run(lambda db: db.execute(
+        await self._grouped(lambda db: db.execute(
             "INSERT OR REPLACE INTO scheduled (id, due_ms, topic, key, value) VALUES (?, ?, ?, ?, ?)",
             (entry.id, entry.due_ms, entry.topic, entry.key, entry.value),
         ))
@@ -210,13 +214,13 @@ class SqliteStore(SqliteBacked):
             )
             return int(cursor.lastrowid or 0)
 
-        return await self._run(put)
+        return await self._grouped(put)
 
     async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
         where, params = _where(selection)
         where = f"{where} AND id > ?" if where else " WHERE id > ?"
         sql = f"SELECT {_DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id LIMIT ?"
-        rows = await self._run(lambda db: db.execute(sql, (*params, after_id, limit)).fetchall())
+        rows = await self._read(lambda db: db.execute(sql, (*params, after_id, limit)).fetchall())
         return [_dead_letter(r) for r in rows]
 
     async def discard_dead_letters(self, ids: Sequence[int]) -> int:
@@ -243,19 +247,19 @@ class SqliteStore(SqliteBacked):
 
     async def dead_letter_count(self, channel: str | None = None) -> int:
         where, params = _where(DlqFilter(channel=channel))
-        row = await self._run(lambda db: db.execute(f"SELECT count(*) FROM dead_letters{where}", params).fetchone())
+        row = await self._read(lambda db: db.execute(f"SELECT count(*) FROM dead_letters{where}", params).fetchone())
         return int(row[0])
 
     # -- the send ledger
 
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
-        row = await self._run(lambda db: db.execute(
+        row = await self._read(lambda db: db.execute(
             "SELECT status FROM send_ledger WHERE notification_id = ? AND channel = ?", (notification_id, channel)
         ).fetchone())
         return None if row is None else str(row[0])
 
     async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
-        await self._run(lambda db: db.execute(
+        await self._grouped(lambda db: db.execute(
             "INSERT OR IGNORE INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?)",
             (notification_id, channel, at_ms, status),
         ))

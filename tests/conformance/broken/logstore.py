@@ -207,6 +207,28 @@ class TimelineOfEveryRound(SqliteLogStore):
         return out
 
 
+class AcknowledgesJoinersEarly(SqliteLogStore):
+    """Batches concurrent plans, but answers a plan that arrives while a batch is being written at once, and
+    writes it with the next apply: alone (every check but the concurrent one) it is right; the last joiners are lost."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._late: list[WritePlan] = []
+        self._writing = False
+
+    async def apply(self, plan: WritePlan) -> None:
+        if self._writing:
+            self._late.append(plan)  # acknowledged before it is durable
+            return
+        self._writing = True
+        try:
+            late, self._late = self._late, []
+            for each in [*late, plan]:
+                await super().apply(each)
+        finally:
+            self._writing = False
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "logs.sqlite3")
     for kind in (
@@ -214,7 +236,7 @@ VARIANTS: dict[str, Factory[Any]] = {
         MalformedCursorIsAValueError, InboxInIdOrder,
         UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, ReadAllMarksArchivedEntries,
         MoveIgnoresItsGuard, MoveJudgedByTheLifecycle, CountsOnEveryApply, MoveCreatesAMissingRow, InboxTimeOverwritten,
-        TimelineOfEveryRound,
+        TimelineOfEveryRound, AcknowledgesJoinersEarly,
     )
 }
 
@@ -232,4 +254,5 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "MoveCreatesAMissingRow": ("a_move_applies_only_from_its_guard",),
     "InboxTimeOverwritten": ("the_inbox_is_written_once",),
     "TimelineOfEveryRound": ("key_states_read_what_was_applied",),
+    "AcknowledgesJoinersEarly": ("concurrent_plans_are_each_there_once_acknowledged",),
 }

@@ -109,6 +109,19 @@ class LedgerTakesTheLastStatus(SqliteStore):
         ))
 
 
+class LedgerWritesBehind(SqliteStore):
+    """Acknowledges a ledger write at once and makes it with the next one (a write-behind buffer): the last one is lost."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._behind: list[tuple[str, str, str, int]] = []
+
+    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
+        pending, self._behind = self._behind, [(notification_id, channel, status, at_ms)]
+        for entry in pending:
+            await super().mark_sent(*entry)
+
+
 class LedgerIgnoresTheChannel(SqliteStore):
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
         row = await self._run(lambda db: db.execute(
@@ -173,7 +186,7 @@ VARIANTS: dict[str, Factory[Any]] = {
     for kind in (
         KeepsTwoDeadLettersOfADelivery, ReplacesADeadLetterInPlace, PagesRepeatTheCursorsEntry, BeforeIsInclusive, NoIdsMeansEveryId,
         ResolvesEveryChannel, DiscardCountsWhatWasAsked, SchedulingAgainKeepsTheFirstEntry, ScheduledInIdOrder,
-        ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerIgnoresTheChannel, RacyMetaPut,
+        ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerWritesBehind, LedgerIgnoresTheChannel, RacyMetaPut,
         HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
     )
 }
@@ -185,4 +198,5 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     ),
     "ClaimsInTwoSteps": ("concurrent_claimers_never_get_one_entry_twice",),
     "NextDueIgnoresLeases": ("next_due_counts_the_end_of_a_lease",),
+    "LedgerWritesBehind": ("concurrent_ledger_writes_are_each_there_once_acknowledged",),
 }

@@ -845,3 +845,23 @@ async def check_an_empty_plan_is_nothing(h: Harness[Any]) -> None:
         await logstore.apply(WritePlan())
         assert await logstore.key_states([]) == []
         assert await logstore.history("u1") == ([], None)
+
+
+async def check_concurrent_plans_are_each_there_once_acknowledged(h: Harness[Any]) -> None:
+    """Plans applied at once (a backend may share a transaction between them): each is readable, and durable, when its apply returns."""
+    count = 30
+    seen: dict[int, list[str]] = {}
+    async with h.open() as logstore:
+
+        async def write(i: int) -> None:
+            n = nid(T0 + i, i)
+            await record(logstore, [ev(n, Status.QUEUED, T0 + i, user=f"c{i}"), ev(n, Status.DELIVERED, T0 + i + 1, user=f"c{i}")])
+            seen[i] = [r.status for r in await logstore.statuses(n)]
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(write, i)
+        assert [i for i in range(count) if seen[i] != ["delivered"]] == []
+    async with h.open() as logstore:
+        again = [[r.status for r in await logstore.statuses(nid(T0 + i, i))] for i in range(count)]
+        assert [i for i in range(count) if again[i] != ["delivered"]] == []

@@ -212,6 +212,24 @@ async def check_the_send_ledger_is_per_delivery_and_keeps_the_first_status(h: Ha
         assert (await store.sent_status("n1", "email"), await store.sent_status("n1", "sms")) == ("sent", "delivered")
 
 
+async def check_concurrent_ledger_writes_are_each_there_once_acknowledged(h: Harness[Any]) -> None:
+    """Many Provider attempts at once (a backend may batch their writes): each entry is there, durably, when its call returns."""
+    count = 40
+    seen: dict[int, str | None] = {}
+    async with h.open() as store:
+
+        async def send(i: int) -> None:
+            await store.mark_sent(f"c{i}", "sms", "delivered", 1000 + i)
+            seen[i] = await store.sent_status(f"c{i}", "sms")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(send, i)
+        assert [i for i in range(count) if seen[i] != "delivered"] == []
+    async with h.open() as store:
+        assert [i for i in range(count) if await store.sent_status(f"c{i}", "sms") != "delivered"] == []
+
+
 async def check_everything_is_still_there_after_a_restart(h: Harness[Any]) -> None:
     async with h.open() as store:
         await store.put_meta_if_absent("node", "n")
