@@ -34,7 +34,7 @@ from reactor.ports import LogStore, SigningKeyStore
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
 from ..jobs import JobMessage
-from ..messages import CircuitQuery, RecorderMessage, RegistryMessage, Submit
+from ..messages import CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
@@ -80,7 +80,8 @@ class Gateway:
     session_queue: int
     limits: SubscriberLimits  # what browsers may hold and ask (session caps, request rates, token issuance)
     role: str = "all"
-    ingress: Mailbox[Submit] | None = None  # api, all
+    max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch, read by the ASGI fast path
+    ingress: Mailbox[IngressMessage] | None = None  # api, all
     idempotency: Idempotency | None = None  # api, all
     dead_letters: DeadLetters | None = None  # api, all: listing the queue (the Store port)
     jobs: Mailbox[JobMessage] | None = None  # api, all: replays and purges run by the Jobs actor
