@@ -44,6 +44,8 @@ from .services.user_directory import UserDirectory
 log = logging.getLogger("herald.ingress")
 
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
+_CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
+_TOPIC = {channel: channel.topic() for channel in Channel}
 
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
@@ -54,12 +56,12 @@ def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -
     requested = set(request.channels)
     if len(requested) != len(request.channels):
         errors.append(FieldError("channels", "a channel is listed twice"))
-    for channel in Channel:
-        part = request.content.for_channel(channel.value)
+    for channel, name in _CHANNELS:
+        part = request.content.for_channel(name)
         if channel in requested and part is None:
-            errors.append(FieldError(f"content.{channel.value}", f"required: {channel.value} is in channels"))
+            errors.append(FieldError(f"content.{name}", f"required: {name} is in channels"))
         elif channel not in requested and part is not None:
-            errors.append(FieldError(f"content.{channel.value}", f"given, but {channel.value} is not in channels"))
+            errors.append(FieldError(f"content.{name}", f"given, but {name} is not in channels"))
     email = request.content.email
     if email is not None and not (email.text or email.html):
         errors.append(FieldError("content.email", "needs text or html"))
@@ -178,7 +180,8 @@ class Ingress:
         now = wall_ms()
         nid = self.ids.next(now)
         key = request.user_id.encode()
-        zone = await self.users.zone(profile.preferences.timezone) if self.users is not None else None
+        prefs = profile.preferences
+        zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
         plans = plan_channels(request, profile, now, zone or dt.UTC)
         for channel in request.channels:
             plan = plans[channel]
@@ -187,7 +190,7 @@ class Ingress:
                 user_id=request.user_id,
                 channel=channel,
                 created_ms=now,
-                content=content.only(channel.value),
+                content=content.only(channel),  # a str enum: compared as its value
                 address=plan.address,
                 priority=request.priority,
                 data=dict(applied.web_data) if channel is Channel.WEB else {},  # no other channel reads it
@@ -201,10 +204,10 @@ class Ingress:
             elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
                 held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
                 entry_id = f"quiet:{nid}:{channel.value}"
-                deferred.append(Scheduled(entry_id, plan.defer_until_ms, channel.topic(), key, encode_delivery(held)))
+                deferred.append(Scheduled(entry_id, plan.defer_until_ms, _TOPIC[channel], key, encode_delivery(held)))
                 statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, f"quiet hours until {iso(plan.defer_until_ms)}"))
             else:
-                items.append((channel.topic(), key, encode_delivery(delivery)))
+                items.append((_TOPIC[channel], key, encode_delivery(delivery)))
                 statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, ""))
             for status, detail in statuses:
                 events.append(StatusEvent(

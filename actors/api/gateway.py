@@ -23,7 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from quart import Blueprint, Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES
@@ -62,6 +62,16 @@ AREAS: dict[str, tuple[str, ...]] = {
     "inbox": ("all", "edge"),
 }
 FRONT_ROLES = ("all", "api", "edge")  # the roles with a front end (a worker has none)
+
+
+class NotificationSegment(BaseConverter):
+    """A path segment naming a notification (`<notification:nid>`): anything but `batch`, so that
+    /v1/notifications/batch is POST's alone (a GET there is a 405, not a status lookup of "batch")."""
+
+    regex = r"(?!batch\Z)[^/]+"
+
+
+CONVERTERS: dict[str, type[BaseConverter]] = {"notification": NotificationSegment}
 
 
 @dataclass
@@ -120,13 +130,14 @@ class Misdirected:
     def __init__(self, gw: Gateway) -> None:
         self.role = gw.role
         others = QuartTrio("herald-other-roles", static_folder=None)
+        others.url_map.converters.update(CONVERTERS)
         for area, bp in _blueprints(gw).items():
             if not gw.serves(area):
                 others.register_blueprint(bp)
         self.map = Map([
             Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint, websocket=rule.websocket)
             for rule in others.url_map.iter_rules() if rule.endpoint != "static"
-        ])
+        ], converters=CONVERTERS)
 
     def roles_serving(self, method: str, path: str, websocket: bool = False) -> tuple[str, ...] | None:
         """The roles that serve this request, if its route is another role's; None otherwise."""
@@ -146,6 +157,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     if gw.role not in FRONT_ROLES:
         raise ValueError(f"a node of the role {gw.role!r} has no front end (the roles with one: {', '.join(FRONT_ROLES)})")
     app = QuartTrio("herald", static_folder=None)  # no static files: nothing is served without a key by accident
+    app.url_map.converters.update(CONVERTERS)
     app.config["MAX_CONTENT_LENGTH"] = gw.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 

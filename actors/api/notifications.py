@@ -190,7 +190,7 @@ def blueprint(gw: Gateway) -> Blueprint:
         body = await read_body(gw)
         return to_response(await submit_batch(gw, caller, body, request.headers.get(IDEMPOTENCY_HEADER)))
 
-    @bp.get("/v1/notifications/<nid>")
+    @bp.get("/v1/notifications/<notification:nid>")
     async def get_notification(nid: str) -> Response:
         await authorize(gw, "read")
         if not is_notification_id(nid):

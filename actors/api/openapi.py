@@ -400,7 +400,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description=_BATCH_DOC,
     ),
     Operation(
-        "GET", "/v1/notifications/<nid>", "getNotification", "notifications", "Status and attempt timeline",
+        "GET", "/v1/notifications/<notification:nid>", "getNotification", "notifications", "Status and attempt timeline",
         Auth.API_KEY, "read", {200: json_reply(NotificationStatus, "Per-channel status and attempts; `final` once every channel is settled.")},
         params=(NID,),
     ),

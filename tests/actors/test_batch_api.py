@@ -231,8 +231,14 @@ async def test_the_quart_route_gives_the_fast_paths_answers(tmp_path):
         assert herald.front.app.served == served + 3
 
 
-async def test_an_unknown_method_on_the_batch_path_goes_to_quart(tmp_path):
+async def test_the_batch_path_is_posts_alone(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
-        answer = await client.put(BATCH, json={"items": []})
-        assert answer.status_code == 405 and "POST" in answer.headers["allow"]
-        assert answer.headers["content-type"] == "application/problem+json"
+        for method in ("GET", "PUT", "DELETE"):  # GET is not a status lookup of a notification "batch"
+            answer = await client.request(method, BATCH)
+            allowed = set(answer.headers.get("allow", "").split(", "))
+            assert answer.status_code == 405 and "POST" in allowed and "GET" not in allowed, (method, answer.status_code, allowed)
+            assert answer.headers["content-type"] == "application/problem+json"
+        options = await client.options(BATCH)
+        assert "GET" not in options.headers["allow"] and "POST" in options.headers["allow"]
+        lookalike = await client.get(f"{BATCH}x")  # still the status route, which names the bad id
+        assert lookalike.status_code == 400 and lookalike.json()["errors"][0]["field"] == "notification_id"
