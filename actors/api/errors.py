@@ -128,7 +128,7 @@ async def over_rate_limit(gw: Gateway, caller: Caller, tokens: int, field: str) 
     None if taken; else a 429 with Retry-After, or a 422 naming `field` if the key's burst
     could never hold them."""
     if caller.burst is not None and tokens + 1 > caller.burst:
-        detail = f"{tokens + 1} is over API key {caller.key_id}'s burst ({caller.burst:g}): send at most {int(caller.burst)} per call"
+        detail = f"{tokens + 1} {field} are over API key {caller.key_id}'s burst ({caller.burst:g}): send at most {int(caller.burst)} per call"
         return ProblemError(Problem("Unprocessable batch", 422, detail, errors=[FieldError(field, detail)]))
     wait = await gw.keys.throttle(caller, tokens)
     if wait <= 0:

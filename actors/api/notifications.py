@@ -140,8 +140,8 @@ async def _submit_batch(gw: Gateway, caller: Caller, body: bytes) -> Answer:
     positions: list[int] = []
     for index, raw in enumerate(raws):
         if len(raw) > gw.max_body_bytes:  # each item within the single route's limit
-            too_large = Problem("Payload Too Large", 413, f"an item over {gw.max_body_bytes} bytes (max_body_bytes)")
-            results[index] = _item_problem(index, msgspec.structs.replace(too_large, errors=[FieldError("", too_large.detail)]))
+            detail = f"an item over {gw.max_body_bytes} bytes (max_body_bytes)"
+            results[index] = _item_problem(index, Problem("Payload Too Large", 413, detail, errors=[FieldError("", detail)]))
             continue
         try:
             requests.append(decode_body(_request_decoder, raw))
