@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from quart import Blueprint, Response, request
@@ -61,15 +61,28 @@ _request_decoder = msgspec.json.Decoder(NotificationRequest)
 BATCH_PATH = "/v1/notifications/batch"
 
 
-class _BatchEnvelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """protocol.api.BatchRequest with each item left as its JSON text, to be decoded (and refused) on its own.
+# `items` decodes into MAX_BATCH_ITEMS + 1 raw slots of an array-like struct, not a list: msgspec builds a
+# list whole before its length can be checked (a 4 MiB body of `1,1,1,...` would be two million objects,
+# ~110 MB), while it skips the elements past a struct's last slot without building them.
+_BatchSlots = msgspec.defstruct(
+    "_BatchSlots", [(f"i{n}", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET) for n in range(MAX_BATCH_ITEMS + 1)],
+    array_like=True, frozen=True,
+)
+# protocol.api.BatchRequest with each item left as its JSON text, to be decoded (and refused) on its own
+_BatchEnvelope = msgspec.defstruct("_BatchEnvelope", [("items", _BatchSlots)], forbid_unknown_fields=True, frozen=True)
+_batch_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_BatchEnvelope)
 
-    The count (1 to MAX_BATCH_ITEMS) is checked after decoding: a 422 naming `items`."""
 
-    items: list[msgspec.Raw]
+def batch_items(body: bytes) -> list[msgspec.Raw]:
+    """The items of a batch body, each as its JSON text; a ProblemError for the body or for their count (`items`)."""
+    slots = msgspec.structs.astuple(decode_body(_batch_decoder, body).items)
+    raws: list[msgspec.Raw] = [raw for raw in slots if raw is not msgspec.UNSET]  # set slots come first
+    if not 1 <= len(raws) <= MAX_BATCH_ITEMS:
+        message = f"1 to {MAX_BATCH_ITEMS} notifications per batch, got {'more' if raws else 'none'}"
+        raise ProblemError(Problem("Unprocessable batch", 422, f"items: {message}", errors=[FieldError("items", message)]))
+    return raws
 
 
-_batch_decoder = msgspec.json.Decoder(_BatchEnvelope)
 _DETAIL_ERRORS = 10  # a 422 batch problem's detail names the first few fields; `errors` has them all
 _token_decoder = msgspec.json.Decoder(TokenRequest)
 
@@ -124,13 +137,9 @@ def _item_problem(index: int, problem: Problem) -> BatchItem:
 
 async def _submit_batch(gw: Gateway, caller: Caller, body: bytes) -> Answer:
     try:
-        envelope = decode_body(_batch_decoder, body)
+        raws = batch_items(body)
     except ProblemError as error:
         return problem_answer(error.problem)
-    raws = envelope.items
-    if not 1 <= len(raws) <= MAX_BATCH_ITEMS:
-        message = f"1 to {MAX_BATCH_ITEMS} notifications per batch, got {len(raws)}"
-        return problem_answer(Problem("Unprocessable batch", 422, f"items: {message}", errors=[FieldError("items", message)]))
     if len(raws) > 1:  # the request's own token was taken by check_access
         refused = await over_rate_limit(gw, caller, len(raws) - 1, "items")
         if refused is not None:

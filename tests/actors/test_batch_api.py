@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
+import pytest
+
+from actors.api.errors import ProblemError
+from actors.api.notifications import batch_items
 from tests.helpers import http, running_node, wait_final, web_notification
 
 BATCH = "/v1/notifications/batch"
@@ -242,3 +247,21 @@ async def test_the_batch_path_is_posts_alone(tmp_path):
         assert "GET" not in options.headers["allow"] and "POST" in options.headers["allow"]
         lookalike = await client.get(f"{BATCH}x")  # still the status route, which names the bad id
         assert lookalike.status_code == 400 and lookalike.json()["errors"][0]["field"] == "notification_id"
+
+
+def test_a_million_tiny_items_are_refused_without_building_them():
+    """msgspec builds a list before its length is checked: 1,000,000 `1`s would be ~56 MB of objects for a 2 MB body."""
+    for body in (b'{"items":[' + b",".join([b"1"] * 1_000_000) + b"]}", b'{"items":[[' + b",".join([b"1"] * 1_000_000) + b"]]}"):
+        tracemalloc.start()
+        try:
+            if body.startswith(b'{"items":[['):
+                assert len(batch_items(body)) == 1  # one item (refused later, alone), not a million objects
+            else:
+                with pytest.raises(ProblemError) as refused:
+                    batch_items(body)
+                assert refused.value.problem.status == 422 and refused.value.problem.errors[0].field == "items"
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1_000_000, f"decoding took {peak} bytes at its peak"
+    assert [bytes(r) for r in batch_items(b'{"items": [1, {"a": [2, 3]}, "x"]}')] == [b"1", b'{"a": [2, 3]}', b'"x"']
