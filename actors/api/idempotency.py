@@ -10,8 +10,8 @@ requests end in milliseconds, and a nursery per request cost several times the r
 this module.) Once there is a response the entry holds it for `ttl_s` (24 h). A second
 request with the key and the same request waits for the first (up to WAIT_FOR_FIRST_S,
 longer than a lease) and gets its response with `Idempotent-Replayed: true`; a
-different request is a 422. A 5xx (or 503), or a 429 (a batch over the key's rate limit), is
-not kept, so the client may retry with the same key.
+different request is a 422. A 5xx (or 503) is not kept, so the client may retry with
+the same key.
 
 "The same request" is the request's fingerprint (actors/domain/fingerprints.py).
 """
@@ -132,7 +132,7 @@ class Idempotency:
         kept = False
         try:
             answer = await handler()
-            if answer.status < 500 and answer.status != 429:  # 429 and 5xx say "retry later": the key stays free
+            if answer.status < 500:
                 headers = {h: answer.headers[h] for h in KEPT_HEADERS if h in answer.headers}
                 record = _Entry(pending.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
                 await lease.settle()

@@ -121,10 +121,20 @@ async def _submit(gw: Gateway, body: bytes) -> Answer:
 async def submit_batch(gw: Gateway, caller: Caller, body: bytes, idempotency_key: str | None) -> Answer:
     """POST /v1/notifications/batch once authorized and read (the body within max_batch_body_bytes).
 
-    One Idempotency-Key covers the whole batch; a batch of N items costs N tokens of the
-    key's rate limit (the request's own, taken by check_access, and N - 1 more here)."""
+    A batch of N items costs N tokens of the key's rate limit (the request's own, taken by
+    check_access, and N - 1 more here), every call, a replay too: charged before the
+    Idempotency-Key's record is looked up, which reads the whole body. One key covers the
+    whole batch. What the body or the count of items gets wrong is answered before that too."""
+    try:
+        raws = batch_items(body)
+    except ProblemError as error:
+        return problem_answer(error.problem)
+    if len(raws) > 1:
+        refused = await over_rate_limit(gw, caller, len(raws) - 1, "items")
+        if refused is not None:
+            return problem_answer(refused.problem, refused.headers)
     scope = f"{caller.key_id}:POST {BATCH_PATH}"
-    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda: _submit_batch(gw, caller, body))
+    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda: _submit_batch(gw, raws))
 
 
 def _item_problem(index: int, problem: Problem) -> BatchItem:
@@ -135,15 +145,7 @@ def _item_problem(index: int, problem: Problem) -> BatchItem:
     return BatchItem(problem=msgspec.structs.replace(problem, detail=detail, errors=errors))
 
 
-async def _submit_batch(gw: Gateway, caller: Caller, body: bytes) -> Answer:
-    try:
-        raws = batch_items(body)
-    except ProblemError as error:
-        return problem_answer(error.problem)
-    if len(raws) > 1:  # the request's own token was taken by check_access
-        refused = await over_rate_limit(gw, caller, len(raws) - 1, "items")
-        if refused is not None:
-            return problem_answer(refused.problem, refused.headers)  # a 429 is not kept by the idempotency record
+async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw]) -> Answer:
     results: list[BatchItem | None] = [None] * len(raws)
     requests: list[NotificationRequest] = []
     positions: list[int] = []

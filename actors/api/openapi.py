@@ -319,7 +319,8 @@ _BATCH_DOC = (
     "named `items[i].<field>`, and does not stop the others: the accepted ones go to the bus in one durable append. "
     "The answer: 202 if at least one item was accepted (`accepted`, `rejected`, and `items` in order, each "
     "`{notification_id}` or `{problem}`); 422 if none was (a problem with the same `items`). A batch of N items costs "
-    "N tokens of the API key's rate limit (429 with Retry-After, nothing accepted; a 422 if N is over the key's burst). "
+    "N tokens of the API key's rate limit, every call, a replay too (429 with Retry-After, nothing accepted; a 422 if N "
+    "is over the key's burst). "
     "One `Idempotency-Key` covers the batch: the same key and body within 24 h get the original answer, the same key "
     "with another body is a 422, a key whose first request is still running a 409."
 )

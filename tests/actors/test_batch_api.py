@@ -182,17 +182,24 @@ async def test_a_batch_of_n_costs_n_tokens_and_needs_send(tmp_path):
             assert after.status_code == 429 and "retry-after" in after.headers
 
 
-async def test_a_batch_over_the_rate_is_429_and_the_key_stays_free_for_the_retry(tmp_path):
+async def test_every_call_costs_its_items_a_replay_too_and_a_429_leaves_the_key_free(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as admin:
         made = await admin.post("/v1/admin/keys", json={"scopes": ["send"], "rate_per_s": 0.01, "burst": 10})
         async with http(herald, key=made.json()["key"]) as sender:
-            assert (await sender.post("/v1/notifications", json=web_notification("q"))).status_code == 202
-            batch = {"items": [web_notification(f"q{i}") for i in range(10)]}
-            over = await sender.post(BATCH, json=batch, headers={"Idempotency-Key": "retry-me"})
+            batch = {"items": [web_notification(f"q{i}") for i in range(4)]}
+            first = await sender.post(BATCH, json=batch, headers={"Idempotency-Key": "k"})
+            replay = await sender.post(BATCH, json=batch, headers={"Idempotency-Key": "k"})
+            assert first.status_code == replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+            # 8 tokens spent: a batch of 4 more is refused before anything is sent, and its key is not taken
+            other = {"items": [web_notification(f"o{i}") for i in range(4)]}
+            over = await sender.post(BATCH, json=other, headers={"Idempotency-Key": "retry-me"})
             assert over.status_code == 429 and over.headers["retry-after"]
-            # the 429 was not kept: the same key is not replayed as a 429 (it is refused by the bucket again, not replayed)
-            again = await sender.post(BATCH, json=batch, headers={"Idempotency-Key": "retry-me"})
-            assert again.status_code == 429 and "idempotent-replayed" not in again.headers
+            assert "items" in over.json()["detail"]
+            single = await sender.post("/v1/notifications", json=web_notification("q"))  # the 429 took one token
+            assert single.status_code == 202
+        assert (await admin.get("/v1/users/o0/notifications")).json()["items"] == []
+        state, prefix = herald.gateway.idempotency.state, f"idempotency:{made.json()['key_id']}:POST {BATCH}"
+        assert await state.get(f"{prefix}:k") is not None and await state.get(f"{prefix}:retry-me") is None
 
 
 async def test_preferences_and_templates_apply_to_each_item(tmp_path):

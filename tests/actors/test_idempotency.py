@@ -297,21 +297,3 @@ async def test_the_lease_keeper_sleeps_when_its_only_lease_was_lost(mock_clock):
     assert turns <= 10, f"the keeper turned {turns} times in 30 s of one lost lease"
 
 
-
-async def test_a_429_is_not_kept_so_a_retry_with_the_key_runs_again():
-    """A handler that answers 429 (a batch over the key's rate limit) leaves the key free, as a 5xx does."""
-    node = Idempotency(MemoryState())
-    answers = iter([Answer(429, b"{}", headers={"Retry-After": "1"}), Answer(202, b'{"accepted": 1}')])
-    calls = 0
-
-    async def handler() -> Answer:
-        nonlocal calls
-        calls += 1
-        return next(answers)
-
-    first = await node.run("k:POST /v1/notifications/batch", "retry", b"{}", handler)
-    again = await node.run("k:POST /v1/notifications/batch", "retry", b"{}", handler)
-    assert (first.status, again.status, calls) == (429, 202, 2)
-    assert "Idempotent-Replayed" not in again.headers
-    replayed = await node.run("k:POST /v1/notifications/batch", "retry", b"{}", handler)
-    assert (replayed.status, replayed.headers.get("Idempotent-Replayed"), calls) == (202, "true", 2)
