@@ -296,4 +296,3 @@ async def test_the_lease_keeper_sleeps_when_its_only_lease_was_lost(mock_clock):
     assert node.renewals == 0
     assert turns <= 10, f"the keeper turned {turns} times in 30 s of one lost lease"
 
-
