@@ -53,7 +53,7 @@ from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .ingress import Ingress
 from .jobs import JobMessage, Jobs
-from .messages import Attempt, CircuitQuery, RecorderMessage, RegistryMessage, Submit
+from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
@@ -294,7 +294,7 @@ async def wire(
 
     gateway_parts: dict[str, Any] = {}
     if api:
-        ingress_mb: Mailbox[Submit] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
+        ingress_mb: Mailbox[IngressMessage] = Mailbox("ingress", config.ingress_mailbox, Overflow.FAIL_FAST)
         jobs_mb: Mailbox[JobMessage] = Mailbox("jobs", 64, Overflow.FAIL_FAST)
         idempotency = Idempotency(state)
         dead_letters = DeadLetters(store, bus, recorder_mb)
@@ -327,6 +327,7 @@ async def wire(
             signing_key_store=backends.signing_keys,
             key_ring=key_ring,
             max_body_bytes=config.max_body_bytes,
+            max_batch_body_bytes=config.max_batch_body_bytes,
             heartbeat_s=config.heartbeat_s,
             session_queue=config.session_queue,
             circuits=query_mbs,

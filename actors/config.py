@@ -63,6 +63,7 @@ class Config:
     # Sandbox faults per channel (protocol/faults.py): [herald.faults.sms] error_rate = 0.5, kind = "retryable"
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch (each item still at most max_body_bytes)
     ingress_workers: int = 64
     ingress_mailbox: int = 2048
     provider_mailbox: int = 512
@@ -161,7 +162,7 @@ def role_refusal(config: Config) -> str | None:
 
 # Numbers that must be at least 1 (all others at least 0); the port is 0 (any free port) to 65535.
 _AT_LEAST_ONE = {
-    "max_body_bytes", "ingress_workers", "ingress_mailbox", "provider_mailbox", "recorder_mailbox", "recorder_batch",
+    "max_body_bytes", "max_batch_body_bytes", "ingress_workers", "ingress_mailbox", "provider_mailbox", "recorder_mailbox", "recorder_batch",
     "consumer_batch", "max_attempts", "session_queue", "sms_max_segments",
 }
 _MAXIMUM = {"port": 65535, "commit_linger_ms": 100}

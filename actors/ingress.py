@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from collections.abc import Sequence
 from functools import partial
 
 import msgspec
@@ -35,7 +36,7 @@ from reactor.mailbox import Mailbox
 from reactor.ports import Bus, Scheduled
 
 from .domain.preferences import NO_PROFILE, address_missing, plan_channels
-from .messages import RecordEvents, RecorderMessage, Submit
+from .messages import IngressMessage, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.template_service import TemplateService, apply_template
 from .services.user_directory import UserDirectory
@@ -43,6 +44,8 @@ from .services.user_directory import UserDirectory
 log = logging.getLogger("herald.ingress")
 
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
+_CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
+_TOPIC = {channel: channel.topic() for channel in Channel}
 
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
@@ -53,12 +56,12 @@ def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -
     requested = set(request.channels)
     if len(requested) != len(request.channels):
         errors.append(FieldError("channels", "a channel is listed twice"))
-    for channel in Channel:
-        part = request.content.for_channel(channel.value)
+    for channel, name in _CHANNELS:
+        part = request.content.for_channel(name)
         if channel in requested and part is None:
-            errors.append(FieldError(f"content.{channel.value}", f"required: {channel.value} is in channels"))
+            errors.append(FieldError(f"content.{name}", f"required: {name} is in channels"))
         elif channel not in requested and part is not None:
-            errors.append(FieldError(f"content.{channel.value}", f"given, but {channel.value} is not in channels"))
+            errors.append(FieldError(f"content.{name}", f"given, but {name} is not in channels"))
     email = request.content.email
     if email is not None and not (email.text or email.html):
         errors.append(FieldError("content.email", "needs text or html"))
@@ -90,7 +93,7 @@ class IdGenerator:
 
 class Ingress:
     def __init__(
-        self, bus: Bus, mailbox: Mailbox[Submit], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
+        self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None,
     ) -> None:
         self.bus = bus
@@ -112,14 +115,57 @@ class Ingress:
     async def _worker(self) -> None:
         async for message in self.mailbox:
             try:
-                message.reply.send(await self.accept(message.request))
+                if isinstance(message, Submit):
+                    message.reply.send(await self.accept(message.request))
+                else:
+                    message.reply.send(await self.accept_batch(message.requests))
             except BaseException as exc:
                 message.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
                 raise
 
     async def accept(self, request: NotificationRequest) -> Receipt | Problem:
+        """One notification: a batch of one."""
+        return (await self.accept_batch([request]))[0]
+
+    async def accept_batch(self, requests: Sequence[NotificationRequest]) -> list[Receipt | Problem]:
+        """Each request's receipt or problem, in order; the accepted ones in one durable bus append.
+
+        A request that fails its checks gets its problem and takes no part; the others go to
+        the bus together (one produce call, one group commit), then to the Scheduler (those
+        quiet hours hold) and the Recorder (one RecordEvents): every receipt is answered
+        once all of them are durable, so a crash before the answer leaves none half-accepted
+        in a way the caller was told about.
+        """
+        profiles: dict[str, Profile] = {}  # a batch to many notifications of one user reads the profile once
+        results: list[Receipt | Problem] = []
+        items: list[tuple[str, bytes, bytes]] = []
+        events: list[StatusEvent] = []
+        deferred: list[Scheduled] = []
+        for request in requests:
+            result = await self._plan(request, profiles, items, events, deferred)
+            results.append(result)
+        if items:
+            await self.bus.produce(items)
+        for entry in deferred:
+            assert self.scheduler is not None
+            await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
+        accepted = sum(1 for r in results if isinstance(r, Receipt))
+        self.accepted += accepted
+        if events:
+            # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
+            await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
+        return results
+
+    async def _plan(
+        self, request: NotificationRequest, profiles: dict[str, Profile], items: list[tuple[str, bytes, bytes]],
+        events: list[StatusEvent], deferred: list[Scheduled],
+    ) -> Receipt | Problem:
+        """Check one request and add its records, events and held entries to the batch's; its receipt or its problem."""
         # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/domain/preferences.py, actors/services/user_directory.py)
-        profile = await self.users.profile(request.user_id) if self.users is not None else NO_PROFILE
+        profile = profiles.get(request.user_id)
+        if profile is None:
+            profile = await self.users.profile(request.user_id) if self.users is not None else NO_PROFILE
+            profiles[request.user_id] = profile
         # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
         # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
         applied = await apply_template(self.renderer, request, profile.preferences.locale)
@@ -134,11 +180,9 @@ class Ingress:
         now = wall_ms()
         nid = self.ids.next(now)
         key = request.user_id.encode()
-        zone = await self.users.zone(profile.preferences.timezone) if self.users is not None else None
+        prefs = profile.preferences
+        zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
         plans = plan_channels(request, profile, now, zone or dt.UTC)
-        items = []
-        events = []
-        deferred: list[Scheduled] = []
         for channel in request.channels:
             plan = plans[channel]
             delivery = Delivery(
@@ -146,7 +190,7 @@ class Ingress:
                 user_id=request.user_id,
                 channel=channel,
                 created_ms=now,
-                content=content.only(channel.value),
+                content=content.only(channel),  # a str enum: compared as its value
                 address=plan.address,
                 priority=request.priority,
                 data=dict(applied.web_data) if channel is Channel.WEB else {},  # no other channel reads it
@@ -160,23 +204,16 @@ class Ingress:
             elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
                 held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
                 entry_id = f"quiet:{nid}:{channel.value}"
-                deferred.append(Scheduled(entry_id, plan.defer_until_ms, channel.topic(), key, encode_delivery(held)))
+                deferred.append(Scheduled(entry_id, plan.defer_until_ms, _TOPIC[channel], key, encode_delivery(held)))
                 statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, f"quiet hours until {iso(plan.defer_until_ms)}"))
             else:
-                items.append((channel.topic(), key, encode_delivery(delivery)))
+                items.append((_TOPIC[channel], key, encode_delivery(delivery)))
                 statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, ""))
             for status, detail in statuses:
                 events.append(StatusEvent(
                     nid, request.user_id, channel, status, now, detail=detail, created_ms=now, priority=request.priority,
                     template=template,
                 ))
-        await self.bus.produce(items)
-        for entry in deferred:
-            assert self.scheduler is not None
-            await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
-        self.accepted += 1
-        # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
-        await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
         return Receipt(notification_id=nid)
 
     def _unsubscribe_url(self, request: NotificationRequest, channel: Channel) -> str | None:

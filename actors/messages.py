@@ -24,6 +24,17 @@ class Submit:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmitBatch:
+    """HTTP -> Ingress: accept these notifications, in one durable append; the reply has each one's Receipt or Problem, in order."""
+
+    requests: tuple[NotificationRequest, ...]
+    reply: Reply[list[Receipt | Problem]]
+
+
+IngressMessage = Submit | SubmitBatch
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """PartitionConsumer -> Provider: try to deliver this record.
 

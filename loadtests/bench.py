@@ -241,9 +241,11 @@ end
 """
 
 
-def run_load(kind: str, url: str, key: str, body: bytes, connections: int, duration: float, workdir: Path) -> dict[str, Any]:
+def run_load(
+    kind: str, url: str, key: str, body: bytes, connections: int, duration: float, workdir: Path, path: str = "/v1/notifications"
+) -> dict[str, Any]:
     """One closed-loop POST run in a separate process; returns the parsed result + client CPU."""
-    target = f"{url}/v1/notifications"
+    target = f"{url}{path}"
     if kind == "wrk":
         script = workdir / "post.lua"
         script.write_text(WRK_LUA.format(body=_lua_long_string(body.decode()), auth=_lua_long_string(f"Bearer {key}"), mark=MARK))

@@ -12,6 +12,7 @@ from .ids import USER_ID_RE
 from .lifecycle import Status
 from .locales import normalize_locale
 from .preferences import CATEGORY_PATTERN
+from .problems import Problem
 from .template_schemas import LocaleField, TemplateIdField
 
 # The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
@@ -42,6 +43,40 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 class Receipt(msgspec.Struct, frozen=True):
     notification_id: str
     status: Status = Status.ACCEPTED
+
+
+MAX_BATCH_ITEMS = 1000  # notifications per POST /v1/notifications/batch
+
+
+class BatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /v1/notifications/batch: each item is a body of POST /v1/notifications, checked on its own."""
+
+    items: Annotated[list[NotificationRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH_ITEMS)]
+
+
+class BatchItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One item's result: its notification_id if accepted, else the problem (its fields named `items[i].<field>`)."""
+
+    notification_id: str | None = None
+    problem: Problem | None = None
+
+
+class BatchReceipt(msgspec.Struct, frozen=True):
+    """202: at least one item was accepted; `items` in the order of the request."""
+
+    accepted: int
+    rejected: int
+    items: list[BatchItem]
+
+
+class BatchProblem(Problem, frozen=True, omit_defaults=False):
+    """422 when no item was accepted: `errors` names every item's fields, `items` has each one's problem, in order.
+
+    (A 422 about the whole batch, e.g. an Idempotency-Key reused with another body, is a plain Problem.)"""
+
+    accepted: int = 0
+    rejected: int = 0
+    items: list[BatchItem] = []
 
 
 class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):

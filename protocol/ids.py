@@ -21,12 +21,12 @@ USER_ID_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._:@-]{1,128}(?!\n)$")
 USER_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -, other than . and .."
 
 
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]  # 10 bits -> 2 characters
+
+
 def _b32(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    """The low 5 x `length` bits of `value` in `length` characters (an even number), two at a time."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(5 * length - 10, -1, -10)])
 
 
 def make_notification_id(epoch_ms: int, entropy: int) -> NotificationId:

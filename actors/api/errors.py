@@ -122,6 +122,23 @@ async def check_access(gw: Gateway, header: str | None, scope: str) -> Caller:
     return caller
 
 
+async def over_rate_limit(gw: Gateway, caller: Caller, tokens: int, field: str) -> ProblemError | None:
+    """Take `tokens` more from the caller's bucket (a request that counts as many, e.g. a batch's items).
+
+    None if taken; else a 429 with Retry-After, or a 422 naming `field` if the key's burst
+    could never hold them."""
+    if caller.burst is not None and tokens + 1 > caller.burst:
+        detail = f"{tokens + 1} {field} are over API key {caller.key_id}'s burst ({caller.burst:g}): send at most {int(caller.burst)} per call"
+        return ProblemError(Problem("Unprocessable batch", 422, detail, errors=[FieldError(field, detail)]))
+    wait = await gw.keys.throttle(caller, tokens)
+    if wait <= 0:
+        return None
+    detail = f"API key {caller.key_id} is over its rate limit ({caller.rate_per_s:g}/s, burst {caller.burst:g}) for {tokens + 1} {field}"
+    return ProblemError(
+        Problem("Too Many Requests", 429, detail, errors=[FieldError("Authorization", detail)]), {"Retry-After": retry_after(wait)}
+    )
+
+
 async def read_body(gw: Gateway) -> bytes:
     """The request body, refused with 413 past the configured size."""
     length = request.content_length

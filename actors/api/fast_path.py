@@ -1,10 +1,13 @@
-"""POST /v1/notifications straight on ASGI, in front of the Quart app.
+"""POST /v1/notifications and POST /v1/notifications/batch straight on ASGI, in front of the Quart app.
 
 The hottest route skips Quart's per-request machinery (request and app contexts,
 before/after hooks, the Response object), which costs about a quarter of a request's
 CPU on this route (docs/performance.md). It runs the same code as the Quart route
 once the request is read: `check_access`, `submit_notification`, the same answers.
-Every other request, and any other method on this path, goes to the Quart app.
+The batch route is here for its body limit (`max_batch_body_bytes`, larger than the
+app-wide `max_body_bytes` Quart enforces), not for speed: Quart's share of a batch of
+100 is small (docs/performance.md, "Batch ingest").
+Every other request, and any other method on these paths, goes to the Quart app.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+from protocol.api import MAX_BATCH_ITEMS
 from protocol.problems import Problem
 
 from .errors import Answer, ProblemError, check_access, problem_answer
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
-from .notifications import submit_notification
+from .notifications import BATCH_PATH, submit_batch, submit_notification
 from .request_rules import check, query_names
 
 if TYPE_CHECKING:  # gateway.py imports this module
@@ -36,6 +40,15 @@ class _TooLarge(Exception):
     pass
 
 
+def _too_large(gw: Gateway, path: str) -> Answer:
+    if path == BATCH_PATH:
+        detail = (f"body over {gw.max_batch_body_bytes} bytes (max_batch_body_bytes): split the batch "
+                  f"(at most {MAX_BATCH_ITEMS} items, each at most {gw.max_body_bytes} bytes)")
+    else:
+        detail = f"body over {gw.max_body_bytes} bytes"
+    return problem_answer(Problem("Payload Too Large", 413, detail))
+
+
 class FastSubmit:
     def __init__(self, app: ASGIFramework, gw: Gateway) -> None:
         self.app = app
@@ -43,7 +56,7 @@ class FastSubmit:
         self.served = 0
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in (PATH, BATCH_PATH):
             await self._respond(send, await self._answer(scope, receive))
             self.served += 1
         else:
@@ -51,27 +64,30 @@ class FastSubmit:
 
     async def _answer(self, scope: HTTPScope, receive: ASGIReceiveCallable) -> Answer:
         gw = self.gw
+        path = scope["path"]
+        batch = path == BATCH_PATH
         if gw.draining.is_set():
             return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
         headers = {name.lower(): value for name, value in scope["headers"]}
         try:
             content_type = headers.get(_CONTENT_TYPE)
-            check("POST", PATH, query_names(scope["query_string"]), content_type.decode("latin-1") if content_type is not None else None)
+            check("POST", path, query_names(scope["query_string"]), content_type.decode("latin-1") if content_type is not None else None)
             authorization = headers.get(_AUTHORIZATION)
             caller = await check_access(gw, authorization.decode("latin-1") if authorization is not None else None, "send")
-            body = await self._read_body(receive, headers.get(_CONTENT_LENGTH))
+            limit = gw.max_batch_body_bytes if batch else gw.max_body_bytes
+            body = await self._read_body(receive, headers.get(_CONTENT_LENGTH), limit)
             key = headers.get(_IDEMPOTENCY)
-            return await submit_notification(gw, caller, body, key.decode("latin-1") if key is not None else None)
+            submit = submit_batch if batch else submit_notification
+            return await submit(gw, caller, body, key.decode("latin-1") if key is not None else None)
         except ProblemError as error:
             return problem_answer(error.problem, error.headers)
         except _TooLarge:
-            return problem_answer(Problem("Payload Too Large", 413, f"body over {gw.max_body_bytes} bytes"))
+            return _too_large(gw, path)
         except Exception:
-            log.exception("unhandled error on POST %s", PATH)
+            log.exception("unhandled error on POST %s", path)
             return problem_answer(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))
 
-    async def _read_body(self, receive: ASGIReceiveCallable, content_length: bytes | None) -> bytes:
-        limit = self.gw.max_body_bytes
+    async def _read_body(self, receive: ASGIReceiveCallable, content_length: bytes | None, limit: int) -> bytes:
         if content_length is not None and content_length.isdigit() and int(content_length) > limit:
             raise _TooLarge
         chunks: list[bytes] = []

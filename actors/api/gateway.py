@@ -24,7 +24,7 @@ from hypercorn.typing import ASGIFramework
 from quart import Blueprint, Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
@@ -35,7 +35,7 @@ from reactor.ports import LogStore, SigningKeyStore
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
 from ..jobs import JobMessage
-from ..messages import CircuitQuery, RecorderMessage, RegistryMessage, Submit
+from ..messages import CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
@@ -66,6 +66,16 @@ AREAS: dict[str, tuple[str, ...]] = {
 FRONT_ROLES = ("all", "api", "edge")  # the roles with a front end (a worker has none)
 
 
+class NotificationSegment(BaseConverter):
+    """A path segment naming a notification (`<notification:nid>`): anything but `batch`, so that
+    /v1/notifications/batch is POST's alone (a GET there is a 405, not a status lookup of "batch")."""
+
+    regex = r"(?!batch\Z)[^/]+"
+
+
+CONVERTERS: dict[str, type[BaseConverter]] = {"notification": NotificationSegment}
+
+
 @dataclass
 class Gateway:
     """What the front end needs from the rest of the system: mailboxes of actors, ports, stateless services.
@@ -82,7 +92,8 @@ class Gateway:
     session_queue: int
     limits: SubscriberLimits  # what browsers may hold and ask (session caps, request rates, token issuance)
     role: str = "all"
-    ingress: Mailbox[Submit] | None = None  # api, all
+    max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch, read by the ASGI fast path
+    ingress: Mailbox[IngressMessage] | None = None  # api, all
     idempotency: Idempotency | None = None  # api, all
     dead_letters: DeadLetters | None = None  # api, all: listing the queue (the Store port)
     jobs: Mailbox[JobMessage] | None = None  # api, all: replays and purges run by the Jobs actor
@@ -121,13 +132,14 @@ class Misdirected:
     def __init__(self, gw: Gateway) -> None:
         self.role = gw.role
         others = QuartTrio("herald-other-roles", static_folder=None)
+        others.url_map.converters.update(CONVERTERS)
         for area, bp in _blueprints(gw).items():
             if not gw.serves(area):
                 others.register_blueprint(bp)
         self.map = Map([
             Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint, websocket=rule.websocket)
             for rule in others.url_map.iter_rules() if rule.endpoint != "static"
-        ])
+        ], converters=CONVERTERS)
 
     def roles_serving(self, method: str, path: str, websocket: bool = False) -> tuple[str, ...] | None:
         """The roles that serve this request, if its route is another role's; None otherwise."""
@@ -147,6 +159,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     if gw.role not in FRONT_ROLES:
         raise ValueError(f"a node of the role {gw.role!r} has no front end (the roles with one: {', '.join(FRONT_ROLES)})")
     app = QuartTrio("herald", static_folder=None)  # no static files: nothing is served without a key by accident
+    app.url_map.converters.update(CONVERTERS)
     app.config["MAX_CONTENT_LENGTH"] = gw.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 from quart import Blueprint, Response, request
 
 from protocol.api import (
+    MAX_BATCH_ITEMS,
     Attempt as AttemptView,
+    BatchItem,
+    BatchProblem,
+    BatchReceipt,
     ChannelStatus,
     HistoryItem,
     HistoryPage,
@@ -23,7 +27,7 @@ from protocol.api import (
 from protocol.channels import Channel, Priority
 from protocol.ids import USER_ID_RULE, is_notification_id, is_user_id
 from protocol.lifecycle import Status, is_final
-from protocol.problems import Problem
+from protocol.problems import FieldError, Problem
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
@@ -31,7 +35,7 @@ from reactor.ports import EventRow, InvalidCursor, StatusRow
 
 from ..domain.api_keys import Caller
 from ..domain.tokens import issue_token
-from ..messages import Submit
+from ..messages import IngressMessage, Submit, SubmitBatch
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import (
     Answer,
@@ -42,6 +46,7 @@ from .errors import (
     json_answer,
     json_response,
     limit_param,
+    over_rate_limit,
     problem_answer,
     read_body,
     served,
@@ -54,14 +59,37 @@ if TYPE_CHECKING:  # gateway.py imports this module
     from .gateway import Gateway
 
 _request_decoder = msgspec.json.Decoder(NotificationRequest)
+BATCH_PATH = "/v1/notifications/batch"
+
+
+# `items` decodes into MAX_BATCH_ITEMS + 1 raw slots of an array-like struct, not a list: msgspec builds a
+# list whole before its length can be checked (a 4 MiB body of `1,1,1,...` would be two million objects,
+# ~110 MB), while it skips the elements past a struct's last slot without building them.
+_BatchSlots = msgspec.defstruct(
+    "_BatchSlots", [(f"i{n}", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET) for n in range(MAX_BATCH_ITEMS + 1)],
+    array_like=True, frozen=True,
+)
+# protocol.api.BatchRequest with each item left as its JSON text, to be decoded (and refused) on its own
+_BatchEnvelope = msgspec.defstruct("_BatchEnvelope", [("items", _BatchSlots)], forbid_unknown_fields=True, frozen=True)
+_batch_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_BatchEnvelope)
+
+
+def batch_items(body: bytes) -> list[msgspec.Raw]:
+    """The items of a batch body, each as its JSON text; a ProblemError for the body or for their count (`items`)."""
+    slots = msgspec.structs.astuple(decode_body(_batch_decoder, body).items)
+    raws: list[msgspec.Raw] = [raw for raw in slots if raw is not msgspec.UNSET]  # set slots come first
+    if not 1 <= len(raws) <= MAX_BATCH_ITEMS:
+        message = f"1 to {MAX_BATCH_ITEMS} notifications per batch, got {'more' if raws else 'none'}"
+        raise ProblemError(Problem("Unprocessable batch", 422, f"items: {message}", errors=[FieldError("items", message)]))
+    return raws
+
+
+_DETAIL_ERRORS = 10  # a 422 batch problem's detail names the first few fields; `errors` has them all
 _token_decoder = msgspec.json.Decoder(TokenRequest)
 
 
-M = TypeVar("M")
-
-
-def _nowait(mailbox: Mailbox[M]) -> Callable[[M], Awaitable[None]]:
-    async def send(message: M) -> None:
+def _nowait(mailbox: Mailbox[IngressMessage]) -> Callable[[IngressMessage], Awaitable[None]]:
+    async def send(message: IngressMessage) -> None:
         mailbox.send_nowait(message)
 
     return send
@@ -105,6 +133,72 @@ async def _statuses_and_events(gw: Gateway, nid: str) -> tuple[list[StatusRow], 
     return rows, events
 
 
+async def submit_batch(gw: Gateway, caller: Caller, body: bytes, idempotency_key: str | None) -> Answer:
+    """POST /v1/notifications/batch once authorized and read (the body within max_batch_body_bytes).
+
+    A batch of N items costs N tokens of the key's rate limit (the request's own, taken by
+    check_access, and N - 1 more here), every call, a replay too: charged before the
+    Idempotency-Key's record is looked up, which reads the whole body. One key covers the
+    whole batch. What the body or the count of items gets wrong is answered before that too."""
+    try:
+        raws = batch_items(body)
+    except ProblemError as error:
+        return problem_answer(error.problem)
+    if len(raws) > 1:
+        refused = await over_rate_limit(gw, caller, len(raws) - 1, "items")
+        if refused is not None:
+            return problem_answer(refused.problem, refused.headers)
+    scope = f"{caller.key_id}:POST {BATCH_PATH}"
+    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda: _submit_batch(gw, raws))
+
+
+def _item_problem(index: int, problem: Problem) -> BatchItem:
+    """The problem of item `index`, its fields named `items[index].<field>` (the item itself: `items[index]`)."""
+    where = f"items[{index}]"
+    errors = [FieldError(where if e.field in ("", "body") else f"{where}.{e.field}", e.message) for e in problem.errors]
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) if errors else f"{where}: {problem.detail}"
+    return BatchItem(problem=msgspec.structs.replace(problem, detail=detail, errors=errors))
+
+
+async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw]) -> Answer:
+    results: list[BatchItem | None] = [None] * len(raws)
+    requests: list[NotificationRequest] = []
+    positions: list[int] = []
+    for index, raw in enumerate(raws):
+        if len(raw) > gw.max_body_bytes:  # each item within the single route's limit
+            detail = f"an item over {gw.max_body_bytes} bytes (max_body_bytes)"
+            results[index] = _item_problem(index, Problem("Payload Too Large", 413, detail, errors=[FieldError("", detail)]))
+            continue
+        try:
+            requests.append(decode_body(_request_decoder, raw))
+        except ProblemError as error:
+            results[index] = _item_problem(index, error.problem)
+            continue
+        positions.append(index)
+    if requests:
+        batch = tuple(requests)
+        try:
+            answers: list[Receipt | Problem] = await ask(
+                _nowait(served(gw.ingress, "ingress mailbox")), lambda reply: SubmitBatch(batch, reply)
+            )
+        except MailboxFull:
+            return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
+        except MailboxClosed:
+            return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+        for index, answer in zip(positions, answers, strict=True):
+            results[index] = BatchItem(answer.notification_id) if isinstance(answer, Receipt) else _item_problem(index, answer)
+    items = [r for r in results if r is not None]
+    assert len(items) == len(raws)
+    accepted = sum(1 for item in items if item.notification_id is not None)
+    if accepted:
+        return json_answer(BatchReceipt(accepted, len(items) - accepted, items), 202)
+    errors = [e for item in items if item.problem is not None for e in item.problem.errors]
+    shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:_DETAIL_ERRORS])
+    more = f"; and {len(errors) - _DETAIL_ERRORS} more (see errors)" if len(errors) > _DETAIL_ERRORS else ""
+    detail = f"none of the {len(items)} items was accepted: {shown}{more}"
+    return problem_answer(BatchProblem("Unprocessable batch", 422, detail, errors=errors, rejected=len(items), items=items))
+
+
 def blueprint(gw: Gateway) -> Blueprint:
     bp = Blueprint("notifications", __name__)
 
@@ -114,7 +208,15 @@ def blueprint(gw: Gateway) -> Blueprint:
         body = await read_body(gw)
         return to_response(await submit_notification(gw, caller, body, request.headers.get(IDEMPOTENCY_HEADER)))
 
-    @bp.get("/v1/notifications/<nid>")
+    @bp.post(BATCH_PATH)
+    async def post_batch() -> Response:
+        # The front end serves this route on the ASGI fast path (fast_path.py), which reads up to
+        # max_batch_body_bytes; this Quart route (an app not wrapped by it) reads what Quart's limit allows.
+        caller = await authorize(gw, "send")
+        body = await read_body(gw)
+        return to_response(await submit_batch(gw, caller, body, request.headers.get(IDEMPOTENCY_HEADER)))
+
+    @bp.get("/v1/notifications/<notification:nid>")
     async def get_notification(nid: str) -> Response:
         await authorize(gw, "read")
         if not is_notification_id(nid):

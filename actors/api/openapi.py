@@ -29,6 +29,9 @@ import msgspec
 from quart import Blueprint, Response, current_app
 
 from protocol.api import (
+    BatchProblem,
+    BatchReceipt,
+    BatchRequest,
     CircuitView,
     DeadLetterPage,
     DlqSelection,
@@ -309,6 +312,19 @@ _NOTIFICATION_DOC = (
     "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
 )
 
+_BATCH_DOC = (
+    "`items`: 1 to 1,000 bodies of POST /v1/notifications, each checked as that route checks one (schema, content, "
+    "addresses, headers, template, preferences) and at most `max_body_bytes`; the whole body at most "
+    "`max_batch_body_bytes` (4 MiB by default: a 413 says the limit). An item that fails gets its problem, its fields "
+    "named `items[i].<field>`, and does not stop the others: the accepted ones go to the bus in one durable append. "
+    "The answer: 202 if at least one item was accepted (`accepted`, `rejected`, and `items` in order, each "
+    "`{notification_id}` or `{problem}`); 422 if none was (a problem with the same `items`). A batch of N items costs "
+    "N tokens of the API key's rate limit, every call, a replay too (429 with Retry-After, nothing accepted; a 422 if N "
+    "is over the key's burst). "
+    "One `Idempotency-Key` covers the batch: the same key and body within 24 h get the original answer, the same key "
+    "with another body is a 422, a key whose first request is still running a 409."
+)
+
 SANDBOX_CHANNEL = Param(
     "channel", "path", {"type": "string", "enum": [c.value for c in SANDBOX_CHANNELS]},
     "A channel served by a sandbox client (404 for another, or one whose client is not the sandbox's).", True, "sms",
@@ -365,7 +381,27 @@ OPERATIONS: tuple[Operation, ...] = (
         description=_NOTIFICATION_DOC,
     ),
     Operation(
-        "GET", "/v1/notifications/<nid>", "getNotification", "notifications", "Status and attempt timeline",
+        "POST", "/v1/notifications/batch", "createNotificationBatch", "notifications", "Send up to 1,000 notifications",
+        Auth.API_KEY, "send",
+        {
+            202: json_reply(BatchReceipt, "At least one item accepted: those durably on the bus, in one append.", {"Idempotent-Replayed": False}),
+            422: Reply(
+                "No item accepted (`items` has each one's problem, `errors` every field as `items[i].<field>`); or the "
+                "batch is over the key's burst, or its Idempotency-Key was used with another body (a plain problem).",
+                {PROBLEM_CONTENT_TYPE: BatchProblem},
+            ),
+        },
+        params=(Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
+                      "Makes a retry of the whole batch safe: the same key and body within 24 h get the original answer."),),
+        body=body(BatchRequest, "The notifications: each item is a body of POST /v1/notifications.", example={"items": [
+            {"user_id": "alice", "channels": ["web"], "content": {"web": {"title": "Welcome", "body": "Hello Alice"}}},
+            {"user_id": "bob", "channels": ["web"], "content": {"web": {"title": "Welcome", "body": "Hello Bob"}}},
+        ]}),
+        problems=(409,),
+        description=_BATCH_DOC,
+    ),
+    Operation(
+        "GET", "/v1/notifications/<notification:nid>", "getNotification", "notifications", "Status and attempt timeline",
         Auth.API_KEY, "read", {200: json_reply(NotificationStatus, "Per-channel status and attempts; `final` once every channel is settled.")},
         params=(NID,),
     ),

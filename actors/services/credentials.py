@@ -315,11 +315,11 @@ class ApiKeys:
         rate, burst = self.limits_of(key)
         return Caller(key_id, frozenset(key.scopes), rate, burst)
 
-    async def throttle(self, caller: Caller) -> float:
-        """Take a token from the caller's bucket: 0.0 if admitted, else the seconds to wait."""
+    async def throttle(self, caller: Caller, tokens: int = 1) -> float:
+        """Take `tokens` (at most the burst) from the caller's bucket: 0.0 if admitted, else the seconds to wait."""
         if caller.rate_per_s is None or caller.burst is None:
             return 0.0
-        wait = await self.state.take_tokens(f"ratelimit:apikey:{caller.key_id}", 1, caller.burst, caller.rate_per_s)
+        wait = await self.state.take_tokens(f"ratelimit:apikey:{caller.key_id}", tokens, caller.burst, caller.rate_per_s)
         if wait > 0:
             self.throttled += 1
         return wait

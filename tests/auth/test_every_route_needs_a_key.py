@@ -19,7 +19,8 @@ from tests.helpers import http, running_node
 # a key with every other scope gets 403, a key with only this one gets past auth.
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/notifications"): "send",
-    ("GET", "/v1/notifications/<nid>"): "read",
+    ("POST", "/v1/notifications/batch"): "send",
+    ("GET", "/v1/notifications/<notification:nid>"): "read",
     ("GET", "/v1/users/<user_id>/notifications"): "read",
     ("POST", "/v1/users/<user_id>/tokens"): "read",  # a token reads the user's notifications
     ("GET", "/v1/admin/circuits"): "admin",
