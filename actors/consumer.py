@@ -7,8 +7,9 @@ position (and at most `window_bytes` of record values are out, plus one fetch). 
 Attempt goes to the Provider in offset order (the Provider keeps each user's in that
 order, and runs different users' at once); each record's outcome is concluded by a task
 of its own, in whatever order the Provider answers. A settling task records the
-outcomes that are ready, in one Recorder call (so batches form by themselves under
-load), and then commits the highest offset below which every record has its outcome
+outcomes in one Recorder call per group (a group: what concludes within SETTLE_LINGER_S
+of the first, up to a fetch's worth, or at once when everything out has concluded, so a
+quiet partition waits for nothing), and then commits the highest offset below which every record has its outcome
 recorded (actors/domain/offset_tracker.py: out-of-order completion, in-order commit).
 A crash anywhere means every record at or above the committed offset is read again,
 and only those: at-least-once, with the send ledger suppressing what was sent.
@@ -116,6 +117,10 @@ class Concluded:
     size: int
     events: tuple[StatusEvent, ...]
     inbox: tuple[InboxEntry, ...]
+    resolves: Delivery | None = None  # seen before and sent now: resolves the dead letter an earlier run may have left
+
+
+SETTLE_LINGER_S = 0.1  # the longest the settler waits for more outcomes (up to a fetch's worth) to record with the first
 
 
 class PartitionConsumer:
@@ -255,10 +260,10 @@ class PartitionConsumer:
                 outcome = Crashed(str(exc))
             events: list[StatusEvent] = []
             inbox: tuple[InboxEntry, ...] = ()
+            resolves = None
             if isinstance(outcome, Sent):
-                # A record seen before that succeeds now resolves the dead letter an earlier run may have left.
-                if maybe_sent and await self.store.resolve_dead_letters(self.channel.value, [delivery.notification_id]):
-                    events.append(self._resolved_event(delivery))
+                # A record seen before that succeeds now resolves the dead letter an earlier run may have left (the settler asks).
+                resolves = delivery if maybe_sent else None
                 events.extend(self._sent_events(delivery, outcome))
                 if self.channel is Channel.WEB:
                     inbox = (inbox_entry(delivery, record.offset),)
@@ -274,19 +279,28 @@ class PartitionConsumer:
                 events.append(await self._schedule_retry(delivery, outcome.error, None, crashed=True))
             else:
                 events.append(await self._schedule_retry(delivery, outcome.error, outcome.after_s))
-            await concluded.send(Concluded(record.offset, size, tuple(events), inbox))
+            await concluded.send(Concluded(record.offset, size, tuple(events), inbox, resolves))
 
     async def _settle(self, concluded: trio.MemoryReceiveChannel[Concluded]) -> None:
         """Record what is concluded (one Recorder call for all that is ready), then commit the finished prefix."""
         async with concluded:
             async for first in concluded:
+                # Record together what concludes within a moment of the first (one Recorder write, one commit), up to a
+                # fetch's worth, or at once when nothing else is out.
                 ready = [first]
-                while True:
-                    try:
-                        ready.append(concluded.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                events = tuple(e for c in ready for e in c.events)
+                with trio.move_on_after(SETTLE_LINGER_S):
+                    while len(ready) < self.batch and len(ready) < self._tracker.outstanding:
+                        try:
+                            ready.append(await concluded.receive())
+                        except trio.EndOfChannel:
+                            break
+                resolving = [c.resolves.notification_id for c in ready if c.resolves is not None]
+                resolved = set(await self.store.resolve_dead_letters(self.channel.value, resolving)) if resolving else set()
+                events = tuple(
+                    e for c in ready
+                    for e in ((self._resolved_event(c.resolves),) if c.resolves and c.resolves.notification_id in resolved else ())
+                    + c.events
+                )
                 inbox = tuple(i for c in ready for i in c.inbox)
                 if events or inbox:
                     await ask(self.recorder.send, lambda reply: RecordEvents(events, inbox, reply))

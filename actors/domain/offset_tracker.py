@@ -18,6 +18,7 @@ class OffsetTracker:
             raise ValueError(f"an offset is not negative, got {position!r}")
         self.position = position  # the next offset to hand out (one after the last started)
         self._out: deque[int] = deque()  # offsets started, in order, down to the lowest unfinished one
+        self._unfinished: set[int] = set()
         self._finished: set[int] = set()  # finished offsets above the lowest unfinished one
 
     def start(self, offset: int) -> None:
@@ -25,12 +26,14 @@ class OffsetTracker:
         if offset < self.position:
             raise ValueError(f"offset {offset} started after {self.position - 1}: offsets are handed out in order")
         self._out.append(offset)
+        self._unfinished.add(offset)
         self.position = offset + 1
 
     def finish(self, offset: int) -> int:
         """A record's outcome is recorded; returns the committable offset."""
-        if offset in self._finished or offset not in self._out:  # `in` on the deque: bounded by the window
+        if offset not in self._unfinished:
             raise ValueError(f"offset {offset} is not out")
+        self._unfinished.discard(offset)
         self._finished.add(offset)
         while self._out and self._out[0] in self._finished:
             self._finished.discard(self._out.popleft())
