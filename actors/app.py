@@ -241,8 +241,8 @@ async def wire(
     recorder = Recorder(logstore, recorder_mb, config.recorder_batch, config.commit_linger_ms / 1000)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
     # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
-    # rows are not written yet (at most one consumer batch: the user's partition has one in flight)
-    recent = RecentPushes(state, per_user=2 * config.consumer_batch)
+    # rows are not written yet (at most one consumer window: what the user's partition has out)
+    recent = RecentPushes(state, per_user=2 * max(config.consumer_batch, config.consumer_window))
     herald = Herald(config, system, backends, recorder, api_key, templates=templates, users=users)
     stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
     delivery: list[ChildSpec] = []
@@ -257,7 +257,7 @@ async def wire(
                   for c, client in chosen.items()}
         herald.providers = {
             c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings()),
-                        devices=users if c is Channel.PUSH else None, queries=query_mbs[c])
+                        devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c))
             for c in Channel
         }
         herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)
@@ -268,6 +268,7 @@ async def wire(
                 return PartitionConsumer(
                     bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
                     config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
+                    window=config.consumer_window, window_bytes=config.consumer_window_bytes,
                 )
 
             return make

@@ -27,6 +27,11 @@ def _default_partitions() -> dict[str, int]:
     return {"email": 4, "sms": 2, "push": 4, "web": 2}
 
 
+def _default_max_in_flight() -> dict[str, int]:
+    """Attempts a worker's Provider runs at once, per channel: sized for a provider answering in ~100 ms (README)."""
+    return {"email": 256, "sms": 256, "push": 256, "web": 64}
+
+
 LIMIT_KEYS = ("capacity", "refill_per_s", "failure_threshold", "open_timeout_s", "success_threshold")
 
 
@@ -72,6 +77,9 @@ class Config:
     # Group commit: how long a durable write (send ledger, Recorder, sandbox sinks) waits for others to share its fsync
     commit_linger_ms: float = 2.0
     consumer_batch: int = 256
+    consumer_window: int = 1024  # offsets a partition's consumer may have out past its last commit (fetched, not committed)
+    consumer_window_bytes: int = 16 * 1024 * 1024  # bytes of records a partition's consumer may have out (plus one fetch)
+    provider_max_in_flight: dict[str, int] = field(default_factory=_default_max_in_flight)
     max_attempts: int = 5
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -113,6 +121,9 @@ class Config:
 
     def partitions_of(self, channel: Channel) -> int:
         return int(self.partitions[channel.value])
+
+    def max_in_flight_of(self, channel: Channel) -> int:
+        return int(self.provider_max_in_flight[channel.value])
 
     def limits_of(self, channel: Channel) -> Limits:
         from reactor.circuit_breaker import BreakerConfig
@@ -163,7 +174,7 @@ def role_refusal(config: Config) -> str | None:
 # Numbers that must be at least 1 (all others at least 0); the port is 0 (any free port) to 65535.
 _AT_LEAST_ONE = {
     "max_body_bytes", "max_batch_body_bytes", "ingress_workers", "ingress_mailbox", "provider_mailbox", "recorder_mailbox", "recorder_batch",
-    "consumer_batch", "max_attempts", "session_queue", "sms_max_segments",
+    "consumer_batch", "max_attempts", "session_queue", "sms_max_segments", "consumer_window", "consumer_window_bytes",
 }
 _MAXIMUM = {"port": 65535, "commit_linger_ms": 100}
 _ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s"}  # durations that must not be 0
@@ -217,14 +228,14 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         if name in BACKEND_SETTINGS:
             return check_url(str(value))
         return Path(value) if kind in (Path, "Path") else str(value)
-    if name == "partitions":
+    if name in ("partitions", "provider_max_in_flight"):  # a count per channel: "sms=4,email=8" from an env var
         if isinstance(value, str):
             value = dict(part.split("=") for part in value.split(","))
-        parts = {str(k).strip(): _number(f"partitions.{k}", v, integer=True) for k, v in dict(value).items()}
+        parts = {str(k).strip(): _number(f"{name}.{k}", v, integer=True) for k, v in dict(value).items()}
         unknown = set(parts) - {c.value for c in Channel}
         if unknown or any(v < 1 for v in parts.values()):
             raise ValueError(f"channels {sorted(unknown)} unknown or a count below 1")
-        return {**_default_partitions(), **parts}
+        return {**(_default_partitions() if name == "partitions" else _default_max_in_flight()), **parts}
     if name == "limits":
         # TOML: [herald.limits.sms] capacity = 10; env: HERALD_LIMITS="sms.capacity=10,sms.open_timeout_s=5"
         if isinstance(value, str):

@@ -1,10 +1,18 @@
 """PartitionConsumer: reads one bus partition in order, hands each record to the channel's
-Provider, records the outcomes, and only then commits the offset.
+Provider, records the outcomes, and commits the finished prefix.
 
-A batch is pipelined: every Attempt of the batch is queued to the Provider in order
-(it handles them in order), the outcomes are awaited, recorded in one Recorder call,
-and the batch's offsets are committed. A crash anywhere before the commit means the
-batch is read again: at-least-once.
+The partition is pipelined: the consumer keeps fetching while earlier records are out,
+as long as at most `window` offsets lie between the committed offset and the fetch
+position (and at most `window_bytes` of record values are out, plus one fetch). Every
+Attempt goes to the Provider in offset order (the Provider keeps each user's in that
+order, and runs different users' at once); each record's outcome is concluded by a task
+of its own, in whatever order the Provider answers. A settling task records the
+outcomes in one Recorder call per group (a group: what concludes within SETTLE_LINGER_S
+of the first, up to a fetch's worth, or at once when everything out has concluded, so a
+quiet partition waits for nothing), and then commits the highest offset below which every record has its outcome
+recorded (actors/domain/offset_tracker.py: out-of-order completion, in-order commit).
+A crash anywhere means every record at or above the committed offset is read again,
+and only those: at-least-once, with the send ledger suppressing what was sent.
 
 A retryable outcome is handed to the Scheduler (durably) with its next attempt due
 after an exponential backoff with full jitter, so the partition keeps flowing while it
@@ -12,7 +20,9 @@ waits. After `max_attempts` the record goes to the channel's dead-letter queue w
 last error and attempt history. A permanent failure fails the channel at once, unless
 the client refused the delivery's content (`dead_letter`): then it is dead-lettered at
 once. A delivery that crashed the client (Crashed) or the provider (ActorCrashed) is
-retried once; the second crash dead-letters it as a poison message.
+retried once; the second crash dead-letters it as a poison message. One the Provider
+dropped unanswered because it stopped for another reason (AttemptInterrupted) is retried
+later with no crash counted against it.
 
 Consent is checked again when a record that waited goes out (actors.domain.preferences
 `waited`: held by quiet hours, retried, replayed; fresh records are not, the hot path
@@ -31,15 +41,15 @@ ledger) is never dead-lettered.
 Which records may have been attempted before (`maybe_sent`: the Provider then asks the
 send ledger first) is decided from the committed offset alone, never from the bus's end
 offset (which a Kafka-protocol broker may report wrong: Tansu does after batched
-produces). The argument: a consumer of the group attempts a batch of at most `batch`
-records fetched from its committed offset (the bus never returns more than asked), and
-fetches the next one only after committing this one, durably. So when a consumer starts
-on a partition (at start-up, after a crash, or when the partition is assigned to it),
-every record an earlier owner attempted without committing lies in the first window,
-[committed, committed + batch): only those are maybe-sent, plus any record that waited
+produces). The argument: a consumer of the group fetches only while its fetch position
+is less than `window` offsets past its last durable commit, and asks for no more than
+that room (the bus never returns more than asked). So when a consumer starts on a
+partition (at start-up, after a crash, or when the partition is assigned to it), every
+record an earlier owner attempted without committing lies in the first window,
+[committed, committed + window): only those are maybe-sent, plus any record that waited
 (a retry, a replay, one held by quiet hours). This holds as long as no member of the
-group ran with a larger batch since the last commit: lower `consumer_batch` only after
-a clean stop (which commits what is in hand), not across a crash.
+group ran with a larger window since the last commit: lower `consumer_window` only
+after a clean stop (which commits what is in hand), not across a crash.
 
 ConsumerGroup follows the bus's assignment stream: it starts a supervised
 PartitionConsumer for every assigned partition and stops the revoked ones.
@@ -48,6 +58,7 @@ PartitionConsumer for every assigned partition and stops the revoked ones.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from contextlib import aclosing
@@ -62,8 +73,10 @@ from protocol.messages import (
     AttemptRecord,
     Crashed,
     Delivery,
+    InboxEntry,
     Outcome,
     PermanentFailure,
+    RetryLater,
     Sent,
     StatusEvent,
     decode_delivery,
@@ -76,8 +89,9 @@ from reactor.ports import Bus, BusRecord, DeadLetter, Scheduled, Store
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 
 from .clients.web import inbox_entry
+from .domain.offset_tracker import OffsetTracker
 from .domain.preferences import FireCheck, check_at_fire, waited
-from .messages import Attempt, RecordEvents, RecorderMessage
+from .messages import Attempt, AttemptInterrupted, RecordEvents, RecorderMessage
 from .scheduler import ScheduleAt
 from .services.user_directory import UserDirectory
 
@@ -95,7 +109,23 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_s, self.initial_s * 2 ** (attempt - 1)))
 
 
+@dataclass(frozen=True, slots=True)
+class Concluded:
+    """One record's outcome, ready to record (no events: an undecodable record, nothing to write)."""
+
+    offset: int
+    size: int
+    events: tuple[StatusEvent, ...]
+    inbox: tuple[InboxEntry, ...]
+    resolves: Delivery | None = None  # seen before and sent now: resolves the dead letter an earlier run may have left
+
+
+SETTLE_LINGER_S = 0.1  # the longest the settler waits for more outcomes (up to a fetch's worth) to record with the first
+
+
 class PartitionConsumer:
+    tracker = OffsetTracker  # what decides the committable offset (tests swap in a broken one to see it caught)
+
     def __init__(
         self,
         bus: Bus,
@@ -109,7 +139,11 @@ class PartitionConsumer:
         batch: int,
         retry: RetryPolicy,
         users: UserDirectory | None = None,
+        window: int | None = None,
+        window_bytes: int = 16 * 1024 * 1024,
     ) -> None:
+        if batch < 1 or (window is not None and window < 1) or window_bytes < 1:
+            raise ValueError(f"batch, window and window_bytes must be at least 1: {batch!r}, {window!r}, {window_bytes!r}")
         self.bus = bus
         self.group = group
         self.channel = channel
@@ -119,95 +153,120 @@ class PartitionConsumer:
         self.recorder = recorder
         self.scheduler = scheduler
         self.store = store
-        self.batch = batch
+        self.batch = batch  # records asked for per fetch
+        self.window = window if window is not None else batch  # offsets out past the durable commit, at most
+        self.window_bytes = window_bytes  # bytes of record values out, at most (plus one fetch)
         self.retry = retry
         self.users = users  # None: no preferences, nothing to check again when a record that waited goes out
         self._stopping = trio.Event()
         self._fetch_scope: trio.CancelScope | None = None
         self._maybe_sent_below = 0  # records below this offset may have been attempted by an earlier owner (see above)
+        self._tracker = OffsetTracker(0)
+        self._committed = 0  # the last durable commit
+        self._bytes_out = 0
+        self._room = trio.Event()  # set (and replaced) when a commit makes room in the window
         self.processed = 0
         self.undecodable = 0
         self.retried = 0
         self.dead_lettered = 0
         self.stopped_at_fire = 0  # records that waited and were no longer allowed when they went out
         self.held_at_fire = 0  # records that waited and met quiet hours when they went out
+        self.peak_out = 0  # the most offsets out past the durable commit at once
 
     def stop(self) -> None:
-        """Finish the batch in hand, commit it, and return."""
+        """Fetch no more, conclude and record what is out, commit it, and return."""
         self._stopping.set()
         if self._fetch_scope is not None:
             self._fetch_scope.cancel()
 
+    @property
+    def out(self) -> int:
+        """Offsets between the durable commit and the fetch position: what a crash now would read again."""
+        return self._tracker.position - self._committed
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         offset = await self.bus.committed(self.group, self.topic, self.partition)
         # The first window: what an earlier owner of the partition may have attempted without committing.
-        self._maybe_sent_below = offset + self.batch
+        self._maybe_sent_below = offset + self.window
+        self._tracker = self.tracker(offset)
+        self._committed = offset
+        self._bytes_out = 0
         task_status.started()
+        concluded_in, concluded_out = trio.open_memory_channel[Concluded](math.inf)  # at most `window` in it
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._settle, concluded_out)
+            async with concluded_in:
+                await self._fetch(nursery, concluded_in)
+            # stopping: the settler records and commits what is out, then returns once every record is concluded
+
+    async def _fetch(self, nursery: trio.Nursery, concluded: trio.MemorySendChannel[Concluded]) -> None:
+        """Fetch while the window has room, and hand out every record in offset order."""
         while not self._stopping.is_set():
             records: list[BusRecord] = []
             with trio.CancelScope() as self._fetch_scope:
                 if self._stopping.is_set():
                     break
-                records = await self.bus.fetch(self.group, self.topic, self.partition, offset, self.batch)
+                while self.out >= self.window or self._bytes_out >= self.window_bytes:
+                    await self._room.wait()
+                room = min(self.batch, self.window - self.out)
+                records = await self.bus.fetch(self.group, self.topic, self.partition, self._tracker.position, room)
             self._fetch_scope = None
-            if not records:
-                continue
-            await self._process(records)
-            offset = records[-1].offset + 1
-            await self.bus.commit(self.group, self.topic, self.partition, offset)
-            self.processed += len(records)
+            for record in records:
+                await self._hand_out(record, nursery, concluded)
+            self.peak_out = max(self.peak_out, self.out)
 
-    async def _process(self, records: list[BusRecord]) -> None:
-        deliveries: list[tuple[BusRecord, Delivery]] = []
-        for record in records:
-            try:
-                deliveries.append((record, decode_delivery(record.value)))
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                # Nothing to deliver and no id to record it under: log it and move on.
-                self.undecodable += 1
-                log.error("%s/%d@%d: undecodable record skipped: %s", self.topic, self.partition, record.offset, exc)
+    async def _hand_out(self, record: BusRecord, nursery: trio.Nursery, concluded: trio.MemorySendChannel[Concluded]) -> None:
+        self._tracker.start(record.offset)
+        size = len(record.value)
+        self._bytes_out += size
+        try:
+            delivery = decode_delivery(record.value)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            # Nothing to deliver and no id to record it under: log it and move on.
+            self.undecodable += 1
+            log.error("%s/%d@%d: undecodable record skipped: %s", self.topic, self.partition, record.offset, exc)
+            concluded.send_nowait(Concluded(record.offset, size, (), ()))
+            return
         # A record that waited meets the user's preferences as they are now (fresh ones were just planned).
-        stopped: dict[int, FireCheck] = {}  # index in deliveries -> skipped or held again: not for the provider
-        if self.users is not None:
-            for i, (record, delivery) in enumerate(deliveries):
-                if waited(delivery):
-                    check = await self._check_at_fire(delivery)
-                    if check.skip is not None or check.hold_until_ms is not None:
-                        stopped[i] = check
-                    else:
-                        deliveries[i] = (record, check.delivery)
-        replies: list[tuple[Reply[Outcome] | None, bool]] = []
-        for i, (record, delivery) in enumerate(deliveries):
-            if i in stopped:
-                replies.append((None, False))
-                continue
-            reply: Reply[Outcome] = Reply()
-            maybe_sent = record.offset < self._maybe_sent_below or waited(delivery)
-            await self.provider.send(Attempt(delivery, reply, maybe_sent))
-            replies.append((reply, maybe_sent))
-        outcomes: list[Outcome | None] = []
-        for pending, _ in replies:
-            if pending is None:
-                outcomes.append(None)
-                continue
+        if self.users is not None and waited(delivery):
+            check = await self._check_at_fire(delivery)
+            if check.skip is not None or check.hold_until_ms is not None:
+                nursery.start_soon(self._conclude_stopped, record, size, delivery, check, concluded.clone())
+                return
+            delivery = check.delivery
+        reply: Reply[Outcome] = Reply()
+        maybe_sent = record.offset < self._maybe_sent_below or waited(delivery)
+        await self.provider.send(Attempt(delivery, reply, maybe_sent))
+        nursery.start_soon(self._conclude, record, size, delivery, reply, maybe_sent, concluded.clone())
+
+    async def _conclude_stopped(
+        self, record: BusRecord, size: int, delivery: Delivery, check: FireCheck, concluded: trio.MemorySendChannel[Concluded],
+    ) -> None:
+        async with concluded:
+            event = await self._stopped_at_fire(delivery, check)
+            await concluded.send(Concluded(record.offset, size, (event,), ()))
+
+    async def _conclude(
+        self, record: BusRecord, size: int, delivery: Delivery, reply: Reply[Outcome], maybe_sent: bool,
+        concluded: trio.MemorySendChannel[Concluded],
+    ) -> None:
+        """Wait for the Provider's outcome and decide what follows (retry, dead letter); the settler records it."""
+        async with concluded:
             try:
-                outcomes.append(await pending.wait())
+                outcome = await reply.wait()
+            except AttemptInterrupted as exc:  # the provider stopped for another attempt's sake: not this one's fault
+                outcome = RetryLater(str(exc))
             except ActorCrashed as exc:  # the provider crashed on it (and is being restarted)
-                outcomes.append(Crashed(str(exc)))
-        # A record seen before that succeeds now resolves the dead letter an earlier run may have left.
-        maybe_dead = [d.notification_id for (_, d), o, (_, seen) in zip(deliveries, outcomes, replies) if seen and isinstance(o, Sent)]
-        resolved = set(await self.store.resolve_dead_letters(self.channel.value, maybe_dead)) if maybe_dead else set()
-        events: list[StatusEvent] = []
-        inbox = []
-        for i, ((record, delivery), outcome) in enumerate(zip(deliveries, outcomes)):
-            if outcome is None:
-                events.append(await self._stopped_at_fire(delivery, stopped[i]))
-            elif isinstance(outcome, Sent):
-                if delivery.notification_id in resolved:
-                    events.append(self._resolved_event(delivery))
+                outcome = Crashed(str(exc))
+            events: list[StatusEvent] = []
+            inbox: tuple[InboxEntry, ...] = ()
+            resolves = None
+            if isinstance(outcome, Sent):
+                # A record seen before that succeeds now resolves the dead letter an earlier run may have left (the settler asks).
+                resolves = delivery if maybe_sent else None
                 events.extend(self._sent_events(delivery, outcome))
                 if self.channel is Channel.WEB:
-                    inbox.append(inbox_entry(delivery, record.offset))
+                    inbox = (inbox_entry(delivery, record.offset),)
             elif isinstance(outcome, PermanentFailure) and outcome.dead_letter:
                 events.extend(await self._dead_letter(delivery, f"poison message: {outcome.error}"))
             elif isinstance(outcome, PermanentFailure):
@@ -220,7 +279,41 @@ class PartitionConsumer:
                 events.append(await self._schedule_retry(delivery, outcome.error, None, crashed=True))
             else:
                 events.append(await self._schedule_retry(delivery, outcome.error, outcome.after_s))
-        await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), tuple(inbox), reply))
+            await concluded.send(Concluded(record.offset, size, tuple(events), inbox, resolves))
+
+    async def _settle(self, concluded: trio.MemoryReceiveChannel[Concluded]) -> None:
+        """Record what is concluded (one Recorder call for all that is ready), then commit the finished prefix."""
+        async with concluded:
+            async for first in concluded:
+                # Record together what concludes within a moment of the first (one Recorder write, one commit), up to a
+                # fetch's worth, or at once when nothing else is out.
+                ready = [first]
+                with trio.move_on_after(SETTLE_LINGER_S):
+                    while len(ready) < self.batch and len(ready) < self._tracker.outstanding:
+                        try:
+                            ready.append(await concluded.receive())
+                        except trio.EndOfChannel:
+                            break
+                resolving = [c.resolves.notification_id for c in ready if c.resolves is not None]
+                resolved = set(await self.store.resolve_dead_letters(self.channel.value, resolving)) if resolving else set()
+                events = tuple(
+                    e for c in ready
+                    for e in ((self._resolved_event(c.resolves),) if c.resolves and c.resolves.notification_id in resolved else ())
+                    + c.events
+                )
+                inbox = tuple(i for c in ready for i in c.inbox)
+                if events or inbox:
+                    await ask(self.recorder.send, lambda reply: RecordEvents(events, inbox, reply))
+                for c in ready:
+                    self._tracker.finish(c.offset)
+                    self._bytes_out -= c.size
+                self.processed += len(ready)
+                committable = self._tracker.committable
+                if committable > self._committed:
+                    await self.bus.commit(self.group, self.topic, self.partition, committable)
+                    self._committed = committable
+                self._room.set()
+                self._room = trio.Event()
 
     async def _check_at_fire(self, delivery: Delivery) -> FireCheck:
         """The user's preferences, read now, applied to a record that waited (actors.domain.preferences.check_at_fire)."""

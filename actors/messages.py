@@ -9,7 +9,7 @@ from protocol.api import CircuitView, NotificationRequest, Receipt
 from protocol.messages import Delivery, InboxEntry, Outcome, StatusEvent
 from protocol.problems import Problem
 from protocol.write_plan import InboxChange, InboxChanged
-from reactor.ask import Reply
+from reactor.ask import ActorCrashed, Reply
 
 if TYPE_CHECKING:  # registry.py imports this module; the annotations below are never evaluated at run time
     from .registry import Session
@@ -21,6 +21,10 @@ class Submit:
 
     request: NotificationRequest
     reply: Reply[Receipt | Problem]
+
+
+class AttemptInterrupted(ActorCrashed):
+    """The Provider stopped (it crashed on another attempt, or was cancelled) before answering this one: not its fault."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,13 @@
 """Provider: one per channel; owns the channel client, its token bucket and its breaker.
 
-It takes Attempts in mailbox order and answers each with an Outcome. The `Gate` holds
+It takes Attempts in mailbox order and answers each with an Outcome, running up to
+`max_in_flight` of them at once, but never two of one user's at once and each user's in
+mailbox order (the consumers send a partition's records in bus order, and a user's records
+are all in one partition: so in bus order per user). Attempts wait in a queue per user id
+(`_queues`), and a user with nothing queued or in flight holds nothing; one task per queue
+works through it. At most `max_in_flight` attempts run, and at most `max_in_flight` more
+wait (for their user's turn or a free slot) before the mailbox is read again: backpressure
+flows to the consumers as before. The `Gate` holds
 rate limiting and circuit breaking: `admit` runs before the client is called (it waits
 as long as the bucket or an open breaker says), `settle` sees every outcome. The gate's
 bucket and breaker are shared, through the State, with the other workers of the same
@@ -25,13 +32,18 @@ Crashed (the consumer retries it once and dead-letters it as poison if it crashe
 client again). A message's content can thus never use up the delivery stage's restart
 intensity. The Provider itself crashes only on its own state's errors (the ledger, the
 gate, the device store); its supervisor restarts it, and the consumer counts that crash
-against the message as well, so a message that crashes it twice is dead-lettered.
+against the message as well, so a message that crashes it twice is dead-lettered. The
+other attempts it held then (running, or queued behind a user's earlier one) are failed
+with `AttemptInterrupted`: not their fault, so the consumer retries them later without
+counting a crash against them (one that was at the provider's client when it was
+cancelled may have been sent: its retry asks the send ledger first).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -46,7 +58,7 @@ from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
 from reactor.ports import Store
 
-from .messages import Attempt, CircuitQuery
+from .messages import Attempt, AttemptInterrupted, CircuitQuery
 from .services.gate import GateView
 
 log = logging.getLogger("herald.provider")
@@ -102,8 +114,10 @@ class OpenGate:
 class Provider:
     def __init__(
         self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None,
-        devices: Devices | None = None, queries: Mailbox[CircuitQuery] | None = None,
+        devices: Devices | None = None, queries: Mailbox[CircuitQuery] | None = None, max_in_flight: int = 1,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
         self.channel = channel
         self.queries = queries
         self.devices = devices  # push: where unregistered tokens are removed
@@ -111,26 +125,81 @@ class Provider:
         self.mailbox = mailbox
         self.ledger = ledger
         self.gate: Gate = gate or OpenGate()
+        self.max_in_flight = max_in_flight
         self.calls = 0
         self.suppressed = 0
         self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
+        self.in_flight = 0  # attempts running now (at most max_in_flight)
+        self.peak_in_flight = 0
+        self._queues: dict[str, deque[Attempt]] = {}  # user id -> that user's attempts taken, in order; its head runs
+        self._held = 0  # attempts taken from the mailbox and not answered (running or queued)
+
+    @property
+    def queued(self) -> int:
+        """Attempts taken from the mailbox that wait for their user's earlier one or a free slot."""
+        return self._held - self.in_flight
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Taken from the mailbox: at most 2 x max_in_flight (running, or waiting for their user or a slot).
+        holding = trio.Semaphore(2 * self.max_in_flight)
+        running = trio.Semaphore(self.max_in_flight)
         task_status.started()
+        failure: list[Exception] = []  # the Provider's own error, raised by one user's task: the actor crashes with it
         try:
-            async for attempt in self.mailbox:
+            async with trio.open_nursery() as nursery:
+                async for attempt in self.mailbox:
+                    await holding.acquire()
+                    self._held += 1
+                    user = attempt.delivery.user_id
+                    queue = self._queues.get(user)
+                    if queue is not None:  # the user has one running or waiting: this one goes after it
+                        queue.append(attempt)
+                        continue
+                    self._queues[user] = deque([attempt])
+                    nursery.start_soon(self._serve_user, user, holding, running, failure, nursery.cancel_scope)
+            if failure:
+                raise failure[0]
+        finally:
+            self._interrupt_held()
+            await self.gate.release()  # the unspent slice goes back to the provider's other workers
+
+    async def _serve_user(
+        self, user: str, holding: trio.Semaphore, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
+    ) -> None:
+        """Work through one user's queue, one attempt at a time; the queue is dropped once empty."""
+        queue = self._queues[user]
+        while queue:
+            attempt = queue[0]
+            async with running:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     outcome = await self._attempt(attempt)
                 except Exception as exc:
                     log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
+                    self._answered(queue, holding)
                     attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
-                    raise
-                except BaseException:
-                    attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider stopped"))
-                    raise
-                attempt.reply.send(outcome)
-        finally:
-            await self.gate.release()  # the unspent slice goes back to the provider's other workers
+                    failure.append(exc)
+                    scope.cancel()  # the others are interrupted; run raises this error
+                    return
+                finally:
+                    self.in_flight -= 1
+            self._answered(queue, holding)
+            attempt.reply.send(outcome)
+        del self._queues[user]
+
+    def _answered(self, queue: deque[Attempt], holding: trio.Semaphore) -> None:
+        queue.popleft()
+        self._held -= 1
+        holding.release()
+
+    def _interrupt_held(self) -> None:
+        """The Provider stops (crashed, or cancelled): fail every attempt it holds, not blamed on them."""
+        queues, self._queues = self._queues, {}
+        for queue in queues.values():
+            for attempt in queue:
+                attempt.reply.fail(AttemptInterrupted(f"{self.channel.value} provider stopped before answering"))
+        self._held = 0
 
     async def answer_queries(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The actor's second task (a supervised child of its own): answer circuits queries until the mailbox closes."""
@@ -153,6 +222,7 @@ class Provider:
             rejected=gate.rejected, calls=self.calls, suppressed_duplicates=self.suppressed, tokens=gate.tokens,
             bucket_capacity=gate.bucket_capacity, refill_per_s=gate.refill_per_s, deferred=gate.deferred,
             throttled=gate.throttled, transitions=dict(gate.transitions), retry_at=retry_at,
+            in_flight=self.in_flight, queued=self.queued, max_in_flight=self.max_in_flight,
         )
 
     async def _attempt(self, attempt: Attempt) -> Outcome:

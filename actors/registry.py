@@ -227,7 +227,7 @@ class RecentPushes:
     In the State (`append_recent`: per user, bounded, with a TTL), so a client resumes with
     no gap on whichever edge it reconnects to. `per_user` must cover every push of the user
     whose inbox row is not written yet: a user's web deliveries are in one partition, of
-    which at most one consumer batch is in flight, so twice consumer_batch is ample (the
+    which at most one consumer window is out, so twice consumer_window is ample (the
     composition root sizes it); `ttl_s` must exceed the longest a push waits for its row.
     """
 

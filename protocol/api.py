@@ -216,3 +216,6 @@ class CircuitView(msgspec.Struct, frozen=True):
     transitions: dict[str, int] = {}  # e.g. {"closed->open": 1, "half_open->closed": 1}
     retry_at: str | None = None
     detail: str = ""  # why the state is `unavailable` (its numbers are then 0: nothing was read)
+    in_flight: int = 0  # attempts at the provider now, on this worker
+    queued: int = 0  # attempts this worker holds that wait for the same user's earlier one or a free slot
+    max_in_flight: int = 0  # this worker's limit of attempts at once (provider_max_in_flight)

@@ -29,8 +29,14 @@ admission reads the State. Half-open probes are exact: one at a time across all 
 as long as a probe's call ends within `probe_lease_s`.
 
 `admit` waits exactly as long as the State says: for a slice, or for an open breaker's
-timeout. Deliveries are deferred, never dropped. One gate per worker: a worker makes one
-call at a time.
+timeout. Deliveries are deferred, never dropped. One gate per worker; a worker's Provider
+makes up to `max_in_flight` calls at once through it, so the gate is safe for concurrent
+callers: admissions take turns (`_admitting`: one admission spends the slice, asks for the
+next or waits at a time, so the bucket is spent exactly as by one caller), breaker round
+trips take turns too (`_asking`: answers are taken as views in the order they were
+asked), and the half-open probe belongs to one delivery (`_probe`): while it is out, every
+other admission of this worker waits for its outcome, so half-open admits exactly one
+call across all workers and all their concurrent attempts.
 """
 
 from __future__ import annotations
@@ -120,7 +126,10 @@ class ResilienceGate:
         self.breaker = CircuitBreaker(limits.breaker)  # the view of the shared breaker, on this gate's clock
         self._viewed_at = -math.inf  # when the view was asked for (this gate's clock); stale at first
         self._slice: Slice | None = None
-        self._probing = False  # this worker holds the shared breaker's half-open probe
+        self._probe: Delivery | None = None  # the delivery holding the shared breaker's half-open probe, from this worker
+        self._probe_settled = trio.Event()  # set (and replaced) when this worker's probe ends
+        self._admitting = trio.Lock()  # one admission at a time: the slice and the breaker view are spent in turn
+        self._asking = trio.Lock()  # one breaker round trip at a time: views are taken in the order they were asked
         self.deferred = 0  # deliveries that waited for an open breaker
         self.throttled = 0  # deliveries that waited for a token
         self.transitions: dict[str, int] = {}  # the shared breaker's transitions this worker's steps took
@@ -131,12 +140,22 @@ class ResilienceGate:
     # -- the Provider's side ------------------------------------------------------------
 
     async def admit(self, delivery: Delivery) -> None:
+        async with self._admitting:
+            await self._admit(delivery)
+
+    async def _admit(self, delivery: Delivery) -> None:
         deferred = throttled = False
         fresh = False  # the view was read during this admission, since its last wait
+        probing = False  # this admission holds the shared breaker's half-open probe
         try:
             while True:
+                if self._probe is not None:  # this worker's probe is out: nothing else goes until it ends
+                    deferred = self._defer(deferred, delivery, BreakerState.HALF_OPEN)
+                    await self._probe_settled.wait()
+                    fresh = False
+                    continue
                 now = trio.current_time()
-                if not self._probing and self.breaker.state_at(now) is BreakerState.OPEN:
+                if not probing and self.breaker.state_at(now) is BreakerState.OPEN:
                     deferred = self._defer(deferred, delivery, BreakerState.OPEN)
                     await trio.sleep(self.breaker.time_until_allowed(now))
                     fresh = False
@@ -152,7 +171,7 @@ class ResilienceGate:
                     if wait > 0:  # nothing granted (a capacity below one token): never
                         await trio.sleep(wait)
                     continue
-                if not self._probing:
+                if not probing:
                     state = self.breaker.state_at(now)
                     if state is BreakerState.CLOSED and not fresh and now - self._viewed_at >= self.settings.refresh_s:
                         await self._read_breaker()  # right before spending: the view is as fresh as it gets
@@ -167,29 +186,35 @@ class ResilienceGate:
                                 await trio.sleep(PROBE_POLL_S)
                                 fresh = False
                         else:
-                            self._probing = view.probe
+                            probing = view.probe
                         continue  # look at the slice again: time passed
                 assert self._slice is not None
                 self._slice.tokens -= 1
                 self.admitted += 1
                 self.throttled += throttled
+                if probing:
+                    self._probe = delivery
                 return
         except BaseException:
-            if self._probing:  # cancelled (or failed) while holding the probe: free it for the others
+            if probing:  # cancelled (or failed) while holding the probe: free it for the others
                 await self._release_probe()
             raise
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Retryable failures count against the provider; permanent ones are the input's fault."""
-        probe, self._probing = self._probing, False
-        failure = isinstance(outcome, RetryLater)
-        # A success changes the shared breaker only if it was the probe or failures are being counted.
-        if failure or probe or self.breaker.statistics().consecutive_failures > 0:
-            await self._report("failure" if failure else "success", probe)
+        probe = self._holds_probe(delivery)
+        try:
+            failure = isinstance(outcome, RetryLater)
+            # A success changes the shared breaker only if it was the probe or failures are being counted.
+            if failure or probe or self.breaker.statistics().consecutive_failures > 0:
+                await self._report("failure" if failure else "success", probe)
+        finally:
+            if probe:
+                self._end_probe()
 
     async def abandon(self, delivery: Delivery) -> None:
         """A crash (poison message) or cancellation: no word on health; free a half-open probe."""
-        if self._probing:
+        if self._holds_probe(delivery):
             await self._release_probe()
 
     async def release(self) -> None:
@@ -253,31 +278,45 @@ class ResilienceGate:
     # -- the shared breaker -------------------------------------------------------------
 
     async def _read_breaker(self) -> None:
-        asked_at = trio.current_time()
-        self.breaker_round_trips += 1
-        self._take_view(await self.state.breaker_read(self.breaker_key, self.limits.breaker), asked_at)
+        async with self._asking:
+            asked_at = trio.current_time()
+            self.breaker_round_trips += 1
+            self._take_view(await self.state.breaker_read(self.breaker_key, self.limits.breaker), asked_at)
 
     async def _ask_breaker(self) -> BreakerView:
-        asked_at = trio.current_time()
-        self.breaker_round_trips += 1
-        view = await self.state.breaker_admit(self.breaker_key, self.limits.breaker, self.owner, self.settings.probe_lease_s)
-        self._take_view(view, asked_at)
-        return view
+        async with self._asking:
+            asked_at = trio.current_time()
+            self.breaker_round_trips += 1
+            view = await self.state.breaker_admit(self.breaker_key, self.limits.breaker, self.owner, self.settings.probe_lease_s)
+            self._take_view(view, asked_at)
+            return view
 
     async def _report(self, event: BreakerEvent, probe: bool) -> None:
-        asked_at = trio.current_time()
-        self.breaker_round_trips += 1
-        view = await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe)
-        self._take_view(view, asked_at)
+        async with self._asking:
+            asked_at = trio.current_time()
+            self.breaker_round_trips += 1
+            view = await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe)
+            self._take_view(view, asked_at)
 
     async def _release_probe(self) -> None:
-        self._probing = False
         with trio.CancelScope(shield=True, deadline=trio.current_time() + GIVE_BACK_TIMEOUT_S):
             try:
                 await self._report("release", probe=True)
             except Exception:  # the probe lease expires by itself
                 log.warning("%s: could not release the probe; it frees itself after %s s", self.channel,
                             self.settings.probe_lease_s, exc_info=True)
+            finally:
+                self._end_probe()
+
+    def _holds_probe(self, delivery: Delivery) -> bool:
+        """Whether `delivery` is the call holding this worker's probe (a Provider never runs two equal deliveries at once)."""
+        return self._probe is not None and (self._probe is delivery or self._probe == delivery)
+
+    def _end_probe(self) -> None:
+        """This worker's probe is over: the admissions waiting for it look at the (fresh) view again."""
+        self._probe = None
+        self._probe_settled.set()
+        self._probe_settled = trio.Event()
 
     def _take_view(self, view: BreakerView, asked_at: float) -> None:
         received = trio.current_time()

@@ -187,6 +187,7 @@ async def test_circuits_have_every_field(tmp_path):
             assert set(circuit) == {
                 "channel", "state", "consecutive_failures", "opened", "rejected", "calls", "suppressed_duplicates", "tokens",
                 "bucket_capacity", "refill_per_s", "deferred", "throttled", "transitions", "retry_at", "detail",
+                "in_flight", "queued", "max_in_flight",
             }, circuit
             assert (circuit["deferred"], circuit["throttled"], circuit["transitions"], circuit["retry_at"]) == (0, 0, {}, None)
             assert circuit["detail"] == ""

@@ -87,3 +87,16 @@ def test_the_gate_settings_are_read_and_a_lease_of_zero_is_refused():
             load_config(env={name: "0"})
     with pytest.raises(ConfigError, match="HERALD_GATE_SLICE_S"):
         load_config(env={"HERALD_GATE_SLICE_S": "-1"})
+
+
+def test_delivery_concurrency_settings_are_per_channel_counts_of_at_least_one(tmp_path):
+    config = load_config(env={"HERALD_PROVIDER_MAX_IN_FLIGHT": "sms=512,email=8", "HERALD_CONSUMER_WINDOW": "2048"})
+    assert config.provider_max_in_flight == {"email": 8, "sms": 512, "push": 256, "web": 64}
+    assert config.consumer_window == 2048
+    toml = tmp_path / "herald.toml"
+    toml.write_text("[herald.provider_max_in_flight]\npush = 32\n")
+    assert load_config(toml, env={}).provider_max_in_flight["push"] == 32
+    for env in ({"HERALD_PROVIDER_MAX_IN_FLIGHT": "sms=0"}, {"HERALD_PROVIDER_MAX_IN_FLIGHT": "fax=3"},
+                {"HERALD_PROVIDER_MAX_IN_FLIGHT": "sms=x"}, {"HERALD_CONSUMER_WINDOW": "0"}, {"HERALD_CONSUMER_WINDOW_BYTES": "0"}):
+        with pytest.raises(ConfigError, match=next(iter(env))):
+            load_config(env=env)

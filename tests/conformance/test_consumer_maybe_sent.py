@@ -5,7 +5,7 @@ The Kafka-protocol broker used in tests (Tansu) reports wrong end offsets after 
 produces; a consumer that took "below the end offset at start" for "may have been
 attempted" sent those records again without asking the ledger. Here the bus answers
 end_offset with 0 (and counts the questions): the window must come from the committed
-offset and the consumer's batch alone.
+offset and the consumer's window alone.
 """
 
 from __future__ import annotations
@@ -55,42 +55,44 @@ class Run:
     """What one run of a PartitionConsumer showed: (offset, maybe_sent) of each attempt, in order."""
 
     attempts: list[tuple[int, bool]] = dataclasses.field(default_factory=list)
-    recorded: int = 0  # RecordEvents answered
+    recorded: set[str] = dataclasses.field(default_factory=set)  # notification ids whose outcome the Recorder took
 
 
 async def consume(bus: Any, store: SqliteStore, offsets: dict[str, int], *, answer: int, stop_after: int) -> Run:
-    """Run a consumer of the partition until `stop_after` batches reached the Recorder; the Recorder answers the first
-    `answer` of them (each answered batch is committed), and the run is then cancelled: a crash."""
+    """Run a consumer of the partition (its window: BATCH) until `stop_after` records were attempted and the outcomes of
+    the first `answer` of them recorded (the Provider answers those only; the rest stay out), then cancel it: a crash."""
     run = Run()
     provider: Mailbox[Attempt] = Mailbox("provider", 64)
     recorder: Mailbox[RecordEvents] = Mailbox("recorder", 64)
     scheduler: Mailbox[ScheduleAt] = Mailbox("scheduler", 64)
-    consumer = PartitionConsumer(bus, GROUP, Channel.SMS, 0, provider, recorder, scheduler, store, BATCH, RetryPolicy())
-    done = trio.Event()
+    consumer = PartitionConsumer(bus, GROUP, Channel.SMS, 0, provider, recorder, scheduler, store, BATCH, RetryPolicy(), window=BATCH)
+    changed = trio.Event()
 
     async def provide() -> None:
+        nonlocal changed
         async for attempt in provider:
             run.attempts.append((offsets[attempt.delivery.notification_id], attempt.maybe_sent))
-            attempt.reply.send(Sent())
+            if len(run.attempts) <= answer:
+                attempt.reply.send(Sent())
+            changed.set()
 
     async def record() -> None:
-        batches = 0
         async for message in recorder:
-            batches += 1
-            if batches <= answer:
-                assert message.reply is not None
-                message.reply.send(None)
-                run.recorded += 1
-            if batches == stop_after:
-                done.set()
+            run.recorded.update(event.notification_id for event in message.events)
+            assert message.reply is not None
+            message.reply.send(None)
+            changed.set()
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(provide)
             nursery.start_soon(record)
             await nursery.start(consumer.run)
-            await done.wait()
-            nursery.cancel_scope.cancel()  # the process dies: the batch in hand is not committed
+            while len(run.attempts) < stop_after or len(run.recorded) < answer:
+                await changed.wait()
+                changed = trio.Event()
+            await trio.sleep(0.1)  # time for a commit of what was recorded to land
+            nursery.cancel_scope.cancel()  # the process dies: what is out is not committed
     return run
 
 
@@ -114,16 +116,16 @@ async def test_a_redelivered_batch_is_maybe_sent_whatever_the_end_offsets_say(ha
         offsets = {d.notification_id: offset for d, (_, offset) in zip(deliveries, acks)}
         first = min(offsets.values())
 
-        # The first run ever: its first window is maybe-sent (an earlier owner may have had it), the next batch not.
-        # It records two batches, then dies with its third attempted and not committed.
-        one = await consume(bus, store, offsets, answer=2, stop_after=3)
+        # The first run ever: its first window is maybe-sent (an earlier owner may have had it), the next window not.
+        # It records two windows, then dies with its third attempted and not committed.
+        one = await consume(bus, store, offsets, answer=2 * BATCH, stop_after=3 * BATCH)
         assert [o for o, _ in one.attempts] == sorted(offsets.values())[: 3 * BATCH]
         assert await bus.committed(GROUP, TOPIC, 0) == first + 2 * BATCH
         assert [m for _, m in one.attempts[:BATCH]] == [True] * BATCH
         assert [m for _, m in one.attempts[BATCH : 2 * BATCH]] == [False] * BATCH
 
         # Redelivered: every record of the batch in hand when it died may have been sent: each is checked in the ledger.
-        two = await consume(bus, store, offsets, answer=1, stop_after=1)
+        two = await consume(bus, store, offsets, answer=BATCH, stop_after=BATCH)
         attempted_before = {o for o, _ in one.attempts[2 * BATCH:]}
         redelivered = [(o, m) for o, m in two.attempts if o in attempted_before]
         assert [o for o, _ in redelivered] == sorted(attempted_before), "the uncommitted batch did not come again"

@@ -34,26 +34,36 @@ def clock(mock_clock):
 
 
 class ScriptedSms:
-    """Fails while `down`; records, for every call, the breaker's state and the calls in flight."""
+    """Fails while `down`; records, for every call, the breaker's state and the calls in flight: the most at once,
+    the users with two at once, and the calls that overlapped a half-open probe."""
 
     def __init__(self) -> None:
         self.down = True
         self.calls: list[tuple[float, BreakerState, str]] = []
-        self.in_flight = 0
+        self.in_flight: dict[str, BreakerState] = {}  # notification id -> the breaker's state when its call started
+        self.users: list[str] = []  # the users of the calls in flight
         self.max_in_flight = 0
+        self.same_user_at_once: set[str] = set()
+        self.beside_a_probe = 0  # calls in flight at once with a call that started half-open
         self.provider = None  # set once the node is up
 
     async def send(self, delivery):
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        now = trio.current_time()
+        state = self.provider.gate.breaker.state_at(now)
+        if delivery.user_id in self.users:
+            self.same_user_at_once.add(delivery.user_id)
+        self.users.append(delivery.user_id)
+        self.in_flight[delivery.notification_id] = state
+        self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
+        if len(self.in_flight) > 1 and BreakerState.HALF_OPEN in self.in_flight.values():
+            self.beside_a_probe += 1
         try:
-            now = trio.current_time()
-            state = self.provider.gate.breaker.state_at(now)
             self.calls.append((now, state, "fail" if self.down else "ok"))
             await trio.sleep(0.01)  # the provider takes a moment to answer
             return RetryLater("scripted outage") if self.down else Sent()
         finally:
-            self.in_flight -= 1
+            del self.in_flight[delivery.notification_id]
+            self.users.remove(delivery.user_id)
 
 
 def sms(user: str) -> NotificationRequest:
@@ -89,26 +99,32 @@ async def test_breaker_opens_after_f_failures_probes_once_closes_after_s_and_los
         client.provider = herald.providers[Channel.SMS]
         wall_start = trio.current_time()
         real_start = time.perf_counter()
-        ids = [(await herald.ingress.accept(sms(f"user{i}"))).notification_id for i in range(20)]
+        # 20 users, two notifications each: the provider runs many users' calls at once, each user's one at a time
+        ids = [(await herald.ingress.accept(sms(f"user{i % 20}"))).notification_id for i in range(40)]
         await trio.sleep(TIMEOUT_S * 2.5)  # the outage outlasts two open periods
         client.down = False
         final = await wait_settled(herald, ids, 3600)
         gate = herald.providers[Channel.SMS].gate
+        limit = herald.providers[Channel.SMS].max_in_flight
 
     wall = time.perf_counter() - real_start
     delivered = sum(1 for s in final.values() if s == "delivered")
     failing = [c for c in client.calls if c[2] == "fail"]
     print(f"breaker: sent={len(ids)} delivered={delivered} lost={len(ids) - delivered} calls={len(client.calls)} "
           f"failed_calls={len(failing)} transitions={gate.transitions} simulated_s={trio.current_time() - wall_start:.0f} wall_s={wall:.2f}")
-    # exactly F failures while closed, then it opened: the next call waited the whole timeout
-    assert [c[1] for c in client.calls[:F]] == [BreakerState.CLOSED] * F
-    assert client.calls[F][1] is BreakerState.HALF_OPEN
-    assert client.calls[F][0] - client.calls[F - 1][0] >= TIMEOUT_S
-    # no call ever reached the provider while the breaker was open, and never two at once
+    # the calls started while closed (at least F, at once) all failed; once it opened, the next call waited the timeout
+    closed = [c for c in client.calls if c[1] is BreakerState.CLOSED and c[2] == "fail"]
+    first_probe = next(c for c in client.calls if c[1] is BreakerState.HALF_OPEN)
+    assert len(closed) >= F and client.calls[: len(closed)] == closed
+    assert first_probe[0] - closed[-1][0] >= TIMEOUT_S
+    # no call ever reached the provider while the breaker was open; many at once, never more than max_in_flight,
+    # never two of one user's at once, and none beside a half-open probe (it admits exactly one call)
     assert all(state is not BreakerState.OPEN for _, state, _ in client.calls)
-    assert client.max_in_flight == 1
+    assert 1 < client.max_in_flight <= limit
+    assert not client.same_user_at_once, f"users with two calls at once: {client.same_user_at_once}"
+    assert client.beside_a_probe == 0, "a call ran beside a half-open probe"
     # every probe that failed re-opened it; S successes closed it
-    assert gate.transitions["half_open->open"] == len(failing) - F
+    assert gate.transitions["half_open->open"] == len(failing) - len(closed)
     assert gate.transitions["half_open->closed"] == 1
     assert gate.breaker.state_at(trio.current_time()) is BreakerState.CLOSED
     ok_calls = [c for c in client.calls if c[2] == "ok"]

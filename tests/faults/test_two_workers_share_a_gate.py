@@ -86,9 +86,10 @@ class Sms:
             async def send(self, delivery: Delivery) -> Outcome:
                 now = trio.current_time()
                 sms.calls.append((now, worker))
-                probing = self.gate._probing
+                probing = self.gate._holds_probe(delivery)  # this call is the worker's probe
                 if sms.state is not None:
-                    sms.under.append((now, worker, *peek(sms.state, self.gate, now)))
+                    shared, holds, opened_at = peek(sms.state, self.gate, now)
+                    sms.under.append((now, worker, shared, holds and probing, opened_at))
                 sms.probes_out += probing
                 sms.max_probes_out = max(sms.max_probes_out, sms.probes_out)
                 try:

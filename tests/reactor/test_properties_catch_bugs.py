@@ -315,6 +315,20 @@ class SpendsAnExpiredSlice(ResilienceGate):
         return self._slice is not None and self._slice.tokens > 0
 
 
+class ProbeHeldByTheWorker(ResilienceGate):
+    """The serial gate's probe flag under concurrent calls: the probe is the worker's, not one call's, so every call
+    the worker admits while its probe is out goes through without a look at the breaker."""
+
+    def _holds_probe(self, delivery: Any) -> bool:
+        return self._probe is not None
+
+    async def _admit(self, delivery: Any) -> None:
+        if self._probe is not None:
+            self.admitted += 1
+            return
+        await super()._admit(delivery)
+
+
 class TrustsAnOldView(ResilienceGate):
     """Reads the shared breaker once, then admits on that view for as long as it says closed."""
 
@@ -354,8 +368,9 @@ def test_shared_bucket_property_catches(gate: type[ResilienceGate], state: type[
 
 
 @pytest.mark.parametrize(
-    "gate, state", [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsAProbePerOwner)],
-    ids=["gate-trusts-an-old-view", "state-admits-two-probes"],
+    "gate, state",
+    [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsAProbePerOwner), (ProbeHeldByTheWorker, MemoryState)],
+    ids=["gate-trusts-an-old-view", "state-admits-two-probes", "gate-admits-calls-beside-its-probe"],
 )
 def test_shared_breaker_property_catches(gate: type[ResilienceGate], state: type[MemoryState]) -> None:
     with pytest.raises(AssertionError):

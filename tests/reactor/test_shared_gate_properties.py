@@ -86,6 +86,7 @@ class BucketScenario:
     gate: GateSettings
     arrivals: tuple[tuple[tuple[float, int], ...], ...]  # per worker: bursts, (gap before it, deliveries in it)
     dies_at: tuple[float | None, ...]  # per worker: when it dies (holding whatever it holds), or never
+    at_once: tuple[int, ...] = ()  # per worker: calls it makes at once (its Provider's max_in_flight); 1 if not given
 
 
 @st.composite
@@ -102,7 +103,24 @@ def bucket_scenarios(draw: st.DrawFn) -> BucketScenario:
         ),
         arrivals=tuple(tuple(draw(st.lists(bursts, max_size=5))) for _ in range(workers)),
         dies_at=tuple(draw(st.none() | st.sampled_from([0.0, 1.0]) | st.floats(0.0, 3.0)) for _ in range(workers)),
+        at_once=tuple(draw(st.sampled_from([1, 4]) | st.integers(1, 8)) for _ in range(workers)),
     )
+
+
+async def at_once(limit: int, count: int, call: Callable[[int], Any]) -> None:
+    """Make `count` calls, up to `limit` at once, as a Provider with that max_in_flight does."""
+    slots = trio.Semaphore(limit)
+
+    async def one(n: int) -> None:
+        try:
+            await call(n)
+        finally:
+            slots.release()
+
+    async with trio.open_nursery() as nursery:
+        for n in range(count):
+            await slots.acquire()
+            nursery.start_soon(one, n)
 
 
 def bucket_deadline(s: BucketScenario) -> float:
@@ -120,13 +138,16 @@ async def admit_all(s: BucketScenario, open_state: StateFactory, gate_class: typ
         gates = [gate_class("sms", limits, state, s.gate, owner=f"w{i}") for i in range(len(s.arrivals))]
 
         async def worker(i: int) -> None:
+            async def call(n: int) -> None:
+                d = delivery(n)
+                await gates[i].admit(d)
+                admitted.append(trio.current_time())
+                await gates[i].settle(d, Sent())
+
             with trio.move_on_at(s.dies_at[i] if s.dies_at[i] is not None else math.inf):
                 for gap, count in s.arrivals[i]:
                     await trio.sleep(gap)
-                    for n in range(count):  # a burst: the worker takes them one after the other
-                        await gates[i].admit(delivery(n))
-                        admitted.append(trio.current_time())
-                        await gates[i].settle(delivery(n), Sent())
+                    await at_once(s.at_once[i] if s.at_once else 1, count, call)  # a burst: up to at_once calls at a time
                 await gates[i].release()
                 return
             # died: what it holds is neither spent nor given back
@@ -178,6 +199,7 @@ class BreakerScenario:
     call_s: tuple[float, ...]  # per worker: how long a call takes
     arrivals: tuple[tuple[tuple[float, int], ...], ...]  # per worker: bursts, (gap before it, deliveries in it)
     prober_dies: bool  # the first probe's worker dies mid-call
+    at_once: tuple[int, ...] = ()  # per worker: calls it makes at once (its Provider's max_in_flight); 1 if not given
 
 
 @st.composite
@@ -195,6 +217,7 @@ def breaker_scenarios(draw: st.DrawFn) -> BreakerScenario:
         call_s=tuple(draw(st.sampled_from([0.0, 0.02, 0.2]) | st.floats(0.0, 0.3)) for _ in range(workers)),
         arrivals=tuple(tuple(draw(st.lists(bursts, max_size=4))) for _ in range(workers)),
         prober_dies=draw(st.booleans()),
+        at_once=tuple(draw(st.sampled_from([1, 3]) | st.integers(1, 6)) for _ in range(workers)),
     )
 
 
@@ -205,7 +228,7 @@ class Provider:
     state: Any
     config: BreakerConfig
     outcomes: list[bool]
-    in_flight_probes: set[int] = field(default_factory=set)
+    in_flight_probes: set[tuple[int, int]] = field(default_factory=set)  # (worker, call) started while it held the probe
     max_probes: int = 0
     calls: list[tuple[float, int, str, float, bool]] = field(default_factory=list)  # (at, worker, state, opened at, holds probe)
 
@@ -232,28 +255,36 @@ async def call_all(s: BreakerScenario, open_state: StateFactory, gate_class: typ
         finished: set[int] = set()
 
         async def worker(i: int) -> None:
-            nonlocal admitted
             gate = gates[i]
-            gaps = [pause for first, count in s.arrivals[i] for pause in [first] + [0.0] * (count - 1)]  # bursts, one by one
-            for n, gap in enumerate(gaps):
-                await trio.sleep(gap)
-                await gate.admit(delivery(n))
+
+            async def call(n: int) -> None:
+                nonlocal admitted
+                d = delivery(n)
+                await gate.admit(d)
                 admitted += 1
                 now = trio.current_time()
                 shared, opened_at, holds = provider.peek(gate.breaker_key, i, now)
                 provider.calls.append((now, i, shared, opened_at, holds))
-                probing = gate._probing
-                if probing:
-                    provider.in_flight_probes.add(i)
-                    provider.max_probes = max(provider.max_probes, len(provider.in_flight_probes - dead))
-                if probing and s.prober_dies and not dead:
+                if holds:  # started while its worker holds the probe: only that probe may (the others wait for it)
+                    provider.in_flight_probes.add((i, n))
+                    provider.max_probes = max(provider.max_probes, len(provider.in_flight_probes))
+                if gate._holds_probe(d) and s.prober_dies and not dead:
                     dead.add(i)
-                    return  # dies with the probe out: never reports, never releases
-                await trio.sleep(s.call_s[i])
-                provider.in_flight_probes.discard(i)
-                await gate.settle(delivery(n), Sent() if provider.answer() else RetryLater("down"))
-            await gate.release()
-            finished.add(i)
+                    provider.in_flight_probes.discard((i, n))  # a dead worker's probe counts no more (its lease frees it)
+                    dying.cancel()  # dies with the probe out: never reports, never releases
+                    await trio.sleep_forever()
+                try:
+                    await trio.sleep(s.call_s[i])
+                finally:
+                    provider.in_flight_probes.discard((i, n))
+                await gate.settle(d, Sent() if provider.answer() else RetryLater("down"))
+
+            with trio.CancelScope() as dying:
+                for gap, count in s.arrivals[i]:
+                    await trio.sleep(gap)
+                    await at_once(s.at_once[i] if s.at_once else 1, count, call)  # a burst: up to at_once calls at a time
+                await gate.release()
+                finished.add(i)
 
         # Generous: every open period, every probe lease, every call and gap, for each delivery.
         n = sum(count for bursts in s.arrivals for _, count in bursts)
@@ -306,10 +337,10 @@ async def test_a_dead_prober_holds_the_others_back_for_its_probe_lease_only(auto
     await a.settle(delivery(), RetryLater("down"))  # opens the shared breaker at 0
     await a.admit(delivery())  # a waits out the timeout and takes the probe ...
     probe_at = trio.current_time()
-    assert probe_at == 10 and a._probing
+    assert probe_at == 10 and a._probe is not None
     # ... and dies with it: no settle, no abandon. b waits for the probe lease to end, then probes.
     await b.admit(delivery())
-    assert b._probing and probe_at + 3.0 <= trio.current_time() <= probe_at + 3.0 + PROBE_POLL_S + 1e-9
+    assert b._probe is not None and probe_at + 3.0 <= trio.current_time() <= probe_at + 3.0 + PROBE_POLL_S + 1e-9
     await b.settle(delivery(), Sent())
     assert (await b.view()).state == "closed" and b.transitions == {"half_open->closed": 1}
     assert a.transitions == {"closed->open": 1, "open->half_open": 1}

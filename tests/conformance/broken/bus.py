@@ -62,6 +62,24 @@ class CommitsOnFetch(Wrapper):
         return records
 
 
+class CommitsTheFetchPosition(Wrapper):
+    """Commits how far the group has fetched, not the offset it was given (Kafka's `consumer.commit()` with no offsets
+    where a consumer meant the finished prefix): a crash loses the records fetched past an unfinished one."""
+
+    def __init__(self, inner: Any, nursery: trio.Nursery) -> None:
+        super().__init__(inner, nursery)
+        self.position: dict[tuple[str, str, int], int] = {}
+
+    async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
+        records = await self.inner.fetch(group, topic, partition, offset, max_records)
+        key = (group, topic, partition)
+        self.position[key] = max(self.position.get(key, 0), records[-1].offset + 1 if records else offset)
+        return records
+
+    async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
+        await self.inner.commit(group, topic, partition, max(next_offset, self.position.get((group, topic, partition), 0)))
+
+
 class GroupsShareOffsets(Wrapper):
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
         await self.inner.commit("shared", topic, partition, next_offset)
@@ -168,8 +186,13 @@ VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: _wrapped(kind)
     for kind in (
         ReordersAPartition, PartitionsByCrc32, FetchGivesMoreThanAsked, FetchStartsOneEarly, FetchReturnsNothingAtTheEnd,
-        CommitsOnFetch, GroupsShareOffsets, CommitsOnlyInMemory, AcksBeforeItIsDurable, AssignsOnlyTheFirstTopic,
+        CommitsOnFetch, CommitsTheFetchPosition, GroupsShareOffsets, CommitsOnlyInMemory, AcksBeforeItIsDurable, AssignsOnlyTheFirstTopic,
         RebalancesALoneMember, EveryMemberGetsEveryPartition,
     )
 }
 VARIANTS["HandsOverBeforeTheRevocationIsHandled"] = embedded_bus(HandsOverBeforeTheRevocationIsHandled)
+
+# The checks each variant was written against (tests/conformance/test_catches_broken.py: each must catch it).
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "CommitsTheFetchPosition": ("a_member_fetching_ahead_of_its_commit_restarts_at_the_commit",),
+}

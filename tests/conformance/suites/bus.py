@@ -161,6 +161,27 @@ async def check_records_processed_but_not_committed_come_again_after_a_crash(h: 
         assert [r.value for r in rest] == [b"5", b"6", b"7"]
 
 
+async def check_a_member_fetching_ahead_of_its_commit_restarts_at_the_commit(h: Harness[Any]) -> None:
+    """The consumer fetches while earlier records are out and commits the finished prefix (actors/consumer.py): several
+    fetches ahead of the commit, then a commit below the fetch position, must leave exactly that commit; a member that
+    starts after a crash reads again from it, also the records fetched past it."""
+    group = h.name("g")
+    async with crashing(h.open()) as bus:
+        acks = await bus.produce([("u", b"k", b"%d" % i) for i in range(10)])
+        start = await bus.committed(group, "u", 0)
+        first = await read(bus, group, "u", 0, start, 3)
+        second = await read(bus, group, "u", 0, first[-1].offset + 1, 3)  # fetched ahead: the first three are still out
+        assert [r.value for r in first + second] == [b"%d" % i for i in range(6)]
+        assert await bus.committed(group, "u", 0) == start, "fetching moved the committed offset"
+        await bus.commit(group, "u", 0, acks[2][1])  # the finished prefix: 0 and 1 (2 is still out)
+        assert await bus.committed(group, "u", 0) == acks[2][1], "the commit is not the offset committed"
+    async with h.open() as bus:
+        restart = await bus.committed(group, "u", 0)
+        assert restart == acks[2][1], f"a member starts at {restart}, not at the commit {acks[2][1]} (records out past it are lost)"
+        again = await read(bus, group, "u", 0, restart, 8)
+        assert [r.value for r in again] == [b"%d" % i for i in range(2, 10)]
+
+
 async def check_a_produce_is_durable_when_it_returns(h: Harness[Any]) -> None:
     acked: dict[tuple[str, int, int], bytes] = {}
     group = h.name("g")

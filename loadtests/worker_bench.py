@@ -1,0 +1,323 @@
+"""Worker throughput: deliveries per second through consumer -> provider -> recorder, per worker core and per process.
+
+Each measurement runs in a process of its own (`--child`): it starts the node in-process
+(`run_herald`, role all, a fresh data directory, no HTTP traffic), produces N deliveries
+straight onto its bus in batches of 500 (the CPU of the produce calls is subtracted), and
+times from the moment the node is ready until every partition's committed offset
+reaches its end (a record is committed only after its outcome is recorded). The sandbox
+scenario first warms up past each partition's first window (1.3 x consumer_window records
+per partition, not measured): a node's first window after a start is maybe-sent, a send
+ledger read per record, which is a restart's cost, not the steady state's. Figures:
+deliveries/s of wall time, and deliveries per CPU second of the process (user + system,
+all its threads: `time.process_time`), i.e. per worker core.
+
+The providers' rate limits are lifted (capacity and refill 1,000,000/s for every channel:
+the defaults, SMS 100/s and email 1,000/min, would be what is measured); the gate still
+runs (its bucket and breaker through the State), as do the send ledger, the call log and
+the Recorder.
+
+Scenarios:
+* sandbox: SMS, push and web deliveries (a third each) with the sandbox clients;
+* email: email deliveries to the `.eml` outbox;
+* emulator: SMS and push deliveries through a channel client that POSTs each to a local
+  HTTP provider emulator answering after `--delay-ms` (100 ms): a tiny Trio HTTP/1.1 server
+  this script starts as a process of its own (its CPU is not the worker's).
+
+Every scenario runs on this tree and on a reference tree (by default a `git archive` of
+539ca1b, before concurrent providers, extracted to /tmp), in the same run; the ratio is
+printed beside each figure. The reference gets fewer deliveries where it is slow (the same
+per-second figure, a shorter run).
+
+    .venv/bin/python loadtests/worker_bench.py                      # all scenarios, ~1-2 min
+    .venv/bin/python loadtests/worker_bench.py --scenarios emulator --count 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_COMMIT = "539ca1b"
+CHANNELS = {"sandbox": ("sms", "push", "web"), "email": ("email",), "emulator": ("sms", "push")}
+
+
+# -- the provider emulator (a process of its own) ----------------------------------------
+
+
+RESPONSE = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'
+
+
+async def serve_emulator(delay_s: float) -> None:
+    """Answer every POST after delay_s with 200, on keep-alive connections; prints its port."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = content_length(head)
+                while len(buffer) < length:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                buffer = buffer[length:]
+                await trio.sleep(delay_s)
+                await stream.send_all(RESPONSE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=4096)
+    print(listeners[0].socket.getsockname()[1], flush=True)
+    await trio.serve_listeners(handle, listeners)
+
+
+def content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+class EmulatorClient:
+    """A ChannelClient (actors/provider.py) that POSTs each delivery to the emulator over pooled keep-alive connections."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[trio.SocketStream] = []
+        self.opened = 0
+
+    async def send(self, delivery: Any) -> Any:
+        from protocol.messages import RetryLater, Sent
+
+        stream = self.idle.pop() if self.idle else await self._open()
+        body = json.dumps({"to": delivery.address, "id": delivery.notification_id}).encode()
+        try:
+            await stream.send_all(b"POST /v1/messages HTTP/1.1\r\nHost: emulator\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise OSError("the emulator closed the connection")
+                buffer += data
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            length = content_length(head)
+            while len(rest) < length:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise OSError("the emulator closed the connection")
+                rest += data
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        self.idle.append(stream)
+        return Sent() if head.startswith(b"HTTP/1.1 200") else RetryLater(head.split(b"\r\n")[0].decode())
+
+    async def _open(self) -> trio.SocketStream:
+        self.opened += 1
+        return await trio.open_tcp_stream("127.0.0.1", self.port)
+
+
+# -- one measurement (a process of its own) ----------------------------------------------
+
+
+def deliveries(scenario: str, count: int, tag: str = "B") -> list[Any]:
+    from protocol.channels import Channel
+    from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
+    from protocol.messages import Delivery
+
+    content = {
+        "sms": (Content(sms=SmsContent("Code 1234")), "+15555550100"),
+        "push": (Content(push=PushContent("Code", "1234", {"k": "v"})), "tok-1"),
+        "web": (Content(web=WebContent("Code", "1234", "https://example.invalid/x")), None),
+        "email": (Content(email=EmailContent("Your code", "Code 1234", "<p>Code <b>1234</b></p>")), None),
+    }
+    out = []
+    channels = CHANNELS[scenario]
+    now = int(time.time() * 1000)
+    for i in range(count):
+        channel = channels[i % len(channels)]
+        body, address = content[channel]
+        user = f"u{i % 5000}"
+        out.append(Delivery(f"01J{tag}ENCH{i:018d}", user, Channel(channel), now, body,
+                            address=address if channel != "email" else f"{user}@example.org"))
+    return out
+
+
+def ledger_in_memory() -> None:
+    """Diagnostic only (--ledger memory): the send ledger's writes go to a dict, not to SQLite; NOT durable. Shows
+    what the rest of the pipeline does with one durable ledger commit per send out of the way."""
+    from reactor.backends.embedded import SqliteStore
+
+    sent: dict[tuple[str, str], str] = {}
+
+    async def mark_sent(self: Any, notification_id: str, channel: str, status: str, at_ms: int) -> None:
+        sent.setdefault((notification_id, channel), status)
+
+    async def sent_status(self: Any, notification_id: str, channel: str) -> str | None:
+        return sent.get((notification_id, channel))
+
+    SqliteStore.mark_sent = mark_sent  # type: ignore[method-assign]
+    SqliteStore.sent_status = sent_status  # type: ignore[method-assign]
+
+
+async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None) -> dict[str, Any]:
+    from actors.app import run_herald
+    from actors.config import Config, load_config
+    from protocol.channels import Channel
+    from protocol.messages import encode_delivery
+
+    data = Path(tempfile.mkdtemp(prefix="herald-worker-bench-"))
+    settings: dict[str, Any] = {"data_dir": data, "port": 0, "api_key": "bench-key-0123456789", "log_level": "WARNING"}
+    # The providers' own rate limits (SMS 100/s, email 1,000/min by default) would be what is measured: lifted.
+    settings["limits"] = {c.value: {"capacity": 1e6, "refill_per_s": 1e6} for c in Channel}
+    concurrent = "provider_max_in_flight" in Config.__dataclass_fields__
+    if concurrent and max_in_flight is not None:
+        settings["provider_max_in_flight"] = {c.value: max_in_flight for c in Channel}
+    config = load_config(env={}, **settings)
+    items = deliveries(scenario, count)
+    values = [(d.channel.topic(), d.user_id.encode(), encode_delivery(d)) for d in items]
+    window = int(getattr(config, "consumer_window", config.consumer_batch))
+    warmup = scenario == "sandbox"
+    warm = deliveries(scenario, int(1.3 * window * sum(config.partitions_of(Channel(c)) for c in CHANNELS[scenario])), "W")
+    warmup_values = [(d.channel.topic(), d.user_id.encode(), encode_delivery(d)) for d in warm]
+    clients = {Channel(c): EmulatorClient(emulator_port) for c in CHANNELS[scenario]} if emulator_port is not None else None
+    topics = {Channel(c).topic(): Channel(c) for c in CHANNELS[scenario]}
+    async with trio.open_nursery() as nursery:
+        herald = await nursery.start(lambda task_status: run_herald(config, clients=clients, signals=False, task_status=task_status))
+        bus = herald.bus
+
+        async def committed() -> int:
+            total = 0
+            for topic, channel in topics.items():
+                for partition in range(config.partitions_of(channel)):
+                    total += await bus.committed(f"herald-{channel.value}", topic, partition)
+            return total
+
+        if warmup:
+            # A node's first window of each partition after a start is maybe-sent (a send ledger read per record): a
+            # restart's cost, not the steady state's. Warm up past it, then measure.
+            await bus.produce(warmup_values)
+            with trio.move_on_after(300):
+                while await committed() < len(warmup_values):
+                    await trio.sleep(0.05)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        base = await committed()
+        # Produced while the node runs (a node with records from before its start takes them as maybe-sent: a
+        # restart's figure, not the steady state's); the CPU the produce calls take is not counted.
+        producing = 0.0
+        for start in range(0, len(values), 500):
+            before = time.process_time()
+            await bus.produce(values[start:start + 500])
+            producing += time.process_time() - before
+        done = base
+        with trio.move_on_after(600):
+            while done < base + count:
+                await trio.sleep(0.02)
+                done = await committed()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0 - producing
+        herald.system.request_shutdown()
+    shutil.rmtree(data, ignore_errors=True)
+    measured = done - base
+    return {"scenario": scenario, "deliveries": measured, "complete": done >= base + count, "wall_s": wall, "cpu_s": cpu,
+            "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent}
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+def reference_tree(path: Path) -> Path:
+    if not (path / "actors" / "provider.py").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", REFERENCE_COMMIT], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
+    return path
+
+
+def child(tree: Path, scenario: str, count: int, port: int | None, max_in_flight: int | None, ledger: str) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", scenario, "--count", str(count), "--ledger", ledger]
+    if port is not None:
+        command += ["--emulator-port", str(port)]
+    if max_in_flight is not None:
+        command += ["--max-in-flight", str(max_in_flight)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{scenario} on {tree} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default="sandbox,email,emulator")
+    parser.add_argument("--count", type=int, default=30000, help="deliveries per run on this tree (emulator: a third)")
+    parser.add_argument("--reference-count", type=int, default=3000, help="deliveries per run on the reference (emulator: 200)")
+    parser.add_argument("--reference", type=Path, default=Path(tempfile.gettempdir()) / f"herald-ref-{REFERENCE_COMMIT}")
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--delay-ms", type=float, default=100.0, help="the emulator's answer time")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="provider_max_in_flight for every channel (default: the config's)")
+    parser.add_argument("--ledger", choices=("sqlite", "memory"), default="sqlite",
+                        help="memory: a diagnostic, the send ledger in a dict (not durable), to see what else limits")
+    parser.add_argument("--child")
+    parser.add_argument("--emulator-port", type=int)
+    parser.add_argument("--emulator-server", action="store_true")
+    args = parser.parse_args()
+    if args.emulator_server:
+        trio.run(serve_emulator, args.delay_ms / 1000)
+        return
+    if args.child:
+        if args.ledger == "memory":
+            ledger_in_memory()
+        print(json.dumps(trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight)))
+        return
+
+    reference = None if args.no_reference else reference_tree(args.reference)
+    for scenario in args.scenarios.split(","):
+        server = None
+        port = None
+        if scenario == "emulator":
+            server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--emulator-server", "--delay-ms", str(args.delay_ms)],
+                                      stdout=subprocess.PIPE, text=True)
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+        try:
+            count = args.count // 3 if scenario == "emulator" else args.count
+            ref_count = 200 if scenario == "emulator" else args.reference_count
+            ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger)
+            theirs = child(reference, scenario, ref_count, port, None, args.ledger) if reference is not None else None
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=10)
+        label = f"{scenario} ({'+'.join(CHANNELS[scenario])}{', ledger in memory: NOT durable' if args.ledger == 'memory' else ''})"
+        line = (f"{label}: {ours['deliveries']} deliveries in {ours['wall_s']:.2f} s, "
+                f"CPU {ours['cpu_s']:.2f} s: {ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second")
+        if theirs is not None:
+            line += (f" | reference {REFERENCE_COMMIT}: {theirs['deliveries']} in {theirs['wall_s']:.2f} s, "
+                     f"{theirs['per_s']:,.0f}/s, {theirs['per_cpu_s']:,.0f}/CPU s | ratio {ours['per_s'] / theirs['per_s']:.1f}x per process, "
+                     f"{ours['per_cpu_s'] / theirs['per_cpu_s']:.1f}x per CPU second")
+        if not ours["complete"] or (theirs is not None and not theirs["complete"]):
+            line += " (INCOMPLETE: a run hit its deadline)"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""A Provider runs up to max_in_flight attempts at once, never two of one user's at once, each user's in mailbox order.
+
+Property (Hypothesis, under MockClock): random attempts of a few users, each call taking a
+random simulated time, all queued in the Provider's mailbox at once; the client records
+every call. Checked: (1) never more than `max_in_flight` calls at once; (2) never two of one
+user's at once, and each user's calls in mailbox order; (3) the concurrency is used: every
+user whose first attempt is among the first `max_in_flight` starts it at the first
+instant, so at least that many calls (those that take time) run at once; (4) every attempt is answered, and
+nothing is held once all are (a user with nothing in flight holds nothing).
+
+The same property runs against deliberately broken Providers, and fails on each: one
+without the per-user queue, one that runs one more call than its limit, and a serial one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from actors.messages import Attempt
+from actors.provider import Provider
+from protocol.channels import Channel
+from protocol.content import Content, SmsContent
+from protocol.messages import Delivery, Outcome, Sent
+from reactor.ask import Reply
+from reactor.mailbox import Mailbox
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.sent: dict[tuple[str, str], str] = {}
+
+    async def sent_status(self, notification_id: str, channel: str) -> str | None:
+        return self.sent.get((notification_id, channel))
+
+    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
+        self.sent[(notification_id, channel)] = status
+
+
+@dataclass
+class Recording:
+    """The client: records each call's user, order and overlap; a call takes the time its scenario says."""
+
+    durations: dict[str, float]
+    in_flight: dict[str, str] = field(default_factory=dict)  # notification id -> user
+    peak: int = 0
+    same_user_at_once: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # notification ids in call order
+
+    async def send(self, delivery: Delivery) -> Outcome:
+        if delivery.user_id in self.in_flight.values():
+            self.same_user_at_once.append(delivery.user_id)
+        self.in_flight[delivery.notification_id] = delivery.user_id
+        self.peak = max(self.peak, len(self.in_flight))
+        self.started.append(delivery.notification_id)
+        try:
+            await trio.sleep(self.durations[delivery.notification_id])
+        finally:
+            del self.in_flight[delivery.notification_id]
+        return Sent()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    max_in_flight: int
+    attempts: tuple[tuple[int, float], ...]  # (user, call duration), in mailbox order
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    users = draw(st.integers(1, 12))
+    durations = st.sampled_from([0.0, 0.1, 1.0]) | st.floats(0.0, 2.0)
+    return Scenario(
+        max_in_flight=draw(st.sampled_from([1, 2, 4, 8]) | st.integers(1, 16)),
+        attempts=tuple(draw(st.lists(st.tuples(st.integers(0, users - 1), durations), max_size=60))),
+    )
+
+
+def delivery(n: int, user: int) -> Delivery:
+    return Delivery(f"n{n:04d}", f"user{user}", Channel.SMS, 0, Content(sms=SmsContent("hi")), address="+15555550100")
+
+
+async def run_scenario(s: Scenario, provider_class: type[Provider]) -> tuple[Recording, Provider, list[Any]]:
+    deliveries = [delivery(n, user) for n, (user, _) in enumerate(s.attempts)]
+    client = Recording({d.notification_id: duration for d, (_, duration) in zip(deliveries, s.attempts, strict=True)})
+    mailbox: Mailbox[Attempt] = Mailbox("provider:sms", max(1, len(deliveries)))
+    provider = provider_class(Channel.SMS, client, mailbox, Ledger(), max_in_flight=s.max_in_flight)  # type: ignore[arg-type]
+    replies: list[Reply[Outcome]] = []
+    for d in deliveries:  # all queued before the Provider reads any
+        reply: Reply[Outcome] = Reply()
+        replies.append(reply)
+        await mailbox.send(Attempt(d, reply, maybe_sent=False))
+    answers: list[Any] = []
+    with trio.fail_after(1 + sum(duration for _, duration in s.attempts) * 2):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(provider.run)
+            for reply in replies:
+                answers.append(await reply.wait())
+            mailbox.close()
+    return client, provider, answers
+
+
+def provider_property(provider_class: type[Provider], **overrides: Any) -> Any:
+    @given(scenarios())
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], **overrides)
+    def check(s: Scenario) -> None:
+        client, provider, answers = trio.run(run_scenario, s, provider_class, clock=trio.testing.MockClock(autojump_threshold=0))
+        assert len(answers) == len(s.attempts) and all(isinstance(a, Sent) for a in answers)
+        assert client.peak <= s.max_in_flight, f"{client.peak} calls at once, max_in_flight {s.max_in_flight}"
+        assert not client.same_user_at_once, f"two calls of one user at once: {client.same_user_at_once}"
+        per_user: dict[int, list[str]] = {}
+        for n, (user, _) in enumerate(s.attempts):
+            per_user.setdefault(user, []).append(f"n{n:04d}")
+        for user, ids in per_user.items():
+            assert [i for i in client.started if i in set(ids)] == ids, f"user{user}'s calls out of mailbox order"
+        # Every user whose first attempt is among the first max_in_flight starts it at time 0; those that take time overlap.
+        firsts: dict[int, float] = {}
+        for user, duration in s.attempts:
+            firsts.setdefault(user, duration)
+        early = {user for user, _ in s.attempts[: s.max_in_flight] if firsts[user] > 0}
+        assert client.peak >= len(early), f"{client.peak} calls at once; {len(early)} users could all start at once"
+        assert not provider._queues and provider.in_flight == 0 and provider.queued == 0, "held after every attempt was answered"
+
+    return check
+
+
+def test_a_provider_runs_users_at_once_each_user_in_order_within_max_in_flight() -> None:
+    provider_property(Provider, max_examples=150)()
+
+
+# -- broken providers: the property catches each ----------------------------------------
+
+
+class NoQueuePerUser(Provider):
+    """Runs every attempt as soon as a slot is free, whoever's it is."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        slots = trio.Semaphore(self.max_in_flight)
+        task_status.started()
+
+        async def one(attempt: Attempt) -> None:
+            async with slots:
+                attempt.reply.send(await self._attempt(attempt))
+
+        async with trio.open_nursery() as nursery:
+            async for attempt in self.mailbox:
+                nursery.start_soon(one, attempt)
+
+
+class OneOverTheLimit(Provider):
+    def __init__(self, *args: Any, max_in_flight: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, max_in_flight=max_in_flight + 1, **kwargs)
+
+
+class Serial(Provider):
+    def __init__(self, *args: Any, max_in_flight: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, max_in_flight=1, **kwargs)
+
+
+class LastInFirstOutPerUser(Provider):
+    """Takes a user's newest attempt first: each user's own calls never overlap, but run out of bus order."""
+
+    async def _serve_user(self, user: str, *args: Any) -> None:
+        queue = self._queues[user]
+        await trio.lowlevel.checkpoint()  # let the rest of the user's attempts be queued first
+        self._queues[user] = deque(reversed(queue))
+        await super()._serve_user(user, *args)
+
+
+HUNT = dict(max_examples=150, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False,
+            print_blob=False)
+
+
+@pytest.mark.parametrize("broken", [NoQueuePerUser, OneOverTheLimit, Serial, LastInFirstOutPerUser], ids=lambda c: c.__name__)
+def test_the_property_catches_a_broken_provider(broken: type[Provider]) -> None:
+    with pytest.raises(AssertionError):
+        provider_property(broken, **HUNT)()
+
+
+def test_the_real_provider_passes_the_hunting_settings_too() -> None:
+    provider_property(Provider, **HUNT)()
