@@ -19,7 +19,10 @@ each, only then): an inbox change of a user whose inbox got entries earlier in t
 starts a group (the planner decides a change from the inbox rows read, which those entries
 are not in yet), and so do status events after an inbox change (a change is planned from
 what was there before it: planning the group again after a crash half-way must not let
-it see what came after it).
+it see what came after it), and so does a write with a replay from the dead-letter queue
+of a (notification, channel) with events earlier in the group (planned again after a
+crash that let the replay's move land, those events would read as steps of the round the
+replay started: protocol/write_plan.py).
 
 `write_batch` (and `record_events`, `change_inbox` for one write) is the same path without
 the actor (tests, tools): what it writes is what the Recorder would; `split_batch` and
@@ -54,22 +57,25 @@ def _size(message: RecorderMessage) -> int:
 
 def split_batch(batch: Sequence[Write]) -> list[range]:
     """The batch cut into groups planned from one read each: in a group, every RecordEvents comes before every
-    inbox change, and no inbox change is of a user whose inbox gets entries in the group."""
+    inbox change, no inbox change is of a user whose inbox gets entries in the group, and no replay event is of
+    a (notification, channel) with events in an earlier write of the group."""
     groups: list[range] = []
     start = 0
     added: set[str] = set()  # users whose inbox gets entries in the current group
+    named: set[StatusKey] = set()  # the (notification, channel) keys of the current group's events
     changing = False  # the current group has an inbox change
     for i, w in enumerate(batch):
         if isinstance(w, InboxChange):
             cut = w.user_id in added
             changing = True
         else:
-            cut = changing
+            cut = changing or any(e.replay and (e.notification_id, e.channel.value) in named for e in w.events)
         if cut:
             groups.append(range(start, i))
-            start, added, changing = i, set(), isinstance(w, InboxChange)
+            start, added, named, changing = i, set(), set(), isinstance(w, InboxChange)
         if isinstance(w, RecordEvents):
             added.update(e.user_id for e in w.inbox)
+            named.update(event_keys(w.events))
     if start < len(batch):
         groups.append(range(start, len(batch)))
     return groups

@@ -20,11 +20,20 @@ The order of a plan's parts is the order a backend without transactions applies 
 5. `inbox_times`: read and archived times, set only where unset.
 
 Everything before the moves only adds what is missing, and the moves come last but one, so
-a crash anywhere leaves the statuses where they were: planning the same events again from
-them gives the same operations, which find their rows (and marks) there and add nothing,
-and moves that then complete. (One exception, harmless: a client's ack that came before
+a crash leaves each status where it was or where the plan moves it: planning the same
+events again from there gives the same operations, which find their rows (and marks)
+there and add nothing, and moves that then complete (a key already moved meets its events
+again as repeats and late steps). (One exception, harmless: a client's ack that came before
 the event creating its row in the same batch is dropped the first time and, planned again
-after a crash that left the row created, moves it: the user's own ack, counted once.) The
+after a crash that left the row created, moves it: the user's own ack, counted once.
+Another, not handled: a key whose events include a replay from the dead-letter queue after
+others of its own in one write (a dead-lettering, then its replay): once its move landed,
+its status is in the round the replay started, and planned again the events before the
+replay read as steps of that round, since an event carries no round. The Recorder cuts a
+group before a write with such a replay, so only one write can hold both; the embedded
+backend applies a plan in one transaction and never meets it; a backend without
+transactions would need events that carry their round: see `events_before_a_replay` in
+tests/actors/test_write_planner.py.) The
 inbox times come last because what the planner decides from them (which entries a read
 changes, and so which `read` statuses to record) must not be lost: an inbox time set means
 the status moves it implies are applied already.

@@ -16,7 +16,9 @@ into random Recorder batches, checked three ways:
 - a crash in the middle of a plan, on the store without transactions, loses nothing and
   adds nothing: applying the plan again, or planning the same batch again from what was
   left (what happens after a real crash: the bus redelivers), ends where one clean apply
-  does (but for an ack before its row's creation in one batch: `acks_before_their_row`).
+  does (but for an ack before its row's creation in one batch: `acks_before_their_row`;
+  and, planned again, for a key with events before its own replay in one write:
+  `events_before_a_replay`, a known divergence pinned by an expected failure).
 
 (Until the merge of issue 9's item 3 with the conformance harness, the first check also
 compared against a frozen copy of the log store as it was before the write plan; it
@@ -224,7 +226,9 @@ async def test_a_plan_applied_twice_or_after_a_crash_changes_nothing_more(
     crashed = groups[crash_in % len(groups)]
     for recover in ("apply the plan again", "plan the batch again"):
         store = ModelLogStore()
-        if recover == "plan the batch again" and acks_before_their_row(once_before(groups, crashed), crashed):
+        if recover == "plan the batch again" and (
+            acks_before_their_row(once_before(groups, crashed), crashed) or events_before_a_replay(crashed)
+        ):
             continue
         for group in groups:
             plan, _ = await plan_writes(store, group)
@@ -268,6 +272,80 @@ def acks_before_their_row(rows: set[tuple[str, str]], group: list[Write]) -> boo
                     return True
                 rows.add(key)
     return False
+
+
+def events_before_a_replay(group: list[Write]) -> bool:
+    """Whether a write of the group has, for a (notification, channel), an event before a replay event of its own.
+
+    Planned again after a crash that let its move land (the status now in the round the
+    replay started), the events before the replay are read as steps of the new round: a
+    dead-lettering of the old round dead-letters the new one and counts `failed` again
+    (`test_planning_again_after_a_replay_landed_reads_the_old_round_as_the_new`, a known
+    divergence, not fixed: an event carries no round, so a planner cannot tell the old
+    dead-lettering planned again from a new one). Applying the plan again converges, and
+    across writes the Recorder cuts a group before such a replay (split_batch). The embedded
+    backend applies a plan in one transaction, so the production Recorder never plans a
+    batch again from a partly applied plan.
+    """
+    for w in group:
+        seen: set[tuple[str, str]] = set()
+        for e in w.events if isinstance(w, RecordEvents) else ():
+            key = (e.notification_id, e.channel.value)
+            if e.replay and key in seen:
+                return True
+            seen.add(key)
+    return False
+
+
+DEAD = StatusEvent(NIDS[0], "u1", Channel.EMAIL, Status.DEAD_LETTERED, T0)
+REPLAY = StatusEvent(NIDS[0], "u1", Channel.EMAIL, Status.QUEUED, T0, replay=True)
+OTHER = StatusEvent(NIDS[1], "u2", Channel.EMAIL, Status.ACCEPTED, T0)  # a second key, moved after the first
+
+
+async def crash_after_the_first_move(writes: list[Write], recover: str) -> tuple[ModelLogStore, ModelLogStore]:
+    """The writes applied once as the Recorder groups them; and again, the last group crashed right after its
+    first move (the replayed key's) and recovered."""
+    groups = groups_of(writes, set())
+    once = ModelLogStore()
+    await apply_batches(once, groups)
+    store = ModelLogStore()
+    await apply_batches(store, groups[:-1])
+    plan, _ = await plan_writes(store, groups[-1])
+    store.crash_after = [type(op).__name__ for op in plan.operations()].index("MoveStatus") + 1
+    with pytest.raises(Crash):
+        await store.apply(plan)
+    assert store.status[(NIDS[0], "email")].status is Status.QUEUED  # the replay's move landed
+    assert (NIDS[1], "email") not in store.status  # the second key's did not
+    if recover == "plan the batch again":
+        plan, _ = await plan_writes(store, groups[-1])
+    await store.apply(plan)
+    return once, store
+
+
+async def test_applying_the_plan_again_after_a_replay_landed_converges() -> None:
+    writes: list[Write] = [RecordEvents((DEAD, REPLAY, OTHER))]
+    assert events_before_a_replay(writes)
+    once, store = await crash_after_the_first_move(writes, "apply the plan again")
+    assert store.snapshot() == once.snapshot()
+
+
+async def test_a_replay_of_a_key_named_earlier_in_the_group_starts_a_group_so_planning_again_converges() -> None:
+    writes: list[Write] = [RecordEvents((DEAD,)), RecordEvents((REPLAY, OTHER))]
+    assert split_batch(writes) == [range(0, 1), range(1, 2)]
+    assert split_batch([RecordEvents((OTHER,)), RecordEvents((REPLAY,))]) == [range(0, 2)]  # another key: no cut
+    once, store = await crash_after_the_first_move(writes, "plan the batch again")
+    assert store.snapshot() == once.snapshot()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known divergence, not fixed: planned again, the old round's dead-lettering is read as a step of the round the"
+    " replay started (events carry no round); see events_before_a_replay"
+))
+async def test_planning_again_after_a_replay_landed_reads_the_old_round_as_the_new() -> None:
+    once, store = await crash_after_the_first_move([RecordEvents((DEAD, REPLAY, OTHER))], "plan the batch again")
+    assert store.status[(NIDS[0], "email")].status is Status.QUEUED  # fails: dead_lettered (of round 1)
+    assert store.counters == once.counters  # fails: failed counted twice (rounds 0 and 1)
+    assert store.snapshot() == once.snapshot()
 
 
 # -- the planner on its own
