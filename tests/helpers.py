@@ -88,3 +88,16 @@ async def wait_final(client: httpx.AsyncClient, nid: str, seconds: float = 10, *
 
 
 __all__ = ["open_websocket_url"]
+
+
+class MemoryLedger:
+    """The send ledger in memory, for tests of the Provider (SQLite writes would only slow a simulated clock down)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[str, str], str] = {}
+
+    async def sent_status(self, notification_id: str, channel: str) -> str | None:
+        return self.sent.get((notification_id, channel))
+
+    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
+        self.sent[(notification_id, channel)] = status

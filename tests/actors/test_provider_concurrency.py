@@ -31,17 +31,7 @@ from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, Outcome, Sent
 from reactor.ask import Reply
 from reactor.mailbox import Mailbox
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.sent: dict[tuple[str, str], str] = {}
-
-    async def sent_status(self, notification_id: str, channel: str) -> str | None:
-        return self.sent.get((notification_id, channel))
-
-    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
-        self.sent[(notification_id, channel)] = status
+from tests.helpers import MemoryLedger
 
 
 @dataclass
@@ -91,7 +81,7 @@ async def run_scenario(s: Scenario, provider_class: type[Provider]) -> tuple[Rec
     deliveries = [delivery(n, user) for n, (user, _) in enumerate(s.attempts)]
     client = Recording({d.notification_id: duration for d, (_, duration) in zip(deliveries, s.attempts, strict=True)})
     mailbox: Mailbox[Attempt] = Mailbox("provider:sms", max(1, len(deliveries)))
-    provider = provider_class(Channel.SMS, client, mailbox, Ledger(), max_in_flight=s.max_in_flight)  # type: ignore[arg-type]
+    provider = provider_class(Channel.SMS, client, mailbox, MemoryLedger(), max_in_flight=s.max_in_flight)  # type: ignore[arg-type]
     replies: list[Reply[Outcome]] = []
     for d in deliveries:  # all queued before the Provider reads any
         reply: Reply[Outcome] = Reply()

@@ -38,6 +38,7 @@ from reactor.mailbox import Mailbox
 from reactor.ports import State
 from reactor.supervisor import ChildSpec, RestartPolicy, Supervisor
 from tests.reactor.test_shared_gate_properties import assert_within_the_bound
+from tests.helpers import MemoryLedger
 
 CAPACITY, RATE, SECONDS = 20.0, 100.0, 5.0
 
@@ -49,19 +50,6 @@ async def embedded(data_dir: Path) -> AsyncIterator[Any]:
     settings = BackendSettings(urls, data_dir, {})
     async with open_backends(settings, {"state"}) as backends:
         yield backends
-
-
-class Ledger:
-    """The send ledger, in memory (its SQLite writes would only slow the simulated clock down)."""
-
-    def __init__(self) -> None:
-        self.sent: dict[tuple[str, str], str] = {}
-
-    async def sent_status(self, notification_id: str, channel: str) -> str | None:
-        return self.sent.get((notification_id, channel))
-
-    async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
-        self.sent[(notification_id, channel)] = status
 
 
 @dataclass
@@ -168,11 +156,11 @@ async def test_two_worker_stages_sharing_one_state_send_at_most_the_rate(tmp_pat
     real = time.perf_counter()
     async with embedded(tmp_path / "shared") as backends:
         shared = Sms()
-        gates = await run_workers([backends.state], Ledger(), shared, limits, settings, SECONDS)
+        gates = await run_workers([backends.state], MemoryLedger(), shared, limits, settings, SECONDS)
         # The same two workers, each with a State of its own: two buckets.
         apart = Sms()
         async with embedded(tmp_path / "a") as a, embedded(tmp_path / "b") as b:
-            await run_workers([a.state, b.state], Ledger(), apart, limits, settings, SECONDS)
+            await run_workers([a.state, b.state], MemoryLedger(), apart, limits, settings, SECONDS)
     a_sent, b_sent, bound = report("one State shared", shared)
     report("a State each (before)", apart)
     leases, reads = sum(g.lease_round_trips for g in gates), sum(g.breaker_round_trips for g in gates)
@@ -202,7 +190,7 @@ async def test_two_worker_stages_see_one_breaker(tmp_path, autojump_clock) -> No
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(recover)
-            gates = await run_workers([backends.state], Ledger(), sms, limits, settings, 40.0)
+            gates = await run_workers([backends.state], MemoryLedger(), sms, limits, settings, 40.0)
         final = await gates[0].view()
 
     failed = [c for c in sms.under if c[0] < 25]
