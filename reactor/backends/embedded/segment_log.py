@@ -136,8 +136,8 @@ class SegmentLog:
     def open(self) -> dict[tuple[str, int], Partition]:
         """Take the directory's lock, recover every partition and the committed offsets; the partitions."""
         root = self.directory
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -161,7 +161,7 @@ class SegmentLog:
             write_atomically(fmt, FORMAT)
         logs = root / "logs"
         if not logs.exists():
-            logs.mkdir()
+            logs.mkdir(mode=0o700)
             fsync_dir(root)
         for name in os.listdir(logs):
             topic, _, number = name.rpartition("-")
@@ -180,12 +180,12 @@ class SegmentLog:
 
     def _recover_partition(self, part: Partition) -> None:
         if not part.path.exists():
-            part.path.mkdir()
+            part.path.mkdir(mode=0o700)
             fsync_dir(part.path.parent)
         bases = sorted(int(name[:-4]) for name in os.listdir(part.path) if name.endswith(".log") and name[:-4].isdigit())
         if not bases:
             bases = [0]
-            os.close(os.open(segment_path(part.path, 0), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.close(os.open(segment_path(part.path, 0), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             fsync_dir(part.path)
         last = bases[-1]
         path = segment_path(part.path, last)
@@ -213,7 +213,7 @@ class SegmentLog:
         if tmp.exists():
             tmp.unlink()  # a compaction that did not reach its rename
         if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             fsync_dir(self.directory)
         data = path.read_bytes()
         live: dict[tuple[str, str, int], int] = {}
@@ -297,7 +297,7 @@ class SegmentLog:
         os.close(part.fd)
         part.fd = -1
         path = segment_path(part.path, base)
-        part.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        part.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fsync_dir(part.path)
         part.active_size = 0
         part.unindexed = INDEX_INTERVAL_BYTES
