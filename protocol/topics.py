@@ -21,7 +21,8 @@ TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,99}(?!\n)$"
 TOPIC_RE = re.compile(TOPIC_PATTERN)
 TOPIC_RULE = "1-100 characters of a-z 0-9 _ . : -, starting with a letter or digit"
 TopicField = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=TOPIC_PATTERN)]
-MAX_SUBSCRIBERS_PER_CALL = 1000  # user ids per PUT or DELETE /v1/topics/{topic}/subscribers
+MAX_SUBSCRIBERS_PER_CALL = 1000
+TOPIC_SEND_PREFIX = "topic send "  # the `accepted` step's detail of a subscriber's copy: "topic send <id>"  # user ids per PUT or DELETE /v1/topics/{topic}/subscribers
 
 SubscriberId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=USER_ID_RE.pattern)]
 
