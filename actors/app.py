@@ -281,8 +281,12 @@ async def wire(
         delivery.append(ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close))
         # topic sends: expanded into each subscriber's notification, planned as the Ingress plans a send (actors/fanout.py)
         planner = SendPlanner(bus, recorder_mb, renderer=templates, users=users, scheduler=scheduler_mb)
+        # The embedded Store is this node's alone: a lease held by an earlier process of this data dir is its own
+        # (it died), so one owner name across restarts takes the job back at once. A shared Store: one name per
+        # process, and a job a dead worker held is taken over when its lease ends (found by polling).
         herald.fanout = fanout = Fanout(
             store, planner, batch=config.fanout_batch, lease_s=config.fanout_lease_s, poll_s=None if alone else POLL_S,
+            owner="fanout-embedded" if alone else None,
         )
         delivery.append(ChildSpec("fanout", fanout.run, stop=fanout.stop))
 
