@@ -30,5 +30,3 @@ async def test_a_fan_out_killed_mid_way_resumes_with_every_subscriber_delivered_
     assert figures.delivered == SUBSCRIBERS
     assert figures.strangers == 0
     assert figures.duplicates == 0, f"{figures.duplicates} provider calls after a sent answer"
-    # the provider failed every call before the kill: a call it cut off delivered nothing
-    assert figures.calls - figures.delivered >= 0

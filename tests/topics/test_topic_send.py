@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import trio
 
+from protocol.channels import Channel
 from protocol.topics import member_notification_id
 from tests.helpers import http, running_node
 
@@ -145,3 +146,38 @@ async def test_subscribers_who_leave_during_the_fan_out_are_skipped_once_the_cur
         assert status["expanded"] == 9 and status["channels"]["sms"]["queued"] == 9, status
         lines = await wait_for_sms(herald.config.data_dir, {"u00", "zz"})
         assert sorted(line["user_id"] for line in lines) == sorted([*(u for u in users if u not in ("u05", "u08")), "zz"])
+
+
+async def test_a_batch_expanded_again_after_a_crash_before_its_checkpoint_reaches_the_provider_once(tmp_path) -> None:
+    """The window kill -9 rarely hits: the batch is on the bus, its checkpoint is not. The fan-out actor dies there,
+    is restarted by its supervisor, expands the same batch again (same users, same ids), and the ledger stops the copies."""
+    users = [f"u{i:02d}" for i in range(30)]
+    # consumer_window=1: records after the first of a partition are not maybe-sent for having come early after the start
+    async with running_node(tmp_path, fanout_batch=10, consumer_window=1) as herald, http(herald) as client:
+        for user in users:
+            await client.put(f"/v1/users/{user}/preferences", json={"contact": {"phone": "+15555550100"}})
+        await client.put("/v1/topics/t/subscribers", json={"user_ids": users})
+        store = herald.store
+        real = store.checkpoint_fanout
+        checkpoints = 0
+
+        async def checkpoint_fanout(*args: Any) -> bool:
+            nonlocal checkpoints
+            checkpoints += 1
+            if checkpoints == 2:
+                await trio.sleep(0.5)  # the batch's records are durable on the bus and go out meanwhile
+                raise RuntimeError("crashed between the bus append and the checkpoint")
+            return await real(*args)
+
+        store.checkpoint_fanout = checkpoint_fanout  # type: ignore[method-assign]
+        response = await client.post("/v1/notifications", json={"topic": "t", "channels": ["sms"], "content": {"sms": {"text": "x"}}})
+        nid = response.json()["notification_id"]
+        status = await topic_status(client, nid)
+        assert checkpoints >= 4, "the second batch's checkpoint failed once and was written again"
+        assert status["expanded"] == 30 and status["channels"]["sms"] == {"queued": 30, "held": 0, "failed": 0}, status
+        await wait_for_sms(herald.config.data_dir, set(users))
+        await trio.sleep(0.5)  # a second copy would be called in this time
+        calls = [json.loads(line) for line in (herald.config.data_dir / "calls" / "sms.jsonl").read_text().splitlines()]
+        called = sorted(c["nid"] for c in calls if "call" in c)
+        assert called == sorted(member_notification_id(nid, u) for u in users), "each subscriber's copy called once"
+        assert herald.providers[Channel.SMS].suppressed == 10, "the batch's second copies were stopped by the send ledger"
