@@ -3,7 +3,7 @@
     herald (System), role all (the default: one node does everything)
     ├── storage    backends: opens every port (reactor.backends.open_backends), closes them last
     ├── recording  recorder
-    ├── delivery   scheduler, connection registry, provider:<channel> and provider:<channel>:queries per channel
+    ├── delivery   scheduler, fanout, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
     ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs, signing-keys
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
@@ -12,7 +12,7 @@ The other roles (ROLES) build a part of that tree, and meet the others only thro
 ports (bus, state, store, logstore, broker):
 
     api     storage, recording, ingress (with schedule-writer), front (every area but sessions and inbox)
-    worker  storage, recording, delivery (scheduler, providers and their queries), consumers
+    worker  storage, recording, delivery (scheduler, fanout, providers and their queries), consumers
     edge    storage, recording, delivery (connection registry), front (sessions and inbox)
 
 Every role records what it learns (the api accepted notifications, the worker outcomes,

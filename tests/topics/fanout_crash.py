@@ -75,7 +75,9 @@ def user_ids(n: int) -> list[str]:
 def seed_phones(data_dir: Path, users: list[str]) -> None:
     """Each user's preferences (a phone) written straight into the embedded user store, in one transaction."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = sqlite3.connect(data_dir / "users.sqlite3", isolation_level=None)
+    path = data_dir / "users.sqlite3"
+    path.touch(mode=0o600)  # as private as the node makes its own files
+    db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("CREATE TABLE IF NOT EXISTS preferences (user_id TEXT PRIMARY KEY, document BLOB NOT NULL, updated_ms INTEGER NOT NULL)")
         db.execute("BEGIN")
