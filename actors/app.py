@@ -3,7 +3,7 @@
     herald (System), role all (the default: one node does everything)
     ├── storage    backends: opens every port (reactor.backends.open_backends), closes them last
     ├── recording  recorder
-    ├── delivery   scheduler, connection registry, provider:<channel> and provider:<channel>:queries per channel
+    ├── delivery   scheduler, fanout, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
     ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs, signing-keys
     └── front      Hypercorn + Quart-Trio (REST, WebSocket)
@@ -12,7 +12,7 @@ The other roles (ROLES) build a part of that tree, and meet the others only thro
 ports (bus, state, store, logstore, broker):
 
     api     storage, recording, ingress (with schedule-writer), front (every area but sessions and inbox)
-    worker  storage, recording, delivery (scheduler, providers and their queries), consumers
+    worker  storage, recording, delivery (scheduler, fanout, providers and their queries), consumers
     edge    storage, recording, delivery (connection registry), front (sessions and inbox)
 
 Every role records what it learns (the api accepted notifications, the worker outcomes,
@@ -51,7 +51,8 @@ from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
-from .ingress import Ingress
+from .fanout import Fanout
+from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from .provider import ChannelClient, Provider
@@ -62,6 +63,7 @@ from .services.credentials import API_KEY_FILE, REFRESH_S, ApiKeys, SharedSignin
 from .services.dead_letters import DeadLetters
 from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
+from .services.topic_sends import TopicSends
 from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald")
@@ -87,6 +89,8 @@ class Herald:
     templates: TemplateService | None = None
     users: UserDirectory | None = None
     sandbox_faults: SandboxFaults | None = None
+    fanout: Fanout | None = None  # worker, all: expands topic sends
+    topic_sends: TopicSends | None = None  # api, all: accepts them
 
     @property
     def url(self) -> str:
@@ -275,6 +279,16 @@ async def wire(
 
         herald.consumer_groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
         delivery.append(ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close))
+        # topic sends: expanded into each subscriber's notification, planned as the Ingress plans a send (actors/fanout.py)
+        planner = SendPlanner(bus, recorder_mb, renderer=templates, users=users, scheduler=scheduler_mb)
+        # The embedded Store is this node's alone: a lease held by an earlier process of this data dir is its own
+        # (it died), so one owner name across restarts takes the job back at once. A shared Store: one name per
+        # process, and a job a dead worker held is taken over when its lease ends (found by polling).
+        herald.fanout = fanout = Fanout(
+            store, planner, batch=config.fanout_batch, lease_s=config.fanout_lease_s, poll_s=None if alone else POLL_S,
+            owner="fanout-embedded" if alone else None,
+        )
+        delivery.append(ChildSpec("fanout", fanout.run, stop=fanout.stop))
 
     registry_mb: Mailbox[RegistryMessage] | None = None
     if edge:
@@ -299,8 +313,12 @@ async def wire(
         jobs_mb: Mailbox[JobMessage] = Mailbox("jobs", 64, Overflow.FAIL_FAST)
         idempotency = Idempotency(state)
         dead_letters = DeadLetters(store, bus, recorder_mb)
+        herald.topic_sends = topic_sends = TopicSends(store)
+        if herald.fanout is not None:  # the worker in this process expands them at once (another polls the Store)
+            topic_sends.listeners.append(herald.fanout.wake)
         herald.ingress = ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
+            topics=topic_sends,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
         children = [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)]
@@ -339,6 +357,7 @@ async def wire(
             templates=templates if api else None,
             users=users if api else None,
             sandbox_faults=herald.sandbox_faults if api else None,
+            store=store if api else None,
             **gateway_parts,
         )
         herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)

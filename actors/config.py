@@ -80,6 +80,8 @@ class Config:
     consumer_window: int = 1024  # offsets a partition's consumer may have out past its last commit (fetched, not committed)
     consumer_window_bytes: int = 16 * 1024 * 1024  # bytes of records a partition's consumer may have out (plus one fetch)
     provider_max_in_flight: dict[str, int] = field(default_factory=_default_max_in_flight)
+    fanout_batch: int = 500  # subscribers a topic send's fan-out expands per bus append and checkpoint (actors/fanout.py)
+    fanout_lease_s: float = 30.0  # how long a worker holds a fan-out job between checkpoints before another may take it over
     max_attempts: int = 5
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -175,9 +177,10 @@ def role_refusal(config: Config) -> str | None:
 _AT_LEAST_ONE = {
     "max_body_bytes", "max_batch_body_bytes", "ingress_workers", "ingress_mailbox", "provider_mailbox", "recorder_mailbox", "recorder_batch",
     "consumer_batch", "max_attempts", "session_queue", "sms_max_segments", "consumer_window", "consumer_window_bytes",
+    "fanout_batch",
 }
-_MAXIMUM = {"port": 65535, "commit_linger_ms": 100}
-_ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s"}  # durations that must not be 0
+_MAXIMUM = {"port": 65535, "commit_linger_ms": 100, "fanout_batch": 10_000}
+_ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s", "fanout_lease_s"}  # durations that must not be 0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import msgspec
@@ -30,6 +31,7 @@ from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
 from protocol.preferences import Profile
 from protocol.problems import FieldError, Problem
+from protocol.topics import TOPIC_SEND_PREFIX
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
@@ -39,6 +41,7 @@ from .domain.preferences import NO_PROFILE, address_missing, plan_channels
 from .messages import IngressMessage, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.template_service import TemplateService, apply_template
+from .services.topic_sends import TopicSends
 from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald.ingress")
@@ -91,19 +94,149 @@ class IdGenerator:
         return make_notification_id(now_ms, self._last_entropy)
 
 
-class Ingress:
+@dataclass
+class PlannedBatch:
+    """What planning a batch of sends produced: bus records, status events, entries held by quiet hours, profiles read."""
+
+    items: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    events: list[StatusEvent] = field(default_factory=list)
+    deferred: list[Scheduled] = field(default_factory=list)
+    profiles: dict[str, Profile] = field(default_factory=dict)  # many notifications of one user read the profile once
+
+
+class SendPlanner:
+    """One user's send planned (preferences, locale, quiet hours, templates) and a batch of them made durable.
+
+    The Ingress plans what the API accepts; the fan-out actor (actors/fanout.py) plans each
+    subscriber's copy of a topic send with the same `plan` and `commit`.
+    """
+
     def __init__(
-        self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
+        self, bus: Bus, recorder: Mailbox[RecorderMessage], *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None,
     ) -> None:
         self.bus = bus
         self.users = users  # None: no preferences; addresses from `to` only
         self.scheduler = scheduler  # None: quiet hours are not applied
         self.renderer = renderer  # None: inline content only
-        self.mailbox = mailbox
         self.recorder = recorder
-        self.workers = workers
         self.ids = IdGenerator()
+
+    async def commit(self, batch: PlannedBatch) -> None:
+        """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder."""
+        if batch.items:
+            await self.bus.produce(batch.items)
+        for entry in batch.deferred:
+            assert self.scheduler is not None
+            await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
+        if batch.events:
+            # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
+            events = tuple(batch.events)
+            await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
+
+    async def plan(
+        self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
+        deferred: bool = False,
+    ) -> Receipt | Problem:
+        """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
+
+        `nid`: the notification id to use (a topic send's subscriber: derived, the same on every
+        expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
+        names it); `deferred`: its records may have been produced before (the consumer checks the ledger).
+        """
+        user_id = request.user_id
+        if user_id is None:
+            return _field_problem("user_id", "required, unless topic names a topic")
+        profiles = batch.profiles
+        # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/domain/preferences.py, actors/services/user_directory.py)
+        profile = profiles.get(user_id)
+        if profile is None:
+            profile = await self.users.profile(user_id) if self.users is not None else NO_PROFILE
+            profiles[user_id] = profile
+        # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
+        # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
+        applied = await apply_template(self.renderer, request, profile.preferences.locale)
+        if isinstance(applied, Problem):
+            return applied
+        request, template = applied.request, applied.template
+        errors = check_request(request, profile)
+        content = request.content
+        if errors or content is None:  # check_request names a missing content
+            detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+            return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
+        now = wall_ms()
+        if nid is None:
+            nid = self.ids.next(now)
+        key = user_id.encode()
+        prefs = profile.preferences
+        zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
+        plans = plan_channels(request, profile, now, zone or dt.UTC)
+        accepted = f"{TOPIC_SEND_PREFIX}{origin}" if origin else ""
+        for channel in request.channels:
+            plan = plans[channel]
+            delivery = Delivery(
+                notification_id=nid,
+                user_id=user_id,
+                channel=channel,
+                created_ms=now,
+                content=content.only(channel),  # a str enum: compared as its value
+                address=plan.address,
+                priority=request.priority,
+                data=dict(applied.web_data) if channel is Channel.WEB else {},  # no other channel reads it
+                addresses=list(plan.addresses) if len(plan.addresses) > 1 else [],
+                category=request.category,
+                unsubscribe_url=self._unsubscribe_url(request, channel),
+                from_profile=plan.from_profile,  # then read again if it waits (held, retried, replayed)
+                deferred=deferred,
+            )
+            if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
+                statuses = ((Status.ACCEPTED, accepted), (Status.FAILED, plan.skip))
+            elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
+                held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
+                entry_id = f"quiet:{nid}:{channel.value}"
+                batch.deferred.append(Scheduled(entry_id, plan.defer_until_ms, _TOPIC[channel], key, encode_delivery(held)))
+                statuses = ((Status.ACCEPTED, accepted), (Status.QUEUED, f"quiet hours until {iso(plan.defer_until_ms)}"))
+            else:
+                batch.items.append((_TOPIC[channel], key, encode_delivery(delivery)))
+                statuses = ((Status.ACCEPTED, accepted), (Status.QUEUED, ""))
+            for status, detail in statuses:
+                batch.events.append(StatusEvent(
+                    nid, user_id, channel, status, now, detail=detail, created_ms=now, priority=request.priority,
+                    template=template,
+                ))
+        return Receipt(notification_id=nid)
+
+    def _unsubscribe_url(self, request: NotificationRequest, channel: Channel) -> str | None:
+        """Email of a notification with a category carries a one-click unsubscribe link for it."""
+        if channel is not Channel.EMAIL or request.category is None or self.users is None or request.user_id is None:
+            return None
+        return self.users.unsubscribe_url(request.user_id, request.category)
+
+
+def _field_problem(field_name: str, message: str) -> Problem:
+    return Problem("Unprocessable notification", 422, f"{field_name}: {message}", errors=[FieldError(field_name, message)])
+
+
+def topic_send_problem(request: NotificationRequest) -> Problem | None:
+    """What makes a send name its audience wrongly: exactly one of user_id and topic; a topic send takes no `to`."""
+    if request.topic is None:
+        return None if request.user_id is not None else _field_problem("user_id", "required, unless topic names a topic")
+    if request.user_id is not None:
+        return _field_problem("topic", "give user_id or topic, not both")
+    if request.to is not None:
+        return _field_problem("to", "not with topic: each subscriber's addresses come from their preferences")
+    return None
+
+
+class Ingress(SendPlanner):
+    def __init__(
+        self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
+        users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None, topics: TopicSends | None = None,
+    ) -> None:
+        super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler)
+        self.mailbox = mailbox
+        self.workers = workers
+        self.topics = topics  # None: a topic send is refused (422 naming `topic`)
         self.accepted = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -134,90 +267,35 @@ class Ingress:
         the bus together (one produce call, one group commit), then to the Scheduler (those
         quiet hours hold) and the Recorder (one RecordEvents): every receipt is answered
         once all of them are durable, so a crash before the answer leaves none half-accepted
-        in a way the caller was told about.
+        in a way the caller was told about. A topic send is a fan-out job in the Store,
+        durable before its receipt too (TopicSends).
         """
-        profiles: dict[str, Profile] = {}  # a batch to many notifications of one user reads the profile once
+        batch = PlannedBatch()
         results: list[Receipt | Problem] = []
-        items: list[tuple[str, bytes, bytes]] = []
-        events: list[StatusEvent] = []
-        deferred: list[Scheduled] = []
         for request in requests:
-            result = await self._plan(request, profiles, items, events, deferred)
-            results.append(result)
-        if items:
-            await self.bus.produce(items)
-        for entry in deferred:
-            assert self.scheduler is not None
-            await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
-        accepted = sum(1 for r in results if isinstance(r, Receipt))
-        self.accepted += accepted
-        if events:
-            # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
-            await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
+            problem = topic_send_problem(request)
+            if problem is not None:
+                results.append(problem)
+            elif request.topic is not None:
+                results.append(await self._accept_topic_send(request))
+            else:
+                results.append(await self.plan(request, batch))
+        await self.commit(batch)
+        self.accepted += sum(1 for r in results if isinstance(r, Receipt))
         return results
 
-    async def _plan(
-        self, request: NotificationRequest, profiles: dict[str, Profile], items: list[tuple[str, bytes, bytes]],
-        events: list[StatusEvent], deferred: list[Scheduled],
-    ) -> Receipt | Problem:
-        """Check one request and add its records, events and held entries to the batch's; its receipt or its problem."""
-        # preferences: contact points, devices, opt-outs, quiet hours, locale (actors/domain/preferences.py, actors/services/user_directory.py)
-        profile = profiles.get(request.user_id)
-        if profile is None:
-            profile = await self.users.profile(request.user_id) if self.users is not None else NO_PROFILE
-            profiles[request.user_id] = profile
-        # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
-        # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
-        applied = await apply_template(self.renderer, request, profile.preferences.locale)
+    async def _accept_topic_send(self, request: NotificationRequest) -> Receipt | Problem:
+        if self.topics is None:
+            return _field_problem("topic", "topic sends are not served by this node")
+        # its content is checked as a send to a user without preferences would be, but for the addresses
+        applied = await apply_template(self.renderer, request, None)
         if isinstance(applied, Problem):
             return applied
-        request, template = applied.request, applied.template
-        errors = check_request(request, profile)
-        content = request.content
-        if errors or content is None:  # check_request names a missing content
+        errors = [e for e in check_request(applied.request) if not e.field.startswith("to.")]
+        if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
-        now = wall_ms()
-        nid = self.ids.next(now)
-        key = request.user_id.encode()
-        prefs = profile.preferences
-        zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
-        plans = plan_channels(request, profile, now, zone or dt.UTC)
-        for channel in request.channels:
-            plan = plans[channel]
-            delivery = Delivery(
-                notification_id=nid,
-                user_id=request.user_id,
-                channel=channel,
-                created_ms=now,
-                content=content.only(channel),  # a str enum: compared as its value
-                address=plan.address,
-                priority=request.priority,
-                data=dict(applied.web_data) if channel is Channel.WEB else {},  # no other channel reads it
-                addresses=list(plan.addresses) if len(plan.addresses) > 1 else [],
-                category=request.category,
-                unsubscribe_url=self._unsubscribe_url(request, channel),
-                from_profile=plan.from_profile,  # then read again if it waits (held, retried, replayed)
-            )
-            if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
-                statuses = ((Status.ACCEPTED, ""), (Status.FAILED, plan.skip))
-            elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
-                held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
-                entry_id = f"quiet:{nid}:{channel.value}"
-                deferred.append(Scheduled(entry_id, plan.defer_until_ms, _TOPIC[channel], key, encode_delivery(held)))
-                statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, f"quiet hours until {iso(plan.defer_until_ms)}"))
-            else:
-                items.append((_TOPIC[channel], key, encode_delivery(delivery)))
-                statuses = ((Status.ACCEPTED, ""), (Status.QUEUED, ""))
-            for status, detail in statuses:
-                events.append(StatusEvent(
-                    nid, request.user_id, channel, status, now, detail=detail, created_ms=now, priority=request.priority,
-                    template=template,
-                ))
+        nid = self.ids.next(wall_ms())
+        await self.topics.accept(nid, request)
         return Receipt(notification_id=nid)
 
-    def _unsubscribe_url(self, request: NotificationRequest, channel: Channel) -> str | None:
-        """Email of a notification with a category carries a one-click unsubscribe link for it."""
-        if channel is not Channel.EMAIL or request.category is None or self.users is None:
-            return None
-        return self.users.unsubscribe_url(request.user_id, request.category)

@@ -14,13 +14,13 @@ from .locales import normalize_locale
 from .preferences import CATEGORY_PATTERN
 from .problems import Problem
 from .template_schemas import LocaleField, TemplateIdField
+from .topics import TopicField
 
 # The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
 UserIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=USER_ID_RE.pattern)]
 
 
 class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    user_id: UserIdField
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=4)]
     content: Content | None = None  # exactly one of content and template_id
     to: Recipient | None = None
@@ -34,6 +34,12 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     category: Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)] | None = None
     template_id: TemplateIdField | None = None  # render the content from this template, with `data`
     locale: LocaleField | None = None  # the template locale to start from: fr-CA -> fr -> the template's default
+    # exactly one of user_id and topic (checked by the Ingress: 422 naming the field); a topic send has no `to`
+    user_id: UserIdField | None = None
+    topic: Annotated[TopicField, msgspec.Meta(description=(
+        "Instead of `user_id`: send to every subscriber of this topic (PUT /v1/topics/{topic}/subscribers), "
+        "each with their own preferences, locale and quiet hours. No `to`: each address comes from the user's preferences."
+    ))] | None = None
 
     def __post_init__(self) -> None:
         if self.locale is not None:  # fr_CA is fr-CA (protocol.locales)
@@ -103,6 +109,7 @@ class NotificationStatus(msgspec.Struct, frozen=True):
     channels: dict[str, ChannelStatus]
     final: bool  # every channel is final
     template: str | None = None  # "welcome@3#B": template, version and A/B variant, when sent from a template
+    topic_send: str | None = None  # a subscriber's copy of a topic send: that send's id
 
 
 class HistoryItem(msgspec.Struct, frozen=True):

@@ -13,6 +13,7 @@ from .locales import LOCALE_PATTERN, LOCALE_SENTENCE
 from .parsing import PATTERN_SENTENCES as TEXT_SENTENCES
 from .preferences import CATEGORY_PATTERN, E164_PATTERN, EMAIL_PATTERN, HHMM_PATTERN
 from .template_schemas import TEMPLATE_ID_RE, VARIANT_RE
+from .topics import TOPIC_PATTERN, TOPIC_RULE
 
 PATTERN_SENTENCES: dict[str, str] = {
     **TEXT_SENTENCES,
@@ -25,6 +26,7 @@ PATTERN_SENTENCES: dict[str, str] = {
     NOTIFICATION_ID_RE.pattern: "a notification id: 26 characters, Crockford base32",
     TEMPLATE_ID_RE.pattern: "a template id: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
     VARIANT_RE.pattern: "a variant name: 1-32 characters of A-Z a-z 0-9 _ -",
+    TOPIC_PATTERN: f"a topic: {TOPIC_RULE}",
 }
 
 

@@ -320,6 +320,26 @@ class DlqFilter:
     before_ms: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FanoutJob:
+    """A topic send waiting for, or under, its fan-out (actors/fanout.py): written before the send's 202.
+
+    `request` is the send as accepted (the JSON of protocol.api.NotificationRequest); `cursor` the
+    last user id expanded ("" before the first batch); `counts` the JSON of the per-channel counts
+    so far. `total` is the topic's subscriber count when the send was accepted.
+    """
+
+    id: str  # the topic send's notification id
+    topic: str
+    request: bytes
+    created_ms: int
+    total: int
+    cursor: str = ""
+    expanded: int = 0
+    counts: bytes = b"{}"
+    done_ms: int | None = None  # set once every subscriber is expanded
+
+
 class Store(Protocol):
     """Durable state besides the bus and the log: metadata (never secrets: the signing keys have
     a port of their own, SigningKeyStore), pending retries, the dead-letter queue and the send ledger."""
@@ -384,6 +404,38 @@ class Store(Protocol):
         """Delete these entries; returns how many existed."""
 
     async def dead_letter_count(self, channel: str | None = None) -> int: ...
+
+    # -- topics: subscriptions, and the fan-out jobs of topic sends (actors/fanout.py) -----------------------
+
+    async def add_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:
+        """Subscribe these users to the topic, durably, in one transaction; returns how many were not subscribed
+        before (a repeat, in the call or from before, counts once)."""
+
+    async def remove_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:
+        """Unsubscribe them, durably; returns how many were subscribed."""
+
+    async def subscribers(self, topic: str, after: str, limit: int) -> list[str]:
+        """At most `limit` of the topic's subscribers with a user id above `after` ("" for the first page), in
+        ascending user id order (byte order of their UTF-8): the last one is the next page's `after`. Following
+        the pages gives every subscriber that stays subscribed throughout exactly once."""
+
+    async def subscriber_count(self, topic: str) -> int: ...
+
+    async def add_fanout(self, job: FanoutJob) -> None:
+        """Store a new job, durably, unclaimed (one of the same id is kept as it is: a retried send writes nothing)."""
+
+    async def fanout(self, job_id: str) -> FanoutJob | None: ...
+
+    async def claim_fanout(self, owner: str, now_ms: int, lease_ms: int) -> FanoutJob | None:
+        """Lease the oldest unfinished job no other owner's lease covers at now_ms (as claim_due: never leased,
+        its lease ended, or `owner` holds it) to `owner` until now_ms + lease_ms; None when there is none.
+        Atomic against every other claimer."""
+
+    async def checkpoint_fanout(self, owner: str, job: FanoutJob, now_ms: int, lease_ms: int) -> bool:
+        """Durably record the job's progress (cursor, expanded, counts, done_ms) and renew the lease to now_ms +
+        lease_ms, if `owner` is still the job's owner (no other claimed it since, after the lease ended); False,
+        and nothing written, if another owner took it over: that one goes on from the last checkpoint."""
+
 
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
         """The status the send ledger holds for this (notification, channel), if it was sent."""

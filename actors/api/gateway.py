@@ -30,7 +30,7 @@ from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore, SigningKeyStore
+from reactor.ports import LogStore, SigningKeyStore, Store
 
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
@@ -40,7 +40,7 @@ from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
-from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, users
+from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, topics, users
 from .errors import ProblemError, json_response, problem_response
 from .fast_path import FastSubmit
 from .http_server import ConnectionErrors, serve
@@ -57,6 +57,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "notifications": ("all", "api"),  # sending, statuses, histories, subscriber tokens
     "admin": ("all", "api"),  # circuits, dead letters, jobs
     "keys": ("all", "api"),
+    "topics": ("all", "api"),  # subscriptions (a topic send is a notification)
     "templates": ("all", "api"),
     "users": ("all", "api"),
     "sandbox": ("all",),  # the sandbox clients' faults: in the process that runs the clients, the worker, which has no front end
@@ -108,6 +109,7 @@ class Gateway:
     signing_key_store: SigningKeyStore | None = None  # where a rotation of `secret` is kept (POST /v1/admin/signing-keys)
     key_ring: SharedSigningKeys | None = None  # keeps `secret` in step with the stored ring (a key made on another node)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
+    store: Store | None = None  # api, all: topics' subscriptions and topic sends' progress
 
     def serves(self, area: str) -> bool:
         return self.role in AREAS[area]
@@ -123,6 +125,8 @@ def _blueprints(gw: Gateway) -> dict[str, Blueprint]:
         areas["users"] = users.blueprint(gw, gw.users)
     if gw.sandbox_faults is not None:
         areas["sandbox"] = sandbox.blueprint(gw, gw.sandbox_faults)
+    if gw.store is not None:
+        areas["topics"] = topics.blueprint(gw)
     return areas
 
 

@@ -28,13 +28,15 @@ from protocol.channels import Channel, Priority
 from protocol.ids import USER_ID_RULE, is_notification_id, is_user_id
 from protocol.lifecycle import Status, is_final
 from protocol.problems import FieldError, Problem
+from protocol.topics import TOPIC_SEND_PREFIX, ChannelCounts, TopicSendStatus
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox, MailboxClosed, MailboxFull
-from reactor.ports import EventRow, InvalidCursor, StatusRow
+from reactor.ports import EventRow, FanoutJob, InvalidCursor, StatusRow
 
 from ..domain.api_keys import Caller
 from ..domain.tokens import issue_token
+from ..fanout import decode_counts
 from ..messages import IngressMessage, Submit, SubmitBatch
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import (
@@ -199,6 +201,23 @@ async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw]) -> Answer:
     return problem_answer(BatchProblem("Unprocessable batch", 422, detail, errors=errors, rejected=len(items), items=items))
 
 
+_request_of_job = msgspec.json.Decoder(NotificationRequest)
+
+
+def topic_send_status(job: FanoutJob) -> TopicSendStatus:
+    """A topic send's fan-out progress, from its job in the Store."""
+    request = _request_of_job.decode(job.request)
+    done = job.done_ms is not None
+    counts = decode_counts(job.counts)
+    return TopicSendStatus(
+        notification_id=job.id, topic=job.topic, created_at=iso(job.created_ms), priority=request.priority.value,
+        state="done" if done else "expanding" if job.expanded else "pending",
+        subscribers=job.expanded if done else max(job.total, job.expanded), expanded=job.expanded,
+        channels={c.value: counts.get(c.value, ChannelCounts()) for c in request.channels}, final=done,
+        finished_at=iso(job.done_ms) if job.done_ms is not None else None,
+    )
+
+
 def blueprint(gw: Gateway) -> Blueprint:
     bp = Blueprint("notifications", __name__)
 
@@ -223,7 +242,10 @@ def blueprint(gw: Gateway) -> Blueprint:
             raise bad_param("notification_id", "not a notification id (26 characters, Crockford base32)")
         rows, events = await _statuses_and_events(gw, nid)
         if not rows:
-            raise ProblemError(Problem("Not Found", 404, f"no notification {nid}"))
+            job = await gw.store.fanout(nid) if gw.store is not None else None
+            if job is None:
+                raise ProblemError(Problem("Not Found", 404, f"no notification {nid}"))
+            return json_response(topic_send_status(job))
         channels = {}
         for row in rows:
             attempts = [AttemptView(Status(e.status), iso(e.at_ms), e.detail) for e in events if e.channel == row.channel]
@@ -238,6 +260,8 @@ def blueprint(gw: Gateway) -> Blueprint:
             channels=channels,
             final=all(c.final for c in channels.values()),
             template=next((r.template for r in rows if r.template), None),
+            topic_send=next((e.detail[len(TOPIC_SEND_PREFIX):] for e in events
+                             if e.status == Status.ACCEPTED.value and e.detail.startswith(TOPIC_SEND_PREFIX)), None),
         )
         return json_response(view)
 

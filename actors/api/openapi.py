@@ -50,6 +50,15 @@ from protocol.ids import NOTIFICATION_ID_RE, USER_ID_RE, USER_ID_RULE
 from protocol.inbox import InboxItem, InboxPage, ReadAllRequest, ReadAllResult, UnreadCount
 from protocol.keys import CreatedKey, KeyList, KeyRequest, KeyView, SigningKeyList
 from protocol.parsing import DEVICE_TOKEN_PATTERN
+from protocol.topics import (
+    MAX_SUBSCRIBERS_PER_CALL,
+    TOPIC_PATTERN,
+    TOPIC_RULE,
+    SubscribersChange,
+    SubscribersPage,
+    SubscribersRequest,
+    TopicSendStatus,
+)
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
 from protocol.template_schemas import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
@@ -214,6 +223,10 @@ DEVICE_TOKEN = Param(
     "token", "path", {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": DEVICE_TOKEN_PATTERN},
     "The push device token, as registered.", True,
 )
+TOPIC = Param(
+    "topic", "path", {"type": "string", "minLength": 1, "maxLength": 100, "pattern": TOPIC_PATTERN},
+    f"The topic: {TOPIC_RULE}.", True, "release-notes",
+)
 CHANNEL = Param("channel", "query", {"type": "string", "enum": [c.value for c in Channel]}, "Only this channel.")
 CURSOR = Param(
     "cursor", "query", {"type": "string", "minLength": 1},
@@ -308,6 +321,9 @@ _NOTIFICATION_DOC = (
     "character, U+2028/U+2029 or an RFC 2047 encoded word (`=?...?=`), or an address Python's email package cannot parse, "
     "is a 422 naming the field (or the `data.<name>` it came from). "
     "when absent, the user's preferences and devices do. 202 once the notification is durably on the bus. "
+    "Exactly one of `user_id` and `topic`: with `topic` (no `to`) the send goes to every subscriber of the topic, each "
+    "with their own preferences, locale, quiet hours and template locale; 202 once the topic send is durable, and its "
+    "status (GET /v1/notifications/{nid}) shows the fan-out's progress. "
     "An `Idempotency-Key` makes a retry safe: the same key and body within 24 h get the original answer (marked "
     "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
 )
@@ -402,8 +418,35 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/v1/notifications/<notification:nid>", "getNotification", "notifications", "Status and attempt timeline",
-        Auth.API_KEY, "read", {200: json_reply(NotificationStatus, "Per-channel status and attempts; `final` once every channel is settled.")},
+        Auth.API_KEY, "read", {200: json_reply(
+            {"oneOf": [{"$ref": SCHEMA_REF.format(name=t.__name__)} for t in (NotificationStatus, TopicSendStatus)]},
+            "Per-channel status and attempts; `final` once every channel is settled. A topic send: its fan-out's progress "
+            "(subscribers expanded, per-channel counts); each subscriber's copy names it in `topic_send`.",
+        )},
         params=(NID,),
+    ),
+    Operation(
+        "PUT", "/v1/topics/<topic>/subscribers", "addTopicSubscribers", "topics", "Subscribe users to a topic",
+        Auth.API_KEY, "send", {200: json_reply(SubscribersChange, "`changed`: the users not subscribed before.")},
+        params=(TOPIC,),
+        body=body(SubscribersRequest, f"1 to {MAX_SUBSCRIBERS_PER_CALL:,} user ids (a repeat counts once); more is a 422 naming `user_ids`.",
+                  example={"user_ids": ["alice", "bob"]}),
+        problems=(422,),
+    ),
+    Operation(
+        "DELETE", "/v1/topics/<topic>/subscribers", "removeTopicSubscribers", "topics", "Unsubscribe users from a topic",
+        Auth.API_KEY, "send", {200: json_reply(SubscribersChange, "`changed`: the users that were subscribed.")},
+        params=(TOPIC,),
+        body=body(SubscribersRequest, f"1 to {MAX_SUBSCRIBERS_PER_CALL:,} user ids; more is a 422 naming `user_ids`.",
+                  example={"user_ids": ["bob"]}),
+        problems=(422,),
+    ),
+    Operation(
+        "GET", "/v1/topics/<topic>/subscribers", "listTopicSubscribers", "topics", "A topic's subscribers",
+        Auth.API_KEY, "read", {200: json_reply(SubscribersPage, "By user id; pass `next_cursor` back as `cursor` until it is null.")},
+        params=(TOPIC, Param("cursor", "query", {"type": "string", "minLength": 1},
+                             "The `next_cursor` of the previous page of this topic (absent: the first page); another is a 400."),
+                limit(100)),
     ),
     Operation(
         "GET", "/v1/users/<user_id>/notifications", "listUserNotifications", "notifications", "A user's history",
@@ -663,6 +706,7 @@ TAGS = (
     ("realtime", "Subscriber tokens and the live session's HTTP transports: SSE and long-poll (the WebSocket is in `x-websockets`)."),
     ("inbox", "The in-app inbox of the web channel."),
     ("users", "Preferences, push devices, one-click unsubscribe."),
+    ("topics", "Named audiences: subscribe users in batches; a notification with `topic` goes to every subscriber."),
     ("templates", "Mustache templates: immutable versions, locales, A/B variants."),
     ("admin", "Operators: circuits, the dead-letter queue and its jobs, API keys, the sandbox providers' faults."),
     ("service", "Liveness, readiness, and this description."),
@@ -738,6 +782,7 @@ def _schema_types(operations: Iterable[Operation]) -> list[Any]:
         contents = [*(r.content for r in op.replies.values())] + ([op.body.content] if op.body else [])
         types += [t for content in contents for t in content.values() if not isinstance(t, dict)]
     types += [Sync, Ping, Ack]
+    types += [NotificationStatus, TopicSendStatus]  # named by getNotification's oneOf
     return list(dict.fromkeys(types))
 
 

@@ -241,7 +241,7 @@ class TemplateService:
         if loaded is None:
             return _unprocessable([FieldError("template_id", f"no template {request.template_id!r}")])
         template = loaded.compiled
-        variant = pick_variant(template.id, request.user_id, template.weights)
+        variant = pick_variant(template.id, request.user_id or "", template.weights)
         result = await self.render(template, request.channels, request.data, locale=request.locale, variant=variant)
         if isinstance(result, list):
             return _unprocessable(result)

@@ -23,6 +23,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/notifications/<notification:nid>"): "read",
     ("GET", "/v1/users/<user_id>/notifications"): "read",
     ("POST", "/v1/users/<user_id>/tokens"): "read",  # a token reads the user's notifications
+    ("PUT", "/v1/topics/<topic>/subscribers"): "send",  # a topic is an audience to send to: a subscriber token never writes one
+    ("DELETE", "/v1/topics/<topic>/subscribers"): "send",
+    ("GET", "/v1/topics/<topic>/subscribers"): "read",
     ("GET", "/v1/admin/circuits"): "admin",
     ("GET", "/v1/admin/dlq"): "admin",
     ("POST", "/v1/admin/dlq/replay"): "admin",
@@ -83,7 +86,7 @@ UNAUTHENTICATED_METHODS = {"OPTIONS"}
 
 SAMPLE_ARGUMENTS = {
     "nid": make_notification_id(1_700_000_000_000, 1), "user_id": "u1", "key_id": "0123456789ab", "template_id": "t1", "version": "1",
-    "channel": "sms",
+    "channel": "sms", "topic": "news",
 }
 
 

@@ -49,7 +49,7 @@ async def settled(herald) -> bool:
 
 async def test_a_redelivered_notification_has_one_dead_letter_entry_resolved_when_it_is_delivered(tmp_path):
     settings = {"partitions": {"sms": 1}, "max_attempts": 2, "retry_initial_s": 0.01, "retry_max_s": 0.02}
-    request = NotificationRequest("dl1", [Channel.SMS], Content(sms=SmsContent("hi")), to=Recipient(phone="+15555550100"))
+    request = NotificationRequest(user_id="dl1", channels=[Channel.SMS], content=Content(sms=SmsContent("hi")), to=Recipient(phone="+15555550100"))
 
     async with running_node(tmp_path, clients={Channel.SMS: Switchable(up=False)}, **settings) as herald:
         nid = (await herald.ingress.accept(request)).notification_id

@@ -67,7 +67,7 @@ class ScriptedSms:
 
 
 def sms(user: str) -> NotificationRequest:
-    return NotificationRequest(user, [Channel.SMS], Content(sms=SmsContent("hi")), to=Recipient(phone="+15555550100"))
+    return NotificationRequest(user_id=user, channels=[Channel.SMS], content=Content(sms=SmsContent("hi")), to=Recipient(phone="+15555550100"))
 
 
 async def statuses(herald, ids):

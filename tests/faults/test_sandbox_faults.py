@@ -36,7 +36,7 @@ def clock(mock_clock):
 
 
 def sms(user: str, text: str = "hi") -> NotificationRequest:
-    return NotificationRequest(user, [Channel.SMS], Content(sms=SmsContent(text)), to=Recipient(phone="+15555550100"))
+    return NotificationRequest(user_id=user, channels=[Channel.SMS], content=Content(sms=SmsContent(text)), to=Recipient(phone="+15555550100"))
 
 
 def settings(**extra):
@@ -181,7 +181,7 @@ async def test_a_permanent_fault_fails_at_once_and_leaves_the_breaker_closed(tmp
 
 async def test_latency_holds_each_call_for_as_long_as_it_says(tmp_path, clock):
     async with running_node(tmp_path, **settings(faults={"push": {"latency_ms": 2000}})) as herald:
-        request = NotificationRequest("dana", [Channel.PUSH], Content(push=PushContent(title="t")), to=Recipient(device_token="tok-1"))
+        request = NotificationRequest(user_id="dana", channels=[Channel.PUSH], content=Content(push=PushContent(title="t")), to=Recipient(device_token="tok-1"))
         start = trio.current_time()
         ids = [(await herald.ingress.accept(request)).notification_id for _ in range(3)]
         for nid in ids:

@@ -4,6 +4,7 @@ import msgspec
 import pytest
 from hypothesis import given, strategies as st
 
+from actors.ingress import topic_send_problem
 from protocol.api import NotificationRequest
 from protocol.channels import Channel
 from protocol.content import Content, WebContent
@@ -68,7 +69,7 @@ def test_frames_are_tagged():
         (b'{"user_id": "u", "channels": ["web"], "content": {"web": {"title": ""}}}', "content.web.title"),
         (b'{"user_id": "u", "channels": ["web"], "content": {}, "extra": 1}', "extra"),
         (b'{"user_id": "u", "channels": ["sms"], "content": {}, "to": {"phone": "555"}}', "to.phone"),
-        (b'{"channels": ["web"], "content": {}}', "user_id"),
+        (b'{"topic": "Not A Topic", "channels": ["web"], "content": {}}', "topic"),
     ],
 )
 def test_validation_errors_name_the_field(body, field):
@@ -77,3 +78,18 @@ def test_validation_errors_name_the_field(body, field):
     problem = invalid(str(info.value))
     assert problem.status == 400
     assert problem.errors[0].field == field, problem
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"channels": ["web"], "content": {}}', "user_id"),  # neither user_id nor topic
+        (b'{"user_id": "u", "topic": "t", "channels": ["web"], "content": {}}', "topic"),
+        (b'{"topic": "t", "channels": ["sms"], "content": {}, "to": {"phone": "+15555550100"}}', "to"),
+    ],
+)
+def test_a_send_names_exactly_one_audience(body, field):
+    """What the schema cannot say (exactly one of user_id and topic; no `to` with a topic): the Ingress's 422."""
+    problem = topic_send_problem(msgspec.json.decode(body, type=NotificationRequest))
+    assert problem is not None and problem.status == 422 and problem.errors[0].field == field, problem
+    assert topic_send_problem(msgspec.json.decode(b'{"topic": "t", "channels": ["web"]}', type=NotificationRequest)) is None

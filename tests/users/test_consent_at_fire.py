@@ -87,12 +87,12 @@ def prefs(**changes) -> Preferences:
 
 
 def email(category: str | None = "marketing", priority: Priority = Priority.NORMAL, to: Recipient | None = None) -> NotificationRequest:
-    return NotificationRequest(USER, [Channel.EMAIL], Content(email=EmailContent("Sale", text="50% off")), to=to,
+    return NotificationRequest(user_id=USER, channels=[Channel.EMAIL], content=Content(email=EmailContent("Sale", text="50% off")), to=to,
                                category=category, priority=priority)
 
 
 def sms(priority: Priority = Priority.NORMAL) -> NotificationRequest:
-    return NotificationRequest(USER, [Channel.SMS], Content(sms=SmsContent("hello")), priority=priority)
+    return NotificationRequest(user_id=USER, channels=[Channel.SMS], content=Content(sms=SmsContent("hello")), priority=priority)
 
 
 async def accept(herald, request: NotificationRequest) -> str:

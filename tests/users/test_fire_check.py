@@ -51,7 +51,7 @@ recipients = st.none() | st.builds(
 
 def request(channel: Channel, to: Recipient | None, category: str | None, priority: Priority) -> NotificationRequest:
     part = Content(**{channel.value: getattr(CONTENT, channel.value)})
-    return NotificationRequest("alice", [channel], part, to=to, category=category, priority=priority)
+    return NotificationRequest(user_id="alice", channels=[channel], content=part, to=to, category=category, priority=priority)
 
 
 def planned(req: NotificationRequest, then: Profile, at_ms: int, zone: dt.tzinfo) -> Delivery | None:

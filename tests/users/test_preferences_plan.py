@@ -37,7 +37,7 @@ CONTENT = Content(
 
 def request(*channels: Channel, **kw: object) -> NotificationRequest:
     parts = {c.value: getattr(CONTENT, c.value) for c in channels}
-    return NotificationRequest("alice", list(channels), Content(**parts), **kw)  # type: ignore[arg-type]
+    return NotificationRequest(user_id="alice", channels=list(channels), content=Content(**parts), **kw)  # type: ignore[arg-type]
 
 
 def test_check_preferences_names_the_field() -> None:

@@ -40,7 +40,7 @@ def hhmm(moment: dt.datetime) -> str:
 
 def notification(priority: Priority) -> NotificationRequest:
     return NotificationRequest(
-        "night-owl", [Channel.SMS, Channel.PUSH], Content(sms=SmsContent("hello"), push=PushContent("hello")), priority=priority,
+        user_id="night-owl", channels=[Channel.SMS, Channel.PUSH], content=Content(sms=SmsContent("hello"), push=PushContent("hello")), priority=priority,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence, TypeVar
 
-from reactor.ports import DeadLetter, DlqFilter, Scheduled
+from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
 
 from .sqlite import SqliteBacked
 
@@ -52,6 +52,25 @@ CREATE TABLE IF NOT EXISTS send_ledger (
     status TEXT NOT NULL,
     PRIMARY KEY (notification_id, channel)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topic_subscribers (
+    topic TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (topic, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fanouts (
+    id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    request BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    cursor TEXT NOT NULL DEFAULT '',
+    expanded INTEGER NOT NULL DEFAULT 0,
+    counts BLOB NOT NULL DEFAULT X'7B7D',
+    done_ms INTEGER,
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS fanouts_open ON fanouts (created_ms, id) WHERE done_ms IS NULL;
 """
 
 
@@ -119,6 +138,14 @@ def _migrate_scheduled(db: sqlite3.Connection) -> None:
 
 def _scheduled(row: tuple[Any, ...]) -> Scheduled:
     return Scheduled(row[0], row[1], row[2], bytes(row[3]), bytes(row[4]))
+
+
+_FANOUT_COLUMNS = "id, topic, request, created_ms, total, cursor, expanded, counts, done_ms"
+
+
+def _fanout(row: tuple[Any, ...]) -> FanoutJob:
+    return FanoutJob(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], row[6], bytes(row[7]), row[8])
+
 
 
 class SqliteStore(SqliteBacked):
@@ -263,3 +290,60 @@ class SqliteStore(SqliteBacked):
             "INSERT OR IGNORE INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?)",
             (notification_id, channel, at_ms, status),
         ))
+
+    # -- topics
+
+    async def add_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:
+        rows = [(topic, u) for u in dict.fromkeys(user_ids)]
+        return await self._transaction(
+            lambda db: db.executemany("INSERT OR IGNORE INTO topic_subscribers (topic, user_id) VALUES (?, ?)", rows).rowcount
+        )
+
+    async def remove_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:
+        rows = [(topic, u) for u in dict.fromkeys(user_ids)]
+        return await self._transaction(
+            lambda db: db.executemany("DELETE FROM topic_subscribers WHERE topic = ? AND user_id = ?", rows).rowcount
+        )
+
+    async def subscribers(self, topic: str, after: str, limit: int) -> list[str]:
+        rows = await self._read(lambda db: db.execute(
+            "SELECT user_id FROM topic_subscribers WHERE topic = ? AND user_id > ? ORDER BY user_id LIMIT ?", (topic, after, limit)
+        ).fetchall())
+        return [str(r[0]) for r in rows]
+
+    async def subscriber_count(self, topic: str) -> int:
+        row = await self._read(lambda db: db.execute("SELECT count(*) FROM topic_subscribers WHERE topic = ?", (topic,)).fetchone())
+        return int(row[0])
+
+    async def add_fanout(self, job: FanoutJob) -> None:
+        await self._grouped(lambda db: db.execute(
+            f"INSERT OR IGNORE INTO fanouts ({_FANOUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.topic, job.request, job.created_ms, job.total, job.cursor, job.expanded, job.counts, job.done_ms),
+        ))
+
+    async def fanout(self, job_id: str) -> FanoutJob | None:
+        row = await self._read(lambda db: db.execute(f"SELECT {_FANOUT_COLUMNS} FROM fanouts WHERE id = ?", (job_id,)).fetchone())
+        return None if row is None else _fanout(row)
+
+    async def claim_fanout(self, owner: str, now_ms: int, lease_ms: int) -> FanoutJob | None:
+        def claim(db: sqlite3.Connection) -> FanoutJob | None:
+            row = db.execute(
+                f"SELECT {_FANOUT_COLUMNS} FROM fanouts INDEXED BY fanouts_open WHERE done_ms IS NULL"
+                " AND (lease_until <= ? OR owner = ?) ORDER BY created_ms, id LIMIT 1", (now_ms, owner),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE fanouts SET owner = ?, lease_until = ? WHERE id = ?", (owner, now_ms + lease_ms, row[0]))
+            return _fanout(row)
+
+        return await self._transaction(claim)
+
+    async def checkpoint_fanout(self, owner: str, job: FanoutJob, now_ms: int, lease_ms: int) -> bool:
+        def checkpoint(db: sqlite3.Connection) -> bool:
+            return db.execute(
+                "UPDATE fanouts SET cursor = ?, expanded = ?, counts = ?, done_ms = ?, lease_until = ?"
+                " WHERE id = ? AND owner = ?",
+                (job.cursor, job.expanded, job.counts, job.done_ms, now_ms + lease_ms, job.id, owner),
+            ).rowcount == 1
+
+        return await self._transaction(checkpoint)

@@ -10,7 +10,7 @@ import trio
 from reactor.backends.embedded import SqliteStore
 from reactor.backends.embedded.sqlite import SqliteBacked
 from reactor.backends.embedded.store import _DLQ_COLUMNS, _dead_letter, _migrate_scheduled, _where
-from reactor.ports import DeadLetter, DlqFilter, Scheduled
+from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
 from tests.conformance.backends import Factory, sqlite
 
 
@@ -181,6 +181,62 @@ class NextDueIgnoresLeases(SqliteStore):
         return None if row[0] is None else int(row[0])
 
 
+# -- topics and fan-out jobs ------------------------------------------------------------------
+
+
+class SkipsARowAtAPageBoundary(SqliteStore):
+    """Pages with OFFSET 1 past the cursor, as if the cursor's own row were in the range: the first row of each later page is lost."""
+
+    async def subscribers(self, topic: str, after: str, limit: int) -> list[str]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT user_id FROM topic_subscribers WHERE topic = ? AND user_id > ? ORDER BY user_id LIMIT ? OFFSET ?",
+            (topic, after, limit, 1 if after else 0),
+        ).fetchall())
+        return [str(r[0]) for r in rows]
+
+
+class DeleteLeavesARow(SqliteStore):
+    """Removes the ids one statement each but stops at the first that was not subscribed."""
+
+    async def remove_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:
+        def remove(db: sqlite3.Connection) -> int:
+            removed = 0
+            for user in user_ids:
+                count = db.execute("DELETE FROM topic_subscribers WHERE topic = ? AND user_id = ?", (topic, user)).rowcount
+                if count == 0:
+                    break
+                removed += count
+            return removed
+
+        return await self._transaction(remove)
+
+
+class CountsRepeatedSubscribers(SqliteStore):
+    async def add_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:
+        await super().add_subscribers(topic, user_ids)
+        return len(user_ids)
+
+
+class ClaimsALeasedFanout(SqliteStore):
+    """Forgets the lease: two workers expand one topic send at once."""
+
+    async def claim_fanout(self, owner: str, now_ms: int, lease_ms: int) -> FanoutJob | None:
+        await self._run(lambda db: db.execute("UPDATE fanouts SET lease_until = 0"))
+        return await super().claim_fanout(owner, now_ms, lease_ms)
+
+
+class CheckpointIgnoresTheOwner(SqliteStore):
+    """A worker whose lease was taken over still writes its checkpoint: the new owner's progress goes back or forth."""
+
+    async def checkpoint_fanout(self, owner: str, job: FanoutJob, now_ms: int, lease_ms: int) -> bool:
+        def write(db: sqlite3.Connection) -> bool:
+            db.execute("UPDATE fanouts SET cursor = ?, expanded = ?, counts = ?, done_ms = ? WHERE id = ?",
+                       (job.cursor, job.expanded, job.counts, job.done_ms, job.id))
+            return True
+
+        return await self._transaction(write)
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "store.sqlite3")
     for kind in (
@@ -188,6 +244,7 @@ VARIANTS: dict[str, Factory[Any]] = {
         ResolvesEveryChannel, DiscardCountsWhatWasAsked, SchedulingAgainKeepsTheFirstEntry, ScheduledInIdOrder,
         ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerWritesBehind, LedgerIgnoresTheChannel, RacyMetaPut,
         HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
+        SkipsARowAtAPageBoundary, DeleteLeavesARow, CountsRepeatedSubscribers, ClaimsALeasedFanout, CheckpointIgnoresTheOwner,
     )
 }
 
@@ -199,4 +256,9 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "ClaimsInTwoSteps": ("concurrent_claimers_never_get_one_entry_twice",),
     "NextDueIgnoresLeases": ("next_due_counts_the_end_of_a_lease",),
     "LedgerWritesBehind": ("concurrent_ledger_writes_are_each_there_once_acknowledged",),
+    "SkipsARowAtAPageBoundary": ("subscribers_page_by_user_id_each_once",),
+    "DeleteLeavesARow": ("unsubscribe_removes_exactly_those_users",),
+    "CountsRepeatedSubscribers": ("subscribers_page_by_user_id_each_once",),
+    "ClaimsALeasedFanout": ("fanout_jobs_are_claimed_oldest_first_by_one_owner_at_a_time",),
+    "CheckpointIgnoresTheOwner": ("a_checkpoint_is_kept_only_for_the_jobs_owner",),
 }

@@ -17,11 +17,12 @@ goes to no other owner until its lease ends, and the next due time counts leases
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import trio
 
-from reactor.ports import DeadLetter, DlqFilter, Scheduled
+from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
 from tests.conformance.backends import Harness
 
 
@@ -331,3 +332,97 @@ async def check_concurrent_claimers_never_get_one_entry_twice(h: Harness[Any]) -
                 nursery.start_soon(claimer, one, f"one-{n}")
                 nursery.start_soon(claimer, other, f"other-{n}")
         assert sum(got.values()) == count and len(got) == count, [i for i, n in got.items() if n > 1][:5]
+
+
+# -- topics: subscriptions (paged by user id) and the fan-out jobs of topic sends (actors/fanout.py)
+
+
+async def all_subscribers(store: Any, topic: str, limit: int) -> list[str]:
+    """Every page of a topic's subscribers, following the last id as the cursor."""
+    got: list[str] = []
+    after = ""
+    while page := await store.subscribers(topic, after, limit):
+        assert len(page) <= limit, f"a page of {len(page)} with limit {limit}"
+        assert page == sorted(page) and page[0] > after, f"the page after {after!r} is not in user id order above it: {page[:3]}"
+        got += page
+        after = page[-1]
+    return got
+
+
+async def check_subscribers_page_by_user_id_each_once(h: Harness[Any]) -> None:
+    users = [f"u{i:03d}" for i in range(23)]
+    async with h.open() as store:
+        assert await store.add_subscribers("news", list(reversed(users))) == 23
+        assert await store.add_subscribers("news", ["u000", "u000", "new"]) == 1  # repeats count once; only `new` is new
+        await store.add_subscribers("other", ["u001", "zz"])
+        assert await store.subscriber_count("news") == 24
+        for limit in (1, 5, 23, 24, 100):  # boundaries on, before and after the last row
+            assert await all_subscribers(store, "news", limit) == sorted([*users, "new"]), f"paging by {limit}"
+        assert await all_subscribers(store, "nobody", 10) == []
+
+
+async def check_unsubscribe_removes_exactly_those_users(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.add_subscribers("t", ["a", "b", "c", "d"])
+        await store.add_subscribers("t2", ["a", "b"])
+        assert await store.remove_subscribers("t", ["b", "never", "d", "b"]) == 2
+        assert await store.remove_subscribers("t", ["b"]) == 0
+        assert await all_subscribers(store, "t", 10) == ["a", "c"]
+        assert await all_subscribers(store, "t2", 10) == ["a", "b"], "another topic's subscriptions stay"
+        assert await store.subscriber_count("t") == 2
+
+
+async def check_a_subscriber_added_behind_the_cursor_does_not_shift_the_pages(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.add_subscribers("t", [f"u{i}" for i in range(10)])
+        first = await store.subscribers("t", "", 4)
+        await store.add_subscribers("t", ["a-before-all"])  # sorts before the cursor: a fan-out under way skips it
+        await store.remove_subscribers("t", [first[0]])
+        rest: list[str] = []
+        after = first[-1]
+        while page := await store.subscribers("t", after, 4):
+            rest += page
+            after = page[-1]
+        assert first + rest == [f"u{i}" for i in range(10)], "every subscriber after the cursor comes once, none before it"
+
+
+def job(job_id: str, created_ms: int, topic: str = "news") -> FanoutJob:
+    return FanoutJob(job_id, topic, b'{"topic": "%s"}' % topic.encode(), created_ms, 7)
+
+
+async def check_fanout_jobs_are_claimed_oldest_first_by_one_owner_at_a_time(h: Harness[Any]) -> None:
+    async with h.open() as one, h.open() as other:
+        await one.add_fanout(job("j2", T0 + 2))
+        await one.add_fanout(job("j1", T0 + 1))
+        await one.add_fanout(FanoutJob("j1", "changed", b"{}", T0 + 9, 99))  # a second add keeps the first
+        assert await other.fanout("j1") == job("j1", T0 + 1)
+        claimed = await one.claim_fanout("n1", T0, LEASE)
+        assert claimed == job("j1", T0 + 1)
+        second = await other.claim_fanout("n2", T0 + 1, LEASE)
+        assert second is not None and second.id == "j2", "a leased job goes to no other owner: the next one does"
+        assert await other.claim_fanout("n3", T0 + LEASE - 1, LEASE) is None
+        again = await one.claim_fanout("n1", T0 + 5, LEASE)
+        assert again is not None and again.id == "j1", "its owner takes it back (a restart in place)"
+        taken = await other.claim_fanout("n3", T0 + 5 + LEASE, LEASE)
+        assert taken is not None and taken.id == "j1", "claimable again once the lease ended"
+
+
+async def check_a_checkpoint_is_kept_only_for_the_jobs_owner(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.add_fanout(job("j", T0))
+        claimed = await store.claim_fanout("n1", T0, LEASE)
+        assert claimed is not None
+        step = replace(claimed, cursor="u042", expanded=43, counts=b'{"sms":{"queued":43}}')
+        assert await store.checkpoint_fanout("n1", step, T0 + 10, LEASE)
+        assert await store.fanout("j") == step
+        assert await store.claim_fanout("n2", T0 + 10 + LEASE - 1, LEASE) is None, "a checkpoint renews the lease"
+        taken = await store.claim_fanout("n2", T0 + 10 + LEASE, LEASE)
+        assert taken == step, "a new owner resumes from the last checkpoint"
+        assert not await store.checkpoint_fanout("n1", replace(step, cursor="u099", expanded=100), T0 + 20 + LEASE, LEASE), (
+            "the old owner's checkpoint after a takeover is refused"
+        )
+        assert await store.fanout("j") == step
+        done = replace(step, cursor="u099", expanded=100, done_ms=T0 + 30 + LEASE)
+        assert await store.checkpoint_fanout("n2", done, T0 + 30 + LEASE, LEASE)
+        assert await store.fanout("j") == done
+        assert await store.claim_fanout("n2", T0 + 100 * LEASE, LEASE) is None, "a finished job is never claimed"
