@@ -45,12 +45,14 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from protocol.api import CircuitView
-from protocol.channels import Channel
+from protocol.channels import Channel, Lane
 from protocol.lifecycle import Status
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.ask import ActorCrashed
@@ -111,18 +113,33 @@ class OpenGate:
         return GateView("none", 0, 0, 0, math.inf, math.inf, math.inf, 0, 0, {}, None)
 
 
+@dataclass(frozen=True)
+class _LaneSlots:
+    holding: trio.Semaphore  # attempts of the lane taken from its mailbox and not answered
+    running: trio.Semaphore | None  # the lane's own cap on running attempts (bulk: max_in_flight - critical_reserve)
+
+
+def _slot(semaphore: trio.Semaphore | None) -> AbstractAsyncContextManager[object]:
+    return semaphore if semaphore is not None else nullcontext()
+
+
 class Provider:
     def __init__(
         self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None,
         devices: Devices | None = None, queries: Mailbox[CircuitQuery] | None = None, max_in_flight: int = 1,
+        critical: Mailbox[Attempt] | None = None, critical_reserve: int = 0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
+        if not 0 <= critical_reserve < max_in_flight:
+            raise ValueError(f"critical_reserve must be from 0 to max_in_flight - 1 ({max_in_flight - 1}), got {critical_reserve!r}")
         self.channel = channel
         self.queries = queries
         self.devices = devices  # push: where unregistered tokens are removed
         self.client = client
-        self.mailbox = mailbox
+        self.mailbox = mailbox  # the bulk lane's attempts (and every lane's, when there is no `critical` mailbox)
+        self.critical = critical  # the critical lane's attempts: read beside `mailbox`, never behind its backlog
+        self.critical_reserve = critical_reserve  # slots bulk attempts may not take: at most max_in_flight - this run bulk
         self.ledger = ledger
         self.gate: Gate = gate or OpenGate()
         self.max_in_flight = max_in_flight
@@ -131,7 +148,8 @@ class Provider:
         self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
         self.in_flight = 0  # attempts running now (at most max_in_flight)
         self.peak_in_flight = 0
-        self._queues: dict[str, deque[Attempt]] = {}  # user id -> that user's attempts taken, in order; its head runs
+        # (user id, lane) -> that user's attempts of that lane taken, in order; its head runs (per-user order is per lane)
+        self._queues: dict[tuple[str, Lane], deque[Attempt]] = {}
         self._held = 0  # attempts taken from the mailbox and not answered (running or queued)
 
     @property
@@ -140,53 +158,68 @@ class Provider:
         return self._held - self.in_flight
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # Taken from the mailbox: at most 2 x max_in_flight (running, or waiting for their user or a slot).
-        holding = trio.Semaphore(2 * self.max_in_flight)
+        # Taken from each lane's mailbox: at most 2 x max_in_flight (running, or waiting for their user or a slot).
         running = trio.Semaphore(self.max_in_flight)
+        lanes = {
+            Lane.BULK: _LaneSlots(trio.Semaphore(2 * self.max_in_flight), trio.Semaphore(self.max_in_flight - self.critical_reserve)),
+            Lane.CRITICAL: _LaneSlots(trio.Semaphore(2 * self.max_in_flight), None),
+        }
         task_status.started()
         failure: list[Exception] = []  # the Provider's own error, raised by one user's task: the actor crashes with it
         try:
             async with trio.open_nursery() as nursery:
-                async for attempt in self.mailbox:
-                    await holding.acquire()
-                    self._held += 1
-                    user = attempt.delivery.user_id
-                    queue = self._queues.get(user)
-                    if queue is not None:  # the user has one running or waiting: this one goes after it
-                        queue.append(attempt)
-                        continue
-                    self._queues[user] = deque([attempt])
-                    nursery.start_soon(self._serve_user, user, holding, running, failure, nursery.cancel_scope)
+                if self.critical is not None:
+                    nursery.start_soon(self._take, self.critical, lanes, running, failure, nursery)
+                await self._take(self.mailbox, lanes, running, failure, nursery)
             if failure:
                 raise failure[0]
         finally:
             self._interrupt_held()
             await self.gate.release()  # the unspent slice goes back to the provider's other workers
 
-    async def _serve_user(
-        self, user: str, holding: trio.Semaphore, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
+    async def _take(
+        self, mailbox: Mailbox[Attempt], lanes: dict[Lane, _LaneSlots], running: trio.Semaphore, failure: list[Exception],
+        nursery: trio.Nursery,
     ) -> None:
-        """Work through one user's queue, one attempt at a time; the queue is dropped once empty."""
-        queue = self._queues[user]
+        """Read one mailbox (a lane's): each attempt joins its user's queue in its lane, or starts one."""
+        async for attempt in mailbox:
+            delivery = attempt.delivery
+            lane = delivery.priority.lane
+            slots = lanes[lane]
+            await slots.holding.acquire()
+            self._held += 1
+            key = (delivery.user_id, lane)
+            queue = self._queues.get(key)
+            if queue is not None:  # the user has one running or waiting in this lane: this one goes after it
+                queue.append(attempt)
+                continue
+            self._queues[key] = deque([attempt])
+            nursery.start_soon(self._serve_user, key, slots, running, failure, nursery.cancel_scope)
+
+    async def _serve_user(
+        self, key: tuple[str, Lane], slots: _LaneSlots, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
+    ) -> None:
+        """Work through one user's queue of one lane, one attempt at a time; the queue is dropped once empty."""
+        queue = self._queues[key]
         while queue:
             attempt = queue[0]
-            async with running:
+            async with _slot(slots.running), running:  # bulk: a bulk slot first, so `critical_reserve` slots stay free
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     outcome = await self._attempt(attempt)
                 except Exception as exc:
                     log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
-                    self._answered(queue, holding)
+                    self._answered(queue, slots.holding)
                     attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
                     failure.append(exc)
                     scope.cancel()  # the others are interrupted; run raises this error
                     return
                 finally:
                     self.in_flight -= 1
-            self._answered(queue, holding)
+            self._answered(queue, slots.holding)
             attempt.reply.send(outcome)
-        del self._queues[user]
+        del self._queues[key]
 
     def _answered(self, queue: deque[Attempt], holding: trio.Semaphore) -> None:
         queue.popleft()

@@ -22,6 +22,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from actors.services.gate import ResilienceGate
+from protocol.channels import Lane
 from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
 from reactor.gate_state import LeasedBucket, SharedBreaker
@@ -302,17 +303,18 @@ def test_the_real_shared_state_passes_the_hunting_settings_too() -> None:
 class CountsAUsedSliceAsUnused(ResilienceGate):
     """Takes a fresh slice without counting the old one: gives back the whole slice, spent tokens too."""
 
-    async def _lease_slice(self) -> float:
+    async def _lease_slice(self, lane: Lane = Lane.BULK) -> float:
         if self._slice is not None:
             self._slice.tokens = self._granted
-        wait = await super()._lease_slice()
+        wait = await super()._lease_slice(lane)
         self._granted = self._slice.tokens if self._slice is not None else 0
         return wait
 
 
 class SpendsAnExpiredSlice(ResilienceGate):
-    def _slice_usable(self, now: float) -> bool:
-        return self._slice is not None and self._slice.tokens > 0
+    def _slice_usable(self, now: float, lane: Lane = Lane.BULK) -> bool:
+        held = self._slices[lane]
+        return held is not None and held.tokens > 0
 
 
 class ProbeHeldByTheWorker(ResilienceGate):
@@ -339,8 +341,8 @@ class TrustsAnOldView(ResilienceGate):
 
 class ForgetsToSubtractLeases(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         bucket = self._leased_buckets[key]
         bucket.free = min(bucket.capacity, bucket.free + answer.granted)
         return answer

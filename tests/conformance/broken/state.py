@@ -151,25 +151,25 @@ class ForgetsLeasedTokens(MemoryState):
     """Refills over tokens out on lease: a take-tokens bucket with a lease id bolted on."""
 
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         self._leased_buckets[key].leases.clear()
         return answer
 
 
 class TakesBackExpiredLeases(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         bucket = self._leased_buckets.get(key)
         if give_back is not None and bucket is not None and give_back[0] not in bucket.leases:
             bucket.free = min(bucket.capacity, bucket.free + give_back[1])
-        return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+        return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
 
 
 class ReusesLeaseIds(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         bucket = self._leased_buckets[key]
         if answer.granted and len(bucket.leases) == 1:  # numbering starts again whenever nothing is out
             bucket.next_id = 1
@@ -180,10 +180,10 @@ class RefusesInsteadOfReserving(MemoryState):
     """An empty bucket answers "come back later": the waiting callers then all wake at once and race."""
 
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         if answer.wait_s > 0 and answer.granted:
-            return await super().lease_tokens(key, 0, capacity, refill_per_s, lease_s, (answer.lease_id, answer.granted))
+            return await super().lease_tokens(key, 0, capacity, refill_per_s, lease_s, (answer.lease_id, answer.granted), reserve)
         return answer
 
 
