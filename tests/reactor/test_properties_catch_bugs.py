@@ -197,9 +197,9 @@ def test_the_real_breaker_passes_the_hunting_settings_too() -> None:
 class ForgetsToSubtractLeasedTokens(LeasedBucket):
     """Grants a slice but leaves the free tokens as they were."""
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         before = self.free
-        answer = super().lease(want, lease_s, now, give_back)
+        answer = super().lease(want, lease_s, now, give_back, reserve)
         if answer.granted:
             self.free = min(before, self.capacity)
         return answer
@@ -215,18 +215,18 @@ class RefillsOverLeasedTokens(LeasedBucket):
 class TakesBackAnyGiveBack(LeasedBucket):
     """Adds whatever a worker gives back, also for a lease that expired (its tokens were freed already)."""
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         if give_back is not None and give_back[0] not in self.leases:
             self._advance(now)
             self.free += max(give_back[1], 0)
-        return super().lease(want, lease_s, now, give_back)
+        return super().lease(want, lease_s, now, give_back, reserve)
 
 
 class EndsLeasesEarly(LeasedBucket):
     """A lease ends at half its time: the worker still spends a slice the bucket counts as free again."""
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
-        return super().lease(want, lease_s / 2, now, give_back)
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        return super().lease(want, lease_s / 2, now, give_back, reserve)
 
 
 class WaitsTooLittle(LeasedBucket):
@@ -234,8 +234,26 @@ class WaitsTooLittle(LeasedBucket):
         return super().time_until(n, now) * 0.9
 
 
+class TakesTheReserve(LeasedBucket):
+    """A bulk lease (with a reserve) is served as a critical one: it takes the last tokens, and reserves."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        return super().lease(want, lease_s, now, give_back)
+
+
+class BulkReservesAhead(LeasedBucket):
+    """A bulk lease that finds nothing above the reserve reserves a slice ahead (a debt the critical lane waits behind)."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = super().lease(want, lease_s, now, give_back, reserve)
+        if reserve and want and not answer.granted and math.isfinite(answer.wait_s):
+            return super().lease(want, lease_s, now)
+        return answer
+
+
 @pytest.mark.parametrize(
-    "broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle],
+    "broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle,
+               TakesTheReserve, BulkReservesAhead],
 )
 def test_leased_bucket_machine_catches(broken: type[LeasedBucket]) -> None:
     with pytest.raises(AssertionError):

@@ -187,6 +187,14 @@ class RefusesInsteadOfReserving(MemoryState):
         return answer
 
 
+class IgnoresTheReserve(MemoryState):
+    """Bulk leases take the critical lane's reserve as if there were none."""
+
+    async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+
+
 class AdmitsAProbePerOwner(MemoryState):
     async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
         shared = self._breaker(key)
@@ -255,7 +263,7 @@ VARIANTS: dict[str, Factory[Any]] = {
     **{
         kind.__name__: _in_memory(kind)
         for kind in (
-            ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving, AdmitsAProbePerOwner,
+            ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving, IgnoresTheReserve, AdmitsAProbePerOwner,
             KeepsADeadProbersSlot, CountsFailuresPerOwner,
             RecentListsUnbounded, RecentListsNeverExpire, RecentTtlFromTheFirstAppend,
         )
@@ -268,6 +276,7 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "TakesBackExpiredLeases": ("an_expired_lease_frees_its_tokens_once_and_cannot_be_given_back",),
     "ReusesLeaseIds": ("lease_ids_are_never_reused",),
     "RefusesInsteadOfReserving": ("an_empty_bucket_reserves_and_callers_queue_up",),
+    "IgnoresTheReserve": ("a_lease_with_a_reserve_leaves_the_reserve_and_owes_nothing",),
     "AdmitsAProbePerOwner": ("half_open_admits_one_probe_across_all_owners",),
     "KeepsADeadProbersSlot": ("a_dead_probers_slot_frees_when_its_lease_ends",),
     "CountsFailuresPerOwner": ("failures_from_any_owners_open_the_breaker_and_it_refuses_while_open",),
