@@ -263,7 +263,7 @@ async def test_bulk_stops_at_the_token_reserve_and_critical_takes_the_last_token
     async with trio.open_nursery() as nursery:
         nursery.start_soon(admit, bulk_gate, normal, "bulk6")  # waits: the rest is the reserve
         nursery.start_soon(admit, other, normal, "bulk7")
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         for n in range(4):  # critical takes the reserve at once, on either worker, while bulk waits
             await admit(other if n % 2 else bulk_gate, critical, f"critical{n}")
     names = [name for name, _ in admitted]
