@@ -1,13 +1,20 @@
 """Provider: one per channel; owns the channel client, its token bucket and its breaker.
 
 It takes Attempts in mailbox order and answers each with an Outcome, running up to
-`max_in_flight` of them at once, but never two of one user's at once and each user's in
+`max_in_flight` of them at once, but never two of one user's (of one lane) at once and each user's in
 mailbox order (the consumers send a partition's records in bus order, and a user's records
 are all in one partition: so in bus order per user). Attempts wait in a queue per user id
 (`_queues`), and a user with nothing queued or in flight holds nothing; one task per queue
 works through it. At most `max_in_flight` attempts run, and at most `max_in_flight` more
 wait (for their user's turn or a free slot) before the mailbox is read again: backpressure
-flows to the consumers as before. The `Gate` holds
+flows to the consumers as before.
+
+Priority lanes (docs/reliability.md): the critical lane's attempts come on a mailbox of
+their own (`critical`), read beside the bulk one, and queue per (user, lane): per-user
+order is per lane, and a critical attempt never waits behind bulk ones in a mailbox or a
+user's queue. Bulk attempts run at most `max_in_flight - critical_reserve` at once, so
+`critical_reserve` slots are always there for critical ones (which may use every slot).
+The `Gate` holds
 rate limiting and circuit breaking: `admit` runs before the client is called (it waits
 as long as the bucket or an open breaker says), `settle` sees every outcome. The gate's
 bucket and breaker are shared, through the State, with the other workers of the same
