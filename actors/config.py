@@ -135,9 +135,10 @@ class Config:
         return min(slots - 1, math.floor(slots * self.lane_reserve_in_flight))
 
     def critical_tokens_of(self, channel: Channel) -> int:
-        """Tokens of the channel's bucket the bulk lane leaves for the critical lane (below the capacity)."""
+        """Tokens of the channel's bucket the bulk lane leaves for the critical lane: at most capacity - 1, so bulk can
+        always get a whole token above it."""
         capacity = float(self.limits[channel.value]["capacity"])
-        return max(0, min(math.ceil(capacity) - 1, math.floor(capacity * self.lane_reserve_tokens)))
+        return max(0, min(math.floor(capacity) - 1, math.floor(capacity * self.lane_reserve_tokens)))
 
     def limits_of(self, channel: Channel) -> Limits:
         from reactor.circuit_breaker import BreakerConfig

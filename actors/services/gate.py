@@ -117,8 +117,9 @@ class ResilienceGate:
         self, channel: str, limits: Limits, state: State, settings: GateSettings | None = None, owner: str | None = None,
         critical_reserve: int = 0,
     ) -> None:
-        if not 0 <= critical_reserve < limits.capacity:
-            raise ValueError(f"critical_reserve must be from 0 to below the bucket capacity ({limits.capacity}), got {critical_reserve!r}")
+        if critical_reserve < 0 or (critical_reserve and critical_reserve + 1 > limits.capacity):
+            raise ValueError(f"critical_reserve must be from 0 to the bucket capacity - 1 ({limits.capacity} - 1): bulk needs a whole "
+                             f"token above it, got {critical_reserve!r}")
         self.channel = channel
         self.critical_reserve = critical_reserve  # tokens the bulk lane leaves in the shared bucket for the critical lane
         self.limits = limits

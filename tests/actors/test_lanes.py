@@ -76,6 +76,13 @@ def test_the_reserves_are_settings_with_bounds(tmp_path) -> None:
     assert config.critical_slots_of(Channel.SMS) == 2
     assert config.critical_slots_of(Channel.WEB) == 0  # one slot: bulk keeps it
     assert config.critical_tokens_of(Channel.SMS) == 5
+    # bulk always has a whole token above the reserve: a bucket of 2.5 with a share of 0.9 reserves 1, not 2
+    tight = config_for(tmp_path, lane_reserve_tokens=0.9, limits={"sms": {"capacity": 2.5}})
+    assert tight.critical_tokens_of(Channel.SMS) == 1
+    limits = Limits(2.5, 1.0, BreakerConfig())
+    ResilienceGate("sms", limits, MemoryState(), critical_reserve=1)
+    with pytest.raises(ValueError, match="critical_reserve"):
+        ResilienceGate("sms", limits, MemoryState(), critical_reserve=2)  # bulk would wait for ever
     assert load_config(env={"HERALD_LANE_RESERVE_IN_FLIGHT": "0.9"}).critical_slots_of(Channel.WEB) == 57
     for name, value in (("lane_reserve_in_flight", "1"), ("lane_reserve_tokens", "-0.1"), ("lane_reserve_tokens", "1.5")):
         with pytest.raises(ConfigError, match=f"HERALD_{name.upper()}: expected a number from 0 to below 1"):
