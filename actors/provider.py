@@ -72,6 +72,8 @@ from .services.gate import GateView
 
 log = logging.getLogger("herald.provider")
 
+BULK_LOOKUPS = 2  # the bulk lane's send-ledger lookups at the Store at once (a Store serves a few reads at once anyway)
+
 
 class ChannelClient(Protocol):
     """Talks to one provider. Returns the verdict (content it cannot send: PermanentFailure(dead_letter=True));
@@ -147,6 +149,7 @@ class Provider:
         self.mailbox = mailbox  # the bulk lane's attempts (and every lane's, when there is no `critical` mailbox)
         self.critical = critical  # the critical lane's attempts: read beside `mailbox`, never behind its backlog
         self.critical_reserve = critical_reserve  # slots bulk attempts may not take: at most max_in_flight - this run bulk
+        self._bulk_lookups = trio.Semaphore(BULK_LOOKUPS)  # bulk send-ledger lookups at the Store at once
         self.ledger = ledger
         self.gate: Gate = gate or OpenGate()
         self.max_in_flight = max_in_flight
@@ -270,7 +273,7 @@ class Provider:
         # A web frame is pushed again rather than suppressed: sessions drop an id they already
         # had, and after a restart a client may be resuming right now and need the push.
         if attempt.maybe_sent and self.channel is not Channel.WEB:
-            status = await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+            status = await self._sent_status(delivery)
             if status is not None:
                 self.suppressed += 1
                 return Sent(Status(status), "already sent (send ledger): not sent again")
@@ -293,6 +296,16 @@ class Provider:
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
         return outcome
+
+    async def _sent_status(self, delivery: Delivery) -> str | None:
+        """The send ledger's word on a maybe-sent delivery. The bulk lane's lookups go at most BULK_LOOKUPS at a time
+        (the Store serves a few reads at once anyway), so a critical lookup, which goes at once, finds
+        few bulk ones ahead of it at the Store, not every bulk attempt in flight (after a start, the first window of
+        every lane partition is maybe-sent)."""
+        if delivery.priority.lane is Lane.CRITICAL:
+            return await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+        async with self._bulk_lookups:
+            return await self.ledger.sent_status(delivery.notification_id, self.channel.value)
 
     def _client_raised(self, delivery: Delivery, exc: Exception) -> Outcome:
         """The outcome of an attempt whose client raised: transient I/O is retried, anything else is a crash."""

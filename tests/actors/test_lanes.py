@@ -249,6 +249,47 @@ def test_a_reserve_leaves_bulk_at_least_one_slot() -> None:
         Provider(Channel.SMS, Recording(), Mailbox("p", 1), MemoryLedger(), max_in_flight=2, critical_reserve=2)
 
 
+class ReadersLedger(MemoryLedger):
+    """A send ledger read through two readers taken in arrival order (as the embedded Store's); a read takes a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers = trio.Semaphore(2)
+        self.served: list[str] = []  # notification ids in the order their lookup got a reader
+
+    async def sent_status(self, notification_id: str, channel: str) -> str | None:
+        async with self.readers:
+            self.served.append(notification_id)
+            await trio.sleep(1)
+            return await super().sent_status(notification_id, channel)
+
+
+async def test_a_critical_send_ledger_lookup_is_not_queued_behind_the_bulk_lanes(autojump_clock) -> None:
+    """After a start every record of a lane's first window is maybe-sent: each attempt reads the send ledger first."""
+    ledger = ReadersLedger()
+    bulk_mb: Mailbox[Attempt] = Mailbox("provider:sms", 64)
+    critical_mb: Mailbox[Attempt] = Mailbox("provider:sms:critical", 8)
+    provider = Provider(Channel.SMS, Recording(), bulk_mb, ledger, max_in_flight=16, critical=critical_mb, critical_reserve=4)
+    replies = []
+    for n in range(24):
+        a, reply = attempt(f"bulk{n:03d}", f"user{n}", Priority.NORMAL)
+        replies.append(reply)
+        await bulk_mb.send(Attempt(a.delivery, reply, maybe_sent=True))
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(provider.run)
+            await trio.sleep(0.5)  # 12 bulk attempts run (16 slots, 4 reserved), each looking its delivery up
+            a, reply = attempt("critical", "someone", Priority.CRITICAL)
+            replies.append(reply)
+            await critical_mb.send(Attempt(a.delivery, reply, maybe_sent=True))
+            for reply in replies:
+                assert isinstance(await reply.wait(), Sent)
+            bulk_mb.close()
+            critical_mb.close()
+    # the two bulk lookups being served, then the critical one (not the 13th, behind every bulk attempt running)
+    assert ledger.served.index("critical") == 2, ledger.served[:6]
+
+
 # -- the gate: bulk stops at the token reserve, critical takes the last tokens --------------------------
 
 
