@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from protocol.channels import Channel
+from protocol.channels import Channel, Lane
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
@@ -136,6 +137,12 @@ class Storage:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _close_all(*mailboxes: Mailbox[Any]) -> None:
+    """Stop an actor that reads several mailboxes (a Provider: one per lane)."""
+    for mailbox in mailboxes:
+        mailbox.close()
 
 
 def default_clients(config: Config, backends: Backends, recent: RecentPushes) -> dict[Channel, ChannelClient]:
@@ -254,25 +261,30 @@ async def wire(
 
     if works:
         provider_mbs = {c: Mailbox[Attempt](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
+        # the critical lane's attempts: a mailbox of their own, never behind the bulk lane's backlog (docs/reliability.md)
+        critical_mbs = {c: Mailbox[Attempt](f"provider:{c.value}:critical", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
         query_mbs = {c: Mailbox[CircuitQuery](f"provider:{c.value}:queries", 64, Overflow.FAIL_FAST) for c in Channel}
         # Sandbox clients get their fault setting; every client but web's has its calls logged (actors/clients/call_log.py).
         herald.sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, backends, recent), **(clients or {})}, config.faults_of)
         chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
                   for c, client in chosen.items()}
         herald.providers = {
-            c: Provider(c, chosen[c], provider_mbs[c], store, ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings()),
-                        devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c))
+            c: Provider(c, chosen[c], provider_mbs[c], store,
+                        ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings(), critical_reserve=config.critical_tokens_of(c)),
+                        devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
+                        critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c))
             for c in Channel
         }
         herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)
         retry = RetryPolicy(config.max_attempts, config.retry_initial_s, config.retry_max_s)
 
-        def consumer_factory(channel: Channel) -> Callable[[int], PartitionConsumer]:
-            def make(partition: int) -> PartitionConsumer:
+        def consumer_factory(channel: Channel) -> Callable[[Lane, int], PartitionConsumer]:
+            def make(lane: Lane, partition: int) -> PartitionConsumer:
+                provider_mb = critical_mbs[channel] if lane is Lane.CRITICAL else provider_mbs[channel]
                 return PartitionConsumer(
-                    bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
+                    bus, f"herald-{channel.value}", channel, partition, provider_mb, recorder_mb, scheduler_mb, store,
                     config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
-                    window=config.consumer_window, window_bytes=config.consumer_window_bytes,
+                    window=config.consumer_window, window_bytes=config.consumer_window_bytes, lane=lane,
                 )
 
             return make
@@ -298,7 +310,7 @@ async def wire(
     if works:
         for c, provider in herald.providers.items():
             delivery += [
-                ChildSpec(f"provider:{c.value}", provider.run, stop=provider_mbs[c].close),
+                ChildSpec(f"provider:{c.value}", provider.run, stop=partial(_close_all, provider_mbs[c], critical_mbs[c])),
                 ChildSpec(f"provider:{c.value}:queries", provider.answer_queries, stop=query_mbs[c].close),
             ]
     if delivery:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from protocol.channels import Channel
+from protocol.channels import LANES, Channel
 from protocol.parsing import parse_decimal, parse_integer
 from reactor.backends import SETTINGS as BACKEND_SETTINGS, BackendSettings, check_url
 
@@ -82,6 +82,10 @@ class Config:
     provider_max_in_flight: dict[str, int] = field(default_factory=_default_max_in_flight)
     fanout_batch: int = 500  # subscribers a topic send's fan-out expands per bus append and checkpoint (actors/fanout.py)
     fanout_lease_s: float = 30.0  # how long a worker holds a fan-out job between checkpoints before another may take it over
+    # Priority lanes (docs/reliability.md): the share of each Provider's slots and of each channel's token bucket the
+    # bulk lane (normal, low) leaves for the critical lane (critical, high); each a fraction from 0 to below 1.
+    lane_reserve_in_flight: float = 0.25
+    lane_reserve_tokens: float = 0.1
     max_attempts: int = 5
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -127,6 +131,17 @@ class Config:
     def max_in_flight_of(self, channel: Channel) -> int:
         return int(self.provider_max_in_flight[channel.value])
 
+    def critical_slots_of(self, channel: Channel) -> int:
+        """Provider slots the bulk lane leaves free (at most max_in_flight - 1: bulk always has one)."""
+        slots = self.max_in_flight_of(channel)
+        return min(slots - 1, math.floor(slots * self.lane_reserve_in_flight))
+
+    def critical_tokens_of(self, channel: Channel) -> int:
+        """Tokens of the channel's bucket the bulk lane leaves for the critical lane: at most capacity - 1, so bulk can
+        always get a whole token above it."""
+        capacity = float(self.limits[channel.value]["capacity"])
+        return max(0, min(math.floor(capacity) - 1, math.floor(capacity * self.lane_reserve_tokens)))
+
     def limits_of(self, channel: Channel) -> Limits:
         from reactor.circuit_breaker import BreakerConfig
 
@@ -145,7 +160,7 @@ class Config:
         """What reactor.backends.open_backends opens: a URL per port setting, the data dir, the bus's topics."""
         urls = {setting: str(getattr(self, setting)) for setting in BACKEND_SETTINGS}
         return BackendSettings(
-            urls, self.data_dir, {c.topic(): self.partitions_of(c) for c in Channel}, self.commit_linger_ms / 1000
+            urls, self.data_dir, {c.topic(lane): self.partitions_of(c) for c in Channel for lane in LANES}, self.commit_linger_ms / 1000
         )
 
     def faults_of(self, channel: Channel) -> FaultSpec:
@@ -181,6 +196,7 @@ _AT_LEAST_ONE = {
 }
 _MAXIMUM = {"port": 65535, "commit_linger_ms": 100, "fanout_batch": 10_000}
 _ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s", "fanout_lease_s"}  # durations that must not be 0
+_BELOW_ONE = {"lane_reserve_in_flight", "lane_reserve_tokens"}  # shares: from 0 to below 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -197,9 +213,11 @@ def _number(name: str, value: Any, integer: bool) -> Any:
     else:
         number = None
     low, high = (1 if name in _AT_LEAST_ONE else 0), _MAXIMUM.get(name)
-    if number is None or number < low or (high is not None and number > high) or (name in _ABOVE_ZERO and number == 0):
+    if (number is None or number < low or (high is not None and number > high) or (name in _ABOVE_ZERO and number == 0)
+            or (name in _BELOW_ONE and number >= 1)):
         kind = "an integer" if integer else "a number"
-        bounds = f"from {low} to {high}" if high is not None else "above 0" if name in _ABOVE_ZERO else f"of at least {low}"
+        bounds = (f"from {low} to {high}" if high is not None else "above 0" if name in _ABOVE_ZERO
+                  else "from 0 to below 1" if name in _BELOW_ONE else f"of at least {low}")
         spelling = "ASCII digits" if integer else "ASCII digits, optionally with a decimal point"
         prefix = f"{name}: " if "." in name else ""  # a nested key (limits.sms.capacity)
         raise ValueError(f"{prefix}expected {kind} {bounds} ({spelling}), got {value!r}")

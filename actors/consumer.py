@@ -67,7 +67,7 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from protocol.channels import Channel
+from protocol.channels import LANES, Channel, Lane
 from protocol.lifecycle import Status
 from protocol.messages import (
     AttemptRecord,
@@ -141,13 +141,15 @@ class PartitionConsumer:
         users: UserDirectory | None = None,
         window: int | None = None,
         window_bytes: int = 16 * 1024 * 1024,
+        lane: Lane = Lane.BULK,
     ) -> None:
         if batch < 1 or (window is not None and window < 1) or window_bytes < 1:
             raise ValueError(f"batch, window and window_bytes must be at least 1: {batch!r}, {window!r}, {window_bytes!r}")
         self.bus = bus
         self.group = group
         self.channel = channel
-        self.topic = channel.topic()
+        self.lane = lane  # retries and holds at fire go back to this lane's topic (self.topic)
+        self.topic = channel.topic(lane)
         self.partition = partition
         self.provider = provider
         self.recorder = recorder
@@ -401,15 +403,23 @@ class PartitionConsumer:
 
 
 class ConsumerGroup:
-    """Runs one supervised PartitionConsumer per partition the bus assigns to this member."""
+    """Runs one supervised PartitionConsumer per partition of the channel's lane topics the bus assigns to this member.
 
-    def __init__(self, bus: Bus, channel: Channel, make: Callable[[int], PartitionConsumer], policy: RestartPolicy) -> None:
+    One group (`herald-<channel>`) follows every lane's topic (docs/reliability.md, "Priority lanes"): each lane
+    partition has a consumer of its own, with its own finished-prefix commit, so a bulk backlog never stands
+    between a critical record and its fetch; the Provider gives the critical lane its own mailbox and reserved slots.
+    """
+
+    def __init__(
+        self, bus: Bus, channel: Channel, make: Callable[[Lane, int], PartitionConsumer], policy: RestartPolicy,
+    ) -> None:
         self.bus = bus
         self.channel = channel
-        self.make = make  # partition -> PartitionConsumer
+        self.make = make  # (lane, partition) -> PartitionConsumer
         self.policy = policy
         self.group = f"herald-{channel.value}"
-        self._running: dict[int, tuple[Supervisor, trio.CancelScope, trio.Event]] = {}
+        self.lanes = {channel.topic(lane): lane for lane in LANES}
+        self._running: dict[tuple[str, int], tuple[Supervisor, trio.CancelScope, trio.Event]] = {}
         self._stopping = trio.Event()
         self._scope: trio.CancelScope | None = None
 
@@ -427,36 +437,36 @@ class ConsumerGroup:
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as self._scope:
                 started = False
-                async with aclosing(self.bus.assignments(self.group, [self.channel.topic()])) as changes:
+                async with aclosing(self.bus.assignments(self.group, sorted(self.lanes))) as changes:
                     async for change in changes:
-                        for _, partition in sorted(change.revoked):
-                            await self._revoke(partition)
-                        for _, partition in sorted(change.assigned):
-                            await nursery.start(self._run_partition, partition)
+                        for topic_partition in sorted(change.revoked):
+                            await self._revoke(topic_partition)
+                        for topic, partition in sorted(change.assigned):
+                            await nursery.start(self._run_partition, topic, partition)
                         if not started:
                             task_status.started()
                             started = True
             if not started:
                 task_status.started()
 
-    async def _run_partition(self, partition: int, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
-        consumer = self.make(partition)
-        supervisor = Supervisor(
-            f"{self.group}/{partition}",
-            [ChildSpec(f"partition-{partition}", consumer.run, stop=consumer.stop)],
-            self.policy,
-        )
+    async def _run_partition(
+        self, topic: str, partition: int, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        lane = self.lanes[topic]
+        consumer = self.make(lane, partition)
+        name = f"{self.group}/{partition}" if lane is Lane.BULK else f"{self.group}/{lane.value}/{partition}"
+        supervisor = Supervisor(name, [ChildSpec(f"partition-{partition}", consumer.run, stop=consumer.stop)], self.policy)
         done = trio.Event()
         with trio.CancelScope() as scope:
-            self._running[partition] = (supervisor, scope, done)
+            self._running[topic, partition] = (supervisor, scope, done)
             try:
                 await supervisor.run(task_status=task_status)
             finally:
                 done.set()
-                self._running.pop(partition, None)
+                self._running.pop((topic, partition), None)
 
-    async def _revoke(self, partition: int) -> None:
-        entry = self._running.get(partition)
+    async def _revoke(self, topic_partition: tuple[str, int]) -> None:
+        entry = self._running.get(topic_partition)
         if entry is not None:
             supervisor, _, done = entry
             supervisor.stop()

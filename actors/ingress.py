@@ -24,7 +24,7 @@ import msgspec
 import trio
 
 from protocol.api import NotificationRequest, Receipt
-from protocol.channels import Channel
+from protocol.channels import LANES, Channel
 from protocol.content import header_errors
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
@@ -48,7 +48,7 @@ log = logging.getLogger("herald.ingress")
 
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
 _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
-_TOPIC = {channel: channel.topic() for channel in Channel}
+_TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
@@ -172,6 +172,7 @@ class SendPlanner:
         zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
         plans = plan_channels(request, profile, now, zone or dt.UTC)
         accepted = f"{TOPIC_SEND_PREFIX}{origin}" if origin else ""
+        lane = request.priority.lane  # critical and high: the critical lane (docs/reliability.md, "Priority lanes")
         for channel in request.channels:
             plan = plans[channel]
             delivery = Delivery(
@@ -194,10 +195,10 @@ class SendPlanner:
             elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
                 held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
                 entry_id = f"quiet:{nid}:{channel.value}"
-                batch.deferred.append(Scheduled(entry_id, plan.defer_until_ms, _TOPIC[channel], key, encode_delivery(held)))
+                batch.deferred.append(Scheduled(entry_id, plan.defer_until_ms, _TOPIC[channel, lane], key, encode_delivery(held)))
                 statuses = ((Status.ACCEPTED, accepted), (Status.QUEUED, f"quiet hours until {iso(plan.defer_until_ms)}"))
             else:
-                batch.items.append((_TOPIC[channel], key, encode_delivery(delivery)))
+                batch.items.append((_TOPIC[channel, lane], key, encode_delivery(delivery)))
                 statuses = ((Status.ACCEPTED, accepted), (Status.QUEUED, ""))
             for status, detail in statuses:
                 batch.events.append(StatusEvent(

@@ -1,13 +1,20 @@
 """Provider: one per channel; owns the channel client, its token bucket and its breaker.
 
 It takes Attempts in mailbox order and answers each with an Outcome, running up to
-`max_in_flight` of them at once, but never two of one user's at once and each user's in
+`max_in_flight` of them at once, but never two of one user's (of one lane) at once and each user's in
 mailbox order (the consumers send a partition's records in bus order, and a user's records
 are all in one partition: so in bus order per user). Attempts wait in a queue per user id
 (`_queues`), and a user with nothing queued or in flight holds nothing; one task per queue
 works through it. At most `max_in_flight` attempts run, and at most `max_in_flight` more
 wait (for their user's turn or a free slot) before the mailbox is read again: backpressure
-flows to the consumers as before. The `Gate` holds
+flows to the consumers as before.
+
+Priority lanes (docs/reliability.md): the critical lane's attempts come on a mailbox of
+their own (`critical`), read beside the bulk one, and queue per (user, lane): per-user
+order is per lane, and a critical attempt never waits behind bulk ones in a mailbox or a
+user's queue. Bulk attempts run at most `max_in_flight - critical_reserve` at once, so
+`critical_reserve` slots are always there for critical ones (which may use every slot).
+The `Gate` holds
 rate limiting and circuit breaking: `admit` runs before the client is called (it waits
 as long as the bucket or an open breaker says), `settle` sees every outcome. The gate's
 bucket and breaker are shared, through the State, with the other workers of the same
@@ -45,12 +52,14 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from protocol.api import CircuitView
-from protocol.channels import Channel
+from protocol.channels import Channel, Lane
 from protocol.lifecycle import Status
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.ask import ActorCrashed
@@ -62,6 +71,8 @@ from .messages import Attempt, AttemptInterrupted, CircuitQuery
 from .services.gate import GateView
 
 log = logging.getLogger("herald.provider")
+
+BULK_LOOKUPS = 2  # the bulk lane's send-ledger lookups at the Store at once (a Store serves a few reads at once anyway)
 
 
 class ChannelClient(Protocol):
@@ -111,18 +122,34 @@ class OpenGate:
         return GateView("none", 0, 0, 0, math.inf, math.inf, math.inf, 0, 0, {}, None)
 
 
+@dataclass(frozen=True)
+class _LaneSlots:
+    holding: trio.Semaphore  # attempts of the lane taken from its mailbox and not answered
+    running: trio.Semaphore | None  # the lane's own cap on running attempts (bulk: max_in_flight - critical_reserve)
+
+
+def _slot(semaphore: trio.Semaphore | None) -> AbstractAsyncContextManager[object]:
+    return semaphore if semaphore is not None else nullcontext()
+
+
 class Provider:
     def __init__(
         self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None,
         devices: Devices | None = None, queries: Mailbox[CircuitQuery] | None = None, max_in_flight: int = 1,
+        critical: Mailbox[Attempt] | None = None, critical_reserve: int = 0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
+        if not 0 <= critical_reserve < max_in_flight:
+            raise ValueError(f"critical_reserve must be from 0 to max_in_flight - 1 ({max_in_flight - 1}), got {critical_reserve!r}")
         self.channel = channel
         self.queries = queries
         self.devices = devices  # push: where unregistered tokens are removed
         self.client = client
-        self.mailbox = mailbox
+        self.mailbox = mailbox  # the bulk lane's attempts (and every lane's, when there is no `critical` mailbox)
+        self.critical = critical  # the critical lane's attempts: read beside `mailbox`, never behind its backlog
+        self.critical_reserve = critical_reserve  # slots bulk attempts may not take: at most max_in_flight - this run bulk
+        self._bulk_lookups = trio.Semaphore(BULK_LOOKUPS)  # bulk send-ledger lookups at the Store at once
         self.ledger = ledger
         self.gate: Gate = gate or OpenGate()
         self.max_in_flight = max_in_flight
@@ -131,7 +158,8 @@ class Provider:
         self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
         self.in_flight = 0  # attempts running now (at most max_in_flight)
         self.peak_in_flight = 0
-        self._queues: dict[str, deque[Attempt]] = {}  # user id -> that user's attempts taken, in order; its head runs
+        # (user id, lane) -> that user's attempts of that lane taken, in order; its head runs (per-user order is per lane)
+        self._queues: dict[tuple[str, Lane], deque[Attempt]] = {}
         self._held = 0  # attempts taken from the mailbox and not answered (running or queued)
 
     @property
@@ -140,53 +168,68 @@ class Provider:
         return self._held - self.in_flight
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # Taken from the mailbox: at most 2 x max_in_flight (running, or waiting for their user or a slot).
-        holding = trio.Semaphore(2 * self.max_in_flight)
+        # Taken from each lane's mailbox: at most 2 x max_in_flight (running, or waiting for their user or a slot).
         running = trio.Semaphore(self.max_in_flight)
+        lanes = {
+            Lane.BULK: _LaneSlots(trio.Semaphore(2 * self.max_in_flight), trio.Semaphore(self.max_in_flight - self.critical_reserve)),
+            Lane.CRITICAL: _LaneSlots(trio.Semaphore(2 * self.max_in_flight), None),
+        }
         task_status.started()
         failure: list[Exception] = []  # the Provider's own error, raised by one user's task: the actor crashes with it
         try:
             async with trio.open_nursery() as nursery:
-                async for attempt in self.mailbox:
-                    await holding.acquire()
-                    self._held += 1
-                    user = attempt.delivery.user_id
-                    queue = self._queues.get(user)
-                    if queue is not None:  # the user has one running or waiting: this one goes after it
-                        queue.append(attempt)
-                        continue
-                    self._queues[user] = deque([attempt])
-                    nursery.start_soon(self._serve_user, user, holding, running, failure, nursery.cancel_scope)
+                if self.critical is not None:
+                    nursery.start_soon(self._take, self.critical, lanes, running, failure, nursery)
+                await self._take(self.mailbox, lanes, running, failure, nursery)
             if failure:
                 raise failure[0]
         finally:
             self._interrupt_held()
             await self.gate.release()  # the unspent slice goes back to the provider's other workers
 
-    async def _serve_user(
-        self, user: str, holding: trio.Semaphore, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
+    async def _take(
+        self, mailbox: Mailbox[Attempt], lanes: dict[Lane, _LaneSlots], running: trio.Semaphore, failure: list[Exception],
+        nursery: trio.Nursery,
     ) -> None:
-        """Work through one user's queue, one attempt at a time; the queue is dropped once empty."""
-        queue = self._queues[user]
+        """Read one mailbox (a lane's): each attempt joins its user's queue in its lane, or starts one."""
+        async for attempt in mailbox:
+            delivery = attempt.delivery
+            lane = delivery.priority.lane
+            slots = lanes[lane]
+            await slots.holding.acquire()
+            self._held += 1
+            key = (delivery.user_id, lane)
+            queue = self._queues.get(key)
+            if queue is not None:  # the user has one running or waiting in this lane: this one goes after it
+                queue.append(attempt)
+                continue
+            self._queues[key] = deque([attempt])
+            nursery.start_soon(self._serve_user, key, slots, running, failure, nursery.cancel_scope)
+
+    async def _serve_user(
+        self, key: tuple[str, Lane], slots: _LaneSlots, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
+    ) -> None:
+        """Work through one user's queue of one lane, one attempt at a time; the queue is dropped once empty."""
+        queue = self._queues[key]
         while queue:
             attempt = queue[0]
-            async with running:
+            async with _slot(slots.running), running:  # bulk: a bulk slot first, so `critical_reserve` slots stay free
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     outcome = await self._attempt(attempt)
                 except Exception as exc:
                     log.exception("%s provider failed (its own state) on %s", self.channel.value, attempt.delivery.notification_id)
-                    self._answered(queue, holding)
+                    self._answered(queue, slots.holding)
                     attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
                     failure.append(exc)
                     scope.cancel()  # the others are interrupted; run raises this error
                     return
                 finally:
                     self.in_flight -= 1
-            self._answered(queue, holding)
+            self._answered(queue, slots.holding)
             attempt.reply.send(outcome)
-        del self._queues[user]
+        del self._queues[key]
 
     def _answered(self, queue: deque[Attempt], holding: trio.Semaphore) -> None:
         queue.popleft()
@@ -230,7 +273,7 @@ class Provider:
         # A web frame is pushed again rather than suppressed: sessions drop an id they already
         # had, and after a restart a client may be resuming right now and need the push.
         if attempt.maybe_sent and self.channel is not Channel.WEB:
-            status = await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+            status = await self._sent_status(delivery)
             if status is not None:
                 self.suppressed += 1
                 return Sent(Status(status), "already sent (send ledger): not sent again")
@@ -253,6 +296,16 @@ class Provider:
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
         return outcome
+
+    async def _sent_status(self, delivery: Delivery) -> str | None:
+        """The send ledger's word on a maybe-sent delivery. The bulk lane's lookups go at most BULK_LOOKUPS at a time
+        (the Store serves a few reads at once anyway), so a critical lookup, which goes at once, finds
+        few bulk ones ahead of it at the Store, not every bulk attempt in flight (after a start, the first window of
+        every lane partition is maybe-sent)."""
+        if delivery.priority.lane is Lane.CRITICAL:
+            return await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+        async with self._bulk_lookups:
+            return await self.ledger.sent_status(delivery.notification_id, self.channel.value)
 
     def _client_raised(self, delivery: Delivery, exc: Exception) -> Outcome:
         """The outcome of an attempt whose client raised: transient I/O is retried, anything else is a crash."""

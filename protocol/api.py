@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .channels import Channel, Priority
+from .channels import Channel, Lane, Priority
 from .content import Content, Recipient
 from .ids import USER_ID_RE
 from .lifecycle import Status
@@ -99,6 +99,8 @@ class ChannelStatus(msgspec.Struct, frozen=True):
     updated_at: str
     attempts: list[Attempt]  # the timeline, in lifecycle order
     final: bool = False
+    priority: Priority = Priority.NORMAL  # the delivery's priority, and the lane it travels in (docs/reliability.md)
+    lane: Lane = Lane.BULK
 
 
 class NotificationStatus(msgspec.Struct, frozen=True):

@@ -22,6 +22,12 @@ instant, so the bound holds as before, and every round trip yields a slice: N wo
 waiting on an empty bucket queue up behind each other instead of all waking at the
 same instant and all but one coming back empty.
 
+A reserve (the priority lanes, docs/reliability.md): a lease asked with `reserve` r > 0 (a
+bulk lane's) is granted only the whole tokens above r, and never a reservation: when
+floor(free) <= r it gets nothing and the time until free would reach r + 1. So bulk
+callers leave the last r tokens, and every debt, to callers asking with no reserve (the
+critical lane), which take them as before.
+
 SharedBreaker: one reactor.circuit_breaker.CircuitBreaker for N workers, kept as a
 BreakerSnapshot; each step restores the pure machine, applies one event and snapshots it
 again, so the pure machine stays the one statement of the rules. What it adds is who holds
@@ -160,10 +166,14 @@ class LeasedBucket:
         self.capacity, self.refill_per_s = capacity, refill_per_s
         self.free = min(self.free, capacity - self.leased)
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+    def lease(
+        self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0,
+    ) -> TokenLease:
         """One step of State.lease_tokens (reactor/ports.py states it; this is it)."""
         if want < 0 or not (0 < lease_s < math.inf) or not math.isfinite(now):
             raise ValueError(f"want must be >= 0, lease_s positive and finite, now finite: {want!r}, {lease_s!r}, {now!r}")
+        if reserve < 0:
+            raise ValueError(f"reserve must be >= 0, got {reserve!r}")
         now = self._advance(now)
         if give_back is not None:
             lease_id, unused = give_back
@@ -172,12 +182,20 @@ class LeasedBucket:
                 back = min(max(unused, 0), lease.tokens)
                 self.free = min(self.capacity - self.leased, self.free + back)
                 self.given_back += back
+        if reserve > 0:  # a bulk caller: only what lies above the reserve, never a reservation (no debt to wait behind)
+            granted = min(want, math.floor(self.free) - reserve)
+            if granted <= 0:
+                return TokenLease("", 0, self.time_until(reserve + 1, now) if want > 0 else 0.0, self.free)
+            return self._grant(granted, 0.0, lease_s, now)
         granted, wait = min(want, math.floor(self.free)), 0.0
         if granted <= 0 < want:  # nothing free: reserve a slice ahead, to be spent once the refill has paid for it
             granted = min(want, math.floor(self.capacity))
             wait = self.time_until(granted, now) if granted > 0 else math.inf
         if granted <= 0:
             return TokenLease("", 0, wait, self.free)
+        return self._grant(granted, wait, lease_s, now)
+
+    def _grant(self, granted: int, wait: float, lease_s: float, now: float) -> TokenLease:
         lease_id = f"{self.incarnation}.{self.next_id}"
         self.next_id += 1
         self.free -= granted

@@ -159,7 +159,7 @@ class State(Protocol):
 
     async def lease_tokens(
         self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-        give_back: tuple[str, int] | None = None,
+        give_back: tuple[str, int] | None = None, reserve: int = 0,
     ) -> TokenLease:
         """Lease up to `want` whole tokens of the shared bucket `key` for `lease_s` seconds; give back an earlier lease.
 
@@ -179,6 +179,11 @@ class State(Protocol):
            granted = min(want, floor(capacity)) and wait_s = the seconds until free would reach
            `granted` if nothing else happened (the other leases' expiries included; the
            refill is capped as in 2); inf, and nothing granted, if floor(capacity) is 0.
+           With `reserve` r > 0 (a bulk lane's request, docs/reliability.md "Priority lanes")
+           instead: granted = min(want, floor(free) - r); if that is <= 0, nothing is granted
+           or reserved (no debt) and wait_s = the seconds until free would reach r + 1 as
+           above (0 if want is 0; inf if r + 1 exceeds the capacity). Bulk callers so never
+           take the last r tokens; callers with r = 0 (the critical lane) take them, and reserve.
         6. If granted > 0: free -= granted (free may go below 0: a reservation's debt) and a
            new lease of `granted` tokens expiring at now + wait_s + lease_s is out, under an
            id never used before for this key.

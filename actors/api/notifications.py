@@ -250,7 +250,10 @@ def blueprint(gw: Gateway) -> Blueprint:
         for row in rows:
             attempts = [AttemptView(Status(e.status), iso(e.at_ms), e.detail) for e in events if e.channel == row.channel]
             status = Status(row.status)
-            channels[row.channel] = ChannelStatus(status, iso(row.updated_ms), attempts, is_final(Channel(row.channel), status))
+            priority = Priority(row.priority)
+            channels[row.channel] = ChannelStatus(
+                status, iso(row.updated_ms), attempts, is_final(Channel(row.channel), status), priority, priority.lane,
+            )
         first = rows[0]
         view = NotificationStatus(
             notification_id=nid,

@@ -93,7 +93,7 @@ class DeadLetters:
                 replayed.add((entry.notification_id, entry.channel))
                 taken.append(entry)
                 again = msgspec.structs.replace(delivery, attempt=1, replays=delivery.replays + 1)
-                items.append((Channel(entry.channel).topic(), delivery.user_id.encode(), encode_delivery(again)))
+                items.append((Channel(entry.channel).topic(delivery.priority.lane), delivery.user_id.encode(), encode_delivery(again)))
                 events.append(StatusEvent(
                     delivery.notification_id, delivery.user_id, delivery.channel, Status.QUEUED, now,
                     detail=f"replayed from the dead-letter queue ({again.replays})", created_ms=delivery.created_ms,

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import trio
 
+from protocol.channels import LANES, Lane
 from protocol.messages import Delivery, Outcome, RetryLater
 from reactor.circuit_breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
 from reactor.ports import BreakerEvent, BreakerView, State
@@ -114,8 +115,13 @@ class GateView:
 class ResilienceGate:
     def __init__(
         self, channel: str, limits: Limits, state: State, settings: GateSettings | None = None, owner: str | None = None,
+        critical_reserve: int = 0,
     ) -> None:
+        if critical_reserve < 0 or (critical_reserve and critical_reserve + 1 > limits.capacity):
+            raise ValueError(f"critical_reserve must be from 0 to the bucket capacity - 1 ({limits.capacity} - 1): bulk needs a whole "
+                             f"token above it, got {critical_reserve!r}")
         self.channel = channel
+        self.critical_reserve = critical_reserve  # tokens the bulk lane leaves in the shared bucket for the critical lane
         self.limits = limits
         self.state = state
         self.settings = settings or GateSettings()
@@ -125,10 +131,12 @@ class ResilienceGate:
         self.slice_tokens = self.settings.slice_tokens(limits)
         self.breaker = CircuitBreaker(limits.breaker)  # the view of the shared breaker, on this gate's clock
         self._viewed_at = -math.inf  # when the view was asked for (this gate's clock); stale at first
-        self._slice: Slice | None = None
+        self._slices: dict[Lane, Slice | None] = dict.fromkeys(LANES)  # one slice per lane: bulk never spends critical's
         self._probe: Delivery | None = None  # the delivery holding the shared breaker's half-open probe, from this worker
         self._probe_settled = trio.Event()  # set (and replaced) when this worker's probe ends
-        self._admitting = trio.Lock()  # one admission at a time: the slice and the breaker view are spent in turn
+        # one admission per lane at a time: a lane's slice and the breaker view are spent in turn (a bulk admission
+        # waiting for the bucket never holds up a critical one)
+        self._admitting = {lane: trio.Lock() for lane in LANES}
         self._asking = trio.Lock()  # one breaker round trip at a time: views are taken in the order they were asked
         self.deferred = 0  # deliveries that waited for an open breaker
         self.throttled = 0  # deliveries that waited for a token
@@ -139,11 +147,17 @@ class ResilienceGate:
 
     # -- the Provider's side ------------------------------------------------------------
 
+    @property
+    def _slice(self) -> Slice | None:
+        """The bulk lane's slice (every delivery of priority normal or low)."""
+        return self._slices[Lane.BULK]
+
     async def admit(self, delivery: Delivery) -> None:
-        async with self._admitting:
+        async with self._admitting[delivery.priority.lane]:
             await self._admit(delivery)
 
     async def _admit(self, delivery: Delivery) -> None:
+        lane = delivery.priority.lane
         deferred = throttled = False
         fresh = False  # the view was read during this admission, since its last wait
         probing = False  # this admission holds the shared breaker's half-open probe
@@ -160,15 +174,16 @@ class ResilienceGate:
                     await trio.sleep(self.breaker.time_until_allowed(now))
                     fresh = False
                     continue
-                if not self._slice_usable(now):
-                    held = self._slice
+                if not self._slice_usable(now, lane):
+                    held = self._slices[lane]
                     if held is not None and held.tokens > 0 and now < held.valid_from:  # reserved: wait for it
                         throttled = True
                         await trio.sleep(held.valid_from - now)
                         fresh = False
                         continue
-                    wait = await self._lease_slice()
-                    if wait > 0:  # nothing granted (a capacity below one token): never
+                    wait = await self._lease_slice(lane)
+                    if wait > 0:  # nothing granted: bulk at the reserve (ask again then), or a capacity below one token
+                        throttled = True
                         await trio.sleep(wait)
                     continue
                 if not probing:
@@ -188,8 +203,9 @@ class ResilienceGate:
                         else:
                             probing = view.probe
                         continue  # look at the slice again: time passed
-                assert self._slice is not None
-                self._slice.tokens -= 1
+                spent = self._slices[lane]
+                assert spent is not None
+                spent.tokens -= 1
                 self.admitted += 1
                 self.throttled += throttled
                 if probing:
@@ -218,19 +234,20 @@ class ResilienceGate:
             await self._release_probe()
 
     async def release(self) -> None:
-        """The worker stops: give back its unspent slice (bounded, also when cancelled)."""
-        held, self._slice = self._slice, None
-        if held is None or held.tokens <= 0:
-            return
+        """The worker stops: give back its unspent slices (bounded, also when cancelled)."""
+        slices, self._slices = self._slices, dict.fromkeys(LANES)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + GIVE_BACK_TIMEOUT_S):
-            try:
-                await self.state.lease_tokens(
-                    self.bucket_key, 0, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
-                    (held.lease_id, held.tokens),
-                )
-            except Exception:  # the lease expires by itself
-                log.warning("%s: could not give back %d tokens; they expire with their lease", self.channel, held.tokens,
-                            exc_info=True)
+            for held in slices.values():
+                if held is None or held.tokens <= 0:
+                    continue
+                try:
+                    await self.state.lease_tokens(
+                        self.bucket_key, 0, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
+                        (held.lease_id, held.tokens),
+                    )
+                except Exception:  # the lease expires by itself
+                    log.warning("%s: could not give back %d tokens; they expire with their lease", self.channel, held.tokens,
+                                exc_info=True)
 
     async def view(self) -> GateView:
         """The shared bucket and breaker as the State has them now, with this gate's counts."""
@@ -238,7 +255,7 @@ class ResilienceGate:
         lease = await self.state.lease_tokens(self.bucket_key, 0, limits.capacity, limits.refill_per_s, self.settings.lease_s)
         breaker = await self.state.breaker_read(self.breaker_key, self.limits.breaker)
         now = trio.current_time()
-        mine = self._slice.tokens if self._slice is not None and self._slice_usable(now) else 0
+        mine = sum(held.tokens for lane, held in self._slices.items() if held is not None and self._slice_usable(now, lane))
         return GateView(
             state=breaker.state,
             consecutive_failures=breaker.consecutive_failures,
@@ -255,24 +272,29 @@ class ResilienceGate:
 
     # -- the shared bucket ------------------------------------------------------------
 
-    def _slice_usable(self, now: float) -> bool:
-        held = self._slice
+    def _slice_usable(self, now: float, lane: Lane = Lane.BULK) -> bool:
+        held = self._slices[lane]
         return held is not None and held.tokens > 0 and held.valid_from <= now < held.valid_until
 
-    async def _lease_slice(self) -> float:
-        """Give back the old slice and lease (or reserve) a new one in one round trip; 0 if granted, else inf."""
-        held, self._slice = self._slice, None  # whatever happens next, the old slice is not spent any more
+    async def _lease_slice(self, lane: Lane = Lane.BULK) -> float:
+        """Give back the lane's old slice and lease (or reserve) a new one in one round trip; 0 if granted, else the wait.
+
+        The bulk lane asks with the gate's `critical_reserve`: it is granted only tokens above it (never a
+        reservation) and told how long until there are some; the critical lane may take the last ones.
+        """
+        held, self._slices[lane] = self._slices[lane], None  # whatever happens next, the old slice is not spent any more
         asked_at = trio.current_time()
         self.lease_round_trips += 1
         lease = await self.state.lease_tokens(
             self.bucket_key, self.slice_tokens, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
             (held.lease_id, held.tokens) if held is not None else None,
+            self.critical_reserve if lane is Lane.BULK else 0,
         )
         if lease.granted <= 0:
             return lease.wait_s
         answered_at = trio.current_time()
         valid_until = asked_at + lease.wait_s + self.settings.lease_s
-        self._slice = Slice(lease.lease_id, lease.granted, answered_at + lease.wait_s, valid_until)
+        self._slices[lane] = Slice(lease.lease_id, lease.granted, answered_at + lease.wait_s, valid_until)
         return 0.0
 
     # -- the shared breaker -------------------------------------------------------------

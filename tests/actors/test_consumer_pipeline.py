@@ -11,6 +11,10 @@ fetched again are suppressed by the send ledger. Every record is recorded.
 
 The same run with a consumer whose tracker commits the high-water mark (the highest
 finished offset) loses the held record: it is never sent.
+
+The first run is made in both priority lanes (docs/reliability.md, "Priority lanes"): the
+critical lane's consumer, on its own topic, feeding the Provider's critical mailbox, keeps
+the same at-least-once, finished-prefix commit of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from actors.domain.offset_tracker import OffsetTracker
 from actors.messages import Attempt, RecordEvents
 from actors.provider import Provider
 from actors.scheduler import ScheduleAt
-from protocol.channels import Channel
+from protocol.channels import Channel, Lane, Priority
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, Outcome, Sent, encode_delivery
 from reactor.backends.embedded import SqliteStore
@@ -36,6 +40,7 @@ from reactor.mailbox import Mailbox
 from tests.actors.test_offset_tracker import CommitsPastTheHighestFinished
 
 TOPIC, GROUP = Channel.SMS.topic(), "herald-sms"
+TOPICS = {Channel.SMS.topic(lane): 1 for lane in Lane}
 HELD = "n02"  # user 2's first delivery: the client holds it until the node dies
 
 
@@ -55,7 +60,7 @@ class Client:
 
 @asynccontextmanager
 async def node(directory: Path) -> AsyncIterator[tuple[EmbeddedBus, SqliteStore]]:
-    bus = EmbeddedBus(directory / "bus", {TOPIC: 1})
+    bus = EmbeddedBus(directory / "bus", TOPICS)
     store = SqliteStore(directory / "store.sqlite3")
     await store.open()
     try:
@@ -68,13 +73,15 @@ async def node(directory: Path) -> AsyncIterator[tuple[EmbeddedBus, SqliteStore]
 
 
 async def run_worker(bus: EmbeddedBus, store: SqliteStore, client: Client, consumer_class: type[PartitionConsumer],
-                     recorded: set[str], until: Any) -> PartitionConsumer:
+                     recorded: set[str], until: Any, lane: Lane = Lane.BULK) -> PartitionConsumer:
     """A consumer and a provider of the partition, until `until(consumer)` returns; then cancelled (a crash)."""
     provider_mb: Mailbox[Attempt] = Mailbox("provider:sms", 64)
+    critical_mb: Mailbox[Attempt] = Mailbox("provider:sms:critical", 64)
     recorder_mb: Mailbox[RecordEvents] = Mailbox("recorder", 64)
     scheduler_mb: Mailbox[ScheduleAt] = Mailbox("scheduler", 64)
-    provider = Provider(Channel.SMS, client, provider_mb, store, max_in_flight=16)
-    consumer = consumer_class(bus, GROUP, Channel.SMS, 0, provider_mb, recorder_mb, scheduler_mb, store, 4, RetryPolicy(), window=8)
+    provider = Provider(Channel.SMS, client, provider_mb, store, max_in_flight=16, critical=critical_mb, critical_reserve=4)
+    consumer = consumer_class(bus, GROUP, Channel.SMS, 0, critical_mb if lane is Lane.CRITICAL else provider_mb, recorder_mb,
+                              scheduler_mb, store, 4, RetryPolicy(), window=8, lane=lane)
 
     async def record() -> None:
         async for message in recorder_mb:
@@ -92,11 +99,14 @@ async def run_worker(bus: EmbeddedBus, store: SqliteStore, client: Client, consu
     return consumer
 
 
-async def scenario(directory: Path, consumer_class: type[PartitionConsumer]) -> dict[str, Any]:
+async def scenario(directory: Path, consumer_class: type[PartitionConsumer], lane: Lane = Lane.BULK) -> dict[str, Any]:
+    topic = Channel.SMS.topic(lane)
+    priority = Priority.CRITICAL if lane is Lane.CRITICAL else Priority.NORMAL
     async with node(directory) as (bus, store):
-        deliveries = [Delivery(f"n{i:02d}", f"user{i % 8}", Channel.SMS, 1000, Content(sms=SmsContent("hi")), address="+15555550100")
+        deliveries = [Delivery(f"n{i:02d}", f"user{i % 8}", Channel.SMS, 1000, Content(sms=SmsContent("hi")), address="+15555550100",
+                               priority=priority)
                       for i in range(16)]
-        await bus.produce([(TOPIC, d.user_id.encode(), encode_delivery(d)) for d in deliveries])
+        await bus.produce([(topic, d.user_id.encode(), encode_delivery(d)) for d in deliveries])
         first, recorded_first = Client(hold=True), set[str]()
 
         async def held_and_the_rest_of_the_window_recorded(consumer: PartitionConsumer) -> None:
@@ -105,21 +115,24 @@ async def scenario(directory: Path, consumer_class: type[PartitionConsumer]) -> 
                 await trio.sleep(0.01)
             await trio.sleep(0.2)  # a commit in flight lands
 
-        one = await run_worker(bus, store, first, consumer_class, recorded_first, held_and_the_rest_of_the_window_recorded)
-        committed = await bus.committed(GROUP, TOPIC, 0)
+        one = await run_worker(bus, store, first, consumer_class, recorded_first, held_and_the_rest_of_the_window_recorded, lane)
+        committed = await bus.committed(GROUP, topic, 0)
+        other = Channel.SMS.topic(Lane.BULK if lane is Lane.CRITICAL else Lane.CRITICAL)
+        assert await bus.committed(GROUP, other, 0) == 0 == await bus.end_offset(other, 0)  # the other lane: untouched
         second, recorded_second = Client(hold=False), set[str]()
 
         async def all_recorded(consumer: PartitionConsumer) -> None:
             with trio.move_on_after(3):  # a lost record never comes: give up then
-                while len(recorded_first | recorded_second) < 16 or await bus.committed(GROUP, TOPIC, 0) < 16:
+                while len(recorded_first | recorded_second) < 16 or await bus.committed(GROUP, topic, 0) < 16:
                     await trio.sleep(0.01)
 
-        two = await run_worker(bus, store, second, consumer_class, recorded_second, all_recorded)
+        two = await run_worker(bus, store, second, consumer_class, recorded_second, all_recorded, lane)
     return dict(one=one, two=two, first=first, second=second, committed=committed, recorded=recorded_first | recorded_second)
 
 
-async def test_a_consumer_commits_the_finished_prefix_and_a_crash_sends_only_the_unfinished_again(tmp_path: Path) -> None:
-    r = await scenario(tmp_path, PartitionConsumer)
+@pytest.mark.parametrize("lane", list(Lane), ids=lambda lane: lane.value)
+async def test_a_consumer_commits_the_finished_prefix_and_a_crash_sends_only_the_unfinished_again(tmp_path: Path, lane: Lane) -> None:
+    r = await scenario(tmp_path, PartitionConsumer, lane)
     first, second = r["first"], r["second"]
     assert r["one"].peak_out == 8, "the consumer did not fetch past the record out"
     assert sorted(first.sent) == [f"n{i:02d}" for i in range(10) if f"n{i:02d}" != HELD]

@@ -11,6 +11,7 @@ id once).
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sqlite3
@@ -18,7 +19,7 @@ import sqlite3
 import trio
 
 from actors.clients.call_log import CallLog, CountedClient, call_log_path, count_call_logs, count_calls, read_lines
-from protocol.channels import Channel
+from protocol.channels import LANES, Channel
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
@@ -102,9 +103,9 @@ async def settled(herald) -> bool:
     if await herald.store.scheduled():
         return False
     for channel in LEDGERED:
-        for partition in range(herald.config.partitions_of(channel)):
-            committed = await herald.bus.committed(f"herald-{channel.value}", channel.topic(), partition)
-            if committed != await herald.bus.end_offset(channel.topic(), partition):
+        for lane, partition in itertools.product(LANES, range(herald.config.partitions_of(channel))):
+            committed = await herald.bus.committed(f"herald-{channel.value}", channel.topic(lane), partition)
+            if committed != await herald.bus.end_offset(channel.topic(lane), partition):
                 return False
     return True
 
@@ -115,8 +116,8 @@ async def wait_settled_and_rewind(herald) -> None:
         while not await settled(herald):
             await trio.sleep(0.05)
     for channel in LEDGERED:
-        for partition in range(herald.config.partitions_of(channel)):
-            await herald.bus.commit(f"herald-{channel.value}", channel.topic(), partition, 0)
+        for lane, partition in itertools.product(LANES, range(herald.config.partitions_of(channel))):  # every lane's
+            await herald.bus.commit(f"herald-{channel.value}", channel.topic(lane), partition, 0)
 
 
 async def test_a_deliberately_re_sent_delivery_is_counted(tmp_path):

@@ -101,6 +101,31 @@ class LeasedBucketMachine(RuleBasedStateMachine):
         # The worker spends it from wait_s on, for lease_s (its clock and the bucket's are one here).
         self.slices[worker] = (answer.lease_id, answer.granted, self.now + answer.wait_s, self.now + answer.wait_s + lease_s)
 
+    @rule(worker=worker_ids, want=st.integers(0, 12) | st.sampled_from([1, 5, 50]), lease_s=st.floats(0.01, 5.0),
+          reserve=st.integers(1, 12) | st.sampled_from([1, 2, 50]), give_back=st.booleans())
+    def bulk_lease(self, worker: int, want: int, lease_s: float, reserve: int, give_back: bool) -> None:
+        """A bulk lane's lease, with a reserve. The model: it is granted what lies above the reserve, whole tokens,
+        up to `want`, at once, and nothing else (no reservation, no debt); refused, it is told a wait after which a
+        token does lie above the reserve (nothing else happening)."""
+        held = self.slices.pop(worker, None)
+        given = (held[0], held[1]) if held is not None and give_back else None
+        live = given is not None and given[0] in self.bucket.leases and self.bucket.leases[given[0]].expires > self.now
+        free_before = self.bucket.free_at(self.now) + (min(given[1], self.bucket.leases[given[0]].tokens) if given and live else 0)
+        answer = self.bucket.lease(want, lease_s, self.now, given, reserve)
+        # free_before is summed here in floats: at an integer boundary, either side of it
+        allowed = {max(0, min(want, math.floor(free_before + d) - reserve)) for d in (-self.eps, self.eps)}
+        assert answer.granted in allowed, f"granted {answer.granted} of {want} with {free_before} free, a reserve of {reserve}"
+        free_after = self.bucket.free_at(self.now)
+        if answer.granted:
+            assert answer.wait_s == 0 and answer.lease_id, "a bulk lease is granted at once or not at all"
+            assert free_after >= reserve - self.eps, f"bulk left {free_after} free, below the reserve of {reserve}"
+            self.slices[worker] = (answer.lease_id, answer.granted, self.now, self.now + lease_s)
+            return
+        assert answer.lease_id == "", "a refused bulk lease holds nothing"
+        assert free_after == pytest.approx(float(free_before), abs=float(self.eps)), "a refused bulk lease changed the bucket"
+        if want and math.isfinite(answer.wait_s):
+            assert self.bucket.free_at(self.now + answer.wait_s) >= reserve + 1 - self.eps, "bulk told to come back too soon"
+
     @rule(worker=worker_ids, k=st.integers(1, 20))
     def wait_for_the_slice_then_spend(self, worker: int, k: int) -> None:
         """What the gate does with a reservation: sleep until it starts, spend at once."""

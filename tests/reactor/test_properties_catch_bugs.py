@@ -22,6 +22,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from actors.services.gate import ResilienceGate
+from protocol.channels import Lane
 from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
 from reactor.gate_state import LeasedBucket, SharedBreaker
@@ -196,9 +197,9 @@ def test_the_real_breaker_passes_the_hunting_settings_too() -> None:
 class ForgetsToSubtractLeasedTokens(LeasedBucket):
     """Grants a slice but leaves the free tokens as they were."""
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         before = self.free
-        answer = super().lease(want, lease_s, now, give_back)
+        answer = super().lease(want, lease_s, now, give_back, reserve)
         if answer.granted:
             self.free = min(before, self.capacity)
         return answer
@@ -214,18 +215,18 @@ class RefillsOverLeasedTokens(LeasedBucket):
 class TakesBackAnyGiveBack(LeasedBucket):
     """Adds whatever a worker gives back, also for a lease that expired (its tokens were freed already)."""
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         if give_back is not None and give_back[0] not in self.leases:
             self._advance(now)
             self.free += max(give_back[1], 0)
-        return super().lease(want, lease_s, now, give_back)
+        return super().lease(want, lease_s, now, give_back, reserve)
 
 
 class EndsLeasesEarly(LeasedBucket):
     """A lease ends at half its time: the worker still spends a slice the bucket counts as free again."""
 
-    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None) -> TokenLease:
-        return super().lease(want, lease_s / 2, now, give_back)
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        return super().lease(want, lease_s / 2, now, give_back, reserve)
 
 
 class WaitsTooLittle(LeasedBucket):
@@ -233,8 +234,26 @@ class WaitsTooLittle(LeasedBucket):
         return super().time_until(n, now) * 0.9
 
 
+class TakesTheReserve(LeasedBucket):
+    """A bulk lease (with a reserve) is served as a critical one: it takes the last tokens, and reserves."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        return super().lease(want, lease_s, now, give_back)
+
+
+class BulkReservesAhead(LeasedBucket):
+    """A bulk lease that finds nothing above the reserve reserves a slice ahead (a debt the critical lane waits behind)."""
+
+    def lease(self, want: int, lease_s: float, now: float, give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = super().lease(want, lease_s, now, give_back, reserve)
+        if reserve and want and not answer.granted and math.isfinite(answer.wait_s):
+            return super().lease(want, lease_s, now)
+        return answer
+
+
 @pytest.mark.parametrize(
-    "broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle],
+    "broken", [ForgetsToSubtractLeasedTokens, RefillsOverLeasedTokens, TakesBackAnyGiveBack, EndsLeasesEarly, WaitsTooLittle,
+               TakesTheReserve, BulkReservesAhead],
 )
 def test_leased_bucket_machine_catches(broken: type[LeasedBucket]) -> None:
     with pytest.raises(AssertionError):
@@ -302,17 +321,18 @@ def test_the_real_shared_state_passes_the_hunting_settings_too() -> None:
 class CountsAUsedSliceAsUnused(ResilienceGate):
     """Takes a fresh slice without counting the old one: gives back the whole slice, spent tokens too."""
 
-    async def _lease_slice(self) -> float:
+    async def _lease_slice(self, lane: Lane = Lane.BULK) -> float:
         if self._slice is not None:
             self._slice.tokens = self._granted
-        wait = await super()._lease_slice()
+        wait = await super()._lease_slice(lane)
         self._granted = self._slice.tokens if self._slice is not None else 0
         return wait
 
 
 class SpendsAnExpiredSlice(ResilienceGate):
-    def _slice_usable(self, now: float) -> bool:
-        return self._slice is not None and self._slice.tokens > 0
+    def _slice_usable(self, now: float, lane: Lane = Lane.BULK) -> bool:
+        held = self._slices[lane]
+        return held is not None and held.tokens > 0
 
 
 class ProbeHeldByTheWorker(ResilienceGate):
@@ -339,8 +359,8 @@ class TrustsAnOldView(ResilienceGate):
 
 class ForgetsToSubtractLeases(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         bucket = self._leased_buckets[key]
         bucket.free = min(bucket.capacity, bucket.free + answer.granted)
         return answer

@@ -96,7 +96,7 @@ class MemoryState:
 
     async def lease_tokens(
         self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-        give_back: tuple[str, int] | None = None,
+        give_back: tuple[str, int] | None = None, reserve: int = 0,
     ) -> TokenLease:
         now = trio.current_time()
         bucket = self._leased_buckets.get(key)
@@ -107,7 +107,7 @@ class MemoryState:
         else:
             bucket.configure(capacity, refill_per_s, now)
         self._leased_buckets.move_to_end(key)
-        return bucket.lease(want, lease_s, now, give_back)
+        return bucket.lease(want, lease_s, now, give_back, reserve)
 
     def _breaker(self, key: str) -> SharedBreaker:
         breaker = self._breakers.get(key)

@@ -151,25 +151,25 @@ class ForgetsLeasedTokens(MemoryState):
     """Refills over tokens out on lease: a take-tokens bucket with a lease id bolted on."""
 
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         self._leased_buckets[key].leases.clear()
         return answer
 
 
 class TakesBackExpiredLeases(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         bucket = self._leased_buckets.get(key)
         if give_back is not None and bucket is not None and give_back[0] not in bucket.leases:
             bucket.free = min(bucket.capacity, bucket.free + give_back[1])
-        return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+        return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
 
 
 class ReusesLeaseIds(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         bucket = self._leased_buckets[key]
         if answer.granted and len(bucket.leases) == 1:  # numbering starts again whenever nothing is out
             bucket.next_id = 1
@@ -180,11 +180,19 @@ class RefusesInsteadOfReserving(MemoryState):
     """An empty bucket answers "come back later": the waiting callers then all wake at once and race."""
 
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
-                           give_back: tuple[str, int] | None = None) -> TokenLease:
-        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        answer = await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
         if answer.wait_s > 0 and answer.granted:
-            return await super().lease_tokens(key, 0, capacity, refill_per_s, lease_s, (answer.lease_id, answer.granted))
+            return await super().lease_tokens(key, 0, capacity, refill_per_s, lease_s, (answer.lease_id, answer.granted), reserve)
         return answer
+
+
+class IgnoresTheReserve(MemoryState):
+    """Bulk leases take the critical lane's reserve as if there were none."""
+
+    async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
+                           give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
+        return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back)
 
 
 class AdmitsAProbePerOwner(MemoryState):
@@ -255,7 +263,7 @@ VARIANTS: dict[str, Factory[Any]] = {
     **{
         kind.__name__: _in_memory(kind)
         for kind in (
-            ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving, AdmitsAProbePerOwner,
+            ForgetsLeasedTokens, TakesBackExpiredLeases, ReusesLeaseIds, RefusesInsteadOfReserving, IgnoresTheReserve, AdmitsAProbePerOwner,
             KeepsADeadProbersSlot, CountsFailuresPerOwner,
             RecentListsUnbounded, RecentListsNeverExpire, RecentTtlFromTheFirstAppend,
         )
@@ -268,6 +276,7 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "TakesBackExpiredLeases": ("an_expired_lease_frees_its_tokens_once_and_cannot_be_given_back",),
     "ReusesLeaseIds": ("lease_ids_are_never_reused",),
     "RefusesInsteadOfReserving": ("an_empty_bucket_reserves_and_callers_queue_up",),
+    "IgnoresTheReserve": ("a_lease_with_a_reserve_leaves_the_reserve_and_owes_nothing",),
     "AdmitsAProbePerOwner": ("half_open_admits_one_probe_across_all_owners",),
     "KeepsADeadProbersSlot": ("a_dead_probers_slot_frees_when_its_lease_ends",),
     "CountsFailuresPerOwner": ("failures_from_any_owners_open_the_breaker_and_it_refuses_while_open",),

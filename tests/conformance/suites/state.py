@@ -224,8 +224,10 @@ BREAKER = "gate:sms:breaker"
 
 
 async def lease(h: Harness[Any], state: Any, want: int, give_back: tuple[str, int] | None = None, capacity: float = 10,
-                rate: float = 10, lease_s: float = 5.0) -> TokenLease:
+                rate: float = 10, lease_s: float = 5.0, reserve: int = 0) -> TokenLease:
     """A lease on the check's bucket: `rate` in tokens a tick, `lease_s` in ticks."""
+    if reserve:
+        return await state.lease_tokens(BUCKET, want, capacity, rate / h.ticks(1), h.ticks(lease_s), give_back, reserve)
     return await state.lease_tokens(BUCKET, want, capacity, rate / h.ticks(1), h.ticks(lease_s), give_back)
 
 
@@ -279,6 +281,28 @@ async def check_an_empty_bucket_reserves_and_callers_queue_up(h: Harness[Any]) -
         assert (await lease(h, state, 0, rate=100)).free == pytest.approx(-9)  # owed to the reservations
         await h.sleep(0.09)
         assert (await lease(h, state, 0, rate=100)).free == pytest.approx(0, abs=1e-9)
+
+
+async def check_a_lease_with_a_reserve_leaves_the_reserve_and_owes_nothing(h: Harness[Any]) -> None:
+    """The priority lanes: bulk leases with a reserve of 3 stop above it; a lease without one takes the last tokens."""
+    async with h.open() as state:
+        bulk = await lease(h, state, 4, reserve=3, lease_s=60)
+        assert (bulk.granted, bulk.wait_s, bulk.free) == (4, 0.0, 6)
+        partial = await lease(h, state, 4, reserve=3, lease_s=60)  # only 3 above the reserve
+        assert (partial.granted, partial.wait_s, partial.free) == (3, 0.0, 3)
+        refused = await lease(h, state, 4, reserve=3, lease_s=60)  # at the reserve: nothing, no reservation, no debt
+        assert (refused.granted, refused.lease_id, refused.free) == (0, "", 3)
+        # and the time until one token lies above the reserve: the 7 out on lease cap the refill until they expire
+        assert refused.wait_s == pytest.approx(h.ticks(60.1))
+        for spent in (bulk, partial):  # all spent: the leases closed
+            await lease(h, state, 0, (spent.lease_id, 0))
+        assert (await lease(h, state, 4, reserve=3)).wait_s == pytest.approx(h.ticks(0.1))
+        critical = await lease(h, state, 5, lease_s=60)  # no reserve: the last three at once
+        assert (critical.granted, critical.wait_s, critical.free) == (3, 0.0, 0)
+        reserved = await lease(h, state, 2, lease_s=60)  # and then a reservation, as before
+        assert reserved.granted == 2 and reserved.wait_s > 0 and reserved.free == -2
+        owed = await lease(h, state, 1, reserve=3, lease_s=60)  # bulk waits until the debt and the reserve are paid
+        assert owed.granted == 0 and owed.wait_s == pytest.approx(h.ticks(0.6))
 
 
 async def check_a_reservation_waits_out_a_dead_workers_lease(h: Harness[Any]) -> None:
