@@ -6,7 +6,8 @@
     ├── delivery   scheduler, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
     ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs, signing-keys
-    └── front      Hypercorn + Quart-Trio (REST, WebSocket)
+    ├── metrics    metrics (reads bus lag, DLQ depth, breakers for a scrape), metrics-port (if metrics_port is set)
+    └── front      Hypercorn + Quart-Trio (REST, WebSocket; GET /metrics with an admin key)
 
 The other roles (ROLES) build a part of that tree, and meet the others only through the
 ports (bus, state, store, logstore, broker):
@@ -43,6 +44,7 @@ from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
 
 from .api.gateway import FRONT_ROLES, FrontEnd, Gateway
+from .api.metrics_port import MetricsPort
 from .api.idempotency import Idempotency
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
@@ -54,6 +56,7 @@ from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .ingress import Ingress
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
+from .metrics import ConsumedTopic, NodeMetrics, RequestStats, SessionCounts, new_outcomes
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
@@ -87,10 +90,17 @@ class Herald:
     templates: TemplateService | None = None
     users: UserDirectory | None = None
     sandbox_faults: SandboxFaults | None = None
+    metrics: NodeMetrics | None = None  # its registry: what GET /metrics (and the metrics port) serve
+    metrics_port: MetricsPort | None = None  # metrics_port set
 
     @property
     def url(self) -> str:
         return self.front.url() if self.front is not None else ""
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics port's /metrics, when it is on."""
+        return f"{self.metrics_port.url()}/metrics" if self.metrics_port is not None and self.metrics_port.url() else ""
 
     @property
     def bus(self) -> Bus:
@@ -247,6 +257,8 @@ async def wire(
     stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
     delivery: list[ChildSpec] = []
     query_mbs: dict[Channel, Mailbox[CircuitQuery]] = {}
+    mailboxes: list[Mailbox[Any]] = [recorder_mb]  # herald_mailbox_messages: the actors' mailboxes of this role
+    outcomes = {c.value: new_outcomes() for c in Channel} if works else {}  # herald_deliveries_total, counted by the consumers
 
     if works:
         provider_mbs = {c: Mailbox[Attempt](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
@@ -268,18 +280,20 @@ async def wire(
                 return PartitionConsumer(
                     bus, f"herald-{channel.value}", channel, partition, provider_mbs[channel], recorder_mb, scheduler_mb, store,
                     config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
-                    window=config.consumer_window, window_bytes=config.consumer_window_bytes,
+                    window=config.consumer_window, window_bytes=config.consumer_window_bytes, outcomes=outcomes[channel.value],
                 )
 
             return make
 
         herald.consumer_groups = {c: ConsumerGroup(bus, c, consumer_factory(c), policy) for c in Channel}
         delivery.append(ChildSpec("scheduler", scheduler.run, stop=scheduler_mb.close))
+        mailboxes += [scheduler_mb, *provider_mbs.values(), *query_mbs.values()]
 
     registry_mb: Mailbox[RegistryMessage] | None = None
     if edge:
         registry_mb = Mailbox("registry", 4096, Overflow.BLOCK)
         herald.registry = ConnectionRegistry(registry_mb, backends.broker, recent)
+        mailboxes.append(registry_mb)
         delivery.append(ChildSpec("registry", herald.registry.run, stop=registry_mb.close))
     if works:
         for c, provider in herald.providers.items():
@@ -303,6 +317,7 @@ async def wire(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
+        mailboxes += [ingress_mb, jobs_mb, *([] if works else [scheduler_mb])]  # the api role's scheduler_mb: the schedule-writer's
         children = [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)]
         if not works:  # no Scheduler here: what the Ingress schedules goes to the Store, for the workers' Schedulers
             children.append(ChildSpec("schedule-writer", ScheduleWriter(store, scheduler_mb).run, stop=scheduler_mb.close))
@@ -314,7 +329,24 @@ async def wire(
         stages.append(Supervisor("ingress", children, policy))
         gateway_parts = {"ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb}
 
-    if role in FRONT_ROLES:
+    # The metrics: what this role runs (actors/metrics.py). The fan-out families come with a `fanout` reader.
+    serves = role in FRONT_ROLES
+    requests, sessions = RequestStats(), SessionCounts()
+    groups = herald.consumer_groups
+    herald.metrics = metrics = NodeMetrics(
+        role, bus=bus, store=store, mailboxes=mailboxes,
+        providers={c.value: p for c, p in herald.providers.items()}, outcomes=outcomes,
+        consumed=[ConsumedTopic(g.group, c.topic(), g.partitions) for c, g in groups.items()],
+        dlq_channels=[c.value for c in Channel] if works else [],
+        requests=requests if serves else None, sessions=sessions if edge else None,
+    )
+    watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop)]
+    if config.metrics_port >= 0:
+        herald.metrics_port = MetricsPort(metrics, config.metrics_host, config.metrics_port, config.shutdown_grace_s)
+        watching.append(ChildSpec("metrics-port", herald.metrics_port.run, stop=herald.metrics_port.stop))
+    stages.append(Supervisor("metrics", watching, policy))
+
+    if serves:
         herald.gateway = gateway = Gateway(
             role=role,
             recorder=recorder_mb,
@@ -339,6 +371,9 @@ async def wire(
             templates=templates if api else None,
             users=users if api else None,
             sandbox_faults=herald.sandbox_faults if api else None,
+            metrics=metrics,
+            requests=requests,
+            sessions=sessions,
             **gateway_parts,
         )
         herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)

@@ -63,6 +63,8 @@ from .services.gate import GateView
 
 log = logging.getLogger("herald.provider")
 
+ALREADY_SENT = "already sent (send ledger): not sent again"  # the detail of a Sent the send ledger answered
+
 
 class ChannelClient(Protocol):
     """Talks to one provider. Returns the verdict (content it cannot send: PermanentFailure(dead_letter=True));
@@ -233,7 +235,7 @@ class Provider:
             status = await self.ledger.sent_status(delivery.notification_id, self.channel.value)
             if status is not None:
                 self.suppressed += 1
-                return Sent(Status(status), "already sent (send ledger): not sent again")
+                return Sent(Status(status), ALREADY_SENT)
         await self.gate.admit(delivery)
         self.calls += 1
         try:
