@@ -7,8 +7,9 @@ before_request hook) writes into the ASGI scope, or the fast path's own paths; a
 request nothing matched is `unmatched`. Never the raw path: the series stay bounded
 whatever paths clients send.
 
-The time is taken when the response's headers go out, not when its body ends: an SSE
-stream's opening, a long-poll's answer. The cost per request is two clock reads and a
+A request is counted, and its time taken, when its response's headers go out, not when
+its body ends: an SSE stream counts as it opens; a request that never answered (the
+client left first) counts with the status 0 when it ends. The cost per request is two clock reads and a
 few integer increments (docs/metrics.md, "Cost").
 """
 
@@ -38,22 +39,26 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = trio.current_time()
-        answered: list[float | int] = []  # status, seconds: set when the headers go out
+        answered = False
+
+        def observe(status: int) -> None:
+            method, path = scope["method"], scope["path"]
+            noted = cast(dict[str, object], scope).get(ROUTE_KEY)
+            route = noted if isinstance(noted, str) else path if method == "POST" and path in _FAST else UNMATCHED
+            self.stats.observe(method, route, status, trio.current_time() - started)
 
         async def sending(message: ASGISendEvent) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
-                answered[:] = (message["status"], trio.current_time() - started)
+                answered = True  # counted when its headers go out: a stream (SSE) is counted as it opens
+                observe(message["status"])
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
         finally:
-            method, path = scope["method"], scope["path"]
-            noted = cast(dict[str, object], scope).get(ROUTE_KEY)
-            route = noted if isinstance(noted, str) else path if method == "POST" and path in _FAST else UNMATCHED
-            # No headers went out: the client left, or the app failed after Hypercorn's own 500 (status 0 then).
-            status, seconds = answered if answered else (0, trio.current_time() - started)
-            self.stats.observe(method, route, int(status), float(seconds))
+            if not answered:  # no headers went out: the client left first, or the app failed (status 0)
+                observe(0)
 
 
 async def note_route() -> None:
