@@ -10,7 +10,9 @@ runs; label values stay bounded whatever paths and methods clients send.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 from actors.app import Herald, run_herald
+from actors.cli import main as cli
 from actors.consumer import PartitionConsumer
 from actors.metrics import OUTCOMES, TRANSPORTS, FanoutProgress, NodeMetrics, no_fanout
 from actors.provider import ALREADY_SENT
@@ -398,3 +401,21 @@ async def test_every_mailbox_of_the_node_is_a_series(tmp_path):
         assert expected | {f"provider:{c.value}:queries" for c in Channel} == names
         assert isinstance(herald.metrics, NodeMetrics) and all(isinstance(m, Mailbox) for m in herald.metrics.mailboxes)
 
+
+
+async def test_herald_metrics_prints_the_scrape_or_the_families_asked(tmp_path):
+    async with running_node(tmp_path) as herald:
+        def run(*args: str) -> tuple[int, str]:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = cli(["metrics", "--server", herald.url, "--api-key", "test-key", *args])
+            return code, out.getvalue()
+
+        code, whole = await trio.to_thread.run_sync(run)
+        assert code == 0 and WORKER_FAMILIES <= parse(whole).families
+        code, some = await trio.to_thread.run_sync(run, "--family", "herald_dlq", "--family", "herald_sessions_open")
+        assert code == 0 and parse(some).families == {"herald_dlq_entries", "herald_sessions_open", "herald_sessions_opened_total"}  # prefixes
+        refused = io.StringIO()
+        with contextlib.redirect_stdout(refused):
+            code = await trio.to_thread.run_sync(lambda: cli(["metrics", "--server", herald.url, "--api-key", "wrong"]))
+        assert code != 0 and "herald_" not in refused.getvalue()
