@@ -257,15 +257,16 @@ class NodeMetrics(Collector):
 
     async def _read_source(self, name: str, read: Callable[[], Awaitable[dict[tuple[str, ...], float]]]) -> None:
         cached = self._cache[name]
-        cached.ok = False
+        ok = False
         try:
             with trio.move_on_after(SOURCE_TIMEOUT_S):
                 cached.samples = await read()
                 cached.read_at = trio.current_time()
-                cached.ok = True
+                ok = True
         except Exception as exc:  # a backend's error: the last values stay, marked stale
             log.warning("metrics: reading %s failed: %r", name, exc)
-        if not cached.ok:
+        cached.ok = ok
+        if not ok:
             log.warning("metrics: %s not read (error or over %.0f s): its last values are served", name, SOURCE_TIMEOUT_S)
 
     async def _read_lag(self) -> dict[tuple[str, ...], float]:

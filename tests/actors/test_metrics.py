@@ -341,16 +341,20 @@ class StuckBus:
 
 
 class FakeStore:
+    failing = False
+
     async def dead_letter_count(self, channel=None):
+        if self.failing:
+            raise OSError("store unreachable")
         return 3
 
 
 async def test_a_slow_port_never_holds_a_scrape_and_its_last_values_are_served_marked_stale(autojump_clock):
     from actors.metrics import ConsumedTopic
 
-    bus = StuckBus()
+    bus, store = StuckBus(), FakeStore()
     metrics = NodeMetrics(
-        "worker", bus=bus, store=FakeStore(), consumed=[ConsumedTopic("herald-sms", "herald.sms", lambda: [0])], dlq_channels=["sms"],
+        "worker", bus=bus, store=store, consumed=[ConsumedTopic("herald-sms", "herald.sms", lambda: [0])], dlq_channels=["sms"],
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(metrics.run)
@@ -368,6 +372,11 @@ async def test_a_slow_port_never_holds_a_scrape_and_its_last_values_are_served_m
         reads = bus.reads
         await metrics.scrape()  # within CACHE_S of the last read: served from the cache, nothing read
         assert bus.reads == reads
+        store.failing = True  # a backend that errors: its last values are served, marked down
+        await trio.sleep(2)
+        failed = parse((await metrics.scrape())[0].decode())
+        assert failed.value("herald_dlq_entries", channel="sms") == 3 and failed.value("herald_metrics_source_up", source="dlq") == 0
+        assert failed.value("herald_metrics_source_age_seconds", source="dlq") >= 2
         metrics.stop()
 
 
