@@ -9,6 +9,11 @@
 2. The consumer's outcome count: one dict increment per concluded attempt.
 3. A scrape of a node of the role `all` that has served some traffic: CPU per scrape
    (the port-backed reads included), and the size of the exposition.
+4. The real path: a node in this process takes POST /v1/notifications (web) through its
+   ASGI stack with no socket, 50 senders at once, in blocks of `--block`, alternately through the front end's
+   app (with the request layer) and through the fast path alone (without it); each block
+   is timed until the delivery pipeline has drained it (the web partitions' lag back to
+   0), so a figure is CPU per notification accepted and delivered.
 
 Figures are CPU seconds (time.process_time) of this process: on a busy machine they move
 less than wall-clock rates. Stops by itself.
@@ -96,13 +101,75 @@ async def scrape_cost() -> None:
                   f"{len(body)} bytes, {sum(1 for line in body.splitlines() if not line.startswith(b'#'))} samples")
 
 
+async def real_path(block: int, rounds: int) -> None:
+    import json
+
+    from protocol.channels import Channel
+    from tests.helpers import running_node, web_notification
+
+    body = json.dumps(web_notification("bench-u1", "t")).encode()
+    headers = [(b"authorization", b"Bearer test-key"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "method": "POST", "path": "/v1/notifications", "headers": headers, "query_string": b"",
+             "http_version": "1.1", "scheme": "http", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "root_path": ""}
+
+    async def receive_body() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    statuses: list[int] = []
+
+    async def keep(message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_node(Path(tmp)) as herald:
+            front = herald.front
+            assert front is not None and front.fast is not None
+            bus, topic = herald.bus, Channel.WEB.topic()
+
+            async def drained() -> None:
+                with trio.fail_after(120):
+                    while True:
+                        lag = 0
+                        for partition in range(bus.partitions(topic)):
+                            lag += await bus.end_offset(topic, partition) - await bus.committed("herald-web", topic, partition)
+                        if lag == 0:
+                            return
+                        await trio.sleep(0.05)
+
+            async def run_block(app) -> float:
+                async def sender(count: int) -> None:
+                    for _ in range(count):
+                        await app(dict(scope), receive_body, keep)
+
+                start = time.process_time()
+                async with trio.open_nursery() as nursery:  # 50 at once, as bench.py's 50 connections
+                    for _ in range(50):
+                        nursery.start_soon(sender, block // 50)
+                await drained()
+                return (time.process_time() - start) / (block // 50 * 50) * 1e6
+
+            await run_block(front.app)  # warm-up
+            with_layer, without = [], []
+            for _ in range(rounds):
+                with_layer.append(await run_block(front.app))
+                without.append(await run_block(front.fast))
+            assert set(statuses) == {202}, set(statuses)
+            a, b = statistics.median(with_layer), statistics.median(without)
+            print(f"real POST path (web, accepted and delivered): {b:.0f} us CPU/notification without the request layer, "
+                  f"{a:.0f} with it ({(a - b) / b * 100:+.1f} %); runs {[round(x) for x in without]} vs {[round(x) for x in with_layer]}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--block", type=int, default=2000, help="POSTs per block of the real path (default 2000)")
+    parser.add_argument("--rounds", type=int, default=5, help="blocks each way on the real path (default 5)")
     args = parser.parse_args()
     await layer(args.requests)
     outcome_count(args.requests * 5)
     await scrape_cost()
+    await real_path(args.block, args.rounds)
 
 
 if __name__ == "__main__":

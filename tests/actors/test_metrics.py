@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
@@ -428,3 +429,17 @@ async def test_herald_metrics_prints_the_scrape_or_the_families_asked(tmp_path):
         with contextlib.redirect_stdout(refused):
             code = await trio.to_thread.run_sync(lambda: cli(["metrics", "--server", herald.url, "--api-key", "wrong"]))
         assert code != 0 and "herald_" not in refused.getvalue()
+
+
+def test_the_metrics_port_setting_is_off_by_default_and_checked():
+    from actors.config import ConfigError, load_config
+
+    assert load_config(env={}).metrics_port == -1 and load_config(env={}).metrics_host == "127.0.0.1"
+    assert load_config(env={"HERALD_METRICS_PORT": "9464"}).metrics_port == 9464
+    assert load_config(env={"HERALD_METRICS_PORT": "-1"}).metrics_port == -1
+    assert load_config(env={"HERALD_METRICS_PORT": "0"}).metrics_port == 0
+    for wrong in ("-2", "65536", "x", "-1.0", " -1"):
+        with pytest.raises(ConfigError, match="HERALD_METRICS_PORT"):
+            load_config(env={"HERALD_METRICS_PORT": wrong})
+    with pytest.raises(ConfigError, match="metrics_port"):
+        load_config(metrics_port=-5)
