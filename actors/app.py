@@ -44,8 +44,8 @@ from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
 
 from .api.gateway import FRONT_ROLES, FrontEnd, Gateway
-from .api.metrics_port import MetricsPort
 from .api.idempotency import Idempotency
+from .api.metrics_port import MetricsPort
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
