@@ -56,7 +56,7 @@ from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .ingress import Ingress
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
-from .metrics import ConsumedTopic, NodeMetrics, RequestStats, SessionCounts, new_outcomes
+from .metrics import ConsumedTopic, NodeMetrics, RequestStats, SessionCounts, new_outcomes, no_fanout
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
@@ -339,6 +339,8 @@ async def wire(
         consumed=[ConsumedTopic(g.group, c.topic(), g.partitions) for c, g in groups.items()],
         dlq_channels=[c.value for c in Channel] if works else [],
         requests=requests if serves else None, sessions=sessions if edge else None,
+        # Topic fan-out (issue 10 item 5): the fan-out actor's progress reader goes here, on the roles that run it.
+        fanout=no_fanout if role == "all" else None,
     )
     watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop)]
     if config.metrics_port >= 0:
