@@ -6,7 +6,8 @@
     ├── delivery   scheduler, fanout, connection registry, provider:<channel> and provider:<channel>:queries per channel
     ├── consumers  consumer-group:<channel> → one supervised PartitionConsumer per partition
     ├── ingress    ingress (a pool of workers on one mailbox), idempotency-leases, jobs, signing-keys
-    └── front      Hypercorn + Quart-Trio (REST, WebSocket)
+    ├── metrics    metrics (reads bus lag, DLQ depth, breakers for a scrape), metrics-port (if metrics_port is set)
+    └── front      Hypercorn + Quart-Trio (REST, WebSocket; GET /metrics with an admin key)
 
 The other roles (ROLES) build a part of that tree, and meet the others only through the
 ports (bus, state, store, logstore, broker):
@@ -35,7 +36,7 @@ from typing import Any
 
 import trio
 
-from protocol.channels import Channel, Lane
+from protocol.channels import LANES, Channel, Lane
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
@@ -45,6 +46,7 @@ from reactor.system import System, handle_signals
 
 from .api.gateway import FRONT_ROLES, FrontEnd, Gateway
 from .api.idempotency import Idempotency
+from .api.metrics_port import MetricsPort
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
@@ -56,6 +58,7 @@ from .fanout import Fanout
 from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
+from .metrics import ConsumedTopic, FanoutProgress, FanoutReader, NodeMetrics, RequestStats, SessionCounts, new_outcomes
 from .provider import ChannelClient, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
@@ -92,10 +95,17 @@ class Herald:
     sandbox_faults: SandboxFaults | None = None
     fanout: Fanout | None = None  # worker, all: expands topic sends
     topic_sends: TopicSends | None = None  # api, all: accepts them
+    metrics: NodeMetrics | None = None  # its registry: what GET /metrics (and the metrics port) serve
+    metrics_port: MetricsPort | None = None  # metrics_port set
 
     @property
     def url(self) -> str:
         return self.front.url() if self.front is not None else ""
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics port's /metrics, when it is on."""
+        return f"{self.metrics_port.url()}/metrics" if self.metrics_port is not None and self.metrics_port.url() else ""
 
     @property
     def bus(self) -> Bus:
@@ -137,6 +147,20 @@ class Storage:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _fanout_reader(fanout: Fanout) -> FanoutReader:
+    """herald_fanout_*: what this worker's fan-out actor has expanded, and what is left of the send it works on."""
+
+    def read() -> FanoutProgress:
+        f = fanout.figures
+        working = bool(f.current_job)
+        return FanoutProgress(
+            subscribers_expanded=f.expanded, sends_pending=1 if working else 0,
+            subscribers_pending=max(0, f.current_total - f.current_expanded) if working else 0,
+        )
+
+    return read
 
 
 def _close_all(*mailboxes: Mailbox[Any]) -> None:
@@ -258,6 +282,8 @@ async def wire(
     stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
     delivery: list[ChildSpec] = []
     query_mbs: dict[Channel, Mailbox[CircuitQuery]] = {}
+    mailboxes: list[Mailbox[Any]] = [recorder_mb]  # herald_mailbox_messages: the actors' mailboxes of this role
+    outcomes = {c.value: new_outcomes() for c in Channel} if works else {}  # herald_deliveries_total, counted by the consumers
 
     if works:
         provider_mbs = {c: Mailbox[Attempt](f"provider:{c.value}", config.provider_mailbox, Overflow.BLOCK) for c in Channel}
@@ -285,6 +311,7 @@ async def wire(
                     bus, f"herald-{channel.value}", channel, partition, provider_mb, recorder_mb, scheduler_mb, store,
                     config.consumer_batch, retry, users,  # users: consent read again when a record that waited goes out
                     window=config.consumer_window, window_bytes=config.consumer_window_bytes, lane=lane,
+                    outcomes=outcomes[channel.value],
                 )
 
             return make
@@ -301,11 +328,13 @@ async def wire(
             owner="fanout-embedded" if alone else None,
         )
         delivery.append(ChildSpec("fanout", fanout.run, stop=fanout.stop))
+        mailboxes += [scheduler_mb, *provider_mbs.values(), *critical_mbs.values(), *query_mbs.values()]
 
     registry_mb: Mailbox[RegistryMessage] | None = None
     if edge:
         registry_mb = Mailbox("registry", 4096, Overflow.BLOCK)
         herald.registry = ConnectionRegistry(registry_mb, backends.broker, recent)
+        mailboxes.append(registry_mb)
         delivery.append(ChildSpec("registry", herald.registry.run, stop=registry_mb.close))
     if works:
         for c, provider in herald.providers.items():
@@ -333,6 +362,7 @@ async def wire(
             topics=topic_sends,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
+        mailboxes += [ingress_mb, jobs_mb, *([] if works else [scheduler_mb])]  # the api role's scheduler_mb: the schedule-writer's
         children = [ChildSpec("ingress", ingress.run, stop=ingress_mb.close)]
         if not works:  # no Scheduler here: what the Ingress schedules goes to the Store, for the workers' Schedulers
             children.append(ChildSpec("schedule-writer", ScheduleWriter(store, scheduler_mb).run, stop=scheduler_mb.close))
@@ -344,7 +374,27 @@ async def wire(
         stages.append(Supervisor("ingress", children, policy))
         gateway_parts = {"ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb}
 
-    if role in FRONT_ROLES:
+    # The metrics: what this role runs (actors/metrics.py). The fan-out families come with a `fanout` reader.
+    serves = role in FRONT_ROLES
+    requests, sessions = RequestStats(), SessionCounts()
+    groups = herald.consumer_groups
+    herald.metrics = metrics = NodeMetrics(
+        role, bus=bus, store=store, mailboxes=mailboxes,
+        providers={c.value: p for c, p in herald.providers.items()}, outcomes=outcomes,
+        consumed=[
+            ConsumedTopic(g.group, c.topic(lane), partial(g.partitions, c.topic(lane))) for c, g in groups.items() for lane in LANES
+        ],
+        dlq_channels=[c.value for c in Channel] if works else [],
+        requests=requests if serves else None, sessions=sessions if edge else None,
+        fanout=_fanout_reader(herald.fanout) if herald.fanout is not None else None,  # the roles that run the fan-out actor
+    )
+    watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop)]
+    if config.metrics_port >= 0:
+        herald.metrics_port = MetricsPort(metrics, config.metrics_host, config.metrics_port, config.shutdown_grace_s)
+        watching.append(ChildSpec("metrics-port", herald.metrics_port.run, stop=herald.metrics_port.stop))
+    stages.append(Supervisor("metrics", watching, policy))
+
+    if serves:
         herald.gateway = gateway = Gateway(
             role=role,
             recorder=recorder_mb,
@@ -370,6 +420,9 @@ async def wire(
             users=users if api else None,
             sandbox_faults=herald.sandbox_faults if api else None,
             store=store if api else None,
+            metrics=metrics,
+            requests=requests,
+            sessions=sessions,
             **gateway_parts,
         )
         herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)

@@ -292,6 +292,25 @@ def _circuits(args: argparse.Namespace) -> int:
     return _request("GET", f"{url}/v1/admin/circuits", key, None)
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    """The node's /metrics scrape (an admin key), whole or only the families whose names start with --family."""
+    import httpx
+
+    url, key = _client_settings(args)
+    try:
+        response = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
+    if not response.is_success:
+        return _print_answer(response)
+    prefixes = tuple(args.family or ("",))
+    for line in response.text.splitlines():
+        name = line.split()[2] if line.startswith("# ") and len(line.split()) > 2 else line
+        if name.startswith(prefixes):
+            print(line)
+    return 0
+
+
 def _send(args: argparse.Namespace) -> int:
     url, key = _client_settings(args)
     channels = args.channel or ["web"]
@@ -442,6 +461,11 @@ def parser() -> argparse.ArgumentParser:
     circuits = sub.add_parser("circuits", help="circuit breaker and rate limit state per channel")
     client(circuits)
     circuits.set_defaults(func=_circuits)
+
+    metrics = sub.add_parser("metrics", help="the node's Prometheus metrics (GET /metrics), or some families of them")
+    client(metrics)
+    metrics.add_argument("--family", action="append", help="only the families whose names start with this (repeatable)")
+    metrics.set_defaults(func=_metrics)
 
     sandbox = sub.add_parser("sandbox", help="the sandbox providers: make them fail or slow (faults)")
     sandbox_areas = sandbox.add_subparsers(dest="area", required=True)

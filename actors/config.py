@@ -58,6 +58,9 @@ def _default_limits() -> dict[str, dict[str, float]]:
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
+    # GET /metrics without a key, on a port of its own (actors/api/metrics_port.py): -1 off, 0 any free port
+    metrics_port: int = -1
+    metrics_host: str = "127.0.0.1"  # where the metrics port listens: loopback unless a scraper elsewhere must reach it
     data_dir: Path = Path("herald-data")
     api_key: str = ""  # the bootstrap key (all scopes); empty: generate one at first start and keep it in the store
     key_rate_per_s: float = 1000.0  # per-key rate limit of keys created without their own (the bootstrap key has none)
@@ -194,7 +197,8 @@ _AT_LEAST_ONE = {
     "consumer_batch", "max_attempts", "session_queue", "sms_max_segments", "consumer_window", "consumer_window_bytes",
     "fanout_batch",
 }
-_MAXIMUM = {"port": 65535, "commit_linger_ms": 100, "fanout_batch": 10_000}
+_MAXIMUM = {"port": 65535, "metrics_port": 65535, "commit_linger_ms": 100, "fanout_batch": 10_000}
+_MINIMUM = {"metrics_port": -1}  # -1: off
 _ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s", "fanout_lease_s"}  # durations that must not be 0
 _BELOW_ONE = {"lane_reserve_in_flight", "lane_reserve_tokens"}  # shares: from 0 to below 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -202,7 +206,10 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def _number(name: str, value: Any, integer: bool) -> Any:
     """A number from a TOML value (int, or float where one is allowed) or a string (env var: protocol.parsing's grammar)."""
-    if isinstance(value, str):
+    number: int | float | None
+    if isinstance(value, str) and name in _MINIMUM and value == str(_MINIMUM[name]):
+        number = _MINIMUM[name]  # a negative setting (metrics_port = -1, off) from an env var
+    elif isinstance(value, str):
         number = parse_integer(value) if integer else parse_decimal(value)
     elif isinstance(value, bool):
         number = None
@@ -212,7 +219,7 @@ def _number(name: str, value: Any, integer: bool) -> Any:
         number = value
     else:
         number = None
-    low, high = (1 if name in _AT_LEAST_ONE else 0), _MAXIMUM.get(name)
+    low, high = _MINIMUM.get(name, 1 if name in _AT_LEAST_ONE else 0), _MAXIMUM.get(name)
     if (number is None or number < low or (high is not None and number > high) or (name in _ABOVE_ZERO and number == 0)
             or (name in _BELOW_ONE and number >= 1)):
         kind = "an integer" if integer else "a number"

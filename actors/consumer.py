@@ -92,6 +92,8 @@ from .clients.web import inbox_entry
 from .domain.offset_tracker import OffsetTracker
 from .domain.preferences import FireCheck, check_at_fire, waited
 from .messages import Attempt, AttemptInterrupted, RecordEvents, RecorderMessage
+from .metrics import new_outcomes
+from .provider import ALREADY_SENT
 from .scheduler import ScheduleAt
 from .services.user_directory import UserDirectory
 
@@ -142,6 +144,7 @@ class PartitionConsumer:
         window: int | None = None,
         window_bytes: int = 16 * 1024 * 1024,
         lane: Lane = Lane.BULK,
+        outcomes: dict[str, int] | None = None,
     ) -> None:
         if batch < 1 or (window is not None and window < 1) or window_bytes < 1:
             raise ValueError(f"batch, window and window_bytes must be at least 1: {batch!r}, {window!r}, {window_bytes!r}")
@@ -174,6 +177,8 @@ class PartitionConsumer:
         self.stopped_at_fire = 0  # records that waited and were no longer allowed when they went out
         self.held_at_fire = 0  # records that waited and met quiet hours when they went out
         self.peak_out = 0  # the most offsets out past the durable commit at once
+        # Each concluded attempt's outcome (actors/metrics.py OUTCOMES), shared by the channel's consumers: herald_deliveries_total
+        self.outcomes = outcomes if outcomes is not None else new_outcomes()
 
     def stop(self) -> None:
         """Fetch no more, conclude and record what is out, commit it, and return."""
@@ -226,6 +231,7 @@ class PartitionConsumer:
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             # Nothing to deliver and no id to record it under: log it and move on.
             self.undecodable += 1
+            self.outcomes["undecodable"] += 1
             log.error("%s/%d@%d: undecodable record skipped: %s", self.topic, self.partition, record.offset, exc)
             concluded.send_nowait(Concluded(record.offset, size, (), ()))
             return
@@ -266,12 +272,14 @@ class PartitionConsumer:
             if isinstance(outcome, Sent):
                 # A record seen before that succeeds now resolves the dead letter an earlier run may have left (the settler asks).
                 resolves = delivery if maybe_sent else None
+                self.outcomes[self._sent_outcome(outcome)] += 1
                 events.extend(self._sent_events(delivery, outcome))
                 if self.channel is Channel.WEB:
                     inbox = (inbox_entry(delivery, record.offset),)
             elif isinstance(outcome, PermanentFailure) and outcome.dead_letter:
                 events.extend(await self._dead_letter(delivery, f"poison message: {outcome.error}"))
             elif isinstance(outcome, PermanentFailure):
+                self.outcomes["failed"] += 1
                 events.append(self._event(delivery, Status.FAILED, outcome.error))
             elif isinstance(outcome, Crashed) and any(h.crashed for h in delivery.history):
                 events.extend(await self._dead_letter(delivery, f"poison message (crashed twice): {outcome.error}", crashed=True))
@@ -333,6 +341,7 @@ class PartitionConsumer:
         """RecordEvents a record that waited and may not go out now: failed with the reason, or held again by quiet hours."""
         if check.skip is not None:
             self.stopped_at_fire += 1
+            self.outcomes["stopped"] += 1
             log.info("%s %s not sent: %s (preferences read when it went out)", self.channel.value, delivery.notification_id, check.skip)
             return self._event(delivery, Status.FAILED, check.skip)
         assert check.hold_until_ms is not None
@@ -346,6 +355,7 @@ class PartitionConsumer:
         )
         await ask(self.scheduler.send, lambda reply: ScheduleAt(entry, reply))
         self.held_at_fire += 1
+        self.outcomes["held"] += 1
         return self._event(delivery, Status.QUEUED, f"quiet hours until {iso(until)}")
 
     def _event(self, delivery: Delivery, status: Status, detail: str = "", at_ms: int | None = None) -> StatusEvent:
@@ -353,6 +363,13 @@ class PartitionConsumer:
             delivery.notification_id, delivery.user_id, self.channel, status, wall_ms() if at_ms is None else at_ms,
             detail=detail, created_ms=delivery.created_ms, priority=delivery.priority,
         )
+
+    @staticmethod
+    def _sent_outcome(outcome: Sent) -> str:
+        """The outcome a Sent counts as (herald_deliveries_total): delivered, sent, or suppressed by the send ledger."""
+        if outcome.detail == ALREADY_SENT:
+            return "duplicate_suppressed"
+        return "delivered" if outcome.status is Status.DELIVERED else "sent"
 
     def _sent_events(self, delivery: Delivery, outcome: Sent) -> list[StatusEvent]:
         if outcome.status is Status.DELIVERED:
@@ -382,6 +399,7 @@ class PartitionConsumer:
         )
         await ask(self.scheduler.send, lambda reply: ScheduleAt(entry, reply))
         self.retried += 1
+        self.outcomes["retry"] += 1
         detail = f"attempt {delivery.attempt} failed: {error}; attempt {retry.attempt} at {iso(due)}"
         return self._event(delivery, Status.QUEUED, detail, now)
 
@@ -389,6 +407,7 @@ class PartitionConsumer:
         """Put it in the channel's DLQ (replacing an entry an earlier run left); nothing if it was sent meanwhile."""
         if await self.store.sent_status(delivery.notification_id, self.channel.value) is not None:
             log.info("%s %s: not dead-lettered, another attempt sent it (send ledger)", self.channel.value, delivery.notification_id)
+            self.outcomes["duplicate_suppressed"] += 1
             return []
         now = wall_ms()
         history = [*delivery.history, AttemptRecord(delivery.attempt, now, error, crashed)]
@@ -398,6 +417,7 @@ class PartitionConsumer:
                        delivery.attempt, delivery.created_ms, now, encode_delivery(final))
         )
         self.dead_lettered += 1
+        self.outcomes["dead_lettered"] += 1
         log.warning("%s %s dead-lettered after %d attempt(s): %s", self.channel.value, delivery.notification_id, delivery.attempt, error)
         return [self._event(delivery, Status.DEAD_LETTERED, f"after {delivery.attempt} attempt(s): {error}", now)]
 
@@ -425,6 +445,10 @@ class ConsumerGroup:
 
     def consumers(self) -> list[Supervisor]:
         return [sup for sup, _, _ in self._running.values()]
+
+    def partitions(self, topic: str) -> list[int]:
+        """The partitions of `topic` (a lane's) this member consumes now (herald_bus_consumer_lag_records reads their lag)."""
+        return sorted(partition for (of, partition) in self._running if of == topic)
 
     def stop(self) -> None:
         self._stopping.set()

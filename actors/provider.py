@@ -73,6 +73,7 @@ from .services.gate import GateView
 log = logging.getLogger("herald.provider")
 
 BULK_LOOKUPS = 2  # the bulk lane's send-ledger lookups at the Store at once (a Store serves a few reads at once anyway)
+ALREADY_SENT = "already sent (send ledger): not sent again"  # the detail of a Sent the send ledger answered
 
 
 class ChannelClient(Protocol):
@@ -276,7 +277,7 @@ class Provider:
             status = await self._sent_status(delivery)
             if status is not None:
                 self.suppressed += 1
-                return Sent(Status(status), "already sent (send ledger): not sent again")
+                return Sent(Status(status), ALREADY_SENT)
         await self.gate.admit(delivery)
         self.calls += 1
         try:

@@ -36,15 +36,17 @@ from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
 from ..jobs import JobMessage
 from ..messages import CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
+from ..metrics import NodeMetrics, RequestStats, SessionCounts
 from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
 from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, topics, users
-from .errors import ProblemError, json_response, problem_response
+from .errors import ProblemError, authorize, json_response, problem_response
 from .fast_path import FastSubmit
 from .http_server import ConnectionErrors, serve
 from .idempotency import Idempotency
+from .request_metrics import RequestMetrics, note_route
 from .subscriber import SubscriberLimits
 from .websocket_endpoint import SessionSockets
 
@@ -110,6 +112,9 @@ class Gateway:
     key_ring: SharedSigningKeys | None = None  # keeps `secret` in step with the stored ring (a key made on another node)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
     store: Store | None = None  # api, all: topics' subscriptions and topic sends' progress
+    metrics: NodeMetrics | None = None  # GET /metrics (an admin key) serves its scrape
+    requests: RequestStats = field(default_factory=RequestStats)  # herald_http_requests_total and its durations
+    sessions: SessionCounts = field(default_factory=SessionCounts)  # herald_sessions_open / _opened_total per transport
 
     def serves(self, area: str) -> bool:
         return self.role in AREAS[area]
@@ -167,6 +172,8 @@ def create_app(gw: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = gw.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
+    app.before_request(note_route)  # first: the route template for herald_http_requests_total, whatever hook refuses after
+
     @app.errorhandler(ProblemError)
     async def _problem(error: ProblemError) -> Response:
         return problem_response(error.problem, error.headers)
@@ -212,6 +219,14 @@ def create_app(gw: Gateway) -> QuartTrio:
             return json_response({"status": "ready"})
         return problem_response(Problem("Service Unavailable", 503, "starting" if not gw.ready else "shutting down"))
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        await authorize(gw, "admin")
+        if gw.metrics is None:
+            return problem_response(Problem("Not Found", 404, "this node keeps no metrics"))
+        body, content_type = await gw.metrics.scrape(request.headers.get("Accept"))
+        return Response(body, content_type=content_type)
+
     for area, bp in _blueprints(gw).items():
         if gw.serves(area):
             app.register_blueprint(bp)
@@ -239,7 +254,7 @@ class FrontEnd:
         self.quart = app = create_app(gw)
         # POST /v1/notifications and the WebSocket skip Quart where they are served; the rest is the Quart app
         self.fast = FastSubmit(app, gw) if gw.serves("notifications") else None
-        self.app: ASGIFramework = self.fast or app
+        self.app: ASGIFramework = RequestMetrics(self.fast or app, gw.requests)
         if gw.serves("realtime"):
             self.app = SessionSockets(self.app, gw)  # outermost: a session's task keeps no frame of the layers inside
         self.config = hypercorn_config(host, port, grace_s)

@@ -378,6 +378,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/docs", "getDocs", "service", "The API reference as a web page", Auth.NONE, None,
         {200: Reply("This document as HTML, self-contained.", {HTML_TYPE: {"type": "string"}})},
     ),
+    Operation(
+        "GET", "/metrics", "getMetrics", "service", "Prometheus metrics", Auth.API_KEY, "admin",
+        {200: Reply("The node's herald_* families in the Prometheus text format (OpenMetrics if the Accept header asks).",
+                    {"text/plain": {"type": "string"}})},
+        description="Every family and its labels: docs/metrics.md. A node shows what its role runs. The same scrape "
+                    "without a key on the metrics port (`metrics_port`), where it is set.",
+    ),
     # notifications
     Operation(
         "POST", "/v1/notifications", "createNotification", "notifications", "Send a notification", Auth.API_KEY, "send",

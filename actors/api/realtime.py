@@ -135,7 +135,7 @@ def blueprint(gw: Gateway) -> Blueprint:
         session = Session(who.user_id, gw.session_queue, hold=after is not None, token_id=token_id(who.token))
         items: list[Outgoing] = []
         try:
-            async with registered(gw, session):
+            async with registered(gw, session, "poll"):
                 items = await _caught_up(gw, session, after, limit)
                 if not items:
                     with trio.move_on_after(timeout):
@@ -158,8 +158,8 @@ def _too_many_sessions(detail: str) -> ProblemError:
 
 
 @asynccontextmanager
-async def registered(gw: Gateway, session: Session) -> AsyncIterator[Session]:
-    """Register the session for the block's duration, within the caps.
+async def registered(gw: Gateway, session: Session, transport: str) -> AsyncIterator[Session]:
+    """Register the session for the block's duration, within the caps; counted open per transport (websocket, sse, poll).
 
     TooManySessions if the user or token is at its cap, MailboxClosed if the node is stopping.
     """
@@ -169,11 +169,13 @@ async def registered(gw: Gateway, session: Session) -> AsyncIterator[Session]:
     try:
         await served(gw.registry, "registry mailbox").send(Register(session))
         gw.sessions_opened += 1
+        gw.sessions.enter(transport)
         if gw.draining.is_set():  # admitted after the drain closed the others (SessionCaps.close_all)
             session.close(CloseCode.SHUTTING_DOWN, "server shutting down; reconnect later")
         try:
             yield session
         finally:
+            gw.sessions.leave(transport)
             session.close(1000, "")
             with trio.CancelScope(shield=True):
                 try:
@@ -242,7 +244,7 @@ async def _sse_stream(gw: Gateway, who: Subscriber, last_id: str | None) -> Asyn
     session = Session(who.user_id, gw.session_queue, hold=last_id is not None, token_id=token_id(who.token))
     expiry = TokenExpiry(who.expires_ms)
     try:
-        async with registered(gw, session):
+        async with registered(gw, session, "sse"):
             yield b"retry: 1000\n\n"
             count = 0
             if last_id is not None:

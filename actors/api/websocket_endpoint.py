@@ -94,20 +94,23 @@ class SessionSockets:
 class Socket:
     """The ASGI side of one WebSocket: what the session's task receives and sends."""
 
-    __slots__ = ("receive", "_send", "closed")
+    __slots__ = ("receive", "_send", "closed", "status")
 
     def __init__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         self.receive = receive
         self._send = send
         self.closed = False  # a close frame was sent, or the client left
+        self.status = 0  # the handshake's answer: 101 once accepted, or the refusal's HTTP status
 
     async def accept(self) -> None:
+        self.status = 101
         await self._send({"type": "websocket.accept", "subprotocol": None, "headers": []})
 
     async def reject(self, answer: Answer) -> None:
         """Refuse the handshake with an HTTP answer (ASGI's websocket.http.response)."""
         headers: list[tuple[bytes, bytes]] = [(b"content-type", answer.content_type.encode()), (b"content-length", str(len(answer.body)).encode())]
         headers += [(name.lower().encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
+        self.status = answer.status
         await self._send({"type": "websocket.http.response.start", "status": answer.status, "headers": headers})
         await self._send({"type": "websocket.http.response.body", "body": answer.body, "more_body": False})
         self.closed = True
@@ -124,9 +127,13 @@ class Socket:
 async def serve(gw: Gateway, scope: WebsocketScope, socket: Socket) -> None:
     """One WebSocket from its handshake to its end; an unexpected error is logged and closes it (1011)."""
     try:
+        started = trio.current_time()
         if (await socket.receive())["type"] != "websocket.connect":
             return
-        admitted = await _handshake(gw, scope, socket)
+        try:
+            admitted = await _handshake(gw, scope, socket)
+        finally:  # herald_http_requests_total: the handshake, timed to its accept or refusal (never the session's length)
+            gw.requests.observe("GET", PATH, socket.status, trio.current_time() - started)
         if admitted is not None:  # the handshake's frame and what it read are gone while the session lasts
             await _serve_session(gw, socket, *admitted)
     except Exception:
@@ -178,7 +185,7 @@ async def _serve_session(gw: Gateway, socket: Socket, who: Subscriber, last_id: 
     """Hold live frames until the client's first frame (a sync replays before them), or resume at once from ?last_id=."""
     session = Session(who.user_id, gw.session_queue, hold=True, token_id=token_id(who.token))
     try:
-        async with registered(gw, session):
+        async with registered(gw, session, "websocket"):
             await _session_loop(gw, socket, session, last_id, TokenExpiry(who.expires_ms))
     except MailboxClosed:
         await socket.close(CloseCode.SHUTTING_DOWN, _SHUTTING_DOWN)

@@ -114,7 +114,7 @@ async def test_requests_without_the_api_key_are_refused(tmp_path):
 async def test_shutdown_stops_every_stage_in_reverse_order(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
         await client.post("/v1/notifications", json=web_notification("u5"))
-    assert herald.system.shutdown_log == ["front", "ingress", "consumers", "delivery", "recording", "storage"]
+    assert herald.system.shutdown_log == ["front", "metrics", "ingress", "consumers", "delivery", "recording", "storage"]
     # the storage stage, stopped last, closed the backends it opened
     with pytest.raises(RuntimeError, match="not open"):
         await herald.store.get_meta("anything")

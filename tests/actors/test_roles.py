@@ -80,9 +80,9 @@ async def test_each_role_runs_its_stages_and_serves_its_routes_only(tmp_path):
     async with nodes(tmp_path) as node, http(node["api"]) as api, http(node["edge"]) as edge:
         stages = {role: [s.name for s in herald.system.supervisors()] for role, herald in node.items()}
         assert stages == {
-            "api": ["storage", "recording", "ingress", "front"],
-            "worker": ["storage", "recording", "delivery", "consumers"],
-            "edge": ["storage", "recording", "delivery", "front"],
+            "api": ["storage", "recording", "ingress", "metrics", "front"],
+            "worker": ["storage", "recording", "delivery", "consumers", "metrics"],
+            "edge": ["storage", "recording", "delivery", "metrics", "front"],
         }
         children = {role: {c.name for s in h.system.supervisors() for c in s.statistics()} for role, h in node.items()}
         assert {"ingress", "schedule-writer", "jobs", "http"} <= children["api"] and "registry" not in children["api"]
@@ -145,4 +145,4 @@ async def test_a_role_other_than_all_is_refused_on_backends_a_node_opens_itself(
     with pytest.raises(ConfigError, match="the role 'edge' needs distributed backends"):
         await run_herald(config, signals=False)
     async with running_node(tmp_path) as herald:  # and `all` builds what it always did
-        assert [s.name for s in herald.system.supervisors()] == ["storage", "recording", "delivery", "consumers", "ingress", "front"]
+        assert [s.name for s in herald.system.supervisors()] == ["storage", "recording", "delivery", "consumers", "ingress", "metrics", "front"]
