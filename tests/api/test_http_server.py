@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 from hypercorn.config import Config
+from hypercorn.events import RawData
 
 from actors.api import http_server
 from tests.api.raw_http import head, parse_responses
@@ -144,4 +145,49 @@ async def test_bytes_after_a_closing_request_do_not_cut_its_answer():
                 while chunk := await stream.receive_some(65536):
                     received += chunk
             assert parse_responses(received) == ([200], 0), received[:300]
+        stop.set()
+
+
+class Streaming(App):
+    """`?chunked=<seconds>`: a head with no Content-Length (a stream, as SSE), then a wait, then the body."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        query = scope.get("query_string", b"").decode()
+        if scope["type"] != "http" or not query.startswith("chunked="):
+            await super().__call__(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        self.started.set()
+        await trio.sleep(float(query[8:]))
+        await send({"type": "http.response.body", "body": b"data: x\n\n"})
+
+
+async def test_a_fixed_length_answer_is_one_write_and_a_stream_head_is_not_held(monkeypatch):
+    """Head and body of an answer with a Content-Length go to the socket in one write, with no empty write after;
+    the head of a stream (no Content-Length) is written at once, before its body exists."""
+    writes: list[bytes] = []
+    protocol_send = http_server.GuardedConnection.protocol_send
+
+    async def recording(self: Any, event: Any) -> None:
+        if isinstance(event, RawData):
+            writes.append(bytes(event.data))
+        await protocol_send(self, event)
+
+    monkeypatch.setattr(http_server.GuardedConnection, "protocol_send", recording)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        app = Streaming()
+        host, port = await start(nursery, app, stop)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            assert await exchange(stream, head("GET", "/")) == [200]
+            assert len(writes) == 1
+            assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"ok" * 1000)
+            writes.clear()
+            await stream.send_all(head("GET", "/?chunked=5"))
+            with trio.fail_after(10):
+                await app.started.wait()
+                while not writes:  # the head alone, while the app still waits for its body
+                    await trio.sleep(0.01)
+            assert writes[0].startswith(b"HTTP/1.1 200") and b"data: x" not in writes[0]
         stop.set()
