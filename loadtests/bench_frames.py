@@ -22,7 +22,9 @@ What one run does (loopback only, every step bounded in time, stops by itself):
    unanswered one on the same socket rather than waiting: a slow answer never delays the
    schedule) and reads answers between sends (one select loop, no per-request objects).
    It records how late each send left (`sender lag`: max, p99) and each answer's status
-   in order per socket (so it knows which notification each 202 was);
+   in order per socket (so it knows which notification each 202 was). Both client processes
+   lower their niceness to -10 when they may (root), so a busy machine delays the node, not
+   the clock that measures it;
 4. latency of notification i = arrival of the frame titled with i - its **scheduled**
    time (so a late sender counts against the figure, not for it). Printed per rate:
    frames received/accepted, missing (a 202 whose frame has not come `--grace` s after
@@ -64,6 +66,16 @@ _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
 
 
+def _before_the_node() -> int:
+    """Run this client process ahead of ordinary processes (root may lower its niceness): on a shared machine the
+    schedule and the arrival times are the clients' to keep, not the scheduler's to delay. Its niceness after."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except OSError:
+        pass  # not root: measured as it is; the lag printed says how well the sender kept up
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 # -- the receiver: WebSocket sessions, frames timed by title -------------------------------------
 
 
@@ -74,6 +86,7 @@ def _receive_main(params: dict[str, Any]) -> None:
     from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
     host, port, key, prefix, n = params["host"], int(params["port"]), params["key"], params["prefix"], int(params["users"])
+    _before_the_node()
     arrived: dict[str, float] = {}
     counters = {"synced": 0, "duplicates": 0, "closed_early": 0, "other_frames": 0}
     reasons: list[str] = []
@@ -169,6 +182,7 @@ def _send_main(params: dict[str, Any]) -> None:
     host, port, key = params["host"], int(params["port"]), params["key"]
     rate, count, tag, prefix, users = float(params["rate"]), int(params["count"]), params["tag"], params["prefix"], int(params["users"])
     n_conn, grace = int(params["connections"]), float(params["grace"])
+    niceness = _before_the_node()
     head = f"POST /v1/notifications HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\nauthorization: Bearer {key}\r\n"
     requests = []
     for i in range(count):
@@ -255,7 +269,7 @@ def _send_main(params: dict[str, Any]) -> None:
         "t0": t0, "rate": rate, "count": count, "status": status, "answered_at": answered_at,
         "lag_max_ms": max(lags) * 1e3 if lags else 0.0, "lag_p99_ms": percentile(sorted(lags), 99) * 1e3,
         "late_over_1ms": sum(1 for lag in lags if lag > 0.001), "max_pipelined": max_pipelined,
-        "unanswered": sum(len(p) for p in pending),
+        "unanswered": sum(len(p) for p in pending), "niceness": niceness,
     })  # fmt: skip
 
 
@@ -304,7 +318,7 @@ def _phase(herald: Server, receiver: subprocess.Popen[str], args: argparse.Names
         "max": latencies[-1] if latencies else 0.0,
         "post_p50": percentile(answers, 50), "post_p99": percentile(answers, 99),
         "lag_max": sent["lag_max_ms"], "lag_p99": sent["lag_p99_ms"], "late": sent["late_over_1ms"],
-        "pipelined": sent["max_pipelined"], "unanswered": sent["unanswered"],
+        "pipelined": sent["max_pipelined"], "unanswered": sent["unanswered"], "niceness": sent["niceness"],
         "server_cpu_pct": 100 * server_cpu / wall, "server_ms_per": 1e3 * server_cpu / max(1, len(accepted)),
         "other_cpu_pct": max(0.0, 100 * (machine_busy_s() - busy0 - server_cpu - client_cpu) / wall),
     }  # fmt: skip
@@ -317,7 +331,7 @@ def _line(r: dict[str, Any], ref: dict[str, Any] | None) -> str:
             f"           frames {r['frames']}/{r['accepted']} accepted of {r['sent']} sent, MISSING {r['missing']}, duplicates {r['duplicates']}, "
             f"non-202 {others or 0}, sessions closed early {r['closed_early']}\n"
             f"           POST->202 p50 {r['post_p50']:.1f} ms p99 {r['post_p99']:.1f} ms; sender lag max {r['lag_max']:.2f} ms p99 {r['lag_p99']:.2f} ms "
-            f"({r['late']} sends > 1 ms late; at most {r['pipelined']} requests outstanding on a socket)\n"
+            f"({r['late']} sends > 1 ms late; at most {r['pipelined']} requests outstanding on a socket; sender niceness {r['niceness']})\n"
             f"           server CPU {r['server_cpu_pct']:.0f}% of a core, {r['server_ms_per']:.2f} ms per notification; other CPU {r['other_cpu_pct']:.0f}%"
             f"{'  (busy machine)' if r['other_cpu_pct'] > 25 else ''}")  # fmt: skip
 
