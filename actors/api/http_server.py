@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -167,6 +168,9 @@ class GuardedConnection(TCPServer):
         self._reading = trio.CancelScope()  # the reading loop, cancelled when another task closes the connection
         self._reader: trio.lowlevel.Task | None = None
         self._on_error = on_error
+        self._idle_deadline = math.inf  # when an idle connection closes (inf while a request is served)
+        self._idle_wait: trio.CancelScope | None = None  # what the keep-alive task waits in (_keep_alive)
+        self._keep_alive_scope = trio.CancelScope()
 
     async def run(self) -> None:
         try:
@@ -208,7 +212,10 @@ class GuardedConnection(TCPServer):
                 if isinstance(self.protocol.protocol, H11Protocol):
                     self.protocol.protocol = ClosingH11(*args)
                 await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                self._set_idle(True)
+                nursery = task_group._nursery  # Hypercorn's TaskGroup: where its own idle task ran
+                assert nursery is not None
+                nursery.start_soon(self._keep_alive)
                 await self._read_data()
         except OSError:
             pass
@@ -237,10 +244,7 @@ class GuardedConnection(TCPServer):
         elif isinstance(event, Updated):
             if self._closing:
                 return  # no keep-alive timer for a connection that is ending
-            if event.idle:
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-            else:
-                await self.idle_task.stop()
+            self._set_idle(event.idle)
 
     async def _read_data(self) -> None:
         self._reader = trio.lowlevel.current_task()
@@ -259,8 +263,39 @@ class GuardedConnection(TCPServer):
                     break
             if self._closing_after_answer:
                 await self._closed.wait()  # not reading meanwhile: TCP holds back what the client still sends
-        await self.idle_task.stop()
+        self._keep_alive_scope.cancel()
         await self.protocol.handle(Closed())
+
+    def _set_idle(self, idle: bool) -> None:
+        """The connection waits for a request (idle) or serves one: moves the keep-alive timer's deadline."""
+        was_idle = self._idle_deadline < math.inf
+        self._idle_deadline = trio.current_time() + self.config.keep_alive_timeout if idle else math.inf
+        if self._idle_wait is not None:
+            if idle and not was_idle:
+                self._idle_wait.cancel()  # wake it: now it waits for the server to stop, until the deadline
+            else:
+                self._idle_wait.deadline = self._idle_deadline
+
+    async def _keep_alive(self) -> None:
+        """Hypercorn's idle timeout as one task for the connection's life: the connection closes once it has been
+        idle keep_alive_timeout seconds, or at once when the server stops while it is idle, never while it serves.
+
+        Hypercorn starts its timer task anew for every request and stops it again (a lock, a cancel and a spawn
+        each time): a tenth of a small POST's CPU. Here a request only moves a deadline (and wakes this task once)."""
+        terminated = self.context.terminated
+        with self._keep_alive_scope:
+            while True:
+                idle = self._idle_deadline < math.inf
+                with trio.CancelScope(deadline=self._idle_deadline) as self._idle_wait:
+                    if idle:
+                        await terminated.wait()
+                    else:
+                        await trio.sleep_forever()  # serving: _set_idle wakes it once the connection is idle again
+                self._idle_wait = None
+                if self._idle_deadline < math.inf and (terminated.is_set() or trio.current_time() >= self._idle_deadline):
+                    break
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
 
     async def _close(self) -> None:
         """Our FIN after what was sent, from any task, a cancelled one included; `_finish` closes the socket."""

@@ -191,3 +191,42 @@ async def test_a_fixed_length_answer_is_one_write_and_a_stream_head_is_not_held(
                     await trio.sleep(0.01)
             assert writes[0].startswith(b"HTTP/1.1 200") and b"data: x" not in writes[0]
         stop.set()
+
+
+class SpawnCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+async def test_keep_alive_requests_spawn_no_timer_task_each_and_the_idle_timeout_still_closes():
+    """Requests on a keep-alive connection spawn only their app task (Hypercorn also restarted a keep-alive timer
+    task for each, twice); a connection idle keep_alive_timeout closes; one serving a longer request does not."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        settings = config()
+        settings.keep_alive_timeout = 0.5
+        binds = await nursery.start(partial(http_server.serve, App(), settings, shutdown_trigger=stop.wait))
+        host, port = binds[0].removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            assert await exchange(stream, head("GET", "/")) == [200]
+            counter = SpawnCounter()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for _ in range(20):
+                    assert await exchange(stream, head("GET", "/")) == [200]
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            assert counter.spawned <= 20 + 2  # one app task a request (and slack for a timer waking)
+            assert await exchange(stream, head("GET", "/?wait=1.2")) == [200]  # served past the idle timeout
+            with trio.fail_after(5):  # then idle: closed after about 0.5 s
+                assert await stream.receive_some(65536) == b""
+        idle = await trio.open_tcp_stream(host, int(port))
+        async with idle:
+            assert await exchange(idle, head("GET", "/")) == [200]
+            stop.set()  # the server stops: an idle connection closes at once, not after its timeout
+            with trio.fail_after(2):
+                assert await idle.receive_some(65536) == b""
