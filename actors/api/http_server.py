@@ -59,6 +59,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
@@ -100,12 +101,15 @@ class ClosingH11(H11Protocol):
     """Hypercorn's HTTP/1.1, closing after early answers and ambiguous framing, and never raising on a refused send."""
 
     _ambiguous = False  # the current request has both Content-Length and Transfer-Encoding
+    on_websocket: Callable[[], None] = staticmethod(lambda: None)  # the connection became a WebSocket (set by GuardedConnection)
     _head = b""  # a fixed-length answer's head, not written yet: it goes with the body (_send_h11_event)
 
     async def _create_stream(self, request: h11.Request) -> None:
         names = {name.lower() for name, _ in request.headers}
         self._ambiguous = b"content-length" in names and b"transfer-encoding" in names
         await super()._create_stream(request)
+        if isinstance(self.stream, WSStream):
+            self.on_websocket()  # it is never idle between requests again: no keep-alive timer for it
         if self.stream is not None and self.stream.closed:
             # The stream answered at once and gave up (an invalid WebSocket handshake: 400; a Host the config does
             # not serve: 404) without ending itself, so Hypercorn would keep the connection open: end it.
@@ -211,6 +215,7 @@ class GuardedConnection(TCPServer):
                 self.protocol = ProtocolWrapper(*args, alpn_protocol)
                 if isinstance(self.protocol.protocol, H11Protocol):
                     self.protocol.protocol = ClosingH11(*args)
+                    self.protocol.protocol.on_websocket = self._keep_alive_scope.cancel
                 await self.protocol.initiate()
                 self._set_idle(True)
                 nursery = task_group._nursery  # Hypercorn's TaskGroup: where its own idle task ran
@@ -281,7 +286,8 @@ class GuardedConnection(TCPServer):
         idle keep_alive_timeout seconds, or at once when the server stops while it is idle, never while it serves.
 
         Hypercorn starts its timer task anew for every request and stops it again (a lock, a cancel and a spawn
-        each time): a tenth of a small POST's CPU. Here a request only moves a deadline (and wakes this task once)."""
+        each time): a tenth of a small POST's CPU. Here a request only moves a deadline (and wakes this task once).
+        A connection upgraded to a WebSocket ends it (`ClosingH11.on_websocket`): a session costs no timer task."""
         terminated = self.context.terminated
         with self._keep_alive_scope:
             while True:
