@@ -72,7 +72,7 @@ class Config:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch (each item still at most max_body_bytes)
-    ingress_workers: int = 64
+    ingress_workers: int = 8  # appends in flight at once; each takes what waits in the mailbox (actors/ingress.py, _coalesce)
     ingress_mailbox: int = 2048
     provider_mailbox: int = 512
     recorder_mailbox: int = 4096

@@ -1,9 +1,11 @@
 """Ingress: validates a submission, writes one Delivery per channel to the bus, answers with a receipt.
 
-A pool of workers reads one mailbox: each awaits the bus's durable append (group
-commit batches the concurrent ones), so the receipt (202) is sent only once every
-channel's record is on disk; then it waits for the Recorder to write `accepted` and
-`queued` (group-committed too), so a status read right after the 202 finds them.
+A pool of workers reads one mailbox: each takes a message and whatever else waits there
+(concurrent POSTs, up to a batch's worth: `_coalesce`), plans them and awaits one durable
+bus append for all of them (group commit batches the concurrent appends), so the receipt
+(202) is sent only once every channel's record is on disk; then it waits for the Recorder
+to write `accepted` and `queued` (one RecordEvents for the group, group-committed too), so
+a status read right after the 202 finds them.
 
 With a UserDirectory, the user's preferences shape each channel (actors/domain/preferences.py):
 addresses from the contact points and devices when `to` does not give them, a channel
@@ -49,6 +51,7 @@ log = logging.getLogger("herald.ingress")
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
 _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
+COALESCE_MAX_REQUESTS = 1000  # requests one append takes from the mailbox at most (a full batch's worth)
 
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
@@ -74,6 +77,10 @@ def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -
             message = f"required for the {channel.value} channel (the user's preferences have none)"
             errors.append(FieldError(f"to.{attr}", message))
     return errors
+
+
+def _requests(message: IngressMessage) -> Sequence[NotificationRequest]:
+    return (message.request,) if isinstance(message, Submit) else message.requests
 
 
 class IdGenerator:
@@ -239,6 +246,7 @@ class Ingress(SendPlanner):
         self.workers = workers
         self.topics = topics  # None: a topic send is refused (422 naming `topic`)
         self.accepted = 0
+        self.coalesced = 0  # messages answered by another message's append (for tests and benchmarks)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -248,14 +256,39 @@ class Ingress(SendPlanner):
 
     async def _worker(self) -> None:
         async for message in self.mailbox:
+            group = self._coalesce(message)
             try:
-                if isinstance(message, Submit):
-                    message.reply.send(await self.accept(message.request))
-                else:
-                    message.reply.send(await self.accept_batch(message.requests))
+                results = await self.accept_batch([request for m in group for request in _requests(m)])
             except BaseException as exc:
-                message.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
+                for m in group:
+                    m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
                 raise
+            start = 0
+            for m in group:
+                if isinstance(m, Submit):
+                    m.reply.send(results[start])
+                    start += 1
+                else:
+                    m.reply.send(results[start : start + len(m.requests)])
+                    start += len(m.requests)
+
+    def _coalesce(self, first: IngressMessage) -> list[IngressMessage]:
+        """`first` and what else waits in the mailbox now (up to COALESCE_MAX_REQUESTS requests): answered by one append.
+
+        Concurrent single POSTs then cost one produce call (one group commit) and one RecordEvents
+        round trip to the Recorder, not one each; a receipt still waits until the whole group is durable.
+        """
+        group = [first]
+        count = len(_requests(first))
+        while count < COALESCE_MAX_REQUESTS:
+            try:
+                message = self.mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            group.append(message)
+            count += len(_requests(message))
+        self.coalesced += len(group) - 1
+        return group
 
     async def accept(self, request: NotificationRequest) -> Receipt | Problem:
         """One notification: a batch of one."""
@@ -280,10 +313,24 @@ class Ingress(SendPlanner):
             elif request.topic is not None:
                 results.append(await self._accept_topic_send(request))
             else:
-                results.append(await self.plan(request, batch))
+                results.append(await self._plan_alone(request, batch))
         await self.commit(batch)
         self.accepted += sum(1 for r in results if isinstance(r, Receipt))
         return results
+
+    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch) -> Receipt | Problem:
+        """plan(), but an unexpected error fails this request alone (a 500 problem), leaving nothing of it in the batch.
+
+        Coalesced POSTs share one batch: one request that trips a bug must not fail the others
+        answered by the same append.
+        """
+        marks = len(batch.items), len(batch.deferred), len(batch.events)
+        try:
+            return await self.plan(request, batch)
+        except Exception:
+            log.exception("planning a notification failed; it alone is refused")
+            del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:]
+            return Problem(title="Internal Server Error", status=500, detail="the notification could not be planned")
 
     async def _accept_topic_send(self, request: NotificationRequest) -> Receipt | Problem:
         if self.topics is None:

@@ -48,7 +48,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,10 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import LOOPBACK, MARK, emit, machine_busy_s, parse_emitted, percentile, process_cpu_s, stop_process  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-LOOPBACK = "127.0.0.1"
-MARK = "BENCHJSON "
 WEB_BODY = {"user_id": "bench-u1", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}}
 ALL_BODY = {
     "user_id": "bench-u1",
@@ -75,35 +75,6 @@ ALL_BODY = {
     },
     "to": {"email": "bench-u1@example.org", "phone": "+15555550100", "device_token": "tok"},
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent busy since boot (from /proc/stat; steal counts as busy)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 if empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def _emit(result: dict[str, Any]) -> None:
-    print(MARK + json.dumps(result), flush=True)
-
-
-def _parse_emitted(text: str) -> dict[str, Any]:
-    for line in text.splitlines():
-        if line.startswith(MARK):
-            return dict(json.loads(line[len(MARK) :]))
-    raise RuntimeError(f"no result line in the output:\n{text[-2000:]}")
-
-
 # -- servers ------------------------------------------------------------------------------
 
 
@@ -146,11 +117,7 @@ class Server:
     def cpu_s(self) -> float:
         """User + system CPU seconds of the server process (all its threads) so far."""
         assert self.proc is not None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu_s(self.proc.pid)
 
     def rss_mib(self) -> float:
         assert self.proc is not None
@@ -178,16 +145,7 @@ class Server:
         return float("inf") if self.alive() else 0.0
 
     def stop(self, deadline_s: float = 20.0) -> str:
-        if self.proc is None or self.proc.poll() is not None:
-            return f"{self.name}: already exited ({None if self.proc is None else self.proc.returncode})"
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=deadline_s)
-            return f"{self.name}: stopped on SIGTERM (exit {code})"
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            return f"{self.name}: did not stop within {deadline_s}s of SIGTERM: SIGKILLed"
+        return stop_process(self.name, self.proc, deadline_s)
 
 
 # -- load generators -----------------------------------------------------------------------
@@ -254,13 +212,13 @@ def run_load(
         params = {"url": target, "key": key, "body": body.decode(), "connections": connections, "duration": duration}
         argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(params)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0 = _machine_busy_s()
+    busy0 = machine_busy_s()
     done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 60)
-    busy1 = _machine_busy_s()
+    busy1 = machine_busy_s()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
-    result = _parse_emitted(done.stdout)
+    result = parse_emitted(done.stdout)
     result["statuses"] = {int(k): v for k, v in result["statuses"].items()}
     result["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["machine_busy_s"] = busy1 - busy0
@@ -309,11 +267,11 @@ def _loadgen_main(params: dict[str, Any]) -> None:
 
     elapsed = trio.run(main)
     latencies.sort()
-    _emit({
+    emit({
         "requests": len(latencies), "duration_s": elapsed,
         "connect_errors": errors["connect"], "read_errors": errors["read"], "write_errors": errors["write"], "timeouts": errors["timeout"],
-        "p50_ms": _percentile(latencies, 50) * 1e3, "p90_ms": _percentile(latencies, 90) * 1e3,
-        "p99_ms": _percentile(latencies, 99) * 1e3, "max_ms": (latencies[-1] if latencies else 0) * 1e3,
+        "p50_ms": percentile(latencies, 50) * 1e3, "p90_ms": percentile(latencies, 90) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3, "max_ms": (latencies[-1] if latencies else 0) * 1e3,
         "mean_ms": (statistics.fmean(latencies) if latencies else 0) * 1e3,
         "statuses": statuses,
     })  # fmt: skip
@@ -339,7 +297,7 @@ def run_ws(url: str, key: str, users: int, rate: float, duration: float, grace: 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"ws client failed ({done.returncode}): {done.stderr[-3000:]}")
-    result = _parse_emitted(done.stdout)
+    result = parse_emitted(done.stdout)
     result["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
@@ -439,16 +397,16 @@ def _ws_main(params: dict[str, Any]) -> None:
     trio.run(main)
     latencies = sorted((recv_at[nid] - t) * 1e3 for nid, t in sent_at.items() if nid in recv_at)
     post_ms.sort()
-    _emit({
+    emit({
         "users": n_users, "rate": rate, "duration_s": duration, "sent": int(rate * duration), "accepted": len(sent_at),
         "statuses": statuses, "post_errors": counters["post_errors"], "frames": len(latencies),
         "missing": sum(1 for nid in sent_at if nid not in recv_at), "duplicates": counters["duplicates"],
         "unknown_frames": sum(1 for nid in recv_at if nid not in sent_at), "other_frames": counters["other_frames"],
         "sessions_closed_early": counters["closed"], "close_reasons": close_reasons[:5],
         "max_send_lag_ms": counters["max_send_lag_ms"],
-        "p50_ms": _percentile(latencies, 50), "p90_ms": _percentile(latencies, 90), "p99_ms": _percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50), "p90_ms": percentile(latencies, 90), "p99_ms": percentile(latencies, 99),
         "max_ms": latencies[-1] if latencies else 0.0,
-        "post_p50_ms": _percentile(post_ms, 50), "post_p99_ms": _percentile(post_ms, 99),
+        "post_p50_ms": percentile(post_ms, 50), "post_p99_ms": percentile(post_ms, 99),
         "wall_s": time.perf_counter() - start,
     })  # fmt: skip
 
@@ -548,9 +506,9 @@ def driver(args: argparse.Namespace) -> int:
     print(f"bench: {os.cpu_count()} cores shared by servers and load generator; load generator: {loadgen}; data under {tmp_root}")
     if args.provider_faults:
         print(f"bench: Herald's sandbox providers run with the faults {args.provider_faults} (HERALD_FAULTS)")
-    busy0 = _machine_busy_s()
+    busy0 = machine_busy_s()
     time.sleep(1.0)
-    background = 100 * (_machine_busy_s() - busy0)
+    background = 100 * (machine_busy_s() - busy0)
     if background > 20:
         print(f"bench: WARNING: the machine is already busy ({background:.0f}% of a core before starting): figures will be noisy")
     try:
@@ -564,11 +522,11 @@ def driver(args: argparse.Namespace) -> int:
                 flush=True,
             )
             cpu0 = herald.cpu_s()
-            busy0 = _machine_busy_s()
+            busy0 = machine_busy_s()
             ws = run_ws(herald.url, herald.key, args.ws_users, args.rate, args.ws_duration, args.ws_grace, "ws", not args.no_ack)
             server_cpu = herald.cpu_s() - cpu0
             ws["server_cpu_pct"] = 100 * server_cpu / ws["wall_s"]
-            ws["other_cpu_pct"] = max(0.0, 100 * (_machine_busy_s() - busy0 - server_cpu - ws["client_cpu_s"]) / ws["wall_s"])
+            ws["other_cpu_pct"] = max(0.0, 100 * (machine_busy_s() - busy0 - server_cpu - ws["client_cpu_s"]) / ws["wall_s"])
             print(f"  POST->frame p50 {ws['p50_ms']:.2f} ms  p99 {ws['p99_ms']:.2f} ms  max {ws['max_ms']:.2f} ms  "
                   f"frames {ws['frames']}/{ws['accepted']} (missing {ws['missing']}, duplicates {ws['duplicates']})  "
                   f"POST p50 {ws['post_p50_ms']:.2f} ms p99 {ws['post_p99_ms']:.2f} ms  statuses {ws['statuses']}  "

@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import BIN, LOOPBACK, ROOT, Server, _machine_busy_s, run_load  # noqa: E402
+from bench import BIN, ROOT, Server, run_load  # noqa: E402
+from benchlib import LOOPBACK, machine_busy_s  # noqa: E402
 
 SINGLE = "/v1/notifications"
 BATCH = "/v1/notifications/batch"
@@ -176,9 +177,9 @@ def driver(args: argparse.Namespace) -> int:
     }  # fmt: skip
     print(f"bench_batch: {os.cpu_count()} cores shared by the server and wrk; nodes {', '.join(args.node)}; "
           f"{args.duration:g}s per run; data under {tmp_root}")  # fmt: skip
-    busy0 = _machine_busy_s()
+    busy0 = machine_busy_s()
     time.sleep(1.0)
-    background = 100 * (_machine_busy_s() - busy0)
+    background = 100 * (machine_busy_s() - busy0)
     if background > 20:
         print(f"bench_batch: WARNING: the machine is already busy ({background:.0f}% of a core before starting): figures will be noisy")
     runs: list[Measured] = []

@@ -57,79 +57,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import LOOPBACK, MARK, RawHttp, emit, percentile, process_cpu_s, stop_process  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()
 BIN = Path(sys.executable).parent
-LOOPBACK = "127.0.0.1"
-MARK = "BENCHJSON "
 PER_CLIENT = 2500  # sessions one client process holds at most
 OPEN_IN_FLIGHT = 64  # handshakes one client process has in flight at once
 PING_S = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ("bare", "herald", "trio-websocket")
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 if empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def _emit(result: dict[str, Any]) -> None:
-    print(MARK + json.dumps(result), flush=True)
-
-
-# -- a minimal HTTP/1.1 client (tokens, posts): much lighter than httpx, so the client side is not the limit
-
-
-class RawHttp:
-    """One keep-alive HTTP/1.1 connection; requests one at a time; reconnects after `Connection: close`."""
-
-    def __init__(self, host: str, port: int, key: str) -> None:
-        self.host, self.port = host, port
-        self.auth = f"Bearer {key}".encode()
-        self.stream: Any = None
-        self.buffer = bytearray()
-
-    async def request(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
-        import trio
-
-        if self.stream is None:
-            self.stream = await trio.open_tcp_stream(self.host, self.port)
-            self.buffer.clear()
-        head = (
-            f"{method} {target} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nauthorization: "
-        ).encode()
-        await self.stream.send_all(head + self.auth + b"\r\n\r\n" + body)
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            await self._more()
-        header_block = bytes(self.buffer[:end]).decode("latin-1")
-        del self.buffer[: end + 4]
-        lines = header_block.split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-        length = int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            await self._more()
-        payload = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        if "close" in headers.get("connection", "").lower():
-            await self.stream.aclose()
-            self.stream = None
-        return status, payload
-
-    async def _more(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise ConnectionError("the server closed the connection mid-answer")
-        self.buffer += data
-
-    async def aclose(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
 
 
 # -- the WebSocket client process ---------------------------------------------------------------
@@ -292,7 +229,7 @@ def _client_main(params: dict[str, Any]) -> None:
                     if command[:1] == ["open"]:
                         nursery.start_soon(open_next, nursery, int(command[1]))
                     elif command[:1] == ["report"]:
-                        _emit({
+                        emit({
                             "opened": len(opened), "received": {str(i): t for i, t in received.items()},
                             **counters, "reasons": reasons[:5],
                         })  # fmt: skip
@@ -340,7 +277,7 @@ def _poster_main(params: dict[str, Any]) -> None:
                 nursery.start_soon(worker)
 
     trio.run(main)
-    _emit({"results": results, "failures": failures[:5], "failed": len(failures)})
+    emit({"results": results, "failures": failures[:5], "failed": len(failures)})
 
 
 # -- a server under tracemalloc (imports what it runs) ------------------------------------------
@@ -433,24 +370,14 @@ class ServerProc:
 
     def cpu_s(self) -> float:
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu_s(self.proc.pid)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
     def stop(self, deadline_s: float = 20.0) -> str:
-        if self.proc is None or self.proc.poll() is not None:
-            return f"{self.name}: already exited ({None if self.proc is None else self.proc.returncode})"
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=deadline_s)
-            return f"{self.name}: stopped on SIGTERM (exit {code})"
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            return f"{self.name}: did not stop within {deadline_s}s of SIGTERM: SIGKILLed"
+        return stop_process(self.name, self.proc, deadline_s)
 
 
 class Clients:
@@ -654,7 +581,7 @@ def _frames(delivery: dict[str, Any], reports: list[dict[str, Any]]) -> None:
         "post_window_s": last_202 - first_sent,
         "first_202_to_last_frame_s": (max(arrivals) - first_202) if arrivals else float("nan"),
         "last_202_to_last_frame_s": (max(arrivals) - last_202) if arrivals else float("nan"),
-        "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
         "max_ms": latencies[-1] if latencies else 0.0,
         "duplicates": sum(r["duplicates"] for r in reports),
     })  # fmt: skip

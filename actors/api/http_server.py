@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
@@ -99,11 +101,15 @@ class ClosingH11(H11Protocol):
     """Hypercorn's HTTP/1.1, closing after early answers and ambiguous framing, and never raising on a refused send."""
 
     _ambiguous = False  # the current request has both Content-Length and Transfer-Encoding
+    on_websocket: Callable[[], None] = staticmethod(lambda: None)  # the connection became a WebSocket (set by GuardedConnection)
+    _head = b""  # a fixed-length answer's head, not written yet: it goes with the body (_send_h11_event)
 
     async def _create_stream(self, request: h11.Request) -> None:
         names = {name.lower() for name, _ in request.headers}
         self._ambiguous = b"content-length" in names and b"transfer-encoding" in names
         await super()._create_stream(request)
+        if isinstance(self.stream, WSStream):
+            self.on_websocket()  # it is never idle between requests again: no keep-alive timer for it
         if self.stream is not None and self.stream.closed:
             # The stream answered at once and gave up (an invalid WebSocket handshake: 400; a Host the config does
             # not serve: 404) without ending itself, so Hypercorn would keep the connection open: end it.
@@ -122,13 +128,24 @@ class ClosingH11(H11Protocol):
         await super()._send_error_response(400 if status_code >= 500 else status_code)
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
-        """An event h11 refuses to send (the connection's state does not allow it) closes the connection."""
+        """An event h11 refuses to send (the connection's state does not allow it) closes the connection.
+
+        The head of an answer with a Content-Length (not a stream: its body follows at once) waits for the
+        body, and both go in one write; an empty write (the end of such a body) is not made. Three socket
+        writes an answer (head, body, end) were a tenth of a small POST's CPU."""
         try:
             data = self.connection.send(event)
         except h11.LocalProtocolError as error:
             log.debug("h11 refused to send %s (%s): closing the connection", type(event).__name__, error)
+            self._head = b""
             await self.send(Closed())
-        else:
+            return
+        if type(event) is h11.Response and any(name == b"content-length" for name, _ in event.headers):
+            self._head = data  # sent with the body, or with the end of the answer (no body: a 204, a HEAD)
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
+        if data:
             await self.send(RawData(data=data))
 
 
@@ -155,6 +172,9 @@ class GuardedConnection(TCPServer):
         self._reading = trio.CancelScope()  # the reading loop, cancelled when another task closes the connection
         self._reader: trio.lowlevel.Task | None = None
         self._on_error = on_error
+        self._idle_deadline = math.inf  # when an idle connection closes (inf while a request is served)
+        self._idle_wait: trio.CancelScope | None = None  # what the keep-alive task waits in (_keep_alive)
+        self._keep_alive_scope = trio.CancelScope()
 
     async def run(self) -> None:
         try:
@@ -195,8 +215,12 @@ class GuardedConnection(TCPServer):
                 self.protocol = ProtocolWrapper(*args, alpn_protocol)
                 if isinstance(self.protocol.protocol, H11Protocol):
                     self.protocol.protocol = ClosingH11(*args)
+                    self.protocol.protocol.on_websocket = self._keep_alive_scope.cancel
                 await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                self._set_idle(True)
+                nursery = task_group._nursery  # Hypercorn's TaskGroup: where its own idle task ran
+                assert nursery is not None
+                nursery.start_soon(self._keep_alive)
                 await self._read_data()
         except OSError:
             pass
@@ -225,10 +249,7 @@ class GuardedConnection(TCPServer):
         elif isinstance(event, Updated):
             if self._closing:
                 return  # no keep-alive timer for a connection that is ending
-            if event.idle:
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-            else:
-                await self.idle_task.stop()
+            self._set_idle(event.idle)
 
     async def _read_data(self) -> None:
         self._reader = trio.lowlevel.current_task()
@@ -247,8 +268,40 @@ class GuardedConnection(TCPServer):
                     break
             if self._closing_after_answer:
                 await self._closed.wait()  # not reading meanwhile: TCP holds back what the client still sends
-        await self.idle_task.stop()
+        self._keep_alive_scope.cancel()
         await self.protocol.handle(Closed())
+
+    def _set_idle(self, idle: bool) -> None:
+        """The connection waits for a request (idle) or serves one: moves the keep-alive timer's deadline."""
+        was_idle = self._idle_deadline < math.inf
+        self._idle_deadline = trio.current_time() + self.config.keep_alive_timeout if idle else math.inf
+        if self._idle_wait is not None:
+            if idle and not was_idle:
+                self._idle_wait.cancel()  # wake it: now it waits for the server to stop, until the deadline
+            else:
+                self._idle_wait.deadline = self._idle_deadline
+
+    async def _keep_alive(self) -> None:
+        """Hypercorn's idle timeout as one task for the connection's life: the connection closes once it has been
+        idle keep_alive_timeout seconds, or at once when the server stops while it is idle, never while it serves.
+
+        Hypercorn starts its timer task anew for every request and stops it again (a lock, a cancel and a spawn
+        each time): a tenth of a small POST's CPU. Here a request only moves a deadline (and wakes this task once).
+        A connection upgraded to a WebSocket ends it (`ClosingH11.on_websocket`): a session costs no timer task."""
+        terminated = self.context.terminated
+        with self._keep_alive_scope:
+            while True:
+                idle = self._idle_deadline < math.inf
+                with trio.CancelScope(deadline=self._idle_deadline) as self._idle_wait:
+                    if idle:
+                        await terminated.wait()
+                    else:
+                        await trio.sleep_forever()  # serving: _set_idle wakes it once the connection is idle again
+                self._idle_wait = None
+                if self._idle_deadline < math.inf and (terminated.is_set() or trio.current_time() >= self._idle_deadline):
+                    break
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
 
     async def _close(self) -> None:
         """Our FIN after what was sent, from any task, a cancelled one included; `_finish` closes the socket."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 from hypercorn.config import Config
+from hypercorn.events import RawData
 
 from actors.api import http_server
 from tests.api.raw_http import head, parse_responses
@@ -145,3 +146,87 @@ async def test_bytes_after_a_closing_request_do_not_cut_its_answer():
                     received += chunk
             assert parse_responses(received) == ([200], 0), received[:300]
         stop.set()
+
+
+class Streaming(App):
+    """`?chunked=<seconds>`: a head with no Content-Length (a stream, as SSE), then a wait, then the body."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        query = scope.get("query_string", b"").decode()
+        if scope["type"] != "http" or not query.startswith("chunked="):
+            await super().__call__(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        self.started.set()
+        await trio.sleep(float(query[8:]))
+        await send({"type": "http.response.body", "body": b"data: x\n\n"})
+
+
+async def test_a_fixed_length_answer_is_one_write_and_a_stream_head_is_not_held(monkeypatch):
+    """Head and body of an answer with a Content-Length go to the socket in one write, with no empty write after;
+    the head of a stream (no Content-Length) is written at once, before its body exists."""
+    writes: list[bytes] = []
+    protocol_send = http_server.GuardedConnection.protocol_send
+
+    async def recording(self: Any, event: Any) -> None:
+        if isinstance(event, RawData):
+            writes.append(bytes(event.data))
+        await protocol_send(self, event)
+
+    monkeypatch.setattr(http_server.GuardedConnection, "protocol_send", recording)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        app = Streaming()
+        host, port = await start(nursery, app, stop)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            assert await exchange(stream, head("GET", "/")) == [200]
+            assert len(writes) == 1
+            assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"ok" * 1000)
+            writes.clear()
+            await stream.send_all(head("GET", "/?chunked=5"))
+            with trio.fail_after(10):
+                await app.started.wait()
+                while not writes:  # the head alone, while the app still waits for its body
+                    await trio.sleep(0.01)
+            assert writes[0].startswith(b"HTTP/1.1 200") and b"data: x" not in writes[0]
+        stop.set()
+
+
+class SpawnCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+async def test_keep_alive_requests_spawn_no_timer_task_each_and_the_idle_timeout_still_closes():
+    """Requests on a keep-alive connection spawn only their app task (Hypercorn also restarted a keep-alive timer
+    task for each, twice); a connection idle keep_alive_timeout closes; one serving a longer request does not."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        settings = config()
+        settings.keep_alive_timeout = 0.5
+        binds = await nursery.start(partial(http_server.serve, App(), settings, shutdown_trigger=stop.wait))
+        host, port = binds[0].removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            assert await exchange(stream, head("GET", "/")) == [200]
+            counter = SpawnCounter()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for _ in range(20):
+                    assert await exchange(stream, head("GET", "/")) == [200]
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            assert counter.spawned <= 20 + 2  # one app task a request (and slack for a timer waking)
+            assert await exchange(stream, head("GET", "/?wait=1.2")) == [200]  # served past the idle timeout
+            with trio.fail_after(5):  # then idle: closed after about 0.5 s
+                assert await stream.receive_some(65536) == b""
+        idle = await trio.open_tcp_stream(host, int(port))
+        async with idle:
+            assert await exchange(idle, head("GET", "/")) == [200]
+            stop.set()  # the server stops: an idle connection closes at once, not after its timeout
+            with trio.fail_after(2):
+                assert await idle.receive_some(65536) == b""
