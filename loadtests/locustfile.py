@@ -94,7 +94,7 @@ def _herald_options(parser: Any) -> None:
     add("batch-size", 100, "items per BatchSender call (1-1000)", type=int)
     add("topic-subscribers", 100, "subscribers of each TopicSender's topic", type=int)
     add("topic-interval-s", 1.0, "seconds between a TopicSender's sends (each fans out to every subscriber)", type=float)
-    add("subscriber-interval-s", 1.0, "seconds between a (Sse)Subscriber's sends to itself", type=float)
+    add("subscriber-interval-s", 1.0, "a (Sse)Subscriber sends to itself once every this many seconds (paced)", type=float)
     add("deliver-timeout-s", 10.0, "a frame that has not come this long after its POST is a deliver:* failure", type=float)
     add("deliver-grace-s", 3.0, "at stop, how long a subscriber waits for the frames of its last sends", type=float)
     add("weights", "", "class weights, e.g. Sender=6,Subscriber=1 (positive integers)")
@@ -180,9 +180,23 @@ class SentLog:
 SENT = SentLog()
 
 
+_cpu_at_start: list[float] = []
+
+
+@events.test_start.add_listener
+def _cpu_start(**_: Any) -> None:
+    _cpu_at_start[:] = [time.process_time()]
+
+
 @events.test_stop.add_listener
-def _flush_sent(**_: Any) -> None:
+def _flush_sent(environment: Any, **_: Any) -> None:
+    """Flush the ids; write this process's CPU seconds over the test to <ids-dir>/cpu-<host>-<pid>.txt."""
     SENT.flush()
+    folder = getattr(environment.parsed_options, "herald_ids_dir", "") if environment.parsed_options else ""
+    if folder and _cpu_at_start:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"cpu-{socket.gethostname()}-{os.getpid()}.txt"), "w") as handle:
+            handle.write(f"{time.process_time() - _cpu_at_start[0]:.3f}\n")
 
 
 @events.quitting.add_listener
@@ -435,10 +449,12 @@ class SubscriberBase(HeraldHttpUser):
     delivery_name = "POST to WebSocket frame"
 
     def wait_time(self) -> float:
-        return self.options.herald_subscriber_interval_s
+        """Pacing: one send every --herald-subscriber-interval-s, whatever the POST took (none skipped to catch up)."""
+        return max(0.0, self.options.herald_subscriber_interval_s - (time.perf_counter() - self.task_started))
 
     def on_start(self) -> None:
         super().on_start()
+        self.task_started = time.perf_counter()
         self.user_id = f"sub-{uuid.uuid4().hex[:16]}"
         self.deliveries = Deliveries(self.environment, self.request_type, self.delivery_name, self.options.herald_deliver_timeout_s)
         self.ready = Event()
@@ -475,7 +491,7 @@ class SubscriberBase(HeraldHttpUser):
     def send_to_myself(self) -> None:
         if not self.ready.is_set():
             raise StopUser()
-        started = time.perf_counter()
+        started = self.task_started = time.perf_counter()
         nid = self.post_notification(web_body(self.user_id, next(_counter)), "/v1/notifications [to a subscriber]", "subscriber")
         if nid is not None:
             self.deliveries.posted(nid, started)

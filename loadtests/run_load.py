@@ -382,10 +382,16 @@ def summarize(args: argparse.Namespace, node: Node, out: Path, stats: list[dict[
         for channel, outcomes in metrics["deliveries_per_channel"].items():
             lines.append(f"  herald_deliveries_total {channel}: " + ", ".join(f"{o} {v:.0f}" for o, v in outcomes.items()))
         lines.append(f"  bus lag at the end: {metrics['bus_lag_records_at_end']:.0f} records")
-    lines += ["", f"CPU: locust {locust_cpu_s:.1f} s = {http_requests / locust_cpu_s if locust_cpu_s else 0:.0f} HTTP requests per locust CPU second"]
+    test_cpu = sum(float(p.read_text()) for p in (out / "ids").glob("cpu-*.txt"))
+    processes = len(list((out / "ids").glob("cpu-*.txt")))
+    lines += ["", f"CPU: locust {test_cpu:.1f} s over the test in {processes} process(es) = "
+              f"{http_requests / test_cpu if test_cpu else 0:.0f} HTTP requests per locust CPU second "
+              f"({locust_cpu_s:.1f} s with start-up and report)"]
     if node_cpu_s:
         lines.append(f"     node {node_cpu_s:.1f} s over the run = {http_requests / node_cpu_s:.0f} HTTP requests per node CPU second"
                      " (the whole node: API and delivery)")
+        accepted = sum(outcome.sent_by_kind.values())
+        lines.append(f"     {accepted} notifications accepted = {accepted / node_cpu_s:.0f} per node CPU second")
     data = {
         "requests": requests_n, "failures": failures_n, "requests_per_s": rps,
         "per_type": [{"type": r["Type"], "name": r["Name"], "requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
@@ -393,7 +399,7 @@ def summarize(args: argparse.Namespace, node: Node, out: Path, stats: list[dict[
         "accepted": dict(outcome.sent_by_kind), "checked": outcome.checked,
         "per_channel": {c: dict(v) for c, v in outcome.per_channel.items()}, "lost": outcome.lost(),
         "topic_sends": dict(outcome.topic_sends), "topics_missing": topics_missing, "metrics": metrics,
-        "locust_cpu_s": locust_cpu_s, "node_cpu_s": node_cpu_s, "http_requests": http_requests, "locust_exit": locust_status,
+        "locust_cpu_s": locust_cpu_s, "locust_test_cpu_s": test_cpu, "node_cpu_s": node_cpu_s, "http_requests": http_requests, "locust_exit": locust_status,
     }
     return "\n".join(lines), data
 
