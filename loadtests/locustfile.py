@@ -514,7 +514,7 @@ class SubscriberBase(HeraldHttpUser):
 class Subscriber(SubscriberBase):
     """A WebSocket session (`WS /v1/ws?token=`): sync, ack every frame, time each of its sends to its frame (`deliver:web`)."""
 
-    weight = 1
+    weight = 2
     connect_type = "WS"
     connect_name = "/v1/ws connect+sync"
 

@@ -436,6 +436,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--processes and --workers are two ways to run several locust processes: choose one")
     if args.duration < 1 or args.users < 1:
         parser.error("--duration and --users must be at least 1")
+    if args.users < len(args.classes.split(",")):
+        print(f"run_load: note: {args.users} users for {len(args.classes.split(','))} classes: locust gives some classes none "
+              "(by weight); raise --users to see every class", file=sys.stderr)
     return args
 
 
