@@ -67,6 +67,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
 import load_shapes  # loadtests/load_shapes.py: locust puts this file's folder on sys.path
+from load_matching import Deliveries  # loadtests/load_matching.py
 
 log = logging.getLogger("herald.load")
 
@@ -396,51 +397,6 @@ class TopicSender(HeraldHttpUser):
 # ----------------------------------------------------------------------------- subscribers
 
 
-class Deliveries:
-    """Matches a subscriber's sends to the frames that carry them, by notification id, within one user."""
-
-    def __init__(self, environment: Any, request_type: str, name: str, timeout_s: float) -> None:
-        self.environment = environment
-        self.request_type = request_type
-        self.name = name
-        self.timeout_s = timeout_s
-        self.pending: dict[str, float] = {}  # id -> POST start (perf_counter), posted and not seen yet
-        self.early: dict[str, tuple[float, int]] = {}  # id -> (seen at, frame bytes): the frame beat the 202
-
-    def _fire(self, ms: float, length: int, error: str | None) -> None:
-        self.environment.events.request.fire(
-            request_type=self.request_type, name=self.name, response_time=ms, response_length=length,
-            exception=Exception(error) if error else None, context={},
-        )
-
-    def posted(self, nid: str, started: float) -> None:
-        seen = self.early.pop(nid, None)
-        if seen is None:
-            self.pending[nid] = started
-        else:
-            self._fire((seen[0] - started) * 1000, seen[1], None)
-
-    def seen(self, nid: str, length: int) -> None:
-        now = time.perf_counter()
-        started = self.pending.pop(nid, None)
-        if started is None:
-            self.early[nid] = (now, length)
-        else:
-            self._fire((now - started) * 1000, length, None)
-
-    def expire(self, final: bool = False) -> None:
-        """Report as failures the sends whose frame is overdue (all of them when `final`)."""
-        now = time.perf_counter()
-        for nid, started in list(self.pending.items()):
-            if final or now - started > self.timeout_s:
-                del self.pending[nid]
-                why = "no frame by the end of the run" if final else f"no frame within {self.timeout_s:g} s"
-                self._fire((now - started) * 1000, 0, f"{why} ({nid})")
-        for nid, (at, _) in list(self.early.items()):  # a frame for an id this user never got a 202 for: drop
-            if final or now - at > self.timeout_s:
-                del self.early[nid]
-
-
 class SubscriberBase(HeraldHttpUser):
     """A user that listens as itself and sends to itself every --herald-subscriber-interval-s."""
 
@@ -456,7 +412,7 @@ class SubscriberBase(HeraldHttpUser):
         super().on_start()
         self.task_started = time.perf_counter()
         self.user_id = f"sub-{uuid.uuid4().hex[:16]}"
-        self.deliveries = Deliveries(self.environment, self.request_type, self.delivery_name, self.options.herald_deliver_timeout_s)
+        self.deliveries = Deliveries(self.report_delivery, self.options.herald_deliver_timeout_s)
         self.ready = Event()
         self.closing = False
         self.reader: Any = None
@@ -478,6 +434,12 @@ class SubscriberBase(HeraldHttpUser):
             self.fire_connect(0, "not synced within 10 s")
             raise StopUser()
 
+    def report_delivery(self, ms: float, length: int, error: str | None) -> None:
+        self.environment.events.request.fire(
+            request_type=self.request_type, name=self.delivery_name, response_time=ms, response_length=length,
+            exception=Exception(error) if error else None, context={},
+        )
+
     def fire_connect(self, ms: float, error: str | None) -> None:
         self.environment.events.request.fire(
             request_type=self.connect_type, name=self.connect_name, response_time=ms, response_length=0,
@@ -498,6 +460,8 @@ class SubscriberBase(HeraldHttpUser):
         self.deliveries.expire()
 
     def on_stop(self) -> None:
+        if not hasattr(self, "deliveries"):  # on_start failed before it listened (locust calls on_stop all the same)
+            return
         deadline = time.perf_counter() + self.options.herald_deliver_grace_s
         while self.deliveries.pending and time.perf_counter() < deadline and self.reader is not None and not self.reader.dead:
             gevent.sleep(0.05)
@@ -505,7 +469,8 @@ class SubscriberBase(HeraldHttpUser):
         self.closing = True
         if self.reader is not None:
             self.reader.kill(block=True, timeout=2)
-        self.disconnect()
+        if hasattr(self, "ws") or hasattr(self, "stream"):
+            self.disconnect()
 
     def disconnect(self) -> None:
         raise NotImplementedError

@@ -34,6 +34,7 @@ import csv
 import json
 import math
 import os
+import queue
 import random
 import re
 import resource
@@ -42,6 +43,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -100,26 +102,34 @@ def embedded_node(data_dir: Path) -> Iterator[Node]:
     log = open(data_dir.parent / "herald.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "actors.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def copy_output() -> None:  # into the log, and the lines to the start-up check (a full pipe would block the node)
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            lines.put(line)
+        lines.put(b"")
+
+    copier = threading.Thread(target=copy_output, daemon=True)
+    copier.start()
     try:
         url = key_file = ""
         deadline = time.monotonic() + 60
-        assert process.stdout is not None
-        while time.monotonic() < deadline and not key_file:
-            line = process.stdout.readline()
+        while not key_file and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
             if not line:
                 break
-            log.write(line)
             text = line.decode(errors="replace")
             if m := re.match(r"herald: serving on (\S+)", text):
                 url = m.group(1)
             if m := re.match(r"herald: API key in (\S+)", text):
                 key_file = m.group(1)
         if not (url and key_file):
-            raise SystemExit(f"run_load: herald serve did not start; its output is in {log.name}")
-        # keep draining its output into the log (a full pipe would block the node)
-        import threading
-
-        threading.Thread(target=lambda: shutil.copyfileobj(process.stdout, log), daemon=True).start()
+            raise SystemExit(f"run_load: herald serve did not start within 60 s; its output is in {log.name}")
         yield Node(url, url, Path(key_file).read_text().strip(), process.pid,
                    f"embedded: herald serve --port 0 --data-dir {data_dir} (pid {process.pid})")
     finally:
@@ -130,6 +140,7 @@ def embedded_node(data_dir: Path) -> Iterator[Node]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        copier.join(5)
         log.close()
 
 
@@ -281,8 +292,13 @@ def scrape(url: str) -> dict[str, float] | None:
         return None
     if response.status_code != 200 or "herald_" not in response.text:
         return None
+    return parse_metrics(response.text)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {"name{labels}": value} of the herald_* samples."""
     samples = {}
-    for line in response.text.splitlines():
+    for line in text.splitlines():
         m = _SAMPLE.match(line)
         if m and m.group(1).startswith("herald_"):
             try:
@@ -444,14 +460,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    binary = locust_binary(install=not args.no_install)
     out: Path = args.out.resolve()
-    if out.exists():
+    marker = out / ".herald-load-report"
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise SystemExit(f"run_load: --out {out} is not empty and not a report folder of this script: choose another")
+    if out.exists():  # a report of an earlier run: replace it (nothing else lives there)
         for stale in ("ids", "data"):
             shutil.rmtree(out / stale, ignore_errors=True)
-        for path in out.glob("locust*"):
-            path.unlink()
+        for path in [*out.glob("locust*"), *out.glob("summary.*"), out / "report.html", out / "herald.log"]:
+            path.unlink(missing_ok=True)
     (out / "ids").mkdir(parents=True, exist_ok=True)
+    marker.write_text("a folder of loadtests/run_load.py: replaced by its next run\n")
+    binary = locust_binary(install=not args.no_install)
 
     @contextmanager
     def the_node() -> Iterator[Node]:

@@ -31,7 +31,7 @@ def test_locust_never_enters_herald_venv_nor_its_locks():
     installer = (ROOT / "scripts" / "install-load-deps.sh").read_text()
     assert "--require-hashes -r requirements/load.txt" in installer and ".venv-load" in installer
     assert "-e ." not in installer  # Herald itself is not installed beside locust
-    for name in ("locustfile.py", "load_shapes.py"):
+    for name in ("locustfile.py", "load_shapes.py", "load_matching.py"):
         tree = ast.parse((ROOT / "loadtests" / name).read_text())
         roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
