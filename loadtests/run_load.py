@@ -282,17 +282,25 @@ def check_sent(node: Node, sent: list[tuple[str, str, list[str]]], drain_s: floa
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
-def scrape(url: str) -> dict[str, float] | None:
-    """The node's herald_* samples ({"name{labels}": value}), or None when it does not answer /metrics."""
+def scrape(urls: list[str], api_key: str) -> dict[str, float] | None:
+    """The herald_* samples ({"name{labels}": value}) summed over these /metrics URLs, or None if one does not answer them.
+
+    `GET /metrics` needs an API key with the admin scope (the bootstrap key has it); a node's
+    separate `metrics_port` needs none (the header is then ignored).
+    """
     import httpx
 
-    try:
-        response = httpx.get(f"{url}/metrics", timeout=10)
-    except httpx.HTTPError:
-        return None
-    if response.status_code != 200 or "herald_" not in response.text:
-        return None
-    return parse_metrics(response.text)
+    total: dict[str, float] = {}
+    for url in urls:
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200 or "herald_" not in response.text:
+            return None
+        for key, value in parse_metrics(response.text).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -314,7 +322,8 @@ def labels_of(key: str) -> dict[str, str]:
 
 def metrics_summary(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any]:
     if before is None or after is None:
-        return {"source": "none: the node does not answer /metrics with herald_* families: Herald's counters above come from the API alone"}
+        return {"source": "none: the node does not answer /metrics with herald_* families (with this key): "
+                          "Herald's counters above come from the API alone"}
     deltas = {k: v - before.get(k, 0.0) for k, v in after.items() if k.split("{")[0].endswith("_total")}
     deliveries: dict[str, dict[str, float]] = defaultdict(dict)
     for key, value in deltas.items():
@@ -427,6 +436,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     node.add_argument("--edge-host", help="base URL for WebSocket and SSE sessions when not --host")
     node.add_argument("--api-key", default=os.environ.get("HERALD_API_KEY", ""))
     node.add_argument("--api-key-file", type=Path)
+    node.add_argument("--metrics-url", action="append", default=[],
+                      help="a /metrics URL to scrape (repeatable: every node of a cluster, e.g. workers' metrics_port); "
+                           "default: the node's own, with the API key (admin scope)")
     run = parser.add_argument_group("the scenario")
     run.add_argument("--classes", default=DEFAULT_CLASSES, help=f"user classes, comma-separated, of {', '.join(CLASSES)}")
     run.add_argument("--weights", default="", help="e.g. Sender=6,Subscriber=2 (locustfile.py's defaults otherwise)")
@@ -486,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with the_node() as node:
         env = {**os.environ, "HERALD_API_KEY": node.api_key}
-        before = scrape(node.url)
+        metrics_urls = args.metrics_url or [f"{node.url}/metrics"]
+        before = scrape(metrics_urls, node.api_key)
         node_cpu0 = process_cpu_s(node.pid) if node.pid else None
         commands = locust_commands(args, binary, node, out)
         print(f"run_load: node {node.url}; locust for {args.duration} s ({len(commands)} command(s)); report in {out}", flush=True)
@@ -494,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         node_cpu = process_cpu_s(node.pid) - node_cpu0 if node.pid and node_cpu0 is not None else None
         sent = read_sent(out / "ids")
         outcome = check_sent(node, sent, args.drain_s, args.check_max, concurrency=16)
-        after = scrape(node.url)
+        after = scrape(metrics_urls, node.api_key)
     log_text = (out / "locust.log").read_text(errors="replace")
     text, data = summarize(args, node, out, read_stats(out), outcome, metrics_summary(before, after), locust_cpu, node_cpu,
                            status, TOPICS_MISSING_MARK in log_text)
