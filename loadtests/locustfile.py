@@ -153,14 +153,18 @@ RECENT: deque[tuple[str, str, float]] = deque(maxlen=2000)  # (notification id, 
 
 
 class SentLog:
-    """Appends `id<TAB>kind<TAB>channels` per accepted notification to a file of this process (pid in its name)."""
+    """Appends `id<TAB>kind<TAB>channels` per accepted notification to a file of this process (pid in its name).
+
+    A topic send adds a fourth column, its subscribers as `<prefix>:<count>` (`user-:100`: user-0 .. user-99),
+    so run_load.py can derive each subscriber's copy and ask after it.
+    """
 
     def __init__(self) -> None:
         self._file: Any = None
         self._pid = 0
         self._lock = threading.Lock()
 
-    def record(self, environment: Any, nid: str, kind: str, channels: list[str]) -> None:
+    def record(self, environment: Any, nid: str, kind: str, channels: list[str], extra: str = "") -> None:
         folder = getattr(environment.parsed_options, "herald_ids_dir", "") if environment.parsed_options else ""
         if not folder:
             return
@@ -170,7 +174,7 @@ class SentLog:
                 self._pid = os.getpid()
                 name = f"sent-{socket.gethostname()}-{self._pid}.tsv"
                 self._file = open(os.path.join(folder, name), "a", buffering=1 << 16)
-            self._file.write(f"{nid}\t{kind}\t{','.join(channels)}\n")
+            self._file.write(f"{nid}\t{kind}\t{','.join(channels)}{chr(9) + extra if extra else ''}\n")
 
     def flush(self) -> None:
         with self._lock:
@@ -350,6 +354,7 @@ class TopicSender(HeraldHttpUser):
         self.idle = False
         self.topic = f"load-{uuid.uuid4().hex[:12]}"
         users = [f"user-{i}" for i in range(min(self.options.herald_topic_subscribers, max(self.options.herald_users, 1)))]
+        self.members = f"user-:{len(users)}"
         for start in range(0, len(users), 1000):
             with self.client.put(
                 f"/v1/topics/{self.topic}/subscribers", json={"user_ids": users[start:start + 1000]}, headers=self.auth,
@@ -391,7 +396,7 @@ class TopicSender(HeraldHttpUser):
                 response.failure("202 without a notification_id")
                 return
             response.success()
-        SENT.record(self.environment, nid, "topic", ["web"])
+        SENT.record(self.environment, nid, "topic", ["web"], self.members)
 
 
 # ----------------------------------------------------------------------------- subscribers

@@ -191,9 +191,30 @@ def read_sent(ids_dir: Path) -> list[tuple[str, str, list[str]]]:
     sent = []
     for path in sorted(ids_dir.glob("sent-*.tsv")):
         for line in path.read_text().splitlines():
-            nid, kind, channels = line.split("\t")
+            nid, kind, channels = line.split("\t")[:3]
             sent.append((nid, kind, [c for c in channels.split(",") if c]))
     return sent
+
+
+def read_topic_members(ids_dir: Path) -> dict[str, list[str]]:
+    """Each topic send's subscribers, as TopicSender wrote them (`user-:100` -> user-0 .. user-99)."""
+    members: dict[str, list[str]] = {}
+    for path in sorted(ids_dir.glob("sent-*.tsv")):
+        for line in path.read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) == 4 and fields[1] == "topic":
+                prefix, _, count = fields[3].rpartition(":")
+                members[fields[0]] = [f"{prefix}{i}" for i in range(int(count))]
+    return members
+
+
+def member_id_function() -> Any:
+    """protocol.topics.member_notification_id (a subscriber's copy of a topic send), when this tree has topics."""
+    try:
+        from protocol.topics import member_notification_id
+    except ImportError:
+        return None
+    return member_notification_id
 
 
 @dataclass
@@ -203,13 +224,19 @@ class Outcome:
     per_channel: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     topic_sends: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def lost(self) -> int:
         return sum(c["accepted"] - c["delivered"] for c in self.per_channel.values())
 
 
-def check_sent(node: Node, sent: list[tuple[str, str, list[str]]], drain_s: float, check_max: int, concurrency: int) -> Outcome:
-    """GET /v1/notifications/{id} of what was sent (or a sample of --check-max) until each settles or drain_s runs out."""
+def check_sent(node: Node, sent: list[tuple[str, str, list[str]]], drain_s: float, check_max: int, concurrency: int,
+               members: dict[str, list[str]] | None = None) -> Outcome:
+    """GET /v1/notifications/{id} of what was sent (or a sample of --check-max) until each settles or drain_s runs out.
+
+    A topic send is asked until its fan-out is done; then each subscriber's copy (its id derived
+    as the node derives it, when this tree has protocol.topics) is asked like any notification.
+    """
     import httpx
     import trio
 
@@ -238,21 +265,40 @@ def check_sent(node: Node, sent: list[tuple[str, str, list[str]]], drain_s: floa
         else:
             outcome.errors.append(f"{nid}: {response.status_code} {response.text[:200]}")
 
-    async def main() -> None:
+    async def settle(client: httpx.AsyncClient, todo: list[str], deadline: float) -> None:
         limiter = trio.CapacityLimiter(concurrency)
+        while todo:
+            async with trio.open_nursery() as nursery:
+                for nid in todo:
+                    nursery.start_soon(ask, client, nid, limiter)
+            todo = [nid for nid in todo if not (state.get(nid) or {}).get("final")]
+            if not todo or trio.current_time() >= deadline:
+                break
+            await trio.sleep(1.0)
+
+    member_id = member_id_function()
+    copies: list[tuple[str, str, list[str]]] = []
+
+    async def main() -> None:
         deadline = trio.current_time() + drain_s
         async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
-            todo = [nid for nid, _, _ in rows] + [nid for nid, _, _ in topics]
-            while todo:
-                async with trio.open_nursery() as nursery:
-                    for nid in todo:
-                        nursery.start_soon(ask, client, nid, limiter)
-                todo = [nid for nid in todo if not (state.get(nid) or {}).get("final")]
-                if not todo or trio.current_time() >= deadline:
-                    break
-                await trio.sleep(1.0)
+            await settle(client, [nid for nid, _, _ in rows] + [nid for nid, _, _ in topics], deadline)
+            if member_id is None or not members:
+                return
+            for nid, _, _ in topics:
+                if (state.get(nid) or {}).get("final"):  # fanned out: each subscriber's copy exists
+                    copies.extend((member_id(nid, user), "topic member", ["web"]) for user in members.get(nid, []))
+            if len(copies) > max(check_max - len(rows), 0):
+                copies[:] = random.Random(1).sample(copies, max(check_max - len(rows), 0))
+            await settle(client, [nid for nid, _, _ in copies], max(deadline, trio.current_time() + 10))
 
     trio.run(main)
+    if copies:
+        outcome.sent_by_kind["topic member"] = sum(len(members.get(nid, [])) for nid, _, _ in topics if (state.get(nid) or {}).get("final"))
+        rows = rows + copies
+        outcome.checked = len(rows)
+    elif topics and member_id is None:
+        outcome.notes.append("topic members not asked: this tree has no protocol.topics (member_notification_id)")
     for nid, _, channels in rows:
         body = state.get(nid)
         for channel in channels:
@@ -399,9 +445,10 @@ def summarize(args: argparse.Namespace, node: Node, out: Path, stats: list[dict[
         lines.append(f"  lost = accepted - delivered: {outcome.lost()}" + ("" if every else " (in the sample)"))
         if outcome.topic_sends:
             lines.append("  topic sends: " + ", ".join(f"{k} {n}" for k, n in outcome.topic_sends.items())
-                         + " (each member's copy is not checked here)")
+                         + " (each subscriber's copy is asked after as `topic member` when this tree has protocol.topics)")
         if outcome.errors:
             lines.append(f"  errors asking: {len(outcome.errors)}, first: {outcome.errors[0]}")
+        lines.extend(f"  note: {note}" for note in outcome.notes)
     lines += ["", f"/metrics: {metrics['source']}"]
     if "deliveries_per_channel" in metrics:
         for channel, outcomes in metrics["deliveries_per_channel"].items():
@@ -506,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         status, locust_cpu = run_locust(commands, env, out / "locust.log", limit_s=args.duration + 120)
         node_cpu = process_cpu_s(node.pid) - node_cpu0 if node.pid and node_cpu0 is not None else None
         sent = read_sent(out / "ids")
-        outcome = check_sent(node, sent, args.drain_s, args.check_max, concurrency=16)
+        outcome = check_sent(node, sent, args.drain_s, args.check_max, concurrency=16, members=read_topic_members(out / "ids"))
         after = scrape(metrics_urls, node.api_key)
     log_text = (out / "locust.log").read_text(errors="replace")
     text, data = summarize(args, node, out, read_stats(out), outcome, metrics_summary(before, after), locust_cpu, node_cpu,

@@ -73,8 +73,9 @@ def test_each_user_class_runs_five_seconds_with_every_request_type_and_no_failur
     missing = EXPECTED[user_class] - request_types(summary)
     assert not missing, f"{user_class}: request types missing from the report: {missing}\n{(tmp_path / 'summary.txt').read_text()}"
     assert summary["failures"] == 0, (tmp_path / "summary.txt").read_text()
-    if user_class == "TopicSender":  # each send fans out; the summary follows the sends' fan-out, not yet each copy
+    if user_class == "TopicSender":  # each send fans out; then each subscriber's copy is asked after (protocol.topics)
         assert summary["topic_sends"]["sent"] == summary["topic_sends"]["fan-out done"] > 0, (tmp_path / "summary.txt").read_text()
+        assert summary["accepted"].get("topic member", 0) > 0 and summary["lost"] == 0, (tmp_path / "summary.txt").read_text()
     else:
         assert summary["lost"] == 0 and summary["checked"] > 0, (tmp_path / "summary.txt").read_text()
     assert status == 0

@@ -41,6 +41,12 @@ def test_ids_files_of_every_process_are_read(tmp_path):
     assert run_load.read_sent(tmp_path) == [("01A", "single", ["email", "web"]), ("01B", "batch", ["web"]), ("01C", "topic", ["web"])]
 
 
+def test_a_topic_sends_subscribers_are_read_from_its_fourth_column(tmp_path):
+    (tmp_path / "sent-a-1.tsv").write_text("01T\ttopic\tweb\tuser-:3\n01A\tsingle\tweb\n")
+    assert run_load.read_topic_members(tmp_path) == {"01T": ["user-0", "user-1", "user-2"]}
+    assert run_load.read_sent(tmp_path) == [("01T", "topic", ["web"]), ("01A", "single", ["web"])]
+
+
 def test_a_folder_that_is_not_a_report_is_never_emptied(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "precious").write_text("keep")
