@@ -1,6 +1,6 @@
 # The two commands: `make run` serves Herald with the embedded defaults;
 # `make test` installs what the tests need, runs the static checks (`make lint`) and the whole suite.
-.PHONY: run test install lint bench lock
+.PHONY: run test install lint bench lock load
 
 # Dependencies come from the lock files (requirements/*.txt, pinned with hashes);
 # scripts/lock-deps.sh regenerates them.
@@ -32,3 +32,13 @@ bench: install
 
 lock:
 	scripts/lock-deps.sh
+
+# The load testers' suite (loadtests/README.md, "The locust suite"): locust in its own venv
+# .venv-load (requirements/load.txt, never Herald's .venv: gevent patches its process), then
+# a bounded run against an embedded node: `make load LOAD_ARGS="--duration 30 --processes 2"`.
+.venv-load/bin/locust: requirements/load.txt
+	@scripts/install-load-deps.sh
+	@touch $@
+
+load: .venv/bin/herald .venv-load/bin/locust
+	.venv/bin/python loadtests/run_load.py $(LOAD_ARGS)

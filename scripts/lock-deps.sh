@@ -7,6 +7,8 @@
 #                          (setuptools, for the editable install) and requirements/test-infra.in
 #   requirements/run.txt   Herald's dependencies and requirements/build.in, at the versions
 #                          test.txt pins (what runs is what was tested)
+#   requirements/load.txt  the load testers' tools, requirements/load.in (locust), for their own
+#                          venv .venv-load (scripts/install-load-deps.sh), apart from Herald's
 #
 # Usage: scripts/lock-deps.sh                           keep the pins that still fit, add what is new
 #        scripts/lock-deps.sh --upgrade                 every package to its newest release that fits
@@ -28,4 +30,6 @@ common=(--quiet --generate-hashes --universal --fork-strategy fewest --python-ve
     -o requirements/test.txt "${common[@]}"
 "$tool/bin/uv" pip compile pyproject.toml requirements/build.in -c requirements/test.txt \
     -o requirements/run.txt "${common[@]}"
+"$tool/bin/uv" pip compile requirements/load.in -o requirements/load.txt "${common[@]}"
+echo "locked: requirements/load.txt ($(grep -c '==' requirements/load.txt) packages)"
 echo "locked: requirements/run.txt ($(grep -c '==' requirements/run.txt) packages), requirements/test.txt ($(grep -c '==' requirements/test.txt) packages)"
