@@ -276,6 +276,8 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=None, help="provider_max_in_flight for every channel (default: the config's)")
     parser.add_argument("--ledger", choices=("sqlite", "memory"), default="sqlite",
                         help="memory: a diagnostic, the send ledger in a dict (not durable), to see what else limits")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="with --child: write a cProfile of the measured process (the event loop's thread) to this file")
     parser.add_argument("--child")
     parser.add_argument("--emulator-port", type=int)
     parser.add_argument("--emulator-server", action="store_true")
@@ -286,7 +288,15 @@ def main() -> None:
     if args.child:
         if args.ledger == "memory":
             ledger_in_memory()
-        print(json.dumps(trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight)))
+        if args.profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight)
+            profiler.dump_stats(str(args.profile))
+        else:
+            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight)
+        print(json.dumps(result))
         return
 
     reference = None if args.no_reference else reference_tree(args.reference)

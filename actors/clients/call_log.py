@@ -3,7 +3,9 @@
 `CountedClient` wraps a channel client: before each call it appends a `call` line to
 `<data-dir>/calls/<channel>.jsonl` ((notification id, channel), the attempt, a call id),
 after the answer an `answer` line (sent, retry, failed, dead_letter, crashed, or raised).
-The line is written with write(2) before the call starts and without fsync: a write
+The line is written with write(2) before the call starts and without fsync (concurrent
+calls' lines are written together: one write(2) and one thread hop per batch, through
+reactor/group_commit.py, and each call starts only once its line's write returned): a write
 that returned is in the kernel's page cache, which a kill -9 of the process does not
 lose (a power cut may; this log is for measuring crashes of the process, not of the
 machine). So the log holds every call that may have reached the provider; a crash
@@ -35,6 +37,7 @@ from protocol.lifecycle import Status
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 from reactor.files import write_all
+from reactor.group_commit import GroupCommit, WriteFailed
 
 from ..provider import ChannelClient
 
@@ -74,7 +77,11 @@ class CallLog:
 
     def append(self, entry: dict[str, Any]) -> None:
         """Append one line (blocking: run it in a thread). A torn last line from a crash is closed off first."""
-        line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+        self.append_many([entry])
+
+    def append_many(self, entries: list[dict[str, Any]]) -> None:
+        """Append lines with one write (blocking: run it in a thread). A torn last line from a crash is closed off first."""
+        line = b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except FileNotFoundError:  # the first call, or someone removed the folder: a log, not a reason to stop sending
@@ -98,13 +105,24 @@ class CountedClient:
         self.channel = channel
         self.inner = inner
         self.calls = calls
+        self._lines: GroupCommit[dict[str, Any], None] = GroupCommit(self._write_lines)
+
+    async def _write_lines(self, entries: list[dict[str, Any]]) -> None:
+        await trio.to_thread.run_sync(self.calls.append_many, entries)
+
+    async def _append(self, entry: dict[str, Any]) -> None:
+        """Append one line, written together with the lines of concurrent calls; OSError if that write failed."""
+        try:
+            await self._lines.commit([entry])
+        except WriteFailed as exc:
+            raise OSError(f"{self.channel} call log: {exc.__cause__!r}") from exc
 
     async def send(self, delivery: Delivery) -> Outcome:
         call_id = self.calls.next_id()
         entry = {"call": call_id, "nid": delivery.notification_id, "channel": self.channel, "attempt": delivery.attempt,
                  "replays": delivery.replays, "at_ms": wall_ms()}
         # Before the call: if this cannot be written, nothing is called (an OSError is a RetryLater to the Provider).
-        await trio.to_thread.run_sync(self.calls.append, entry)
+        await self._append(entry)
         try:
             outcome = await self.inner.send(delivery)
         except Exception as exc:
@@ -116,7 +134,7 @@ class CountedClient:
     async def _answer(self, call_id: str, delivery: Delivery, result: str) -> None:
         entry = {"answer": call_id, "nid": delivery.notification_id, "channel": self.channel, "result": result}
         try:
-            await trio.to_thread.run_sync(self.calls.append, entry)
+            await self._append(entry)
         except OSError as exc:  # the call happened: its outcome stands; the log shows it as unanswered (a possible duplicate)
             log.warning("%s call log: cannot record the answer to %s: %s", self.channel, call_id, exc)
 

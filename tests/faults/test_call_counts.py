@@ -156,3 +156,51 @@ async def test_a_deliberately_re_sent_delivery_is_counted(tmp_path):
         sent = [json.loads(line)["notification_id"] for line in (data / f"{sink}.jsonl").read_text().splitlines()]
         assert sorted(sent) == sorted(ids)
     assert sorted(p.stem for p in (data / "outbox").glob("*.eml")) == sorted(ids)
+
+
+async def test_concurrent_calls_share_one_write_per_batch_and_each_line_is_there_before_its_call(tmp_path):
+    path = call_log_path(tmp_path, "sms")
+    writes: list[int] = []
+
+    class Counting(CallLog):
+        def append_many(self, entries):
+            writes.append(len(entries))
+            super().append_many(entries)
+
+    class Checking:
+        async def send(self, delivery):
+            lines = [json.loads(raw) for raw in path.read_bytes().splitlines()]
+            assert any(e.get("nid") == delivery.notification_id and "call" in e for e in lines)  # its call line came first
+            await trio.sleep(0.01)
+            return Sent()
+
+    client = CountedClient("sms", Checking(), Counting(path))
+    outcomes: list[object] = []
+
+    async def one(i: int) -> None:
+        d = Delivery(f"n{i}", f"u{i}", Channel.SMS, wall_ms(), Content(sms=SmsContent("hi")), address="+15555550100")
+        outcomes.append(await client.send(d))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(one, i)
+    assert len(outcomes) == 50 and all(isinstance(o, Sent) for o in outcomes)
+    counts = count_calls(read_lines([path]))
+    assert (counts.calls, counts.deliveries, counts.unanswered) == (50, 50, 0)
+    assert sum(writes) == 100 and len(writes) < 100  # 50 call and 50 answer lines, fewer writes than lines
+
+    # a call whose line cannot be written is not made: an OSError, which the Provider takes as RetryLater
+    class Never:
+        async def send(self, delivery):
+            raise AssertionError("called although its call line was not written")
+
+    shutil.rmtree(path.parent)
+    path.parent.parent.joinpath("calls").write_bytes(b"")  # a file where the folder should be: every write fails
+    broken = CountedClient("sms", Never(), CallLog(path))
+    d = Delivery("nx", "ux", Channel.SMS, wall_ms(), Content(sms=SmsContent("hi")), address="+15555550100")
+    try:
+        await broken.send(d)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("no OSError")
