@@ -23,8 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import email.parser
 import email.policy
+import functools
 import json
 import os
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -40,8 +42,29 @@ from reactor.files import discard_staged, install_files, stage_file, staged_path
 from reactor.group_commit import GroupCommit, WriteFailed
 
 UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no longer knows
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The email package's header factory, its per-name header class made once (the stock one makes a new class
+    with type() for every header set: a sixth of an .eml's CPU). The same classes, the same parsing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._classes.get(key)
+        if made is None:
+            made = self._classes[key] = super().__getitem__(key)
+        return made
+
+
 # Lines up to RFC 5322's 998: a List-Unsubscribe URL cannot be folded, and must not become an encoded word.
-_EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
+_EMAIL_POLICY = email.policy.default.clone(max_line_length=998, header_factory=_CachedHeaderRegistry())
+
+# The node's one sender, checked again for every message: the answer is a function of the string.
+_sender_problem = functools.lru_cache(maxsize=16)(mailbox_problem)
 
 
 _HEADERS_ONLY = email.parser.BytesHeaderParser(policy=email.policy.compat32)
@@ -63,7 +86,7 @@ def _check_headers(delivery: Delivery, sender: str) -> None:
     content = delivery.content.email
     assert content is not None
     checks = [
-        ("From", mailbox_problem(sender)),
+        ("From", _sender_problem(sender)),
         ("To", address_problem(delivery.address or "")),
         ("Subject", header_text_problem(content.subject)),
         ("List-Unsubscribe", header_text_problem(delivery.unsubscribe_url) if delivery.unsubscribe_url else None),
