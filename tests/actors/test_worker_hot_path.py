@@ -26,3 +26,36 @@ def test_the_cached_header_classes_write_the_same_email_as_the_stock_policy(monk
         return re.sub(rb"={15}\d+==", b"=B=", raw)
 
     assert normal(cached) == normal(stock)
+
+
+async def test_an_answer_given_after_its_consumer_is_gone_is_dropped_not_raised_into_the_provider():
+    """The consumer concludes answers where the Provider gives them (actors/consumer.py _Answers): a late answer, after
+    the consumer's nursery and channels closed (its partition revoked, or it crashed), must not fail the Provider."""
+    import trio
+
+    from actors.consumer import _Answers
+    from protocol.messages import Sent
+    from reactor.ports import BusRecord
+
+    class Consumer:
+        def _concluded_sent(self, *args):
+            return ("concluded", args)
+
+        async def _conclude(self, *args):
+            raise AssertionError("not run: the consumer is gone")
+
+    d = Delivery("n1", "u1", Channel.SMS, 0, Content(), address="+15555550100")
+    async with trio.open_nursery() as nursery:
+        send, receive = trio.open_memory_channel(10)
+        answers = _Answers(Consumer(), nursery, send)  # type: ignore[arg-type]
+        first = answers.reply(BusRecord("sms", 0, 0, b"u1", b"x"), 1, d, False)
+        second = answers.reply(BusRecord("sms", 0, 1, b"u1", b"x"), 1, d, False)
+        third = answers.reply(BusRecord("sms", 0, 2, b"u1", b"x"), 1, d, False)
+        first.send(Sent())  # concluded where it is answered: no task
+        assert receive.receive_nowait()[0] == "concluded"
+        answers.fetched_all()
+        await receive.aclose()  # the settler is gone
+        second.send(Sent())  # dropped
+    third.fail(RuntimeError("late"))  # needs a task, and the nursery is closed: dropped
+    third.send(Sent())  # answered already: ignored
+    assert answers.waiting == 0
