@@ -31,6 +31,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
+import msgspec
 import trio
 from msgspec import to_builtins
 
@@ -75,6 +76,17 @@ def _io_error(exc: WriteFailed) -> OSError:
     if isinstance(exc.__cause__, OSError):
         return exc.__cause__
     raise exc
+
+
+def _json_line(entry: dict[str, object]) -> bytes:
+    """One JSON line, by msgspec (a fifth of json's CPU); what msgspec refuses (a lone surrogate, a NaN) by json as before."""
+    try:
+        return _ENCODER.encode(entry) + b"\n"
+    except (TypeError, ValueError):
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 class UnsafeEmail(ValueError):
@@ -256,10 +268,7 @@ class JsonLinesSink:
         try:
             body = to_builtins(part)
             lines = b"".join(
-                json.dumps(
-                    {"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": to, "at_ms": now, **body},
-                    separators=(",", ":"),
-                ).encode() + b"\n"
+                _json_line({"notification_id": delivery.notification_id, "user_id": delivery.user_id, "to": to, "at_ms": now, **body})
                 for to in fresh
             )
         except (TypeError, ValueError) as exc:  # caused by this delivery's content

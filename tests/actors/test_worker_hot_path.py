@@ -59,3 +59,14 @@ async def test_an_answer_given_after_its_consumer_is_gone_is_dropped_not_raised_
     third.fail(RuntimeError("late"))  # needs a task, and the nursery is closed: dropped
     third.send(Sent())  # answered already: ignored
     assert answers.waiting == 0
+
+
+def test_a_sandbox_line_is_the_json_it_was_and_what_msgspec_refuses_is_still_written():
+    import json
+
+    from actors.clients.sandbox import _json_line
+
+    entry = {"notification_id": "n1", "user_id": "u1", "to": "+1555", "at_ms": 5, "text": "é ✓ \"q\"\n"}
+    assert json.loads(_json_line(entry)) == entry and _json_line(entry).endswith(b"}\n") and _json_line(entry).count(b"\n") == 1
+    lone = {**entry, "text": "\ud800"}  # msgspec refuses a lone surrogate: json writes it escaped, as before
+    assert json.loads(_json_line(lone)) == lone
