@@ -3,9 +3,11 @@
 `CountedClient` wraps a channel client: before each call it appends a `call` line to
 `<data-dir>/calls/<channel>.jsonl` ((notification id, channel), the attempt, a call id),
 after the answer an `answer` line (sent, retry, failed, dead_letter, crashed, or raised).
-The line is written with write(2) before the call starts and without fsync (concurrent
-calls' lines are written together: one write(2) and one thread hop per batch, through
-reactor/group_commit.py, and each call starts only once its line's write returned): a write
+The line is written with write(2) before the call starts and without fsync (the answer
+lines of concurrent calls are written together: one write(2) and one thread hop per batch,
+through reactor/group_commit.py; a call line is written at once, in the event loop, as a
+log line is: one write(2) of a line to the page cache, so that nothing, not even a thread
+hop, stands between the gate's admission and the call: actors/services/gate.py): a write
 that returned is in the kernel's page cache, which a kill -9 of the process does not
 lose (a power cut may; this log is for measuring crashes of the process, not of the
 machine). So the log holds every call that may have reached the provider; a crash
@@ -78,7 +80,7 @@ class CallLog:
         return f"{self._boot}-{next(self._seq)}"
 
     def append(self, entry: dict[str, Any]) -> None:
-        """Append one line (blocking: run it in a thread). A torn last line from a crash is closed off first."""
+        """Append one line (a write(2) to the page cache, no sync). A torn last line from a crash is closed off first."""
         self.append_many([entry])
 
     def append_many(self, entries: list[dict[str, Any]]) -> None:
@@ -113,7 +115,7 @@ class CountedClient:
         await trio.to_thread.run_sync(self.calls.append_many, entries)
 
     async def _append(self, entry: dict[str, Any]) -> None:
-        """Append one line, written together with the lines of concurrent calls; OSError if that write failed."""
+        """Append an answer line, written together with those of concurrent calls; OSError if that write failed."""
         try:
             await self._lines.commit([entry])
         except WriteFailed as exc:
@@ -124,7 +126,8 @@ class CountedClient:
         entry = {"call": call_id, "nid": delivery.notification_id, "channel": self.channel, "attempt": delivery.attempt,
                  "replays": delivery.replays, "at_ms": wall_ms()}
         # Before the call: if this cannot be written, nothing is called (an OSError is a RetryLater to the Provider).
-        await self._append(entry)
+        # At once, with no await: the gate admitted this call just now (its view's staleness bound holds at the call).
+        self.calls.append(entry)
         try:
             outcome = await self.inner.send(delivery)
         except Exception as exc:

@@ -158,7 +158,7 @@ async def test_a_deliberately_re_sent_delivery_is_counted(tmp_path):
     assert sorted(p.stem for p in (data / "outbox").glob("*.eml")) == sorted(ids)
 
 
-async def test_concurrent_calls_share_one_write_per_batch_and_each_line_is_there_before_its_call(tmp_path):
+async def test_concurrent_calls_answers_share_one_write_per_batch_and_each_call_line_is_there_before_its_call(tmp_path):
     path = call_log_path(tmp_path, "sms")
     writes: list[int] = []
 
@@ -187,7 +187,7 @@ async def test_concurrent_calls_share_one_write_per_batch_and_each_line_is_there
     assert len(outcomes) == 50 and all(isinstance(o, Sent) for o in outcomes)
     counts = count_calls(read_lines([path]))
     assert (counts.calls, counts.deliveries, counts.unanswered) == (50, 50, 0)
-    assert sum(writes) == 100 and len(writes) < 100  # 50 call and 50 answer lines, fewer writes than lines
+    assert sum(writes) == 100 and len(writes) < 100  # 50 call and 50 answer lines, fewer writes than lines (the answers')
 
     # a call whose line cannot be written is not made: an OSError, which the Provider takes as RetryLater
     class Never:
