@@ -179,7 +179,22 @@ def ledger_in_memory() -> None:
     SqliteStore.sent_status = sent_status  # type: ignore[method-assign]
 
 
-async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None) -> dict[str, Any]:
+class TaskSteps(trio.abc.Instrument):
+    """--steps: Trio task steps (a turn of the scheduler each) taken while measuring; a figure of the event loop's
+    work that other processes' load does not move (CPU seconds on a shared machine do)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        return None
+
+
+async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None,
+                  count_steps: bool = False) -> dict[str, Any]:
     from actors.app import run_herald
     from actors.config import Config, load_config
     from protocol.channels import Channel
@@ -219,6 +234,9 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
             with trio.move_on_after(300):
                 while await committed() < len(warmup_values):
                     await trio.sleep(0.05)
+        steps = TaskSteps()
+        if count_steps:
+            trio.lowlevel.add_instrument(steps)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         base = await committed()
         # Produced while the node runs (a node with records from before its start takes them as maybe-sent: a
@@ -234,11 +252,14 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
                 await trio.sleep(0.02)
                 done = await committed()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0 - producing
+        if count_steps:
+            trio.lowlevel.remove_instrument(steps)
         herald.system.request_shutdown()
     shutil.rmtree(data, ignore_errors=True)
     measured = done - base
     return {"scenario": scenario, "deliveries": measured, "complete": done >= base + count, "wall_s": wall, "cpu_s": cpu,
-            "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent}
+            "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent,
+            "task_steps": steps.steps}
 
 
 # -- the driver ---------------------------------------------------------------------------
@@ -278,6 +299,8 @@ def main() -> None:
                         help="memory: a diagnostic, the send ledger in a dict (not durable), to see what else limits")
     parser.add_argument("--profile", type=Path, default=None,
                         help="with --child: write a cProfile of the measured process (the event loop's thread) to this file")
+    parser.add_argument("--steps", action="store_true",
+                        help="count Trio task steps per delivery too (an instrument: costs some CPU itself)")
     parser.add_argument("--child")
     parser.add_argument("--emulator-port", type=int)
     parser.add_argument("--emulator-server", action="store_true")
@@ -292,10 +315,10 @@ def main() -> None:
             import cProfile
 
             profiler = cProfile.Profile()
-            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight)
+            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps)
             profiler.dump_stats(str(args.profile))
         else:
-            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight)
+            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps)
         print(json.dumps(result))
         return
 

@@ -140,8 +140,14 @@ class ResilienceGate:
     # -- the Provider's side ------------------------------------------------------------
 
     async def admit(self, delivery: Delivery) -> None:
-        async with self._admitting:
+        try:  # a free turn is taken without yielding to the event loop (a turn of the scheduler per delivery)
+            self._admitting.acquire_nowait()
+        except trio.WouldBlock:
+            await self._admitting.acquire()
+        try:
             await self._admit(delivery)
+        finally:
+            self._admitting.release()
 
     async def _admit(self, delivery: Delivery) -> None:
         deferred = throttled = False
