@@ -265,10 +265,10 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
 # -- the driver ---------------------------------------------------------------------------
 
 
-def reference_tree(path: Path) -> Path:
+def reference_tree(path: Path, commit: str = REFERENCE_COMMIT) -> Path:
     if not (path / "actors" / "provider.py").exists():
         path.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", REFERENCE_COMMIT], check=True, capture_output=True).stdout
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
     return path
 
@@ -291,7 +291,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default="sandbox,email,emulator")
     parser.add_argument("--count", type=int, default=30000, help="deliveries per run on this tree (emulator: a third)")
     parser.add_argument("--reference-count", type=int, default=3000, help="deliveries per run on the reference (emulator: 200)")
-    parser.add_argument("--reference", type=Path, default=Path(tempfile.gettempdir()) / f"herald-ref-{REFERENCE_COMMIT}")
+    parser.add_argument("--reference-commit", default=REFERENCE_COMMIT, help="the reference tree's commit (git archive)")
+    parser.add_argument("--reference", type=Path, default=None, help="where its tree is extracted (default: /tmp/herald-ref-<commit>)")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--delay-ms", type=float, default=100.0, help="the emulator's answer time")
     parser.add_argument("--max-in-flight", type=int, default=None, help="provider_max_in_flight for every channel (default: the config's)")
@@ -322,7 +323,9 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    reference = None if args.no_reference else reference_tree(args.reference)
+    ref_commit = args.reference_commit
+    ref_path = args.reference or Path(tempfile.gettempdir()) / f"herald-ref-{ref_commit}"
+    reference = None if args.no_reference else reference_tree(ref_path, ref_commit)
     for scenario in args.scenarios.split(","):
         server = None
         port = None
@@ -333,7 +336,7 @@ def main() -> None:
             port = int(server.stdout.readline())
         try:
             count = args.count // 3 if scenario == "emulator" else args.count
-            ref_count = 200 if scenario == "emulator" else args.reference_count
+            ref_count = (200 if ref_commit == REFERENCE_COMMIT else args.reference_count // 3) if scenario == "emulator" else args.reference_count
             ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger)
             theirs = child(reference, scenario, ref_count, port, None, args.ledger) if reference is not None else None
         finally:
@@ -342,9 +345,11 @@ def main() -> None:
                 server.wait(timeout=10)
         label = f"{scenario} ({'+'.join(CHANNELS[scenario])}{', ledger in memory: NOT durable' if args.ledger == 'memory' else ''})"
         line = (f"{label}: {ours['deliveries']} deliveries in {ours['wall_s']:.2f} s, "
-                f"CPU {ours['cpu_s']:.2f} s: {ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second")
+                f"CPU {ours['cpu_s']:.2f} s ({1000 * ours['cpu_s'] / max(1, ours['deliveries']):.3f} ms per delivery): "
+                f"{ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second")
         if theirs is not None:
-            line += (f" | reference {REFERENCE_COMMIT}: {theirs['deliveries']} in {theirs['wall_s']:.2f} s, "
+            line += (f" | reference {ref_commit}: {theirs['deliveries']} in {theirs['wall_s']:.2f} s "
+                     f"({1000 * theirs['cpu_s'] / max(1, theirs['deliveries']):.3f} ms CPU per delivery), "
                      f"{theirs['per_s']:,.0f}/s, {theirs['per_cpu_s']:,.0f}/CPU s | ratio {ours['per_s'] / theirs['per_s']:.1f}x per process, "
                      f"{ours['per_cpu_s'] / theirs['per_cpu_s']:.1f}x per CPU second")
         if not ours["complete"] or (theirs is not None and not theirs["complete"]):
