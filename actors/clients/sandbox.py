@@ -138,6 +138,12 @@ def email_bytes(message: EmailMessage) -> bytes:
     return raw
 
 
+def _stage_files(files: list[tuple[Path, bytes]]) -> None:
+    """Stage (write and sync) each file in turn (blocking: run it in a thread); the first error stops the share."""
+    for path, raw in files:
+        stage_file(path, raw)
+
+
 class EmailOutbox:
     """Email sandbox: one .eml file per notification, replaced atomically and synced before the outcome.
 
@@ -162,15 +168,17 @@ class EmailOutbox:
         latest = dict(files)  # one notification twice in a batch: its last message wins, as it would one after the other
         errors: list[OSError] = []
 
-        async def stage(path: Path, raw: bytes) -> None:
+        async def stage(share: list[tuple[Path, bytes]]) -> None:
             try:
-                await trio.to_thread.run_sync(stage_file, path, raw, limiter=self._sync_threads)
+                await trio.to_thread.run_sync(_stage_files, share, limiter=self._sync_threads)
             except OSError as exc:
                 errors.append(exc)
 
+        # The batch in SYNC_THREADS shares, one thread hop each (not one per file): their fsyncs still overlap.
+        items = list(latest.items())
         async with trio.open_nursery() as nursery:
-            for path, raw in latest.items():
-                nursery.start_soon(stage, path, raw)
+            for n in range(min(self.SYNC_THREADS, len(items))):
+                nursery.start_soon(stage, items[n::self.SYNC_THREADS])
         if errors:  # none of the batch is put in place
             await trio.to_thread.run_sync(discard_staged, [staged_path(p) for p in latest])
             raise errors[0]
