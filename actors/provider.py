@@ -158,19 +158,37 @@ class Provider:
             async with trio.open_nursery() as nursery:
                 async for attempt in self.mailbox:
                     await _acquire(holding)
-                    self._held += 1
-                    user = attempt.delivery.user_id
-                    queue = self._queues.get(user)
-                    if queue is not None:  # the user has one running or waiting: this one goes after it
-                        queue.append(attempt)
-                        continue
-                    self._queues[user] = deque([attempt])
-                    nursery.start_soon(self._serve_user, user, holding, running, failure, nursery.cancel_scope)
+                    self._take(attempt, nursery, holding, running, failure)
+                    # What else waits in the mailbox is taken now, while there is room, without a turn of the scheduler each.
+                    while True:
+                        try:
+                            holding.acquire_nowait()
+                        except trio.WouldBlock:
+                            break
+                        try:
+                            more = self.mailbox.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            holding.release()
+                            break
+                        self._take(more, nursery, holding, running, failure)
             if failure:
                 raise failure[0]
         finally:
             self._interrupt_held()
             await self.gate.release()  # the unspent slice goes back to the provider's other workers
+
+    def _take(
+        self, attempt: Attempt, nursery: trio.Nursery, holding: trio.Semaphore, running: trio.Semaphore, failure: list[Exception],
+    ) -> None:
+        """An attempt taken from the mailbox (its `holding` slot acquired): queued after its user's, or served at once."""
+        self._held += 1
+        user = attempt.delivery.user_id
+        queue = self._queues.get(user)
+        if queue is not None:  # the user has one running or waiting: this one goes after it
+            queue.append(attempt)
+            return
+        self._queues[user] = deque([attempt])
+        nursery.start_soon(self._serve_user, user, holding, running, failure, nursery.cancel_scope)
 
     async def _serve_user(
         self, user: str, holding: trio.Semaphore, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
