@@ -3,11 +3,10 @@
 `CountedClient` wraps a channel client: before each call it appends a `call` line to
 `<data-dir>/calls/<channel>.jsonl` ((notification id, channel), the attempt, a call id),
 after the answer an `answer` line (sent, retry, failed, dead_letter, crashed, or raised).
-The line is written with write(2) before the call starts and without fsync (the answer
-lines of concurrent calls are written together: one write(2) and one thread hop per batch,
-through reactor/group_commit.py; a call line is written at once, in the event loop, as a
-log line is: one write(2) of a line to the page cache, so that nothing, not even a thread
-hop, stands between the gate's admission and the call: actors/services/gate.py): a write
+The line is written with write(2) before the call starts and without fsync, at once, in
+the event loop, as a log line is (one write(2) of a line to the page cache: no thread hop
+per line, and nothing, not even a thread hop, between the gate's admission and the call:
+actors/services/gate.py); a write
 that returned is in the kernel's page cache, which a kill -9 of the process does not
 lose (a power cut may; this log is for measuring crashes of the process, not of the
 machine). So the log holds every call that may have reached the provider; a crash
@@ -34,13 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import trio
 
 from protocol.lifecycle import Status
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 from reactor.files import write_all
-from reactor.group_commit import GroupCommit, WriteFailed
 
 from ..provider import ChannelClient
 
@@ -81,11 +78,7 @@ class CallLog:
 
     def append(self, entry: dict[str, Any]) -> None:
         """Append one line (a write(2) to the page cache, no sync). A torn last line from a crash is closed off first."""
-        self.append_many([entry])
-
-    def append_many(self, entries: list[dict[str, Any]]) -> None:
-        """Append lines with one write (blocking: run it in a thread). A torn last line from a crash is closed off first."""
-        line = b"".join(_ENCODER.encode(entry) + b"\n" for entry in entries)  # ids, numbers and names: nothing msgspec refuses
+        line = _ENCODER.encode(entry) + b"\n"  # ids, numbers and names: nothing msgspec refuses
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except FileNotFoundError:  # the first call, or someone removed the folder: a log, not a reason to stop sending
@@ -109,17 +102,6 @@ class CountedClient:
         self.channel = channel
         self.inner = inner
         self.calls = calls
-        self._lines: GroupCommit[dict[str, Any], None] = GroupCommit(self._write_lines)
-
-    async def _write_lines(self, entries: list[dict[str, Any]]) -> None:
-        await trio.to_thread.run_sync(self.calls.append_many, entries)
-
-    async def _append(self, entry: dict[str, Any]) -> None:
-        """Append an answer line, written together with those of concurrent calls; OSError if that write failed."""
-        try:
-            await self._lines.commit([entry])
-        except WriteFailed as exc:
-            raise OSError(f"{self.channel} call log: {exc.__cause__!r}") from exc
 
     async def send(self, delivery: Delivery) -> Outcome:
         call_id = self.calls.next_id()
@@ -139,7 +121,7 @@ class CountedClient:
     async def _answer(self, call_id: str, delivery: Delivery, result: str) -> None:
         entry = {"answer": call_id, "nid": delivery.notification_id, "channel": self.channel, "result": result}
         try:
-            await self._append(entry)
+            self.calls.append(entry)
         except OSError as exc:  # the call happened: its outcome stands; the log shows it as unanswered (a possible duplicate)
             log.warning("%s call log: cannot record the answer to %s: %s", self.channel, call_id, exc)
 

@@ -158,36 +158,47 @@ async def test_a_deliberately_re_sent_delivery_is_counted(tmp_path):
     assert sorted(p.stem for p in (data / "outbox").glob("*.eml")) == sorted(ids)
 
 
-async def test_concurrent_calls_answers_share_one_write_per_batch_and_each_call_line_is_there_before_its_call(tmp_path):
+async def test_concurrent_calls_each_line_is_written_before_its_call_with_no_await_between_and_none_is_lost(tmp_path):
+    """The call line is written in the event loop at once (actors/clients/call_log.py): between the Provider's gate
+    admission and the call there is not a single await (a thread hop there let calls start under an open breaker)."""
     path = call_log_path(tmp_path, "sms")
-    writes: list[int] = []
-
-    class Counting(CallLog):
-        def append_many(self, entries):
-            writes.append(len(entries))
-            super().append_many(entries)
+    calls = CallLog(path)
+    awaited_before_call: list[bool] = []
 
     class Checking:
         async def send(self, delivery):
             lines = [json.loads(raw) for raw in path.read_bytes().splitlines()]
             assert any(e.get("nid") == delivery.notification_id and "call" in e for e in lines)  # its call line came first
+            awaited_before_call.append(stepped[delivery.notification_id])
             await trio.sleep(0.01)
             return Sent()
 
-    client = CountedClient("sms", Checking(), Counting(path))
+    class Instrumented(trio.abc.Instrument):
+        def before_task_step(self, task):
+            current = names.get(task)
+            if current is not None:
+                stepped[current] = True
+
+    names: dict[object, str] = {}
+    stepped: dict[str, bool] = {}
+    client = CountedClient("sms", Checking(), calls)
     outcomes: list[object] = []
 
     async def one(i: int) -> None:
         d = Delivery(f"n{i}", f"u{i}", Channel.SMS, wall_ms(), Content(sms=SmsContent("hi")), address="+15555550100")
+        await trio.lowlevel.checkpoint()
+        names[trio.lowlevel.current_task()] = d.notification_id
+        stepped[d.notification_id] = False  # from here (the gate's admission) to the inner call: no task step
         outcomes.append(await client.send(d))
 
+    trio.lowlevel.add_instrument(Instrumented())
     async with trio.open_nursery() as nursery:
         for i in range(50):
             nursery.start_soon(one, i)
     assert len(outcomes) == 50 and all(isinstance(o, Sent) for o in outcomes)
+    assert awaited_before_call == [False] * 50
     counts = count_calls(read_lines([path]))
     assert (counts.calls, counts.deliveries, counts.unanswered) == (50, 50, 0)
-    assert sum(writes) == 100 and len(writes) < 100  # 50 call and 50 answer lines, fewer writes than lines (the answers')
 
     # a call whose line cannot be written is not made: an OSError, which the Provider takes as RetryLater
     class Never:
