@@ -240,7 +240,9 @@ class PartitionConsumer:
                 return
             delivery = check.delivery
         maybe_sent = record.offset < self._maybe_sent_below or waited(delivery)
-        await self.provider.send(Attempt(delivery, self._answers.reply(record, size, delivery, maybe_sent), maybe_sent))
+        attempt = Attempt(delivery, self._answers.reply(record, size, delivery, maybe_sent), maybe_sent)
+        if not self.provider.offer(attempt):  # room in the Provider's mailbox: handed over without a turn of the scheduler
+            await self.provider.send(attempt)
 
     async def _conclude_stopped(
         self, record: BusRecord, size: int, delivery: Delivery, check: FireCheck, concluded: trio.MemorySendChannel[Concluded],
