@@ -202,8 +202,13 @@ class PartitionConsumer:
         concluded_in, concluded_out = trio.open_memory_channel[Concluded](math.inf)  # at most `window` in it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._settle, concluded_out)
-            async with concluded_in:
-                await self._fetch(nursery, concluded_in)
+            # Answers come by callback (_Answer): the Provider's reply concludes a sent record at once, without a task.
+            self._answers = _Answers(self, nursery, concluded_in.clone())
+            try:
+                async with concluded_in:
+                    await self._fetch(nursery, concluded_in)
+            finally:
+                self._answers.fetched_all()
             # stopping: the settler records and commits what is out, then returns once every record is concluded
 
     async def _fetch(self, nursery: trio.Nursery, concluded: trio.MemorySendChannel[Concluded]) -> None:
@@ -242,10 +247,10 @@ class PartitionConsumer:
                 nursery.start_soon(self._conclude_stopped, record, size, delivery, check, concluded.clone())
                 return
             delivery = check.delivery
-        reply: Reply[Outcome] = Reply()
         maybe_sent = record.offset < self._maybe_sent_below or waited(delivery)
-        await self.provider.send(Attempt(delivery, reply, maybe_sent))
-        nursery.start_soon(self._conclude, record, size, delivery, reply, maybe_sent, concluded.clone())
+        attempt = Attempt(delivery, self._answers.reply(record, size, delivery, maybe_sent), maybe_sent)
+        if not self.provider.offer(attempt):  # room in the Provider's mailbox: handed over without a turn of the scheduler
+            await self.provider.send(attempt)
 
     async def _conclude_stopped(
         self, record: BusRecord, size: int, delivery: Delivery, check: FireCheck, concluded: trio.MemorySendChannel[Concluded],
@@ -253,6 +258,13 @@ class PartitionConsumer:
         async with concluded:
             event = await self._stopped_at_fire(delivery, check)
             await concluded.send(Concluded(record.offset, size, (event,), ()))
+
+    def _concluded_sent(self, record: BusRecord, size: int, delivery: Delivery, outcome: Sent, maybe_sent: bool) -> Concluded:
+        """A sent record's conclusion (nothing to wait for): its events and inbox entry; with `resolves` if seen before."""
+        # A record seen before that succeeds now resolves the dead letter an earlier run may have left (the settler asks).
+        inbox = (inbox_entry(delivery, record.offset),) if self.channel is Channel.WEB else ()
+        self.outcomes[self._sent_outcome(outcome)] += 1
+        return Concluded(record.offset, size, tuple(self._sent_events(delivery, outcome)), inbox, delivery if maybe_sent else None)
 
     async def _conclude(
         self, record: BusRecord, size: int, delivery: Delivery, reply: Reply[Outcome], maybe_sent: bool,
@@ -266,17 +278,13 @@ class PartitionConsumer:
                 outcome = RetryLater(str(exc))
             except ActorCrashed as exc:  # the provider crashed on it (and is being restarted)
                 outcome = Crashed(str(exc))
+            if isinstance(outcome, Sent):
+                await concluded.send(self._concluded_sent(record, size, delivery, outcome, maybe_sent))
+                return
             events: list[StatusEvent] = []
             inbox: tuple[InboxEntry, ...] = ()
             resolves = None
-            if isinstance(outcome, Sent):
-                # A record seen before that succeeds now resolves the dead letter an earlier run may have left (the settler asks).
-                resolves = delivery if maybe_sent else None
-                self.outcomes[self._sent_outcome(outcome)] += 1
-                events.extend(self._sent_events(delivery, outcome))
-                if self.channel is Channel.WEB:
-                    inbox = (inbox_entry(delivery, record.offset),)
-            elif isinstance(outcome, PermanentFailure) and outcome.dead_letter:
+            if isinstance(outcome, PermanentFailure) and outcome.dead_letter:
                 events.extend(await self._dead_letter(delivery, f"poison message: {outcome.error}"))
             elif isinstance(outcome, PermanentFailure):
                 self.outcomes["failed"] += 1
@@ -300,8 +308,13 @@ class PartitionConsumer:
                 ready = [first]
                 with trio.move_on_after(SETTLE_LINGER_S):
                     while len(ready) < self.batch and len(ready) < self._tracker.outstanding:
-                        try:
-                            ready.append(await concluded.receive())
+                        try:  # what is there already is taken without a turn of the scheduler per outcome
+                            ready.append(concluded.receive_nowait())
+                        except trio.WouldBlock:
+                            try:
+                                ready.append(await concluded.receive())
+                            except trio.EndOfChannel:
+                                break
                         except trio.EndOfChannel:
                             break
                 resolving = [c.resolves.notification_id for c in ready if c.resolves is not None]
@@ -420,6 +433,69 @@ class PartitionConsumer:
         self.outcomes["dead_lettered"] += 1
         log.warning("%s %s dead-lettered after %d attempt(s): %s", self.channel.value, delivery.notification_id, delivery.attempt, error)
         return [self._event(delivery, Status.DEAD_LETTERED, f"after {delivery.attempt} attempt(s): {error}", now)]
+
+
+class _Answer(Reply[Outcome]):
+    """The Reply of one Attempt: the Provider's answer is handed to the consumer as it is given (no task waits on it)."""
+
+    __slots__ = ("answers", "record", "size", "delivery", "maybe_sent")
+
+    def __init__(self, answers: _Answers, record: BusRecord, size: int, delivery: Delivery, maybe_sent: bool) -> None:
+        super().__init__()
+        self.answers = answers
+        self.record = record
+        self.size = size
+        self.delivery = delivery
+        self.maybe_sent = maybe_sent
+
+    def _settle(self, outcome: tuple[Outcome] | BaseException) -> None:
+        if self.done:
+            return
+        super()._settle(outcome)
+        self.answers.answered(self, outcome)
+
+
+class _Answers:
+    """A PartitionConsumer's attempts awaiting the Provider's answer. A Sent answer is concluded where it is given (the
+    Provider's reply: synchronous, nothing to wait for); any other answer, or an error, gets a task of its own that
+    decides what follows (`_conclude`: retry, dead letter) as before. The concluded channel is closed once everything
+    fetched is answered, so the settler sees its end exactly when every record is concluded."""
+
+    def __init__(self, consumer: PartitionConsumer, nursery: trio.Nursery, concluded: trio.MemorySendChannel[Concluded]) -> None:
+        self.consumer = consumer
+        self.nursery = nursery
+        self.concluded = concluded
+        self.waiting = 0  # attempts sent and not answered
+        self.fetching = True
+
+    def reply(self, record: BusRecord, size: int, delivery: Delivery, maybe_sent: bool) -> _Answer:
+        self.waiting += 1
+        return _Answer(self, record, size, delivery, maybe_sent)
+
+    def fetched_all(self) -> None:
+        """The fetch loop ended: close the channel once the last answer is in (now, if none is awaited)."""
+        self.fetching = False
+        if self.waiting == 0:
+            self.concluded.close()
+
+    def answered(self, answer: _Answer, outcome: tuple[Outcome] | BaseException) -> None:
+        """Called from inside the Provider's reply.send/fail: must not raise into it, nor block."""
+        self.waiting -= 1
+        consumer = self.consumer
+        ready = consumer._concluded_sent(answer.record, answer.size, answer.delivery, outcome[0], answer.maybe_sent) \
+            if isinstance(outcome, tuple) and isinstance(outcome[0], Sent) else None
+        try:
+            if ready is not None:
+                self.concluded.send_nowait(ready)
+            else:
+                self.nursery.start_soon(consumer._conclude, answer.record, answer.size, answer.delivery, answer,
+                                        answer.maybe_sent, self.concluded.clone())
+        except (trio.ClosedResourceError, trio.BrokenResourceError, RuntimeError):
+            # The consumer is gone (cancelled: its partition revoked, or it crashed): the record was not committed and
+            # is read again by the partition's next owner, as when its _conclude task was cancelled.
+            return
+        if self.waiting == 0 and not self.fetching:
+            self.concluded.close()
 
 
 class ConsumerGroup:

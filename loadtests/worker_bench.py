@@ -179,7 +179,22 @@ def ledger_in_memory() -> None:
     SqliteStore.sent_status = sent_status  # type: ignore[method-assign]
 
 
-async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None) -> dict[str, Any]:
+class TaskSteps(trio.abc.Instrument):
+    """--steps: Trio task steps (a turn of the scheduler each) taken while measuring; a figure of the event loop's
+    work that other processes' load does not move (CPU seconds on a shared machine do)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        return None
+
+
+async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None,
+                  count_steps: bool = False) -> dict[str, Any]:
     from actors.app import run_herald
     from actors.config import Config, load_config
     from protocol.channels import Channel
@@ -219,6 +234,9 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
             with trio.move_on_after(300):
                 while await committed() < len(warmup_values):
                     await trio.sleep(0.05)
+        steps = TaskSteps()
+        if count_steps:
+            trio.lowlevel.add_instrument(steps)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         base = await committed()
         # Produced while the node runs (a node with records from before its start takes them as maybe-sent: a
@@ -234,20 +252,23 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
                 await trio.sleep(0.02)
                 done = await committed()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0 - producing
+        if count_steps:
+            trio.lowlevel.remove_instrument(steps)
         herald.system.request_shutdown()
     shutil.rmtree(data, ignore_errors=True)
     measured = done - base
     return {"scenario": scenario, "deliveries": measured, "complete": done >= base + count, "wall_s": wall, "cpu_s": cpu,
-            "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent}
+            "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent,
+            "task_steps": steps.steps}
 
 
 # -- the driver ---------------------------------------------------------------------------
 
 
-def reference_tree(path: Path) -> Path:
+def reference_tree(path: Path, commit: str = REFERENCE_COMMIT) -> Path:
     if not (path / "actors" / "provider.py").exists():
         path.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", REFERENCE_COMMIT], check=True, capture_output=True).stdout
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
     return path
 
@@ -270,12 +291,17 @@ def main() -> None:
     parser.add_argument("--scenarios", default="sandbox,email,emulator")
     parser.add_argument("--count", type=int, default=30000, help="deliveries per run on this tree (emulator: a third)")
     parser.add_argument("--reference-count", type=int, default=3000, help="deliveries per run on the reference (emulator: 200)")
-    parser.add_argument("--reference", type=Path, default=Path(tempfile.gettempdir()) / f"herald-ref-{REFERENCE_COMMIT}")
+    parser.add_argument("--reference-commit", default=REFERENCE_COMMIT, help="the reference tree's commit (git archive)")
+    parser.add_argument("--reference", type=Path, default=None, help="where its tree is extracted (default: /tmp/herald-ref-<commit>)")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--delay-ms", type=float, default=100.0, help="the emulator's answer time")
     parser.add_argument("--max-in-flight", type=int, default=None, help="provider_max_in_flight for every channel (default: the config's)")
     parser.add_argument("--ledger", choices=("sqlite", "memory"), default="sqlite",
                         help="memory: a diagnostic, the send ledger in a dict (not durable), to see what else limits")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="with --child: write a cProfile of the measured process (the event loop's thread) to this file")
+    parser.add_argument("--steps", action="store_true",
+                        help="count Trio task steps per delivery too (an instrument: costs some CPU itself)")
     parser.add_argument("--child")
     parser.add_argument("--emulator-port", type=int)
     parser.add_argument("--emulator-server", action="store_true")
@@ -286,10 +312,20 @@ def main() -> None:
     if args.child:
         if args.ledger == "memory":
             ledger_in_memory()
-        print(json.dumps(trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight)))
+        if args.profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps)
+            profiler.dump_stats(str(args.profile))
+        else:
+            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps)
+        print(json.dumps(result))
         return
 
-    reference = None if args.no_reference else reference_tree(args.reference)
+    ref_commit = args.reference_commit
+    ref_path = args.reference or Path(tempfile.gettempdir()) / f"herald-ref-{ref_commit}"
+    reference = None if args.no_reference else reference_tree(ref_path, ref_commit)
     for scenario in args.scenarios.split(","):
         server = None
         port = None
@@ -300,7 +336,7 @@ def main() -> None:
             port = int(server.stdout.readline())
         try:
             count = args.count // 3 if scenario == "emulator" else args.count
-            ref_count = 200 if scenario == "emulator" else args.reference_count
+            ref_count = (200 if ref_commit == REFERENCE_COMMIT else args.reference_count // 3) if scenario == "emulator" else args.reference_count
             ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger)
             theirs = child(reference, scenario, ref_count, port, None, args.ledger) if reference is not None else None
         finally:
@@ -309,9 +345,11 @@ def main() -> None:
                 server.wait(timeout=10)
         label = f"{scenario} ({'+'.join(CHANNELS[scenario])}{', ledger in memory: NOT durable' if args.ledger == 'memory' else ''})"
         line = (f"{label}: {ours['deliveries']} deliveries in {ours['wall_s']:.2f} s, "
-                f"CPU {ours['cpu_s']:.2f} s: {ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second")
+                f"CPU {ours['cpu_s']:.2f} s ({1000 * ours['cpu_s'] / max(1, ours['deliveries']):.3f} ms per delivery): "
+                f"{ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second")
         if theirs is not None:
-            line += (f" | reference {REFERENCE_COMMIT}: {theirs['deliveries']} in {theirs['wall_s']:.2f} s, "
+            line += (f" | reference {ref_commit}: {theirs['deliveries']} in {theirs['wall_s']:.2f} s "
+                     f"({1000 * theirs['cpu_s'] / max(1, theirs['deliveries']):.3f} ms CPU per delivery), "
                      f"{theirs['per_s']:,.0f}/s, {theirs['per_cpu_s']:,.0f}/CPU s | ratio {ours['per_s'] / theirs['per_s']:.1f}x per process, "
                      f"{ours['per_cpu_s'] / theirs['per_cpu_s']:.1f}x per CPU second")
         if not ours["complete"] or (theirs is not None and not theirs["complete"]):

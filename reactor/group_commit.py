@@ -138,7 +138,10 @@ class GroupCommit(Generic[T, R]):
             finally:
                 self._writing = False
                 self._written.set()
-        await batch.wait()
+        if batch.error is None:  # durable: this caller already waited (its write or another's), no further turn needed
+            await trio.lowlevel.checkpoint_if_cancelled()  # but a caller cancelled meanwhile is not acknowledged
+            return batch
+        await batch.wait()  # raises the batch's error
         return batch
 
     async def _write_next(self, shield: bool = False, linger: bool = True) -> None:

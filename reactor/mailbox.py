@@ -65,6 +65,18 @@ class Mailbox(Generic[T]):
             raise MailboxClosed(self.name) from None
         self._sent += 1
 
+    def offer(self, message: T) -> bool:
+        """Deliver at once if there is room (True), without a turn of the scheduler; False if full (nothing counted as
+        rejected: the caller then `send`s, and waits). Raises MailboxClosed once closed."""
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise MailboxClosed(self.name) from None
+        self._sent += 1
+        return True
+
     def send_nowait(self, message: T) -> None:
         try:
             self._send.send_nowait(message)

@@ -153,8 +153,15 @@ class ResilienceGate:
         return self._slices[Lane.BULK]
 
     async def admit(self, delivery: Delivery) -> None:
-        async with self._admitting[delivery.priority.lane]:
+        admitting = self._admitting[delivery.priority.lane]
+        try:  # a free turn is taken without yielding to the event loop (a turn of the scheduler per delivery)
+            admitting.acquire_nowait()
+        except trio.WouldBlock:
+            await admitting.acquire()
+        try:
             await self._admit(delivery)
+        finally:
+            admitting.release()
 
     async def _admit(self, delivery: Delivery) -> None:
         lane = delivery.priority.lane

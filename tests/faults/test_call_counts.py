@@ -157,3 +157,62 @@ async def test_a_deliberately_re_sent_delivery_is_counted(tmp_path):
         sent = [json.loads(line)["notification_id"] for line in (data / f"{sink}.jsonl").read_text().splitlines()]
         assert sorted(sent) == sorted(ids)
     assert sorted(p.stem for p in (data / "outbox").glob("*.eml")) == sorted(ids)
+
+
+async def test_concurrent_calls_each_line_is_written_before_its_call_with_no_await_between_and_none_is_lost(tmp_path):
+    """The call line is written in the event loop at once (actors/clients/call_log.py): between the Provider's gate
+    admission and the call there is not a single await (a thread hop there let calls start under an open breaker)."""
+    path = call_log_path(tmp_path, "sms")
+    calls = CallLog(path)
+    awaited_before_call: list[bool] = []
+
+    class Checking:
+        async def send(self, delivery):
+            lines = [json.loads(raw) for raw in path.read_bytes().splitlines()]
+            assert any(e.get("nid") == delivery.notification_id and "call" in e for e in lines)  # its call line came first
+            awaited_before_call.append(stepped[delivery.notification_id])
+            await trio.sleep(0.01)
+            return Sent()
+
+    class Instrumented(trio.abc.Instrument):
+        def before_task_step(self, task):
+            current = names.get(task)
+            if current is not None:
+                stepped[current] = True
+
+    names: dict[object, str] = {}
+    stepped: dict[str, bool] = {}
+    client = CountedClient("sms", Checking(), calls)
+    outcomes: list[object] = []
+
+    async def one(i: int) -> None:
+        d = Delivery(f"n{i}", f"u{i}", Channel.SMS, wall_ms(), Content(sms=SmsContent("hi")), address="+15555550100")
+        await trio.lowlevel.checkpoint()
+        names[trio.lowlevel.current_task()] = d.notification_id
+        stepped[d.notification_id] = False  # from here (the gate's admission) to the inner call: no task step
+        outcomes.append(await client.send(d))
+
+    trio.lowlevel.add_instrument(Instrumented())
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(one, i)
+    assert len(outcomes) == 50 and all(isinstance(o, Sent) for o in outcomes)
+    assert awaited_before_call == [False] * 50
+    counts = count_calls(read_lines([path]))
+    assert (counts.calls, counts.deliveries, counts.unanswered) == (50, 50, 0)
+
+    # a call whose line cannot be written is not made: an OSError, which the Provider takes as RetryLater
+    class Never:
+        async def send(self, delivery):
+            raise AssertionError("called although its call line was not written")
+
+    shutil.rmtree(path.parent)
+    path.parent.parent.joinpath("calls").write_bytes(b"")  # a file where the folder should be: every write fails
+    broken = CountedClient("sms", Never(), CallLog(path))
+    d = Delivery("nx", "ux", Channel.SMS, wall_ms(), Content(sms=SmsContent("hi")), address="+15555550100")
+    try:
+        await broken.send(d)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("no OSError")

@@ -86,3 +86,21 @@ async def test_failed_reply_raises_in_the_asker():
         nursery.start_soon(crasher)
         with pytest.raises(ActorCrashed):
             await ask(box.send, lambda reply: reply)
+
+
+async def test_offer_delivers_at_once_when_there_is_room_and_declines_when_full_counting_no_rejection():
+    from reactor.mailbox import Mailbox, MailboxClosed
+
+    box: Mailbox[int] = Mailbox("offer", 2)
+    assert box.offer(1) and box.offer(2)
+    assert not box.offer(3)  # full: the caller sends (and waits) instead
+    stats = box.statistics()
+    assert [box.receive_nowait(), box.receive_nowait()] == [1, 2]
+    assert (stats.sent, stats.rejected) == (2, 0)
+    box.close()
+    try:
+        box.offer(4)
+    except MailboxClosed:
+        pass
+    else:
+        raise AssertionError("offer on a closed mailbox did not raise")
