@@ -49,7 +49,8 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import LOOPBACK, Server, _machine_busy_s, _percentile  # noqa: E402
+from bench import Server  # noqa: E402
+from benchlib import LOOPBACK, machine_busy_s as _machine_busy_s, percentile as _percentile  # noqa: E402
 
 PROBE_USER = "lane-probe"
 BATCH_SIZE = 1000
