@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import BIN, ROOT, Server, run_load  # noqa: E402
-from benchlib import LOOPBACK, machine_busy_s  # noqa: E402
+from benchlib import LOOPBACK, check_limits, machine_busy_s  # noqa: E402
 
 SINGLE = "/v1/notifications"
 BATCH = "/v1/notifications/batch"
@@ -247,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         (bool(args.node) and all(n in ("api", "all") for n in args.node), "--node: api, all"),
         (0 <= args.drain_max <= 300, "--drain-max: 0..300"),
     ]
-    for good, message in limits:
-        if not good:
-            parser.error(message)
+    check_limits(parser, limits)
     return driver(args)
 
 

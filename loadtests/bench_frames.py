@@ -58,7 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import BIN, Server  # noqa: E402
-from benchlib import LOOPBACK, RawHttp, emit, machine_busy_s, parse_emitted, percentile  # noqa: E402
+from benchlib import LOOPBACK, RawHttp, check_limits, emit, machine_busy_s, parse_emitted, percentile  # noqa: E402
 
 HERE = Path(__file__).resolve()
 LAG_OK_MS = 5.0  # the sender kept its schedule if its p99 lag stays under this
@@ -428,9 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         (1 <= args.users <= 2000 and 1 <= args.connections <= 256, "--users: 1..2000; --connections: 1..256"),
         (0 < args.grace <= 60 and 0 <= args.drain_max <= 120, "--grace: 0 < s <= 60; --drain-max: 0..120"),
     ]
-    for good, message in limits:
-        if not good:
-            parser.error(message)
+    check_limits(parser, limits)
     return driver(args)
 
 

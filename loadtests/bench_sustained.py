@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ALL_BODY, ROOT, Server  # noqa: E402
-from benchlib import LOOPBACK, RawHttp, machine_busy_s, percentile  # noqa: E402
+from benchlib import LOOPBACK, RawHttp, check_limits, machine_busy_s, percentile  # noqa: E402
 
 HERE = Path(__file__).resolve()
 API_KEY = "bench-sustained-key"
@@ -359,9 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         (1 <= args.batch <= 1000 and 1 <= args.connections <= 512, "--batch: 1..1000; --connections: 1..512"),
         (0 <= args.drain_max <= 600, "--drain-max: 0..600"),
     ]
-    for good, message in limits:
-        if not good:
-            parser.error(message)
+    check_limits(parser, limits)
     return driver(args)
 
 

@@ -115,3 +115,10 @@ class RawHttp:
     async def aclose(self) -> None:
         if self.stream is not None:
             await self.stream.aclose()
+
+
+def check_limits(parser: Any, limits: list[tuple[bool, str]]) -> None:
+    """Refuse the command line (argparse's error, exit 2) at the first limit that does not hold."""
+    for good, message in limits:
+        if not good:
+            parser.error(message)
