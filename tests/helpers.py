@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -101,3 +102,24 @@ class MemoryLedger:
 
     async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
         self.sent[(notification_id, channel)] = status
+
+
+@asynccontextmanager
+async def role_nodes(tmp_path: Path, **settings: dict[str, Any]) -> AsyncIterator[dict[str, Herald]]:
+    """An api, a worker and an edge node, each with its own data dir, on one set of embedded backends;
+    `settings[role]`: that node's own config values (e.g. worker={"metrics_port": 0})."""
+    from reactor.backends import open_backends
+
+    shared = config_for(tmp_path / "shared")
+    async with open_backends(shared.backend_settings()) as backends, trio.open_nursery() as nursery:
+        started: dict[str, Herald] = {}
+        for role in ("api", "worker", "edge"):
+            config = dataclasses.replace(config_for(tmp_path / role), role=role, **settings.get(role, {}))  # past the refusal: shared backends
+            started[role] = await nursery.start(
+                lambda task_status, config=config: run_herald(config, signals=False, backends=backends, task_status=task_status)
+            )
+        try:
+            yield started
+        finally:
+            for herald in started.values():
+                herald.system.request_shutdown()

@@ -15,8 +15,7 @@ import dataclasses
 import io
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from actors.app import Herald, run_herald
+from actors.app import Herald
 from actors.cli import main as cli
 from actors.consumer import PartitionConsumer
 from actors.metrics import OUTCOMES, TRANSPORTS, FanoutProgress, NodeMetrics, no_fanout
@@ -33,9 +32,8 @@ from actors.provider import ALREADY_SENT
 from protocol.channels import Channel
 from protocol.lifecycle import Status
 from protocol.messages import RetryLater, Sent
-from reactor.backends import open_backends
 from reactor.mailbox import Mailbox
-from tests.helpers import all_channels, config_for, http, receive_json, running_node, token_for, wait_final, ws_url
+from tests.helpers import role_nodes, all_channels, http, receive_json, running_node, token_for, wait_final, ws_url
 from tests.realtime.streams import open_sse, poll, subscriber_client
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -264,26 +262,13 @@ async def test_the_metrics_port_serves_the_scrape_without_a_key_and_nothing_else
         assert openmetrics.text.rstrip().endswith("# EOF")
 
 
-@asynccontextmanager
-async def role_nodes(tmp_path: Path) -> AsyncIterator[dict[str, Herald]]:
+def metrics_role_nodes(tmp_path: Path) -> AbstractAsyncContextManager[dict[str, Herald]]:
     """An api, a worker (with its metrics port: it has no front end) and an edge node on one set of embedded backends."""
-    shared = config_for(tmp_path / "shared")
-    async with open_backends(shared.backend_settings()) as backends, trio.open_nursery() as nursery:
-        started: dict[str, Herald] = {}
-        for role in ("api", "worker", "edge"):
-            config = dataclasses.replace(config_for(tmp_path / role), role=role, metrics_port=0 if role == "worker" else -1)
-            started[role] = await nursery.start(
-                lambda task_status, config=config: run_herald(config, signals=False, backends=backends, task_status=task_status)
-            )
-        try:
-            yield started
-        finally:
-            for herald in started.values():
-                herald.system.request_shutdown()
+    return role_nodes(tmp_path, worker={"metrics_port": 0})
 
 
 async def test_each_role_shows_the_families_of_what_it_runs(tmp_path):
-    async with role_nodes(tmp_path) as node, http(node["api"]) as api, http(node["edge"]) as edge, httpx.AsyncClient(timeout=10) as anyone:
+    async with metrics_role_nodes(tmp_path) as node, http(node["api"]) as api, http(node["edge"]) as edge, httpx.AsyncClient(timeout=10) as anyone:
         accepted = await api.post("/v1/notifications", json=sms_only("r1"))
         assert accepted.status_code == 202
         await wait_final(api, accepted.json()["notification_id"])

@@ -14,42 +14,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from actors.app import Herald, run_herald
+from actors.app import run_herald
 from actors.config import ConfigError
 from protocol.channels import Channel
 from protocol.preferences import ContactPoints, Preferences, QuietHours
-from reactor.backends import open_backends
 from reactor.clock import wall_ms
-from tests.helpers import config_for, http, receive_json, running_node, token_for, wait_final, web_notification, ws_url
+from tests.helpers import config_for, http, role_nodes, receive_json, running_node, token_for, wait_final, web_notification, ws_url
 
 ROLES = ("api", "worker", "edge")
 
 
-@asynccontextmanager
-async def nodes(tmp_path: Path) -> AsyncIterator[dict[str, Herald]]:
-    """An api, a worker and an edge node, each with its own data dir, on one set of embedded backends."""
-    shared = config_for(tmp_path / "shared")
-    async with open_backends(shared.backend_settings()) as backends, trio.open_nursery() as nursery:
-        started: dict[str, Herald] = {}
-        for role in ROLES:
-            config = dataclasses.replace(config_for(tmp_path / role), role=role)  # past the refusal: the backends are shared
-            started[role] = await nursery.start(
-                lambda task_status, config=config: run_herald(config, signals=False, backends=backends, task_status=task_status)
-            )
-        try:
-            yield started
-        finally:
-            for herald in started.values():
-                herald.system.request_shutdown()
+nodes = role_nodes
 
 
 async def test_a_post_to_the_api_reaches_a_websocket_on_the_edge_through_the_bus_the_worker_and_the_broker(tmp_path):
