@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 SUITE_STEPS = 1_000  # per machine in the ordinary test run: the command's default is ten times that
 DEFAULT_STEPS = 10_000  # per machine, `herald check properties` without --examples
@@ -36,14 +36,25 @@ def machine_settings() -> settings:
         stateful_step_count=per_run,
         deadline=None,
         database=None,
+        report_multiple_bugs=False,  # one failure, shrunk to its shortest step list
+        # No explain phase: it reruns a stateful failure hundreds of times (minutes) to annotate what may vary.
+        phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
 
 
-def selected(name: str) -> bool:
+def selected(name: str, known: frozenset[str] = frozenset()) -> bool:
+    """Chosen by HERALD_PROPERTIES_TARGET: a name given exactly, or one containing a part that names nothing exactly."""
     wanted = os.environ.get("HERALD_PROPERTIES_TARGET", "")
-    return any(part and part in name for part in wanted.split(",")) if wanted else True
+    if not wanted:
+        return True
+    return any(part == name or (part and part not in known and part in name) for part in wanted.split(","))
 
 
 def explicitly_chosen() -> bool:
     return bool(os.environ.get("HERALD_PROPERTIES_TARGET"))
+
+
+def show_statistics() -> bool:
+    """`herald check properties` prints Hypothesis's statistics of each machine as it finishes."""
+    return os.environ.get("HERALD_PROPERTIES_STATISTICS") == "1"

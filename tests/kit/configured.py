@@ -3,12 +3,11 @@
 `configured_targets()` reads HERALD_PROPERTIES_CONFIG (a herald.toml, read by actors/config.py as `herald serve`
 reads it) and pins each machine's setup to each channel's capacity, refill rate, failure threshold, open timeout and
 success threshold (and the gate's probe lease); the rest (start times, workers, events) is drawn as ever.
-`warnings(config)` lists what cannot behave well, the check `herald check properties --config` prints first.
+What cannot behave well is actors/limits_check.py's (printed first by `herald check properties --config`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -48,41 +47,11 @@ def channel_targets(config: Config, channel: Channel) -> list[Target]:
 
 def configured_targets() -> list[Target]:
     from tests.kit.budget import selected
+    from tests.kit.targets import MUTANTS, TARGETS
+
+    known = frozenset([t.name for t in TARGETS] + [m.name for m in MUTANTS])
 
     config = config_from_env()
     if config is None:
         return []
-    return [t for channel in Channel for t in channel_targets(config, channel) if selected(t.name)]
-
-
-def warnings(config: Config) -> list[str]:
-    """Configurations that cannot behave well, per channel: each a sentence saying what happens and what to change."""
-    found = []
-    for channel in Channel:
-        c = channel.value
-        limits = config.limits_of(channel)
-        breaker = limits.breaker
-        if math.floor(limits.capacity) < 1:
-            found.append(f"{c}: capacity {limits.capacity:g} holds no whole token: the shared bucket never grants one "
-                         "and nothing is ever sent (capacity >= 1)")
-        if limits.capacity < config.consumer_batch:
-            found.append(f"{c}: capacity {limits.capacity:g} is below one consumer batch ({config.consumer_batch}): a "
-                         f"batch never passes at once, it trickles at {limits.refill_per_s:g}/s (raise capacity or lower "
-                         "consumer_batch)")
-        if breaker.open_timeout_s < config.retry_initial_s:
-            found.append(f"{c}: open_timeout_s {breaker.open_timeout_s:g} is shorter than the retry backoff's first step "
-                         f"(retry_initial_s {config.retry_initial_s:g}): the breaker is half-open again before the first "
-                         "retry is due, so it probes an outage faster than deliveries retry it (open_timeout_s >= "
-                         "retry_initial_s)")
-        reserve = config.critical_tokens_of(channel)
-        if limits.capacity >= 2 and reserve < 1 and config.lane_reserve_tokens > 0:
-            found.append(f"{c}: the critical lane's token reserve rounds to 0 at capacity {limits.capacity:g} "
-                         f"(lane_reserve_tokens {config.lane_reserve_tokens:g}): bulk can take every token")
-        slice_tokens = limits.refill_per_s * config.gate_slice_s
-        if slice_tokens < 1 and limits.refill_per_s >= 1:
-            found.append(f"{c}: gate_slice_s {config.gate_slice_s:g} at {limits.refill_per_s:g}/s leases under one token "
-                         "a round trip: every delivery is a State round trip")
-        if config.gate_lease_s < config.gate_slice_s:
-            found.append(f"{c}: gate_lease_s {config.gate_lease_s:g} is shorter than gate_slice_s {config.gate_slice_s:g}: "
-                         "slices expire before they can be spent")
-    return found
+    return [t for channel in Channel for t in channel_targets(config, channel) if selected(t.name, known)]

@@ -29,7 +29,7 @@ class RefillsBeforeCheckingCapacity(MemoryState):
                            give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
         bucket = self._leased_buckets.get(key)
         now = trio.current_time()
-        if bucket is not None and now > bucket.updated and not any(l.expires <= now for l in bucket.leases.values()):
+        if bucket is not None and now > bucket.updated and not any(lease.expires <= now for lease in bucket.leases.values()):
             bucket.free = min(bucket.capacity, bucket.free + (now - bucket.updated) * bucket.refill_per_s)
             bucket.updated = now
         return await super().lease_tokens(key, want, capacity, refill_per_s, lease_s, give_back, reserve)
