@@ -186,11 +186,15 @@ class StateSharedBreaker:
     def admit(self, config: BreakerConfig, owner: str, probe_lease_s: float, now: float) -> BreakerView:
         return self.session.call(now, self.admit_operation(config, owner, probe_lease_s))  # type: ignore[no-any-return]
 
-    def report(self, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool, now: float) -> BreakerView:
+    def report_operation(self, config: BreakerConfig, owner: str, event: BreakerEvent,
+                         probe: bool) -> Callable[[Any], Coroutine[Any, Any, BreakerView]]:
         async def report(state: Any) -> BreakerView:
             return await state.breaker_report(KEY, config, owner, event, probe)  # type: ignore[no-any-return]
 
-        return self.session.call(now, report)  # type: ignore[no-any-return]
+        return report
+
+    def report(self, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool, now: float) -> BreakerView:
+        return self.session.call(now, self.report_operation(config, owner, event, probe))  # type: ignore[no-any-return]
 
     def read(self, config: BreakerConfig, now: float) -> BreakerView:
         async def read(state: Any) -> BreakerView:

@@ -13,6 +13,8 @@ with interleavings Hypothesis chooses), checked against what any serial order al
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 from fractions import Fraction
 from typing import Any
@@ -93,6 +95,39 @@ class RacingAdmits(SharedBreakerMachine):
                 assert view.probe == (observed == "half_open")
                 if view.probe:
                     self.probe_holder, self.probe_until = worker, self.now + self.probe_lease
+
+    @precondition(lambda self: hasattr(self, "shared"))
+    @rule(reports=st.lists(st.tuples(st.integers(0, WORKERS - 1), st.sampled_from(["success", "failure", "failure", "release"])),
+                           min_size=2, max_size=WORKERS, unique_by=lambda r: r[0]),
+          how=interleavings)
+    def workers_report_at_once(self, reports: list[tuple[int, str]], how: tuple[int, list[int]]) -> None:
+        """Workers' outcomes arrive at once: the breaker ends as one serial order of them leaves the model."""
+        self.expire_probe()
+        probes = {worker: self.calls.pop(worker, False) for worker, _ in reports}
+        shared: StateSharedBreaker = self.shared  # type: ignore[assignment]
+        shared.session.race(
+            self.now, [shared.report_operation(self.config, f"w{w}", e, probes[w]) for w, e in reports],  # type: ignore[arg-type]
+            shuffled(how[0], len(reports)), how[1],
+        )
+        view = shared.read(self.config, self.now)
+        candidates = []
+        for order in itertools.permutations(reports):
+            model, holder = copy.deepcopy(self.model), self.probe_holder
+            for worker, event in order:
+                settles = probes[worker] and holder == worker
+                if model.state == "half_open" and not settles:
+                    continue  # not the probe's outcome: it counts for nothing
+                model.fire(event, self.now)
+                if settles:
+                    holder = None
+            seen = (model.observed(self.now), model.opens, model.failures if model.state == "closed" else 0,
+                    model.successes if model.state == "half_open" else 0)
+            candidates.append((seen, model, holder))
+        got = (view.state, view.opened, view.consecutive_failures if view.state == "closed" else 0,
+               view.consecutive_successes if view.state == "half_open" else 0)
+        matching = [(model, holder) for seen, model, holder in candidates if seen == got]
+        assert matching, f"{got} after {reports} at once: no serial order leaves that ({sorted({c[0] for c in candidates})})"
+        self.model, self.probe_holder = matching[0]
 
     def teardown(self) -> None:
         if hasattr(self, "shared"):

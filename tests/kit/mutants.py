@@ -17,7 +17,7 @@ import trio
 from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig
 from reactor.gate_state import LeasedBucket
-from reactor.ports import BreakerView, TokenLease
+from reactor.ports import BreakerEvent, BreakerView, TokenLease
 from tests.conformance.broken.state import AdmitsAProbePerOwner
 from tests.reactor.test_properties_catch_bugs import AdmitsTwoProbes, RefillsOverLeasedTokens, RefillsPastCapacity, TakesTheReserve
 
@@ -69,6 +69,28 @@ class BreakerCasLetsTwoProbesThrough(MemoryState):
         return view
 
 
+class BreakerReportLosesAnUpdate(MemoryState):
+    """Reads the breaker, applies the outcome after a round trip, writes it back: outcomes at once overwrite each other."""
+
+    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
+        read = copy.deepcopy(self._breaker(key))
+        await trio.lowlevel.checkpoint()
+        view = read.report(config, owner, event, probe, trio.current_time())
+        self._breakers[key] = read
+        return view
+
+
+class BreakerReportLosesAnUpdate(MemoryState):
+    """Reads the breaker, applies the outcome after a round trip, writes it back: outcomes at once overwrite each other."""
+
+    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
+        read = copy.deepcopy(self._breaker(key))
+        await trio.lowlevel.checkpoint()
+        view = read.report(config, owner, event, probe, trio.current_time())
+        self._breakers[key] = read
+        return view
+
+
 PURE_MUTANTS: list[tuple[str, str, type, str]] = [
     ("bucket-refills-past-capacity", "bucket", RefillsPastCapacity, "the refill is not capped at the capacity"),
     ("breaker-admits-two-probes", "breaker", AdmitsTwoProbes, "half-open admits a second probe"),
@@ -84,6 +106,8 @@ STATE_MUTANTS: list[tuple[str, str, type[MemoryState], str]] = [
     ("state-admits-a-probe-per-owner", "shared-breaker", AdmitsAProbePerOwner, "the State gives each worker its own probe"),
     ("state-breaker-cas-lets-two-probes-through", "shared-breaker", BreakerCasLetsTwoProbesThrough,
      "the State's admit is a read, a round trip, a write"),
+    ("state-breaker-report-loses-an-update", "shared-breaker", BreakerReportLosesAnUpdate,
+     "the State's report is a read, a round trip, a write"),
 ]
 
 
