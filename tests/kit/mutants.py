@@ -80,17 +80,6 @@ class BreakerReportLosesAnUpdate(MemoryState):
         return view
 
 
-class BreakerReportLosesAnUpdate(MemoryState):
-    """Reads the breaker, applies the outcome after a round trip, writes it back: outcomes at once overwrite each other."""
-
-    async def breaker_report(self, key: str, config: BreakerConfig, owner: str, event: BreakerEvent, probe: bool) -> BreakerView:
-        read = copy.deepcopy(self._breaker(key))
-        await trio.lowlevel.checkpoint()
-        view = read.report(config, owner, event, probe, trio.current_time())
-        self._breakers[key] = read
-        return view
-
-
 PURE_MUTANTS: list[tuple[str, str, type, str]] = [
     ("bucket-refills-past-capacity", "bucket", RefillsPastCapacity, "the refill is not capped at the capacity"),
     ("breaker-admits-two-probes", "breaker", AdmitsTwoProbes, "half-open admits a second probe"),
