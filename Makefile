@@ -1,6 +1,6 @@
 # The two commands: `make run` serves Herald with the embedded defaults;
 # `make test` installs what the tests need, runs the static checks (`make lint`) and the whole suite.
-.PHONY: run test install lint bench lock load
+.PHONY: run test install lint bench lock load properties
 
 # Dependencies come from the lock files (requirements/*.txt, pinned with hashes);
 # scripts/lock-deps.sh regenerates them.
@@ -42,3 +42,8 @@ lock:
 
 load: .venv/bin/herald .venv-load/bin/locust
 	.venv/bin/python loadtests/run_load.py $(LOAD_ARGS)
+
+# The bucket and breaker property machines against every implementation (README, "For engineers"):
+# `make properties ARGS="--examples 100000 --seed 42 --config herald.toml"` (herald check properties --help).
+properties: .venv/bin/mypy
+	.venv/bin/herald check properties $(ARGS)

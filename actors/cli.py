@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .check import CheckError
 from .startup import explain, leaves, missing_dependency  # the standard library only: it reports a missing package
 
 if TYPE_CHECKING:
@@ -497,6 +498,10 @@ def parser() -> argparse.ArgumentParser:
                       help="work on the data dir directly, not through the server (rotate-secret: with the node stopped)")
     client(keys)
     keys.set_defaults(func=_keys)
+
+    from .check import add_parser as add_check  # herald check properties (actors/check.py)
+
+    add_check(sub)
     return top
 
 
@@ -507,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as error:
         print(f"herald: {error}", file=sys.stderr)
         return error.code
+    except CheckError as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         message = missing_dependency(exc)
         if message is None:

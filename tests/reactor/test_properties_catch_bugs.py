@@ -8,6 +8,10 @@ shrinking is skipped (only "it fails" matters here, not the smallest example).
 
 The bugs reach into private attributes where they have to: they model mistakes in the
 implementation, not misuse of its API.
+
+The State-backed implementations' mutants (a State whose lease or breaker step is a read, a
+round trip and a write, one that ignores the reserve, ...) are in tests/kit/mutants.py, caught
+by the same machines driven through the State (tests/kit/test_catches_mutants.py).
 """
 
 from __future__ import annotations
