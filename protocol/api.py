@@ -11,7 +11,7 @@ from .content import Content, Recipient
 from .ids import USER_ID_RE
 from .lifecycle import Status
 from .locales import normalize_locale
-from .preferences import CATEGORY_PATTERN
+from .preferences import CATEGORY_PATTERN, HHMM_PATTERN
 from .problems import Problem
 from .template_schemas import LocaleField, TemplateIdField
 from .topics import TopicField
@@ -23,7 +23,7 @@ UserIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=
 class LocalSendAt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`send_at` as a wall-clock time in the user's own time zone (their preferences' `timezone`)."""
 
-    local: Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description=(
+    local: Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN, description=(
         "HH:MM, 24-hour: the next time the user's clock shows it (a time skipped by a DST change: as many minutes "
         "after the change as it lay after the skipped hour's start; a time shown twice: the first time, unless only "
         "the second is still ahead)."
