@@ -264,3 +264,20 @@ async def test_cancels_racing_the_fire_end_each_channel_cancelled_or_sent_never_
         assert 0 < sum(answers.values()) < count  # both outcomes met
         assert answers[nids[0]] is False and answers[nids[-1]] is True
         assert await herald.gateway.store.scheduled() == []
+
+
+async def test_a_send_held_by_quiet_hours_is_cancelled_too(tmp_path, clock) -> None:
+    from protocol.preferences import QuietHours
+
+    email = Calls()
+    async with node(tmp_path, email=email) as herald:
+        await user(herald, "ny", NEW_YORK, quiet_hours=QuietHours("07:00", "10:00"))  # 08:00 EDT now: quiet
+        request = NotificationRequest(user_id="ny", channels=[Channel.EMAIL], content=Content(email=EmailContent("Hi", text="hi")))
+        nid = await accept(herald, request)
+        until = parse_iso("2026-03-08T14:00:00Z")
+        assert await status(herald, nid) == ("queued", f"quiet hours until {iso(until)}")
+        result = await cancel(herald, nid)
+        assert result is not None and result.cancelled == ["email"]
+        await skip_to(until - 60_000)
+        await sleep_until(until + 10 * 60_000)
+        assert email.calls == [] and (await status(herald, nid))[0] == "cancelled"
