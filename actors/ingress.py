@@ -25,7 +25,7 @@ from functools import partial
 import msgspec
 import trio
 
-from protocol.api import NotificationRequest, Receipt
+from protocol.api import LocalSendAt, NotificationRequest, Receipt
 from protocol.channels import LANES, Channel
 from protocol.content import header_errors
 from protocol.ids import make_notification_id
@@ -40,6 +40,7 @@ from reactor.mailbox import Mailbox
 from reactor.ports import Bus, Scheduled
 
 from .domain.preferences import NO_PROFILE, address_missing, plan_channels
+from .domain.send_at import SEND_AT_PREFIX, resolve as resolve_send_at
 from .messages import IngressMessage, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.template_service import TemplateService, apply_template
@@ -177,6 +178,9 @@ class SendPlanner:
         key = user_id.encode()
         prefs = profile.preferences
         zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
+        due = await self._send_at(request, prefs.timezone, now)
+        if isinstance(due, Problem):
+            return due
         plans = plan_channels(request, profile, now, zone or dt.UTC)
         accepted = f"{TOPIC_SEND_PREFIX}{origin}" if origin else ""
         lane = request.priority.lane  # critical and high: the critical lane (docs/reliability.md, "Priority lanes")
@@ -199,6 +203,10 @@ class SendPlanner:
             )
             if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
                 statuses = ((Status.ACCEPTED, accepted), (Status.FAILED, plan.skip))
+            elif due is not None:  # send_at: the Scheduler produces it then; preferences and quiet hours are read again then
+                held = msgspec.structs.replace(delivery, deferred=True)  # checked at fire time, and against the ledger
+                batch.deferred.append(Scheduled(f"{SEND_AT_PREFIX}{nid}:{channel.value}", due, _TOPIC[channel, lane], key, encode_delivery(held)))
+                statuses = ((Status.ACCEPTED, accepted), (Status.SCHEDULED, f"until {iso(due)}"))
             elif plan.defer_until_ms is not None and self.scheduler is not None:  # quiet hours: the Scheduler produces it
                 held = msgspec.structs.replace(delivery, deferred=True)  # the Scheduler may produce it twice: check the ledger
                 entry_id = f"quiet:{nid}:{channel.value}"
@@ -213,6 +221,16 @@ class SendPlanner:
                     template=template,
                 ))
         return Receipt(notification_id=nid)
+
+    async def _send_at(self, request: NotificationRequest, timezone: str, now_ms: int) -> int | None | Problem:
+        """When a scheduled send fires (actors/domain/send_at.py); None: no send_at, or now; a 422 if refused."""
+        if request.send_at is None:
+            return None
+        if self.scheduler is None:
+            return _field_problem("send_at", "scheduled sends are not served by this node")
+        zone = await self.users.zone(timezone) if self.users is not None and isinstance(request.send_at, LocalSendAt) else dt.UTC
+        due = resolve_send_at(request.send_at, now_ms, zone)
+        return _field_problem(due.field, due.message) if isinstance(due, FieldError) else due
 
     def _unsubscribe_url(self, request: NotificationRequest, channel: Channel) -> str | None:
         """Email of a notification with a category carries a one-click unsubscribe link for it."""
@@ -233,6 +251,8 @@ def topic_send_problem(request: NotificationRequest) -> Problem | None:
         return _field_problem("topic", "give user_id or topic, not both")
     if request.to is not None:
         return _field_problem("to", "not with topic: each subscriber's addresses come from their preferences")
+    if request.send_at is not None:
+        return _field_problem("send_at", "not with topic (yet): schedule sends to users")
     return None
 
 

@@ -11,13 +11,30 @@ from .content import Content, Recipient
 from .ids import USER_ID_RE
 from .lifecycle import Status
 from .locales import normalize_locale
-from .preferences import CATEGORY_PATTERN
+from .preferences import CATEGORY_PATTERN, HHMM_PATTERN
 from .problems import Problem
 from .template_schemas import LocaleField, TemplateIdField
 from .topics import TopicField
 
 # The length is in the pattern too; stated, it is in the OpenAPI schema where boundary-value generators read it.
 UserIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=USER_ID_RE.pattern)]
+
+
+class LocalSendAt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`send_at` as a wall-clock time in the user's own time zone (their preferences' `timezone`)."""
+
+    local: Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN, description=(
+        "HH:MM, 24-hour: the next time the user's clock shows it (a time skipped by a DST change: as many minutes "
+        "after the change as it lay after the skipped hour's start; a time shown twice: the first time, unless only "
+        "the second is still ahead)."
+    ))]
+    in_: Annotated[Literal["user"], msgspec.Meta(description="Whose time zone: the user's (the only one so far).")] = msgspec.field(name="in", default="user")
+
+
+SendAtField = Annotated[str, msgspec.Meta(max_length=64, description=(
+    "RFC 3339 with an offset (2026-12-01T09:00:00+01:00 or ...Z): held until then (status `scheduled`), at most "
+    "366 days ahead; a time up to 60 s past is sent at once, further past is refused."
+))] | LocalSendAt
 
 
 class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -40,6 +57,7 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
         "Instead of `user_id`: send to every subscriber of this topic (PUT /v1/topics/{topic}/subscribers), "
         "each with their own preferences, locale and quiet hours. No `to`: each address comes from the user's preferences."
     ))] | None = None
+    send_at: SendAtField | None = None  # scheduled send (actors/domain/send_at.py); not with topic
 
     def __post_init__(self) -> None:
         if self.locale is not None:  # fr_CA is fr-CA (protocol.locales)
@@ -49,6 +67,21 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 class Receipt(msgspec.Struct, frozen=True):
     notification_id: str
     status: Status = Status.ACCEPTED
+
+
+class ChannelGone(msgspec.Struct, frozen=True):
+    """A channel DELETE could not cancel: it had left the Store already (on the bus, being sent, or settled)."""
+
+    channel: str
+    status: Status
+
+
+class Cancellation(msgspec.Struct, frozen=True):
+    """DELETE /v1/notifications/{id}: the channels cancelled now (or by an earlier DELETE), and the ones already gone."""
+
+    notification_id: str
+    cancelled: list[str]
+    already_gone: list[ChannelGone]
 
 
 MAX_BATCH_ITEMS = 1000  # notifications per POST /v1/notifications/batch

@@ -1,8 +1,13 @@
 """The notification lifecycle, per channel, its legal transitions, and the attempt timeline's order.
 
     accepted -> queued -> sent -> delivered -> opened -> read   (opened/read: web)
-                  |        |
-                  +--------+--> failed | dead_lettered
+       |          |        |
+       |          +--------+--> failed | dead_lettered
+       |          |
+       |          +--> cancelled            (DELETE /v1/notifications/{id}: held by quiet hours or a retry)
+       +--> scheduled -> queued ...        (send_at: held until then; the Scheduler produces it)
+                  |
+                  +--> cancelled            (DELETE before it fired)
 
 A status only moves forward along these edges. Skipping ahead along a path is legal
 (a web notification can go from sent straight to read when the user reads it in the
@@ -22,6 +27,8 @@ What each status means per channel, and which ones settle a channel's delivery
 | delivered | the provider took it (the sandbox wrote it): **final** | seen by a client: a WebSocket ack, or handed over by SSE or long-poll |
 | opened, read | | read: marked read in the inbox |
 | failed, dead_lettered | **final** | **final** |
+| scheduled | held until its `send_at` (the Scheduler's entry `send:<id>:<channel>`) | the same |
+| cancelled | cancelled before it went out: **final** | **final** |
 
 The web channel follows in-app inboxes (Knock: sent, seen, read; Courier: delivered to
 the inbox is delivered): once the notification is in the inbox, delivery is done, and
@@ -53,22 +60,26 @@ class Status(str, enum.Enum):
     READ = "read"
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
 
 
 EDGES: dict[Status, frozenset[Status]] = {
-    Status.ACCEPTED: frozenset({Status.QUEUED}),
-    Status.QUEUED: frozenset({Status.SENT, Status.FAILED, Status.DEAD_LETTERED}),
+    Status.ACCEPTED: frozenset({Status.QUEUED, Status.SCHEDULED}),
+    Status.SCHEDULED: frozenset({Status.QUEUED, Status.CANCELLED}),
+    Status.QUEUED: frozenset({Status.SENT, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED}),
     Status.SENT: frozenset({Status.DELIVERED, Status.FAILED, Status.DEAD_LETTERED}),
     Status.DELIVERED: frozenset({Status.OPENED, Status.READ}),
     Status.OPENED: frozenset({Status.READ}),
     Status.READ: frozenset(),
     Status.FAILED: frozenset(),
     Status.DEAD_LETTERED: frozenset(),
+    Status.CANCELLED: frozenset(),
 }
 
 # A channel's delivery is settled once it reaches one of these, on every channel.
 FINAL: frozenset[Status] = frozenset(
-    {Status.DELIVERED, Status.OPENED, Status.READ, Status.FAILED, Status.DEAD_LETTERED}
+    {Status.DELIVERED, Status.OPENED, Status.READ, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED}
 )
 # The web channel's delivery is settled once the notification is in the inbox (`sent`).
 WEB_FINAL: frozenset[Status] = FINAL | {Status.SENT}
@@ -121,17 +132,22 @@ def advance(current: Status | None, new: Status, *, replay: bool = False) -> Sta
 
 # -- the attempt timeline
 
-# Each status's place along the lifecycle: strictly increasing along every edge.
+# Each status's place along the lifecycle: strictly increasing along every edge. `scheduled` came
+# between accepted and queued: the ranks after it moved up by one (RANK_VERSION 2; the embedded log
+# store moves the stored steps of a file from before, reactor/backends/embedded/log_store.py).
 RANK: dict[Status, int] = {
     Status.ACCEPTED: 0,
-    Status.QUEUED: 1,
-    Status.SENT: 2,
-    Status.DELIVERED: 3,
-    Status.OPENED: 4,
-    Status.READ: 5,
-    Status.FAILED: 6,
-    Status.DEAD_LETTERED: 7,
+    Status.SCHEDULED: 1,
+    Status.QUEUED: 2,
+    Status.SENT: 3,
+    Status.DELIVERED: 4,
+    Status.OPENED: 5,
+    Status.READ: 6,
+    Status.FAILED: 7,
+    Status.DEAD_LETTERED: 8,
+    Status.CANCELLED: 9,
 }
+RANK_VERSION = 2
 ROUND_SIZE = 100  # positions per round (a replay starts the next round); room for statuses to come
 
 

@@ -382,6 +382,19 @@ class Store(Protocol):
         FOR UPDATE SKIP LOCKED) RETURNING ...` (lease_until: a column, 0 when never leased).
         """
 
+    async def cancel_scheduled(self, notification_id: str, channel: str, id_prefixes: Sequence[str], at_ms: int) -> bool:
+        """Cancel what the Store holds of one (notification, channel), atomically against the Scheduler's claims;
+        True if the pair is cancelled (now, or by an earlier call).
+
+        One transaction: if the send ledger holds the pair as `cancelled`, True (a repeat); as anything
+        else (sent), False. Else, among the pending entries whose id starts with one of `id_prefixes`: if
+        any was ever claimed (its lease running or ended: it is being produced, or was by a claimer that
+        died and will be again), False and nothing is removed; if none is pending, False (it left the
+        Store: on the bus); else they are removed and the ledger marks the pair `cancelled` (at_ms), True.
+        So a cancel and a fire exclude each other: an entry is either removed before any claim (never
+        produced) or claimed before the cancel (produced, and the cancel says so).
+        """
+
     async def next_due_ms(self) -> int | None:
         """The earliest time claim_due may hand out an entry: the least, over pending entries, of
         max(due_ms, the end of its lease); None when nothing is pending.

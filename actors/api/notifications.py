@@ -38,6 +38,7 @@ from ..domain.api_keys import Caller
 from ..domain.tokens import issue_token
 from ..fanout import decode_counts
 from ..messages import IngressMessage, Submit, SubmitBatch
+from ..services.cancellation import cancel_notification
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import (
     Answer,
@@ -267,6 +268,20 @@ def blueprint(gw: Gateway) -> Blueprint:
                              if e.status == Status.ACCEPTED.value and e.detail.startswith(TOPIC_SEND_PREFIX)), None),
         )
         return json_response(view)
+
+    @bp.delete("/v1/notifications/<notification:nid>")
+    async def delete_notification(nid: str) -> Response:
+        """Cancel what is not yet gone of a notification, per channel (actors/services/cancellation.py)."""
+        await authorize(gw, "send")
+        if not is_notification_id(nid):
+            raise bad_param("notification_id", "not a notification id (26 characters, Crockford base32)")
+        store = served(gw.store, "the store")
+        result = await cancel_notification(nid, store, gw.logstore, gw.recorder)
+        if result is None:
+            if await store.fanout(nid) is not None:
+                raise ProblemError(Problem("Conflict", 409, f"{nid} is a topic send: cancel its subscribers' copies by their ids"))
+            raise ProblemError(Problem("Not Found", 404, f"no notification {nid}"))
+        return json_response(result)
 
     @bp.get("/v1/users/<user_id>/notifications")
     async def get_history(user_id: str) -> Response:

@@ -32,6 +32,7 @@ from protocol.api import (
     BatchProblem,
     BatchReceipt,
     BatchRequest,
+    Cancellation,
     CircuitView,
     DeadLetterPage,
     DlqSelection,
@@ -324,6 +325,12 @@ _NOTIFICATION_DOC = (
     "Exactly one of `user_id` and `topic`: with `topic` (no `to`) the send goes to every subscriber of the topic, each "
     "with their own preferences, locale, quiet hours and template locale; 202 once the topic send is durable, and its "
     "status (GET /v1/notifications/{nid}) shows the fan-out's progress. "
+    "`send_at` schedules the send (not with `topic`): an RFC 3339 time with an offset, at most 366 days ahead (up to 60 s "
+    "past: sent now; further past or without an offset: a 422), or `{\"local\": \"09:00\", \"in\": \"user\"}`, the next "
+    "time the user's clock shows it in their preferences' time zone (a time skipped by DST: as many minutes after the "
+    "change; shown twice: the first showing still ahead). Each channel is `scheduled` until then, held durably before the "
+    "202; preferences are read at both ends (a channel off now fails now; an opt-out or quiet hours at fire time win). "
+    "DELETE /v1/notifications/{nid} cancels it until it fires. "
     "An `Idempotency-Key` makes a retry safe: the same key and body within 24 h get the original answer (marked "
     "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
 )
@@ -431,6 +438,23 @@ OPERATIONS: tuple[Operation, ...] = (
             "(subscribers expanded, per-channel counts); each subscriber's copy names it in `topic_send`.",
         )},
         params=(NID,),
+    ),
+    Operation(
+        "DELETE", "/v1/notifications/<notification:nid>", "cancelNotification", "notifications", "Cancel a notification",
+        Auth.API_KEY, "send", {200: json_reply(
+            Cancellation,
+            "Per channel: `cancelled` (now, or by an earlier DELETE: its status is `cancelled`), or in `already_gone` with "
+            "its status (sent, on the bus, or settled).",
+        )},
+        params=(NID,),
+        problems=(409,),
+        description=(
+            "Cancels, per channel, what Herald still holds: a scheduled send (`send_at`) before it fires, a hold by the "
+            "user's quiet hours, a retry waiting for its next attempt. Atomic against the Scheduler: a channel is either "
+            "cancelled (never sent) or already gone (sent), never both. Repeating the DELETE answers the same. Any key "
+            "with the `send` scope may cancel any notification (as any `read` key reads any status). 404: no such "
+            "notification; 409: a topic send (cancel its subscribers' copies)."
+        ),
     ),
     Operation(
         "PUT", "/v1/topics/<topic>/subscribers", "addTopicSubscribers", "topics", "Subscribe users to a topic",

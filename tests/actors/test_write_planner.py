@@ -356,11 +356,12 @@ def key_state(nid: str, status: Status, round_: int = 0, channel: str = "email",
 
 
 async def test_a_move_applies_from_where_it_was_planned_and_from_any_step_before_its_target() -> None:
-    assert move_after(0, Status.SENT, None) == {position(0, Status.ACCEPTED), position(0, Status.QUEUED)}
-    assert move_after(0, Status.DELIVERED, position(0, Status.SENT)) == {0, 1, 2}
+    assert move_after(0, Status.SENT, None) == {position(0, s) for s in (Status.ACCEPTED, Status.SCHEDULED, Status.QUEUED)}
+    assert move_after(0, Status.DELIVERED, position(0, Status.SENT)) == {0, 1, 2, 3}
     # a replay: from the dead-lettering of the round before, or the step it was planned from
     assert move_after(2, Status.SENT, position(1, Status.QUEUED)) == {
-        position(1, Status.QUEUED), position(1, Status.DEAD_LETTERED), position(2, Status.ACCEPTED), position(2, Status.QUEUED),
+        position(1, Status.QUEUED), position(1, Status.DEAD_LETTERED), position(2, Status.ACCEPTED), position(2, Status.SCHEDULED),
+        position(2, Status.QUEUED),
     }
     # never from a step the target is not reachable from: a failure does not overwrite a delivery
     assert position(0, Status.DELIVERED) not in move_after(0, Status.FAILED, position(0, Status.QUEUED))
@@ -378,7 +379,7 @@ async def test_a_batch_plans_one_move_per_key_its_steps_and_its_counts() -> None
     assert [(s.status, s.at_ms) for s in plan.steps] == [(Status.SENT, T0 + 5), (Status.DELIVERED, T0 + HOUR)]
     assert [(c.counter.value, c.date, c.hour) for c in plan.counts] == [("sent", "2024-01-01", 0), ("delivered", "2024-01-01", 1)]
     [move] = plan.moves
-    assert (move.status, move.step, move.updated_ms, move.detail, move.create) == (Status.DELIVERED, 3, T0 + HOUR, "ok", False)
+    assert (move.status, move.step, move.updated_ms, move.detail, move.create) == (Status.DELIVERED, position(0, Status.DELIVERED), T0 + HOUR, "ok", False)
     assert move.delivered_ms == T0 + HOUR and position(0, Status.QUEUED) in move.after
 
 

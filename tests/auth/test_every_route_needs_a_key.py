@@ -21,6 +21,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/notifications"): "send",
     ("POST", "/v1/notifications/batch"): "send",
     ("GET", "/v1/notifications/<notification:nid>"): "read",
+    ("DELETE", "/v1/notifications/<notification:nid>"): "send",
     ("GET", "/v1/users/<user_id>/notifications"): "read",
     ("POST", "/v1/users/<user_id>/tokens"): "read",  # a token reads the user's notifications
     ("PUT", "/v1/topics/<topic>/subscribers"): "send",  # a topic is an audience to send to: a subscriber token never writes one

@@ -143,3 +143,39 @@ async def test_a_timeline_from_before_steps_is_migrated_in_place(tmp_path: Path)
             await again.close()
     finally:
         await store.close()
+
+
+async def test_steps_stored_before_scheduled_ranked_are_moved_up_once(tmp_path: Path) -> None:
+    """A file written with the ranks of before `scheduled` (user_version 0: queued at 1, sent at 2, ...): opening it
+    moves every step but accepted's up by one, once, so the statuses that follow read in order."""
+    import sqlite3
+
+    path = tmp_path / "ranks.db"
+    n = nid(T0)
+    store = WritingLogStore(SqliteLogStore(path))
+    await store.open()
+    await store.record([ev(n, Status.ACCEPTED, T0), ev(n, Status.QUEUED, T0), ev(n, Status.SENT, T0 + 1)])
+    await store.close()
+    old = sqlite3.connect(path)  # as the version before wrote it
+    for table in ("notification_events", "notification_status"):
+        old.execute(f"UPDATE {table} SET step = step - 1 WHERE status <> 'accepted'")
+    old.execute("PRAGMA user_version = 0")
+    old.commit()
+    old.close()
+    for _ in range(2):  # the second opening changes nothing
+        store = WritingLogStore(SqliteLogStore(path))
+        await store.open()
+        try:
+            [state] = await store.key_states([(n, "email")], timeline=True)
+            assert state.status is Status.SENT and state.timeline is not None
+            assert [(r.step, r.status) for r in state.timeline] == [(0, Status.ACCEPTED), (2, Status.QUEUED), (3, Status.SENT)]
+            # the next step moves the stored status: its guard (the sent step of now) matches what was migrated
+            await store.record([ev(n, Status.DELIVERED, T0 + 2)])
+            assert [r.status for r in await store.statuses(n)] == ["delivered"]
+        finally:
+            await store.close()
+        old = sqlite3.connect(path)
+        old.execute("UPDATE notification_status SET status = 'sent', step = 3")  # back to sent for the second round
+        old.execute("DELETE FROM notification_events WHERE status = 'delivered'")
+        old.commit()
+        old.close()

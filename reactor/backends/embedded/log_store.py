@@ -58,7 +58,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import msgspec
 import trio
 
-from protocol.lifecycle import RANK, ROUND_SIZE, Status
+from protocol.lifecycle import RANK, RANK_VERSION, ROUND_SIZE, Status
 from protocol.messages import InboxEntry
 from protocol.write_plan import (
     Counter,
@@ -376,6 +376,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     db = connect(path, "FULL")
     db.executescript(_SCHEMA)
     _migrate_inbox(db)
+    _migrate_ranks(db)  # before the step columns are added: those compute their steps with the ranks of now
     _migrate_events(db)
     _migrate_status(db)
     return db
@@ -398,6 +399,23 @@ UPDATE notification_status AS s SET step = {_RANK_OF_STATUS} + {ROUND_SIZE} * CO
     SELECT MAX(step) FROM notification_events e WHERE e.notification_id = s.notification_id AND e.channel = s.channel
 ) / {ROUND_SIZE}, 0)
 """
+
+
+def _migrate_ranks(db: sqlite3.Connection) -> None:
+    """Move the stored steps of a file from before RANK_VERSION 2 (`scheduled` ranks after `accepted`: every other
+    status moved up by one). The file's user_version holds the rank version its steps use (idempotent, one transaction)."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= RANK_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table in ("notification_events", "notification_status"):
+            if "step" in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"UPDATE {table} SET step = step + 1 WHERE status <> 'accepted'")
+        db.execute(f"PRAGMA user_version = {RANK_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _migrate_events(db: sqlite3.Connection) -> None:

@@ -21,6 +21,7 @@ from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
 from .sqlite import SqliteBacked
 
 T = TypeVar("T")
+CANCELLED = "cancelled"  # the send ledger's status of a (notification, channel) cancelled while the Store held it
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -215,6 +216,29 @@ class SqliteStore(SqliteBacked):
             return [_scheduled(r) for r in rows]
 
         return await self._transaction(claim)  # BEGIN IMMEDIATE: one claimer at a time, on this file, from any process
+
+    async def cancel_scheduled(self, notification_id: str, channel: str, id_prefixes: Sequence[str], at_ms: int) -> bool:
+        def cancel(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT status FROM send_ledger WHERE notification_id = ? AND channel = ?", (notification_id, channel)
+            ).fetchone()
+            if row is not None:
+                return str(row[0]) == CANCELLED
+            held: list[tuple[str, int]] = []
+            for prefix in id_prefixes:  # a range of the primary key: ids starting with the prefix
+                held += db.execute(
+                    "SELECT id, lease_until FROM scheduled WHERE id >= ? AND id < ?", (prefix, prefix + "\U0010ffff")
+                ).fetchall()
+            if not held or any(lease_until > 0 for _, lease_until in held):
+                return False
+            db.executemany("DELETE FROM scheduled WHERE id = ?", [(i,) for i, _ in held])
+            db.execute(
+                "INSERT INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?)",
+                (notification_id, channel, at_ms, CANCELLED),
+            )
+            return True
+
+        return await self._transaction(cancel)  # BEGIN IMMEDIATE: serialized with claim_due on this file
 
     async def next_due_ms(self) -> int | None:
         def earliest(db: sqlite3.Connection) -> int | None:

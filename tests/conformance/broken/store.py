@@ -237,6 +237,20 @@ class CheckpointIgnoresTheOwner(SqliteStore):
         return await self._transaction(write)
 
 
+class CancelsClaimedEntries(SqliteStore):
+    """Cancels whatever is pending, claimed or not: an entry being produced is cancelled too (sent and cancelled both)."""
+
+    async def cancel_scheduled(self, notification_id: str, channel: str, id_prefixes: Sequence[str], at_ms: int) -> bool:
+        def cancel(db: sqlite3.Connection) -> bool:
+            removed = sum(db.execute("DELETE FROM scheduled WHERE id >= ? AND id < ?", (p, p + "\U0010ffff")).rowcount
+                          for p in id_prefixes)
+            if removed:
+                db.execute("INSERT OR IGNORE INTO send_ledger VALUES (?, ?, ?, 'cancelled')", (notification_id, channel, at_ms))
+            return removed > 0
+
+        return await self._transaction(cancel)
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "store.sqlite3")
     for kind in (
@@ -245,6 +259,7 @@ VARIANTS: dict[str, Factory[Any]] = {
         ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerWritesBehind, LedgerIgnoresTheChannel, RacyMetaPut,
         HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
         SkipsARowAtAPageBoundary, DeleteLeavesARow, CountsRepeatedSubscribers, ClaimsALeasedFanout, CheckpointIgnoresTheOwner,
+        CancelsClaimedEntries,
     )
 }
 
@@ -261,4 +276,5 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "CountsRepeatedSubscribers": ("subscribers_page_by_user_id_each_once",),
     "ClaimsALeasedFanout": ("fanout_jobs_are_claimed_oldest_first_by_one_owner_at_a_time",),
     "CheckpointIgnoresTheOwner": ("a_checkpoint_is_kept_only_for_the_jobs_owner",),
+    "CancelsClaimedEntries": ("a_cancel_removes_unclaimed_entries_and_never_a_claimed_one",),
 }

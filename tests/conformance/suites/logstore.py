@@ -703,18 +703,18 @@ async def check_a_move_applies_only_from_its_guard(h: Harness[Any]) -> None:
         n, missing = IDS[3], IDS[4]
         await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0}, create=True, at=T0 + 1, template="welcome@2#A"),)))
         assert current(await logstore.statuses(n)) == [("queued", "u1", T0 + 1, "")] == await history_of(logstore, n)
-        await logstore.apply(WritePlan(moves=(move(n, Status.SENT, {1}, at=T0 + 2, detail="handed over"),)))
+        await logstore.apply(WritePlan(moves=(move(n, Status.SENT, {position(0, Status.QUEUED)}, at=T0 + 2, detail="handed over"),)))
         assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
         assert [r.template for r in await logstore.statuses(n)] == ["welcome@2#A"]  # a move without one keeps it
         # a stale move (planned when the row was queued): the stored step is not in its guard
-        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0, 1}, create=True, at=T0 + 3, user="intruder"),)))
+        await logstore.apply(WritePlan(moves=(move(n, Status.QUEUED, {0, position(0, Status.QUEUED)}, create=True, at=T0 + 3, user="intruder"),)))
         assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
         # a move of a row that is not there, and may not create it
-        await logstore.apply(WritePlan(moves=(move(missing, Status.SENT, {0, 1}),)))
+        await logstore.apply(WritePlan(moves=(move(missing, Status.SENT, {0, position(0, Status.QUEUED)}),)))
         assert await logstore.statuses(missing) == [] and await history_of(logstore, missing) == []
         # in one plan, a stale move and one whose guard holds: only the second
         await logstore.apply(WritePlan(moves=(
-            move(n, Status.DELIVERED, {0, 1}, at=T0 + 4), move(missing, Status.QUEUED, {0}, create=True, at=T0 + 4),
+            move(n, Status.DELIVERED, {0, position(0, Status.QUEUED)}, at=T0 + 4), move(missing, Status.QUEUED, {0}, create=True, at=T0 + 4),
         )))
         assert current(await logstore.statuses(n)) == [("sent", "u1", T0 + 2, "handed over")] == await history_of(logstore, n)
         assert current(await logstore.statuses(missing)) == [("queued", "u1", T0 + 4, "")] == await history_of(logstore, missing)
@@ -756,7 +756,7 @@ async def check_key_states_read_what_was_applied(h: Harness[Any]) -> None:
         [state] = await logstore.key_states([(n, EMAIL)], timeline=True)
         assert state.timeline is not None
         # its round's rows only
-        assert [(r.step, r.status, r.detail, r.at_ms) for r in state.timeline] == [(101, Status.QUEUED, "replayed", T0 + 2)]
+        assert [(r.step, r.status, r.detail, r.at_ms) for r in state.timeline] == [(position(1, Status.QUEUED), Status.QUEUED, "replayed", T0 + 2)]
 
 
 async def check_the_inbox_is_written_once(h: Harness[Any]) -> None:

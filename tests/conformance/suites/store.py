@@ -334,6 +334,71 @@ async def check_concurrent_claimers_never_get_one_entry_twice(h: Harness[Any]) -
         assert sum(got.values()) == count and len(got) == count, [i for i, n in got.items() if n > 1][:5]
 
 
+# -- cancellation (DELETE /v1/notifications/{id}): a cancel and a fire exclude each other
+
+
+def held_ids(nid: str, channel: str) -> list[str]:
+    """The id prefixes the Canceller names (actors/services/cancellation.py)."""
+    return [f"send:{nid}:{channel}", f"quiet:{nid}:{channel}", f"retry:{nid}:{channel}:"]
+
+
+async def check_a_cancel_removes_unclaimed_entries_and_never_a_claimed_one(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.schedule(due_entry("send:n1:email", T0 + 1000))
+        await store.schedule(due_entry("quiet:n1:email:99", T0 + 1000))  # a hold the consumer made again
+        await store.schedule(due_entry("send:n11:email", T0 + 1000))  # another notification whose id starts alike
+        await store.schedule(due_entry("quiet:n2:sms", T0))
+        assert ids_of(await store.claim_due("n1", T0, 10, LEASE)) == ["quiet:n2:sms"]
+        assert await store.cancel_scheduled("n1", "email", held_ids("n1", "email"), T0 + 1) is True
+        assert sorted(ids_of(await store.scheduled())) == ["quiet:n2:sms", "send:n11:email"]
+        assert await store.sent_status("n1", "email") == "cancelled"
+        assert await store.cancel_scheduled("n1", "email", held_ids("n1", "email"), T0 + 2) is True  # a repeat says so again
+        # claimed: being produced; the cancel removes nothing, before and after the lease ends (the claimer may have produced it)
+        assert await store.cancel_scheduled("n2", "sms", held_ids("n2", "sms"), T0 + 3) is False
+        assert await store.cancel_scheduled("n2", "sms", held_ids("n2", "sms"), T0 + LEASE + 1) is False
+        assert "quiet:n2:sms" in ids_of(await store.scheduled())
+        assert await store.sent_status("n2", "sms") is None
+        # nothing held (on the bus already): not cancelled, nothing marked
+        assert await store.cancel_scheduled("n3", "web", held_ids("n3", "web"), T0) is False
+        assert await store.sent_status("n3", "web") is None
+        # sent: never cancelled, its entry (a stale retry) left to the Scheduler and the ledger
+        await store.mark_sent("n4", "sms", "delivered", T0)
+        await store.schedule(due_entry("retry:n4:sms:2", T0 + 10))
+        assert await store.cancel_scheduled("n4", "sms", held_ids("n4", "sms"), T0) is False
+        assert await store.sent_status("n4", "sms") == "delivered"
+        assert await store.claim_due("n1", T0 + 2000, 10, LEASE) != [] and await store.next_due_ms() is not None
+        assert "send:n1:email" not in ids_of(await store.scheduled())
+
+
+async def check_cancels_racing_claims_end_each_entry_cancelled_or_claimed_never_both(h: Harness[Any]) -> None:
+    count = 60
+    async with h.open() as one, h.open() as other:
+        for i in range(count):
+            await one.schedule(due_entry(f"send:n{i:03}:sms", T0 + i % 7))
+        claimed: Counter[str] = Counter()
+        cancelled: list[str] = []
+
+        async def claimer(owner: str) -> None:
+            while batch := await one.claim_due(owner, T0 + 100, 3, LEASE):
+                claimed.update(ids_of(batch))
+                await trio.lowlevel.checkpoint()
+                await one.unschedule(ids_of(batch))
+
+        async def canceller() -> None:
+            for i in reversed(range(count)):
+                nid = f"n{i:03}"
+                if await other.cancel_scheduled(nid, "sms", held_ids(nid, "sms"), T0 + 100):
+                    cancelled.append(f"send:{nid}:sms")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claimer, "c1")
+            nursery.start_soon(claimer, "c2")
+            nursery.start_soon(canceller)
+        assert not set(claimed) & set(cancelled), "cancelled and claimed (produced) both"
+        assert len(set(claimed) | set(cancelled)) == count, "neither cancelled nor claimed"
+        assert max(claimed.values(), default=1) == 1 and await one.scheduled() == []
+
+
 # -- topics: subscriptions (paged by user id) and the fan-out jobs of topic sends (actors/fanout.py)
 
 
