@@ -74,3 +74,12 @@ def test_a_password_written_in_the_config_is_refused_without_being_shown(tmp_pat
         load_config(path, env={})
     assert "providers.email[0].password: a secret is not written in the config" in str(caught.value)
     assert PASSWORD not in str(caught.value)
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## Sending real email", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "herald.toml"
+    path.write_text(block)
+    [smtp] = load_config(path, env={"HERALD_SMTP_PASSWORD": PASSWORD}).providers_of(Channel.EMAIL)
+    assert isinstance(smtp, SmtpProvider) and (smtp.host, smtp.port, smtp.tls, smtp.username) == ("smtp.example.org", 587, "starttls", "apikey")
