@@ -255,7 +255,7 @@ class SmtpClient:
                 if connection is None:
                     connection = await open_session(self.settings, self.context)
                     self.connections_opened += 1
-                outcome, keep = await self._transaction(connection, recipient, data)
+                outcome, keep = await self._transaction(connection, recipient, data, reused)
             except _DroppedBeforeData as exc:
                 assert connection is not None
                 await connection.aclose()
@@ -299,7 +299,7 @@ class SmtpClient:
                     pass
         await connection.aclose()
 
-    async def _transaction(self, connection: SmtpConnection, recipient: str, data: bytes) -> tuple[Outcome, bool]:
+    async def _transaction(self, connection: SmtpConnection, recipient: str, data: bytes, reused: bool) -> tuple[Outcome, bool]:
         """MAIL, RCPT, DATA: the outcome for this delivery, and whether the connection can carry another."""
         settings = self.settings
         body = " BODY=8BITMIME" if "8BITMIME" in connection.extensions and not data.isascii() else ""
@@ -307,13 +307,18 @@ class SmtpClient:
         mail, rcpt = f"MAIL FROM:<{self.envelope_from}>{body}{size}", f"RCPT TO:<{recipient}>"
         try:
             with trio.fail_after(settings.timeout_s):
-                if "PIPELINING" in connection.extensions:
+                pipelined = "PIPELINING" in connection.extensions
+                if pipelined:
                     await connection.write(f"{mail}\r\n{rcpt}\r\n".encode("ascii"))
-                    replies = [await connection.reply(), await connection.reply()]
+                    replies = [await connection.reply()]
                 else:
                     replies = [await connection.command(mail)]
-                    if replies[0].code == 250:
-                        replies.append(await connection.command(rcpt))
+                if reused and replies[0].code == 421:  # the relay closed the idle session (timeout): not this message's fault
+                    raise ConnectionLost(f"{replies[0]} on a reused connection")
+                if pipelined:
+                    replies.append(await connection.reply())
+                elif replies[0].code == 250:
+                    replies.append(await connection.command(rcpt))
                 for step, reply in zip(("MAIL FROM", "RCPT TO"), replies):
                     if reply.code != 250:
                         return await self._refused(connection, step, reply)

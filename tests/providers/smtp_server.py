@@ -39,9 +39,18 @@ class Received:
 class Handler:
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, list[str]] = field(default_factory=dict)  # recipient -> replies to give, in turn (then accept)
+    mail_replies: list[str] = field(default_factory=list)  # replies to give to MAIL FROM, in turn (then accept)
     drop_data: int = 0  # the next n DATA: drop the connection before answering
     logins: list[tuple[bytes, bool]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]) -> str:
+        with self.lock:
+            if self.mail_replies:
+                return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         with self.lock:
@@ -80,10 +89,10 @@ def free_port() -> int:
 class SmtpServer:
     """Start with `with SmtpServer(...) as server:`; `server.port`, `server.handler`."""
 
-    def __init__(self, *, starttls: ssl.SSLContext | None = None, implicit: ssl.SSLContext | None = None, auth: bool = False) -> None:
+    def __init__(self, *, starttls: ssl.SSLContext | None = None, implicit: ssl.SSLContext | None = None, auth: bool = False, **smtp: Any) -> None:
         self.handler = Handler()
         self.port = free_port()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(smtp)  # aiosmtpd's SMTP settings (timeout, ...)
         if starttls is not None:
             kwargs.update(tls_context=starttls, require_starttls=True)
         if implicit is not None:

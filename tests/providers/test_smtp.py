@@ -174,3 +174,23 @@ async def test_an_unreachable_server_is_retried_later() -> None:
     client = SmtpClient(settings(free_port()), SENDER)
     outcome = await client.send(delivery())
     assert isinstance(outcome, RetryLater), outcome
+
+
+async def test_a_421_to_the_first_command_on_a_reused_connection_is_sent_on_a_new_one() -> None:
+    with SmtpServer() as server:
+        client = SmtpClient(settings(server.port), SENDER)
+        assert isinstance(await client.send(delivery(1)), Sent)
+        server.handler.mail_replies.append("421 4.4.2 Idle too long, closing")
+        outcome = await client.send(delivery(2))
+        assert isinstance(outcome, Sent), outcome
+        assert client.connections_opened == 2 and len(server.handler.received) == 2
+
+
+async def test_a_connection_the_relay_closed_while_idle_is_replaced_without_a_failure() -> None:
+    with SmtpServer(timeout=0.3) as server:  # aiosmtpd closes a session idle for 0.3 s
+        client = SmtpClient(settings(server.port), SENDER)
+        assert isinstance(await client.send(delivery(1)), Sent)
+        await trio.sleep(1)  # real time: the server's own idle timer (no assertion on time)
+        outcome = await client.send(delivery(2))
+        assert isinstance(outcome, Sent), outcome
+        assert client.connections_opened == 2 and server.handler.connections() == 2
