@@ -50,8 +50,9 @@ from .api.metrics_port import MetricsPort
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
-from .clients.provider_config import SmtpProvider
+from .clients.provider_config import SendgridProvider, SmtpProvider
 from .clients.sandbox import EmailOutbox, JsonLinesSink
+from .clients.sendgrid import SendgridClient
 from .clients.smtp import SmtpClient
 from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
@@ -182,6 +183,8 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
         for spec in config.providers_of(channel):
             if isinstance(spec, SmtpProvider):
                 clients[channel] = SmtpClient(spec, config.email_from)
+            elif isinstance(spec, SendgridProvider):
+                clients[channel] = SendgridClient(spec, config.email_from)
     return clients
 
 

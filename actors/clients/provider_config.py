@@ -2,8 +2,8 @@
 
 TOML (`[[herald.providers.email]]`, one table per provider, in order) or the env var
 HERALD_PROVIDERS holding the same structure as JSON. A channel without providers keeps
-its sandbox client (the zero-config default). Types: `sandbox` (every channel) and `smtp`
-(email); the structure takes more types (sendgrid, twilio, fcm, apns) as they come.
+its sandbox client (the zero-config default). Types: `sandbox` (every channel), `smtp` and
+`sendgrid` (email); the structure takes more types (twilio, fcm, apns) as they come.
 
 Credentials are never in the config itself: a secret setting is given as `<name>_env`
 (the name of an environment variable) or `<name>_file` (a file holding it, one trailing
@@ -27,8 +27,9 @@ _DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
     "sandbox": tuple(c.value for c in Channel if c is not Channel.WEB),
     "smtp": ("email",),
+    "sendgrid": ("email",),
 }
-SECRETS = ("password",)  # settings given only as <name>_env or <name>_file
+SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",)}  # settings given only as <name>_env or <name>_file
 
 
 class Secret:
@@ -77,7 +78,19 @@ class SmtpProvider:
     type: str = "smtp"
 
 
-ProviderSpec = SandboxProvider | SmtpProvider
+@dataclass(frozen=True)
+class SendgridProvider:
+    """SendGrid's v3 Mail Send API (actors/clients/sendgrid.py)."""
+
+    api_key: Secret = field(repr=False)
+    base_url: str = "https://api.sendgrid.com"  # another only for a regional endpoint or a test's emulator
+    timeout_s: float = 30.0
+    max_connections: int = 16
+    type: str = "sendgrid"
+
+
+ProviderSpec = SandboxProvider | SmtpProvider | SendgridProvider
+_SENDGRID_KEYS: dict[str, type] = {"base_url": str, "timeout_s": float, "max_connections": int}
 
 _SMTP_KEYS: dict[str, type] = {
     "host": str, "port": int, "tls": str, "username": str, "ca_file": Path, "helo_name": str,
@@ -122,11 +135,27 @@ def _secret(where: str, name: str, table: dict[str, Any], env: Mapping[str, str]
     return None
 
 
-def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProvider:
-    known = set(_SMTP_KEYS) | {"type"} | {f"{s}_{how}" for s in SECRETS for how in ("env", "file")} | set(SECRETS)
+def _check_keys(where: str, kind: str, table: dict[str, Any], keys: dict[str, type]) -> None:
+    secrets = set(SECRETS[kind])
+    known = set(keys) | {"type"} | {f"{s}_{how}" for s in secrets for how in ("env", "file")} | secrets
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown setting; the smtp settings are {', '.join(sorted(known - set(SECRETS)))}")
+        raise ValueError(f"{where}.{unknown[0]}: unknown setting; the {kind} settings are {', '.join(sorted(known - secrets))}")
+
+
+def _sendgrid(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SendgridProvider:
+    _check_keys(where, "sendgrid", table, _SENDGRID_KEYS)
+    values = {key: _value(f"{where}.{key}", _SENDGRID_KEYS[key], raw) for key, raw in table.items() if key in _SENDGRID_KEYS}
+    if not str(values.get("base_url", "https://")).startswith(("https://", "http://")):
+        raise ValueError(f"{where}.base_url: expected an http(s) URL, got {values['base_url']!r}")
+    api_key = _secret(where, "api_key", table, env)
+    if api_key is None:
+        raise ValueError(f"{where}.api_key_env: required (or api_key_file) for a sendgrid provider")
+    return SendgridProvider(api_key=api_key, **values)
+
+
+def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProvider:
+    _check_keys(where, "smtp", table, _SMTP_KEYS)
     if "host" not in table:
         raise ValueError(f"{where}.host: required for an smtp provider")
     values = {key: _value(f"{where}.{key}", _SMTP_KEYS[key], raw) for key, raw in table.items() if key in _SMTP_KEYS}
@@ -172,6 +201,6 @@ def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[Provi
                     raise ValueError(f"{where}: a sandbox provider has no settings (the data dir holds its files)")
                 specs.append(SandboxProvider())
             else:
-                specs.append(_smtp(where, table, env))
+                specs.append(_smtp(where, table, env) if kind == "smtp" else _sendgrid(where, table, env))
         parsed[channel] = tuple(specs)
     return parsed

@@ -9,7 +9,6 @@ then lost, as if the server crashed).
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.servers import free_port
 
 USER, PASSWORD = "herald", "s3cret-Pa55word-xyzzy"
 
@@ -78,12 +79,6 @@ class Handler:
     def connections(self) -> int:
         with self.lock:
             return len({r.peer for r in self.received})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SmtpServer:

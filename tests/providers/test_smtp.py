@@ -169,7 +169,7 @@ async def test_a_spent_connection_is_replaced() -> None:
 
 
 async def test_an_unreachable_server_is_retried_later() -> None:
-    from tests.providers.smtp_server import free_port
+    from tests.servers import free_port
 
     client = SmtpClient(settings(free_port()), SENDER)
     outcome = await client.send(delivery())
