@@ -162,6 +162,9 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
     tls = values.get("tls", "starttls")
     if tls not in TLS_MODES:
         raise ValueError(f"{where}.tls: expected one of {', '.join(TLS_MODES)}, got {tls!r}")
+    for key in ("host", "helo_name"):  # they go on the wire in EHLO and the TLS name check: ASCII, no spaces
+        if key in values and (not values[key].isascii() or " " in values[key]):
+            raise ValueError(f"{where}.{key}: expected an ASCII name without spaces (an IDN in its xn-- form), got {values[key]!r}")
     values.setdefault("port", _DEFAULT_PORTS[tls])
     if values["port"] > 65535:
         raise ValueError(f"{where}.port: expected an integer from 1 to 65535, got {values['port']!r}")

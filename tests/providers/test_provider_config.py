@@ -59,6 +59,8 @@ def test_a_sandbox_provider_is_accepted() -> None:
     ({"sms": [{"type": "smtp", "host": "h"}]}, "providers.sms[0].type: a smtp provider sends email, not sms"),
     ({"email": [{"type": "carrier-pigeon"}]}, "providers.email[0].type"),
     ({"web": [{"type": "sandbox"}]}, "providers.web"),
+    ({"email": [{"type": "smtp", "host": "h", "helo_name": "héraut"}]}, "providers.email[0].helo_name: expected an ASCII name"),
+    ({"email": [{"type": "sendgrid", "api_key_env": "K", "base_url": "ftp://x"}]}, "providers.email[0].base_url"),
     ({"email": [{"type": "smtp", "host": "a"}, {"type": "smtp", "host": "b"}]}, "one provider per channel for now"),
 ])
 def test_a_bad_provider_setting_is_named_on_one_line(providers: dict, named: str) -> None:
