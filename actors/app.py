@@ -50,7 +50,10 @@ from .api.metrics_port import MetricsPort
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
+from .clients.provider_config import SendgridProvider, SmtpProvider
 from .clients.sandbox import EmailOutbox, JsonLinesSink
+from .clients.sendgrid import SendgridClient
+from .clients.smtp import SmtpClient
 from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
@@ -170,12 +173,19 @@ def _close_all(*mailboxes: Mailbox[Any]) -> None:
 
 
 def default_clients(config: Config, backends: Backends, recent: RecentPushes) -> dict[Channel, ChannelClient]:
-    return {
+    clients: dict[Channel, ChannelClient] = {
         Channel.EMAIL: EmailOutbox(config.outbox_dir, config.email_from, config.commit_linger_ms / 1000),
         Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms", config.commit_linger_ms / 1000),
         Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push", config.commit_linger_ms / 1000),
         Channel.WEB: WebClient(backends.broker, recent),
     }
+    for channel in Channel:  # a configured real provider in place of the sandbox (one per channel for now)
+        for spec in config.providers_of(channel):
+            if isinstance(spec, SmtpProvider):
+                clients[channel] = SmtpClient(spec, config.email_from)
+            elif isinstance(spec, SendgridProvider):
+                clients[channel] = SendgridClient(spec, config.email_from)
+    return clients
 
 
 class ScheduleWriter:

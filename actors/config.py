@@ -70,6 +70,8 @@ class Config:
     limits: dict[str, dict[str, float]] = field(default_factory=_default_limits)
     # Sandbox faults per channel (protocol/faults.py): [herald.faults.sms] error_rate = 0.5, kind = "retryable"
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Real providers per channel (actors/clients/provider_config.py, docs/providers.md): [[herald.providers.email]] type = "smtp"
+    providers: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch (each item still at most max_body_bytes)
     ingress_workers: int = 8  # appends in flight at once; each takes what waits in the mailbox (actors/ingress.py, _coalesce)
@@ -165,6 +167,10 @@ class Config:
         return BackendSettings(
             urls, self.data_dir, {c.topic(lane): self.partitions_of(c) for c in Channel for lane in LANES}, self.commit_linger_ms / 1000
         )
+
+    def providers_of(self, channel: Channel) -> tuple[Any, ...]:
+        """The channel's configured providers, in order (empty: its sandbox client)."""
+        return tuple(self.providers.get(channel.value, ()))
 
     def faults_of(self, channel: Channel) -> FaultSpec:
         """The channel's sandbox fault setting at start (a FaultSpec; no fault when not set)."""
@@ -369,10 +375,15 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         if raw is not None:
             values[name] = (raw, f"HERALD_{name.upper()}")
     values.update({k: (v, k) for k, v in overrides.items() if v is not None})
-    coerced = {}
+    coerced: dict[str, Any] = {}
     for name, (value, source) in values.items():
         try:
-            coerced[name] = _coerce(name, fields[name].type, value)
+            if name == "providers":  # credentials come from env vars or files the setting names
+                from .clients.provider_config import parse_providers
+
+                coerced[name] = parse_providers(value, env)
+            else:
+                coerced[name] = _coerce(name, fields[name].type, value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
     config = Config(**coerced)

@@ -138,6 +138,16 @@ def email_bytes(message: EmailMessage) -> bytes:
     return raw
 
 
+def render_email(delivery: Delivery, sender: str) -> bytes | PermanentFailure:
+    """The delivery's message bytes (what the outbox writes and SMTP sends), or the permanent failure its content causes."""
+    if delivery.content.email is None or not delivery.address:
+        return PermanentFailure("no email content or address")
+    try:
+        return email_bytes(build_email(delivery, sender, wall_ms()))
+    except Exception as exc:  # caused by this delivery's content, whatever the email package raised
+        return PermanentFailure(f"the email cannot be written: {exc!r}"[:1000], dead_letter=True)
+
+
 def _stage_files(files: list[tuple[Path, bytes]]) -> None:
     """Stage (write and sync) each file in turn (blocking: run it in a thread); the first error stops the share."""
     for path, raw in files:
@@ -185,12 +195,9 @@ class EmailOutbox:
         await trio.to_thread.run_sync(install_files, list(latest))
 
     async def send(self, delivery: Delivery) -> Outcome:
-        if delivery.content.email is None or not delivery.address:
-            return PermanentFailure("no email content or address")
-        try:
-            raw = email_bytes(build_email(delivery, self.sender, wall_ms()))
-        except Exception as exc:  # caused by this delivery's content, whatever the email package raised
-            return PermanentFailure(f"the email cannot be written: {exc!r}"[:1000], dead_letter=True)
+        raw = render_email(delivery, self.sender)
+        if isinstance(raw, PermanentFailure):
+            return raw
         path = self.outbox / f"{delivery.notification_id}.eml"
         try:
             await self._files.commit([(path, raw)])

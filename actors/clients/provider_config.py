@@ -1,0 +1,209 @@
+"""Provider configuration: per channel, the providers that send it, each with its type, settings and credentials.
+
+TOML (`[[herald.providers.email]]`, one table per provider, in order) or the env var
+HERALD_PROVIDERS holding the same structure as JSON. A channel without providers keeps
+its sandbox client (the zero-config default). Types: `sandbox` (every channel), `smtp` and
+`sendgrid` (email); the structure takes more types (twilio, fcm, apns) as they come.
+
+Credentials are never in the config itself: a secret setting is given as `<name>_env`
+(the name of an environment variable) or `<name>_file` (a file holding it, one trailing
+newline stripped). They are read at start-up, held as a `Secret` (its repr and str are
+`***`), and no error message carries a secret's value. For now a channel takes one
+provider: failover across several (issue 12 item 5) is not built yet, so a list of more
+than one is refused at start-up rather than half-used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from protocol.channels import Channel
+
+TLS_MODES = ("starttls", "implicit", "none")
+_DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
+PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
+    "sandbox": tuple(c.value for c in Channel if c is not Channel.WEB),
+    "smtp": ("email",),
+    "sendgrid": ("email",),
+}
+SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",)}  # settings given only as <name>_env or <name>_file
+
+
+class Secret:
+    """A credential read at start-up; shown as *** wherever it is printed, logged or formatted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class SandboxProvider:
+    type: str = "sandbox"
+
+
+@dataclass(frozen=True)
+class SmtpProvider:
+    """An SMTP relay (actors/clients/smtp.py)."""
+
+    host: str
+    port: int
+    tls: str = "starttls"  # starttls (required, not opportunistic), implicit (SMTPS), none (plain: loopback relays only)
+    username: str = ""
+    password: Secret | None = field(default=None, repr=False)
+    ca_file: Path | None = None  # trusted CAs for the server's certificate (default: the system's)
+    helo_name: str = "localhost"
+    timeout_s: float = 30.0  # each step: connect, a command's reply, the message's final reply
+    pool_size: int = 4  # connections at most, each sending one message at a time
+    messages_per_connection: int = 100  # then QUIT and open a new one
+    idle_s: float = 30.0  # an idle connection older than this is closed rather than reused
+    type: str = "smtp"
+
+
+@dataclass(frozen=True)
+class SendgridProvider:
+    """SendGrid's v3 Mail Send API (actors/clients/sendgrid.py)."""
+
+    api_key: Secret = field(repr=False)
+    base_url: str = "https://api.sendgrid.com"  # another only for a regional endpoint or a test's emulator
+    timeout_s: float = 30.0
+    max_connections: int = 16
+    type: str = "sendgrid"
+
+
+ProviderSpec = SandboxProvider | SmtpProvider | SendgridProvider
+_SENDGRID_KEYS: dict[str, type] = {"base_url": str, "timeout_s": float, "max_connections": int}
+
+_SMTP_KEYS: dict[str, type] = {
+    "host": str, "port": int, "tls": str, "username": str, "ca_file": Path, "helo_name": str,
+    "timeout_s": float, "pool_size": int, "messages_per_connection": int, "idle_s": float,
+}
+
+
+def _value(where: str, kind: type, raw: Any) -> Any:
+    if kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise ValueError(f"{where}: expected an integer of at least 1, got {raw!r}")
+        return raw
+    if kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < 86_400:
+            raise ValueError(f"{where}: expected a number of seconds above 0, got {raw!r}")
+        return float(raw)
+    if not isinstance(raw, str) or not raw or any(ch in raw for ch in "\x00\r\n"):
+        raise ValueError(f"{where}: expected a non-empty string on one line, got {raw!r}")
+    return Path(raw) if kind is Path else raw
+
+
+def _secret(where: str, name: str, table: dict[str, Any], env: Mapping[str, str]) -> Secret | None:
+    """The secret `name` from `<name>_env` or `<name>_file`; never from the table itself."""
+    if name in table:
+        raise ValueError(f"{where}.{name}: a secret is not written in the config: name an environment variable "
+                         f"({name}_env) or a file ({name}_file) that holds it")
+    by_env, by_file = table.get(f"{name}_env"), table.get(f"{name}_file")
+    if by_env is not None and by_file is not None:
+        raise ValueError(f"{where}: give {name}_env or {name}_file, not both")
+    if by_env is not None:
+        variable = _value(f"{where}.{name}_env", str, by_env)
+        if variable not in env:
+            raise ValueError(f"{where}.{name}_env: the environment variable {variable} is not set")
+        return Secret(env[variable])
+    if by_file is not None:
+        path = _value(f"{where}.{name}_file", Path, by_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:  # the path is not the secret; the file's content is never shown
+            raise ValueError(f"{where}.{name}_file: cannot read {path}: {type(exc).__name__}") from None
+        return Secret(text[:-1] if text.endswith("\n") else text)
+    return None
+
+
+def _check_keys(where: str, kind: str, table: dict[str, Any], keys: dict[str, type]) -> None:
+    secrets = set(SECRETS[kind])
+    known = set(keys) | {"type"} | {f"{s}_{how}" for s in secrets for how in ("env", "file")} | secrets
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]}: unknown setting; the {kind} settings are {', '.join(sorted(known - secrets))}")
+
+
+def _sendgrid(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SendgridProvider:
+    _check_keys(where, "sendgrid", table, _SENDGRID_KEYS)
+    values = {key: _value(f"{where}.{key}", _SENDGRID_KEYS[key], raw) for key, raw in table.items() if key in _SENDGRID_KEYS}
+    if not str(values.get("base_url", "https://")).startswith(("https://", "http://")):
+        raise ValueError(f"{where}.base_url: expected an http(s) URL, got {values['base_url']!r}")
+    api_key = _secret(where, "api_key", table, env)
+    if api_key is None:
+        raise ValueError(f"{where}.api_key_env: required (or api_key_file) for a sendgrid provider")
+    return SendgridProvider(api_key=api_key, **values)
+
+
+def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProvider:
+    _check_keys(where, "smtp", table, _SMTP_KEYS)
+    if "host" not in table:
+        raise ValueError(f"{where}.host: required for an smtp provider")
+    values = {key: _value(f"{where}.{key}", _SMTP_KEYS[key], raw) for key, raw in table.items() if key in _SMTP_KEYS}
+    tls = values.get("tls", "starttls")
+    if tls not in TLS_MODES:
+        raise ValueError(f"{where}.tls: expected one of {', '.join(TLS_MODES)}, got {tls!r}")
+    for key in ("host", "helo_name"):  # they go on the wire in EHLO and the TLS name check: ASCII, no spaces
+        if key in values and (not values[key].isascii() or " " in values[key]):
+            raise ValueError(f"{where}.{key}: expected an ASCII name without spaces (an IDN in its xn-- form), got {values[key]!r}")
+    values.setdefault("port", _DEFAULT_PORTS[tls])
+    if values["port"] > 65535:
+        raise ValueError(f"{where}.port: expected an integer from 1 to 65535, got {values['port']!r}")
+    password = _secret(where, "password", table, env)
+    if (password is None) != ("username" not in values):
+        raise ValueError(f"{where}: give both username and password (password_env or password_file), or neither")
+    return SmtpProvider(**values, password=password)
+
+
+def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[ProviderSpec, ...]]:
+    """Channel -> its providers, in order; a ValueError names the first bad setting (providers.email[0].port)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("expected JSON: {\"email\": [{\"type\": \"smtp\", \"host\": ...}]}") from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of channels, each a list of providers ([[herald.providers.email]])")
+    parsed: dict[str, tuple[ProviderSpec, ...]] = {}
+    for channel, listed in value.items():
+        if channel not in {c.value for c in Channel} or channel == Channel.WEB.value:
+            raise ValueError(f"providers.{channel}: providers are configured for email, sms and push")
+        if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
+            raise ValueError(f"providers.{channel}: expected a list of provider tables ([[herald.providers.{channel}]])")
+        if len(listed) > 1:
+            raise ValueError(f"providers.{channel}: one provider per channel for now (failover across several is not built yet)")
+        specs: list[ProviderSpec] = []
+        for n, table in enumerate(listed):
+            where = f"providers.{channel}[{n}]"
+            kind = table.get("type", "sandbox")
+            if kind not in PROVIDER_TYPES:
+                raise ValueError(f"{where}.type: expected one of {', '.join(PROVIDER_TYPES)}, got {kind!r}")
+            if channel not in PROVIDER_TYPES[kind]:
+                raise ValueError(f"{where}.type: a {kind} provider sends {', '.join(PROVIDER_TYPES[kind])}, not {channel}")
+            if kind == "sandbox":
+                if set(table) - {"type"}:
+                    raise ValueError(f"{where}: a sandbox provider has no settings (the data dir holds its files)")
+                specs.append(SandboxProvider())
+            else:
+                specs.append(_smtp(where, table, env) if kind == "smtp" else _sendgrid(where, table, env))
+        parsed[channel] = tuple(specs)
+    return parsed
