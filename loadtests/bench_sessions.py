@@ -315,6 +315,48 @@ def _traced_main(argv: list[str]) -> None:
         runpy.run_path(str(ROOT / "loadtests" / script), run_name="__main__")
 
 
+def _profiled_main(argv: list[str]) -> None:
+    """`_profiled OUT ARGS...`: `herald ARGS...` where SIGUSR1 starts a cProfile of the event loop's thread, SIGUSR2 writes it to OUT."""
+    import cProfile
+    import runpy
+
+    import gc
+
+    out, *rest = argv
+    profiler = cProfile.Profile()
+    collections: dict[str, Any] = {"on": False, "t0": 0.0, "s": [0.0, 0.0, 0.0], "n": [0, 0, 0]}
+
+    def timed(phase: str, info: dict[str, int]) -> None:  # the garbage collector's own time, per generation
+        if not collections["on"]:
+            return
+        if phase == "start":
+            collections["t0"] = time.perf_counter()
+        else:
+            collections["s"][info["generation"]] += time.perf_counter() - collections["t0"]
+            collections["n"][info["generation"]] += 1
+
+    gc.callbacks.append(timed)
+
+    def start(_signum: int, _frame: Any) -> None:
+        if os.environ.get("BENCH_GC_FREEZE"):  # an experiment: what the collector's full passes cost the broadcast
+            gc.freeze()
+        collections["on"] = True
+        profiler.enable()
+
+    def dump(_signum: int, _frame: Any) -> None:
+        profiler.disable()
+        collections["on"] = False
+        profiler.dump_stats(out)
+        gcs = ", ".join(f"gen{g}: {collections['n'][g]} in {collections['s'][g]:.2f}s" for g in range(3))
+        Path(f"{out}.gc.txt").write_text(f"garbage collections meanwhile: {gcs}\n")  # beside the profile
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, dump)
+    sys.path.insert(0, str(ROOT))
+    sys.argv = ["herald", *rest]
+    runpy.run_module("actors.cli", run_name="__main__")
+
+
 # -- the driver ---------------------------------------------------------------------------------
 
 
@@ -453,11 +495,14 @@ class Clients:
                 await proc.wait()
 
 
-def _server(name: str, workdir: Path, traced: list[str] | None) -> ServerProc:
+def _server(name: str, workdir: Path, traced: list[str] | None, profile: str = "") -> ServerProc:
     py = [sys.executable]
     if name == "herald":
         herald_bin = BIN / "herald"
         args = ["serve", "--port", "0", "--data-dir", str(workdir / "herald-data")]
+        if profile and not traced:
+            argv = [*py, str(Path(__file__).resolve()), "_profiled", profile, *args]
+            return ServerProc(name, argv, workdir / "herald.log", env={"HERALD_LOG_LEVEL": "WARNING"})
         argv = [*py, str(Path(__file__).resolve()), "_traced", *traced, "herald", *args] if traced else [str(herald_bin), *args]
         return ServerProc(name, argv, workdir / "herald.log", env={"HERALD_LOG_LEVEL": "WARNING"})
     script = {"bare": "bare_asgi.py", "trio-websocket": "bare_trio_ws.py"}[name]
@@ -495,7 +540,7 @@ async def _measure(name: str, args: argparse.Namespace, workdir: Path) -> Measur
     import trio
 
     out = Measured(name)
-    server = _server(name, workdir, None)
+    server = _server(name, workdir, None, args.profile)
     clients = Clients()
     try:
         await server.start()
@@ -592,6 +637,8 @@ async def _broadcast_topic(server: ServerProc, clients: Clients, sessions: int, 
         await trio.sleep(args.settle)
         cpu0 = server.cpu_s()
         body = json.dumps({"topic": topic, "channels": ["web"], "content": {"web": {"title": "all", "body": "b"}}})
+        if args.profile:
+            server.signal(signal.SIGUSR1)  # the server's cProfile: from the topic send to its last frame
         sent = time.monotonic()
         status, answer = await http.request("POST", "/v1/notifications", body.encode())
         accepted = time.monotonic()
@@ -601,7 +648,10 @@ async def _broadcast_topic(server: ServerProc, clients: Clients, sessions: int, 
         raise RuntimeError(f"topic send: {status} {answer[:300]!r}")
     with trio.move_on_after(args.grace):
         await clients.each("ALLFRAMES", args.grace)
-    return {"subscribe_s": subscribe_s, "sent": sent, "accepted": accepted, "server_cpu_s": server.cpu_s() - cpu0,
+    cpu_s = server.cpu_s() - cpu0
+    if args.profile:
+        server.signal(signal.SIGUSR2)
+    return {"subscribe_s": subscribe_s, "sent": sent, "accepted": accepted, "server_cpu_s": cpu_s,
             "id": json.loads(answer)["notification_id"]}  # fmt: skip
 
 
@@ -839,7 +889,7 @@ def driver(args: argparse.Namespace) -> int:
             measured.append(m)
         print(_report(measured, args, time.monotonic() - started), flush=True)
         herald = next((m for m in measured if m.server == "herald"), None)
-        bad = any(m.failed for m in measured) or (herald is not None and herald.delivery.get("missing", 0) > 0)
+        bad = any(m.failed for m in measured) or (herald is not None and (herald.delivery.get("missing", 0) > 0 or herald.topic.get("missing", 0) > 0))
         return 1 if bad else 0
 
 
@@ -853,6 +903,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[:1] == ["_traced"]:
         _traced_main(argv[1:])
+        return 0
+    if argv[:1] == ["_profiled"]:
+        _profiled_main(argv[1:])
         return 0
     parser = argparse.ArgumentParser(
         description="Idle WebSocket sessions: KiB per session on Herald vs bare servers; delivery to every session.",
@@ -868,6 +921,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broadcast", choices=("posts", "topic"), default="posts",
                         help="topic: after the per-user POSTs (the reference), subscribe every user to a topic and send it one notification")
     parser.add_argument("--goal-broadcast-s", type=float, default=1.0, help="202 -> last frame of the topic broadcast to meet (1 s)")
+    parser.add_argument("--profile", default="", metavar="OUT",
+                        help="with --broadcast topic: a cProfile of Herald's event loop from the topic send to its last frame, to OUT")
     parser.add_argument("--no-ack", action="store_true", help="do not ack notification frames")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     parser.add_argument("--stop-deadline", type=float, default=60, help="seconds a server has to stop on SIGTERM (default 60)")
