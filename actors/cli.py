@@ -71,12 +71,15 @@ def _serve(args: argparse.Namespace) -> int:
     stream, held = _hold_boot_logs(config.log_level)
     import trio
 
+    from reactor.gc_policy import tune_for_serving
+
     from .app import run_herald
     from .services.credentials import API_KEY_FILE
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             herald = await nursery.start(run_herald, config)
+            tune_for_serving()  # boot objects frozen, full collections rare (reactor/gc_policy.py)
             _release_boot_logs(stream, held)
             key_file = config.data_dir / API_KEY_FILE  # written by the node, 0600 from its creation
             print(f"herald: serving on {herald.url}", flush=True)

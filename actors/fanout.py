@@ -4,7 +4,8 @@ A topic send is a fan-out job in the Store, written before its 202 (actors/servi
 A worker's Fanout claims one job at a time by lease (Store.claim_fanout: one worker expands a
 job, another takes it over once the lease ends) and loops:
 
-1. page the topic's next `batch` subscribers after the job's cursor, in user id order;
+1. page the topic's next `batch` subscribers after the job's cursor, in user id order, and read
+   their profiles in one UserStore read (UserStore.users, those not in the profile cache);
 2. plan each one's copy with the Ingress's planning (actors/ingress.py SendPlanner: that user's
    preferences, locale, quiet hours and template; the send's priority), under a notification id
    derived from the send's id and the user id (protocol.topics.member_notification_id);
@@ -12,6 +13,9 @@ job, another takes it over once the lease ends) and loops:
    Scheduler and the events to the Recorder (SendPlanner.commit);
 4. checkpoint: the last user id, the count expanded and the per-channel counts, durably, with the
    lease renewed (Store.checkpoint_fanout; refused if another worker took the job over: stop).
+
+Steps 1-2 of the next page run while step 3 of this one is in flight (its append and the
+Recorder's write wait on fsyncs); the next page is committed only after this one's checkpoint.
 
 A crash between 3 and 4 expands that batch again after the restart: the same users (the cursor
 did not move), the same notification ids. The first batch after every claim is therefore marked
@@ -129,14 +133,15 @@ class Fanout:
         figures.current_job, figures.current_expanded, figures.current_total = job.id, job.expanded, job.total
         maybe_expanded_before = True  # the batch after the checkpoint may be on the bus already (a crash before its checkpoint)
         log.info("fan-out %s of topic %s: from %s (%d of %d expanded)", job.id, job.topic, job.cursor or "the start", job.expanded, job.total)
+        users = await self.store.subscribers(job.topic, job.cursor, self.batch)
+        planned = await self._plan_page(job, request, users, maybe_expanded_before)
         while not self._stopping:
-            users = await self.store.subscribers(job.topic, job.cursor, self.batch)
-            planned = PlannedBatch()
-            for user in users:
-                await self._plan_one(job, request, user, planned, maybe_expanded_before)
-            await self.planner.commit(planned)
-            maybe_expanded_before = False
             done = len(users) < self.batch
+            ahead: list[tuple[list[str], PlannedBatch]] = []
+            async with trio.open_nursery() as nursery:
+                if not done:  # the next page read and planned while this one's append is in flight (it is committed only after)
+                    nursery.start_soon(self._plan_ahead, job, request, users[-1], ahead)
+                await self.planner.commit(planned)
             counts = add_counts(counts, planned.events)
             job = replace(
                 job, cursor=users[-1] if users else job.cursor, expanded=job.expanded + len(users), counts=_encode(counts),
@@ -153,7 +158,22 @@ class Fanout:
                 figures.jobs_done += 1
                 log.info("fan-out %s of topic %s done: %d subscribers", job.id, job.topic, job.expanded)
                 break
+            (users, planned), = ahead
         figures.current_job, figures.current_expanded, figures.current_total = "", 0, 0
+
+    async def _plan_ahead(
+        self, job: FanoutJob, request: NotificationRequest, after: str, out: list[tuple[list[str], PlannedBatch]]
+    ) -> None:
+        users = await self.store.subscribers(job.topic, after, self.batch)
+        out.append((users, await self._plan_page(job, request, users, False)))
+
+    async def _plan_page(self, job: FanoutJob, request: NotificationRequest, users: list[str], again: bool) -> PlannedBatch:
+        """One page of subscribers planned: their profiles read at once (SendPlanner.read_profiles), then each copy."""
+        planned = PlannedBatch()
+        await self.planner.read_profiles(users, planned)
+        for user in users:
+            await self._plan_one(job, request, user, planned, again)
+        return planned
 
     async def _plan_one(self, job: FanoutJob, request: NotificationRequest, user: str, planned: PlannedBatch, again: bool) -> None:
         nid = member_notification_id(job.id, user)

@@ -142,6 +142,13 @@ class SendPlanner:
             events = tuple(batch.events)
             await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
 
+    async def read_profiles(self, user_ids: Sequence[str], batch: PlannedBatch) -> None:
+        """The profiles of many users `plan` will plan for, read at once into the batch (a topic fan-out's page)."""
+        if self.users is not None:
+            wanted = [u for u in user_ids if u not in batch.profiles]
+            if wanted:
+                batch.profiles.update(await self.users.profiles(wanted))
+
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
         deferred: bool = False,

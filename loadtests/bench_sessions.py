@@ -23,9 +23,12 @@ For each server, in turn (one at a time, each a process of its own, loopback onl
    (`POST /v1/notifications`, `--post-connections` keep-alive connections, as fast as the
    node takes them) while the clients ack each frame; printed: the time from the first 202
    to the last frame received, the POST window, POST -> frame p50/p99, frames missing
-   after `--grace` s, and the RSS after (each session has now sent a frame). A topic
-   notification (one POST fanned out to all users) comes with topics (issue 10 item 5);
-   until then this is the broadcast figure;
+   after `--grace` s, and the RSS after (each session has now sent a frame).
+   `--broadcast topic` then subscribes every user to one topic (PUT of 1,000 user ids at a
+   time) and sends it ONE web notification: printed beside the per-user POSTs above (the
+   reference, same run): 202 -> first frame, p50 and last frame, frames missing and
+   duplicates, and the server's CPU seconds from the POST to the last frame (issue 10
+   item 7: the last frame within 1 s of the 202);
 5. stops the server with every session open (SIGTERM, SIGKILL after `--stop-deadline` s; the time it took is
    printed), then the clients.
 
@@ -233,6 +236,10 @@ def _client_main(params: dict[str, Any]) -> None:
                             "opened": len(opened), "received": {str(i): t for i, t in received.items()},
                             **counters, "reasons": reasons[:5],
                         })  # fmt: skip
+                    elif command[:1] == ["reset"]:  # a second broadcast follows: its frames counted alone
+                        received.clear()
+                        counters["duplicates"] = 0
+                        say("RESET")
                     elif command[:1] == ["close"]:
                         stop = True
                 if stop:
@@ -306,6 +313,48 @@ def _traced_main(argv: list[str]) -> None:
         script = {"bare": "bare_asgi.py", "trio-websocket": "bare_trio_ws.py"}[what]
         sys.argv = [script, *rest]
         runpy.run_path(str(ROOT / "loadtests" / script), run_name="__main__")
+
+
+def _profiled_main(argv: list[str]) -> None:
+    """`_profiled OUT ARGS...`: `herald ARGS...` where SIGUSR1 starts a cProfile of the event loop's thread, SIGUSR2 writes it to OUT."""
+    import cProfile
+    import runpy
+
+    import gc
+
+    out, *rest = argv
+    profiler = cProfile.Profile()
+    collections: dict[str, Any] = {"on": False, "t0": 0.0, "s": [0.0, 0.0, 0.0], "n": [0, 0, 0]}
+
+    def timed(phase: str, info: dict[str, int]) -> None:  # the garbage collector's own time, per generation
+        if not collections["on"]:
+            return
+        if phase == "start":
+            collections["t0"] = time.perf_counter()
+        else:
+            collections["s"][info["generation"]] += time.perf_counter() - collections["t0"]
+            collections["n"][info["generation"]] += 1
+
+    gc.callbacks.append(timed)
+
+    def start(_signum: int, _frame: Any) -> None:
+        if os.environ.get("BENCH_GC_FREEZE"):  # an experiment: what the collector's full passes cost the broadcast
+            gc.freeze()
+        collections["on"] = True
+        profiler.enable()
+
+    def dump(_signum: int, _frame: Any) -> None:
+        profiler.disable()
+        collections["on"] = False
+        profiler.dump_stats(out)
+        gcs = ", ".join(f"gen{g}: {collections['n'][g]} in {collections['s'][g]:.2f}s" for g in range(3))
+        Path(f"{out}.gc.txt").write_text(f"garbage collections meanwhile: {gcs}\n")  # beside the profile
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, dump)
+    sys.path.insert(0, str(ROOT))
+    sys.argv = ["herald", *rest]
+    runpy.run_module("actors.cli", run_name="__main__")
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -446,11 +495,14 @@ class Clients:
                 await proc.wait()
 
 
-def _server(name: str, workdir: Path, traced: list[str] | None) -> ServerProc:
+def _server(name: str, workdir: Path, traced: list[str] | None, profile: str = "") -> ServerProc:
     py = [sys.executable]
     if name == "herald":
         herald_bin = BIN / "herald"
         args = ["serve", "--port", "0", "--data-dir", str(workdir / "herald-data")]
+        if profile and not traced:
+            argv = [*py, str(Path(__file__).resolve()), "_profiled", profile, *args]
+            return ServerProc(name, argv, workdir / "herald.log", env={"HERALD_LOG_LEVEL": "WARNING"})
         argv = [*py, str(Path(__file__).resolve()), "_traced", *traced, "herald", *args] if traced else [str(herald_bin), *args]
         return ServerProc(name, argv, workdir / "herald.log", env={"HERALD_LOG_LEVEL": "WARNING"})
     script = {"bare": "bare_asgi.py", "trio-websocket": "bare_trio_ws.py"}[name]
@@ -471,6 +523,7 @@ class Measured:
     open_s: float = 0.0
     open_cpu_s: float = 0.0
     delivery: dict[str, Any] = field(default_factory=dict)
+    topic: dict[str, Any] = field(default_factory=dict)  # --broadcast topic: one topic notification to every user
     notes: list[str] = field(default_factory=list)
 
     def per_session(self, key: str = "rss") -> float:
@@ -487,7 +540,7 @@ async def _measure(name: str, args: argparse.Namespace, workdir: Path) -> Measur
     import trio
 
     out = Measured(name)
-    server = _server(name, workdir, None)
+    server = _server(name, workdir, None, args.profile)
     clients = Clients()
     try:
         await server.start()
@@ -521,13 +574,20 @@ async def _measure(name: str, args: argparse.Namespace, workdir: Path) -> Measur
                 out.delivered = server.memory_kib()
             await clients.tell("report")
             reports = [json.loads(line[len(MARK) :]) for line in await clients.each(MARK, 60)]
+            if out.delivery:
+                _frames(out.delivery, reports)
+            if name == "herald" and not args.no_delivery and args.broadcast == "topic":
+                await clients.tell("reset")
+                await clients.each("RESET", 60)
+                out.topic = await _broadcast_topic(server, clients, out.sessions, args)
+                await clients.tell("report")
+                reports = [json.loads(line[len(MARK) :]) for line in await clients.each(MARK, 60)]
+                _topic_frames(out.topic, reports, out.sessions)
             closed = sum(r["closed_early"] for r in reports)
             if closed:
                 out.notes.append(f"sessions closed by the server early: {closed}: {[r['reasons'] for r in reports][:2]}")
             if out.failed:
                 out.notes.append(f"sessions that failed to open: {out.failed}: {[r['reasons'] for r in reports][:2]}")
-            if out.delivery:
-                _frames(out.delivery, reports)
             t0 = time.monotonic()  # stopped with every session open: the drain closes them all
             stopped = await trio.to_thread.run_sync(server.stop, args.stop_deadline)
             out.notes.append(f"{stopped} in {time.monotonic() - t0:.1f}s with {out.sessions} sessions open")
@@ -558,6 +618,54 @@ async def _deliver(server: ServerProc, clients: Clients, sessions: int, args: ar
     with trio.move_on_after(args.grace):
         await clients.each("ALLFRAMES", args.grace)
     return {"posted": posted, "server_cpu_s": server.cpu_s() - cpu0}
+
+
+async def _broadcast_topic(server: ServerProc, clients: Clients, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Subscribe every user to one topic (PUT, batches of 1,000), send one web notification to it; wait for the frames."""
+    import trio
+
+    topic = f"{args.prefix}-all"
+    http = RawHttp(LOOPBACK, server.port, server.key)
+    try:
+        t0 = time.monotonic()
+        for start in range(0, args.sessions, 1000):
+            ids = [f"{args.prefix}-{i}" for i in range(start, min(start + 1000, args.sessions))]
+            status, body = await http.request("PUT", f"/v1/topics/{topic}/subscribers", json.dumps({"user_ids": ids}).encode())
+            if status not in (200, 204):
+                raise RuntimeError(f"PUT subscribers: {status} {body[:200]!r}")
+        subscribe_s = time.monotonic() - t0
+        await trio.sleep(args.settle)
+        cpu0 = server.cpu_s()
+        body = json.dumps({"topic": topic, "channels": ["web"], "content": {"web": {"title": "all", "body": "b"}}})
+        if args.profile:
+            server.signal(signal.SIGUSR1)  # the server's cProfile: from the topic send to its last frame
+        sent = time.monotonic()
+        status, answer = await http.request("POST", "/v1/notifications", body.encode())
+        accepted = time.monotonic()
+    finally:
+        await http.aclose()
+    if status != 202:
+        raise RuntimeError(f"topic send: {status} {answer[:300]!r}")
+    with trio.move_on_after(args.grace):
+        await clients.each("ALLFRAMES", args.grace)
+    cpu_s = server.cpu_s() - cpu0
+    if args.profile:
+        server.signal(signal.SIGUSR2)
+    return {"subscribe_s": subscribe_s, "sent": sent, "accepted": accepted, "server_cpu_s": cpu_s,
+            "id": json.loads(answer)["notification_id"]}  # fmt: skip
+
+
+def _topic_frames(topic: dict[str, Any], reports: list[dict[str, Any]], sessions: int) -> None:
+    """The topic broadcast's figures: 202 -> first and last frame, frames missing, duplicates, into `topic`."""
+    arrivals = sorted(t for r in reports for t in r["received"].values())
+    accepted = topic["accepted"]
+    topic.update({
+        "frames": len(arrivals), "missing": sessions - len(arrivals), "duplicates": sum(r["duplicates"] for r in reports),
+        "post_ms": (accepted - topic["sent"]) * 1e3,
+        "first_frame_s": (arrivals[0] - accepted) if arrivals else float("nan"),
+        "p50_frame_s": (arrivals[len(arrivals) // 2] - accepted) if arrivals else float("nan"),
+        "last_frame_s": (arrivals[-1] - accepted) if arrivals else float("nan"),
+    })  # fmt: skip
 
 
 def _frames(delivery: dict[str, Any], reports: list[dict[str, Any]]) -> None:
@@ -612,7 +720,7 @@ def _report(measured: list[Measured], args: argparse.Namespace, elapsed: float) 
         d = herald.delivery
         if d:
             out.append(
-                f"DELIVERY (one POST per user, {args.post_connections} connections; the topic form comes with item 5): "
+                f"DELIVERY (one POST per user, {args.post_connections} connections; the reference): "
                 f"first 202 -> last frame {d['first_202_to_last_frame_s']:.2f}s; POST window {d['post_window_s']:.2f}s "
                 f"({d['accepted'] / max(1e-9, d['post_window_s']):.0f} accepted/s); last 202 -> last frame "
                 f"{d['last_202_to_last_frame_s']:.2f}s; POST->frame p50 {d['p50_ms']:.0f} ms p99 {d['p99_ms']:.0f} ms "
@@ -620,6 +728,21 @@ def _report(measured: list[Measured], args: argparse.Namespace, elapsed: float) 
                 f"{d['duplicates']}); statuses {d['statuses']}; server CPU {d['server_cpu_s']:.1f}s "
                 f"({1e3 * d['server_cpu_s'] / max(1, d['accepted']):.2f} ms/notification)"
             )
+            t = herald.topic
+            if t:
+                goal = "MET" if t["missing"] == 0 and t["last_frame_s"] <= args.goal_broadcast_s else "NOT MET"
+                out.append(
+                    f"BROADCAST (one topic notification, web, to {herald.sessions} subscribers; PUT of them {t['subscribe_s']:.1f}s): "
+                    f"POST {t['post_ms']:.0f} ms; 202 -> first frame {t['first_frame_s']:.2f}s, p50 {t['p50_frame_s']:.2f}s, "
+                    f"last frame {t['last_frame_s']:.2f}s (goal <= {args.goal_broadcast_s:g}s: {goal}); frames {t['frames']} "
+                    f"(MISSING {t['missing']}, duplicates {t['duplicates']}); server CPU {t['server_cpu_s']:.1f}s "
+                    f"({1e3 * t['server_cpu_s'] / max(1, t['frames']):.3f} ms/subscriber)"
+                )
+                out.append(
+                    f"RATIO topic/per-user: 202->last frame {t['last_frame_s']:.2f}s vs first 202->last frame "
+                    f"{d['first_202_to_last_frame_s']:.2f}s; CPU per recipient {t['server_cpu_s'] / max(1, t['frames']) * 1e3:.3f} vs "
+                    f"{d['server_cpu_s'] / max(1, d['accepted']) * 1e3:.3f} ms"
+                )
             if herald.delivered:
                 grown = (herald.delivered["rss"] - herald.before["rss"]) / max(1, herald.sessions)
                 out.append(f"{'':<15} RSS after the delivery {herald.delivered['rss'] / 1024:.0f} MiB: {grown:.1f} KiB/session")
@@ -766,7 +889,7 @@ def driver(args: argparse.Namespace) -> int:
             measured.append(m)
         print(_report(measured, args, time.monotonic() - started), flush=True)
         herald = next((m for m in measured if m.server == "herald"), None)
-        bad = any(m.failed for m in measured) or (herald is not None and herald.delivery.get("missing", 0) > 0)
+        bad = any(m.failed for m in measured) or (herald is not None and (herald.delivery.get("missing", 0) > 0 or herald.topic.get("missing", 0) > 0))
         return 1 if bad else 0
 
 
@@ -781,6 +904,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_traced"]:
         _traced_main(argv[1:])
         return 0
+    if argv[:1] == ["_profiled"]:
+        _profiled_main(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(
         description="Idle WebSocket sessions: KiB per session on Herald vs bare servers; delivery to every session.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -792,6 +918,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--post-connections", type=int, default=32, help="the poster's connections (default 32)")
     parser.add_argument("--grace", type=float, default=30, help="seconds to wait for frames after the last POST (default 30)")
     parser.add_argument("--no-delivery", action="store_true", help="skip the delivery step")
+    parser.add_argument("--broadcast", choices=("posts", "topic"), default="posts",
+                        help="topic: after the per-user POSTs (the reference), subscribe every user to a topic and send it one notification")
+    parser.add_argument("--goal-broadcast-s", type=float, default=1.0, help="202 -> last frame of the topic broadcast to meet (1 s)")
+    parser.add_argument("--profile", default="", metavar="OUT",
+                        help="with --broadcast topic: a cProfile of Herald's event loop from the topic send to its last frame, to OUT")
     parser.add_argument("--no-ack", action="store_true", help="do not ack notification frames")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     parser.add_argument("--stop-deadline", type=float, default=60, help="seconds a server has to stop on SIGTERM (default 60)")

@@ -594,6 +594,19 @@ class UserStore(Protocol):
     async def devices(self, user_id: str) -> list[DeviceRow]:
         """The user's devices, oldest registration first."""
 
+    async def users(self, user_ids: Sequence[str]) -> dict[str, UserRow]:
+        """Many users read at once (a topic fan-out's batch): each asked user's preferences and devices,
+        as get_preferences and devices would answer them; every asked id is a key (a user never seen: no
+        document, no devices)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """One user as UserStore.users reads them: the preferences document (None if never set) and devices, oldest first."""
+
+    preferences: bytes | None
+    devices: list[DeviceRow]
+
 
 @dataclass(frozen=True, slots=True)
 class StatusRow:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import trio
 
 from reactor.backends.embedded import SqliteUserStore
-from reactor.ports import DeviceRow
+from reactor.ports import DeviceRow, UserRow
 from tests.conformance.backends import Factory, sqlite
 
 
@@ -59,8 +60,27 @@ class DevicesNewestFirst(SqliteUserStore):
         return list(reversed(await super().devices(user_id)))
 
 
+class UsersReadTheFirstChunkOnly(SqliteUserStore):
+    """Binds the first 500 ids of a batch read and drops the rest (a backend that forgot to page its IN list)."""
+
+    async def users(self, user_ids: Sequence[str]) -> dict[str, UserRow]:
+        return await super().users(list(user_ids)[:500])
+
+
+class UsersForgetTheUnknown(SqliteUserStore):
+    """Answers only the users it has a row of: the caller's lookup of a new user fails."""
+
+    async def users(self, user_ids: Sequence[str]) -> dict[str, UserRow]:
+        return {u: row for u, row in (await super().users(user_ids)).items() if row.preferences is not None or row.devices}
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "users.sqlite3")
     for kind in (RacyUpdate, MoveIsNotReported, NoDeviceBound, EvictsTheNewest, RefreshKeepsTheFirstRegistration,
-                 RemovesAnyUsersToken, DevicesNewestFirst)
+                 RemovesAnyUsersToken, DevicesNewestFirst, UsersReadTheFirstChunkOnly, UsersForgetTheUnknown)
+}
+
+CAUGHT_BY: dict[str, tuple[str, ...]] = {
+    "UsersReadTheFirstChunkOnly": ("users_read_many_as_each_alone",),
+    "UsersForgetTheUnknown": ("users_read_many_as_each_alone",),
 }

@@ -100,3 +100,22 @@ async def check_users_survive_a_restart(h: Harness[Any]) -> None:
     async with h.open() as store:
         assert await store.get_preferences("alice") == b'{"timezone":"Europe/Paris"}'
         assert [d.token for d in await store.devices("alice")] == ["t1", "t2"]
+
+
+async def check_users_read_many_as_each_alone(h: Harness[Any]) -> None:
+    """users() (a fan-out's batch read) answers for each asked id what get_preferences and devices answer,
+    across more ids than one query may bind, an unknown user included (no document, no devices)."""
+    async with h.open() as store:
+        ids = [f"u{i:04d}" for i in range(1200)]
+        for i in range(0, 1200, 7):
+            await store.put_preferences(ids[i], b'{"locale":"fr-%d"}' % i, 1)
+        for i in range(3, 1200, 11):
+            await store.add_device(DeviceRow(ids[i], "fcm", f"b{i}", 20), 5)
+            await store.add_device(DeviceRow(ids[i], "apns", f"a{i}", 10 + i % 2 * 20), 5)  # oldest first, not by token
+        asked = [*reversed(ids), "nobody", ids[5]]  # any order, an unknown id, an id twice
+        rows = await store.users(asked)
+        assert set(rows) == set(asked), sorted(set(asked) - set(rows))[:5]
+        for user_id in [*ids[:40], *ids[-40:], ids[600], ids[601], ids[1198], "nobody"]:
+            row = rows[user_id]
+            assert (row.preferences, row.devices) == (await store.get_preferences(user_id), await store.devices(user_id)), user_id
+        assert await store.users([]) == {}
