@@ -22,13 +22,9 @@ one that admits two probes.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,27 +37,11 @@ from actors.services.gate import PROBE_POLL_S, GateSettings, Limits, ResilienceG
 from protocol.channels import Channel
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, RetryLater, Sent
-from reactor.backends.embedded import MemoryState, SqliteState
+from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker
+from tests.kit.implementations import memory_state, sqlite_state  # the State factories of the engineers' kit
 
 StateFactory = Callable[[], Any]  # () -> an async context manager yielding a State
-
-
-@asynccontextmanager
-async def memory_state() -> AsyncIterator[MemoryState]:
-    yield MemoryState()
-
-
-@asynccontextmanager
-async def sqlite_state() -> AsyncIterator[SqliteState]:
-    folder = tempfile.mkdtemp(prefix="herald-gate-")
-    state = SqliteState(Path(folder) / "state.sqlite3")
-    await state.open()
-    try:
-        yield state
-    finally:
-        await state.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 STATES = {"memory": (memory_state, 60), "sqlite": (sqlite_state, 25)}  # factory, examples
