@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import trio
 from quart import Blueprint, Response, request
 
 from protocol.api import (
@@ -123,17 +122,10 @@ async def _submit(gw: Gateway, body: bytes) -> Answer:
 
 
 async def _statuses_and_events(gw: Gateway, nid: str) -> tuple[list[StatusRow], list[EventRow]]:
-    """A notification's statuses and timeline, read at once (two read connections): one wait for the
-    event loop, not two, when it is busy with the delivery pipeline."""
-    events: list[EventRow] = []
-
-    async def read_events() -> None:
-        events.extend(await gw.logstore.events(nid))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_events)
-        rows = await gw.logstore.statuses(nid)
-    return rows, events
+    """A notification's statuses, then its timeline: read in that order, so the timeline holds at least the step
+    each status names (a write landing between the two reads adds a later step, never hides the status's own)."""
+    rows = await gw.logstore.statuses(nid)
+    return rows, await gw.logstore.events(nid)
 
 
 async def submit_batch(gw: Gateway, caller: Caller, body: bytes, idempotency_key: str | None) -> Answer:
