@@ -223,6 +223,7 @@ class JsonLinesSink:
         self.channel = channel
         path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[tuple[str, str]] | None = None
+        self._loading = trio.Lock()  # one load of the file, before any send writes (a load beside a failing write saw its lines)
         self.duplicates_refused = 0
         self._lines: GroupCommit[bytes, None] = GroupCommit(self._append_lines, linger_s=linger_s)
 
@@ -266,10 +267,13 @@ class JsonLinesSink:
         if part is None or not targets:
             return PermanentFailure(f"no {self.channel} content or address")
         if self._seen is None:
-            try:
-                self._seen = await trio.to_thread.run_sync(self._load_seen)
-            except OSError as exc:  # the sink's own I/O: try again later
-                return RetryLater(f"{self.channel} sandbox read failed: {exc}")
+            async with self._loading:  # the others wait for it: no write starts before the file is read
+                if self._seen is None:
+                    try:
+                        self._seen = await trio.to_thread.run_sync(self._load_seen)
+                    except OSError as exc:  # the sink's own I/O: try again later
+                        return RetryLater(f"{self.channel} sandbox read failed: {exc}")
+        assert self._seen is not None
         unregistered = [t for t in targets if self.channel == "push" and t.startswith(UNREGISTERED_PREFIX)]
         if len(unregistered) == len(targets):
             return PermanentFailure("unregistered", unregistered_tokens=unregistered)

@@ -286,3 +286,21 @@ async def test_a_failed_email_batch_retries_every_send_in_it_and_leaves_no_file(
     results = await all_at_once(8, lambda i: outbox.send(mail(i)))
     assert all(isinstance(r, RetryLater) and "Input/output" in r.error for r in results), results
     assert list((tmp_path / "outbox").iterdir()) == []  # no message, no .tmp left behind
+
+
+async def test_concurrent_first_sends_read_the_sink_once_before_any_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each first send read the file on its own: a read running beside a write that then failed (and was cut back)
+    # took that write's lines as sent, so their retries were answered "already there" and never written.
+    sink = JsonLinesSink(tmp_path / "sms.jsonl", "sms", linger_s=0.002)
+    loads: list[int] = []
+    real = sink._load_seen
+
+    def load() -> set[tuple[str, str]]:
+        loads.append(len((tmp_path / "sms.jsonl").read_bytes()) if (tmp_path / "sms.jsonl").exists() else 0)
+        return real()
+
+    monkeypatch.setattr(sink, "_load_seen", load)
+    results = await all_at_once(8, lambda i: sink.send(sms(i)))
+    assert all(isinstance(r, Sent) for r in results), results
+    assert loads == [0]  # one read, of the file as it was before any of them wrote
+    assert len((tmp_path / "sms.jsonl").read_bytes().splitlines()) == 8
