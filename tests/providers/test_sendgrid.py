@@ -16,6 +16,7 @@ from protocol.content import Content, EmailContent
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
+from tests.providers.email_node import email_node, send_until_sent
 from tests.providers.sendgrid_emulator import API_KEY, Answer, error, running_emulator
 from tests.servers import free_port
 
@@ -103,33 +104,14 @@ def test_the_key_comes_from_the_environment_and_is_required() -> None:
 
 
 async def test_a_node_sends_through_sendgrid_after_a_503(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
-    import httpx
-    import trio
-
-    from actors.app import run_herald
-
     caplog.set_level(logging.DEBUG)
     async with running_emulator() as emulator:
         emulator.script.append(Answer(503, None))
         providers = {"email": [{"type": "sendgrid", "base_url": emulator.url, "api_key_env": "TEST_SENDGRID_KEY", "timeout_s": 10}]}
-        env = {"HERALD_PROVIDERS": json.dumps(providers), "TEST_SENDGRID_KEY": API_KEY}
-        config = load_config(env=env, data_dir=tmp_path / "data", port=0, api_key="test-key", retry_initial_s=0.01, shutdown_grace_s=5)
-        async with trio.open_nursery() as nursery:
-            herald = await nursery.start(lambda task_status: run_herald(config, signals=False, task_status=task_status))
-            try:
-                async with httpx.AsyncClient(base_url=herald.url, headers={"Authorization": "Bearer test-key"}, timeout=10) as http:
-                    body = {"user_id": "bob", "channels": ["email"], "to": {"email": "bob@example.org"},
-                            "content": {"email": {"subject": "Your code", "text": "Code 1234"}}}
-                    response = await http.post("/v1/notifications", json=body)
-                    assert response.status_code == 202, response.text
-                    nid = response.json()["notification_id"]
-                    with trio.fail_after(30):
-                        while (status := (await http.get(f"/v1/notifications/{nid}")).json())["channels"]["email"]["status"] != "sent":
-                            await trio.sleep(0.05)
-                    metrics = await http.get("/metrics")
-                    assert metrics.status_code == 200
-            finally:
-                herald.system.request_shutdown()
+        async with email_node(tmp_path, providers, {"TEST_SENDGRID_KEY": API_KEY}) as http:
+            nid, status = await send_until_sent(http)
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200
         [sent] = emulator.accepted
         assert sent["custom_args"] == {"herald_notification_id": nid} and emulator.requests == 2
         assert "503" in json.dumps(status["channels"]["email"]), status

@@ -9,13 +9,10 @@ import logging
 import ssl
 from pathlib import Path
 
-import httpx
 import pytest
-import trio
 import trustme
 
-from actors.app import run_herald
-from actors.config import load_config
+from tests.providers.email_node import email_node, send_until_sent
 from tests.providers.smtp_server import PASSWORD, USER, SmtpServer
 
 
@@ -30,25 +27,11 @@ async def test_a_node_sends_through_smtp_retries_a_451_and_never_shows_the_passw
         server.handler.rcpt_replies["bob@example.org"] = ["451 4.7.1 Greylisted, try again"]
         providers = {"email": [{"type": "smtp", "host": "127.0.0.1", "port": server.port, "tls": "starttls", "ca_file": str(ca_file),
                                 "username": USER, "password_env": "TEST_SMTP_PASSWORD", "timeout_s": 10}]}
-        env = {"HERALD_PROVIDERS": json.dumps(providers), "TEST_SMTP_PASSWORD": PASSWORD}
-        config = load_config(env=env, data_dir=tmp_path / "data", port=0, api_key="test-key", retry_initial_s=0.01, shutdown_grace_s=5)
-        async with trio.open_nursery() as nursery:
-            herald = await nursery.start(lambda task_status: run_herald(config, signals=False, task_status=task_status))
-            try:
-                async with httpx.AsyncClient(base_url=herald.url, headers={"Authorization": "Bearer test-key"}, timeout=10) as client:
-                    body = {"user_id": "bob", "channels": ["email"], "to": {"email": "bob@example.org"},
-                            "content": {"email": {"subject": "Your code", "text": "Code 1234"}}}
-                    response = await client.post("/v1/notifications", json=body)
-                    assert response.status_code == 202, response.text
-                    nid = response.json()["notification_id"]
-                    with trio.fail_after(30):
-                        while not (status := (await client.get(f"/v1/notifications/{nid}")).json())["channels"]["email"]["status"] == "sent":
-                            await trio.sleep(0.05)
-                    pages = [await client.get("/metrics"), await client.get("/v1/admin/circuits")]
-                    assert [p.status_code for p in pages] == [200, 200]
-                    shown = [json.dumps(status), *(p.text for p in pages)]
-            finally:
-                herald.system.request_shutdown()
+        async with email_node(tmp_path, providers, {"TEST_SMTP_PASSWORD": PASSWORD}) as client:
+            nid, status = await send_until_sent(client)
+            pages = [await client.get("/metrics"), await client.get("/v1/admin/circuits")]
+            assert [p.status_code for p in pages] == [200, 200]
+            shown = [json.dumps(status), *(p.text for p in pages)]
         [got] = server.handler.received
         assert got.rcpt_tos == ["bob@example.org"] and got.message["Subject"] == "Your code"
         assert got.message["X-Herald-Notification-Id"] == nid
