@@ -13,9 +13,7 @@ The consumer's crash and restart per lane: tests/actors/test_consumer_pipeline.p
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import trio
@@ -25,20 +23,17 @@ from actors.config import ConfigError, load_config
 from actors.messages import Attempt
 from actors.provider import Provider
 from actors.services.gate import GateSettings, Limits, ResilienceGate
-from protocol.api import NotificationRequest
 from protocol.channels import Channel, Lane, Priority
-from protocol.content import Content, PushContent, SmsContent
+from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
-from protocol.preferences import ContactPoints, Platform, Preferences, QuietHours
 from protocol.problems import Problem
 from reactor.ask import Reply
 from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig
-from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
 from tests.actors.test_dead_letter_api import job_done
 from tests.helpers import MemoryLedger, config_for, http, running_node, wait_final
-from tests.users.test_quiet_hours_check import ZONE, hhmm
+from tests.users.test_quiet_hours_check import night_owl_in_quiet_hours, notification
 
 
 def sms(user: str, priority: str = "normal") -> dict[str, Any]:
@@ -148,15 +143,10 @@ def clock(mock_clock):
 
 async def test_quiet_hours_hold_a_delivery_in_its_lane(tmp_path, clock) -> None:
     async with running_node(tmp_path) as herald:
-        local_now = dt.datetime.fromtimestamp(wall_ms() / 1000, ZoneInfo(ZONE))
-        window = QuietHours(hhmm(local_now - dt.timedelta(hours=1)), hhmm(local_now + dt.timedelta(hours=2)))
-        prefs = Preferences(contact=ContactPoints(phone="+15555550142"), timezone=ZONE, quiet_hours=window)
-        await herald.users.put_preferences("night-owl", prefs, wall_ms())
-        await herald.users.add_device("night-owl", Platform.APNS, "owl-phone", wall_ms())
-        content = Content(sms=SmsContent("hello"), push=PushContent("hello"))
+        await night_owl_in_quiet_hours(herald)
         ids = {}
         for priority in (Priority.HIGH, Priority.LOW):  # critical is never held by quiet hours; high is
-            receipt = await herald.ingress.accept(NotificationRequest(user_id="night-owl", channels=[Channel.SMS, Channel.PUSH], content=content, priority=priority))
+            receipt = await herald.ingress.accept(notification(priority))
             assert not isinstance(receipt, Problem)
             ids[receipt.notification_id] = priority.lane
         held = await herald.store.scheduled()

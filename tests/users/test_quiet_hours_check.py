@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -44,6 +45,16 @@ def notification(priority: Priority) -> NotificationRequest:
     )
 
 
+async def night_owl_in_quiet_hours(herald: Any) -> QuietHours:
+    """night-owl: a phone number and an iPhone, quiet hours from an hour ago to two hours from now on ZONE's clock."""
+    local_now = dt.datetime.fromtimestamp(wall_ms() / 1000, ZoneInfo(ZONE))
+    window = QuietHours(hhmm(local_now - dt.timedelta(hours=1)), hhmm(local_now + dt.timedelta(hours=2)))
+    prefs = Preferences(contact=ContactPoints(phone="+15555550142"), timezone=ZONE, quiet_hours=window)
+    await herald.users.put_preferences("night-owl", prefs, wall_ms())
+    await herald.users.add_device("night-owl", Platform.APNS, "owl-phone", wall_ms())
+    return window
+
+
 async def channel_statuses(herald, nid: str) -> dict[str, tuple[str, str, int]]:
     """channel -> (status, detail of the last event, at_ms of the last event)."""
     rows = {r.channel: r.status for r in await herald.logstore.statuses(nid)}
@@ -73,11 +84,7 @@ async def wait_for(herald, nid: str, status: str, seconds: float) -> dict[str, t
 
 async def test_quiet_hours_defer_a_normal_notification_and_pass_a_critical_one(tmp_path, clock) -> None:
     async with running_node(tmp_path) as herald:
-        local_now = dt.datetime.fromtimestamp(wall_ms() / 1000, ZoneInfo(ZONE))
-        window = QuietHours(hhmm(local_now - dt.timedelta(hours=1)), hhmm(local_now + dt.timedelta(hours=2)))
-        prefs = Preferences(contact=ContactPoints(phone="+15555550142"), timezone=ZONE, quiet_hours=window)
-        await herald.users.put_preferences("night-owl", prefs, wall_ms())
-        await herald.users.add_device("night-owl", Platform.APNS, "owl-phone", wall_ms())
+        window = await night_owl_in_quiet_hours(herald)
 
         normal = await herald.ingress.accept(notification(Priority.NORMAL))
         critical = await herald.ingress.accept(notification(Priority.CRITICAL))
