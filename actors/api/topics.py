@@ -69,21 +69,20 @@ def blueprint(gw: Gateway) -> Blueprint:
     def store() -> Store:
         return served(gw.store, "store")
 
-    @bp.put("/v1/topics/<topic>/subscribers")
-    async def put_subscribers(topic: str) -> Response:
+    async def change_subscribers(topic: str, subscribe: bool) -> Response:
         await authorize(gw, "send")  # an API key that may send: a subscriber token never writes a topic
         topic = checked_topic(topic)
         ids = _user_ids(await read_body(gw))
-        added = await store().add_subscribers(topic, ids)
-        return json_response(SubscribersChange(topic, added, await store().subscriber_count(topic)))
+        changed = await (store().add_subscribers if subscribe else store().remove_subscribers)(topic, ids)
+        return json_response(SubscribersChange(topic, changed, await store().subscriber_count(topic)))
+
+    @bp.put("/v1/topics/<topic>/subscribers")
+    async def put_subscribers(topic: str) -> Response:
+        return await change_subscribers(topic, subscribe=True)
 
     @bp.delete("/v1/topics/<topic>/subscribers")
     async def delete_subscribers(topic: str) -> Response:
-        await authorize(gw, "send")
-        topic = checked_topic(topic)
-        ids = _user_ids(await read_body(gw))
-        removed = await store().remove_subscribers(topic, ids)
-        return json_response(SubscribersChange(topic, removed, await store().subscriber_count(topic)))
+        return await change_subscribers(topic, subscribe=False)
 
     @bp.get("/v1/topics/<topic>/subscribers")
     async def get_subscribers(topic: str) -> Response:
