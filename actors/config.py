@@ -117,7 +117,7 @@ class Config:
     gate_lease_s: float = 1.0  # a leased slice is a worker's for this long; what it leaves goes back or expires
     gate_breaker_refresh_s: float = 0.05  # the oldest view of the shared breaker a worker admits on (0: ask every time)
     gate_probe_lease_s: float = 30.0  # a half-open probe's hold on the breaker (a worker that dies mid-probe frees it)
-    # What this node runs: all (everything, the default), or, with distributed backends (a later issue), api, worker or edge.
+    # What this node runs: all (everything, the default), or, with distributed backends for every port, api, worker or edge.
     role: str = "all"
     # Each port's backend, by URL (reactor/backends/): embedded:// keeps its files in data_dir, for one process.
     bus: str = "embedded://"
@@ -187,13 +187,17 @@ ROLES = ("all", "api", "worker", "edge")
 
 
 def role_refusal(config: Config) -> str | None:
-    """Why this node cannot take its role, or None. Nodes of the roles other than `all` meet through
-    shared backends, which come with a later issue: the embedded ones serve one process."""
+    """Why this node cannot take its role, or None. Nodes of the roles other than `all` meet only through
+    shared backends: every port setting must name a distributed one (embedded:// serves one process)."""
     if config.role == "all":
         return None
+    local = [setting for setting in BACKEND_SETTINGS if str(getattr(config, setting)).startswith("embedded://")]
+    if not local:
+        return None
     return (
-        f"the role {config.role!r} needs distributed backends, shared by the nodes of each role (a later issue); "
-        "the embedded backends (embedded://) serve one process, so with them only the role 'all' runs"
+        f"the role {config.role!r} needs distributed backends, shared by the nodes of every role, but "
+        f"{', '.join(local)} {'is' if len(local) == 1 else 'are'} embedded:// (files of one process): with those only the role "
+        "'all' runs; name a distributed backend for each (kafka://, redis://, postgresql://, cassandra://: docs/deploy.md)"
     )
 
 
