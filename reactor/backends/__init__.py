@@ -52,6 +52,7 @@ class Scheme:
 
 SCHEMES: dict[str, Scheme] = {
     "embedded": Scheme("reactor.backends.embedded", location=False),
+    "cassandra": Scheme("reactor.backends.cassandra", location=True),  # the log store: cassandra://host:port[,...]/keyspace?...
 }
 
 
