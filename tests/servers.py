@@ -212,17 +212,6 @@ _CASSANDRA_LOGBACK = """\
 """
 
 
-@dataclass(frozen=True)
-class CassandraServer:
-    """A running one-node Cassandra: its CQL endpoint, and what its start cost."""
-
-    host: str
-    port: int  # the native transport (CQL)
-    url: str  # cassandra://host:port (a LogStore URL without its keyspace)
-    pid: int
-    start_s: float  # from the JVM's start to the first CQL connection
-
-
 def _cql_ready(port: int) -> bool:
     """Whether the native transport answers a CQL OPTIONS request with SUPPORTED (a listening port is not yet ready)."""
     frame = bytes([0x04, 0, 0, 0, 0x05]) + (0).to_bytes(4, "big")  # protocol v4 request, stream 0, OPTIONS, empty body
@@ -235,6 +224,79 @@ def _cql_ready(port: int) -> bool:
     return len(header) == 9 and header[4] == 0x06  # SUPPORTED
 
 
+class CassandraServer:
+    """A one-node Cassandra on free loopback ports: its CQL endpoint, what its last start cost; it can be
+    killed and started again on the same ports and data (tests of the backend's recovery)."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, tmp: Path, *, heap: str = "1g", seconds: float = 180.0, durable_schema: bool = False) -> None:
+        """`durable_schema`: keep the schema across a kill -9 (by default the system tables are not synced, which
+        makes a keyspace and its tables ~7x faster to create, and a killed node forget them)."""
+        lib = ENGINES / "cassandra" / "lib"
+        if not (lib / ".complete").is_file():
+            raise RuntimeError(f"Apache Cassandra is not installed in {lib}: run scripts/install-engines.sh cassandra")
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("java is not installed (Cassandra 5 needs Java 17: apt-get install openjdk-17-jre-headless)")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp
+        self.seconds = seconds
+        self.port, storage_port, ssl_storage_port = free_port(), free_port(), free_port()  # port: the native transport (CQL)
+        self.url = f"cassandra://{self.host}:{self.port}"  # a LogStore URL without its keyspace
+        config = tmp / "cassandra.yaml"
+        config.write_text(_CASSANDRA_YAML.format(
+            tmp=tmp, native_port=self.port, storage_port=storage_port, ssl_storage_port=ssl_storage_port,
+        ))
+        self.log = tmp / "cassandra.log"
+        logback = tmp / "logback.xml"
+        logback.write_text(_CASSANDRA_LOGBACK.format(log=self.log))
+        self.command = [
+            java, f"-Xms{heap}", f"-Xmx{heap}", "-Xss512k", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError",
+            *_CASSANDRA_JVM17,
+            f"-Dcassandra.config=file://{config}",
+            f"-Dcassandra.storagedir={tmp}",
+            f"-Dlogback.configurationFile=file://{logback}",
+            "-Dcassandra-foreground=yes",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.ring_delay_ms=100",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            "-Dcassandra.consistent.rangemovement=false",
+            *([] if durable_schema else ["-Dcassandra.unsafesystem=true"]),
+            "-cp", f"{lib}/*",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start_s = 0.0  # from the JVM's start to the first CQL answer
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start the node (again); return once it answers CQL. RuntimeError with its log's tail if it cannot."""
+        started = time.monotonic()
+        stdout = self.tmp / "stdout.log"
+        with stdout.open("ab") as out:
+            self.process = process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp)
+        deadline = started + self.seconds
+        while not _cql_ready(self.port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer CQL within {self.seconds}s"
+                self.kill()
+                tail = "".join(p.read_text(errors="replace") for p in (self.log, stdout) if p.exists())[-1500:]
+                raise RuntimeError(f"Cassandra {why} (port {self.port}); its log ends: {tail}")
+            time.sleep(0.25)
+        self.start_s = time.monotonic() - started
+
+    def kill(self) -> None:
+        """kill -9 (its data stays for a start again; a clean shutdown took ~5 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
 @contextmanager
 def cassandra_server(tmp: Path, *, heap: str = "1g", seconds: float = 180.0) -> Iterator[CassandraServer]:
     """Apache Cassandra 5 from .engines/cassandra/lib (scripts/install-engines.sh cassandra) on free loopback ports.
@@ -242,48 +304,9 @@ def cassandra_server(tmp: Path, *, heap: str = "1g", seconds: float = 180.0) -> 
     Its data, commit log, caches and logs go under `tmp`; it is ready when the native transport answers CQL.
     RuntimeError with the reason if it cannot start (not installed, no java, exited, too slow: its log's tail).
     """
-    lib = ENGINES / "cassandra" / "lib"
-    if not (lib / ".complete").is_file():
-        raise RuntimeError(f"Apache Cassandra is not installed in {lib}: run scripts/install-engines.sh cassandra")
-    java = shutil.which("java")
-    if java is None:
-        raise RuntimeError("java is not installed (Cassandra 5 needs Java 17: apt-get install openjdk-17-jre-headless)")
-    tmp.mkdir(parents=True, exist_ok=True)
-    native_port, storage_port, ssl_storage_port = free_port(), free_port(), free_port()
-    config = tmp / "cassandra.yaml"
-    config.write_text(_CASSANDRA_YAML.format(
-        tmp=tmp, native_port=native_port, storage_port=storage_port, ssl_storage_port=ssl_storage_port,
-    ))
-    log = tmp / "cassandra.log"
-    logback = tmp / "logback.xml"
-    logback.write_text(_CASSANDRA_LOGBACK.format(log=log))
-    command = [
-        java, f"-Xms{heap}", f"-Xmx{heap}", "-Xss512k", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError",
-        *_CASSANDRA_JVM17,
-        f"-Dcassandra.config=file://{config}",
-        f"-Dcassandra.storagedir={tmp}",
-        f"-Dlogback.configurationFile=file://{logback}",
-        "-Dcassandra-foreground=yes",
-        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-        "-Dcassandra.ring_delay_ms=100",
-        "-Dcassandra.superuser_setup_delay_ms=0",
-        "-Dcassandra.consistent.rangemovement=false",
-        "-Dcassandra.unsafesystem=true",  # system tables (the schema) without fsync: a throwaway test node
-        "-cp", f"{lib}/*",
-        "org.apache.cassandra.service.CassandraDaemon",
-    ]
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=(tmp / "stdout.log").open("wb"), stderr=subprocess.STDOUT, cwd=tmp)
+    server = CassandraServer(tmp, heap=heap, seconds=seconds)
     try:
-        deadline = started + seconds
-        while not _cql_ready(native_port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                why = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer CQL within {seconds}s"
-                tail = "".join(p.read_text(errors="replace") for p in (log, tmp / "stdout.log") if p.exists())[-1500:]
-                raise RuntimeError(f"Cassandra {why} (port {native_port}); its log ends: {tail}")
-            time.sleep(0.25)
-        yield CassandraServer("127.0.0.1", native_port, f"cassandra://127.0.0.1:{native_port}", process.pid,
-                              time.monotonic() - started)
+        server.start()
+        yield server
     finally:
-        process.kill()  # its data is thrown away: a clean shutdown took ~5 s
-        process.wait()
+        server.kill()

@@ -37,7 +37,7 @@ read a page at a time from its partition, newest first. Cursors: reactor/backend
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -48,6 +48,7 @@ from protocol.messages import InboxEntry
 from protocol.write_plan import (
     AddStep, CountOnce, InboxField, KeyState, MoveStatus, SetInboxTime, StatusKey, TimelineRow, UnreadThrough, WritePlan,
 )
+from reactor.backends import BackendUnavailable
 from reactor.backends.cursors import decode_cursor, decode_inbox_cursor, encode_cursor, encode_inbox_cursor
 from reactor.ports import EventRow, InboxRow, StatusRow
 
@@ -123,11 +124,29 @@ _UPPER = " AND (created_ms, notification_id, channel) < (?, ?, ?)"
 InboxRecord = tuple[str, int, bytes, "int | None", "int | None"]  # notification_id, seq, payload, read_ms, archived_ms
 
 
+def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 async def _each(items: Iterable[T], fn: Callable[[T], Awaitable[None]]) -> None:
-    """fn on every item, concurrently (the session bounds how many queries are in flight)."""
-    async with trio.open_nursery() as nursery:
-        for item in items:
-            nursery.start_soon(fn, item)
+    """fn on every item, concurrently (the session bounds how many queries are in flight).
+
+    A failure is raised as itself, not in a group (a caller handles BackendUnavailable as the port's
+    other backends raise it): the first BackendUnavailable, else the first error.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                nursery.start_soon(fn, item)
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if not all(isinstance(exc, Exception) for exc in leaves):
+            raise  # a cancellation (or worse) goes on as it came
+        raise next((exc for exc in leaves if isinstance(exc, BackendUnavailable)), leaves[0])
 
 
 class CassandraLogStore:
