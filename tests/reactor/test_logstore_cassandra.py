@@ -24,6 +24,7 @@ from reactor.backends import BackendUnavailable, check_url
 from reactor.backends.cassandra import CassandraLogStore, parse_url
 from tests.conformance.backends import may_skip
 from tests.conformance.suites.logstore import T0, ev, nid, record
+from tests.helpers import all_channels, http, running_node, wait_final
 from tests.servers import CassandraServer, free_port
 
 
@@ -55,11 +56,11 @@ async def test_no_cassandra_there_is_backend_unavailable() -> None:
         await store.open()
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[CassandraServer]:
-    """A Cassandra of this test's own (it is stopped and killed)."""
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraServer]:
+    """A Cassandra of this module's own (a test stops it, kills it and starts it again)."""
     try:
-        server = CassandraServer(tmp_path / "cassandra", durable_schema=True)  # it is killed and started again
+        server = CassandraServer(tmp_path_factory.mktemp("cassandra"), durable_schema=True)  # killed and started again
         server.start()
     except RuntimeError as exc:
         if may_skip("cassandra"):
@@ -69,6 +70,22 @@ def node(tmp_path: Path) -> Iterator[CassandraServer]:
         yield server
     finally:
         server.kill()
+
+
+async def test_a_node_keeps_its_log_store_on_cassandra(node: CassandraServer, tmp_path: Path) -> None:
+    """The whole node with `logstore = cassandra://...`: a notification's statuses, timeline, history and inbox are there."""
+    async with running_node(tmp_path, logstore=f"{node.url}/node_e2e") as herald, http(herald) as client:
+        response = await client.post("/v1/notifications", json={**all_channels("cass-user"), "priority": "high"})
+        assert response.status_code == 202, response.text
+        nid = response.json()["notification_id"]
+        body = await wait_final(client, nid, 30)
+        assert {c: v["status"] for c, v in body["channels"].items()} == {
+            "email": "delivered", "sms": "delivered", "push": "delivered", "web": "sent",
+        }
+        history = (await client.get("/v1/users/cass-user/notifications")).json()
+        assert {row["channel"] for row in history["items"] if row["notification_id"] == nid} == {"email", "sms", "push", "web"}
+        inbox = (await client.get("/v1/users/cass-user/inbox")).json()
+        assert [row["id"] for row in inbox["items"]] == [nid]
 
 
 class Ticker:
