@@ -2,7 +2,8 @@
 
 A plan's parts are applied in the plan's order (protocol/write_plan.py, `WritePlan.operations`),
 each part only once the one before it is durable (at the URL's consistency), the operations of
-one part concurrently; each operation is atomic on its own:
+one part concurrently; the first three parts (inserts if absent, which depend on nothing but
+themselves) run together, all of them before any move. Each operation is atomic on its own:
 
 - InboxEntry, AddStep: `INSERT ... IF NOT EXISTS` (a lightweight transaction): the stored row stays,
   with its first payload or time.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -46,7 +48,16 @@ import trio
 from protocol.lifecycle import ROUND_SIZE, Status
 from protocol.messages import InboxEntry
 from protocol.write_plan import (
-    AddStep, CountOnce, InboxField, KeyState, MoveStatus, SetInboxTime, StatusKey, TimelineRow, UnreadThrough, WritePlan,
+    AddStep,
+    CountOnce,
+    InboxField,
+    KeyState,
+    MoveStatus,
+    SetInboxTime,
+    StatusKey,
+    TimelineRow,
+    UnreadThrough,
+    WritePlan,
 )
 from reactor.backends import BackendUnavailable
 from reactor.backends.cursors import decode_cursor, decode_inbox_cursor, encode_cursor, encode_inbox_cursor
@@ -214,16 +225,19 @@ class CassandraLogStore:
         if plan.is_empty():
             return
         self._session()
-        if plan.inbox:
-            await _each(plan.inbox, self._insert_inbox)
-        if plan.steps:
-            stamps = {id(s): self._stamp() for s in plan.steps}
-            await _each(plan.steps, lambda s: self._insert_step(s, stamps[id(s)]))
-        if plan.counts:
-            first: dict[tuple[str, str, int, str], CountOnce] = {}
-            for c in plan.counts:
-                first.setdefault((c.notification_id, c.channel, c.round, c.counter.value), c)
-            await _each(first.values(), self._count_once)
+        # The inserts-if-absent (inbox entries, timeline rows, counts) only add what is missing and
+        # depend on nothing but themselves: together, all of them before any move.
+        stamps = {id(s): self._stamp() for s in plan.steps}
+        first: dict[tuple[str, str, int, str], CountOnce] = {}
+        for c in plan.counts:
+            first.setdefault((c.notification_id, c.channel, c.round, c.counter.value), c)
+        adds: list[Callable[[], Awaitable[None]]] = [
+            *(partial(self._insert_inbox, e) for e in plan.inbox),
+            *(partial(self._insert_step, s, stamps[id(s)]) for s in plan.steps),
+            *(partial(self._count_once, c) for c in first.values()),
+        ]
+        if adds:
+            await _each(adds, lambda add: add())
         if plan.moves:
             by_key: dict[StatusKey, list[MoveStatus]] = {}
             for m in plan.moves:
