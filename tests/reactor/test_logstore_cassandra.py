@@ -39,6 +39,14 @@ def test_the_url_says_where_and_how() -> None:
     assert check_url("cassandra://h:9042/k") == "cassandra://h:9042/k"
 
 
+def test_the_configuration_refuses_a_bad_cassandra_url_naming_the_setting() -> None:
+    from actors.config import ConfigError, load_config
+
+    assert load_config(env={"HERALD_LOGSTORE": "cassandra://db1:9042,db2:9042/herald?replication=3"}).logstore.startswith("cassandra://")
+    with pytest.raises(ConfigError, match="HERALD_LOGSTORE: consistency must be one of"):
+        load_config(env={"HERALD_LOGSTORE": "cassandra://db1/herald?consistency=lots"})
+
+
 @pytest.mark.parametrize("bad", [
     "cassandra://h:port/k", "cassandra://h:9042/", "cassandra://h:9042/k-1", "cassandra://h:9042/k; DROP",
     "cassandra://h:70000/k", "cassandra://u@h/k", "cassandra://h/k?consistency=most", "cassandra://h/k?replication=0",

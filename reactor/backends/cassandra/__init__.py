@@ -17,13 +17,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from reactor.backends import Backends, BackendSettings, not_opened
 
-from .log_store import CassandraLogStore
 from .url import CassandraUrl, parse_url
 
+if TYPE_CHECKING:
+    from .log_store import CassandraLogStore
+
 SERVES = frozenset({"logstore"})
+
+
+def __getattr__(name: str) -> Any:
+    """CassandraLogStore, imported when asked for: the configuration checks URLs (url.py) without trio or the driver."""
+    if name == "CassandraLogStore":
+        from .log_store import CassandraLogStore
+
+        return CassandraLogStore
+    raise AttributeError(name)
 
 
 @asynccontextmanager
@@ -32,6 +44,8 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
     other = ports - SERVES
     if other:
         raise ValueError(f"cassandra:// serves only {', '.join(sorted(SERVES))}, not {', '.join(sorted(other))}")
+    from .log_store import CassandraLogStore
+
     store = CassandraLogStore(parse_url(settings.urls["logstore"]))
     await store.open()
     try:
