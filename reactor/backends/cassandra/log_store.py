@@ -120,6 +120,7 @@ _TIMELINE = (
 )
 _EVENTS = "SELECT channel, status, at_ms, detail, step, written FROM notification_events WHERE notification_id = ?"
 _INBOX = "SELECT notification_id, seq, payload, read_ms, archived_ms FROM web_inbox WHERE user_id = ?"
+_INBOX_STATE = "SELECT notification_id, seq, read_ms, archived_ms FROM web_inbox WHERE user_id = ?"  # without the payloads
 _INBOX_ONE = "SELECT payload, read_ms, archived_ms FROM web_inbox WHERE user_id = ? AND notification_id = ?"
 _DAILY = (
     "SELECT counter, COUNT(*) FROM daily_notification_stats WHERE date = ? AND channel = ? AND hour IN ?"
@@ -132,7 +133,13 @@ _HISTORY = (
 _LOWER = " AND (created_ms, notification_id, channel) >= (?, ?, ?)"
 _UPPER = " AND (created_ms, notification_id, channel) < (?, ?, ?)"
 
-InboxRecord = tuple[str, int, bytes, "int | None", "int | None"]  # notification_id, seq, payload, read_ms, archived_ms
+InboxRecord = tuple[str, int, "bytes | None", "int | None", "int | None"]  # notification_id, seq, payload, read_ms, archived_ms
+
+
+def _entry(payload: bytes | None) -> InboxEntry:
+    if payload is None:
+        raise RuntimeError("an inbox entry read without its payload")  # a read of _inbox(payloads=False) used as a listing
+    return _decoder.decode(payload)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
@@ -335,15 +342,18 @@ class CassandraLogStore:
         await _each(states, read_timeline)
         return [msgspec.structs.replace(s, timeline=rows[(s.notification_id, s.channel)]) for s in states]
 
-    async def _inbox(self, user_id: str) -> list[InboxRecord]:
-        """The user's whole inbox, in delivery order (seq, then id)."""
-        rows = await self._run(_INBOX, (user_id,))
+    async def _inbox(self, user_id: str, *, payloads: bool = True) -> list[InboxRecord]:
+        """The user's whole inbox, in delivery order (seq, then id); without its payloads (None) unless asked."""
+        if payloads:
+            rows = await self._run(_INBOX, (user_id,))
+        else:
+            rows = [(nid, seq, None, read_ms, archived_ms) for nid, seq, read_ms, archived_ms in await self._run(_INBOX_STATE, (user_id,))]
         return sorted(((nid, seq, payload, read_ms, archived_ms) for nid, seq, payload, read_ms, archived_ms in rows),
                       key=lambda r: (r[1], r[0]))
 
     async def inbox_unread(self, user_id: str, through_id: str | None = None) -> UnreadThrough:
         """The user's entries neither read nor archived, delivered up to and including through_id (the newest when None)."""
-        inbox = await self._inbox(user_id)
+        inbox = await self._inbox(user_id, payloads=False)
         if through_id is None:
             top = inbox[-1] if inbox else None
         else:
@@ -406,7 +416,7 @@ class CassandraLogStore:
         """Web notifications delivered after after_id (all retained ones when None or unknown), oldest first."""
         inbox = await self._inbox(user_id)
         after = next((r[1] for r in inbox if r[0] == after_id), -1) if after_id else -1
-        return [_decoder.decode(r[2]) for r in inbox if r[1] > after][:limit]
+        return [_entry(r[2]) for r in inbox if r[1] > after][:limit]
 
     async def inbox_get(self, user_id: str, notification_id: str) -> InboxRow | None:
         rows = await self._run(_INBOX_ONE, (user_id, notification_id))
@@ -426,13 +436,13 @@ class CassandraLogStore:
             r for r in reversed(await self._inbox(user_id))
             if (r[4] is not None) == archived and (not unread or r[3] is None) and (below is None or (r[1], r[0]) < below)
         ]
-        page = [InboxRow(_decoder.decode(r[2]), r[3], r[4]) for r in rows[:limit]]
+        page = [InboxRow(_entry(r[2]), r[3], r[4]) for r in rows[:limit]]
         if len(rows) <= limit:
             return page, None
         return page, encode_inbox_cursor(user_id, rows[limit - 1][1], rows[limit - 1][0])
 
     async def inbox_unread_count(self, user_id: str) -> int:
-        return sum(1 for r in await self._inbox(user_id) if r[3] is None and r[4] is None)
+        return sum(1 for r in await self._inbox(user_id, payloads=False) if r[3] is None and r[4] is None)
 
     async def daily_counts(self, date: str, channel: str) -> dict[str, int]:
         """{'sent', 'delivered', 'failed'} over the hours of a UTC date: the marks counted under it."""
