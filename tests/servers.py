@@ -134,3 +134,179 @@ def postgres_server() -> Iterator[Endpoint]:
     finally:
         _stop(process)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- Apache Cassandra ------------------------------------------------------------------------------
+
+ENGINES = Path(__file__).resolve().parent.parent / ".engines"
+
+# The module options Cassandra 5 needs on Java 17 (its conf/jvm17-server.options, "JPMS" part).
+_CASSANDRA_JVM17 = [
+    "-Djdk.attach.allowAttachSelf=true",
+    *(f"--add-exports={m}=ALL-UNNAMED" for m in (
+        "java.base/jdk.internal.misc", "java.base/jdk.internal.ref", "java.base/sun.nio.ch",
+        "java.management.rmi/com.sun.jmx.remote.internal.rmi", "java.rmi/sun.rmi.registry", "java.rmi/sun.rmi.server",
+        "java.sql/java.sql",
+    )),
+    *(f"--add-opens={m}=ALL-UNNAMED" for m in (
+        "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
+        "java.base/jdk.internal.reflect", "java.base/jdk.internal.math", "java.base/jdk.internal.module",
+        "java.base/jdk.internal.util.jar", "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch",
+        "java.base/java.io", "java.base/java.nio", "java.base/java.util.concurrent", "java.base/java.util",
+        "java.base/java.util.concurrent.atomic", "java.base/java.lang", "java.base/java.math",
+        "java.base/java.lang.reflect", "java.base/java.net",
+    )),
+]
+
+# A one-node test cluster: loopback only, no auth, no snapshots, small memtables, Paxos v2 (the log store's
+# conditional writes), the commit log synced in batches of 10 ms at most (a test server: no fsync per write).
+_CASSANDRA_YAML = """\
+cluster_name: herald-test
+num_tokens: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:{storage_port}"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage_port}
+ssl_storage_port: {ssl_storage_port}
+native_transport_port: {native_port}
+start_native_transport: true
+data_file_directories:
+  - {tmp}/data
+commitlog_directory: {tmp}/commitlog
+saved_caches_directory: {tmp}/saved_caches
+hints_directory: {tmp}/hints
+cdc_raw_directory: {tmp}/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+role_manager: CassandraRoleManager
+auto_snapshot: false
+snapshot_before_compaction: false
+incremental_backups: false
+memtable_heap_space: 64MiB
+memtable_offheap_space: 64MiB
+key_cache_size: 8MiB
+counter_cache_size: 0MiB
+concurrent_compactors: 1
+compaction_throughput: 0MiB/s
+paxos_variant: v2
+hinted_handoff_enabled: false
+dynamic_snitch: false
+"""
+
+_CASSANDRA_LOGBACK = """\
+<configuration>
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>{log}</file>
+    <encoder><pattern>%d{{HH:mm:ss.SSS}} %-5level [%thread] %logger{{36}} %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="FILE"/></root>
+  <logger name="org.apache.cassandra.service.CassandraDaemon" level="INFO"/>
+</configuration>
+"""
+
+
+def _cql_ready(port: int) -> bool:
+    """Whether the native transport answers a CQL OPTIONS request with SUPPORTED (a listening port is not yet ready)."""
+    frame = bytes([0x04, 0, 0, 0, 0x05]) + (0).to_bytes(4, "big")  # protocol v4 request, stream 0, OPTIONS, empty body
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(frame)
+            header = sock.recv(9)
+    except OSError:
+        return False
+    return len(header) == 9 and header[4] == 0x06  # SUPPORTED
+
+
+class CassandraServer:
+    """A one-node Cassandra on free loopback ports: its CQL endpoint, what its last start cost; it can be
+    killed and started again on the same ports and data (tests of the backend's recovery)."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, tmp: Path, *, heap: str = "1g", seconds: float = 180.0, durable_schema: bool = False) -> None:
+        """`durable_schema`: keep the schema across a kill -9 (by default the system tables are not synced, which
+        makes a keyspace and its tables ~7x faster to create, and a killed node forget them)."""
+        lib = ENGINES / "cassandra" / "lib"
+        if not (lib / ".complete").is_file():
+            raise RuntimeError(f"Apache Cassandra is not installed in {lib}: run scripts/install-engines.sh cassandra")
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("java is not installed (Cassandra 5 needs Java 17: apt-get install openjdk-17-jre-headless)")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp
+        self.seconds = seconds
+        self.port, storage_port, ssl_storage_port = free_port(), free_port(), free_port()  # port: the native transport (CQL)
+        self.url = f"cassandra://{self.host}:{self.port}"  # a LogStore URL without its keyspace
+        config = tmp / "cassandra.yaml"
+        config.write_text(_CASSANDRA_YAML.format(
+            tmp=tmp, native_port=self.port, storage_port=storage_port, ssl_storage_port=ssl_storage_port,
+        ))
+        self.log = tmp / "cassandra.log"
+        logback = tmp / "logback.xml"
+        logback.write_text(_CASSANDRA_LOGBACK.format(log=self.log))
+        self.command = [
+            java, f"-Xms{heap}", f"-Xmx{heap}", "-Xss512k", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError",
+            *_CASSANDRA_JVM17,
+            f"-Dcassandra.config=file://{config}",
+            f"-Dcassandra.storagedir={tmp}",
+            f"-Dlogback.configurationFile=file://{logback}",
+            "-Dcassandra-foreground=yes",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.ring_delay_ms=100",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            "-Dcassandra.consistent.rangemovement=false",
+            *([] if durable_schema else ["-Dcassandra.unsafesystem=true"]),
+            "-cp", f"{lib}/*",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start_s = 0.0  # from the JVM's start to the first CQL answer
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start the node (again); return once it answers CQL. RuntimeError with its log's tail if it cannot."""
+        started = time.monotonic()
+        stdout = self.tmp / "stdout.log"
+        with stdout.open("ab") as out:
+            self.process = process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp)
+        deadline = started + self.seconds
+        while not _cql_ready(self.port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer CQL within {self.seconds}s"
+                self.kill()
+                tail = "".join(p.read_text(errors="replace") for p in (self.log, stdout) if p.exists())[-1500:]
+                raise RuntimeError(f"Cassandra {why} (port {self.port}); its log ends: {tail}")
+            time.sleep(0.25)
+        self.start_s = time.monotonic() - started
+
+    def kill(self) -> None:
+        """kill -9 (its data stays for a start again; a clean shutdown took ~5 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def cassandra_server(tmp: Path, *, heap: str = "1g", seconds: float = 180.0) -> Iterator[CassandraServer]:
+    """Apache Cassandra 5 from .engines/cassandra/lib (scripts/install-engines.sh cassandra) on free loopback ports.
+
+    Its data, commit log, caches and logs go under `tmp`; it is ready when the native transport answers CQL.
+    RuntimeError with the reason if it cannot start (not installed, no java, exited, too slow: its log's tail).
+    """
+    server = CassandraServer(tmp, heap=heap, seconds=seconds)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

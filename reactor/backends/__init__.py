@@ -48,10 +48,12 @@ class Scheme:
 
     package: str  # the module whose open_backends opens the ports
     location: bool  # whether the URL names a place after `scheme://` (kafka://host:9092); embedded:// names none
+    check: str | None = None  # "module:function" raising ValueError on a URL it cannot open (a module of the standard library only)
 
 
 SCHEMES: dict[str, Scheme] = {
     "embedded": Scheme("reactor.backends.embedded", location=False),
+    "cassandra": Scheme("reactor.backends.cassandra", location=True, check="reactor.backends.cassandra.url:parse_url"),  # the log store
 }
 
 
@@ -72,6 +74,9 @@ def check_url(url: str) -> str:
         raise ValueError(f"{name}:// takes nothing after it (its files are in the data dir), got {url!r}")
     if not rest and scheme.location:
         raise ValueError(f"{name}:// needs a location, got {url!r}")
+    if scheme.check is not None:
+        module, _, function = scheme.check.partition(":")
+        getattr(importlib.import_module(module), function)(url)
     return url
 
 

@@ -42,6 +42,7 @@ from reactor.backends.embedded import (
     EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore, opened,
 )
+from tests.servers import cassandra_server
 
 P = TypeVar("P")
 
@@ -215,6 +216,19 @@ def server_or_unavailable(start: Callable[[Path], AbstractContextManager[Any]]) 
             opening.__exit__(None, None, None)
 
     return started
+
+
+def _cassandra_logstore(server: Any) -> Factory[Any]:
+    """The Cassandra log store on a keyspace of its own per check (place.name), on the session's one server."""
+    from reactor.backends.cassandra import CassandraLogStore, parse_url
+
+    def open_(place: Place) -> AbstractAsyncContextManager[Any]:
+        return opened(CassandraLogStore(parse_url(f"{server.url}/{place.name}")))
+
+    return Factory(open_, clock="real")
+
+
+BACKENDS.append(Backend("cassandra", {"logstore": _cassandra_logstore}, start=server_or_unavailable(cassandra_server)))
 
 
 def selected() -> list[Backend]:

@@ -31,3 +31,25 @@ def test_tansu_answers_a_kafka_api_versions_request():
             payload += sock.recv(size - len(payload))
         correlation_id, error_code = struct.unpack(">ih", payload[:6])
         assert (correlation_id, error_code) == (7, 0)
+
+
+def test_cassandra_not_installed_says_how_to_install_it(tmp_path, monkeypatch):
+    import pytest
+
+    import tests.servers as servers
+
+    monkeypatch.setattr(servers, "ENGINES", tmp_path / "no-engines")
+    with pytest.raises(RuntimeError, match="scripts/install-engines.sh cassandra"), servers.cassandra_server(tmp_path / "node"):
+        pass
+
+
+def test_cassandra_ready_means_it_answers_cql_not_only_listens():
+    """_cql_ready asks the native transport for OPTIONS; a port that only accepts (or is closed) is not ready."""
+    from tests.servers import _cql_ready, free_port
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(5)
+        assert not _cql_ready(listener.getsockname()[1])  # accepted by the kernel, never answered: not ready (1 s timeout)
+    assert not _cql_ready(free_port())
