@@ -265,3 +265,44 @@ async def test_bad_digests_are_refused_naming_the_field(tmp_path, clock) -> None
         inline = msgspec.structs.replace(comment("u", 1), template_id=None)
         result = await herald.ingress.accept(inline)
         assert isinstance(result, Problem) and result.status == 422
+
+
+class DiesBeforeFinishing:
+    """A Store through which a Digester dies (as by kill -9) after its digest is on the bus, before removing the window."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    async def finish_digest(self, fire_id: str) -> None:
+        raise RuntimeError("killed before finish_digest")
+
+
+async def test_a_digester_dying_after_producing_leaves_the_window_to_be_fired_again_and_sent_once(tmp_path, clock) -> None:
+    from actors.digester import Digester
+
+    email = Calls()
+    async with node(tmp_path, start_ms=START, email=email) as herald:
+        await with_template(herald)
+        await user(herald, "u", "UTC")
+        nids = [await accept(herald, comment("u", n, Window("fixed", every="1h"))) for n in range(3)]
+        due = START + 3_600_000
+        real = herald.digester
+        dead = Digester(DiesBeforeFinishing(real.store), real.planner, owner="dead-node", lease_s=30)
+        [fire] = await steady(real.store.claim_digests, "dead-node", due, 10, 30_000)  # it claimed at the window's due time
+        with pytest.raises(BaseExceptionGroup) as died:
+            await steady(dead._fire, fire)  # the digest is on the bus (sent now: its record is not held), the window is not removed
+        assert died.group_contains(RuntimeError, match="killed before finish_digest")
+        await wait_calls(email, 1)
+        [(window)] = await windows(herald, "u")
+        assert window.firing and window.count == 3
+        await skip_to(due - 60_000)
+        await sleep_until(due + 30_000 + 120_000)  # the lease ends at due + 30 s: the node's Digester fires it again
+        assert await windows(herald, "u") == []
+        carried = digest_notification_id(nids[0])
+        assert [d.notification_id for d, _ in email.calls] == [carried], "one provider call: the ledger stopped the second"
+        assert email.calls[0][0].content.email.subject == "3 new comments"
+        for nid in nids:
+            assert await status(herald, nid) == ("digested", f"in {carried}")
