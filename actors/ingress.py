@@ -272,7 +272,8 @@ class SendPlanner:
         event = DigestEvent(nid, request.user_id, key, now, _encode_request(request))
         batch.digests.append((event, due, deadline))
         for channel in request.channels:
-            for status, detail in ((Status.ACCEPTED, ""), (Status.SCHEDULED, f"digest {key} until {iso(min(due, deadline))}")):
+            # when its window fires depends on the window's other events: GET /v1/users/{id}/digests says
+            for status, detail in ((Status.ACCEPTED, ""), (Status.SCHEDULED, f"digest {key}")):
                 batch.events.append(StatusEvent(
                     nid, request.user_id, channel, status, now, detail=detail, created_ms=now, priority=request.priority,
                 ))
