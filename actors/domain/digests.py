@@ -73,15 +73,15 @@ def check_window(window: Window, field: str) -> list[FieldError]:
             if re.search(HHMM_PATTERN, value) is None:
                 errors.append(FieldError(f"{field}.at", "a time of day as HH:MM, 00:00 to 23:59"))
         elif value is not None:
-            ms = parse_duration(value)
+            spelt = parse_duration(value)
             least, most = LIMITS[name]
-            if ms is None:
+            if spelt is None:
                 errors.append(FieldError(f"{field}.{name}", DURATION_RULE))
-            elif not least <= ms <= most:
+            elif not least <= spelt <= most:
                 errors.append(FieldError(f"{field}.{name}", f"from {_say(least)} to {_say(most)}"))
     if not errors and window.kind == "sliding":
-        quiet, most = parse_duration(window.after_quiet or ""), parse_duration(window.max_wait or "")
-        if quiet is not None and most is not None and most < quiet:
+        quiet, longest = parse_duration(window.after_quiet or ""), parse_duration(window.max_wait or "")
+        if quiet is not None and longest is not None and longest < quiet:
             errors.append(FieldError(f"{field}.max_wait", "at least after_quiet"))
     return errors
 
