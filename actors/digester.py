@@ -100,7 +100,7 @@ class Digester:
             part = events[start : start + MAX_EVENTS]
             nid = digest_notification_id(window.fire_id if start == 0 else f"{window.fire_id}:{start // MAX_EVENTS}")
             batch = PlannedBatch()
-            result = await self.planner.plan(digest_request(part), batch, nid=nid, deferred=True)
+            result = await self.planner.plan(digest_request(part), batch, nid=nid, deferred=True, collect=False)
             now = wall_ms()
             if isinstance(result, Problem):  # e.g. the template was deleted since: each event fails, saying why
                 batch = PlannedBatch()

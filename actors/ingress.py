@@ -159,13 +159,14 @@ class SendPlanner:
 
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
-        deferred: bool = False,
+        deferred: bool = False, collect: bool = True,
     ) -> Receipt | Problem:
         """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
 
         `nid`: the notification id to use (a topic send's subscriber: derived, the same on every
         expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
-        names it); `deferred`: its records may have been produced before (the consumer checks the ledger).
+        names it); `deferred`: its records may have been produced before (the consumer checks the ledger);
+        `collect`: a template's digest applies (False: the Digester's own send, which is the digest).
         """
         user_id = request.user_id
         if user_id is None:
@@ -178,6 +179,8 @@ class SendPlanner:
             profiles[user_id] = profile
         # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
         # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
+        if collect and request.digest is None and request.send_at is None:
+            request = await self._template_digest(request)
         sent = request
         if request.digest is not None:  # the template is checked as its digest will render it: one event's worth
             problem = self._digest_problem(request)
@@ -245,6 +248,15 @@ class SendPlanner:
                     template=template,
                 ))
         return Receipt(notification_id=nid)
+
+    async def _template_digest(self, request: NotificationRequest) -> NotificationRequest:
+        """The request with its template's digest, if the template names one (a send's own digest or send_at wins)."""
+        if request.template_id is None or self.renderer is None:
+            return request
+        loaded = await self.renderer.get(request.template_id)  # cached; a missing template is apply_template's 422
+        if loaded is None or loaded.compiled.spec.digest is None:
+            return request
+        return msgspec.structs.replace(request, digest=loaded.compiled.spec.digest)
 
     def _digest_problem(self, request: NotificationRequest) -> Problem | None:
         """What refuses a send's digest: its window (actors/domain/digests.check_window), no template, send_at, this node."""

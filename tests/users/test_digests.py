@@ -306,3 +306,24 @@ async def test_a_digester_dying_after_producing_leaves_the_window_to_be_fired_ag
         assert email.calls[0][0].content.email.subject == "3 new comments"
         for nid in nids:
             assert await status(herald, nid) == ("digested", f"in {carried}")
+
+
+async def test_a_templates_digest_collects_its_sends_and_a_bad_one_is_refused_when_saved(tmp_path, clock) -> None:
+    from actors.domain.rendering import InvalidTemplate
+
+    email = Calls()
+    async with node(tmp_path, start_ms=START, email=email) as herald:
+        spec = msgspec.structs.replace(COMMENTS, digest=DigestSpec("comments", Window("fixed", every="10m")))
+        await herald.templates.create("comments", spec)
+        with pytest.raises(InvalidTemplate) as refused:
+            await herald.templates.create("other", msgspec.structs.replace(COMMENTS, digest=DigestSpec("x", Window("fixed", every="10s"))))
+        assert [e.field for e in refused.value.errors] == ["digest.window.every"]
+        await user(herald, "u", "UTC")
+        plain = [msgspec.structs.replace(comment("u", n), digest=None) for n in range(3)]  # no digest of their own
+        nids = [await accept(herald, request) for request in plain]
+        [window] = await windows(herald, "u")
+        assert (window.count, window.fires_at) == (3, iso(parse_iso(window.first_at) + 600_000))
+        await sleep_until(START + 15 * 60_000)
+        [(delivery, _)] = email.calls
+        assert delivery.content.email.subject == "3 new comments"  # the digest itself is not collected again
+        assert await status(herald, nids[2]) == ("digested", f"in {digest_notification_id(nids[0])}")
