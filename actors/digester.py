@@ -17,8 +17,9 @@ claimed, later events open the next one) and, for each:
 A crash (kill -9) anywhere before 3's removal leaves the window closed and leased: once the
 lease ends (at once for the embedded node, whose owner name survives restarts) it is claimed
 again with the same events and fired under the same id; the ledger sends it once. No event is
-lost: each is in the Store from its 202 until its digest is on the bus. A window of more than
-MAX_EVENTS events goes out as several notifications of MAX_EVENTS each.
+lost: each is in the Store from its 202 until its digest is on the bus. A window is due at once
+when it holds MAX_EVENTS events; the few that may join it before its claim go out as a second
+notification (at most MAX_EVENTS events each).
 """
 
 from __future__ import annotations
@@ -94,8 +95,13 @@ class Digester:
                 await self._wake.wait()
 
     async def _fire(self, fire: DigestFire) -> None:
-        events = [(e, _request.decode(e.body)) for e in fire.events]
         window = fire.window
+        events: list[tuple[DigestEvent, NotificationRequest]] = []
+        for e in fire.events:
+            try:
+                events.append((e, _request.decode(e.body)))
+            except msgspec.DecodeError as exc:  # written by an Ingress of another schema: never fire a window forever
+                log.error("digest %s of %s: event %s unreadable (%s): left out", window.digest_key, window.user_id, e.notification_id, exc)
         for start in range(0, len(events), MAX_EVENTS):
             part = events[start : start + MAX_EVENTS]
             nid = digest_notification_id(window.fire_id if start == 0 else f"{window.fire_id}:{start // MAX_EVENTS}")

@@ -493,18 +493,19 @@ class Store(Protocol):
 
     # -- digests: events collected per (user, digest key) in windows, fired by lease (actors/digester.py) -------------
 
-    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int) -> None:
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
         """Collect the event into the open window of its (user, key), durably; a repeat of its notification id adds nothing.
 
         No open window: one opens with this event, deadline_ms = `deadline_ms`, due_ms = min(`due_ms`,
-        `deadline_ms`). An open one: count + 1, first/last_ms widened, due_ms = min(`due_ms`, its own
-        deadline_ms) (actors/domain/digests.py `merge`). A window being fired is never added to: the event
-        opens the next one. PostgreSQL, in one transaction: `INSERT INTO digest_events ... ON CONFLICT
+        `deadline_ms`) (event.at_ms if max_events <= 1). An open one: count + 1, first/last_ms widened, due_ms = min(`due_ms`, its own
+        deadline_ms), and at most event.at_ms once the count reaches `max_events` (a full window fires at
+        once: a claim never loads more than a few past it) (actors/domain/digests.py `merge`). A window
+        being fired is never added to: the event opens the next one. PostgreSQL, in one transaction: `INSERT INTO digest_events ... ON CONFLICT
         (notification_id) DO NOTHING`, and only if a row went in, `INSERT INTO digests (user_id, digest_key,
-        fire_id, due_ms, deadline_ms, count, first_ms, last_ms) VALUES ($u, $k, '', LEAST($due, $deadline),
+        fire_id, due_ms, deadline_ms, count, first_ms, last_ms) VALUES ($u, $k, '', $opening_due,
         $deadline, 1, $at, $at) ON CONFLICT (user_id, digest_key, fire_id) DO UPDATE SET due_ms =
-        LEAST(EXCLUDED.due_ms, digests.deadline_ms), count = digests.count + 1, first_ms = LEAST(...),
-        last_ms = GREATEST(...)`.
+        LEAST(EXCLUDED.due_ms, digests.deadline_ms, CASE WHEN digests.count + 1 >= $max THEN EXCLUDED.last_ms
+        ELSE digests.deadline_ms END), count = digests.count + 1, first_ms = LEAST(...), last_ms = GREATEST(...)`.
         """
 
     async def claim_digests(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[DigestFire]:

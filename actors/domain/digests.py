@@ -11,7 +11,8 @@ of Store.add_digest_event that the property tests compare with each kind's defin
 - daily `at`: due = deadline = the next `at` on the user's clock after the first event
   (send_at.next_local: DST gaps and repeats as a scheduled send's), moved to the end of the
   user's quiet hours if it falls inside them;
-- a critical event: due = now (the window fires at once, with everything it collected).
+- a critical event: due = now (the window fires at once, with everything it collected);
+- a window that reaches MAX_EVENTS events is due at once too (a claim loads a window whole).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 _FIELDS = {"fixed": ("every",), "sliding": ("after_quiet", "max_wait"), "daily": ("at",)}
 DURATION_RULE = "a duration: digits then s, m, h or d (90s, 10m, 1h, 2d)"
-MAX_EVENTS = 1000  # events one digest carries at most: a window that collects more fires at once
+MAX_EVENTS = 1000  # a window holding this many is due at once (Store.add_digest_event); one notification carries at most this many
 
 
 def parse_duration(text: str) -> int | None:
@@ -130,12 +131,14 @@ class OpenWindow:
     last_ms: int
 
 
-def merge(window: OpenWindow | None, at_ms: int, due_ms: int, deadline_ms: int) -> OpenWindow:
-    """The window after one more event (Store.add_digest_event): the opening event's deadline, due at most that."""
+def merge(window: OpenWindow | None, at_ms: int, due_ms: int, deadline_ms: int, max_events: int = MAX_EVENTS) -> OpenWindow:
+    """The window after one more event (Store.add_digest_event): the opening event's deadline, due at most that;
+    due at once (at_ms) when the event fills it to max_events."""
     if window is None:
-        return OpenWindow(min(due_ms, deadline_ms), deadline_ms, 1, at_ms, at_ms)
+        return OpenWindow(min(due_ms, deadline_ms, at_ms if max_events <= 1 else deadline_ms), deadline_ms, 1, at_ms, at_ms)
+    full = window.deadline_ms if window.count + 1 < max_events else at_ms
     return OpenWindow(
-        min(due_ms, window.deadline_ms), window.deadline_ms, window.count + 1, min(window.first_ms, at_ms), max(window.last_ms, at_ms),
+        min(due_ms, window.deadline_ms, full), window.deadline_ms, window.count + 1, min(window.first_ms, at_ms), max(window.last_ms, at_ms),
     )
 
 

@@ -16,6 +16,8 @@ from protocol.digests import PendingDigest, PendingDigests
 from reactor.clock import iso
 from reactor.ports import DigestEvent, Store
 
+from ..domain.digests import MAX_EVENTS
+
 Collected = tuple[DigestEvent, int, int]  # the event, its due_ms and deadline_ms (actors/domain/digests.event_times)
 
 
@@ -30,7 +32,7 @@ class Digests:
             return
         async with trio.open_nursery() as nursery:
             for event, due_ms, deadline_ms in events:
-                nursery.start_soon(self.store.add_digest_event, event, due_ms, deadline_ms)
+                nursery.start_soon(self.store.add_digest_event, event, due_ms, deadline_ms, MAX_EVENTS)
         for listener in self.listeners:
             listener()
 

@@ -26,7 +26,7 @@ NEW_YORK, PARIS = ZoneInfo("America/New_York"), ZoneInfo("Europe/Paris")
 
 
 def fire_all(window: Window, times: list[int], zone: dt.tzinfo = UTC, prefs: Preferences | None = None,
-             critical: frozenset[int] = frozenset()) -> list[tuple[int, list[int]]]:
+             critical: frozenset[int] = frozenset(), max_events: int = 1000) -> list[tuple[int, list[int]]]:
     """(fire instant, the events it carries) of each window, in order, for events at these sorted instants."""
     fires: list[tuple[int, list[int]]] = []
     open_: OpenWindow | None = None
@@ -36,7 +36,7 @@ def fire_all(window: Window, times: list[int], zone: dt.tzinfo = UTC, prefs: Pre
             fires.append((open_.due_ms, carried))
             open_, carried = None, []
         due, deadline = event_times(window, at, zone, prefs, critical=i in critical)
-        open_ = merge(open_, at, due, deadline)
+        open_ = merge(open_, at, due, deadline, max_events)
         carried = [*carried, at]
     if open_ is not None:
         fires.append((open_.due_ms, carried))
@@ -60,6 +60,16 @@ def test_a_sliding_window_fires_after_its_quiet_time_or_at_its_maximum_wait(time
         assert all(b - a < quiet for a, b in zip(carried, carried[1:]))  # no quiet gap inside a window
     for (fire_at, _), (_, nxt) in zip(fires, fires[1:]):
         assert nxt[0] >= fire_at  # the next window opened by an event after this one fired
+
+
+@given(times=instants, most=st.integers(1, 10))
+def test_a_full_window_fires_at_its_last_events_instant(times, most) -> None:
+    fires = fire_all(Window("daily", at="08:00"), times, max_events=most)
+    assert [t for _, carried in fires for t in carried] == times
+    for fire_at, carried in fires:
+        assert len(carried) <= most
+        if len(carried) == most:
+            assert fire_at == min(carried[-1], fire_at)
 
 
 @given(times=instants, every_min=st.integers(1, 7 * 24 * 60))

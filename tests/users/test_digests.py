@@ -327,3 +327,24 @@ async def test_a_templates_digest_collects_its_sends_and_a_bad_one_is_refused_wh
         [(delivery, _)] = email.calls
         assert delivery.content.email.subject == "3 new comments"  # the digest itself is not collected again
         assert await status(herald, nids[2]) == ("digested", f"in {digest_notification_id(nids[0])}")
+
+
+async def test_a_full_window_fires_at_once_and_a_digest_carries_at_most_max_events(tmp_path, clock, monkeypatch) -> None:
+    """The window is due once it holds the cap (3 here, MAX_EVENTS); one notification carries at most the Digester's
+    cap (2 here): a window of 3 goes as 2 + 1, under ids derived from the window's."""
+    import actors.digester
+    import actors.services.digests
+
+    monkeypatch.setattr(actors.services.digests, "MAX_EVENTS", 3)
+    monkeypatch.setattr(actors.digester, "MAX_EVENTS", 2)
+    email = Calls()
+    async with node(tmp_path, start_ms=START, email=email) as herald:
+        await with_template(herald)
+        await user(herald, "u", "UTC")
+        nids = [await accept(herald, comment("u", n, Window("daily", at="18:00"))) for n in range(3)]
+        await wait_calls(email, 2, seconds=60)
+        assert wall_ms() < START + 3_600_000, "fired when full, not at 18:00"
+        subjects = sorted((d.notification_id, d.content.email.subject) for d, _ in email.calls)
+        assert subjects == sorted([(digest_notification_id(nids[0]), "2 new comments"),
+                                   (digest_notification_id(f"{nids[0]}:1"), "1 new comments")])
+        assert await windows(herald, "u") == []

@@ -341,7 +341,7 @@ class SqliteStore(SqliteBacked):
 
     # -- digests (reactor/ports.py Store; actors/digester.py)
 
-    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int) -> None:
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
         def add(db: sqlite3.Connection) -> None:
             added = db.execute(
                 f"INSERT INTO digest_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_id) DO NOTHING",
@@ -349,11 +349,13 @@ class SqliteStore(SqliteBacked):
             ).rowcount
             if added:
                 db.execute(
-                    f"INSERT INTO digests ({_WINDOW_COLUMNS}) VALUES (?, ?, '', min(?, ?), ?, 1, ?, ?)"
-                    " ON CONFLICT (user_id, digest_key, fire_id) DO UPDATE SET due_ms = min(excluded.due_ms, digests.deadline_ms),"
+                    f"INSERT INTO digests ({_WINDOW_COLUMNS}) VALUES (?, ?, '', ?, ?, 1, ?, ?)"
+                    " ON CONFLICT (user_id, digest_key, fire_id) DO UPDATE SET due_ms = min(excluded.due_ms, digests.deadline_ms,"
+                    " CASE WHEN digests.count + 1 >= ? THEN excluded.last_ms ELSE digests.deadline_ms END),"
                     " count = digests.count + 1, first_ms = min(digests.first_ms, excluded.first_ms),"
                     " last_ms = max(digests.last_ms, excluded.last_ms)",
-                    (event.user_id, event.digest_key, due_ms, deadline_ms, deadline_ms, event.at_ms, event.at_ms),
+                    (event.user_id, event.digest_key, min(due_ms, deadline_ms, event.at_ms if max_events <= 1 else deadline_ms),
+                     deadline_ms, event.at_ms, event.at_ms, max_events),
                 )
 
         await self._grouped(add)

@@ -254,8 +254,8 @@ class CancelsClaimedEntries(SqliteStore):
 class DigestDueIgnoresTheDeadline(SqliteStore):
     """A later event's due time replaces the window's, past the opening event's deadline: a busy sliding window never fires."""
 
-    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int) -> None:
-        await super().add_digest_event(event, due_ms, deadline_ms)
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        await super().add_digest_event(event, due_ms, deadline_ms, max_events)
         await self._run(lambda db: db.execute(
             "UPDATE digests SET due_ms = ? WHERE user_id = ? AND digest_key = ? AND fire_id = '' AND count > 1",
             (due_ms, event.user_id, event.digest_key),
@@ -266,7 +266,7 @@ class DigestClaimLeavesLaterEventsIn(SqliteStore):
     """Closes a window by its due time only: an event added after the claim joins the window being fired,
     and is removed with it when it finishes, never sent."""
 
-    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int) -> None:
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
         def add(db: sqlite3.Connection) -> None:
             row = db.execute("SELECT fire_id FROM digests WHERE user_id = ? AND digest_key = ?", (event.user_id, event.digest_key)).fetchone()
             if row is None or row[0] == "":
@@ -279,9 +279,16 @@ class DigestClaimLeavesLaterEventsIn(SqliteStore):
         if await self._transaction(lambda db: db.execute(
             "SELECT 1 FROM digests WHERE user_id = ? AND digest_key = ? AND fire_id <> ''", (event.user_id, event.digest_key)
         ).fetchone()) is None:
-            await super().add_digest_event(event, due_ms, deadline_ms)
+            await super().add_digest_event(event, due_ms, deadline_ms, max_events)
         else:
             await self._transaction(add)
+
+
+class DigestWindowsHaveNoMaximum(SqliteStore):
+    """Ignores max_events: a window collects without bound until its time comes (a claim loads it whole)."""
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        await super().add_digest_event(event, due_ms, deadline_ms, 10**9)
 
 
 class DigestCancelTakesClaimedEvents(SqliteStore):
@@ -305,6 +312,7 @@ VARIANTS: dict[str, Factory[Any]] = {
         HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
         SkipsARowAtAPageBoundary, DeleteLeavesARow, CountsRepeatedSubscribers, ClaimsALeasedFanout, CheckpointIgnoresTheOwner,
         CancelsClaimedEntries, DigestDueIgnoresTheDeadline, DigestClaimLeavesLaterEventsIn, DigestCancelTakesClaimedEvents,
+        DigestWindowsHaveNoMaximum,
     )
 }
 
@@ -323,6 +331,7 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "CheckpointIgnoresTheOwner": ("a_checkpoint_is_kept_only_for_the_jobs_owner",),
     "CancelsClaimedEntries": ("a_cancel_removes_unclaimed_entries_and_never_a_claimed_one",),
     "DigestDueIgnoresTheDeadline": ("digest_events_collect_into_one_window_per_user_and_key",),
+    "DigestWindowsHaveNoMaximum": ("a_full_digest_window_is_due_at_once",),
     "DigestClaimLeavesLaterEventsIn": ("a_due_window_is_claimed_once_closed_and_a_later_event_opens_the_next",),
     "DigestCancelTakesClaimedEvents": (
         "a_cancel_takes_an_event_out_of_an_open_window_and_never_out_of_a_claimed_one",
