@@ -82,6 +82,15 @@ async def windows(herald, user_id: str):
     return (await steady(herald.digests.pending, user_id)).items
 
 
+async def fired_at(herald, first_nid: str) -> int | None:
+    """When the window whose first event is `first_nid` fired: its notification's `accepted` step (the Digester's instant).
+
+    Measured there, not at the provider: every thread the pipeline waits on lets MockClock jump to the next deadline,
+    so the provider's call comes a few such jumps later in simulated time."""
+    events = await steady(herald.logstore.events, digest_notification_id(first_nid))
+    return events[0].at_ms if events else None
+
+
 async def wait_calls(email: Calls, count: int, seconds: float = 600) -> None:
     with trio.move_on_after(seconds):
         while len(email.calls) < count:
@@ -105,11 +114,12 @@ async def test_a_sliding_digest_of_50_events_is_one_email_listing_50_items_in_th
         assert START + 49 * 60_000 <= last_at < START + 50 * 60_000
         assert (pending.count, pending.fires_at, pending.firing) == (50, iso(last_at + 600_000), False)
         await skip_to(last_at + 600_000 - 30_000)
-        assert email.calls == []
-        await sleep_until(last_at + 600_000 + 60_000)
+        assert email.calls == [] and await fired_at(herald, nids[0]) is None
+        await sleep_until(last_at + 600_000 + 60_000, step_s=10)
         await wait_calls(email, 1)
-        [(delivery, at)] = email.calls
-        assert last_at + 600_000 <= at < last_at + 660_000
+        [(delivery, _)] = email.calls
+        fired = await fired_at(herald, nids[0])
+        assert fired is not None and last_at + 600_000 <= fired < last_at + 630_000
         assert delivery.content.email.subject == "50 nouveaux commentaires"
         lines = delivery.content.email.text.splitlines()
         assert lines == [f"* a{n} a écrit : comment {n}" for n in range(50)]
@@ -127,30 +137,36 @@ async def test_each_kind_of_window_fires_at_its_instant(tmp_path, clock) -> None
         await user(herald, "fixed", "UTC")
         await user(herald, "daily", NEW_YORK)
         await user(herald, "slide", "UTC")
-        await accept(herald, comment("fixed", 1, Window("fixed", every="1h")))
-        await accept(herald, comment("daily", 1, Window("daily", at="08:00")))  # 07:00 EST now: 08:00 EST is 13:00Z
-        await accept(herald, comment("slide", 1, Window("sliding", after_quiet="5m", max_wait="20m")))
-        await trio.sleep(30)  # then an event every minute, half a minute off the windows' instants
+        fixed = await accept(herald, comment("fixed", 1, Window("fixed", every="1h")))
+        daily = await accept(herald, comment("daily", 1, Window("daily", at="08:00")))  # 07:00 EST now: 08:00 EST is 13:00Z
+        slides = [await accept(herald, comment("slide", 1, Window("sliding", after_quiet="5m", max_wait="20m")))]
+        # then an event every minute, half a minute off the windows' instants; sleeping in 10 s steps, so that MockClock,
+        # jumping to the next deadline while the node's threads work, moves at most 10 s past a window's instant
         for minute in range(1, 30):  # the sliding window fires at its max_wait
-            await trio.sleep(60 if minute > 1 else 0)
+            await sleep_until(START + 30_000 + (minute - 1) * 60_000, step_s=10)
             if minute < 25:
-                await accept(herald, comment("slide", 1 + minute, Window("sliding", after_quiet="5m", max_wait="20m")))
+                slides.append(await accept(herald, comment("slide", 1 + minute, Window("sliding", after_quiet="5m", max_wait="20m"))))
             if minute == 30 - 1:
                 await accept(herald, comment("fixed", 2, Window("fixed", every="1h")))  # inside the same fixed window
-        await sleep_until(START + 2 * 3_600_000)
-        firsts: dict[str, int] = {}
-        counts: dict[str, str] = {}
-        for d, at in email.calls:  # each user's first digest
-            firsts.setdefault(d.user_id, at)
-            counts.setdefault(d.user_id, d.content.email.subject)
-        assert START + 20 * 60_000 <= firsts["slide"] < START + 21 * 60_000 and counts["slide"] == "21 new comments"
-        assert START + 3_600_000 <= firsts["fixed"] < START + 3_660_000 and counts["fixed"] == "2 new comments"
-        # the sliding window's later events (minutes 20.5 to 23.5) opened the next window: it fires 5 minutes after the last
-        slides = sorted((at, d.content.email.subject) for d, at in email.calls if d.user_id == "slide")
-        assert len(slides) == 2 and START + 28 * 60_000 + 30_000 <= slides[1][0] < START + 29 * 60_000 + 30_000
-        assert slides[1][1] == "4 new comments"
-        [at] = [at for d, at in email.calls if d.user_id == "daily"]  # 08:00 EST on the user's clock
-        assert parse_iso("2026-03-07T13:00:00Z") <= at < parse_iso("2026-03-07T13:01:00Z")
+        hour = START + 3_600_000  # the fixed window's instant, and 08:00 EST (the daily one's)
+        await skip_to(hour - 60_000)
+        await sleep_until(hour + 60_000, step_s=10)
+        await wait_calls(email, 4)
+        # the sliding window: at its max_wait, 21 events (minutes 0 to 19.5); the later ones (20.5 to 23.5) opened the
+        # next window, fired 5 minutes after its last event
+        windows_fired = {
+            "slide": (await fired_at(herald, slides[0]), START + 20 * 60_000),
+            "slide again": (await fired_at(herald, slides[21]), START + 28 * 60_000 + 30_000),
+            "fixed": (await fired_at(herald, fixed), hour),
+            "daily": (await fired_at(herald, daily), hour),
+        }
+        for name, (fired, due) in windows_fired.items():
+            assert fired is not None and due <= fired < due + 30_000, (name, fired, due)
+        subjects = {d.notification_id: d.content.email.subject for d, _ in email.calls}
+        assert [subjects[digest_notification_id(n)] for n in (slides[0], slides[21], fixed, daily)] == [
+            "21 new comments", "4 new comments", "2 new comments", "1 new comments",
+        ]
+        assert len(email.calls) == 4
 
 
 async def test_a_daily_digest_follows_the_users_clock_and_quiet_hours_across_dst_in_two_zones(tmp_path, clock) -> None:
@@ -164,8 +180,8 @@ async def test_a_daily_digest_follows_the_users_clock_and_quiet_hours_across_dst
         await user(herald, "ny", NEW_YORK)
         await user(herald, "paris", PARIS, quiet_hours=QuietHours("22:00", "09:00"))
         # Saturday 14:00Z (09:00 EST, 15:00 CET): an event each; both windows fire on Sunday
-        await accept(herald, comment("ny", 1, daily))
-        await accept(herald, comment("paris", 1, daily))
+        ny = await accept(herald, comment("ny", 1, daily))
+        paris = await accept(herald, comment("paris", 1, daily))
         ny_due = parse_iso("2026-03-08T12:00:00Z")  # 08:00 EDT (the change came in the night)
         paris_due = parse_iso("2026-03-08T08:00:00Z")  # 09:00 CET: the end of quiet hours, not 08:00
         shown = {p.key: p.fires_at for p in (await windows(herald, "ny"))}
@@ -173,13 +189,15 @@ async def test_a_daily_digest_follows_the_users_clock_and_quiet_hours_across_dst
         assert [p.fires_at for p in (await windows(herald, "paris"))] == [iso(paris_due)]
         await skip_to(paris_due - 60_000)
         assert email.calls == []
-        await sleep_until(paris_due + 60_000)
+        await sleep_until(paris_due + 60_000, step_s=10)
         await wait_calls(email, 1)
-        assert [d.user_id for d, _ in email.calls] == ["paris"] and paris_due <= email.calls[0][1] < paris_due + 60_000
+        fired = await fired_at(herald, paris)
+        assert [d.user_id for d, _ in email.calls] == ["paris"] and fired is not None and paris_due <= fired < paris_due + 30_000
         await skip_to(ny_due - 60_000)
-        await sleep_until(ny_due + 60_000)
+        await sleep_until(ny_due + 60_000, step_s=10)
         await wait_calls(email, 2)
-        assert email.calls[1][0].user_id == "ny" and ny_due <= email.calls[1][1] < ny_due + 60_000
+        fired = await fired_at(herald, ny)
+        assert email.calls[1][0].user_id == "ny" and fired is not None and ny_due <= fired < ny_due + 30_000
 
 
 async def test_a_critical_event_flushes_the_digest_at_once_with_what_it_collected(tmp_path, clock) -> None:
@@ -299,8 +317,12 @@ async def test_a_digester_dying_after_producing_leaves_the_window_to_be_fired_ag
         [(window)] = await windows(herald, "u")
         assert window.firing and window.count == 3
         await skip_to(due - 60_000)
-        await sleep_until(due + 30_000 + 120_000)  # the lease ends at due + 30 s: the node's Digester fires it again
-        assert await windows(herald, "u") == []
+        await sleep_until(due + 29_000, step_s=10)
+        assert [w.firing for w in await windows(herald, "u")] == [True], "leased to the dead node until due + 30 s"
+        with trio.fail_after(600):  # then the node's Digester claims it and fires it again
+            while await windows(herald, "u"):
+                await trio.sleep(10)
+        assert real.fired == 1
         carried = digest_notification_id(nids[0])
         assert [d.notification_id for d, _ in email.calls] == [carried], "one provider call: the ledger stopped the second"
         assert email.calls[0][0].content.email.subject == "3 new comments"
