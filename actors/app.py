@@ -57,6 +57,7 @@ from .clients.smtp import SmtpClient
 from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
+from .digester import Digester
 from .fanout import Fanout
 from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
@@ -70,6 +71,7 @@ from .services.credentials import API_KEY_FILE, REFRESH_S, ApiKeys, SharedSignin
 from .services.dead_letters import DeadLetters
 from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
+from .services.digests import Digests
 from .services.topic_sends import TopicSends
 from .services.user_directory import UserDirectory
 
@@ -98,6 +100,8 @@ class Herald:
     sandbox_faults: SandboxFaults | None = None
     fanout: Fanout | None = None  # worker, all: expands topic sends
     topic_sends: TopicSends | None = None  # api, all: accepts them
+    digester: Digester | None = None  # worker, all: fires due digests (actors/digester.py)
+    digests: Digests | None = None  # api, all: collects sends into digests
     metrics: NodeMetrics | None = None  # its registry: what GET /metrics (and the metrics port) serve
     metrics_port: MetricsPort | None = None  # metrics_port set
 
@@ -338,6 +342,11 @@ async def wire(
             owner="fanout-embedded" if alone else None,
         )
         delivery.append(ChildSpec("fanout", fanout.run, stop=fanout.stop))
+        # digests: due windows fired as one notification each, planned as the Ingress plans a send (actors/digester.py)
+        herald.digester = digester = Digester(
+            store, planner, lease_s=config.fanout_lease_s, poll_s=None if alone else POLL_S, owner="digester-embedded" if alone else None,
+        )
+        delivery.append(ChildSpec("digester", digester.run, stop=digester.stop))
         mailboxes += [scheduler_mb, *provider_mbs.values(), *critical_mbs.values(), *query_mbs.values()]
 
     registry_mb: Mailbox[RegistryMessage] | None = None
@@ -367,9 +376,12 @@ async def wire(
         herald.topic_sends = topic_sends = TopicSends(store)
         if herald.fanout is not None:  # the worker in this process expands them at once (another polls the Store)
             topic_sends.listeners.append(herald.fanout.wake)
+        herald.digests = digests = Digests(store)
+        if herald.digester is not None:  # the same: a window due at once (a critical event) fires at once
+            digests.listeners.append(herald.digester.wake)
         herald.ingress = ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
-            topics=topic_sends,
+            topics=topic_sends, digests=digests,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
         mailboxes += [ingress_mb, jobs_mb, *([] if works else [scheduler_mb])]  # the api role's scheduler_mb: the schedule-writer's
@@ -382,7 +394,9 @@ async def wire(
             ChildSpec("signing-keys", key_ring.keep_fresh, stop=key_ring.stop),  # a ring changed on another node
         ]
         stages.append(Supervisor("ingress", children, policy))
-        gateway_parts = {"ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb}
+        gateway_parts = {
+            "ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb, "digests": digests,
+        }
 
     # The metrics: what this role runs (actors/metrics.py). The fan-out families come with a `fanout` reader.
     serves = role in FRONT_ROLES

@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from protocol.api import LocalSendAt, NotificationRequest, Receipt
-from protocol.channels import LANES, Channel
+from protocol.channels import LANES, Channel, Priority
 from protocol.content import header_errors
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
@@ -37,12 +37,14 @@ from protocol.topics import TOPIC_SEND_PREFIX
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus, Scheduled
+from reactor.ports import Bus, DigestEvent, Scheduled
 
+from .domain.digests import check_window, choose_window, digest_data, event_times
 from .domain.preferences import NO_PROFILE, address_missing, plan_channels
 from .domain.send_at import SEND_AT_PREFIX, resolve as resolve_send_at
 from .messages import IngressMessage, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
+from .services.digests import Collected, Digests
 from .services.template_service import TemplateService, apply_template
 from .services.topic_sends import TopicSends
 from .services.user_directory import UserDirectory
@@ -52,6 +54,7 @@ log = logging.getLogger("herald.ingress")
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
 _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
+_encode_request = msgspec.json.Encoder().encode
 COALESCE_MAX_REQUESTS = 1000  # requests one append takes from the mailbox at most (a full batch's worth)
 
 
@@ -110,6 +113,7 @@ class PlannedBatch:
     events: list[StatusEvent] = field(default_factory=list)
     deferred: list[Scheduled] = field(default_factory=list)
     profiles: dict[str, Profile] = field(default_factory=dict)  # many notifications of one user read the profile once
+    digests: list[Collected] = field(default_factory=list)  # sends collected into digests (actors/services/digests.py)
 
 
 class SendPlanner:
@@ -121,9 +125,10 @@ class SendPlanner:
 
     def __init__(
         self, bus: Bus, recorder: Mailbox[RecorderMessage], *, renderer: TemplateService | None = None,
-        users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None,
+        users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None, digests: Digests | None = None,
     ) -> None:
         self.bus = bus
+        self.digests = digests  # None: a send naming a digest is refused (422 naming `digest`)
         self.users = users  # None: no preferences; addresses from `to` only
         self.scheduler = scheduler  # None: quiet hours are not applied
         self.renderer = renderer  # None: inline content only
@@ -134,6 +139,9 @@ class SendPlanner:
         """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder."""
         if batch.items:
             await self.bus.produce(batch.items)
+        if batch.digests:
+            assert self.digests is not None
+            await self.digests.collect(batch.digests)  # stored before the 202
         for entry in batch.deferred:
             assert self.scheduler is not None
             await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
@@ -151,13 +159,14 @@ class SendPlanner:
 
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
-        deferred: bool = False,
+        deferred: bool = False, collect: bool = True,
     ) -> Receipt | Problem:
         """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
 
         `nid`: the notification id to use (a topic send's subscriber: derived, the same on every
         expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
-        names it); `deferred`: its records may have been produced before (the consumer checks the ledger).
+        names it); `deferred`: its records may have been produced before (the consumer checks the ledger);
+        `collect`: a template's digest applies (False: the Digester's own send, which is the digest).
         """
         user_id = request.user_id
         if user_id is None:
@@ -170,6 +179,14 @@ class SendPlanner:
             profiles[user_id] = profile
         # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
         # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
+        if collect and request.digest is None and request.send_at is None:
+            request = await self._template_digest(request)
+        sent = request
+        if request.digest is not None:  # the template is checked as its digest will render it: one event's worth
+            problem = self._digest_problem(request)
+            if problem is not None:
+                return problem
+            request = msgspec.structs.replace(request, data=digest_data([(wall_ms(), request.data)], iso))
         applied = await apply_template(self.renderer, request, profile.preferences.locale)
         if isinstance(applied, Problem):
             return applied
@@ -188,6 +205,9 @@ class SendPlanner:
         due = await self._send_at(request, prefs.timezone, now)
         if isinstance(due, Problem):
             return due
+        if sent.digest is not None:
+            await self._collect(sent, nid, profile, now, batch)
+            return Receipt(notification_id=nid)
         plans = plan_channels(request, profile, now, zone or dt.UTC)
         accepted = f"{TOPIC_SEND_PREFIX}{origin}" if origin else ""
         lane = request.priority.lane  # critical and high: the critical lane (docs/reliability.md, "Priority lanes")
@@ -229,6 +249,47 @@ class SendPlanner:
                 ))
         return Receipt(notification_id=nid)
 
+    async def _template_digest(self, request: NotificationRequest) -> NotificationRequest:
+        """The request with its template's digest, if the template names one (a send's own digest or send_at wins)."""
+        if request.template_id is None or self.renderer is None:
+            return request
+        loaded = await self.renderer.get(request.template_id)  # cached; a missing template is apply_template's 422
+        if loaded is None or loaded.compiled.spec.digest is None:
+            return request
+        return msgspec.structs.replace(request, digest=loaded.compiled.spec.digest)
+
+    def _digest_problem(self, request: NotificationRequest) -> Problem | None:
+        """What refuses a send's digest: its window (actors/domain/digests.check_window), no template, send_at, this node."""
+        assert request.digest is not None
+        errors = check_window(request.digest.window, "digest.window")
+        if errors:
+            detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+            return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
+        if request.template_id is None:
+            return _field_problem("digest", "needs template_id: the digest's template renders its events")
+        if request.send_at is not None:
+            return _field_problem("send_at", "not with digest: the digest's window says when it goes")
+        if self.digests is None:
+            return _field_problem("digest", "digests are not served by this node")
+        return None
+
+    async def _collect(self, request: NotificationRequest, nid: str, profile: Profile, now: int, batch: PlannedBatch) -> None:
+        """A send naming a digest: one event into its (user, key) window, `scheduled` until the window fires."""
+        assert request.digest is not None and request.user_id is not None
+        prefs = profile.preferences
+        window = choose_window(request.digest, prefs, request.category)
+        zone = await self.users.zone(prefs.timezone) if self.users is not None else dt.UTC
+        due, deadline = event_times(window, now, zone, prefs, critical=request.priority is Priority.CRITICAL)
+        key = request.digest.key
+        event = DigestEvent(nid, request.user_id, key, now, _encode_request(request))
+        batch.digests.append((event, due, deadline))
+        for channel in request.channels:
+            # when its window fires depends on the window's other events: GET /v1/users/{id}/digests says
+            for status, detail in ((Status.ACCEPTED, ""), (Status.SCHEDULED, f"digest {key}")):
+                batch.events.append(StatusEvent(
+                    nid, request.user_id, channel, status, now, detail=detail, created_ms=now, priority=request.priority,
+                ))
+
     async def _send_at(self, request: NotificationRequest, timezone: str, now_ms: int) -> int | None | Problem:
         """When a scheduled send fires (actors/domain/send_at.py); None: no send_at, or now; a 422 if refused."""
         if request.send_at is None:
@@ -260,6 +321,8 @@ def topic_send_problem(request: NotificationRequest) -> Problem | None:
         return _field_problem("to", "not with topic: each subscriber's addresses come from their preferences")
     if request.send_at is not None:
         return _field_problem("send_at", "not with topic (yet): schedule sends to users")
+    if request.digest is not None:
+        return _field_problem("digest", "not with topic (yet): digests collect one user's sends")
     return None
 
 
@@ -267,8 +330,9 @@ class Ingress(SendPlanner):
     def __init__(
         self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None, topics: TopicSends | None = None,
+        digests: Digests | None = None,
     ) -> None:
-        super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler)
+        super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler, digests=digests)
         self.mailbox = mailbox
         self.workers = workers
         self.topics = topics  # None: a topic send is refused (422 naming `topic`)
@@ -351,12 +415,12 @@ class Ingress(SendPlanner):
         Coalesced POSTs share one batch: one request that trips a bug must not fail the others
         answered by the same append.
         """
-        marks = len(batch.items), len(batch.deferred), len(batch.events)
+        marks = len(batch.items), len(batch.deferred), len(batch.events), len(batch.digests)
         try:
             return await self.plan(request, batch)
         except Exception:
             log.exception("planning a notification failed; it alone is refused")
-            del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:]
+            del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:], batch.digests[marks[3]:]
             return Problem(title="Internal Server Error", status=500, detail="the notification could not be planned")
 
     async def _accept_topic_send(self, request: NotificationRequest) -> Receipt | Problem:

@@ -8,6 +8,7 @@ import msgspec
 
 from .channels import Channel, Lane, Priority
 from .content import Content, Recipient
+from .digests import DigestSpec
 from .ids import USER_ID_RE
 from .lifecycle import Status
 from .locales import normalize_locale
@@ -58,6 +59,11 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
         "each with their own preferences, locale and quiet hours. No `to`: each address comes from the user's preferences."
     ))] | None = None
     send_at: SendAtField | None = None  # scheduled send (actors/domain/send_at.py); not with topic
+    digest: Annotated[DigestSpec, msgspec.Meta(description=(
+        "Collect this send into the user's digest of this key: sent with the other events of its window as one "
+        "notification of its template (which gets `events`, `count`, `first` and `last`). Needs template_id; "
+        "not with topic or send_at. A critical send flushes the digest at once."
+    ))] | None = None
 
     def __post_init__(self) -> None:
         if self.locale is not None:  # fr_CA is fr-CA (protocol.locales)

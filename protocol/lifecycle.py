@@ -8,6 +8,8 @@
        +--> scheduled -> queued ...        (send_at: held until then; the Scheduler produces it)
                   |
                   +--> cancelled            (DELETE before it fired)
+                  |
+                  +--> digested             (collected into a digest: carried by the digest's notification)
 
 A status only moves forward along these edges. Skipping ahead along a path is legal
 (a web notification can go from sent straight to read when the user reads it in the
@@ -29,6 +31,7 @@ What each status means per channel, and which ones settle a channel's delivery
 | failed, dead_lettered | **final** | **final** |
 | scheduled | held until its `send_at` (the Scheduler's entry `send:<id>:<channel>`) | the same |
 | cancelled | cancelled before it went out: **final** | **final** |
+| digested | sent as part of a digest: the detail names the notification that carried it (`in <id>`): **final** | the same |
 
 The web channel follows in-app inboxes (Knock: sent, seen, read; Courier: delivered to
 the inbox is delivered): once the notification is in the inbox, delivery is done, and
@@ -62,11 +65,12 @@ class Status(str, enum.Enum):
     DEAD_LETTERED = "dead_lettered"
     SCHEDULED = "scheduled"
     CANCELLED = "cancelled"
+    DIGESTED = "digested"
 
 
 EDGES: dict[Status, frozenset[Status]] = {
     Status.ACCEPTED: frozenset({Status.QUEUED, Status.SCHEDULED}),
-    Status.SCHEDULED: frozenset({Status.QUEUED, Status.CANCELLED}),
+    Status.SCHEDULED: frozenset({Status.QUEUED, Status.CANCELLED, Status.DIGESTED}),
     Status.QUEUED: frozenset({Status.SENT, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED}),
     Status.SENT: frozenset({Status.DELIVERED, Status.FAILED, Status.DEAD_LETTERED}),
     Status.DELIVERED: frozenset({Status.OPENED, Status.READ}),
@@ -75,11 +79,12 @@ EDGES: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.DEAD_LETTERED: frozenset(),
     Status.CANCELLED: frozenset(),
+    Status.DIGESTED: frozenset(),
 }
 
 # A channel's delivery is settled once it reaches one of these, on every channel.
 FINAL: frozenset[Status] = frozenset(
-    {Status.DELIVERED, Status.OPENED, Status.READ, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED}
+    {Status.DELIVERED, Status.OPENED, Status.READ, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED, Status.DIGESTED}
 )
 # The web channel's delivery is settled once the notification is in the inbox (`sent`).
 WEB_FINAL: frozenset[Status] = FINAL | {Status.SENT}
@@ -146,6 +151,7 @@ RANK: dict[Status, int] = {
     Status.FAILED: 7,
     Status.DEAD_LETTERED: 8,
     Status.CANCELLED: 9,
+    Status.DIGESTED: 10,  # after every other: no stored step moves
 }
 RANK_VERSION = 2
 ROUND_SIZE = 100  # positions per round (a replay starts the next round); room for statuses to come

@@ -25,6 +25,8 @@ HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$"
 MAX_OPT_OUTS = 100
 MAX_DEVICES = 20  # per user; registering one more evicts the oldest
 
+from . import digests as _digests  # noqa: E402  (after the patterns: its schemas use them)
+
 EmailAddress = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN)]
 E164 = Annotated[str, msgspec.Meta(pattern=E164_PATTERN)]
 Category = Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)]
@@ -68,6 +70,7 @@ class Preferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channels: ChannelSwitches = ChannelSwitches()
     opt_out: Annotated[list[Category], msgspec.Meta(max_length=MAX_OPT_OUTS)] = []
     quiet_hours: QuietHours | None = None
+    digests: _digests.DigestOverrides = {}  # per digest key or category: the window this user wants (protocol/digests.py)
 
     def __post_init__(self) -> None:
         if self.locale is not None:  # fr_CA is stored as fr-CA (protocol.locales)

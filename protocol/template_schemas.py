@@ -15,6 +15,7 @@ import msgspec
 
 from .channels import Channel
 from .content import Content
+from .digests import DigestSpec
 from .ids import USER_ID_RE
 from .locales import LOCALE_PATTERN, Locale, normalize_locale
 from .parsing import NAME_PATTERN, TEXT_PATTERN
@@ -106,6 +107,10 @@ class TemplateSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=255, pattern=NAME_PATTERN)] = ""  # one line, no control characters
     description: Annotated[str, msgspec.Meta(max_length=2000, pattern=TEXT_PATTERN)] = ""  # tabs and line feeds allowed
     variants: Annotated[dict[VariantField, Variant], msgspec.Meta(max_length=26)] = {}
+    digest: Annotated[DigestSpec, msgspec.Meta(description=(
+        "Every send of this template (without its own `digest` or `send_at`) is collected into this digest "
+        "(POST /v1/notifications, `digest`): its sources get `events`, `count`, `first` and `last`."
+    ))] | None = None
 
 
 class Variables(msgspec.Struct, frozen=True):

@@ -345,6 +345,42 @@ class FanoutJob:
     done_ms: int | None = None  # set once every subscriber is expanded
 
 
+@dataclass(frozen=True, slots=True)
+class DigestEvent:
+    """One event collected into a user's digest (actors/digester.py): a send that named a digest key.
+
+    `body` is the send as accepted (the JSON of protocol.api.NotificationRequest); the Store never reads it.
+    """
+
+    notification_id: str  # the event's own notification id: unique, an event is stored once
+    user_id: str
+    digest_key: str
+    at_ms: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DigestWindow:
+    """A user's digest window as the Store holds it: open (`fire_id` "") or closed and being fired (leased)."""
+
+    user_id: str
+    digest_key: str
+    fire_id: str  # "" while open; once claimed, the least notification id of its events (the same on every claim)
+    due_ms: int
+    deadline_ms: int
+    count: int
+    first_ms: int
+    last_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DigestFire:
+    """A closed window handed to a claimer: its events, earliest first (at_ms, then notification id)."""
+
+    window: DigestWindow
+    events: tuple[DigestEvent, ...]
+
+
 class Store(Protocol):
     """Durable state besides the bus and the log: metadata (never secrets: the signing keys have
     a port of their own, SigningKeyStore), pending retries, the dead-letter queue and the send ledger."""
@@ -454,6 +490,54 @@ class Store(Protocol):
         lease_ms, if `owner` is still the job's owner (no other claimed it since, after the lease ended); False,
         and nothing written, if another owner took it over: that one goes on from the last checkpoint."""
 
+
+    # -- digests: events collected per (user, digest key) in windows, fired by lease (actors/digester.py) -------------
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        """Collect the event into the open window of its (user, key), durably; a repeat of its notification id adds nothing.
+
+        No open window: one opens with this event, deadline_ms = `deadline_ms`, due_ms = min(`due_ms`,
+        `deadline_ms`) (event.at_ms if max_events <= 1). An open one: count + 1, first/last_ms widened, due_ms = min(`due_ms`, its own
+        deadline_ms), and at most event.at_ms once the count reaches `max_events` (a full window fires at
+        once: a claim never loads more than a few past it) (actors/domain/digests.py `merge`). A window
+        being fired is never added to: the event opens the next one. PostgreSQL, in one transaction: `INSERT INTO digest_events ... ON CONFLICT
+        (notification_id) DO NOTHING`, and only if a row went in, `INSERT INTO digests (user_id, digest_key,
+        fire_id, due_ms, deadline_ms, count, first_ms, last_ms) VALUES ($u, $k, '', $opening_due,
+        $deadline, 1, $at, $at) ON CONFLICT (user_id, digest_key, fire_id) DO UPDATE SET due_ms =
+        LEAST(EXCLUDED.due_ms, digests.deadline_ms, CASE WHEN digests.count + 1 >= $max THEN EXCLUDED.last_ms
+        ELSE digests.deadline_ms END), count = digests.count + 1, first_ms = LEAST(...), last_ms = GREATEST(...)`.
+        """
+
+    async def claim_digests(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[DigestFire]:
+        """Close and lease to `owner` (until now_ms + lease_ms) up to `limit` windows, earliest first; with their events.
+
+        Claimable: an open window with due_ms <= now_ms (it closes: fire_id becomes the least notification
+        id of its events, the events move with it, and a later event opens a new window), or a closed one
+        whose lease ended at or before now_ms or that `owner` holds (a claimer restarted in place). Atomic
+        against every other claimer and add_digest_event: an event is in exactly one window, a closed window
+        goes to one owner at a time, and a closed window's events never change. PostgreSQL: `SELECT ... FROM
+        digests WHERE (fire_id = '' AND due_ms <= $now) OR (fire_id <> '' AND (lease_until <= $now OR owner =
+        $o)) ORDER BY ... LIMIT $n FOR UPDATE SKIP LOCKED`, then UPDATE digests and digest_events SET fire_id.
+        """
+
+    async def finish_digest(self, fire_id: str) -> None:
+        """Remove a fired window and its events (its notification is durably on the bus); unknown: nothing."""
+
+    async def cancel_digest_event(self, notification_id: str, channels: Sequence[str], at_ms: int) -> bool:
+        """Take an event out of its open window, atomically against claim_digests; True if it is cancelled (now, or before).
+
+        One transaction: the send ledger holds (notification_id, channels[0]) as `cancelled`: True (a
+        repeat); the event is in an open window: removed (the window's count less one; an emptied window is
+        removed), and the ledger marks each channel `cancelled` at at_ms: True. Else False: its window was
+        claimed (the digest carries it) or there is no such event.
+        """
+
+    async def digest_windows(self, user_id: str) -> list[DigestWindow]:
+        """The user's windows, open and being fired, by due time (GET /v1/users/{id}/digests)."""
+
+    async def next_digest_ms(self) -> int | None:
+        """The earliest time claim_digests may hand out a window: the least of the open windows' due_ms and the closed
+        ones' lease ends; None when there is no window."""
 
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
         """The status the send ledger holds for this (notification, channel), if it was sent."""

@@ -39,6 +39,7 @@ from ..messages import CircuitQuery, IngressMessage, RecorderMessage, RegistryMe
 from ..metrics import NodeMetrics, RequestStats, SessionCounts
 from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
+from ..services.digests import Digests
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
 from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, topics, users
@@ -112,6 +113,7 @@ class Gateway:
     key_ring: SharedSigningKeys | None = None  # keeps `secret` in step with the stored ring (a key made on another node)
     sandbox_faults: SandboxFaults | None = None  # the /v1/admin/sandbox/faults routes exist when set
     store: Store | None = None  # api, all: topics' subscriptions and topic sends' progress
+    digests: Digests | None = None  # api, all: GET /v1/users/{id}/digests
     metrics: NodeMetrics | None = None  # GET /metrics (an admin key) serves its scrape
     requests: RequestStats = field(default_factory=RequestStats)  # herald_http_requests_total and its durations
     sessions: SessionCounts = field(default_factory=SessionCounts)  # herald_sessions_open / _opened_total per transport

@@ -60,6 +60,7 @@ from protocol.topics import (
     SubscribersRequest,
     TopicSendStatus,
 )
+from protocol.digests import PendingDigests
 from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences, Unsubscribed
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
 from protocol.template_schemas import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
@@ -331,6 +332,15 @@ _NOTIFICATION_DOC = (
     "change; shown twice: the first showing still ahead). Each channel is `scheduled` until then, held durably before the "
     "202; preferences are read at both ends (a channel off now fails now; an opt-out or quiet hours at fire time win). "
     "DELETE /v1/notifications/{nid} cancels it until it fires. "
+    "`digest` (with `template_id`; not with `topic` or `send_at`) collects the send into the user's digest of that key: "
+    "each channel is `scheduled` (`digest <key>`) until its window fires, then `digested`, its detail naming the "
+    "notification that carried it (`in <id>`); one notification of the template goes out per window, its `data` the "
+    "events' (`events`, each event's data with `at`; `count`; `first`; `last`), in the user's locale. Windows: "
+    "`{\"kind\": \"fixed\", \"every\": \"1h\"}` (1m-7d after the first event), `{\"kind\": \"sliding\", "
+    "\"after_quiet\": \"10m\", \"max_wait\": \"2h\"}` (no event for after_quiet, 10s-1d; at most max_wait after the first, "
+    "up to 7d), `{\"kind\": \"daily\", \"at\": \"08:00\"}` (the user's clock, after their quiet hours); a user's "
+    "preferences (`digests`) may choose another window per key or category; a critical send flushes the window at once. "
+    "A wrong window is a 422 naming the field (`digest.window.every`). GET /v1/users/{id}/digests lists what is pending. "
     "An `Idempotency-Key` makes a retry safe: the same key and body within 24 h get the original answer (marked "
     "`Idempotent-Replayed: true`), the same key with another body is a 422, a key whose first request is still running a 409."
 )
@@ -569,7 +579,15 @@ OPERATIONS: tuple[Operation, ...] = (
             "channels": {"sms": False}, "opt_out": ["marketing"], "quiet_hours": {"start": "22:00", "end": "07:00"},
         }), problems=(422,),
         description="422 for what the schema cannot state: a time zone that does not exist, an empty quiet-hours "
-        "window, a category twice, a contact email that cannot go in an email header.",
+        "window, a category twice, a contact email that cannot go in an email header, a digest window that is wrong "
+        "(`digests.<key>.<field>`: as a send's `digest.window`).",
+    ),
+    Operation(
+        "GET", "/v1/users/<user_id>/digests", "listDigests", "users", "A user's pending digests", Auth.API_KEY_OR_SUBSCRIBER, "read",
+        {200: json_reply(PendingDigests, "Earliest to fire first; `firing`: its notification is being made.")}, params=(USER_ID,),
+        description="Each digest collecting this user's sends (a send's `digest`): its key, how many events it holds, "
+        "its first and last event, and when it fires (`fires_at`: its window's rule, the user's override, time zone "
+        "and quiet hours applied). A subscriber token sees its own user's only.",
     ),
     Operation(
         "GET", "/v1/users/<user_id>/devices", "listDevices", "users", "A user's push devices", Auth.API_KEY, "read",
@@ -736,7 +754,7 @@ TAGS = (
     ("notifications", "Send notifications; read their status and a user's history."),
     ("realtime", "Subscriber tokens and the live session's HTTP transports: SSE and long-poll (the WebSocket is in `x-websockets`)."),
     ("inbox", "The in-app inbox of the web channel."),
-    ("users", "Preferences, push devices, one-click unsubscribe."),
+    ("users", "Preferences, push devices, pending digests, one-click unsubscribe."),
     ("topics", "Named audiences: subscribe users in batches; a notification with `topic` goes to every subscriber."),
     ("templates", "Mustache templates: immutable versions, locales, A/B variants."),
     ("admin", "Operators: circuits, the dead-letter queue and its jobs, API keys, the sandbox providers' faults."),

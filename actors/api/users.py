@@ -1,8 +1,9 @@
-"""Users: preferences, push devices, and the one-click unsubscribe link.
+"""Users: preferences, push devices, pending digests, and the one-click unsubscribe link.
 
 Scopes: reading preferences or devices needs `read`; changing them needs `send` (the
 backend that sends to a user is the one that knows where to reach them and registers
-its app's push tokens; `admin` stays for operators). `/v1/unsubscribe` takes no API
+its app's push tokens; `admin` stays for operators). The pending digests also take a subscriber
+token issued for the user in the path (actors/api/subscriber.py), as the inbox does. `/v1/unsubscribe` takes no API
 key: its signed token is the authority, and it only ever opts a user out.
 """
 
@@ -26,6 +27,7 @@ from ..domain.preferences import InvalidUnsubscribeToken, check_preferences, ver
 from ..services.credentials import learn_kid
 from ..services.user_directory import UserDirectory
 from .errors import ProblemError, authorize, bad_param, decode_body, json_response, read_body
+from .subscriber import authorize_user
 
 if TYPE_CHECKING:  # gateway.py imports this module
     from .gateway import Gateway
@@ -73,6 +75,15 @@ def blueprint(gw: Gateway, directory: UserDirectory) -> Blueprint:
             raise ProblemError(Problem("Unprocessable preferences", 422, detail, errors=errors))
         await directory.put_preferences(user_id, prefs, wall_ms())
         return json_response(prefs)
+
+    @bp.get("/v1/users/<user_id>/digests")
+    async def get_digests(user_id: str) -> Response:
+        # an API key with `read`, or a subscriber token issued for this user (its own digests only)
+        await authorize_user(gw, user_id, "read")
+        user_id = _user(user_id)
+        if gw.digests is None:
+            raise ProblemError(Problem("Not Found", 404, "digests are not served by this node"))
+        return json_response(await gw.digests.pending(user_id), headers={"Cache-Control": "no-store"})
 
     @bp.get("/v1/users/<user_id>/devices")
     async def get_devices(user_id: str) -> Response:

@@ -54,7 +54,7 @@ NO_PROFILE = Profile()  # a user who never set preferences nor registered a devi
 
 def check_preferences(prefs: Preferences, known_zones: Container[str]) -> list[FieldError]:
     """Rules the schema cannot express: an IANA time zone that exists, a quiet-hours window that is not empty,
-    a contact email that can go in an email header (protocol.header_safe)."""
+    a contact email that can go in an email header (protocol.header_safe), digest windows (actors/domain/digests.py)."""
     errors: list[FieldError] = []
     if prefs.contact.email is not None:
         problem = address_problem(prefs.contact.email)
@@ -67,6 +67,10 @@ def check_preferences(prefs: Preferences, known_zones: Container[str]) -> list[F
         errors.append(FieldError("quiet_hours", "start and end are equal: the window would be empty"))
     if len(set(prefs.opt_out)) != len(prefs.opt_out):
         errors.append(FieldError("opt_out", "a category is listed twice"))
+    from .digests import check_window  # it reads this module's quiet hours
+
+    for key, window in prefs.digests.items():  # a user's digest overrides: windows as a send's are checked
+        errors.extend(check_window(window, f"digests.{key}"))
     return errors
 
 

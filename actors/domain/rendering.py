@@ -43,6 +43,7 @@ from protocol.header_safe import header_text_problem
 from protocol.problems import FieldError, field_of
 from protocol.template_schemas import ChannelPart, EmailPart, Parts, PushPart, SmsInfo, SmsPart, TemplateSpec, Variables
 
+from .digests import check_window
 from .channel_limits import PUSH_MAX_BYTES, SMS_MAX_SEGMENTS, WEB_DATA_MAX_BYTES, push_payload_bytes, sms_info
 from .template_choice import choose_parts, locale_chain, normalize_locale, resolve_part, template_tag
 
@@ -454,6 +455,8 @@ def compile_template(template_id: str, version: int, spec: TemplateSpec) -> Comp
     if spec.variants and sum(v.weight for v in spec.variants.values()) == 0:
         errors.append(FieldError("variants", "at least one variant needs a weight above 0"))
     errors += _incomplete_email_parts(default, base, variants, {e.field for e in errors})
+    if spec.digest is not None:
+        errors += check_window(spec.digest.window, "digest.window")
     if errors:
         raise InvalidTemplate(errors)
     sources = [

@@ -3,8 +3,11 @@
 What can be cancelled is what the Store still holds of a channel: a scheduled send
 (`send:<id>:<channel>`, actors/ingress.py), a hold by quiet hours (`quiet:<id>:<channel>`,
 Ingress's, and `quiet:<id>:<channel>:<until>`, the consumer's at fire time) or a retry
-waiting for its attempt (`retry:<id>:<channel>:<attempt>`, actors/consumer.py). A channel
-whose record is on the bus, with the provider, or settled has already gone.
+waiting for its attempt (`retry:<id>:<channel>:<attempt>`, actors/consumer.py). A send
+collected into a digest (actors/digester.py) is cancelled while its window is open
+(`Store.cancel_digest_event`, every scheduled channel at once); once the window is claimed,
+the digest carries it and it has gone. A channel whose record is on the bus, with the
+provider, or settled has already gone.
 
 `Store.cancel_scheduled` decides each channel in one transaction against `claim_due`: the
 entries are removed before any Scheduler claimed them (they are never produced: cancelled),
@@ -47,12 +50,16 @@ async def cancel_notification(
     cancelled: list[str] = []
     gone: list[ChannelGone] = []
     events: list[StatusEvent] = []
+    # a send collected into a digest: its event, taken out of its open window for every scheduled channel at once
+    scheduled = [row.channel for row in rows if row.status == Status.SCHEDULED.value]
     for row in rows:
         status = Status(row.status)
         channel = Channel(row.channel)
         if status is not Status.CANCELLED and is_final(channel, status):
             gone.append(ChannelGone(row.channel, status))
-        elif await store.cancel_scheduled(notification_id, row.channel, held_entry_prefixes(notification_id, row.channel), now):
+        elif await store.cancel_scheduled(notification_id, row.channel, held_entry_prefixes(notification_id, row.channel), now) or (
+            status is Status.SCHEDULED and await store.cancel_digest_event(notification_id, scheduled, now)
+        ):
             cancelled.append(row.channel)
             events.append(StatusEvent(
                 notification_id, row.user_id, channel, Status.CANCELLED, now, detail=CANCELLED_DETAIL,

@@ -47,8 +47,10 @@ def test_each_operation_has_the_scope_the_auth_tests_check():
             assert op.auth is Auth.NONE and rule in PUBLIC_ROUTES, what
     for (method, rule), scope in ROUTE_SCOPES.items():
         assert (method, rule) in CATALOGUE, f"{method} {rule} ({scope}) is not in the OpenAPI catalogue"
-    inbox = {key for key, op in CATALOGUE.items() if op.auth is Auth.API_KEY_OR_SUBSCRIBER}
-    assert inbox == {key for key in CATALOGUE if key[1].startswith("/v1/users/<user_id>/inbox")}
+    for_the_user = {key for key, op in CATALOGUE.items() if op.auth is Auth.API_KEY_OR_SUBSCRIBER}
+    assert for_the_user == {
+        key for key in CATALOGUE if key[1].startswith("/v1/users/<user_id>/inbox") or key[1] == "/v1/users/<user_id>/digests"
+    }
 
 
 def test_the_security_requirements_say_the_same():

@@ -53,6 +53,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/users/<user_id>/preferences"): "read",
     ("PUT", "/v1/users/<user_id>/preferences"): "send",
     ("GET", "/v1/users/<user_id>/devices"): "read",
+    ("GET", "/v1/users/<user_id>/digests"): "read",
     ("POST", "/v1/users/<user_id>/devices"): "send",
     ("DELETE", "/v1/users/<user_id>/devices/<token>"): "send",
     # the inbox: an API key with this scope, or a subscriber token of the user in the path

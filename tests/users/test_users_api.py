@@ -40,12 +40,12 @@ async def test_preferences_round_trip_and_name_the_bad_field(tmp_path) -> None:
         fresh = (await client.get("/v1/users/alice/preferences")).json()
         assert fresh == {
             "contact": {}, "locale": None, "timezone": "UTC", "channels": {"email": True, "sms": True, "push": True, "web": True},
-            "opt_out": [], "quiet_hours": None,
+            "opt_out": [], "quiet_hours": None, "digests": {},
         }
         response = await client.put("/v1/users/alice/preferences", json=PREFS)
         assert response.status_code == 200, response.text
         stored = (await client.get("/v1/users/alice/preferences")).json()
-        assert stored == {**PREFS, "channels": {"email": True, "sms": False, "push": True, "web": True}}
+        assert stored == {**PREFS, "channels": {"email": True, "sms": False, "push": True, "web": True}, "digests": {}}
 
         cases = [
             ({"timezone": "Mars/Olympus_Mons"}, 422, "timezone"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Sequence, TypeVar
 
-from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
+from reactor.ports import DeadLetter, DigestEvent, DigestFire, DigestWindow, DlqFilter, FanoutJob, Scheduled
 
 from .sqlite import SqliteBacked
 
@@ -72,6 +72,30 @@ CREATE TABLE IF NOT EXISTS fanouts (
     lease_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS fanouts_open ON fanouts (created_ms, id) WHERE done_ms IS NULL;
+CREATE TABLE IF NOT EXISTS digests (
+    user_id TEXT NOT NULL,
+    digest_key TEXT NOT NULL,
+    fire_id TEXT NOT NULL DEFAULT '',
+    due_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, digest_key, fire_id)
+);
+CREATE INDEX IF NOT EXISTS digests_open_by_due ON digests (due_ms) WHERE fire_id = '';
+CREATE INDEX IF NOT EXISTS digests_closed_by_lease ON digests (lease_until) WHERE fire_id <> '';
+CREATE TABLE IF NOT EXISTS digest_events (
+    notification_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    digest_key TEXT NOT NULL,
+    fire_id TEXT NOT NULL DEFAULT '',
+    at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS digest_events_by_window ON digest_events (user_id, digest_key, fire_id, at_ms, notification_id);
 """
 
 
@@ -142,6 +166,18 @@ def _scheduled(row: tuple[Any, ...]) -> Scheduled:
 
 
 _FANOUT_COLUMNS = "id, topic, request, created_ms, total, cursor, expanded, counts, done_ms"
+
+
+_WINDOW_COLUMNS = "user_id, digest_key, fire_id, due_ms, deadline_ms, count, first_ms, last_ms"
+_EVENT_COLUMNS = "notification_id, user_id, digest_key, at_ms, body"
+
+
+def _window(row: tuple[Any, ...]) -> DigestWindow:
+    return DigestWindow(*row[:8])
+
+
+def _event(row: tuple[Any, ...]) -> DigestEvent:
+    return DigestEvent(row[0], row[1], row[2], row[3], bytes(row[4]))
 
 
 def _fanout(row: tuple[Any, ...]) -> FanoutJob:
@@ -302,6 +338,113 @@ class SqliteStore(SqliteBacked):
         return int(row[0])
 
     # -- the send ledger
+
+    # -- digests (reactor/ports.py Store; actors/digester.py)
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        def add(db: sqlite3.Connection) -> None:
+            added = db.execute(
+                f"INSERT INTO digest_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_id) DO NOTHING",
+                (event.notification_id, event.user_id, event.digest_key, event.at_ms, event.body),
+            ).rowcount
+            if added:
+                db.execute(
+                    f"INSERT INTO digests ({_WINDOW_COLUMNS}) VALUES (?, ?, '', ?, ?, 1, ?, ?)"
+                    " ON CONFLICT (user_id, digest_key, fire_id) DO UPDATE SET due_ms = min(excluded.due_ms, digests.deadline_ms,"
+                    " CASE WHEN digests.count + 1 >= ? THEN excluded.last_ms ELSE digests.deadline_ms END),"
+                    " count = digests.count + 1, first_ms = min(digests.first_ms, excluded.first_ms),"
+                    " last_ms = max(digests.last_ms, excluded.last_ms)",
+                    (event.user_id, event.digest_key, min(due_ms, deadline_ms, event.at_ms if max_events <= 1 else deadline_ms),
+                     deadline_ms, event.at_ms, event.at_ms, max_events),
+                )
+
+        await self._grouped(add)
+
+    async def claim_digests(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[DigestFire]:
+        def claim(db: sqlite3.Connection) -> list[DigestFire]:
+            taken = db.execute(
+                f"SELECT {_WINDOW_COLUMNS} FROM digests WHERE fire_id <> '' AND (lease_until <= ? OR owner = ?)"
+                " ORDER BY lease_until, user_id, digest_key LIMIT ?", (now_ms, owner, limit),
+            ).fetchall()
+            due = db.execute(
+                f"SELECT {_WINDOW_COLUMNS} FROM digests INDEXED BY digests_open_by_due WHERE fire_id = '' AND due_ms <= ?"
+                " ORDER BY due_ms, user_id, digest_key LIMIT ?", (now_ms, max(0, limit - len(taken))),
+            ).fetchall()
+            until = now_ms + lease_ms
+            fires: list[DigestFire] = []
+            for row in taken:
+                db.execute("UPDATE digests SET owner = ?, lease_until = ? WHERE user_id = ? AND digest_key = ? AND fire_id = ?",
+                           (owner, until, row[0], row[1], row[2]))
+            for row in due:
+                user_id, key = row[0], row[1]
+                (fire_id,) = db.execute(
+                    "SELECT min(notification_id) FROM digest_events WHERE user_id = ? AND digest_key = ? AND fire_id = ''", (user_id, key),
+                ).fetchone()
+                if fire_id is None:  # an open window without events: nothing to fire
+                    db.execute("DELETE FROM digests WHERE user_id = ? AND digest_key = ? AND fire_id = ''", (user_id, key))
+                    continue
+                db.execute("UPDATE digest_events SET fire_id = ? WHERE user_id = ? AND digest_key = ? AND fire_id = ''", (fire_id, user_id, key))
+                db.execute("UPDATE digests SET fire_id = ?, owner = ?, lease_until = ? WHERE user_id = ? AND digest_key = ? AND fire_id = ''",
+                           (fire_id, owner, until, user_id, key))
+                taken.append((user_id, key, fire_id, *row[3:]))
+            for row in taken:
+                window = _window(row)
+                events = db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM digest_events WHERE user_id = ? AND digest_key = ? AND fire_id = ?"
+                    " ORDER BY at_ms, notification_id", (window.user_id, window.digest_key, window.fire_id),
+                ).fetchall()
+                fires.append(DigestFire(window, tuple(_event(e) for e in events)))
+            return fires
+
+        return await self._transaction(claim)  # BEGIN IMMEDIATE: one claimer at a time, serialized with add and cancel
+
+    async def finish_digest(self, fire_id: str) -> None:
+        def finish(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT user_id, digest_key FROM digest_events WHERE notification_id = ?", (fire_id,)).fetchone()
+            if row is None or not fire_id:
+                return
+            db.execute("DELETE FROM digest_events WHERE user_id = ? AND digest_key = ? AND fire_id = ?", (row[0], row[1], fire_id))
+            db.execute("DELETE FROM digests WHERE user_id = ? AND digest_key = ? AND fire_id = ?", (row[0], row[1], fire_id))
+
+        await self._transaction(finish)
+
+    async def cancel_digest_event(self, notification_id: str, channels: Sequence[str], at_ms: int) -> bool:
+        def cancel(db: sqlite3.Connection) -> bool:
+            if channels:
+                row = db.execute(
+                    "SELECT status FROM send_ledger WHERE notification_id = ? AND channel = ?", (notification_id, channels[0])
+                ).fetchone()
+                if row is not None:
+                    return str(row[0]) == CANCELLED
+            event = db.execute(
+                "SELECT user_id, digest_key FROM digest_events WHERE notification_id = ? AND fire_id = ''", (notification_id,)
+            ).fetchone()
+            if event is None:
+                return False
+            user_id, key = event
+            db.execute("DELETE FROM digest_events WHERE notification_id = ?", (notification_id,))
+            db.execute("UPDATE digests SET count = count - 1 WHERE user_id = ? AND digest_key = ? AND fire_id = ''", (user_id, key))
+            db.execute("DELETE FROM digests WHERE user_id = ? AND digest_key = ? AND fire_id = '' AND count <= 0", (user_id, key))
+            db.executemany(
+                "INSERT INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(notification_id, c, at_ms, CANCELLED) for c in channels],
+            )
+            return True
+
+        return await self._transaction(cancel)  # BEGIN IMMEDIATE: serialized with claim_digests on this file
+
+    async def digest_windows(self, user_id: str) -> list[DigestWindow]:
+        sql = f"SELECT {_WINDOW_COLUMNS} FROM digests WHERE user_id = ? ORDER BY due_ms, digest_key, fire_id"
+        return [_window(r) for r in await self._read(lambda db: db.execute(sql, (user_id,)).fetchall())]
+
+    async def next_digest_ms(self) -> int | None:
+        def earliest(db: sqlite3.Connection) -> int | None:
+            due = db.execute("SELECT min(due_ms) FROM digests WHERE fire_id = ''").fetchone()[0]
+            lease = db.execute("SELECT min(lease_until) FROM digests WHERE fire_id <> ''").fetchone()[0]
+            times = [int(t) for t in (due, lease) if t is not None]
+            return min(times) if times else None
+
+        return await self._read(earliest)
 
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
         row = await self._read(lambda db: db.execute(

@@ -10,7 +10,7 @@ import trio
 from reactor.backends.embedded import SqliteStore
 from reactor.backends.embedded.sqlite import SqliteBacked
 from reactor.backends.embedded.store import _DLQ_COLUMNS, _dead_letter, _migrate_scheduled, _where
-from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
+from reactor.ports import DeadLetter, DigestEvent, DlqFilter, FanoutJob, Scheduled
 from tests.conformance.backends import Factory, sqlite
 
 
@@ -251,6 +251,58 @@ class CancelsClaimedEntries(SqliteStore):
         return await self._transaction(cancel)
 
 
+class DigestDueIgnoresTheDeadline(SqliteStore):
+    """A later event's due time replaces the window's, past the opening event's deadline: a busy sliding window never fires."""
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        await super().add_digest_event(event, due_ms, deadline_ms, max_events)
+        await self._run(lambda db: db.execute(
+            "UPDATE digests SET due_ms = ? WHERE user_id = ? AND digest_key = ? AND fire_id = '' AND count > 1",
+            (due_ms, event.user_id, event.digest_key),
+        ))
+
+
+class DigestClaimLeavesLaterEventsIn(SqliteStore):
+    """Closes a window by its due time only: an event added after the claim joins the window being fired,
+    and is removed with it when it finishes, never sent."""
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        def add(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT fire_id FROM digests WHERE user_id = ? AND digest_key = ?", (event.user_id, event.digest_key)).fetchone()
+            if row is None or row[0] == "":
+                return None
+            db.execute("INSERT OR IGNORE INTO digest_events (notification_id, user_id, digest_key, fire_id, at_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
+                       (event.notification_id, event.user_id, event.digest_key, row[0], event.at_ms, event.body))
+            db.execute("UPDATE digests SET count = count + 1 WHERE user_id = ? AND digest_key = ? AND fire_id = ?", (event.user_id, event.digest_key, row[0]))
+            return None
+
+        if await self._transaction(lambda db: db.execute(
+            "SELECT 1 FROM digests WHERE user_id = ? AND digest_key = ? AND fire_id <> ''", (event.user_id, event.digest_key)
+        ).fetchone()) is None:
+            await super().add_digest_event(event, due_ms, deadline_ms, max_events)
+        else:
+            await self._transaction(add)
+
+
+class DigestWindowsHaveNoMaximum(SqliteStore):
+    """Ignores max_events: a window collects without bound until its time comes (a claim loads it whole)."""
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        await super().add_digest_event(event, due_ms, deadline_ms, 10**9)
+
+
+class DigestCancelTakesClaimedEvents(SqliteStore):
+    """Cancels an event whether or not its window was claimed: the digest being fired carries it, and it is cancelled too."""
+
+    async def cancel_digest_event(self, notification_id: str, channels: Sequence[str], at_ms: int) -> bool:
+        def cancel(db: sqlite3.Connection) -> bool:
+            removed = db.execute("DELETE FROM digest_events WHERE notification_id = ?", (notification_id,)).rowcount
+            db.executemany("INSERT OR IGNORE INTO send_ledger VALUES (?, ?, ?, 'cancelled')", [(notification_id, c, at_ms) for c in channels])
+            return removed > 0 or bool(channels)
+
+        return await self._transaction(cancel)
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "store.sqlite3")
     for kind in (
@@ -259,7 +311,8 @@ VARIANTS: dict[str, Factory[Any]] = {
         ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerWritesBehind, LedgerIgnoresTheChannel, RacyMetaPut,
         HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
         SkipsARowAtAPageBoundary, DeleteLeavesARow, CountsRepeatedSubscribers, ClaimsALeasedFanout, CheckpointIgnoresTheOwner,
-        CancelsClaimedEntries,
+        CancelsClaimedEntries, DigestDueIgnoresTheDeadline, DigestClaimLeavesLaterEventsIn, DigestCancelTakesClaimedEvents,
+        DigestWindowsHaveNoMaximum,
     )
 }
 
@@ -277,4 +330,11 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "ClaimsALeasedFanout": ("fanout_jobs_are_claimed_oldest_first_by_one_owner_at_a_time",),
     "CheckpointIgnoresTheOwner": ("a_checkpoint_is_kept_only_for_the_jobs_owner",),
     "CancelsClaimedEntries": ("a_cancel_removes_unclaimed_entries_and_never_a_claimed_one",),
+    "DigestDueIgnoresTheDeadline": ("digest_events_collect_into_one_window_per_user_and_key",),
+    "DigestWindowsHaveNoMaximum": ("a_full_digest_window_is_due_at_once",),
+    "DigestClaimLeavesLaterEventsIn": ("a_due_window_is_claimed_once_closed_and_a_later_event_opens_the_next",),
+    "DigestCancelTakesClaimedEvents": (
+        "a_cancel_takes_an_event_out_of_an_open_window_and_never_out_of_a_claimed_one",
+        "cancels_racing_digest_claims_end_each_event_cancelled_or_fired_never_both",
+    ),
 }

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
+from reactor.ports import DeadLetter, DigestEvent, DigestFire, DigestWindow, DlqFilter, FanoutJob, Scheduled
 from tests.conformance.backends import Harness
 
 
@@ -491,3 +491,157 @@ async def check_a_checkpoint_is_kept_only_for_the_jobs_owner(h: Harness[Any]) ->
         assert await store.checkpoint_fanout("n2", done, T0 + 30 + LEASE, LEASE)
         assert await store.fanout("j") == done
         assert await store.claim_fanout("n2", T0 + 100 * LEASE, LEASE) is None, "a finished job is never claimed"
+
+
+# -- digests: events collected per (user, key) into windows, fired by lease (actors/digester.py) ------------------
+
+
+MAX = 1000  # events per window before it is due at once (the Digester's MAX_EVENTS)
+
+
+def event(nid: str, at_ms: int, user: str = "u1", key: str = "comments") -> DigestEvent:
+    return DigestEvent(nid, user, key, at_ms, b'{"n": "%s"}' % nid.encode())
+
+
+def nids_of(fire: DigestFire) -> list[str]:
+    return [e.notification_id for e in fire.events]
+
+
+async def check_digest_events_collect_into_one_window_per_user_and_key(h: Harness[Any]) -> None:
+    """The sliding rule (the domain's `merge`): due = min(each event's due, the opening event's deadline)."""
+    async with h.open() as store:
+        await store.add_digest_event(event("e1", T0), T0 + 600, T0 + 3600, MAX)
+        await store.add_digest_event(event("e2", T0 + 100), T0 + 700, T0 + 9999, MAX)  # the opening deadline stays
+        await store.add_digest_event(event("e2", T0 + 100), T0 + 700, T0 + 9999, MAX)  # a repeat adds nothing
+        await store.add_digest_event(event("x1", T0 + 5, user="u2"), T0 + 50, T0 + 50, MAX)
+        await store.add_digest_event(event("y1", T0 + 5, key="likes"), T0 + 5000, T0 + 5000, MAX)
+        [comments, likes] = await store.digest_windows("u1")
+        assert comments == DigestWindow("u1", "comments", "", T0 + 700, T0 + 3600, 2, T0, T0 + 100)
+        assert likes == DigestWindow("u1", "likes", "", T0 + 5000, T0 + 5000, 1, T0 + 5, T0 + 5)
+        await store.add_digest_event(event("e3", T0 + 200), T0 + 4000, T0 + 4000, MAX)  # due past the deadline: the deadline
+        [comments, _] = await store.digest_windows("u1")
+        assert (comments.due_ms, comments.count, comments.last_ms) == (T0 + 3600, 3, T0 + 200)
+        assert await store.next_digest_ms() == T0 + 50
+
+
+async def check_a_due_window_is_claimed_once_closed_and_a_later_event_opens_the_next(h: Harness[Any]) -> None:
+    async with h.open() as one, h.open() as other:
+        for i in range(3):
+            await one.add_digest_event(event(f"e{i}", T0 + 10 * i), T0 + 100, T0 + 100, MAX)
+        assert await one.claim_digests("n1", T0 + 99, 10, LEASE) == [], "not due yet"
+        [fire] = await one.claim_digests("n1", T0 + 100, 10, LEASE)
+        assert nids_of(fire) == ["e0", "e1", "e2"] and fire.window.fire_id == "e0" and fire.window.count == 3
+        assert await other.claim_digests("n2", T0 + 100 + LEASE - 1, 10, LEASE) == [], "leased: to no other owner"
+        await other.add_digest_event(event("e3", T0 + 150), T0 + 500, T0 + 500, MAX)  # the window is closed: a new one opens
+        windows = await other.digest_windows("u1")
+        assert sorted((w.fire_id, w.count) for w in windows) == [("", 1), ("e0", 3)]
+        assert await other.next_digest_ms() == T0 + 500
+        [again] = await other.claim_digests("n2", T0 + 100 + LEASE, 1, LEASE)
+        assert again == fire, "once the lease ended: the same window, the same events, the same fire id"
+        await other.finish_digest("e0")
+        await other.finish_digest("e0")  # a repeat: nothing
+        [(window)] = await one.digest_windows("u1")
+        assert window.fire_id == "" and window.count == 1
+        [nxt] = await one.claim_digests("n1", T0 + 500, 10, LEASE)
+        assert nids_of(nxt) == ["e3"]
+        await one.finish_digest(nxt.window.fire_id)
+        assert await one.digest_windows("u1") == [] and await one.next_digest_ms() is None
+
+
+async def check_concurrent_digest_claimers_and_adders_put_every_event_in_exactly_one_fire(h: Harness[Any]) -> None:
+    count = 60
+    async with h.open() as one, h.open() as other, h.open() as third:
+        fired: list[str] = []
+        adding = True
+
+        async def adder() -> None:
+            nonlocal adding
+            for i in range(count):
+                await one.add_digest_event(event(f"e{i:03}", T0 + i, user=f"u{i % 3}"), T0, T0, MAX)
+                await trio.lowlevel.checkpoint()
+            adding = False
+
+        async def claimer(store: Any, owner: str) -> None:
+            while adding or await store.next_digest_ms() is not None:
+                for fire in await store.claim_digests(owner, T0 + 1000, 2, LEASE):
+                    fired.extend(nids_of(fire))
+                    await store.finish_digest(fire.window.fire_id)
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(adder)
+            nursery.start_soon(claimer, other, "c1")
+            nursery.start_soon(claimer, third, "c2")
+        assert sorted(fired) == [f"e{i:03}" for i in range(count)], "each event fired exactly once"
+
+
+async def check_a_cancel_takes_an_event_out_of_an_open_window_and_never_out_of_a_claimed_one(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.add_digest_event(event("e1", T0), T0 + 100, T0 + 100, MAX)
+        await store.add_digest_event(event("e2", T0 + 1), T0 + 100, T0 + 100, MAX)
+        assert await store.cancel_digest_event("e1", ["email", "web"], T0 + 5)
+        assert await store.cancel_digest_event("e1", ["email", "web"], T0 + 6), "a repeat answers the same"
+        assert await store.sent_status("e1", "web") == "cancelled"
+        [window] = await store.digest_windows("u1")
+        assert window.count == 1
+        [fire] = await store.claim_digests("n1", T0 + 100, 10, LEASE)
+        assert nids_of(fire) == ["e2"]
+        assert not await store.cancel_digest_event("e2", ["email"], T0 + 101), "claimed: the digest carries it"
+        assert await store.sent_status("e2", "email") is None
+        assert not await store.cancel_digest_event("nope", ["email"], T0 + 101)
+        await store.add_digest_event(event("e3", T0 + 200), T0 + 300, T0 + 300, MAX)
+        assert await store.cancel_digest_event("e3", ["email"], T0 + 201)
+        assert [w.fire_id for w in await store.digest_windows("u1")] == ["e2"], "an emptied open window is gone"
+
+
+async def check_cancels_racing_digest_claims_end_each_event_cancelled_or_fired_never_both(h: Harness[Any]) -> None:
+    count = 60
+    async with h.open() as one, h.open() as other:
+        for i in range(count):
+            await one.add_digest_event(event(f"e{i:03}", T0, user=f"u{i % 20}"), T0 + i % 7, T0 + 50, MAX)
+        fired: Counter[str] = Counter()
+        cancelled: list[str] = []
+
+        async def claimer(owner: str) -> None:
+            while batch := await one.claim_digests(owner, T0 + 100, 2, LEASE):
+                for fire in batch:
+                    fired.update(nids_of(fire))
+                    await trio.lowlevel.checkpoint()
+                    await one.finish_digest(fire.window.fire_id)
+
+        async def canceller() -> None:
+            for i in reversed(range(count)):
+                if await other.cancel_digest_event(f"e{i:03}", ["sms"], T0 + 100):
+                    cancelled.append(f"e{i:03}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claimer, "c1")
+            nursery.start_soon(claimer, "c2")
+            nursery.start_soon(canceller)
+        assert not set(fired) & set(cancelled), "cancelled and fired both"
+        assert len(set(fired) | set(cancelled)) == count, "neither cancelled nor fired"
+        assert max(fired.values(), default=1) == 1
+
+
+async def check_digests_are_still_there_after_a_restart(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        await store.add_digest_event(event("e1", T0), T0 + 100, T0 + 100, MAX)
+        await store.add_digest_event(event("e2", T0 + 1, key="likes"), T0 + 100, T0 + 100, MAX)
+        await store.claim_digests("n1", T0 + 100, 1, LEASE)
+    async with h.open() as store:
+        windows = await store.digest_windows("u1")
+        assert sorted((w.digest_key, w.fire_id) for w in windows) == [("comments", "e1"), ("likes", "")]
+        fires = await store.claim_digests("n1", T0 + 100, 10, LEASE)  # its owner, restarted in place, takes its own back
+        assert sorted(n for f in fires for n in nids_of(f)) == ["e1", "e2"]
+        assert [f.events[0].body for f in fires if f.window.digest_key == "comments"] == [b'{"n": "e1"}']
+
+
+async def check_a_full_digest_window_is_due_at_once(h: Harness[Any]) -> None:
+    async with h.open() as store:
+        for i in range(4):
+            await store.add_digest_event(event(f"e{i}", T0 + i), T0 + 3600, T0 + 3600, 5)
+        [window] = await store.digest_windows("u1")
+        assert window.due_ms == T0 + 3600, "under max_events: its own time"
+        await store.add_digest_event(event("e4", T0 + 4), T0 + 3600, T0 + 3600, 5)
+        [window] = await store.digest_windows("u1")
+        assert (window.count, window.due_ms) == (5, T0 + 4), "the fifth event fills it: due at once"
