@@ -386,6 +386,23 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("This document as HTML, self-contained.", {HTML_TYPE: {"type": "string"}})},
     ),
     Operation(
+        "GET", "/console", "getConsole", "service", "The operator console (a web page)", Auth.NONE, None,
+        {200: Reply("A static page (actors/web/console.html): it asks for an admin key, keeps it in the tab's session "
+                    "storage and sends it in the Authorization header only; its live view is GET /v1/admin/stream.",
+                    {HTML_TYPE: {"type": "string"}})},
+    ),
+    Operation(
+        "GET", "/demo/inbox", "getInboxDemo", "service", "The inbox widget demo (a web page)", Auth.NONE, None,
+        {200: Reply("A static page (actors/web/inbox.html): a bell and an inbox, live over WebSocket, SSE or long-poll; "
+                    "its form mints a subscriber token for one user with an API key.", {HTML_TYPE: {"type": "string"}})},
+    ),
+    Operation(
+        "GET", "/ui/<asset>", "getPageAsset", "service", "A script or style sheet of the pages", Auth.NONE, None,
+        {200: Reply("The asset.", {"text/javascript": {"type": "string"}, "text/css": {"type": "string"}})},
+        params=(Param("asset", "path", {"type": "string", "enum": ["console.js", "console.css", "inbox.js", "inbox.css"]},
+                      "The asset's name.", True),),
+    ),
+    Operation(
         "GET", "/metrics", "getMetrics", "service", "Prometheus metrics", Auth.API_KEY, "admin",
         {200: Reply("The node's herald_* families in the Prometheus text format (OpenMetrics if the Accept header asks).",
                     {"text/plain": {"type": "string"}})},
@@ -652,6 +669,17 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Each channel's Provider is asked, all at once; one that does not answer within a second (or that "
         "runs on another node: an api node's providers are on the workers) shows the state `unavailable`, with its "
         "numbers 0 and `detail` saying why.",
+    ),
+    Operation(
+        "GET", "/v1/admin/stream", "streamConsole", "admin", "The operator console's live feed", Auth.API_KEY, "admin",
+        {200: Reply(
+            "An event stream: a `snapshot` event a second, `data:` the JSON of the node's counters (accepted per channel, "
+            "consumer outcomes per channel), circuits, breaker transitions, consumer lag per partition, DLQ depth per "
+            "channel, open sessions per transport and the latest notifications; an `end` event when the node drains.",
+            {"text/event-stream": {"type": "string"}},
+        )},
+        problems=(429,),
+        description="The admin key comes in the Authorization header (never in the URL); at most 16 streams at once per node.",
     ),
     Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
