@@ -138,7 +138,7 @@
     ws.onclose = (event) => {
       clearInterval(pinger);
       if (!current()) return;
-      if (!opened) state.mode = 'sse';  // blocked (a proxy, a firewall, no WebSocket): the next transport
+      if (!opened && navigator.onLine) state.mode = 'sse';  // blocked (a proxy, a firewall): the next transport
       if (event.code === 4003 || event.code === 4100) return expired(event.reason);
       if (event.code === 4101) state.lastId = null;  // a cursor the server refuses: start over
       dropped();
@@ -162,7 +162,7 @@
       if (!current()) return source.close();
       if (event.data !== undefined) return onFrame(JSON.parse(event.data));  // the server's `error` event
       source.close();  // the connection's error: reconnect ourselves (and reconcile first)
-      if (!opened) state.mode = 'poll';
+      if (!opened && navigator.onLine) state.mode = 'poll';
       dropped();
     });
     return { close: () => source.close() };
@@ -216,6 +216,16 @@
     state.gen++;
     state.backoff = 500;
     dropped();
+  }
+
+  function wentOffline() {
+    // The connection is as good as gone (a socket may take minutes to notice): close it, resume once back online.
+    if (state.stopped) return;
+    if (state.conn) state.conn.close();
+    state.conn = null;
+    state.gen++;
+    clearTimeout(state.retry);
+    setStatus(state.mode, 'offline');
   }
 
   // -- actions
@@ -368,7 +378,7 @@
     $('logout').addEventListener('click', () => { stop(); sessionStorage.removeItem(SAVED); location.reload(); });
     $('bell').addEventListener('click', () => $('list').scrollIntoView());
     window.addEventListener('online', reconnectNow);
-    window.addEventListener('offline', () => { if (!state.stopped) setStatus(state.mode, 'offline'); });
+    window.addEventListener('offline', wentOffline);
     const saved = JSON.parse(sessionStorage.getItem(SAVED) || 'null');
     if (saved && Date.parse(saved.expires_at) > Date.now()) start(saved.token, saved.user);
   }
