@@ -112,7 +112,14 @@
       return li;
     }));
     if (!snap.transitions.length) transitions.replaceChildren(text('li', 'none seen since this node started', 'muted'));
-    fill('lag', snap.lag.map((l) => [l.topic, String(l.partition), String(l.lag)]));
+    const topics = new Map();  // one row per topic: its total, then each partition's lag
+    for (const l of snap.lag) {
+      if (!topics.has(l.topic)) topics.set(l.topic, []);
+      topics.get(l.topic).push(l);
+    }
+    fill('lag', [...topics].map(([topic, parts]) => [
+      topic, String(parts.reduce((sum, l) => sum + l.lag, 0)), parts.map((l) => l.partition + ': ' + l.lag).join('  '),
+    ]), (tr, row) => { tr.dataset.topic = row[0]; });
     fill('sessions', Object.entries(snap.sessions).map(([transport, open]) => [transport, String(open)]),
       (tr, row) => { tr.dataset.transport = row[0]; });
     fill('dlq-counts', Object.entries(snap.dlq).map(([channel, n]) => [channel, String(n)]),
