@@ -3,7 +3,7 @@
 The console (/console, actors/web/console.js) reads it with fetch, the admin key in the
 `Authorization` header (never in the URL, which proxies and browsers log and keep); an
 EventSource cannot send a header, so the page parses the stream itself. Each `snapshot`
-event is the JSON of `Snapshot`: the counters the page turns into rates (accepted per
+event is the JSON of `protocol.api.ConsoleSnapshot`: the counters the page turns into rates (accepted per
 channel at the front end, each consumer outcome per channel), every channel's circuit
 (breaker, bucket, in-flight), the breaker transitions this node saw, consumer lag per
 partition, DLQ depth per channel, open sessions per transport, and the notifications
@@ -24,7 +24,7 @@ import msgspec
 import trio
 from quart import Blueprint, Response
 
-from protocol.api import CircuitView
+from protocol.api import CircuitView, ConsoleAccepted, ConsoleLag, ConsoleSnapshot, ConsoleTransition
 from protocol.channels import Channel
 from protocol.problems import FieldError, Problem
 from reactor.clock import iso, wall_ms
@@ -41,47 +41,13 @@ MAX_STREAMS = 16  # console streams open at once on a node
 INTERVAL_S = 1.0  # one snapshot a second
 
 
-class Accepted(msgspec.Struct, frozen=True):
-    id: str
-    user_id: str
-    channels: list[str]
-    at: str
-
-
-class Transition(msgspec.Struct, frozen=True):
-    channel: str
-    was: str
-    now: str
-    at: str
-
-
-class Lag(msgspec.Struct, frozen=True):
-    group: str
-    topic: str
-    partition: int
-    lag: int
-
-
-class Snapshot(msgspec.Struct, frozen=True):
-    at: str
-    role: str
-    accepted: dict[str, int]  # notifications accepted per channel since the node started (a counter)
-    deliveries: dict[str, dict[str, int]]  # channel -> consumer outcome -> count (counters: herald_deliveries_total)
-    circuits: list[CircuitView]
-    transitions: list[Transition]  # the newest first
-    lag: list[Lag]
-    dlq: dict[str, int]
-    sessions: dict[str, int]  # open now, per transport
-    recent: list[Accepted]  # the newest first
-
-
 class ConsoleFeed:
     """What the console shows that nothing else keeps: accepted counts, the latest notifications, breaker transitions."""
 
     def __init__(self, recent: int = RECENT, transitions: int = TRANSITIONS) -> None:
         self.accepted: dict[str, int] = {c.value: 0 for c in Channel}
-        self.recent: deque[Accepted] = deque(maxlen=recent)
-        self.transitions: deque[Transition] = deque(maxlen=transitions)
+        self.recent: deque[ConsoleAccepted] = deque(maxlen=recent)
+        self.transitions: deque[ConsoleTransition] = deque(maxlen=transitions)
         self._states: dict[str, str] = {}
         self.streams = 0
 
@@ -90,7 +56,7 @@ class ConsoleFeed:
         names = [c.value if isinstance(c, Channel) else c for c in channels]
         for name in names:
             self.accepted[name] = self.accepted.get(name, 0) + 1
-        self.recent.appendleft(Accepted(notification_id, user_id, names, iso(at_ms)))
+        self.recent.appendleft(ConsoleAccepted(notification_id, user_id, names, iso(at_ms)))
 
     def note_states(self, circuits: Iterable[CircuitView], at_ms: int) -> None:
         """Each channel's breaker state as read now; a change since the last read is a transition."""
@@ -99,11 +65,11 @@ class ConsoleFeed:
                 continue  # not read: no transition to or from it
             was = self._states.get(view.channel.value)
             if was is not None and was != view.state:
-                self.transitions.appendleft(Transition(view.channel.value, was, view.state, iso(at_ms)))
+                self.transitions.appendleft(ConsoleTransition(view.channel.value, was, view.state, iso(at_ms)))
             self._states[view.channel.value] = view.state
 
 
-async def snapshot(gw: Gateway) -> Snapshot:
+async def snapshot(gw: Gateway) -> ConsoleSnapshot:
     """The node as the console shows it now (the port-backed values read within the last second where possible)."""
     metrics = gw.metrics
     if metrics is not None:
@@ -111,10 +77,10 @@ async def snapshot(gw: Gateway) -> Snapshot:
     circuits = await circuit_views(gw.circuits, gw.query_timeout_s, gw.role) if gw.circuits else []
     now = wall_ms()
     gw.console.note_states(circuits, now)
-    lag = [Lag(group, topic, int(partition), int(value)) for (group, topic, partition), value in sorted(metrics.lag().items())] if metrics else []
+    lag = [ConsoleLag(group, topic, int(partition), int(value)) for (group, topic, partition), value in sorted(metrics.lag().items())] if metrics else []
     dlq = {channel: int(count) for (channel,), count in metrics.dlq().items()} if metrics else {}
     deliveries = {channel: dict(counts) for channel, counts in metrics.outcomes.items()} if metrics else {}
-    return Snapshot(
+    return ConsoleSnapshot(
         iso(now), gw.role, dict(gw.console.accepted), deliveries, circuits, list(gw.console.transitions), lag, dlq,
         dict(gw.sessions.open), list(gw.console.recent),
     )

@@ -34,6 +34,7 @@ from protocol.api import (
     BatchRequest,
     Cancellation,
     CircuitView,
+    ConsoleSnapshot,
     DeadLetterPage,
     DlqSelection,
     HistoryPage,
@@ -255,6 +256,22 @@ SSE_EVENT = {
             "description": "The frame's JSON, on one line; its `type` is the event's name.",
         },
         "id": {**NOTIFICATION_ID_SCHEMA, "description": "On notification events: resume after it with Last-Event-ID."},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+CONSOLE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["snapshot", "end"]},
+        "data": {
+            "type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [
+                {"$ref": SCHEMA_REF.format(name="ConsoleSnapshot")},
+                {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+            ]},
+            "description": "`snapshot`: the node now, on one line; `end`: why the stream ends (`detail`), the last event.",
+        },
         "retry": {"type": "integer", "minimum": 0},
     },
 }
@@ -676,7 +693,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "An event stream: a `snapshot` event a second, `data:` the JSON of the node's counters (accepted per channel, "
             "consumer outcomes per channel), circuits, breaker transitions, consumer lag per partition, DLQ depth per "
             "channel, open sessions per transport and the latest notifications; an `end` event when the node drains.",
-            {"text/event-stream": {"type": "string"}},
+            {"text/event-stream": CONSOLE_EVENT},
         )},
         problems=(429,),
         description="The admin key comes in the Authorization header (never in the URL); at most 16 streams at once per node.",
@@ -906,12 +923,12 @@ def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, A
     """The OpenAPI document: every operation of the catalogue, or those whose (method, rule) is in `routes`."""
     operations = [op for op in OPERATIONS if routes is None or (op.method, op.rule) in routes]
     types = _schema_types(operations)
-    schemas, components = msgspec.json.schema_components([*types, ServerFrame], ref_template=SCHEMA_REF)
+    schemas, components = msgspec.json.schema_components([*types, ServerFrame, ConsoleSnapshot], ref_template=SCHEMA_REF)
     refs = dict(zip(types, schemas))
     components["ServerFrame"] = {
         "title": "ServerFrame",
         "description": "A frame from the server, the same JSON on WebSocket, SSE and long-poll; `type` tells which.",
-        **schemas[-1],
+        **schemas[-2],
     }
     served = {op.operation_id for op in operations}
     paths: dict[str, dict[str, Any]] = {}
