@@ -156,7 +156,7 @@ def _request(method: str, url: str, key: str, body: Any, params: dict[str, Any] 
 def _dlq(args: argparse.Namespace) -> int:
     url, key = _client_settings(args)
     if args.action == "list":
-        params = {"channel": args.channel, "before": args.before, "limit": args.limit, "cursor": args.cursor}
+        params = {"channel": args.channel, "notification_id": args.notification, "before": args.before, "limit": args.limit, "cursor": args.cursor}
         return _request("GET", f"{url}/v1/admin/dlq", key, None, {k: v for k, v in params.items() if v is not None})
     selection: dict[str, Any] = {}
     if args.id:

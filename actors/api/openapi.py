@@ -701,7 +701,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
         {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history (attempts counted across replays).")},
-        params=(CHANNEL, Param("before", "query", TIME, "Only entries dead-lettered before this time: RFC 3339 or milliseconds since the epoch."),
+        params=(CHANNEL, Param("notification_id", "query", NOTIFICATION_ID_SCHEMA, "Only the entries of this notification."),
+                Param("before", "query", TIME, "Only entries dead-lettered before this time: RFC 3339 or milliseconds since the epoch."),
                 Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
                 limit(50)),
     ),

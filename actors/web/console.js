@@ -144,8 +144,11 @@
     if (event) event.preventDefault();
     const channel = $('dlq-channel').value, nid = $('dlq-nid').value.trim();
     try {
-      const page = await api('/v1/admin/dlq?limit=100' + (channel ? '&channel=' + encodeURIComponent(channel) : ''));
-      const items = page.items.filter((e) => !nid || e.notification_id === nid);
+      let query = '/v1/admin/dlq?limit=100';
+      if (channel) query += '&channel=' + encodeURIComponent(channel);
+      if (nid) query += '&notification_id=' + encodeURIComponent(nid);
+      const page = await api(query);
+      const items = page.items;
       fill('dlq', items.map((e) => [
         String(e.id), e.channel, e.notification_id, e.user_id, String(e.attempts), e.error, e.dead_lettered_at.slice(0, 19),
       ]), (tr, row) => { tr.dataset.id = row[0]; });

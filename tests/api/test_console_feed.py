@@ -100,3 +100,23 @@ def test_the_feed_keeps_the_latest_notifications_and_breaker_transitions_bounded
     feed.note_states([circuit(Channel.SMS, "half_open")], 3)
     feed.note_states([circuit(Channel.SMS, "closed")], 4)
     assert [(t.was, t.now) for t in feed.transitions] == [("half_open", "closed"), ("open", "half_open")]
+
+
+async def test_the_dlq_listing_filters_by_notification(tmp_path):
+    """GET /v1/admin/dlq?notification_id= (the console's filter): that notification's entries only; a bad id is a 400."""
+    from protocol.messages import RetryLater
+
+    class Down:
+        async def send(self, delivery: Any) -> Any:
+            return RetryLater("provider down")
+
+    sms = {"channels": ["sms"], "content": {"sms": {"text": "hi"}}, "to": {"phone": "+15555550100"}}
+    async with running_node(tmp_path, clients={Channel.SMS: Down()}, max_attempts=1,
+                            limits={"sms": {"failure_threshold": 1000}}) as herald, http(herald) as client:
+        ids = [(await client.post("/v1/notifications", json={**sms, "user_id": f"f{n}"})).json()["notification_id"] for n in range(3)]
+        for nid in ids:
+            await wait_final(client, nid)
+        page = (await client.get("/v1/admin/dlq", params={"notification_id": ids[1]})).json()
+        assert [e["notification_id"] for e in page["items"]] == [ids[1]]
+        bad = await client.get("/v1/admin/dlq", params={"notification_id": "nope"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "notification_id"

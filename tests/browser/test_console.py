@@ -139,3 +139,31 @@ def test_the_console_forgets_a_wrong_key_and_keeps_a_key_out_of_urls(node: Node,
     page.click("#login button[type=submit]")
     page.wait_for_selector("#login:not([hidden]) #login-error:not(:empty)")
     assert page.evaluate("() => sessionStorage.getItem('herald.console.key')") is None
+
+
+def test_the_console_filters_the_dead_letters_by_notification_and_discards_them(node: Node, context: Any) -> None:
+    body = {"user_id": "console-discard", "channels": ["email"], "content": {"email": {"subject": "s", "text": "t"}},
+            "to": {"email": "discard@example.org"}}
+    with node.client() as client:
+        assert client.put("/v1/admin/sandbox/faults/email", json={"error_rate": 1.0}).status_code == 200
+        try:
+            ids = [str(client.post("/v1/notifications", json=body).json()["notification_id"]) for _ in range(2)]
+            wait_for(lambda: all(client.get(f"/v1/notifications/{nid}").json()["channels"]["email"]["status"] == "dead_lettered"
+                                 for nid in ids), 20, "two dead letters")
+        finally:
+            assert client.delete("/v1/admin/sandbox/faults/email").status_code == 200
+    page = open_console(context, node)
+    page.on("dialog", lambda dialog: dialog.accept())  # "Discard ...? This cannot be undone."
+    page.fill("#dlq-nid", ids[0])
+    page.click("#dlq-filter button[type=submit]")
+    page.wait_for_selector(f"#dlq td:text-is('{ids[0]}')")
+    assert page.locator("#dlq tbody tr").count() == 1
+    page.click("#dlq-discard")
+    page.wait_for_selector("#dlq-job[data-state=done]")
+    assert "1 discarded" in page.inner_text("#dlq-job")
+    page.wait_for_function("() => document.querySelectorAll('#dlq tbody tr').length === 0")
+    with node.client() as client:
+        assert client.get("/v1/admin/dlq", params={"notification_id": ids[0]}).json()["items"] == []
+        left = client.get("/v1/admin/dlq", params={"notification_id": ids[1]}).json()["items"]
+        assert [e["notification_id"] for e in left] == [ids[1]]  # the other notification's entry stays
+        assert client.request("DELETE", "/v1/admin/dlq", json={"notification_id": ids[1]}).status_code == 202
