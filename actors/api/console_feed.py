@@ -46,7 +46,7 @@ class ConsoleFeed:
 
     def __init__(self, recent: int = RECENT, transitions: int = TRANSITIONS) -> None:
         self.accepted: dict[str, int] = {c.value: 0 for c in Channel}
-        self.recent: deque[ConsoleAccepted] = deque(maxlen=recent)
+        self._recent: deque[tuple[str, str, list[str], int]] = deque(maxlen=recent)  # made into ConsoleAccepted when read
         self.transitions: deque[ConsoleTransition] = deque(maxlen=transitions)
         self._states: dict[str, str] = {}
         self.streams = 0
@@ -56,7 +56,12 @@ class ConsoleFeed:
         names = [c.value if isinstance(c, Channel) else c for c in channels]
         for name in names:
             self.accepted[name] = self.accepted.get(name, 0) + 1
-        self.recent.appendleft(ConsoleAccepted(notification_id, user_id, names, iso(at_ms)))
+        self._recent.appendleft((notification_id, user_id, names, at_ms))
+
+    @property
+    def recent(self) -> list[ConsoleAccepted]:
+        """The latest notifications accepted, the newest first."""
+        return [ConsoleAccepted(nid, user_id, names, iso(at_ms)) for nid, user_id, names, at_ms in self._recent]
 
     def note_states(self, circuits: Iterable[CircuitView], at_ms: int) -> None:
         """Each channel's breaker state as read now; a change since the last read is a transition."""
@@ -82,7 +87,7 @@ async def snapshot(gw: Gateway) -> ConsoleSnapshot:
     deliveries = {channel: dict(counts) for channel, counts in metrics.outcomes.items()} if metrics else {}
     return ConsoleSnapshot(
         iso(now), gw.role, dict(gw.console.accepted), deliveries, circuits, list(gw.console.transitions), lag, dlq,
-        dict(gw.sessions.open), list(gw.console.recent),
+        dict(gw.sessions.open), gw.console.recent,
     )
 
 
