@@ -125,7 +125,13 @@
     ws.onopen = () => {
       if (!current()) return ws.close();
       opened = true;
-      if (!resumeFrom) ws.send(JSON.stringify({ type: 'sync', last_id: null }));
+      if (!resumeFrom) {
+        // Nothing to resume from (an empty inbox): go live (the first frame lets held ones through) and read the list
+        // again for what came before the socket; a sync from nothing would replay archived and read notifications.
+        ws.send(JSON.stringify({ type: 'ping' }));
+        live();
+        reconcile().catch(() => {});
+      }
       pinger = setInterval(() => {
         if (Date.now() - heard > 2 * PING_MS + 5000) return ws.close();  // a dead network: no pong in two rounds
         ws.send(JSON.stringify({ type: 'ping' }));

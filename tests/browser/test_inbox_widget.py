@@ -161,3 +161,15 @@ def test_the_demo_token_reads_one_user_only(node: Node, context: Any) -> None:
 def wait_unread(node: Node, user: str, count: int) -> None:
     with node.client() as client:
         wait_for(lambda: client.get(f"/v1/users/{user}/inbox/unread_count").json()["unread"] == count, 5, f"{count} unread")
+
+
+def test_an_emptied_inbox_stays_empty_when_the_widget_opens(node: Node, context: Any) -> None:
+    """Archived notifications do not come back: with nothing to resume from, the widget asks for no replay."""
+    nid = post_web(node, "bw-archived", "Old news")
+    with node.client() as client:
+        wait_for(lambda: client.get("/v1/users/bw-archived/inbox").json()["items"], 5, "the notification in the inbox")
+        assert client.post(f"/v1/users/bw-archived/inbox/{nid}/archive").status_code == 200
+    page = open_inbox(context, node, "bw-archived")
+    fresh = post_web(node, "bw-archived", "New news")
+    item(page, fresh).wait_for()
+    assert item(page, nid).count() == 0 and page.text_content("#badge") == "1"
