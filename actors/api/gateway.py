@@ -68,7 +68,9 @@ AREAS: dict[str, tuple[str, ...]] = {
     "realtime": ("all", "edge"),  # WebSocket, SSE, long-poll
     "inbox": ("all", "edge"),
     "console": ("all", "api"),  # the operator console's live feed (GET /v1/admin/stream)
-    "pages": FRONT_ROLES_ALL,  # /console and /demo/inbox: static pages (actors/web/), no credential to load
+    "pages": FRONT_ROLES_ALL,  # /ui/{asset}: the pages' scripts and style sheets (actors/web/), no credential to load
+    "console_page": ("all", "api"),  # /console: a static page (with the admin API it calls)
+    "inbox_page": ("all", "edge"),  # /demo/inbox: a static page (with the subscriber sessions it holds)
 }
 FRONT_ROLES = FRONT_ROLES_ALL  # the roles with a front end (a worker has none)
 
@@ -127,7 +129,7 @@ class Gateway:
 
 def _blueprints(gw: Gateway) -> dict[str, Blueprint]:
     """Every area's blueprint this gateway has the services for, whatever its role."""
-    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox, console_feed, pages)]
+    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox, console_feed)] + pages.blueprints(gw)
     areas = {bp.name: bp for bp in built}
     if gw.templates is not None:
         areas["templates"] = template_routes.blueprint(gw, gw.templates)

@@ -45,27 +45,31 @@ def _file(name: str) -> bytes:
     return (resources.files("actors") / "web" / name).read_bytes()
 
 
-def blueprint(gw: Gateway) -> Blueprint:
-    """GET /console, GET /demo/inbox, GET /ui/{asset}."""
-    bp = Blueprint("pages", __name__)
+def blueprints(gw: Gateway) -> list[Blueprint]:
+    """Three areas: `pages` (GET /ui/{asset}, every role with a front end), `console_page` (GET /console, with the
+    admin API: all, api) and `inbox_page` (GET /demo/inbox, with the subscriber sessions: all, edge)."""
     files = {name: _file(name) for name in ("console.html", "inbox.html", *ASSETS)}
 
     def page(name: str, content_type: str) -> Response:
         return Response(files[name], content_type=content_type, headers=HEADERS)
 
-    @bp.get("/console")
-    async def console() -> Response:
+    assets = Blueprint("pages", __name__)
+    console = Blueprint("console_page", __name__)
+    demo = Blueprint("inbox_page", __name__)
+
+    @console.get("/console")
+    async def console_html() -> Response:
         return page("console.html", HTML)
 
-    @bp.get("/demo/inbox")
+    @demo.get("/demo/inbox")
     async def demo_inbox() -> Response:
         return page("inbox.html", HTML)
 
-    @bp.get("/ui/<asset>")
+    @assets.get("/ui/<asset>")
     async def asset(asset: str) -> Response:
         content_type = ASSETS.get(asset)
         if content_type is None:
             raise ProblemError(Problem("Not Found", 404, f"no asset {asset[:64]!r}: the assets are {', '.join(sorted(ASSETS))}"))
         return page(asset, content_type)
 
-    return bp
+    return [assets, console, demo]
