@@ -17,6 +17,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,11 @@ def _serve(args: argparse.Namespace) -> int:
             tune_for_serving()  # boot objects frozen, full collections rare (reactor/gc_policy.py)
             _release_boot_logs(stream, held)
             key_file = config.data_dir / API_KEY_FILE  # written by the node, 0600 from its creation
+            if args.json:
+                where = {"url": herald.url, "api_key_file": str(key_file.resolve()), "outbox": str(config.outbox_dir.resolve()),
+                         "sms": str((config.data_dir / "sms.jsonl").resolve()), "push": str((config.data_dir / "push.jsonl").resolve())}
+                print(json.dumps(where), flush=True)
+                return
             print(f"herald: serving on {herald.url}", flush=True)
             print(f"herald: API key in {key_file.resolve()}", flush=True)
             print(f"herald: email outbox {config.outbox_dir.resolve()}", flush=True)
@@ -150,7 +156,7 @@ def _request(method: str, url: str, key: str, body: Any, params: dict[str, Any] 
 def _dlq(args: argparse.Namespace) -> int:
     url, key = _client_settings(args)
     if args.action == "list":
-        params = {"channel": args.channel, "before": args.before, "limit": args.limit, "cursor": args.cursor}
+        params = {"channel": args.channel, "notification_id": args.notification, "before": args.before, "limit": args.limit, "cursor": args.cursor}
         return _request("GET", f"{url}/v1/admin/dlq", key, None, {k: v for k, v in params.items() if v is not None})
     selection: dict[str, Any] = {}
     if args.id:
@@ -164,8 +170,8 @@ def _dlq(args: argparse.Namespace) -> int:
     if args.all:
         selection["all"] = True
     if args.action == "replay":
-        return _run_job("POST", f"{url}/v1/admin/dlq/replay", url, key, selection, args.wait)
-    return _run_job("DELETE", f"{url}/v1/admin/dlq", url, key, selection, args.wait)
+        return _run_job("POST", f"{url}/v1/admin/dlq/replay", url, key, selection, args.wait, args.json)
+    return _run_job("DELETE", f"{url}/v1/admin/dlq", url, key, selection, args.wait, args.json)
 
 
 JOB_POLL_MAX_S = 1.0  # polls a job at most this far apart
@@ -182,32 +188,75 @@ def _wait_seconds(text: str) -> float:
     return float(value)
 
 
-def _run_job(method: str, start: str, url: str, key: str, body: Any, wait_s: float) -> int:
-    """Start a job (202 with its id), follow it until it is done or failed (or `wait_s` passed), print it."""
-    import time
+def _pause(seconds: float) -> None:
+    """Wait between two reads of a job (a function of its own: a test interrupts it)."""
+    time.sleep(seconds)
 
+
+def _progress_console() -> Any:
+    """Where a long operation draws its progress: stderr when it is a terminal (else nowhere: None)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else None
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    done = job.get("replayed", 0) if job.get("kind") == "dlq_replay" else job.get("discarded", 0)
+    verb = "replayed" if job.get("kind") == "dlq_replay" else "discarded"
+    return f"{job.get('kind')} {job.get('state')}: {done} {verb} of {job.get('total', 0)} taken, {job.get('skipped', 0)} skipped, {job.get('errors', 0)} errors"
+
+
+def _run_job(method: str, start: str, url: str, key: str, body: Any, wait_s: float, quiet: bool = False) -> int:
+    """Start a job (202 with its id), follow it until it is done or failed (or `wait_s` passed), print it.
+
+    Its progress is drawn on stderr when that is a terminal (not with --json). Ctrl-C stops
+    the following only: the job runs on the node and goes on; the CLI says where to follow it.
+    """
     import httpx
 
     headers = {"Authorization": f"Bearer {key}"}
+    console = None if quiet else _progress_console()
+    progress = None
+    where = ""
     try:
         with httpx.Client(headers=headers, timeout=30) as client:
             response = client.request(method, start, json=body)
             if response.status_code != 202:
                 return _print_answer(response)
             job, where = response.json(), f"{url}{response.headers['Location']}"
+            if console is not None:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                                    transient=True, auto_refresh=False)  # drawn at each read of the job: no refresh thread
+                progress.start()
+                task = progress.add_task(_job_line(job), total=None)
+                progress.refresh()
             deadline, pause = time.monotonic() + wait_s, 0.05
             while job.get("state") in ("queued", "running"):
                 if time.monotonic() >= deadline:
                     print(json.dumps(job, indent=2))
                     raise CliError(f"the job is still {job['state']} after {wait_s:g} s: it goes on; follow it at {where}")
-                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                _pause(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(JOB_POLL_MAX_S, pause * 2)
                 response = client.get(where)
                 if response.status_code != 200:
                     return _print_answer(response)  # 404: the node restarted (the answer says what that means)
                 job = response.json()
+                if progress is not None:
+                    finished = job.get("replayed", 0) + job.get("discarded", 0) + job.get("skipped", 0) + job.get("errors", 0)
+                    progress.update(task, description=_job_line(job), completed=finished, total=job.get("total") or None)
+                    progress.refresh()
     except httpx.TransportError as exc:
         raise _unreachable(url, exc) from None
+    except KeyboardInterrupt:
+        if not where:
+            raise CliError("interrupted before the node answered: the job may have started (GET /v1/admin/dlq shows what is left)", 130) from None
+        raise CliError(f"interrupted: the job goes on on the node; follow it at {where}", 130) from None
+    finally:
+        if progress is not None:
+            progress.stop()
     print(json.dumps(job, indent=2))
     return 0 if job.get("state") == "done" else 1
 
@@ -400,6 +449,31 @@ def _listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tail(args: argparse.Namespace) -> int:
+    """Follow the node's notifications live (actors/tail.py): one line per status change, or a JSON line with --json."""
+    import httpx
+    import trio
+
+    from .tail import TailError, printer, tail
+
+    url, key = _client_settings(args)
+
+    def started() -> None:
+        who = " of user " + args.user if args.user else ""
+        on = " on " + args.channel if args.channel else ""
+        print(f"herald: following the notifications{who}{on} accepted by {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    try:
+        trio.run(lambda: tail(url, key, args.user, args.channel, printer(args.json), args.count, started))
+    except KeyboardInterrupt:
+        return 130
+    except TailError as exc:
+        raise CliError(str(exc)) from None
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="herald", description="Herald, a multi-channel notification service")
     sub = top.add_subparsers(dest="command", required=True)
@@ -413,6 +487,7 @@ def parser() -> argparse.ArgumentParser:
         "--role", metavar="{all,api,worker,edge}",  # checked by the configuration (actors/config.py ROLES)
         help="what this node runs (HERALD_ROLE; default all: everything); api, worker and edge need distributed backends",
     )
+    serve.add_argument("--json", action="store_true", help="say where it serves as one JSON line ({\"url\", \"api_key_file\"})")
     serve.set_defaults(func=_serve)
 
     def client(p: argparse.ArgumentParser) -> None:
@@ -420,6 +495,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--api-key", help="API key (HERALD_API_KEY; default: api_key of the config, else <data-dir>/api-key)")
         p.add_argument("--config", type=Path, help="the TOML file `herald serve` reads (HERALD_CONFIG)")
         p.add_argument("--data-dir", help="where `herald serve` keeps its data (HERALD_DATA_DIR; for the API key)")
+        p.add_argument("--json", action="store_true",
+                       help="JSON only, for scripts: the node's answers as JSON (as by default), no progress bar; tail: JSON lines")
 
     send = sub.add_parser("send", help="send one notification")
     send.add_argument("--user", required=True)
@@ -445,6 +522,13 @@ def parser() -> argparse.ArgumentParser:
     listen.add_argument("--count", type=int, help="exit after this many notifications")
     client(listen)
     listen.set_defaults(func=_listen)
+
+    follow = sub.add_parser("tail", help="follow notifications' deliveries and status changes live")
+    follow.add_argument("--user", help="only this user's notifications")
+    follow.add_argument("--channel", choices=["email", "sms", "push", "web"], help="only this channel's steps")
+    follow.add_argument("--count", type=int, help="exit after this many steps (default: until Ctrl-C)")
+    client(follow)
+    follow.set_defaults(func=_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue: list, replay, purge")
     dlq.add_argument("action", choices=["list", "replay", "purge"])

@@ -289,6 +289,14 @@ class NodeMetrics(Collector):
                 states[(channel, state.value)] = 1.0 if view.state == state.value else 0.0
         return states
 
+    def lag(self) -> dict[tuple[str, ...], float]:
+        """Consumer lag as last read: (group, topic, partition) -> records."""
+        return dict(self._cache["bus_lag"].samples) if "bus_lag" in self._cache else {}
+
+    def dlq(self) -> dict[tuple[str, ...], float]:
+        """DLQ depth as last read: (channel,) -> entries."""
+        return dict(self._cache["dlq"].samples) if "dlq" in self._cache else {}
+
     # -- the families -----------------------------------------------------------------
 
     def describe(self) -> list[Metric]:

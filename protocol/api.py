@@ -267,3 +267,42 @@ class CircuitView(msgspec.Struct, frozen=True):
     in_flight: int = 0  # attempts at the provider now, on this worker
     queued: int = 0  # attempts this worker holds that wait for the same user's earlier one or a free slot
     max_in_flight: int = 0  # this worker's limit of attempts at once (provider_max_in_flight)
+
+
+# -- the operator console's feed (GET /v1/admin/stream)
+
+
+class ConsoleAccepted(msgspec.Struct, frozen=True):
+    id: str
+    user_id: str
+    channels: list[str]
+    at: str
+
+
+class ConsoleTransition(msgspec.Struct, frozen=True):
+    channel: str
+    was: str
+    now: str
+    at: str
+
+
+class ConsoleLag(msgspec.Struct, frozen=True):
+    group: str
+    topic: str
+    partition: int
+    lag: int
+
+
+class ConsoleSnapshot(msgspec.Struct, frozen=True):
+    """GET /v1/admin/stream: each `snapshot` event's data (the operator console's live view, actors/api/console_feed.py)."""
+
+    at: str
+    role: str
+    accepted: dict[str, int]  # notifications accepted per channel since the node started (a counter)
+    deliveries: dict[str, dict[str, int]]  # channel -> consumer outcome -> count (counters: herald_deliveries_total)
+    circuits: list[CircuitView]
+    transitions: list[ConsoleTransition]  # the newest first
+    lag: list[ConsoleLag]
+    dlq: dict[str, int]
+    sessions: dict[str, int]  # open now, per transport
+    recent: list[ConsoleAccepted]  # the newest first

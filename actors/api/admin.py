@@ -57,7 +57,10 @@ def blueprint(gw: Gateway) -> Blueprint:
             raise bad_param("channel", f"one of {', '.join(c.value for c in Channel)}")
         cursor = integer_param("cursor", args.get("cursor"), 0, 2**63 - 1, "invalid cursor") or 0
         limit = limit_param(args.get("limit"))
-        selection = DlqFilter(channel=channel, before_ms=time_param("before", args.get("before")))
+        nid = args.get("notification_id")
+        if nid is not None and not is_notification_id(nid):
+            raise bad_param("notification_id", "not a notification id (26 characters, Crockford base32)")
+        selection = DlqFilter(channel=channel, notification_id=nid, before_ms=time_param("before", args.get("before")))
         dead_letters = served(gw.dead_letters, "dead-letter queue")
         entries, next_id = await dead_letters.list(selection, cursor, limit)
         total = await dead_letters.count(channel)  # the channel's whole queue, `before` or not

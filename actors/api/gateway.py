@@ -42,7 +42,8 @@ from ..services.dead_letters import DeadLetters
 from ..services.digests import Digests
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
-from . import admin, inbox, keys, notifications, openapi, realtime, request_rules, sandbox, template_routes, topics, users
+from . import admin, console_feed, inbox, keys, notifications, openapi, pages, realtime, request_rules, sandbox, template_routes, topics, users
+from .console_feed import ConsoleFeed
 from .errors import ProblemError, authorize, json_response, problem_response
 from .fast_path import FastSubmit
 from .http_server import ConnectionErrors, serve
@@ -56,6 +57,7 @@ log = logging.getLogger("herald.gateway")
 
 # The front end's areas (its blueprints) and the roles whose nodes serve each. An area needing a
 # service the node has not got (templates, users, sandbox faults) is left out where it is None.
+FRONT_ROLES_ALL = ("all", "api", "edge")
 AREAS: dict[str, tuple[str, ...]] = {
     "notifications": ("all", "api"),  # sending, statuses, histories, subscriber tokens
     "admin": ("all", "api"),  # circuits, dead letters, jobs
@@ -66,8 +68,12 @@ AREAS: dict[str, tuple[str, ...]] = {
     "sandbox": ("all",),  # the sandbox clients' faults: in the process that runs the clients, the worker, which has no front end
     "realtime": ("all", "edge"),  # WebSocket, SSE, long-poll
     "inbox": ("all", "edge"),
+    "console": ("all", "api"),  # the operator console's live feed (GET /v1/admin/stream)
+    "pages": FRONT_ROLES_ALL,  # /ui/{asset}: the pages' scripts and style sheets (actors/web/), no credential to load
+    "console_page": ("all", "api"),  # /console: a static page (with the admin API it calls)
+    "inbox_page": ("all", "edge"),  # /demo/inbox: a static page (with the subscriber sessions it holds)
 }
-FRONT_ROLES = ("all", "api", "edge")  # the roles with a front end (a worker has none)
+FRONT_ROLES = FRONT_ROLES_ALL  # the roles with a front end (a worker has none)
 
 
 class NotificationSegment(BaseConverter):
@@ -117,6 +123,7 @@ class Gateway:
     metrics: NodeMetrics | None = None  # GET /metrics (an admin key) serves its scrape
     requests: RequestStats = field(default_factory=RequestStats)  # herald_http_requests_total and its durations
     sessions: SessionCounts = field(default_factory=SessionCounts)  # herald_sessions_open / _opened_total per transport
+    console: ConsoleFeed = field(default_factory=ConsoleFeed)  # what the operator console's feed keeps (console_feed.py)
 
     def serves(self, area: str) -> bool:
         return self.role in AREAS[area]
@@ -124,7 +131,7 @@ class Gateway:
 
 def _blueprints(gw: Gateway) -> dict[str, Blueprint]:
     """Every area's blueprint this gateway has the services for, whatever its role."""
-    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox)]
+    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox, console_feed)] + pages.blueprints(gw)
     areas = {bp.name: bp for bp in built}
     if gw.templates is not None:
         areas["templates"] = template_routes.blueprint(gw, gw.templates)

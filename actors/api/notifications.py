@@ -118,7 +118,14 @@ async def _submit(gw: Gateway, body: bytes) -> Answer:
         return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
     if isinstance(result, Problem):
         return problem_answer(result)
+    _note_accepted(gw, result.notification_id, submission)
     return json_answer(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
+
+
+def _note_accepted(gw: Gateway, notification_id: str, submission: NotificationRequest) -> None:
+    """The operator console's feed (console_feed.py): the latest notifications and the count accepted per channel."""
+    who = submission.user_id or f"topic:{submission.topic}"
+    gw.console.note_accepted(notification_id, who, submission.channels, wall_ms())
 
 
 async def _statuses_and_events(gw: Gateway, nid: str) -> tuple[list[StatusRow], list[EventRow]]:
@@ -180,7 +187,9 @@ async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw]) -> Answer:
             return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
         except MailboxClosed:
             return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
-        for index, answer in zip(positions, answers, strict=True):
+        for index, submitted, answer in zip(positions, requests, answers, strict=True):
+            if isinstance(answer, Receipt):
+                _note_accepted(gw, answer.notification_id, submitted)
             results[index] = BatchItem(answer.notification_id) if isinstance(answer, Receipt) else _item_problem(index, answer)
     items = [r for r in results if r is not None]
     assert len(items) == len(raws)

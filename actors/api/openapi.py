@@ -34,6 +34,7 @@ from protocol.api import (
     BatchRequest,
     Cancellation,
     CircuitView,
+    ConsoleSnapshot,
     DeadLetterPage,
     DlqSelection,
     HistoryPage,
@@ -259,6 +260,22 @@ SSE_EVENT = {
         "retry": {"type": "integer", "minimum": 0},
     },
 }
+CONSOLE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["snapshot", "end"]},
+        "data": {
+            "type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [
+                {"$ref": SCHEMA_REF.format(name="ConsoleSnapshot")},
+                {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+            ]},
+            "description": "`snapshot`: the node now, on one line; `end`: why the stream ends (`detail`), the last event.",
+        },
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 TIME = {"type": "string", "minLength": 1, "examples": ["2024-05-01T12:00:00Z", "1714564800000"]}
 
 # -- headers of answers
@@ -394,6 +411,23 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/docs", "getDocs", "service", "The API reference as a web page", Auth.NONE, None,
         {200: Reply("This document as HTML, self-contained.", {HTML_TYPE: {"type": "string"}})},
+    ),
+    Operation(
+        "GET", "/console", "getConsole", "service", "The operator console (a web page)", Auth.NONE, None,
+        {200: Reply("A static page (actors/web/console.html): it asks for an admin key, keeps it in the tab's session "
+                    "storage and sends it in the Authorization header only; its live view is GET /v1/admin/stream.",
+                    {HTML_TYPE: {"type": "string"}})},
+    ),
+    Operation(
+        "GET", "/demo/inbox", "getInboxDemo", "service", "The inbox widget demo (a web page)", Auth.NONE, None,
+        {200: Reply("A static page (actors/web/inbox.html): a bell and an inbox, live over WebSocket, SSE or long-poll; "
+                    "its form mints a subscriber token for one user with an API key.", {HTML_TYPE: {"type": "string"}})},
+    ),
+    Operation(
+        "GET", "/ui/<asset>", "getPageAsset", "service", "A script or style sheet of the pages", Auth.NONE, None,
+        {200: Reply("The asset.", {"text/javascript": {"type": "string"}, "text/css": {"type": "string"}})},
+        params=(Param("asset", "path", {"type": "string", "enum": ["console.js", "console.css", "inbox.js", "inbox.css"]},
+                      "The asset's name.", True),),
     ),
     Operation(
         "GET", "/metrics", "getMetrics", "service", "Prometheus metrics", Auth.API_KEY, "admin",
@@ -672,9 +706,21 @@ OPERATIONS: tuple[Operation, ...] = (
         "numbers 0 and `detail` saying why.",
     ),
     Operation(
+        "GET", "/v1/admin/stream", "streamConsole", "admin", "The operator console's live feed", Auth.API_KEY, "admin",
+        {200: Reply(
+            "An event stream: a `snapshot` event a second, `data:` the JSON of the node's counters (accepted per channel, "
+            "consumer outcomes per channel), circuits, breaker transitions, consumer lag per partition, DLQ depth per "
+            "channel, open sessions per transport and the latest notifications; an `end` event when the node drains.",
+            {"text/event-stream": CONSOLE_EVENT},
+        )},
+        problems=(429,),
+        description="The admin key comes in the Authorization header (never in the URL); at most 16 streams at once per node.",
+    ),
+    Operation(
         "GET", "/v1/admin/dlq", "listDeadLetters", "admin", "Dead letters", Auth.API_KEY, "admin",
         {200: json_reply(DeadLetterPage, "Oldest first, with each one's error and attempt history (attempts counted across replays).")},
-        params=(CHANNEL, Param("before", "query", TIME, "Only entries dead-lettered before this time: RFC 3339 or milliseconds since the epoch."),
+        params=(CHANNEL, Param("notification_id", "query", NOTIFICATION_ID_SCHEMA, "Only the entries of this notification."),
+                Param("before", "query", TIME, "Only entries dead-lettered before this time: RFC 3339 or milliseconds since the epoch."),
                 Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"}, "The `next_cursor` of the previous page."),
                 limit(50)),
     ),
@@ -896,12 +942,12 @@ def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, A
     """The OpenAPI document: every operation of the catalogue, or those whose (method, rule) is in `routes`."""
     operations = [op for op in OPERATIONS if routes is None or (op.method, op.rule) in routes]
     types = _schema_types(operations)
-    schemas, components = msgspec.json.schema_components([*types, ServerFrame], ref_template=SCHEMA_REF)
+    schemas, components = msgspec.json.schema_components([*types, ServerFrame, ConsoleSnapshot], ref_template=SCHEMA_REF)
     refs = dict(zip(types, schemas))
     components["ServerFrame"] = {
         "title": "ServerFrame",
         "description": "A frame from the server, the same JSON on WebSocket, SSE and long-poll; `type` tells which.",
-        **schemas[-1],
+        **schemas[-2],
     }
     served = {op.operation_id for op in operations}
     paths: dict[str, dict[str, Any]] = {}
