@@ -50,10 +50,13 @@ from .api.metrics_port import MetricsPort
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
-from .clients.provider_config import SendgridProvider, SmtpProvider
+from .clients.apns import ApnsClient
+from .clients.fcm import FcmClient
+from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.sendgrid import SendgridClient
 from .clients.smtp import SmtpClient
+from .clients.twilio import TwilioClient
 from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
@@ -185,6 +188,12 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
                 clients[channel] = SmtpClient(spec, config.email_from)
             elif isinstance(spec, SendgridProvider):
                 clients[channel] = SendgridClient(spec, config.email_from)
+            elif isinstance(spec, TwilioProvider):
+                clients[channel] = TwilioClient(spec)
+            elif isinstance(spec, FcmProvider):
+                clients[channel] = FcmClient(spec)
+            elif isinstance(spec, ApnsProvider):
+                clients[channel] = ApnsClient(spec)
     return clients
 
 
@@ -308,7 +317,8 @@ async def wire(
             c: Provider(c, chosen[c], provider_mbs[c], store,
                         ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings(), critical_reserve=config.critical_tokens_of(c)),
                         devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
-                        critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c))
+                        critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c),
+                        throttle_wait_s=config.provider_throttle_wait_s)
             for c in Channel
         }
         herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)

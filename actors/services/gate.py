@@ -144,6 +144,8 @@ class ResilienceGate:
         self.admitted = 0
         self.lease_round_trips = 0  # lease_tokens calls made: one per slice (given at once or reserved)
         self.breaker_round_trips = 0  # breaker_* calls made
+        self._paused_until = -math.inf  # this gate's clock: a throttled verdict's wait; nothing is admitted before it
+        self.throttles = 0  # throttled verdicts honoured (the provider's 429s)
 
     # -- the Provider's side ------------------------------------------------------------
 
@@ -176,6 +178,11 @@ class ResilienceGate:
                     fresh = False
                     continue
                 now = trio.current_time()
+                if not probing and now < self._paused_until:  # the provider said it is over its rate: wait as it asked
+                    throttled = True
+                    await trio.sleep(self._paused_until - now)
+                    fresh = False
+                    continue
                 if not probing and self.breaker.state_at(now) is BreakerState.OPEN:
                     deferred = self._defer(deferred, delivery, BreakerState.OPEN)
                     await trio.sleep(self.breaker.time_until_allowed(now))
@@ -224,8 +231,14 @@ class ResilienceGate:
             raise
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Retryable failures count against the provider; permanent ones are the input's fault."""
+        """Retryable failures count against the provider; permanent ones are the input's fault; throttled ones neither."""
         probe = self._holds_probe(delivery)
+        if isinstance(outcome, RetryLater) and outcome.throttled:  # its rate, not its health: no word to the breaker
+            if probe:
+                await self._release_probe()
+            if outcome.after_s is not None and outcome.after_s > 0:
+                await self._hold_bucket(outcome.after_s)
+            return
         try:
             failure = isinstance(outcome, RetryLater)
             # A success changes the shared breaker only if it was the probe or failures are being counted.
@@ -234,6 +247,19 @@ class ResilienceGate:
         finally:
             if probe:
                 self._end_probe()
+
+    async def _hold_bucket(self, after_s: float) -> None:
+        """A throttled verdict's wait: this worker admits nothing for `after_s`, and the shared bucket loses that much
+        of its refill (its free tokens are leased and never spent; with none free, a reservation puts it in debt), so the
+        provider's other workers wait about as long. The worker's own slices are dropped (they expire with their lease)."""
+        self.throttles += 1
+        self._paused_until = max(self._paused_until, trio.current_time() + after_s)
+        self._slices = dict.fromkeys(LANES)
+        limits = self.limits
+        want = max(1, min(math.floor(limits.capacity), math.ceil(limits.refill_per_s * after_s)))
+        if math.isfinite(want):
+            await self.state.lease_tokens(self.bucket_key, want, limits.capacity, limits.refill_per_s, self.settings.lease_s)
+        log.info("%s: throttled by the provider; admitting nothing for %.3g s", self.channel, after_s)
 
     async def abandon(self, delivery: Delivery) -> None:
         """A crash (poison message) or cancellation: no word on health; free a half-open probe."""

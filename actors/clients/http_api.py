@@ -1,0 +1,76 @@
+"""What the HTTP providers' clients share (Twilio, FCM, APNs): the httpx client, a call whose answer is read
+up to a limit, Retry-After, and the verdict of a transport error.
+
+An answer's body is read up to `limit` bytes whatever its size (a provider, or something
+in between, answering megabytes costs no more than the limit); the rest is dropped with
+the connection's stream. Every call has the client's timeout (connect, each read, each
+write, a free connection from the pool). The error texts a verdict carries are built from
+the status, the provider's error code and message: never from the request, so a
+credential sent in a header or a body is in none of them.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from protocol.messages import RetryLater
+
+MAX_ANSWER = 16 * 1024  # of an answer's body, read into the verdict (the rest is dropped)
+MAX_WAIT_S = 3600.0  # the longest Retry-After honoured
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes  # at most the call's limit
+    http_version: str
+
+
+def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> httpx.AsyncClient:
+    """An httpx client for one provider: its own pool, no redirects, the CA file's roots if given (else the system's)."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(timeout=timeout_s, limits=limits, follow_redirects=False, verify=verify, http2=http2)
+
+
+async def call(http: httpx.AsyncClient, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
+    """One request; the answer with its body read up to `limit` bytes. Raises httpx.HTTPError on transport failures."""
+    async with http.stream(method, url, **request) as response:
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= limit:
+                body = body[:limit]
+                break
+    return Answer(response.status_code, response.headers, body, response.http_version)
+
+
+def retry_after_s(headers: httpx.Headers) -> float | None:
+    """Retry-After in seconds (its HTTP-date form is not used by these APIs), bounded to MAX_WAIT_S."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        return None
+    return min(MAX_WAIT_S, max(0.0, wait)) if math.isfinite(wait) else None
+
+
+def transport_failure(provider: str, exc: httpx.HTTPError) -> RetryLater:
+    """A timeout or connection error: the provider's failure, retried. The text names the error's kind, not the request."""
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryLater(f"{provider}: timed out ({type(exc).__name__})")
+    return RetryLater(f"{provider}: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def text_of(body: bytes, limit: int = 200) -> str:
+    """The start of a body that is not the JSON expected, as one line."""
+    return body[:limit].decode("utf-8", "replace").replace("\n", " ").replace("\r", " ")
