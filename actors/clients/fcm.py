@@ -84,7 +84,7 @@ class AccessTokens:
                 if not isinstance(value, str) or not value:
                     raise ValueError("no access_token")
             except Exception:
-                raise TokenError(f"access token: {answer.status}: {_oauth_error(answer.body)}") from None
+                raise TokenError(f"access token: {answer.status} {_oauth_error(answer.body)}") from None
             self.fetched += 1
             self._token = value
             self._refresh_at = asked + max(0.0, lifetime - REFRESH_MARGIN_S)

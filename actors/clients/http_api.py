@@ -11,6 +11,7 @@ credential sent in a header or a body is in none of them.
 
 from __future__ import annotations
 
+import logging
 import math
 import ssl
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from typing import Any
 import httpx
 
 from protocol.messages import RetryLater
+
+# hpack logs every header it encodes or decodes at DEBUG (an Authorization header with them): never below INFO, so a node
+# run with log_level DEBUG still writes no credential (tests/providers/test_fcm.py and test_apns.py check DEBUG logs)
+logging.getLogger("hpack").setLevel(logging.INFO)
 
 MAX_ANSWER = 16 * 1024  # of an answer's body, read into the verdict (the rest is dropped)
 MAX_WAIT_S = 3600.0  # the longest Retry-After honoured
