@@ -249,16 +249,19 @@ class ResilienceGate:
                 self._end_probe()
 
     async def _hold_bucket(self, after_s: float) -> None:
-        """A throttled verdict's wait: this worker admits nothing for `after_s`, and the shared bucket loses that much
-        of its refill (its free tokens are leased and never spent; with none free, a reservation puts it in debt), so the
-        provider's other workers wait about as long. The worker's own slices are dropped (they expire with their lease)."""
+        """A throttled verdict's wait: this worker admits nothing for `after_s`; the shared bucket is emptied and put in
+        debt by up to after_s of its refill (at most its capacity: leases never spent, the second a reservation), so the
+        provider's other workers wait min(after_s, about capacity / refill) before they try, and each that is then
+        throttled itself waits the whole after_s. The worker's own slices are dropped (they expire with their lease)."""
         self.throttles += 1
         self._paused_until = max(self._paused_until, trio.current_time() + after_s)
         self._slices = dict.fromkeys(LANES)
         limits = self.limits
         want = max(1, min(math.floor(limits.capacity), math.ceil(limits.refill_per_s * after_s)))
-        if math.isfinite(want):
-            await self.state.lease_tokens(self.bucket_key, want, limits.capacity, limits.refill_per_s, self.settings.lease_s)
+        for _ in range(2):  # the first takes what is free; if it was free (no wait), the second reserves: the debt
+            lease = await self.state.lease_tokens(self.bucket_key, want, limits.capacity, limits.refill_per_s, self.settings.lease_s)
+            if lease.wait_s > 0 or lease.granted <= 0:
+                break
         log.info("%s: throttled by the provider; admitting nothing for %.3g s", self.channel, after_s)
 
     async def abandon(self, delivery: Delivery) -> None:
