@@ -9,7 +9,7 @@ notification id as a custom arg (it comes back in SendGrid's event webhook).
 Verdicts (docs/providers.md): 202 is Sent (status `sent`, the X-Message-Id in the detail);
 400 and 413 (the request's content) are PermanentFailure; 401 and 403 (the key) and every
 5xx, timeout or connection error are RetryLater, which the gate counts as the provider's
-failure; 429 is RetryLater after the X-RateLimit-Reset or Retry-After it gives.
+failure; 429 is throttled (RetryLater.throttled) after the X-RateLimit-Reset or Retry-After it gives.
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ class SendgridClient:
         if status in (200, 202):
             return Sent(Status.SENT, detail=f"sendgrid: {status} X-Message-Id {response.headers.get('x-message-id', '-')}"[:300])
         error = f"sendgrid: {status}: {_errors(body)}"
-        if status == 429:
-            return RetryLater(error, after_s=_wait_s(response))
+        if status == 429:  # its rate, not its health: the gate waits, the breaker does not count it
+            return RetryLater(error, after_s=_wait_s(response), throttled=True)
         if status in (400, 413):  # the request's content: this delivery cannot succeed as it is
             return PermanentFailure(error)
         return RetryLater(error)  # 401/403 (the key), 5xx and anything else: the provider's failure
