@@ -51,8 +51,9 @@ from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
 from .clients.apns import ApnsClient
+from .clients.failover import FailoverClient, Member
 from .clients.fcm import FcmClient
-from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider
+from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, provider_names
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.sendgrid import SendgridClient
 from .clients.smtp import SmtpClient
@@ -65,7 +66,7 @@ from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from .metrics import ConsumedTopic, FanoutProgress, FanoutReader, NodeMetrics, RequestStats, SessionCounts, new_outcomes
-from .provider import ChannelClient, Provider
+from .provider import ChannelClient, OpenGate, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
 from .scheduler import POLL_S, ScheduleAt, Scheduler
@@ -182,19 +183,39 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
         Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push", config.commit_linger_ms / 1000),
         Channel.WEB: WebClient(backends.broker, recent),
     }
-    for channel in Channel:  # a configured real provider in place of the sandbox (one per channel for now)
-        for spec in config.providers_of(channel):
-            if isinstance(spec, SmtpProvider):
-                clients[channel] = SmtpClient(spec, config.email_from)
-            elif isinstance(spec, SendgridProvider):
-                clients[channel] = SendgridClient(spec, config.email_from)
-            elif isinstance(spec, TwilioProvider):
-                clients[channel] = TwilioClient(spec)
-            elif isinstance(spec, FcmProvider):
-                clients[channel] = FcmClient(spec)
-            elif isinstance(spec, ApnsProvider):
-                clients[channel] = ApnsClient(spec)
+    for channel in Channel:  # configured real providers in place of the sandbox; several: failover, in order
+        specs = config.providers_of(channel)
+        chosen = [_client_of(spec, config, clients[channel]) for spec in specs]
+        if len(chosen) == 1:
+            clients[channel] = chosen[0]
+        elif chosen:  # each member behind a gate of its own (the Provider's gate is then open: failover_channels)
+            members = [
+                Member(name, client, ResilienceGate(f"{channel.value}.{name}", config.limits_of(channel), backends.state,
+                                                    config.gate_settings(), critical_reserve=config.critical_tokens_of(channel)))
+                for name, client in zip(provider_names(specs), chosen)
+            ]
+            clients[channel] = FailoverClient(channel.value, members, config.provider_throttle_wait_s)
     return clients
+
+
+def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClient:
+    """The client of one configured provider (the sandbox type: the channel's sandbox client)."""
+    if isinstance(spec, SmtpProvider):
+        return SmtpClient(spec, config.email_from)
+    if isinstance(spec, SendgridProvider):
+        return SendgridClient(spec, config.email_from)
+    if isinstance(spec, TwilioProvider):
+        return TwilioClient(spec)
+    if isinstance(spec, FcmProvider):
+        return FcmClient(spec)
+    if isinstance(spec, ApnsProvider):
+        return ApnsClient(spec)
+    return sandbox
+
+
+def failover_channels(config: Config) -> set[Channel]:
+    """Channels with several providers: each has its own gates, so the Provider's own gate is open."""
+    return {c for c in Channel if len(config.providers_of(c)) > 1}
 
 
 class ScheduleWriter:
@@ -313,8 +334,10 @@ async def wire(
         herald.sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, backends, recent), **(clients or {})}, config.faults_of)
         chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
                   for c, client in chosen.items()}
+        failover = failover_channels(config)
         herald.providers = {
             c: Provider(c, chosen[c], provider_mbs[c], store,
+                        OpenGate() if c in failover else
                         ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings(), critical_reserve=config.critical_tokens_of(c)),
                         devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
                         critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c),

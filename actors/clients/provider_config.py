@@ -8,9 +8,8 @@ its sandbox client (the zero-config default). Types: `sandbox` (every channel), 
 Credentials are never in the config itself: a secret setting is given as `<name>_env`
 (the name of an environment variable) or `<name>_file` (a file holding it, one trailing
 newline stripped). They are read at start-up, held as a `Secret` (its repr and str are
-`***`), and no error message carries a secret's value. For now a channel takes one
-provider: failover across several (issue 12 item 5) is not built yet, so a list of more
-than one is refused at start-up rather than half-used.
+`***`), and no error message carries a secret's value. A channel with several providers
+fails over from one to the next, in order (actors/clients/failover.py).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
 }
 # settings given only as <name>_env or <name>_file
 SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",)}
+MAX_PROVIDERS = 4  # per channel: the first that can take a delivery sends it (actors/clients/failover.py)
 MAX_TTL_S = 28 * 86_400  # the longest a push provider is asked to keep an undelivered notification (FCM's own limit)
 
 
@@ -317,6 +317,12 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
 _PARSERS: dict[str, Callable[[str, dict[str, Any], Mapping[str, str]], ProviderSpec]] = {"smtp": _smtp, "sendgrid": _sendgrid, "twilio": _twilio, "fcm": _fcm, "apns": _apns}
 
 
+def provider_names(specs: tuple[ProviderSpec, ...]) -> list[str]:
+    """Each provider's name in its channel: its type, numbered when the type comes more than once (smtp-1, smtp-2)."""
+    types = [spec.type for spec in specs]
+    return [t if types.count(t) == 1 else f"{t}-{types[:n].count(t) + 1}" for n, t in enumerate(types)]
+
+
 def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[ProviderSpec, ...]]:
     """Channel -> its providers, in order; a ValueError names the first bad setting (providers.email[0].port)."""
     if isinstance(value, str):
@@ -332,8 +338,8 @@ def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[Provi
             raise ValueError(f"providers.{channel}: providers are configured for email, sms and push")
         if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
             raise ValueError(f"providers.{channel}: expected a list of provider tables ([[herald.providers.{channel}]])")
-        if len(listed) > 1:
-            raise ValueError(f"providers.{channel}: one provider per channel for now (failover across several is not built yet)")
+        if len(listed) > MAX_PROVIDERS:
+            raise ValueError(f"providers.{channel}: at most {MAX_PROVIDERS} providers per channel (failover tries them in order)")
         specs: list[ProviderSpec] = []
         for n, table in enumerate(listed):
             where = f"providers.{channel}[{n}]"

@@ -155,17 +155,28 @@ class ResilienceGate:
         return self._slices[Lane.BULK]
 
     async def admit(self, delivery: Delivery) -> None:
+        await self._admit_in_turn(delivery, None)
+
+    async def admit_or_pass(self, delivery: Delivery, max_pause_s: float) -> bool:
+        """Admit as `admit` does, or answer False at once where it would wait for the breaker (open, or another probe
+        out) or for a throttled verdict's pause longer than `max_pause_s`: failover sends through the next provider.
+        Waits for the bucket's tokens as `admit` does (the provider's rate, not a reason to leave it)."""
+        return await self._admit_in_turn(delivery, max_pause_s)
+
+    async def _admit_in_turn(self, delivery: Delivery, max_pause_s: float | None) -> bool:
         admitting = self._admitting[delivery.priority.lane]
         try:  # a free turn is taken without yielding to the event loop (a turn of the scheduler per delivery)
             admitting.acquire_nowait()
         except trio.WouldBlock:
             await admitting.acquire()
         try:
-            await self._admit(delivery)
+            return await self._admit(delivery, max_pause_s)
         finally:
             admitting.release()
 
-    async def _admit(self, delivery: Delivery) -> None:
+    async def _admit(self, delivery: Delivery, max_pause_s: float | None = None) -> bool:
+        """True once admitted; False (with max_pause_s set) where it would wait for the breaker or a long pause."""
+        passing = max_pause_s is not None
         lane = delivery.priority.lane
         deferred = throttled = False
         fresh = False  # the view was read during this admission, since its last wait
@@ -173,17 +184,23 @@ class ResilienceGate:
         try:
             while True:
                 if self._probe is not None:  # this worker's probe is out: nothing else goes until it ends
+                    if passing:
+                        return False
                     deferred = self._defer(deferred, delivery, BreakerState.HALF_OPEN)
                     await self._probe_settled.wait()
                     fresh = False
                     continue
                 now = trio.current_time()
                 if not probing and now < self._paused_until:  # the provider said it is over its rate: wait as it asked
+                    if max_pause_s is not None and self._paused_until - now > max_pause_s:
+                        return False
                     throttled = True
                     await trio.sleep(self._paused_until - now)
                     fresh = False
                     continue
                 if not probing and self.breaker.state_at(now) is BreakerState.OPEN:
+                    if passing:
+                        return False
                     deferred = self._defer(deferred, delivery, BreakerState.OPEN)
                     await trio.sleep(self.breaker.time_until_allowed(now))
                     fresh = False
@@ -210,6 +227,8 @@ class ResilienceGate:
                         view = await self._ask_breaker()
                         fresh = True
                         if not view.allowed:
+                            if passing:
+                                return False
                             deferred = self._defer(deferred, delivery, BreakerState(view.state))
                             if view.state == BreakerState.HALF_OPEN.value:  # another worker's probe is out
                                 await trio.sleep(PROBE_POLL_S)
@@ -224,7 +243,7 @@ class ResilienceGate:
                 self.throttled += throttled
                 if probing:
                     self._probe = delivery
-                return
+                return True
         except BaseException:
             if probing:  # cancelled (or failed) while holding the probe: free it for the others
                 await self._release_probe()

@@ -36,6 +36,7 @@ class TwilioEmulator:
     accepted: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
     script: list[Answer] = field(default_factory=list)
+    down: bool = False  # every authenticated request answered 503 (an outage)
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes, http_version: str) -> Answer:
         match = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", path)
@@ -49,6 +50,8 @@ class TwilioEmulator:
             return error(404, 20404, f"The requested resource {path} was not found")
         if self.script:
             return self.script.pop(0)
+        if self.down:
+            return error(503, 20503, "Service Unavailable")
         if not headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return error(400, 20001, "Invalid content type")
         form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
