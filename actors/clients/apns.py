@@ -115,7 +115,7 @@ class ApnsClient:
     def __init__(self, settings: ApnsProvider) -> None:
         self.settings = settings
         self.base = settings.base_url.rstrip("/") + "/3/device/"
-        self._http = http_client(settings.timeout_s, settings.max_connections, settings.ca_file, http2=True)
+        self.http = http_client(settings.timeout_s, settings.max_connections, settings.ca_file, http2=True)
         self.token = ProviderToken(settings)
 
     async def send(self, delivery: Delivery) -> Outcome:
@@ -130,7 +130,7 @@ class ApnsClient:
         for _ in range(2):  # a second time only after ExpiredProviderToken, with a new token
             provider_token = self.token.get()
             try:
-                answer = await call(self._http, "POST", self.base + device, json=payload,
+                answer = await call(self.http, "POST", self.base + device, json=payload,
                                     headers={**headers, "authorization": f"bearer {provider_token}"})
             except httpx.HTTPError as exc:
                 return transport_failure("apns", exc)
@@ -141,4 +141,4 @@ class ApnsClient:
         return verdict(device, answer.status, answer.headers, answer.body)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.http.aclose()

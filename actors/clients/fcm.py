@@ -52,7 +52,7 @@ class AccessTokens:
 
     def __init__(self, settings: FcmProvider, http: httpx.AsyncClient) -> None:
         self.settings = settings
-        self._http = http
+        self.http = http
         self._key = load_pem_private_key(settings.private_key.reveal().encode(), password=None)
         self._token: str | None = None
         self._refresh_at = 0.0  # Trio time
@@ -75,7 +75,7 @@ class AccessTokens:
             asked = trio.current_time()
             form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self.assertion()}
             try:
-                answer = await call(self._http, "POST", self.settings.token_url, data=form)
+                answer = await call(self.http, "POST", self.settings.token_url, data=form)
             except httpx.HTTPError as exc:
                 raise TokenError(transport_failure("access token", exc).error) from None
             try:
@@ -159,8 +159,8 @@ class FcmClient:
     def __init__(self, settings: FcmProvider) -> None:
         self.settings = settings
         self.url = f"{settings.base_url.rstrip('/')}/v1/projects/{settings.project_id}/messages:send"
-        self._http = http_client(settings.timeout_s, settings.max_connections, settings.ca_file, http2=True)
-        self.tokens = AccessTokens(settings, self._http)
+        self.http = http_client(settings.timeout_s, settings.max_connections, settings.ca_file, http2=True)
+        self.tokens = AccessTokens(settings, self.http)
 
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.push is None:
@@ -174,7 +174,7 @@ class FcmClient:
     async def _send_one(self, delivery: Delivery, token: str, access: str) -> Outcome:
         body = message(delivery, token, self.settings.ttl_s)
         try:
-            answer = await call(self._http, "POST", self.url, json=body, headers={"Authorization": f"Bearer {access}"})
+            answer = await call(self.http, "POST", self.url, json=body, headers={"Authorization": f"Bearer {access}"})
         except httpx.HTTPError as exc:
             return transport_failure("fcm", exc)
         if answer.status == 401:
@@ -182,4 +182,4 @@ class FcmClient:
         return verdict(token, answer.status, answer.headers, answer.body)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.http.aclose()

@@ -73,7 +73,7 @@ class ApnsEmulator:
         problem = self._headers(headers) or self._payload(body)
         if problem is not None:
             return problem
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", token):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", token) or token == "0" * 64:  # zeros: a token APNs never issued
             return reason(400, "BadDeviceToken")
         if token in self.unregistered:
             return Answer(410, {"reason": "Unregistered", "timestamp": self.unregistered[token]})

@@ -102,6 +102,8 @@ class FcmEmulator:
         problem = self._problem(message)
         if problem is not None:
             return problem
+        if json.loads(body).get("validate_only") is True:  # checked, not sent (herald providers check)
+            return Answer(200, {"name": f"projects/{PROJECT}/messages/fake_message_id"})
         if token in self.unregistered:
             return fcm_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
         self.accepted.append(message)

@@ -36,14 +36,22 @@ class TwilioEmulator:
     accepted: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
     script: list[Answer] = field(default_factory=list)
+    account_status: str = "active"  # or suspended, closed
     down: bool = False  # every authenticated request answered 503 (an outage)
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes, http_version: str) -> Answer:
+        expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+        account = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)\.json", path)
+        if method == "GET" and account is not None:  # the account's resource (herald providers check)
+            if headers.get("authorization") != expected:
+                return error(401, 20003, "Authenticate")
+            if account.group(1) != ACCOUNT_SID:
+                return error(404, 20404, f"The requested resource {path} was not found")
+            return Answer(200, {"sid": ACCOUNT_SID, "status": self.account_status, "type": "Full"})
         match = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", path)
         if method != "POST" or match is None:
             return error(404, 20404, "The requested resource was not found")
         self.requests += 1
-        expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
         if headers.get("authorization") != expected:
             return error(401, 20003, "Authenticate")
         if match.group(1) != ACCOUNT_SID:
