@@ -40,7 +40,7 @@ from protocol.channels import LANES, Channel, Lane
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
-from reactor.ports import Bus, LogStore, Store
+from reactor.ports import Bus, LogStore, State, Store
 from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
 
@@ -51,7 +51,7 @@ from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
 from .clients.apns import ApnsClient
-from .clients.failover import FailoverClient, Member
+from .clients.failover import FailoverClient, FailoverGate, Member
 from .clients.fcm import FcmClient
 from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, provider_names
 from .clients.sandbox import EmailOutbox, JsonLinesSink
@@ -66,7 +66,7 @@ from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from .metrics import ConsumedTopic, FanoutProgress, FanoutReader, NodeMetrics, RequestStats, SessionCounts, new_outcomes
-from .provider import ChannelClient, OpenGate, Provider
+from .provider import ChannelClient, Gate, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
 from .scheduler import POLL_S, ScheduleAt, Scheduler
@@ -198,6 +198,15 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
     return clients
 
 
+def provider_gate(config: Config, channel: Channel, client: ChannelClient, state: State) -> Gate:
+    """The Provider's gate: the channel's, or on a failover channel an open one that shows its providers' gates."""
+    inner = client.inner if isinstance(client, CountedClient) else client
+    if isinstance(inner, FailoverClient):
+        return FailoverGate(inner.members)
+    return ResilienceGate(channel.value, config.limits_of(channel), state, config.gate_settings(),
+                          critical_reserve=config.critical_tokens_of(channel))
+
+
 def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClient:
     """The client of one configured provider (the sandbox type: the channel's sandbox client)."""
     if isinstance(spec, SmtpProvider):
@@ -211,11 +220,6 @@ def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClie
     if isinstance(spec, ApnsProvider):
         return ApnsClient(spec)
     return sandbox
-
-
-def failover_channels(config: Config) -> set[Channel]:
-    """Channels with several providers: each has its own gates, so the Provider's own gate is open."""
-    return {c for c in Channel if len(config.providers_of(c)) > 1}
 
 
 class ScheduleWriter:
@@ -334,11 +338,8 @@ async def wire(
         herald.sandbox_faults, chosen = SandboxFaults.around({**default_clients(config, backends, recent), **(clients or {})}, config.faults_of)
         chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
                   for c, client in chosen.items()}
-        failover = failover_channels(config)
         herald.providers = {
-            c: Provider(c, chosen[c], provider_mbs[c], store,
-                        OpenGate() if c in failover else
-                        ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings(), critical_reserve=config.critical_tokens_of(c)),
+            c: Provider(c, chosen[c], provider_mbs[c], store, provider_gate(config, c, chosen[c], state),
                         devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
                         critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c),
                         throttle_wait_s=config.provider_throttle_wait_s)

@@ -21,6 +21,7 @@ secondary is not sent again through the primary on a redelivery.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ import msgspec
 
 from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, RetryLater, Sent
 
-from ..provider import ChannelClient
+from ..provider import ChannelClient, OpenGate
+from ..services.gate import GateView
 
 log = logging.getLogger("herald.failover")
 
 
 class MemberGate(Protocol):
+    throttled: int
+    deferred: int
+
     async def admit(self, delivery: Delivery) -> None: ...
 
     async def admit_or_pass(self, delivery: Delivery, max_pause_s: float) -> bool: ...
@@ -43,6 +48,10 @@ class MemberGate(Protocol):
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None: ...
 
     async def abandon(self, delivery: Delivery) -> None: ...
+
+    async def release(self) -> None: ...
+
+    async def view(self) -> GateView: ...
 
 
 @dataclass
@@ -99,6 +108,33 @@ class FailoverClient:
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {m.name: {"sent": m.sent, "passed": m.passed, "failed_over": m.failed_over} for m in self.members}
+
+
+class FailoverGate(OpenGate):
+    """The Provider's gate on a failover channel: open (each member has its own), but what the operator reads of the
+    channel is its providers' gates: GET /v1/admin/circuits and /metrics show the first provider's breaker and bucket,
+    the members' counts summed, and every member's transitions named (`twilio-1:closed->open`)."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        super().__init__()
+        self.members = members
+
+    @property
+    def throttled(self) -> int:
+        return sum(m.gate.throttled for m in self.members)
+
+    @property
+    def deferred(self) -> int:
+        return sum(m.gate.deferred for m in self.members)
+
+    async def view(self) -> GateView:
+        views = [await m.gate.view() for m in self.members]
+        transitions = {f"{m.name}:{key}": count for m, v in zip(self.members, views) for key, count in v.transitions.items()}
+        return dataclasses.replace(views[0], deferred=self.deferred, throttled=self.throttled, transitions=transitions)
+
+    async def release(self) -> None:
+        for member in self.members:
+            await member.gate.release()
 
 
 def _named(outcome: Outcome, name: str, passed: list[str], gone: list[str]) -> Outcome:

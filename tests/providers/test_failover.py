@@ -62,6 +62,8 @@ async def test_primary_down_then_back_nothing_lost_nothing_twice(tmp_path: Path)
                               **settings) as http:
             down = await all_sent(http, await send_all(http, 0, 30))
             tried_while_down = primary.requests
+            circuits = (await http.get("/v1/admin/circuits")).json()
+            metrics = (await http.get("/metrics")).text
             primary.down = False  # back: after its breaker's open timeout, a probe finds it and closes it
             await trio.sleep(OPEN_S)
             back = await all_sent(http, await send_all(http, 30, 30))
@@ -70,6 +72,9 @@ async def test_primary_down_then_back_nothing_lost_nothing_twice(tmp_path: Path)
               f"(503), secondary sent {len(secondary.accepted)}; primary back: sent {len(primary.accepted)}")
         assert sorted(sent) == sorted(f"msg {n}" for n in range(60))  # nothing lost, nothing twice
         assert tried_while_down <= THRESHOLD + IN_FLIGHT  # one breaker trip, then passed over
+        [sms] = [c for c in circuits["circuits"] if c["channel"] == "sms"]
+        assert sms["state"] == "open" and sms["transitions"] == {"twilio-1:closed->open": 1}, sms  # the primary's breaker
+        assert 'herald_provider_breaker_state{channel="sms",state="open"} 1.0' in metrics
         assert {m["Body"] for m in primary.accepted} <= {f"msg {n}" for n in range(30, 60)}  # none while it was down
         assert len(primary.accepted) >= 30 - IN_FLIGHT  # back once its breaker closed (the probe's companions: the secondary)
         assert all("via twilio-2: twilio: 201" in json.dumps(s["channels"]["sms"]["attempts"]) for s in down), down[0]  # who sent each
