@@ -72,6 +72,7 @@ from .services.gate import GateView
 log = logging.getLogger("herald.provider")
 
 BULK_LOOKUPS = 2  # the bulk lane's send-ledger lookups at the Store at once (a Store serves a few reads at once anyway)
+MAX_THROTTLED_RESENDS = 10  # per attempt: a provider answering 429 with Retry-After 0 is not asked again and again
 ALREADY_SENT = "already sent (send ledger): not sent again"  # the detail of a Sent the send ledger answered
 
 
@@ -321,7 +322,7 @@ class Provider:
             if status is not None:
                 self.suppressed += 1
                 return Sent(Status(status), ALREADY_SENT)
-        waited = 0.0  # throttled verdicts' waits so far
+        waited, resends = 0.0, 0  # throttled verdicts' waits so far, and the sends again after them
         while True:
             await self.gate.admit(delivery)  # after a throttled verdict, waits as long as the provider asked
             self.calls += 1
@@ -341,9 +342,10 @@ class Provider:
             if outcome.unregistered_tokens and self.devices is not None:
                 await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
             if not (isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None
-                    and waited + outcome.after_s <= self.throttle_wait_s):
+                    and waited + outcome.after_s <= self.throttle_wait_s and resends < MAX_THROTTLED_RESENDS):
                 break
             waited += outcome.after_s
+            resends += 1
             self.throttled_resends += 1
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())

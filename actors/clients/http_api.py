@@ -4,7 +4,7 @@ up to a limit, Retry-After, and the verdict of a transport error.
 An answer's body is read up to `limit` bytes whatever its size (a provider, or something
 in between, answering megabytes costs no more than the limit); the rest is dropped with
 the connection's stream. Every call has the client's timeout (connect, each read, each
-write, a free connection from the pool). The error texts a verdict carries are built from
+write, a free connection from the pool), and the whole call at most twice that. The error texts a verdict carries are built from
 the status, the provider's error code and message: never from the request, so a
 credential sent in a header or a body is in none of them.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from protocol.messages import RetryLater
 
@@ -46,15 +47,22 @@ def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *,
 
 
 async def call(http: httpx.AsyncClient, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
-    """One request; the answer with its body read up to `limit` bytes. Raises httpx.HTTPError on transport failures."""
-    async with http.stream(method, url, **request) as response:
-        body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= limit:
-                body = body[:limit]
-                break
-    return Answer(response.status_code, response.headers, body, response.http_version)
+    """One request; the answer with its body read up to `limit` bytes. Raises httpx.HTTPError on transport failures.
+
+    The client's timeout bounds each step (connect, a read, a write); the whole call is bounded too, by twice the read
+    timeout, so an answer trickled a byte at a time (each read within its timeout) cannot hold a slot for long."""
+    deadline_s = 2 * (http.timeout.read or 30.0)
+    with trio.move_on_after(deadline_s) as scope:
+        async with http.stream(method, url, **request) as response:
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= limit:
+                    body = body[:limit]
+                    break
+        return Answer(response.status_code, response.headers, body, response.http_version)
+    assert scope.cancelled_caught
+    raise httpx.TimeoutException(f"no whole answer within {deadline_s:g} s")
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:

@@ -25,6 +25,7 @@ from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 
+from .http_api import Answer, call, transport_failure
 from .provider_config import SendgridProvider
 from .sandbox import render_email
 
@@ -61,7 +62,7 @@ def _errors(body: bytes) -> str:
         return text.decode("utf-8", "replace")[:200]
 
 
-def _wait_s(response: httpx.Response) -> float | None:
+def _wait_s(response: Answer) -> float | None:
     """How long a 429 asks to wait: Retry-After (seconds) or X-RateLimit-Reset (a Unix time), bounded to an hour."""
     retry_after, reset = response.headers.get("retry-after"), response.headers.get("x-ratelimit-reset")
     try:
@@ -94,18 +95,12 @@ class SendgridClient:
         if isinstance(checked, PermanentFailure):
             return checked
         headers = {"Authorization": f"Bearer {self.settings.api_key.reveal()}"}
-        try:
-            async with self._http.stream("POST", self.url, json=mail_body(delivery, self.sender), headers=headers) as response:
-                body = b""
-                async for chunk in response.aiter_bytes():  # an answer is read up to MAX_ERROR_BODY, whatever its size
-                    body += chunk
-                    if len(body) >= MAX_ERROR_BODY:
-                        break
-        except httpx.TimeoutException:
-            return RetryLater("sendgrid: timed out")
+        try:  # an answer is read up to MAX_ERROR_BODY, whatever its size; the whole call is bounded (http_api.call)
+            response = await call(self._http, "POST", self.url, limit=MAX_ERROR_BODY, json=mail_body(delivery, self.sender),
+                                  headers=headers)
         except httpx.HTTPError as exc:
-            return RetryLater(f"sendgrid: {type(exc).__name__}: {exc}"[:500])
-        status = response.status_code
+            return transport_failure("sendgrid", exc)
+        body, status = response.body, response.status
         if status in (200, 202):
             return Sent(Status.SENT, detail=f"sendgrid: {status} X-Message-Id {response.headers.get('x-message-id', '-')}"[:300])
         error = f"sendgrid: {status}: {_errors(body)}"

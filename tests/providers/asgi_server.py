@@ -30,6 +30,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # answer after this long (a provider that is slow)
     raw: bytes | None = None  # a body sent as is (not JSON)
+    drip_s: float = 0.0  # the body a byte at a time, this long apart (a server trickling its answer)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ class App:
         if payload and answer.raw is None:
             out.append((b"content-type", b"application/json"))
         await send({"type": "http.response.start", "status": answer.status, "headers": out})
+        if answer.drip_s:
+            for n in range(len(payload)):
+                await send({"type": "http.response.body", "body": payload[n:n + 1], "more_body": True})
+                await trio.sleep(answer.drip_s)
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send({"type": "http.response.body", "body": payload})
 
 

@@ -121,3 +121,12 @@ async def test_without_limits_the_open_gate_honours_the_wait_too(autojump_clock)
     client = Scripted(throttled(7.0))
     outcome, _ = await run_one(client, None)
     assert isinstance(outcome, Sent) and client.calls[1] - client.calls[0] >= 7.0, client.calls
+
+
+async def test_a_throttle_with_no_wait_is_sent_again_a_bounded_number_of_times(autojump_clock) -> None:
+    from actors.provider import MAX_THROTTLED_RESENDS
+
+    client = Scripted(*[throttled(0.0)] * 50)  # Retry-After: 0, again and again
+    outcome, provider = await run_one(client, ResilienceGate("sms", Limits(100, 100, BREAKER), MemoryState()))
+    assert isinstance(outcome, RetryLater) and outcome.throttled, outcome  # back to the consumer's retries
+    assert len(client.calls) == 1 + MAX_THROTTLED_RESENDS and provider.throttled_resends == MAX_THROTTLED_RESENDS

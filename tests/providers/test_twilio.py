@@ -103,6 +103,12 @@ async def test_a_slow_api_times_out_and_an_unreachable_one_is_retried(twilio: Tw
     assert isinstance(outcome, RetryLater) and "ConnectError" in outcome.error, outcome
 
 
+async def test_an_answer_trickled_a_byte_at_a_time_is_cut_off_at_the_calls_deadline(twilio: TwilioEmulator) -> None:
+    twilio.script.append(Answer(500, raw=b"x" * 40, drip_s=0.05))  # 2 s in all, each byte well within the read timeout
+    outcome = await client(twilio.url, timeout_s=0.3).send(delivery())
+    assert isinstance(outcome, RetryLater) and "timed out" in outcome.error, outcome  # at 2 x 0.3 s, not after 2 s
+
+
 async def test_a_huge_error_answer_is_read_only_up_to_the_limit(twilio: TwilioEmulator) -> None:
     twilio.script.append(Answer(500, raw=b"x" * (8 * 1024 * 1024)))
     outcome = await client(twilio.url).send(delivery())
