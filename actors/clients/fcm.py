@@ -30,7 +30,7 @@ from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 
-from .http_api import call, http_client, retry_after_s, text_of, transport_failure
+from .http_api import HttpClients, call, http_client, retry_after_s, text_of, transport_failure
 from .provider_config import FcmProvider
 from .push import each_token, unregistered
 
@@ -50,7 +50,7 @@ class TokenError(Exception):
 class AccessTokens:
     """The service account's OAuth2 access token: fetched with a signed assertion, cached until REFRESH_MARGIN_S before expiry."""
 
-    def __init__(self, settings: FcmProvider, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: FcmProvider, http: HttpClients) -> None:
         self.settings = settings
         self.http = http
         self._key = load_pem_private_key(settings.private_key.reveal().encode(), password=None)

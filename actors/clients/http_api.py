@@ -39,21 +39,62 @@ class Answer:
     http_version: str
 
 
-def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> httpx.AsyncClient:
-    """An httpx client for one provider: its own pool, no redirects, the CA file's roots if given (else the system's)."""
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(timeout=timeout_s, limits=limits, follow_redirects=False, verify=verify, http2=http2)
+POOL_CONNECTIONS = 8  # HTTP/1.1 connections per httpx client (below)
 
 
-async def call(http: httpx.AsyncClient, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
+class HttpClients:
+    """One provider's httpx clients, taken in turn by `call`.
+
+    HTTP/1.1 carries one request per connection at a time, so a provider answering in 100 ms
+    needs hundreds of connections for thousands of requests a second; but httpcore's pool
+    scans every connection for every waiting request (one client of 256 connections cost
+    7 ms of CPU per request with 1,000 requests at once, measured: docs/providers.md), so
+    the connections are split over clients of at most POOL_CONNECTIONS each. HTTP/2
+    multiplexes requests on a connection: one client.
+    """
+
+    def __init__(self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> None:
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+        sizes = [max_connections] if http2 else [
+            len(range(n, max_connections, math.ceil(max_connections / POOL_CONNECTIONS)))
+            for n in range(math.ceil(max_connections / POOL_CONNECTIONS))
+        ]
+        self.timeout_s = timeout_s
+        self.clients = [
+            httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                              follow_redirects=False, verify=verify, http2=http2)
+            for size in sizes
+        ]
+        self._turn = 0
+
+    def next(self) -> httpx.AsyncClient:
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> HttpClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> HttpClients:
+    """The httpx clients of one provider: their own pools, no redirects, the CA file's roots if given (else the system's)."""
+    return HttpClients(timeout_s, max_connections, ca_file, http2=http2)
+
+
+async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
     """One request; the answer with its body read up to `limit` bytes. Raises httpx.HTTPError on transport failures.
 
     The client's timeout bounds each step (connect, a read, a write); the whole call is bounded too, by twice the read
     timeout, so an answer trickled a byte at a time (each read within its timeout) cannot hold a slot for long."""
-    deadline_s = 2 * (http.timeout.read or 30.0)
+    deadline_s = 2 * http.timeout_s
     with trio.move_on_after(deadline_s) as scope:
-        async with http.stream(method, url, **request) as response:
+        async with http.next().stream(method, url, **request) as response:
             body = b""
             async for chunk in response.aiter_bytes():
                 body += chunk

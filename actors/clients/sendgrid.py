@@ -25,7 +25,7 @@ from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 
-from .http_api import Answer, call, transport_failure
+from .http_api import Answer, call, http_client, transport_failure
 from .provider_config import SendgridProvider
 from .sandbox import render_email
 
@@ -87,8 +87,7 @@ class SendgridClient:
         self.settings = settings
         self.sender = sender
         self.url = settings.base_url.rstrip("/") + "/v3/mail/send"
-        limits = httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections)
-        self._http = httpx.AsyncClient(timeout=settings.timeout_s, limits=limits, follow_redirects=False)
+        self._http = http_client(settings.timeout_s, settings.max_connections, None, http2=False)
 
     async def send(self, delivery: Delivery) -> Outcome:
         checked = render_email(delivery, self.sender)  # the same checks as the outbox's and SMTP's message
