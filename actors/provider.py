@@ -33,6 +33,12 @@ gate's view (`Gate.view`) and the Provider's counters.
 A push provider's verdict that a device token is unregistered (the outcome's
 `unregistered_tokens`) removes those tokens from the user's devices before the answer.
 
+A throttled verdict (`RetryLater(throttled=True)`: the provider's 429) is not the
+provider's ill health: the gate holds its bucket for the wait the provider asked and does
+not count it against the breaker, and the attempt is sent again in place after that wait
+(the user's order kept) while its waits add up to at most `throttle_wait_s`, at most
+MAX_THROTTLED_RESENDS times; beyond that, the throttled RetryLater is the attempt's outcome.
+
 What a client raises is the attempt's outcome, never the Provider's crash: an OSError
 (the client's own I/O: disk full, a refused connection) is RetryLater, anything else is
 Crashed (the consumer retries it once and dead-letters it as poison if it crashes the
