@@ -40,7 +40,7 @@ from protocol.channels import LANES, Channel, Lane
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
-from reactor.ports import Bus, LogStore, Store
+from reactor.ports import Bus, LogStore, State, Store
 from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
 
@@ -50,10 +50,14 @@ from .api.metrics_port import MetricsPort
 from .api.subscriber import SessionCaps, SubscriberLimits
 from .clients.call_log import CallLog, CountedClient, call_log_path
 from .clients.faults import SandboxFaults
-from .clients.provider_config import SendgridProvider, SmtpProvider
+from .clients.apns import ApnsClient
+from .clients.failover import FailoverClient, FailoverGate, Member
+from .clients.fcm import FcmClient
+from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, provider_names
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.sendgrid import SendgridClient
 from .clients.smtp import SmtpClient
+from .clients.twilio import TwilioClient
 from .clients.web import WebClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
@@ -63,7 +67,7 @@ from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from .metrics import ConsumedTopic, FanoutProgress, FanoutReader, NodeMetrics, RequestStats, SessionCounts, new_outcomes
-from .provider import ChannelClient, Provider
+from .provider import ChannelClient, Gate, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
 from .scheduler import POLL_S, ScheduleAt, Scheduler
@@ -183,13 +187,43 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
         Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push", config.commit_linger_ms / 1000),
         Channel.WEB: WebClient(backends.broker, recent),
     }
-    for channel in Channel:  # a configured real provider in place of the sandbox (one per channel for now)
-        for spec in config.providers_of(channel):
-            if isinstance(spec, SmtpProvider):
-                clients[channel] = SmtpClient(spec, config.email_from)
-            elif isinstance(spec, SendgridProvider):
-                clients[channel] = SendgridClient(spec, config.email_from)
+    for channel in Channel:  # configured real providers in place of the sandbox; several: failover, in order
+        specs = config.providers_of(channel)
+        chosen = [_client_of(spec, config, clients[channel]) for spec in specs]
+        if len(chosen) == 1:
+            clients[channel] = chosen[0]
+        elif chosen:  # each member behind a gate of its own (the Provider's gate is then open: failover_channels)
+            members = [
+                Member(name, client, ResilienceGate(f"{channel.value}.{name}", config.limits_of(channel), backends.state,
+                                                    config.gate_settings(), critical_reserve=config.critical_tokens_of(channel)))
+                for name, client in zip(provider_names(specs), chosen)
+            ]
+            clients[channel] = FailoverClient(channel.value, members, config.provider_throttle_wait_s)
     return clients
+
+
+def provider_gate(config: Config, channel: Channel, client: ChannelClient, state: State) -> Gate:
+    """The Provider's gate: the channel's, or on a failover channel an open one that shows its providers' gates."""
+    inner = client.inner if isinstance(client, CountedClient) else client
+    if isinstance(inner, FailoverClient):
+        return FailoverGate(inner.members)
+    return ResilienceGate(channel.value, config.limits_of(channel), state, config.gate_settings(),
+                          critical_reserve=config.critical_tokens_of(channel))
+
+
+def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClient:
+    """The client of one configured provider (the sandbox type: the channel's sandbox client)."""
+    if isinstance(spec, SmtpProvider):
+        return SmtpClient(spec, config.email_from)
+    if isinstance(spec, SendgridProvider):
+        return SendgridClient(spec, config.email_from)
+    if isinstance(spec, TwilioProvider):
+        return TwilioClient(spec)
+    if isinstance(spec, FcmProvider):
+        return FcmClient(spec)
+    if isinstance(spec, ApnsProvider):
+        return ApnsClient(spec)
+    return sandbox
 
 
 class ScheduleWriter:
@@ -309,10 +343,10 @@ async def wire(
         chosen = {c: client if c is Channel.WEB else CountedClient(c.value, client, CallLog(call_log_path(config.data_dir, c.value)))
                   for c, client in chosen.items()}
         herald.providers = {
-            c: Provider(c, chosen[c], provider_mbs[c], store,
-                        ResilienceGate(c.value, config.limits_of(c), state, config.gate_settings(), critical_reserve=config.critical_tokens_of(c)),
+            c: Provider(c, chosen[c], provider_mbs[c], store, provider_gate(config, c, chosen[c], state),
                         devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
-                        critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c))
+                        critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c),
+                        throttle_wait_s=config.provider_throttle_wait_s)
             for c in Channel
         }
         herald.scheduler = scheduler = Scheduler(bus, store, scheduler_mb, poll_s=None if alone else POLL_S)

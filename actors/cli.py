@@ -474,6 +474,25 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _providers_check(args: argparse.Namespace) -> int:
+    """One line per configured provider; exit 1 if any check failed (actors/clients/checks.py)."""
+    import trio
+
+    from protocol.channels import Channel
+
+    from .clients.checks import check_all
+
+    config = _config(args)
+    providers = {c: config.providers_of(c) for c in Channel if config.providers_of(c) and args.channel in (None, c.value)}
+    if not providers:
+        print("no providers configured: every channel sends to its sandbox")
+        return 0
+    results = trio.run(check_all, providers)
+    for result in results:
+        print(result.line())
+    return 0 if all(r.ok for r in results) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="herald", description="Herald, a multi-channel notification service")
     sub = top.add_subparsers(dest="command", required=True)
@@ -585,6 +604,14 @@ def parser() -> argparse.ArgumentParser:
                       help="work on the data dir directly, not through the server (rotate-secret: with the node stopped)")
     client(keys)
     keys.set_defaults(func=_keys)
+
+    providers = sub.add_parser("providers", help="the configured providers (HERALD_PROVIDERS, [[herald.providers.<channel>]])")
+    provider_actions = providers.add_subparsers(dest="action", required=True)
+    check = provider_actions.add_parser(
+        "check", help="check each configured provider's credentials and connectivity where its API allows (nothing is sent)")
+    check.add_argument("--config", type=Path, help="the TOML file `herald serve` reads (HERALD_CONFIG)")
+    check.add_argument("--channel", choices=["email", "sms", "push"], help="only this channel's providers")
+    check.set_defaults(func=_providers_check)
 
     from .check import add_parser as add_check  # herald check properties (actors/check.py)
 

@@ -85,6 +85,9 @@ class Config:
     consumer_window: int = 1024  # offsets a partition's consumer may have out past its last commit (fetched, not committed)
     consumer_window_bytes: int = 16 * 1024 * 1024  # bytes of records a partition's consumer may have out (plus one fetch)
     provider_max_in_flight: dict[str, int] = field(default_factory=_default_max_in_flight)
+    # A provider's throttled verdict (its 429) is sent again in place after the wait it asked, while an attempt's waits
+    # add up to at most this; beyond it the attempt is a scheduled retry (docs/providers.md "Verdicts")
+    provider_throttle_wait_s: float = 60.0
     fanout_batch: int = 500  # subscribers a topic send's fan-out expands per bus append and checkpoint (actors/fanout.py)
     fanout_lease_s: float = 30.0  # how long a worker holds a fan-out job between checkpoints before another may take it over
     # Priority lanes (docs/reliability.md): the share of each Provider's slots and of each channel's token bucket the

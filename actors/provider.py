@@ -33,6 +33,12 @@ gate's view (`Gate.view`) and the Provider's counters.
 A push provider's verdict that a device token is unregistered (the outcome's
 `unregistered_tokens`) removes those tokens from the user's devices before the answer.
 
+A throttled verdict (`RetryLater(throttled=True)`: the provider's 429) is not the
+provider's ill health: the gate holds its bucket for the wait the provider asked and does
+not count it against the breaker, and the attempt is sent again in place after that wait
+(the user's order kept) while its waits add up to at most `throttle_wait_s`, at most
+MAX_THROTTLED_RESENDS times; beyond that, the throttled RetryLater is the attempt's outcome.
+
 What a client raises is the attempt's outcome, never the Provider's crash: an OSError
 (the client's own I/O: disk full, a refused connection) is RetryLater, anything else is
 Crashed (the consumer retries it once and dead-letters it as poison if it crashes the
@@ -72,6 +78,7 @@ from .services.gate import GateView
 log = logging.getLogger("herald.provider")
 
 BULK_LOOKUPS = 2  # the bulk lane's send-ledger lookups at the Store at once (a Store serves a few reads at once anyway)
+MAX_THROTTLED_RESENDS = 10  # per attempt: a provider answering 429 with Retry-After 0 is not asked again and again
 ALREADY_SENT = "already sent (send ledger): not sent again"  # the detail of a Sent the send ledger answered
 
 
@@ -113,13 +120,19 @@ async def _acquire(semaphore: trio.Semaphore) -> None:
 
 
 class OpenGate:
-    """No rate limit, no breaker: every attempt goes straight through."""
+    """No rate limit, no breaker: every attempt goes straight through, but after a throttled verdict's wait."""
+
+    def __init__(self) -> None:
+        self._paused_until = -math.inf
 
     async def admit(self, delivery: Delivery) -> None:
-        return None
+        wait = self._paused_until - trio.current_time()
+        if wait > 0:
+            await trio.sleep(wait)
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        return None
+        if isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None:
+            self._paused_until = max(self._paused_until, trio.current_time() + outcome.after_s)
 
     async def abandon(self, delivery: Delivery) -> None:
         return None
@@ -141,7 +154,7 @@ class Provider:
     def __init__(
         self, channel: Channel, client: ChannelClient, mailbox: Mailbox[Attempt], ledger: Store, gate: Gate | None = None,
         devices: Devices | None = None, queries: Mailbox[CircuitQuery] | None = None, max_in_flight: int = 1,
-        critical: Mailbox[Attempt] | None = None, critical_reserve: int = 0,
+        critical: Mailbox[Attempt] | None = None, critical_reserve: int = 0, throttle_wait_s: float = 60.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
@@ -158,6 +171,10 @@ class Provider:
         self.ledger = ledger
         self.gate: Gate = gate or OpenGate()
         self.max_in_flight = max_in_flight
+        # A throttled verdict with a wait is sent again after it, in place (the user's order kept), while the attempt's
+        # waits add up to at most this; beyond it the throttled RetryLater goes back to the consumer (a scheduled retry).
+        self.throttle_wait_s = throttle_wait_s
+        self.throttled_resends = 0
         self.calls = 0
         self.suppressed = 0
         self.client_errors = 0  # client exceptions taken as outcomes (RetryLater or Crashed)
@@ -311,22 +328,31 @@ class Provider:
             if status is not None:
                 self.suppressed += 1
                 return Sent(Status(status), ALREADY_SENT)
-        await self.gate.admit(delivery)
-        self.calls += 1
-        try:
-            outcome = await self.client.send(delivery)
-        except Exception as exc:
-            outcome = self._client_raised(delivery, exc)
-        except BaseException:
-            await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
-            raise
-        if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
-            # A crash or content refused before it reached the provider: no word on its health.
-            await self.gate.abandon(delivery)
-            return outcome
-        await self.gate.settle(delivery, outcome)  # a client's I/O error (RetryLater) counts against the breaker
-        if isinstance(outcome, (Sent, PermanentFailure)) and outcome.unregistered_tokens and self.devices is not None:
-            await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
+        waited, resends = 0.0, 0  # throttled verdicts' waits so far, and the sends again after them
+        while True:
+            await self.gate.admit(delivery)  # after a throttled verdict, waits as long as the provider asked
+            self.calls += 1
+            try:
+                outcome = await self.client.send(delivery)
+            except Exception as exc:
+                outcome = self._client_raised(delivery, exc)
+            except BaseException:
+                await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
+                raise
+            if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
+                # A crash or content refused before it reached the provider: no word on its health.
+                await self.gate.abandon(delivery)
+                return outcome
+            # a client's I/O error (RetryLater) counts against the breaker; a throttled one holds the bucket instead
+            await self.gate.settle(delivery, outcome)
+            if outcome.unregistered_tokens and self.devices is not None:
+                await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
+            if not (isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None
+                    and waited + outcome.after_s <= self.throttle_wait_s and resends < MAX_THROTTLED_RESENDS):
+                break
+            waited += outcome.after_s
+            resends += 1
+            self.throttled_resends += 1
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
             await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
         return outcome

@@ -22,6 +22,9 @@ Scenarios:
 * emulator: SMS and push deliveries through a channel client that POSTs each to a local
   HTTP provider emulator answering after `--delay-ms` (100 ms): a tiny Trio HTTP/1.1 server
   this script starts as a process of its own (its CPU is not the worker's).
+* twilio: SMS deliveries through the real Twilio client (actors/clients/twilio.py: httpx,
+  its form body, Basic auth, its verdicts) to the same emulator, with max_connections =
+  provider_max_in_flight (no reference run: the reference tree has no Twilio client).
 
 Every scenario runs on this tree and on a reference tree (by default a `git archive` of
 539ca1b, before concurrent providers, extracted to /tmp), in the same run; the ratio is
@@ -49,7 +52,8 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_COMMIT = "539ca1b"
-CHANNELS = {"sandbox": ("sms", "push", "web"), "email": ("email",), "emulator": ("sms", "push")}
+CHANNELS = {"sandbox": ("sms", "push", "web"), "email": ("email",), "emulator": ("sms", "push"), "twilio": ("sms",)}
+SERVED = ("emulator", "twilio")  # the scenarios that talk to the emulator process
 
 
 # -- the provider emulator (a process of its own) ----------------------------------------
@@ -214,7 +218,17 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
     warmup = scenario == "sandbox"
     warm = deliveries(scenario, int(1.3 * window * sum(config.partitions_of(Channel(c)) for c in CHANNELS[scenario])), "W")
     warmup_values = [(d.channel.topic(), d.user_id.encode(), encode_delivery(d)) for d in warm]
-    clients = {Channel(c): EmulatorClient(emulator_port) for c in CHANNELS[scenario]} if emulator_port is not None else None
+    clients: dict[Channel, Any] | None = None
+    if scenario == "twilio" and emulator_port is not None:
+        from actors.clients.provider_config import Secret, TwilioProvider
+        from actors.clients.twilio import TwilioClient
+
+        connections = config.max_in_flight_of(Channel.SMS)
+        clients = {Channel.SMS: TwilioClient(TwilioProvider(
+            account_sid="AC" + "0" * 32, auth_token=Secret("bench"), from_number="+15005550006",
+            base_url=f"http://127.0.0.1:{emulator_port}", max_connections=connections))}
+    elif emulator_port is not None:
+        clients = {Channel(c): EmulatorClient(emulator_port) for c in CHANNELS[scenario]}
     topics = {Channel(c).topic(): Channel(c) for c in CHANNELS[scenario]}
     async with trio.open_nursery() as nursery:
         herald = await nursery.start(lambda task_status: run_herald(config, clients=clients, signals=False, task_status=task_status))
@@ -329,16 +343,17 @@ def main() -> None:
     for scenario in args.scenarios.split(","):
         server = None
         port = None
-        if scenario == "emulator":
+        if scenario in SERVED:
             server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--emulator-server", "--delay-ms", str(args.delay_ms)],
                                       stdout=subprocess.PIPE, text=True)
             assert server.stdout is not None
             port = int(server.stdout.readline())
         try:
-            count = args.count // 3 if scenario == "emulator" else args.count
-            ref_count = (200 if ref_commit == REFERENCE_COMMIT else args.reference_count // 3) if scenario == "emulator" else args.reference_count
+            count = args.count // 3 if scenario in SERVED else args.count
+            ref_count = (200 if ref_commit == REFERENCE_COMMIT else args.reference_count // 3) if scenario in SERVED else args.reference_count
             ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger)
-            theirs = child(reference, scenario, ref_count, port, None, args.ledger) if reference is not None else None
+            theirs = (child(reference, scenario, ref_count, port, None, args.ledger)
+                      if reference is not None and scenario != "twilio" else None)
         finally:
             if server is not None:
                 server.terminate()

@@ -84,8 +84,18 @@ class Sent(msgspec.Struct, frozen=True, tag="sent"):
 
 
 class RetryLater(msgspec.Struct, frozen=True, tag="retry_later"):
+    """Not sent this time; try again (after `after_s` when the provider said how long).
+
+    `throttled`: the provider refused for its rate limit (an HTTP 429, FCM's QUOTA_EXCEEDED),
+    not for ill health: the gate holds the provider's bucket for `after_s` (when given) and
+    does not count it as a breaker failure; the Provider sends it again after that wait
+    (docs/providers.md "Verdicts").
+    """
+
     error: str
     after_s: float | None = None
+    throttled: bool = False
+    unregistered_tokens: list[str] = []  # push: device tokens the provider said are gone (to remove)
 
 
 class PermanentFailure(msgspec.Struct, frozen=True, tag="permanent_failure"):

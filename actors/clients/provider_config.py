@@ -3,14 +3,13 @@
 TOML (`[[herald.providers.email]]`, one table per provider, in order) or the env var
 HERALD_PROVIDERS holding the same structure as JSON. A channel without providers keeps
 its sandbox client (the zero-config default). Types: `sandbox` (every channel), `smtp` and
-`sendgrid` (email); the structure takes more types (twilio, fcm, apns) as they come.
+`sendgrid` (email), `twilio` (sms), `fcm` and `apns` (push).
 
 Credentials are never in the config itself: a secret setting is given as `<name>_env`
 (the name of an environment variable) or `<name>_file` (a file holding it, one trailing
 newline stripped). They are read at start-up, held as a `Secret` (its repr and str are
-`***`), and no error message carries a secret's value. For now a channel takes one
-provider: failover across several (issue 12 item 5) is not built yet, so a list of more
-than one is refused at start-up rather than half-used.
+`***`), and no error message carries a secret's value. A channel with several providers
+fails over from one to the next, in order (actors/clients/failover.py).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from protocol.channels import Channel
 
@@ -28,8 +27,14 @@ PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
     "sandbox": tuple(c.value for c in Channel if c is not Channel.WEB),
     "smtp": ("email",),
     "sendgrid": ("email",),
+    "twilio": ("sms",),
+    "fcm": ("push",),
+    "apns": ("push",),
 }
-SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",)}  # settings given only as <name>_env or <name>_file
+# settings given only as <name>_env or <name>_file
+SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",)}
+MAX_PROVIDERS = 4  # per channel: the first that can take a delivery sends it (actors/clients/failover.py)
+MAX_TTL_S = 28 * 86_400  # the longest a push provider is asked to keep an undelivered notification (FCM's own limit)
 
 
 class Secret:
@@ -89,8 +94,61 @@ class SendgridProvider:
     type: str = "sendgrid"
 
 
-ProviderSpec = SandboxProvider | SmtpProvider | SendgridProvider
+@dataclass(frozen=True)
+class TwilioProvider:
+    """Twilio's Programmable Messaging API (actors/clients/twilio.py)."""
+
+    account_sid: str
+    auth_token: Secret = field(repr=False)
+    from_number: str = ""  # E.164; or messaging_service_sid (one of the two)
+    messaging_service_sid: str = ""
+    base_url: str = "https://api.twilio.com"
+    timeout_s: float = 30.0
+    max_connections: int = 16
+    ca_file: Path | None = None
+    type: str = "twilio"
+
+
+@dataclass(frozen=True)
+class FcmProvider:
+    """Firebase Cloud Messaging's HTTP v1 API (actors/clients/fcm.py), as a service account."""
+
+    client_email: str  # the service account, from its JSON key file
+    private_key: Secret = field(repr=False)  # its RS256 key (PEM), from the same file
+    project_id: str
+    private_key_id: str = ""
+    token_url: str = "https://oauth2.googleapis.com/token"  # the key file's token_uri, unless set
+    base_url: str = "https://fcm.googleapis.com"
+    timeout_s: float = 30.0
+    ttl_s: int = 86_400  # android.ttl and apns-expiration: how long FCM keeps it for an offline device
+    max_connections: int = 4  # HTTP/2 connections; each carries many requests at once
+    ca_file: Path | None = None
+    type: str = "fcm"
+
+
+@dataclass(frozen=True)
+class ApnsProvider:
+    """Apple Push Notification service over HTTP/2 with a provider token (actors/clients/apns.py)."""
+
+    key: Secret = field(repr=False)  # the .p8 signing key (PEM, ES256)
+    key_id: str
+    team_id: str
+    topic: str  # the app's bundle id
+    base_url: str = "https://api.push.apple.com"  # https://api.sandbox.push.apple.com for development builds
+    timeout_s: float = 30.0
+    ttl_s: int = 86_400  # apns-expiration: now + this
+    token_refresh_s: float = 2400.0  # a new provider token this often: Apple refuses one older than 60 min, or renewed within 20
+    max_connections: int = 4
+    ca_file: Path | None = None
+    type: str = "apns"
+
+
+ProviderSpec = SandboxProvider | SmtpProvider | SendgridProvider | TwilioProvider | FcmProvider | ApnsProvider
 _SENDGRID_KEYS: dict[str, type] = {"base_url": str, "timeout_s": float, "max_connections": int}
+_HTTP_KEYS: dict[str, type] = {"base_url": str, "timeout_s": float, "max_connections": int, "ca_file": Path}
+_TWILIO_KEYS: dict[str, type] = {**_HTTP_KEYS, "account_sid": str, "from_number": str, "messaging_service_sid": str}
+_FCM_KEYS: dict[str, type] = {**_HTTP_KEYS, "project_id": str, "token_url": str, "ttl_s": int}
+_APNS_KEYS: dict[str, type] = {**_HTTP_KEYS, "key_id": str, "team_id": str, "topic": str, "ttl_s": int, "token_refresh_s": float}
 
 _SMTP_KEYS: dict[str, type] = {
     "host": str, "port": int, "tls": str, "username": str, "ca_file": Path, "helo_name": str,
@@ -154,6 +212,88 @@ def _sendgrid(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Send
     return SendgridProvider(api_key=api_key, **values)
 
 
+def _http_values(where: str, kind: str, table: dict[str, Any], keys: dict[str, type]) -> dict[str, Any]:
+    _check_keys(where, kind, table, keys)
+    values = {key: _value(f"{where}.{key}", keys[key], raw) for key, raw in table.items() if key in keys}
+    for key in ("base_url", "token_url"):
+        if key in values and not values[key].startswith(("https://", "http://")):
+            raise ValueError(f"{where}.{key}: expected an http(s) URL, got {values[key]!r}")
+    if values.get("ttl_s", 1) > MAX_TTL_S:
+        raise ValueError(f"{where}.ttl_s: expected at most {MAX_TTL_S} seconds (28 days), got {values['ttl_s']!r}")
+    return values
+
+
+def _required_secret(where: str, kind: str, name: str, table: dict[str, Any], env: Mapping[str, str]) -> Secret:
+    secret = _secret(where, name, table, env)
+    if secret is None:
+        raise ValueError(f"{where}.{name}_env: required (or {name}_file) for a {kind} provider")
+    return secret
+
+
+def _twilio(where: str, table: dict[str, Any], env: Mapping[str, str]) -> TwilioProvider:
+    values = _http_values(where, "twilio", table, _TWILIO_KEYS)
+    if "account_sid" not in values:
+        raise ValueError(f"{where}.account_sid: required for a twilio provider (AC...)")
+    if ("from_number" in values) == ("messaging_service_sid" in values):
+        raise ValueError(f"{where}: give from_number (E.164) or messaging_service_sid, one of the two")
+    number = values.get("from_number")
+    if number is not None and not (number.startswith("+") and number[1:].isdigit() and 2 <= len(number) <= 16):
+        raise ValueError(f"{where}.from_number: expected an E.164 number (+ and up to 15 digits), got {number!r}")
+    return TwilioProvider(auth_token=_required_secret(where, "twilio", "auth_token", table, env), **values)
+
+
+def _private_key(where: str, pem: str, curve: bool) -> None:
+    """Refuse a key that is not a PEM private key of the kind the provider signs with (the key is never shown)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        key = None
+    wanted = ec.EllipticCurvePrivateKey if curve else rsa.RSAPrivateKey
+    if not isinstance(key, wanted):
+        raise ValueError(f"{where}: expected a PEM private key ({'EC P-256, the .p8 file' if curve else 'RSA'}); "
+                         "what was given is not one (its content is not shown)")
+
+
+def _fcm(where: str, table: dict[str, Any], env: Mapping[str, str]) -> FcmProvider:
+    """The service account's JSON key file (credentials_file / credentials_env) gives the email, key and project."""
+    values = _http_values(where, "fcm", table, _FCM_KEYS)
+    raw = _required_secret(where, "fcm", "credentials", table, env)
+    try:
+        account = json.loads(raw.reveal())
+    except ValueError:
+        account = None
+    if not isinstance(account, dict) or account.get("type") != "service_account" or not all(
+        isinstance(account.get(k), str) and account[k] for k in ("client_email", "private_key")
+    ):
+        raise ValueError(f"{where}.credentials: expected a service account's JSON key file (type service_account, client_email, "
+                         "private_key); what was given is not one (its content is not shown)")
+    _private_key(f"{where}.credentials.private_key", account["private_key"], curve=False)
+    values.setdefault("project_id", account.get("project_id"))
+    if not isinstance(values["project_id"], str) or not values["project_id"]:
+        raise ValueError(f"{where}.project_id: required (the key file has no project_id)")
+    if "token_url" not in values and isinstance(account.get("token_uri"), str):
+        values["token_url"] = _value(f"{where}.credentials.token_uri", str, account["token_uri"])
+    return FcmProvider(client_email=account["client_email"], private_key=Secret(account["private_key"]),
+                       private_key_id=str(account.get("private_key_id") or ""), **values)
+
+
+def _apns(where: str, table: dict[str, Any], env: Mapping[str, str]) -> ApnsProvider:
+    values = _http_values(where, "apns", table, _APNS_KEYS)
+    for key in ("key_id", "team_id", "topic"):
+        if key not in values:
+            raise ValueError(f"{where}.{key}: required for an apns provider")
+    refresh = values.get("token_refresh_s", 2400.0)
+    if not 1200 <= refresh < 3600:
+        raise ValueError(f"{where}.token_refresh_s: expected 1200 to 3599 seconds (Apple refuses a token renewed within 20 "
+                         f"minutes or older than 60), got {refresh!r}")
+    signing_key = _required_secret(where, "apns", "key", table, env)
+    _private_key(f"{where}.key", signing_key.reveal(), curve=True)
+    return ApnsProvider(key=signing_key, **values)
+
+
 def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProvider:
     _check_keys(where, "smtp", table, _SMTP_KEYS)
     if "host" not in table:
@@ -174,6 +314,15 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
     return SmtpProvider(**values, password=password)
 
 
+_PARSERS: dict[str, Callable[[str, dict[str, Any], Mapping[str, str]], ProviderSpec]] = {"smtp": _smtp, "sendgrid": _sendgrid, "twilio": _twilio, "fcm": _fcm, "apns": _apns}
+
+
+def provider_names(specs: tuple[ProviderSpec, ...]) -> list[str]:
+    """Each provider's name in its channel: its type, numbered when the type comes more than once (smtp-1, smtp-2)."""
+    types = [spec.type for spec in specs]
+    return [t if types.count(t) == 1 else f"{t}-{types[:n].count(t) + 1}" for n, t in enumerate(types)]
+
+
 def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[ProviderSpec, ...]]:
     """Channel -> its providers, in order; a ValueError names the first bad setting (providers.email[0].port)."""
     if isinstance(value, str):
@@ -189,8 +338,8 @@ def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[Provi
             raise ValueError(f"providers.{channel}: providers are configured for email, sms and push")
         if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
             raise ValueError(f"providers.{channel}: expected a list of provider tables ([[herald.providers.{channel}]])")
-        if len(listed) > 1:
-            raise ValueError(f"providers.{channel}: one provider per channel for now (failover across several is not built yet)")
+        if len(listed) > MAX_PROVIDERS:
+            raise ValueError(f"providers.{channel}: at most {MAX_PROVIDERS} providers per channel (failover tries them in order)")
         specs: list[ProviderSpec] = []
         for n, table in enumerate(listed):
             where = f"providers.{channel}[{n}]"
@@ -204,6 +353,6 @@ def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[Provi
                     raise ValueError(f"{where}: a sandbox provider has no settings (the data dir holds its files)")
                 specs.append(SandboxProvider())
             else:
-                specs.append(_smtp(where, table, env) if kind == "smtp" else _sendgrid(where, table, env))
+                specs.append(_PARSERS[kind](where, table, env))
         parsed[channel] = tuple(specs)
     return parsed

@@ -9,7 +9,7 @@ notification id as a custom arg (it comes back in SendGrid's event webhook).
 Verdicts (docs/providers.md): 202 is Sent (status `sent`, the X-Message-Id in the detail);
 400 and 413 (the request's content) are PermanentFailure; 401 and 403 (the key) and every
 5xx, timeout or connection error are RetryLater, which the gate counts as the provider's
-failure; 429 is RetryLater after the X-RateLimit-Reset or Retry-After it gives.
+failure; 429 is throttled (RetryLater.throttled) after the X-RateLimit-Reset or Retry-After it gives.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from reactor.clock import wall_ms
 
+from .http_api import Answer, call, http_client, transport_failure
 from .provider_config import SendgridProvider
 from .sandbox import render_email
 
@@ -61,7 +62,7 @@ def _errors(body: bytes) -> str:
         return text.decode("utf-8", "replace")[:200]
 
 
-def _wait_s(response: httpx.Response) -> float | None:
+def _wait_s(response: Answer) -> float | None:
     """How long a 429 asks to wait: Retry-After (seconds) or X-RateLimit-Reset (a Unix time), bounded to an hour."""
     retry_after, reset = response.headers.get("retry-after"), response.headers.get("x-ratelimit-reset")
     try:
@@ -86,31 +87,24 @@ class SendgridClient:
         self.settings = settings
         self.sender = sender
         self.url = settings.base_url.rstrip("/") + "/v3/mail/send"
-        limits = httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections)
-        self._http = httpx.AsyncClient(timeout=settings.timeout_s, limits=limits, follow_redirects=False)
+        self._http = http_client(settings.timeout_s, settings.max_connections, None, http2=False)
 
     async def send(self, delivery: Delivery) -> Outcome:
         checked = render_email(delivery, self.sender)  # the same checks as the outbox's and SMTP's message
         if isinstance(checked, PermanentFailure):
             return checked
         headers = {"Authorization": f"Bearer {self.settings.api_key.reveal()}"}
-        try:
-            async with self._http.stream("POST", self.url, json=mail_body(delivery, self.sender), headers=headers) as response:
-                body = b""
-                async for chunk in response.aiter_bytes():  # an answer is read up to MAX_ERROR_BODY, whatever its size
-                    body += chunk
-                    if len(body) >= MAX_ERROR_BODY:
-                        break
-        except httpx.TimeoutException:
-            return RetryLater("sendgrid: timed out")
+        try:  # an answer is read up to MAX_ERROR_BODY, whatever its size; the whole call is bounded (http_api.call)
+            response = await call(self._http, "POST", self.url, limit=MAX_ERROR_BODY, json=mail_body(delivery, self.sender),
+                                  headers=headers)
         except httpx.HTTPError as exc:
-            return RetryLater(f"sendgrid: {type(exc).__name__}: {exc}"[:500])
-        status = response.status_code
+            return transport_failure("sendgrid", exc)
+        body, status = response.body, response.status
         if status in (200, 202):
             return Sent(Status.SENT, detail=f"sendgrid: {status} X-Message-Id {response.headers.get('x-message-id', '-')}"[:300])
         error = f"sendgrid: {status}: {_errors(body)}"
-        if status == 429:
-            return RetryLater(error, after_s=_wait_s(response))
+        if status == 429:  # its rate, not its health: the gate waits, the breaker does not count it
+            return RetryLater(error, after_s=_wait_s(response), throttled=True)
         if status in (400, 413):  # the request's content: this delivery cannot succeed as it is
             return PermanentFailure(error)
         return RetryLater(error)  # 401/403 (the key), 5xx and anything else: the provider's failure

@@ -144,6 +144,8 @@ class ResilienceGate:
         self.admitted = 0
         self.lease_round_trips = 0  # lease_tokens calls made: one per slice (given at once or reserved)
         self.breaker_round_trips = 0  # breaker_* calls made
+        self._paused_until = -math.inf  # this gate's clock: a throttled verdict's wait; nothing is admitted before it
+        self.throttles = 0  # throttled verdicts honoured (the provider's 429s)
 
     # -- the Provider's side ------------------------------------------------------------
 
@@ -153,17 +155,31 @@ class ResilienceGate:
         return self._slices[Lane.BULK]
 
     async def admit(self, delivery: Delivery) -> None:
+        await self._admit_in_turn(delivery, None)
+
+    async def admit_or_pass(self, delivery: Delivery, max_pause_s: float) -> bool:
+        """Admit as `admit` does, or answer False at once where it would wait for the breaker (open, or another probe
+        out) or for a throttled verdict's pause longer than `max_pause_s`: failover sends through the next provider.
+        Waits for the bucket's tokens as `admit` does (the provider's rate, not a reason to leave it)."""
+        return await self._admit_in_turn(delivery, max_pause_s)
+
+    async def _admit_in_turn(self, delivery: Delivery, max_pause_s: float | None) -> bool:
         admitting = self._admitting[delivery.priority.lane]
         try:  # a free turn is taken without yielding to the event loop (a turn of the scheduler per delivery)
             admitting.acquire_nowait()
         except trio.WouldBlock:
             await admitting.acquire()
         try:
-            await self._admit(delivery)
+            if max_pause_s is None:  # `_admit(delivery)` as before (tests/reactor/test_properties_catch_bugs.py's mutants override it)
+                await self._admit(delivery)
+                return True
+            return await self._admit(delivery, max_pause_s)
         finally:
             admitting.release()
 
-    async def _admit(self, delivery: Delivery) -> None:
+    async def _admit(self, delivery: Delivery, max_pause_s: float | None = None) -> bool:
+        """True once admitted; False (with max_pause_s set) where it would wait for the breaker or a long pause."""
+        passing = max_pause_s is not None
         lane = delivery.priority.lane
         deferred = throttled = False
         fresh = False  # the view was read during this admission, since its last wait
@@ -171,12 +187,23 @@ class ResilienceGate:
         try:
             while True:
                 if self._probe is not None:  # this worker's probe is out: nothing else goes until it ends
+                    if passing:
+                        return False
                     deferred = self._defer(deferred, delivery, BreakerState.HALF_OPEN)
                     await self._probe_settled.wait()
                     fresh = False
                     continue
                 now = trio.current_time()
+                if not probing and now < self._paused_until:  # the provider said it is over its rate: wait as it asked
+                    if max_pause_s is not None and self._paused_until - now > max_pause_s:
+                        return False
+                    throttled = True
+                    await trio.sleep(self._paused_until - now)
+                    fresh = False
+                    continue
                 if not probing and self.breaker.state_at(now) is BreakerState.OPEN:
+                    if passing:
+                        return False
                     deferred = self._defer(deferred, delivery, BreakerState.OPEN)
                     await trio.sleep(self.breaker.time_until_allowed(now))
                     fresh = False
@@ -203,6 +230,8 @@ class ResilienceGate:
                         view = await self._ask_breaker()
                         fresh = True
                         if not view.allowed:
+                            if passing:
+                                return False
                             deferred = self._defer(deferred, delivery, BreakerState(view.state))
                             if view.state == BreakerState.HALF_OPEN.value:  # another worker's probe is out
                                 await trio.sleep(PROBE_POLL_S)
@@ -217,15 +246,21 @@ class ResilienceGate:
                 self.throttled += throttled
                 if probing:
                     self._probe = delivery
-                return
+                return True
         except BaseException:
             if probing:  # cancelled (or failed) while holding the probe: free it for the others
                 await self._release_probe()
             raise
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Retryable failures count against the provider; permanent ones are the input's fault."""
+        """Retryable failures count against the provider; permanent ones are the input's fault; throttled ones neither."""
         probe = self._holds_probe(delivery)
+        if isinstance(outcome, RetryLater) and outcome.throttled:  # its rate, not its health: no word to the breaker
+            if probe:
+                await self._release_probe()
+            if outcome.after_s is not None and outcome.after_s > 0:
+                await self._hold_bucket(outcome.after_s)
+            return
         try:
             failure = isinstance(outcome, RetryLater)
             # A success changes the shared breaker only if it was the probe or failures are being counted.
@@ -234,6 +269,22 @@ class ResilienceGate:
         finally:
             if probe:
                 self._end_probe()
+
+    async def _hold_bucket(self, after_s: float) -> None:
+        """A throttled verdict's wait: this worker admits nothing for `after_s`; the shared bucket is emptied and put in
+        debt by up to after_s of its refill (at most its capacity: leases never spent, the second a reservation), so the
+        provider's other workers wait min(after_s, about capacity / refill) before they try, and each that is then
+        throttled itself waits the whole after_s. The worker's own slices are dropped (they expire with their lease)."""
+        self.throttles += 1
+        self._paused_until = max(self._paused_until, trio.current_time() + after_s)
+        self._slices = dict.fromkeys(LANES)
+        limits = self.limits
+        want = max(1, min(math.floor(limits.capacity), math.ceil(limits.refill_per_s * after_s)))
+        for _ in range(2):  # the first takes what is free; if it was free (no wait), the second reserves: the debt
+            lease = await self.state.lease_tokens(self.bucket_key, want, limits.capacity, limits.refill_per_s, self.settings.lease_s)
+            if lease.wait_s > 0 or lease.granted <= 0:
+                break
+        log.info("%s: throttled by the provider; admitting nothing for %.3g s", self.channel, after_s)
 
     async def abandon(self, delivery: Delivery) -> None:
         """A crash (poison message) or cancellation: no word on health; free a half-open probe."""

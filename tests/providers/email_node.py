@@ -19,10 +19,13 @@ CODE_EMAIL = {"user_id": "bob", "channels": ["email"], "to": {"email": "bob@exam
 
 
 @asynccontextmanager
-async def email_node(tmp_path: Path, providers: dict[str, Any], secrets: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+async def email_node(
+    tmp_path: Path, providers: dict[str, Any], secrets: dict[str, str], **settings: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
     """A node configured as an operator would (HERALD_PROVIDERS and the secrets' variables); a client with its key."""
     env = {"HERALD_PROVIDERS": json.dumps(providers), **secrets}
-    config = load_config(env=env, data_dir=tmp_path / "data", port=0, api_key="test-key", retry_initial_s=0.01, shutdown_grace_s=5)
+    config = load_config(env=env, data_dir=tmp_path / "data", port=0, api_key="test-key", retry_initial_s=0.01, shutdown_grace_s=5,
+                         **settings)
     async with trio.open_nursery() as nursery:
         herald = await nursery.start(lambda task_status: run_herald(config, signals=False, task_status=task_status))
         try:

@@ -59,6 +59,7 @@ class Emulator:
     accepted: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     script: list[Answer] = field(default_factory=list)
+    scopes: tuple[str, ...] = ("mail.send", "user.profile.read")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -84,6 +85,11 @@ class Emulator:
         await send({"type": "http.response.body", "body": payload})
 
     def _answer(self, scope: dict[str, Any], raw: bytes) -> Answer:
+        if scope["path"] == "/v3/scopes" and scope["method"] == "GET":  # the key's scopes (herald providers check)
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            if headers.get("authorization") != f"Bearer {API_KEY}":
+                return error("The provided authorization grant is invalid, expired, or revoked", None, 401)
+            return Answer(200, {"scopes": list(self.scopes)})
         if scope["path"] != "/v3/mail/send" or scope["method"] != "POST":
             return error("Not Found", None, 404)
         self.requests += 1

@@ -61,7 +61,7 @@ def test_a_sandbox_provider_is_accepted() -> None:
     ({"web": [{"type": "sandbox"}]}, "providers.web"),
     ({"email": [{"type": "smtp", "host": "h", "helo_name": "héraut"}]}, "providers.email[0].helo_name: expected an ASCII name"),
     ({"email": [{"type": "sendgrid", "api_key_env": "K", "base_url": "ftp://x"}]}, "providers.email[0].base_url"),
-    ({"email": [{"type": "smtp", "host": "a"}, {"type": "smtp", "host": "b"}]}, "one provider per channel for now"),
+    ({"email": [{"type": "smtp", "host": "a"}] * 5}, "providers.email: at most 4 providers per channel"),
 ])
 def test_a_bad_provider_setting_is_named_on_one_line(providers: dict, named: str) -> None:
     with pytest.raises(ConfigError) as caught:

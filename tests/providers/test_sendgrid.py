@@ -57,6 +57,7 @@ async def test_each_error_gets_its_verdict(answer: Answer, verdict: type, text: 
         sendgrid = client(emulator.url)
         outcome = await sendgrid.send(delivery())
         assert isinstance(outcome, verdict) and text in outcome.error, outcome
+        assert not isinstance(outcome, RetryLater) or not outcome.throttled  # a failure the breaker counts
         assert emulator.accepted == []
         assert isinstance(await sendgrid.send(delivery()), Sent)  # the next one goes through
 
@@ -66,10 +67,10 @@ async def test_a_429_is_retried_after_the_rate_limit_reset() -> None:
         reset = wall_ms() // 1000 + 30
         emulator.script.append(Answer(429, {"errors": [{"message": "too many requests"}]}, {"X-RateLimit-Reset": str(reset)}))
         outcome = await client(emulator.url).send(delivery())
-        assert isinstance(outcome, RetryLater) and outcome.after_s is not None and 25 <= outcome.after_s <= 31, outcome
+        assert isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None and 25 <= outcome.after_s <= 31, outcome
         emulator.script.append(Answer(429, None, {"Retry-After": "7"}))
         outcome = await client(emulator.url).send(delivery())
-        assert isinstance(outcome, RetryLater) and outcome.after_s == 7, outcome
+        assert isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s == 7, outcome
 
 
 async def test_a_wrong_key_is_the_providers_failure_and_never_shown(caplog: pytest.LogCaptureFixture) -> None:
