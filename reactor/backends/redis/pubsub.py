@@ -35,7 +35,7 @@ class Listener:
 
     def __init__(self, connection_kwargs: dict[str, Any], on_message: Callable[[bytes, bytes], None],
                  on_lost: Callable[[str], None], timeout_s: float) -> None:
-        self._connection = redis.Connection(**connection_kwargs)
+        self._connection = redis.Connection(**connection_kwargs)  # type: ignore[no-untyped-call]
         self._on_message = on_message
         self._on_lost = on_lost
         self._timeout_s = timeout_s
@@ -104,11 +104,11 @@ class Listener:
             raise PortUnavailable(f"Redis pub/sub connection lost: {self.lost}")
         token = b"%d" % next(self._tokens)
         done = self._waiters[token] = trio.Event()
-        packed = self._connection.pack_commands([args, ("PING", token)])
+        packed = self._connection.pack_commands([args, ("PING", token)])  # type: ignore[no-untyped-call]
 
         def send() -> None:
             with self._send_lock:
-                self._connection.send_packed_command(packed, check_health=False)
+                self._connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
 
         try:
             await trio.to_thread.run_sync(send)

@@ -61,13 +61,13 @@ class RedisState:
     async def put_if_absent(self, key: str, value: bytes, ttl_s: float) -> bytes | None:
         name, px = self._key(key), _ms(ttl_s)
         # SET NX GET (Redis 7): stores unless the key exists, and answers the value that was there
-        found = await self.client.call(lambda r: r.set(name, value, px=px, nx=True, get=True))
-        return None if found is None else bytes(found)
+        found: bytes | None = await self.client.call(lambda r: r.set(name, value, px=px, nx=True, get=True))  # type: ignore[arg-type,return-value]
+        return found
 
     async def get(self, key: str) -> bytes | None:
         name = self._key(key)
-        found = await self.client.call(lambda r: r.get(name))
-        return None if found is None else bytes(found)
+        found: bytes | None = await self.client.call(lambda r: r.get(name))  # type: ignore[arg-type,return-value]
+        return found
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         name, px = self._key(key), None if ttl_s is None else _ms(ttl_s)
@@ -102,13 +102,13 @@ class RedisState:
             raise ValueError("capacity and refill rate must be positive and finite")
         keys = self._gate_keys(key, "bucket", "leases", "incarnation")
         give_id, unused = give_back if give_back is not None else ("", 0)
-        args = [int(want), repr(float(capacity)), repr(float(refill_per_s)), repr(float(lease_s)), give_id, int(unused), int(reserve)]
+        args: list[str | int] = [int(want), repr(float(capacity)), repr(float(refill_per_s)), repr(float(lease_s)), give_id, int(unused), int(reserve)]
         lease_id, granted, wait_s, free = await self.client.call(lambda r: self._lease(keys, args, client=r))
         return TokenLease(lease_id.decode(), int(granted), _float(wait_s), _float(free))
 
     async def _breaker_step(self, key: str, config: BreakerConfig, *args: Any) -> BreakerView:
         keys = self._gate_keys(key, "breaker")
-        argv = [*args[:1], config.failure_threshold, repr(float(config.open_timeout_s)), config.success_threshold, *args[1:]]
+        argv: list[str | int] = [*args[:1], config.failure_threshold, repr(float(config.open_timeout_s)), config.success_threshold, *args[1:]]
         reply = await self.client.call(lambda r: self._breaker(keys, argv, client=r))
         (state, failures, successes, retry_in_s, owner, opened, admitted, rejected, probes, stale, allowed, probe,
          transitions) = (item.decode() for item in reply)
@@ -137,12 +137,13 @@ class RedisState:
     async def append_recent(self, key: str, item: bytes, max_items: int, ttl_s: float) -> None:
         if max_items < 1 or ttl_s <= 0:
             raise ValueError("a recent list keeps at least one item, for a TTL above 0")
-        keys, args = [f"{self.prefix}recent:{key}"], [item, int(max_items), _ms(ttl_s)]
-        await self.client.call(lambda r: self._append_recent(keys, args, client=r))
+        keys, args = [f"{self.prefix}recent:{key}"], [item, int(max_items), _ms(ttl_s)]  # RPUSH, LTRIM, PEXPIRE: one step
+        await self.client.call(lambda r: self._append_recent(keys, args, client=r))  # type: ignore[arg-type]
 
     async def recent(self, key: str) -> list[bytes]:
         name = f"{self.prefix}recent:{key}"
-        return [bytes(item) for item in await self.client.call(lambda r: r.lrange(name, 0, -1))]
+        items: list[bytes] = await self.client.call(lambda r: r.lrange(name, 0, -1))  # type: ignore[arg-type,return-value]
+        return items
 
     # -- pub/sub -------------------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytest
 import trio
 
 from reactor.circuit_breaker import BreakerConfig
