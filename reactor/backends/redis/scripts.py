@@ -17,7 +17,8 @@ from __future__ import annotations
 
 # Shared helpers, prepended to the scripts that need them.
 _COMMON = r"""
-local function server_now()
+local function server_now(given)
+  if given ~= nil and given ~= '' then return tonumber(given) end  -- a test's told clock (RedisState's `clock`)
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
@@ -35,11 +36,11 @@ end
 """
 
 # KEYS[1] the bucket's hash (t: tokens, u: updated, c: capacity, r: rate)
-# ARGV n, capacity, refill_per_s. Returns the wait as a string: "0" when taken.
+# ARGV n, capacity, refill_per_s, now ("": the server's TIME). Returns the wait as a string: "0" when taken.
 TAKE = _COMMON + r"""
 local key = KEYS[1]
 local n, capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = server_now()
+local now = server_now(ARGV[4])
 local h = redis.call('HMGET', key, 't', 'u', 'c', 'r')
 local tokens, updated
 if h[1] and tonumber(h[3]) == capacity and tonumber(h[4]) == rate then
@@ -71,13 +72,13 @@ return num(wait)
 
 # KEYS[1] the bucket's hash (c, r, u, f, n: next lease number, i: incarnation; "t<id>": a lease's tokens)
 # KEYS[2] the leases by expiry (a sorted set of lease ids), KEYS[3] the incarnation counter (never expires)
-# ARGV want, capacity, refill_per_s, lease_s, give_back id ("" for none), unused, reserve
+# ARGV want, capacity, refill_per_s, lease_s, give_back id ("" for none), unused, reserve, now ("": TIME)
 # Returns {lease_id, granted, wait_s, free}.
 LEASE = _COMMON + r"""
 local hkey, lkey, ikey = KEYS[1], KEYS[2], KEYS[3]
 local want, capacity, rate, lease_s = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local give_id, give_unused, reserve = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-local now = server_now()
+local now = server_now(ARGV[8])
 local h = redis.call('HMGET', hkey, 'c', 'r', 'u', 'f', 'n', 'i')
 local cap, rt, updated, free, next_id, inc
 local leases = {}  -- {id, tokens, expires}, by expiry then id
@@ -238,16 +239,16 @@ return {lease_id, tostring(granted), num(wait), num(free)}
 """
 
 # KEYS[1] the breaker's hash (the fields of reactor.circuit_breaker.BreakerSnapshot, the probe's owner and expiry)
-# ARGV op ("admit" | "report" | "read"), failure_threshold, open_timeout_s, success_threshold,
+# ARGV op ("admit" | "report" | "read"), now ("": TIME), failure_threshold, open_timeout_s, success_threshold,
 #      owner, probe_lease_s (admit) | event (report), probe ("1" | "0")
 # Returns {state, failures, successes, retry_in_s, probe_owner ("" for none), opened, admitted, rejected,
 #          probes, stale, allowed, probe, transitions (comma separated)}.
 BREAKER = _COMMON + r"""
 local key = KEYS[1]
 local op = ARGV[1]
-local failure_threshold, open_timeout, success_threshold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local owner = ARGV[5]
-local now = server_now()
+local failure_threshold, open_timeout, success_threshold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local owner = ARGV[6]
+local now = server_now(ARGV[2])
 local h = redis.call('HMGET', key, 'state', 'failures', 'successes', 'pif', 'open_until', 'opened', 'admitted',
                      'rejected', 'probes', 'stale', 'probe_owner', 'probe_expires')
 local m = {
@@ -323,14 +324,14 @@ end
 
 local allowed, probe = false, false
 if op == 'admit' then
-  local probe_lease_s = tonumber(ARGV[6])
+  local probe_lease_s = tonumber(ARGV[7])
   allowed = allow(now)
   probe = allowed and m.state == 'half_open'
   if probe then
     probe_owner, probe_expires = owner, now + probe_lease_s
   end
 elseif op == 'report' then
-  local event, claims_probe = ARGV[6], ARGV[7] == '1'
+  local event, claims_probe = ARGV[7], ARGV[8] == '1'
   local holder = claims_probe and probe_owner == owner and m.pif
   if m.state == 'half_open' and not holder then
     if event ~= 'release' then m.stale = m.stale + 1 end

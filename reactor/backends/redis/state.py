@@ -12,7 +12,7 @@ per process, the wall clock differs between machines) could not be. The answers 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -43,8 +43,10 @@ def _float(value: bytes | str) -> float:
 class RedisState:
     """The State port on Redis (reactor/ports.py State)."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, clock: Callable[[], float] | None = None) -> None:
+        """`clock`: for tests only (tests/kit drives the scripts at a machine's time); None reads Redis's TIME."""
         self.client = client
+        self.clock = clock
         self.prefix = client.settings.prefix
         r = client.redis
         self._take: Script = r.register_script(scripts.TAKE)
@@ -52,6 +54,9 @@ class RedisState:
         self._breaker: Script = r.register_script(scripts.BREAKER)
         self._append_recent: Script = r.register_script(scripts.APPEND_RECENT)
         self.dropped_messages = 0
+
+    def _now(self) -> str:
+        return "" if self.clock is None else repr(float(self.clock()))
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}kv:{key}"
@@ -84,7 +89,7 @@ class RedisState:
             raise ValueError(f"token amount must be positive and finite, got {n!r}")
         if not (0 < capacity < math.inf and 0 < refill_per_s < math.inf):
             raise ValueError("capacity and refill rate must be positive and finite")
-        keys, args = [f"{self.prefix}{{bucket:{key}}}"], [repr(float(n)), repr(float(capacity)), repr(float(refill_per_s))]
+        keys, args = [f"{self.prefix}{{bucket:{key}}}"], [repr(float(n)), repr(float(capacity)), repr(float(refill_per_s)), self._now()]
         return _float(await self.client.call(lambda r: self._take(keys, args, client=r)))
 
     def _gate_keys(self, key: str, *parts: str) -> list[str]:
@@ -102,13 +107,13 @@ class RedisState:
             raise ValueError("capacity and refill rate must be positive and finite")
         keys = self._gate_keys(key, "bucket", "leases", "incarnation")
         give_id, unused = give_back if give_back is not None else ("", 0)
-        args: list[str | int] = [int(want), repr(float(capacity)), repr(float(refill_per_s)), repr(float(lease_s)), give_id, int(unused), int(reserve)]
+        args: list[str | int] = [int(want), repr(float(capacity)), repr(float(refill_per_s)), repr(float(lease_s)), give_id, int(unused), int(reserve), self._now()]
         lease_id, granted, wait_s, free = await self.client.call(lambda r: self._lease(keys, args, client=r))
         return TokenLease(lease_id.decode(), int(granted), _float(wait_s), _float(free))
 
     async def _breaker_step(self, key: str, config: BreakerConfig, *args: Any) -> BreakerView:
         keys = self._gate_keys(key, "breaker")
-        argv: list[str | int] = [*args[:1], config.failure_threshold, repr(float(config.open_timeout_s)), config.success_threshold, *args[1:]]
+        argv: list[str | int] = [args[0], self._now(), config.failure_threshold, repr(float(config.open_timeout_s)), config.success_threshold, *args[1:]]
         reply = await self.client.call(lambda r: self._breaker(keys, argv, client=r))
         (state, failures, successes, retry_in_s, owner, opened, admitted, rejected, probes, stale, allowed, probe,
          transitions) = (item.decode() for item in reply)
