@@ -91,7 +91,8 @@ class RedisClient:
         self.pool = redis.ConnectionPool(
             host=settings.host, port=settings.port, db=settings.db, username=settings.username, password=settings.password,
             socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s,
-            max_connections=settings.max_connections, retry=Retry(NoBackoff(), 1),
+            # one retry, on a dropped connection only (a restarted Redis): never after a timeout, when the script may have run
+            max_connections=settings.max_connections, retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         self.redis = redis.Redis(connection_pool=self.pool)
         self.limiter = trio.CapacityLimiter(settings.max_connections)

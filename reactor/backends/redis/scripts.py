@@ -65,8 +65,8 @@ else
   while level(now + wait) < n do wait = wait + step; step = step * 2 end
 end
 redis.call('HSET', key, 't', num(tokens), 'u', num(updated), 'c', num(capacity), 'r', num(rate))
--- once full again it is the same as no bucket: let it go then
-redis.call('PEXPIRE', key, math.ceil(((capacity - tokens) / rate) * 1000) + 1000)
+-- once full again it is the same as no bucket: let it go then (on the server's clock: not when told the time)
+if ARGV[4] == '' then redis.call('PEXPIRE', key, math.ceil(((capacity - tokens) / rate) * 1000) + 1000) end
 return num(wait)
 """
 
@@ -233,8 +233,10 @@ end
 local last = now
 for _, lease in ipairs(leases) do if lease[3] > last then last = lease[3] end end
 local idle_ms = math.ceil((last - now + (cap - free) / rt) * 1000) + 1000
-redis.call('PEXPIRE', hkey, idle_ms)
-if #leases > 0 then redis.call('PEXPIRE', lkey, idle_ms) end
+if ARGV[8] == '' then  -- an expiry counts on the server's clock: not when the script was told the time
+  redis.call('PEXPIRE', hkey, idle_ms)
+  if #leases > 0 then redis.call('PEXPIRE', lkey, idle_ms) end
+end
 return {lease_id, tostring(granted), num(wait), num(free)}
 """
 
