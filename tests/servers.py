@@ -59,6 +59,7 @@ class Endpoint:
 
 @contextmanager
 def redis_server(tmp: Path) -> Iterator[Endpoint]:
+    tmp.mkdir(parents=True, exist_ok=True)  # its --dir must exist
     port = free_port()
     binary = shutil.which("redis-server")
     if binary is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,6 +13,7 @@ from protocol.parsing import parse_decimal, parse_integer
 from protocol.patterns import readable
 from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.clock import parse_iso
+from reactor.ports import PortUnavailable
 
 from ..domain.api_keys import Caller
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:  # gateway.py imports this module
     from .gateway import Gateway
 
 _json = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -57,6 +60,16 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return to_response(json_answer(value, status, headers))
+
+
+UNAVAILABLE_RETRY_S = 1  # Retry-After of a 503 for a backend that cannot be reached (a Redis down: it recovers by itself)
+
+
+def unavailable(exc: PortUnavailable) -> Answer:
+    """A backend's server cannot be reached (reactor.ports.PortUnavailable): 503, retry shortly; the detail is logged, not sent."""
+    log.warning("answering 503: %s", exc)
+    return problem_answer(Problem("Service Unavailable", 503, "a backend this request needs is unavailable; retry shortly"),
+                          {"Retry-After": str(UNAVAILABLE_RETRY_S)})
 
 
 def retry_after(wait_s: float) -> str:

@@ -19,8 +19,9 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from protocol.api import MAX_BATCH_ITEMS
 from protocol.problems import Problem
+from reactor.ports import PortUnavailable
 
-from .errors import Answer, ProblemError, check_access, problem_answer
+from .errors import Answer, ProblemError, check_access, problem_answer, unavailable
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .notifications import BATCH_PATH, submit_batch, submit_notification
 from .request_rules import check, query_names
@@ -83,6 +84,8 @@ class FastSubmit:
             return problem_answer(error.problem, error.headers)
         except _TooLarge:
             return _too_large(gw, path)
+        except PortUnavailable as exc:  # a Redis down: fast 503, and the next request after it is back succeeds
+            return unavailable(exc)
         except Exception:
             log.exception("unhandled error on POST %s", path)
             return problem_answer(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))

@@ -30,7 +30,7 @@ from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore, SigningKeyStore, Store
+from reactor.ports import LogStore, PortUnavailable, SigningKeyStore, Store
 
 from ..clients.faults import SandboxFaults
 from ..domain.tokens import SigningKeys
@@ -44,7 +44,7 @@ from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
 from . import admin, console_feed, inbox, keys, notifications, openapi, pages, realtime, request_rules, sandbox, template_routes, topics, users
 from .console_feed import ConsoleFeed
-from .errors import ProblemError, authorize, json_response, problem_response
+from .errors import ProblemError, authorize, json_response, problem_response, to_response, unavailable
 from .fast_path import FastSubmit
 from .http_server import ConnectionErrors, serve
 from .idempotency import Idempotency
@@ -188,6 +188,10 @@ def create_app(gw: Gateway) -> QuartTrio:
         return problem_response(error.problem, error.headers)
 
     misdirected = Misdirected(gw)
+
+    @app.errorhandler(PortUnavailable)
+    async def _unavailable(error: PortUnavailable) -> Response:
+        return to_response(unavailable(error))
 
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> Response:

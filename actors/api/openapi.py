@@ -318,7 +318,7 @@ PROBLEMS: dict[int, tuple[str, str, dict[str, bool]]] = {
         "real-time sessions as allowed; a refused request still costs a token.",
         {"Retry-After": True},
     ),
-    503: ("ServiceUnavailable", "The node is starting, draining or saturated: retry after `Retry-After` seconds.", {"Retry-After": True}),
+    503: ("ServiceUnavailable", "The node is starting, draining or saturated, or a shared backend it needs (Redis) cannot be reached: retry after `Retry-After` seconds.", {"Retry-After": True}),
 }
 
 

@@ -1,7 +1,8 @@
 """The backends: one package per engine, each opening the ports it serves (reactor/ports.py).
 
     embedded/   the default: files in the data dir, one process (SQLite, a durable local log)
-    (later, beside it: kafka/, redis/, postgres/, cassandra/)
+    redis/      the State and the Broker on a Redis shared by the nodes of a cluster
+    (later, beside them: kafka/, postgres/, cassandra/)
 
 A setting per port names its backend by URL (actors/config.py): `bus`, `state`, `store`
 (the Store and the stores beside it: API keys, templates, users, the signing key ring),
@@ -54,6 +55,7 @@ class Scheme:
 SCHEMES: dict[str, Scheme] = {
     "embedded": Scheme("reactor.backends.embedded", location=False),
     "cassandra": Scheme("reactor.backends.cassandra", location=True, check="reactor.backends.cassandra.url:parse_url"),  # the log store
+    "redis": Scheme("reactor.backends.redis", location=True),  # redis://host:6379/0?prefix=herald: (state, broker)
 }
 
 

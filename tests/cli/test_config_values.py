@@ -55,7 +55,7 @@ def test_backend_urls_and_the_role_are_checked_and_named(tmp_path):
     for env, named in (
         ({"HERALD_BUS": "kafka://localhost:9092"}, r"HERALD_BUS: no backend serves kafka://.*embedded://"),
         ({"HERALD_STATE": "redis"}, "HERALD_STATE: expected a backend URL"),
-        ({"HERALD_BROKER": "redis://localhost:6379"}, r"HERALD_BROKER: no backend serves redis://.*embedded://"),
+        ({"HERALD_BROKER": "memcached://localhost:11211"}, r"HERALD_BROKER: no backend serves memcached://.*embedded://"),
         ({"HERALD_ROLE": "api"}, r"HERALD_ROLE: the role 'api' needs distributed backends.*bus, state, store, logstore, broker are embedded://.*only the role 'all' runs"),
         ({"HERALD_ROLE": "router"}, "HERALD_ROLE: expected one of all, api, worker, edge"),
     ):

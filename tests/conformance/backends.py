@@ -38,6 +38,7 @@ import trio
 from trio.testing import MockClock
 
 from reactor.backends import PORTS, BackendUnavailable
+from tests.servers import redis_server
 from reactor.backends.embedded import (
     EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore, opened,
@@ -200,6 +201,20 @@ BACKENDS: list[Backend] = [
 ]
 
 
+@asynccontextmanager
+async def _redis_port(server: Any, place: Place, port: str) -> AsyncIterator[Any]:
+    from reactor.backends.redis import RedisBroker, RedisState, opened_client
+
+    async with opened_client(f"{server.url}?prefix={place.name}:") as client:
+        yield RedisState(client) if port == "state" else RedisBroker(client)
+
+
+def redis_factory(port: str) -> Callable[[Any], Factory[Any]]:
+    """The Redis State or Broker on the session's redis-server, each check's keys under its place's name."""
+    # Redis's clock: real time; a tick of 50 ms keeps TTLs and refills well above a round trip (~0.4 ms).
+    return lambda server: Factory(lambda place: _redis_port(server, place, port), clock="real", tick_s=0.05)
+
+
 def server_or_unavailable(start: Callable[[Path], AbstractContextManager[Any]]) -> Callable[[Path], AbstractContextManager[Any]]:
     """A server starter (tests/servers.py) whose failure to start says BackendUnavailable, with the reason."""
 
@@ -229,6 +244,10 @@ def _cassandra_logstore(server: Any) -> Factory[Any]:
 
 
 BACKENDS.append(Backend("cassandra", {"logstore": _cassandra_logstore}, start=server_or_unavailable(cassandra_server)))
+
+
+BACKENDS.append(Backend("redis", {"state": redis_factory("state"), "broker": redis_factory("broker")},
+                        start=server_or_unavailable(redis_server)))
 
 
 def selected() -> list[Backend]:

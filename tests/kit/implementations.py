@@ -15,9 +15,12 @@ free + leased <= capacity is the one backend-specific part: `inspect_bucket` (fo
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import random
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -72,8 +75,80 @@ async def sqlite_state(cls: type[SqliteState] = SqliteState) -> AsyncIterator[Sq
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# -- the Redis State: one redis-server for the process, started at first use; each session under a prefix of its own
+
+
+class _RedisServer:
+    """tests/servers.py's redis-server, started once per process when a Redis target first runs, stopped at exit."""
+
+    url: str | None = None
+
+    @classmethod
+    def get(cls) -> str:
+        if cls.url is None:
+            from tests.servers import redis_server
+
+            stack = contextlib.ExitStack()
+            cls.url = stack.enter_context(redis_server(Path(tempfile.mkdtemp(prefix="herald-kit-redis-")))).url
+            atexit.register(stack.close)
+        return cls.url
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+class redis_state:  # noqa: N801 - used as the other factories are (a function returning a context manager)
+    """The Redis State at the machine's time (its `clock`: Trio's, which the session sets), under a fresh prefix.
+
+    A class, not an async generator: a StateSession enters it in one trio.run and leaves it in another, and Trio
+    finalizes a run's async generators when that run ends. Its calls reach Redis one at a time, in the order Trio
+    runs the callers (a FIFO lock around each round trip): a race's interleaving is then the one the machine drew, as
+    on the embedded States, where hypothesis needs it to be repeatable (each script is atomic on the server anyway;
+    tests/conformance and tests/reactor/test_redis_backend.py race real threads). A mutant that reads, yields and
+    writes still interleaves between its round trips.
+    """
+
+    def __init__(self, cls: Any = None) -> None:
+        self.cls = cls
+
+    async def __aenter__(self) -> Any:
+        from reactor.backends.redis import RedisClient, RedisSettings, RedisState
+
+        class OneAtATime(RedisClient):
+            lock: trio.Lock | None = None
+
+            async def call(self, work: Any) -> Any:
+                self.lock = self.lock or trio.Lock()
+                async with self.lock:
+                    return await super().call(work)
+
+        self.client = OneAtATime(RedisSettings.from_url(f"{_RedisServer.get()}?prefix=kit{uuid.uuid4().hex[:12]}:"))
+        return (self.cls or RedisState)(self.client, clock=trio.current_time)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.client.pool.disconnect()
+
+
+def _redis_bucket(state: Any) -> LeasedBucket | None:
+    """HGETALL of the bucket's hash and its leases' sorted set, as the pure machine they stand for."""
+    hkey, lkey, _ = state._gate_keys(KEY, "bucket", "leases", "incarnation")
+    fields = {k.decode(): v.decode() for k, v in state.client.redis.hgetall(hkey).items()}
+    if not fields:
+        return None
+    bucket = LeasedBucket(float(fields["c"]), float(fields["r"]), updated=float(fields["u"]), next_id=int(fields["n"]),
+                          incarnation=int(fields["i"]))
+    bucket.free = float(fields["f"])  # below 0 too (a debt): the constructor would take a negative for "start full"
+    for lease_id, expires in state.client.redis.zrange(lkey, 0, -1, withscores=True):
+        name = lease_id.decode()
+        bucket.leases[name] = Lease(int(fields[f"t{name}"]), float(expires))
+    return bucket
+
+
 def inspect_bucket(state: Any) -> LeasedBucket | None:
-    """The bucket as the State keeps it (the embedded backends: the pure machine itself)."""
+    """The bucket as the State keeps it (the embedded backends: the pure machine itself; Redis: read back from its keys)."""
+    if hasattr(state, "_gate_keys"):
+        return _redis_bucket(state)
     return state._leased_buckets.get(KEY)  # type: ignore[no-any-return]
 
 
@@ -227,6 +302,7 @@ class Backend:
 STATE_BACKENDS: tuple[Backend, ...] = (
     Backend("memory-state", memory_state),
     Backend("sqlite-state", sqlite_state),
+    *((Backend("redis-state", redis_state),) if redis_available() else ()),
 )
 
 PURE = {"bucket": TokenBucket, "breaker": CircuitBreaker, "leased-bucket": LeasedBucket, "shared-breaker": SharedBreaker}

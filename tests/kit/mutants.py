@@ -8,6 +8,7 @@ gate operations are wrong the way a State backend (a Lua script, a CAS) could be
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -80,6 +81,53 @@ class BreakerReportLosesAnUpdate(MemoryState):
         return view
 
 
+# -- the Redis State's scripts with the same mistakes (tests/kit/implementations.py runs them on a redis-server)
+
+
+def redis_refills_before_checking_capacity() -> type:
+    """The lease script adds the refill since the last call before looking at the cap (capacity minus what is out)."""
+    from reactor.backends.redis import RedisState, scripts
+
+    anchor = "now = advance(now)\n"
+    assert scripts.LEASE.count(anchor) == 1, "the lease script changed: move the mutation"
+    mutated = scripts.LEASE.replace(anchor, """
+local none_expired = true
+for _, lease in ipairs(leases) do if lease[3] <= now then none_expired = false end end
+if now > updated and none_expired then
+  free = math.min(cap, free + (now - updated) * rt)
+  updated = now
+end
+""" + anchor)
+
+    class RedisRefillsBeforeCheckingCapacity(RedisState):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._lease = self.client.redis.register_script(mutated)
+
+    return RedisRefillsBeforeCheckingCapacity
+
+
+def redis_breaker_cas_lets_two_probes_through() -> type:
+    """breaker_admit as a read (one script call), a round trip, then a write of the probe: a CAS without the compare."""
+    from reactor.backends.redis import RedisState
+
+    class RedisBreakerCasLetsTwoProbesThrough(RedisState):  # type: ignore[misc,valid-type]
+        async def breaker_admit(self, key: str, config: BreakerConfig, owner: str, probe_lease_s: float) -> BreakerView:
+            seen = await self.breaker_read(key, config)
+            if seen.state != "half_open" or seen.probe_owner is not None:
+                return await super().breaker_admit(key, config, owner, probe_lease_s)
+            await trio.lowlevel.checkpoint()  # between the read and the write: another worker reads the same
+            (name,) = self._gate_keys(key, "breaker")
+            now = self.clock() if self.clock is not None else trio.current_time()
+            fields = {"state": "half_open", "pif": "1", "probe_owner": owner, "probe_expires": repr(now + probe_lease_s),
+                      "probes": seen.probes + 1, "admitted": seen.admitted + 1, "failures": 0, "successes": 0}
+            await self.client.call(lambda r: r.hset(name, mapping=fields))
+            return dataclasses.replace(seen, allowed=True, probe=True, probe_owner=owner, probes=seen.probes + 1,
+                                       admitted=seen.admitted + 1)
+
+    return RedisBreakerCasLetsTwoProbesThrough
+
+
 PURE_MUTANTS: list[tuple[str, str, type, str]] = [
     ("bucket-refills-past-capacity", "bucket", RefillsPastCapacity, "the refill is not capped at the capacity"),
     ("breaker-admits-two-probes", "breaker", AdmitsTwoProbes, "half-open admits a second probe"),
@@ -97,6 +145,15 @@ STATE_MUTANTS: list[tuple[str, str, type[MemoryState], str]] = [
      "the State's admit is a read, a round trip, a write"),
     ("state-breaker-report-loses-an-update", "shared-breaker", BreakerReportLosesAnUpdate,
      "the State's report is a read, a round trip, a write"),
+]
+
+
+# (name, kind, the RedisState subclass (made when asked), what): run on tests/kit/implementations.py's redis-server
+REDIS_MUTANTS: list[tuple[str, str, Any, str]] = [
+    ("redis-refills-before-checking-capacity", "leased-bucket", redis_refills_before_checking_capacity,
+     "the Redis lease script refills before applying the cap of capacity minus leased"),
+    ("redis-breaker-cas-lets-two-probes-through", "shared-breaker", redis_breaker_cas_lets_two_probes_through,
+     "the Redis breaker's admit is a read, a round trip, a write"),
 ]
 
 

@@ -7,6 +7,7 @@ machine must catch it (`herald check properties --implementation NAME` runs one,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import INITIALIZE_RULE_MARKER, RuleBasedStateMachine, initialize
 
 from tests.kit import mutants
-from tests.kit.implementations import PURE, STATE_BACKENDS, StateFactory, StateLeasedBucket, StateSharedBreaker, on_state
+from tests.kit.implementations import (
+    PURE, STATE_BACKENDS, StateFactory, StateLeasedBucket, StateSharedBreaker, on_state, redis_available, redis_state,
+)
 from tests.kit.machines import machine_for
 
 
@@ -74,7 +77,23 @@ def _mutants() -> list[Mutant]:
         adapter = StateLeasedBucket if kind == "leased-bucket" else StateSharedBreaker
         factory = mutants.factory_of(state_class)
         found.append(Mutant(name, Target(f"{kind}/{name}", kind, on_state(adapter, factory, adapter.__name__), True), what))
+    if redis_available():
+        for name, kind, make, what in mutants.REDIS_MUTANTS:
+            adapter = StateLeasedBucket if kind == "leased-bucket" else StateSharedBreaker
+            factory = functools.partial(redis_state, _Deferred(make))
+            found.append(Mutant(name, Target(f"{kind}/{name}", kind, on_state(adapter, factory, adapter.__name__), True), what))
     return found
+
+
+class _Deferred:
+    """A RedisState subclass made at first use (importing the Redis backend only when a Redis mutant runs)."""
+
+    def __init__(self, make: Any) -> None:
+        self.make, self.made = make, None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.made = self.made or self.make()
+        return self.made(*args, **kwargs)
 
 
 MUTANTS: list[Mutant] = _mutants()

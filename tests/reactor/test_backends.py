@@ -74,8 +74,8 @@ async def test_an_unknown_port_or_scheme_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown ports"):
         async with open_backends(settings(tmp_path), ("bus", "queue")):
             pass
-    with pytest.raises(ValueError, match="no backend serves redis://"):
-        async with open_backends(settings(tmp_path, state="redis://localhost")):
+    with pytest.raises(ValueError, match="no backend serves memcached://"):
+        async with open_backends(settings(tmp_path, state="memcached://localhost")):
             pass
     assert not tmp_path.joinpath(LOCK_FILE).exists()  # refused before anything was opened
 

@@ -11,7 +11,11 @@ lease ids are never reused; concurrent leases never hand out more than the bucke
 and an empty bucket reserves slices one after the other; the breaker opens on failures
 from any owners, refuses while open, admits one probe across all owners, frees a dead
 prober's slot when its lease ends, and counts a half-open outcome only from the probe's
-holder. Their figures are exact on a virtual clock (the embedded States read Trio's).
+holder. Their figures are exact on a virtual clock (the embedded States read Trio's). On a
+real clock (Redis's TIME) the calls themselves take time, which refills the bucket and runs
+down the waits: a `Watch` measures that time, and each figure is checked to lie within what
+it allows (exactly the figure on a virtual clock); where a figure goes through floor(), the
+check uses a slower rate on a real clock, so that a call's time stays far below a token.
 
 Recent pushes (append_recent, recent): a list keeps its newest items, oldest first, byte
 for byte, and expires its TTL after the last append; concurrent appends lose nothing.
@@ -19,9 +23,9 @@ for byte, and expires its TTL after the last append; concurrent appends lose not
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import pytest
 import trio
 
 from reactor.circuit_breaker import BreakerConfig
@@ -137,7 +141,8 @@ async def check_take_tokens_refill_stops_at_capacity(h: Harness[Any]) -> None:
     rate = 1.0 / h.ticks(1)
     async with h.open() as state:
         assert await state.take_tokens("idle", 5, capacity=5, refill_per_s=rate) == 0.0
-        await h.sleep(1000)  # a long idle time refills the bucket, to its capacity and no further
+        # a long idle time refills the bucket, to its capacity and no further (a real clock: 8 times the time to fill it)
+        await h.sleep(1000 if h.factory.clock == "virtual" else 40)
         granted = [await state.take_tokens("idle", 1, capacity=5, refill_per_s=rate) == 0.0 for _ in range(7)]
         assert granted[:5] == [True] * 5 and granted[-1] is False, granted
 
@@ -231,6 +236,33 @@ async def lease(h: Harness[Any], state: Any, want: int, give_back: tuple[str, in
     return await state.lease_tokens(BUCKET, want, capacity, rate / h.ticks(1), h.ticks(lease_s), give_back)
 
 
+class Watch:
+    """The time a real clock spent in a check's calls since it was made (the sleeps through it left out): 0 on a virtual clock."""
+
+    def __init__(self, h: Harness[Any]) -> None:
+        self.h, self.mark, self.slept = h, trio.current_time(), 0.0
+
+    async def sleep(self, ticks: float) -> None:
+        await self.h.sleep(ticks)
+        self.slept += self.h.ticks(ticks)
+
+    def extra_s(self) -> float:
+        if self.h.factory.clock == "virtual":
+            return 0.0
+        return max(0.0, trio.current_time() - self.mark - self.slept)
+
+
+def near(got: float, expected: float, below: float = 0.0, above: float = 0.0) -> bool:
+    """`got` is `expected` (to rounding), or lies up to `below` under it or `above` over it."""
+    tolerance = 1e-9 + 1e-6 * abs(expected)
+    return expected - below - tolerance <= got <= expected + above + tolerance
+
+
+def slow(h: Harness[Any], rate: float, real: float) -> float:
+    """A bucket's rate in tokens a tick: `rate` on a virtual clock, `real` (slower: a call's time is then far below a token) on a real one."""
+    return rate if h.factory.clock == "virtual" else real
+
+
 async def check_a_lease_grants_whole_tokens_up_to_what_is_free(h: Harness[Any]) -> None:
     async with h.open() as state:
         first = await lease(h, state, 4)
@@ -247,10 +279,13 @@ async def check_leased_tokens_count_until_given_back_and_what_was_spent_is_gone(
         held = await lease(h, state, 10, lease_s=60)
         await h.sleep(5)  # 5 ticks of refill would fill the bucket, but all 10 are out on lease
         assert (await lease(h, state, 0)).free == 0
+        watch, rate_s = Watch(h), 10 / h.ticks(1)  # from the give back on (real clock) the 3 refill as the calls take time
         back = await lease(h, state, 0, (held.lease_id, 3))  # 7 spent, 3 back
         assert back.free == 3
-        assert (await lease(h, state, 0, (held.lease_id, 3))).free == 3  # a second give back of the same lease: ignored
-        assert (await lease(h, state, 5)).granted == 3
+        again = await lease(h, state, 0, (held.lease_id, 3))  # a second give back of the same lease: ignored
+        assert near(again.free, 3, above=rate_s * watch.extra_s()), again
+        took = (await lease(h, state, 5)).granted
+        assert near(took, 3, above=min(2, math.floor(rate_s * watch.extra_s()))), took
 
 
 async def check_unused_is_clamped_to_the_lease(h: Harness[Any]) -> None:
@@ -263,53 +298,67 @@ async def check_unused_is_clamped_to_the_lease(h: Harness[Any]) -> None:
 
 async def check_an_expired_lease_frees_its_tokens_once_and_cannot_be_given_back(h: Harness[Any]) -> None:
     async with h.open() as state:
+        watch, rate_s = Watch(h), 10 / h.ticks(1)
         held = await lease(h, state, 10, lease_s=2.0)
-        await h.sleep(1.0)
+        await watch.sleep(1.0)
         assert (await lease(h, state, 0)).free == 0  # still out
-        await h.sleep(1.5)  # the lease ended at 2; refill since: 0.5 ticks
-        assert (await lease(h, state, 0)).free == pytest.approx(5.0)
-        assert (await lease(h, state, 0, (held.lease_id, 10))).free == pytest.approx(5.0)  # no mint
+        await watch.sleep(1.5)  # the lease ended at 2; refill since: 0.5 ticks
+        assert near((await lease(h, state, 0)).free, 5.0, above=rate_s * watch.extra_s())
+        again = await lease(h, state, 0, (held.lease_id, 10))  # no mint
+        assert near(again.free, 5.0, above=rate_s * watch.extra_s()), again
 
 
 async def check_an_empty_bucket_reserves_and_callers_queue_up(h: Harness[Any]) -> None:
     async with h.open() as state:
-        first = await lease(h, state, 10, rate=100)
-        await lease(h, state, 0, (first.lease_id, 0), rate=100)  # all ten spent: the lease closed
-        waits = [(await lease(h, state, 3, rate=100)).wait_s for _ in range(3)]
+        rate = slow(h, 100, 2)
+        rate_s = rate / h.ticks(1)
+        first = await lease(h, state, 10, rate=rate)
+        watch = Watch(h)
+        await lease(h, state, 0, (first.lease_id, 0), rate=rate)  # all ten spent: the lease closed
+        waits = [(await lease(h, state, 3, rate=rate)).wait_s for _ in range(3)]
         # each slice once the refill has paid for it, one after the other
-        assert waits == pytest.approx([h.ticks(0.03), h.ticks(0.06), h.ticks(0.09)])
-        assert (await lease(h, state, 0, rate=100)).free == pytest.approx(-9)  # owed to the reservations
-        await h.sleep(0.09)
-        assert (await lease(h, state, 0, rate=100)).free == pytest.approx(0, abs=1e-9)
+        for i, wait in enumerate(waits, 1):
+            assert near(wait, h.ticks(3 * i / rate), below=watch.extra_s()), waits
+        owed = (await lease(h, state, 0, rate=rate)).free
+        assert near(owed, -9, above=rate_s * watch.extra_s()), owed  # owed to the reservations
+        await watch.sleep(9 / rate)
+        paid = (await lease(h, state, 0, rate=rate)).free
+        assert near(paid, 0, above=rate_s * watch.extra_s()), paid
 
 
 async def check_a_lease_with_a_reserve_leaves_the_reserve_and_owes_nothing(h: Harness[Any]) -> None:
     """The priority lanes: bulk leases with a reserve of 3 stop above it; a lease without one takes the last tokens."""
+    rate = slow(h, 10, 1)
+    rate_s = rate / h.ticks(1)
     async with h.open() as state:
-        bulk = await lease(h, state, 4, reserve=3, lease_s=60)
+        watch = Watch(h)
+        bulk = await lease(h, state, 4, reserve=3, lease_s=60, rate=rate)
         assert (bulk.granted, bulk.wait_s, bulk.free) == (4, 0.0, 6)
-        partial = await lease(h, state, 4, reserve=3, lease_s=60)  # only 3 above the reserve
+        partial = await lease(h, state, 4, reserve=3, lease_s=60, rate=rate)  # only 3 above the reserve
         assert (partial.granted, partial.wait_s, partial.free) == (3, 0.0, 3)
-        refused = await lease(h, state, 4, reserve=3, lease_s=60)  # at the reserve: nothing, no reservation, no debt
+        refused = await lease(h, state, 4, reserve=3, lease_s=60, rate=rate)  # at the reserve: nothing, no reservation, no debt
         assert (refused.granted, refused.lease_id, refused.free) == (0, "", 3)
         # and the time until one token lies above the reserve: the 7 out on lease cap the refill until they expire
-        assert refused.wait_s == pytest.approx(h.ticks(60.1))
+        assert near(refused.wait_s, h.ticks(60 + 1 / rate), below=watch.extra_s()), refused
+        watch = Watch(h)  # from the give backs on (real clock) the 3 free refill as the calls take time
         for spent in (bulk, partial):  # all spent: the leases closed
-            await lease(h, state, 0, (spent.lease_id, 0))
-        assert (await lease(h, state, 4, reserve=3)).wait_s == pytest.approx(h.ticks(0.1))
-        critical = await lease(h, state, 5, lease_s=60)  # no reserve: the last three at once
-        assert (critical.granted, critical.wait_s, critical.free) == (3, 0.0, 0)
-        reserved = await lease(h, state, 2, lease_s=60)  # and then a reservation, as before
-        assert reserved.granted == 2 and reserved.wait_s > 0 and reserved.free == -2
-        owed = await lease(h, state, 1, reserve=3, lease_s=60)  # bulk waits until the debt and the reserve are paid
-        assert owed.granted == 0 and owed.wait_s == pytest.approx(h.ticks(0.6))
+            await lease(h, state, 0, (spent.lease_id, 0), rate=rate)
+        bulk_wait = (await lease(h, state, 4, reserve=3, rate=rate)).wait_s
+        assert near(bulk_wait, h.ticks(1 / rate), below=watch.extra_s()), bulk_wait
+        critical = await lease(h, state, 5, lease_s=60, rate=rate)  # no reserve: the last three at once
+        assert (critical.granted, critical.wait_s) == (3, 0.0) and near(critical.free, 0, above=rate_s * watch.extra_s()), critical
+        reserved = await lease(h, state, 2, lease_s=60, rate=rate)  # and then a reservation, as before
+        assert reserved.granted == 2 and reserved.wait_s > 0 and near(reserved.free, -2, above=rate_s * watch.extra_s()), reserved
+        owed = await lease(h, state, 1, reserve=3, lease_s=60, rate=rate)  # bulk waits until the debt and the reserve are paid
+        assert owed.granted == 0 and near(owed.wait_s, h.ticks(6 / rate), below=watch.extra_s()), owed
 
 
 async def check_a_reservation_waits_out_a_dead_workers_lease(h: Harness[Any]) -> None:
     async with h.open() as state:
+        watch = Watch(h)
         await lease(h, state, 10, lease_s=3.0, rate=100)  # a worker takes everything and dies
         reserved = await lease(h, state, 5, rate=100)
-        assert reserved.granted == 5 and reserved.wait_s == pytest.approx(h.ticks(3.0 + 5 / 100))
+        assert reserved.granted == 5 and near(reserved.wait_s, h.ticks(3.0 + 5 / 100), below=watch.extra_s()), reserved
 
 
 async def check_lease_ids_are_never_reused(h: Harness[Any]) -> None:
@@ -377,12 +426,13 @@ async def check_failures_from_any_owners_open_the_breaker_and_it_refuses_while_o
         await report(h, state, "a", "failure")
         await report(h, state, "b", "failure")
         assert (await state.breaker_read(BREAKER, breaker_config(h))).consecutive_failures == 2
+        watch = Watch(h)
         opened = await report(h, state, "c", "failure")
         assert opened.state == "open" and opened.transitions == ("closed->open",)
-        assert opened.retry_in_s == pytest.approx(h.ticks(10))
-        await h.sleep(4)
+        assert near(opened.retry_in_s, h.ticks(10), below=watch.extra_s()), opened
+        await watch.sleep(4)
         refused = await admit(h, state, "a")
-        assert not refused.allowed and refused.retry_in_s == pytest.approx(h.ticks(6)) and refused.rejected == 1
+        assert not refused.allowed and near(refused.retry_in_s, h.ticks(6), below=watch.extra_s()) and refused.rejected == 1
 
 
 async def check_a_success_resets_the_failure_count_across_owners(h: Harness[Any]) -> None:
@@ -441,9 +491,10 @@ async def check_a_dead_probers_slot_frees_when_its_lease_ends(h: Harness[Any]) -
         await open_breaker(h, state)
         await h.sleep(10)
         assert (await admit(h, state, "a", probe_lease_s=3)).probe  # a dies with it
-        await h.sleep(2.9)
+        early = 2.9 if h.factory.clock == "virtual" else 2.0  # a real clock's calls take time: ask well before the end
+        await h.sleep(early)
         assert not (await admit(h, state, "b")).allowed
-        await h.sleep(0.1)
+        await h.sleep(3 - early)
         taken = await admit(h, state, "b")
         assert taken.probe and taken.probe_owner == "b"
         late = await report(h, state, "a", "success", probe=True)  # a's answer, after its lease: not the probe's
@@ -452,10 +503,11 @@ async def check_a_dead_probers_slot_frees_when_its_lease_ends(h: Harness[Any]) -
 
 async def check_outcomes_while_open_are_stale(h: Harness[Any]) -> None:
     async with h.open() as state:
+        watch = Watch(h)
         await open_breaker(h, state)
         for event in ("success", "failure", "success"):
             view = await report(h, state, "d", event)
-        assert view.state == "open" and view.stale_outcomes == 3 and view.retry_in_s == pytest.approx(h.ticks(10))
+        assert view.state == "open" and view.stale_outcomes == 3 and near(view.retry_in_s, h.ticks(10), below=watch.extra_s()), view
 
 
 # -- recent pushes: a bounded list per user, for a client resuming on any edge -------------
