@@ -52,6 +52,7 @@ class Scheme:
 
 SCHEMES: dict[str, Scheme] = {
     "embedded": Scheme("reactor.backends.embedded", location=False),
+    "kafka": Scheme("reactor.backends.kafka", location=True),  # the bus: kafka://host:port[,host:port][?options]
 }
 
 

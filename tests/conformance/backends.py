@@ -38,6 +38,7 @@ import trio
 from trio.testing import MockClock
 
 from reactor.backends import PORTS, BackendUnavailable
+from tests.servers import kafka_server
 from reactor.backends.embedded import (
     EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore, opened,
@@ -215,6 +216,23 @@ def server_or_unavailable(start: Callable[[Path], AbstractContextManager[Any]]) 
             opening.__exit__(None, None, None)
 
     return started
+
+
+def kafka_bus(server: Any) -> Factory[Any]:
+    """The Kafka bus on the session's broker (tests/servers.py kafka_server); each place's topics and groups
+    are its own by the URL's prefix (the place's name)."""
+    from reactor.backends import BackendSettings, open_backends
+
+    @asynccontextmanager
+    async def open_(place: Place) -> AsyncIterator[Any]:
+        settings = BackendSettings({"bus": f"{server.url}?prefix={place.name}."}, place.directory, dict(place.topics))
+        async with open_backends(settings, ["bus"]) as backends:
+            yield backends.bus
+
+    return Factory(open_, clock="real")
+
+
+BACKENDS.append(Backend("kafka", {"bus": kafka_bus}, start=server_or_unavailable(kafka_server)))
 
 
 def selected() -> list[Backend]:
