@@ -74,20 +74,24 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
     if ports - SERVES:
         raise BackendUnavailable(f"kafka:// serves the bus only, not {', '.join(sorted(ports - SERVES))}: give those another URL")
     options = parse_url(settings.urls["bus"])
+    failed: Exception | None = None
     async with open_bridge() as bridge, trio.open_nursery() as nursery:
         bus = KafkaBus(bridge, nursery, options, settings.topics)
         try:
-            try:
-                await bus.open()
-            except KafkaSetupError:
-                raise
-            except Exception as exc:
-                raise BackendUnavailable(f"Kafka at {options.bootstrap} cannot be reached or refused the bus: {exc!r}") from exc
-            yield Backends(bus=bus, **not_opened(ports))
+            await bus.open()
+        except KafkaSetupError as exc:
+            failed = exc
+        except Exception as exc:
+            failed = BackendUnavailable(f"Kafka at {options.bootstrap} cannot be reached or refused the bus: {exc!r}")
+            failed.__cause__ = exc
+        try:
+            if failed is None:
+                yield Backends(bus=bus, **not_opened(ports))
         finally:
             with trio.CancelScope(shield=True):
                 await bus.close()
             nursery.cancel_scope.cancel()
-
+    if failed is not None:
+        raise failed  # here, not in the nursery: the caller gets it as itself, not in an ExceptionGroup
 
 __all__ = ["KafkaBus", "KafkaOptions", "KafkaSetupError", "UnknownTopic", "open_backends", "parse_url"]

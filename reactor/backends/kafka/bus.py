@@ -178,15 +178,20 @@ class KafkaBus:
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
         name, o = self._topic(topic), self.options
-        reader = self._readers.setdefault((self._group(group), topic, partition), _Reader())
-        async with reader.lock:
-            if reader.consumer is None:
-                reader.consumer = await self._call(lambda: client.start_reader(o.bootstrap, name, partition, o.request_timeout_ms))
-            consumer, seek = reader.consumer, reader.next != offset
-            reader.next = None  # unknown until this read returns
-            rows: list[tuple[int, bytes, bytes]] = await self._call(
-                lambda: client.read(consumer, name, partition, offset, seek, max_records))
-            reader.next = rows[-1][0] + 1
+        key = (self._group(group), topic, partition)
+        while True:
+            reader = self._readers.setdefault(key, _Reader())
+            async with reader.lock:
+                if self._readers.get(key) is not reader:
+                    continue  # dropped (its partition revoked) while this fetch waited for it
+                if reader.consumer is None:
+                    reader.consumer = await self._call(lambda: client.start_reader(o.bootstrap, name, partition, o.request_timeout_ms))
+                consumer, seek = reader.consumer, reader.next != offset
+                reader.next = None  # unknown until this read returns
+                rows: list[tuple[int, bytes, bytes]] = await self._call(
+                    lambda: client.read(consumer, name, partition, offset, seek, max_records))
+                reader.next = rows[-1][0] + 1
+                break
         return [BusRecord(topic, partition, at, key, value) for at, key, value in rows]
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
@@ -211,6 +216,23 @@ class KafkaBus:
         meta, name = self._meta, self._topic(topic)
         offset: int = await self._call(lambda: client.end_offset(meta, name, partition))
         return offset
+
+    async def _drop_reader(self, key: tuple[str, str, int]) -> None:
+        """Stop the reader of a (group, topic, partition), once no fetch uses it (a fetch later starts another)."""
+        reader = self._readers.get(key)
+        if reader is None:
+            return
+        async with reader.lock:
+            if self._readers.get(key) is reader:
+                del self._readers[key]
+            consumer, reader.consumer, reader.next = reader.consumer, None, None
+        if consumer is not None:
+            try:
+                await self._call(lambda: client.stop(consumer))
+            except BridgeClosed:
+                pass
+            except Exception as exc:
+                log.warning("stopping the reader of %s failed: %r", key, exc)
 
     async def _committer(self, group: str) -> Any:
         async with self._committer_lock:
@@ -262,6 +284,8 @@ class KafkaBus:
                     member.owned -= parts
                     if member.handled is not None:
                         member.handled.set()
+                    for topic, partition in mine:  # its readers go: the partition may never come back to this member
+                        self._nursery.start_soon(self._drop_reader, (group, topic, partition))
                 else:
                     yield Assignment(assigned=mine, revoked=frozenset())
         finally:
