@@ -19,6 +19,7 @@ client.py; concurrent calls share its crossings. Topic and group names get the U
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -35,6 +36,9 @@ from . import client
 from .client import Tp
 
 log = logging.getLogger("herald.bus.kafka")
+
+# murmur2 in Python costs ~4 us a key; a node produces for the same users again and again
+_partition = functools.lru_cache(maxsize=65_536)(kafka_partition)
 
 
 class UnknownTopic(KeyError, ValueError):
@@ -139,7 +143,7 @@ class KafkaBus:
             raise UnknownTopic(f"unknown topic {topic!r}; declared: {sorted(self.topics)}") from None
 
     def partition_for(self, topic: str, key: bytes) -> int:
-        return kafka_partition(key, self.partitions(topic))
+        return _partition(key, self.partitions(topic))
 
     def _check(self, topic: str, partition: int) -> None:
         count = self.partitions(topic)
@@ -152,11 +156,16 @@ class KafkaBus:
         If the caller is cancelled while waiting, its records may still be written.
         """
         targets: list[tuple[str, int, bytes, bytes]] = []
+        prefix, counts = self.options.prefix, self.topics
         for topic, key, value in items:
-            if not isinstance(key, (bytes, bytearray, memoryview)) or not isinstance(value, (bytes, bytearray, memoryview)):
-                raise TypeError(f"key and value must be bytes, got {type(key).__name__}, {type(value).__name__}")
-            key, value = bytes(key), bytes(value)
-            targets.append((self._topic(topic), kafka_partition(key, self.partitions(topic)), key, value))
+            if type(key) is not bytes or type(value) is not bytes:
+                if not isinstance(key, (bytes, bytearray, memoryview)) or not isinstance(value, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"key and value must be bytes, got {type(key).__name__}, {type(value).__name__}")
+                key, value = bytes(key), bytes(value)
+            count = counts.get(topic)
+            if count is None:
+                count = self.partitions(topic)  # raises UnknownTopic
+            targets.append((prefix + topic, _partition(key, count), key, value))
         if not targets:
             await trio.lowlevel.checkpoint()
             return []
@@ -188,11 +197,10 @@ class KafkaBus:
                     reader.consumer = await self._call(lambda: client.start_reader(o.bootstrap, name, partition, o.request_timeout_ms))
                 consumer, seek = reader.consumer, reader.next != offset
                 reader.next = None  # unknown until this read returns
-                rows: list[tuple[int, bytes, bytes]] = await self._call(
-                    lambda: client.read(consumer, name, partition, offset, seek, max_records))
-                reader.next = rows[-1][0] + 1
-                break
-        return [BusRecord(topic, partition, at, key, value) for at, key, value in rows]
+                records: list[BusRecord] = await self._call(
+                    lambda: client.read(consumer, name, topic, partition, offset, seek, max_records))
+                reader.next = records[-1].offset + 1
+                return records
 
     async def commit(self, group: str, topic: str, partition: int, next_offset: int) -> None:
         self._check(topic, partition)

@@ -22,6 +22,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
+from reactor.ports import BusRecord
+
 TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
 CLIENT_ID = "herald"
 Tp = tuple[str, int]
@@ -92,16 +94,17 @@ async def start_reader(bootstrap: str, topic: str, partition: int, request_timeo
     return consumer
 
 
-async def read(reader: Any, topic: str, partition: int, offset: int, seek: bool, max_records: int) -> list[tuple[int, bytes, bytes]]:
-    """(offset, key, value) of at least one record from `offset` on, at most `max_records`: waits for one."""
-    tp = _tp(topic, partition)
+async def read(reader: Any, name: str, topic: str, partition: int, offset: int, seek: bool, max_records: int) -> list[BusRecord]:
+    """At least one record of the Kafka topic `name` from `offset` on, at most `max_records` (as records of `topic`): waits for one."""
+    tp = _tp(name, partition)
     if seek:
         reader.seek(tp, offset)
     while True:
         got = await reader.getmany(tp, timeout_ms=1000, max_records=max_records)
         records = got.get(tp)
         if records:
-            return [(int(r.offset), r.key if r.key is not None else b"", r.value if r.value is not None else b"") for r in records]
+            return [BusRecord(topic, partition, r.offset, b"" if r.key is None else r.key, b"" if r.value is None else r.value)
+                    for r in records]
 
 
 async def start_committer(bootstrap: str, group: str, partitions: Iterable[Tp], request_timeout_ms: int) -> Any:
