@@ -121,3 +121,27 @@ async def test_a_member_of_a_group_commits_while_it_holds_the_partitions(kafka: 
         # the member left: the group is empty, and a commit goes in as an empty group's
         await bus.commit("g", "u", 0, acks[-1][1] + 1)
         assert await bus.committed("g", "u", 0) == acks[-1][1] + 1
+
+
+async def test_a_node_on_the_kafka_bus_delivers_every_channel(kafka: Any, tmp_path: Path, clock: Any) -> None:
+    """The whole node (api, consumers of every channel's topics, retries) with its bus on Kafka: each channel's
+    group joins, its partitions are assigned, the notification is delivered and the offsets committed (lag 0)."""
+    from tests.helpers import all_channels, http, running_node, wait_final
+
+    clock.rate = 1.0
+    body = all_channels("kafka-user")
+    body["channels"] = ["email", "sms", "push"]
+    del body["content"]["web"]
+    async with running_node(tmp_path, bus=f"{kafka.url}?prefix={_prefix()}") as herald, http(herald) as api:
+        with trio.fail_after(60):
+            response = await api.post("/v1/notifications", json=body)
+            assert response.status_code == 202, response.text
+            final = await wait_final(api, response.json()["notification_id"], 45)
+            assert {channel: state["status"] for channel, state in final["channels"].items()} == {
+                "email": "delivered", "sms": "delivered", "push": "delivered"}
+            while True:  # the consumers commit what they finished: no lag left on the channels' topics
+                metrics = (await api.get("/metrics")).text
+                lags = [line for line in metrics.splitlines() if line.startswith("herald_bus_consumer_lag_records{")]
+                if lags and all(line.endswith(" 0.0") for line in lags):
+                    break
+                await trio.sleep(0.1)
