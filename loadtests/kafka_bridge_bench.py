@@ -16,7 +16,8 @@ kafka), or uses `--bootstrap host:port`. Each round, on a fresh topic of `--part
              per partition fetching (500 at most a call) until every record came back.
 
 The same keys (user-<i>), values (`--value-bytes`) and partitioner (murmur2) on both sides. Prints
-records/s of each side and phase per round, the medians and the ratios bridge/plain. Every step is
+records/s of each side and phase per round, and the CPU (this process's, us a record: the broker's is apart),
+the medians and the ratios. On a shared, loaded machine the CPU ratio is the steadier figure. Every step is
 bounded in time; the broker is stopped at the end.
 """
 
@@ -66,21 +67,22 @@ def plain(bootstrap: str, topic: str, records: int, batch: int, producers: int, 
                 for future in futures:
                     await future
 
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         await asyncio.wait_for(asyncio.gather(*(produce() for _ in range(producers))), 300)
-        produced = time.perf_counter() - began
+        produced, produce_cpu = time.perf_counter() - began, time.process_time() - cpu
         await producer.stop()
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        began, got = time.perf_counter(), 0
+        began, cpu, got = time.perf_counter(), time.process_time(), 0
         deadline = began + 300
         while got < records and time.perf_counter() < deadline:
             for batch_ in (await consumer.getmany(timeout_ms=1000, max_records=500)).values():
                 got += len(batch_)
-        consumed = time.perf_counter() - began
+        consumed, consume_cpu = time.perf_counter() - began, time.process_time() - cpu
         await consumer.stop()
-        return {"produce_per_s": records / produced, "consume_per_s": got / consumed, "consumed": got}
+        return {"produce_per_s": records / produced, "consume_per_s": got / consumed, "consumed": got,
+                "produce_cpu_us": produce_cpu / records * 1e6, "consume_cpu_us": consume_cpu / got * 1e6}
 
     return asyncio.run(main())
 
@@ -129,12 +131,12 @@ def run_bridge(bootstrap: str, prefix: str, args: argparse.Namespace) -> dict[st
                         return
                     await bus.produce([("b", *_payload(i, args.value_bytes)) for i in chunk])
 
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             with trio.fail_after(300):
                 async with trio.open_nursery() as nursery:
                     for _ in range(args.producers):
                         nursery.start_soon(produce)
-            produced = time.perf_counter() - began
+            produced, produce_cpu = time.perf_counter() - began, time.process_time() - cpu
             ends = [await bus.end_offset("b", p) for p in range(args.partitions)]
             got = 0
 
@@ -148,13 +150,14 @@ def run_bridge(bootstrap: str, prefix: str, args: argparse.Namespace) -> dict[st
 
             for partition in range(args.partitions):  # not timed: each partition's reader started (plain's consumer is, too)
                 await bus.fetch("bench", "b", partition, 0, 1)
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             with trio.fail_after(300):
                 async with trio.open_nursery() as nursery:
                     for partition in range(args.partitions):
                         nursery.start_soon(consume, partition)
-            consumed = time.perf_counter() - began
-            return {"produce_per_s": args.records / produced, "consume_per_s": got / consumed, "consumed": got}
+            consumed, consume_cpu = time.perf_counter() - began, time.process_time() - cpu
+            return {"produce_per_s": args.records / produced, "consume_per_s": got / consumed, "consumed": got,
+                    "produce_cpu_us": produce_cpu / args.records * 1e6, "consume_cpu_us": consume_cpu / got * 1e6}
 
     return trio.run(main)
 
@@ -196,11 +199,17 @@ def main() -> None:
             rows.append((plain_, bridge))
             print(f"round {round_ + 1}: produce plain {plain_['produce_per_s']:,.0f}/s bridge {bridge['produce_per_s']:,.0f}/s; "
                   f"consume plain {plain_['consume_per_s']:,.0f}/s bridge {bridge['consume_per_s']:,.0f}/s "
-                  f"(consumed {plain_['consumed']:.0f} / {bridge['consumed']:.0f})")
+                  f"(consumed {plain_['consumed']:.0f} / {bridge['consumed']:.0f}); CPU us a record: produce plain "
+                  f"{plain_['produce_cpu_us']:.1f} bridge {bridge['produce_cpu_us']:.1f}, consume plain {plain_['consume_cpu_us']:.1f} "
+                  f"bridge {bridge['consume_cpu_us']:.1f}")
         for phase in ("produce_per_s", "consume_per_s"):
             p = statistics.median(r[0][phase] for r in rows)
             b = statistics.median(r[1][phase] for r in rows)
             print(f"median {phase}: plain {p:,.0f} bridge {b:,.0f} ratio bridge/plain {b / p:.2f}")
+        for phase in ("produce_cpu_us", "consume_cpu_us"):
+            p = statistics.median(r[0][phase] for r in rows)
+            b = statistics.median(r[1][phase] for r in rows)
+            print(f"median {phase}: plain {p:.1f} bridge {b:.1f}: plain/bridge {p / b:.2f} (the CPU-bound throughput ratio)")
 
 
 if __name__ == "__main__":
