@@ -145,3 +145,26 @@ async def test_a_node_on_the_kafka_bus_delivers_every_channel(kafka: Any, tmp_pa
                 if lags and all(line.endswith(" 0.0") for line in lags):
                     break
                 await trio.sleep(0.1)
+
+
+async def test_a_member_that_fails_ends_its_stream_not_the_bus(kafka: Any, tmp_path: Path, clock: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The member's poll failing (aiokafka raising) is that member's end: its stream raises the error (the
+    consumer group's supervisor restarts it); the bus, and its other users, go on."""
+    from reactor.backends.kafka import client
+
+    clock.rate = 1.0
+
+    async def failing(member: Any) -> None:
+        await member.getmany(timeout_ms=100)
+        raise ConnectionError("the member's poll failed")
+
+    monkeypatch.setattr(client, "hold_membership", failing)
+    async with kafka_bus(kafka, tmp_path, {"u": 1}, _prefix()) as bus:
+        with trio.fail_after(30), pytest.raises(ConnectionError, match="the member's poll failed"):
+            async with aclosing(bus.assignments("g", ["u"])) as changes:
+                async for _ in changes:
+                    pass
+        [(partition, offset)] = await bus.produce([("u", b"k", b"after")])
+        [record] = await bus.fetch("g", "u", partition, offset, 1)
+        assert record.value == b"after"

@@ -74,6 +74,8 @@ class _Member:
     owned: set[Tp] = field(default_factory=set)  # prefixed names
     handled: trio.Event | None = None  # set when the revocation in hand was handled
     holder: trio.CancelScope = field(default_factory=trio.CancelScope)
+    closing: bool = False  # leaving the group: a revocation aiokafka reports now is not handed over
+    failure: Exception | None = None  # why its membership ended (the stream raises it)
 
 
 class KafkaBus:
@@ -265,17 +267,25 @@ class KafkaBus:
         bridge, o = self._bridge, self.options
 
         async def revoked(parts: frozenset[Tp]) -> None:  # Trio side, called by the rebalance listener
+            if member.closing or member.failure is not None:
+                return
             handled = member.handled = trio.Event()
             changes_in.send_nowait(("revoked", parts))
             await handled.wait()
 
         async def assigned(parts: frozenset[Tp]) -> None:
+            if member.closing or member.failure is not None:
+                return
             member.owned |= parts
             changes_in.send_nowait(("assigned", parts))
 
         async def hold(consumer: Any) -> None:
             with member.holder:
-                await bridge.call(lambda: client.hold_membership(consumer))
+                try:
+                    await bridge.call(lambda: client.hold_membership(consumer))
+                except Exception as exc:  # the member's own failure, not the backend's: its stream raises it
+                    member.failure = exc
+                    changes_in.close()
 
         members = self._members.setdefault(group, [])
         members.append(member)
@@ -296,7 +306,10 @@ class KafkaBus:
                         self._nursery.start_soon(self._drop_reader, (group, topic, partition))
                 else:
                     yield Assignment(assigned=mine, revoked=frozenset())
+            if member.failure is not None:
+                raise member.failure
         finally:
+            member.closing = True
             with trio.CancelScope(shield=True):
                 member.holder.cancel()
                 if member.handled is not None:
