@@ -16,6 +16,7 @@ imports neither asyncio nor Trio. The clients it makes:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 
 from reactor.ports import BusRecord
 
+aiokafka_log = logging.getLogger("aiokafka")
 TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
 CLIENT_ID = "herald"
 Tp = tuple[str, int]
@@ -31,6 +33,11 @@ Tp = tuple[str, int]
 
 class KafkaSetupError(Exception):
     """The cluster cannot serve the configured topics (a partition count differs, creation refused)."""
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 def _tp(topic: str, partition: int) -> Any:
@@ -41,7 +48,12 @@ async def ensure_topics(bootstrap: str, topics: Mapping[str, int], replication: 
     """Create the topics that do not exist (partition counts as given); returns the replication factor used
     (`replication`, or min(3, brokers) when None). A topic that exists must have its partition count."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=CLIENT_ID, request_timeout_ms=request_timeout_ms)
-    await admin.start()
+    quiet = _DropAll()
+    aiokafka_log.addFilter(quiet)  # the first contact: failing, it is the start error (one line), not a log line before it
+    try:
+        await admin.start()
+    finally:
+        aiokafka_log.removeFilter(quiet)
     try:
         if replication is None:
             brokers = (await admin.describe_cluster())["brokers"]
