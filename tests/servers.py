@@ -7,6 +7,7 @@ context manager stops its server on exit.
 
 from __future__ import annotations
 
+import base64
 import glob
 import importlib.resources
 import os
@@ -15,7 +16,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import struct
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,3 +314,132 @@ def cassandra_server(tmp: Path, *, heap: str = "1g", seconds: float = 180.0) -> 
         yield server
     finally:
         server.kill()
+
+
+# -- Apache Kafka (KRaft) --------------------------------------------------------------------
+
+KAFKA_LIB = ENGINES / "kafka" / "lib"  # scripts/install-engines.sh kafka
+
+_KAFKA_LOG4J = """\
+status = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.console.ref = console
+"""
+
+
+def _kafka_properties(data: Path, broker: int, controller: int) -> str:
+    """A single KRaft node (broker and controller in one process) on loopback, tuned for tests."""
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{controller}",
+        f"listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={data}",
+        "num.partitions=1",
+        "auto.create.topics.enable=false",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=4",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "min.insync.replicas=1",
+        "group.initial.rebalance.delay.ms=0",
+        "num.network.threads=2",
+        "num.io.threads=2",
+        "log.segment.bytes=16777216",
+        "",
+    ])
+
+
+def _kafka_metadata_answers(port: int) -> bool:
+    """Whether the broker answers a Metadata request (v4) listing at least one broker: it is serving."""
+    client = b"herald-tests"
+    header = struct.pack(">hhih", 3, 4, 1, len(client)) + client
+    body = struct.pack(">i?", -1, False)  # every topic (null array), no auto-creation
+    request = header + body
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+            answer = _read_exactly(sock, size)
+    except OSError:
+        return False
+    correlation, _throttle, brokers = struct.unpack(">iii", answer[:12])
+    return correlation == 1 and brokers > 0
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+@dataclass(frozen=True)
+class KafkaServer:
+    host: str
+    port: int
+    bootstrap: str  # host:port for clients
+    url: str  # Herald's bus URL for it: kafka://host:port
+    pid: int
+    started_s: float  # seconds from the java command to the first answered metadata request
+
+
+@contextmanager
+def kafka_server(tmp: Path) -> Iterator[KafkaServer]:
+    """Apache Kafka, one KRaft node (broker and controller), on free loopback ports in `tmp`; stopped on exit.
+
+    The broker comes from .engines/kafka/lib (scripts/install-engines.sh kafka: Maven Central);
+    its storage is formatted with a random cluster id; heap 512 MiB. Raises RuntimeError saying
+    why it could not start (not installed, no java, exited, or no answer within 90 s).
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("java is not installed (Java 17: apt-get install openjdk-17-jre-headless)")
+    if not (KAFKA_LIB / ".complete").exists():
+        raise RuntimeError(f"Apache Kafka is not installed in {KAFKA_LIB}: run scripts/install-engines.sh kafka")
+    tmp.mkdir(parents=True, exist_ok=True)
+    broker, controller = free_port(), free_port()
+    while controller == broker:
+        controller = free_port()
+    properties = tmp / "server.properties"
+    properties.write_text(_kafka_properties(tmp / "data", broker, controller))
+    log4j = tmp / "log4j2.properties"
+    log4j.write_text(_KAFKA_LOG4J)
+    classpath = f"{KAFKA_LIB}/*"
+    jvm = [java, "-Xmx512m", "-Xms512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={tmp}", "-cp", classpath]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    began = time.monotonic()
+    formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    if formatted.returncode != 0:
+        raise RuntimeError(f"kafka storage format failed ({formatted.returncode}): {formatted.stdout.decode(errors='replace')[-2000:]}")
+    output = tmp / "kafka.out"
+    with output.open("wb") as sink:
+        process = subprocess.Popen([*jvm, "kafka.Kafka", str(properties)], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not _kafka_metadata_answers(broker):
+            if process.poll() is not None:
+                raise RuntimeError(f"kafka exited with {process.returncode}: {output.read_text(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kafka did not answer a metadata request on {broker} within 90 s: {output}")
+            time.sleep(0.1)
+        yield KafkaServer("127.0.0.1", broker, f"127.0.0.1:{broker}", f"kafka://127.0.0.1:{broker}", process.pid,
+                          time.monotonic() - began)
+    finally:
+        _stop(process)

@@ -52,8 +52,10 @@ def test_backend_urls_and_the_role_are_checked_and_named(tmp_path):
     assert (config.role, config.bus, config.state, config.store, config.logstore, config.broker) == ("all", *["embedded://"] * 5)
     assert config.backend_settings().urls == dict.fromkeys(("bus", "state", "store", "logstore", "broker"), "embedded://")
     assert load_config(env={"HERALD_ROLE": "all", "HERALD_LOGSTORE": "embedded://"}).role == "all"
+    assert load_config(env={"HERALD_BUS": "kafka://localhost:9092"}).bus == "kafka://localhost:9092"
     for env, named in (
-        ({"HERALD_BUS": "kafka://localhost:9092"}, r"HERALD_BUS: no backend serves kafka://.*embedded://"),
+        ({"HERALD_BUS": "nats://localhost:4222"}, r"HERALD_BUS: no backend serves nats://.*embedded://, kafka://"),
+        ({"HERALD_BUS": "kafka://"}, r"HERALD_BUS: kafka:// needs a location"),
         ({"HERALD_STATE": "redis"}, "HERALD_STATE: expected a backend URL"),
         ({"HERALD_BROKER": "memcached://localhost:11211"}, r"HERALD_BROKER: no backend serves memcached://.*embedded://"),
         ({"HERALD_ROLE": "api"}, r"HERALD_ROLE: the role 'api' needs distributed backends.*bus, state, store, logstore, broker are embedded://.*only the role 'all' runs"),

@@ -38,12 +38,11 @@ import trio
 from trio.testing import MockClock
 
 from reactor.backends import PORTS, BackendUnavailable
-from tests.servers import redis_server
 from reactor.backends.embedded import (
     EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore, opened,
 )
-from tests.servers import cassandra_server
+from tests.servers import cassandra_server, kafka_server, redis_server
 
 P = TypeVar("P")
 
@@ -243,11 +242,28 @@ def _cassandra_logstore(server: Any) -> Factory[Any]:
     return Factory(open_, clock="real")
 
 
+def kafka_bus(server: Any) -> Factory[Any]:
+    """The Kafka bus on the session's broker (tests/servers.py kafka_server); each place's topics and groups
+    are its own by the URL's prefix (the place's name)."""
+    from reactor.backends import BackendSettings, open_backends
+
+    @asynccontextmanager
+    async def open_(place: Place) -> AsyncIterator[Any]:
+        settings = BackendSettings({"bus": f"{server.url}?prefix={place.name}."}, place.directory, dict(place.topics))
+        async with open_backends(settings, ["bus"]) as backends:
+            yield backends.bus
+
+    return Factory(open_, clock="real")
+
+
 BACKENDS.append(Backend("cassandra", {"logstore": _cassandra_logstore}, start=server_or_unavailable(cassandra_server)))
 
 
 BACKENDS.append(Backend("redis", {"state": redis_factory("state"), "broker": redis_factory("broker")},
                         start=server_or_unavailable(redis_server)))
+
+
+BACKENDS.append(Backend("kafka", {"bus": kafka_bus}, start=server_or_unavailable(kafka_server)))
 
 
 def selected() -> list[Backend]:

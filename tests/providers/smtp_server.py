@@ -9,6 +9,8 @@ then lost, as if the server crashed).
 
 from __future__ import annotations
 
+import asyncio
+
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -94,7 +96,9 @@ class SmtpServer:
             kwargs["ssl_context"] = implicit
         if auth:
             kwargs.update(authenticator=self.handler.authenticate, auth_required=True, auth_require_tls=starttls is not None or implicit is not None)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
+        # A loop of its own (run and closed in the controller's thread), made directly: once trio-asyncio is imported
+        # (reactor/asyncio_bridge.py, by the Kafka tests), asyncio.new_event_loop() refuses to run in a Trio thread.
+        self.controller = Controller(self.handler, loop=asyncio.SelectorEventLoop(), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()

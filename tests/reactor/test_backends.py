@@ -21,8 +21,9 @@ def settings(data_dir: Path, **urls: str) -> BackendSettings:
 
 def test_a_url_names_a_backend_by_its_scheme():
     assert check_url("embedded://") == "embedded://"
+    assert check_url("kafka://localhost:9092") == "kafka://localhost:9092"  # reactor/backends/kafka: the bus
     for url, words in (
-        ("kafka://localhost:9092", "no backend serves kafka://"),
+        ("nats://localhost:4222", "no backend serves nats://"),
         ("embedded", "expected a backend URL"),
         ("://x", "expected a backend URL"),
         ("embedded:///var/lib/herald", "takes nothing after it"),
