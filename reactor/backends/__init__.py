@@ -52,6 +52,8 @@ class Scheme:
 
 SCHEMES: dict[str, Scheme] = {
     "embedded": Scheme("reactor.backends.embedded", location=False),
+    "postgresql": Scheme("reactor.backends.postgres", location=True),  # postgresql://user@host:5432/db?schema=herald
+    "postgres": Scheme("reactor.backends.postgres", location=True),
 }
 
 

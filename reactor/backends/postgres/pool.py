@@ -1,0 +1,236 @@
+"""The PostgreSQL plumbing the stores share: the URL's options, a small bounded pool of psycopg
+connections used from worker threads, and what a call does when the server is away.
+
+    postgresql://user[:password]@host[:port]/db?schema=herald&pool_size=4&connect_timeout=3&statement_timeout_ms=10000
+
+`schema` (default `herald`), `pool_size`, `statement_timeout_ms` are Herald's own options and
+are taken out of the URL; everything else (sslmode, connect_timeout, application_name, ...) is
+passed to libpq as it is. `postgres://` is the same as `postgresql://`.
+
+Each call takes a connection (opening one if none is idle, at most `pool_size` in all), runs a
+function of it in a worker thread of the pool's own (trio.to_thread, never on the Trio thread),
+in one transaction, and puts the connection back. Bounded waits: connecting gives up after
+`connect_timeout` seconds, a statement after `statement_timeout_ms`, a dead peer is noticed by
+TCP keepalives and `tcp_user_timeout`. A failure to reach the server raises PostgresUnavailable
+(one line, what failed); the broken connection is dropped, so the next call connects afresh:
+calls fail fast while the server is down and succeed again once it is back, without a restart.
+
+A call whose connection broke before its transaction reached COMMIT is retried once on a new
+connection (the server rolled it back: nothing was written); one that broke during COMMIT is
+not (it may have committed) and raises PostgresUnavailable. Deadlocks and serialization failures
+(the server rolled back) are retried a few times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+import psycopg.sql
+import trio
+
+from reactor.backends import BackendUnavailable
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = "herald"
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+OWN_OPTIONS = ("schema", "pool_size", "statement_timeout_ms", "connect_timeout")  # taken out of the URL (libpq's connect_timeout: given to it)
+RETRIES_ON_CONFLICT = 5  # deadlocks, serialization failures: the server rolled the transaction back
+
+
+Connection = psycopg.Connection[tuple[object, ...]]
+
+
+class PostgresUnavailable(BackendUnavailable):
+    """The PostgreSQL server cannot be reached, or did not answer in time; the message says which and where."""
+
+
+class CommitUncertain(PostgresUnavailable):
+    """The connection broke while COMMIT was under way: the transaction may or may not have been applied."""
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """What the `store` URL says: libpq's connection string and Herald's own options."""
+
+    conninfo: str  # the URL without Herald's options, for libpq
+    schema: str = DEFAULT_SCHEMA
+    pool_size: int = 4
+    connect_timeout_s: int = 3
+    statement_timeout_ms: int = 10_000
+
+    @property
+    def where(self) -> str:
+        """The server and schema, without credentials, for messages."""
+        parts = urlsplit(self.conninfo)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{host}{port}{parts.path or '/'} schema {self.schema}"
+
+
+def parse_url(url: str) -> PgSettings:
+    """The settings of a postgresql:// or postgres:// URL; ValueError naming the bad option."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"expected a postgresql:// URL, got {parts.scheme}://")
+    libpq: list[tuple[str, str]] = []
+    own: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in OWN_OPTIONS:
+            own[name] = value
+        else:
+            libpq.append((name, value))
+    schema = own.get("schema", DEFAULT_SCHEMA)
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"the schema option must be a lower-case SQL name ([a-z_][a-z0-9_]*, at most 63), got {schema!r}")
+    numbers: dict[str, int] = {}
+    for name, low, high, default in (("pool_size", 1, 64, 4), ("statement_timeout_ms", 100, 3_600_000, 10_000),
+                                     ("connect_timeout", 1, 300, 3)):
+        raw = own.get(name)
+        try:
+            numbers[name] = default if raw is None else int(raw)
+        except ValueError:
+            raise ValueError(f"the {name} option must be a whole number, got {raw!r}") from None
+        if not low <= numbers[name] <= high:
+            raise ValueError(f"the {name} option must be from {low} to {high}, got {numbers[name]}")
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(libpq), parts.fragment))
+    return PgSettings(conninfo, schema, numbers["pool_size"], numbers["connect_timeout"], numbers["statement_timeout_ms"])
+
+
+def _connect(settings: PgSettings) -> Connection:
+    """A new connection in autocommit mode (transactions are explicit), its search path on the schema."""
+    conn = psycopg.connect(
+        settings.conninfo,
+        autocommit=True,
+        connect_timeout=settings.connect_timeout_s,
+        keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+        tcp_user_timeout=settings.statement_timeout_ms + 5_000,
+    )
+    try:
+        conn.execute(
+            psycopg.sql.SQL("SET search_path TO {}; SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}").format(
+                psycopg.sql.Identifier(settings.schema), psycopg.sql.Literal(settings.statement_timeout_ms),
+                psycopg.sql.Literal(settings.statement_timeout_ms * 2),
+            )
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+
+class _Attempt:
+    """One run of a function in a transaction: the connection it ran on, and whether COMMIT was under way when it failed."""
+
+    def __init__(self, conn: Connection | None) -> None:
+        self.conn = conn
+        self.committing = False
+
+    def run(self, settings: PgSettings, work: Callable[[Connection], T], transaction: bool) -> T:
+        """In the worker thread: connect if need be, then run `work`."""
+        if self.conn is None:
+            self.conn = _connect(settings)
+        conn = self.conn
+        if not transaction:
+            return work(conn)
+        with conn.transaction():
+            result = work(conn)
+            self.committing = True
+        return result
+
+
+def _is_connection_failure(exc: BaseException, conn: Connection | None) -> bool:
+    if isinstance(exc, psycopg.errors.QueryCanceled):  # the statement timeout: the connection is fine
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (conn is None or conn.broken or conn.closed)
+
+
+class Pool:
+    """At most `pool_size` connections to one schema, each used by one worker thread at a time."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        self.settings = settings
+        self._idle: list[Connection] = []
+        self._slots = trio.Semaphore(settings.pool_size)
+        self._threads = trio.CapacityLimiter(settings.pool_size)
+        self._open = True
+
+    async def close(self) -> None:
+        """Close every connection, after the calls in progress; further calls fail. Safe to call twice."""
+        self._open = False
+        for _ in range(self.settings.pool_size):
+            await self._slots.acquire()
+        try:
+            await self._drop_idle()
+        finally:
+            for _ in range(self.settings.pool_size):
+                self._slots.release()
+
+    async def run(self, work: Callable[[Connection], T], *, transaction: bool = True) -> T:
+        """`work(conn)` in a worker thread, in one transaction (or none: autocommit), on a pooled connection."""
+        async with self._slots:
+            conflicts = 0
+            may_retry = True
+            while True:
+                if not self._open:
+                    raise RuntimeError(f"the PostgreSQL pool of {self.settings.where} is closed")
+                reused = bool(self._idle)
+                attempt = _Attempt(self._idle.pop() if reused else None)
+                try:
+                    result = await trio.to_thread.run_sync(attempt.run, self.settings, work, transaction, limiter=self._threads)
+                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                    self._give_back(attempt.conn)  # the server rolled back; the connection is fine
+                    conflicts += 1
+                    if conflicts > RETRIES_ON_CONFLICT:
+                        raise
+                    continue
+                except psycopg.Error as exc:
+                    if not _is_connection_failure(exc, attempt.conn):
+                        self._give_back(attempt.conn)
+                        if isinstance(exc, psycopg.errors.QueryCanceled):
+                            raise PostgresUnavailable(f"PostgreSQL at {self.settings.where} did not answer within "
+                                                      f"{self.settings.statement_timeout_ms} ms (statement_timeout_ms)") from exc
+                        raise
+                    await self._close(attempt.conn)
+                    if reused:  # the server went away (a restart): the other idle connections are as dead
+                        await self._drop_idle()
+                    if attempt.committing:
+                        raise CommitUncertain(f"PostgreSQL at {self.settings.where}: the connection broke during COMMIT, "
+                                              f"which may or may not have applied ({_first_line(exc)})") from exc
+                    if reused and may_retry:  # rolled back by the server: run it once more on a new connection
+                        may_retry = False
+                        continue
+                    raise PostgresUnavailable(f"PostgreSQL at {self.settings.where} is unavailable: {_first_line(exc)}") from exc
+                except BaseException:
+                    self._give_back(attempt.conn)  # work raised (rolled back): the connection is fine
+                    raise
+                self._give_back(attempt.conn)
+                return result
+
+    def _give_back(self, conn: Connection | None) -> None:
+        if conn is None:
+            return
+        if conn.closed or conn.broken:
+            conn.close()  # broken: its socket is gone, nothing to send
+        else:
+            self._idle.append(conn)
+
+    async def _close(self, conn: Connection | None) -> None:
+        if conn is not None:
+            await trio.to_thread.run_sync(conn.close, limiter=self._threads)
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._close(conn)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
