@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import psycopg.sql
 
@@ -38,7 +39,7 @@ def _apply(conn: Connection, schema: str, component: str, migration: Migration) 
     if done is not None:
         return False
     for statement in migration.statements:
-        conn.execute(statement)  # type: ignore[arg-type]  # our own constant SQL
+        conn.execute(statement)  # our own constant SQL
     conn.execute(
         "INSERT INTO herald_migrations (component, version, summary) VALUES (%s, %s, %s)", (component, migration.version, migration.summary)
     )
@@ -52,7 +53,7 @@ async def migrate(pool: Pool, component: str, migrations: Sequence[Migration]) -
         raise ValueError(f"the {component} migrations must be numbered 1, 2, ... in order, got {versions}")
     applied: list[int] = []
     for migration in migrations:
-        if await pool.run(lambda conn, m=migration: _apply(conn, pool.settings.schema, component, m)):  # type: ignore[misc]
+        if await pool.run(partial(_apply, schema=pool.settings.schema, component=component, migration=migration)):
             applied.append(migration.version)
     return applied
 
@@ -61,4 +62,4 @@ async def applied_versions(pool: Pool, component: str) -> list[int]:
     """The versions of the component recorded as applied (for inspection and tests)."""
     rows = await pool.run(lambda conn: conn.execute(
         "SELECT version FROM herald_migrations WHERE component = %s ORDER BY version", (component,)).fetchall())
-    return [int(r[0]) for r in rows]  # type: ignore[call-overload]
+    return [int(r[0]) for r in rows]

@@ -24,9 +24,9 @@ not (it may have committed) and raises PostgresUnavailable. Deadlocks and serial
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -44,7 +44,7 @@ OWN_OPTIONS = ("schema", "pool_size", "statement_timeout_ms", "connect_timeout")
 RETRIES_ON_CONFLICT = 5  # deadlocks, serialization failures: the server rolled the transaction back
 
 
-Connection = psycopg.Connection[tuple[object, ...]]
+Connection = psycopg.Connection[tuple[Any, ...]]
 
 
 class PostgresUnavailable(BackendUnavailable):
@@ -230,6 +230,14 @@ class Pool:
         idle, self._idle = self._idle, []
         for conn in idle:
             await self._close(conn)
+
+
+def scalar(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+    """The first column of the one row a statement returns (a count, a RETURNING id)."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise LookupError(f"no row from {sql[:60]!r}")
+    return row[0]
 
 
 def _first_line(exc: BaseException) -> str:

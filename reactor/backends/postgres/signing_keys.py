@@ -51,15 +51,17 @@ class PostgresSigningKeys:
 
     async def read_ring(self) -> KeyRing | None:
         row = await self._pool.run(lambda c: c.execute("SELECT ring, version FROM signing_keys WHERE id = 1").fetchone())
-        return None if row is None else _ring(str(row[0]), int(row[1]))  # type: ignore[arg-type]
+        return None if row is None else _ring(str(row[0]), int(row[1]))
 
     async def write_ring(self, keys: Sequence[SigningKey], current: str, expected_version: int | None) -> KeyRing | None:
         document = _document(keys, current)
         if expected_version is None:
-            sql, params = "INSERT INTO signing_keys (id, ring, version) VALUES (1, %s, 1) ON CONFLICT DO NOTHING", (document,)
+            sql = "INSERT INTO signing_keys (id, ring, version) VALUES (1, %s, 1) ON CONFLICT DO NOTHING"
+            params: tuple[object, ...] = (document,)
         else:
-            sql, params = "UPDATE signing_keys SET ring = %s, version = version + 1 WHERE id = 1 AND version = %s", (document, expected_version)
-        written = await self._pool.run(lambda c: c.execute(sql, params).rowcount)  # type: ignore[arg-type]
+            sql = "UPDATE signing_keys SET ring = %s, version = version + 1 WHERE id = 1 AND version = %s"
+            params = (document, expected_version)
+        written = await self._pool.run(lambda c: c.execute(sql, params).rowcount)
         if written != 1:
             return None
         return KeyRing(tuple(keys), current, 1 if expected_version is None else expected_version + 1)

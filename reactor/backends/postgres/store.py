@@ -18,7 +18,7 @@ from typing import Any
 from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
 
 from .migrations import Migration, migrate
-from .pool import Connection, Pool
+from .pool import Connection, Pool, scalar
 
 CANCELLED = "cancelled"  # the send ledger's status of a (notification, channel) cancelled while the Store held it
 COMPONENT = "store"
@@ -204,7 +204,7 @@ class PostgresStore:
     async def put_meta_if_absent(self, key: str, value: str) -> str:
         def put(conn: Connection) -> str:
             conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING", (key, value))
-            return str(conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()[0])  # type: ignore[index]
+            return str(scalar(conn, "SELECT value FROM meta WHERE key = %s", (key,)))
 
         return await self._pool.run(put)
 
@@ -250,21 +250,21 @@ class PostgresStore:
 
     async def dead_letter(self, entry: DeadLetter) -> int:
         # the replacing row takes the new identity value the insert drew: above every id given before
-        row = await self._pool.run(lambda c: c.execute(
-            "INSERT INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
+        new_id = await self._pool.run(lambda c: scalar(
+            c, "INSERT INTO dead_letters (channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (notification_id, channel) DO UPDATE SET id = EXCLUDED.id,"
             " user_id = EXCLUDED.user_id, error = EXCLUDED.error, attempts = EXCLUDED.attempts, created_ms = EXCLUDED.created_ms,"
             " dead_ms = EXCLUDED.dead_ms, record = EXCLUDED.record RETURNING id",
             (entry.channel, entry.notification_id, entry.user_id, entry.error, entry.attempts, entry.created_ms, entry.dead_ms,
              entry.record),
-        ).fetchone())
-        return int(row[0])  # type: ignore[index]
+        ))
+        return int(new_id)
 
     async def dead_letters(self, selection: DlqFilter, after_id: int = 0, limit: int = 100) -> list[DeadLetter]:
         where, params = _where(selection)
         where = f"{where} AND id > %s" if where else " WHERE id > %s"
         sql = f"SELECT {_DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id LIMIT %s"
-        rows = await self._pool.run(lambda c: c.execute(sql, (*params, after_id, max(0, limit))).fetchall())  # type: ignore[arg-type]
+        rows = await self._pool.run(lambda c: c.execute(sql, (*params, after_id, max(0, limit))).fetchall())
         return [_dead_letter(r) for r in rows]
 
     async def discard_dead_letters(self, ids: Sequence[int]) -> int:
@@ -280,8 +280,7 @@ class PostgresStore:
 
     async def dead_letter_count(self, channel: str | None = None) -> int:
         where, params = _where(DlqFilter(channel=channel))
-        row = await self._pool.run(lambda c: c.execute(f"SELECT count(*) FROM dead_letters{where}", params).fetchone())  # type: ignore[arg-type]
-        return int(row[0])  # type: ignore[index]
+        return int(await self._pool.run(lambda c: scalar(c, f"SELECT count(*) FROM dead_letters{where}", params)))
 
     # -- the send ledger
 
@@ -322,8 +321,7 @@ class PostgresStore:
         return [str(r[0]) for r in rows]
 
     async def subscriber_count(self, topic: str) -> int:
-        row = await self._pool.run(lambda c: c.execute("SELECT count(*) FROM topic_subscribers WHERE topic = %s", (topic,)).fetchone())
-        return int(row[0])  # type: ignore[index]
+        return int(await self._pool.run(lambda c: scalar(c, "SELECT count(*) FROM topic_subscribers WHERE topic = %s", (topic,))))
 
     async def add_fanout(self, job: FanoutJob) -> None:
         await self._pool.run(lambda c: c.execute(

@@ -49,7 +49,7 @@ def _add(conn: Connection, template_id: str, spec: bytes, at_ms: int) -> Templat
     ).fetchone()
     if row is None:
         return None
-    version = int(row[0])  # type: ignore[arg-type]
+    version = int(row[0])
     conn.execute("INSERT INTO template_versions (id, version, created_ms, spec) VALUES (%s, %s, %s, %s)", (template_id, version, at_ms, spec))
     return TemplateVersion(template_id, version, at_ms, spec)
 
@@ -81,16 +81,16 @@ class PostgresTemplateStore:
 
     async def active_version(self, template_id: str) -> int | None:
         row = await self._pool.run(lambda c: c.execute("SELECT active_version FROM templates WHERE id = %s", (template_id,)).fetchone())
-        return None if row is None else int(row[0])  # type: ignore[arg-type]
+        return None if row is None else int(row[0])
 
     async def get_version(self, template_id: str, version: int) -> TemplateVersion | None:
         row = await self._pool.run(lambda c: c.execute(
             "SELECT created_ms, spec FROM template_versions WHERE id = %s AND version = %s", (template_id, version)
         ).fetchone())
-        return None if row is None else TemplateVersion(template_id, version, int(row[0]), bytes(row[1]))  # type: ignore[arg-type]
+        return None if row is None else TemplateVersion(template_id, version, int(row[0]), bytes(row[1]))
 
     async def versions(self, template_id: str) -> list[tuple[int, int]]:
         rows = await self._pool.run(lambda c: c.execute(
             "SELECT version, created_ms FROM template_versions WHERE id = %s ORDER BY version DESC", (template_id,)
         ).fetchall())
-        return [(int(v), int(ms)) for v, ms in rows]  # type: ignore[call-overload]
+        return [(int(v), int(ms)) for v, ms in rows]

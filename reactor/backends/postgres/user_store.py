@@ -60,7 +60,7 @@ def _put(conn: Connection, user_id: str, document: bytes, at_ms: int) -> None:
 def _update(conn: Connection, user_id: str, change: Callable[[bytes | None], bytes], at_ms: int) -> bytes:
     _lock_user(conn, user_id)
     row = conn.execute("SELECT document FROM preferences WHERE user_id = %s", (user_id,)).fetchone()
-    document = change(None if row is None else bytes(row[0]))  # type: ignore[arg-type]
+    document = change(None if row is None else bytes(row[0]))
     _put(conn, user_id, document, at_ms)
     return document
 
@@ -82,7 +82,7 @@ def _add_device(conn: Connection, device: DeviceRow, max_per_user: int) -> list[
 
 
 def _users(conn: Connection, wanted: list[str]) -> dict[str, UserRow]:
-    documents = {str(u): bytes(d) for u, d in conn.execute(  # type: ignore[misc]
+    documents = {str(u): bytes(d) for u, d in conn.execute(
         "SELECT user_id, document FROM preferences WHERE user_id = ANY(%s)", (wanted,)).fetchall()}
     devices: dict[str, list[DeviceRow]] = {}
     for row in conn.execute(
@@ -106,7 +106,7 @@ class PostgresUserStore:
 
     async def get_preferences(self, user_id: str) -> bytes | None:
         row = await self._pool.run(lambda c: c.execute("SELECT document FROM preferences WHERE user_id = %s", (user_id,)).fetchone())
-        return None if row is None else bytes(row[0])  # type: ignore[arg-type]
+        return None if row is None else bytes(row[0])
 
     async def put_preferences(self, user_id: str, document: bytes, at_ms: int) -> None:
         await self._pool.run(lambda c: _put(c, user_id, document, at_ms))
