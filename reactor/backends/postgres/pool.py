@@ -214,6 +214,10 @@ class Pool:
                 self._give_back(attempt.conn)
                 return result
 
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` of statements that only read, each on its own (no BEGIN/COMMIT round trips); retried like a call."""
+        return await self.run(work, transaction=False)
+
     def _give_back(self, conn: Connection | None) -> None:
         if conn is None:
             return

@@ -198,7 +198,7 @@ class PostgresStore:
     # -- metadata
 
     async def get_meta(self, key: str) -> str | None:
-        row = await self._pool.run(lambda c: c.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone())
+        row = await self._pool.read(lambda c: c.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone())
         return None if row is None else str(row[0])
 
     async def put_meta_if_absent(self, key: str, value: str) -> str:
@@ -229,7 +229,7 @@ class PostgresStore:
             await self._pool.run(lambda c: c.execute("DELETE FROM scheduled WHERE id = ANY(%s)", (sorted(set(ids)),)))
 
     async def scheduled(self) -> list[Scheduled]:
-        rows = await self._pool.run(lambda c: c.execute(f"SELECT {_SCHEDULED_COLUMNS} FROM scheduled ORDER BY due_ms, id").fetchall())
+        rows = await self._pool.read(lambda c: c.execute(f"SELECT {_SCHEDULED_COLUMNS} FROM scheduled ORDER BY due_ms, id").fetchall())
         return [_scheduled(r) for r in rows]
 
     async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
@@ -244,7 +244,7 @@ class PostgresStore:
             return await self.sent_status(notification_id, channel) == CANCELLED
 
     async def next_due_ms(self) -> int | None:
-        return await self._pool.run(_next_due)
+        return await self._pool.read(_next_due)
 
     # -- the dead-letter queue
 
@@ -264,7 +264,7 @@ class PostgresStore:
         where, params = _where(selection)
         where = f"{where} AND id > %s" if where else " WHERE id > %s"
         sql = f"SELECT {_DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id LIMIT %s"
-        rows = await self._pool.run(lambda c: c.execute(sql, (*params, after_id, max(0, limit))).fetchall())
+        rows = await self._pool.read(lambda c: c.execute(sql, (*params, after_id, max(0, limit))).fetchall())
         return [_dead_letter(r) for r in rows]
 
     async def discard_dead_letters(self, ids: Sequence[int]) -> int:
@@ -280,12 +280,12 @@ class PostgresStore:
 
     async def dead_letter_count(self, channel: str | None = None) -> int:
         where, params = _where(DlqFilter(channel=channel))
-        return int(await self._pool.run(lambda c: scalar(c, f"SELECT count(*) FROM dead_letters{where}", params)))
+        return int(await self._pool.read(lambda c: scalar(c, f"SELECT count(*) FROM dead_letters{where}", params)))
 
     # -- the send ledger
 
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
-        row = await self._pool.run(lambda c: c.execute(
+        row = await self._pool.read(lambda c: c.execute(
             "SELECT status FROM send_ledger WHERE notification_id = %s AND channel = %s", (notification_id, channel)
         ).fetchone())
         return None if row is None else str(row[0])
@@ -315,13 +315,13 @@ class PostgresStore:
         ).rowcount)
 
     async def subscribers(self, topic: str, after: str, limit: int) -> list[str]:
-        rows = await self._pool.run(lambda c: c.execute(
+        rows = await self._pool.read(lambda c: c.execute(
             "SELECT user_id FROM topic_subscribers WHERE topic = %s AND user_id > %s ORDER BY user_id LIMIT %s", (topic, after, max(0, limit))
         ).fetchall())
         return [str(r[0]) for r in rows]
 
     async def subscriber_count(self, topic: str) -> int:
-        return int(await self._pool.run(lambda c: scalar(c, "SELECT count(*) FROM topic_subscribers WHERE topic = %s", (topic,))))
+        return int(await self._pool.read(lambda c: scalar(c, "SELECT count(*) FROM topic_subscribers WHERE topic = %s", (topic,))))
 
     async def add_fanout(self, job: FanoutJob) -> None:
         await self._pool.run(lambda c: c.execute(
@@ -330,7 +330,7 @@ class PostgresStore:
         ))
 
     async def fanout(self, job_id: str) -> FanoutJob | None:
-        row = await self._pool.run(lambda c: c.execute(f"SELECT {_FANOUT_COLUMNS} FROM fanouts WHERE id = %s", (job_id,)).fetchone())
+        row = await self._pool.read(lambda c: c.execute(f"SELECT {_FANOUT_COLUMNS} FROM fanouts WHERE id = %s", (job_id,)).fetchone())
         return None if row is None else _fanout(row)
 
     async def claim_fanout(self, owner: str, now_ms: int, lease_ms: int) -> FanoutJob | None:
