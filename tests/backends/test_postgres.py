@@ -261,3 +261,54 @@ def test_every_store_sql_module_keeps_its_migrations_in_order() -> None:
 
     for module in (store_sql, key_store, template_store, user_store, signing_keys):
         assert [m.version for m in module.MIGRATIONS] == list(range(1, len(module.MIGRATIONS) + 1)), module.__name__
+
+
+# -- a whole node with its store on PostgreSQL -------------------------------------------------------------
+
+TEMPLATE = {
+    "name": "Welcome",
+    "default_locale": "en",
+    "locales": {
+        "en": {"email": {"subject": "Welcome, {{name}}", "text": "Hi {{name}}", "html": "<p>Hi {{name}}</p>"}},
+        "fr": {"email": {"subject": "Bienvenue, {{name}}", "text": "Salut {{name}}", "html": "<p>Salut {{name}}</p>"}},
+    },
+}
+PREFERENCES = {"contact": {"email": "zoe@example.org"}, "locale": "fr-CA"}
+
+
+async def test_a_node_whose_store_is_postgres_delivers_with_its_templates_and_preferences(cluster: PostgresCluster, tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    from tests.helpers import http, running_node, wait_final
+
+    name = schema()
+    url = f"{cluster.endpoint.url}?schema={name}"
+    async with running_node(tmp_path / "one", store=url) as herald, http(herald) as client:
+        assert (await client.post("/v1/templates/welcome", json=TEMPLATE)).status_code == 201
+        assert (await client.put("/v1/users/zoe/preferences", json=PREFERENCES)).status_code == 200
+        response = await client.post("/v1/notifications", json={
+            "user_id": "zoe", "channels": ["email"], "template_id": "welcome", "data": {"name": "Zoë"},
+        })
+        assert response.status_code == 202, response.text
+        nid = response.json()["notification_id"]
+        status = await wait_final(client, nid)
+        assert status["channels"]["email"]["status"] == "delivered", status
+        reader = await client.post("/v1/admin/keys", json={"scopes": ["read"], "name": "a reader"})
+        assert reader.status_code == 201, reader.text
+        data_dir = herald.config.data_dir
+        message = email.message_from_bytes((herald.config.outbox_dir / f"{nid}.eml").read_bytes(), policy=email.policy.default)
+    assert (message["Subject"], message["To"]) == ("Bienvenue, Zoë", "zoe@example.org")  # the template in the locale of the preferences
+    for embedded in ("store.sqlite3", "keys.sqlite3", "templates.sqlite3", "users.sqlite3", "signing-keys.json"):
+        assert not (data_dir / embedded).exists(), f"{embedded} in the data dir: the store setting was not used"
+    with psycopg.connect(cluster.endpoint.url) as conn:
+        conn.execute(f"SET search_path TO {name}")
+        assert conn.execute("SELECT id, latest_version FROM templates").fetchall() == [("welcome", 1)]
+        assert conn.execute("SELECT user_id FROM preferences").fetchall() == [("zoe",)]
+        assert conn.execute("SELECT status FROM send_ledger WHERE notification_id = %s", (nid,)).fetchall() == [("delivered",)]
+        assert conn.execute("SELECT count(*) FROM signing_keys").fetchone() == (1,)
+        assert conn.execute("SELECT name FROM api_keys WHERE name = 'a reader'").fetchall() == [("a reader",)]
+    # another node, a data dir of its own, the same store: the same templates and preferences
+    async with running_node(tmp_path / "two", store=url) as herald, http(herald, reader.json()["key"]) as client:
+        assert (await client.get("/v1/users/zoe/preferences")).json()["contact"] == PREFERENCES["contact"]
+        assert (await client.get("/v1/templates/welcome")).status_code == 200
