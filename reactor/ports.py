@@ -249,6 +249,11 @@ class State(Protocol):
         """The items of the list `key`, oldest first; [] if there is none (never appended to, or expired)."""
 
 
+class PortUnavailable(Exception):
+    """A port's server cannot be reached now (a Redis down, a timeout): the call failed fast and may be
+    retried later; the port recovers by itself once the server is back. The front end answers 503."""
+
+
 class BrokerLost(Exception):
     """A node's subscription ended: what was published to it since may not have arrived (a Redis
     connection dropped, or a subscriber that fell behind its buffer and was cut off)."""

@@ -1,7 +1,8 @@
 """The backends: one package per engine, each opening the ports it serves (reactor/ports.py).
 
     embedded/   the default: files in the data dir, one process (SQLite, a durable local log)
-    (later, beside it: kafka/, redis/, postgres/, cassandra/)
+    postgres/   the store setting's ports on a PostgreSQL schema shared by the nodes of a cluster
+    (later, beside them: kafka/, redis/, cassandra/)
 
 A setting per port names its backend by URL (actors/config.py): `bus`, `state`, `store`
 (the Store and the stores beside it: API keys, templates, users, the signing key ring),

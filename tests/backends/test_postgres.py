@@ -24,7 +24,7 @@ import trio
 from reactor.backends import BackendSettings, BackendUnavailable, check_url, open_backends
 from reactor.backends.postgres import PostgresUnavailable, parse_url
 from reactor.backends.postgres import store as store_sql
-from reactor.ports import Scheduled
+from reactor.ports import PortUnavailable, Scheduled
 from tests.servers import PostgresCluster, postgres_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +199,7 @@ async def test_a_call_fails_fast_while_the_server_is_down_and_succeeds_once_it_i
                         await call()
                 print(f"failed after {trio.current_time() - started:.3f} s: {raised.value}")
                 assert own.endpoint.host in str(raised.value) and "schema" in str(raised.value)
+                assert isinstance(raised.value, PortUnavailable)  # what the front end answers 503 to
             await trio.to_thread.run_sync(own.start)
             assert await store.get_meta("kept") == "yes"  # the same handle, no restart
             assert [e.id for e in await store.claim_due("n1", T0, 10, LEASE)] == ["e1"]

@@ -35,6 +35,7 @@ import psycopg.sql
 import trio
 
 from reactor.backends import BackendUnavailable
+from reactor.ports import PortUnavailable
 
 T = TypeVar("T")
 
@@ -47,8 +48,11 @@ RETRIES_ON_CONFLICT = 5  # deadlocks, serialization failures: the server rolled 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
-class PostgresUnavailable(BackendUnavailable):
-    """The PostgreSQL server cannot be reached, or did not answer in time; the message says which and where."""
+class PostgresUnavailable(BackendUnavailable, PortUnavailable):
+    """The PostgreSQL server cannot be reached, or did not answer in time; the message says which and where.
+
+    A BackendUnavailable when opening (the node says why in one line and exits), a PortUnavailable
+    in a call (it failed fast; the next call may succeed: the front end answers 503)."""
 
 
 class CommitUncertain(PostgresUnavailable):
