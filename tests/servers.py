@@ -120,6 +120,14 @@ class PostgresCluster:
             stderr=subprocess.DEVNULL,
         )
         _wait_for_port(self.endpoint.port, self.process, 30, "postgres")
+        # it listens before it accepts connections ("the database system is starting up"): wait for that too
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.endpoint.port), "-t", "1"], check=False,
+        ).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"postgres on {self.endpoint.port} did not accept connections within 30 s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """A fast shutdown (clients disconnected; a plain SIGTERM would wait for them to leave), then the process is gone."""
