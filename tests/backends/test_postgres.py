@@ -8,12 +8,15 @@ these tests start a server of their own (tests/servers.py postgres_cluster), whi
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +316,55 @@ async def test_a_node_whose_store_is_postgres_delivers_with_its_templates_and_pr
     async with running_node(tmp_path / "two", store=url) as herald, http(herald, reader.json()["key"]) as client:
         assert (await client.get("/v1/users/zoe/preferences")).json()["contact"] == PREFERENCES["contact"]
         assert (await client.get("/v1/templates/welcome")).status_code == 200
+
+
+async def test_a_server_that_accepts_and_never_answers_fails_the_open_within_the_connect_timeout() -> None:
+    held: list[trio.SocketStream] = []
+
+    async def hold(stream: trio.SocketStream) -> None:
+        held.append(stream)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        started = trio.current_time()
+        with trio.fail_after(30), pytest.raises(PostgresUnavailable, match="timeout"):
+            async with opened(f"postgresql://herald@127.0.0.1:{port}/postgres?schema={schema()}&connect_timeout=1"):
+                pass
+        print(f"gave up after {trio.current_time() - started:.2f} s")
+        assert held, "the client never connected: the test did not test a silent server"
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="freezing the server's processes needs root (they run as the postgres user)")
+async def test_a_call_to_a_server_that_stopped_answering_is_cut_off_and_the_next_one_succeeds(cluster: PostgresCluster) -> None:
+    """A frozen server enforces no statement timeout: the pool's watchdog cuts the connection on the client's side."""
+    app = f"frozen{uuid.uuid4().hex[:8]}"
+    url = f"{cluster.endpoint.url}?schema={schema()}&statement_timeout_ms=300&connect_timeout=2&pool_size=1&application_name={app}"
+    async with opened(url) as backends:
+        store = backends.store
+        await store.put_meta_if_absent("k", "v")
+        with psycopg.connect(cluster.endpoint.url, autocommit=True) as admin:
+            [pid] = [row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,))]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await trio.sleep(0.01)
+                    ticks += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(tick)
+                started = trio.current_time()
+                with trio.fail_after(60), pytest.raises(PostgresUnavailable, match="did not answer within"):
+                    await store.get_meta("k")
+                print(f"cut off after {trio.current_time() - started:.2f} s")
+                nursery.cancel_scope.cancel()
+            assert ticks > 0, "the event loop did not run while the call waited"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await store.get_meta("k") == "v"  # a new connection

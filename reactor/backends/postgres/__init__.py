@@ -63,15 +63,18 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
     try:
         parsed = parse_url(settings.urls["store"])
     except ValueError as exc:
-        raise PostgresUnavailable(f"the store URL: {exc}") from None
+        raise PostgresUnavailable(f"the store setting (HERALD_STORE): {exc}") from None
     ready: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(pooled(parsed))
-        for port in KINDS:
-            if port in ports:
-                store = KINDS[port](pool)
-                await store.open()
-                ready[port] = store
+        try:
+            for port in KINDS:
+                if port in ports:
+                    store = KINDS[port](pool)
+                    await store.open()
+                    ready[port] = store
+        except PostgresUnavailable as exc:
+            raise PostgresUnavailable(f"{exc} (is it running? the `store` setting, HERALD_STORE, names it)") from exc
         yield Backends(**ready, **not_opened(ports))
 
 

@@ -11,7 +11,8 @@ Each call takes a connection (opening one if none is idle, at most `pool_size` i
 function of it in a worker thread of the pool's own (trio.to_thread, never on the Trio thread),
 in one transaction, and puts the connection back. Bounded waits: connecting gives up after
 `connect_timeout` seconds, a statement after `statement_timeout_ms`, a dead peer is noticed by
-TCP keepalives and `tcp_user_timeout`. A failure to reach the server raises PostgresUnavailable
+TCP keepalives and `tcp_user_timeout`, and a server that stopped answering (which enforces no
+timeout) has the call's socket shut down by a watchdog after `call_timeout_s`. A failure to reach the server raises PostgresUnavailable
 (one line, what failed); the broken connection is dropped, so the next call connects afresh:
 calls fail fast while the server is down and succeed again once it is back, without a restart.
 
@@ -23,12 +24,16 @@ not (it may have committed) and raises PostgresUnavailable. Deadlocks and serial
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import outcome
 import psycopg
 import psycopg.errors
 import psycopg.sql
@@ -136,6 +141,7 @@ class _Attempt:
     def __init__(self, conn: Connection | None) -> None:
         self.conn = conn
         self.committing = False
+        self.timed_out = False  # the watchdog cut the connection: the server did not answer in time
 
     def run(self, settings: PgSettings, work: Callable[[Connection], T], transaction: bool) -> T:
         """In the worker thread: connect if need be, then run `work`."""
@@ -188,7 +194,7 @@ class Pool:
                 reused = bool(self._idle)
                 attempt = _Attempt(self._idle.pop() if reused else None)
                 try:
-                    result = await trio.to_thread.run_sync(attempt.run, self.settings, work, transaction, limiter=self._threads)
+                    result = await self._in_thread(attempt, work, transaction)
                 except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                     self._give_back(attempt.conn)  # the server rolled back; the connection is fine
                     conflicts += 1
@@ -196,6 +202,10 @@ class Pool:
                         raise
                     continue
                 except psycopg.Error as exc:
+                    if attempt.timed_out:
+                        await self._close(attempt.conn)
+                        raise PostgresUnavailable(f"PostgreSQL at {self.settings.where} did not answer within {self.call_timeout_s:g} s "
+                                                  "(a server that stopped answering); the call may or may not have applied") from exc
                     if not _is_connection_failure(exc, attempt.conn):
                         self._give_back(attempt.conn)
                         if isinstance(exc, psycopg.errors.QueryCanceled):
@@ -215,8 +225,40 @@ class Pool:
                 except BaseException:
                     self._give_back(attempt.conn)  # work raised (rolled back): the connection is fine
                     raise
-                self._give_back(attempt.conn)
+                if attempt.timed_out:  # it answered as the watchdog cut the connection: the result stands, the connection goes
+                    await self._close(attempt.conn)
+                else:
+                    self._give_back(attempt.conn)
                 return result
+
+    @property
+    def call_timeout_s(self) -> float:
+        """How long a call may take on the client's side before its connection is cut: a server that stopped
+        answering (a frozen host, a hung process) enforces no statement timeout of its own."""
+        return 2 * self.settings.statement_timeout_ms / 1000 + self.settings.connect_timeout_s
+
+    async def _in_thread(self, attempt: _Attempt, work: Callable[[Connection], T], transaction: bool) -> T:
+        """Run the attempt in a worker thread, the watchdog beside it; the thread is always waited for."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watchdog, attempt)
+            result: outcome.Outcome[T] = await outcome.acapture(
+                partial(trio.to_thread.run_sync, attempt.run, self.settings, work, transaction, limiter=self._threads)
+            )
+            nursery.cancel_scope.cancel()
+        return result.unwrap()
+
+    async def _watchdog(self, attempt: _Attempt) -> None:
+        """After call_timeout_s, shut the attempt's socket down: the blocked thread's read ends (an error) and it returns."""
+        await trio.sleep(self.call_timeout_s)
+        conn = attempt.conn
+        if conn is None or conn.closed:
+            return  # still connecting: connect_timeout bounds that
+        attempt.timed_out = True
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
+                cut.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` of statements that only read, each on its own (no BEGIN/COMMIT round trips); retried like a call."""
