@@ -48,7 +48,15 @@ async def pooled(settings: PgSettings) -> AsyncIterator[Pool]:
     """A pool on the server and schema of the settings (parse_url); closed when the block ends."""
     pool = Pool(settings)
     try:
-        yield pool
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pool.watch)  # the watchdog never raises: a group here only wraps the block's own error
+            yield pool
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the block's error as it was raised (a BackendUnavailable stays one)
+            error = group.exceptions[0]
+            raise error from error.__cause__
+        raise
     finally:
         with trio.CancelScope(shield=True):
             await pool.close()

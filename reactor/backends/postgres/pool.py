@@ -29,11 +29,9 @@ import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import outcome
 import psycopg
 import psycopg.errors
 import psycopg.sql
@@ -171,6 +169,7 @@ class Pool:
         self._slots = trio.Semaphore(settings.pool_size)
         self._threads = trio.CapacityLimiter(settings.pool_size)
         self._open = True
+        self._running: dict[_Attempt, float] = {}  # the calls in their threads, and when each is past its time
 
     async def close(self) -> None:
         """Close every connection, after the calls in progress; further calls fail. Safe to call twice."""
@@ -238,27 +237,24 @@ class Pool:
         return 2 * self.settings.statement_timeout_ms / 1000 + self.settings.connect_timeout_s
 
     async def _in_thread(self, attempt: _Attempt, work: Callable[[Connection], T], transaction: bool) -> T:
-        """Run the attempt in a worker thread, the watchdog beside it; the thread is always waited for."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watchdog, attempt)
-            result: outcome.Outcome[T] = await outcome.acapture(
-                partial(trio.to_thread.run_sync, attempt.run, self.settings, work, transaction, limiter=self._threads)
-            )
-            nursery.cancel_scope.cancel()
-        return result.unwrap()
-
-    async def _watchdog(self, attempt: _Attempt) -> None:
-        """After call_timeout_s, shut the attempt's socket down: the blocked thread's read ends (an error) and it returns."""
-        await trio.sleep(self.call_timeout_s)
-        conn = attempt.conn
-        if conn is None or conn.closed:
-            return  # still connecting: connect_timeout bounds that
-        attempt.timed_out = True
+        """Run the attempt in a worker thread, watched (`watch`) while it runs; the thread is always waited for."""
+        self._running[attempt] = trio.current_time() + self.call_timeout_s
         try:
-            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
-                cut.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
+            return await trio.to_thread.run_sync(attempt.run, self.settings, work, transaction, limiter=self._threads)
+        finally:
+            del self._running[attempt]
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The watchdog, for as long as the pool is open (run it beside the pool): a call past `call_timeout_s`
+        has its socket shut down, so that the blocked thread's read ends (an error) and the thread returns."""
+        task_status.started()
+        every = min(1.0, self.call_timeout_s / 4)
+        while True:
+            await trio.sleep(every)
+            now = trio.current_time()
+            for attempt, deadline in list(self._running.items()):
+                if deadline <= now and not attempt.timed_out:
+                    _cut(attempt)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` of statements that only read, each on its own (no BEGIN/COMMIT round trips); retried like a call."""
@@ -288,6 +284,19 @@ def scalar(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]
     if row is None:
         raise LookupError(f"no row from {sql[:60]!r}")
     return row[0]
+
+
+def _cut(attempt: _Attempt) -> None:
+    """Shut the attempt's socket down (from the Trio thread: a system call that does not block)."""
+    conn = attempt.conn
+    if conn is None or conn.closed:
+        return  # still connecting: connect_timeout bounds that
+    attempt.timed_out = True
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
+            cut.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # already closed
 
 
 def _first_line(exc: BaseException) -> str:
