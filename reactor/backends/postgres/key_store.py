@@ -53,11 +53,11 @@ class PostgresKeyStore:
         ).rowcount == 1)
 
     async def get_key(self, key_id: str) -> StoredKey | None:
-        row = await self._pool.read(lambda c: c.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)).fetchone())
+        row = await self._pool.autocommit(lambda c: c.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)).fetchone())
         return None if row is None else _key(row)
 
     async def list_keys(self) -> list[StoredKey]:
-        rows = await self._pool.read(lambda c: c.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_ms, key_id").fetchall())
+        rows = await self._pool.autocommit(lambda c: c.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_ms, key_id").fetchall())
         return [_key(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at_ms: int) -> StoredKey | None:
@@ -67,6 +67,6 @@ class PostgresKeyStore:
         return None if row is None else _key(row)
 
     async def touch_key(self, key_id: str, at_ms: int) -> None:
-        await self._pool.run(lambda c: c.execute(
+        await self._pool.autocommit(lambda c: c.execute(
             "UPDATE api_keys SET last_used_ms = %s WHERE key_id = %s AND (last_used_ms IS NULL OR last_used_ms < %s)", (at_ms, key_id, at_ms)
         ))

@@ -256,8 +256,10 @@ class Pool:
                 if deadline <= now and not attempt.timed_out:
                     _cut(attempt)
 
-    async def read(self, work: Callable[[Connection], T]) -> T:
-        """`work(conn)` of statements that only read, each on its own (no BEGIN/COMMIT round trips); retried like a call."""
+    async def autocommit(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` with each statement its own transaction (no BEGIN/COMMIT round trips): for reads, and for one
+        statement whose repetition changes nothing (an upsert, an insert-if-absent), as it may be retried after a
+        connection broke (and the statement may have applied)."""
         return await self.run(work, transaction=False)
 
     def _give_back(self, conn: Connection | None) -> None:

@@ -50,7 +50,7 @@ class PostgresSigningKeys:
         """Nothing of its own: the pool is closed by whoever opened it."""
 
     async def read_ring(self) -> KeyRing | None:
-        row = await self._pool.read(lambda c: c.execute("SELECT ring, version FROM signing_keys WHERE id = 1").fetchone())
+        row = await self._pool.autocommit(lambda c: c.execute("SELECT ring, version FROM signing_keys WHERE id = 1").fetchone())
         return None if row is None else _ring(str(row[0]), int(row[1]))
 
     async def write_ring(self, keys: Sequence[SigningKey], current: str, expected_version: int | None) -> KeyRing | None:

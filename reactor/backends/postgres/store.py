@@ -198,7 +198,7 @@ class PostgresStore:
     # -- metadata
 
     async def get_meta(self, key: str) -> str | None:
-        row = await self._pool.read(lambda c: c.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone())
+        row = await self._pool.autocommit(lambda c: c.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone())
         return None if row is None else str(row[0])
 
     async def put_meta_if_absent(self, key: str, value: str) -> str:
@@ -218,7 +218,7 @@ class PostgresStore:
     # -- the Scheduler's pending work
 
     async def schedule(self, entry: Scheduled) -> None:
-        await self._pool.run(lambda c: c.execute(
+        await self._pool.autocommit(lambda c: c.execute(
             "INSERT INTO scheduled (id, due_ms, topic, key, value) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
             " due_ms = EXCLUDED.due_ms, topic = EXCLUDED.topic, key = EXCLUDED.key, value = EXCLUDED.value, owner = '', lease_until = 0",
             (entry.id, entry.due_ms, entry.topic, entry.key, entry.value),
@@ -226,10 +226,10 @@ class PostgresStore:
 
     async def unschedule(self, ids: Sequence[str]) -> None:
         if ids:
-            await self._pool.run(lambda c: c.execute("DELETE FROM scheduled WHERE id = ANY(%s)", (sorted(set(ids)),)))
+            await self._pool.autocommit(lambda c: c.execute("DELETE FROM scheduled WHERE id = ANY(%s)", (sorted(set(ids)),)))
 
     async def scheduled(self) -> list[Scheduled]:
-        rows = await self._pool.read(lambda c: c.execute(f"SELECT {_SCHEDULED_COLUMNS} FROM scheduled ORDER BY due_ms, id").fetchall())
+        rows = await self._pool.autocommit(lambda c: c.execute(f"SELECT {_SCHEDULED_COLUMNS} FROM scheduled ORDER BY due_ms, id").fetchall())
         return [_scheduled(r) for r in rows]
 
     async def claim_due(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[Scheduled]:
@@ -244,7 +244,7 @@ class PostgresStore:
             return await self.sent_status(notification_id, channel) == CANCELLED
 
     async def next_due_ms(self) -> int | None:
-        return await self._pool.read(_next_due)
+        return await self._pool.autocommit(_next_due)
 
     # -- the dead-letter queue
 
@@ -264,7 +264,7 @@ class PostgresStore:
         where, params = _where(selection)
         where = f"{where} AND id > %s" if where else " WHERE id > %s"
         sql = f"SELECT {_DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id LIMIT %s"
-        rows = await self._pool.read(lambda c: c.execute(sql, (*params, after_id, max(0, limit))).fetchall())
+        rows = await self._pool.autocommit(lambda c: c.execute(sql, (*params, after_id, max(0, limit))).fetchall())
         return [_dead_letter(r) for r in rows]
 
     async def discard_dead_letters(self, ids: Sequence[int]) -> int:
@@ -280,18 +280,18 @@ class PostgresStore:
 
     async def dead_letter_count(self, channel: str | None = None) -> int:
         where, params = _where(DlqFilter(channel=channel))
-        return int(await self._pool.read(lambda c: scalar(c, f"SELECT count(*) FROM dead_letters{where}", params)))
+        return int(await self._pool.autocommit(lambda c: scalar(c, f"SELECT count(*) FROM dead_letters{where}", params)))
 
     # -- the send ledger
 
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
-        row = await self._pool.read(lambda c: c.execute(
+        row = await self._pool.autocommit(lambda c: c.execute(
             "SELECT status FROM send_ledger WHERE notification_id = %s AND channel = %s", (notification_id, channel)
         ).fetchone())
         return None if row is None else str(row[0])
 
     async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
-        await self._pool.run(lambda c: c.execute(
+        await self._pool.autocommit(lambda c: c.execute(
             "INSERT INTO send_ledger (notification_id, channel, at_ms, status) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (notification_id, channel, at_ms, status),
         ))
@@ -315,22 +315,22 @@ class PostgresStore:
         ).rowcount)
 
     async def subscribers(self, topic: str, after: str, limit: int) -> list[str]:
-        rows = await self._pool.read(lambda c: c.execute(
+        rows = await self._pool.autocommit(lambda c: c.execute(
             "SELECT user_id FROM topic_subscribers WHERE topic = %s AND user_id > %s ORDER BY user_id LIMIT %s", (topic, after, max(0, limit))
         ).fetchall())
         return [str(r[0]) for r in rows]
 
     async def subscriber_count(self, topic: str) -> int:
-        return int(await self._pool.read(lambda c: scalar(c, "SELECT count(*) FROM topic_subscribers WHERE topic = %s", (topic,))))
+        return int(await self._pool.autocommit(lambda c: scalar(c, "SELECT count(*) FROM topic_subscribers WHERE topic = %s", (topic,))))
 
     async def add_fanout(self, job: FanoutJob) -> None:
-        await self._pool.run(lambda c: c.execute(
+        await self._pool.autocommit(lambda c: c.execute(
             f"INSERT INTO fanouts ({_FANOUT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (job.id, job.topic, job.request, job.created_ms, job.total, job.cursor, job.expanded, job.counts, job.done_ms),
         ))
 
     async def fanout(self, job_id: str) -> FanoutJob | None:
-        row = await self._pool.read(lambda c: c.execute(f"SELECT {_FANOUT_COLUMNS} FROM fanouts WHERE id = %s", (job_id,)).fetchone())
+        row = await self._pool.autocommit(lambda c: c.execute(f"SELECT {_FANOUT_COLUMNS} FROM fanouts WHERE id = %s", (job_id,)).fetchone())
         return None if row is None else _fanout(row)
 
     async def claim_fanout(self, owner: str, now_ms: int, lease_ms: int) -> FanoutJob | None:

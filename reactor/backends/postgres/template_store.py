@@ -80,17 +80,17 @@ class PostgresTemplateStore:
         ).rowcount == 1)
 
     async def active_version(self, template_id: str) -> int | None:
-        row = await self._pool.read(lambda c: c.execute("SELECT active_version FROM templates WHERE id = %s", (template_id,)).fetchone())
+        row = await self._pool.autocommit(lambda c: c.execute("SELECT active_version FROM templates WHERE id = %s", (template_id,)).fetchone())
         return None if row is None else int(row[0])
 
     async def get_version(self, template_id: str, version: int) -> TemplateVersion | None:
-        row = await self._pool.read(lambda c: c.execute(
+        row = await self._pool.autocommit(lambda c: c.execute(
             "SELECT created_ms, spec FROM template_versions WHERE id = %s AND version = %s", (template_id, version)
         ).fetchone())
         return None if row is None else TemplateVersion(template_id, version, int(row[0]), bytes(row[1]))
 
     async def versions(self, template_id: str) -> list[tuple[int, int]]:
-        rows = await self._pool.read(lambda c: c.execute(
+        rows = await self._pool.autocommit(lambda c: c.execute(
             "SELECT version, created_ms FROM template_versions WHERE id = %s ORDER BY version DESC", (template_id,)
         ).fetchall())
         return [(int(v), int(ms)) for v, ms in rows]

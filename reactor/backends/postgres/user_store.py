@@ -105,11 +105,11 @@ class PostgresUserStore:
         """Nothing of its own: the pool is closed by whoever opened it."""
 
     async def get_preferences(self, user_id: str) -> bytes | None:
-        row = await self._pool.read(lambda c: c.execute("SELECT document FROM preferences WHERE user_id = %s", (user_id,)).fetchone())
+        row = await self._pool.autocommit(lambda c: c.execute("SELECT document FROM preferences WHERE user_id = %s", (user_id,)).fetchone())
         return None if row is None else bytes(row[0])
 
     async def put_preferences(self, user_id: str, document: bytes, at_ms: int) -> None:
-        await self._pool.run(lambda c: _put(c, user_id, document, at_ms))
+        await self._pool.autocommit(lambda c: _put(c, user_id, document, at_ms))
 
     async def update_preferences(self, user_id: str, change: Callable[[bytes | None], bytes], at_ms: int) -> bytes:
         return await self._pool.run(lambda c: _update(c, user_id, change, at_ms))
@@ -121,10 +121,10 @@ class PostgresUserStore:
         return await self._pool.run(lambda c: c.execute("DELETE FROM devices WHERE token = %s AND user_id = %s", (token, user_id)).rowcount > 0)
 
     async def devices(self, user_id: str) -> list[DeviceRow]:
-        return await self._pool.read(lambda c: _devices_of(c, user_id))
+        return await self._pool.autocommit(lambda c: _devices_of(c, user_id))
 
     async def users(self, user_ids: Sequence[str]) -> dict[str, UserRow]:
         wanted = list(dict.fromkeys(user_ids))
         if not wanted:
             return {}
-        return await self._pool.read(lambda c: _users(c, wanted))
+        return await self._pool.autocommit(lambda c: _users(c, wanted))
