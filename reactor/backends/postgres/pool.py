@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -169,7 +170,8 @@ class Pool:
         self._slots = trio.Semaphore(settings.pool_size)
         self._threads = trio.CapacityLimiter(settings.pool_size)
         self._open = True
-        self._running: dict[_Attempt, float] = {}  # the calls in their threads, and when each is past its time
+        self._running: dict[_Attempt, float] = {}  # the calls in their threads, and when each is past its time (monotonic)
+        self._watch_thread = trio.CapacityLimiter(1)
 
     async def close(self) -> None:
         """Close every connection, after the calls in progress; further calls fail. Safe to call twice."""
@@ -238,7 +240,7 @@ class Pool:
 
     async def _in_thread(self, attempt: _Attempt, work: Callable[[Connection], T], transaction: bool) -> T:
         """Run the attempt in a worker thread, watched (`watch`) while it runs; the thread is always waited for."""
-        self._running[attempt] = trio.current_time() + self.call_timeout_s
+        self._running[attempt] = time.monotonic() + self.call_timeout_s  # the server's time: real, whatever Trio's clock
         try:
             return await trio.to_thread.run_sync(attempt.run, self.settings, work, transaction, limiter=self._threads)
         finally:
@@ -250,8 +252,10 @@ class Pool:
         task_status.started()
         every = min(1.0, self.call_timeout_s / 4)
         while True:
-            await trio.sleep(every)
-            now = trio.current_time()
+            # real seconds, slept in a thread of its own: under a virtual clock (MockClock's autojump jumps while
+            # the calls wait for their threads) a Trio sleep would let a call's deadline pass in no time at all
+            await trio.to_thread.run_sync(time.sleep, every, abandon_on_cancel=True, limiter=self._watch_thread)
+            now = time.monotonic()
             for attempt, deadline in list(self._running.items()):
                 if deadline <= now and not attempt.timed_out:
                     _cut(attempt)
