@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -16,8 +18,15 @@ from actors.app import Herald, run_herald
 from actors.config import Config, load_config
 
 
+STORE_UNDER_TEST = "HERALD_TEST_STORE"  # a store URL (postgresql://...): the in-process nodes' store, a schema per test dir
+
+
 def config_for(tmp: Path, **overrides: Any) -> Config:
     settings: dict[str, Any] = {"data_dir": tmp / "data", "port": 0, "api_key": "test-key", "retry_initial_s": 0.01, "shutdown_grace_s": 5}
+    store = os.environ.get(STORE_UNDER_TEST)
+    if store:  # scripts/test-store-on.sh: the node tests again, their store on a shared server
+        schema = "t" + hashlib.sha256(str(tmp).encode()).hexdigest()[:16]  # a node restarted on the same dir finds its data
+        settings["store"] = f"{store}{'&' if '?' in store else '?'}schema={schema}"
     return load_config(env={}, **{**settings, **overrides})
 
 

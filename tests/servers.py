@@ -106,9 +106,48 @@ def _pg_bin(name: str) -> str:
     return found[-1]
 
 
+@dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster that can be stopped and started again on the same port and data."""
+
+    endpoint: Endpoint
+    data: Path
+    socket_dir: Path
+    as_postgres: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [*self.as_postgres, _pg_bin("postgres"), "-D", str(self.data), "-p", str(self.endpoint.port), "-h", "127.0.0.1",
+             "-k", str(self.socket_dir), "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.endpoint.port, self.process, 30, "postgres")
+        # it listens before it accepts connections ("the database system is starting up"): wait for that too
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.endpoint.port), "-t", "1"], check=False,
+        ).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"postgres on {self.endpoint.port} did not accept connections within 30 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """A fast shutdown (clients disconnected; a plain SIGTERM would wait for them to leave), then the process is gone."""
+        if self.process is None:
+            return
+        subprocess.run(
+            [*self.as_postgres, _pg_bin("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )
+        _stop(self.process)
+        self.process = None
+
+
 @contextmanager
-def postgres_server() -> Iterator[Endpoint]:
-    """A throwaway cluster; as root it runs as the `postgres` user (PostgreSQL refuses root).
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway cluster, started; as root it runs as the `postgres` user (PostgreSQL refuses root).
 
     Its directory is made directly under the system temp dir: pytest's tmp_path is
     private to root, and the postgres user could not reach into it.
@@ -127,16 +166,12 @@ def postgres_server() -> Iterator[Endpoint]:
         [*as_postgres, _pg_bin("initdb"), "-D", str(data), "-U", "herald", "--auth=trust", "-E", "UTF8"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    process = subprocess.Popen(
-        [*as_postgres, _pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(tmp), "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cluster = PostgresCluster(Endpoint("127.0.0.1", port, f"postgresql://herald@127.0.0.1:{port}/postgres"), data, tmp, as_postgres)
     try:
-        _wait_for_port(port, process, 30, "postgres")
-        yield Endpoint("127.0.0.1", port, f"postgresql://herald@127.0.0.1:{port}/postgres")
+        cluster.start()
+        yield cluster
     finally:
-        _stop(process)
+        cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -443,3 +478,10 @@ def kafka_server(tmp: Path) -> Iterator[KafkaServer]:
                           time.monotonic() - began)
     finally:
         _stop(process)
+
+
+@contextmanager
+def postgres_server() -> Iterator[Endpoint]:
+    """A throwaway cluster on a free port (postgres_cluster), for as long as the block runs."""
+    with postgres_cluster() as cluster:
+        yield cluster.endpoint

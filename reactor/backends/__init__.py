@@ -2,7 +2,9 @@
 
     embedded/   the default: files in the data dir, one process (SQLite, a durable local log)
     redis/      the State and the Broker on a Redis shared by the nodes of a cluster
-    (later, beside them: kafka/, postgres/, cassandra/)
+    postgres/   the store setting's ports on a PostgreSQL schema shared by the nodes of a cluster
+    kafka/      the bus on Apache Kafka (through reactor/asyncio_bridge.py)
+    cassandra/  the log store on Apache Cassandra
 
 A setting per port names its backend by URL (actors/config.py): `bus`, `state`, `store`
 (the Store and the stores beside it: API keys, templates, users, the signing key ring),
@@ -57,6 +59,8 @@ SCHEMES: dict[str, Scheme] = {
     "cassandra": Scheme("reactor.backends.cassandra", location=True, check="reactor.backends.cassandra.url:parse_url"),  # the log store
     "redis": Scheme("reactor.backends.redis", location=True),  # redis://host:6379/0?prefix=herald: (state, broker)
     "kafka": Scheme("reactor.backends.kafka", location=True),  # the bus: kafka://host:port[,host:port][?options]
+    "postgresql": Scheme("reactor.backends.postgres", location=True),  # postgresql://user@host:5432/db?schema=herald
+    "postgres": Scheme("reactor.backends.postgres", location=True),
 }
 
 

@@ -38,6 +38,7 @@ import trio
 from trio.testing import MockClock
 
 from reactor.backends import PORTS, BackendUnavailable
+from tests.servers import postgres_server
 from reactor.backends.embedded import (
     EmbeddedBus, MemoryBroker, MemoryState, SigningKeyFile, SqliteKeyStore, SqliteLogStore, SqliteState, SqliteStore, SqliteTemplateStore,
     SqliteUserStore, opened,
@@ -318,3 +319,30 @@ def checks_of(suite: Any) -> list[Callable[[Harness[Any]], Any]]:
 
 def check_id(check: Callable[..., Any]) -> str:
     return check.__name__.removeprefix("check_")
+
+
+# -- PostgreSQL: the store setting's ports, each check on a schema of its own (place.name) ------------
+
+
+def postgres_port(port: str) -> Callable[[Any], Factory[Any]]:
+    """A Factory of one port of the PostgreSQL backend on the suite's server, in the schema `place.name`."""
+
+    def factory(server: Any) -> Factory[Any]:
+        @asynccontextmanager
+        async def open_(place: Place) -> AsyncIterator[Any]:
+            from reactor.backends import BackendSettings, open_backends
+
+            settings = BackendSettings({"store": f"{server.url}?schema={place.name}"}, place.directory, {})
+            async with open_backends(settings, [port]) as backends:
+                yield getattr(backends, port)
+
+        return Factory(open_, clock="real")
+
+    return factory
+
+
+BACKENDS.append(Backend(
+    "postgres",
+    {port: postgres_port(port) for port in ("store", "keys", "templates", "users", "signing_keys")},
+    start=server_or_unavailable(lambda _directory: postgres_server()),
+))
