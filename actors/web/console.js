@@ -140,14 +140,18 @@
     return { all: true };
   }
 
+  let browsing = 0;  // the latest browse: an earlier one answering later must not overwrite its table
+
   async function browse(event) {
     if (event) event.preventDefault();
     const channel = $('dlq-channel').value, nid = $('dlq-nid').value.trim();
+    const mine = ++browsing;
     try {
       let query = '/v1/admin/dlq?limit=100';
       if (channel) query += '&channel=' + encodeURIComponent(channel);
       if (nid) query += '&notification_id=' + encodeURIComponent(nid);
       const page = await api(query);
+      if (mine !== browsing) return;
       const items = page.items;
       fill('dlq', items.map((e) => [
         String(e.id), e.channel, e.notification_id, e.user_id, String(e.attempts), e.error, e.dead_lettered_at.slice(0, 19),
@@ -155,7 +159,7 @@
       $('dlq-total').textContent = page.total + ' in the queue' + (channel ? ' of ' + channel : '') +
         (page.next_cursor ? ' (the first 100 shown)' : '');
     } catch (error) {
-      $('dlq-total').textContent = error.message;
+      if (mine === browsing) $('dlq-total').textContent = error.message;
     }
   }
 

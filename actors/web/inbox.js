@@ -40,9 +40,20 @@
   async function reconcile() {
     // What the server holds now: the list with its read states, and the unread count (a drop may have hidden reads).
     const page = await api(userPath() + '?limit=100');
-    state.items = new Map(page.items.map((item) => [item.id, item]));
+    const fetched = new Map(page.items.map((item) => [item.id, item]));
+    let top = null;
+    for (const item of page.items) if (top === null || item.id > top) top = item.id;
+    // a notification that came live while the list was asked is newer than all of it: keep it
+    for (const [id, item] of state.items) if (!fetched.has(id) && (top === null || id > top)) fetched.set(id, item);
+    state.items = fetched;
     for (const item of page.items) newest(item.id);
-    await refreshCount();
+    if (page.items.length < 100) {
+      // the whole inbox is here: count it, rather than ask a count that a live notification may overtake
+      state.unread = [...fetched.values()].filter((item) => !item.read_at && !item.archived_at).length;
+      render();
+    } else {
+      await refreshCount();
+    }
   }
 
   async function refreshCount() {

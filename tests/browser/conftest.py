@@ -57,7 +57,7 @@ def wait_for(check: Any, seconds: float = 10, what: str = "condition") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     data = tmp_path_factory.mktemp("browser-node")
     log = data / "output.log"
@@ -84,7 +84,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: scripts/install-test-deps.sh installs Debian's chromium")

@@ -172,4 +172,5 @@ def test_an_emptied_inbox_stays_empty_when_the_widget_opens(node: Node, context:
     page = open_inbox(context, node, "bw-archived")
     fresh = post_web(node, "bw-archived", "New news")
     item(page, fresh).wait_for()
+    page.wait_for_function("() => document.getElementById('badge').textContent === '1'")  # the count follows the item
     assert item(page, nid).count() == 0 and page.text_content("#badge") == "1"
