@@ -92,6 +92,15 @@ def push_to(user: str, title: str) -> dict[str, Any]:
     return {"user_id": user, "channels": ["push"], "content": {"push": {"title": title, "body": "b"}}, "to": {"device_token": f"tok-{user}"}}
 
 
+def sms_to(user: str, text: str) -> dict[str, Any]:
+    return {"user_id": user, "channels": ["sms"], "content": {"sms": {"text": text}}, "to": {"phone": "+15555550100"}}
+
+
+def shares(sent: list[str], workers: list[Node], channel: str) -> dict[str, int]:
+    mine = set(sent)
+    return {w.name: sum(1 for line in w.sink_lines(channel) if line["notification_id"] in mine) for w in workers}
+
+
 async def wait_delivered(sent: list[str], workers: list[Node], channel: str, seconds: float) -> dict[str, int]:
     """Until every sent id is in a worker's sink, or `seconds` pass; the counts then."""
     with trio.move_on_after(seconds):
@@ -105,15 +114,17 @@ async def test_two_workers_of_one_provider_stay_within_one_shared_token_bucket(c
     assert len(workers) == 2
     count = 120  # 6 s of the rate: far above what one burst holds
     async with api(cluster) as client:
+        first_post_ms = time.time() * 1000  # no token is taken before: the window starts here (one machine, one wall clock)
         sent = [await post(client, push_to(f"rate-{i}", "r")) for i in range(count)]
         counts = await wait_delivered(sent, workers, "push", seconds=count / RATE * 3 + 30)
     lines = [line for w in workers for line in w.sink_lines("push") if line["notification_id"] in set(sent)]
-    per_worker = {w.name: sum(1 for line in w.sink_lines("push") if line["notification_id"] in set(sent)) for w in workers}
+    per_worker = shares(sent, workers, "push")
     at = sorted(line["at_ms"] for line in lines)
-    window_s = (at[-1] - at[0]) / 1000
+    window_s = (at[-1] - first_post_ms) / 1000  # every admission happened in it
     bound = CAPACITY + RATE * window_s
-    print(f"\nshared token bucket: {len(lines)} push deliveries by {per_worker} in {window_s:.2f} s = "
-          f"{len(lines) / window_s:.1f}/s against the configured {RATE:g}/s (capacity {CAPACITY:g}); bound capacity + rate x window = {bound:.1f}")
+    print(f"\nshared token bucket: {len(lines)} push deliveries by {per_worker}, {(at[-1] - at[0]) / 1000:.2f} s from the first to the "
+          f"last = {(len(lines) - 1) / ((at[-1] - at[0]) / 1000):.1f}/s against the configured {RATE:g}/s (capacity {CAPACITY:g}); "
+          f"{window_s:.2f} s from the first POST: bound capacity + rate x window = {bound:.1f}")
     assert counts["lost"] == 0, counts
     assert all(per_worker.values()), per_worker  # both workers took a share of the provider's work
     assert len(lines) <= bound, (len(lines), bound)
@@ -157,12 +168,28 @@ async def test_kill_9_of_a_worker_moves_its_partitions_to_the_other_with_nothing
     started = time.monotonic()
     async with api(cluster) as client:
         for i in range(300):
-            sent.append(await post(client, {"user_id": f"kill-{i}", "channels": ["sms"], "content": {"sms": {"text": f"n{i}"}},
-                                            "to": {"phone": "+15555550100"}}))
+            sent.append(await post(client, sms_to(f"kill-{i}", f"n{i}")))
             if i == 150:
+                before = shares(sent, [victim], "sms")[victim.name]
                 victim.kill9()
         counts = await wait_delivered(sent, [victim, survivor], "sms", seconds=90)
     print(f"\nworker kill -9: sent {counts['sent']}, delivered {counts['delivered']}, lost {counts['lost']}, "
-          f"provider-level duplicates {counts['duplicates']} (sinks of both workers; {time.monotonic() - started:.1f} s)")
+          f"provider-level duplicates {counts['duplicates']} (sinks of both workers: {shares(sent, [victim, survivor], 'sms')}, "
+          f"{before} by the victim before its kill; {time.monotonic() - started:.1f} s)")
     assert counts["lost"] == 0, counts
-    assert survivor.sink_lines("sms")  # the survivor took over
+    assert before > 0  # the victim held partitions (sms has 2: one each) ...
+    assert shares(sent[151:], [survivor], "sms")[survivor.name] == len(sent) - 151  # ... and the survivor took them over
+
+    # a worker joining takes partitions back from the survivor (a rebalance), and still nothing is lost
+    joined = cluster.start("worker", "worker3")
+    later: list[str] = []
+    async with api(cluster) as client:
+        with trio.move_on_after(60):  # until the joined worker has delivered some (the group's rebalance is done)
+            while not shares(later, [joined], "sms")[joined.name]:
+                later.extend([await post(client, sms_to(f"join-{len(later)}-{i}", "j")) for i in range(20)])
+                await trio.sleep(0.5)
+        counts = await wait_delivered(later, [survivor, joined], "sms", seconds=60)
+    print(f"worker joined: sent {counts['sent']}, delivered {counts['delivered']}, lost {counts['lost']}, "
+          f"duplicates {counts['duplicates']} ({shares(later, [survivor, joined], 'sms')})")
+    assert counts["lost"] == 0, counts
+    assert shares(later, [joined], "sms")[joined.name] > 0
