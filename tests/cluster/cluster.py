@@ -77,7 +77,7 @@ class Node:
 
 @dataclass
 class Cluster:
-    urls: EngineUrls
+    urls: EngineUrls | None  # None: the embedded backends (only the role all then)
     root: Path
     prefix: str
     settings: dict[str, str] = field(default_factory=dict)  # HERALD_* of every node
@@ -88,7 +88,7 @@ class Cluster:
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
-        env = {**os.environ, **self.urls.env(self.prefix), "HERALD_DATA_DIR": str(data_dir), "HERALD_LOG_LEVEL": "WARNING",
+        env = {**os.environ, **(self.urls.env(self.prefix) if self.urls else {}), "HERALD_DATA_DIR": str(data_dir), "HERALD_LOG_LEVEL": "WARNING",
                **self.settings, **settings}
         env.pop("HERALD_CONFIG", None)
         with log.open("ab") as err:

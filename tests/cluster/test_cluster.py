@@ -104,7 +104,7 @@ def shares(sent: list[str], workers: list[Node], channel: str) -> dict[str, int]
 async def wait_delivered(sent: list[str], workers: list[Node], channel: str, seconds: float) -> dict[str, int]:
     """Until every sent id is in a worker's sink, or `seconds` pass; the counts then."""
     with trio.move_on_after(seconds):
-        while (counts := sink_counts(sent, workers, channel))["lost"]:
+        while sink_counts(sent, workers, channel)["lost"]:
             await trio.sleep(0.2)
     return sink_counts(sent, workers, channel)
 
