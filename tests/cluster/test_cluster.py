@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -128,6 +129,33 @@ async def test_two_workers_of_one_provider_stay_within_one_shared_token_bucket(c
     assert counts["lost"] == 0, counts
     assert all(per_worker.values()), per_worker  # both workers took a share of the provider's work
     assert len(lines) <= bound, (len(lines), bound)
+
+
+async def test_a_user_with_sessions_on_both_edges_gets_the_notification_on_both(cluster: Cluster) -> None:
+    user = "on-both"
+    async with api(cluster) as client:
+        user_token = await token(client, user)
+        async with open_websocket_url(ws_url(cluster.nodes["edge1"].url, user_token)) as one, \
+                open_websocket_url(ws_url(cluster.nodes["edge2"].url, user_token)) as two:
+            for ws in (one, two):
+                await ws.send_message(json.dumps({"type": "sync"}))
+                with trio.fail_after(10):
+                    assert (await receive_json(ws))["type"] == "synced"
+            nid = await post(client, web_notification(user, "both"))
+            assert [(await next_notification(ws))["id"] for ws in (one, two)] == [nid, nid]
+
+
+async def test_scheduled_sends_fire_once_across_the_two_workers(cluster: Cluster) -> None:
+    """Both workers run a scheduler on the shared Store (its claims: FOR UPDATE SKIP LOCKED): each entry is delivered once."""
+    workers = cluster.of("worker")
+    assert len(workers) == 2
+    send_at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).isoformat()
+    async with api(cluster) as client:
+        sent = [await post(client, {**sms_to(f"later-{i}", f"s{i}"), "send_at": send_at}) for i in range(40)]
+        counts = await wait_delivered(sent, workers, "sms", seconds=60)
+    print(f"\nscheduled: sent {counts['sent']}, delivered {counts['delivered']}, lost {counts['lost']}, "
+          f"duplicates {counts['duplicates']} ({shares(sent, workers, 'sms')})")
+    assert counts["lost"] == 0 and counts["duplicates"] == 0, counts
 
 
 async def test_kill_9_of_an_edge_its_client_resumes_on_the_other_with_no_gap(cluster: Cluster) -> None:
