@@ -8,6 +8,7 @@ is killed when the Cluster closes.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import select
@@ -21,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 HERALD = Path(sys.executable).parent / "herald"  # the console script of this venv
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the test process dies (a killed pytest leaves no node behind)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ class Cluster:
         env.pop("HERALD_CONFIG", None)
         with log.open("ab") as err:
             process = subprocess.Popen([str(HERALD), "serve", "--role", role, "--port", "0", "--json"],
-                                       stdout=subprocess.PIPE, stderr=err, env=env, cwd=self.root)
+                                       stdout=subprocess.PIPE, stderr=err, env=env, cwd=self.root,
+                                       preexec_fn=_die_with_parent)
         assert process.stdout is not None
         deadline = time.monotonic() + seconds
         line = b""
