@@ -5,8 +5,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# trio-asyncio (imported by the Kafka bus's bridge, reactor/asyncio_bridge.py) replaces asyncio's
+# loop policy for the whole process on import: outside Trio, asyncio.new_event_loop() then makes
+# its greenlet-driven SyncTrioEventLoop, which Playwright's sync API (tests/browser) and asyncio
+# servers run in test threads cannot use ("You can't nest calls to run_until_complete()"). Whatever
+# imports it first, asyncio outside Trio stays stock asyncio in this thread: trio-asyncio forwards
+# to a policy set here, and inside Trio it keeps its own (the bridge's open_loop is unaffected).
+import asyncio  # noqa: E402
 
-import pytest  # noqa: E402 (after the path above)
+import trio_asyncio  # noqa: E402,F401
+
+asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -56,11 +56,11 @@ class Scheme:
 
 SCHEMES: dict[str, Scheme] = {
     "embedded": Scheme("reactor.backends.embedded", location=False),
-    "cassandra": Scheme("reactor.backends.cassandra", location=True, check="reactor.backends.cassandra.url:parse_url"),  # the log store
-    "redis": Scheme("reactor.backends.redis", location=True),  # redis://host:6379/0?prefix=herald: (state, broker)
     "kafka": Scheme("reactor.backends.kafka", location=True),  # the bus: kafka://host:port[,host:port][?options]
+    "redis": Scheme("reactor.backends.redis", location=True),  # redis://host:6379/0?prefix=herald: (state, broker)
     "postgresql": Scheme("reactor.backends.postgres", location=True),  # postgresql://user@host:5432/db?schema=herald
     "postgres": Scheme("reactor.backends.postgres", location=True),
+    "cassandra": Scheme("reactor.backends.cassandra", location=True, check="reactor.backends.cassandra.url:parse_url"),  # the log store
 }
 
 

@@ -1,5 +1,5 @@
 """The PostgreSQL Store: metadata, the Scheduler's entries (leased claims), the dead-letter queue,
-the send ledger, topics and their fan-out jobs. Same behaviour as the embedded one (embedded/store.py),
+the send ledger, topics and their fan-out jobs, digest windows and their events. Same behaviour as the embedded one (embedded/store.py),
 checked by the same conformance suite.
 
 Claims are `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`: a row another
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reactor.ports import DeadLetter, DlqFilter, FanoutJob, Scheduled
+from reactor.ports import DeadLetter, DigestEvent, DigestFire, DigestWindow, DlqFilter, FanoutJob, Scheduled
 
 from .migrations import Migration, migrate
 from .pool import Connection, Pool, scalar
@@ -78,11 +78,39 @@ MIGRATIONS = (
         )""",
         "CREATE INDEX fanouts_open ON fanouts (created_ms, id) WHERE done_ms IS NULL",
     )),
+    Migration(2, "digest windows (open: fire_id '', or closed and leased) and the events collected in them", (
+        """CREATE TABLE digests (
+            user_id TEXT COLLATE "C" NOT NULL,
+            digest_key TEXT COLLATE "C" NOT NULL,
+            fire_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+            due_ms BIGINT NOT NULL,
+            deadline_ms BIGINT NOT NULL,
+            count INTEGER NOT NULL,
+            first_ms BIGINT NOT NULL,
+            last_ms BIGINT NOT NULL,
+            owner TEXT NOT NULL DEFAULT '',
+            lease_until BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (user_id, digest_key, fire_id)
+        )""",
+        "CREATE INDEX digests_open_by_due ON digests (due_ms) WHERE fire_id = ''",
+        "CREATE INDEX digests_closed_by_lease ON digests (lease_until) WHERE fire_id <> ''",
+        """CREATE TABLE digest_events (
+            notification_id TEXT COLLATE "C" PRIMARY KEY,
+            user_id TEXT COLLATE "C" NOT NULL,
+            digest_key TEXT COLLATE "C" NOT NULL,
+            fire_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+            at_ms BIGINT NOT NULL,
+            body BYTEA NOT NULL
+        )""",
+        "CREATE INDEX digest_events_by_window ON digest_events (user_id, digest_key, fire_id, at_ms, notification_id)",
+    )),
 )
 
 _SCHEDULED_COLUMNS = "id, due_ms, topic, key, value"
 _DLQ_COLUMNS = "id, channel, notification_id, user_id, error, attempts, created_ms, dead_ms, record"
 _FANOUT_COLUMNS = "id, topic, request, created_ms, total, cursor, expanded, counts, done_ms"
+_WINDOW_COLUMNS = "user_id, digest_key, fire_id, due_ms, deadline_ms, count, first_ms, last_ms"
+_EVENT_COLUMNS = "notification_id, user_id, digest_key, at_ms, body"
 
 
 def _scheduled(row: Any) -> Scheduled:
@@ -181,6 +209,123 @@ def _claim_fanout(conn: Connection, owner: str, now_ms: int, lease_ms: int) -> F
         {"owner": owner, "until": now_ms + lease_ms, "now": now_ms},
     ).fetchone()
     return None if row is None else _fanout(row)
+
+
+def _window(row: Any) -> DigestWindow:
+    return DigestWindow(str(row[0]), str(row[1]), str(row[2]), *(int(v) for v in row[3:8]))
+
+
+def _event(row: Any) -> DigestEvent:
+    return DigestEvent(str(row[0]), str(row[1]), str(row[2]), int(row[3]), bytes(row[4]))
+
+
+# Digests. Every writer of a window takes its row lock first: add_digest_event (the upsert), claim_digests
+# (FOR UPDATE SKIP LOCKED: a window another transaction holds waits for the next claim) and
+# cancel_digest_event (FOR UPDATE, waiting for a claim in progress, then reading the event again): so a
+# claim closes a window with exactly the events committed in it, and a cancel either takes its event out
+# before the claim or finds it claimed. An event added while a claim holds its window waits, then finds
+# the open row gone (closed under another fire_id) and opens the next window.
+
+def _add_digest_event(conn: Connection, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+    added = conn.execute(
+        f"INSERT INTO digest_events ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (notification_id) DO NOTHING",
+        (event.notification_id, event.user_id, event.digest_key, event.at_ms, event.body),
+    ).rowcount
+    if not added:
+        return
+    conn.execute(
+        f"INSERT INTO digests ({_WINDOW_COLUMNS}) VALUES (%(user)s, %(key)s, '', %(due)s, %(deadline)s, 1, %(at)s, %(at)s)"
+        " ON CONFLICT (user_id, digest_key, fire_id) DO UPDATE SET due_ms = LEAST(EXCLUDED.due_ms, digests.deadline_ms,"
+        " CASE WHEN digests.count + 1 >= %(max)s THEN EXCLUDED.last_ms ELSE digests.deadline_ms END),"
+        " count = digests.count + 1, first_ms = LEAST(digests.first_ms, EXCLUDED.first_ms),"
+        " last_ms = GREATEST(digests.last_ms, EXCLUDED.last_ms)",
+        {"user": event.user_id, "key": event.digest_key, "deadline": deadline_ms, "at": event.at_ms, "max": max_events,
+         "due": min(due_ms, deadline_ms, event.at_ms if max_events <= 1 else deadline_ms)},
+    )
+
+
+def _claim_digests(conn: Connection, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[DigestFire]:
+    until = now_ms + lease_ms
+    taken = [tuple(r) for r in conn.execute(
+        f"SELECT {_WINDOW_COLUMNS} FROM digests WHERE fire_id <> '' AND (lease_until <= %s OR owner = %s)"
+        " ORDER BY lease_until, user_id, digest_key LIMIT %s FOR UPDATE SKIP LOCKED", (now_ms, owner, limit),
+    ).fetchall()]
+    for row in taken:
+        conn.execute("UPDATE digests SET owner = %s, lease_until = %s WHERE user_id = %s AND digest_key = %s AND fire_id = %s",
+                     (owner, until, row[0], row[1], row[2]))
+    due = conn.execute(
+        f"SELECT {_WINDOW_COLUMNS} FROM digests WHERE fire_id = '' AND due_ms <= %s"
+        " ORDER BY due_ms, user_id, digest_key LIMIT %s FOR UPDATE SKIP LOCKED", (now_ms, max(0, limit - len(taken))),
+    ).fetchall()
+    for row in due:
+        user_id, key = row[0], row[1]
+        fire_id = scalar(conn, "SELECT min(notification_id) FROM digest_events WHERE user_id = %s AND digest_key = %s AND fire_id = ''",
+                         (user_id, key))
+        if fire_id is None:  # an open window without events: nothing to fire
+            conn.execute("DELETE FROM digests WHERE user_id = %s AND digest_key = %s AND fire_id = ''", (user_id, key))
+            continue
+        conn.execute("UPDATE digest_events SET fire_id = %s WHERE user_id = %s AND digest_key = %s AND fire_id = ''", (fire_id, user_id, key))
+        conn.execute("UPDATE digests SET fire_id = %s, owner = %s, lease_until = %s WHERE user_id = %s AND digest_key = %s AND fire_id = ''",
+                     (fire_id, owner, until, user_id, key))
+        taken.append((user_id, key, fire_id, *row[3:]))
+    fires: list[DigestFire] = []
+    for row in taken:
+        window = _window(row)
+        events = conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM digest_events WHERE user_id = %s AND digest_key = %s AND fire_id = %s"
+            " ORDER BY at_ms, notification_id", (window.user_id, window.digest_key, window.fire_id),
+        ).fetchall()
+        fires.append(DigestFire(window, tuple(_event(e) for e in events)))
+    return fires
+
+
+def _finish_digest(conn: Connection, fire_id: str) -> None:
+    row = conn.execute("SELECT user_id, digest_key FROM digest_events WHERE notification_id = %s", (fire_id,)).fetchone()
+    if row is None:
+        return
+    conn.execute("DELETE FROM digest_events WHERE user_id = %s AND digest_key = %s AND fire_id = %s", (row[0], row[1], fire_id))
+    conn.execute("DELETE FROM digests WHERE user_id = %s AND digest_key = %s AND fire_id = %s", (row[0], row[1], fire_id))
+
+
+def _ledger_cancelled(conn: Connection, notification_id: str, channels: Sequence[str]) -> bool | None:
+    """What the send ledger says of the event's first channel: cancelled (True), sent (False), nothing (None)."""
+    if not channels:
+        return None
+    row = conn.execute("SELECT status FROM send_ledger WHERE notification_id = %s AND channel = %s",
+                       (notification_id, channels[0])).fetchone()
+    return None if row is None else str(row[0]) == CANCELLED
+
+
+def _cancel_digest_event(conn: Connection, notification_id: str, channels: Sequence[str], at_ms: int) -> bool:
+    known = _ledger_cancelled(conn, notification_id, channels)
+    if known is not None:
+        return known
+    event = conn.execute("SELECT user_id, digest_key FROM digest_events WHERE notification_id = %s AND fire_id = ''",
+                         (notification_id,)).fetchone()
+    if event is None:
+        return False
+    user_id, key = event
+    window = conn.execute("SELECT count FROM digests WHERE user_id = %s AND digest_key = %s AND fire_id = '' FOR UPDATE",
+                          (user_id, key)).fetchone()
+    # read again under the window's lock: a claim that held it meanwhile closed the window with the event in it,
+    # a cancel of the same event that held it took the event out (and the ledger says cancelled)
+    if window is None or conn.execute("SELECT 1 FROM digest_events WHERE notification_id = %s AND fire_id = ''",
+                                      (notification_id,)).fetchone() is None:
+        return bool(_ledger_cancelled(conn, notification_id, channels))
+    conn.execute("DELETE FROM digest_events WHERE notification_id = %s", (notification_id,))
+    conn.execute("UPDATE digests SET count = count - 1 WHERE user_id = %s AND digest_key = %s AND fire_id = ''", (user_id, key))
+    conn.execute("DELETE FROM digests WHERE user_id = %s AND digest_key = %s AND fire_id = '' AND count <= 0", (user_id, key))
+    for channel in channels:
+        conn.execute("INSERT INTO send_ledger (notification_id, channel, at_ms, status) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                     (notification_id, channel, at_ms, CANCELLED))
+    return True
+
+
+def _next_digest(conn: Connection) -> int | None:
+    due = scalar(conn, "SELECT min(due_ms) FROM digests WHERE fire_id = ''", ())
+    lease = scalar(conn, "SELECT min(lease_until) FROM digests WHERE fire_id <> ''", ())
+    times = [int(t) for t in (due, lease) if t is not None]
+    return min(times) if times else None
 
 
 class PostgresStore:
@@ -341,3 +486,29 @@ class PostgresStore:
             "UPDATE fanouts SET cursor = %s, expanded = %s, counts = %s, done_ms = %s, lease_until = %s WHERE id = %s AND owner = %s",
             (job.cursor, job.expanded, job.counts, job.done_ms, now_ms + lease_ms, job.id, owner),
         ).rowcount == 1)
+
+    # -- digests (reactor/ports.py Store; actors/digester.py)
+
+    async def add_digest_event(self, event: DigestEvent, due_ms: int, deadline_ms: int, max_events: int) -> None:
+        await self._pool.run(lambda c: _add_digest_event(c, event, due_ms, deadline_ms, max_events))
+
+    async def claim_digests(self, owner: str, now_ms: int, limit: int, lease_ms: int) -> list[DigestFire]:
+        if limit <= 0:
+            return []
+        return await self._pool.run(lambda c: _claim_digests(c, owner, now_ms, limit, lease_ms))
+
+    async def finish_digest(self, fire_id: str) -> None:
+        if fire_id:
+            await self._pool.run(lambda c: _finish_digest(c, fire_id))
+
+    async def cancel_digest_event(self, notification_id: str, channels: Sequence[str], at_ms: int) -> bool:
+        return await self._pool.run(lambda c: _cancel_digest_event(c, notification_id, channels, at_ms))
+
+    async def digest_windows(self, user_id: str) -> list[DigestWindow]:
+        rows = await self._pool.autocommit(lambda c: c.execute(
+            f"SELECT {_WINDOW_COLUMNS} FROM digests WHERE user_id = %s ORDER BY due_ms, digest_key, fire_id", (user_id,)
+        ).fetchall())
+        return [_window(r) for r in rows]
+
+    async def next_digest_ms(self) -> int | None:
+        return await self._pool.autocommit(_next_digest)
