@@ -305,13 +305,13 @@ async def wire(
     """The actors of the node's role on these backends, and the stages that run them (all but storage)."""
     role = config.role
     works, edge, api = role in ("all", "worker"), role in ("all", "edge"), role in ("all", "api")
-    signing, api_key = await open_node_credentials(
-        backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key,
-    )
-    bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
     # The embedded Store serves this node alone (one node per data dir): no other node schedules entries
     # or changes the signing keys while it runs, so nothing needs polling. A shared Store does.
     alone = config.backend_settings().urls["store"].startswith("embedded:")
+    signing, api_key = await open_node_credentials(
+        backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key, shared=not alone,
+    )
+    bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
     key_ring = SharedSigningKeys(backends.signing_keys, signing, refresh_s=None if alone else REFRESH_S)
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.

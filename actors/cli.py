@@ -89,7 +89,10 @@ def _serve(args: argparse.Namespace) -> int:
                 print(json.dumps(where), flush=True)
                 return
             print(f"herald: serving on {herald.url}", flush=True)
-            print(f"herald: API key in {key_file.resolve()}", flush=True)
+            if herald.api_key:
+                print(f"herald: API key in {key_file.resolve()}", flush=True)
+            else:  # a node of a cluster whose key another node generated (actors/services/credentials.py)
+                print("herald: API key: the cluster's, in the api-key file of the node that generated it (or set HERALD_API_KEY)", flush=True)
             print(f"herald: email outbox {config.outbox_dir.resolve()}", flush=True)
             print(f"herald: sms and push in {(config.data_dir / 'sms.jsonl').resolve()}, {(config.data_dir / 'push.jsonl').resolve()}", flush=True)
 

@@ -17,6 +17,20 @@ import trio_asyncio  # noqa: E402,F401
 
 asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
 
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def engines(tmp_path_factory: pytest.TempPathFactory):
+    """The real engines (Kafka, Redis, PostgreSQL, Cassandra), each started once per pytest session by whoever
+    asks first (`engines.get("kafka")`), stopped at its end: the conformance suites and the cluster tests share
+    them (tests/conformance/backends.py `Servers`; HERALD_CONFORMANCE_MAY_SKIP lets an unavailable one skip)."""
+    from tests.conformance.backends import Servers
+
+    servers = Servers(tmp_path_factory.mktemp("engines"))
+    with servers.stack:
+        yield servers
+
 
 def pytest_collection_modifyitems(config: object, items: list) -> None:  # type: ignore[type-arg]
     """The browser tests run last. Playwright's sync API drives an asyncio loop of its own on this thread; after

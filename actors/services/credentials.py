@@ -210,13 +210,17 @@ async def learn_kid(keys: SharedSigningKeys | None, token: str) -> None:
         await keys.learn(token)
 
 
-async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int) -> str:
+async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, now_ms: int, *, shared: bool = False) -> str:
     """The node's bootstrap key, written to `key_file` (0600) for the CLI and the README tour.
 
     A configured key (`api_key`, HERALD_API_KEY) is used as it is, and replaces a generated
     one (revoked). Otherwise the generated `hk_` key whose text `key_file` holds is kept (revoked
     or not: a revoke stands); if the file is missing or holds no such key, a new one is made and
     any previous generated key revoked.
+
+    `shared`: the KeyStore is shared with other nodes (a cluster, each node with its own data dir). A
+    live generated key there was made by the node that holds its text: it is the cluster's, kept (each
+    node checks it through the KeyStore), and this node returns "" (no text of its own, no file).
     """
 
     def read() -> str:
@@ -235,6 +239,8 @@ async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, n
             stored = await store.get_key(parsed[0])
             if stored is not None and stored.bootstrap and hmac.compare_digest(stored.digest, key_digest(*parsed)):
                 return text
+    if shared and not configured and any(key.bootstrap and key.revoked_ms is None for key in await store.list_keys()):
+        return ""  # another node's generated key: revoking it would lock out every node that uses it
     for key in await store.list_keys():
         if key.bootstrap and key.revoked_ms is None:
             await store.revoke_key(key.key_id, now_ms)
@@ -248,13 +254,14 @@ async def open_bootstrap_key(store: KeyStore, key_file: Path, configured: str, n
 
 
 async def open_node_credentials(
-    rings: SigningKeyStore, store: Store, keystore: KeyStore, key_file: Path, configured_key: str
+    rings: SigningKeyStore, store: Store, keystore: KeyStore, key_file: Path, configured_key: str, *, shared: bool = False,
 ) -> tuple[SigningKeys, str]:
-    """The node's signing key ring and bootstrap key (its text in `key_file`), at start-up; the Store keeps neither in clear."""
+    """The node's signing key ring and bootstrap key (its text in `key_file`), at start-up; the Store keeps neither in clear.
+    `shared`: other nodes share the stores (open_bootstrap_key)."""
     now = wall_ms()
     ring = await open_signing_keys(rings, store, now)
     await store.forget_meta(LEGACY_API_KEY_META)  # a generated key from before: replaced by a hashed hk_ key
-    return ring, await open_bootstrap_key(keystore, key_file, configured_key, now)
+    return ring, await open_bootstrap_key(keystore, key_file, configured_key, now, shared=shared)
 
 
 # -- API keys: the node's view of the store

@@ -33,10 +33,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def conformance_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    servers = Servers(tmp_path_factory.mktemp("conformance-servers"))
-    with servers.stack:
-        yield servers
+def conformance_servers(engines: Servers) -> Servers:
+    """The session's engines (tests/conftest.py), shared with the cluster tests: each starts once per session."""
+    return engines
 
 
 RAM = Path("/dev/shm")
