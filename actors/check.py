@@ -9,6 +9,7 @@ prints the minimal step list Hypothesis shrank it to, then the one command that 
 from __future__ import annotations
 
 import argparse
+import json
 import importlib
 import os
 import random
@@ -56,11 +57,16 @@ def run_properties(args: argparse.Namespace) -> int:
         raise CheckError(f"{exc.name} is missing: install the test dependencies (scripts/install-deps.sh requirements/test.txt)") from None
     if args.list:
         targets, mutants = _targets_and_mutants()
+        if args.json:
+            print(json.dumps({"targets": list(targets), "mutants": [{"name": name, "what": what} for name, what in mutants]}))
+            return 0
         print("targets (each run by default):")
         print("".join(f"  {name}\n" for name in targets), end="")
         print("mutants (deliberately broken: --target NAME runs one, to see a failure and its replay):")
         print("".join(f"  {name}: {what}\n" for name, what in mutants), end="")
         return 0
+    out = sys.stderr if args.json else sys.stdout  # with --json, stdout is the one JSON line of the result
+    warnings: list[str] = []
     if args.examples < 1 or args.steps_per_run < 1:
         raise CheckError("--examples and --steps-per-run must be at least 1")
     env = dict(os.environ, HERALD_PROPERTIES_EXAMPLES=str(args.examples), HERALD_PROPERTIES_STEPS=str(args.steps_per_run),
@@ -77,9 +83,9 @@ def run_properties(args: argparse.Namespace) -> int:
             raise CheckError(str(exc)) from None
         warnings = limit_warnings(config)
         for warning in warnings:
-            print(f"warning: {warning}")
+            print(f"warning: {warning}", file=out)
         if not warnings:
-            print(f"{args.config}: no configuration that cannot behave well")
+            print(f"{args.config}: no configuration that cannot behave well", file=out)
         env["HERALD_PROPERTIES_CONFIG"] = str(args.config.resolve())
     if args.target:
         env["HERALD_PROPERTIES_TARGET"] = ",".join(args.target)
@@ -88,23 +94,28 @@ def run_properties(args: argparse.Namespace) -> int:
         sys.executable, "-m", "pytest", str(MACHINES), "-p", "no:cacheprovider", "-q", "-s", "-o", "addopts=", "-o", "faulthandler_timeout=0", "--tb=short",
         f"--hypothesis-seed={seed}", "--durations=0", "--durations-min=0.05", "-rf",
     ]
-    print(f"herald check properties: {args.examples} steps per machine, runs of {args.steps_per_run}, seed {seed}", flush=True)
+    print(f"herald check properties: {args.examples} steps per machine, runs of {args.steps_per_run}, seed {seed}", file=out, flush=True)
     started = time.monotonic()
     failed: list[str] = []
     with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stdout.write(line)
+            out.write(line)
             match = FAILED.match(line)
             if match:
                 failed.append(match["target"])
     elapsed = time.monotonic() - started
-    print(f"herald check properties: {'failed' if proc.returncode else 'passed'} in {elapsed:.1f} s (seed {seed})")
-    if proc.returncode:
+    print(f"herald check properties: {'failed' if proc.returncode else 'passed'} in {elapsed:.1f} s (seed {seed})", file=out)
+    if args.json:
+        print(json.dumps({
+            "passed": proc.returncode == 0, "seed": seed, "examples": args.examples, "steps_per_run": args.steps_per_run,
+            "seconds": round(elapsed, 1), "failed": failed, "warnings": warnings,
+            "replay": _replay(args, seed, failed) if proc.returncode else None,
+        }))
+    elif proc.returncode:
         print("replay (the same runs, the same shrunk steps):")
         print(f"  {_replay(args, seed, failed)}")
-        return 1
-    return 0
+    return 1 if proc.returncode else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -124,4 +135,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     properties.add_argument("--target", action="append", metavar="NAME",
                             help="only this target, or a mutant by name (repeatable; --list shows them)")
     properties.add_argument("--list", action="store_true", help="list the targets and the mutants")
+    properties.add_argument("--json", action="store_true",
+                            help="the result as one JSON line on stdout (passed, seed, failed, replay, warnings); the run's output on stderr")
     properties.set_defaults(func=run_properties)

@@ -105,3 +105,18 @@ def test_each_warning(limits: dict[str, float], settings: dict[str, object], exp
     warnings = limit_warnings(load_config(toml, env={}))
     assert any(expected in w for w in warnings), warnings
     assert all(w.startswith("sms:") or "gate_lease_s" in w for w in warnings), warnings
+
+
+def test_json_puts_the_result_on_stdout_and_the_run_on_stderr() -> None:
+    import json
+
+    listed = herald("check", "properties", "--list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    names = json.loads(listed.stdout)
+    assert "bucket/pure" in names["targets"] and "state-racy-lease" in [m["name"] for m in names["mutants"]]
+    failed = herald("check", "properties", "--examples", "200", "--seed", "5", "--target", "state-ignores-the-reserve", "--json")
+    assert failed.returncode == 1
+    result = json.loads(failed.stdout)  # one JSON line, nothing else on stdout
+    assert (result["passed"], result["seed"], result["examples"]) == (False, 5, 200)
+    assert result["replay"].startswith("herald check properties") and "--seed 5" in result["replay"]
+    assert "LeasedBucketStateIgnoresTheReserveMachine" in failed.stderr  # the run's steps, for a person
