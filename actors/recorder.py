@@ -31,6 +31,7 @@ the actor (tests, tools): what it writes is what the Recorder would; `split_batc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -39,7 +40,7 @@ import trio
 from protocol.messages import InboxEntry, StatusEvent
 from protocol.write_plan import InboxAction, InboxChange, InboxChanged, InboxState, StatusKey, UnreadThrough, WritePlan
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore
+from reactor.ports import LogStore, PortUnavailable
 
 from .domain.write_planner import Planner, event_keys, inbox_keys
 from .messages import RecordEvents, RecorderMessage
@@ -143,6 +144,10 @@ async def change_inbox(store: LogStore, change: InboxChange) -> InboxChanged:
     return answer
 
 
+RETRY_FIRST_S = 0.1  # a log store that cannot be reached: the first wait before writing the group again
+RETRY_MAX_S = 5.0  # and the longest, doubling from the first
+
+
 class Recorder:
     def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int, linger_s: float = 0.0) -> None:
         self.store = store
@@ -152,6 +157,7 @@ class Recorder:
         self._company = False  # the last batch had more than one message: linger for the next one
         self.transactions = 0
         self.events_written = 0
+        self.unavailable_retries = 0  # writes tried again because the log store could not be reached
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -171,6 +177,30 @@ class Recorder:
                 size += _size(more)
             self._company = len(pending) > 1
             await self._write(pending)
+
+    async def _write_group_until_written(self, pending: list[RecorderMessage], group: Sequence[int], writes: Sequence[Write],
+                                         ) -> list[InboxChanged | None]:
+        """Write a group; while the log store cannot be reached (PortUnavailable: its server down), its askers are
+        answered with that error at once (the front end's 503) and the group is written again, with backoff, until it
+        is: the plan is idempotent, so nothing recorded is lost or doubled, and the node keeps running. Meanwhile the
+        mailbox fills and its senders wait (or fail fast): a consumer commits nothing it has not recorded."""
+        wait = RETRY_FIRST_S
+        told = False
+        while True:
+            try:
+                return await _write_group(self.store, writes)
+            except PortUnavailable as exc:
+                if not told:
+                    told = True
+                    log.warning("recorder: the log store cannot be reached (%s); writing again until it can", exc)
+                    for i in group:
+                        reply = pending[i].reply
+                        if reply is not None:
+                            reply.fail(exc)
+                            pending[i] = _answered(pending[i])
+                self.unavailable_retries += 1
+                await trio.sleep(wait)
+                wait = min(RETRY_MAX_S, wait * 2)
 
     async def _next_before(self, deadline: float) -> RecorderMessage | None:
         """The next message if one is queued or arrives before `deadline`; None if none does (or the mailbox closed)."""
@@ -193,7 +223,7 @@ class Recorder:
         groups = split_batch(writes)
         for n, group in enumerate(groups):
             try:
-                answers = await _write_group(self.store, [writes[i] for i in group])
+                answers = await self._write_group_until_written(pending, group, [writes[i] for i in group])
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else RuntimeError("recorder stopped")
                 for later in groups[n:]:
@@ -211,3 +241,8 @@ class Recorder:
                         message.reply.send(None)
                 elif message.reply is not None and answer is not None:
                     message.reply.send(answer)
+
+
+def _answered(message: RecorderMessage) -> RecorderMessage:
+    """The message with no reply left to send (its asker was already answered)."""
+    return dataclasses.replace(message, reply=None)

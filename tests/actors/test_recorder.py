@@ -169,3 +169,41 @@ async def test_a_failed_write_fails_its_group_and_the_later_ones(logstore: Sqlit
     entry = await logstore.inbox_get("u1", A)
     assert entry is not None and entry.read_ms is None
     assert await logstore.statuses(B) == []
+
+
+class DownFor:
+    """A log store whose server cannot be reached for its first n applies (PortUnavailable), then can."""
+
+    def __init__(self, store: LogStore, n: int) -> None:
+        self.store, self.n, self.applies = store, n, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def apply(self, plan: WritePlan) -> None:
+        self.applies += 1
+        if self.applies <= self.n:
+            from reactor.ports import PortUnavailable
+
+            raise PortUnavailable("the log store's server is down")
+        await self.store.apply(plan)
+
+
+async def test_a_log_store_down_is_waited_for_the_askers_told_at_once_and_nothing_lost(logstore: SqliteLogStore) -> None:
+    from reactor.ports import PortUnavailable
+
+    replies: list[Reply[Any]] = [Reply() for _ in range(2)]
+    messages = [
+        RecordEvents((web_event(A, Status.QUEUED),), (InboxEntry(A, "u1", T0, "a", seq=1),), replies[0]),
+        RecordEvents((web_event(B, Status.QUEUED),), (), None),  # no asker: written all the same
+        ChangeInbox(InboxChange("u1", InboxAction.READ, T0 + 5, ids=(A,)), replies[1]),
+    ]
+    down = DownFor(logstore, 3)
+    recorder = await run_batch(down, messages)  # returns: the Recorder neither crashed nor gave up
+    with pytest.raises(PortUnavailable):
+        await replies[0].wait()  # its group met the server down: told at once (a 503), not left waiting
+    assert await replies[1].wait() == InboxChanged((A,))  # the next group (split_batch) came once it was back
+    assert recorder.unavailable_retries == 3 and down.applies > 3
+    [row] = await logstore.statuses(A)
+    assert row.status == "read"  # the events and the read were written once the server was back
+    assert [r.status for r in await logstore.statuses(B)] == ["queued"]

@@ -10,7 +10,8 @@ idempotent, so an abandoned one that lands anyway changes nothing a retry would 
 
 Errors: a cluster that cannot be reached, a node that does not answer in time, or too few
 replicas alive (NoHostAvailable, OperationTimedOut, Unavailable, Read/WriteTimeout, a
-connection lost mid-query) raise BackendUnavailable with the reason; the driver reconnects
+connection lost mid-query) raise CassandraUnavailable (a BackendUnavailable and a PortUnavailable: the front end's 503,
+the Recorder's wait and write again) with the reason; the driver reconnects
 in the background (every 0.5 s, backing off to 5 s), so calls succeed again once the nodes
 are back, without a restart. Anything else (a CQL mistake) raises the driver's own exception.
 """
@@ -23,8 +24,13 @@ from typing import Any, Sequence
 import trio
 
 from reactor.backends import BackendUnavailable
+from reactor.ports import PortUnavailable
 
 from .url import CassandraUrl
+
+
+class CassandraUnavailable(BackendUnavailable, PortUnavailable):
+    """No Cassandra node answered (down, silent, the connection lost): the call failed; it works again once one does."""
 
 # The driver's exceptions that say "not reachable now": retrying later may succeed.
 _UNREACHABLE_NAMES = (
@@ -79,7 +85,7 @@ class Cql:
         try:
             return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
         except self._unreachable as exc:
-            raise BackendUnavailable(f"{self.url.where()}: {type(exc).__name__}: {exc}") from exc
+            raise CassandraUnavailable(f"{self.url.where()}: {type(exc).__name__}: {exc}") from exc
 
     async def run(self, statement: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Execute a prepared statement; its rows (all of them: the sessions do not page), on the Trio loop."""
@@ -97,13 +103,13 @@ class Cql:
         try:
             future = self._session.execute_async(statement, params, timeout=self.url.timeout_s)
         except self._unreachable as exc:
-            raise BackendUnavailable(f"{self.url.where()}: {type(exc).__name__}: {exc}") from exc
+            raise CassandraUnavailable(f"{self.url.where()}: {type(exc).__name__}: {exc}") from exc
         future.add_callbacks(settle, settle)
         await done.wait()
         [value] = outcome
         if isinstance(value, BaseException):
             if isinstance(value, self._unreachable):
-                raise BackendUnavailable(f"{self.url.where()}: {type(value).__name__}: {value}") from value
+                raise CassandraUnavailable(f"{self.url.where()}: {type(value).__name__}: {value}") from value
             raise value
         return list(value) if value is not None else []
 
@@ -159,5 +165,5 @@ async def connect(url: CassandraUrl) -> Cql:
         session = await trio.to_thread.run_sync(open_session, abandon_on_cancel=False)
     except Exception as exc:
         await trio.to_thread.run_sync(cluster.shutdown)
-        raise BackendUnavailable(f"{url.where()}: cannot connect: {type(exc).__name__}: {exc}") from exc
+        raise CassandraUnavailable(f"{url.where()}: cannot connect: {type(exc).__name__}: {exc}") from exc
     return Cql(cluster, session, url)
