@@ -14,7 +14,7 @@ reused: `--urls FILE` naming a JSON object {"kafka": ..., "redis": ..., "postgre
 The client shares the machine's cores with every server: the figures are of this machine, loopback.
 
     .venv/bin/python loadtests/cluster_bench.py                 # ~2-3 min, engines included
-    .venv/bin/python loadtests/cluster_bench.py --count 5000 --urls /tmp/urls.json
+    .venv/bin/python loadtests/cluster_bench.py --count 5000 --urls urls.json
     .venv/bin/python loadtests/cluster_bench.py --breakdown     # and the single node with one engine at a time
 """
 

@@ -34,8 +34,8 @@ def engines(tmp_path_factory: pytest.TempPathFactory):
 
 def pytest_collection_modifyitems(config: object, items: list) -> None:  # type: ignore[type-arg]
     """The browser tests run last. Playwright's sync API drives an asyncio loop of its own on this thread; after
-    it ran, the Kafka bus's trio-asyncio loop in a later test of the same process waited forever (not understood
-    yet: docs/architecture.md, "Kafka"). Last, nothing of the bridge runs after them."""
+    it ran, the Kafka bus's trio-asyncio loop in a later test of the same process waited forever (why is not
+    understood yet; the asyncio policy set above did not prevent it). Last, nothing of the bridge runs after them."""
     browser = [item for item in items if item.nodeid.startswith("tests/browser/")]
     if browser:
         items[:] = [item for item in items if not item.nodeid.startswith("tests/browser/")] + browser
