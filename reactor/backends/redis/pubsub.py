@@ -7,7 +7,8 @@ arrived, up to BATCH replies, and hands them to Trio in one crossing
 (trio.from_thread.run_sync). Commands (SUBSCRIBE, UNSUBSCRIBE) are sent from Trio's side
 (a worker thread each, under a lock), each followed by a PING carrying a token: Redis
 answers a connection's commands in order, so the PING's reply says the command before it
-is in effect. That is how `subscribe` returns only once the subscription is (a publish
+is in effect (a ["pong", token] message while subscribed to something, the bare token once
+the last UNSUBSCRIBE has left pub/sub mode). That is how `subscribe` returns only once the subscription is (a publish
 sent after it reaches this connection).
 
 If the connection fails (Redis down), the listener is lost: `on_lost` is called once and
@@ -80,15 +81,23 @@ class Listener:
 
     def _deliver(self, batch: list[Any]) -> None:
         for reply in batch:
+            if isinstance(reply, bytes):
+                # PING's reply once the connection is subscribed to nothing (the last UNSUBSCRIBE left
+                # pub/sub mode): the token itself, not a ["pong", token] message
+                self._confirm(reply)
+                continue
             if not isinstance(reply, list) or not reply:
                 continue
             kind = reply[0]
             if kind == b"message":
                 self._on_message(reply[1], reply[2])
             elif kind == b"pong":
-                waiter = self._waiters.pop(reply[1], None)
-                if waiter is not None:
-                    waiter.set()
+                self._confirm(reply[1])
+
+    def _confirm(self, token: bytes) -> None:
+        waiter = self._waiters.pop(token, None)
+        if waiter is not None:
+            waiter.set()
 
     def _lose(self, why: str) -> None:
         if self.lost is None:

@@ -123,6 +123,17 @@ async def _unsubscribing_stops_it(broker: Broker) -> None:
         assert await nothing_more(node)
 
 
+async def _a_node_whose_last_user_left_subscribes_again(broker: Broker) -> None:
+    async with broker.subscriber() as node:
+        await node.subscribe("alice")
+        await node.unsubscribe("alice")  # subscribed to nobody now: the node stays usable
+        assert await broker.publish("alice", b"gone") == 0
+        await node.subscribe("bob")
+        assert await broker.publish("bob", b"back") == 1
+        assert await received(node, 1) == [("bob", b"back")]
+        assert await nothing_more(node)
+
+
 async def _leaving_the_block_unsubscribes_from_everyone(broker: Broker) -> None:
     async with broker.subscriber() as node:
         await node.subscribe("alice")
@@ -194,6 +205,11 @@ async def check_order_per_user_is_publish_order(h: Harness[Broker]) -> None:
 async def check_unsubscribing_stops_it(h: Harness[Broker]) -> None:
     async with h.open() as broker:
         await bounded(_unsubscribing_stops_it(broker))
+
+
+async def check_a_node_whose_last_user_left_subscribes_again(h: Harness[Broker]) -> None:
+    async with h.open() as broker:
+        await bounded(_a_node_whose_last_user_left_subscribes_again(broker))
 
 
 async def check_leaving_the_block_unsubscribes_from_everyone(h: Harness[Broker]) -> None:
