@@ -20,6 +20,7 @@ client.py; concurrent calls share its crossings. Topic and group names get the U
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -105,6 +106,13 @@ class KafkaBus:
         o = self.options
         named = {self._topic(t): n for t, n in self.topics.items()}
         self.replication = await self._call(lambda: client.ensure_topics(o.bootstrap, named, o.replication, o.request_timeout_ms))
+        # Kafka polled until it knows the topics just created: members subscribing then are assigned their partitions at
+        # once, not at their next metadata refresh (minutes). Bounded by request_timeout_ms; a server cannot signal it.
+        with trio.move_on_after(o.request_timeout_ms / 1000):
+            for _ in itertools.count():
+                if await self._call(lambda: client.topics_led(o.bootstrap, list(named), o.request_timeout_ms)):
+                    break
+                await trio.sleep(0.05)
         self._producer = await self._call(lambda: client.start_producer(o.bootstrap, o.linger_ms, o.request_timeout_ms))
         self._meta = await self._call(lambda: client.start_consumer(o.bootstrap, None, o.request_timeout_ms))
 

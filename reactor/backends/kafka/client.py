@@ -76,6 +76,19 @@ async def ensure_topics(bootstrap: str, topics: Mapping[str, int], replication: 
         await admin.close()
 
 
+async def topics_led(bootstrap: str, names: Sequence[str], request_timeout_ms: int) -> bool:
+    """Whether Kafka knows every topic named and each of its partitions has a leader. A topic just created reaches
+    the brokers' metadata a little later; a consumer subscribing before then is assigned its partitions only at its
+    next metadata refresh (minutes later)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=CLIENT_ID, request_timeout_ms=request_timeout_ms)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    return all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described)
+
+
 async def start_producer(bootstrap: str, linger_ms: int, request_timeout_ms: int) -> Any:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=CLIENT_ID, acks="all", enable_idempotence=True,
                                 linger_ms=linger_ms, request_timeout_ms=request_timeout_ms)
