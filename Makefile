@@ -22,9 +22,11 @@ install:
 lint: .venv/bin/mypy
 	@scripts/lint.sh
 
+# Two processes (pytest-xdist): most of the suite waits on servers and sockets, not on the CPU. Whatever must share
+# one process (the session's engines, the load venv) is grouped in tests/conftest.py. One file: pytest tests/x.py.
 test: install
 	@scripts/lint.sh
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadgroup
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)

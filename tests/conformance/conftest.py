@@ -29,6 +29,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if port is None:
             raise pytest.UsageError(f"{metafunc.module.__name__} uses the conformance fixtures: it must set PORT = '<port>'")
         names = [b.name for b in serving(port)]
+        only = metafunc.definition.get_closest_marker("backends")
+        if only is not None:
+            names = [name for name in names if name in only.args]
         metafunc.parametrize("backend_name", names, ids=names, scope="function")
 
 

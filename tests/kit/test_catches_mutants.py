@@ -23,7 +23,9 @@ def test_mutant_is_caught(mutant: Mutant) -> None:
         run_state_machine_as_test(mutant.target.machine(), settings=HUNT)
 
 
-@pytest.mark.parametrize("target", [t for t in TARGETS if t.state_backed], ids=lambda t: t.name)
+# The control of the mutants above: the implementations they were made from (the memory and Redis States) pass the
+# very settings that catch them. The SQLite State has no mutant; test_machines.py runs it like every target.
+@pytest.mark.parametrize("target", [t for t in TARGETS if t.state_backed and "sqlite" not in t.name], ids=lambda t: t.name)
 def test_the_real_state_backed_targets_pass_the_hunting_settings(target: Target) -> None:
     # The Redis State: a fifth of the examples (each step is a round trip to a redis-server: 150 took 100 s here)
     run_state_machine_as_test(target.machine(), settings=settings(HUNT, max_examples=30) if "redis" in target.name else HUNT)
