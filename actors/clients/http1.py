@@ -17,7 +17,8 @@ What it does, and nothing more:
 * A connection goes back to the pool only after a whole answer was read and both sides
   may go on (h11's next cycle); anything else (an error, a timeout, a cancellation, a
   body cut at the limit, `Connection: close`) closes it.
-* An idle connection the server closed (or wrote to) meanwhile is dropped before use. A
+* An idle connection the server closed (or wrote to) meanwhile is dropped before use, as is
+  one whose answer came with bytes after its end (never taken as the next request's answer). A
   request on a reused connection that breaks before any byte of the answer is sent again
   once, on a new connection, only when that is safe: an idempotent method (GET, HEAD,
   PUT, DELETE, OPTIONS). Never a POST that may have reached the server.
@@ -159,10 +160,13 @@ class Http1Pool:
         response: h11.Response | None = None
         chunks: list[bytes] = []
         size = 0
+        received_eof = False
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
+                if conn.their_state is h11.ERROR and received_eof:  # the close came before the answer's end
+                    raise ReadError(f"{self.origin}: the server closed the connection before a whole answer") from None
                 raise RemoteProtocolError(f"{self.origin}: not an HTTP/1.1 answer ({exc})") from None
             if event is h11.NEED_DATA:
                 scope.deadline = min(whole, trio.current_time() + self.timeout_s)
@@ -170,13 +174,17 @@ class Http1Pool:
                     received = await connection.stream.receive_some(READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     raise ReadError(f"{self.origin}: the connection broke while reading ({_why(exc)})") from None
+                received_eof = not received
+                size += len(received) if response is None else 0
+                if response is None and size > MAX_HEAD:  # h11 bounds an incomplete head only: a whole one, too
+                    raise RemoteProtocolError(f"{self.origin}: an answer's head beyond {MAX_HEAD} bytes")
                 try:
                     conn.receive_data(bytes(received))
                 except h11.RemoteProtocolError as exc:
                     raise RemoteProtocolError(f"{self.origin}: not an HTTP/1.1 answer ({exc})") from None
                 continue
             if type(event) is h11.Response:
-                response = event
+                response, size = event, 0
                 steps.append("body")
             elif type(event) is h11.Data:
                 size += len(event.data)
@@ -185,7 +193,8 @@ class Http1Pool:
                     self._drop(connection)
                     break
             elif type(event) is h11.EndOfMessage:
-                if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._closed:
+                reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE and not received_eof
+                if reusable and not conn.trailing_data[0] and not self._closed:  # bytes after the answer: not trusted
                     conn.start_next_cycle()
                     connection.reused = True
                     self.idle.append(connection)
