@@ -43,6 +43,7 @@ from .http_errors import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    RequestError,
     TransportError,
     WriteError,
 )
@@ -102,7 +103,10 @@ class Http1Pool:
         head = [("Host", self.host_header), ("User-Agent", "herald"), *headers]
         if body or verb not in (b"GET", b"HEAD"):
             head.append(("Content-Length", str(len(body))))
-        request = h11.Request(method=verb, target=target, headers=head)
+        try:
+            request = h11.Request(method=verb, target=target, headers=head)
+        except h11.LocalProtocolError:  # h11's text would quote the value: a credential, maybe
+            raise RequestError(f"{self.origin}: a request header or target that HTTP/1.1 refuses (a control character?)") from None
         step = "pool"
         now = trio.current_time()
         whole = now + 2 * self.timeout_s
@@ -148,10 +152,7 @@ class Http1Pool:
         conn = connection.h11
         steps.append("write")
         scope.deadline = min(whole, trio.current_time() + self.timeout_s)
-        try:
-            data = conn.send(request) + (conn.send(h11.Data(data=body)) if body else b"") + conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise ValueError(f"a request h11 refuses: {exc}") from None
+        data = conn.send(request) + (conn.send(h11.Data(data=body)) if body else b"") + conn.send(h11.EndOfMessage())
         try:
             await connection.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -23,6 +23,10 @@ class RemoteProtocolError(TransportError):
     pass
 
 
+class RequestError(TransportError):
+    """A request the client cannot write (a header with a control character): the configuration's fault, never sent."""
+
+
 class Timeout(TransportError):
     """A step took longer than its timeout (its class names which: PoolTimeout, ConnectTimeout, WriteTimeout, ReadTimeout)."""
 

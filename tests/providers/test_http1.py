@@ -21,9 +21,12 @@ import trio
 from actors.clients.http1 import Http1Pool
 from actors.clients.http_api import call, http_client
 from actors.clients.http_errors import ConnectError, PoolTimeout, ReadError, ReadTimeout, RemoteProtocolError, TransportError
-from actors.clients.provider_config import Secret, TwilioProvider
+from actors.clients.provider_config import SendgridProvider, Secret, TwilioProvider
+from actors.clients.sendgrid import SendgridClient
 from actors.clients.twilio import TwilioClient
-from protocol.messages import RetryLater, Sent
+from protocol.channels import Channel
+from protocol.content import Content, EmailContent
+from protocol.messages import Delivery, RetryLater, Sent
 from tests.providers.asgi_server import make_tls, serving
 from tests.providers.test_twilio import delivery
 from tests.providers.twilio_emulator import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioEmulator
@@ -353,6 +356,16 @@ async def test_tls_with_the_providers_ca_file_and_a_certificate_it_does_not_trus
         await sms.aclose()
         await trusted.aclose()
         await untrusted.aclose()
+
+
+async def test_a_credential_with_a_line_break_is_never_sent_nor_shown() -> None:
+    async with raw_server(answer(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")) as server:
+        mail = SendgridClient(SendgridProvider(api_key=Secret("SG.secret-42\r\nX-Injected: 1"),
+                                               base_url=f"http://127.0.0.1:{server.port}", timeout_s=5), "Herald <noreply@example.org>")
+        outcome = await mail.send(Delivery("n-1", "u1", Channel.EMAIL, 0, Content(email=EmailContent("Hi", "Hello")),
+                                           address="ann@example.org"))
+        assert isinstance(outcome, RetryLater) and "RequestError" in outcome.error and "secret-42" not in outcome.error, outcome
+        assert server.requests == 0 and server.connections == 0
 
 
 @pytest.mark.parametrize(("handler_raw", "text"), [
