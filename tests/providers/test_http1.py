@@ -352,7 +352,10 @@ async def test_tls_with_the_providers_ca_file_and_a_certificate_it_does_not_trus
             await call(untrusted, "GET", f"{url}/2010-04-01/Accounts/{ACCOUNT_SID}.json")
         sms = TwilioClient(TwilioProvider(account_sid=ACCOUNT_SID, auth_token=Secret(AUTH_TOKEN), from_number=FROM_NUMBER,
                                           base_url=url, ca_file=tls.ca_file, timeout_s=5))
-        assert isinstance(await sms.send(delivery()), Sent) and len(emulator.accepted) == 1
+        for _ in range(3):
+            assert isinstance(await sms.send(delivery()), Sent)
+        [pool] = sms._http.pools.values()
+        assert len(emulator.accepted) == 3 and pool.opened == 1 and pool.open == 1  # one TLS connection, kept alive
         await sms.aclose()
         await trusted.aclose()
         await untrusted.aclose()
