@@ -39,6 +39,7 @@ from .http_errors import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    RequestError,
     Timeout,
     TransportError,
     WriteError,
@@ -157,6 +158,8 @@ _HTTPX_ERRORS: tuple[tuple[type[httpx.HTTPError], type[TransportError]], ...] = 
 
 
 def _transport_error(exc: httpx.HTTPError) -> TransportError:
+    if isinstance(exc, httpx.LocalProtocolError):  # its text may quote a header's value: a credential, maybe
+        return RequestError("a request header or target that the protocol refuses (a control character?)")
     kind = next((ours for theirs, ours in _HTTPX_ERRORS if isinstance(exc, theirs)), TransportError)
     return kind(str(exc)[:200])
 
