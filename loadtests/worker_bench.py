@@ -22,8 +22,8 @@ Scenarios:
 * emulator: SMS and push deliveries through a channel client that POSTs each to a local
   HTTP provider emulator answering after `--delay-ms` (100 ms): a tiny Trio HTTP/1.1 server
   this script starts as a process of its own (its CPU is not the worker's).
-* twilio: SMS deliveries through the real Twilio client (actors/clients/twilio.py: httpx,
-  its form body, Basic auth, its verdicts) to the same emulator, with max_connections =
+* twilio: SMS deliveries through the real Twilio client (actors/clients/twilio.py: its
+  HTTP/1.1 pool, actors/clients/http1.py; its form body, Basic auth, its verdicts) to the same emulator, with max_connections =
   provider_max_in_flight (no reference run: the reference tree has no Twilio client).
 
 Every scenario runs on this tree and on a reference tree (by default a `git archive` of

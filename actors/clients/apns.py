@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import jwt
 import msgspec
 import trio
@@ -33,6 +33,7 @@ from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, S
 from reactor.clock import wall_ms
 
 from .http_api import call, http_client, retry_after_s, text_of, transport_failure
+from .http_errors import TransportError
 from .provider_config import ApnsProvider
 from .push import each_token, unregistered
 
@@ -94,7 +95,7 @@ def reason_of(body: bytes) -> tuple[str, int | None]:
         return text_of(body, 100) or "-", None
 
 
-def verdict(token: str, status: int, headers: httpx.Headers, body: bytes) -> Outcome:
+def verdict(token: str, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     """One token's verdict from APNs's answer (pure; the table in docs/providers.md)."""
     if status == 200:
         return Sent(Status.SENT, detail=f"apns: 200 apns-id {headers.get('apns-id', '-')}"[:200])
@@ -132,7 +133,7 @@ class ApnsClient:
             try:
                 answer = await call(self.http, "POST", self.base + device, json=payload,
                                     headers={**headers, "authorization": f"bearer {provider_token}"})
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 return transport_failure("apns", exc)
             if answer.status == 403 and reason_of(answer.body)[0] == "ExpiredProviderToken":
                 self.token.expired(provider_token)

@@ -22,7 +22,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 import trio
 
@@ -33,6 +32,7 @@ from .apns import reason_of as apns_reason
 from .fcm import FcmClient, TokenError
 from .fcm import error_of as fcm_error
 from .http_api import call, http_client, text_of
+from .http_errors import Timeout, TransportError
 from .provider_config import (
     ApnsProvider,
     FcmProvider,
@@ -149,9 +149,9 @@ async def check_one(spec: Any) -> tuple[bool, str]:
     try:
         ok, text = await check(spec)
         return bool(ok), str(text)
-    except httpx.TimeoutException as exc:
+    except Timeout as exc:
         return False, f"timed out ({type(exc).__name__})"
-    except httpx.HTTPError as exc:
+    except TransportError as exc:
         return False, f"{type(exc).__name__}: {str(exc)[:200]}"
 
 

@@ -17,9 +17,9 @@ for iOS devices reached through FCM. Verdicts: docs/providers.md "FCM".
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import jwt
 import msgspec
 import trio
@@ -31,6 +31,7 @@ from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, S
 from reactor.clock import wall_ms
 
 from .http_api import HttpClients, call, http_client, retry_after_s, text_of, transport_failure
+from .http_errors import TransportError
 from .provider_config import FcmProvider
 from .push import each_token, unregistered
 
@@ -76,7 +77,7 @@ class AccessTokens:
             form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self.assertion()}
             try:
                 answer = await call(self.http, "POST", self.settings.token_url, data=form)
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 raise TokenError(transport_failure("access token", exc).error) from None
             try:
                 token = msgspec.json.decode(answer.body) if answer.status == 200 else {}
@@ -133,7 +134,7 @@ def error_of(body: bytes) -> tuple[str, str]:
         return "-", text_of(body)
 
 
-def verdict(token: str, status: int, headers: httpx.Headers, body: bytes) -> Outcome:
+def verdict(token: str, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     """One token's verdict from FCM's answer (pure; the table in docs/providers.md)."""
     if status == 200:
         try:
@@ -175,7 +176,7 @@ class FcmClient:
         body = message(delivery, token, self.settings.ttl_s)
         try:
             answer = await call(self.http, "POST", self.url, json=body, headers={"Authorization": f"Bearer {access}"})
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             return transport_failure("fcm", exc)
         if answer.status == 401:
             self.tokens.drop(access)

@@ -1,12 +1,17 @@
-"""What the HTTP providers' clients share (Twilio, FCM, APNs): the httpx client, a call whose answer is read
+"""What the HTTP providers' clients share (Twilio, SendGrid, FCM, APNs): their connections, a call whose answer is read
 up to a limit, Retry-After, and the verdict of a transport error.
+
+HTTP/1.1 providers (Twilio, SendGrid) go through actors/clients/http1.py, a lean keep-alive
+pool on h11 per origin (httpx cost 0.8 ms of CPU per request: docs/providers.md);
+HTTP/2 ones (FCM, APNs) through one httpx client with h2, its requests multiplexed on a
+connection. Either way a call gives an `Answer` or raises a TransportError (http_errors.py).
 
 An answer's body is read up to `limit` bytes whatever its size (a provider, or something
 in between, answering megabytes costs no more than the limit); the rest is dropped with
-the connection's stream. Every call has the client's timeout (connect, each read, each
-write, a free connection from the pool), and the whole call at most twice that. The error texts a verdict carries are built from
-the status, the provider's error code and message: never from the request, so a
-credential sent in a header or a body is in none of them.
+the connection. Every call has the client's timeout (connect, each read, each write, a
+free connection from the pool), and the whole call at most twice that. The error texts a
+verdict carries are built from the status, the provider's error code and message: never
+from the request, so a credential sent in a header or a body is in none of them.
 """
 
 from __future__ import annotations
@@ -14,14 +19,32 @@ from __future__ import annotations
 import logging
 import math
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
+import msgspec
 import trio
 
 from protocol.messages import RetryLater
+
+from .http1 import Http1Pool, basic_auth
+from .http_errors import (
+    ConnectError,
+    ConnectTimeout,
+    PoolTimeout,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    RequestError,
+    Timeout,
+    TransportError,
+    WriteError,
+    WriteTimeout,
+)
 
 # hpack logs every header it encodes or decodes at DEBUG (an Authorization header with them): never below INFO, so a node
 # run with log_level DEBUG still writes no credential (tests/providers/test_fcm.py and test_apns.py check DEBUG logs)
@@ -34,46 +57,40 @@ MAX_WAIT_S = 3600.0  # the longest Retry-After honoured
 @dataclass(frozen=True)
 class Answer:
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # lower-case names; a repeated header's values joined by ", "
     body: bytes  # at most the call's limit
     http_version: str
 
 
-POOL_CONNECTIONS = 8  # HTTP/1.1 connections per httpx client (below)
-
-
 class HttpClients:
-    """One provider's httpx clients, taken in turn by `call`.
+    """One provider's connections: an HTTP/1.1 pool per origin (http1.py), or one httpx client with HTTP/2.
 
-    HTTP/1.1 carries one request per connection at a time, so a provider answering in 100 ms
-    needs hundreds of connections for thousands of requests a second; but httpcore's pool
-    scans every connection for every waiting request (one client of 256 connections cost
-    7 ms of CPU per request with 1,000 requests at once, measured: docs/providers.md), so
-    the connections are split over clients of at most POOL_CONNECTIONS each. HTTP/2
-    multiplexes requests on a connection: one client.
-    """
+    An HTTP/1.1 connection carries one request at a time, so a provider answering in 100 ms needs
+    hundreds of connections for thousands of requests a second: each origin's pool has up to
+    `max_connections`. HTTP/2 multiplexes requests on a connection."""
 
     def __init__(self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> None:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
-        sizes = [max_connections] if http2 else [
-            len(range(n, max_connections, math.ceil(max_connections / POOL_CONNECTIONS)))
-            for n in range(math.ceil(max_connections / POOL_CONNECTIONS))
-        ]
         self.timeout_s = timeout_s
-        self.clients = [
-            httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                              follow_redirects=False, verify=verify, http2=http2)
-            for size in sizes
-        ]
-        self._turn = 0
+        self.max_connections = max_connections
+        self.tls = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+        self.pools: dict[tuple[str, str, int], Http1Pool] = {}
+        self.h2 = httpx.AsyncClient(
+            timeout=timeout_s, limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False, verify=self.tls, http2=True) if http2 else None
 
-    def next(self) -> httpx.AsyncClient:
-        self._turn = (self._turn + 1) % len(self.clients)
-        return self.clients[self._turn]
+    def pool(self, scheme: str, host: str, port: int | None) -> Http1Pool:
+        key = (scheme, host, port or (443 if scheme == "https" else 80))
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Http1Pool(*key, timeout_s=self.timeout_s, max_connections=self.max_connections,
+                                               tls=self.tls)
+        return pool
 
     async def aclose(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        for pool in self.pools.values():
+            await pool.aclose()
+        if self.h2 is not None:
+            await self.h2.aclose()
 
     async def __aenter__(self) -> HttpClients:
         return self
@@ -83,30 +100,71 @@ class HttpClients:
 
 
 def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> HttpClients:
-    """The httpx clients of one provider: their own pools, no redirects, the CA file's roots if given (else the system's)."""
+    """One provider's connections: their own pools, no redirects, the CA file's roots if given (else the system's)."""
     return HttpClients(timeout_s, max_connections, ca_file, http2=http2)
 
 
-async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
-    """One request; the answer with its body read up to `limit` bytes. Raises httpx.HTTPError on transport failures.
+async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, json: Any = None,
+               data: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None,
+               headers: Mapping[str, str] | None = None) -> Answer:
+    """One request (a JSON body, a form, or none); the answer with its body read up to `limit` bytes. Raises a
+    TransportError on transport failures (a Timeout when a step, or the whole call, took longer than allowed)."""
+    if http.h2 is not None:
+        return await _call_h2(http, method, url, limit=limit, json=json, data=data, auth=auth, headers=headers)
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    fields = list(headers.items()) if headers else []
+    body = b""
+    if json is not None:
+        body = msgspec.json.encode(json)
+        fields.append(("Content-Type", "application/json"))
+    elif data is not None:
+        body = urlencode(data).encode()
+        fields.append(("Content-Type", "application/x-www-form-urlencoded"))
+    if auth is not None:
+        fields.append(("Authorization", basic_auth(*auth)))
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    status, answer_headers, answer = await http.pool(parts.scheme, parts.hostname, parts.port).request(
+        method, target, fields, body, limit)
+    return Answer(status, answer_headers, answer, "HTTP/1.1")
 
-    The client's timeout bounds each step (connect, a read, a write); the whole call is bounded too, by twice the read
-    timeout, so an answer trickled a byte at a time (each read within its timeout) cannot hold a slot for long."""
+
+async def _call_h2(http: HttpClients, method: str, url: str, *, limit: int, **request: Any) -> Answer:
+    """The HTTP/2 path: httpx with h2, its errors as TransportErrors."""
+    assert http.h2 is not None
     deadline_s = 2 * http.timeout_s
-    with trio.move_on_after(deadline_s) as scope:
-        async with http.next().stream(method, url, **request) as response:
-            body = b""
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) >= limit:
-                    body = body[:limit]
-                    break
-        return Answer(response.status_code, response.headers, body, response.http_version)
+    try:
+        with trio.move_on_after(deadline_s) as scope:
+            async with http.h2.stream(method, url, **{k: v for k, v in request.items() if v is not None}) as response:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= limit:
+                        body = body[:limit]
+                        break
+            return Answer(response.status_code, dict(response.headers.items()), body, response.http_version)
+    except httpx.HTTPError as exc:
+        raise _transport_error(exc) from None
     assert scope.cancelled_caught
-    raise httpx.TimeoutException(f"no whole answer within {deadline_s:g} s")
+    raise ReadTimeout(f"no whole answer within {deadline_s:g} s")
 
 
-def retry_after_s(headers: httpx.Headers) -> float | None:
+_HTTPX_ERRORS: tuple[tuple[type[httpx.HTTPError], type[TransportError]], ...] = (
+    (httpx.PoolTimeout, PoolTimeout), (httpx.ConnectTimeout, ConnectTimeout), (httpx.WriteTimeout, WriteTimeout),
+    (httpx.TimeoutException, ReadTimeout), (httpx.ConnectError, ConnectError), (httpx.WriteError, WriteError),
+    (httpx.ReadError, ReadError), (httpx.ProtocolError, RemoteProtocolError),
+)
+
+
+def _transport_error(exc: httpx.HTTPError) -> TransportError:
+    if isinstance(exc, httpx.LocalProtocolError):  # its text may quote a header's value: a credential, maybe
+        return RequestError("a request header or target that the protocol refuses (a control character?)")
+    kind = next((ours for theirs, ours in _HTTPX_ERRORS if isinstance(exc, theirs)), TransportError)
+    return kind(str(exc)[:200])
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """Retry-After in seconds (its HTTP-date form is not used by these APIs), bounded to MAX_WAIT_S."""
     raw = headers.get("retry-after")
     if raw is None:
@@ -118,9 +176,9 @@ def retry_after_s(headers: httpx.Headers) -> float | None:
     return min(MAX_WAIT_S, max(0.0, wait)) if math.isfinite(wait) else None
 
 
-def transport_failure(provider: str, exc: httpx.HTTPError) -> RetryLater:
+def transport_failure(provider: str, exc: TransportError) -> RetryLater:
     """A timeout or connection error: the provider's failure, retried. The text names the error's kind, not the request."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, Timeout):
         return RetryLater(f"{provider}: timed out ({type(exc).__name__})")
     return RetryLater(f"{provider}: {type(exc).__name__}: {str(exc)[:200]}")
 

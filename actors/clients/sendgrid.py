@@ -1,4 +1,5 @@
-"""Email through SendGrid's v3 Mail Send API (`POST /v3/mail/send`), over httpx on Trio.
+"""Email through SendGrid's v3 Mail Send API (`POST /v3/mail/send`), over HTTP/1.1 keep-alive
+connections on Trio (actors/clients/http1.py).
 
 The message is checked by the same builder as the outbox and SMTP
 (actors/clients/sandbox.render_email: a header the email package refuses dead-letters the
@@ -17,7 +18,6 @@ from __future__ import annotations
 import math
 from email.utils import parseaddr
 
-import httpx
 import msgspec
 
 from protocol.header_safe import mailbox_problem
@@ -26,6 +26,7 @@ from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, S
 from reactor.clock import wall_ms
 
 from .http_api import Answer, call, http_client, transport_failure
+from .http_errors import TransportError
 from .provider_config import SendgridProvider
 from .sandbox import render_email
 
@@ -97,7 +98,7 @@ class SendgridClient:
         try:  # an answer is read up to MAX_ERROR_BODY, whatever its size; the whole call is bounded (http_api.call)
             response = await call(self._http, "POST", self.url, limit=MAX_ERROR_BODY, json=mail_body(delivery, self.sender),
                                   headers=headers)
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             return transport_failure("sendgrid", exc)
         body, status = response.body, response.status
         if status in (200, 202):

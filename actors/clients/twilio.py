@@ -1,4 +1,5 @@
-"""SMS through Twilio's Programmable Messaging API (`POST /2010-04-01/Accounts/{sid}/Messages.json`), over httpx.
+"""SMS through Twilio's Programmable Messaging API (`POST /2010-04-01/Accounts/{sid}/Messages.json`), over
+HTTP/1.1 keep-alive connections (actors/clients/http1.py).
 
 HTTP Basic auth with the account SID and auth token; a form body with To (the delivery's
 E.164 number), From or MessagingServiceSid, and Body. 201 is Sent (status `sent`, the
@@ -8,13 +9,15 @@ message SID in the detail). An error answer is Twilio's JSON `{"code", "message"
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import Mapping
+
 import msgspec
 
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 
 from .http_api import call, http_client, retry_after_s, text_of, transport_failure
+from .http_errors import TransportError
 from .provider_config import TwilioProvider
 
 THROTTLE_WAIT_S = 1.0  # a 429 without Retry-After (Twilio's usual): the queue's concurrency frees within a moment
@@ -37,7 +40,7 @@ def error_of(body: bytes) -> tuple[int | None, str]:
         return None, text_of(body)
 
 
-def verdict(status: int, headers: httpx.Headers, body: bytes) -> Outcome:
+def verdict(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     """The verdict of one answer of the Messages API (pure: tested row by row in tests/providers/test_twilio.py)."""
     if status in (200, 201):
         try:
@@ -74,7 +77,7 @@ class TwilioClient:
         auth = (self.settings.account_sid, self.settings.auth_token.reveal())
         try:
             answer = await call(self._http, "POST", self.url, data=form, auth=auth)
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             return transport_failure("twilio", exc)
         return verdict(answer.status, answer.headers, answer.body)
 
