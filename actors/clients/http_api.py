@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import trio
 
@@ -53,7 +54,10 @@ class HttpClients:
     multiplexes requests on a connection: one client.
     """
 
-    def __init__(self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> None:
+    def __init__(
+        self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
         sizes = [max_connections] if http2 else [
             len(range(n, max_connections, math.ceil(max_connections / POOL_CONNECTIONS)))
@@ -63,6 +67,9 @@ class HttpClients:
         self.clients = [
             httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                               follow_redirects=False, verify=verify, http2=http2)
+            if network_backend is None else
+            httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False,  # no proxy from the environment
+                              transport=_transport(verify, size, http2, network_backend))
             for size in sizes
         ]
         self._turn = 0
@@ -82,9 +89,25 @@ class HttpClients:
         await self.aclose()
 
 
-def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> HttpClients:
-    """The httpx clients of one provider: their own pools, no redirects, the CA file's roots if given (else the system's)."""
-    return HttpClients(timeout_s, max_connections, ca_file, http2=http2)
+def _transport(verify: ssl.SSLContext | bool, size: int, http2: bool, backend: httpcore.AsyncNetworkBackend) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over a pool whose connections `backend` opens (actors/clients/ssrf.py: only to checked addresses)."""
+    transport = httpx.AsyncHTTPTransport(verify=verify, http2=http2, trust_env=False)
+    ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+    # the transport's own pool replaced by one with the same settings and the backend (httpx takes no backend itself)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context, max_connections=size, max_keepalive_connections=size, http1=True, http2=http2,
+        network_backend=backend,
+    )
+    return transport
+
+
+def http_client(
+    timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool,
+    network_backend: httpcore.AsyncNetworkBackend | None = None,
+) -> HttpClients:
+    """The httpx clients of one provider: their own pools, no redirects, the CA file's roots if given (else the system's);
+    with `network_backend`, every connection is opened by it and no proxy is taken from the environment."""
+    return HttpClients(timeout_s, max_connections, ca_file, http2=http2, network_backend=network_backend)
 
 
 async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
