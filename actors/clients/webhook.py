@@ -102,8 +102,16 @@ class WebhookClient:
         except httpx.HTTPError as exc:
             if isinstance(exc.__cause__, ForbiddenAddress):  # no connection made: the URL's fault, not the endpoint's health
                 return PermanentFailure(f"webhook: {exc.__cause__}")
-            return transport_failure("webhook", exc)
+            return transport_failure("webhook", exc if str(exc) else _explained(exc))
         return verdict(answer, url)
+
+
+def _explained(exc: httpx.HTTPError) -> httpx.HTTPError:
+    """An httpx error whose text is empty (a TLS failure mapped by httpcore) with its cause's text in it."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not str(cause) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    return type(exc)(f"{type(cause).__name__}: {cause}" if cause is not None else type(exc).__name__)
 
 
 def verdict(answer: Answer, url: str) -> Outcome:
