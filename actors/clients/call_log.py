@@ -199,6 +199,6 @@ def count_calls(entries: Iterable[dict[str, Any] | None]) -> CallCounts:
     )
 
 
-def count_call_logs(data_dir: Path, channels: Iterable[str] = ("email", "sms", "push", "webhook")) -> dict[str, CallCounts]:
+def count_call_logs(data_dir: Path, channels: Iterable[str] = ("email", "sms", "push")) -> dict[str, CallCounts]:
     """The counts of a data dir's call logs, by channel."""
     return {channel: count_calls(read_lines([call_log_path(data_dir, channel)])) for channel in channels}
