@@ -113,10 +113,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self.inner = httpcore.TrioBackend()
         self.refused = 0  # connections refused for their address
 
-    async def checked_addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+    async def checked_addresses(self, host: str, port: int, within_s: float | None) -> list[str]:
         """Every address `host` resolves to, all allowed (else ForbiddenAddress naming the first refused)."""
         try:
-            with trio.fail_after(float("inf") if timeout is None else timeout):
+            with trio.fail_after(float("inf") if within_s is None else within_s):
                 addresses = await self.resolver(host, port)
         except trio.TooSlowError:
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
@@ -132,8 +132,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 raise ForbiddenAddress(f"refused: {shown}{problem} (not an allowed destination for webhooks)")
         return addresses
 
-    async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+    async def connect_tcp(  # httpcore's signature, `timeout` included
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,  # noqa: ASYNC109
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         addresses = await self.checked_addresses(host, port, timeout)
@@ -147,7 +147,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise failure
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+        self, path: str, timeout: float | None = None,  # noqa: ASYNC109  (httpcore's signature)
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise ForbiddenAddress("refused: a unix socket is not a webhook destination")
 
