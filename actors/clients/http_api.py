@@ -110,7 +110,7 @@ def http_client(
     return HttpClients(timeout_s, max_connections, ca_file, http2=http2, network_backend=network_backend)
 
 
-async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, **request: Any) -> Answer:
+async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, decode: bool = True, **request: Any) -> Answer:
     """One request; the answer with its body read up to `limit` bytes. Raises httpx.HTTPError on transport failures.
 
     The client's timeout bounds each step (connect, a read, a write); the whole call is bounded too, by twice the read
@@ -119,7 +119,8 @@ async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANS
     with trio.move_on_after(deadline_s) as scope:
         async with http.next().stream(method, url, **request) as response:
             body = b""
-            async for chunk in response.aiter_bytes():
+            # decode=False: the bytes as they came, never inflated (a gzip bomb's chunk would decompress whole, before the limit)
+            async for chunk in (response.aiter_bytes() if decode else response.aiter_raw()):
                 body += chunk
                 if len(body) >= limit:
                     body = body[:limit]

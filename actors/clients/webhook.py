@@ -87,7 +87,7 @@ class WebhookClient:
         problem = url_problem(url)
         if problem is not None:  # checked when it was configured; a record from before the rule is refused here
             return PermanentFailure(f"webhook: the URL {problem}")
-        headers = {"content-type": "application/json", "user-agent": USER_AGENT}
+        headers = {"content-type": "application/json", "user-agent": USER_AGENT, "accept-encoding": "identity"}
         if self.is_slack(url):
             body = slack_payload(content)
         else:
@@ -98,7 +98,8 @@ class WebhookClient:
                 "webhook-signature": sign(self.spec.secrets, delivery.notification_id, timestamp, body),
             })
         try:
-            answer = await call(self.http, "POST", url, content=body, headers=headers, limit=self.spec.max_answer_bytes)
+            answer = await call(self.http, "POST", url, content=body, headers=headers, limit=self.spec.max_answer_bytes,
+                                decode=False)
         except httpx.HTTPError as exc:
             if isinstance(exc.__cause__, ForbiddenAddress):  # no connection made: the URL's fault, not the endpoint's health
                 return PermanentFailure(f"webhook: {exc.__cause__}")

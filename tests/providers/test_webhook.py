@@ -238,6 +238,24 @@ async def test_a_huge_answer_is_read_up_to_the_limit_and_the_connection_dropped(
     assert flood.requests == 1 and flood.written < flood.total // 4, (flood.written, flood.total)
 
 
+async def test_a_compressed_answer_is_not_inflated(endpoint: Receiver) -> None:
+    import gzip
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * (128 * 1024 * 1024), compresslevel=9)  # 128 MiB of zeros in ~130 KB
+    endpoint.script.append(Answer(500, raw=bomb, headers={"content-encoding": "gzip", "content-type": "text/plain"}))
+    hooks = client(max_answer_bytes=1024)
+    tracemalloc.start()
+    try:
+        outcome = await hooks.send(delivery(endpoint.url))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(outcome, RetryLater) and "500" in outcome.error, outcome
+    assert endpoint.received[0].headers["accept-encoding"] == "identity"
+    assert peak < 16 * 1024 * 1024, peak  # inflating even one network chunk of it would take tens of MiB
+
+
 async def test_a_url_that_breaks_the_rules_is_refused_without_a_request(endpoint: Receiver) -> None:
     for url in ("ftp://127.0.0.1/x", "http://user:pw@127.0.0.1/x", "http://127.0.0.1:99999/x"):
         outcome = await client().send(delivery(url))
