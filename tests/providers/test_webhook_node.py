@@ -78,3 +78,24 @@ async def test_a_node_refuses_a_url_to_its_own_loopback_unless_allowed(tmp_path:
     channel = status["channels"]["webhook"]
     assert channel["status"] == "failed" and "127.0.0.1 is loopback" in json.dumps(status), status
     assert receiver.received == []
+
+
+async def test_a_templates_webhook_part_is_rendered_into_the_post(tmp_path: Path) -> None:
+    receiver = Receiver()
+    async with serving(receiver) as url:
+        providers = {"webhook": [{"type": "webhook", "secret_env": "TEST_HOOK_SECRET", "allow_cidrs": ["127.0.0.0/8"]}]}
+        async with email_node(tmp_path, providers, {"TEST_HOOK_SECRET": SECRET}) as http:
+            template = {"locales": {"en": {"webhook": {"title": "Build {{build}} {{state}}",
+                                                         "body": "{{#notes}}- {{.}}\n{{/notes}}", "data": {"build": "{{build}}"}}}}}
+            created = await http.post("/v1/templates/deploy", json=template)
+            assert created.status_code == 201, created.text
+            sent = await http.post("/v1/notifications", json={
+                "user_id": "ci", "channels": ["webhook"], "template_id": "deploy", "to": {"webhook": url + "/ci"},
+                "data": {"build": 7, "state": "passed", "notes": ["fast", "green"]},
+            })
+            assert sent.status_code == 202, sent.text
+            status = await final(http, sent.json()["notification_id"], ("webhook",))
+    assert status["channels"]["webhook"]["status"] == "sent", status
+    [got] = receiver.received
+    body = Webhook(SECRET).verify(got.body, got.headers)["data"]
+    assert (body["title"], body["body"], body["data"]) == ("Build 7 passed", "- fast\n- green\n", {"build": "7"})
