@@ -37,6 +37,7 @@ from typing import Any
 import trio
 
 from protocol.channels import LANES, Channel, Lane
+from reactor.clock import wall_ms
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
@@ -53,12 +54,15 @@ from .clients.faults import SandboxFaults
 from .clients.apns import ApnsClient
 from .clients.failover import FailoverClient, FailoverGate, Member
 from .clients.fcm import FcmClient
-from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, provider_names
+from .clients.provider_config import (
+    ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, WebhookProvider, provider_names,
+)
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.sendgrid import SendgridClient
 from .clients.smtp import SmtpClient
 from .clients.twilio import TwilioClient
 from .clients.web import WebClient
+from .clients.webhook import WebhookClient
 from .config import ROLES, Config, ConfigError, role_refusal
 from .consumer import ConsumerGroup, PartitionConsumer, RetryPolicy
 from .digester import Digester
@@ -67,7 +71,7 @@ from .ingress import Ingress, SendPlanner
 from .jobs import JobMessage, Jobs
 from .messages import Attempt, CircuitQuery, IngressMessage, RecorderMessage, RegistryMessage
 from .metrics import ConsumedTopic, FanoutProgress, FanoutReader, NodeMetrics, RequestStats, SessionCounts, new_outcomes
-from .provider import ChannelClient, Gate, Provider
+from .provider import ChannelClient, Devices, Gate, Provider
 from .recorder import Recorder
 from .registry import ConnectionRegistry, RecentPushes
 from .scheduler import POLL_S, ScheduleAt, Scheduler
@@ -77,7 +81,7 @@ from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
 from .services.digests import Digests
 from .services.topic_sends import TopicSends
-from .services.user_directory import UserDirectory
+from .services.user_directory import UserDirectory, WebhookEndpoints
 
 log = logging.getLogger("herald")
 
@@ -186,6 +190,7 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
         Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms", config.commit_linger_ms / 1000),
         Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push", config.commit_linger_ms / 1000),
         Channel.WEB: WebClient(backends.broker, recent),
+        Channel.WEBHOOK: JsonLinesSink(config.data_dir / "webhook.jsonl", "webhook", config.commit_linger_ms / 1000),
     }
     for channel in Channel:  # configured real providers in place of the sandbox; several: failover, in order
         specs = config.providers_of(channel)
@@ -200,6 +205,15 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
             ]
             clients[channel] = FailoverClient(channel.value, members, config.provider_throttle_wait_s)
     return clients
+
+
+def _forgets(channel: Channel, users: UserDirectory) -> Devices | None:
+    """Where a channel's gone addresses are removed: push tokens from the devices, webhook URLs from the contact points."""
+    if channel is Channel.PUSH:
+        return users
+    if channel is Channel.WEBHOOK:
+        return WebhookEndpoints(users, wall_ms)
+    return None
 
 
 def provider_gate(config: Config, channel: Channel, client: ChannelClient, state: State) -> Gate:
@@ -223,6 +237,8 @@ def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClie
         return FcmClient(spec)
     if isinstance(spec, ApnsProvider):
         return ApnsClient(spec)
+    if isinstance(spec, WebhookProvider):
+        return WebhookClient(spec)
     return sandbox
 
 
@@ -344,7 +360,7 @@ async def wire(
                   for c, client in chosen.items()}
         herald.providers = {
             c: Provider(c, chosen[c], provider_mbs[c], store, provider_gate(config, c, chosen[c], state),
-                        devices=users if c is Channel.PUSH else None, queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
+                        devices=_forgets(c, users), queries=query_mbs[c], max_in_flight=config.max_in_flight_of(c),
                         critical=critical_mbs[c], critical_reserve=config.critical_slots_of(c),
                         throttle_wait_s=config.provider_throttle_wait_s)
             for c in Channel

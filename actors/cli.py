@@ -85,7 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
             key_file = config.data_dir / API_KEY_FILE  # written by the node, 0600 from its creation
             if args.json:
                 where = {"url": herald.url, "api_key_file": str(key_file.resolve()), "outbox": str(config.outbox_dir.resolve()),
-                         "sms": str((config.data_dir / "sms.jsonl").resolve()), "push": str((config.data_dir / "push.jsonl").resolve())}
+                         "sms": str((config.data_dir / "sms.jsonl").resolve()), "push": str((config.data_dir / "push.jsonl").resolve()),
+                         "webhook": str((config.data_dir / "webhook.jsonl").resolve())}
                 print(json.dumps(where), flush=True)
                 return
             print(f"herald: serving on {herald.url}", flush=True)
@@ -330,7 +331,7 @@ def _rotate_secret(url: str, key: str, retire_previous: bool) -> int:
 def _sandbox_faults(args: argparse.Namespace) -> int:
     """The sandbox providers' faults: show every channel's, set one's (the options given, the rest no fault), clear one's."""
     if args.action != "show" and not args.channel:
-        raise CliError(f"sandbox faults {args.action} needs a channel (email, sms or push)", 2)
+        raise CliError(f"sandbox faults {args.action} needs a channel (email, sms, push or webhook)", 2)
     url, key = _client_settings(args)
     if args.action == "show":
         return _request("GET", f"{url}/v1/admin/sandbox/faults", key, None)
@@ -385,6 +386,10 @@ def _send(args: argparse.Namespace) -> int:
             content["push"] = {"title": args.title, "body": args.body}
             if args.device_token:
                 to["device_token"] = args.device_token
+        elif channel == "webhook":
+            content["webhook"] = {"title": args.title, "body": args.body}
+            if args.webhook:
+                to["webhook"] = args.webhook
         else:
             content["web"] = {"title": args.title, "body": args.body}
     body: dict[str, Any] = {"user_id": args.user, "channels": channels, "content": content, "priority": args.priority}
@@ -522,12 +527,13 @@ def parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="send one notification")
     send.add_argument("--user", required=True)
-    send.add_argument("--channel", action="append", choices=["email", "sms", "push", "web"])
+    send.add_argument("--channel", action="append", choices=["email", "sms", "push", "web", "webhook"])
     send.add_argument("--title", required=True)
     send.add_argument("--body", default="")
     send.add_argument("--email")
     send.add_argument("--phone")
     send.add_argument("--device-token")
+    send.add_argument("--webhook", help="the URL to POST to (else the user's contact webhook)")
     send.add_argument("--priority", default="normal", choices=["critical", "high", "normal", "low"])
     client(send)
     send.set_defaults(func=_send)
@@ -547,14 +553,14 @@ def parser() -> argparse.ArgumentParser:
 
     follow = sub.add_parser("tail", help="follow notifications' deliveries and status changes live")
     follow.add_argument("--user", help="only this user's notifications")
-    follow.add_argument("--channel", choices=["email", "sms", "push", "web"], help="only this channel's steps")
+    follow.add_argument("--channel", choices=["email", "sms", "push", "web", "webhook"], help="only this channel's steps")
     follow.add_argument("--count", type=int, help="exit after this many steps (default: until Ctrl-C)")
     client(follow)
     follow.set_defaults(func=_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue: list, replay, purge")
     dlq.add_argument("action", choices=["list", "replay", "purge"])
-    dlq.add_argument("--channel", choices=["email", "sms", "push", "web"])
+    dlq.add_argument("--channel", choices=["email", "sms", "push", "web", "webhook"])
     dlq.add_argument("--id", type=int, action="append", help="an entry id (repeatable)")
     dlq.add_argument("--notification", help="entries of this notification id")
     dlq.add_argument("--before", help="entries dead-lettered before this time (RFC 3339, or milliseconds since the epoch)")
@@ -585,7 +591,7 @@ def parser() -> argparse.ArgumentParser:
         "`set` replaces the channel's whole setting: options not given mean no fault of that sort.",
     )
     faults.add_argument("action", choices=["show", "set", "clear"])
-    faults.add_argument("channel", nargs="?", choices=["email", "sms", "push"], help="set, clear: the channel")
+    faults.add_argument("channel", nargs="?", choices=["email", "sms", "push", "webhook"], help="set, clear: the channel")
     faults.add_argument("--error-rate", type=float, help="set: the share of calls that fail, 0 to 1")
     faults.add_argument("--kind", choices=["retryable", "permanent"], help="set: what a failed call answers (default retryable)")
     faults.add_argument("--latency-ms", type=float, help="set: added to every call (0 to 10000)")
@@ -613,7 +619,7 @@ def parser() -> argparse.ArgumentParser:
     check = provider_actions.add_parser(
         "check", help="check each configured provider's credentials and connectivity where its API allows (nothing is sent)")
     check.add_argument("--config", type=Path, help="the TOML file `herald serve` reads (HERALD_CONFIG)")
-    check.add_argument("--channel", choices=["email", "sms", "push"], help="only this channel's providers")
+    check.add_argument("--channel", choices=["email", "sms", "push", "webhook"], help="only this channel's providers")
     check.set_defaults(func=_providers_check)
 
     from .check import add_parser as add_check  # herald check properties (actors/check.py)

@@ -24,12 +24,12 @@ if TYPE_CHECKING:  # imported where used, as the app needs them: services.gate i
 
 
 def _default_partitions() -> dict[str, int]:
-    return {"email": 4, "sms": 2, "push": 4, "web": 2}
+    return {"email": 4, "sms": 2, "push": 4, "web": 2, "webhook": 2}
 
 
 def _default_max_in_flight() -> dict[str, int]:
     """Attempts a worker's Provider runs at once, per channel: sized for a provider answering in ~100 ms (README)."""
-    return {"email": 256, "sms": 256, "push": 256, "web": 64}
+    return {"email": 256, "sms": 256, "push": 256, "web": 64, "webhook": 256}
 
 
 LIMIT_KEYS = ("capacity", "refill_per_s", "failure_threshold", "open_timeout_s", "success_threshold")

@@ -51,7 +51,7 @@ from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald.ingress")
 
-_ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token"}
+_ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token", Channel.WEBHOOK: "webhook"}
 _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 _encode_request = msgspec.json.Encoder().encode

@@ -131,7 +131,7 @@ class OpenGate:
             await trio.sleep(wait)
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        if isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None:
+        if isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None and not outcome.recipient:
             self._paused_until = max(self._paused_until, trio.current_time() + outcome.after_s)
 
     async def abandon(self, delivery: Delivery) -> None:
@@ -347,7 +347,7 @@ class Provider:
             await self.gate.settle(delivery, outcome)
             if outcome.unregistered_tokens and self.devices is not None:
                 await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
-            if not (isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None
+            if not (isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None and not outcome.recipient
                     and waited + outcome.after_s <= self.throttle_wait_s and resends < MAX_THROTTLED_RESENDS):
                 break
             waited += outcome.after_s

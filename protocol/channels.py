@@ -17,6 +17,7 @@ class Channel(str, enum.Enum):
     SMS = "sms"
     PUSH = "push"
     WEB = "web"
+    WEBHOOK = "webhook"  # an HMAC-signed POST to the user's URL (actors/clients/webhook.py)
 
     def topic(self, lane: Lane = Lane.BULK) -> str:
         """The bus topic that carries this channel's deliveries of `lane` (the bulk lane's is the channel's own topic)."""

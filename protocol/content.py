@@ -8,8 +8,9 @@ import msgspec
 
 from .header_safe import address_problem, header_text_problem
 from .parsing import DeviceToken
-from .preferences import E164, EmailAddress
+from .preferences import E164, EmailAddress, WebhookUrl
 from .problems import FieldError
+from .webhook_url import url_problem
 
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Text = Annotated[str, msgspec.Meta(max_length=100_000)]
@@ -37,11 +38,20 @@ class WebContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_d
     url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
 
+class WebhookContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What the webhook channel POSTs (in its JSON body, actors/clients/webhook.py), or a Slack message's text."""
+
+    title: Short
+    body: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    data: dict[str, str] = {}
+
+
 class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     email: EmailContent | None = None
     sms: SmsContent | None = None
     push: PushContent | None = None
     web: WebContent | None = None
+    webhook: WebhookContent | None = None
 
     def for_channel(self, channel: str) -> ChannelContent | None:
         """The part for that channel (a Channel's value), None if it has none."""
@@ -53,6 +63,8 @@ class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
             return self.push
         if channel == "web":
             return self.web
+        if channel == "webhook":
+            return self.webhook
         raise ValueError(f"no channel {channel!r}")
 
     def only(self, channel: str) -> Content:
@@ -62,10 +74,11 @@ class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
             sms=self.sms if channel == "sms" else None,
             push=self.push if channel == "push" else None,
             web=self.web if channel == "web" else None,
+            webhook=self.webhook if channel == "webhook" else None,
         )
 
 
-ChannelContent = EmailContent | SmsContent | PushContent | WebContent  # one channel's part of a Content
+ChannelContent = EmailContent | SmsContent | PushContent | WebContent | WebhookContent  # one channel's part of a Content
 
 
 class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -74,6 +87,7 @@ class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     email: EmailAddress | None = None
     phone: E164 | None = None
     device_token: DeviceToken | None = None  # as registered devices' tokens: no `/`, space or control characters
+    webhook: WebhookUrl | None = None  # checked by protocol.webhook_url.url_problem (a 422 naming to.webhook)
 
 
 def header_errors(content: Content | None, to: Recipient | None) -> list[FieldError]:
@@ -91,4 +105,8 @@ def header_errors(content: Content | None, to: Recipient | None) -> list[FieldEr
         problem = address_problem(to.email)
         if problem is not None:
             errors.append(FieldError("to.email", problem))
+    if to is not None and to.webhook is not None:
+        problem = url_problem(to.webhook)
+        if problem is not None:
+            errors.append(FieldError("to.webhook", problem))
     return errors

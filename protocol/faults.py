@@ -22,7 +22,8 @@ from .channels import Channel
 
 FaultKind = Literal["retryable", "permanent"]
 FAULT_KINDS: tuple[str, ...] = ("retryable", "permanent")
-SANDBOX_CHANNELS: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS, Channel.PUSH)  # web has no sandbox provider
+# web has no sandbox provider
+SANDBOX_CHANNELS: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.WEBHOOK)
 MAX_LATENCY_MS = 10_000.0  # a slow provider, not a hung one: a node still stops within its shutdown grace
 MAX_FAIL_FOR_S = 86_400.0
 MAX_SEED = 2**32 - 1

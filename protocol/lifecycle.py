@@ -22,7 +22,7 @@ event marked as a replay; it starts a new *round* of the lifecycle.
 What each status means per channel, and which ones settle a channel's delivery
 (`final_statuses`):
 
-| status | email, sms, push | web (the in-app inbox) |
+| status | email, sms, push, webhook | web (the in-app inbox) |
 | --- | --- | --- |
 | queued | on the bus, waiting for the provider (or a retry, quiet hours) | on the bus |
 | sent | handed to the provider | stored in the user's inbox (pushed to any live session): **final** |

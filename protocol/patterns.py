@@ -14,6 +14,7 @@ from .parsing import PATTERN_SENTENCES as TEXT_SENTENCES
 from .preferences import CATEGORY_PATTERN, E164_PATTERN, EMAIL_PATTERN, HHMM_PATTERN
 from .template_schemas import TEMPLATE_ID_RE, VARIANT_RE
 from .topics import TOPIC_PATTERN, TOPIC_RULE
+from .webhook_url import WEBHOOK_URL_PATTERN
 
 PATTERN_SENTENCES: dict[str, str] = {
     **TEXT_SENTENCES,
@@ -27,6 +28,7 @@ PATTERN_SENTENCES: dict[str, str] = {
     TEMPLATE_ID_RE.pattern: "a template id: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
     VARIANT_RE.pattern: "a variant name: 1-32 characters of A-Z a-z 0-9 _ -",
     TOPIC_PATTERN: f"a topic: {TOPIC_RULE}",
+    WEBHOOK_URL_PATTERN: "an http(s) URL such as https://hooks.example.org/herald, without spaces or control characters",
 }
 
 

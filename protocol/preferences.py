@@ -17,6 +17,7 @@ import msgspec
 from .channels import Channel
 from .locales import Locale, normalize_locale
 from .parsing import DeviceToken
+from .webhook_url import MAX_URL_LENGTH, WEBHOOK_URL_PATTERN
 
 EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # protocol.content.Recipient uses these two as well
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}(?!\n)$"
@@ -30,6 +31,7 @@ from . import digests as _digests  # noqa: E402  (after the patterns: its schema
 EmailAddress = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN)]
 E164 = Annotated[str, msgspec.Meta(pattern=E164_PATTERN)]
 Category = Annotated[str, msgspec.Meta(pattern=CATEGORY_PATTERN)]
+WebhookUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LENGTH, pattern=WEBHOOK_URL_PATTERN)]
 TimeZoneKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=HHMM_PATTERN)]
 
@@ -39,6 +41,7 @@ class ContactPoints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
 
     email: EmailAddress | None = None
     phone: E164 | None = None
+    webhook: WebhookUrl | None = None  # http(s) URL the webhook channel POSTs to (protocol.webhook_url, docs/providers.md)
 
 
 class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,6 +58,7 @@ class ChannelSwitches(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sms: bool = True
     push: bool = True
     web: bool = True
+    webhook: bool = True
 
     def allows(self, channel: Channel) -> bool:
         """Whether the user lets this channel through."""

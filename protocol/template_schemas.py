@@ -1,7 +1,7 @@
 """Template schemas: what POST/PUT /v1/templates/{id} take, what GET and render return. Pure data.
 
 A template holds Mustache sources per locale and channel part (email subject/text/html,
-sms text, push title/body/data, web title/body/url/data). `locales` is the base content;
+sms text, push and webhook title/body/data, web title/body/url/data). `locales` is the base content;
 `variants` (optional) split users by weight for A/B tests, each variant overriding any
 part of any locale. Saved templates are immutable versions; one is active.
 """
@@ -55,6 +55,14 @@ class PushPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     data: _DataSources = {}
 
 
+class WebhookPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What the webhook channel POSTs: rendered like a push part (title, body, data)."""
+
+    title: _Line
+    body: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    data: _DataSources = {}
+
+
 class WebPart(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The in-app item. Its `data` is all of the send's data that reaches the browser: each key declared here,
     rendered like push data; the rest of the send's `data` is the template's input only."""
@@ -72,6 +80,7 @@ class Parts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     sms: SmsPart | None = None
     push: PushPart | None = None
     web: WebPart | None = None
+    webhook: WebhookPart | None = None
 
     def for_channel(self, channel: str) -> ChannelPart | None:
         """The sources for that channel (a Channel's value), None if it has none."""
@@ -83,10 +92,12 @@ class Parts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
             return self.push
         if channel == "web":
             return self.web
+        if channel == "webhook":
+            return self.webhook
         raise ValueError(f"no channel {channel!r}")
 
 
-ChannelPart = EmailPart | SmsPart | PushPart | WebPart  # one channel's sources in a Parts
+ChannelPart = EmailPart | SmsPart | PushPart | WebPart | WebhookPart  # one channel's sources in a Parts
 
 
 Locales = Annotated[dict[LocaleField, Parts], msgspec.Meta(max_length=200)]

@@ -290,5 +290,8 @@ CHANNEL_DEFAULTS: Mapping[str, ChannelDefaults] = MappingProxyType(
         # shared event loop; the breaker only trips if the pub/sub itself fails 5 times in a
         # row (Redis down in the distributed setup), which is exactly when failing fast helps.
         "web": ChannelDefaults(10000.0, 10000.0, BreakerConfig()),
+        # Webhooks go to the users' own endpoints, not to one provider's API: Herald's own outbound rate,
+        # 1,000 POSTs a second. The breaker is the channel's, as for the others (docs/providers.md "Webhook").
+        "webhook": ChannelDefaults(1000.0, 1000.0, BreakerConfig()),
     }
 )

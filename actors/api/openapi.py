@@ -380,7 +380,7 @@ SANDBOX_CHANNEL = Param(
     "A channel served by a sandbox client (404 for another, or one whose client is not the sandbox's).", True, "sms",
 )
 _FAULTS_DOC = (
-    "Only the sandbox clients (the email outbox, the SMS and push files) take faults. Each call first waits `latency_ms`, "
+    "Only the sandbox clients (the email outbox, the SMS, push and webhook files) take faults. Each call first waits `latency_ms`, "
     "then fails while the outage window (`fail_for_s` from now) runs, or with probability `error_rate` (seeded by `seed`); "
     "a failed call answers `kind`: `retryable` (retried with backoff, counts against the breaker, dead-lettered after "
     "max_attempts) or `permanent` (the channel fails at once). The setting lasts until changed or the node restarts; "
@@ -843,7 +843,7 @@ WEBSOCKET: dict[str, dict[str, Any]] = {  # x-websockets: a fragment of the JSON
 }
 
 DESCRIPTION = """\
-Herald delivers notifications by email, SMS, mobile push and in-app web, with a delivery log, \
+Herald delivers notifications by email, SMS, mobile push, in-app web and signed webhooks, with a delivery log, \
 per-channel status and an attempt timeline.
 
 **Auth.** Every `/v1` route needs `Authorization: Bearer <API key>` granting the operation's scope \
@@ -959,7 +959,7 @@ def build_spec(routes: Collection[tuple[str, str]] | None = None) -> dict[str, A
         "info": {
             "title": "Herald",
             "version": _version(),
-            "summary": "A multi-channel notification service: email, SMS, mobile push and in-app web.",
+            "summary": "A multi-channel notification service: email, SMS, mobile push, in-app web and webhooks.",
             "description": DESCRIPTION,
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },

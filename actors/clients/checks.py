@@ -11,6 +11,8 @@ Nothing is sent to anyone. Per type:
   took the access token (401, 403, 404 that it did not).
 * apns: a notification to a token of zeros: 400 BadDeviceToken means Apple took the
   provider token and the topic (403 that it did not). Apple keeps nothing of it.
+* webhook: nothing to call (the endpoints are the users'); the secret's keys were checked at
+  start-up (whsec_<base64>): the line says how many sign and what the SSRF guard allows.
 * sandbox: nothing to check.
 
 A line per provider; the texts are the providers' statuses and error codes, never a credential.
@@ -39,6 +41,7 @@ from .provider_config import (
     SendgridProvider,
     SmtpProvider,
     TwilioProvider,
+    WebhookProvider,
     provider_names,
 )
 from .smtp import ConnectionLost, ProtocolError, Refused, _tls_context, open_session
@@ -131,6 +134,11 @@ async def check_apns(spec: ApnsProvider) -> tuple[bool, str]:
     return False, f"{answer.status} {why}"
 
 
+async def check_webhook(spec: WebhookProvider) -> tuple[bool, str]:
+    allowed = ", ".join(spec.allow_cidrs) or "public addresses only"
+    return True, f"{len(spec.secrets)} signing key(s); destinations: {allowed}"
+
+
 def _json(body: bytes) -> dict[str, Any]:
     try:
         value = msgspec.json.decode(body)
@@ -142,7 +150,7 @@ def _json(body: bytes) -> dict[str, Any]:
 async def check_one(spec: Any) -> tuple[bool, str]:
     """One provider's check; a transport error is a failed check naming it."""
     checks: dict[type, Any] = {SmtpProvider: check_smtp, SendgridProvider: check_sendgrid, TwilioProvider: check_twilio,
-                               FcmProvider: check_fcm, ApnsProvider: check_apns}
+                               FcmProvider: check_fcm, ApnsProvider: check_apns, WebhookProvider: check_webhook}
     check = checks.get(type(spec))
     if check is None:
         return True, "the sandbox: nothing to check"

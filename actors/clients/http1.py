@@ -32,7 +32,7 @@ from __future__ import annotations
 import select
 import ssl
 from base64 import b64encode
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import h11
 import trio
@@ -75,20 +75,25 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
+Connect = Callable[[str, int], Awaitable[trio.SocketStream]]  # (host, port) -> a TCP stream, as trio.open_tcp_stream
+
+
 class Http1Pool:
     """Keep-alive HTTP/1.1 connections to one origin (scheme, host, port), at most `max_connections` of them."""
 
     def __init__(self, scheme: str, host: str, port: int, *, timeout_s: float, max_connections: int,
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext | None, connect: Connect | None = None) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"not an http(s) URL scheme: {scheme!r}")
         self.scheme, self.host, self.port = scheme, host, port
         self.origin = f"{scheme}://{host}:{port}"
-        self.host_header = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal, bracketed as in its URL
+        self.host_header = name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
         self.timeout_s = timeout_s
         self.tls = tls if scheme == "https" else None
         if self.tls is not None:
             self.tls.set_alpn_protocols(["http/1.1"])
+        self.open_tcp: Connect = connect or trio.open_tcp_stream  # the webhook channel's: to checked addresses only (ssrf.py)
         self.slots = trio.Semaphore(max_connections)
         self.idle: list[Connection] = []
         self.open = 0  # connections open now, idle or in use (at most max_connections)
@@ -100,7 +105,9 @@ class Http1Pool:
         """Send one request; the status, the headers (lower-case names, repeated ones joined by ", ") and the body
         read up to `limit` bytes. Raises a TransportError (a Timeout for a step or the whole call that took too long)."""
         verb = method.upper().encode("ascii")
-        head = [("Host", self.host_header), ("User-Agent", "herald"), *headers]
+        given = list(headers)
+        head = [("Host", self.host_header), *([] if any(n.lower() == "user-agent" for n, _ in given) else [("User-Agent", "herald")]),
+                *given]
         if body or verb not in (b"GET", b"HEAD"):
             head.append(("Content-Length", str(len(body))))
         try:
@@ -214,7 +221,7 @@ class Http1Pool:
 
     async def _connect(self) -> Connection:
         try:
-            tcp = await trio.open_tcp_stream(self.host, self.port)
+            tcp = await self.open_tcp(self.host, self.port)
         except OSError as exc:
             raise ConnectError(f"{self.origin}: cannot connect ({_why(exc)})") from None
         self.open += 1

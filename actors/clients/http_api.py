@@ -31,7 +31,7 @@ import trio
 
 from protocol.messages import RetryLater
 
-from .http1 import Http1Pool, basic_auth
+from .http1 import Connect, Http1Pool, basic_auth
 from .http_errors import (
     ConnectError,
     ConnectTimeout,
@@ -69,8 +69,12 @@ class HttpClients:
     hundreds of connections for thousands of requests a second: each origin's pool has up to
     `max_connections`. HTTP/2 multiplexes requests on a connection."""
 
-    def __init__(self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> None:
+    def __init__(self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool,
+                 connect: Connect | None = None) -> None:
+        if http2 and connect is not None:
+            raise ValueError("a connect function is for the HTTP/1.1 pools (the webhook channel's SSRF guard)")
         self.timeout_s = timeout_s
+        self.connect = connect
         self.max_connections = max_connections
         self.tls = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
         self.pools: dict[tuple[str, str, int], Http1Pool] = {}
@@ -83,7 +87,7 @@ class HttpClients:
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = Http1Pool(*key, timeout_s=self.timeout_s, max_connections=self.max_connections,
-                                               tls=self.tls)
+                                               tls=self.tls, connect=self.connect)
         return pool
 
     async def aclose(self) -> None:
@@ -99,24 +103,30 @@ class HttpClients:
         await self.aclose()
 
 
-def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool) -> HttpClients:
-    """One provider's connections: their own pools, no redirects, the CA file's roots if given (else the system's)."""
-    return HttpClients(timeout_s, max_connections, ca_file, http2=http2)
+def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool,
+                connect: Connect | None = None) -> HttpClients:
+    """One provider's connections: their own pools, no redirects, the CA file's roots if given (else the system's);
+    with `connect`, every HTTP/1.1 connection is opened by it (actors/clients/ssrf.py: only to checked addresses)."""
+    return HttpClients(timeout_s, max_connections, ca_file, http2=http2, connect=connect)
 
 
 async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANSWER, json: Any = None,
                data: Mapping[str, str] | None = None, auth: tuple[str, str] | None = None,
-               headers: Mapping[str, str] | None = None) -> Answer:
-    """One request (a JSON body, a form, or none); the answer with its body read up to `limit` bytes. Raises a
-    TransportError on transport failures (a Timeout when a step, or the whole call, took longer than allowed)."""
+               headers: Mapping[str, str] | None = None, content: bytes | None = None) -> Answer:
+    """One request (a JSON body, a form, bytes as they are, or none); the answer with its body read up to `limit`
+    bytes, never decompressed. Raises a TransportError on transport failures (a Timeout when a step, or the whole
+    call, took longer than allowed)."""
     if http.h2 is not None:
-        return await _call_h2(http, method, url, limit=limit, json=json, data=data, auth=auth, headers=headers)
+        return await _call_h2(http, method, url, limit=limit, json=json, data=data, auth=auth, headers=headers,
+                              content=content)
     parts = urlsplit(url)
     if not parts.hostname:
         raise ValueError(f"not an absolute URL: {url!r}")
     fields = list(headers.items()) if headers else []
     body = b""
-    if json is not None:
+    if content is not None:
+        body = content
+    elif json is not None:
         body = msgspec.json.encode(json)
         fields.append(("Content-Type", "application/json"))
     elif data is not None:

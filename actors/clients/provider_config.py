@@ -3,7 +3,7 @@
 TOML (`[[herald.providers.email]]`, one table per provider, in order) or the env var
 HERALD_PROVIDERS holding the same structure as JSON. A channel without providers keeps
 its sandbox client (the zero-config default). Types: `sandbox` (every channel), `smtp` and
-`sendgrid` (email), `twilio` (sms), `fcm` and `apns` (push).
+`sendgrid` (email), `twilio` (sms), `fcm` and `apns` (push), `webhook` (webhook).
 
 Credentials are never in the config itself: a secret setting is given as `<name>_env`
 (the name of an environment variable) or `<name>_file` (a file holding it, one trailing
@@ -14,6 +14,7 @@ fails over from one to the next, in order (actors/clients/failover.py).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,13 @@ PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
     "twilio": ("sms",),
     "fcm": ("push",),
     "apns": ("push",),
+    "webhook": ("webhook",),
 }
 # settings given only as <name>_env or <name>_file
-SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",)}
+SECRETS = {
+    "smtp": ("password",), "sendgrid": ("api_key",), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",),
+    "webhook": ("secret",),
+}
 MAX_PROVIDERS = 4  # per channel: the first that can take a delivery sends it (actors/clients/failover.py)
 MAX_TTL_S = 28 * 86_400  # the longest a push provider is asked to keep an undelivered notification (FCM's own limit)
 
@@ -143,7 +148,21 @@ class ApnsProvider:
     type: str = "apns"
 
 
-ProviderSpec = SandboxProvider | SmtpProvider | SendgridProvider | TwilioProvider | FcmProvider | ApnsProvider
+@dataclass(frozen=True)
+class WebhookProvider:
+    """Signed POSTs to the users' own URLs, Standard Webhooks style (actors/clients/webhook.py)."""
+
+    secrets: tuple[bytes, ...] = field(repr=False)  # the signing keys (whsec_<base64>, decoded): each signs, the first is current
+    timeout_s: float = 10.0
+    max_connections: int = 64
+    max_answer_bytes: int = 4096  # of an endpoint's answer, read; the rest dropped with the connection
+    allow_cidrs: tuple[str, ...] = ()  # networks a URL may reach although they are not public (loopback, private...)
+    slack_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)  # URLs posted as Slack messages ({"text"}), unsigned
+    ca_file: Path | None = None
+    type: str = "webhook"
+
+
+ProviderSpec = SandboxProvider | SmtpProvider | SendgridProvider | TwilioProvider | FcmProvider | ApnsProvider | WebhookProvider
 _SENDGRID_KEYS: dict[str, type] = {"base_url": str, "timeout_s": float, "max_connections": int}
 _HTTP_KEYS: dict[str, type] = {"base_url": str, "timeout_s": float, "max_connections": int, "ca_file": Path}
 _TWILIO_KEYS: dict[str, type] = {**_HTTP_KEYS, "account_sid": str, "from_number": str, "messaging_service_sid": str}
@@ -314,7 +333,63 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
     return SmtpProvider(**values, password=password)
 
 
-_PARSERS: dict[str, Callable[[str, dict[str, Any], Mapping[str, str]], ProviderSpec]] = {"smtp": _smtp, "sendgrid": _sendgrid, "twilio": _twilio, "fcm": _fcm, "apns": _apns}
+_WEBHOOK_KEYS: dict[str, type] = {"timeout_s": float, "max_connections": int, "max_answer_bytes": int, "ca_file": Path,
+                                   "allow_cidrs": list, "slack_prefixes": list}
+WEBHOOK_SECRET_PREFIX = "whsec_"
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def webhook_secrets(where: str, secret: Secret) -> tuple[bytes, ...]:
+    """The signing keys of a `whsec_<base64>` secret; several separated by spaces (rotation: each one signs)."""
+    keys: list[bytes] = []
+    for n, word in enumerate(secret.reveal().split()):
+        if not word.startswith(WEBHOOK_SECRET_PREFIX):
+            raise ValueError(f"{where}.secret: key {n + 1} is not of the form whsec_<base64> (its value is not shown)")
+        try:
+            key = base64.b64decode(word[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+        except ValueError:
+            raise ValueError(f"{where}.secret: key {n + 1} is not base64 after whsec_ (its value is not shown)") from None
+        if not 24 <= len(key) <= 64:
+            raise ValueError(f"{where}.secret: key {n + 1} is {len(key)} bytes; expected 24 to 64 (32 random bytes are usual)")
+        keys.append(key)
+    if not keys:
+        raise ValueError(f"{where}.secret: empty; expected whsec_<base64> (several, space-separated, while rotating)")
+    return tuple(keys)
+
+
+def _strings(where: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):  # from an env var's JSON a list; a lone string is taken as a list of one
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: expected a list of strings, got {raw!r}")
+    return tuple(_value(f"{where}[{n}]", str, item) for n, item in enumerate(raw))
+
+
+def _webhook(where: str, table: dict[str, Any], env: Mapping[str, str]) -> WebhookProvider:
+    from .ssrf import parse_cidrs
+
+    _check_keys(where, "webhook", table, _WEBHOOK_KEYS)
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key in ("allow_cidrs", "slack_prefixes"):
+            values[key] = _strings(f"{where}.{key}", raw)
+        elif key in _WEBHOOK_KEYS:
+            values[key] = _value(f"{where}.{key}", _WEBHOOK_KEYS[key], raw)
+    try:
+        parse_cidrs(values.get("allow_cidrs", ()))
+    except ValueError as exc:
+        raise ValueError(f"{where}.allow_cidrs: {exc}") from None
+    for n, prefix in enumerate(values.get("slack_prefixes", ())):
+        if not prefix.startswith(("https://", "http://")):
+            raise ValueError(f"{where}.slack_prefixes[{n}]: expected the start of an http(s) URL, got {prefix!r}")
+    if values.get("max_answer_bytes", 1) > MAX_ANSWER_BYTES:
+        raise ValueError(f"{where}.max_answer_bytes: expected at most {MAX_ANSWER_BYTES}, got {values['max_answer_bytes']!r}")
+    return WebhookProvider(secrets=webhook_secrets(where, _required_secret(where, "webhook", "secret", table, env)), **values)
+
+
+_PARSERS: dict[str, Callable[[str, dict[str, Any], Mapping[str, str]], ProviderSpec]] = {
+    "smtp": _smtp, "sendgrid": _sendgrid, "twilio": _twilio, "fcm": _fcm, "apns": _apns, "webhook": _webhook,
+}
 
 
 def provider_names(specs: tuple[ProviderSpec, ...]) -> list[str]:
@@ -335,7 +410,7 @@ def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[Provi
     parsed: dict[str, tuple[ProviderSpec, ...]] = {}
     for channel, listed in value.items():
         if channel not in {c.value for c in Channel} or channel == Channel.WEB.value:
-            raise ValueError(f"providers.{channel}: providers are configured for email, sms and push")
+            raise ValueError(f"providers.{channel}: providers are configured for email, sms, push and webhook")
         if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
             raise ValueError(f"providers.{channel}: expected a list of provider tables ([[herald.providers.{channel}]])")
         if len(listed) > MAX_PROVIDERS:

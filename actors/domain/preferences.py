@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -36,6 +36,7 @@ from protocol.header_safe import address_problem
 from protocol.messages import Delivery
 from protocol.preferences import CATEGORY_PATTERN, MAX_OPT_OUTS, Preferences, Profile
 from protocol.problems import FieldError
+from protocol.webhook_url import url_problem
 
 from .tokens import InvalidToken, SigningKeys, sign_claims, verify_claims
 
@@ -60,6 +61,10 @@ def check_preferences(prefs: Preferences, known_zones: Container[str]) -> list[F
         problem = address_problem(prefs.contact.email)
         if problem is not None:
             errors.append(FieldError("contact.email", problem))
+    if prefs.contact.webhook is not None:
+        problem = url_problem(prefs.contact.webhook)
+        if problem is not None:
+            errors.append(FieldError("contact.webhook", problem))
     if prefs.timezone in UNSAFE_ZONES or prefs.timezone not in known_zones:
         message = f"unknown IANA time zone {prefs.timezone!r} (e.g. Europe/Paris, America/New_York, UTC)"
         errors.append(FieldError("timezone", message))
@@ -191,6 +196,9 @@ def addresses_for(channel: Channel, to: Recipient | None, profile: Profile) -> t
         if to is not None and to.device_token:
             return (to.device_token,)
         return tuple(profile.devices)
+    if channel is Channel.WEBHOOK:
+        url = (to.webhook if to is not None else None) or contact.webhook
+        return (url,) if url else ()
     return ()
 
 
@@ -240,7 +248,10 @@ def waited(delivery: Delivery) -> bool:
     return delivery.attempt > 1 or delivery.replays > 0 or delivery.deferred
 
 
-_CONTACT_NAMES = {Channel.EMAIL: "contact email", Channel.SMS: "contact phone", Channel.PUSH: "registered push device"}
+_CONTACT_NAMES = {
+    Channel.EMAIL: "contact email", Channel.SMS: "contact phone", Channel.PUSH: "registered push device",
+    Channel.WEBHOOK: "webhook URL",
+}
 
 
 def check_at_fire(delivery: Delivery, profile: Profile, now_ms: int, zone: dt.tzinfo) -> FireCheck:
@@ -301,6 +312,13 @@ def verify_unsubscribe_token(keys: SigningKeys, token: str) -> tuple[str, str]:
     if not isinstance(user_id, str) or not isinstance(category, str) or not _CATEGORY_RE.match(category):
         raise InvalidUnsubscribeToken("malformed token")
     return user_id, category
+
+
+def without_webhook(prefs: Preferences, urls: Iterable[str]) -> Preferences:
+    """The same preferences without the contact webhook URL if it is one of `urls` (an endpoint that answered 410 Gone)."""
+    if prefs.contact.webhook is None or prefs.contact.webhook not in set(urls):
+        return prefs
+    return msgspec.structs.replace(prefs, contact=msgspec.structs.replace(prefs.contact, webhook=None))
 
 
 def with_opt_out(prefs: Preferences, category: str) -> Preferences:

@@ -38,10 +38,12 @@ import msgspec
 from chevron.tokenizer import tokenize
 
 from protocol.channels import Channel
-from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent
+from protocol.content import Content, EmailContent, PushContent, SmsContent, WebContent, WebhookContent
 from protocol.header_safe import header_text_problem
 from protocol.problems import FieldError, field_of
-from protocol.template_schemas import ChannelPart, EmailPart, Parts, PushPart, SmsInfo, SmsPart, TemplateSpec, Variables
+from protocol.template_schemas import (
+    ChannelPart, EmailPart, Parts, PushPart, SmsInfo, SmsPart, TemplateSpec, Variables, WebhookPart,
+)
 
 from .digests import check_window
 from .channel_limits import PUSH_MAX_BYTES, SMS_MAX_SEGMENTS, WEB_DATA_MAX_BYTES, push_payload_bytes, sms_info
@@ -402,7 +404,7 @@ def _part_sources(part: ChannelPart) -> list[tuple[str, str, bool]]:
         found = [("subject", part.subject, False), ("text", part.text, False), ("html", part.html, True)]
     elif isinstance(part, SmsPart):
         found = [("text", part.text, False)]
-    elif isinstance(part, PushPart):
+    elif isinstance(part, (PushPart, WebhookPart)):
         found = [("title", part.title, False), ("body", part.body, False)]
         found += [(f"data.{key}", value, False) for key, value in part.data.items()]
     else:
@@ -422,7 +424,7 @@ def _compile_locales(prefix: str, locales: Mapping[str, Parts], errors: list[Fie
         spelled[key] = locale
         compiled[key] = {}
         if base and all(parts.for_channel(c.value) is None for c in Channel):
-            errors.append(FieldError(f"{prefix}.{locale}", "has no channel part (email, sms, push, web)"))
+            errors.append(FieldError(f"{prefix}.{locale}", "has no channel part (email, sms, push, web, webhook)"))
         for channel in Channel:
             part = parts.for_channel(channel.value)
             if part is None:
@@ -525,9 +527,10 @@ class Rendered:
 
 
 _ONE_LINE = re.compile(r"\s*[\r\n]+\s*")
-_SINGLE_LINE_FIELDS = {Channel.EMAIL: "subject", Channel.PUSH: "title", Channel.WEB: "title"}
+_SINGLE_LINE_FIELDS = {Channel.EMAIL: "subject", Channel.PUSH: "title", Channel.WEB: "title", Channel.WEBHOOK: "title"}
 _CONTENT_TYPES: dict[Channel, Any] = {
     Channel.EMAIL: EmailContent, Channel.SMS: SmsContent, Channel.PUSH: PushContent, Channel.WEB: WebContent,
+    Channel.WEBHOOK: WebhookContent,
 }
 
 
@@ -573,7 +576,7 @@ def _build(part: CompiledPart, data: Mapping[str, Any], budget: Budget) -> tuple
             continue
         else:
             values[name] = text
-    if part.channel is Channel.PUSH:
+    if part.channel in (Channel.PUSH, Channel.WEBHOOK):
         values["data"] = push_data
     return msgspec.convert(values, _CONTENT_TYPES[part.channel]), push_data
 

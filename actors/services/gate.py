@@ -258,7 +258,7 @@ class ResilienceGate:
         if isinstance(outcome, RetryLater) and outcome.throttled:  # its rate, not its health: no word to the breaker
             if probe:
                 await self._release_probe()
-            if outcome.after_s is not None and outcome.after_s > 0:
+            if outcome.after_s is not None and outcome.after_s > 0 and not outcome.recipient:  # one recipient's: holds no one else
                 await self._hold_bucket(outcome.after_s)
             return
         try:

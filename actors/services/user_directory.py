@@ -4,7 +4,8 @@ Ingress reads a user's Profile (preferences and push tokens) on every submission
 is cached in a State (`users:profile:<id>`, `cache_ttl_s`, 60 s by default): on the
 node an in-memory, bounded State of its own (reactor.backends.local_state).
 Every write through this directory (a PUT of preferences, an unsubscribe, a device
-registered, deleted or found unregistered by a push provider) writes the UserStore
+registered, deleted or found unregistered by a push provider, a webhook URL whose endpoint answered
+410 Gone) writes the UserStore
 first and then deletes the cached copy, so the next read loads it again. The usual
 cache-aside race (a read that loaded the old profile just before a write stores it
 just after the write invalidated) leaves a stale copy for at most `cache_ttl_s`.
@@ -26,7 +27,7 @@ import trio
 from protocol.preferences import MAX_DEVICES, Platform, Preferences, Profile
 from reactor.ports import DeviceRow, State, UserStore
 
-from ..domain.preferences import issue_unsubscribe_token, with_opt_out
+from ..domain.preferences import issue_unsubscribe_token, with_opt_out, without_webhook
 from ..domain.tokens import SigningKeys
 
 log = logging.getLogger("herald.users")
@@ -35,6 +36,18 @@ _profile_decoder = msgspec.json.Decoder(Profile)
 _preferences_decoder = msgspec.json.Decoder(Preferences)
 _encoder = msgspec.json.Encoder()
 _UTC = zoneinfo.ZoneInfo("UTC")
+
+
+class WebhookEndpoints:
+    """The webhook Provider's `devices`: an endpoint that answered 410 Gone leaves the user's contact points,
+    as an unregistered push token leaves their devices."""
+
+    def __init__(self, directory: UserDirectory, clock: Callable[[], int]) -> None:
+        self.directory = directory
+        self.clock = clock
+
+    async def forget_devices(self, user_id: str, tokens: Iterable[str]) -> int:
+        return await self.directory.forget_webhooks(user_id, tokens, self.clock())
 
 
 def _cache_key(user_id: str) -> str:
@@ -160,6 +173,28 @@ class UserDirectory:
         if removed:
             log.info("removed %d unregistered device(s) of %s", removed, user_id)
         await self.invalidate([user_id])
+        return removed
+
+    async def forget_webhooks(self, user_id: str, urls: Iterable[str], at_ms: int) -> int:
+        """Remove the user's contact webhook URL if it is one of `urls` (it answered 410 Gone); 1 if it was removed.
+
+        A URL the send gave in `to` is in no preferences: nothing changes then."""
+        gone = set(urls)
+        if (await self.preferences(user_id)).contact.webhook not in gone:
+            return 0
+        removed = 0
+
+        def change(document: bytes | None) -> bytes:
+            nonlocal removed
+            current = Preferences() if document is None else _preferences_decoder.decode(document)
+            changed = without_webhook(current, gone)
+            removed = int(changed is not current)
+            return _encoder.encode(changed)
+
+        await self.store.update_preferences(user_id, change, at_ms)
+        await self.invalidate([user_id])
+        if removed:
+            log.info("removed the webhook URL of %s: the endpoint answered 410 Gone", user_id)
         return removed
 
     # -- time zones and links

@@ -7,7 +7,7 @@
   const $ = (id) => document.getElementById(id);
   const KEY = 'herald.console.key';
   const HISTORY = 60;  // samples kept for the charts (one a second)
-  const CHANNELS = ['email', 'sms', 'push', 'web'];
+  const CHANNELS = ['email', 'sms', 'push', 'web', 'webhook'];
 
   const state = { key: null, controller: null, previous: null, history: {}, selected: null, job: null, retry: null };
 

@@ -81,7 +81,7 @@ async def test_dlq_list_replay_and_purge_over_http_and_cli(tmp_path):
         assert circuits["sms"]["calls"] == 5 * 2 + 4
         assert circuits["email"]["bucket_capacity"] == 1000
         code, from_cli = await run_cli("circuits", *cli_args)
-        assert {c["channel"] for c in from_cli["circuits"]} == {"email", "sms", "push", "web"}
+        assert {c["channel"] for c in from_cli["circuits"]} == {"email", "sms", "push", "web", "webhook"}
 
 
 async def test_circuits_show_an_open_breaker_and_when_it_will_probe(tmp_path):

@@ -59,7 +59,7 @@ async def test_send_and_listen_reach_the_node_started_here_on_any_port(tmp_path)
         assert listened[0].returncode == 0, listened[0].stderr.decode()
         assert any(f.get("type") == "notification" and f["id"] == nid and f["title"] == "Hello from the CLI" for f in frames), frames
         circuits = await herald(tmp_path, env, "circuits")
-        assert circuits.returncode == 0 and len(json.loads(circuits.stdout)["circuits"]) == 4
+        assert circuits.returncode == 0 and len(json.loads(circuits.stdout)["circuits"]) == 5
 
 
 async def test_the_cli_reads_the_config_file_serve_reads(tmp_path):

@@ -117,7 +117,7 @@ def test_the_config_file_and_the_environment_set_faults_and_refuse_bad_ones_by_n
 async def test_an_sms_fault_retries_opens_the_breaker_dead_letters_and_recovers_after_clearing(tmp_path, clock):
     async with running_node(tmp_path, **settings()) as herald:
         faults, gate = herald.sandbox_faults, herald.providers[Channel.SMS].gate
-        assert faults is not None and [c.value for c in faults.channels()] == ["email", "sms", "push"]
+        assert faults is not None and [c.value for c in faults.channels()] == ["email", "sms", "push", "webhook"]
         faults.set(Channel.SMS, FaultSpec(error_rate=1.0))
         nid = (await herald.ingress.accept(sms("bob"))).notification_id
         assert await final_status(herald, nid, "sms") == "dead_lettered"

@@ -20,7 +20,7 @@ def sms(user: str) -> dict:
 async def test_put_makes_the_sandbox_fail_get_shows_it_delete_clears_it(tmp_path):
     async with running_node(tmp_path) as herald, http(herald) as client:
         listed = (await client.get("/v1/admin/sandbox/faults")).json()["faults"]
-        assert [(f["channel"], f["active"]) for f in listed] == [("email", False), ("sms", False), ("push", False)]
+        assert [(f["channel"], f["active"]) for f in listed] == [("email", False), ("sms", False), ("push", False), ("webhook", False)]
 
         response = await client.put("/v1/admin/sandbox/faults/sms", json={"error_rate": 1, "kind": "permanent", "latency_ms": 5})
         assert response.status_code == 200, response.text
@@ -83,7 +83,7 @@ class Steady:
 
 async def test_faults_apply_only_to_sandbox_clients(tmp_path):
     async with running_node(tmp_path, clients={Channel.SMS: Steady()}, faults={"sms": {"error_rate": 1}}) as herald, http(herald) as client:
-        assert [f["channel"] for f in (await client.get("/v1/admin/sandbox/faults")).json()["faults"]] == ["email", "push"]
+        assert [f["channel"] for f in (await client.get("/v1/admin/sandbox/faults")).json()["faults"]] == ["email", "push", "webhook"]
         assert (await client.put("/v1/admin/sandbox/faults/sms", json={"error_rate": 1})).status_code == 404
         nid = (await client.post("/v1/notifications", json=sms("finn"))).json()["notification_id"]
         assert (await wait_final(client, nid))["channels"]["sms"]["status"] == "delivered"  # the config's sms fault is ignored
@@ -111,7 +111,7 @@ async def test_herald_sandbox_faults_shows_sets_and_clears(tmp_path, capsys):
 
         code, out, _ = await run_cli(capsys, "sandbox", "faults", "show", *where)
         assert code == 0
-        assert {f["channel"]: f["active"] for f in json.loads(out)["faults"]} == {"email": False, "sms": True, "push": True}
+        assert {f["channel"]: f["active"] for f in json.loads(out)["faults"]} == {"email": False, "sms": True, "push": True, "webhook": False}
 
         code, out, _ = await run_cli(capsys, "sandbox", "faults", "clear", "sms", *where)
         assert code == 0 and json.loads(out)["active"] is False
@@ -121,7 +121,7 @@ async def test_herald_sandbox_faults_shows_sets_and_clears(tmp_path, capsys):
         code, out, _ = await run_cli(capsys, "sandbox", "faults", "set", "sms", "--error-rate", "2", *where)
         assert code == 1 and json.loads(out)["errors"][0]["field"] == "error_rate"
         code, out, err = await run_cli(capsys, "sandbox", "faults", "set", *where)
-        assert code == 2 and err.strip() == "herald: sandbox faults set needs a channel (email, sms or push)"
+        assert code == 2 and err.strip() == "herald: sandbox faults set needs a channel (email, sms, push or webhook)"
 
 
 async def test_the_fault_routes_need_an_admin_key(tmp_path):

@@ -88,3 +88,11 @@ def test_without_providers_there_is_nothing_to_check(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("HERALD_PROVIDERS", raising=False)
     assert main(["providers", "check"]) == 0
     assert capsys.readouterr().out.strip() == "no providers configured: every channel sends to its sandbox"
+
+
+async def test_a_webhook_provider_is_checked_without_a_request(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.providers.test_webhook import OLD_SECRET, SECRET
+
+    providers = {"webhook": [{"type": "webhook", "secret_env": "T_HOOK", "allow_cidrs": ["10.20.0.0/16"]}]}
+    code, lines = await run_check(monkeypatch, capsys, providers, {"T_HOOK": f"{SECRET} {OLD_SECRET}"})
+    assert code == 0 and lines == ["webhook webhook: ok: 2 signing key(s); destinations: 10.20.0.0/16"], lines

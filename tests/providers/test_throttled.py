@@ -130,3 +130,24 @@ async def test_a_throttle_with_no_wait_is_sent_again_a_bounded_number_of_times(a
     outcome, provider = await run_one(client, ResilienceGate("sms", Limits(100, 100, BREAKER), MemoryState()))
     assert isinstance(outcome, RetryLater) and outcome.throttled, outcome  # back to the consumer's retries
     assert len(client.calls) == 1 + MAX_THROTTLED_RESENDS and provider.throttled_resends == MAX_THROTTLED_RESENDS
+
+
+def recipient_throttled(after_s: float = 5.0) -> RetryLater:
+    """A webhook endpoint's 429: that recipient's rate, not the provider's (actors/clients/webhook.py)."""
+    return RetryLater("webhook: 429", after_s=after_s, throttled=True, recipient=True)
+
+
+async def test_a_recipients_throttle_holds_no_one_else_and_goes_back_to_the_consumer(autojump_clock) -> None:
+    gate = ResilienceGate("webhook", Limits(100, 100, BREAKER), MemoryState())
+    for _ in range(3):  # more than the failure threshold: still no breaker failure
+        await gate.admit(delivery())
+        await gate.settle(delivery(), recipient_throttled(30.0))
+    started = trio.current_time()
+    await gate.admit(delivery("n-2"))  # another user's delivery: not held by the first endpoint's Retry-After
+    assert trio.current_time() == started and gate.throttles == 0
+    assert gate.breaker.statistics().consecutive_failures == 0
+    for open_gate in (gate, None):  # with limits or without, not sent again in place: a retry after the wait
+        client = Scripted(recipient_throttled(2.0))
+        outcome, provider = await run_one(client, open_gate)
+        assert isinstance(outcome, RetryLater) and outcome.recipient and outcome.after_s == 2.0, outcome
+        assert len(client.calls) == 1 and provider.throttled_resends == 0

@@ -15,7 +15,7 @@ import trio
 from tests.helpers import http, running_node, wait_final
 
 PREFS = {
-    "contact": {"email": "alice@example.org", "phone": "+15555550123"},
+    "contact": {"email": "alice@example.org", "phone": "+15555550123", "webhook": "https://hooks.example.org/herald?k=1"},
     "locale": "fr-CA",
     "timezone": "Europe/Paris",
     "channels": {"sms": False},
@@ -39,13 +39,13 @@ async def test_preferences_round_trip_and_name_the_bad_field(tmp_path) -> None:
     async with running_node(tmp_path) as herald, http(herald) as client:
         fresh = (await client.get("/v1/users/alice/preferences")).json()
         assert fresh == {
-            "contact": {}, "locale": None, "timezone": "UTC", "channels": {"email": True, "sms": True, "push": True, "web": True},
+            "contact": {}, "locale": None, "timezone": "UTC", "channels": {"email": True, "sms": True, "push": True, "web": True, "webhook": True},
             "opt_out": [], "quiet_hours": None, "digests": {},
         }
         response = await client.put("/v1/users/alice/preferences", json=PREFS)
         assert response.status_code == 200, response.text
         stored = (await client.get("/v1/users/alice/preferences")).json()
-        assert stored == {**PREFS, "channels": {"email": True, "sms": False, "push": True, "web": True}, "digests": {}}
+        assert stored == {**PREFS, "channels": {"email": True, "sms": False, "push": True, "web": True, "webhook": True}, "digests": {}}
 
         cases = [
             ({"timezone": "Mars/Olympus_Mons"}, 422, "timezone"),
@@ -56,6 +56,19 @@ async def test_preferences_round_trip_and_name_the_bad_field(tmp_path) -> None:
             ({"quiet_hours": {"start": "7pm", "end": "07:00"}}, 400, "quiet_hours.start"),
             ({"opt_out": ["Marketing"]}, 400, "opt_out.0"),
             ({"colour": "blue"}, 400, "colour"),
+            # a webhook URL (protocol/webhook_url.py): scheme, userinfo, port range, host, length, whitespace
+            ({"contact": {"webhook": "ftp://hooks.example.com/x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "file:///etc/passwd"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://user:pw@hooks.example.com/x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com:70000/x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com:0/x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com:/x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https:///x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com/x#frag"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://[::1/x"}}, 422, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com/" + "a" * 2048}}, 400, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com/a b"}}, 400, "contact.webhook"),
+            ({"contact": {"webhook": "https://hooks.example.com/\n"}}, 400, "contact.webhook"),
         ]
         for body, status, field in cases:
             response = await client.put("/v1/users/alice/preferences", json=body)
