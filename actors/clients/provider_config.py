@@ -32,7 +32,7 @@ PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
     "apns": ("push",),
 }
 # settings given only as <name>_env or <name>_file
-SECRETS = {"smtp": ("password",), "sendgrid": ("api_key",), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",)}
+SECRETS = {"smtp": ("password",), "sendgrid": ("api_key", "webhook_key"), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",)}
 MAX_PROVIDERS = 4  # per channel: the first that can take a delivery sends it (actors/clients/failover.py)
 MAX_TTL_S = 28 * 86_400  # the longest a push provider is asked to keep an undelivered notification (FCM's own limit)
 
@@ -89,6 +89,8 @@ class SendgridProvider:
 
     api_key: Secret = field(repr=False)
     base_url: str = "https://api.sendgrid.com"  # another only for a regional endpoint or a test's emulator
+    # the Event Webhook's verification key (base64, as SendGrid shows it): receipts at POST /v1/webhooks/sendgrid
+    webhook_key: Secret | None = field(default=None, repr=False)
     timeout_s: float = 30.0
     max_connections: int = 16
     type: str = "sendgrid"
@@ -209,7 +211,15 @@ def _sendgrid(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Send
     api_key = _secret(where, "api_key", table, env)
     if api_key is None:
         raise ValueError(f"{where}.api_key_env: required (or api_key_file) for a sendgrid provider")
-    return SendgridProvider(api_key=api_key, **values)
+    webhook_key = _secret(where, "webhook_key", table, env)
+    if webhook_key is not None:
+        from ..domain.receipts import load_sendgrid_key
+
+        try:
+            load_sendgrid_key(webhook_key.reveal())
+        except ValueError as exc:
+            raise ValueError(f"{where}.webhook_key: {exc}") from None
+    return SendgridProvider(api_key=api_key, webhook_key=webhook_key, **values)
 
 
 def _http_values(where: str, kind: str, table: dict[str, Any], keys: dict[str, type]) -> dict[str, Any]:
