@@ -53,7 +53,15 @@ from .clients.faults import SandboxFaults
 from .clients.apns import ApnsClient
 from .clients.failover import FailoverClient, FailoverGate, Member
 from .clients.fcm import FcmClient
-from .clients.provider_config import ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, provider_names
+from .clients.provider_config import (
+    ApnsProvider,
+    FcmProvider,
+    SandboxProvider,
+    SendgridProvider,
+    SmtpProvider,
+    TwilioProvider,
+    provider_names,
+)
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.sendgrid import SendgridClient
 from .clients.smtp import SmtpClient
@@ -238,6 +246,8 @@ def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClie
         return FcmClient(spec)
     if isinstance(spec, ApnsProvider):
         return ApnsClient(spec)
+    if isinstance(spec, SandboxProvider) and spec.dkim is not None and isinstance(sandbox, EmailOutbox):  # a DKIM-signed outbox
+        return EmailOutbox(config.outbox_dir, config.email_from, config.commit_linger_ms / 1000, dkim=spec.dkim)
     return sandbox
 
 
