@@ -51,7 +51,7 @@ def check_dkim(selector: str, domain: str, key: Secret) -> DkimSettings:
 
 def signature_header(settings: DkimSettings, message: bytes) -> bytes:
     """The DKIM-Signature header line(s) for a CRLF message."""
-    import dkim
+    import dkim  # type: ignore[import-untyped]  # dkimpy ships no annotations
 
     header: bytes = dkim.sign(message, settings.selector.encode(), settings.domain.encode(), settings.key.reveal().encode(),
                               linesep=b"\r\n")

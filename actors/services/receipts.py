@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from protocol.channels import Priority
@@ -29,7 +29,7 @@ from protocol.messages import StatusEvent
 from reactor.ask import ask
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import LogStore, State
+from reactor.ports import LogStore, State, StatusRow
 
 from ..clients.provider_config import Secret
 from ..domain.receipts import (
@@ -151,7 +151,7 @@ class Receipts:
             fresh.append(receipt)
         events: list[StatusEvent] = []
         marks: list[tuple[str, Receipt]] = []
-        found: dict[str, tuple[Mapping[str, object], list[str]]] = {}  # nid -> (channel -> status row, sent details)
+        found: dict[str, tuple[dict[str, StatusRow], list[str]]] = {}  # nid -> (channel -> status row, sent details)
         for receipt in fresh:
             nid = receipt.notification_id
             if nid is None:
@@ -169,10 +169,10 @@ class Receipts:
                          receipt.channel.value, receipt.message_id or "-")
                 continue
             if receipt.status is not None:
-                events.append(StatusEvent(nid, row.user_id, receipt.channel, receipt.status, receipt.at_ms, receipt.detail,  # type: ignore[attr-defined]
-                                          created_ms=row.created_ms, priority=Priority(row.priority)))  # type: ignore[attr-defined]
+                events.append(StatusEvent(nid, row.user_id, receipt.channel, receipt.status, receipt.at_ms, receipt.detail,
+                                          created_ms=row.created_ms, priority=Priority(row.priority)))
             if receipt.undeliverable is not None and receipt.address:
-                marks.append((row.user_id, receipt))  # type: ignore[attr-defined]
+                marks.append((row.user_id, receipt))
         if events:  # through the Recorder, durable before the answer
             await ask(self.recorder.send, lambda reply: RecordEvents(tuple(events), (), reply))
         marked = 0

@@ -154,7 +154,7 @@ async def test_replay_memory_is_shared_and_a_failed_receipt_is_forgotten() -> No
     down = Receipts(settings, state, _Down(), None, None)  # type: ignore[arg-type]
     with pytest.raises(PortUnavailable):
         await down.sendgrid(sig, stamp, body)
-    assert await state.get(f"receipts:event:sendgrid:ev-1") is None  # forgotten: the retry is taken
+    assert await state.get("receipts:event:sendgrid:ev-1") is None  # forgotten: the retry is taken
 
     class _Empty:
         async def statuses(self, nid: str) -> list[Any]:
