@@ -53,6 +53,8 @@ async def answer_receipt(gw: Gateway, provider: str, headers: dict[str, str], qu
                 raise _unsupported("application/json", content_type)
             counts = await receipts.sendgrid(headers.get(SENDGRID_SIGNATURE.lower()), headers.get(SENDGRID_TIMESTAMP.lower()), body)
         else:
+            if not headers.get(TWILIO_SIGNATURE.lower()):  # before anything of the body is read
+                raise Refused(401, f"unsigned: {TWILIO_SIGNATURE} is required")
             if _media(content_type) != _FORM:
                 raise _unsupported(_FORM, content_type)
             try:

@@ -201,6 +201,8 @@ def parse_sendgrid(body: bytes) -> list[Receipt]:
         events = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise Malformed("body", f"not JSON ({exc})") from None
+    except RecursionError:
+        raise Malformed("body", "JSON nested too deeply") from None
     if not isinstance(events, list):
         raise Malformed("body", "expected a JSON array of events")
     if len(events) > MAX_EVENTS:

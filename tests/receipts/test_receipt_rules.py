@@ -129,7 +129,7 @@ def test_sendgrid_parse_is_deterministic_and_names_fields() -> None:
     assert one == two and one.message_id == "abc" and one.at_ms == 1_700_000_000_000 and one.status is Status.DELIVERED
     for body, field in ((b"{}", "body"), (b"[1]", "[0]"), (json.dumps([{**event, "event": ["x"]}]).encode(), "[0].event"),
                         (json.dumps([{**event, "sg_event_id": None}]).encode(), "[0].sg_event_id"),
-                        (json.dumps([event] * 1001).encode(), "body")):
+                        (json.dumps([event] * 1001).encode(), "body"), (b"[" * 5000 + b"]" * 5000, "body"), (b"\xff", "body")):
         with pytest.raises(Malformed) as bad:
             parse_sendgrid(body)
         assert bad.value.field == field
@@ -175,3 +175,35 @@ async def test_replay_memory_is_shared_and_a_failed_receipt_is_forgotten() -> No
                                   resigned["X-Twilio-Email-Event-Webhook-Timestamp"], body)
     assert again.duplicates == 1 and again.unmatched == 0
     await trio.lowlevel.checkpoint()
+
+
+def test_a_marked_address_is_skipped_at_ingress_and_when_a_waiting_delivery_goes_out() -> None:
+    import datetime as dt
+
+    from actors.domain.preferences import check_at_fire, plan_channels
+    from protocol.api import NotificationRequest
+    from protocol.channels import Channel
+    from protocol.content import Content, EmailContent, SmsContent
+    from protocol.messages import Delivery
+    from protocol.preferences import ContactPoints, Preferences, Profile, Undeliverable
+
+    marks = [Undeliverable("email", "Bob@Example.org", "sendgrid: hard bounce"), Undeliverable("sms", "+14155550100", "twilio")]
+    prefs = Preferences(contact=ContactPoints(email="bob@example.org", phone="+14155550199"), undeliverable=marks)
+    import msgspec
+
+    request = msgspec.convert({"user_id": "bob", "channels": ["email", "sms"],
+                               "content": {"email": {"subject": "s", "text": "t"}, "sms": {"text": "t"}}}, NotificationRequest)
+    plans = plan_channels(request, Profile(prefs), 0, dt.UTC)
+    assert plans[Channel.EMAIL].skip is not None and "undeliverable: Bob@Example.org" in plans[Channel.EMAIL].skip
+    assert plans[Channel.SMS].skip is None and plans[Channel.SMS].address == "+14155550199"  # another number: sent
+    to_marked = msgspec.convert({**msgspec.to_builtins(request), "to": {"phone": "+14155550100"}}, NotificationRequest)
+    assert plan_channels(to_marked, Profile(prefs), 0, dt.UTC)[Channel.SMS].skip is not None  # a `to` address too
+
+    waiting = Delivery("01KB0000000000000000000000", "bob", Channel.EMAIL, 0, Content(email=EmailContent(subject="s", text="t")),
+                       address="bob@example.org", attempt=2, from_profile=True)
+    assert check_at_fire(waiting, Profile(prefs), 0, dt.UTC).skip is not None
+    cleared = msgspec.structs.replace(prefs, undeliverable=[])
+    assert check_at_fire(waiting, Profile(cleared), 0, dt.UTC).skip is None
+    sms = Delivery("01KB0000000000000000000000", "bob", Channel.SMS, 0, Content(sms=SmsContent(text="t")), address="+14155550100",
+                   attempt=2)
+    assert check_at_fire(sms, Profile(prefs), 0, dt.UTC).skip is not None

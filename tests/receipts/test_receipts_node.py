@@ -161,6 +161,10 @@ async def test_twilio_status_callbacks_signed_over_the_public_url(tmp_path: Path
 
             bad_form = await http.post(here, content=b"MessageSid=SM1", headers={**headers, "Content-Type": "application/json"})
             assert bad_form.status_code == 415, bad_form.text
+            for raw in (b"\xff\xfe", b"MessageSid"):  # not UTF-8, not name=value: 422 naming the body, never a 500
+                bad_form = await http.post(here, content=raw, headers=headers)
+                assert bad_form.status_code == 422 and bad_form.json()["errors"][0]["field"] == "body", bad_form.text
+            assert (await http.post("/v1/webhooks/twilio?x=1", data=form, headers=headers)).status_code == 400
 
             # undelivered 30005 (unknown handset): failed, the number marked, the next SMS skipped
             second = await send(http, SMS)
