@@ -22,6 +22,7 @@ EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # protocol.content.Re
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}(?!\n)$"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$"
+MARKED_CHANNEL_PATTERN = r"^(email|sms)(?!\n)$"  # the channels whose contact points a receipt can mark undeliverable
 MAX_OPT_OUTS = 100
 MAX_DEVICES = 20  # per user; registering one more evicts the oldest
 MAX_UNDELIVERABLE = 20  # marked contact points per user; a receipt marking one more drops the oldest
@@ -46,7 +47,7 @@ class Undeliverable(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     """A contact point a provider said will not take messages (a hard bounce, a spam report, an unsubscribe):
     sends to it on this channel are skipped until the mark is removed (PUT the preferences without it)."""
 
-    channel: Annotated[str, msgspec.Meta(pattern=r"^(email|sms)(?!\n)$")]
+    channel: Annotated[str, msgspec.Meta(pattern=MARKED_CHANNEL_PATTERN)]
     address: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
     reason: Annotated[str, msgspec.Meta(max_length=300)] = ""
     at: Annotated[str, msgspec.Meta(max_length=40)] = ""  # when it was marked (ISO 8601)

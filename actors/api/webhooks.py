@@ -25,6 +25,7 @@ from protocol.problems import FieldError, Problem
 from ..domain.receipts import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP, TWILIO_SIGNATURE, Malformed, Refused
 from ..services.receipts import Unconfigured
 from .errors import Answer, ProblemError, json_answer, problem_answer, to_response
+from .request_rules import check, query_names
 
 if TYPE_CHECKING:  # gateway.py imports this module
     from .gateway import Gateway
@@ -44,13 +45,12 @@ def _media(content_type: str | None) -> str:
 async def answer_receipt(gw: Gateway, provider: str, headers: dict[str, str], query_string: str, body: bytes) -> Answer:
     """The answer to a receipt POST (headers: lower-case names)."""
     receipts = gw.receipts
-    try:
+    try:  # unknown query parameters (400) and, for SendGrid's JSON, the body type (415): as on every route
+        check("POST", f"/v1/webhooks/{provider}", query_names(query_string.encode("latin-1")), headers.get("content-type"))
         if receipts is None:
             raise Unconfigured("this node takes no receipts")
         content_type = headers.get("content-type")
         if provider == "sendgrid":
-            if content_type is not None and _media(content_type) != "application/json":
-                raise _unsupported("application/json", content_type)
             counts = await receipts.sendgrid(headers.get(SENDGRID_SIGNATURE.lower()), headers.get(SENDGRID_TIMESTAMP.lower()), body)
         else:
             if not headers.get(TWILIO_SIGNATURE.lower()):  # before anything of the body is read
@@ -62,10 +62,6 @@ async def answer_receipt(gw: Gateway, provider: str, headers: dict[str, str], qu
                 query = parse_qsl(query_string, keep_blank_values=True)
             except (UnicodeDecodeError, ValueError):
                 raise Malformed("body", "not a UTF-8 form (name=value&...)") from None
-            unknown = sorted({name for name, _ in query} - {"n"})
-            if unknown:
-                raise ProblemError(Problem("Bad Request", 400, f"{unknown[0]}: unknown query parameter",
-                                           errors=[FieldError(unknown[0], "unknown query parameter")]))
             nid = dict(query).get("n")
             counts = await receipts.twilio(headers.get(TWILIO_SIGNATURE.lower()), query_string, params, nid)
         return json_answer(counts)
