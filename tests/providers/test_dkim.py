@@ -102,3 +102,19 @@ def test_the_configuration() -> None:
         parse_providers({"sms": [{"type": "sandbox", **dkim_table}]}, env)
     with pytest.raises(ValueError, match="unknown setting"):  # SendGrid signs itself: no DKIM settings there
         parse_providers({"email": [{"type": "sendgrid", "api_key_env": "DKIM_KEY", **dkim_table}]}, env)
+
+
+async def test_a_node_whose_outbox_signs(tmp_path: Path) -> None:
+    import trio
+
+    from tests.providers.email_node import CODE_EMAIL, email_node
+
+    providers = {"email": [{"type": "sandbox", "dkim_selector": "mail2026", "dkim_domain": "example.org", "dkim_key_env": "TEST_DKIM"}]}
+    async with email_node(tmp_path, providers, {"TEST_DKIM": PEM}) as http:
+        response = await http.post("/v1/notifications", json=CODE_EMAIL)
+        nid = response.json()["notification_id"]
+        with trio.fail_after(30):
+            while (await http.get(f"/v1/notifications/{nid}")).json()["channels"]["email"]["status"] != "delivered":
+                await trio.sleep(0.05)
+    raw = (tmp_path / "data" / "outbox" / f"{nid}.eml").read_bytes()
+    assert raw.startswith(b"DKIM-Signature:") and dkim.verify(raw, dnsfunc=dns(RECORD))
