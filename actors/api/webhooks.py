@@ -54,7 +54,7 @@ async def answer_receipt(gw: Gateway, provider: str, headers: dict[str, str], qu
             counts = await receipts.sendgrid(headers.get(SENDGRID_SIGNATURE.lower()), headers.get(SENDGRID_TIMESTAMP.lower()), body)
         else:
             if not headers.get(TWILIO_SIGNATURE.lower()):  # before anything of the body is read
-                raise Refused(401, f"unsigned: {TWILIO_SIGNATURE} is required")
+                raise Refused(401, f"unsigned: {TWILIO_SIGNATURE} is required", TWILIO_SIGNATURE)
             if _media(content_type) != _FORM:
                 raise _unsupported(_FORM, content_type)
             try:
@@ -66,10 +66,10 @@ async def answer_receipt(gw: Gateway, provider: str, headers: dict[str, str], qu
             counts = await receipts.twilio(headers.get(TWILIO_SIGNATURE.lower()), query_string, params, nid)
         return json_answer(counts)
     except Refused as exc:
-        log.warning("receipts: %s receipt refused: %s", provider, exc)
-        headers = {"WWW-Authenticate": f'Signature realm="{provider}"'} if exc.status == 401 else {}
+        log.info("receipts: %s receipt refused: %s", provider, exc)  # INFO: anyone can post one
+        challenge = {"WWW-Authenticate": f'Signature realm="{provider}"'} if exc.status == 401 else {}
         return problem_answer(Problem(_TITLES[exc.status], exc.status, f"{provider} receipt refused: {exc}",
-                                      errors=[FieldError(exc.header, str(exc))]), headers)
+                                      errors=[FieldError(exc.header, str(exc))]), challenge)
     except Malformed as exc:
         return problem_answer(Problem("Unprocessable receipt", 422, str(exc), errors=[FieldError(exc.field, exc.message)]))
     except Unconfigured as exc:

@@ -33,6 +33,8 @@ from reactor.ports import LogStore, State, StatusRow
 
 from ..clients.provider_config import Secret
 from ..domain.receipts import (
+    SENDGRID_SIGNATURE,
+    TWILIO_SIGNATURE,
     Receipt,
     ReceiptCounts,
     Refused,
@@ -51,6 +53,7 @@ WINDOW_S = 300.0  # a SendGrid receipt signed further from now than this is stal
 EVENT_TTL_S = 3 * 86_400.0  # how long an event id is remembered: SendGrid retries a batch for up to 72 hours
 TWILIO_REPLAY_TTL_S = 3 * 86_400.0  # a Twilio signature has no timestamp: remembered this long
 WEBHOOK_PATH = "/v1/webhooks/"
+SIGNATURE_HEADERS = {"sendgrid": SENDGRID_SIGNATURE, "twilio": TWILIO_SIGNATURE}
 _RECORDED = {  # the message id in a `sent` step's detail (the clients' Sent details)
     "sendgrid": re.compile(r"X-Message-Id (\S+)"),
     "twilio": re.compile(r"twilio: 20[01] (\S+)"),
@@ -113,7 +116,7 @@ class Receipts:
         account = dict(params).get("AccountSid", "")
         tokens = self.settings.twilio_tokens.get(account)
         if tokens is None:
-            raise Refused(403, "badly signed: AccountSid is not a configured Twilio account")
+            raise Refused(403, "badly signed: AccountSid is not a configured Twilio account", TWILIO_SIGNATURE)
         verify_twilio([t.reveal() for t in tokens], signature, url, params)
         receipt = parse_twilio(params, notification_id, wall_ms())
         assert signature is not None
@@ -124,7 +127,7 @@ class Receipts:
         claims: list[str] = []
         key = f"receipts:sig:{provider}:{signature_digest(signature)}"
         if await self.state.put_if_absent(key, b"1", ttl_s) is not None:
-            raise Refused(403, "replayed: this signature was seen before")
+            raise Refused(403, "replayed: this signature was seen before", SIGNATURE_HEADERS[provider])
         claims.append(key)
         try:
             return await self._record(provider, receipts, claims)

@@ -62,6 +62,9 @@ async def test_sendgrid_receipts_signed_refused_recorded_and_a_bounce_marks_the_
             assert (await http.post(hook, content=tampered, headers=headers)).status_code == 403
             stale = await sendgrid.webhook.post(hook, delivered, timestamp=int(time.time()) - 600)
             assert stale.status_code == 403 and "stale" in stale.json()["detail"], stale.text
+            assert stale.json()["errors"][0]["field"] == "X-Twilio-Email-Event-Webhook-Timestamp"
+            assert unsigned.json()["errors"][0]["field"] == "X-Twilio-Email-Event-Webhook-Signature"
+            assert unsigned.headers["WWW-Authenticate"] == 'Signature realm="sendgrid"'
             assert (await settled(http, nid, "email"))["attempts"] == before["attempts"]
 
             # genuine: recorded through the Recorder, the status moves
@@ -141,7 +144,7 @@ async def test_twilio_status_callbacks_signed_over_the_public_url(tmp_path: Path
             here = f"/v1/webhooks/twilio?n={nid}"  # what the proxy forwards to the node
 
             unsigned = await http.post(here, data=form)
-            assert unsigned.status_code == 401, unsigned.text
+            assert unsigned.status_code == 401 and unsigned.json()["errors"][0]["field"] == "X-Twilio-Signature", unsigned.text
             _, _, forged = twilio.callback(0, "delivered", token="not-the-auth-token")
             assert (await http.post(here, data=form, headers=forged)).status_code == 403
             # a signature over another URL (the address the request came to, its Host) is not taken
