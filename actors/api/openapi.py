@@ -207,6 +207,11 @@ def body(schema: Any, description: str, *, required: bool = True, example: Any =
     return Body({"application/json": schema}, description, required, example)
 
 
+# The receipts' 401: not the API key's challenge (Bearer realm="herald") but the provider's signature's
+UNSIGNED_RECEIPT = problem('Unsigned: the provider\'s signature header is missing (`errors` names it); '
+                           '`WWW-Authenticate: Signature realm="<provider>"`.')
+
+
 # -- parameters
 
 # The lengths the patterns imply, stated too: tools that generate boundary values read minLength/maxLength, not regexes.
@@ -664,7 +669,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", "/v1/webhooks/sendgrid", "sendgridReceipts", "receipts", "SendGrid Event Webhook (delivery receipts)",
         Auth.PROVIDER, None,
-        {200: json_reply(ReceiptCounts, "Taken: what was recorded, skipped as seen before, or named no delivery Herald sent.")},
+        {200: json_reply(ReceiptCounts, "Taken: what was recorded, skipped as seen before, or named no delivery Herald sent."),
+         401: UNSIGNED_RECEIPT},
         body=Body({"application/json": {"type": "array", "items": {"type": "object"}}},
                   "SendGrid's batch of events, signed (ECDSA P-256) over the timestamp header and this raw body."),
         params=(
@@ -680,7 +686,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", "/v1/webhooks/twilio", "twilioReceipts", "receipts", "Twilio status callback (delivery receipts)",
         Auth.PROVIDER, None,
-        {200: json_reply(ReceiptCounts, "Taken: what was recorded, skipped as seen before, or named no delivery Herald sent.")},
+        {200: json_reply(ReceiptCounts, "Taken: what was recorded, skipped as seen before, or named no delivery Herald sent."),
+         401: UNSIGNED_RECEIPT},
         body=Body({"application/x-www-form-urlencoded": {"type": "object", "properties": {
             "MessageSid": {"type": "string"}, "MessageStatus": {"type": "string"}, "AccountSid": {"type": "string"},
             "ErrorCode": {"type": "string"}, "To": {"type": "string"}}}},

@@ -49,6 +49,7 @@ async def answer_receipt(gw: Gateway, provider: str, headers: dict[str, str], qu
         check("POST", f"/v1/webhooks/{provider}", query_names(query_string.encode("latin-1")), headers.get("content-type"))
         if receipts is None:
             raise Unconfigured("this node takes no receipts")
+        receipts.check_configured(provider)
         content_type = headers.get("content-type")
         if provider == "sendgrid":
             counts = await receipts.sendgrid(headers.get(SENDGRID_SIGNATURE.lower()), headers.get(SENDGRID_TIMESTAMP.lower()), body)

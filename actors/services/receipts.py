@@ -97,10 +97,16 @@ class Receipts:
         self.recorder = recorder
         self.users = users
 
+    def check_configured(self, provider: str) -> None:
+        """Unconfigured (a 404) unless a provider of this kind is configured to take receipts: checked first."""
+        if provider == "sendgrid" and not self.settings.sendgrid_keys:
+            raise Unconfigured("no sendgrid provider has a webhook_key (SendGrid's Event Webhook verification key)")
+        if provider == "twilio" and not self.settings.twilio_tokens:
+            raise Unconfigured("no twilio provider is configured")
+
     async def sendgrid(self, signature: str | None, timestamp: str | None, body: bytes) -> ReceiptCounts:
         """A SendGrid Event Webhook POST; Refused, Malformed (domain.receipts) or Unconfigured if it is not taken."""
-        if not self.settings.sendgrid_keys:
-            raise Unconfigured("no sendgrid provider has a webhook_key (SendGrid's Event Webhook verification key)")
+        self.check_configured("sendgrid")
         verify_sendgrid(self.settings.sendgrid_keys, signature, timestamp, body, wall_ms() / 1000, self.settings.window_s)
         receipts = parse_sendgrid(body)
         assert signature is not None
@@ -109,8 +115,7 @@ class Receipts:
     async def twilio(self, signature: str | None, query_string: str, params: list[tuple[str, str]],
                      notification_id: str | None) -> ReceiptCounts:
         """A Twilio status callback; Refused, Malformed or Unconfigured if it is not taken."""
-        if not self.settings.twilio_tokens:
-            raise Unconfigured("no twilio provider is configured")
+        self.check_configured("twilio")
         base = self.settings.public_url().rstrip("/")
         url = f"{base}{WEBHOOK_PATH}twilio" + (f"?{query_string}" if query_string else "")
         account = dict(params).get("AccountSid", "")

@@ -47,6 +47,8 @@ async def test_sendgrid_receipts_signed_refused_recorded_and_a_bounce_marks_the_
             assert (await http.put("/v1/users/bob/preferences", json={"contact": {"email": "bob@example.org"}})).status_code == 200
             nid = await send(http, EMAIL)
             before = await settled(http, nid, "email")
+            no_twilio = await http.post("/v1/webhooks/twilio", data={"MessageSid": "SM1"}, headers={"X-Twilio-Signature": "x"})
+            assert no_twilio.status_code == 404 and "no twilio provider" in no_twilio.json()["detail"], no_twilio.text
             assert before["status"] == "sent"
             delivered = [sendgrid.event(0, "delivered", response="250 OK")]
             assert delivered[0]["herald_notification_id"] == nid  # the custom arg Herald put in the request
@@ -128,6 +130,12 @@ async def test_sendgrid_receipts_signed_refused_recorded_and_a_bounce_marks_the_
             assert len(sendgrid.accepted) == 3
 
 
+async def sendgrid_hook_without_key(http: httpx.AsyncClient) -> httpx.Response:
+    """A well-signed SendGrid batch to a node with no sendgrid webhook_key configured."""
+    body = b"[]"
+    return await http.post("/v1/webhooks/sendgrid", content=body, headers=EventWebhook().headers(body))
+
+
 async def test_twilio_status_callbacks_signed_over_the_public_url(tmp_path: Path) -> None:
     twilio = TwilioEmulator()
     async with serving(twilio) as twilio.url:
@@ -138,6 +146,8 @@ async def test_twilio_status_callbacks_signed_over_the_public_url(tmp_path: Path
             assert (await http.put("/v1/users/bob/preferences", json={"contact": {"phone": "+14155550100"}})).status_code == 200
             nid = await send(http, SMS)
             before = await settled(http, nid, "sms")
+            no_key = await sendgrid_hook_without_key(http)
+            assert no_key.status_code == 404 and "webhook_key" in no_key.json()["detail"], no_key.text
             assert before["status"] == "sent"
             url, form, headers = twilio.callback(0, "delivered")
             assert url == f"{public}/v1/webhooks/twilio?n={nid}"  # the StatusCallback Herald gave
