@@ -55,7 +55,8 @@ from .clients.apns import ApnsClient
 from .clients.failover import FailoverClient, FailoverGate, Member
 from .clients.fcm import FcmClient
 from .clients.provider_config import (
-    ApnsProvider, FcmProvider, SendgridProvider, SmtpProvider, TwilioProvider, WebhookProvider, provider_names,
+    ApnsProvider, FcmProvider, SandboxProvider, SendgridProvider, SmtpProvider, TwilioProvider, WebhookProvider,
+    provider_names,
 )
 from .clients.sandbox import EmailOutbox, JsonLinesSink
 from .clients.sendgrid import SendgridClient
@@ -77,6 +78,7 @@ from .registry import ConnectionRegistry, RecentPushes
 from .scheduler import POLL_S, ScheduleAt, Scheduler
 from .services.credentials import API_KEY_FILE, REFRESH_S, ApiKeys, SharedSigningKeys, open_node_credentials
 from .services.dead_letters import DeadLetters
+from .services.receipts import Receipts, ReceiptSettings
 from .services.gate import ResilienceGate
 from .services.template_service import TemplateService
 from .services.digests import Digests
@@ -225,20 +227,36 @@ def provider_gate(config: Config, channel: Channel, client: ChannelClient, state
                           critical_reserve=config.critical_tokens_of(channel))
 
 
+def receipt_settings(config: Config, public_url: Callable[[], str]) -> ReceiptSettings:
+    """What verifies the configured providers' receipts: SendGrid's webhook keys, Twilio's auth tokens per account."""
+    from .domain.receipts import load_sendgrid_key
+
+    settings = ReceiptSettings(public_url=public_url)
+    for channel in Channel:
+        for spec in config.providers_of(channel):
+            if isinstance(spec, SendgridProvider) and spec.webhook_key is not None:
+                settings.sendgrid_keys.append(load_sendgrid_key(spec.webhook_key.reveal()))
+            elif isinstance(spec, TwilioProvider):
+                settings.twilio_tokens.setdefault(spec.account_sid, []).append(spec.auth_token)
+    return settings
+
+
 def _client_of(spec: Any, config: Config, sandbox: ChannelClient) -> ChannelClient:
     """The client of one configured provider (the sandbox type: the channel's sandbox client)."""
     if isinstance(spec, SmtpProvider):
         return SmtpClient(spec, config.email_from)
     if isinstance(spec, SendgridProvider):
         return SendgridClient(spec, config.email_from)
-    if isinstance(spec, TwilioProvider):
-        return TwilioClient(spec)
+    if isinstance(spec, TwilioProvider):  # receipts: Twilio is told where to post statuses when the public URL is known
+        return TwilioClient(spec, f"{config.public_url.rstrip('/')}/v1/webhooks/twilio" if config.public_url else "")
     if isinstance(spec, FcmProvider):
         return FcmClient(spec)
     if isinstance(spec, ApnsProvider):
         return ApnsClient(spec)
     if isinstance(spec, WebhookProvider):
         return WebhookClient(spec)
+    if isinstance(spec, SandboxProvider) and spec.dkim is not None and isinstance(sandbox, EmailOutbox):  # a DKIM-signed outbox
+        return EmailOutbox(config.outbox_dir, config.email_from, config.commit_linger_ms / 1000, dkim=spec.dkim)
     return sandbox
 
 
@@ -446,6 +464,7 @@ async def wire(
         stages.append(Supervisor("ingress", children, policy))
         gateway_parts = {
             "ingress": ingress_mb, "idempotency": idempotency, "dead_letters": dead_letters, "jobs": jobs_mb, "digests": digests,
+            "receipts": Receipts(receipt_settings(config, lambda: config.public_url or herald.url), state, logstore, recorder_mb, users),
         }
 
     # The metrics: what this role runs (actors/metrics.py). The fan-out families come with a `fanout` reader.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .ids import NOTIFICATION_ID_RE, USER_ID_RE, USER_ID_RULE
 from .locales import LOCALE_PATTERN, LOCALE_SENTENCE
 from .parsing import PATTERN_SENTENCES as TEXT_SENTENCES
-from .preferences import CATEGORY_PATTERN, E164_PATTERN, EMAIL_PATTERN, HHMM_PATTERN
+from .preferences import CATEGORY_PATTERN, E164_PATTERN, EMAIL_PATTERN, HHMM_PATTERN, MARKED_CHANNEL_PATTERN
 from .template_schemas import TEMPLATE_ID_RE, VARIANT_RE
 from .topics import TOPIC_PATTERN, TOPIC_RULE
 from .webhook_url import WEBHOOK_URL_PATTERN
@@ -23,6 +23,7 @@ PATTERN_SENTENCES: dict[str, str] = {
     LOCALE_PATTERN: LOCALE_SENTENCE,
     CATEGORY_PATTERN: "a category such as marketing: 1-64 characters of a-z 0-9 _ . -, starting with a letter or digit",
     HHMM_PATTERN: "a time of day as HH:MM, 00:00 to 23:59",
+    MARKED_CHANNEL_PATTERN: "email or sms (the channels with an address a receipt can mark)",
     USER_ID_RE.pattern: f"a user id: {USER_ID_RULE}",
     NOTIFICATION_ID_RE.pattern: "a notification id: 26 characters, Crockford base32",
     TEMPLATE_ID_RE.pattern: "a template id: 1-100 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",

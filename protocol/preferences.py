@@ -23,8 +23,10 @@ EMAIL_PATTERN = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+(?!\n)$"  # protocol.content.Re
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}(?!\n)$"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}(?!\n)$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$"
+MARKED_CHANNEL_PATTERN = r"^(email|sms)(?!\n)$"  # the channels whose contact points a receipt can mark undeliverable
 MAX_OPT_OUTS = 100
 MAX_DEVICES = 20  # per user; registering one more evicts the oldest
+MAX_UNDELIVERABLE = 20  # marked contact points per user; a receipt marking one more drops the oldest
 
 from . import digests as _digests  # noqa: E402  (after the patterns: its schemas use them)
 
@@ -42,6 +44,22 @@ class ContactPoints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     email: EmailAddress | None = None
     phone: E164 | None = None
     webhook: WebhookUrl | None = None  # http(s) URL the webhook channel POSTs to (protocol.webhook_url, docs/providers.md)
+
+
+class Undeliverable(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A contact point a provider said will not take messages (a hard bounce, a spam report, an unsubscribe):
+    sends to it on this channel are skipped until the mark is removed (PUT the preferences without it)."""
+
+    channel: Annotated[str, msgspec.Meta(pattern=MARKED_CHANNEL_PATTERN)]
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
+    reason: Annotated[str, msgspec.Meta(max_length=300)] = ""
+    at: Annotated[str, msgspec.Meta(max_length=40)] = ""  # when it was marked (ISO 8601)
+
+    def matches(self, channel: Channel, address: str) -> bool:
+        """Whether this mark covers `address` on `channel` (an email address in any case)."""
+        if channel.value != self.channel:
+            return False
+        return address.lower() == self.address.lower() if channel is Channel.EMAIL else address == self.address
 
 
 class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -75,6 +93,14 @@ class Preferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     opt_out: Annotated[list[Category], msgspec.Meta(max_length=MAX_OPT_OUTS)] = []
     quiet_hours: QuietHours | None = None
     digests: _digests.DigestOverrides = {}  # per digest key or category: the window this user wants (protocol/digests.py)
+    # contact points a provider's receipt marked (docs/providers.md "Receipts"); a PUT without one clears it
+    undeliverable: Annotated[list[Undeliverable], msgspec.Meta(max_length=MAX_UNDELIVERABLE)] = []
+
+    def undeliverable_mark(self, channel: Channel, address: str | None) -> Undeliverable | None:
+        """The mark covering `address` on `channel`, if there is one."""
+        if address is None:
+            return None
+        return next((m for m in self.undeliverable if m.matches(channel, address)), None)
 
     def __post_init__(self) -> None:
         if self.locale is not None:  # fr_CA is stored as fr-CA (protocol.locales)

@@ -25,6 +25,8 @@ from .errors import Answer, ProblemError, check_access, problem_answer, unavaila
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .notifications import BATCH_PATH, submit_batch, submit_notification
 from .request_rules import check, query_names
+from .webhooks import PATHS as WEBHOOK_PATHS
+from .webhooks import RECEIPT_MAX_BODY, answer_receipt
 
 if TYPE_CHECKING:  # gateway.py imports this module
     from .gateway import Gateway
@@ -60,6 +62,8 @@ class FastSubmit:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in (PATH, BATCH_PATH):
             await self._respond(send, await self._answer(scope, receive))
             self.served += 1
+        elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in WEBHOOK_PATHS:
+            await self._respond(send, await self._receipt(scope, receive))  # their own body limit (actors/api/webhooks.py)
         else:
             await self.app(scope, receive, send)
 
@@ -85,6 +89,25 @@ class FastSubmit:
         except _TooLarge:
             return _too_large(gw, path)
         except PortUnavailable as exc:  # a Redis down: fast 503, and the next request after it is back succeeds
+            return unavailable(exc)
+        except Exception:
+            log.exception("unhandled error on POST %s", path)
+            return problem_answer(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))
+
+    async def _receipt(self, scope: HTTPScope, receive: ASGIReceiveCallable) -> Answer:
+        """A provider's delivery receipt (actors/api/webhooks.py), read up to RECEIPT_MAX_BODY."""
+        path = scope["path"]
+        if self.gw.draining.is_set():
+            return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        try:
+            body = await self._read_body(receive, headers.get("content-length", "").encode(), RECEIPT_MAX_BODY)
+            return await answer_receipt(self.gw, WEBHOOK_PATHS[path], headers, scope["query_string"].decode("latin-1"), body)
+        except ProblemError as error:
+            return problem_answer(error.problem, error.headers)
+        except _TooLarge:
+            return problem_answer(Problem("Payload Too Large", 413, f"body over {RECEIPT_MAX_BODY} bytes"))
+        except PortUnavailable as exc:
             return unavailable(exc)
         except Exception:
             log.exception("unhandled error on POST %s", path)

@@ -39,10 +39,11 @@ from ..messages import CircuitQuery, IngressMessage, RecorderMessage, RegistryMe
 from ..metrics import NodeMetrics, RequestStats, SessionCounts
 from ..services.credentials import ApiKeys, SharedSigningKeys
 from ..services.dead_letters import DeadLetters
+from ..services.receipts import Receipts
 from ..services.digests import Digests
 from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
-from . import admin, console_feed, inbox, keys, notifications, openapi, pages, realtime, request_rules, sandbox, template_routes, topics, users
+from . import admin, console_feed, inbox, keys, notifications, openapi, pages, realtime, request_rules, sandbox, template_routes, topics, users, webhooks
 from .console_feed import ConsoleFeed
 from .errors import ProblemError, authorize, json_response, problem_response, to_response, unavailable
 from .fast_path import FastSubmit
@@ -72,6 +73,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "pages": FRONT_ROLES_ALL,  # /ui/{asset}: the pages' scripts and style sheets (actors/web/), no credential to load
     "console_page": ("all", "api"),  # /console: a static page (with the admin API it calls)
     "inbox_page": ("all", "edge"),  # /demo/inbox: a static page (with the subscriber sessions it holds)
+    "webhooks": ("all", "api"),  # providers' delivery receipts (POST /v1/webhooks/{provider}), signed by the provider
 }
 FRONT_ROLES = FRONT_ROLES_ALL  # the roles with a front end (a worker has none)
 
@@ -124,6 +126,7 @@ class Gateway:
     requests: RequestStats = field(default_factory=RequestStats)  # herald_http_requests_total and its durations
     sessions: SessionCounts = field(default_factory=SessionCounts)  # herald_sessions_open / _opened_total per transport
     console: ConsoleFeed = field(default_factory=ConsoleFeed)  # what the operator console's feed keeps (console_feed.py)
+    receipts: Receipts | None = None  # api, all: providers' delivery receipts (actors/services/receipts.py)
 
     def serves(self, area: str) -> bool:
         return self.role in AREAS[area]
@@ -131,7 +134,7 @@ class Gateway:
 
 def _blueprints(gw: Gateway) -> dict[str, Blueprint]:
     """Every area's blueprint this gateway has the services for, whatever its role."""
-    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox, console_feed)] + pages.blueprints(gw)
+    built = [area.blueprint(gw) for area in (notifications, admin, keys, realtime, inbox, console_feed, webhooks)] + pages.blueprints(gw)
     areas = {bp.name: bp for bp in built}
     if gw.templates is not None:
         areas["templates"] = template_routes.blueprint(gw, gw.templates)

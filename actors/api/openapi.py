@@ -66,6 +66,7 @@ from protocol.preferences import Device, DeviceList, DeviceRequest, Preferences,
 from protocol.problems import PROBLEM_CONTENT_TYPE, Problem
 from protocol.template_schemas import TEMPLATE_ID_RE, RenderRequest, RenderResult, TemplateSpec, TemplateView, VersionList
 
+from ..domain.receipts import ReceiptCounts
 from . import docs_page
 
 OPENAPI_VERSION = "3.1.0"
@@ -113,6 +114,7 @@ class Auth(str, enum.Enum):
     API_KEY_OR_SUBSCRIBER = "api_key_or_subscriber_token"  # or the subscriber token of the user in the path
     SUBSCRIBER = "subscriber_token"  # ?token= or Authorization: Bearer <subscriber token>
     UNSUBSCRIBE = "unsubscribe_token"  # the signed ?token= of an email's unsubscribe link
+    PROVIDER = "provider_signature"  # a provider's signature over the request (delivery receipts)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class Operation:
             statuses |= {401, 403, 429}
         if self.auth is Auth.SUBSCRIBER:
             statuses |= {401, 429}  # 429: the token's user is over its request rate, or at its session cap
+        if self.auth is Auth.PROVIDER:
+            statuses |= {401, 403}  # unsigned; badly signed, stale or replayed
         statuses.add(400)  # a query parameter the operation does not list, on every route (request_rules)
         if any(p.location == "path" for p in self.params):
             statuses.add(404)  # no such resource, or a value the router cannot match (e.g. with a `/`)
@@ -201,6 +205,11 @@ def problem(description: str, headers: dict[str, bool] | None = None) -> Reply:
 
 def body(schema: Any, description: str, *, required: bool = True, example: Any = None) -> Body:
     return Body({"application/json": schema}, description, required, example)
+
+
+# The receipts' 401: not the API key's challenge (Bearer realm="herald") but the provider's signature's
+UNSIGNED_RECEIPT = problem('Unsigned: the provider\'s signature header is missing (`errors` names it); '
+                           '`WWW-Authenticate: Signature realm="<provider>"`.')
 
 
 # -- parameters
@@ -656,6 +665,42 @@ OPERATIONS: tuple[Operation, ...] = (
         description="No API key: the signed token is the credential, and all it can do is opt its user out of its "
         "category. 409 when the user already has as many opt-outs as allowed.",
     ),
+    # delivery receipts
+    Operation(
+        "POST", "/v1/webhooks/sendgrid", "sendgridReceipts", "receipts", "SendGrid Event Webhook (delivery receipts)",
+        Auth.PROVIDER, None,
+        {200: json_reply(ReceiptCounts, "Taken: what was recorded, skipped as seen before, or named no delivery Herald sent."),
+         401: UNSIGNED_RECEIPT},
+        body=Body({"application/json": {"type": "array", "items": {"type": "object"}}},
+                  "SendGrid's batch of events, signed (ECDSA P-256) over the timestamp header and this raw body."),
+        params=(
+            Param("X-Twilio-Email-Event-Webhook-Signature", "header", {"type": "string"}, "base64 DER ECDSA signature."),
+            Param("X-Twilio-Email-Event-Webhook-Timestamp", "header", {"type": "string"}, "Unix seconds; at most 5 min from now."),
+        ),
+        problems=(404, 422),
+        description="No API key: SendGrid's signature is the credential, verified with the `webhook_key` of a configured "
+        "sendgrid provider (404 if none has one). 401 unsigned; 403 badly signed, stale or replayed (the same signature "
+        "again). Events seen before (by `sg_event_id`) are skipped. 422 names what in a signed body is wrong. "
+        "Bodies up to 1 MiB. docs/providers.md, \"Receipts\".",
+    ),
+    Operation(
+        "POST", "/v1/webhooks/twilio", "twilioReceipts", "receipts", "Twilio status callback (delivery receipts)",
+        Auth.PROVIDER, None,
+        {200: json_reply(ReceiptCounts, "Taken: what was recorded, skipped as seen before, or named no delivery Herald sent."),
+         401: UNSIGNED_RECEIPT},
+        body=Body({"application/x-www-form-urlencoded": {"type": "object", "properties": {
+            "MessageSid": {"type": "string"}, "MessageStatus": {"type": "string"}, "AccountSid": {"type": "string"},
+            "ErrorCode": {"type": "string"}, "To": {"type": "string"}}}},
+                  "Twilio's status callback form, signed with the account's auth token (X-Twilio-Signature)."),
+        params=(
+            Param("n", "query", NOTIFICATION_ID_SCHEMA, "The notification, as Herald put it in the StatusCallback URL."),
+            Param("X-Twilio-Signature", "header", {"type": "string"}, "base64 HMAC-SHA1 of the URL and the sorted parameters."),
+        ),
+        problems=(404, 415, 422),
+        description="No API key: Twilio's signature over the configured `public_url` + this path and query + the "
+        "parameters is the credential (404 if no twilio provider is configured). 401 unsigned; 403 badly signed "
+        "or replayed. 415 unless the body is a form; 422 names what in a signed form is wrong.",
+    ),
     # templates
     Operation(
         "POST", "/v1/templates/<template_id>", "createTemplate", "templates", "Create a template (version 1)", Auth.API_KEY, "admin",
@@ -803,6 +848,7 @@ TAGS = (
     ("users", "Preferences, push devices, pending digests, one-click unsubscribe."),
     ("topics", "Named audiences: subscribe users in batches; a notification with `topic` goes to every subscriber."),
     ("templates", "Mustache templates: immutable versions, locales, A/B variants."),
+    ("receipts", "Providers' delivery receipts (SendGrid, Twilio), signed by the provider: no API key."),
     ("admin", "Operators: circuits, the dead-letter queue and its jobs, API keys, the sandbox providers' faults."),
     ("service", "Liveness, readiness, and this description."),
 )

@@ -18,9 +18,12 @@ import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from protocol.channels import Channel
+
+if TYPE_CHECKING:  # dkim.py imports Secret from here
+    from .dkim import DkimSettings
 
 TLS_MODES = ("starttls", "implicit", "none")
 _DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
@@ -35,8 +38,8 @@ PROVIDER_TYPES: dict[str, tuple[str, ...]] = {  # type -> the channels it sends
 }
 # settings given only as <name>_env or <name>_file
 SECRETS = {
-    "smtp": ("password",), "sendgrid": ("api_key",), "twilio": ("auth_token",), "fcm": ("credentials",), "apns": ("key",),
-    "webhook": ("secret",),
+    "sandbox": ("dkim_key",), "smtp": ("password", "dkim_key"), "sendgrid": ("api_key", "webhook_key"), "twilio": ("auth_token",),
+    "fcm": ("credentials",), "apns": ("key",), "webhook": ("secret",),
 }
 MAX_PROVIDERS = 4  # per channel: the first that can take a delivery sends it (actors/clients/failover.py)
 MAX_TTL_S = 28 * 86_400  # the longest a push provider is asked to keep an undelivered notification (FCM's own limit)
@@ -67,6 +70,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class SandboxProvider:
+    dkim: DkimSettings | None = None  # email: the .eml outbox's messages DKIM-signed (actors/clients/dkim.py)
     type: str = "sandbox"
 
 
@@ -85,6 +89,7 @@ class SmtpProvider:
     pool_size: int = 4  # connections at most, each sending one message at a time
     messages_per_connection: int = 100  # then QUIT and open a new one
     idle_s: float = 30.0  # an idle connection older than this is closed rather than reused
+    dkim: DkimSettings | None = None  # DKIM-sign each message (actors/clients/dkim.py)
     type: str = "smtp"
 
 
@@ -94,6 +99,8 @@ class SendgridProvider:
 
     api_key: Secret = field(repr=False)
     base_url: str = "https://api.sendgrid.com"  # another only for a regional endpoint or a test's emulator
+    # the Event Webhook's verification key (base64, as SendGrid shows it): receipts at POST /v1/webhooks/sendgrid
+    webhook_key: Secret | None = field(default=None, repr=False)
     timeout_s: float = 30.0
     max_connections: int = 16
     type: str = "sendgrid"
@@ -169,9 +176,10 @@ _TWILIO_KEYS: dict[str, type] = {**_HTTP_KEYS, "account_sid": str, "from_number"
 _FCM_KEYS: dict[str, type] = {**_HTTP_KEYS, "project_id": str, "token_url": str, "ttl_s": int}
 _APNS_KEYS: dict[str, type] = {**_HTTP_KEYS, "key_id": str, "team_id": str, "topic": str, "ttl_s": int, "token_refresh_s": float}
 
+_DKIM_KEYS: dict[str, type] = {"dkim_selector": str, "dkim_domain": str}  # with dkim_key_env / dkim_key_file
 _SMTP_KEYS: dict[str, type] = {
     "host": str, "port": int, "tls": str, "username": str, "ca_file": Path, "helo_name": str,
-    "timeout_s": float, "pool_size": int, "messages_per_connection": int, "idle_s": float,
+    "timeout_s": float, "pool_size": int, "messages_per_connection": int, "idle_s": float, **_DKIM_KEYS,
 }
 
 
@@ -228,7 +236,15 @@ def _sendgrid(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Send
     api_key = _secret(where, "api_key", table, env)
     if api_key is None:
         raise ValueError(f"{where}.api_key_env: required (or api_key_file) for a sendgrid provider")
-    return SendgridProvider(api_key=api_key, **values)
+    webhook_key = _secret(where, "webhook_key", table, env)
+    if webhook_key is not None:
+        from ..domain.receipts import load_sendgrid_key
+
+        try:
+            load_sendgrid_key(webhook_key.reveal())
+        except ValueError as exc:
+            raise ValueError(f"{where}.webhook_key: {exc}") from None
+    return SendgridProvider(api_key=api_key, webhook_key=webhook_key, **values)
 
 
 def _http_values(where: str, kind: str, table: dict[str, Any], keys: dict[str, type]) -> dict[str, Any]:
@@ -313,11 +329,29 @@ def _apns(where: str, table: dict[str, Any], env: Mapping[str, str]) -> ApnsProv
     return ApnsProvider(key=signing_key, **values)
 
 
+def _dkim(where: str, table: dict[str, Any], env: Mapping[str, str]) -> DkimSettings | None:
+    """DKIM signing's settings (dkim_selector, dkim_domain, dkim_key_env/_file): all three, or none."""
+    from .dkim import check_dkim
+
+    key = _secret(where, "dkim_key", table, env)
+    given = {name: table[name] for name in _DKIM_KEYS if name in table}
+    if key is None and not given:
+        return None
+    if key is None or len(given) < len(_DKIM_KEYS):
+        raise ValueError(f"{where}: DKIM takes dkim_selector, dkim_domain and dkim_key_env (or dkim_key_file), all three")
+    selector, domain = (_value(f"{where}.{name}", str, given[name]) for name in _DKIM_KEYS)
+    try:
+        return check_dkim(selector, domain, key)
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from None
+
+
 def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProvider:
     _check_keys(where, "smtp", table, _SMTP_KEYS)
     if "host" not in table:
         raise ValueError(f"{where}.host: required for an smtp provider")
-    values = {key: _value(f"{where}.{key}", _SMTP_KEYS[key], raw) for key, raw in table.items() if key in _SMTP_KEYS}
+    values = {key: _value(f"{where}.{key}", _SMTP_KEYS[key], raw) for key, raw in table.items()
+              if key in _SMTP_KEYS and key not in _DKIM_KEYS}
     tls = values.get("tls", "starttls")
     if tls not in TLS_MODES:
         raise ValueError(f"{where}.tls: expected one of {', '.join(TLS_MODES)}, got {tls!r}")
@@ -330,7 +364,7 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
     password = _secret(where, "password", table, env)
     if (password is None) != ("username" not in values):
         raise ValueError(f"{where}: give both username and password (password_env or password_file), or neither")
-    return SmtpProvider(**values, password=password)
+    return SmtpProvider(**values, password=password, dkim=_dkim(where, table, env))
 
 
 _WEBHOOK_KEYS: dict[str, type] = {"timeout_s": float, "max_connections": int, "max_answer_bytes": int, "ca_file": Path,
@@ -424,9 +458,11 @@ def parse_providers(value: Any, env: Mapping[str, str]) -> dict[str, tuple[Provi
             if channel not in PROVIDER_TYPES[kind]:
                 raise ValueError(f"{where}.type: a {kind} provider sends {', '.join(PROVIDER_TYPES[kind])}, not {channel}")
             if kind == "sandbox":
-                if set(table) - {"type"}:
-                    raise ValueError(f"{where}: a sandbox provider has no settings (the data dir holds its files)")
-                specs.append(SandboxProvider())
+                dkim_keys = {*_DKIM_KEYS, "dkim_key_env", "dkim_key_file"} if channel == Channel.EMAIL.value else set()
+                if set(table) - {"type"} - dkim_keys:
+                    extra = " but DKIM's (dkim_selector, dkim_domain, dkim_key_env)" if dkim_keys else ""
+                    raise ValueError(f"{where}: a sandbox provider has no settings{extra} (the data dir holds its files)")
+                specs.append(SandboxProvider(dkim=_dkim(where, table, env)))
             else:
                 specs.append(_PARSERS[kind](where, table, env))
         parsed[channel] = tuple(specs)

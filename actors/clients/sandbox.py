@@ -42,6 +42,8 @@ from reactor.clock import wall_ms
 from reactor.files import discard_staged, install_files, stage_file, staged_path
 from reactor.group_commit import GroupCommit, WriteFailed
 
+from .dkim import DkimSettings, dkim_signed
+
 UNREGISTERED_PREFIX = "unregistered-"  # push sandbox: tokens the "provider" no longer knows
 
 
@@ -164,7 +166,8 @@ class EmailOutbox:
 
     SYNC_THREADS = 8
 
-    def __init__(self, outbox: Path, sender: str, linger_s: float = 0.0) -> None:
+    def __init__(self, outbox: Path, sender: str, linger_s: float = 0.0, dkim: DkimSettings | None = None) -> None:
+        self.dkim = dkim  # DKIM-sign each .eml as SMTP would send it (actors/clients/dkim.py)
         problem = mailbox_problem(sender)
         if problem is not None:
             raise ValueError(f"email sender {sender!r}: {problem}")
@@ -198,6 +201,7 @@ class EmailOutbox:
         raw = render_email(delivery, self.sender)
         if isinstance(raw, PermanentFailure):
             return raw
+        raw = dkim_signed(self.dkim, raw)
         path = self.outbox / f"{delivery.notification_id}.eml"
         try:
             await self._files.commit([(path, raw)])

@@ -32,6 +32,7 @@ from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, S
 from protocol.lifecycle import Status
 
 from .provider_config import SmtpProvider
+from .dkim import dkim_signed
 from .sandbox import render_email
 
 log = logging.getLogger("herald.smtp")
@@ -242,6 +243,7 @@ class SmtpClient:
         raw = render_email(delivery, self.sender)
         if isinstance(raw, PermanentFailure):
             return raw
+        raw = dkim_signed(self.settings.dkim, raw)  # unchanged without DKIM settings
         recipient = envelope_address(delivery.address or "")
         if recipient is None:
             return PermanentFailure(f"no address for RCPT TO in {delivery.address!r}"[:300], dead_letter=True)

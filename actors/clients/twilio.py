@@ -60,8 +60,9 @@ def verdict(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
 class TwilioClient:
     """SMS through Twilio (a ChannelClient)."""
 
-    def __init__(self, settings: TwilioProvider) -> None:
+    def __init__(self, settings: TwilioProvider, status_callback: str = "") -> None:
         self.settings = settings
+        self.status_callback = status_callback  # where Twilio posts the message's statuses (receipts), if set
         self.url = f"{settings.base_url.rstrip('/')}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
         self._http = http_client(settings.timeout_s, settings.max_connections, settings.ca_file, http2=False)
 
@@ -74,6 +75,8 @@ class TwilioClient:
             form["From"] = self.settings.from_number
         else:
             form["MessagingServiceSid"] = self.settings.messaging_service_sid
+        if self.status_callback:  # the receipt names the notification: ?n=<id> (actors/api/webhooks.py)
+            form["StatusCallback"] = f"{self.status_callback}?n={delivery.notification_id}"
         auth = (self.settings.account_sid, self.settings.auth_token.reveal())
         try:
             answer = await call(self._http, "POST", self.url, data=form, auth=auth)

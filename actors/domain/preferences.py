@@ -183,6 +183,17 @@ def skip_reason(prefs: Preferences, channel: Channel, category: str | None) -> s
     return None
 
 
+def undeliverable_reason(prefs: Preferences, channel: Channel, address: str | None) -> str | None:
+    """Why a send to `address` is skipped: a provider's receipt marked it undeliverable (None if it did not)."""
+    if channel not in (Channel.EMAIL, Channel.SMS):
+        return None
+    mark = prefs.undeliverable_mark(channel, address)
+    if mark is None:
+        return None
+    return (f"undeliverable: {mark.address} was marked ({mark.reason or 'by a receipt'}); "
+            "PUT the user's preferences without it in `undeliverable` to send to it again")
+
+
 def addresses_for(channel: Channel, to: Recipient | None, profile: Profile) -> tuple[str, ...]:
     """Where to send: the request's `to` if it says, else the user's contact point or devices."""
     contact = profile.preferences.contact
@@ -224,6 +235,10 @@ def plan_channels(request: NotificationRequest, profile: Profile, now_ms: int, z
             held = defer if channel in QUIET_CHANNELS else None
             addresses = addresses_for(channel, request.to, profile)
             given = addresses_for(channel, request.to, NO_PROFILE)  # what the send's `to` says for this channel
+            marked = undeliverable_reason(prefs, channel, addresses[0] if addresses else None)
+            if marked is not None:
+                plans[channel] = ChannelPlan(channel, skip=marked)
+                continue
             plans[channel] = ChannelPlan(channel, addresses, defer_until_ms=held, from_profile=bool(addresses) and not given)
     return plans
 
@@ -276,6 +291,9 @@ def check_at_fire(delivery: Delivery, profile: Profile, now_ms: int, zone: dt.tz
         current = list(addresses) if len(addresses) > 1 else []
         if addresses[0] != delivery.address or current != delivery.addresses:
             delivery = msgspec.structs.replace(delivery, address=addresses[0], addresses=current)
+    marked = undeliverable_reason(prefs, channel, delivery.address)
+    if marked is not None:
+        return FireCheck(delivery, skip=marked)
     if prefs.quiet_hours is not None and channel in QUIET_CHANNELS and delivery.priority is not Priority.CRITICAL:
         until = quiet_until(now_ms, zone, clock_minutes(prefs.quiet_hours.start), clock_minutes(prefs.quiet_hours.end))
         if until is not None:

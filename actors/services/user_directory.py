@@ -24,7 +24,9 @@ from urllib.parse import quote
 import msgspec
 import trio
 
-from protocol.preferences import MAX_DEVICES, Platform, Preferences, Profile
+from protocol.channels import Channel
+from protocol.preferences import MAX_DEVICES, MAX_UNDELIVERABLE, Platform, Preferences, Profile, Undeliverable
+from reactor.clock import iso
 from reactor.ports import DeviceRow, State, UserStore
 
 from ..domain.preferences import issue_unsubscribe_token, with_opt_out, without_webhook
@@ -149,6 +151,24 @@ class UserDirectory:
         await self.invalidate([user_id])
         result: Preferences = _preferences_decoder.decode(document)
         return result
+
+    async def mark_undeliverable(self, user_id: str, channel: Channel, address: str, reason: str, at_ms: int) -> bool:
+        """Mark a contact point undeliverable (a provider's receipt said so); False if it already was (nothing written).
+        At most MAX_UNDELIVERABLE marks are kept: the oldest goes."""
+        if (await self.preferences(user_id)).undeliverable_mark(channel, address) is not None:
+            return False
+
+        def change(document: bytes | None) -> bytes:
+            current = Preferences() if document is None else _preferences_decoder.decode(document)
+            if current.undeliverable_mark(channel, address) is not None:
+                return document or _encoder.encode(current)
+            mark = Undeliverable(channel.value, address[:254], reason[:300], iso(at_ms))
+            marks = [*current.undeliverable, mark][-MAX_UNDELIVERABLE:]
+            return _encoder.encode(msgspec.structs.replace(current, undeliverable=marks))
+
+        await self.store.update_preferences(user_id, change, at_ms)
+        await self.invalidate([user_id])
+        return True
 
     async def add_device(self, user_id: str, platform: Platform, token: str, at_ms: int) -> DeviceRow:
         """Register a push token for the user (moving it from another user if needed)."""

@@ -80,6 +80,8 @@ NOT_API_KEY_ROUTES: dict[str, str] = {
     "/v1/sse": "Server-Sent Events: a subscriber token, the WebSocket's fallback (issue 4, item 5)",
     "/v1/poll": "long-poll: a subscriber token, the WebSocket's fallback (issue 4, item 5)",
     "/v1/unsubscribe": "the one-click unsubscribe link of an email (RFC 8058): its signed token is the credential",
+    "/v1/webhooks/sendgrid": "delivery receipts: SendGrid's ECDSA signature is the credential (tests/receipts)",
+    "/v1/webhooks/twilio": "delivery receipts: Twilio's HMAC signature is the credential (tests/receipts)",
 }
 
 # Routes outside /v1 that answer without any credential, and why (test_the_public_routes_are_these).

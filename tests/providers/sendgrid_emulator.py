@@ -8,18 +8,45 @@ holds answers to give first, in turn (a 429 with its X-RateLimit-Reset, a 500, a
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import trio
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
 API_KEY = "SG.test-key-Very-Secret-123"
+
+
+class EventWebhook:
+    """SendGrid's signed Event Webhook: a P-256 key pair made for the test; it signs timestamp + body as SendGrid does."""
+
+    def __init__(self) -> None:
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+        der = self.private_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.public_key = base64.b64encode(der).decode()  # what SendGrid's settings page shows (the verification key)
+
+    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self.private_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+                "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json",
+                "User-Agent": "SendGrid Event API"}
+
+    async def post(self, url: str, events: list[dict[str, Any]], timestamp: int | None = None) -> httpx.Response:
+        """POST a signed batch to `url` (the node's /v1/webhooks/sendgrid)."""
+        body = json.dumps(events).encode()
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(url, content=body, headers=self.headers(body, timestamp))
 
 
 @dataclass
@@ -60,6 +87,18 @@ class Emulator:
     requests: int = 0
     script: list[Answer] = field(default_factory=list)
     scopes: tuple[str, ...] = ("mail.send", "user.profile.read")
+    message_ids: list[str] = field(default_factory=list)  # the X-Message-Id of each accepted message, in order
+    webhook: EventWebhook = field(default_factory=lambda: EventWebhook())
+
+    def event(self, n: int, event: str, **fields: Any) -> dict[str, Any]:
+        """An Event Webhook event about the n-th accepted message, as SendGrid writes one (its custom args included)."""
+        body = self.accepted[n]
+        return {
+            "email": body["personalizations"][0]["to"][0]["email"], "timestamp": int(time.time()), "event": event,
+            "sg_event_id": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+            "sg_message_id": f"{self.message_ids[n]}.filterdrecv-5645d9c87f-6r2ch-1-5F5FC76C-3.0",
+            "smtp-id": f"<{self.message_ids[n]}@ismtpd0001p1lon1.sendgrid.net>", **body.get("custom_args", {}), **fields,
+        }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -106,7 +145,9 @@ class Emulator:
         if problem is not None:
             return problem
         self.accepted.append(body)
-        return Answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
+        message_id = uuid.uuid4().hex[:22]
+        self.message_ids.append(message_id)
+        return Answer(202, None, {"X-Message-Id": message_id})
 
 
 @asynccontextmanager

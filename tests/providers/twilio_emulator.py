@@ -11,6 +11,8 @@ answers to give first, in turn (a 429 with code 20429, a 500, a 503).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -38,6 +40,22 @@ class TwilioEmulator:
     script: list[Answer] = field(default_factory=list)
     account_status: str = "active"  # or suspended, closed
     down: bool = False  # every authenticated request answered 503 (an outage)
+    sids: list[str] = field(default_factory=list)  # the SID of each accepted message, in order
+
+    def callback(self, n: int, status: str, error_code: str | None = None, token: str = AUTH_TOKEN) -> tuple[str, dict[str, str], dict[str, str]]:
+        """The status callback of the n-th accepted message, as Twilio posts it: (the StatusCallback URL it was given,
+        the form, the headers with X-Twilio-Signature made with `token`)."""
+        message = self.accepted[n]
+        url = message["StatusCallback"]
+        form = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "From": message.get("From", FROM_NUMBER),
+                "MessageSid": self.sids[n], "MessageStatus": status, "SmsSid": self.sids[n], "SmsStatus": status,
+                "To": message["To"]}
+        if error_code is not None:
+            form["ErrorCode"] = error_code
+        data = url + "".join(k + v for k, v in sorted(form.items()))
+        signature = base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+        return url, form, {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded",
+                           "User-Agent": "TwilioProxy/1.1"}
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes, http_version: str) -> Answer:
         expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
@@ -80,8 +98,10 @@ class TwilioEmulator:
         if len(text) > 1600:
             return error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
         self.accepted.append(form)
+        sid = "SM" + uuid.uuid4().hex
+        self.sids.append(sid)
         resource: dict[str, Any] = {
-            "sid": "SM" + uuid.uuid4().hex, "account_sid": ACCOUNT_SID, "to": to, "from": form.get("From"),
+            "sid": sid, "account_sid": ACCOUNT_SID, "to": to, "from": form.get("From"),
             "messaging_service_sid": form.get("MessagingServiceSid"), "body": text, "status": "queued",
             "num_segments": str(1 + len(text) // 160), "direction": "outbound-api", "error_code": None,
         }

@@ -40,12 +40,13 @@ async def test_preferences_round_trip_and_name_the_bad_field(tmp_path) -> None:
         fresh = (await client.get("/v1/users/alice/preferences")).json()
         assert fresh == {
             "contact": {}, "locale": None, "timezone": "UTC", "channels": {"email": True, "sms": True, "push": True, "web": True, "webhook": True},
-            "opt_out": [], "quiet_hours": None, "digests": {},
+            "opt_out": [], "quiet_hours": None, "digests": {}, "undeliverable": [],
         }
         response = await client.put("/v1/users/alice/preferences", json=PREFS)
         assert response.status_code == 200, response.text
         stored = (await client.get("/v1/users/alice/preferences")).json()
-        assert stored == {**PREFS, "channels": {"email": True, "sms": False, "push": True, "web": True, "webhook": True}, "digests": {}}
+        assert stored == {**PREFS, "channels": {"email": True, "sms": False, "push": True, "web": True, "webhook": True}, "digests": {},
+                          "undeliverable": []}
 
         cases = [
             ({"timezone": "Mars/Olympus_Mons"}, 422, "timezone"),
@@ -69,6 +70,7 @@ async def test_preferences_round_trip_and_name_the_bad_field(tmp_path) -> None:
             ({"contact": {"webhook": "https://hooks.example.com/" + "a" * 2048}}, 400, "contact.webhook"),
             ({"contact": {"webhook": "https://hooks.example.com/a b"}}, 400, "contact.webhook"),
             ({"contact": {"webhook": "https://hooks.example.com/\n"}}, 400, "contact.webhook"),
+            ({"undeliverable": [{"channel": "push", "address": "tok"}]}, 400, "undeliverable.0.channel"),
         ]
         for body, status, field in cases:
             response = await client.put("/v1/users/alice/preferences", json=body)
