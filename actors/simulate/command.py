@@ -51,12 +51,15 @@ def run_simulate(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SimulateError(f"--out {args.out}: cannot create it: {exc.strerror or exc}") from None
+    from reactor.gc_policy import tune_for_serving
+
     from .report import table, write_csv, write_png
     from .run import simulate
 
-    began = time.perf_counter()
+    tune_for_serving()  # as `herald serve` does: fewer full collections of the long-lived actors (about 8 % here)
+    began, cpu = time.perf_counter(), time.process_time()
     result = simulate(scenario, args.seed)
-    wall_s = time.perf_counter() - began
+    wall_s, cpu_s = time.perf_counter() - began, time.process_time() - cpu
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in args.scenario.stem)
     csv_path, png_path = args.out / f"{stem}.csv", args.out / f"{stem}.png"
     write_csv(result.rows, csv_path)
@@ -65,12 +68,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     speed = {
         "simulated_s": scenario.duration_s, "wall_s": round(wall_s, 3), "speedup": round(scenario.duration_s / wall_s, 1),
         "notifications_per_wall_s": round(accepted / wall_s, 1), "provider_calls": result.provider_calls,
+        "cpu_s": round(cpu_s, 3),
     }
     out, err = (sys.stderr, sys.stderr) if args.json else (sys.stdout, sys.stderr)
     out.write(table(result))
     err.write(f"wrote {csv_path} and {png_path}\n")
     err.write(f"speed: {scenario.duration_s:g} simulated s in {wall_s:.1f} wall s: {speed['speedup']:g}x; "
-              f"{speed['notifications_per_wall_s']:g} notifications per wall second ({accepted} accepted)\n")
+              f"{speed['notifications_per_wall_s']:g} notifications per wall second ({accepted} accepted; "
+              f"{cpu_s:.1f} s of CPU: {accepted / max(cpu_s, 1e-9):.0f} per CPU second)\n")
     if args.json:
         print(json.dumps({"scenario": str(args.scenario), "seed": args.seed, "csv": str(csv_path), "png": str(png_path),
                           "totals": result.totals, **speed}))

@@ -33,6 +33,7 @@ import trio.testing
 
 from protocol.api import NotificationRequest, Receipt
 from protocol.channels import LANES, Channel, Lane
+from protocol.problems import Problem
 from protocol.content import Content, EmailContent, PushContent, Recipient, SmsContent
 from reactor.ask import ask
 from reactor.backends import local_state
@@ -255,8 +256,11 @@ async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted
             if count == 0:
                 continue
             requests = tuple(_request(curve.channel, f"user-{rng.randrange(scenario.users)}", curve) for _ in range(count))
-            answers = await ask(node.ingress_mb.send, lambda reply: SubmitBatch(requests, reply))
-            accepted[curve.channel] += sum(1 for a in answers if isinstance(a, Receipt))
+            answers: list[Receipt | Problem] = await ask(node.ingress_mb.send, lambda reply: SubmitBatch(requests, reply))
+            refused = [a for a in answers if not isinstance(a, Receipt)]
+            if refused:  # the scenario's requests are well formed: a refusal is the simulation's defect, not a figure
+                raise RuntimeError(f"the Ingress refused a simulated notification: {refused[0]!r}")
+            accepted[curve.channel] += len(answers)
 
 
 def _transitions(before: dict[str, int], after: dict[str, int]) -> str:
