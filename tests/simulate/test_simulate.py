@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from actors.config import Config
 from actors.simulate.run import simulate
+from protocol.channels import Channel
 from actors.simulate.scenario import ScenarioError, load_scenario, parse_scenario
 from tests.process import HERALD
 
@@ -110,7 +112,8 @@ for_min = {OUTAGE_MIN}
 
 def test_a_five_minute_outage_as_the_arithmetic_says(tmp_path):
     """RATE/s, the provider down for OUTAGE_MIN minutes: the breaker opens after F failures, and only failed probes
-    are retried while it is open; what arrives during the outage waits (RATE x outage, within the bucket's capacity);
+    are retried while it is open; what arrives during the outage waits (RATE x outage, within the bucket's capacity:
+    the gate holds the Provider's slots' worth, deferred by the breaker, the bus the rest);
     after recovery the bucket drains the backlog and everything is delivered; nothing is dead-lettered."""
     path = tmp_path / "analytic.toml"
     path.write_text(ANALYTIC)
@@ -131,6 +134,12 @@ def test_a_five_minute_outage_as_the_arithmetic_says(tmp_path):
     assert all(rows[m].breaker == "open" for m in during)  # at each minute's end (no probe lasts until then)
     backlog = rows[OUTAGE_AT + OUTAGE_MIN].pending
     assert abs(backlog - RATE * OUTAGE_MIN * 60) <= CAPACITY  # what arrived during the outage waits
+    # of which the gate holds what the Provider's bulk slots let reach it (each counted as deferred by the breaker once,
+    # and again when a failed probe's retry comes back); the rest waits on the bus behind them (backpressure)
+    config = Config()
+    slots = config.max_in_flight_of(Channel.SMS) - config.critical_slots_of(Channel.SMS)
+    assert slots <= sum(rows[m].deferred_breaker for m in during) <= slots + retried + 1
+    assert rows[OUTAGE_AT + 1].deferred_breaker >= slots  # counted as they arrive at the gate, not when they leave it
     after = range(OUTAGE_AT + OUTAGE_MIN + 1, 11)
     assert "open->half_open" in rows[OUTAGE_AT + OUTAGE_MIN + 1].transitions
     assert "half_open->closed" in rows[OUTAGE_AT + OUTAGE_MIN + 1].transitions
