@@ -164,7 +164,8 @@ class _Node:
 def _wire(config: Config, scenario: Scenario, rng: random.Random, start: float) -> _Node:
     """The node's delivery path for the scenario's channels, as actors/app.py's wire() builds it (see the module's docstring)."""
     channels = scenario.channels
-    keep_ms = int((3600 + scenario.longest_wait_s() + 60 * config.max_attempts * config.retry_max_s) * 1000)
+    # an hour past the longest a delivery can wait: every outage and throttling window, and every backoff at its longest
+    keep_ms = int((3600 + scenario.longest_wait_s() + config.max_attempts * config.retry_max_s) * 1000)
     bus = MemoryBus({c.topic(lane): config.partitions_of(c) for c in channels for lane in LANES})
     store, logstore, state = MemoryStore(keep_ms), MemoryLogStore(keep_ms), local_state()
     policy = RestartPolicy()
