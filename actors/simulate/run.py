@@ -164,8 +164,8 @@ class _Node:
 def _wire(config: Config, scenario: Scenario, rng: random.Random, start: float) -> _Node:
     """The node's delivery path for the scenario's channels, as actors/app.py's wire() builds it (see the module's docstring)."""
     channels = scenario.channels
-    # an hour past the longest a delivery can wait: every outage and throttling window, and every backoff at its longest
-    keep_ms = int((3600 + scenario.longest_wait_s() + config.max_attempts * config.retry_max_s) * 1000)
+    # ten minutes past the longest a delivery can wait: every outage and throttling window, and every backoff at its longest
+    keep_ms = int((600 + scenario.longest_wait_s() + config.max_attempts * config.retry_max_s) * 1000)
     bus = MemoryBus({c.topic(lane): config.partitions_of(c) for c in channels for lane in LANES})
     store, logstore, state = MemoryStore(keep_ms), MemoryLogStore(keep_ms), local_state()
     policy = RestartPolicy()
@@ -319,13 +319,18 @@ async def run_scenario(scenario: Scenario, seed: int, config: Config | None = No
 def simulate(scenario: Scenario, seed: int) -> Result:
     """Run the scenario to its end under a MockClock that jumps from one deadline to the next; deterministic by seed."""
     config = herald_config(scenario)  # a bad [herald] table is refused before anything runs
-    trio_random = trio._core._run._r  # Trio's scheduler reverses batches of runnable tasks at random: from our seed
-    state = trio_random.getstate()
+    # Trio's run loop reverses (or, under Hypothesis, shuffles) each batch of runnable tasks with a generator of its own
+    # (trio._core._run._r, private): seeded from ours for the run, then given back its state, as is the random module's.
+    trio_random = getattr(trio._core._run, "_r", None)
+    if not isinstance(trio_random, random.Random):
+        raise RuntimeError("this Trio keeps its scheduling randomness elsewhere: herald simulate cannot seed it (see actors/simulate/run.py)")
+    states = trio_random.getstate(), random.getstate()
     trio_random.seed(random.Random(seed ^ 0x5EED).getrandbits(64))
     try:
         return trio.run(partial(run_scenario, scenario, seed, config), clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
-        trio_random.setstate(state)
+        trio_random.setstate(states[0])
+        random.setstate(states[1])
 
 
 __all__ = ["FIELDS", "MinuteRow", "Result", "dataclasses", "percentile", "run_scenario", "simulate"]

@@ -3,8 +3,8 @@
 The send ledger is bounded: a row is forgotten `ledger_keep_ms` (wall clock, which is the
 simulation's clock) after it was written. The ledger answers a redelivered attempt
 (maybe_sent) whether it was sent; in a simulation a record is redelivered within seconds (a
-consumer's window after a restart), so an hour is far beyond what is ever asked, and a day
-of traffic does not hold every notification in memory.
+consumer's window after a restart), and the simulation keeps rows ten minutes past the longest
+a delivery can wait, so a day of traffic does not hold every notification in memory.
 
 Metadata (get_meta, put_meta_if_absent) is kept; topics, fan-out jobs and digests are not
 part of a simulation and raise NotServed.
