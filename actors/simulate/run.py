@@ -127,6 +127,10 @@ def poisson(rng: random.Random, mean: float) -> int:
 
 def herald_config(scenario: Scenario) -> Config:
     """Herald's settings for the run: the defaults and the scenario's [herald] table, checked as herald.toml's are."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key in scenario.herald:
+        if key not in known:
+            raise ScenarioError(f"herald.{key}: unknown setting (the settings are the fields of Config in actors/config.py)")
     try:
         return load_config(None, env={}, **scenario.herald)
     except ConfigError as exc:
@@ -333,4 +337,4 @@ def simulate(scenario: Scenario, seed: int) -> Result:
         random.setstate(states[1])
 
 
-__all__ = ["FIELDS", "MinuteRow", "Result", "dataclasses", "percentile", "run_scenario", "simulate"]
+__all__ = ["FIELDS", "MinuteRow", "Result", "herald_config", "percentile", "run_scenario", "simulate"]

@@ -43,6 +43,8 @@ from typing import Any
 from protocol.channels import Channel, Priority
 
 SHAPES = ("steady", "ramp", "flash")
+MAX_RATE = 100_000.0  # notifications per second of one curve: far beyond what a simulation gets through in a day of wall time
+MAX_DURATION_MIN = 7 * 24 * 60.0
 OUTAGE_KINDS = ("error", "timeout")
 CHANNELS = ("email", "sms", "push")  # the web channel goes to browser sessions, not to a provider: not simulated
 TOP_KEYS = ("name", "duration_min", "duration_h", "users", "tick_s", "arrivals", "herald", "traffic", "providers")
@@ -178,7 +180,8 @@ def _curve(where: str, raw: Any, duration_min: float) -> Curve:
     for key in t:
         if key not in allowed:
             raise ScenarioError(f"{where}.{key}: not a field of shape {shape!r} (it takes {', '.join(sorted(allowed))})")
-    values = {k: float(_number(f"{where}.{k}", t[k])) for k in t if k not in ("channel", "shape", "priority")}
+    values = {k: float(_number(f"{where}.{k}", t[k], high=MAX_RATE if "rate" in k or k == "peak" else MAX_DURATION_MIN))
+              for k in t if k not in ("channel", "shape", "priority")}
     priority = t.get("priority", "normal")
     try:
         prio = Priority(priority)
@@ -244,14 +247,14 @@ def parse_scenario(raw: dict[str, Any]) -> Scenario:
     if ("duration_min" in raw) == ("duration_h" in raw):
         raise ScenarioError("duration_min: give the simulated duration as exactly one of duration_min and duration_h")
     if "duration_h" in raw:
-        duration_min = float(_number("duration_h", raw["duration_h"], low_open=True)) * 60
+        duration_min = float(_number("duration_h", raw["duration_h"], low_open=True, high=MAX_DURATION_MIN / 60)) * 60
     else:
-        duration_min = float(_number("duration_min", raw["duration_min"], low_open=True))
+        duration_min = float(_number("duration_min", raw["duration_min"], low_open=True, high=MAX_DURATION_MIN))
     name = raw.get("name", "scenario")
     if not isinstance(name, str):
         raise ScenarioError(f"name: expected a string, got {name!r}")
     users = int(_number("users", raw.get("users", 1000), low=1, integer=True))
-    tick_s = float(_number("tick_s", raw.get("tick_s", 0.1), low_open=True, high=60.0))
+    tick_s = float(_number("tick_s", raw.get("tick_s", 0.1), low=0.001, high=60.0))
     arrivals = raw.get("arrivals", "poisson")
     if arrivals not in ("poisson", "even"):
         raise ScenarioError(f"arrivals: expected poisson or even, got {arrivals!r}")

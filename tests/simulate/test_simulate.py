@@ -162,6 +162,9 @@ def test_a_five_minute_outage_as_the_arithmetic_says(tmp_path):
     ("duration_min = 1\n[[traffic]]\nchannel = 'sms'\nshape = 'ramp'\nfrom_rate = 1\n", "traffic[0].to_rate"),
     ("duration_min = 1\n[[traffic]]\nchannel = 'sms'\nrate = 1\npeak = 3\n", "traffic[0].peak"),
     ("duration_min = 1\n", "traffic"),
+    ("duration_min = 1\n[[traffic]]\nchannel = 'sms'\nrate = 1e7\n", "traffic[0].rate"),
+    ("duration_min = 1\ntick_s = 0\n[[traffic]]\nchannel = 'sms'\nrate = 1\n", "tick_s"),
+    ("duration_h = 1000\n[[traffic]]\nchannel = 'sms'\nrate = 1\n", "duration_h"),
     ("[[traffic]]\nchannel = 'sms'\nrate = 1\n", "duration_min"),
     ("duration_min = 1\nspeed = 2\n[[traffic]]\nchannel = 'sms'\nrate = 1\n", "speed"),
     ("duration_min = 1\n[[traffic]]\nchannel = 'sms'\nrate = 1\n[providers.sms]\nerror_rate = 2\n", "providers.sms.error_rate"),
@@ -193,6 +196,9 @@ def test_the_command_refuses_a_bad_scenario_in_one_line(tmp_path, capsys):
     setting.write_text("duration_min = 1\n[herald]\nmax_attempts = 'x'\n[[traffic]]\nchannel = 'sms'\nrate = 1\n")
     assert main(["simulate", str(setting), "--out", str(tmp_path / "out")]) == 2
     assert "scenario error: herald.max_attempts:" in capsys.readouterr().err
+    setting.write_text("duration_min = 1\n[herald]\nmax_attempt = 3\n[[traffic]]\nchannel = 'sms'\nrate = 1\n")
+    assert main(["simulate", str(setting), "--out", str(tmp_path / "out")]) == 2
+    assert "scenario error: herald.max_attempt: unknown setting" in capsys.readouterr().err
     assert main(["simulate", str(tmp_path / "nope.toml")]) == 2
     assert "cannot read it" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
