@@ -22,15 +22,12 @@ transitions (GET /v1/admin/circuits), and each Sent's delay as the provider saw 
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import itertools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
 
 import trio
 import trio.testing
@@ -333,41 +330,29 @@ def simulate(scenario: Scenario, seed: int) -> Result:
 
 @contextmanager
 def deterministic_trio(seed: int) -> Iterator[None]:
-    """Within the block, Trio runs the same tasks in the same order every run: its scheduling generator seeded from
-    `seed` and equal deadlines woken in the order they were set; both, and the random module, restored afterwards.
+    """Within the block, Trio runs the same tasks in the same order every run; its state restored afterwards.
 
-    Trio's run loop reverses (or, under Hypothesis, shuffles) each batch of runnable tasks with a generator of its own
-    (trio._core._run._r), and breaks ties between equal deadlines by id(cancel_scope) (Deadlines, trio._core._run):
-    both private, so checked here, and by tests/simulate."""
-    trio_random = getattr(trio._core._run, "_r", None)
-    deadlines = getattr(trio._core._run, "Deadlines", None)
-    if not isinstance(trio_random, random.Random) or deadlines is None or not hasattr(deadlines, "add"):
+    Trio's run loop takes the tasks that became runnable in the order they were woken, which is not always the same
+    from run to run: the tie between equal deadlines (common under a clock that jumps to the next deadline) is broken
+    by id(cancel_scope), a memory address, and an Event wakes its waiters from a set. Trio has a mode for Hypothesis
+    that sorts each batch of runnable tasks by their creation order and shuffles it with its own generator
+    (trio._core._run: _ALLOW_DETERMINISTIC_SCHEDULING, _r, both private: checked here and by tests/simulate); the run
+    uses it, the generator seeded from `seed`. The random module's state is restored too (the run seeds it)."""
+    module = trio._core._run
+    trio_random = getattr(module, "_r", None)
+    mode = getattr(module, "_ALLOW_DETERMINISTIC_SCHEDULING", None)
+    if not isinstance(trio_random, random.Random) or not isinstance(mode, bool):
         raise RuntimeError("this Trio keeps its scheduling order elsewhere: herald simulate cannot make it deterministic "
                            "(actors/simulate/run.py, deterministic_trio)")
     states = trio_random.getstate(), random.getstate()
     trio_random.seed(random.Random(seed ^ 0x5EED).getrandbits(64))
-    add = deadlines.add
-    setattr(deadlines, "add", _add_in_order(itertools.count()))
+    setattr(module, "_ALLOW_DETERMINISTIC_SCHEDULING", True)
     try:
         yield
     finally:
-        setattr(deadlines, "add", add)
+        setattr(module, "_ALLOW_DETERMINISTIC_SCHEDULING", mode)
         trio_random.setstate(states[0])
         random.setstate(states[1])
-
-
-def _add_in_order(counter: Iterator[int]) -> Callable[[Any, float, trio.CancelScope], None]:
-    """Trio's Deadlines.add with the order of registration, not id(cancel_scope), as the tie-breaker of equal deadlines.
-
-    Under a MockClock that jumps to the next deadline, many tasks wake at the very same instant (scopes set from one
-    `now`), and Trio wakes the expired ones in heap order: by id(), a memory address, which differs from run to run.
-    The order they were set in does not (Deadlines is private: trio._core._run; checked by tests/simulate)."""
-
-    def add(self: Any, deadline: float, cancel_scope: trio.CancelScope) -> None:
-        heapq.heappush(self._heap, (deadline, next(counter), cancel_scope))
-        self._active += 1
-
-    return add
 
 
 __all__ = ["FIELDS", "MinuteRow", "Result", "deterministic_trio", "herald_config", "percentile", "run_scenario", "simulate"]

@@ -261,8 +261,8 @@ def _wake_orders(mode: str) -> list[list[int]]:
 
 def test_tasks_woken_at_one_instant_wake_in_the_same_order_every_run():
     """In a process as `herald simulate` runs (no Hypothesis), Trio breaks the tie between equal deadlines by id(), a
-    memory address: the wake order changes with what was allocated before. Under deterministic_trio it is the order the
-    deadlines were set in, every run."""
+    memory address: the wake order changes with what was allocated before. Under deterministic_trio it is the same
+    every run (the creation order, shuffled by the seed)."""
     plain = _wake_orders("plain")
     assert not plain[0] == plain[1] == plain[2]  # the defect deterministic_trio removes: shown, so the check below can fail
     orders = _wake_orders("deterministic")
