@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .check import CheckError
+from .simulate.command import SimulateError
 from .startup import explain, leaves, missing_dependency  # the standard library only: it reports a missing package
 
 if TYPE_CHECKING:
@@ -625,6 +626,9 @@ def parser() -> argparse.ArgumentParser:
     from .check import add_parser as add_check  # herald check properties (actors/check.py)
 
     add_check(sub)
+    from .simulate.command import add_parser as add_simulate  # herald simulate SCENARIO.toml (actors/simulate/)
+
+    add_simulate(sub)
     return top
 
 
@@ -635,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as error:
         print(f"herald: {error}", file=sys.stderr)
         return error.code
-    except CheckError as error:
+    except (CheckError, SimulateError) as error:
         print(f"herald: {error}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

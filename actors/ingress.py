@@ -90,10 +90,10 @@ def _requests(message: IngressMessage) -> Sequence[NotificationRequest]:
 class IdGenerator:
     """Monotonic notification ids: within one millisecond, the random part counts up."""
 
-    def __init__(self) -> None:
+    def __init__(self, rng: random.Random | None = None) -> None:
         self._last_ms = -1
         self._last_entropy = 0
-        self._random = random.Random()
+        self._random = rng or random.Random()  # a seeded one: the same ids every run (herald simulate)
 
     def next(self, now_ms: int) -> str:
         if now_ms <= self._last_ms:

@@ -44,6 +44,8 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
@@ -138,8 +140,13 @@ class ResilienceGate:
         # waiting for the bucket never holds up a critical one)
         self._admitting = {lane: trio.Lock() for lane in LANES}
         self._asking = trio.Lock()  # one breaker round trip at a time: views are taken in the order they were asked
-        self.deferred = 0  # deliveries that waited for an open breaker
-        self.throttled = 0  # deliveries that waited for a token
+        self.deferred = 0  # deliveries that waited for an open breaker (or another's probe): in their turn, or for it
+        self.throttled = 0  # deliveries that waited for a token (or a throttled verdict's pause): in their turn, or for it
+        # What the admission in turn of each lane waits for now ("breaker", "bucket" or ""), and the waits that began
+        # so far: a delivery waiting for its turn meanwhile waited for the same thing, and is counted as deferred too.
+        self._waiting_on: dict[Lane, str] = dict.fromkeys(LANES, "")
+        self._waits = {"breaker": 0, "bucket": 0}
+        self._counted: dict[Lane, frozenset[str]] = dict.fromkeys(LANES, frozenset())  # the one in turn: counted for these
         self.transitions: dict[str, int] = {}  # the shared breaker's transitions this worker's steps took
         self.admitted = 0
         self.lease_round_trips = 0  # lease_tokens calls made: one per slice (given at once or reserved)
@@ -164,17 +171,29 @@ class ResilienceGate:
         return await self._admit_in_turn(delivery, max_pause_s)
 
     async def _admit_in_turn(self, delivery: Delivery, max_pause_s: float | None) -> bool:
-        admitting = self._admitting[delivery.priority.lane]
+        lane = delivery.priority.lane
+        admitting = self._admitting[lane]
+        counted: frozenset[str] = frozenset()
         try:  # a free turn is taken without yielding to the event loop (a turn of the scheduler per delivery)
             admitting.acquire_nowait()
         except trio.WouldBlock:
+            # deferred while it waits for its turn: behind an admission that waits for the breaker or the bucket (counted
+            # at once when that one waits now, else once its turn comes, if one did meanwhile)
+            now_on, before = self._waiting_on[lane], dict(self._waits)
+            self._count_deferral(now_on)
             await admitting.acquire()
+            later = {cause for cause, n in self._waits.items() if n != before[cause]} - {now_on}
+            for cause in sorted(later):
+                self._count_deferral(cause)
+            counted = frozenset({now_on, *later} - {""})
+        self._counted[lane] = counted  # its own waits in its turn are not counted again
         try:
             if max_pause_s is None:  # `_admit(delivery)` as before (tests/reactor/test_properties_catch_bugs.py's mutants override it)
                 await self._admit(delivery)
                 return True
             return await self._admit(delivery, max_pause_s)
         finally:
+            self._counted[lane] = frozenset()
             admitting.release()
 
     async def _admit(self, delivery: Delivery, max_pause_s: float | None = None) -> bool:
@@ -190,7 +209,8 @@ class ResilienceGate:
                     if passing:
                         return False
                     deferred = self._defer(deferred, delivery, BreakerState.HALF_OPEN)
-                    await self._probe_settled.wait()
+                    with self._waiting(lane, "breaker"):
+                        await self._probe_settled.wait()
                     fresh = False
                     continue
                 now = trio.current_time()
@@ -198,27 +218,31 @@ class ResilienceGate:
                     if max_pause_s is not None and self._paused_until - now > max_pause_s:
                         return False
                     throttled = True
-                    await trio.sleep(self._paused_until - now)
+                    with self._waiting(lane, "bucket"):
+                        await trio.sleep(self._paused_until - now)
                     fresh = False
                     continue
                 if not probing and self.breaker.state_at(now) is BreakerState.OPEN:
                     if passing:
                         return False
                     deferred = self._defer(deferred, delivery, BreakerState.OPEN)
-                    await trio.sleep(self.breaker.time_until_allowed(now))
+                    with self._waiting(lane, "breaker"):
+                        await trio.sleep(self.breaker.time_until_allowed(now))
                     fresh = False
                     continue
                 if not self._slice_usable(now, lane):
                     held = self._slices[lane]
                     if held is not None and held.tokens > 0 and now < held.valid_from:  # reserved: wait for it
                         throttled = True
-                        await trio.sleep(held.valid_from - now)
+                        with self._waiting(lane, "bucket"):
+                            await trio.sleep(held.valid_from - now)
                         fresh = False
                         continue
                     wait = await self._lease_slice(lane)
                     if wait > 0:  # nothing granted: bulk at the reserve (ask again then), or a capacity below one token
                         throttled = True
-                        await trio.sleep(wait)
+                        with self._waiting(lane, "bucket"):
+                            await trio.sleep(wait)
                     continue
                 if not probing:
                     state = self.breaker.state_at(now)
@@ -234,7 +258,8 @@ class ResilienceGate:
                                 return False
                             deferred = self._defer(deferred, delivery, BreakerState(view.state))
                             if view.state == BreakerState.HALF_OPEN.value:  # another worker's probe is out
-                                await trio.sleep(PROBE_POLL_S)
+                                with self._waiting(lane, "breaker"):
+                                    await trio.sleep(PROBE_POLL_S)
                                 fresh = False
                         else:
                             probing = view.probe
@@ -243,7 +268,7 @@ class ResilienceGate:
                 assert spent is not None
                 spent.tokens -= 1
                 self.admitted += 1
-                self.throttled += throttled
+                self.throttled += throttled and "bucket" not in self._counted[lane]
                 if probing:
                     self._probe = delivery
                 return True
@@ -417,8 +442,24 @@ class ResilienceGate:
             self.transitions[key] = self.transitions.get(key, 0) + 1
             log.log(logging.WARNING if key.endswith("->open") else logging.INFO, "%s: circuit %s", self.channel, key)
 
+    def _count_deferral(self, cause: str) -> None:
+        if cause == "breaker":
+            self.deferred += 1
+        elif cause == "bucket":
+            self.throttled += 1
+
+    @contextmanager
+    def _waiting(self, lane: Lane, cause: str) -> Iterator[None]:
+        """The admission in turn of `lane` waits for `cause`: the deliveries waiting for their turn meanwhile are deferred too."""
+        self._waiting_on[lane] = cause
+        self._waits[cause] += 1
+        try:
+            yield
+        finally:
+            self._waiting_on[lane] = ""
+
     def _defer(self, deferred: bool, delivery: Delivery, state: BreakerState) -> bool:
-        if not deferred:
+        if not deferred and "breaker" not in self._counted[delivery.priority.lane]:
             self.deferred += 1
             log.info("%s: breaker %s, deferring %s", self.channel, state.value, delivery.notification_id)
         return True

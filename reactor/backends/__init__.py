@@ -5,6 +5,7 @@
     postgres/   the store setting's ports on a PostgreSQL schema shared by the nodes of a cluster
     kafka/      the bus on Apache Kafka (through reactor/asyncio_bridge.py)
     cassandra/  the log store on Apache Cassandra
+    memory/     not a backend to configure: in-memory ports for `herald simulate` (not durable, no threads)
 
 A setting per port names its backend by URL (actors/config.py): `bus`, `state`, `store`
 (the Store and the stores beside it: API keys, templates, users, the signing key ring),
@@ -16,7 +17,7 @@ it last at shutdown, once nothing uses them any more.
 Who may import what: the composition root (actors/app.py), the configuration (URL
 checks) and the offline CLI use this module's names; nothing outside reactor/backends/
 imports a backend package, but tests, which may build embedded backends directly
-(`from reactor.backends.embedded import ...`). A backend package imports reactor (the
+(`from reactor.backends.embedded import ...`), and actors/simulate/, which builds the memory/ ports. A backend package imports reactor (the
 ports, the runtime, files.py) and protocol, never actors. This module imports only the
 standard library when loaded (the CLI reports a missing package with its help).
 """
