@@ -151,3 +151,22 @@ async def test_a_recipients_throttle_holds_no_one_else_and_goes_back_to_the_cons
         outcome, provider = await run_one(client, open_gate)
         assert isinstance(outcome, RetryLater) and outcome.recipient and outcome.after_s == 2.0, outcome
         assert len(client.calls) == 1 and provider.throttled_resends == 0
+
+
+async def test_the_calls_in_flight_when_throttling_began_hold_the_bucket_once_not_each(autojump_clock) -> None:
+    """Twenty calls in flight all answered 429 with Retry-After 1 s: one wait of about 1 s for everyone, not twenty
+    stacked debts (the simulation of an email provider throttling at 60/s delivered a tenth of its rate so)."""
+    state = MemoryState()
+    limits = Limits(capacity=60, refill_per_s=60, breaker=BREAKER)
+    gate, other = ResilienceGate("email", limits, state), ResilienceGate("email", limits, state)
+    for n in range(20):
+        await gate.admit(delivery(f"n-{n}"))
+    began = trio.current_time()
+    for n in range(20):
+        await gate.settle(delivery(f"n-{n}"), throttled(1.0))
+    await other.admit(delivery("later"))  # the provider's other worker, through the shared bucket
+    await gate.admit(delivery("later-here"))
+    # one throttle's wait and the bucket's depth (capacity / refill: 1 s) spent by the slices leased before it and
+    # the debt it left, about 3 s; each answer adding its own debt made it 40 s
+    assert trio.current_time() - began <= 1.0 + 2 * 1.0 + 0.5, trio.current_time() - began
+    assert gate.throttles == 20
