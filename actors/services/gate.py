@@ -301,13 +301,14 @@ class ResilienceGate:
         provider's other workers wait min(after_s, about capacity / refill) before they try, and each that is then
         throttled itself waits the whole after_s. The worker's own slices are dropped (they expire with their lease).
         Once per throttling: the answers of the other calls that were in flight when it began (up to max_in_flight of
-        them, each asking for about the same wait) fall within this worker's pause and add no debt of their own, which
-        stacked up to max_in_flight waits."""
+        them, arriving over their latencies) come while this worker is paused; they may lengthen the pause but add no
+        debt of their own, which stacked up to max_in_flight waits."""
         self.throttles += 1
-        until = trio.current_time() + after_s
-        if until <= self._paused_until:
+        now = trio.current_time()
+        paused = now < self._paused_until
+        self._paused_until = max(self._paused_until, now + after_s)
+        if paused:
             return
-        self._paused_until = until
         self._slices = dict.fromkeys(LANES)
         limits = self.limits
         want = max(1, min(math.floor(limits.capacity), math.ceil(limits.refill_per_s * after_s)))
