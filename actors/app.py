@@ -40,6 +40,7 @@ from protocol.channels import LANES, Channel, Lane
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
+from reactor.port_health import PortHealth
 from reactor.ports import Bus, LogStore, State, Store
 from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
@@ -97,6 +98,7 @@ class Herald:
     providers: dict[Channel, Provider] = field(default_factory=dict)
     consumer_groups: dict[Channel, ConsumerGroup] = field(default_factory=dict)
     ingress: Ingress | None = None  # api, all
+    health: PortHealth | None = None  # the ports known unavailable now (GET /readyz)
     jobs: Jobs | None = None
     registry: ConnectionRegistry | None = None  # edge, all
     templates: TemplateService | None = None
@@ -313,6 +315,9 @@ async def wire(
     )
     bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
     key_ring = SharedSigningKeys(backends.signing_keys, signing, refresh_s=None if alone else REFRESH_S)
+    # Ports known unavailable (GET /readyz): the bus is checked by asking an end offset while it is marked down
+    probe_topic = Channel.WEB.topic(LANES[0])
+    health = PortHealth({"bus": partial(bus.end_offset, probe_topic, 0)})
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
     users = UserDirectory(
@@ -327,6 +332,7 @@ async def wire(
     # rows are not written yet (at most one consumer window: what the user's partition has out)
     recent = RecentPushes(state, per_user=2 * max(config.consumer_batch, config.consumer_window))
     herald = Herald(config, system, backends, recorder, api_key, templates=templates, users=users)
+    herald.health = health
     stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
     delivery: list[ChildSpec] = []
     query_mbs: dict[Channel, Mailbox[CircuitQuery]] = {}
@@ -415,7 +421,7 @@ async def wire(
             digests.listeners.append(herald.digester.wake)
         herald.ingress = ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
-            topics=topic_sends, digests=digests,
+            topics=topic_sends, digests=digests, append_deadline_s=config.append_deadline_s, health=health,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
         mailboxes += [ingress_mb, jobs_mb, *([] if works else [scheduler_mb])]  # the api role's scheduler_mb: the schedule-writer's
@@ -446,7 +452,7 @@ async def wire(
         requests=requests if serves else None, sessions=sessions if edge else None,
         fanout=_fanout_reader(herald.fanout) if herald.fanout is not None else None,  # the roles that run the fan-out actor
     )
-    watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop)]
+    watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop), ChildSpec("port-health", health.run, stop=health.stop)]
     if config.metrics_port >= 0:
         herald.metrics_port = MetricsPort(metrics, config.metrics_host, config.metrics_port, config.shutdown_grace_s)
         watching.append(ChildSpec("metrics-port", herald.metrics_port.run, stop=herald.metrics_port.stop))
@@ -481,6 +487,7 @@ async def wire(
             metrics=metrics,
             requests=requests,
             sessions=sessions,
+            health=health,
             **gateway_parts,
         )
         herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)

@@ -11,11 +11,24 @@ With a UserDirectory, the user's preferences shape each channel (actors/domain/p
 addresses from the contact points and devices when `to` does not give them, a channel
 turned off or a category opted out of recorded as failed with the reason, and quiet
 hours handing the record to the Scheduler (durably, before the 202) instead of the bus.
+
+The bus append has a deadline (`append_deadline_s`): a bus that does not acknowledge in time
+(Kafka down) fails the group with AppendUncertain, a PortUnavailable (503 with Retry-After), and
+marks the bus down in the node's PortHealth (/readyz 503 until it works again). Nothing was
+acknowledged, but the records may still be written later (the Kafka producer keeps them and
+retries). A request with an Idempotency-Key covers that: its notification ids are derived from its
+idempotency entry (`KeyedIds`: a seed and the first try's time, kept by actors/api/idempotency.py
+after an AppendUncertain), so the caller's retry makes the very same notification ids, its
+deliveries marked `keyed` on every try; the provider asks the send ledger before each keyed
+delivery (one ledger read each), so whether the first try's records land before, after or never,
+the provider is called once per (notification, channel) (web frames are pushed again and dropped
+by the sessions that had them). A caller without a key that retries after a 503 may get two.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 from collections.abc import Sequence
@@ -37,12 +50,13 @@ from protocol.topics import TOPIC_SEND_PREFIX
 from reactor.ask import ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus, DigestEvent, Scheduled
+from reactor.port_health import PortHealth
+from reactor.ports import AppendUncertain, Bus, DigestEvent, PortUnavailable, Scheduled
 
 from .domain.digests import check_window, choose_window, digest_data, event_times
 from .domain.preferences import NO_PROFILE, address_missing, plan_channels
 from .domain.send_at import SEND_AT_PREFIX, resolve as resolve_send_at
-from .messages import IngressMessage, RecordEvents, RecorderMessage, Submit
+from .messages import IngressMessage, KeyedIds, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.digests import Collected, Digests
 from .services.template_service import TemplateService, apply_template
@@ -56,6 +70,13 @@ _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's 
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 _encode_request = msgspec.json.Encoder().encode
 COALESCE_MAX_REQUESTS = 1000  # requests one append takes from the mailbox at most (a full batch's worth)
+APPEND_DEADLINE_S = 5.0  # how long a POST waits for the bus to acknowledge its append (config: append_deadline_s)
+
+
+def keyed_id(ids: KeyedIds, index: int) -> str:
+    """The notification id of item `index` of a request with an Idempotency-Key: the same on every retry of it."""
+    entropy = int.from_bytes(hashlib.blake2b(f"{ids.seed}:{index}".encode(), digest_size=10).digest(), "big")
+    return make_notification_id(ids.first_ms, entropy)
 
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
@@ -135,10 +156,29 @@ class SendPlanner:
         self.recorder = recorder
         self.ids = IdGenerator()
 
-    async def commit(self, batch: PlannedBatch) -> None:
-        """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder."""
+    async def commit(self, batch: PlannedBatch, append_deadline_s: float | None = None, health: PortHealth | None = None) -> None:
+        """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder.
+
+        `append_deadline_s`: the append not acknowledged by then raises AppendUncertain (and marks
+        the bus down in `health`); None: wait for the bus as long as it takes (the background actors)."""
         if batch.items:
-            await self.bus.produce(batch.items)
+            if append_deadline_s is None:
+                await self.bus.produce(batch.items)
+            else:
+                try:
+                    with trio.move_on_after(append_deadline_s) as waited:
+                        await self.bus.produce(batch.items)
+                except PortUnavailable as exc:
+                    if health is not None:
+                        health.failed("bus", str(exc))
+                    raise
+                if waited.cancelled_caught:
+                    reason = f"the bus did not acknowledge an append within {append_deadline_s} s (append_deadline_s)"
+                    if health is not None:
+                        health.failed("bus", reason)
+                    raise AppendUncertain(f"{reason}: its {len(batch.items)} records may still be written")
+                if health is not None and "bus" in health.down():
+                    health.recovered("bus")
         if batch.digests:
             assert self.digests is not None
             await self.digests.collect(batch.digests)  # stored before the 202
@@ -159,14 +199,15 @@ class SendPlanner:
 
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
-        deferred: bool = False, collect: bool = True,
+        deferred: bool = False, collect: bool = True, keyed: bool = False,
     ) -> Receipt | Problem:
         """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
 
         `nid`: the notification id to use (a topic send's subscriber: derived, the same on every
         expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
         names it); `deferred`: its records may have been produced before (the consumer checks the ledger);
-        `collect`: a template's digest applies (False: the Digester's own send, which is the digest).
+        `collect`: a template's digest applies (False: the Digester's own send, which is the digest);
+        `keyed`: `nid` is an Idempotency-Key's (its records may be produced twice: Delivery.keyed).
         """
         user_id = request.user_id
         if user_id is None:
@@ -227,6 +268,7 @@ class SendPlanner:
                 unsubscribe_url=self._unsubscribe_url(request, channel),
                 from_profile=plan.from_profile,  # then read again if it waits (held, retried, replayed)
                 deferred=deferred,
+                keyed=keyed,
             )
             if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
                 statuses = ((Status.ACCEPTED, accepted), (Status.FAILED, plan.skip))
@@ -330,9 +372,11 @@ class Ingress(SendPlanner):
     def __init__(
         self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None, topics: TopicSends | None = None,
-        digests: Digests | None = None,
+        digests: Digests | None = None, append_deadline_s: float = APPEND_DEADLINE_S, health: PortHealth | None = None,
     ) -> None:
         super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler, digests=digests)
+        self.append_deadline_s = append_deadline_s
+        self.health = health
         self.mailbox = mailbox
         self.workers = workers
         self.topics = topics  # None: a topic send is refused (422 naming `topic`)
@@ -348,8 +392,13 @@ class Ingress(SendPlanner):
     async def _worker(self) -> None:
         async for message in self.mailbox:
             group = self._coalesce(message)
+            keyed = [None if m.ids is None else keyed_id(m.ids, i) for m in group for i in range(len(_requests(m)))]
             try:
-                results = await self.accept_batch([request for m in group for request in _requests(m)])
+                results = await self.accept_batch([request for m in group for request in _requests(m)], keyed)
+            except PortUnavailable as exc:  # a backend away (the bus's append not acknowledged in time): 503s, the worker goes on
+                for m in group:
+                    m.reply.fail(exc)
+                continue
             except BaseException as exc:
                 for m in group:
                     m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
@@ -385,7 +434,9 @@ class Ingress(SendPlanner):
         """One notification: a batch of one."""
         return (await self.accept_batch([request]))[0]
 
-    async def accept_batch(self, requests: Sequence[NotificationRequest]) -> list[Receipt | Problem]:
+    async def accept_batch(
+        self, requests: Sequence[NotificationRequest], keyed: Sequence[str | None] | None = None,
+    ) -> list[Receipt | Problem]:
         """Each request's receipt or problem, in order; the accepted ones in one durable bus append.
 
         A request that fails its checks gets its problem and takes no part; the others go to
@@ -393,23 +444,25 @@ class Ingress(SendPlanner):
         quiet hours hold) and the Recorder (one RecordEvents): every receipt is answered
         once all of them are durable, so a crash before the answer leaves none half-accepted
         in a way the caller was told about. A topic send is a fan-out job in the Store,
-        durable before its receipt too (TopicSends).
+        durable before its receipt too (TopicSends). `keyed`: per request, the notification id
+        its Idempotency-Key fixes (None: a new id; actors/api/idempotency.py).
         """
         batch = PlannedBatch()
         results: list[Receipt | Problem] = []
-        for request in requests:
+        for index, request in enumerate(requests):
+            nid = keyed[index] if keyed is not None else None
             problem = topic_send_problem(request)
             if problem is not None:
                 results.append(problem)
             elif request.topic is not None:
-                results.append(await self._accept_topic_send(request))
+                results.append(await self._accept_topic_send(request, nid))
             else:
-                results.append(await self._plan_alone(request, batch))
-        await self.commit(batch)
+                results.append(await self._plan_alone(request, batch, nid))
+        await self.commit(batch, self.append_deadline_s, self.health)
         self.accepted += sum(1 for r in results if isinstance(r, Receipt))
         return results
 
-    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch) -> Receipt | Problem:
+    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None) -> Receipt | Problem:
         """plan(), but an unexpected error fails this request alone (a 500 problem), leaving nothing of it in the batch.
 
         Coalesced POSTs share one batch: one request that trips a bug must not fail the others
@@ -417,13 +470,13 @@ class Ingress(SendPlanner):
         """
         marks = len(batch.items), len(batch.deferred), len(batch.events), len(batch.digests)
         try:
-            return await self.plan(request, batch)
+            return await self.plan(request, batch, nid=nid, keyed=nid is not None)
         except Exception:
             log.exception("planning a notification failed; it alone is refused")
             del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:], batch.digests[marks[3]:]
             return Problem(title="Internal Server Error", status=500, detail="the notification could not be planned")
 
-    async def _accept_topic_send(self, request: NotificationRequest) -> Receipt | Problem:
+    async def _accept_topic_send(self, request: NotificationRequest, nid: str | None = None) -> Receipt | Problem:
         if self.topics is None:
             return _field_problem("topic", "topic sends are not served by this node")
         # its content is checked as a send to a user without preferences would be, but for the addresses
@@ -434,7 +487,7 @@ class Ingress(SendPlanner):
         if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
-        nid = self.ids.next(wall_ms())
+        nid = nid or self.ids.next(wall_ms())
         await self.topics.accept(nid, request)
         return Receipt(notification_id=nid)
 

@@ -254,6 +254,13 @@ class PortUnavailable(Exception):
     retried later; the port recovers by itself once the server is back. The front end answers 503."""
 
 
+class AppendUncertain(PortUnavailable):
+    """A bus append whose outcome is unknown: it was not acknowledged in time (the Ingress's deadline) or the
+    client gave up on it, but its records may still be written later (a Kafka producer keeps retrying them).
+    Nothing may be acknowledged on it; the front end answers 503 (actors/ingress.py says how a retry with an
+    Idempotency-Key makes the same notifications, not second ones)."""
+
+
 class BrokerLost(Exception):
     """A node's subscription ended: what was published to it since may not have arrived (a Redis
     connection dropped, or a subscriber that fell behind its buffer and was cut off)."""
