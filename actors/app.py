@@ -326,7 +326,7 @@ async def wire(
     )
     recorder_mb: Mailbox[RecorderMessage] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
     scheduler_mb: Mailbox[ScheduleAt] = Mailbox("scheduler", 1024, Overflow.BLOCK)
-    recorder = Recorder(logstore, recorder_mb, config.recorder_batch, config.commit_linger_ms / 1000)
+    recorder = Recorder(logstore, recorder_mb, config.recorder_batch, config.commit_linger_ms / 1000, health=health)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
     # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
     # rows are not written yet (at most one consumer window: what the user's partition has out)

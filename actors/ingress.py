@@ -47,7 +47,7 @@ from protocol.messages import Delivery, StatusEvent, encode_delivery
 from protocol.preferences import Profile
 from protocol.problems import FieldError, Problem
 from protocol.topics import TOPIC_SEND_PREFIX
-from reactor.ask import ask
+from reactor.ask import Reply, ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
 from reactor.port_health import PortHealth
@@ -155,30 +155,42 @@ class SendPlanner:
         self.renderer = renderer  # None: inline content only
         self.recorder = recorder
         self.ids = IdGenerator()
+        self.deadline_s: float | None = None  # the Ingress's: how long a caller waits for the bus and the Recorder
+        self.health: PortHealth | None = None  # ports known unavailable: refuse at once, and say which failed
+        self.late: trio.Nursery | None = None  # where events that could not be handed to the Recorder in time wait
+        self.recorded_late = 0  # batches accepted whose events were left to be recorded late
 
-    async def commit(self, batch: PlannedBatch, append_deadline_s: float | None = None, health: PortHealth | None = None) -> None:
+    async def commit(self, batch: PlannedBatch) -> None:
         """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder.
 
-        `append_deadline_s`: the append not acknowledged by then raises AppendUncertain (and marks
-        the bus down in `health`); None: wait for the bus as long as it takes (the background actors)."""
+        With a `deadline_s` (the Ingress's; None for the background actors, which wait as long as
+        it takes): a bus or log store known unavailable (`health`) refuses the batch at once
+        (PortUnavailable, nothing appended); an append not acknowledged within it raises
+        AppendUncertain and marks the bus down; once appended, the batch is accepted whatever the
+        Recorder does: its events are handed over within the deadline or left to be recorded late.
+        """
+        deadline_s, health = self.deadline_s, self.health
+        if health is not None:
+            down = health.down()
+            needed = [port for port in ("bus", "logstore") if port in down]
+            if needed:  # known away: 503 now rather than after the deadline, and nothing appended
+                raise PortUnavailable("; ".join(f"{port} unavailable ({down[port]})" for port in needed) + ": nothing appended")
         if batch.items:
-            if append_deadline_s is None:
+            if deadline_s is None:
                 await self.bus.produce(batch.items)
             else:
                 try:
-                    with trio.move_on_after(append_deadline_s) as waited:
+                    with trio.move_on_after(deadline_s) as waited:
                         await self.bus.produce(batch.items)
                 except PortUnavailable as exc:
                     if health is not None:
                         health.failed("bus", str(exc))
                     raise
                 if waited.cancelled_caught:
-                    reason = f"the bus did not acknowledge an append within {append_deadline_s} s (append_deadline_s)"
+                    reason = f"the bus did not acknowledge an append within {deadline_s} s (append_deadline_s)"
                     if health is not None:
                         health.failed("bus", reason)
                     raise AppendUncertain(f"{reason}: its {len(batch.items)} records may still be written")
-                if health is not None and "bus" in health.down():
-                    health.recovered("bus")
         if batch.digests:
             assert self.digests is not None
             await self.digests.collect(batch.digests)  # stored before the 202
@@ -188,7 +200,40 @@ class SendPlanner:
         if batch.events:
             # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
             events = tuple(batch.events)
-            await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
+            if deadline_s is None:
+                await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
+            else:
+                await self._record_within(events, deadline_s)
+
+    async def _record_within(self, events: tuple[StatusEvent, ...], deadline_s: float) -> None:
+        """Hand the events of an appended batch to the Recorder and wait for them to be written, for `deadline_s` at most.
+
+        The records are on the bus: the batch is accepted (its 202 is true) and will be delivered.
+        What cannot be recorded now is recorded late: a Recorder that cannot reach the log store
+        answers PortUnavailable and keeps the group, writing it again until the store is back; a
+        Recorder whose mailbox stays full past the deadline gets the events from a background task
+        (`late`) once it has room. A status read meanwhile may not find the notification yet (it
+        answers 503 while the log store is away)."""
+        reply: Reply[None] = Reply()
+        message = RecordEvents(events, (), reply)
+        began = trio.current_time()
+        with trio.move_on_after(deadline_s) as waited:
+            await self.recorder.send(message)
+        if waited.cancelled_caught:
+            if self.late is None:
+                await self.recorder.send(message)
+                return
+            self.recorded_late += 1
+            self.late.start_soon(self.recorder.send, message)
+            return
+        with trio.move_on_at(began + deadline_s) as waited:
+            try:
+                await reply.wait()
+            except PortUnavailable as exc:  # the Recorder keeps the group and writes it once the log store is back
+                log.info("accepted, recorded late: %s", exc)
+                self.recorded_late += 1
+        if waited.cancelled_caught:  # in its mailbox: written when the Recorder gets to it
+            self.recorded_late += 1
 
     async def read_profiles(self, user_ids: Sequence[str], batch: PlannedBatch) -> None:
         """The profiles of many users `plan` will plan for, read at once into the batch (a topic fan-out's page)."""
@@ -375,7 +420,7 @@ class Ingress(SendPlanner):
         digests: Digests | None = None, append_deadline_s: float = APPEND_DEADLINE_S, health: PortHealth | None = None,
     ) -> None:
         super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler, digests=digests)
-        self.append_deadline_s = append_deadline_s
+        self.deadline_s = append_deadline_s
         self.health = health
         self.mailbox = mailbox
         self.workers = workers
@@ -385,6 +430,7 @@ class Ingress(SendPlanner):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self.late = nursery
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
             task_status.started()
@@ -458,7 +504,7 @@ class Ingress(SendPlanner):
                 results.append(await self._accept_topic_send(request, nid))
             else:
                 results.append(await self._plan_alone(request, batch, nid))
-        await self.commit(batch, self.append_deadline_s, self.health)
+        await self.commit(batch)
         self.accepted += sum(1 for r in results if isinstance(r, Receipt))
         return results
 
