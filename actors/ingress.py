@@ -164,17 +164,12 @@ class SendPlanner:
         """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder.
 
         With a `deadline_s` (the Ingress's; None for the background actors, which wait as long as
-        it takes): a bus or log store known unavailable (`health`) refuses the batch at once
-        (PortUnavailable, nothing appended); an append not acknowledged within it raises
-        AppendUncertain and marks the bus down; once appended, the batch is accepted whatever the
-        Recorder does: its events are handed over within the deadline or left to be recorded late.
+        it takes): an append not acknowledged within it raises AppendUncertain and marks the bus
+        down in `health` (the Ingress then refuses at once: `_refusal`); once appended, the batch
+        is accepted whatever the Recorder does: its events are handed over within the deadline or
+        left to be recorded late.
         """
         deadline_s, health = self.deadline_s, self.health
-        if health is not None:
-            down = health.down()
-            needed = [port for port in ("bus", "logstore") if port in down]
-            if needed:  # known away: 503 now rather than after the deadline, and nothing appended
-                raise PortUnavailable("; ".join(f"{port} unavailable ({down[port]})" for port in needed) + ": nothing appended")
         if batch.items:
             if deadline_s is None:
                 await self.bus.produce(batch.items)
@@ -224,7 +219,7 @@ class SendPlanner:
                 await self.recorder.send(message)
                 return
             self.recorded_late += 1
-            self.late.start_soon(self.recorder.send, message)
+            self.late.start_soon(self._hand_over_late, message)
             return
         with trio.move_on_at(began + deadline_s) as waited:
             try:
@@ -234,6 +229,14 @@ class SendPlanner:
                 self.recorded_late += 1
         if waited.cancelled_caught:  # in its mailbox: written when the Recorder gets to it
             self.recorded_late += 1
+
+    async def _hand_over_late(self, message: RecordEvents) -> None:
+        """Give the Recorder events it had no room for in time, once it has (the node stopping: they are lost to the log
+        store only; the records are on the bus and are delivered, their later steps recorded)."""
+        try:
+            await self.recorder.send(message)
+        except Exception as exc:
+            log.warning("events of an accepted batch not handed to the Recorder: %r", exc)
 
     async def read_profiles(self, user_ids: Sequence[str], batch: PlannedBatch) -> None:
         """The profiles of many users `plan` will plan for, read at once into the batch (a topic fan-out's page)."""
@@ -440,23 +443,22 @@ class Ingress(SendPlanner):
             group = self._coalesce(message)
             keyed = [None if m.ids is None else keyed_id(m.ids, i) for m in group for i in range(len(_requests(m)))]
             try:
-                results = await self.accept_batch([request for m in group for request in _requests(m)], keyed)
-            except PortUnavailable as exc:  # a backend away (the bus's append not acknowledged in time): 503s, the worker goes on
-                for m in group:
-                    m.reply.fail(exc)
-                continue
+                results = await self._accept_group([request for m in group for request in _requests(m)], keyed)
             except BaseException as exc:
                 for m in group:
                     m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
                 raise
             start = 0
             for m in group:
-                if isinstance(m, Submit):
-                    m.reply.send(results[start])
-                    start += 1
+                mine = results[start : start + len(_requests(m))]
+                start += len(mine)
+                failed = next((r for r in mine if isinstance(r, PortUnavailable)), None)
+                if failed is not None:  # a backend away: the caller's 503 (a batch is answered as a whole)
+                    m.reply.fail(failed)
+                elif isinstance(m, Submit):
+                    m.reply.send(mine[0])  # type: ignore[arg-type]  # no PortUnavailable among them
                 else:
-                    m.reply.send(results[start : start + len(m.requests)])
-                    start += len(m.requests)
+                    m.reply.send(mine)  # type: ignore[arg-type]
 
     def _coalesce(self, first: IngressMessage) -> list[IngressMessage]:
         """`first` and what else waits in the mailbox now (up to COALESCE_MAX_REQUESTS requests): answered by one append.
@@ -480,9 +482,17 @@ class Ingress(SendPlanner):
         """One notification: a batch of one."""
         return (await self.accept_batch([request]))[0]
 
-    async def accept_batch(
-        self, requests: Sequence[NotificationRequest], keyed: Sequence[str | None] | None = None,
-    ) -> list[Receipt | Problem]:
+    async def accept_batch(self, requests: Sequence[NotificationRequest]) -> list[Receipt | Problem]:
+        """Each request's receipt or problem, in order (as `_accept_group`); a backend away raises its PortUnavailable."""
+        results = await self._accept_group(requests, None)
+        for result in results:
+            if isinstance(result, PortUnavailable):
+                raise result
+        return results  # type: ignore[return-value]  # no PortUnavailable among them
+
+    async def _accept_group(
+        self, requests: Sequence[NotificationRequest], keyed: Sequence[str | None] | None,
+    ) -> list[Receipt | Problem | PortUnavailable]:
         """Each request's receipt or problem, in order; the accepted ones in one durable bus append.
 
         A request that fails its checks gets its problem and takes no part; the others go to
@@ -492,9 +502,15 @@ class Ingress(SendPlanner):
         in a way the caller was told about. A topic send is a fan-out job in the Store,
         durable before its receipt too (TopicSends). `keyed`: per request, the notification id
         its Idempotency-Key fixes (None: a new id; actors/api/idempotency.py).
+
+        A backend away (the bus or the log store known unavailable, an append not acknowledged
+        in time: PortUnavailable) is the result of every request that needed the append, and of
+        none that did not (a topic send is durable in the Store: its receipt stands).
         """
         batch = PlannedBatch()
-        results: list[Receipt | Problem] = []
+        results: list[Receipt | Problem | PortUnavailable] = []
+        appended: list[int] = []  # the requests whose receipt waits for the append
+        refused = self._refusal()
         for index, request in enumerate(requests):
             nid = keyed[index] if keyed is not None else None
             problem = topic_send_problem(request)
@@ -502,11 +518,29 @@ class Ingress(SendPlanner):
                 results.append(problem)
             elif request.topic is not None:
                 results.append(await self._accept_topic_send(request, nid))
+            elif refused is not None:  # known away: refused before anything of it is written
+                results.append(refused)
             else:
+                appended.append(index)
                 results.append(await self._plan_alone(request, batch, nid))
-        await self.commit(batch)
+        try:
+            await self.commit(batch)
+        except PortUnavailable as exc:
+            for index in appended:
+                if isinstance(results[index], Receipt):  # a 422 stays a 422
+                    results[index] = exc
         self.accepted += sum(1 for r in results if isinstance(r, Receipt))
         return results
+
+    def _refusal(self) -> PortUnavailable | None:
+        """What a request needing the append gets while the bus or the log store is known unavailable (PortHealth)."""
+        if self.health is None:
+            return None
+        down = self.health.down()
+        needed = [port for port in ("bus", "logstore") if port in down]
+        if not needed:
+            return None
+        return PortUnavailable("; ".join(f"{port} unavailable ({down[port]})" for port in needed) + ": nothing appended")
 
     async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None) -> Receipt | Problem:
         """plan(), but an unexpected error fails this request alone (a 500 problem), leaving nothing of it in the batch.
