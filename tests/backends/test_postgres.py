@@ -374,10 +374,12 @@ async def test_a_call_to_a_server_that_stopped_answering_is_cut_off_and_the_next
         assert await store.get_meta("k") == "v"  # a new connection
 
 
-async def test_a_send_ledger_that_cannot_be_written_is_waited_for_in_place_and_its_record_not_committed(tmp_path: Path) -> None:
+async def test_a_send_ledger_that_cannot_be_written_is_waited_for_in_place_and_its_record_not_committed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """PostgreSQL goes away while an SMS is at the provider: the ledger write after its Sent is made again in place
     (backoff) until the server is back; meanwhile the record is not committed (it would come again if the worker
-    stopped) and the provider is not called again; then it is recorded delivered and committed."""
+    stopped) and the provider is not called again; then it is recorded delivered and committed. The worker's
+    other users of the Store (the Scheduler's, fan-out's and digester's polls) wait too: nothing crashes."""
     from protocol.channels import LANES, Channel
     from tests.helpers import http, running_node, wait_final
 
@@ -414,3 +416,5 @@ async def test_a_send_ledger_that_cannot_be_written_is_waited_for_in_place_and_i
                 while not await committed_all(herald):
                     await trio.sleep(0.05)
             assert provider.calls == 1  # one call, no retry
+    crashed = [r.getMessage() for r in caplog.records if r.name == "herald.supervisor" and "crashed" in r.getMessage()]
+    assert crashed == []  # before: the provider crashed on the ledger, the Scheduler on its poll (restarts escalate)
