@@ -309,7 +309,8 @@ async def wire(
     works, edge, api = role in ("all", "worker"), role in ("all", "edge"), role in ("all", "api")
     # The embedded Store serves this node alone (one node per data dir): no other node schedules entries
     # or changes the signing keys while it runs, so nothing needs polling. A shared Store does.
-    alone = config.backend_settings().urls["store"].startswith("embedded:")
+    urls = config.backend_settings().urls
+    alone = urls["store"].startswith("embedded:")
     signing, api_key = await open_node_credentials(
         backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key, shared=not alone,
     )
@@ -421,7 +422,10 @@ async def wire(
             digests.listeners.append(herald.digester.wake)
         herald.ingress = ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
-            topics=topic_sends, digests=digests, append_deadline_s=config.append_deadline_s, health=health,
+            topics=topic_sends, digests=digests, health=health,
+            # deadlines where the port's server can be away (a local file is slow at worst: a 503 there would be false)
+            append_deadline_s=None if urls["bus"].startswith("embedded:") else config.append_deadline_s,
+            record_deadline_s=None if urls["logstore"].startswith("embedded:") else config.append_deadline_s,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
         mailboxes += [ingress_mb, jobs_mb, *([] if works else [scheduler_mb])]  # the api role's scheduler_mb: the schedule-writer's

@@ -12,7 +12,8 @@ addresses from the contact points and devices when `to` does not give them, a ch
 turned off or a category opted out of recorded as failed with the reason, and quiet
 hours handing the record to the Scheduler (durably, before the 202) instead of the bus.
 
-The bus append has a deadline (`append_deadline_s`): a bus that does not acknowledge in time
+On a distributed bus (Kafka; the embedded bus is a local file, slow at worst, never away) the
+append has a deadline (`append_deadline_s`): a bus that does not acknowledge in time
 (Kafka down) fails the group with AppendUncertain, a PortUnavailable (503 with Retry-After), and
 marks the bus down in the node's PortHealth (/readyz 503 until it works again). Nothing was
 acknowledged, but the records may still be written later (the Kafka producer keeps them and
@@ -155,7 +156,8 @@ class SendPlanner:
         self.renderer = renderer  # None: inline content only
         self.recorder = recorder
         self.ids = IdGenerator()
-        self.deadline_s: float | None = None  # the Ingress's: how long a caller waits for the bus and the Recorder
+        self.append_deadline_s: float | None = None  # the Ingress's, with a distributed bus: how long a caller waits for it
+        self.record_deadline_s: float | None = None  # the Ingress's, with a distributed log store: how long for the Recorder
         self.health: PortHealth | None = None  # ports known unavailable: refuse at once, and say which failed
         self.late: trio.Nursery | None = None  # where events that could not be handed to the Recorder in time wait
         self.recorded_late = 0  # batches accepted whose events were left to be recorded late
@@ -163,13 +165,15 @@ class SendPlanner:
     async def commit(self, batch: PlannedBatch) -> None:
         """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder.
 
-        With a `deadline_s` (the Ingress's; None for the background actors, which wait as long as
-        it takes): an append not acknowledged within it raises AppendUncertain and marks the bus
-        down in `health` (the Ingress then refuses at once: `_refusal`); once appended, the batch
-        is accepted whatever the Recorder does: its events are handed over within the deadline or
-        left to be recorded late.
+        With an `append_deadline_s` (the Ingress's on a distributed bus; None for the background
+        actors, which wait as long as it takes, and for the embedded bus, a local file that is slow
+        at worst, never away): an append not acknowledged within it raises AppendUncertain and
+        marks the bus down in `health` (the Ingress then refuses at once: `_refusal`). With a
+        `record_deadline_s` (on a distributed log store), once appended the batch is accepted
+        whatever the Recorder does: its events are handed over within the deadline or left to be
+        recorded late.
         """
-        deadline_s, health = self.deadline_s, self.health
+        deadline_s, health = self.append_deadline_s, self.health
         if batch.items:
             if deadline_s is None:
                 await self.bus.produce(batch.items)
@@ -195,10 +199,10 @@ class SendPlanner:
         if batch.events:
             # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
             events = tuple(batch.events)
-            if deadline_s is None:
+            if self.record_deadline_s is None:
                 await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
             else:
-                await self._record_within(events, deadline_s)
+                await self._record_within(events, self.record_deadline_s)
 
     async def _record_within(self, events: tuple[StatusEvent, ...], deadline_s: float) -> None:
         """Hand the events of an appended batch to the Recorder and wait for them to be written, for `deadline_s` at most.
@@ -420,10 +424,12 @@ class Ingress(SendPlanner):
     def __init__(
         self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None, topics: TopicSends | None = None,
-        digests: Digests | None = None, append_deadline_s: float = APPEND_DEADLINE_S, health: PortHealth | None = None,
+        digests: Digests | None = None, append_deadline_s: float | None = APPEND_DEADLINE_S,
+        record_deadline_s: float | None = APPEND_DEADLINE_S, health: PortHealth | None = None,
     ) -> None:
         super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler, digests=digests)
-        self.deadline_s = append_deadline_s
+        self.append_deadline_s = append_deadline_s
+        self.record_deadline_s = record_deadline_s
         self.health = health
         self.mailbox = mailbox
         self.workers = workers
