@@ -41,6 +41,7 @@ from reactor.clock import wall_ms
 from reactor.backends import BackendSettings, Backends, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
+from reactor.port_health import PortHealth
 from reactor.ports import Bus, LogStore, State, Store
 from reactor.supervisor import ChildSpec, Restart, RestartPolicy, Supervisor
 from reactor.system import System, handle_signals
@@ -103,6 +104,7 @@ class Herald:
     providers: dict[Channel, Provider] = field(default_factory=dict)
     consumer_groups: dict[Channel, ConsumerGroup] = field(default_factory=dict)
     ingress: Ingress | None = None  # api, all
+    health: PortHealth | None = None  # the ports known unavailable now (GET /readyz)
     jobs: Jobs | None = None
     registry: ConnectionRegistry | None = None  # edge, all
     templates: TemplateService | None = None
@@ -341,12 +343,16 @@ async def wire(
     works, edge, api = role in ("all", "worker"), role in ("all", "edge"), role in ("all", "api")
     # The embedded Store serves this node alone (one node per data dir): no other node schedules entries
     # or changes the signing keys while it runs, so nothing needs polling. A shared Store does.
-    alone = config.backend_settings().urls["store"].startswith("embedded:")
+    urls = config.backend_settings().urls
+    alone = urls["store"].startswith("embedded:")
     signing, api_key = await open_node_credentials(
         backends.signing_keys, backends.store, backends.keys, config.data_dir / API_KEY_FILE, config.api_key, shared=not alone,
     )
     bus, store, logstore, state = backends.bus, backends.store, backends.logstore, backends.state
     key_ring = SharedSigningKeys(backends.signing_keys, signing, refresh_s=None if alone else REFRESH_S)
+    # Ports known unavailable (GET /readyz): the bus is checked by asking an end offset while it is marked down
+    probe_topic = Channel.WEB.topic(LANES[0])
+    health = PortHealth({"bus": partial(bus.end_offset, probe_topic, 0)})
 
     # Profiles are cached in memory (bounded): a cache, so losing it on a restart costs one read per user.
     users = UserDirectory(
@@ -355,12 +361,13 @@ async def wire(
     )
     recorder_mb: Mailbox[RecorderMessage] = Mailbox("recorder", config.recorder_mailbox, Overflow.BLOCK)
     scheduler_mb: Mailbox[ScheduleAt] = Mailbox("scheduler", 1024, Overflow.BLOCK)
-    recorder = Recorder(logstore, recorder_mb, config.recorder_batch, config.commit_linger_ms / 1000)
+    recorder = Recorder(logstore, recorder_mb, config.recorder_batch, config.commit_linger_ms / 1000, health=health)
     templates = TemplateService(backends.templates, sms_max_segments=config.sms_max_segments, cache_size=config.template_cache_size)
     # each user's recent pushes, kept in the State for replay: must cover the user's web pushes whose inbox
     # rows are not written yet (at most one consumer window: what the user's partition has out)
     recent = RecentPushes(state, per_user=2 * max(config.consumer_batch, config.consumer_window))
     herald = Herald(config, system, backends, recorder, api_key, templates=templates, users=users)
+    herald.health = health
     stages = [Supervisor("recording", [ChildSpec("recorder", recorder.run, stop=recorder_mb.close)], policy)]
     delivery: list[ChildSpec] = []
     query_mbs: dict[Channel, Mailbox[CircuitQuery]] = {}
@@ -449,7 +456,10 @@ async def wire(
             digests.listeners.append(herald.digester.wake)
         herald.ingress = ingress = Ingress(
             bus, ingress_mb, recorder_mb, config.ingress_workers, renderer=templates, users=users, scheduler=scheduler_mb,
-            topics=topic_sends, digests=digests,
+            topics=topic_sends, digests=digests, health=health,
+            # deadlines where the port's server can be away (a local file is slow at worst: a 503 there would be false)
+            append_deadline_s=None if urls["bus"].startswith("embedded:") else config.append_deadline_s,
+            record_deadline_s=None if urls["logstore"].startswith("embedded:") else config.append_deadline_s,
         )
         herald.jobs = jobs = Jobs(jobs_mb, dead_letters)
         mailboxes += [ingress_mb, jobs_mb, *([] if works else [scheduler_mb])]  # the api role's scheduler_mb: the schedule-writer's
@@ -481,7 +491,7 @@ async def wire(
         requests=requests if serves else None, sessions=sessions if edge else None,
         fanout=_fanout_reader(herald.fanout) if herald.fanout is not None else None,  # the roles that run the fan-out actor
     )
-    watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop)]
+    watching = [ChildSpec("metrics", metrics.run, stop=metrics.stop), ChildSpec("port-health", health.run, stop=health.stop)]
     if config.metrics_port >= 0:
         herald.metrics_port = MetricsPort(metrics, config.metrics_host, config.metrics_port, config.shutdown_grace_s)
         watching.append(ChildSpec("metrics-port", herald.metrics_port.run, stop=herald.metrics_port.stop))
@@ -516,6 +526,7 @@ async def wire(
             metrics=metrics,
             requests=requests,
             sessions=sessions,
+            health=health,
             **gateway_parts,
         )
         herald.front = front = FrontEnd(gateway, config.host, config.port, config.shutdown_grace_s)

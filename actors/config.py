@@ -76,6 +76,9 @@ class Config:
     max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch (each item still at most max_body_bytes)
     ingress_workers: int = 8  # appends in flight at once; each takes what waits in the mailbox (actors/ingress.py, _coalesce)
     ingress_mailbox: int = 2048
+    # How long a POST waits for a distributed bus to acknowledge its append (Kafka down): then 503 with Retry-After; and
+    # for the Recorder on a distributed log store, after which it is accepted and recorded late (actors/ingress.py)
+    append_deadline_s: float = 5.0
     provider_mailbox: int = 512
     recorder_mailbox: int = 4096
     recorder_batch: int = 2000

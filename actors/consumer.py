@@ -247,7 +247,7 @@ class PartitionConsumer:
                 nursery.start_soon(self._conclude_stopped, record, size, delivery, check, concluded.clone())
                 return
             delivery = check.delivery
-        maybe_sent = record.offset < self._maybe_sent_below or waited(delivery)
+        maybe_sent = record.offset < self._maybe_sent_below or waited(delivery) or delivery.keyed
         attempt = Attempt(delivery, self._answers.reply(record, size, delivery, maybe_sent), maybe_sent)
         if not self.provider.offer(attempt):  # room in the Provider's mailbox: handed over without a turn of the scheduler
             await self.provider.send(attempt)

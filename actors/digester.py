@@ -37,6 +37,7 @@ from protocol.messages import StatusEvent
 from protocol.problems import Problem
 from reactor.clock import iso, wall_ms
 from reactor.ports import DigestEvent, DigestFire, Store
+from reactor.until_available import until_available
 
 from .domain.digests import MAX_EVENTS, digest_data, digest_notification_id
 from .ingress import PlannedBatch, SendPlanner
@@ -82,13 +83,13 @@ class Digester:
         task_status.started()
         while not self._stopping:
             self._wake = trio.Event()  # before reading the Store: a wake from now on is not lost
-            fires = await self.store.claim_digests(self.owner, wall_ms(), self.batch, self.lease_ms)
+            fires = await until_available(lambda: self.store.claim_digests(self.owner, wall_ms(), self.batch, self.lease_ms), "the digester")
             for fire in fires:
                 await self._fire(fire)
             if fires:
                 continue
             wait_s = float("inf") if self.poll_s is None else self.poll_s
-            next_ms = await self.store.next_digest_ms()
+            next_ms = await until_available(self.store.next_digest_ms, "the digester")
             if next_ms is not None:
                 wait_s = min(wait_s, max(next_ms - wall_ms(), 1) / 1000)
             with trio.move_on_after(wait_s):

@@ -46,6 +46,7 @@ from protocol.problems import Problem
 from protocol.topics import TOPIC_SEND_PREFIX, ChannelCounts, member_notification_id
 from reactor.clock import wall_ms
 from reactor.ports import FanoutJob, Store
+from reactor.until_available import until_available
 
 from .ingress import PlannedBatch, SendPlanner
 
@@ -119,7 +120,7 @@ class Fanout:
         task_status.started()
         while not self._stopping:
             self._wake = trio.Event()  # before the claim: a wake during it is not lost
-            job = await self.store.claim_fanout(self.owner, wall_ms(), self.lease_ms)
+            job = await until_available(lambda: self.store.claim_fanout(self.owner, wall_ms(), self.lease_ms), "the fan-out")
             if job is None:
                 with trio.move_on_after(self.poll_s if self.poll_s is not None else float("inf")):
                     await self._wake.wait()

@@ -11,11 +11,25 @@ With a UserDirectory, the user's preferences shape each channel (actors/domain/p
 addresses from the contact points and devices when `to` does not give them, a channel
 turned off or a category opted out of recorded as failed with the reason, and quiet
 hours handing the record to the Scheduler (durably, before the 202) instead of the bus.
+
+On a distributed bus (Kafka; the embedded bus is a local file, slow at worst, never away) the
+append has a deadline (`append_deadline_s`): a bus that does not acknowledge in time
+(Kafka down) fails the group with AppendUncertain, a PortUnavailable (503 with Retry-After), and
+marks the bus down in the node's PortHealth (/readyz 503 until it works again). Nothing was
+acknowledged, but the records may still be written later (the Kafka producer keeps them and
+retries). A request with an Idempotency-Key covers that: its notification ids are derived from its
+idempotency entry (`KeyedIds`: a seed and the first try's time, kept by actors/api/idempotency.py
+after an AppendUncertain), so the caller's retry makes the very same notification ids, its
+deliveries marked `keyed` on every try; the provider asks the send ledger before each keyed
+delivery (one ledger read each), so whether the first try's records land before, after or never,
+the provider is called once per (notification, channel) (web frames are pushed again and dropped
+by the sessions that had them). A caller without a key that retries after a 503 may get two.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 from collections.abc import Sequence
@@ -34,15 +48,16 @@ from protocol.messages import Delivery, StatusEvent, encode_delivery
 from protocol.preferences import Profile
 from protocol.problems import FieldError, Problem
 from protocol.topics import TOPIC_SEND_PREFIX
-from reactor.ask import ask
+from reactor.ask import Reply, ask
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus, DigestEvent, Scheduled
+from reactor.port_health import PortHealth
+from reactor.ports import AppendUncertain, Bus, DigestEvent, PortUnavailable, Scheduled
 
 from .domain.digests import check_window, choose_window, digest_data, event_times
 from .domain.preferences import NO_PROFILE, address_missing, plan_channels
 from .domain.send_at import SEND_AT_PREFIX, resolve as resolve_send_at
-from .messages import IngressMessage, RecordEvents, RecorderMessage, Submit
+from .messages import IngressMessage, KeyedIds, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.digests import Collected, Digests
 from .services.template_service import TemplateService, apply_template
@@ -56,6 +71,13 @@ _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's 
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 _encode_request = msgspec.json.Encoder().encode
 COALESCE_MAX_REQUESTS = 1000  # requests one append takes from the mailbox at most (a full batch's worth)
+APPEND_DEADLINE_S = 5.0  # how long a POST waits for the bus to acknowledge its append (config: append_deadline_s)
+
+
+def keyed_id(ids: KeyedIds, index: int) -> str:
+    """The notification id of item `index` of a request with an Idempotency-Key: the same on every retry of it."""
+    entropy = int.from_bytes(hashlib.blake2b(f"{ids.seed}:{index}".encode(), digest_size=10).digest(), "big")
+    return make_notification_id(ids.first_ms, entropy)
 
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
@@ -134,11 +156,40 @@ class SendPlanner:
         self.renderer = renderer  # None: inline content only
         self.recorder = recorder
         self.ids = IdGenerator()
+        self.append_deadline_s: float | None = None  # the Ingress's, with a distributed bus: how long a caller waits for it
+        self.record_deadline_s: float | None = None  # the Ingress's, with a distributed log store: how long for the Recorder
+        self.health: PortHealth | None = None  # ports known unavailable: refuse at once, and say which failed
+        self.late: trio.Nursery | None = None  # where events that could not be handed to the Recorder in time wait
+        self.recorded_late = 0  # batches accepted whose events were left to be recorded late
 
     async def commit(self, batch: PlannedBatch) -> None:
-        """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder."""
+        """The batch's records in one durable bus append, then its held entries to the Scheduler and its events to the Recorder.
+
+        With an `append_deadline_s` (the Ingress's on a distributed bus; None for the background
+        actors, which wait as long as it takes, and for the embedded bus, a local file that is slow
+        at worst, never away): an append not acknowledged within it raises AppendUncertain and
+        marks the bus down in `health` (the Ingress then refuses at once: `_refusal`). With a
+        `record_deadline_s` (on a distributed log store), once appended the batch is accepted
+        whatever the Recorder does: its events are handed over within the deadline or left to be
+        recorded late.
+        """
+        deadline_s, health = self.append_deadline_s, self.health
         if batch.items:
-            await self.bus.produce(batch.items)
+            if deadline_s is None:
+                await self.bus.produce(batch.items)
+            else:
+                try:
+                    with trio.move_on_after(deadline_s) as waited:
+                        await self.bus.produce(batch.items)
+                except PortUnavailable as exc:
+                    if health is not None:
+                        health.failed("bus", str(exc))
+                    raise
+                if waited.cancelled_caught:
+                    reason = f"the bus did not acknowledge an append within {deadline_s} s (append_deadline_s)"
+                    if health is not None:
+                        health.failed("bus", reason)
+                    raise AppendUncertain(f"{reason}: its {len(batch.items)} records may still be written")
         if batch.digests:
             assert self.digests is not None
             await self.digests.collect(batch.digests)  # stored before the 202
@@ -148,7 +199,48 @@ class SendPlanner:
         if batch.events:
             # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
             events = tuple(batch.events)
-            await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
+            if self.record_deadline_s is None:
+                await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
+            else:
+                await self._record_within(events, self.record_deadline_s)
+
+    async def _record_within(self, events: tuple[StatusEvent, ...], deadline_s: float) -> None:
+        """Hand the events of an appended batch to the Recorder and wait for them to be written, for `deadline_s` at most.
+
+        The records are on the bus: the batch is accepted (its 202 is true) and will be delivered.
+        What cannot be recorded now is recorded late: a Recorder that cannot reach the log store
+        answers PortUnavailable and keeps the group, writing it again until the store is back; a
+        Recorder whose mailbox stays full past the deadline gets the events from a background task
+        (`late`) once it has room. A status read meanwhile may not find the notification yet (it
+        answers 503 while the log store is away)."""
+        reply: Reply[None] = Reply()
+        message = RecordEvents(events, (), reply)
+        began = trio.current_time()
+        with trio.move_on_after(deadline_s) as waited:
+            await self.recorder.send(message)
+        if waited.cancelled_caught:
+            if self.late is None:
+                await self.recorder.send(message)
+                return
+            self.recorded_late += 1
+            self.late.start_soon(self._hand_over_late, message)
+            return
+        with trio.move_on_at(began + deadline_s) as waited:
+            try:
+                await reply.wait()
+            except PortUnavailable as exc:  # the Recorder keeps the group and writes it once the log store is back
+                log.info("accepted, recorded late: %s", exc)
+                self.recorded_late += 1
+        if waited.cancelled_caught:  # in its mailbox: written when the Recorder gets to it
+            self.recorded_late += 1
+
+    async def _hand_over_late(self, message: RecordEvents) -> None:
+        """Give the Recorder events it had no room for in time, once it has (the node stopping: they are lost to the log
+        store only; the records are on the bus and are delivered, their later steps recorded)."""
+        try:
+            await self.recorder.send(message)
+        except Exception as exc:
+            log.warning("events of an accepted batch not handed to the Recorder: %r", exc)
 
     async def read_profiles(self, user_ids: Sequence[str], batch: PlannedBatch) -> None:
         """The profiles of many users `plan` will plan for, read at once into the batch (a topic fan-out's page)."""
@@ -159,14 +251,15 @@ class SendPlanner:
 
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
-        deferred: bool = False, collect: bool = True,
+        deferred: bool = False, collect: bool = True, keyed: bool = False,
     ) -> Receipt | Problem:
         """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
 
         `nid`: the notification id to use (a topic send's subscriber: derived, the same on every
         expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
         names it); `deferred`: its records may have been produced before (the consumer checks the ledger);
-        `collect`: a template's digest applies (False: the Digester's own send, which is the digest).
+        `collect`: a template's digest applies (False: the Digester's own send, which is the digest);
+        `keyed`: `nid` is an Idempotency-Key's (its records may be produced twice: Delivery.keyed).
         """
         user_id = request.user_id
         if user_id is None:
@@ -227,6 +320,7 @@ class SendPlanner:
                 unsubscribe_url=self._unsubscribe_url(request, channel),
                 from_profile=plan.from_profile,  # then read again if it waits (held, retried, replayed)
                 deferred=deferred,
+                keyed=keyed,
             )
             if plan.skip is not None:  # the user's preferences stop this channel: failed, with the reason
                 statuses = ((Status.ACCEPTED, accepted), (Status.FAILED, plan.skip))
@@ -330,9 +424,13 @@ class Ingress(SendPlanner):
     def __init__(
         self, bus: Bus, mailbox: Mailbox[IngressMessage], recorder: Mailbox[RecorderMessage], workers: int, *, renderer: TemplateService | None = None,
         users: UserDirectory | None = None, scheduler: Mailbox[ScheduleAt] | None = None, topics: TopicSends | None = None,
-        digests: Digests | None = None,
+        digests: Digests | None = None, append_deadline_s: float | None = APPEND_DEADLINE_S,
+        record_deadline_s: float | None = APPEND_DEADLINE_S, health: PortHealth | None = None,
     ) -> None:
         super().__init__(bus, recorder, renderer=renderer, users=users, scheduler=scheduler, digests=digests)
+        self.append_deadline_s = append_deadline_s
+        self.record_deadline_s = record_deadline_s
+        self.health = health
         self.mailbox = mailbox
         self.workers = workers
         self.topics = topics  # None: a topic send is refused (422 naming `topic`)
@@ -341,6 +439,7 @@ class Ingress(SendPlanner):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self.late = nursery
             for _ in range(self.workers):
                 nursery.start_soon(self._worker)
             task_status.started()
@@ -348,20 +447,24 @@ class Ingress(SendPlanner):
     async def _worker(self) -> None:
         async for message in self.mailbox:
             group = self._coalesce(message)
+            keyed = [None if m.ids is None else keyed_id(m.ids, i) for m in group for i in range(len(_requests(m)))]
             try:
-                results = await self.accept_batch([request for m in group for request in _requests(m)])
+                results = await self._accept_group([request for m in group for request in _requests(m)], keyed)
             except BaseException as exc:
                 for m in group:
                     m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
                 raise
             start = 0
             for m in group:
-                if isinstance(m, Submit):
-                    m.reply.send(results[start])
-                    start += 1
+                mine = results[start : start + len(_requests(m))]
+                start += len(mine)
+                failed = next((r for r in mine if isinstance(r, PortUnavailable)), None)
+                if failed is not None:  # a backend away: the caller's 503 (a batch is answered as a whole)
+                    m.reply.fail(failed)
+                elif isinstance(m, Submit):
+                    m.reply.send(mine[0])  # type: ignore[arg-type]  # no PortUnavailable among them
                 else:
-                    m.reply.send(results[start : start + len(m.requests)])
-                    start += len(m.requests)
+                    m.reply.send(mine)  # type: ignore[arg-type]
 
     def _coalesce(self, first: IngressMessage) -> list[IngressMessage]:
         """`first` and what else waits in the mailbox now (up to COALESCE_MAX_REQUESTS requests): answered by one append.
@@ -386,6 +489,16 @@ class Ingress(SendPlanner):
         return (await self.accept_batch([request]))[0]
 
     async def accept_batch(self, requests: Sequence[NotificationRequest]) -> list[Receipt | Problem]:
+        """Each request's receipt or problem, in order (as `_accept_group`); a backend away raises its PortUnavailable."""
+        results = await self._accept_group(requests, None)
+        for result in results:
+            if isinstance(result, PortUnavailable):
+                raise result
+        return results  # type: ignore[return-value]  # no PortUnavailable among them
+
+    async def _accept_group(
+        self, requests: Sequence[NotificationRequest], keyed: Sequence[str | None] | None,
+    ) -> list[Receipt | Problem | PortUnavailable]:
         """Each request's receipt or problem, in order; the accepted ones in one durable bus append.
 
         A request that fails its checks gets its problem and takes no part; the others go to
@@ -393,23 +506,49 @@ class Ingress(SendPlanner):
         quiet hours hold) and the Recorder (one RecordEvents): every receipt is answered
         once all of them are durable, so a crash before the answer leaves none half-accepted
         in a way the caller was told about. A topic send is a fan-out job in the Store,
-        durable before its receipt too (TopicSends).
+        durable before its receipt too (TopicSends). `keyed`: per request, the notification id
+        its Idempotency-Key fixes (None: a new id; actors/api/idempotency.py).
+
+        A backend away (the bus or the log store known unavailable, an append not acknowledged
+        in time: PortUnavailable) is the result of every request that needed the append, and of
+        none that did not (a topic send is durable in the Store: its receipt stands).
         """
         batch = PlannedBatch()
-        results: list[Receipt | Problem] = []
-        for request in requests:
+        results: list[Receipt | Problem | PortUnavailable] = []
+        appended: list[int] = []  # the requests whose receipt waits for the append
+        refused = self._refusal()
+        for index, request in enumerate(requests):
+            nid = keyed[index] if keyed is not None else None
             problem = topic_send_problem(request)
             if problem is not None:
                 results.append(problem)
             elif request.topic is not None:
-                results.append(await self._accept_topic_send(request))
+                results.append(await self._accept_topic_send(request, nid))
+            elif refused is not None:  # known away: refused before anything of it is written
+                results.append(refused)
             else:
-                results.append(await self._plan_alone(request, batch))
-        await self.commit(batch)
+                appended.append(index)
+                results.append(await self._plan_alone(request, batch, nid))
+        try:
+            await self.commit(batch)
+        except PortUnavailable as exc:
+            for index in appended:
+                if isinstance(results[index], Receipt):  # a 422 stays a 422
+                    results[index] = exc
         self.accepted += sum(1 for r in results if isinstance(r, Receipt))
         return results
 
-    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch) -> Receipt | Problem:
+    def _refusal(self) -> PortUnavailable | None:
+        """What a request needing the append gets while the bus or the log store is known unavailable (PortHealth)."""
+        if self.health is None:
+            return None
+        down = self.health.down()
+        needed = [port for port in ("bus", "logstore") if port in down]
+        if not needed:
+            return None
+        return PortUnavailable("; ".join(f"{port} unavailable ({down[port]})" for port in needed) + ": nothing appended")
+
+    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None) -> Receipt | Problem:
         """plan(), but an unexpected error fails this request alone (a 500 problem), leaving nothing of it in the batch.
 
         Coalesced POSTs share one batch: one request that trips a bug must not fail the others
@@ -417,13 +556,13 @@ class Ingress(SendPlanner):
         """
         marks = len(batch.items), len(batch.deferred), len(batch.events), len(batch.digests)
         try:
-            return await self.plan(request, batch)
+            return await self.plan(request, batch, nid=nid, keyed=nid is not None)
         except Exception:
             log.exception("planning a notification failed; it alone is refused")
             del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:], batch.digests[marks[3]:]
             return Problem(title="Internal Server Error", status=500, detail="the notification could not be planned")
 
-    async def _accept_topic_send(self, request: NotificationRequest) -> Receipt | Problem:
+    async def _accept_topic_send(self, request: NotificationRequest, nid: str | None = None) -> Receipt | Problem:
         if self.topics is None:
             return _field_problem("topic", "topic sends are not served by this node")
         # its content is checked as a send to a user without preferences would be, but for the addresses
@@ -434,7 +573,7 @@ class Ingress(SendPlanner):
         if errors:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
-        nid = self.ids.next(wall_ms())
+        nid = nid or self.ids.next(wall_ms())
         await self.topics.accept(nid, request)
         return Receipt(notification_id=nid)
 

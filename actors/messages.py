@@ -16,11 +16,22 @@ if TYPE_CHECKING:  # registry.py imports this module; the annotations below are 
 
 
 @dataclass(frozen=True, slots=True)
+class KeyedIds:
+    """The notification ids of a request with an Idempotency-Key: derived from its entry, the same on every retry
+    (an earlier try's append may have been written: reactor.ports.AppendUncertain). Its deliveries are marked
+    `keyed`: the provider asks the send ledger before each, so the two copies make one provider call."""
+
+    seed: str
+    first_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Submit:
     """HTTP -> Ingress: accept this notification; the reply is a Receipt or a Problem."""
 
     request: NotificationRequest
     reply: Reply[Receipt | Problem]
+    ids: KeyedIds | None = None
 
 
 class AttemptInterrupted(ActorCrashed):
@@ -33,6 +44,7 @@ class SubmitBatch:
 
     requests: tuple[NotificationRequest, ...]
     reply: Reply[list[Receipt | Problem]]
+    ids: KeyedIds | None = None
 
 
 IngressMessage = Submit | SubmitBatch

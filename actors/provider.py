@@ -23,6 +23,10 @@ provider (actors/services/gate.py); at stop the Provider gives back what its gat
 The send ledger makes redelivery safe: an Attempt that may have been tried before is
 checked against it, and every send is written to it (durably) before the answer goes
 back. The one duplicate left is a crash between the provider's answer and that write.
+A ledger that cannot be reached (PortUnavailable: PostgreSQL away) is waited for in place,
+with backoff (reactor/until_available.py): the lookup or the write is made again until it
+succeeds, the attempt's answer waits with it, so its record is not committed meanwhile (if
+the worker stops first, the record comes again, maybe-sent: the ledger is asked then).
 
 A circuits query (`CircuitQuery`, from GET /v1/admin/circuits) comes on a mailbox of its
 own (`queries`) and is answered by a second task of the actor (`answer_queries`, supervised
@@ -57,7 +61,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,7 +74,8 @@ from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, Retr
 from reactor.ask import ActorCrashed
 from reactor.clock import iso, wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Store
+from reactor.ports import PortUnavailable, Store
+from reactor.until_available import until_available
 
 from .messages import Attempt, AttemptInterrupted, CircuitQuery
 from .services.gate import GateView
@@ -169,6 +174,7 @@ class Provider:
         self.critical_reserve = critical_reserve  # slots bulk attempts may not take: at most max_in_flight - this run bulk
         self._bulk_lookups = trio.Semaphore(BULK_LOOKUPS)  # bulk send-ledger lookups at the Store at once
         self.ledger = ledger
+        self.ledger_waits = 0  # send-ledger calls made again because the Store could not be reached
         self.gate: Gate = gate or OpenGate()
         self.max_in_flight = max_in_flight
         # A throttled verdict with a wait is sent again after it, in place (the user's order kept), while the attempt's
@@ -354,7 +360,9 @@ class Provider:
             resends += 1
             self.throttled_resends += 1
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
-            await self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value, wall_ms())
+            sent_ms = wall_ms()
+            await until_available(lambda: self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value,
+                                                                sent_ms), self._ledger_what, self._ledger_waited)
         return outcome
 
     async def _sent_status(self, delivery: Delivery) -> str | None:
@@ -362,10 +370,20 @@ class Provider:
         (the Store serves a few reads at once anyway), so a critical lookup, which goes at once, finds
         few bulk ones ahead of it at the Store, not every bulk attempt in flight (after a start, the first window of
         every lane partition is maybe-sent)."""
+        def lookup() -> Awaitable[str | None]:
+            return self.ledger.sent_status(delivery.notification_id, self.channel.value)
+
         if delivery.priority.lane is Lane.CRITICAL:
-            return await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+            return await until_available(lookup, self._ledger_what, self._ledger_waited)
         async with self._bulk_lookups:
-            return await self.ledger.sent_status(delivery.notification_id, self.channel.value)
+            return await until_available(lookup, self._ledger_what, self._ledger_waited)
+
+    @property
+    def _ledger_what(self) -> str:
+        return f"the {self.channel.value} provider's send ledger"
+
+    def _ledger_waited(self, exc: PortUnavailable) -> None:
+        self.ledger_waits += 1
 
     def _client_raised(self, delivery: Delivery, exc: Exception) -> Outcome:
         """The outcome of an attempt whose client raised: transient I/O is retried, anything else is a crash."""

@@ -40,6 +40,7 @@ import trio
 from protocol.messages import InboxEntry, StatusEvent
 from protocol.write_plan import InboxAction, InboxChange, InboxChanged, InboxState, StatusKey, UnreadThrough, WritePlan
 from reactor.mailbox import Mailbox
+from reactor.port_health import PortHealth
 from reactor.ports import LogStore, PortUnavailable
 
 from .domain.write_planner import Planner, event_keys, inbox_keys
@@ -149,8 +150,10 @@ RETRY_MAX_S = 5.0  # and the longest, doubling from the first
 
 
 class Recorder:
-    def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int, linger_s: float = 0.0) -> None:
+    def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int, linger_s: float = 0.0,
+                 health: PortHealth | None = None) -> None:
         self.store = store
+        self.health = health  # told while the log store cannot be reached (GET /readyz, and the Ingress refuses at once)
         self.mailbox = mailbox
         self.batch = batch
         self.linger_s = linger_s
@@ -188,8 +191,10 @@ class Recorder:
         told = False
         while True:
             try:
-                return await _write_group(self.store, writes)
+                written = await _write_group(self.store, writes)
             except PortUnavailable as exc:
+                if self.health is not None:
+                    self.health.failed("logstore", str(exc))
                 if not told:
                     told = True
                     log.warning("recorder: the log store cannot be reached (%s); writing again until it can", exc)
@@ -201,6 +206,10 @@ class Recorder:
                 self.unavailable_retries += 1
                 await trio.sleep(wait)
                 wait = min(RETRY_MAX_S, wait * 2)
+            else:
+                if told and self.health is not None:
+                    self.health.recovered("logstore")
+                return written
 
     async def _next_before(self, deadline: float) -> RecorderMessage | None:
         """The next message if one is queued or arrives before `deadline`; None if none does (or the mailbox closed)."""

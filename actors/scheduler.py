@@ -30,7 +30,8 @@ import trio
 from reactor.ask import Reply
 from reactor.clock import wall_ms
 from reactor.mailbox import Mailbox
-from reactor.ports import Bus, Scheduled, Store
+from reactor.ports import Bus, PortUnavailable, Scheduled, Store
+from reactor.until_available import until_available
 
 log = logging.getLogger("herald.scheduler")
 
@@ -85,6 +86,9 @@ class Scheduler:
                 async for message in self.mailbox:
                     try:
                         await self.store.schedule(message.entry)
+                    except PortUnavailable as exc:  # the Store away: this asker's 503; the Scheduler goes on
+                        message.reply.fail(exc)
+                        continue
                     except BaseException as exc:
                         message.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("scheduler stopped"))
                         raise
@@ -103,7 +107,7 @@ class Scheduler:
             self._wake = trio.Event()  # before reading the store: a schedule from now on wakes the sleep below
             if await self._fire_due():
                 continue
-            self._next_due = await self.store.next_due_ms()
+            self._next_due = await until_available(self.store.next_due_ms, "the scheduler")
             if self._stopping:
                 return
             wait_s = math.inf if self.poll_s is None else self.poll_s
@@ -114,14 +118,15 @@ class Scheduler:
 
     async def _fire_due(self) -> bool:
         """Claim the entries due now, produce them, remove them; False if none was due."""
-        claimed = await self.store.claim_due(self.owner, wall_ms(), self.batch, self.lease_ms)
+        claimed = await until_available(lambda: self.store.claim_due(self.owner, wall_ms(), self.batch, self.lease_ms), "the scheduler")
         if not claimed:
             return False
         self._claimed = claimed
         self.most_held = max(self.most_held, len(claimed))
         try:
             await self.bus.produce([(e.topic, e.key, e.value) for e in claimed])
-            await self.store.unschedule([e.id for e in claimed])  # only once the records are durable on the bus
+            ids = [e.id for e in claimed]
+            await until_available(lambda: self.store.unschedule(ids), "the scheduler")  # only once the records are durable on the bus
         finally:
             self._claimed = []  # not produced, or not removed: still in the store, leased to this owner
         self.fired += len(claimed)

@@ -49,6 +49,9 @@ class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
     # the address(es) came from the user's contact points or devices, not from the send's `to`:
     # a delivery that waited (held, retried, replayed) reads them again when it goes out
     from_profile: bool = False
+    # made for a request with an Idempotency-Key: a retry after an append of unknown outcome makes it again, with
+    # the same notification id, so it may be on the bus twice: the provider asks the send ledger before sending it
+    keyed: bool = False
     v: int = BUS_RECORD_VERSION
 
 

@@ -367,14 +367,14 @@ rootLogger.appenderRef.console.ref = console
 """
 
 
-def _kafka_properties(data: Path, broker: int, controller: int) -> str:
+def _kafka_properties(data: Path, broker: int, controller: int, advertised: int | None = None) -> str:
     """A single KRaft node (broker and controller in one process) on loopback, tuned for tests."""
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller}",
         f"listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{advertised or broker}",
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
@@ -434,12 +434,13 @@ class KafkaServer:
 
 
 @contextmanager
-def kafka_server(tmp: Path) -> Iterator[KafkaServer]:
+def kafka_server(tmp: Path, advertised: int | None = None) -> Iterator[KafkaServer]:
     """Apache Kafka, one KRaft node (broker and controller), on free loopback ports in `tmp`; stopped on exit.
 
     The broker comes from .engines/kafka/lib (scripts/install-engines.sh kafka: Maven Central);
     its storage is formatted with a random cluster id; heap 512 MiB. Raises RuntimeError saying
-    why it could not start (not installed, no java, exited, or no answer within 90 s).
+    why it could not start (not installed, no java, exited, or no answer within 90 s). `advertised`: the
+    port it tells clients to connect to (a proxy's, tests/tcp_proxy.py; its own when None).
     """
     java = shutil.which("java")
     if java is None:
@@ -451,7 +452,7 @@ def kafka_server(tmp: Path) -> Iterator[KafkaServer]:
     while controller == broker:
         controller = free_port()
     properties = tmp / "server.properties"
-    properties.write_text(_kafka_properties(tmp / "data", broker, controller))
+    properties.write_text(_kafka_properties(tmp / "data", broker, controller, advertised))
     log4j = tmp / "log4j2.properties"
     log4j.write_text(_KAFKA_LOG4J)
     classpath = f"{KAFKA_LIB}/*"

@@ -13,6 +13,7 @@ from protocol.parsing import parse_decimal, parse_integer
 from protocol.patterns import readable
 from protocol.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem, invalid
 from reactor.clock import parse_iso
+from reactor.log_limit import RateLimit
 from reactor.ports import PortUnavailable
 
 from ..domain.api_keys import Caller
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # gateway.py imports this module
 
 _json = msgspec.json.Encoder()
 log = logging.getLogger(__name__)
+# a backend away: every request answered 503 would log its line; a few per 10 s, then a count (reactor/log_limit.py)
+log.addFilter(RateLimit(burst=5, window_s=10.0))
 T = TypeVar("T")
 
 

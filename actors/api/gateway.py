@@ -30,6 +30,7 @@ from protocol.channels import Channel
 from protocol.frames import MAX_CLIENT_MESSAGE_BYTES, CloseCode
 from protocol.problems import Problem
 from reactor.mailbox import Mailbox
+from reactor.port_health import PortHealth
 from reactor.ports import LogStore, PortUnavailable, SigningKeyStore, Store
 
 from ..clients.faults import SandboxFaults
@@ -45,7 +46,7 @@ from ..services.template_service import TemplateService
 from ..services.user_directory import UserDirectory
 from . import admin, console_feed, inbox, keys, notifications, openapi, pages, realtime, request_rules, sandbox, template_routes, topics, users, webhooks
 from .console_feed import ConsoleFeed
-from .errors import ProblemError, authorize, json_response, problem_response, to_response, unavailable
+from .errors import UNAVAILABLE_RETRY_S, ProblemError, authorize, json_response, problem_response, to_response, unavailable
 from .fast_path import FastSubmit
 from .http_server import ConnectionErrors, serve
 from .idempotency import Idempotency
@@ -127,6 +128,7 @@ class Gateway:
     sessions: SessionCounts = field(default_factory=SessionCounts)  # herald_sessions_open / _opened_total per transport
     console: ConsoleFeed = field(default_factory=ConsoleFeed)  # what the operator console's feed keeps (console_feed.py)
     receipts: Receipts | None = None  # api, all: providers' delivery receipts (actors/services/receipts.py)
+    health: PortHealth = field(default_factory=PortHealth)  # ports known unavailable now: GET /readyz answers 503 while any is
 
     def serves(self, area: str) -> bool:
         return self.role in AREAS[area]
@@ -231,8 +233,12 @@ def create_app(gw: Gateway) -> QuartTrio:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if gw.ready and not gw.draining.is_set():
+        down = gw.health.down()
+        if gw.ready and not gw.draining.is_set() and not down:
             return json_response({"status": "ready"})
+        if gw.ready and not gw.draining.is_set():  # a port this node needs is known unavailable (reactor/port_health.py)
+            detail = "unavailable: " + "; ".join(f"{port} ({why})" for port, why in sorted(down.items()))
+            return problem_response(Problem("Service Unavailable", 503, detail), {"Retry-After": str(UNAVAILABLE_RETRY_S)})
         return problem_response(Problem("Service Unavailable", 503, "starting" if not gw.ready else "shutting down"))
 
     @app.get("/metrics")

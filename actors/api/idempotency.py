@@ -13,6 +13,16 @@ longer than a lease) and gets its response with `Idempotent-Replayed: true`; a
 different request is a 422. A 5xx (or 503) is not kept, so the client may retry with
 the same key.
 
+One 503 keeps something: an append whose outcome is unknown (AppendUncertain: the bus did not
+acknowledge in time, but may still write it). Every entry carries a seed and the first try's time,
+from which the Ingress derives the request's notification ids (`KeyedIds`, actors/ingress.py);
+after an AppendUncertain the entry stays, `uncertain`, for `ttl_s`, and the retry with the key
+runs again with the same seed (every keyed delivery asks the send ledger first: Delivery.keyed),
+so the caller gets one notification per item whether or not, or when, the first try's records
+are written. (Two retries
+racing for an uncertain entry both run, with the same ids: the ledger still lets one call through.
+A retry whose process dies mid-request lets its lease run out, and the seed with it.)
+
 "The same request" is the request's fingerprint (actors/domain/fingerprints.py).
 """
 
@@ -26,9 +36,11 @@ import msgspec
 import trio
 
 from protocol.problems import FieldError, Problem
-from reactor.ports import State
+from reactor.clock import wall_ms
+from reactor.ports import AppendUncertain, State
 
 from ..domain.fingerprints import fingerprint
+from ..messages import KeyedIds
 from .errors import Answer, problem_answer
 
 HEADER = "Idempotency-Key"
@@ -50,6 +62,9 @@ class _Entry(msgspec.Struct, frozen=True, omit_defaults=True):
     content_type: str = ""
     headers: dict[str, str] = {}
     owner: str = ""  # the request holding a pending lease
+    seed: str = ""  # with first_ms, what the notification ids of the request are derived from (KeyedIds)
+    first_ms: int = 0
+    uncertain: bool = False  # a try's append may have been written (AppendUncertain): a retry makes the same ids
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -86,20 +101,22 @@ class Idempotency:
         self._wake = trio.Event()  # set when the first lease arrives (keep_leases sleeps while there is none), or on stop
         self._stopped = False
         self.replayed = 0
+        self.retried_uncertain = 0  # retries of a request whose earlier append may have been written
         self.renewals = 0
         self.keeper_turns = 0  # how often keep_leases looked at its leases (it must sleep between turns)
 
-    async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def run(self, scope: str, key: str | None, body: bytes, handler: Callable[[KeyedIds | None], Awaitable[Answer]]) -> Answer:
         """Answer through `handler` once per (scope, key); replay its response after that.
 
         `scope` names the caller and the route (e.g. `<api key id>:POST /v1/notifications`).
+        `handler` gets the ids its notifications must take (None without a key).
         """
         if key is None:
-            return await handler()
+            return await handler(None)
         if not key or len(key) > MAX_KEY_LENGTH:
             return _problem(400, "Invalid Idempotency-Key", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters")
         name = f"idempotency:{scope}:{key}"
-        mine = _Entry(fingerprint(body), owner=secrets.token_hex(8))
+        mine = _Entry(fingerprint(body), owner=secrets.token_hex(8), seed=secrets.token_hex(10), first_ms=wall_ms())
         encoded = _encode(mine)
         deadline = trio.current_time() + WAIT_FOR_FIRST_S
         while True:
@@ -112,6 +129,12 @@ class Idempotency:
             if record.done:
                 self.replayed += 1
                 return Answer(record.status, record.body, record.content_type, {**record.headers, "Idempotent-Replayed": "true"})
+            if record.uncertain and not record.owner:  # an earlier try's append may be written: go again with its ids
+                mine = msgspec.structs.replace(mine, seed=record.seed, first_ms=record.first_ms, uncertain=True)
+                encoded = _encode(mine)
+                await self.state.set(name, encoded, self.lease_s)
+                self.retried_uncertain += 1
+                return await self._first(name, mine, encoded, handler)
             # pending: wait until the first request answers, fails (and releases the key) or dies (its lease runs out)
             now = trio.current_time()
             if now >= deadline:
@@ -124,14 +147,20 @@ class Idempotency:
                 else:
                     await trio.sleep_forever()
 
-    async def _first(self, name: str, pending: _Entry, encoded: bytes, handler: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def _first(self, name: str, pending: _Entry, encoded: bytes, handler: Callable[[KeyedIds | None], Awaitable[Answer]],
+                     ) -> Answer:
         event = self._inflight[name] = trio.Event()
         if not any(not lease.over for lease in self._leases.values()):
             self._wake.set()
         lease = self._leases[name] = _Lease(encoded, trio.current_time())
         kept = False
+        uncertain = pending.uncertain  # once uncertain, the entry keeps its ids until a try has an answer
         try:
-            answer = await handler()
+            try:
+                answer = await handler(KeyedIds(pending.seed, pending.first_ms))
+            except AppendUncertain:
+                uncertain = True
+                raise
             if answer.status < 500:
                 headers = {h: answer.headers[h] for h in KEPT_HEADERS if h in answer.headers}
                 record = _Entry(pending.fingerprint, True, answer.status, answer.body, answer.content_type, headers)
@@ -144,7 +173,11 @@ class Idempotency:
             if not kept:
                 with trio.CancelScope(shield=True):
                     await lease.settle()
-                    await self.state.delete(name)
+                    if uncertain:
+                        kept_ids = _Entry(pending.fingerprint, seed=pending.seed, first_ms=pending.first_ms, uncertain=True)
+                        await self.state.set(name, _encode(kept_ids), self.ttl_s)
+                    else:
+                        await self.state.delete(name)
             event.set()
             del self._inflight[name]
 

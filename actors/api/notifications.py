@@ -36,7 +36,7 @@ from reactor.ports import EventRow, FanoutJob, InvalidCursor, StatusRow
 from ..domain.api_keys import Caller
 from ..domain.tokens import issue_token
 from ..fanout import decode_counts
-from ..messages import IngressMessage, Submit, SubmitBatch
+from ..messages import IngressMessage, KeyedIds, Submit, SubmitBatch
 from ..services.cancellation import cancel_notification
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .errors import (
@@ -102,16 +102,16 @@ async def submit_notification(gw: Gateway, caller: Caller, body: bytes, idempote
 
     Idempotency keys are the caller's own: two API keys never see each other's answers."""
     scope = f"{caller.key_id}:POST /v1/notifications"
-    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda: _submit(gw, body))
+    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda ids: _submit(gw, body, ids))
 
 
-async def _submit(gw: Gateway, body: bytes) -> Answer:
+async def _submit(gw: Gateway, body: bytes, ids: KeyedIds | None) -> Answer:
     try:
         submission = decode_body(_request_decoder, body)
     except ProblemError as error:
         return problem_answer(error.problem)  # returned, not raised: the idempotency record keeps it
     try:
-        result: Receipt | Problem = await ask(_nowait(served(gw.ingress, "ingress mailbox")), lambda reply: Submit(submission, reply))
+        result: Receipt | Problem = await ask(_nowait(served(gw.ingress, "ingress mailbox")), lambda reply: Submit(submission, reply, ids))
     except MailboxFull:
         return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
     except MailboxClosed:
@@ -151,7 +151,7 @@ async def submit_batch(gw: Gateway, caller: Caller, body: bytes, idempotency_key
         if refused is not None:
             return problem_answer(refused.problem, refused.headers)
     scope = f"{caller.key_id}:POST {BATCH_PATH}"
-    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda: _submit_batch(gw, raws))
+    return await served(gw.idempotency, "idempotency records").run(scope, idempotency_key, body, lambda ids: _submit_batch(gw, raws, ids))
 
 
 def _item_problem(index: int, problem: Problem) -> BatchItem:
@@ -162,7 +162,7 @@ def _item_problem(index: int, problem: Problem) -> BatchItem:
     return BatchItem(problem=msgspec.structs.replace(problem, detail=detail, errors=errors))
 
 
-async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw]) -> Answer:
+async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw], ids: KeyedIds | None) -> Answer:
     results: list[BatchItem | None] = [None] * len(raws)
     requests: list[NotificationRequest] = []
     positions: list[int] = []
@@ -181,7 +181,7 @@ async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw]) -> Answer:
         batch = tuple(requests)
         try:
             answers: list[Receipt | Problem] = await ask(
-                _nowait(served(gw.ingress, "ingress mailbox")), lambda reply: SubmitBatch(batch, reply)
+                _nowait(served(gw.ingress, "ingress mailbox")), lambda reply: SubmitBatch(batch, reply, ids)
             )
         except MailboxFull:
             return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})

@@ -37,6 +37,12 @@ trips take turns too (`_asking`: answers are taken as views in the order they we
 asked), and the half-open probe belongs to one delivery (`_probe`): while it is out, every
 other admission of this worker waits for its outcome, so half-open admits exactly one
 call across all workers and all their concurrent attempts.
+
+Redis away: a State call of the gate (a lease, a breaker read, admit or report) that meets
+PortUnavailable is made again in place with backoff (reactor/until_available.py) until the State
+answers: the attempt waits, is neither failed nor counted against the provider, and its worker
+is not restarted (restarts escalate); deliveries resume when Redis is back. (`view`, the
+operator's question, fails at once instead; giving back a slice or a probe stays bounded.)
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ import trio
 from protocol.channels import LANES, Lane
 from protocol.messages import Delivery, Outcome, RetryLater
 from reactor.circuit_breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
-from reactor.ports import BreakerEvent, BreakerView, State
+from reactor.ports import BreakerEvent, BreakerView, PortUnavailable, State
+from reactor.until_available import until_available
 
 log = logging.getLogger("herald.gate")
 
@@ -153,6 +160,14 @@ class ResilienceGate:
         self.breaker_round_trips = 0  # breaker_* calls made
         self._paused_until = -math.inf  # this gate's clock: a throttled verdict's wait; nothing is admitted before it
         self.throttles = 0  # throttled verdicts honoured (the provider's 429s)
+        self.state_waits = 0  # State calls made again because the State could not be reached (Redis away)
+
+    def _waited(self, exc: PortUnavailable) -> None:
+        self.state_waits += 1
+
+    @property
+    def _what(self) -> str:
+        return f"the {self.channel} gate"
 
     # -- the Provider's side ------------------------------------------------------------
 
@@ -313,7 +328,8 @@ class ResilienceGate:
         limits = self.limits
         want = max(1, min(math.floor(limits.capacity), math.ceil(limits.refill_per_s * after_s)))
         for _ in range(2):  # the first takes what is free; if it was free (no wait), the second reserves: the debt
-            lease = await self.state.lease_tokens(self.bucket_key, want, limits.capacity, limits.refill_per_s, self.settings.lease_s)
+            lease = await until_available(lambda: self.state.lease_tokens(
+                self.bucket_key, want, limits.capacity, limits.refill_per_s, self.settings.lease_s), self._what, self._waited)
             if lease.wait_s > 0 or lease.granted <= 0:
                 break
         log.info("%s: throttled by the provider; admitting nothing for %.3g s", self.channel, after_s)
@@ -375,11 +391,11 @@ class ResilienceGate:
         held, self._slices[lane] = self._slices[lane], None  # whatever happens next, the old slice is not spent any more
         asked_at = trio.current_time()
         self.lease_round_trips += 1
-        lease = await self.state.lease_tokens(
+        lease = await until_available(lambda: self.state.lease_tokens(
             self.bucket_key, self.slice_tokens, self.limits.capacity, self.limits.refill_per_s, self.settings.lease_s,
             (held.lease_id, held.tokens) if held is not None else None,
             self.critical_reserve if lane is Lane.BULK else 0,
-        )
+        ), self._what, self._waited)
         if lease.granted <= 0:
             return lease.wait_s
         answered_at = trio.current_time()
@@ -393,13 +409,15 @@ class ResilienceGate:
         async with self._asking:
             asked_at = trio.current_time()
             self.breaker_round_trips += 1
-            self._take_view(await self.state.breaker_read(self.breaker_key, self.limits.breaker), asked_at)
+            view = await until_available(lambda: self.state.breaker_read(self.breaker_key, self.limits.breaker), self._what, self._waited)
+            self._take_view(view, asked_at)
 
     async def _ask_breaker(self) -> BreakerView:
         async with self._asking:
             asked_at = trio.current_time()
             self.breaker_round_trips += 1
-            view = await self.state.breaker_admit(self.breaker_key, self.limits.breaker, self.owner, self.settings.probe_lease_s)
+            view = await until_available(lambda: self.state.breaker_admit(
+                self.breaker_key, self.limits.breaker, self.owner, self.settings.probe_lease_s), self._what, self._waited)
             self._take_view(view, asked_at)
             return view
 
@@ -407,7 +425,8 @@ class ResilienceGate:
         async with self._asking:
             asked_at = trio.current_time()
             self.breaker_round_trips += 1
-            view = await self.state.breaker_report(self.breaker_key, self.limits.breaker, self.owner, event, probe)
+            view = await until_available(lambda: self.state.breaker_report(
+                self.breaker_key, self.limits.breaker, self.owner, event, probe), self._what, self._waited)
             self._take_view(view, asked_at)
 
     async def _release_probe(self) -> None:

@@ -164,7 +164,7 @@ async def test_a_crash_mid_request_frees_the_key_within_seconds(tmp_path, mock_c
         crashed = Idempotency(dying)
         entered = trio.Event()
 
-        async def stuck() -> Answer:
+        async def stuck(_ids: object = None) -> Answer:
             entered.set()
             await trio.sleep_forever()
             raise AssertionError
@@ -185,7 +185,7 @@ async def test_a_crash_mid_request_frees_the_key_within_seconds(tmp_path, mock_c
         restarted = Idempotency(state)  # the node after its restart, on the same state
         calls = []
 
-        async def handler() -> Answer:
+        async def handler(_ids: object = None) -> Answer:
             calls.append(trio.current_time())
             return Answer(202, b'{"ok":true}')
 
@@ -207,12 +207,12 @@ async def test_a_long_request_keeps_its_lease_and_a_waiter_gets_its_answer(tmp_p
     calls = []
     release = trio.Event()
 
-    async def slow() -> Answer:
+    async def slow(_ids: object = None) -> Answer:
         calls.append("a")
         await release.wait()
         return Answer(202, b'{"n":"a"}')
 
-    async def other() -> Answer:
+    async def other(_ids: object = None) -> Answer:
         calls.append("b")
         return Answer(202, b'{"n":"b"}')
 
@@ -249,12 +249,12 @@ async def test_the_node_renews_the_lease_of_a_long_request(tmp_path, mock_clock)
         elsewhere = Idempotency(node.state)  # another process on the same state
         calls = []
 
-        async def slow() -> Answer:
+        async def slow(_ids: object = None) -> Answer:
             calls.append("node")
             await trio.sleep(3 * LEASE_S)
             return Answer(202, b'{"by":"node"}')
 
-        async def other() -> Answer:
+        async def other(_ids: object = None) -> Answer:
             calls.append("elsewhere")
             return Answer(202, b'{"by":"elsewhere"}')
 
@@ -279,7 +279,7 @@ async def test_the_lease_keeper_sleeps_when_its_only_lease_was_lost(mock_clock):
     release = trio.Event()
     leased = trio.Event()
 
-    async def slow() -> Answer:
+    async def slow(_ids: object = None) -> Answer:
         leased.set()
         await release.wait()
         return Answer(202, b"{}")
@@ -296,3 +296,39 @@ async def test_the_lease_keeper_sleeps_when_its_only_lease_was_lost(mock_clock):
     assert node.renewals == 0
     assert turns <= 10, f"the keeper turned {turns} times in 30 s of one lost lease"
 
+
+
+async def test_an_append_of_unknown_outcome_keeps_the_keys_ids_for_its_retries():
+    from actors.messages import KeyedIds
+    from reactor.ports import AppendUncertain
+
+    keys = Idempotency(MemoryState())
+    given: list[KeyedIds | None] = []
+    outcomes: list[object] = [AppendUncertain("not acknowledged in time"), Answer(503, b"{}"), Answer(202, b'{"n":1}')]
+
+    async def handler(ids: KeyedIds | None) -> Answer:
+        given.append(ids)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert isinstance(outcome, Answer)
+        return outcome
+
+    with pytest.raises(AppendUncertain):
+        await keys.run("k:route", "u-1", b'{"a":1}', handler)
+    assert (await keys.run("k:route", "u-1", b'{"a":1}', handler)).status == 503  # a later 503: still uncertain
+    assert (await keys.run("k:route", "u-1", b'{"a":1}', handler)).status == 202
+    assert given[0] is not None and given[0] == given[1] == given[2]  # the same ids on every try
+    assert (await keys.run("k:route", "u-1", b'{"a":1}', handler)).headers["Idempotent-Replayed"] == "true"
+    assert keys.retried_uncertain == 2
+
+    # without an uncertain append a 5xx frees the key: the next try is a new request with new ids
+    fresh: list[KeyedIds | None] = []
+
+    async def fails_then_works(ids: KeyedIds | None) -> Answer:
+        fresh.append(ids)
+        return Answer(503 if len(fresh) == 1 else 202, b"{}")
+
+    await keys.run("k:route", "u-2", b"{}", fails_then_works)
+    await keys.run("k:route", "u-2", b"{}", fails_then_works)
+    assert fresh[0] != fresh[1]

@@ -128,3 +128,41 @@ async def test_a_request_whose_planning_breaks_fails_alone_and_leaves_nothing_in
     assert isinstance(answers["u0"], Receipt) and isinstance(answers["u1"], Receipt)
     assert isinstance(answers["boom"], Problem) and answers["boom"].status == 500
     assert [key for _, key, _ in bus.calls[0]] == [b"u0", b"u1"]  # none of the broken request's records
+
+
+async def test_with_the_bus_known_away_a_send_is_refused_unwritten_and_a_topic_send_coalesced_with_it_still_stands() -> None:
+    from reactor.port_health import PortHealth
+    from reactor.ports import PortUnavailable
+
+    class Topics:
+        def __init__(self) -> None:
+            self.jobs: list[str] = []
+
+        async def accept(self, nid: str, request: NotificationRequest) -> None:
+            self.jobs.append(nid)
+
+    bus = RecordingBus()
+    health = PortHealth()
+    health.failed("bus", "append not acknowledged in time")
+    inbox: Mailbox[IngressMessage] = Mailbox("ingress", 100)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 100)
+    topics = Topics()
+    ingress = Ingress(bus, inbox, recorder, workers=1, topics=topics, health=health)  # type: ignore[arg-type]
+    send, topic_send = Reply[Receipt | Problem](), Reply[Receipt | Problem]()
+    topic_body = {"topic": "news", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}}
+    await inbox.send(Submit(request("u1"), send))
+    await inbox.send(Submit(msgspec.convert(topic_body, NotificationRequest), topic_send))
+    records: list[RecordEvents] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_recorder, recorder, records)
+        await nursery.start(ingress.run)
+        try:
+            await send.wait()
+            raise AssertionError("accepted with the bus away")
+        except PortUnavailable as exc:
+            assert "bus unavailable" in str(exc)
+        receipt = await topic_send.wait()  # durable in the Store: its receipt is true
+        assert isinstance(receipt, Receipt) and topics.jobs == [receipt.notification_id]
+        assert bus.calls == [] and records == []  # nothing of the refused send written
+        inbox.close()
+        recorder.close()

@@ -372,3 +372,49 @@ async def test_a_call_to_a_server_that_stopped_answering_is_cut_off_and_the_next
         finally:
             os.kill(pid, signal.SIGCONT)
         assert await store.get_meta("k") == "v"  # a new connection
+
+
+async def test_a_send_ledger_that_cannot_be_written_is_waited_for_in_place_and_its_record_not_committed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL goes away while an SMS is at the provider: the ledger write after its Sent is made again in place
+    (backoff) until the server is back; meanwhile the record is not committed (it would come again if the worker
+    stopped) and the provider is not called again; then it is recorded delivered and committed. The worker's
+    other users of the Store (the Scheduler's, fan-out's and digester's polls) wait too: nothing crashes."""
+    from protocol.channels import LANES, Channel
+    from tests.helpers import http, running_node, wait_final
+
+    async def committed_all(herald: Any) -> bool:
+        for lane in LANES:
+            topic = Channel.SMS.topic(lane)
+            for p in range(herald.config.partitions_of(Channel.SMS)):
+                if await herald.bus.committed("herald-sms", topic, p) != await herald.bus.end_offset(topic, p):
+                    return False
+        return True
+
+    body = {"user_id": "lg", "channels": ["sms"], "content": {"sms": {"text": "hi"}}, "to": {"phone": "+15555550100"}}
+    with postgres_cluster() as own:
+        url = f"{own.endpoint.url}?schema={schema()}&connect_timeout=1&statement_timeout_ms=1000"
+        async with running_node(tmp_path, store=url, faults={"sms": {"latency_ms": 1500}}) as herald, http(herald) as client:
+            posted = await client.post("/v1/notifications", json=body)
+            assert posted.status_code == 202, posted.text
+            nid = posted.json()["notification_id"]
+            provider = herald.providers[Channel.SMS]
+            with trio.fail_after(20):
+                while provider.in_flight < 1:  # at the provider's client (1.5 s of latency)
+                    await trio.sleep(0.01)
+            await trio.to_thread.run_sync(own.stop)
+            with trio.fail_after(30):
+                while provider.ledger_waits < 2:  # Sent, and the ledger write made again while the server is away
+                    await trio.sleep(0.05)
+            assert not await committed_all(herald)  # its record is not committed: it would come again
+            assert provider.calls == 1
+            await trio.to_thread.run_sync(own.start)
+            done = await wait_final(client, nid, 30)
+            assert done["channels"]["sms"]["status"] == "delivered", done
+            assert await herald.store.sent_status(nid, "sms") is not None  # the ledger has it
+            with trio.fail_after(30):
+                while not await committed_all(herald):
+                    await trio.sleep(0.05)
+            assert provider.calls == 1  # one call, no retry
+    crashed = [r.getMessage() for r in caplog.records if r.name == "herald.supervisor" and "crashed" in r.getMessage()]
+    assert crashed == []  # before: the provider crashed on the ledger, the Scheduler on its poll (restarts escalate)

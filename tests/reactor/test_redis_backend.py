@@ -20,7 +20,8 @@ from reactor.backends import BackendSettings, BackendUnavailable, check_url, ope
 from reactor.backends.redis import RedisBroker, RedisSettings, RedisState, opened_client
 from reactor.circuit_breaker import BreakerConfig
 from reactor.ports import BrokerLost, PortUnavailable
-from tests.helpers import http, running_node, web_notification
+from protocol.channels import Channel
+from tests.helpers import http, running_node, wait_final, web_notification
 from tests.servers import Endpoint, _stop, _wait_for_port, free_port, redis_server
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
@@ -143,6 +144,36 @@ async def test_the_front_end_answers_503_while_redis_is_down_and_recovers_withou
         own_redis.start()
         again = await client.post("/v1/notifications", json=web_notification("r1"), headers={"Idempotency-Key": "b"})
         assert again.status_code == 202, again.text
+
+
+async def test_a_worker_waits_for_redis_in_place_its_attempts_neither_failed_nor_counted_nor_restarted(
+        own_redis: OwnRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The provider's gate meets Redis away on its lease and breaker calls: it waits (backoff), the delivery resumes after."""
+    body = {"user_id": "r2", "channels": ["sms"], "content": {"sms": {"text": "hi"}}, "to": {"phone": "+15555550100"}}
+    async with running_node(tmp_path, state=f"{own_redis.url}?timeout_s=0.5") as herald, http(herald) as client:
+        warm = await client.post("/v1/notifications", json=body)
+        assert (await wait_final(client, warm.json()["notification_id"]))["channels"]["sms"]["status"] == "delivered"
+        provider = herald.providers[Channel.SMS]
+        gate = provider.gate
+        own_redis.stop()
+        await trio.sleep(1.5)  # past the gate's slice lease: the next admission must ask the State
+        waiting = await client.post("/v1/notifications", json=body)  # the bootstrap key has no rate limit: no State
+        assert waiting.status_code == 202, waiting.text
+        nid = waiting.json()["notification_id"]
+        with trio.fail_after(20):
+            while gate.state_waits < 3:  # asked again, with backoff, while Redis is away
+                await trio.sleep(0.05)
+        status = (await client.get(f"/v1/notifications/{nid}")).json()["channels"]["sms"]
+        assert status["status"] == "queued", status  # not failed, not retrying: waiting
+        own_redis.start()
+        done = await wait_final(client, nid, 30)
+        steps = [a["status"] for a in done["channels"]["sms"]["attempts"]]
+        assert steps == ["accepted", "queued", "sent", "delivered"], steps  # one attempt, no retry
+        view = await gate.view()
+        assert view.consecutive_failures == 0 and view.state == "closed"  # not the provider's failure
+        assert provider.calls == 2
+    crashed = [r for r in caplog.records if r.name == "herald.supervisor" and "provider:sms" in r.getMessage()]
+    assert crashed == []  # before: the provider crashed and was restarted (restarts escalate)
 
 
 # -- several workers, one bucket, one breaker -------------------------------------------------------

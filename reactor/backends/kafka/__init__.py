@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 import trio
 
 from reactor.asyncio_bridge import open_bridge
+from reactor.log_limit import RateLimit, limit_loggers
 from reactor.backends import Backends, BackendSettings, BackendUnavailable, not_opened
 
 from .bus import KafkaBus, KafkaOptions, UnknownTopic
@@ -74,6 +75,17 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
     if ports - SERVES:
         raise BackendUnavailable(f"kafka:// serves the bus only, not {', '.join(sorted(ports - SERVES))}: give those another URL")
     options = parse_url(settings.urls["bus"])
+    # Kafka away, aiokafka logs each retry (~110,000 lines in two minutes): a few of each per 10 s, then a count
+    unlimit = limit_loggers("aiokafka", RateLimit(burst=5, window_s=10.0))
+    try:
+        async with _open(settings, options, ports) as backends:
+            yield backends
+    finally:
+        unlimit()
+
+
+@asynccontextmanager
+async def _open(settings: BackendSettings, options: KafkaOptions, ports: frozenset[str]) -> AsyncIterator[Backends]:
     failed: Exception | None = None
     async with open_bridge() as bridge, trio.open_nursery() as nursery:
         bus = KafkaBus(bridge, nursery, options, settings.topics)

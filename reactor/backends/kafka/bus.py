@@ -31,7 +31,7 @@ import trio
 
 from reactor.asyncio_bridge import AsyncioBridge, BridgeClosed
 from reactor.partitioner import kafka_partition
-from reactor.ports import Assignment, BusRecord
+from reactor.ports import AppendUncertain, Assignment, BusRecord
 
 from . import client
 from .client import Tp
@@ -180,7 +180,10 @@ class KafkaBus:
             await trio.lowlevel.checkpoint()
             return []
         producer = self._producer
-        acks: list[tuple[int, int]] = await self._call(lambda: client.produce(producer, targets))
+        try:
+            acks: list[tuple[int, int]] = await self._call(lambda: client.produce(producer, targets))
+        except client.KafkaError as exc:  # the producer gave up on a batch (a timeout): it may have been written
+            raise AppendUncertain(f"Kafka did not acknowledge the append: {exc!r}") from exc
         for (_, partition, _, _), (acked, _) in zip(targets, acks):
             if acked != partition:  # the producer was told the partition: anything else is a defect
                 raise RuntimeError(f"Kafka acknowledged partition {acked} for a record sent to {partition}")
