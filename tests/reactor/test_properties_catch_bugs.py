@@ -44,6 +44,10 @@ from tests.reactor.test_token_bucket_properties import MACHINE_SETTINGS as BUCKE
 from tests.reactor.test_token_bucket_properties import TokenBucketMachine, time_until_suffices
 
 HUNT = dict(max_examples=100, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False, print_blob=False)
+# Derandomized is not fixed forever: Hypothesis mixes the literals of the code loaded in the process into what it draws,
+# so a whole suite's run draws other examples than this file alone. TakesBackAnyGiveBack, caught within 10 examples
+# here alone, took 101-200 in a process that had imported every test module: the leased bucket's hunt has a margin.
+LEASES_HUNT = dict(HUNT, max_examples=400)
 
 
 def machine_for(base: type[RuleBasedStateMachine], attribute: str, implementation: type) -> type[RuleBasedStateMachine]:
@@ -262,7 +266,7 @@ class BulkReservesAhead(LeasedBucket):
 def test_leased_bucket_machine_catches(broken: type[LeasedBucket]) -> None:
     with pytest.raises(AssertionError):
         machine = machine_for(LeasedBucketMachine, "bucket_class", broken)
-        run_state_machine_as_test(machine, settings=settings(LEASES_SETTINGS, **HUNT))
+        run_state_machine_as_test(machine, settings=settings(LEASES_SETTINGS, **LEASES_HUNT))
 
 
 class AdmitsASecondProber(SharedBreaker):
@@ -315,7 +319,7 @@ def test_shared_breaker_machine_catches(broken: type[SharedBreaker]) -> None:
 
 
 def test_the_real_shared_state_passes_the_hunting_settings_too() -> None:
-    run_state_machine_as_test(LeasedBucketMachine, settings=settings(LEASES_SETTINGS, **HUNT))
+    run_state_machine_as_test(LeasedBucketMachine, settings=settings(LEASES_SETTINGS, **LEASES_HUNT))
     run_state_machine_as_test(SharedBreakerMachine, settings=settings(SHARED_BREAKER_SETTINGS, **HUNT))
 
 
