@@ -22,11 +22,13 @@ install:
 lint: .venv/bin/mypy
 	@scripts/lint.sh
 
-# Two processes (pytest-xdist): most of the suite waits on servers and sockets, not on the CPU. Whatever must share
-# one process (the session's engines, the load venv) is grouped in tests/conftest.py. One file: pytest tests/x.py.
+# Two processes (pytest-xdist): most of the suite waits on servers and sockets, not on the CPU. Each file runs whole
+# in one process (--dist loadfile: a module's fixtures, the load venv's builder, the browser files last); the
+# session's engines start in each process that needs them. One file: .venv/bin/python -m pytest tests/x.py.
+# (--dist loadgroup would keep the engines in one process, but pytest-xdist 3.8 cannot group on pytest 9's node ids.)
 test: install
 	@scripts/lint.sh
-	.venv/bin/python -m pytest -n 2 --dist loadgroup
+	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)

@@ -32,24 +32,12 @@ def engines(tmp_path_factory: pytest.TempPathFactory):
         yield servers
 
 
-# Tests that run in one process, in collection order, when the suite runs on several (pytest-xdist, --dist
-# loadgroup, as `make test` does): whatever uses the session's engines (started once, in that process), the
-# asyncio bridge's own tests and the browser tests after them (see below); and the load suite (its session
-# fixture builds .venv-load, which two processes must not build at once).
-BRIDGE = ("tests/browser/", "tests/reactor/test_asyncio_bridge.py")
-LOAD = ("tests/load/",)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The browser tests run last. Playwright's sync API drives an asyncio loop of its own on this thread; after
     it ran, the Kafka bus's trio-asyncio loop in a later test of the same process waited forever (why is not
-    understood yet; the asyncio policy set above did not prevent it). Last, nothing of the bridge runs after them."""
+    understood yet; the asyncio policy set above did not prevent it). Last, nothing of the bridge runs after them.
+    On two processes (`make test`: pytest-xdist, --dist loadfile) each file runs whole in one of them, the files
+    handed out in this order, so the browser files are still the last a process runs."""
     browser = [item for item in items if item.nodeid.startswith("tests/browser/")]
     if browser:
         items[:] = [item for item in items if not item.nodeid.startswith("tests/browser/")] + browser
-    for item in items:
-        if "engines" in getattr(item, "fixturenames", ()) or item.nodeid.startswith(BRIDGE):
-            item.add_marker(pytest.mark.xdist_group("engines"))
-        elif item.nodeid.startswith(LOAD):
-            item.add_marker(pytest.mark.xdist_group("load"))
