@@ -23,12 +23,15 @@ lint: .venv/bin/mypy
 	@scripts/lint.sh
 
 # Two processes (pytest-xdist): most of the suite waits on servers and sockets, not on the CPU. Each file runs whole
-# in one process (--dist loadfile: a module's fixtures, the load venv's builder, the browser files last); the
-# session's engines start in each process that needs them. One file: .venv/bin/python -m pytest tests/x.py.
-# (--dist loadgroup would keep the engines in one process, but pytest-xdist 3.8 cannot group on pytest 9's node ids.)
+# in one process (--dist loadfile: a module's fixtures, the load venv's builder); the session's engines start in each
+# process that needs them. The browser tests run after, in a process of their own: after Playwright had run in a
+# process, a later Trio test using asyncio there waited forever (tests/conftest.py). One file: .venv/bin/python -m
+# pytest tests/x.py. (--dist loadgroup would keep the engines in one process, but pytest-xdist 3.8 cannot group on
+# pytest 9's node ids.)
 test: install
 	@scripts/lint.sh
-	.venv/bin/python -m pytest -n 2 --dist loadfile
+	.venv/bin/python -m pytest -n 2 --dist loadfile --ignore=tests/browser
+	.venv/bin/python -m pytest tests/browser
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)

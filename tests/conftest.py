@@ -36,8 +36,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The browser tests run last. Playwright's sync API drives an asyncio loop of its own on this thread; after
     it ran, the Kafka bus's trio-asyncio loop in a later test of the same process waited forever (why is not
     understood yet; the asyncio policy set above did not prevent it). Last, nothing of the bridge runs after them.
-    On two processes (`make test`: pytest-xdist, --dist loadfile) each file runs whole in one of them, the files
-    handed out in this order, so the browser files are still the last a process runs."""
+    `make test` runs the rest on two processes (pytest-xdist), which keep no order between files: the browser tests
+    run after them in a pytest of their own (Makefile)."""
     browser = [item for item in items if item.nodeid.startswith("tests/browser/")]
     if browser:
         items[:] = [item for item in items if not item.nodeid.startswith("tests/browser/")] + browser
