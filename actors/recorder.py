@@ -42,6 +42,7 @@ from protocol.write_plan import InboxAction, InboxChange, InboxChanged, InboxSta
 from reactor.mailbox import Mailbox
 from reactor.port_health import PortHealth
 from reactor.ports import LogStore, PortUnavailable
+from reactor.until_available import until_available
 
 from .domain.write_planner import Planner, event_keys, inbox_keys
 from .messages import RecordEvents, RecorderMessage
@@ -145,8 +146,6 @@ async def change_inbox(store: LogStore, change: InboxChange) -> InboxChanged:
     return answer
 
 
-RETRY_FIRST_S = 0.1  # a log store that cannot be reached: the first wait before writing the group again
-RETRY_MAX_S = 5.0  # and the longest, doubling from the first
 
 
 class Recorder:
@@ -187,29 +186,25 @@ class Recorder:
         answered with that error at once (the front end's 503) and the group is written again, with backoff, until it
         is: the plan is idempotent, so nothing recorded is lost or doubled, and the node keeps running. Meanwhile the
         mailbox fills and its senders wait (or fail fast): a consumer commits nothing it has not recorded."""
-        wait = RETRY_FIRST_S
         told = False
-        while True:
-            try:
-                written = await _write_group(self.store, writes)
-            except PortUnavailable as exc:
-                if self.health is not None:
-                    self.health.failed("logstore", str(exc))
-                if not told:
-                    told = True
-                    log.warning("recorder: the log store cannot be reached (%s); writing again until it can", exc)
-                    for i in group:
-                        reply = pending[i].reply
-                        if reply is not None:
-                            reply.fail(exc)
-                            pending[i] = _answered(pending[i])
-                self.unavailable_retries += 1
-                await trio.sleep(wait)
-                wait = min(RETRY_MAX_S, wait * 2)
-            else:
-                if told and self.health is not None:
-                    self.health.recovered("logstore")
-                return written
+
+        def on_wait(exc: PortUnavailable) -> None:
+            nonlocal told
+            if self.health is not None:
+                self.health.failed("logstore", str(exc))
+            if not told:
+                told = True
+                for i in group:
+                    reply = pending[i].reply
+                    if reply is not None:
+                        reply.fail(exc)
+                        pending[i] = _answered(pending[i])
+            self.unavailable_retries += 1
+
+        written = await until_available(lambda: _write_group(self.store, writes), "recorder (the log store)", on_wait)
+        if told and self.health is not None:
+            self.health.recovered("logstore")
+        return written
 
     async def _next_before(self, deadline: float) -> RecorderMessage | None:
         """The next message if one is queued or arrives before `deadline`; None if none does (or the mailbox closed)."""

@@ -6,7 +6,7 @@ restarts escalate until the node stops, over an outage that is nobody's fault. `
 calls `call()` until it returns; each PortUnavailable is followed by a sleep that starts at
 `first_s` and doubles up to `max_s` (Trio's clock), the first one logged with `what`, and the
 return after one logged too. Any other error is the caller's. (The Recorder's wait for its log
-store, actors/recorder.py, is the same loop with its askers told at the first failure.)
+store, actors/recorder.py, is this loop, its askers told at the first failure through `on_wait`.)
 """
 
 from __future__ import annotations
