@@ -27,10 +27,11 @@ lint: .venv/bin/mypy
 # process that needs them. The browser tests run after, in a process of their own: after Playwright had run in a
 # process, a later Trio test using asyncio there waited forever (tests/conftest.py). One file: .venv/bin/python -m
 # pytest tests/x.py. (--dist loadgroup would keep the engines in one process, but pytest-xdist 3.8 cannot group on
-# pytest 9's node ids.)
+# pytest 9's node ids.) A test that hangs fails after pyproject's `timeout` with every thread's stack, and the run
+# ends there (--max-worker-restart 0: a restarted worker would run the hung file again).
 test: install
 	@scripts/lint.sh
-	.venv/bin/python -m pytest -n 2 --dist loadfile --ignore=tests/browser
+	.venv/bin/python -m pytest -n 2 --dist loadfile --max-worker-restart 0 --ignore=tests/browser
 	.venv/bin/python -m pytest tests/browser
 
 bench: install

@@ -323,6 +323,7 @@ async def check_concurrent_claimers_never_get_one_entry_twice(h: Harness[Any]) -
 
         async def claimer(store: Any, owner: str) -> None:
             while batch := await store.claim_due(owner, T0 + 100, 7, LEASE):  # as a Scheduler: claim, produce, remove
+                assert max((got[i] for i in ids_of(batch)), default=0) < 4, "an entry keeps coming back after it was removed"
                 got.update(ids_of(batch))
                 await trio.lowlevel.checkpoint()
                 await store.unschedule(ids_of(batch))
@@ -380,6 +381,7 @@ async def check_cancels_racing_claims_end_each_entry_cancelled_or_claimed_never_
 
         async def claimer(owner: str) -> None:
             while batch := await one.claim_due(owner, T0 + 100, 3, LEASE):
+                assert max((claimed[i] for i in ids_of(batch)), default=0) < 4, "an entry keeps coming back after it was removed"
                 claimed.update(ids_of(batch))
                 await trio.lowlevel.checkpoint()
                 await one.unschedule(ids_of(batch))
@@ -562,10 +564,15 @@ async def check_concurrent_digest_claimers_and_adders_put_every_event_in_exactly
             adding = False
 
         async def claimer(store: Any, owner: str) -> None:
+            idle = 0  # rounds after the last add in which a window was due and no claim took one
             while adding or await store.next_digest_ms() is not None:
-                for fire in await store.claim_digests(owner, T0 + 1000, 2, LEASE):
+                fires = await store.claim_digests(owner, T0 + 1000, 2, LEASE)
+                for fire in fires:
+                    assert len(fired) < 2 * count, "events keep being fired again"
                     fired.extend(nids_of(fire))
                     await store.finish_digest(fire.window.fire_id)
+                idle = 0 if fires or adding else idle + 1
+                assert idle < 1000, "a window stays due and no claim takes it"
                 await trio.lowlevel.checkpoint()
 
         async with trio.open_nursery() as nursery:
@@ -601,10 +608,14 @@ async def check_cancels_racing_digest_claims_end_each_event_cancelled_or_fired_n
             await one.add_digest_event(event(f"e{i:03}", T0, user=f"u{i % 20}"), T0 + i % 7, T0 + 50, MAX)
         fired: Counter[str] = Counter()
         cancelled: list[str] = []
+        finished: set[str] = set()
 
         async def claimer(owner: str) -> None:
             while batch := await one.claim_digests(owner, T0 + 100, 2, LEASE):
                 for fire in batch:
+                    # a finished fire that comes back would be claimed again forever: fail, do not spin
+                    assert fire.window.fire_id not in finished, f"the finished digest {fire.window.fire_id} was claimed again"
+                    finished.add(fire.window.fire_id)
                     fired.update(nids_of(fire))
                     await trio.lowlevel.checkpoint()
                     await one.finish_digest(fire.window.fire_id)
