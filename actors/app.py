@@ -512,6 +512,7 @@ async def wire(
             key_ring=key_ring,
             max_body_bytes=config.max_body_bytes,
             max_batch_body_bytes=config.max_batch_body_bytes,
+            body_timeout_s=config.body_timeout_s,
             heartbeat_s=config.heartbeat_s,
             session_queue=config.session_queue,
             circuits=query_mbs,

@@ -74,6 +74,7 @@ class Config:
     providers: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch (each item still at most max_body_bytes)
+    body_timeout_s: float = 60.0  # a request body not all there within it is answered 408 and its connection closed
     ingress_workers: int = 8  # appends in flight at once; each takes what waits in the mailbox (actors/ingress.py, _coalesce)
     ingress_mailbox: int = 2048
     # How long a POST waits for a distributed bus to acknowledge its append (Kafka down): then 503 with Retry-After; and
@@ -215,7 +216,7 @@ _AT_LEAST_ONE = {
 }
 _MAXIMUM = {"port": 65535, "metrics_port": 65535, "commit_linger_ms": 100, "fanout_batch": 10_000}
 _MINIMUM = {"metrics_port": -1}  # -1: off
-_ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s", "fanout_lease_s"}  # durations that must not be 0
+_ABOVE_ZERO = {"gate_lease_s", "gate_probe_lease_s", "fanout_lease_s", "body_timeout_s"}  # durations that must not be 0
 _BELOW_ONE = {"lane_reserve_in_flight", "lane_reserve_tokens"}  # shares: from 0 to below 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

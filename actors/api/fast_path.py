@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 from protocol.api import MAX_BATCH_ITEMS
-from protocol.problems import Problem
+from protocol.problems import FieldError, Problem
 from reactor.ports import PortUnavailable
 
 from .errors import Answer, ProblemError, check_access, problem_answer, unavailable
@@ -41,6 +42,16 @@ _CONTENT_TYPE = b"content-type"
 
 class _TooLarge(Exception):
     pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _too_slow(timeout_s: float) -> Answer:
+    """408, as the Quart routes answer a body that takes longer than BODY_TIMEOUT (both `body_timeout_s`); then the connection closes."""
+    detail = f"the request body did not arrive within {timeout_s:g} s"
+    return problem_answer(Problem("Request Timeout", 408, detail, errors=[FieldError("body", detail)]), {"Connection": "close"})
 
 
 def _too_large(gw: Gateway, path: str) -> Answer:
@@ -88,6 +99,8 @@ class FastSubmit:
             return problem_answer(error.problem, error.headers)
         except _TooLarge:
             return _too_large(gw, path)
+        except _TooSlow:
+            return _too_slow(self.gw.body_timeout_s)
         except PortUnavailable as exc:  # a Redis down: fast 503, and the next request after it is back succeeds
             return unavailable(exc)
         except Exception:
@@ -107,6 +120,8 @@ class FastSubmit:
             return problem_answer(error.problem, error.headers)
         except _TooLarge:
             return problem_answer(Problem("Payload Too Large", 413, f"body over {RECEIPT_MAX_BODY} bytes"))
+        except _TooSlow:
+            return _too_slow(self.gw.body_timeout_s)
         except PortUnavailable as exc:
             return unavailable(exc)
         except Exception:
@@ -114,8 +129,15 @@ class FastSubmit:
             return problem_answer(Problem(title="Internal Server Error", status=500, detail="unexpected error; see the server log"))
 
     async def _read_body(self, receive: ASGIReceiveCallable, content_length: bytes | None, limit: int) -> bytes:
+        """The whole body within the gateway's `body_timeout_s` (else _TooSlow), at most `limit` bytes (else _TooLarge)."""
         if content_length is not None and content_length.isdigit() and int(content_length) > limit:
             raise _TooLarge
+        with trio.move_on_after(self.gw.body_timeout_s):
+            return await self._receive_body(receive, limit)
+        raise _TooSlow
+
+    @staticmethod
+    async def _receive_body(receive: ASGIReceiveCallable, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:

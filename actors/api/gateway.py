@@ -106,6 +106,7 @@ class Gateway:
     limits: SubscriberLimits  # what browsers may hold and ask (session caps, request rates, token issuance)
     role: str = "all"
     max_batch_body_bytes: int = 4 * 1024 * 1024  # POST /v1/notifications/batch, read by the ASGI fast path
+    body_timeout_s: float = 60.0  # Quart's BODY_TIMEOUT and the ASGI fast path's: a body trickled slower is a 408
     ingress: Mailbox[IngressMessage] | None = None  # api, all
     idempotency: Idempotency | None = None  # api, all
     dead_letters: DeadLetters | None = None  # api, all: listing the queue (the Store port)
@@ -184,6 +185,7 @@ def create_app(gw: Gateway) -> QuartTrio:
     app = QuartTrio("herald", static_folder=None)  # no static files: nothing is served without a key by accident
     app.url_map.converters.update(CONVERTERS)
     app.config["MAX_CONTENT_LENGTH"] = gw.max_body_bytes
+    app.config["BODY_TIMEOUT"] = gw.body_timeout_s
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
     app.before_request(note_route)  # first: the route template for herald_http_requests_total, whatever hook refuses after

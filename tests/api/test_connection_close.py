@@ -171,3 +171,35 @@ async def test_an_invalid_websocket_handshake_is_a_400_then_closed(tmp_path, key
         case = Case("ws", [head("GET", "/v1/ws?token=x", extra=upgrade)], 1)
         outcome = await run_case(*address(herald), case, bound_s=10)
         assert outcome.statuses == [400] and outcome.closing == 0 and not outcome.hung, outcome
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/v1/notifications"),  # the ASGI fast path
+        ("POST", "/v1/notifications/batch"),  # the fast path, its own body limit
+        ("POST", "/v1/webhooks/sendgrid"),  # the fast path's receipts
+        ("PUT", "/v1/users/u1/preferences"),  # Quart
+    ],
+    ids=["fast-single", "fast-batch", "fast-receipt", "quart"],
+)
+async def test_a_body_that_stops_coming_is_answered_408_and_the_connection_closed(tmp_path, method, path):
+    """A client that sends its head and part of its body, then nothing, held the fast path's routes open for as long as
+    it liked (a request task and a connection each: a slowloris). Every route answers 408 once `body_timeout_s`
+    has passed without the whole body, names the body, and closes."""
+    async with running_node(tmp_path, shutdown_grace_s=1, body_timeout_s=1.0) as herald:
+        stream = await trio.open_tcp_stream(*address(herald))
+        async with stream:
+            await stream.send_all(head(method, path, extra="Content-Type: application/json\r\nContent-Length: 1000\r\n") + b'{"a')
+            received = bytearray()
+            with trio.fail_after(15):  # EOF after the answer, not a hang
+                try:
+                    while chunk := await stream.receive_some(65536):
+                        received.extend(chunk)
+                except trio.BrokenResourceError:
+                    pass
+        statuses, closing = parse_responses(bytes(received))
+        assert statuses == [408] and closing == 0, bytes(received)
+        assert b"application/problem+json" in received
+        if path != "/v1/users/u1/preferences":  # Quart's own 408 does not name a field
+            assert b'"field":"body"' in received, bytes(received)
