@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     simulate = sub.add_parser(
         "simulate", help="run a traffic scenario through the delivery path under a mock clock (docs/simulate.md)",
         description="Runs Herald's delivery path (Ingress, consumers, Providers with their bucket and breaker, retries, "
-        "dead-letter queue, Recorder) on in-memory ports under Trio's MockClock, with scripted providers, for the "
+        "dead-letter queue, Recorder) on in-memory ports under a virtual clock, with scripted providers, for the "
         "scenario's traffic. Prints a table per simulated minute; writes <out>/<name>.csv and <out>/<name>.png.",
     )
     simulate.add_argument("scenario", type=Path, help="the scenario file (docs/simulate.md; examples/scenarios/)")

@@ -1,4 +1,4 @@
-"""`herald simulate`: the delivery path of a node run under Trio's MockClock, driven by a scenario's traffic.
+"""`herald simulate`: the delivery path of a node run under a virtual Trio clock, driven by a scenario's traffic.
 
 What runs is Herald's own actors, wired as actors/app.py wires the worker and api parts of a
 node: the Ingress (its SendPlanner: what POST /v1/notifications/batch hands a batch to), one
@@ -8,7 +8,7 @@ breaker, in the State), the Scheduler (due retries back onto the bus) and the Re
 events into the log store), under their supervisors. Not HTTP: the simulation is of delivery,
 not of the web server. The ports are in memory (reactor/backends/memory, MemoryState), so
 nothing waits for a thread and simulated time jumps from one deadline to the next
-(autojump_threshold 0); the sandbox clients are replaced by scripted providers (clients.py).
+(clock.py: what MockClock's autojump does, for less); the sandbox clients are replaced by scripted providers (clients.py).
 
 Determinism: every random draw comes from one generator seeded by `seed`: the traffic's, each
 scripted provider's, the notification ids', the retry jitter's (the consumer draws from the
@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from functools import partial
 
 import trio
-import trio.testing
 
 from protocol.api import NotificationRequest, Receipt
 from protocol.channels import LANES, Channel, Lane
@@ -55,6 +54,7 @@ from ..recorder import Recorder
 from ..scheduler import ScheduleAt, Scheduler
 from ..services.gate import ResilienceGate
 from .clients import ScriptedProvider
+from .clock import JumpingClock
 from .scenario import Curve, Scenario, ScenarioError
 
 EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z: the simulation's minute 0 on its wall clock
@@ -68,9 +68,10 @@ class SimulatedWallClock:
 
     def __init__(self, start: float) -> None:
         self.start = start
+        self._now = trio.lowlevel.current_clock().current_time  # the run's clock, read directly (a read per status event)
 
     def now_ns(self) -> int:
-        return EPOCH_NS + round((trio.current_time() - self.start) * 1e9)
+        return EPOCH_NS + round((self._now() - self.start) * 1e9)
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ async def _sample(scenario: Scenario, node: _Node, counts: _Counts, result: Resu
 
 
 async def run_scenario(scenario: Scenario, seed: int, config: Config | None = None) -> Result:
-    """Run the scenario in this Trio run (which must be on a MockClock: see simulate()); its rows and totals."""
+    """Run the scenario in this Trio run (on a virtual clock: JumpingClock, or MockClock with autojump; see simulate())."""
     config = config or herald_config(scenario)
     rng = random.Random(seed)
     random.seed(rng.getrandbits(64))  # RetryPolicy.delay's jitter draws from the random module
@@ -322,10 +323,10 @@ async def run_scenario(scenario: Scenario, seed: int, config: Config | None = No
 
 
 def simulate(scenario: Scenario, seed: int) -> Result:
-    """Run the scenario to its end under a MockClock that jumps from one deadline to the next; deterministic by seed."""
+    """Run the scenario to its end under a clock that jumps from one deadline to the next (clock.py); deterministic by seed."""
     config = herald_config(scenario)  # a bad [herald] table is refused before anything runs
     with deterministic_trio(seed):
-        return trio.run(partial(run_scenario, scenario, seed, config), clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(partial(run_scenario, scenario, seed, config), clock=JumpingClock())
 
 
 @contextmanager

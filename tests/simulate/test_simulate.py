@@ -217,7 +217,8 @@ if __name__ == "__main__":
 
 WAKE_ORDER = """
 import json, random, sys
-import trio, trio.testing
+import trio
+from actors.simulate.clock import JumpingClock
 from actors.simulate.run import deterministic_trio
 
 def wake_order(junk):
@@ -236,7 +237,7 @@ def wake_order(junk):
         async with trio.open_nursery() as nursery:
             for n in range(40):
                 nursery.start_soon(sleeper, n, at)
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(main, clock=JumpingClock())  # the clock `herald simulate` runs on
     return woken
 
 orders = []
