@@ -140,17 +140,20 @@ async def test_each_kind_of_window_fires_at_its_instant(tmp_path, clock) -> None
         fixed = await accept(herald, comment("fixed", 1, Window("fixed", every="1h")))
         daily = await accept(herald, comment("daily", 1, Window("daily", at="08:00")))  # 07:00 EST now: 08:00 EST is 13:00Z
         slides = [await accept(herald, comment("slide", 1, Window("sliding", after_quiet="5m", max_wait="20m")))]
-        # then an event every minute, half a minute off the windows' instants; sleeping in 10 s steps, so that MockClock,
-        # jumping to the next deadline while the node's threads work, moves at most 10 s past a window's instant
+        # then an event every minute, half a minute off the windows' instants. MockClock jumps to the next deadline
+        # whenever the node's threads keep every task waiting 30 ms (on a loaded machine, each fsync), so a window's
+        # fire lands up to one sleep step per thread hop after its instant: 10 s steps made that 65 s under load. The
+        # steps are 2 s over the minute before each instant under test (20:00, 28:30, the hour), 10 s elsewhere.
         for minute in range(1, 30):  # the sliding window fires at its max_wait
-            await sleep_until(START + 30_000 + (minute - 1) * 60_000, step_s=10)
+            await sleep_until(START + 30_000 + (minute - 1) * 60_000, step_s=2 if minute in (21, 29) else 10)
             if minute < 25:
                 slides.append(await accept(herald, comment("slide", 1 + minute, Window("sliding", after_quiet="5m", max_wait="20m"))))
             if minute == 30 - 1:
                 await accept(herald, comment("fixed", 2, Window("fixed", every="1h")))  # inside the same fixed window
         hour = START + 3_600_000  # the fixed window's instant, and 08:00 EST (the daily one's)
+        await sleep_until(START + 29 * 60_000 + 30_000, step_s=2)  # the minute after 28:30, before the jump
         await skip_to(hour - 60_000)
-        await sleep_until(hour + 60_000, step_s=10)
+        await sleep_until(hour + 60_000, step_s=2)
         await wait_calls(email, 4)
         # the sliding window: at its max_wait, 21 events (minutes 0 to 19.5); the later ones (20.5 to 23.5) opened the
         # next window, fired 5 minutes after its last event
