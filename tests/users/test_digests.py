@@ -115,7 +115,7 @@ async def test_a_sliding_digest_of_50_events_is_one_email_listing_50_items_in_th
         assert (pending.count, pending.fires_at, pending.firing) == (50, iso(last_at + 600_000), False)
         await skip_to(last_at + 600_000 - 30_000)
         assert email.calls == [] and await fired_at(herald, nids[0]) is None
-        await sleep_until(last_at + 600_000 + 60_000, step_s=10)
+        await sleep_until(last_at + 600_000 + 60_000, step_s=2)
         await wait_calls(email, 1)
         [(delivery, _)] = email.calls
         fired = await fired_at(herald, nids[0])
@@ -192,12 +192,12 @@ async def test_a_daily_digest_follows_the_users_clock_and_quiet_hours_across_dst
         assert [p.fires_at for p in (await windows(herald, "paris"))] == [iso(paris_due)]
         await skip_to(paris_due - 60_000)
         assert email.calls == []
-        await sleep_until(paris_due + 60_000, step_s=10)
+        await sleep_until(paris_due + 60_000, step_s=2)
         await wait_calls(email, 1)
         fired = await fired_at(herald, paris)
         assert [d.user_id for d, _ in email.calls] == ["paris"] and fired is not None and paris_due <= fired < paris_due + 30_000
         await skip_to(ny_due - 60_000)
-        await sleep_until(ny_due + 60_000, step_s=10)
+        await sleep_until(ny_due + 60_000, step_s=2)
         await wait_calls(email, 2)
         fired = await fired_at(herald, ny)
         assert email.calls[1][0].user_id == "ny" and fired is not None and ny_due <= fired < ny_due + 30_000
@@ -320,7 +320,7 @@ async def test_a_digester_dying_after_producing_leaves_the_window_to_be_fired_ag
         [(window)] = await windows(herald, "u")
         assert window.firing and window.count == 3
         await skip_to(due - 60_000)
-        await sleep_until(due + 29_000, step_s=10)
+        await sleep_until(due + 29_000, step_s=2)
         assert [w.firing for w in await windows(herald, "u")] == [True], "leased to the dead node until due + 30 s"
         with trio.fail_after(600):  # then the node's Digester claims it and fires it again
             while await windows(herald, "u"):
