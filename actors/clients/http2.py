@@ -367,7 +367,7 @@ class Connection:
     def _reset(self, stream_id: int) -> None:
         try:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # closed already, or never opened
             pass
 
     # writing
@@ -578,6 +578,7 @@ class Http2Pool:
         stream = Stream(stream_id, limit)
         connection.streams[stream_id] = stream
         steps.append("write")
+        sent = 0
         try:
             try:
                 conn.send_headers(stream_id, head, end_stream=not body)
@@ -585,7 +586,7 @@ class Http2Pool:
                 stream.done = True
                 raise Refused() from None
             sent = 0
-            while sent < len(body):
+            while sent < len(body):  # within the server's windows (an answer before the whole body ends it)
                 window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
                 if window <= 0:
                     stream.window = True
@@ -613,7 +614,7 @@ class Http2Pool:
             raise RemoteProtocolError(f"{self.origin}: the request could not be sent ({type(exc).__name__})") from None
         finally:
             del connection.streams[stream_id]
-            if not stream.done and connection.error is None:  # cancelled or timed out: the server may stop
+            if (not stream.done or sent < len(body)) and connection.error is None:  # cancelled, timed out, answered early
                 connection._reset(stream_id)
                 with trio.CancelScope(shield=True):
                     await connection.flush(coalesce=False)

@@ -61,6 +61,8 @@ class Server:
     open: int = 0  # still open on the server's side
     received: list[str] = field(default_factory=list)  # each request read whole (its x-n header), in order
     answered: list[str] = field(default_factory=list)  # each request answered 200
+    reset: list[str] = field(default_factory=list)  # each request the client reset
+    bodies: list[int] = field(default_factory=list)  # the size of each request body read whole
     most_in_flight: int = 0  # the most requests open at once on one connection
 
 
@@ -127,8 +129,9 @@ def server_context(tls: Tls, alpn: str = "h2") -> ssl.SSLContext:
 
 @asynccontextmanager
 async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: int = 100, alpn: str = "h2",
-                    on_connect: Callable[[Peer], Awaitable[bool]] | None = None) -> AsyncIterator[Server]:
-    """An HTTP/2 server over TLS on a free loopback port; `behaviour(peer, stream_id)` for each request read whole;
+                    on_connect: Callable[[Peer], Awaitable[bool]] | None = None, early: bool = False) -> AsyncIterator[Server]:
+    """An HTTP/2 server over TLS on a free loopback port; `behaviour(peer, stream_id)` for each request read whole
+    (with `early`, as soon as its headers came);
     `on_connect(peer)` after the TLS handshake (False: the connection is left to it, no HTTP/2 from the server)."""
     server = Server()
     context = server_context(tls, alpn)
@@ -138,6 +141,8 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
         server.open += 1
         stream = trio.SSLStream(tcp, context, server_side=True)
         peer = Peer(server, stream, server.connections)
+        names: dict[int, str] = {}
+        sizes: dict[int, int] = {}
         try:
             await stream.do_handshake()
             if on_connect is not None and not await on_connect(peer):
@@ -152,15 +157,21 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
                     return
                 for event in peer.h2.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
-                        peer.open[event.stream_id] = dict(event.headers).get(b"x-n", b"?").decode()
+                        peer.open[event.stream_id] = names[event.stream_id] = dict(event.headers).get(b"x-n", b"?").decode()
+                        sizes[event.stream_id] = 0
                         server.most_in_flight = max(server.most_in_flight, len(peer.open))
+                        if early:
+                            await behaviour(peer, event.stream_id)
                     elif isinstance(event, h2.events.StreamEnded) and event.stream_id in peer.open:
                         server.received.append(peer.open[event.stream_id])
+                        server.bodies.append(sizes[event.stream_id])
                         await behaviour(peer, event.stream_id)
                     elif isinstance(event, h2.events.StreamReset):
                         peer.outgoing.pop(event.stream_id, None)
                         peer.open.pop(event.stream_id, None)
+                        server.reset.append(names.get(event.stream_id, "?"))
                     elif isinstance(event, h2.events.DataReceived):
+                        sizes[event.stream_id] = sizes.get(event.stream_id, 0) + len(event.data)
                         peer.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                     if peer.closed:
                         return
@@ -447,11 +458,39 @@ async def test_a_cancelled_request_resets_its_stream_and_leaks_nothing(tls: Tls)
                 for n in range(5):
                     nursery.start_soon(post, http, server, n)
         pool = pool_of(http, server)
-        assert all(not c.streams and not c.parked for c in pool.connections) and pool.open == 1
-        for _ in range(100):  # the resets reach the server
-            if not any(peer_open for peer_open in [server.received] if len(server.received) < 5):
+        assert pool.open == 1 and all(not c.streams and not c.parked and not c.reading for c in pool.connections)
+        for _ in range(500):  # the resets reach the server (at once as a rule)
+            if len(server.reset) == 5:
                 break
             await trio.sleep(0.01)
+        assert sorted(server.reset) == ["0", "1", "2", "3", "4"] and server.answered == []
+        await closed(http, server)
+
+
+async def test_a_body_beyond_the_servers_window_is_sent_as_its_window_updates_allow(tls: Tls) -> None:
+    async with h2_server(tls) as server:
+        http = client(tls)
+        body = b"y" * (300 * 1024)  # the server's windows: 64 KiB
+        answer = await call(http, "POST", f"https://127.0.0.1:{server.port}/x", content=body, headers={"x-n": "big"})
+        assert answer.status == 200 and server.bodies == [len(body)] and server.answered == ["big"]
+        await closed(http, server)
+
+
+async def test_an_answer_before_the_whole_body_ends_the_request_and_the_connection_goes_on(tls: Tls) -> None:
+    async def refuse_big(peer: Peer, stream_id: int) -> None:
+        if stream_id == 1:
+            peer.answer(stream_id, status=413, body=b'{"reason":"PayloadTooLarge"}')
+        elif stream_id in peer.open and peer.open[stream_id] != "small":
+            return
+        else:
+            peer.answer(stream_id)
+
+    async with h2_server(tls, refuse_big, early=True) as server:
+        http = client(tls)
+        answer = await call(http, "POST", f"https://127.0.0.1:{server.port}/x", content=b"z" * (300 * 1024))
+        assert answer.status == 413 and answer.body == b'{"reason":"PayloadTooLarge"}'
+        assert await post(http, server, "small") == (200, b'{"ok":1}')
+        assert server.connections == 1
         await closed(http, server)
 
 
