@@ -225,7 +225,7 @@ class TlsStream:
 class Stream:
     """One request's stream: what its answer brought so far."""
 
-    __slots__ = ("id", "status", "headers", "chunks", "size", "limit", "done", "error", "wake", "window")
+    __slots__ = ("id", "status", "headers", "chunks", "size", "limit", "done", "error", "task", "window")
 
     def __init__(self, stream_id: int, limit: int) -> None:
         self.id = stream_id
@@ -236,7 +236,7 @@ class Stream:
         self.limit = limit
         self.done = False  # answered whole, cut at the limit, reset, or failed (error)
         self.error: BaseException | None = None  # a TransportError, or Refused
-        self.wake: trio.Event | None = None  # set when parked and the stream completes, or the reading is handed over
+        self.task: trio.lowlevel.Task | None = None  # parked: woken when the stream completes or the reading is handed over
         self.window = False  # waiting for the server's window to send the body
 
 
@@ -291,12 +291,15 @@ class Connection:
         try:
             while not ready():
                 if self.reading:
-                    wake = stream.wake = trio.Event()
+                    stream.task = trio.lowlevel.current_task()
                     self.parked[stream.id] = stream
-                    try:
-                        await wake.wait()
-                    finally:
+
+                    def abort(_: object) -> trio.lowlevel.Abort:
+                        stream.task = None
                         self.parked.pop(stream.id, None)
+                        return trio.lowlevel.Abort.SUCCEEDED
+
+                    await trio.lowlevel.wait_task_rescheduled(abort)  # woken by _wake (a trio.Event, cheaper)
                     continue
                 self.reading = True
                 try:
@@ -307,8 +310,7 @@ class Connection:
         finally:
             if not self.reading and self.parked:  # the turn to read goes to a waiting stream
                 _, other = self.parked.popitem()
-                assert other.wake is not None
-                other.wake.set()
+                self._wake(other)
 
     async def _read(self) -> None:
         try:
@@ -394,8 +396,14 @@ class Connection:
 
     def _end(self, stream: Stream, done: bool = True) -> None:
         stream.done = stream.done or done
-        if stream.wake is not None:
-            stream.wake.set()
+        self._wake(stream)
+
+    def _wake(self, stream: Stream) -> None:
+        """Reschedule a parked stream's task (once)."""
+        if stream.task is not None:
+            self.parked.pop(stream.id, None)
+            trio.lowlevel.reschedule(stream.task)
+            stream.task = None
 
     def _reset(self, stream_id: int) -> None:
         try:
