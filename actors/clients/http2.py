@@ -97,13 +97,13 @@ class Refused(Exception):
 
 
 class _KeepReading(h2.connection.H2ConnectionStateMachine):
-    """h2's connection state machine, but a GOAWAY leaves it open: the streams the server still answers are read to
-    their end (h2 would refuse their frames). No new stream is opened on such a connection (Connection.goaway)."""
+    """h2's connection state machine, but a GOAWAY leaves an open connection open: the streams the server still
+    answers are read to their end (h2 would refuse their frames). No new stream is opened on such a connection
+    (Connection.goaway)."""
 
-    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[h2.events.Event]:
-        if input_ is h2.connection.ConnectionInputs.RECV_GOAWAY and self.state is not h2.connection.ConnectionState.CLOSED:
-            return []
-        return super().process_input(input_)
+    _transitions = {**h2.connection.H2ConnectionStateMachine._transitions,
+                    (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY):
+                        (None, h2.connection.ConnectionState.CLIENT_OPEN)}
 
 
 class _H2(h2.connection.H2Connection):
