@@ -359,7 +359,7 @@ class Connection:
                     continue
                 for name, value in event.headers:  # type: ignore[attr-defined]
                     if name == b":status":
-                        stream.status = int(value)
+                        stream.status = int(value) if value.isdigit() and len(value) == 3 else -1  # -1: refused below
                     elif name[:1] != b":":
                         key, text = name.decode("latin-1"), value.decode("latin-1")
                         stream.headers[key] = f"{stream.headers[key]}, {text}" if key in stream.headers else text

@@ -383,6 +383,41 @@ async def test_a_connection_closed_mid_answer_fails_its_streams_and_is_dropped(t
         await closed(http, server)
 
 
+@pytest.mark.parametrize("then", ["goaway", "close"])
+async def test_an_idle_connection_the_server_retired_or_closed_is_dropped_before_use(tls: Tls, then: str) -> None:
+    async def answer_then_leave(peer: Peer, stream_id: int) -> None:
+        peer.answer(stream_id)
+        if peer.number == 1:
+            if then == "goaway":
+                await peer.goaway(stream_id)
+            else:
+                await peer.flush()
+                await peer.close()
+
+    async with h2_server(tls, answer_then_leave) as server:
+        http = client(tls)
+        assert await post(http, server, 1) == (200, b'{"ok":1}')
+        for _ in range(500):  # the GOAWAY or the close reaches the client (at once as a rule)
+            if pool_of(http, server).connections[0].looks_closed():
+                break
+            await trio.sleep(0.01)
+        assert await post(http, server, 2) == (200, b'{"ok":1}')  # on a new connection, the idle one dropped
+        assert server.connections == 2 and server.received == ["1", "2"] and pool_of(http, server).open == 1
+        await closed(http, server)
+
+
+async def test_an_answer_with_a_bad_status_is_a_protocol_error(tls: Tls) -> None:
+    async def bad_status(peer: Peer, stream_id: int) -> None:
+        peer.open.pop(stream_id)
+        peer.h2.send_headers(stream_id, [(b":status", b"abc")], end_stream=True)
+
+    async with h2_server(tls, bad_status) as server:
+        http = client(tls)
+        with pytest.raises(RemoteProtocolError, match="without a valid :status"):
+            await post(http, server, 1)
+        await closed(http, server)
+
+
 async def test_a_huge_body_is_cut_at_the_limit_and_the_connection_goes_on(tls: Tls) -> None:
     async def huge(peer: Peer, stream_id: int) -> None:
         peer.answer(stream_id, body=b"x" * (8 * 1024 * 1024) if stream_id == 1 else b"small")
