@@ -9,8 +9,9 @@ raises a TransportError (http_errors.py).
 
 An answer's body is read up to `limit` bytes whatever its size (a provider, or something
 in between, answering megabytes costs no more than the limit); the rest is dropped with
-the connection. Every call has the client's timeout (connect, each read, each write, a
-free connection from the pool), and the whole call at most twice that. The error texts a
+the connection (HTTP/1.1) or refused with a stream reset (HTTP/2). Every call has the
+client's timeout (connect, each read or the whole answer, each write, a free connection or
+stream from the pool), and the whole call at most twice that. The error texts a
 verdict carries are built from the status, the provider's error code and message: never
 from the request, so a credential sent in a header or a body is in none of them.
 """
