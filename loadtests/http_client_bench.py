@@ -10,7 +10,7 @@ The client (this process) sends `--requests` POSTs, `--concurrency` at a time, t
 
 * h1: HTTP/1.1 keep-alive pool (actors/clients/http1.py), plain TCP (the Twilio and SendGrid path; their APIs are TLS);
 * h1+tls: the same over TLS;
-* h2+tls: httpx with h2 (the FCM and APNs path), requests multiplexed on a few connections.
+* h2+tls: the HTTP/2 pool (actors/clients/http2.py; the FCM and APNs path), requests multiplexed on a few connections.
 
 Each line: requests answered, wall seconds, the client's CPU seconds (`time.process_time`:
 user + system of this process) and CPU per request, requests per CPU second. The machine's

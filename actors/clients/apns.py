@@ -1,4 +1,4 @@
-"""Push through the Apple Push Notification service over HTTP/2, with a provider token (httpx with h2).
+"""Push through the Apple Push Notification service over HTTP/2 (actors/clients/http2.py), with a provider token.
 
 `POST {base_url}/3/device/{token}`, one request per device token (actors/clients/push.py
 sends a delivery's tokens at once, on one HTTP/2 connection), authorized with a provider

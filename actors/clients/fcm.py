@@ -1,4 +1,4 @@
-"""Push through Firebase Cloud Messaging's HTTP v1 API, over HTTP/2 (httpx with h2).
+"""Push through Firebase Cloud Messaging's HTTP v1 API, over HTTP/2 (actors/clients/http2.py).
 
 `POST {base_url}/v1/projects/{project_id}/messages:send`, one request per device token
 (actors/clients/push.py sends a delivery's tokens at once; HTTP/2 carries them on one

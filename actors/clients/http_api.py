@@ -2,14 +2,16 @@
 up to a limit, Retry-After, and the verdict of a transport error.
 
 HTTP/1.1 providers (Twilio, SendGrid) go through actors/clients/http1.py, a lean keep-alive
-pool on h11 per origin (httpx cost 0.8 ms of CPU per request: docs/providers.md);
-HTTP/2 ones (FCM, APNs) through one httpx client with h2, its requests multiplexed on a
-connection. Either way a call gives an `Answer` or raises a TransportError (http_errors.py).
+pool on h11 per origin; HTTP/2 ones (FCM, APNs) through actors/clients/http2.py, as lean on
+h2, many requests multiplexed on each connection (httpx cost 0.8 ms of CPU per request over
+HTTP/1.1, 1.5 ms over HTTP/2: docs/providers.md). Either way a call gives an `Answer` or
+raises a TransportError (http_errors.py).
 
 An answer's body is read up to `limit` bytes whatever its size (a provider, or something
 in between, answering megabytes costs no more than the limit); the rest is dropped with
-the connection. Every call has the client's timeout (connect, each read, each write, a
-free connection from the pool), and the whole call at most twice that. The error texts a
+the connection (HTTP/1.1) or refused with a stream reset (HTTP/2). Every call has the
+client's timeout (connect, each read or the whole answer, each write, a free connection or
+stream from the pool), and the whole call at most twice that. The error texts a
 verdict carries are built from the status, the provider's error code and message: never
 from the request, so a credential sent in a header or a body is in none of them.
 """
@@ -25,26 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
 import msgspec
-import trio
 
 from protocol.messages import RetryLater
 
 from .http1 import Connect, Http1Pool, basic_auth
-from .http_errors import (
-    ConnectError,
-    ConnectTimeout,
-    PoolTimeout,
-    ReadError,
-    ReadTimeout,
-    RemoteProtocolError,
-    RequestError,
-    Timeout,
-    TransportError,
-    WriteError,
-    WriteTimeout,
-)
+from .http2 import Http2Pool
+from .http_errors import Timeout, TransportError
 
 # hpack logs every header it encodes or decodes at DEBUG (an Authorization header with them): never below INFO, so a node
 # run with log_level DEBUG still writes no credential (tests/providers/test_fcm.py and test_apns.py check DEBUG logs)
@@ -63,24 +52,29 @@ class Answer:
 
 
 class HttpClients:
-    """One provider's connections: an HTTP/1.1 pool per origin (http1.py), or one httpx client with HTTP/2.
+    """One provider's connections: per origin an HTTP/1.1 pool (http1.py), or with `http2` an HTTP/2 pool (http2.py).
 
     An HTTP/1.1 connection carries one request at a time, so a provider answering in 100 ms needs
     hundreds of connections for thousands of requests a second: each origin's pool has up to
-    `max_connections`. HTTP/2 multiplexes requests on a connection."""
+    `max_connections`. HTTP/2 multiplexes requests on a connection (up to the server's
+    SETTINGS_MAX_CONCURRENT_STREAMS each), so a few suffice. With `http2`, https origins are
+    spoken to in HTTP/2 only (ALPN "h2"; a server refusing it is a ConnectError), http ones in
+    HTTP/1.1 (a test's plain emulator)."""
 
     def __init__(self, timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool,
                  connect: Connect | None = None) -> None:
-        if http2 and connect is not None:
-            raise ValueError("a connect function is for the HTTP/1.1 pools (the webhook channel's SSRF guard)")
         self.timeout_s = timeout_s
         self.connect = connect
         self.max_connections = max_connections
+        self.http2 = http2
         self.tls = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+        self.tls_h2: ssl.SSLContext | None = None
+        if http2:
+            self.tls_h2 = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+            self.tls_h2.set_alpn_protocols(["h2"])
         self.pools: dict[tuple[str, str, int], Http1Pool] = {}
-        self.h2 = httpx.AsyncClient(
-            timeout=timeout_s, limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            follow_redirects=False, verify=self.tls, http2=True) if http2 else None
+        self.h2_pools: dict[tuple[str, int], Http2Pool] = {}
+        self.origins: dict[str, tuple[str, int | None]] = {}  # a URL's netloc: its host and port (parsed once)
 
     def pool(self, scheme: str, host: str, port: int | None) -> Http1Pool:
         key = (scheme, host, port or (443 if scheme == "https" else 80))
@@ -90,11 +84,20 @@ class HttpClients:
                                                tls=self.tls, connect=self.connect)
         return pool
 
+    def h2_pool(self, host: str, port: int | None) -> Http2Pool:
+        key = (host, port or 443)
+        pool = self.h2_pools.get(key)
+        if pool is None:
+            assert self.tls_h2 is not None
+            pool = self.h2_pools[key] = Http2Pool(*key, timeout_s=self.timeout_s, max_connections=self.max_connections,
+                                                  tls=self.tls_h2, connect=self.connect)
+        return pool
+
     async def aclose(self) -> None:
         for pool in self.pools.values():
             await pool.aclose()
-        if self.h2 is not None:
-            await self.h2.aclose()
+        for h2_pool in self.h2_pools.values():
+            await h2_pool.aclose()
 
     async def __aenter__(self) -> HttpClients:
         return self
@@ -106,7 +109,7 @@ class HttpClients:
 def http_client(timeout_s: float, max_connections: int, ca_file: Path | None, *, http2: bool,
                 connect: Connect | None = None) -> HttpClients:
     """One provider's connections: their own pools, no redirects, the CA file's roots if given (else the system's);
-    with `connect`, every HTTP/1.1 connection is opened by it (actors/clients/ssrf.py: only to checked addresses)."""
+    with `connect`, every connection is opened by it (actors/clients/ssrf.py: only to checked addresses)."""
     return HttpClients(timeout_s, max_connections, ca_file, http2=http2, connect=connect)
 
 
@@ -116,12 +119,13 @@ async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANS
     """One request (a JSON body, a form, bytes as they are, or none); the answer with its body read up to `limit`
     bytes, never decompressed. Raises a TransportError on transport failures (a Timeout when a step, or the whole
     call, took longer than allowed)."""
-    if http.h2 is not None:
-        return await _call_h2(http, method, url, limit=limit, json=json, data=data, auth=auth, headers=headers,
-                              content=content)
     parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError(f"not an absolute URL: {url!r}")
+    origin = http.origins.get(parts.netloc)
+    if origin is None:
+        if not parts.hostname:
+            raise ValueError(f"not an absolute URL: {url!r}")
+        origin = http.origins[parts.netloc] = (parts.hostname, parts.port)
+    host, port = origin
     fields = list(headers.items()) if headers else []
     body = b""
     if content is not None:
@@ -135,43 +139,12 @@ async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANS
     if auth is not None:
         fields.append(("Authorization", basic_auth(*auth)))
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    status, answer_headers, answer = await http.pool(parts.scheme, parts.hostname, parts.port).request(
+    if http.http2 and parts.scheme == "https":
+        status, answer_headers, answer = await http.h2_pool(host, port).request(method, target, fields, body, limit)
+        return Answer(status, answer_headers, answer, "HTTP/2")
+    status, answer_headers, answer = await http.pool(parts.scheme, host, port).request(
         method, target, fields, body, limit)
     return Answer(status, answer_headers, answer, "HTTP/1.1")
-
-
-async def _call_h2(http: HttpClients, method: str, url: str, *, limit: int, **request: Any) -> Answer:
-    """The HTTP/2 path: httpx with h2, its errors as TransportErrors."""
-    assert http.h2 is not None
-    deadline_s = 2 * http.timeout_s
-    try:
-        with trio.move_on_after(deadline_s) as scope:
-            async with http.h2.stream(method, url, **{k: v for k, v in request.items() if v is not None}) as response:
-                body = b""
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) >= limit:
-                        body = body[:limit]
-                        break
-            return Answer(response.status_code, dict(response.headers.items()), body, response.http_version)
-    except httpx.HTTPError as exc:
-        raise _transport_error(exc) from None
-    assert scope.cancelled_caught
-    raise ReadTimeout(f"no whole answer within {deadline_s:g} s")
-
-
-_HTTPX_ERRORS: tuple[tuple[type[httpx.HTTPError], type[TransportError]], ...] = (
-    (httpx.PoolTimeout, PoolTimeout), (httpx.ConnectTimeout, ConnectTimeout), (httpx.WriteTimeout, WriteTimeout),
-    (httpx.TimeoutException, ReadTimeout), (httpx.ConnectError, ConnectError), (httpx.WriteError, WriteError),
-    (httpx.ReadError, ReadError), (httpx.ProtocolError, RemoteProtocolError),
-)
-
-
-def _transport_error(exc: httpx.HTTPError) -> TransportError:
-    if isinstance(exc, httpx.LocalProtocolError):  # its text may quote a header's value: a credential, maybe
-        return RequestError("a request header or target that the protocol refuses (a control character?)")
-    kind = next((ours for theirs, ours in _HTTPX_ERRORS if isinstance(exc, theirs)), TransportError)
-    return kind(str(exc)[:200])
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:

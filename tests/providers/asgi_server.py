@@ -2,7 +2,7 @@
 
 TLS uses a throwaway CA (trustme) whose certificate the client trusts through its
 `ca_file` setting, as an operator's client would a private CA; Hypercorn offers h2 first
-in ALPN, so httpx with http2 speaks HTTP/2 to it (the emulators record each request's HTTP
+in ALPN, so the HTTP/2 client (actors/clients/http2.py) speaks HTTP/2 to it (the emulators record each request's HTTP
 version, and the APNs one refuses anything else, as Apple does).
 """
 

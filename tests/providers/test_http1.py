@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -370,16 +369,6 @@ async def test_a_credential_with_a_line_break_is_never_sent_nor_shown() -> None:
                                            address="ann@example.org"))
         assert isinstance(outcome, RetryLater) and "RequestError" in outcome.error and "secret-42" not in outcome.error, outcome
         assert server.requests == 0 and server.connections == 0
-
-
-def test_httpxs_errors_become_transport_errors_and_a_refused_header_is_not_quoted() -> None:
-    from actors.clients.http_api import _transport_error
-
-    refused = _transport_error(httpx.LocalProtocolError("Illegal header value b'Bearer tok-secret\\r\\n'"))
-    assert type(refused).__name__ == "RequestError" and "tok-secret" not in str(refused)
-    assert isinstance(_transport_error(httpx.ReadTimeout("slow")), ReadTimeout)
-    assert isinstance(_transport_error(httpx.ConnectError("refused")), ConnectError)
-    assert isinstance(_transport_error(httpx.RemoteProtocolError("GOAWAY")), RemoteProtocolError)
 
 
 @pytest.mark.parametrize(("handler_raw", "text"), [
