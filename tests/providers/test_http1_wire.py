@@ -10,12 +10,14 @@ carry the next request.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import h11
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from actors.clients.http1_wire import AnswerReader, Malformed, RequestRefused, Truncated, request_bytes
+from actors.clients.http1_wire import AnswerReader, Malformed, RequestRefused, Truncated, form_urlencoded, request_bytes
 
 Verdict = tuple[str, int | None, dict[str, str] | None, bytes | None, bool | None]
 
@@ -171,3 +173,15 @@ def test_a_body_beyond_its_length_and_a_long_head_are_not_taken() -> None:
         AnswerReader().feed(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000)
     with pytest.raises(Malformed, match="chunk header beyond"):
         AnswerReader().feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 70_000)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=6), st.text(max_size=12)), max_size=4))
+def test_a_form_is_the_bytes_urlencode_makes(fields: list[tuple[str, str]]) -> None:
+    try:
+        expected = urlencode(fields).encode("ascii")
+    except UnicodeEncodeError:  # a lone surrogate: urlencode refuses it, and so does the form
+        with pytest.raises(UnicodeEncodeError):
+            form_urlencoded(fields)
+        return
+    assert form_urlencoded(fields) == expected
