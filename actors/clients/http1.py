@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
-from .http1_wire import AnswerReader, Malformed, RequestRefused, Truncated, request_bytes
+from .http1_wire import AnswerReader, Malformed, RequestRefused, Truncated, request_head
 from .http_errors import (
     STEP_TIMEOUTS,
     ConnectError,
@@ -53,6 +53,7 @@ from .http_errors import (
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"})
 MAX_HEAD = 64 * 1024  # an answer's status lines and headers, 1xx ones included
 READ_SIZE = 65536
+HEADS_KEPT = 64  # request heads kept made (most providers send the same head each time: only Content-Length differs)
 
 
 class Connection:
@@ -99,6 +100,7 @@ class Http1Pool:
         self.idle: list[Connection] = []
         self.open = 0  # connections open now, idle or in use (at most max_connections)
         self.opened = 0  # connections opened in all
+        self._heads: dict[tuple[bytes, str, tuple[tuple[str, str], ...]], bytes] = {}  # (method, target, headers) -> head
         self._closed = False
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes,
@@ -106,15 +108,23 @@ class Http1Pool:
         """Send one request; the status, the headers (lower-case names, repeated ones joined by ", ") and the body
         read up to `limit` bytes. Raises a TransportError (a Timeout for a step or the whole call that took too long)."""
         verb = method.upper().encode("ascii")
-        given = list(headers)
-        head = [("Host", self.host_header), *([] if any(n.lower() == "user-agent" for n, _ in given) else [("User-Agent", "herald")]),
-                *given]
+        given = tuple(headers)
+        key = (verb, target, given)
+        head = self._heads.get(key)
+        if head is None:  # the request line and headers, checked once for every request that has the same
+            lines = [("Host", self.host_header),
+                     *([] if any(n.lower() == "user-agent" for n, _ in given) else [("User-Agent", "herald")]), *given]
+            try:
+                head = request_head(verb, target, lines)
+            except RequestRefused as exc:  # its text never quotes the value: a credential, maybe
+                raise RequestError(f"{self.origin}: {exc} (a control character?)") from None
+            if len(self._heads) >= HEADS_KEPT:
+                self._heads.clear()
+            self._heads[key] = head
         if body or verb not in (b"GET", b"HEAD"):
-            head.append(("Content-Length", str(len(body))))
-        try:
-            request = request_bytes(verb, target, head, body)
-        except RequestRefused as exc:  # its text never quotes the value: a credential, maybe
-            raise RequestError(f"{self.origin}: {exc} (a control character?)") from None
+            request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
+        else:
+            request = head + b"\r\n"
         step = "pool"
         now = trio.current_time()
         whole = now + 2 * self.timeout_s
@@ -134,8 +144,8 @@ class Http1Pool:
                             self._drop(candidate)
                         else:
                             connection = candidate
-                    scope.deadline = min(whole, trio.current_time() + self.timeout_s)
-                    if connection is None:
+                    if connection is None:  # the connect's step (a reused one's write sets its own deadline)
+                        scope.deadline = min(whole, trio.current_time() + self.timeout_s)
                         connection = await self._connect()
                     try:
                         return await self._exchange(connection, request, verb == b"HEAD", limit, scope, whole, steps := [step])

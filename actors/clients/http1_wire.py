@@ -25,6 +25,12 @@ HEADER_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?
 STATUS_LINE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: (?:[ \t]|[^\x00\s])*)?")
 CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
 BLANK_LINE = re.compile(rb"\n\r?\n")
+# A head as most servers write it (no folded line, no stray CR): read by two regexes, not line by line
+_STATUS = rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: (?:[ \t]|[^\x00\s])*)?\r?\n"
+_FIELD = rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*\r?\n"
+PLAIN_HEAD = re.compile(
+    _STATUS + rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*\r?\n)*\r?\n")
+FIELD_LINE = re.compile(_FIELD)
 FOLD = re.compile(rb"[ \t]+")
 DIGITS = re.compile(rb"[0-9]{1,20}")
 UNRESERVED = re.compile(rb"[^A-Za-z0-9_.\-~ ]")  # what a form's value keeps as it is (a space becomes "+")
@@ -47,9 +53,9 @@ class Truncated(ValueError):
     """The connection closed before the answer's end."""
 
 
-def request_bytes(method: bytes, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    """A request's head and body as one piece of bytes (one write). The caller gives every header it means to send
-    (Host and Content-Length included); each is checked as h11 checks it."""
+def request_head(method: bytes, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A request's request line and header lines (the blank line that ends the head not included), each checked as
+    h11 checks it. The caller gives every header it means to send (Host and Content-Length included)."""
     try:
         target_bytes = target.encode("ascii")
         lines = [b"%s %s HTTP/1.1\r\n" % (method, target_bytes)]
@@ -62,9 +68,12 @@ def request_bytes(method: bytes, target: str, headers: Iterable[tuple[str, str]]
             lines.append(b"%s: %s\r\n" % (raw_name, raw_value))
     except UnicodeEncodeError:
         raise RequestRefused("a request header or target that is not ASCII") from None
-    lines.append(b"\r\n")
-    lines.append(body)
     return b"".join(lines)
+
+
+def request_bytes(method: bytes, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """A request's head and body as one piece of bytes (one write)."""
+    return request_head(method, target, headers) + b"\r\n" + body
 
 
 def form_urlencoded(fields: Iterable[tuple[str, str]]) -> bytes:
@@ -191,6 +200,18 @@ class AnswerReader:
         self.state = DONE
         self.reusable = self.keep_alive and not self.buffer
 
+    def _head_end(self) -> int:
+        """Where the head (or the trailer) in the buffer ends, after its blank line; -1 if it has not come yet."""
+        buffer = self.buffer
+        match = BLANK_LINE.search(buffer, self._scanned)
+        if match is None:
+            if len(buffer) > MAX_LINE:
+                raise Malformed("a head beyond its limit")
+            self._scanned = max(0, len(buffer) - 2)
+            return -1
+        self._scanned = 0
+        return match.end()
+
     def _lines(self) -> list[bytes] | None:
         """The lines up to the first blank one (taken off the buffer), or None if it has not come yet."""
         buffer = self.buffer
@@ -200,37 +221,39 @@ class AnswerReader:
         if buffer[:2] == b"\r\n":
             del buffer[:2]
             return []
-        match = BLANK_LINE.search(buffer, self._scanned)
-        if match is None:
-            if len(buffer) > MAX_LINE:
-                raise Malformed("a head beyond its limit")
-            self._scanned = max(0, len(buffer) - 2)
+        end = self._head_end()
+        if end < 0:
             return None
-        end = match.end()
-        lines = bytes(buffer[:end]).split(b"\n")
+        block = bytes(buffer[:end])
         del buffer[:end]
-        self._scanned = 0
-        del lines[-2:]
-        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        return _split(block)
 
     def _head(self) -> bool:
         """Read a head if it is all there (False if not): a 1xx is skipped, a final one sets the body's framing."""
-        if self.buffer[0] < 0x21:
+        buffer = self.buffer
+        if buffer[0] < 0x21:
             raise Malformed("not an HTTP/1.1 answer (an illegal status line)")
-        lines = self._lines()
-        if lines is None:
+        end = self._head_end()
+        if end < 0:
             return False
-        if not lines:
-            raise Malformed("not an HTTP/1.1 answer (no status line)")
-        match = STATUS_LINE.fullmatch(lines[0])
-        if match is None:
-            raise Malformed("not an HTTP/1.1 answer (an illegal status line)")
+        block = bytes(buffer[:end])
+        del buffer[:end]
+        fields: Iterable[tuple[bytes, bytes]]
+        match: re.Match[bytes] | None = PLAIN_HEAD.fullmatch(block)
+        if match is not None:
+            fields = FIELD_LINE.findall(block, block.index(b"\n") + 1)
+        else:  # line by line, as h11 reads it: folded lines joined, a CR before each LF dropped
+            lines = _split(block)
+            match = STATUS_LINE.fullmatch(lines[0])
+            if match is None:
+                raise Malformed("not an HTTP/1.1 answer (an illegal status line)")
+            fields = _fields(lines[1:])
         status = int(match[2])
         headers: dict[str, str] = {}
         length: bytes | None = None
         chunked = False
         close = False
-        for name, value in _fields(lines[1:]):
+        for name, value in fields:
             name = name.lower()
             if name == b"content-length":
                 lengths = {part.strip() for part in value.split(b",")}
@@ -274,6 +297,13 @@ class AnswerReader:
             self.keep_alive = False
             self.state = TO_CLOSE
         return True
+
+
+def _split(block: bytes) -> list[bytes]:
+    """A head's lines, its blank line left out, a CR before each LF dropped."""
+    lines = block.split(b"\n")
+    del lines[-2:]
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
 def _fields(lines: list[bytes]) -> Iterable[tuple[bytes, bytes]]:
