@@ -243,7 +243,7 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
     topics = {Channel(c).topic(): Channel(c) for c in CHANNELS[scenario]}
     async with trio.open_nursery() as nursery:
         herald = await nursery.start(lambda task_status: run_herald(config, clients=clients, signals=False, task_status=task_status))
-        gc_policy = serving_gc() if gc_tuned else "off"
+        gc_policy = serving_gc() if gc_tuned else "default"
         bus = herald.bus
 
         async def committed() -> int:
