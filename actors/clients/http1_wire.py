@@ -256,10 +256,11 @@ class AnswerReader:
         for name, value in fields:
             name = name.lower()
             if name == b"content-length":
-                lengths = {part.strip() for part in value.split(b",")}
-                if len(lengths) != 1:
-                    raise Malformed("conflicting Content-Length headers")
-                value = lengths.pop()
+                if b"," in value:  # a list of lengths: all the same, or refused
+                    lengths = {part.strip() for part in value.split(b",")}
+                    if len(lengths) != 1:
+                        raise Malformed("conflicting Content-Length headers")
+                    value = lengths.pop()
                 if DIGITS.fullmatch(value) is None:
                     raise Malformed("a bad Content-Length")
                 if length is not None:
@@ -277,7 +278,8 @@ class AnswerReader:
             elif name == b"connection":
                 close = close or b"close" in (token.strip().lower() for token in value.split(b","))
             key, text = name.decode("latin-1"), value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+            before = headers.get(key)
+            headers[key] = text if before is None else f"{before}, {text}"
         if status < 200:
             if status == 101:
                 raise Malformed("a protocol switch that was not asked for")
