@@ -24,7 +24,7 @@ Scenarios:
   this script starts as a process of its own (its CPU is not the worker's).
 * twilio: SMS deliveries through the real Twilio client (actors/clients/twilio.py: its
   HTTP/1.1 pool, actors/clients/http1.py; its form body, Basic auth, its verdicts) to the same emulator, with max_connections =
-  provider_max_in_flight (no reference run: the reference tree has no Twilio client).
+  provider_max_in_flight (on the reference too if its tree has the Twilio client).
 
 Every scenario runs on this tree and on a reference tree (by default a `git archive` of
 539ca1b, before concurrent providers, extracted to /tmp), in the same run; the ratio is
@@ -197,8 +197,19 @@ class TaskSteps(trio.abc.Instrument):
         return None
 
 
+def serving_gc() -> str:
+    """The garbage collector's policy `herald serve` applies once the node is up (reactor/gc_policy.py: boot objects
+    frozen, young collections 10x rarer), so the node is measured as it serves; "none" on a tree without it."""
+    try:
+        from reactor.gc_policy import SERVING_THRESHOLDS, tune_for_serving
+    except ImportError:
+        return "none"
+    tune_for_serving()
+    return ",".join(map(str, SERVING_THRESHOLDS))
+
+
 async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None,
-                  count_steps: bool = False) -> dict[str, Any]:
+                  count_steps: bool = False, gc_tuned: bool = True) -> dict[str, Any]:
     from actors.app import run_herald
     from actors.config import Config, load_config
     from protocol.channels import Channel
@@ -232,6 +243,7 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
     topics = {Channel(c).topic(): Channel(c) for c in CHANNELS[scenario]}
     async with trio.open_nursery() as nursery:
         herald = await nursery.start(lambda task_status: run_herald(config, clients=clients, signals=False, task_status=task_status))
+        gc_policy = serving_gc() if gc_tuned else "default"
         bus = herald.bus
 
         async def committed() -> int:
@@ -273,7 +285,7 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
     measured = done - base
     return {"scenario": scenario, "deliveries": measured, "complete": done >= base + count, "wall_s": wall, "cpu_s": cpu,
             "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent,
-            "task_steps": steps.steps}
+            "task_steps": steps.steps, "gc": gc_policy}
 
 
 # -- the driver ---------------------------------------------------------------------------
@@ -287,8 +299,10 @@ def reference_tree(path: Path, commit: str = REFERENCE_COMMIT) -> Path:
     return path
 
 
-def child(tree: Path, scenario: str, count: int, port: int | None, max_in_flight: int | None, ledger: str) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", scenario, "--count", str(count), "--ledger", ledger]
+def child(tree: Path, scenario: str, count: int, port: int | None, max_in_flight: int | None, ledger: str,
+          gc_policy: str = "serving") -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", scenario, "--count", str(count), "--ledger", ledger,
+               "--gc", gc_policy]
     if port is not None:
         command += ["--emulator-port", str(port)]
     if max_in_flight is not None:
@@ -314,6 +328,9 @@ def main() -> None:
                         help="memory: a diagnostic, the send ledger in a dict (not durable), to see what else limits")
     parser.add_argument("--profile", type=Path, default=None,
                         help="with --child: write a cProfile of the measured process (the event loop's thread) to this file")
+    parser.add_argument("--gc", choices=("serving", "default"), default="serving",
+                        help="serving (default): the collector's policy `herald serve` applies once up (reactor/gc_policy.py); "
+                             "default: CPython's thresholds, nothing frozen (how this bench ran before 2026-12-01)")
     parser.add_argument("--steps", action="store_true",
                         help="count Trio task steps per delivery too (an instrument: costs some CPU itself)")
     parser.add_argument("--child")
@@ -330,10 +347,10 @@ def main() -> None:
             import cProfile
 
             profiler = cProfile.Profile()
-            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps)
+            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps, args.gc == "serving")
             profiler.dump_stats(str(args.profile))
         else:
-            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps)
+            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps, args.gc == "serving")
         print(json.dumps(result))
         return
 
@@ -351,9 +368,9 @@ def main() -> None:
         try:
             count = args.count // 3 if scenario in SERVED else args.count
             ref_count = (200 if ref_commit == REFERENCE_COMMIT else args.reference_count // 3) if scenario in SERVED else args.reference_count
-            ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger)
-            theirs = (child(reference, scenario, ref_count, port, None, args.ledger)
-                      if reference is not None and scenario != "twilio" else None)
+            ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger, args.gc)
+            theirs = (child(reference, scenario, ref_count, port, None, args.ledger, args.gc)
+                      if reference is not None and (scenario != "twilio" or (reference / "actors/clients/twilio.py").exists()) else None)
         finally:
             if server is not None:
                 server.terminate()
@@ -361,7 +378,7 @@ def main() -> None:
         label = f"{scenario} ({'+'.join(CHANNELS[scenario])}{', ledger in memory: NOT durable' if args.ledger == 'memory' else ''})"
         line = (f"{label}: {ours['deliveries']} deliveries in {ours['wall_s']:.2f} s, "
                 f"CPU {ours['cpu_s']:.2f} s ({1000 * ours['cpu_s'] / max(1, ours['deliveries']):.3f} ms per delivery): "
-                f"{ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second")
+                f"{ours['per_s']:,.0f}/s per process, {ours['per_cpu_s']:,.0f}/s per CPU second (gc: {ours.get('gc')})")
         if theirs is not None:
             line += (f" | reference {ref_commit}: {theirs['deliveries']} in {theirs['wall_s']:.2f} s "
                      f"({1000 * theirs['cpu_s'] / max(1, theirs['deliveries']):.3f} ms CPU per delivery), "

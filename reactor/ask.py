@@ -22,12 +22,15 @@ _UNANSWERED = ActorCrashed("no answer yet")  # what a Reply holds until it is an
 
 
 class Reply(Generic[T]):
-    """A one-shot slot: the first send/fail wins, later ones are ignored; nobody blocks."""
+    """A one-shot slot: the first send/fail wins, later ones are ignored; nobody blocks.
+
+    Its Event is made only when someone waits before the answer came (most answers are read
+    where they are given, or after: a Reply per delivery made one for nothing)."""
 
     __slots__ = ("_event", "_outcome", "done")
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        self._event: trio.Event | None = None
         self._outcome: tuple[T] | BaseException = _UNANSWERED  # (the answer,) or the error, once answered
         self.done = False
 
@@ -42,10 +45,16 @@ class Reply(Generic[T]):
             return  # answered already; an asker that went away simply never reads it
         self.done = True
         self._outcome = outcome
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     async def wait(self) -> T:
-        await self._event.wait()
+        if self.done:
+            await trio.lowlevel.checkpoint()  # as an Event already set would: a checkpoint, no wait
+        else:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
         outcome = self._outcome
         if isinstance(outcome, tuple):
             return outcome[0]

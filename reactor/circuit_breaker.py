@@ -161,6 +161,11 @@ class CircuitBreaker:
         """The stored state; an OPEN breaker whose timeout ran out reads HALF_OPEN only in `state_at`."""
         return self._state
 
+    @property
+    def consecutive_failures(self) -> int:
+        """The failures counted since the last success (statistics() without building them: asked per success)."""
+        return self._failures
+
     def state_at(self, now: float) -> BreakerState:
         if self._state is BreakerState.OPEN and now >= self._open_until:
             return BreakerState.HALF_OPEN

@@ -1,8 +1,10 @@
-"""A lean HTTP/1.1 client on h11 over Trio streams: one origin's keep-alive pool (the Twilio and SendGrid clients' transport).
+"""A lean HTTP/1.1 client over Trio streams: one origin's keep-alive pool (the Twilio and SendGrid clients' transport).
 
 Why not httpx here: through httpx and httpcore a request cost about 0.8 ms of CPU (URL
 parsing, cookie jar, anyio, the pool's scans, two socket writes), twice a whole delivery's
-budget at 2,000 deliveries/s (docs/providers.md "Throughput through the real clients").
+budget at 2,000 deliveries/s (docs/providers.md "Throughput through the real clients"). The bytes on
+the wire (a request written in one piece, an answer parsed as it comes, h11's rules) are
+actors/clients/http1_wire.py's.
 
 What it does, and nothing more:
 
@@ -15,7 +17,7 @@ What it does, and nothing more:
 * The answer's body is read up to `limit` bytes; the rest is not read and the connection is closed.
 * No redirects: a 3xx is an answer like any other.
 * A connection goes back to the pool only after a whole answer was read and both sides
-  may go on (h11's next cycle); anything else (an error, a timeout, a cancellation, a
+  may go on (HTTP/1.1 or later, no `Connection: close`); anything else (an error, a timeout, a cancellation, a
   body cut at the limit, `Connection: close`) closes it.
 * An idle connection the server closed (or wrote to) meanwhile is dropped before use, as is
   one whose answer came with bytes after its end (never taken as the next request's answer). A
@@ -34,9 +36,9 @@ import ssl
 from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable
 
-import h11
 import trio
 
+from .http1_wire import AnswerReader, Malformed, RequestRefused, Truncated, request_head
 from .http_errors import (
     STEP_TIMEOUTS,
     ConnectError,
@@ -49,18 +51,18 @@ from .http_errors import (
 )
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"})
-MAX_HEAD = 64 * 1024  # an answer's status line and headers (h11's limit for an incomplete event)
+MAX_HEAD = 64 * 1024  # an answer's status lines and headers, 1xx ones included
 READ_SIZE = 65536
+HEADS_KEPT = 64  # request heads kept made (most providers send the same head each time: only Content-Length differs)
 
 
 class Connection:
-    """One keep-alive connection: its stream and h11's state of it."""
+    """One keep-alive connection: its stream, its socket's descriptor, and whether it carried a request already."""
 
-    __slots__ = ("stream", "h11", "fd", "reused")
+    __slots__ = ("stream", "fd", "reused")
 
     def __init__(self, stream: trio.abc.Stream, fd: int) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.fd = fd
         self.reused = False
 
@@ -98,6 +100,7 @@ class Http1Pool:
         self.idle: list[Connection] = []
         self.open = 0  # connections open now, idle or in use (at most max_connections)
         self.opened = 0  # connections opened in all
+        self._heads: dict[tuple[bytes, str, tuple[tuple[str, str], ...]], bytes] = {}  # (method, target, headers) -> head
         self._closed = False
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes,
@@ -105,15 +108,23 @@ class Http1Pool:
         """Send one request; the status, the headers (lower-case names, repeated ones joined by ", ") and the body
         read up to `limit` bytes. Raises a TransportError (a Timeout for a step or the whole call that took too long)."""
         verb = method.upper().encode("ascii")
-        given = list(headers)
-        head = [("Host", self.host_header), *([] if any(n.lower() == "user-agent" for n, _ in given) else [("User-Agent", "herald")]),
-                *given]
+        given = tuple(headers)
+        key = (verb, target, given)
+        head = self._heads.get(key)
+        if head is None:  # the request line and headers, checked once for every request that has the same
+            lines = [("Host", self.host_header),
+                     *([] if any(n.lower() == "user-agent" for n, _ in given) else [("User-Agent", "herald")]), *given]
+            try:
+                head = request_head(verb, target, lines)
+            except RequestRefused as exc:  # its text never quotes the value: a credential, maybe
+                raise RequestError(f"{self.origin}: {exc} (a control character?)") from None
+            if len(self._heads) >= HEADS_KEPT:
+                self._heads.clear()
+            self._heads[key] = head
         if body or verb not in (b"GET", b"HEAD"):
-            head.append(("Content-Length", str(len(body))))
-        try:
-            request = h11.Request(method=verb, target=target, headers=head)
-        except h11.LocalProtocolError:  # h11's text would quote the value: a credential, maybe
-            raise RequestError(f"{self.origin}: a request header or target that HTTP/1.1 refuses (a control character?)") from None
+            request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
+        else:
+            request = head + b"\r\n"
         step = "pool"
         now = trio.current_time()
         whole = now + 2 * self.timeout_s
@@ -133,11 +144,11 @@ class Http1Pool:
                             self._drop(candidate)
                         else:
                             connection = candidate
-                    scope.deadline = min(whole, trio.current_time() + self.timeout_s)
-                    if connection is None:
+                    if connection is None:  # the connect's step (a reused one's write sets its own deadline)
+                        scope.deadline = min(whole, trio.current_time() + self.timeout_s)
                         connection = await self._connect()
                     try:
-                        return await self._exchange(connection, request, body, limit, scope, whole, steps := [step])
+                        return await self._exchange(connection, request, verb == b"HEAD", limit, scope, whole, steps := [step])
                     except TransportError as exc:
                         self._drop(connection)
                         answered = steps[-1] == "body"
@@ -154,70 +165,51 @@ class Http1Pool:
         raise STEP_TIMEOUTS.get(step, ReadTimeout)(f"{self.origin}: no {step if step != 'body' else 'whole answer'} "
                                                    f"within its timeout ({self.timeout_s:g} s, the call {2 * self.timeout_s:g} s)")
 
-    async def _exchange(self, connection: Connection, request: h11.Request, body: bytes, limit: int,
+    async def _exchange(self, connection: Connection, request: bytes, head_request: bool, limit: int,
                         scope: trio.CancelScope, whole: float, steps: list[str]) -> tuple[int, dict[str, str], bytes]:
-        conn = connection.h11
         steps.append("write")
         scope.deadline = min(whole, trio.current_time() + self.timeout_s)
-        data = conn.send(request) + (conn.send(h11.Data(data=body)) if body else b"") + conn.send(h11.EndOfMessage())
         try:
-            await connection.stream.send_all(data)
+            await connection.stream.send_all(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise WriteError(f"{self.origin}: the connection broke while writing ({_why(exc)})") from None
         steps.append("read")
-        response: h11.Response | None = None
-        chunks: list[bytes] = []
-        size = 0
-        received_eof = False
+        answer = AnswerReader(head_request)
+        head_size = 0
         while True:
+            scope.deadline = min(whole, trio.current_time() + self.timeout_s)
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if conn.their_state is h11.ERROR and received_eof:  # the close came before the answer's end
-                    raise ReadError(f"{self.origin}: the server closed the connection before a whole answer") from None
-                raise RemoteProtocolError(f"{self.origin}: not an HTTP/1.1 answer ({exc})") from None
-            if event is h11.NEED_DATA:
-                scope.deadline = min(whole, trio.current_time() + self.timeout_s)
-                try:
-                    received = await connection.stream.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise ReadError(f"{self.origin}: the connection broke while reading ({_why(exc)})") from None
-                received_eof = not received
-                size += len(received) if response is None else 0
-                if response is None and size > MAX_HEAD:  # h11 bounds an incomplete head only: a whole one, too
-                    raise RemoteProtocolError(f"{self.origin}: an answer's head beyond {MAX_HEAD} bytes")
-                try:
-                    conn.receive_data(bytes(received))
-                except h11.RemoteProtocolError as exc:
-                    raise RemoteProtocolError(f"{self.origin}: not an HTTP/1.1 answer ({exc})") from None
-                continue
-            if type(event) is h11.Response:
-                response, size = event, 0
-                steps.append("body")
-            elif type(event) is h11.Data:
-                size += len(event.data)
-                chunks.append(event.data)
-                if size >= limit:  # the rest is not read: this connection cannot carry another request
-                    self._drop(connection)
+                received = await connection.stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ReadError(f"{self.origin}: the connection broke while reading ({_why(exc)})") from None
+            try:
+                if not received:
+                    answer.closed()
                     break
-            elif type(event) is h11.EndOfMessage:
-                reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE and not received_eof
-                if reusable and not conn.trailing_data[0] and not self._closed:  # bytes after the answer: not trusted
-                    conn.start_next_cycle()
-                    connection.reused = True
-                    self.idle.append(connection)
-                else:
+                if answer.status is None:
+                    head_size += len(received)
+                    if head_size > MAX_HEAD:  # the wire bounds an incomplete head only: a whole one (and 1xx ones), too
+                        raise RemoteProtocolError(f"{self.origin}: an answer's head beyond {MAX_HEAD} bytes")
+                answer.feed(bytes(received))
+            except Truncated:
+                raise ReadError(f"{self.origin}: the server closed the connection before a whole answer") from None
+            except Malformed as exc:
+                raise RemoteProtocolError(f"{self.origin}: not an HTTP/1.1 answer ({exc})") from None
+            if answer.status is not None:
+                if steps[-1] != "body":
+                    steps.append("body")
+                if answer.size >= limit:  # the rest is not read: this connection cannot carry another request
                     self._drop(connection)
+                    return answer.status, answer.headers, b"".join(answer.chunks)[:limit]
+            if answer.done:
                 break
-            elif type(event) is h11.ConnectionClosed:
-                raise ReadError(f"{self.origin}: the server closed the connection before a whole answer")
-            # an InformationalResponse (1xx) is skipped: the final answer follows
-        assert response is not None
-        headers: dict[str, str] = {}
-        for name, value in response.headers:
-            key, text = name.decode("latin-1"), value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        return response.status_code, headers, b"".join(chunks)[:limit]
+        assert answer.status is not None
+        if answer.reusable and not self._closed:
+            connection.reused = True
+            self.idle.append(connection)
+        else:
+            self._drop(connection)
+        return answer.status, answer.headers, b"".join(answer.chunks)[:limit]
 
     async def _connect(self) -> Connection:
         try:

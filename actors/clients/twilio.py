@@ -16,7 +16,11 @@ import msgspec
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 
-from .http_api import call, http_client, retry_after_s, text_of, transport_failure
+from urllib.parse import urlsplit
+
+from .http1 import basic_auth
+from .http1_wire import form_urlencoded
+from .http_api import MAX_ANSWER, http_client, retry_after_s, text_of, transport_failure
 from .http_errors import TransportError
 from .provider_config import TwilioProvider
 
@@ -65,24 +69,29 @@ class TwilioClient:
         self.status_callback = status_callback  # where Twilio posts the message's statuses (receipts), if set
         self.url = f"{settings.base_url.rstrip('/')}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
         self._http = http_client(settings.timeout_s, settings.max_connections, settings.ca_file, http2=False)
+        # What every request has in common, made once: its pool and target, its headers, the sender in its form
+        parts = urlsplit(self.url)
+        if not parts.hostname:
+            raise ValueError(f"twilio: not an absolute URL: {settings.base_url!r}")
+        self._pool = self._http.pool(parts.scheme, parts.hostname, parts.port)
+        self._target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self._headers = [("Content-Type", "application/x-www-form-urlencoded"),
+                         ("Authorization", basic_auth(settings.account_sid, settings.auth_token.reveal()))]
+        sender = ("From", settings.from_number) if settings.from_number else ("MessagingServiceSid", settings.messaging_service_sid)
+        self._sender = b"&" + form_urlencoded([sender])
 
     async def send(self, delivery: Delivery) -> Outcome:
         sms = delivery.content.sms
         if sms is None or not delivery.address:
             return PermanentFailure("twilio: no sms content or number", dead_letter=True)
-        form = {"To": delivery.address, "Body": sms.text}
-        if self.settings.from_number:
-            form["From"] = self.settings.from_number
-        else:
-            form["MessagingServiceSid"] = self.settings.messaging_service_sid
+        body = form_urlencoded([("To", delivery.address), ("Body", sms.text)]) + self._sender
         if self.status_callback:  # the receipt names the notification: ?n=<id> (actors/api/webhooks.py)
-            form["StatusCallback"] = f"{self.status_callback}?n={delivery.notification_id}"
-        auth = (self.settings.account_sid, self.settings.auth_token.reveal())
+            body += b"&" + form_urlencoded([("StatusCallback", f"{self.status_callback}?n={delivery.notification_id}")])
         try:
-            answer = await call(self._http, "POST", self.url, data=form, auth=auth)
+            status, headers, answer = await self._pool.request("POST", self._target, self._headers, body, MAX_ANSWER)
         except TransportError as exc:
             return transport_failure("twilio", exc)
-        return verdict(answer.status, answer.headers, answer.body)
+        return verdict(status, headers, answer)
 
     async def aclose(self) -> None:
         await self._http.aclose()

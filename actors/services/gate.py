@@ -304,7 +304,7 @@ class ResilienceGate:
         try:
             failure = isinstance(outcome, RetryLater)
             # A success changes the shared breaker only if it was the probe or failures are being counted.
-            if failure or probe or self.breaker.statistics().consecutive_failures > 0:
+            if failure or probe or self.breaker.consecutive_failures > 0:
                 await self._report("failure" if failure else "success", probe)
         finally:
             if probe:

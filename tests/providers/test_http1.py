@@ -392,3 +392,38 @@ async def test_each_transport_failure_is_twilios_retryable_failure(handler_raw: 
         await sms.aclose()
         await settle(server)
         assert server.open == 0
+
+
+async def test_each_request_carries_its_own_head_however_many_heads_the_pool_keeps() -> None:
+    from actors.clients.http1 import HEADS_KEPT
+
+    heads: list[bytes] = []
+
+    async def recording(stream: trio.SocketStream) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(buffer) < length:
+                buffer += await stream.receive_some(65536)
+            heads.append(head + b"|" + buffer[:length])
+            buffer = buffer[length:]
+            await stream.send_all(OK)
+
+    with trio.fail_after(BOUND_S):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, recording, 0, host="127.0.0.1"))
+            pool = Http1Pool("http", "127.0.0.1", listeners[0].socket.getsockname()[1], timeout_s=5, max_connections=1, tls=None)
+            sent = [f"v{i % (HEADS_KEPT + 7)}" for i in range(3 * HEADS_KEPT)]  # more distinct heads than kept, each again
+            for value in sent:
+                assert (await pool.request("POST", "/p", [("X-N", value)], value.encode() * 2, 64))[0] == 200
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+    assert heads == [b"POST /p HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: herald\r\nX-N: %s\r\nContent-Length: %d|%s"
+                     % (pool.port, v.encode(), 2 * len(v), v.encode() * 2) for v in sent]
+    assert 0 < len(pool._heads) <= HEADS_KEPT
