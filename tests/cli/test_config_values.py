@@ -92,8 +92,8 @@ def test_the_gate_settings_are_read_and_a_lease_of_zero_is_refused():
 
 
 def test_delivery_concurrency_settings_are_per_channel_counts_of_at_least_one(tmp_path):
-    config = load_config(env={"HERALD_PROVIDER_MAX_IN_FLIGHT": "sms=512,email=8", "HERALD_CONSUMER_WINDOW": "2048"})
-    assert config.provider_max_in_flight == {"email": 8, "sms": 512, "push": 256, "web": 64, "webhook": 256}
+    config = load_config(env={"HERALD_PROVIDER_MAX_IN_FLIGHT": "sms=128,email=8", "HERALD_CONSUMER_WINDOW": "2048"})
+    assert config.provider_max_in_flight == {"email": 8, "sms": 128, "push": 512, "web": 64, "webhook": 512}
     assert config.consumer_window == 2048
     toml = tmp_path / "herald.toml"
     toml.write_text("[herald.provider_max_in_flight]\npush = 32\n")
