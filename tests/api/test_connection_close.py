@@ -43,6 +43,15 @@ async def test_connection_close_and_http10_are_answered_then_closed(tmp_path, ra
         assert outcome.statuses == [status] and outcome.closed
 
 
+async def read_to_eof(stream: trio.SocketStream, received: bytearray) -> None:
+    """Read until the server closes (a reset counts as closed); the caller bounds it."""
+    try:
+        while chunk := await stream.receive_some(65536):
+            received.extend(chunk)
+    except trio.BrokenResourceError:
+        pass
+
+
 async def read_answer(stream: trio.SocketStream, received: bytearray) -> None:
     """Read until one whole response is in `received` (bounded by the caller)."""
     while not parse_responses(bytes(received))[0]:
@@ -77,11 +86,7 @@ async def test_an_answer_before_the_body_arrives_closes_the_connection(tmp_path,
             except trio.BrokenResourceError:
                 pass  # already closed: fine
             with trio.fail_after(10):  # EOF, not a hang
-                try:
-                    while chunk := await stream.receive_some(65536):
-                        received.extend(chunk)
-                except trio.BrokenResourceError:
-                    pass
+                await read_to_eof(stream, received)
         statuses, closing = parse_responses(bytes(received))
         assert statuses == [status] and closing == 0, bytes(received)
 
@@ -106,11 +111,7 @@ async def test_an_early_413_lets_the_client_finish_sending_and_read_it(tmp_path)
                         await stream.send_all(body)
                     except trio.BrokenResourceError:
                         send_failed = True
-                    try:
-                        while chunk := await stream.receive_some(65536):
-                            received.extend(chunk)
-                    except trio.BrokenResourceError:
-                        pass
+                    await read_to_eof(stream, received)
             assert parse_responses(bytes(received)) == ([413], 0), bytes(received)
             assert not send_failed, f"{path}: the server reset the connection under the upload"
 
@@ -193,11 +194,7 @@ async def test_a_body_that_stops_coming_is_answered_408_and_the_connection_close
             await stream.send_all(head(method, path, extra="Content-Type: application/json\r\nContent-Length: 1000\r\n") + b'{"a')
             received = bytearray()
             with trio.fail_after(15):  # EOF after the answer, not a hang
-                try:
-                    while chunk := await stream.receive_some(65536):
-                        received.extend(chunk)
-                except trio.BrokenResourceError:
-                    pass
+                await read_to_eof(stream, received)
         statuses, closing = parse_responses(bytes(received))
         assert statuses == [408] and closing == 0, bytes(received)
         assert b"application/problem+json" in received
