@@ -68,6 +68,7 @@ import h2.exceptions
 import h2.settings
 import hpack
 import trio
+from hpack.hpack import INDEX_NONE
 
 from .http1 import Connect, _why
 from .http_errors import (
@@ -120,11 +121,38 @@ class _H2(h2.connection.H2Connection):
 
 
 class _Encoder(hpack.Encoder):
-    """hpack's encoder without Huffman coding (pure Python, it cost more CPU than the bytes it saves here)."""
+    """hpack's encoder without Huffman coding (pure Python, it cost more CPU than the bytes it saves here), and a
+    header coded as a literal without indexing until its value comes a second time (then indexed as hpack would).
+
+    hpack's table search is a scan of its dynamic entries; a value that is new in every request (APNs's apns-id,
+    apns-collapse-id, a changing apns-expiration or content-length) added to the table filled it with entries
+    never used again, each scanned by every later header and pushing out the ones that repeat (the Authorization
+    token). Remembered in `_seen` (at most SEEN entries; then it starts again)."""
+
+    SEEN = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[bytes, bytes]] = set()
 
     def encode(self, headers: Iterable[hpack.HeaderTuple | tuple[bytes | str, bytes | str] | tuple[bytes | str, bytes | str, bool | None]],  # type: ignore[override]
                huffman: bool = True) -> bytes:
         return super().encode(headers, huffman=False)
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        if sensitive or to_add in self._seen:
+            return super().add(to_add, sensitive, False)
+        if len(self._seen) >= self.SEEN:
+            self._seen.clear()
+        self._seen.add(to_add)
+        name, value = to_add
+        match = self.header_table.search(name, value)
+        if match is None:
+            return self._encode_literal(name, value, INDEX_NONE, False)
+        index, _, perfect = match
+        if perfect is not None:
+            return self._encode_indexed(index)
+        return self._encode_indexed_literal(index, value, INDEX_NONE, False)
 
 
 class TlsStream:
