@@ -177,7 +177,9 @@ async def serve_h2_emulator(delay_s: float, tls_dir: Path) -> None:
             served += 1
             try:
                 if path.startswith(b"/3/device/"):
-                    conn.send_headers(stream_id, [(b":status", b"200"), (b"apns-id", b"%d" % served)], end_stream=True)
+                    # apns-id is new in every answer: kept out of hpack's table (indexing it would churn both sides' tables)
+                    conn.send_headers(stream_id, [(b":status", b"200"), hpack.NeverIndexedHeaderTuple(b"apns-id", b"%d" % served)],
+                                      end_stream=True)
                 elif path == b"/token":
                     conn.send_headers(stream_id, token)
                     conn.send_data(stream_id, token_body, end_stream=True)
