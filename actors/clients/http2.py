@@ -13,10 +13,11 @@ What it does, and nothing more:
   given (the SSRF guard's, as for http1.py) opens the TCP connection. The server's first frame
   must be its SETTINGS (garbage instead of a preface is a RemoteProtocolError at once).
 * Headers are checked here (no CR, LF or NUL; a refused one is a RequestError that quotes
-  nothing) and coded by hpack without Huffman; the Authorization header goes in hpack's
-  table like any other (h2 would code the same token in full in every request: a
-  CRIME-style guess needs attacker-chosen bytes compressed with it, and hpack only matches
-  whole values).
+  nothing) and coded by hpack without Huffman; a header goes in hpack's table once its value
+  comes a second time (a value new in every request, as APNs's apns-id, never does), the
+  Authorization header like any other (h2 would code the same token in full in every
+  request: a CRIME-style guess needs attacker-chosen bytes compressed with it, and hpack only
+  matches whole values).
 * At most `max_connections` connections to the origin, each carrying
   up to the server's SETTINGS_MAX_CONCURRENT_STREAMS requests at once; another connection is
   opened (one at a time) when every open one is full; a request waits for a free stream at
