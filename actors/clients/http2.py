@@ -91,7 +91,13 @@ WINDOW = 16 * 1024 * 1024  # the connection's receive window (the streams' stay 
 CLEANUP = 64  # h2's scan of its streams, once per this many new streams (_H2)
 MAX_REFUSED = 3  # times a request the server did not process (GOAWAY, REFUSED_STREAM) is sent again
 LAST_STREAM_ID = 2**31 - 1 - 2 * MAX_STREAMS  # a connection this far is retired (stream ids are not reused)
-_BAD_VALUE = frozenset(b"\r\n\x00")
+
+
+def _refused(key: bytes, text: bytes) -> bool:
+    """A header HTTP/2 (and Herald) refuses: an empty, pseudo (":...") or spaced name, a CR, LF or NUL in either
+    (`in` tests: a fifth of a set intersection's cost, which made a set of every value's bytes)."""
+    return (not key or key[:1] == b":" or b" " in key or b"\r" in key or b"\n" in key or b"\0" in key
+            or b"\r" in text or b"\n" in text or b"\0" in text)
 
 
 class Refused(Exception):
@@ -535,7 +541,7 @@ class Http2Pool:
         has_agent = False
         for name, value in headers:
             key, text = name.lower().encode("latin-1", "replace"), value.encode("utf-8")
-            if not key or _BAD_VALUE.intersection(key) or _BAD_VALUE.intersection(text) or key[:1] == b":" or b" " in key:
+            if _refused(key, text):
                 raise RequestError(f"{self.origin}: a request header that HTTP/2 refuses (a control character?)")
             has_agent = has_agent or key == b"user-agent"
             head.append((key, text))

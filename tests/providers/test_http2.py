@@ -497,6 +497,20 @@ async def test_a_credential_with_a_line_break_is_never_sent_nor_shown(tls: Tls) 
         await closed(http, server)
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("authorization", "bearer a\nb"), ("authorization", "bearer a\rb"), ("authorization", "bearer a\x00b"),
+    ("x-a\nb", "1"), ("x-a\x00", "1"), ("x a", "1"), (":path", "/other"), ("", "1"),
+])
+async def test_a_header_http2_refuses_is_a_request_error_and_nothing_is_sent(tls: Tls, name: str, value: str) -> None:
+    async with h2_server(tls) as server:
+        http = client(tls)
+        with pytest.raises(RequestError):
+            await call(http, "POST", f"https://127.0.0.1:{server.port}/x", json={}, headers={name: value})
+        assert await post(http, server, "after") == (200, b'{"ok":1}')  # the refusal sent nothing, broke nothing
+        assert server.received == ["after"]
+        await closed(http, server)
+
+
 async def test_a_cancelled_request_resets_its_stream_and_leaks_nothing(tls: Tls) -> None:
     async def never(peer: Peer, stream_id: int) -> None:
         pass
