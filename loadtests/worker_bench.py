@@ -52,6 +52,7 @@ per-second figure, a shorter run).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -579,6 +580,7 @@ def main() -> None:
     ref_path = args.reference or Path(tempfile.gettempdir()) / f"herald-ref-{ref_commit}"
     reference = None if args.no_reference else reference_tree(ref_path, ref_commit)
     tls_dir = Path(tempfile.mkdtemp(prefix="herald-worker-bench-tls-"))
+    atexit.register(shutil.rmtree, tls_dir, True)  # a run that fails leaves no throwaway key behind either
     ca_file = make_tls(tls_dir) if any(s in PUSHED for s in args.scenarios.split(",")) else None
     needs = {"twilio": "actors/clients/twilio.py", "fcm": "actors/clients/http2.py", "apns": "actors/clients/http2.py"}
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
@@ -620,7 +622,6 @@ def main() -> None:
         if not ours["complete"] or (theirs is not None and not theirs["complete"]):
             line += " (INCOMPLETE: a run hit its deadline)"
         print(line, flush=True)
-    shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
