@@ -134,9 +134,10 @@ class _Encoder(hpack.Encoder):
     hpack's table search is a scan of its dynamic entries; a value that is new in every request (APNs's apns-id,
     apns-collapse-id, a changing apns-expiration or content-length) added to the table filled it with entries
     never used again, each scanned by every later header and pushing out the ones that repeat (the Authorization
-    token). Remembered in `_seen` (at most SEEN entries; then it starts again)."""
+    token). Remembered in `_seen` (at most SEEN entries, ~100 KB; then it starts again: what is in the table stays
+    indexed, a repeated header not yet in it is sent once more as a literal)."""
 
-    SEEN = 4096
+    SEEN = 512
 
     def __init__(self) -> None:
         super().__init__()
