@@ -25,6 +25,20 @@ Scenarios:
 * twilio: SMS deliveries through the real Twilio client (actors/clients/twilio.py: its
   HTTP/1.1 pool, actors/clients/http1.py; its form body, Basic auth, its verdicts) to the same emulator, with max_connections =
   provider_max_in_flight (on the reference too if its tree has the Twilio client).
+* fcm, apns: push deliveries (one device token each) through the real FCM / APNs clients
+  (actors/clients/fcm.py, apns.py over the HTTP/2 client, actors/clients/http2.py: their
+  messages, their OAuth2 access token or ES256 provider token, their verdicts) to an HTTP/2
+  emulator over TLS (ALPN h2, a throwaway CA this script makes, trusted through the clients'
+  ca_file) answering every send after `--delay-ms`: a lean server on the h2 library over Trio
+  sockets in a process of its own, which also serves FCM's token endpoint (APNs's provider
+  token is made locally). It allows EMULATOR_STREAMS streams per connection, as Google's
+  front ends do; the clients get max_connections = provider_max_in_flight / that (rounded up),
+  so the cap on requests in flight is provider_max_in_flight, as in the twilio scenario.
+  Skipped on a reference tree without actors/clients/http2.py.
+
+The emulator's own CPU per request (user + system of its process, from /proc, over the
+measured child run) is printed beside every served scenario: it must stay well below the
+worker's, or the emulator is what is measured.
 
 Every scenario runs on this tree and on a reference tree (by default a `git archive` of
 539ca1b, before concurrent providers, extracted to /tmp), in the same run; the ratio is
@@ -38,6 +52,7 @@ per-second figure, a shorter run).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -46,14 +61,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_COMMIT = "539ca1b"
-CHANNELS = {"sandbox": ("sms", "push", "web"), "email": ("email",), "emulator": ("sms", "push"), "twilio": ("sms",)}
-SERVED = ("emulator", "twilio")  # the scenarios that talk to the emulator process
+CHANNELS = {"sandbox": ("sms", "push", "web"), "email": ("email",), "emulator": ("sms", "push"), "twilio": ("sms",),
+            "fcm": ("push",), "apns": ("push",)}
+SERVED = ("emulator", "twilio", "fcm", "apns")  # the scenarios that talk to an emulator process
+PUSHED = ("fcm", "apns")  # ... the HTTP/2 one over TLS
+EMULATOR_STREAMS = 100  # SETTINGS_MAX_CONCURRENT_STREAMS of the HTTP/2 emulator (Google's front ends say 100)
+APNS_TOKEN = "ab" * 32  # a device token as APNs has them (hex)
 
 
 # -- the provider emulator (a process of its own) ----------------------------------------
@@ -98,6 +118,191 @@ def content_length(head: bytes) -> int:
         if name.strip().lower() == b"content-length":
             return int(value)
     return 0
+
+
+async def serve_h2_emulator(delay_s: float, tls_dir: Path) -> None:
+    """FCM's and APNs's APIs, as far as the bench needs: HTTP/2 over TLS (ALPN h2), every request answered 200 after
+    delay_s (`/token`: an OAuth2 access token; `/3/device/...`: APNs's empty 200 with an apns-id; else FCM's message
+    name); prints its port. Lean on purpose: h2's server side without header validation or Huffman coding, one task
+    reading each connection and one answering its requests in the order they came (the delay is the same for all)."""
+    import collections
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+    import hpack
+
+    class Encoder(hpack.Encoder):
+        def encode(self, headers: Any, huffman: bool = True) -> bytes:
+            return super().encode(headers, huffman=False)
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls_dir / "server.pem"), str(tls_dir / "server.key"))
+    context.set_alpn_protocols(["h2"])
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                       normalize_outbound_headers=False, validate_inbound_headers=False,
+                                       normalize_inbound_headers=False)
+    token = [(b":status", b"200"), (b"content-type", b"application/json")]
+    token_body = b'{"access_token":"bench-access-token","expires_in":3600,"token_type":"Bearer"}'
+    fcm_head = [(b":status", b"200"), (b"content-type", b"application/json")]
+    served = 0
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        nonlocal served
+        stream = trio.SSLStream(tcp, context, server_side=True)
+        conn = h2.connection.H2Connection(config)
+        conn.encoder = Encoder()
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: EMULATOR_STREAMS})
+        conn.initiate_connection()
+        conn.increment_flow_control_window(16 * 1024 * 1024)
+        paths: dict[int, bytes] = {}
+        pending: collections.deque[tuple[float, int]] = collections.deque()  # (when to answer, stream id)
+        arrived = [trio.Event()]
+        sending = trio.Lock()
+
+        async def flush() -> None:
+            async with sending:
+                data = conn.data_to_send()
+                if data:
+                    await stream.send_all(data)
+
+        def answer(stream_id: int) -> None:
+            nonlocal served
+            path = paths.pop(stream_id, None)
+            if path is None:  # reset by the client meanwhile
+                return
+            served += 1
+            try:
+                if path.startswith(b"/3/device/"):
+                    # apns-id is new in every answer: kept out of hpack's table (indexing it would churn both sides' tables)
+                    conn.send_headers(stream_id, [(b":status", b"200"), hpack.NeverIndexedHeaderTuple(b"apns-id", b"%d" % served)],
+                                      end_stream=True)
+                elif path == b"/token":
+                    conn.send_headers(stream_id, token)
+                    conn.send_data(stream_id, token_body, end_stream=True)
+                else:
+                    conn.send_headers(stream_id, fcm_head)
+                    conn.send_data(stream_id, b'{"name":"projects/bench/messages/%d"}' % served, end_stream=True)
+            except h2.exceptions.StreamClosedError:
+                pass
+
+        async def answering() -> None:
+            while True:
+                while not pending:
+                    arrived[0] = trio.Event()
+                    await arrived[0].wait()
+                await trio.sleep_until(pending[0][0])
+                now = trio.current_time()
+                while pending and pending[0][0] <= now:
+                    answer(pending.popleft()[1])
+                await flush()
+
+        async def reading() -> None:
+            await flush()
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        paths[event.stream_id] = dict(event.headers).get(b":path", b"/")
+                    elif isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        pending.append((trio.current_time() + delay_s, event.stream_id))
+                        arrived[0].set()
+                    elif isinstance(event, h2.events.StreamReset):
+                        paths.pop(event.stream_id, None)
+                await flush()
+
+        async def until_broken(part: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+            try:
+                await part()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, h2.exceptions.ProtocolError):
+                pass
+            finally:
+                scope.cancel()  # the connection is done: the other part too
+
+        try:
+            with trio.move_on_after(30):
+                await stream.do_handshake()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(until_broken, answering, nursery.cancel_scope)
+                nursery.start_soon(until_broken, reading, nursery.cancel_scope)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            return
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=4096)
+    print(listeners[0].socket.getsockname()[1], flush=True)
+    await trio.serve_listeners(handle, listeners)
+
+
+def make_tls(directory: Path) -> Path:
+    """A throwaway CA and a certificate for 127.0.0.1 (server.pem, server.key) under `directory`; the CA file's path."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(directory / "server.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "server.key"))
+    return directory / "ca.pem"
+
+
+def push_client(scenario: str, port: int, ca_file: Path, max_in_flight: int) -> Any:
+    """The real FCM or APNs client, to the HTTP/2 emulator (a fresh key of each kind: FCM's RS256, APNs's ES256)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from actors.clients.provider_config import ApnsProvider, FcmProvider, Secret
+
+    base = f"https://127.0.0.1:{port}"
+    connections = -(-max_in_flight // EMULATOR_STREAMS)
+    pem = serialization.PrivateFormat.PKCS8
+    if scenario == "fcm":
+        from actors.clients.fcm import FcmClient
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        text = key.private_bytes(serialization.Encoding.PEM, pem, serialization.NoEncryption()).decode()
+        return FcmClient(FcmProvider(client_email="bench@bench.iam.gserviceaccount.com", private_key=Secret(text),
+                                     project_id="bench", private_key_id="k1", token_url=f"{base}/token", base_url=base,
+                                     max_connections=connections, ca_file=ca_file))
+    from actors.clients.apns import ApnsClient
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    text = key.private_bytes(serialization.Encoding.PEM, pem, serialization.NoEncryption()).decode()
+    return ApnsClient(ApnsProvider(key=Secret(text), key_id="KEY0123456", team_id="TEAM012345", topic="org.example.bench",
+                                   base_url=base, max_connections=connections, ca_file=ca_file))
+
+
+class Counted:
+    """A channel client whose verdicts are counted by kind (a run of failures fast is no throughput)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.outcomes: dict[str, int] = {}
+
+    async def send(self, delivery: Any) -> Any:
+        outcome = await self.client.send(delivery)
+        kind = type(outcome).__name__
+        self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+        return outcome
+
+    async def aclose(self) -> None:
+        if hasattr(self.client, "aclose"):
+            await self.client.aclose()
+
+
+def cpu_of(pid: int) -> float:
+    """A process's CPU seconds so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class EmulatorClient:
@@ -154,6 +359,8 @@ def deliveries(scenario: str, count: int, tag: str = "B") -> list[Any]:
         "web": (Content(web=WebContent("Code", "1234", "https://example.invalid/x")), None),
         "email": (Content(email=EmailContent("Your code", "Code 1234", "<p>Code <b>1234</b></p>")), None),
     }
+    if scenario == "apns":
+        content["push"] = (content["push"][0], APNS_TOKEN)
     out = []
     channels = CHANNELS[scenario]
     now = int(time.time() * 1000)
@@ -209,7 +416,7 @@ def serving_gc() -> str:
 
 
 async def measure(scenario: str, count: int, emulator_port: int | None, max_in_flight: int | None,
-                  count_steps: bool = False, gc_tuned: bool = True) -> dict[str, Any]:
+                  count_steps: bool = False, gc_tuned: bool = True, ca_file: Path | None = None) -> dict[str, Any]:
     from actors.app import run_herald
     from actors.config import Config, load_config
     from protocol.channels import Channel
@@ -238,8 +445,13 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
         clients = {Channel.SMS: TwilioClient(TwilioProvider(
             account_sid="AC" + "0" * 32, auth_token=Secret("bench"), from_number="+15005550006",
             base_url=f"http://127.0.0.1:{emulator_port}", max_connections=connections))}
+    elif scenario in PUSHED and emulator_port is not None:
+        assert ca_file is not None
+        clients = {Channel.PUSH: push_client(scenario, emulator_port, ca_file, config.max_in_flight_of(Channel.PUSH))}
     elif emulator_port is not None:
         clients = {Channel(c): EmulatorClient(emulator_port) for c in CHANNELS[scenario]}
+    if clients is not None:
+        clients = {channel: Counted(client) for channel, client in clients.items()}
     topics = {Channel(c).topic(): Channel(c) for c in CHANNELS[scenario]}
     async with trio.open_nursery() as nursery:
         herald = await nursery.start(lambda task_status: run_herald(config, clients=clients, signals=False, task_status=task_status))
@@ -285,7 +497,8 @@ async def measure(scenario: str, count: int, emulator_port: int | None, max_in_f
     measured = done - base
     return {"scenario": scenario, "deliveries": measured, "complete": done >= base + count, "wall_s": wall, "cpu_s": cpu,
             "per_s": measured / wall, "per_cpu_s": measured / cpu if cpu else 0.0, "concurrent": concurrent,
-            "task_steps": steps.steps, "gc": gc_policy}
+            "task_steps": steps.steps, "gc": gc_policy,
+            "outcomes": {k: v for c in (clients or {}).values() for k, v in c.outcomes.items()}}
 
 
 # -- the driver ---------------------------------------------------------------------------
@@ -300,13 +513,15 @@ def reference_tree(path: Path, commit: str = REFERENCE_COMMIT) -> Path:
 
 
 def child(tree: Path, scenario: str, count: int, port: int | None, max_in_flight: int | None, ledger: str,
-          gc_policy: str = "serving") -> dict[str, Any]:
+          gc_policy: str = "serving", ca_file: Path | None = None) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", scenario, "--count", str(count), "--ledger", ledger,
                "--gc", gc_policy]
     if port is not None:
         command += ["--emulator-port", str(port)]
     if max_in_flight is not None:
         command += ["--max-in-flight", str(max_in_flight)]
+    if ca_file is not None:
+        command += ["--ca-file", str(ca_file)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
@@ -336,9 +551,14 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--emulator-port", type=int)
     parser.add_argument("--emulator-server", action="store_true")
+    parser.add_argument("--h2-emulator", type=Path, help="with --emulator-server: the HTTP/2 one, its certificate in this directory")
+    parser.add_argument("--ca-file", type=Path)
     args = parser.parse_args()
     if args.emulator_server:
-        trio.run(serve_emulator, args.delay_ms / 1000)
+        if args.h2_emulator is not None:
+            trio.run(serve_h2_emulator, args.delay_ms / 1000, args.h2_emulator)
+        else:
+            trio.run(serve_emulator, args.delay_ms / 1000)
         return
     if args.child:
         if args.ledger == "memory":
@@ -347,30 +567,41 @@ def main() -> None:
             import cProfile
 
             profiler = cProfile.Profile()
-            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps, args.gc == "serving")
+            result = profiler.runcall(trio.run, measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps,
+                                      args.gc == "serving", args.ca_file)
             profiler.dump_stats(str(args.profile))
         else:
-            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps, args.gc == "serving")
+            result = trio.run(measure, args.child, args.count, args.emulator_port, args.max_in_flight, args.steps,
+                              args.gc == "serving", args.ca_file)
         print(json.dumps(result))
         return
 
     ref_commit = args.reference_commit
     ref_path = args.reference or Path(tempfile.gettempdir()) / f"herald-ref-{ref_commit}"
     reference = None if args.no_reference else reference_tree(ref_path, ref_commit)
+    tls_dir = Path(tempfile.mkdtemp(prefix="herald-worker-bench-tls-"))
+    atexit.register(shutil.rmtree, tls_dir, True)  # a run that fails leaves no throwaway key behind either
+    ca_file = make_tls(tls_dir) if any(s in PUSHED for s in args.scenarios.split(",")) else None
+    needs = {"twilio": "actors/clients/twilio.py", "fcm": "actors/clients/http2.py", "apns": "actors/clients/http2.py"}
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for scenario in args.scenarios.split(","):
         server = None
         port = None
         if scenario in SERVED:
-            server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--emulator-server", "--delay-ms", str(args.delay_ms)],
-                                      stdout=subprocess.PIPE, text=True)
+            command = [sys.executable, str(Path(__file__).resolve()), "--emulator-server", "--delay-ms", str(args.delay_ms)]
+            if scenario in PUSHED:
+                command += ["--h2-emulator", str(tls_dir)]
+            server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             assert server.stdout is not None
             port = int(server.stdout.readline())
         try:
             count = args.count // 3 if scenario in SERVED else args.count
             ref_count = (200 if ref_commit == REFERENCE_COMMIT else args.reference_count // 3) if scenario in SERVED else args.reference_count
-            ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger, args.gc)
-            theirs = (child(reference, scenario, ref_count, port, None, args.ledger, args.gc)
-                      if reference is not None and (scenario != "twilio" or (reference / "actors/clients/twilio.py").exists()) else None)
+            served_cpu = cpu_of(server.pid) if server is not None else 0.0
+            ours = child(ROOT, scenario, count, port, args.max_in_flight, args.ledger, args.gc, ca_file)
+            served_cpu = cpu_of(server.pid) - served_cpu if server is not None else 0.0
+            theirs = (child(reference, scenario, ref_count, port, None, args.ledger, args.gc, ca_file if scenario in PUSHED else None)
+                      if reference is not None and (scenario not in needs or (reference / needs[scenario]).exists()) else None)
         finally:
             if server is not None:
                 server.terminate()
@@ -384,6 +615,10 @@ def main() -> None:
                      f"({1000 * theirs['cpu_s'] / max(1, theirs['deliveries']):.3f} ms CPU per delivery), "
                      f"{theirs['per_s']:,.0f}/s, {theirs['per_cpu_s']:,.0f}/CPU s | ratio {ours['per_s'] / theirs['per_s']:.1f}x per process, "
                      f"{ours['per_cpu_s'] / theirs['per_cpu_s']:.1f}x per CPU second")
+        if server is not None:
+            line += f" | emulator: {1000 * served_cpu / max(1, ours['deliveries']):.3f} ms CPU per request"
+        if set(ours.get("outcomes") or {"Sent": 1}) != {"Sent"}:
+            line += f" | verdicts: {ours['outcomes']} (NOT all sent)"
         if not ours["complete"] or (theirs is not None and not theirs["complete"]):
             line += " (INCOMPLETE: a run hit its deadline)"
         print(line, flush=True)

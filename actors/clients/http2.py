@@ -13,10 +13,11 @@ What it does, and nothing more:
   given (the SSRF guard's, as for http1.py) opens the TCP connection. The server's first frame
   must be its SETTINGS (garbage instead of a preface is a RemoteProtocolError at once).
 * Headers are checked here (no CR, LF or NUL; a refused one is a RequestError that quotes
-  nothing) and coded by hpack without Huffman; the Authorization header goes in hpack's
-  table like any other (h2 would code the same token in full in every request: a
-  CRIME-style guess needs attacker-chosen bytes compressed with it, and hpack only matches
-  whole values).
+  nothing) and coded by hpack without Huffman; a header goes in hpack's table once its value
+  comes a second time (a value new in every request, as APNs's apns-id, never does), the
+  Authorization header like any other (h2 would code the same token in full in every
+  request: a CRIME-style guess needs attacker-chosen bytes compressed with it, and hpack only
+  matches whole values).
 * At most `max_connections` connections to the origin, each carrying
   up to the server's SETTINGS_MAX_CONCURRENT_STREAMS requests at once; another connection is
   opened (one at a time) when every open one is full; a request waits for a free stream at
@@ -68,6 +69,7 @@ import h2.exceptions
 import h2.settings
 import hpack
 import trio
+from hpack.hpack import INDEX_NONE
 
 from .http1 import Connect, _why
 from .http_errors import (
@@ -89,7 +91,13 @@ WINDOW = 16 * 1024 * 1024  # the connection's receive window (the streams' stay 
 CLEANUP = 64  # h2's scan of its streams, once per this many new streams (_H2)
 MAX_REFUSED = 3  # times a request the server did not process (GOAWAY, REFUSED_STREAM) is sent again
 LAST_STREAM_ID = 2**31 - 1 - 2 * MAX_STREAMS  # a connection this far is retired (stream ids are not reused)
-_BAD_VALUE = frozenset(b"\r\n\x00")
+
+
+def _refused(key: bytes, text: bytes) -> bool:
+    """A header HTTP/2 (and Herald) refuses: an empty, pseudo (":...") or spaced name, a CR, LF or NUL in either
+    (`in` tests: a fifth of a set intersection's cost, which made a set of every value's bytes)."""
+    return (not key or key[:1] == b":" or b" " in key or b"\r" in key or b"\n" in key or b"\0" in key
+            or b"\r" in text or b"\n" in text or b"\0" in text)
 
 
 class Refused(Exception):
@@ -120,11 +128,39 @@ class _H2(h2.connection.H2Connection):
 
 
 class _Encoder(hpack.Encoder):
-    """hpack's encoder without Huffman coding (pure Python, it cost more CPU than the bytes it saves here)."""
+    """hpack's encoder without Huffman coding (pure Python, it cost more CPU than the bytes it saves here), and a
+    header coded as a literal without indexing until its value comes a second time (then indexed as hpack would).
+
+    hpack's table search is a scan of its dynamic entries; a value that is new in every request (APNs's apns-id,
+    apns-collapse-id, a changing apns-expiration or content-length) added to the table filled it with entries
+    never used again, each scanned by every later header and pushing out the ones that repeat (the Authorization
+    token). Remembered in `_seen` (at most SEEN entries, ~100 KB; then it starts again: what is in the table stays
+    indexed, a repeated header not yet in it is sent once more as a literal)."""
+
+    SEEN = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[bytes, bytes]] = set()
 
     def encode(self, headers: Iterable[hpack.HeaderTuple | tuple[bytes | str, bytes | str] | tuple[bytes | str, bytes | str, bool | None]],  # type: ignore[override]
                huffman: bool = True) -> bytes:
         return super().encode(headers, huffman=False)
+
+    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
+        if sensitive or to_add in self._seen:
+            return super().add(to_add, sensitive, False)
+        if len(self._seen) >= self.SEEN:
+            self._seen.clear()
+        self._seen.add(to_add)
+        name, value = to_add
+        match = self.header_table.search(name, value)
+        if match is None:
+            return self._encode_literal(name, value, INDEX_NONE, False)
+        index, _, perfect = match
+        if perfect is not None:
+            return self._encode_indexed(index)
+        return self._encode_indexed_literal(index, value, INDEX_NONE, False)
 
 
 class TlsStream:
@@ -506,7 +542,7 @@ class Http2Pool:
         has_agent = False
         for name, value in headers:
             key, text = name.lower().encode("latin-1", "replace"), value.encode("utf-8")
-            if not key or _BAD_VALUE.intersection(key) or _BAD_VALUE.intersection(text) or key[:1] == b":" or b" " in key:
+            if _refused(key, text):
                 raise RequestError(f"{self.origin}: a request header that HTTP/2 refuses (a control character?)")
             has_agent = has_agent or key == b"user-agent"
             head.append((key, text))

@@ -59,6 +59,8 @@ async def each_token(delivery: Delivery, send_one: Callable[[str], Awaitable[Out
     tokens = tokens_of(delivery)
     if not tokens:
         return PermanentFailure("push: no device token", dead_letter=True)
+    if len(tokens) == 1:  # the common case: no nursery, no task of its own
+        return combine([await send_one(tokens[0])])
     results: list[Outcome | None] = [None] * len(tokens)
 
     async def one(n: int, token: str) -> None:

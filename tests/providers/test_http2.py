@@ -241,6 +241,19 @@ async def test_many_requests_share_one_connection_and_a_closed_client_leaves_non
         await closed(http, server)
 
 
+async def test_a_header_value_new_in_every_request_stays_out_of_hpacks_table_and_a_repeated_one_goes_in(tls: Tls) -> None:
+    async with h2_server(tls) as server:
+        http = client(tls)
+        for n in range(20):  # x-n is new each time (as APNs's apns-id is), authorization the same (the provider token)
+            assert await post(http, server, f"unique-{n}") == (200, b'{"ok":1}')
+        assert server.received == [f"unique-{n}" for n in range(20)]  # every header block decoded whole by the server
+        (connection,) = pool_of(http, server).connections
+        table = list(connection.h2.encoder.header_table.dynamic_entries)
+        assert (b"authorization", b"bearer tok-secret") in table
+        assert [value for name, value in table if name == b"x-n"] == []
+        await closed(http, server)
+
+
 async def test_streams_are_bounded_by_the_servers_setting_and_more_connections_open_up_to_the_limit(tls: Tls) -> None:
     async with h2_server(tls, max_streams=2) as server:  # eight at once: two streams on each of two connections
         http = client(tls, max_connections=2)
@@ -481,6 +494,20 @@ async def test_a_credential_with_a_line_break_is_never_sent_nor_shown(tls: Tls) 
             await call(http, "POST", f"https://127.0.0.1:{server.port}/x", json={},
                        headers={"authorization": "bearer tok-secret\r\nx-injected: 1"})
         assert "tok-secret" not in str(caught.value) and server.received == []
+        await closed(http, server)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("authorization", "bearer a\nb"), ("authorization", "bearer a\rb"), ("authorization", "bearer a\x00b"),
+    ("x-a\nb", "1"), ("x-a\x00", "1"), ("x a", "1"), (":path", "/other"), ("", "1"),
+])
+async def test_a_header_http2_refuses_is_a_request_error_and_nothing_is_sent(tls: Tls, name: str, value: str) -> None:
+    async with h2_server(tls) as server:
+        http = client(tls)
+        with pytest.raises(RequestError):
+            await call(http, "POST", f"https://127.0.0.1:{server.port}/x", json={}, headers={name: value})
+        assert await post(http, server, "after") == (200, b'{"ok":1}')  # the refusal sent nothing, broke nothing
+        assert server.received == ["after"]
         await closed(http, server)
 
 
