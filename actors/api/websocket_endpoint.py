@@ -27,7 +27,9 @@ decline it; a client that offers it goes on uncompressed (RFC 7692: the extensio
 
 from __future__ import annotations
 
+import binascii
 import logging
+from base64 import b64decode
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -38,6 +40,7 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 from protocol.frames import Ack, CloseCode, ErrorFrame, Ping, Pong, Sync, Synced, client_frame_decoder, frame_encoder
 from protocol.ids import is_notification_id
+from protocol.problems import FieldError, Problem
 from reactor.clock import wall_ms
 from reactor.mailbox import MailboxClosed
 
@@ -107,8 +110,10 @@ class Socket:
         await self._send({"type": "websocket.accept", "subprotocol": None, "headers": []})
 
     async def reject(self, answer: Answer) -> None:
-        """Refuse the handshake with an HTTP answer (ASGI's websocket.http.response)."""
-        headers: list[tuple[bytes, bytes]] = [(b"content-type", answer.content_type.encode()), (b"content-length", str(len(answer.body)).encode())]
+        """Refuse the handshake with an HTTP answer (ASGI's websocket.http.response); the connection closes after it, as
+        Hypercorn's own refusals close it (the client asked for an upgrade, not a keep-alive exchange)."""
+        headers: list[tuple[bytes, bytes]] = [(b"content-type", answer.content_type.encode()), (b"content-length", str(len(answer.body)).encode()),
+                                              (b"connection", b"close")]
         headers += [(name.lower().encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
         self.status = answer.status
         await self._send({"type": "websocket.http.response.start", "status": answer.status, "headers": headers})
@@ -141,11 +146,26 @@ async def serve(gw: Gateway, scope: WebsocketScope, socket: Socket) -> None:
         await socket.close(1011, "internal error")
 
 
+def _check_key(scope: WebsocketScope) -> None:
+    """RFC 6455 4.2.1: Sec-WebSocket-Key is the base64 of 16 bytes; a handshake with another is refused (400), not upgraded.
+    (Hypercorn refuses one without a key or with another version, but takes any key.)"""
+    for name, value in scope["headers"]:
+        if name.lower() == b"sec-websocket-key":
+            try:
+                if len(b64decode(value, validate=True)) == 16:
+                    return
+            except (binascii.Error, ValueError):
+                pass
+            detail = "Sec-WebSocket-Key: the base64 of 16 random bytes (RFC 6455)"
+            raise ProblemError(Problem("Bad Request", 400, detail, errors=[FieldError("Sec-WebSocket-Key", detail)]))
+
+
 async def _handshake(gw: Gateway, scope: WebsocketScope, socket: Socket) -> tuple[Subscriber, str | None] | None:
     """Accept the WebSocket and check who it is for: the subscriber and `last_id`, or None if it was refused (and closed)."""
     names = query_names(scope["query_string"])
     try:
         check("GET", PATH, names, None)
+        _check_key(scope)
     except ProblemError as error:
         await socket.reject(problem_answer(error.problem, error.headers))
         return None

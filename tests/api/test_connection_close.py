@@ -163,10 +163,15 @@ async def test_a_transfer_coding_other_than_one_chunked_is_a_400_then_closed(tmp
         assert outcome.statuses == [400] and outcome.closing == 0 and not outcome.hung, outcome
 
 
-@pytest.mark.parametrize("key", ["Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n", ""], ids=["version", "no-key"])
-async def test_an_invalid_websocket_handshake_is_a_400_then_closed(tmp_path, key):
-    """Hypercorn answers 400 with `Connection: close` and then kept the connection open."""
-    version = "99" if key else "13"
+@pytest.mark.parametrize(
+    "key, version",
+    [("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n", "99"), ("", "13"), ("Sec-WebSocket-Key: zzz\r\n", "13"),
+     ("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAAA\r\n", "13")],
+    ids=["version", "no-key", "key-not-base64", "key-not-16-bytes"],
+)
+async def test_an_invalid_websocket_handshake_is_a_400_then_closed(tmp_path, key, version):
+    """Hypercorn answers 400 with `Connection: close` and then kept the connection open; and it upgraded a handshake
+    whose key was not the base64 of 16 bytes (RFC 6455 4.2.1), which Herald now refuses with 400."""
     upgrade = f"Connection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: {version}\r\n{key}"
     async with running_node(tmp_path, shutdown_grace_s=1) as herald:
         case = Case("ws", [head("GET", "/v1/ws?token=x", extra=upgrade)], 1)
