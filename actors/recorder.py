@@ -146,8 +146,6 @@ async def change_inbox(store: LogStore, change: InboxChange) -> InboxChanged:
     return answer
 
 
-
-
 class Recorder:
     def __init__(self, store: LogStore, mailbox: Mailbox[RecorderMessage], batch: int, linger_s: float = 0.0,
                  health: PortHealth | None = None) -> None:

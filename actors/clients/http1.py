@@ -48,6 +48,7 @@ from .http_errors import (
     RequestError,
     TransportError,
     WriteError,
+    why,
 )
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"})
@@ -68,9 +69,14 @@ class Connection:
 
     def looks_closed(self) -> bool:
         """An idle connection is readable only if the server closed it or wrote out of turn: either way, unusable."""
-        poll = select.poll()
-        poll.register(self.fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poll.poll(0))
+        return readable_now(self.fd)
+
+
+def readable_now(fd: int) -> bool:
+    """Whether a socket has something to read (bytes, an EOF, an error) this instant, without reading it."""
+    poll = select.poll()
+    poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poll.poll(0))
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -172,7 +178,7 @@ class Http1Pool:
         try:
             await connection.stream.send_all(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise WriteError(f"{self.origin}: the connection broke while writing ({_why(exc)})") from None
+            raise WriteError(f"{self.origin}: the connection broke while writing ({why(exc)})") from None
         steps.append("read")
         answer = AnswerReader(head_request)
         head_size = 0
@@ -181,7 +187,7 @@ class Http1Pool:
             try:
                 received = await connection.stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise ReadError(f"{self.origin}: the connection broke while reading ({_why(exc)})") from None
+                raise ReadError(f"{self.origin}: the connection broke while reading ({why(exc)})") from None
             try:
                 if not received:
                     answer.closed()
@@ -215,7 +221,7 @@ class Http1Pool:
         try:
             tcp = await self.open_tcp(self.host, self.port)
         except OSError as exc:
-            raise ConnectError(f"{self.origin}: cannot connect ({_why(exc)})") from None
+            raise ConnectError(f"{self.origin}: cannot connect ({why(exc)})") from None
         self.open += 1
         self.opened += 1
         stream: trio.abc.Stream = tcp
@@ -227,7 +233,7 @@ class Http1Pool:
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             self.open -= 1
             await trio.aclose_forcefully(stream)
-            raise ConnectError(f"{self.origin}: TLS failed ({_why(exc)})") from None
+            raise ConnectError(f"{self.origin}: TLS failed ({why(exc)})") from None
         except BaseException:
             self.open -= 1
             await trio.aclose_forcefully(stream)
@@ -250,8 +256,3 @@ class Http1Pool:
             self._drop(self.idle.pop())
         await trio.lowlevel.checkpoint()
 
-
-def _why(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    text = str(cause or exc) or type(cause or exc).__name__
-    return text[:200]

@@ -57,7 +57,6 @@ failure and the origin, never the request.
 from __future__ import annotations
 
 import os
-import select
 import ssl
 from collections.abc import Callable, Iterable
 
@@ -71,7 +70,7 @@ import hpack
 import trio
 from hpack.hpack import INDEX_NONE
 
-from .http1 import Connect, _why
+from .http1 import Connect, readable_now
 from .http_errors import (
     STEP_TIMEOUTS,
     ConnectError,
@@ -82,6 +81,7 @@ from .http_errors import (
     TransportError,
     WriteError,
     WriteTimeout,
+    why,
 )
 
 READ_SIZE = 65536
@@ -315,9 +315,7 @@ class Connection:
 
     def looks_closed(self) -> bool:
         """An idle connection is readable only if the server wrote (a GOAWAY, a PING) or closed it."""
-        poll = select.poll()
-        poll.register(self.fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poll.poll(0))
+        return readable_now(self.fd)
 
     # the reading, in turns
 
@@ -352,7 +350,7 @@ class Connection:
         try:
             data = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self.fail(ReadError(f"{self.pool.origin}: the connection broke while reading ({_why(exc)})"))
+            self.fail(ReadError(f"{self.pool.origin}: the connection broke while reading ({why(exc)})"))
             return
         if not data:
             self.fail(ReadError(f"{self.pool.origin}: the server closed the connection before a whole answer"))
@@ -467,7 +465,7 @@ class Connection:
         except TimeoutError:
             self.fail(WriteTimeout(f"{self.pool.origin}: a write took longer than {self.pool.timeout_s:g} s"))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self.fail(WriteError(f"{self.pool.origin}: the connection broke while writing ({_why(exc)})"))
+            self.fail(WriteError(f"{self.pool.origin}: the connection broke while writing ({why(exc)})"))
         finally:
             self.writing = False
 
@@ -615,7 +613,7 @@ class Http2Pool:
         try:
             tcp = await self.open_tcp(self.host, self.port)
         except OSError as exc:
-            raise ConnectError(f"{self.origin}: cannot connect ({_why(exc)})") from None
+            raise ConnectError(f"{self.origin}: cannot connect ({why(exc)})") from None
         self.opened += 1
         try:
             tcp.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
@@ -625,7 +623,7 @@ class Http2Pool:
                 raise ssl.SSLError(f"the server did not agree to HTTP/2 (ALPN: {stream.selected_alpn_protocol()!r})")
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError, ValueError) as exc:
             tcp.socket.close()
-            raise ConnectError(f"{self.origin}: TLS failed ({_why(exc)})") from None
+            raise ConnectError(f"{self.origin}: TLS failed ({why(exc)})") from None
         except BaseException:
             tcp.socket.close()
             raise

@@ -25,13 +25,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
 from protocol.messages import RetryLater
 
 from .http1 import Connect, Http1Pool, basic_auth
+from .http1_wire import form_urlencoded
 from .http2 import Http2Pool
 from .http_errors import Timeout, TransportError
 
@@ -134,7 +135,7 @@ async def call(http: HttpClients, method: str, url: str, *, limit: int = MAX_ANS
         body = msgspec.json.encode(json)
         fields.append(("Content-Type", "application/json"))
     elif data is not None:
-        body = urlencode(data).encode()
+        body = form_urlencoded(data.items())
         fields.append(("Content-Type", "application/x-www-form-urlencoded"))
     if auth is not None:
         fields.append(("Authorization", basic_auth(*auth)))

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def why(exc: BaseException) -> str:
+    """What broke, for a transport error's text: the cause's own words (the OS's, ssl's), at most 200 characters."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause or exc) or type(cause or exc).__name__
+    return text[:200]
+
+
 class TransportError(Exception):
     """No answer: the connection failed, broke, or what the server sent is not HTTP."""
 

@@ -10,13 +10,12 @@ message SID in the detail). An error answer is Twilio's JSON `{"code", "message"
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import msgspec
 
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
-
-from urllib.parse import urlsplit
 
 from .http1 import basic_auth
 from .http1_wire import form_urlencoded
