@@ -265,6 +265,7 @@ def hypercorn_config(host: str, port: int, grace_s: float) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
+    config.alpn_protocols = ["http/1.1"]  # HTTP/2 is not served (actors/api/http_server.py, ClosingH11), over TLS either
     config.backlog = 1024
     config.websocket_max_message_size = MAX_CLIENT_MESSAGE_BYTES  # clients send small control frames only: 1009 past it
     return config

@@ -33,6 +33,11 @@ Three behaviours of HTTP/1.1 (`ClosingH11`): an answer that starts before its re
 early 401, 405 or 413) says `Connection: close` and the connection ends, so what follows is never read as a
 request and no client waits on it; so does the answer to a request with both Content-Length and Transfer-Encoding
 (RFC 9112 section 6.3, a request-smuggling guard); a transfer coding h11 does not take is a 400, not h11's 501.
+And HTTP/2 is not served: Hypercorn switches a connection to HTTP/2 on the cleartext preface or an `Upgrade: h2c`,
+where none of the guards above hold (a client that opens streams with a zero flow-control window holds each one's
+task and answer for good: no send reaches the socket, so no send timeout ends it). The preface is answered 400 and
+the connection closes; an `Upgrade: h2c` is ignored (RFC 9110 section 7.8 lets a server) and the request answered
+in HTTP/1.1. A proxy in front speaks HTTP/2 to its clients and HTTP/1.1 to Herald.
 
 This relies on Hypercorn internals (TCPServer's attributes, H11Protocol's methods), checked against the versions
 in SUPPORTED when serving starts. Remove it when upstream has the fixes (docs/upstream/hypercorn.md says how).
@@ -104,7 +109,14 @@ class ClosingH11(H11Protocol):
     on_websocket: Callable[[], None] = staticmethod(lambda: None)  # the connection became a WebSocket (set by GuardedConnection)
     _head = b""  # a fixed-length answer's head, not written yet: it goes with the body (_send_h11_event)
 
+    async def _check_protocol(self, event: h11.Request) -> None:
+        """No switch to HTTP/2 (Hypercorn's raises to switch): an h2c upgrade is ignored, the preface is refused."""
+
     async def _create_stream(self, request: h11.Request) -> None:
+        if request.method == b"PRI" and request.target == b"*":  # HTTP/2's cleartext preface ("prior knowledge")
+            await self._send_error_response(400)
+            await self.send(Closed())
+            return
         names = {name.lower() for name, _ in request.headers}
         self._ambiguous = b"content-length" in names and b"transfer-encoding" in names
         await super()._create_stream(request)

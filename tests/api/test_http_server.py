@@ -230,3 +230,31 @@ async def test_keep_alive_requests_spawn_no_timer_task_each_and_the_idle_timeout
             stop.set()  # the server stops: an idle connection closes at once, not after its timeout
             with trio.fail_after(2):
                 assert await idle.receive_some(65536) == b""
+
+
+async def read_to_end(stream: trio.SocketStream) -> bytes:
+    received = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+async def test_http2_is_not_served_by_its_preface_nor_by_an_h2c_upgrade():
+    """HTTP/2 would take a connection away from every guard of this module (a stream that a zero flow-control window
+    holds stays for good: no send reaches the socket to time out). The cleartext preface is a 400 and the end of the
+    connection, never HTTP/2 SETTINGS; an `Upgrade: h2c` is ignored: answered in HTTP/1.1, never a 101."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        host, port = await start(nursery, App(), stop)
+        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame, as a client sends after the preface
+        async with await trio.open_tcp_stream(host, port) as stream:
+            await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings)
+            received = await read_to_end(stream)
+            assert received.startswith(b"HTTP/1.1 400 "), received[:100]
+            assert parse_responses(received) == ([400], 0)
+        h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+        async with await trio.open_tcp_stream(host, port) as stream:
+            await stream.send_all(head("GET", "/", extra=h2c) + head("GET", "/", close=True))
+            assert parse_responses(await read_to_end(stream)) == ([200, 200], 1)
+        stop.set()
