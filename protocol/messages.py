@@ -99,8 +99,9 @@ class RetryLater(msgspec.Struct, frozen=True, tag="retry_later"):
     after_s: float | None = None
     throttled: bool = False
     unregistered_tokens: list[str] = []  # push: device tokens the provider said are gone (to remove)
-    # throttled by this delivery's recipient (a webhook endpoint's 429), not by the provider: the provider's bucket is not
-    # held and the attempt is not sent again in place; the consumer schedules the retry after `after_s`
+    # this delivery's recipient's failure or throttle (a webhook endpoint's 5xx, timeout or 429), not the provider's: no
+    # failure for the provider's breaker, its bucket not held, no failover, and the attempt not sent again in place; the
+    # consumer schedules the retry (after `after_s` when given)
     recipient: bool = False
 
 

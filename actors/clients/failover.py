@@ -93,9 +93,9 @@ class FailoverClient:
                 return outcome
             await member.gate.settle(delivery, outcome)
             gone += outcome.unregistered_tokens
-            if not last and isinstance(outcome, RetryLater) and (
+            if not last and isinstance(outcome, RetryLater) and not outcome.recipient and (
                 not outcome.throttled or outcome.after_s is None or outcome.after_s > self.max_pause_s
-            ):
+            ):  # a recipient's failure would be the same through any provider
                 member.failed_over += 1
                 passed.append(f"{member.name}: {outcome.error}")
                 log.info("%s %s: %s answered %s; sending through the next provider", self.channel, delivery.notification_id,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from protocol.channels import Channel
+from reactor.circuit_breaker import BreakerConfig
 
 if TYPE_CHECKING:  # dkim.py imports Secret from here
     from .dkim import DkimSettings
@@ -166,6 +167,9 @@ class WebhookProvider:
     allow_cidrs: tuple[str, ...] = ()  # networks a URL may reach although they are not public (loopback, private...)
     slack_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)  # URLs posted as Slack messages ({"text"}), unsigned
     ca_file: Path | None = None
+    # each endpoint's (origin's) own breaker (actors/clients/endpoint_breakers.py): its failures hold back only its deliveries
+    endpoint_breaker: BreakerConfig = BreakerConfig(failure_threshold=5, open_timeout_s=60.0, success_threshold=1)
+    max_endpoint_breakers: int = 10_000
     type: str = "webhook"
 
 
@@ -368,7 +372,8 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
 
 
 _WEBHOOK_KEYS: dict[str, type] = {"timeout_s": float, "max_connections": int, "max_answer_bytes": int, "ca_file": Path,
-                                   "allow_cidrs": list, "slack_prefixes": list}
+                                   "allow_cidrs": list, "slack_prefixes": list, "endpoint_failure_threshold": int,
+                                   "endpoint_open_timeout_s": float}
 WEBHOOK_SECRET_PREFIX = "whsec_"
 MAX_ANSWER_BYTES = 1024 * 1024
 
@@ -418,6 +423,9 @@ def _webhook(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Webho
             raise ValueError(f"{where}.slack_prefixes[{n}]: expected the start of an http(s) URL, got {prefix!r}")
     if values.get("max_answer_bytes", 1) > MAX_ANSWER_BYTES:
         raise ValueError(f"{where}.max_answer_bytes: expected at most {MAX_ANSWER_BYTES}, got {values['max_answer_bytes']!r}")
+    threshold = values.pop("endpoint_failure_threshold", WebhookProvider.endpoint_breaker.failure_threshold)
+    open_s = values.pop("endpoint_open_timeout_s", WebhookProvider.endpoint_breaker.open_timeout_s)
+    values["endpoint_breaker"] = BreakerConfig(failure_threshold=threshold, open_timeout_s=open_s, success_threshold=1)
     return WebhookProvider(secrets=webhook_secrets(where, _required_secret(where, "webhook", "secret", table, env)), **values)
 
 

@@ -30,6 +30,7 @@ from protocol.webhook_url import url_problem
 from reactor.clock import iso, wall_ms
 
 from .http_api import Answer, call, http_client, retry_after_s, text_of, transport_failure
+from .endpoint_breakers import EndpointBreakers, origin
 from .http_errors import TransportError
 from .provider_config import WebhookProvider
 from .ssrf import ForbiddenAddress, Guard, Resolver, parse_cidrs
@@ -72,6 +73,7 @@ class WebhookClient:
         self.spec = spec
         self.guard = Guard(parse_cidrs(spec.allow_cidrs), resolver)
         self.http = http_client(spec.timeout_s, spec.max_connections, spec.ca_file, http2=False, connect=self.guard.connect)
+        self.breakers = EndpointBreakers(spec.endpoint_breaker, max_endpoints=spec.max_endpoint_breakers)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -97,13 +99,30 @@ class WebhookClient:
                 "webhook-id": delivery.notification_id, "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(self.spec.secrets, delivery.notification_id, timestamp, body),
             })
+        server = origin(url)
+        if not self.breakers.admit(server):
+            return RetryLater(f"webhook: {server} is failing: its circuit is open, not called", recipient=True)
+        health = self.breakers.released  # the call's word on the endpoint's health: none until it answers or fails
         try:
-            answer = await call(self.http, "POST", url, content=body, headers=headers, limit=self.spec.max_answer_bytes)
-        except ForbiddenAddress as exc:  # no connection made: the URL's fault, not the endpoint's health
-            return PermanentFailure(f"webhook: {exc}")
-        except TransportError as exc:
-            return transport_failure("webhook", exc)
-        return verdict(answer, url)
+            try:
+                answer = await call(self.http, "POST", url, content=body, headers=headers, limit=self.spec.max_answer_bytes)
+            except ForbiddenAddress as exc:  # no connection made: the URL's fault, not the endpoint's health
+                return PermanentFailure(f"webhook: {exc}")
+            except TransportError as exc:
+                health = self.breakers.failed
+                return _recipients(transport_failure("webhook", exc))
+            if answer.status >= 500:
+                health = self.breakers.failed
+            elif answer.status != 429:  # a 2xx, 3xx or 4xx: the endpoint is up (a 429: its rate, not its health)
+                health = self.breakers.succeeded
+            return verdict(answer, url)
+        finally:
+            health(server)
+
+
+def _recipients(outcome: RetryLater) -> RetryLater:
+    """A retryable failure of the user's endpoint, not of the channel: no failure for the channel's breaker."""
+    return RetryLater(outcome.error, after_s=outcome.after_s, throttled=outcome.throttled, recipient=True)
 
 
 def verdict(answer: Answer, url: str) -> Outcome:
@@ -122,4 +141,5 @@ def verdict(answer: Answer, url: str) -> Outcome:
         return PermanentFailure(f"webhook: {status} redirect not followed" + (f" (to {location})" if location else ""))
     if 400 <= status < 500:
         return PermanentFailure(said)
-    return RetryLater(said, after_s=retry_after_s(answer.headers))
+    # the user's endpoint failing, not the channel: its own breaker counts it (EndpointBreakers), not the channel's
+    return RetryLater(said, after_s=retry_after_s(answer.headers), recipient=True)

@@ -295,11 +295,12 @@ class ResilienceGate:
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Retryable failures count against the provider; permanent ones are the input's fault; throttled ones neither."""
         probe = self._holds_probe(delivery)
-        if isinstance(outcome, RetryLater) and outcome.throttled:  # its rate, not its health: no word to the breaker
+        if isinstance(outcome, RetryLater) and (outcome.throttled or outcome.recipient):
+            # its rate, or one recipient's failure (a webhook endpoint's), not the provider's health: no word to the breaker
             if probe:
                 await self._release_probe()
-            if outcome.after_s is not None and outcome.after_s > 0 and not outcome.recipient:  # one recipient's: holds no one else
-                await self._hold_bucket(outcome.after_s)
+            if outcome.throttled and outcome.after_s is not None and outcome.after_s > 0 and not outcome.recipient:
+                await self._hold_bucket(outcome.after_s)  # one recipient's throttle holds no one else
             return
         try:
             failure = isinstance(outcome, RetryLater)

@@ -153,6 +153,27 @@ async def test_a_recipients_throttle_holds_no_one_else_and_goes_back_to_the_cons
         assert len(client.calls) == 1 and provider.throttled_resends == 0
 
 
+async def test_a_recipients_failure_is_no_failure_of_the_channel_and_frees_a_probe(autojump_clock) -> None:
+    """A webhook endpoint's 5xx or timeout (RetryLater(recipient=True)): that endpoint's own breaker counts it
+    (actors/clients/endpoint_breakers.py); the channel's breaker, which every user's webhooks go through, does not."""
+    gate = ResilienceGate("webhook", Limits(100, 100, BREAKER), MemoryState())
+    for _ in range(BREAKER.failure_threshold * 3):
+        await gate.admit(delivery())
+        await gate.settle(delivery(), RetryLater("webhook: 503", recipient=True))
+    assert gate.breaker.state_at(trio.current_time()) is BreakerState.CLOSED and gate.breaker.consecutive_failures == 0
+    for _ in range(BREAKER.failure_threshold):  # the channel's own failures still open it
+        await gate.admit(delivery())
+        await gate.settle(delivery(), RetryLater("webhook: the sandbox cannot write"))
+    assert gate.breaker.state_at(trio.current_time()) is BreakerState.OPEN
+    await trio.sleep(BREAKER.open_timeout_s)
+    await gate.admit(delivery("probe"))
+    await gate.settle(delivery("probe"), RetryLater("webhook: 503", recipient=True))  # no word: the probe is freed
+    started = trio.current_time()
+    await gate.admit(delivery("next"))  # the next probe goes at once, not after another open timeout
+    assert trio.current_time() == started
+    await gate.settle(delivery("next"), Sent())
+
+
 async def test_the_calls_in_flight_when_throttling_began_hold_the_bucket_once_not_each(autojump_clock) -> None:
     """Twenty calls in flight all answered 429 with Retry-After 1 s: one wait of about 1 s for everyone, not twenty
     stacked debts (the simulation of an email provider throttling at 60/s delivered a tenth of its rate so)."""

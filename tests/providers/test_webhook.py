@@ -24,6 +24,7 @@ from protocol.channels import Channel
 from protocol.content import Content, WebhookContent
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, PermanentFailure, RetryLater, Sent
+from reactor.circuit_breaker import BreakerConfig
 from tests.providers.asgi_server import Answer, Tls, serving
 from tests.providers.webhook_receiver import Receiver, flooding
 
@@ -116,7 +117,27 @@ async def test_each_answer_gets_its_verdict(endpoint: Receiver, answer: Answer, 
     assert outcome.unregistered_tokens == ([endpoint.url] if gone else [])  # 410: the URL leaves the user's contact points
     if isinstance(outcome, RetryLater):
         throttled = answer.status == 429  # the endpoint's own rate: no breaker failure, no one else's webhooks held
-        assert outcome.throttled is throttled and outcome.recipient is throttled and outcome.after_s == (3 if throttled else None)
+        assert outcome.throttled is throttled and outcome.after_s == (3 if throttled else None)
+        assert outcome.recipient  # a 5xx too: the endpoint's own breaker counts it, not the channel's
+
+
+async def test_a_failing_endpoint_opens_its_own_breaker_and_no_one_elses(endpoint: Receiver) -> None:
+    hooks = client(endpoint_breaker=BreakerConfig(failure_threshold=3, open_timeout_s=0.5, success_threshold=1))
+    other = Receiver()
+    async with serving(other) as other_url:
+        endpoint.script.extend([Answer(503)] * 3)
+        for n in range(3):
+            failed = await hooks.send(delivery(endpoint.url + f"/user{n}"))  # another path: the same server
+            assert isinstance(failed, RetryLater) and failed.recipient and "503" in failed.error, failed
+        held = await hooks.send(delivery(endpoint.url))
+        assert isinstance(held, RetryLater) and held.recipient and "circuit is open" in held.error, held
+        assert len(endpoint.received) == 3  # not called while its breaker is open
+        assert isinstance(await hooks.send(delivery(other_url + "/hooks/x")), Sent)  # another server: called
+        assert len(other.received) == 1
+        await trio.sleep(0.6)  # the open timeout: one delivery probes, and its success closes the breaker
+        assert isinstance(await hooks.send(delivery(endpoint.url)), Sent)
+        assert isinstance(await hooks.send(delivery(endpoint.url)), Sent)
+        assert len(endpoint.received) == 5 and (hooks.breakers.rejected, hooks.breakers.opened) == (1, 1)
 
 
 async def test_a_slack_url_gets_text_and_no_signature(endpoint: Receiver) -> None:
@@ -272,7 +293,13 @@ def test_the_provider_configuration_and_its_errors(tmp_path: Path) -> None:
                              env)["webhook"]
     assert isinstance(spec, WebhookProvider) and spec.secrets == (KEY, OLD_KEY) and spec.allow_cidrs == ("127.0.0.1/32",)
     assert SECRET not in repr(spec) and "secrets" not in repr(spec)
+    assert spec.endpoint_breaker == BreakerConfig(failure_threshold=5, open_timeout_s=60.0, success_threshold=1)
+    [tuned] = parse_providers({"webhook": [{"type": "webhook", "secret_env": "HOOK_SECRET", "endpoint_failure_threshold": 2,
+                                            "endpoint_open_timeout_s": 300}]}, env)["webhook"]
+    assert isinstance(tuned, WebhookProvider) and tuned.endpoint_breaker == BreakerConfig(2, 300.0, 1)
     cases = [
+        ({"type": "webhook", "secret_env": "HOOK_SECRET", "endpoint_failure_threshold": 0}, "endpoint_failure_threshold"),
+        ({"type": "webhook", "secret_env": "HOOK_SECRET", "endpoint_open_timeout_s": -1}, "endpoint_open_timeout_s"),
         ({"type": "webhook"}, "providers.webhook[0].secret_env: required"),
         ({"type": "webhook", "secret": SECRET}, "a secret is not written in the config"),
         ({"type": "webhook", "secret_env": "BAD"}, "key 1 is not of the form whsec_<base64>"),

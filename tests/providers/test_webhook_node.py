@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import trio
 from standardwebhooks import Webhook
 
 from tests.providers.asgi_server import Answer, serving
@@ -99,3 +100,41 @@ async def test_a_templates_webhook_part_is_rendered_into_the_post(tmp_path: Path
     [got] = receiver.received
     body = Webhook(SECRET).verify(got.body, got.headers)["data"]
     assert (body["title"], body["body"], body["data"]) == ("Build 7 passed", "- fast\n- green\n", {"build": "7"})
+
+
+class Down(Receiver):
+    """An endpoint whose server is broken: every request answered 503."""
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes, http_version: str) -> Answer:
+        super().answer(method, path, headers, body, http_version)
+        return Answer(503, {"error": "down"})
+
+
+async def test_one_users_dead_endpoint_holds_back_no_one_elses_webhooks(tmp_path: Path) -> None:
+    """Twelve notifications to a user whose endpoint answers 503 to everything: its own breaker opens after
+    `endpoint_failure_threshold` calls, and its later attempts are not called; the channel's breaker stays closed, so
+    another user's webhook goes out at once (with one breaker for the channel, it waited out the open timeout)."""
+    down, up = Down(), Receiver()
+    async with serving(down) as down_url, serving(up) as up_url:
+        providers = {"webhook": [{"type": "webhook", "secret_env": "TEST_HOOK_SECRET", "allow_cidrs": ["127.0.0.1/32"],
+                                  "timeout_s": 5, "endpoint_failure_threshold": 3, "endpoint_open_timeout_s": 600}]}
+        async with email_node(tmp_path, providers, {"TEST_HOOK_SECRET": SECRET}, max_attempts=3) as http:
+            dead = []
+            for n in range(12):
+                sent = await http.post("/v1/notifications", json=notification("alice", to={"webhook": f"{down_url}/a/{n}"}))
+                assert sent.status_code == 202, sent.text
+                dead.append(sent.json()["notification_id"])
+            for nid in dead:
+                with trio.fail_after(30):
+                    while (await http.get(f"/v1/notifications/{nid}")).json()["channels"]["webhook"]["status"] not in (
+                            "failed", "dead_lettered"):
+                        await trio.sleep(0.05)
+            circuits = (await http.get("/v1/admin/circuits")).json()
+            [webhook] = [c for c in circuits["circuits"] if c["channel"] == "webhook"]
+            assert webhook["state"] == "closed" and webhook["consecutive_failures"] == 0, webhook
+            sent = await http.post("/v1/notifications", json=notification("bob", to={"webhook": up_url + "/b"}))
+            with trio.fail_after(10):  # the channel's open timeout (30 s by default) would be past this
+                status = await final(http, sent.json()["notification_id"], ("webhook",))
+            assert status["channels"]["webhook"]["status"] == "sent", status
+    assert len(down.received) == 3  # the breaker's threshold; the other 33 attempts were not called
+    assert len(up.received) == 1
