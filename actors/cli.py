@@ -502,6 +502,30 @@ def _providers_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _webhook_secret(args: argparse.Namespace) -> int:
+    """Print the secret(s) a webhook endpoint verifies with: its own with `endpoint_keys`, else the deployment's."""
+    from protocol.channels import Channel
+    from protocol.webhook_url import url_problem
+
+    from .clients.provider_config import WebhookProvider
+    from .clients.webhook import endpoint_secrets
+
+    problem = url_problem(args.url)
+    if problem is not None:
+        raise CliError(f"url: the URL {problem}")
+    specs = [p for p in _config(args).providers_of(Channel.WEBHOOK) if isinstance(p, WebhookProvider)]
+    if not specs:
+        raise CliError("no webhook provider is configured (HERALD_PROVIDERS, [[herald.providers.webhook]])")
+    spec = specs[0]
+    if not spec.endpoint_keys:
+        print("herald: endpoint_keys is off: every endpoint verifies with the deployment's secret (the provider's "
+              "secret_env or secret_file), not printed here", file=sys.stderr)
+        return 1
+    for line in endpoint_secrets(spec.secrets, args.url):
+        print(line)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="herald", description="Herald, a multi-channel notification service")
     sub = top.add_subparsers(dest="command", required=True)
@@ -622,6 +646,11 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="the TOML file `herald serve` reads (HERALD_CONFIG)")
     check.add_argument("--channel", choices=["email", "sms", "push", "webhook"], help="only this channel's providers")
     check.set_defaults(func=_providers_check)
+    secret = provider_actions.add_parser(
+        "webhook-secret", help="the whsec_ secret an endpoint verifies Herald's POSTs with (one per key while rotating)")
+    secret.add_argument("url", help="the endpoint's URL, exactly as in the user's contact.webhook or a send's to.webhook")
+    secret.add_argument("--config", type=Path, help="the TOML file `herald serve` reads (HERALD_CONFIG)")
+    secret.set_defaults(func=_webhook_secret)
 
     from .check import add_parser as add_check  # herald check properties (actors/check.py)
 

@@ -167,6 +167,7 @@ class WebhookProvider:
     allow_cidrs: tuple[str, ...] = ()  # networks a URL may reach although they are not public (loopback, private...)
     slack_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)  # URLs posted as Slack messages ({"text"}), unsigned
     ca_file: Path | None = None
+    endpoint_keys: bool = False  # sign each endpoint's POSTs with its own key, derived from the secret and its URL
     # each endpoint's (origin's) own breaker (actors/clients/endpoint_breakers.py): its failures hold back only its deliveries
     endpoint_breaker: BreakerConfig = BreakerConfig(failure_threshold=5, open_timeout_s=60.0, success_threshold=1)
     max_endpoint_breakers: int = 10_000
@@ -188,6 +189,10 @@ _SMTP_KEYS: dict[str, type] = {
 
 
 def _value(where: str, kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise ValueError(f"{where}: expected true or false, got {raw!r}")
+        return raw
     if kind is int:
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
             raise ValueError(f"{where}: expected an integer of at least 1, got {raw!r}")
@@ -373,7 +378,7 @@ def _smtp(where: str, table: dict[str, Any], env: Mapping[str, str]) -> SmtpProv
 
 _WEBHOOK_KEYS: dict[str, type] = {"timeout_s": float, "max_connections": int, "max_answer_bytes": int, "ca_file": Path,
                                    "allow_cidrs": list, "slack_prefixes": list, "endpoint_failure_threshold": int,
-                                   "endpoint_open_timeout_s": float}
+                                   "endpoint_open_timeout_s": float, "endpoint_keys": bool}
 WEBHOOK_SECRET_PREFIX = "whsec_"
 MAX_ANSWER_BYTES = 1024 * 1024
 

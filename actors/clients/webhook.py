@@ -6,6 +6,9 @@ Headers (https://www.standardwebhooks.com/, the spec's "Signature scheme"):
 - `webhook-signature`: `v1,<base64 of HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, one per configured key,
   separated by spaces (while a secret is rotated, receivers holding either key verify).
 
+The key is the deployment's, or with `endpoint_keys` each endpoint's own, derived from it (`endpoint_key`): an
+endpoint's owner can then verify Herald's POSTs to it and sign nothing another endpoint accepts.
+
 The body is the notification as JSON (`payload`). A URL starting with one of the provider's
 `slack_prefixes` is a Slack incoming webhook: it gets `{"text": ...}` and no signature
 headers (Slack reads none; its URL is the secret). Every connection goes through the SSRF
@@ -38,6 +41,19 @@ from .ssrf import ForbiddenAddress, Guard, Resolver, parse_cidrs
 _encode = msgspec.json.Encoder().encode
 EVENT_TYPE = "notification"
 USER_AGENT = "Herald-Webhooks/1"
+
+
+ENDPOINT_KEY_LABEL = b"herald webhook endpoint key\x00"  # what an endpoint's key is derived under (docs/providers.md)
+
+
+def endpoint_key(deployment_key: bytes, url: str) -> bytes:
+    """The key of one endpoint: HMAC-SHA256(the deployment's key, label + the URL's UTF-8 bytes), exactly as given."""
+    return hmac.new(deployment_key, ENDPOINT_KEY_LABEL + url.encode(), hashlib.sha256).digest()
+
+
+def endpoint_secrets(deployment_keys: Sequence[bytes], url: str) -> list[str]:
+    """What an endpoint's owner verifies with: one `whsec_` secret per deployment key (the current one first)."""
+    return ["whsec_" + base64.b64encode(endpoint_key(key, url)).decode() for key in deployment_keys]
 
 
 def sign(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -78,6 +94,12 @@ class WebhookClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def keys_for(self, url: str) -> Sequence[bytes]:
+        """The keys a POST to `url` is signed with: the deployment's, or (endpoint_keys) the URL's own derived from them."""
+        if self.spec.endpoint_keys:
+            return [endpoint_key(key, url) for key in self.spec.secrets]
+        return self.spec.secrets
+
     def is_slack(self, url: str) -> bool:
         return url.startswith(self.spec.slack_prefixes)
 
@@ -97,7 +119,7 @@ class WebhookClient:
             timestamp = wall_ms() // 1000
             headers.update({
                 "webhook-id": delivery.notification_id, "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self.spec.secrets, delivery.notification_id, timestamp, body),
+                "webhook-signature": sign(self.keys_for(url), delivery.notification_id, timestamp, body),
             })
         server = origin(url)
         if not self.breakers.admit(server):

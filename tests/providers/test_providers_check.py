@@ -96,3 +96,32 @@ async def test_a_webhook_provider_is_checked_without_a_request(monkeypatch: pyte
     providers = {"webhook": [{"type": "webhook", "secret_env": "T_HOOK", "allow_cidrs": ["10.20.0.0/16"]}]}
     code, lines = await run_check(monkeypatch, capsys, providers, {"T_HOOK": f"{SECRET} {OLD_SECRET}"})
     assert code == 0 and lines == ["webhook webhook: ok: 2 signing key(s); destinations: 10.20.0.0/16"], lines
+
+
+def test_webhook_secret_prints_an_endpoints_own_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`herald providers webhook-secret URL`: with endpoint_keys, the secrets that URL's owner verifies with (one per
+    deployment key while rotating); without, none (every endpoint has the deployment's); a bad URL or no provider: an
+    error that says so."""
+    import base64
+
+    from actors.clients.webhook import endpoint_secrets
+
+    keys = (bytes(range(32)), bytes(range(100, 132)))
+    monkeypatch.setenv("T_HOOK", " ".join("whsec_" + base64.b64encode(k).decode() for k in keys))
+    hook = {"type": "webhook", "secret_env": "T_HOOK", "endpoint_keys": True}
+    monkeypatch.setenv("HERALD_PROVIDERS", json.dumps({"webhook": [hook]}))
+    url = "https://hooks.example.org/alice"
+    assert main(["providers", "webhook-secret", url]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == endpoint_secrets(keys, url) and len(set(printed)) == 2
+    assert main(["providers", "webhook-secret", "https://hooks.example.org/bob"]) == 0
+    assert capsys.readouterr().out.split()[0] != printed[0]
+    assert main(["providers", "webhook-secret", "ftp://x/y"]) != 0
+    assert "url: the URL" in capsys.readouterr().err
+    monkeypatch.setenv("HERALD_PROVIDERS", json.dumps({"webhook": [{**hook, "endpoint_keys": False}]}))
+    assert main(["providers", "webhook-secret", url]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "endpoint_keys is off" in err and "whsec_" not in err
+    monkeypatch.delenv("HERALD_PROVIDERS")
+    assert main(["providers", "webhook-secret", url]) != 0
+    assert "no webhook provider is configured" in capsys.readouterr().err

@@ -7,6 +7,8 @@ Host header and TLS; no redirect followed; a slow endpoint timed out; a huge ans
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from actors.clients.provider_config import WebhookProvider, parse_providers
 from actors.clients.ssrf import Resolver, address_problem
-from actors.clients.webhook import WebhookClient
+from actors.clients.webhook import WebhookClient, endpoint_secrets
 from protocol.channels import Channel
 from protocol.content import Content, WebhookContent
 from protocol.lifecycle import Status
@@ -83,6 +85,28 @@ async def test_while_rotating_each_key_signs_and_either_verifies(endpoint: Recei
     [got] = endpoint.received
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     assert verified(SECRET, got) == verified(OLD_SECRET, got)
+
+
+async def test_with_endpoint_keys_each_endpoint_verifies_with_its_own_and_no_other(endpoint: Receiver) -> None:
+    """`endpoint_keys`: a POST to one URL is signed with that URL's key (HMAC-SHA256 of the deployment's key over the
+    label and the URL, as docs/providers.md gives it), so its owner cannot sign for another endpoint; while the
+    deployment's key rotates, each of its keys' derivations verifies."""
+    hooks = client(keys=(KEY, OLD_KEY), endpoint_keys=True)
+    first, second = endpoint.url + "/alice", endpoint.url + "/bob"
+    for url in (first, second):
+        assert isinstance(await hooks.send(delivery(url)), Sent)
+    to_first, to_second = endpoint.received
+    derived = "whsec_" + base64.b64encode(hmac.new(KEY, b"herald webhook endpoint key\x00" + first.encode(),
+                                                    hashlib.sha256).digest()).decode()
+    assert endpoint_secrets((KEY, OLD_KEY), first)[0] == derived  # the documented derivation, computed apart
+    for secret in endpoint_secrets((KEY, OLD_KEY), first):
+        assert verified(secret, to_first)["data"]["notification_id"] == "01JNOTIFICATION0000000000A"
+        with pytest.raises(WebhookVerificationError):  # the first endpoint's key does not verify the second's POSTs
+            verified(secret, to_second)
+    verified(endpoint_secrets((KEY,), second)[0], to_second)
+    for got in (to_first, to_second):
+        with pytest.raises(WebhookVerificationError):  # nor does the deployment's key itself
+            verified(SECRET, got)
 
 
 async def test_a_retry_keeps_the_webhook_id(endpoint: Receiver) -> None:
@@ -299,6 +323,7 @@ def test_the_provider_configuration_and_its_errors(tmp_path: Path) -> None:
     assert isinstance(tuned, WebhookProvider) and tuned.endpoint_breaker == BreakerConfig(2, 300.0, 1)
     cases = [
         ({"type": "webhook", "secret_env": "HOOK_SECRET", "endpoint_failure_threshold": 0}, "endpoint_failure_threshold"),
+        ({"type": "webhook", "secret_env": "HOOK_SECRET", "endpoint_keys": "yes"}, "endpoint_keys: expected true or false"),
         ({"type": "webhook", "secret_env": "HOOK_SECRET", "endpoint_open_timeout_s": -1}, "endpoint_open_timeout_s"),
         ({"type": "webhook"}, "providers.webhook[0].secret_env: required"),
         ({"type": "webhook", "secret": SECRET}, "a secret is not written in the config"),
