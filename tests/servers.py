@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import trio
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -486,3 +488,22 @@ def postgres_server() -> Iterator[Endpoint]:
     """A throwaway cluster on a free port (postgres_cluster), for as long as the block runs."""
     with postgres_cluster() as cluster:
         yield cluster.endpoint
+
+
+def thread_states(pid: int) -> list[str]:
+    """The state letter of each thread of a process (/proc: memory, not disk)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return states
+
+
+async def stopped(pid: int) -> None:
+    """Until every thread of the process is stopped: SIGSTOP returns before they are (a thread in the kernel stops on its
+    way out, and on a loaded machine one answered a query sent after the kill)."""
+    with trio.fail_after(30):
+        while not ((states := thread_states(pid)) and all(state in ("T", "t") for state in states)):
+            await trio.sleep(0.01)

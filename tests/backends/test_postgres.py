@@ -28,7 +28,7 @@ from reactor.backends import BackendSettings, BackendUnavailable, check_url, ope
 from reactor.backends.postgres import PostgresUnavailable, parse_url
 from reactor.backends.postgres import store as store_sql
 from reactor.ports import PortUnavailable, Scheduled
-from tests.servers import PostgresCluster, postgres_cluster
+from tests.servers import PostgresCluster, postgres_cluster, stopped
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000_000
@@ -353,6 +353,7 @@ async def test_a_call_to_a_server_that_stopped_answering_is_cut_off_and_the_next
             [pid] = [row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,))]
         os.kill(pid, signal.SIGSTOP)
         try:
+            await stopped(pid)
             ticks = 0
 
             async def tick() -> None:

@@ -25,7 +25,7 @@ from reactor.backends.cassandra import CassandraLogStore, parse_url
 from tests.conformance.backends import may_skip
 from tests.conformance.suites.logstore import T0, ev, nid, record
 from tests.helpers import all_channels, http, running_node, wait_final
-from tests.servers import CassandraServer, free_port
+from tests.servers import CassandraServer, free_port, stopped
 
 
 def test_the_url_says_where_and_how() -> None:
@@ -144,6 +144,7 @@ async def test_cassandra_down_fails_fast_and_the_store_recovers(node: CassandraS
 
         os.kill(node.pid, signal.SIGSTOP)
         try:
+            await stopped(node.pid)
             error, ticks, took = await unavailable_while_ticking(lambda: store.statuses(n))
             print(f"silent node: {type(error.__cause__).__name__} after {took:.2f}s, {ticks} ticks of the Trio loop meanwhile")
             assert ticks > 10, "the Trio loop did not run while the query waited"
