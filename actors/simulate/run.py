@@ -55,6 +55,7 @@ from ..scheduler import ScheduleAt, Scheduler
 from ..services.gate import ResilienceGate
 from .clients import ScriptedProvider
 from .clock import JumpingClock
+from .scale import COUNT_COLUMNS, Scaling, scale_counts, scale_scenario
 from .scenario import Curve, Scenario, ScenarioError
 
 EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z: the simulation's minute 0 on its wall clock
@@ -104,6 +105,17 @@ class Result:
     rows: list[MinuteRow] = field(default_factory=list)
     totals: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> figure -> count over the run
     provider_calls: int = 0
+    scale: int = 1  # the run was at 1/scale of the volumes: its counts (rows, totals, provider_calls) are multiplied back
+    notifications_run: int = 0  # the notifications that went through the path (accepted / scale)
+
+
+def scaled_back(result: Result, scaling: Scaling, scenario: Scenario) -> Result:
+    """A scaled run's result as the scenario's: every count multiplied by the scaling's n; delays, states, transitions as they are."""
+    n = scaling.n
+    rows = [dataclasses.replace(r, **{c: getattr(r, c) * n for c in COUNT_COLUMNS}) for r in result.rows]
+    run = sum(t["accepted"] for t in result.totals.values())
+    totals = {c: scale_counts(t, n) for c, t in result.totals.items()}
+    return Result(scenario, result.seed, rows, totals, result.provider_calls * n, n, run)
 
 
 def percentile(values: Sequence[int], q: float) -> int | None:
@@ -246,12 +258,16 @@ class _Counts:
 
 
 async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted: dict[Channel, int], start: float) -> None:
-    """Every tick, each curve's arrivals for it, submitted as one batch (the HTTP batch route's path into the Ingress)."""
+    """Every tick, each curve's arrivals for it, submitted as one batch (the HTTP batch route's path into the Ingress).
+
+    A tick's arrivals are drawn before its instant, and a tick without any is not waited for: the task sleeps until the
+    next tick that has arrivals (the draws are the same, in the same order; at a scaled run's low rates most ticks are
+    empty, each a turn of Trio's loop for nothing)."""
     carry = [0.0] * len(scenario.traffic)
     ticks = math.ceil(scenario.duration_s / scenario.tick_s)
     for n in range(ticks):
         t = n * scenario.tick_s
-        await trio.sleep_until(start + t)
+        batches: list[tuple[Channel, tuple[NotificationRequest, ...]]] = []
         for i, curve in enumerate(scenario.traffic):
             mean = curve.rate_at(t) * scenario.tick_s
             if scenario.arrivals == "poisson":
@@ -260,14 +276,18 @@ async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted
                 carry[i] += mean
                 count = int(carry[i])
                 carry[i] -= count
-            if count == 0:
-                continue
-            requests = tuple(_request(curve.channel, f"user-{rng.randrange(scenario.users)}", curve) for _ in range(count))
-            answers: list[Receipt | Problem] = await ask(node.ingress_mb.send, lambda reply: SubmitBatch(requests, reply))
+            if count:
+                batches.append((curve.channel, tuple(_request(curve.channel, f"user-{rng.randrange(scenario.users)}", curve)
+                                                     for _ in range(count))))
+        if not batches:
+            continue
+        await trio.sleep_until(start + t)
+        for channel, requests in batches:
+            answers: list[Receipt | Problem] = await ask(node.ingress_mb.send, partial(SubmitBatch, requests))
             refused = [a for a in answers if not isinstance(a, Receipt)]
             if refused:  # the scenario's requests are well formed: a refusal is the simulation's defect, not a figure
                 raise RuntimeError(f"the Ingress refused a simulated notification: {refused[0]!r}")
-            accepted[curve.channel] += len(answers)
+            accepted[channel] += len(answers)
 
 
 def _transitions(before: dict[str, int], after: dict[str, int]) -> str:
@@ -323,10 +343,17 @@ async def run_scenario(scenario: Scenario, seed: int, config: Config | None = No
 
 
 def simulate(scenario: Scenario, seed: int) -> Result:
-    """Run the scenario to its end under a clock that jumps from one deadline to the next (clock.py); deterministic by seed."""
+    """Run the scenario to its end under a clock that jumps from one deadline to the next (clock.py); deterministic by seed.
+
+    At the scenario's `scale` N > 1 what runs is the scenario at 1/N of its volumes (scale.py), and the result's counts
+    are multiplied back by N."""
     config = herald_config(scenario)  # a bad [herald] table is refused before anything runs
+    scaling = scale_scenario(scenario)  # a scale the scenario's limits cannot take is refused before anything runs, too
+    if scaling.n > 1:
+        config = herald_config(scaling.scenario)
     with deterministic_trio(seed):
-        return trio.run(partial(run_scenario, scenario, seed, config), clock=JumpingClock())
+        result = trio.run(partial(run_scenario, scaling.scenario, seed, config), clock=JumpingClock())
+    return scaled_back(result, scaling, scenario)
 
 
 @contextmanager
@@ -356,4 +383,4 @@ def deterministic_trio(seed: int) -> Iterator[None]:
         random.setstate(states[1])
 
 
-__all__ = ["FIELDS", "MinuteRow", "Result", "deterministic_trio", "herald_config", "percentile", "run_scenario", "simulate"]
+__all__ = ["FIELDS", "MinuteRow", "Result", "deterministic_trio", "herald_config", "percentile", "run_scenario", "scaled_back", "simulate"]
