@@ -44,23 +44,38 @@ class Scaling:
     n: int
 
 
-def _refuse(field: str, value: float, n: int, what: str, most: int) -> ScenarioError:
-    return ScenarioError(f"scale: {n} leaves {field} = {value:g} / {n} = {value / n:.3g}, {what}: "
-                         f"this scenario allows a scale of at most {most} (limited by {field})")
+def largest_scale(scenario: Scenario) -> tuple[int, str]:
+    """The largest scale the scenario can take, and the field that limits it: each channel's bucket must keep at least one
+    token, its Provider one call in flight, the traffic one user."""
+    from .run import herald_config  # the config's defaults for what the scenario does not set (run.py imports this module)
+
+    config = herald_config(scenario)
+    bounds = [(scenario.users, "users")]
+    for channel in scenario.channels:
+        bounds.append((math.floor(float(config.limits[channel.value]["capacity"])), f"herald.limits.{channel.value}.capacity"))
+        bounds.append((config.max_in_flight_of(channel), f"herald.provider_max_in_flight.{channel.value}"))
+    most, field = min(bounds, key=lambda bound: bound[0])
+    return max(1, min(most, MAX_SCALE)), field
 
 
 def scale_scenario(scenario: Scenario, n: int | None = None) -> Scaling:
     """The scenario at 1/n of its volumes (n: the scenario's own `scale` unless given); n = 1 gives it back unchanged."""
-    from .run import herald_config  # the config's defaults for what the scenario does not set (run.py imports this module)
+    from .run import herald_config
 
     n = scenario.scale if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SCALE:
         raise ScenarioError(f"scale: expected an integer from 1 to {MAX_SCALE}, got {n!r}")
     if n == 1:
         return Scaling(dataclasses.replace(scenario, scale=1), 1)
+    most, limiting = largest_scale(scenario)
     config = herald_config(scenario)
+
+    def refuse(field: str, value: float, what: str) -> ScenarioError:
+        return ScenarioError(f"scale: {n} leaves {field} = {value:g} / {n} = {value / n:.3g}, {what}: "
+                             f"this scenario allows a scale of at most {most} (limited by {limiting})")
+
     if scenario.users < n:
-        raise _refuse("users", scenario.users, n, "fewer than one user", scenario.users)
+        raise refuse("users", scenario.users, "fewer than one user")
     herald: dict[str, Any] = dict(scenario.herald)
     limits = {c: dict(v) for c, v in config.limits.items()}
     in_flight = dict(config.provider_max_in_flight)
@@ -68,12 +83,12 @@ def scale_scenario(scenario: Scenario, n: int | None = None) -> Scaling:
         name = channel.value
         capacity = float(limits[name]["capacity"])
         if capacity / n < 1:
-            raise _refuse(f"herald.limits.{name}.capacity", capacity, n, "a bucket below one token", math.floor(capacity))
+            raise refuse(f"herald.limits.{name}.capacity", capacity, "a bucket below one token")
         limits[name]["capacity"] = capacity / n
         limits[name]["refill_per_s"] = float(limits[name]["refill_per_s"]) / n
         slots = config.max_in_flight_of(channel)
         if slots < n:
-            raise _refuse(f"herald.provider_max_in_flight.{name}", slots, n, "a Provider below one call in flight", slots)
+            raise refuse(f"herald.provider_max_in_flight.{name}", slots, "a Provider below one call in flight")
         in_flight[name] = math.ceil(slots / n)
     herald["limits"] = limits
     herald["provider_max_in_flight"] = in_flight
@@ -94,4 +109,4 @@ def scale_counts(counts: dict[str, int], n: int) -> dict[str, int]:
     return {k: v * n for k, v in counts.items()}
 
 
-__all__ = ["COUNT_COLUMNS", "COUNT_SETTINGS", "Scaling", "scale_counts", "scale_scenario"]
+__all__ = ["COUNT_COLUMNS", "COUNT_SETTINGS", "Scaling", "largest_scale", "scale_counts", "scale_scenario"]
