@@ -257,12 +257,15 @@ class _Counts:
         }
 
 
-async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted: dict[Channel, int], start: float) -> None:
+async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted: dict[Channel, int], start: float,
+                   skip_empty_ticks: bool) -> None:
     """Every tick, each curve's arrivals for it, submitted as one batch (the HTTP batch route's path into the Ingress).
 
-    A tick's arrivals are drawn before its instant, and a tick without any is not waited for: the task sleeps until the
-    next tick that has arrivals (the draws are the same, in the same order; at a scaled run's low rates most ticks are
-    empty, each a turn of Trio's loop for nothing)."""
+    A tick's arrivals are drawn before its instant (the draws are the same, in the same order). With skip_empty_ticks
+    (a scaled run: at its low rates most ticks are empty, each a turn of Trio's loop for nothing) a tick without any
+    is not waited for: the task sleeps until the next tick that has arrivals. An exact run waits for every tick, as it
+    always has: a task woken at an instant another wakes at changes the order Trio runs them in (deterministic_trio),
+    so skipping would change some exact runs' rows."""
     carry = [0.0] * len(scenario.traffic)
     ticks = math.ceil(scenario.duration_s / scenario.tick_s)
     for n in range(ticks):
@@ -279,7 +282,7 @@ async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted
             if count:
                 batches.append((curve.channel, tuple(_request(curve.channel, f"user-{rng.randrange(scenario.users)}", curve)
                                                      for _ in range(count))))
-        if not batches:
+        if not batches and skip_empty_ticks:
             continue
         await trio.sleep_until(start + t)
         for channel, requests in batches:
@@ -319,8 +322,10 @@ async def _sample(scenario: Scenario, node: _Node, counts: _Counts, result: Resu
             last[c], last_transitions[c] = now, transitions
 
 
-async def run_scenario(scenario: Scenario, seed: int, config: Config | None = None) -> Result:
-    """Run the scenario in this Trio run (on a virtual clock: JumpingClock, or MockClock with autojump; see simulate())."""
+async def run_scenario(scenario: Scenario, seed: int, config: Config | None = None, *, skip_empty_ticks: bool = False) -> Result:
+    """Run the scenario in this Trio run (on a virtual clock: JumpingClock, or MockClock with autojump; see simulate()).
+
+    It runs the scenario as given (its `scale` is simulate()'s to apply); skip_empty_ticks: see _traffic."""
     config = config or herald_config(scenario)
     rng = random.Random(seed)
     random.seed(rng.getrandbits(64))  # RetryPolicy.delay's jitter draws from the random module
@@ -334,7 +339,7 @@ async def run_scenario(scenario: Scenario, seed: int, config: Config | None = No
     async with trio.open_nursery() as nursery:
         await nursery.start(node.system.run)
         async with trio.open_nursery() as driving:
-            driving.start_soon(_traffic, scenario, node, traffic_rng, accepted, start)
+            driving.start_soon(_traffic, scenario, node, traffic_rng, accepted, start, skip_empty_ticks)
             driving.start_soon(_sample, scenario, node, counts, result, start)
         result.totals = {c.value: counts.read(c) for c in scenario.channels}
         result.provider_calls = sum(p.calls for p in node.providers.values())
@@ -352,7 +357,8 @@ def simulate(scenario: Scenario, seed: int) -> Result:
     if scaling.n > 1:
         config = herald_config(scaling.scenario)
     with deterministic_trio(seed):
-        result = trio.run(partial(run_scenario, scaling.scenario, seed, config), clock=JumpingClock())
+        result = trio.run(partial(run_scenario, scaling.scenario, seed, config, skip_empty_ticks=scaling.n > 1),
+                          clock=JumpingClock())
     return scaled_back(result, scaling, scenario)
 
 
