@@ -3,7 +3,7 @@
 Each stands where a channel's sandbox client stands (a ChannelClient: actors/provider.py)
 and answers as a provider would: Sent after its latency; RetryLater for a random error or
 during an outage (after its latency, or after `timeout_s` for a timeout outage); during a
-throttling window, beyond `rate_per_s` calls in a second, a 429 (RetryLater, throttled,
+throttling window, beyond `rate_per_s` calls in a second (a fractional rate spread over the seconds), a 429 (RetryLater, throttled,
 after_s = retry_after_s). Every random draw comes from the generator it is given.
 It notes each Sent's delivery delay: the provider's acceptance time minus the time Herald
 accepted the notification (Delivery.created_ms), both on the simulation's clock.
@@ -22,6 +22,12 @@ from reactor.clock import wall_ms
 from .scenario import ProviderScript
 
 Z99 = 2.3263478740408408  # the standard normal's 99th percentile
+
+
+def allowance(rate_per_s: float, second: int) -> int:
+    """The calls a throttling window takes in its `second`: rate_per_s itself when it is whole; a fractional rate
+    (a scaled run's: scale.py) spread over the seconds, floor((s + 1) x rate) - floor(s x rate), so it averages out."""
+    return math.floor((second + 1) * rate_per_s) - math.floor(second * rate_per_s)
 
 
 class ScriptedProvider:
@@ -52,7 +58,7 @@ class ScriptedProvider:
                 second = int(t)
                 if second != self._second:
                     self._second, self._taken = second, 0
-                if self._taken >= throttle.rate_per_s:
+                if self._taken >= allowance(throttle.rate_per_s, second):
                     await trio.sleep(latency)
                     return RetryLater("scripted 429", after_s=throttle.retry_after_s, throttled=True)
                 self._taken += 1

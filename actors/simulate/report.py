@@ -17,6 +17,13 @@ def _cell(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def scale_note(scale: int) -> str:
+    """What the title of a scaled run's table and chart says (nothing for an exact run)."""
+    if scale == 1:
+        return ""
+    return f"; SCALED RUN: 1/{scale} of the volumes simulated, every count multiplied by {scale} (delays and breaker as run)"
+
+
 def table(result: Result) -> str:
     """The per-minute table, one line per channel and minute, then the run's totals."""
     lines = [[*HEADERS]] + [[_cell(v) for v in row.values()] for row in result.rows]
@@ -24,7 +31,7 @@ def table(result: Result) -> str:
     out = io.StringIO()
     s = result.scenario
     out.write(f"scenario {s.name!r}, seed {result.seed}: {s.duration_s / 60:g} simulated minutes, channels "
-              f"{', '.join(c.value for c in s.channels)}\n")
+              f"{', '.join(c.value for c in s.channels)}{scale_note(result.scale)}\n")
     for line in lines:
         out.write("  ".join(cell.rjust(w) if i not in (1, 12, 13) else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
                   .rstrip() + "\n")
@@ -33,13 +40,14 @@ def table(result: Result) -> str:
     return out.getvalue()
 
 
-def write_csv(rows: Sequence[MinuteRow], path: Path) -> None:
-    """One line per channel and minute, FIELDS as the header; an empty cell where there is no value."""
+def write_csv(rows: Sequence[MinuteRow], path: Path, scale: int = 1) -> None:
+    """One line per channel and minute, FIELDS as the header; an empty cell where there is no value. A scaled run's
+    rows end with a column `scale` (its counts are multiplied by it); an exact run's have none."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FIELDS)
+    writer.writerow(FIELDS if scale == 1 else (*FIELDS, "scale"))
     for row in rows:
-        writer.writerow(["" if v is None else v for v in row.values()])
+        writer.writerow(["" if v is None else v for v in row.values()] + ([] if scale == 1 else [scale]))
     path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
@@ -84,7 +92,8 @@ def write_png(result: Result, path: Path) -> None:
                 if "->open" in r.transitions:
                     for ax in (flows, backlog, delays):
                         ax.axvline(r.minute, color="red", linewidth=0.6, alpha=0.5)
-        fig.suptitle(f"herald simulate: {result.scenario.name} (seed {result.seed}); red: breaker opened")
+        scaled = "" if result.scale == 1 else f"\nscaled run: 1/{result.scale} of the volumes, counts x {result.scale}"
+        fig.suptitle(f"herald simulate: {result.scenario.name} (seed {result.seed}); red: breaker opened{scaled}")
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=80, metadata={"Software": None})
         plt.close(fig)

@@ -55,6 +55,7 @@ from ..scheduler import ScheduleAt, Scheduler
 from ..services.gate import ResilienceGate
 from .clients import ScriptedProvider
 from .clock import JumpingClock
+from .scale import COUNT_COLUMNS, Scaling, scale_counts, scale_scenario
 from .scenario import Curve, Scenario, ScenarioError
 
 EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z: the simulation's minute 0 on its wall clock
@@ -104,6 +105,17 @@ class Result:
     rows: list[MinuteRow] = field(default_factory=list)
     totals: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> figure -> count over the run
     provider_calls: int = 0
+    scale: int = 1  # the run was at 1/scale of the volumes: its counts (rows, totals, provider_calls) are multiplied back
+    notifications_run: int = 0  # the notifications that went through the path (accepted / scale)
+
+
+def scaled_back(result: Result, scaling: Scaling, scenario: Scenario) -> Result:
+    """A scaled run's result as the scenario's: every count multiplied by the scaling's n; delays, states, transitions as they are."""
+    n = scaling.n
+    rows = [dataclasses.replace(r, **{c: getattr(r, c) * n for c in COUNT_COLUMNS}) for r in result.rows]
+    run = sum(t["accepted"] for t in result.totals.values())
+    totals = {c: scale_counts(t, n) for c, t in result.totals.items()}
+    return Result(scenario, result.seed, rows, totals, result.provider_calls * n, n, run)
 
 
 def percentile(values: Sequence[int], q: float) -> int | None:
@@ -245,13 +257,20 @@ class _Counts:
         }
 
 
-async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted: dict[Channel, int], start: float) -> None:
-    """Every tick, each curve's arrivals for it, submitted as one batch (the HTTP batch route's path into the Ingress)."""
+async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted: dict[Channel, int], start: float,
+                   skip_empty_ticks: bool) -> None:
+    """Every tick, each curve's arrivals for it, submitted as one batch (the HTTP batch route's path into the Ingress).
+
+    A tick's arrivals are drawn before its instant (the draws are the same, in the same order). With skip_empty_ticks
+    (a scaled run: at its low rates most ticks are empty, each a turn of Trio's loop for nothing) a tick without any
+    is not waited for: the task sleeps until the next tick that has arrivals. An exact run waits for every tick, as it
+    always has: a task woken at an instant another wakes at changes the order Trio runs them in (deterministic_trio),
+    so skipping would change some exact runs' rows."""
     carry = [0.0] * len(scenario.traffic)
     ticks = math.ceil(scenario.duration_s / scenario.tick_s)
     for n in range(ticks):
         t = n * scenario.tick_s
-        await trio.sleep_until(start + t)
+        batches: list[tuple[Channel, tuple[NotificationRequest, ...]]] = []
         for i, curve in enumerate(scenario.traffic):
             mean = curve.rate_at(t) * scenario.tick_s
             if scenario.arrivals == "poisson":
@@ -260,14 +279,18 @@ async def _traffic(scenario: Scenario, node: _Node, rng: random.Random, accepted
                 carry[i] += mean
                 count = int(carry[i])
                 carry[i] -= count
-            if count == 0:
-                continue
-            requests = tuple(_request(curve.channel, f"user-{rng.randrange(scenario.users)}", curve) for _ in range(count))
-            answers: list[Receipt | Problem] = await ask(node.ingress_mb.send, lambda reply: SubmitBatch(requests, reply))
+            if count:
+                batches.append((curve.channel, tuple(_request(curve.channel, f"user-{rng.randrange(scenario.users)}", curve)
+                                                     for _ in range(count))))
+        if not batches and skip_empty_ticks:
+            continue
+        await trio.sleep_until(start + t)
+        for channel, requests in batches:
+            answers: list[Receipt | Problem] = await ask(node.ingress_mb.send, partial(SubmitBatch, requests))
             refused = [a for a in answers if not isinstance(a, Receipt)]
             if refused:  # the scenario's requests are well formed: a refusal is the simulation's defect, not a figure
                 raise RuntimeError(f"the Ingress refused a simulated notification: {refused[0]!r}")
-            accepted[curve.channel] += len(answers)
+            accepted[channel] += len(answers)
 
 
 def _transitions(before: dict[str, int], after: dict[str, int]) -> str:
@@ -299,8 +322,10 @@ async def _sample(scenario: Scenario, node: _Node, counts: _Counts, result: Resu
             last[c], last_transitions[c] = now, transitions
 
 
-async def run_scenario(scenario: Scenario, seed: int, config: Config | None = None) -> Result:
-    """Run the scenario in this Trio run (on a virtual clock: JumpingClock, or MockClock with autojump; see simulate())."""
+async def run_scenario(scenario: Scenario, seed: int, config: Config | None = None, *, skip_empty_ticks: bool = False) -> Result:
+    """Run the scenario in this Trio run (on a virtual clock: JumpingClock, or MockClock with autojump; see simulate()).
+
+    It runs the scenario as given (its `scale` is simulate()'s to apply); skip_empty_ticks: see _traffic."""
     config = config or herald_config(scenario)
     rng = random.Random(seed)
     random.seed(rng.getrandbits(64))  # RetryPolicy.delay's jitter draws from the random module
@@ -314,7 +339,7 @@ async def run_scenario(scenario: Scenario, seed: int, config: Config | None = No
     async with trio.open_nursery() as nursery:
         await nursery.start(node.system.run)
         async with trio.open_nursery() as driving:
-            driving.start_soon(_traffic, scenario, node, traffic_rng, accepted, start)
+            driving.start_soon(_traffic, scenario, node, traffic_rng, accepted, start, skip_empty_ticks)
             driving.start_soon(_sample, scenario, node, counts, result, start)
         result.totals = {c.value: counts.read(c) for c in scenario.channels}
         result.provider_calls = sum(p.calls for p in node.providers.values())
@@ -323,10 +348,18 @@ async def run_scenario(scenario: Scenario, seed: int, config: Config | None = No
 
 
 def simulate(scenario: Scenario, seed: int) -> Result:
-    """Run the scenario to its end under a clock that jumps from one deadline to the next (clock.py); deterministic by seed."""
+    """Run the scenario to its end under a clock that jumps from one deadline to the next (clock.py); deterministic by seed.
+
+    At the scenario's `scale` N > 1 what runs is the scenario at 1/N of its volumes (scale.py), and the result's counts
+    are multiplied back by N."""
     config = herald_config(scenario)  # a bad [herald] table is refused before anything runs
+    scaling = scale_scenario(scenario)  # a scale the scenario's limits cannot take is refused before anything runs, too
+    if scaling.n > 1:
+        config = herald_config(scaling.scenario)
     with deterministic_trio(seed):
-        return trio.run(partial(run_scenario, scenario, seed, config), clock=JumpingClock())
+        result = trio.run(partial(run_scenario, scaling.scenario, seed, config, skip_empty_ticks=scaling.n > 1),
+                          clock=JumpingClock())
+    return scaled_back(result, scaling, scenario)
 
 
 @contextmanager
@@ -356,4 +389,4 @@ def deterministic_trio(seed: int) -> Iterator[None]:
         random.setstate(states[1])
 
 
-__all__ = ["FIELDS", "MinuteRow", "Result", "deterministic_trio", "herald_config", "percentile", "run_scenario", "simulate"]
+__all__ = ["FIELDS", "MinuteRow", "Result", "deterministic_trio", "herald_config", "percentile", "run_scenario", "scaled_back", "simulate"]

@@ -2,6 +2,7 @@
 
     name = "two outages"
     duration_min = 60            # or duration_h; simulated time
+    scale = 1                    # run 1/scale of the volumes, the times kept, the counts multiplied back (scale.py)
     users = 5000                 # distinct users the traffic of a channel cycles through
     tick_s = 0.1                 # arrivals are submitted every tick (one batch, as POST /v1/notifications/batch)
     arrivals = "poisson"         # or "even": rate x tick per tick, the fractions carried over
@@ -45,9 +46,10 @@ from protocol.channels import Channel, Priority
 SHAPES = ("steady", "ramp", "flash")
 MAX_RATE = 100_000.0  # notifications per second of one curve: far beyond what a simulation gets through in a day of wall time
 MAX_DURATION_MIN = 7 * 24 * 60.0
+MAX_SCALE = 100_000
 OUTAGE_KINDS = ("error", "timeout")
 CHANNELS = ("email", "sms", "push")  # the web channel goes to browser sessions, not to a provider: not simulated
-TOP_KEYS = ("name", "duration_min", "duration_h", "users", "tick_s", "arrivals", "herald", "traffic", "providers")
+TOP_KEYS = ("name", "duration_min", "duration_h", "scale", "users", "tick_s", "arrivals", "herald", "traffic", "providers")
 
 
 class ScenarioError(ValueError):
@@ -125,6 +127,7 @@ class Scenario:
     users: int = 1000
     tick_s: float = 0.1
     arrivals: str = "poisson"
+    scale: int = 1  # run at 1/scale of the volumes (actors/simulate/scale.py); 1: every notification simulated
 
     @property
     def channels(self) -> list[Channel]:
@@ -254,6 +257,7 @@ def parse_scenario(raw: dict[str, Any]) -> Scenario:
     if not isinstance(name, str):
         raise ScenarioError(f"name: expected a string, got {name!r}")
     users = int(_number("users", raw.get("users", 1000), low=1, integer=True))
+    scale = int(_number("scale", raw.get("scale", 1), low=1, high=MAX_SCALE, integer=True))
     tick_s = float(_number("tick_s", raw.get("tick_s", 0.1), low=0.001, high=60.0))
     arrivals = raw.get("arrivals", "poisson")
     if arrivals not in ("poisson", "even"):
@@ -269,7 +273,7 @@ def parse_scenario(raw: dict[str, Any]) -> Scenario:
     herald = raw.get("herald", {})
     if not isinstance(herald, dict):
         raise ScenarioError(f"herald: expected a table of Herald settings, got {herald!r}")
-    return Scenario(name, duration_min * 60, traffic, providers, dict(herald), users, tick_s, arrivals)
+    return Scenario(name, duration_min * 60, traffic, providers, dict(herald), users, tick_s, arrivals, scale)
 
 
 def load_scenario(path: Path) -> Scenario:
