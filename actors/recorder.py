@@ -41,7 +41,7 @@ from protocol.messages import InboxEntry, StatusEvent
 from protocol.write_plan import InboxAction, InboxChange, InboxChanged, InboxState, StatusKey, UnreadThrough, WritePlan
 from reactor.mailbox import Mailbox
 from reactor.port_health import PortHealth
-from reactor.ports import LogStore, PortUnavailable
+from reactor.ports import LogStore, NotFresh, PortUnavailable
 from reactor.until_available import until_available
 
 from .domain.write_planner import Planner, event_keys, inbox_keys
@@ -84,15 +84,25 @@ def split_batch(batch: Sequence[Write]) -> list[range]:
     return groups
 
 
-async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePlan, list[InboxChanged | None]]:
-    """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer."""
+async def plan_writes(store: LogStore, group: Sequence[Write], *, fast: bool = True,
+                      ) -> tuple[WritePlan, list[InboxChanged | None]]:
+    """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer.
+
+    `fast`: the keys a fresh RecordEvents names first in the group are not read but planned as having no
+    stored status (Planner.record's `fresh`); the plan names them (WritePlan.fresh), and a backend that
+    finds one stored applies nothing of it (NotFresh): `_write_group` then plans the group with `fast` off.
+    """
     states: list[InboxState] = []
     unread: list[UnreadThrough] = []
     keys: dict[StatusKey, None] = {}  # in order, once each
+    fresh: set[StatusKey] = set()  # named first by a fresh RecordEvents: not read
     read: set[tuple[str, str]] = set()
     for w in group:
         if isinstance(w, RecordEvents):
-            keys.update(event_keys(w.events))
+            if fast and w.fresh:
+                fresh.update(k for k in event_keys(w.events) if k not in keys)
+            else:
+                keys.update((k, None) for k in event_keys(w.events) if k not in fresh)
             continue
         found = None
         if w.action is InboxAction.READ_ALL:
@@ -105,11 +115,11 @@ async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePla
                 if row is not None:
                     states.append(InboxState(w.user_id, nid, row.read_ms is not None, row.archived_ms is not None))
         keys.update(inbox_keys(w, found))
-    planner = Planner(await store.key_states(list(keys)), states, unread)
+    planner = Planner(await store.key_states(list(keys)) if keys else (), states, unread)
     answers: list[InboxChanged | None] = []
     for w in group:
         if isinstance(w, RecordEvents):
-            planner.record(w.events, w.inbox)
+            planner.record(w.events, w.inbox, fresh=fast and w.fresh)
             answers.append(None)
         else:
             answers.append(planner.change_inbox(w))
@@ -128,9 +138,15 @@ async def write_batch(store: LogStore, batch: Sequence[Write]) -> list[InboxChan
 
 
 async def _write_group(store: LogStore, group: Sequence[Write]) -> list[InboxChanged | None]:
-    """Read, plan and apply one group; each write's answer."""
+    """Read, plan and apply one group; each write's answer. A plan whose fresh keys were not all fresh (NotFresh:
+    nothing of it applied) is made again from what is stored, every key read."""
     plan, answers = await plan_writes(store, group)
-    await store.apply(plan)
+    try:
+        await store.apply(plan)
+    except NotFresh as exc:
+        log.info("planned again, reading every key: %s", exc)
+        plan, answers = await plan_writes(store, group, fast=False)
+        await store.apply(plan)
     return answers
 
 
