@@ -24,6 +24,12 @@ of a (notification, channel) with events earlier in the group (planned again aft
 crash that let the replay's move land, those events would read as steps of the round the
 replay started: protocol/write_plan.py).
 
+Fresh keys: the keys a `fresh` RecordEvents (the Ingress's, of notifications it has just
+made) names first in a group are not read; they are planned as having no stored status, on
+the condition, stated in the plan (WritePlan.fresh), that none has one: a backend that finds
+one applies nothing of the plan (NotFresh), and the group is read and planned again in full
+(a retry's reused id, a topic copy expanded again: a second plan, never a row or a count).
+
 `write_batch` (and `record_events`, `change_inbox` for one write) is the same path without
 the actor (tests, tools): what it writes is what the Recorder would; `split_batch` and
 `plan_writes` are its two steps.

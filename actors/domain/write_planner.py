@@ -18,6 +18,11 @@ timeline of the keys with an event placed against it (`timelines_needed`), and b
 - Inbox: entries to add; read and archived times set where unset, what changed answered,
   and a read recorded as the web channel's `read` status (a client event).
 
+Keys recorded as fresh (`record(..., fresh=True)`: new notifications, no stored state given)
+are planned directly where their events each advance the status (`_plan_fresh`: the Ingress's
+`accepted` + `queued`), as the step-by-step planning would plan them from no state, and the
+plan names them (WritePlan.fresh: a backend refuses it whole if one is stored after all).
+
 The plan is idempotent by construction (protocol/write_plan.py): rows are keyed and
 inserted if absent, counts are keyed by the transition they count, status moves are
 guarded by the steps they may move from. Nothing here reads a clock or does I/O: tests/actors/test_write_planner.py applies
