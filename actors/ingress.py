@@ -197,10 +197,11 @@ class SendPlanner:
             assert self.scheduler is not None
             await ask(self.scheduler.send, partial(ScheduleAt, entry))  # stored before the 202
         if batch.events:
-            # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it.
+            # Read-your-writes: once the caller has its 202, GET /v1/notifications/{id} finds it. `fresh`: the ids are
+            # new (the Recorder reads no stored state for them; a keyed retry's or a fan-out's again is planned again)
             events = tuple(batch.events)
             if self.record_deadline_s is None:
-                await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply))
+                await ask(self.recorder.send, lambda reply: RecordEvents(events, (), reply, fresh=True))
             else:
                 await self._record_within(events, self.record_deadline_s)
 
@@ -214,7 +215,7 @@ class SendPlanner:
         (`late`) once it has room. A status read meanwhile may not find the notification yet (it
         answers 503 while the log store is away)."""
         reply: Reply[None] = Reply()
-        message = RecordEvents(events, (), reply)
+        message = RecordEvents(events, (), reply, fresh=True)
         began = trio.current_time()
         with trio.move_on_after(deadline_s) as waited:
             await self.recorder.send(message)

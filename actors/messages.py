@@ -70,6 +70,9 @@ class RecordEvents:
     events: tuple[StatusEvent, ...]
     inbox: tuple[InboxEntry, ...] = ()
     reply: Reply[None] | None = None
+    # its writer made these notifications just now (the Ingress: new ids): their keys are planned without a read
+    # of their stored state, on the condition that they have none (WritePlan.fresh; a wrong guess is planned again)
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,12 @@ of a (notification, channel) with events earlier in the group (planned again aft
 crash that let the replay's move land, those events would read as steps of the round the
 replay started: protocol/write_plan.py).
 
+Fresh keys: the keys a `fresh` RecordEvents (the Ingress's, of notifications it has just
+made) names first in a group are not read; they are planned as having no stored status, on
+the condition, stated in the plan (WritePlan.fresh), that none has one: a backend that finds
+one applies nothing of the plan (NotFresh), and the group is read and planned again in full
+(a retry's reused id, a topic copy expanded again: a second plan, never a row or a count).
+
 `write_batch` (and `record_events`, `change_inbox` for one write) is the same path without
 the actor (tests, tools): what it writes is what the Recorder would; `split_batch` and
 `plan_writes` are its two steps.
@@ -41,7 +47,7 @@ from protocol.messages import InboxEntry, StatusEvent
 from protocol.write_plan import InboxAction, InboxChange, InboxChanged, InboxState, StatusKey, UnreadThrough, WritePlan
 from reactor.mailbox import Mailbox
 from reactor.port_health import PortHealth
-from reactor.ports import LogStore, PortUnavailable
+from reactor.ports import LogStore, NotFresh, PortUnavailable
 from reactor.until_available import until_available
 
 from .domain.write_planner import Planner, event_keys, inbox_keys
@@ -84,15 +90,25 @@ def split_batch(batch: Sequence[Write]) -> list[range]:
     return groups
 
 
-async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePlan, list[InboxChanged | None]]:
-    """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer."""
+async def plan_writes(store: LogStore, group: Sequence[Write], *, fast: bool = True,
+                      ) -> tuple[WritePlan, list[InboxChanged | None]]:
+    """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer.
+
+    `fast`: the keys a fresh RecordEvents names first in the group are not read but planned as having no
+    stored status (Planner.record's `fresh`); the plan names them (WritePlan.fresh), and a backend that
+    finds one stored applies nothing of it (NotFresh): `_write_group` then plans the group with `fast` off.
+    """
     states: list[InboxState] = []
     unread: list[UnreadThrough] = []
     keys: dict[StatusKey, None] = {}  # in order, once each
+    fresh: set[StatusKey] = set()  # named first by a fresh RecordEvents: not read
     read: set[tuple[str, str]] = set()
     for w in group:
         if isinstance(w, RecordEvents):
-            keys.update(event_keys(w.events))
+            if fast and w.fresh:
+                fresh.update(k for k in event_keys(w.events) if k not in keys)
+            else:
+                keys.update((k, None) for k in event_keys(w.events) if k not in fresh)
             continue
         found = None
         if w.action is InboxAction.READ_ALL:
@@ -105,11 +121,11 @@ async def plan_writes(store: LogStore, group: Sequence[Write]) -> tuple[WritePla
                 if row is not None:
                     states.append(InboxState(w.user_id, nid, row.read_ms is not None, row.archived_ms is not None))
         keys.update(inbox_keys(w, found))
-    planner = Planner(await store.key_states(list(keys)), states, unread)
+    planner = Planner(await store.key_states(list(keys)) if keys else (), states, unread)
     answers: list[InboxChanged | None] = []
     for w in group:
         if isinstance(w, RecordEvents):
-            planner.record(w.events, w.inbox)
+            planner.record(w.events, w.inbox, fresh=fast and w.fresh)
             answers.append(None)
         else:
             answers.append(planner.change_inbox(w))
@@ -128,9 +144,15 @@ async def write_batch(store: LogStore, batch: Sequence[Write]) -> list[InboxChan
 
 
 async def _write_group(store: LogStore, group: Sequence[Write]) -> list[InboxChanged | None]:
-    """Read, plan and apply one group; each write's answer."""
+    """Read, plan and apply one group; each write's answer. A plan whose fresh keys were not all fresh (NotFresh:
+    nothing of it applied) is made again from what is stored, every key read."""
     plan, answers = await plan_writes(store, group)
-    await store.apply(plan)
+    try:
+        await store.apply(plan)
+    except NotFresh as exc:
+        log.info("planned again, reading every key: %s", exc)
+        plan, answers = await plan_writes(store, group, fast=False)
+        await store.apply(plan)
     return answers
 
 

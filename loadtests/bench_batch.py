@@ -119,6 +119,7 @@ def _api_main(params: dict[str, Any]) -> None:
     from actors.app import run_herald
     from actors.config import load_config
     from reactor.backends import open_backends
+    from reactor.gc_policy import tune_for_serving
 
     data = Path(params["data_dir"])
     config = dataclasses.replace(
@@ -128,6 +129,8 @@ def _api_main(params: dict[str, Any]) -> None:
     async def main() -> None:
         async with open_backends(config.backend_settings()) as backends, trio.open_nursery() as nursery:
             herald = await nursery.start(lambda task_status: run_herald(config, signals=False, backends=backends, task_status=task_status))
+            if params.get("gc", True):
+                tune_for_serving()  # as `herald serve` does once the node is up (actors/cli.py, reactor/gc_policy.py)
             key_file = data / "bench-key"
             key_file.write_text(params["key"])
             print(f"api: serving on {herald.url}", flush=True)
@@ -171,7 +174,7 @@ def driver(args: argparse.Namespace) -> int:
     tmp_root = Path(tempfile.mkdtemp(prefix="herald-bench-batch-", dir=args.data_root))
     servers = {
         "api": Server("api", [sys.executable, str(Path(__file__).resolve()), "_api",
-                              json.dumps({"data_dir": str(tmp_root / "api-data"), "key": API_KEY})], ROOT, tmp_root / "api.log"),
+                              json.dumps({"data_dir": str(tmp_root / "api-data"), "key": API_KEY, "gc": not args.no_gc_policy})], ROOT, tmp_root / "api.log"),
         "all": Server("herald", [str(herald_bin), "serve", "--host", LOOPBACK, "--port", "0", "--data-dir", str(tmp_root / "all-data")],
                       tmp_root, tmp_root / "all.log"),
     }  # fmt: skip
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description="Batch ingest: notifications/s per API core, beside the single POST.")
     parser.add_argument("--duration", type=float, default=8, help="seconds of each measured run (default 8)")
+    parser.add_argument("--no-gc-policy", action="store_true",
+                        help="leave the api node's garbage collector as CPython sets it (by default it is tuned as `herald serve` tunes it)")
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds of each load first (default 2)")
     parser.add_argument("--connections", type=int, default=50, help="connections of the single POST runs (default 50)")
     parser.add_argument("--batch-connections", type=int, default=8, help="connections of the batch runs (default 8)")

@@ -204,16 +204,26 @@ class SetInboxTime(msgspec.Struct, frozen=True):
 
 
 class WritePlan(msgspec.Struct, frozen=True):
-    """Operations to apply, in this order (module docstring): each part only after the one before."""
+    """Operations to apply, in this order (module docstring): each part only after the one before.
+
+    `fresh`: the (notification, channel) keys the plan was made for as having no stored status (the
+    Recorder's fast path reads nothing for a key whose notification its writer has just made: the
+    Ingress's `accepted`). It is a condition of the whole plan: if one of them has a status row, the
+    backend applies nothing of it and raises reactor.ports.NotFresh; the Recorder then reads those keys
+    and plans again. So a wrong guess (a retry with an Idempotency-Key's id, a topic send's copy expanded
+    again after a crash) costs a second plan, never a row or a count.
+    """
 
     inbox: tuple[InboxEntry, ...] = ()
     steps: tuple[AddStep, ...] = ()
     counts: tuple[CountOnce, ...] = ()
     moves: tuple[MoveStatus, ...] = ()
     inbox_times: tuple[SetInboxTime, ...] = ()
+    fresh: tuple[StatusKey, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.inbox or self.steps or self.counts or self.moves or self.inbox_times)
+        """Nothing to apply, nor to check (`fresh`)."""
+        return not (self.inbox or self.steps or self.counts or self.moves or self.inbox_times or self.fresh)
 
     def operations(self) -> list[InboxEntry | AddStep | CountOnce | MoveStatus | SetInboxTime]:
         """Every operation in the order a backend without transactions applies them."""

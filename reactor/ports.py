@@ -746,6 +746,15 @@ class InvalidCursor(ValueError):
     """
 
 
+class NotFresh(Exception):
+    """A write plan's `fresh` keys (protocol/write_plan.py, WritePlan.fresh) are not all without a stored status:
+    nothing of the plan was applied. `keys`: those found stored (all of them, or at least one)."""
+
+    def __init__(self, keys: Sequence[StatusKey]) -> None:
+        super().__init__(f"{len(keys)} key(s) planned as fresh have a stored status, e.g. {keys[0] if keys else None}")
+        self.keys = tuple(keys)
+
+
 class LogStore(Protocol):
     """Statuses, attempt timelines, users' histories, daily counters and the web inbox.
 
@@ -766,7 +775,10 @@ class LogStore(Protocol):
         - MoveStatus: written to every copy of the status (`statuses`, `history`) only where the
           stored step is in `after`, or there is no row and `create` is set; never otherwise
           (a skipped move is not an error);
-        - SetInboxTime: set only where unset.
+        - SetInboxTime: set only where unset;
+        - `fresh`: if one of those keys has a stored status, nothing of the plan is applied and NotFresh is
+          raised (checked before any write by a backend without transactions; a crash part-way through
+          leaves what a plan planned from no stored status leaves, which planning again finds).
         So applying a plan twice, or again after a crash part-way, gives what applying it once
         gives. A backend with transactions applies a plan in one (the embedded one does); one
         without applies the parts in the plan's order (`WritePlan.operations()`), each operation

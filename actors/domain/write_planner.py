@@ -18,6 +18,11 @@ timeline of the keys with an event placed against it (`timelines_needed`), and b
 - Inbox: entries to add; read and archived times set where unset, what changed answered,
   and a read recorded as the web channel's `read` status (a client event).
 
+Keys recorded as fresh (`record(..., fresh=True)`: new notifications, no stored state given)
+are planned directly where their events each advance the status (`_plan_fresh`: the Ingress's
+`accepted` + `queued`), as the step-by-step planning would plan them from no state, and the
+plan names them (WritePlan.fresh: a backend refuses it whole if one is stored after all).
+
 The plan is idempotent by construction (protocol/write_plan.py): rows are keyed and
 inserted if absent, counts are keyed by the transition they count, status moves are
 guarded by the steps they may move from. Nothing here reads a clock or does I/O: tests/actors/test_write_planner.py applies
@@ -185,6 +190,8 @@ class Planner:
         self._stored: dict[StatusKey, KeyState] = {(k.notification_id, k.channel): k for k in keys}
         self._keys: dict[StatusKey, _Key] = {key: _Key.stored(k) for key, k in self._stored.items()}
         self._queued: dict[StatusKey, list[StatusEvent]] = {}  # the batch's events per key, in order
+        self._fresh: set[StatusKey] = set()  # keys first named by a fresh record, with no stored state given
+        self._fresh_moves: dict[StatusKey, MoveStatus] = {}  # the move of each fresh key planned directly
         self._planned: dict[StatusKey, tuple[_Key | None, list[AddStep], list[CountOnce]]] = {}
         self._sealed = False  # planning began: no more messages
         # the inbox rows read: (user, id) -> [read, archived]; updated by the batch's changes
@@ -195,8 +202,15 @@ class Planner:
         self._entries: list[InboxEntry] = []
         self._times: list[SetInboxTime] = []
 
-    def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = ()) -> None:
-        """Take status events and inbox entries (one RecordEvents) into the batch."""
+    def record(self, events: Sequence[StatusEvent], inbox: Sequence[InboxEntry] = (), *, fresh: bool = False) -> None:
+        """Take status events and inbox entries (one RecordEvents) into the batch.
+
+        `fresh`: their writer made these notifications just now (RecordEvents.fresh), so the keys they
+        name first in the batch are taken to have no stored status (none is given for them: the Recorder
+        read none) and are planned directly where their events allow (`_plan_fresh`); the plan names them
+        all (WritePlan.fresh), those it creates and those it leaves alone (a client's event dropped for want
+        of a row), so that a backend applies nothing of it if one does have a status.
+        """
         if self._sealed:
             raise RuntimeError("the batch is being planned: no more messages")
         self._entries.extend(inbox)
@@ -207,6 +221,8 @@ class Planner:
                 queued[key].append(e)
             else:
                 queued[key] = [e]
+                if fresh and key not in self._keys:
+                    self._fresh.add(key)
 
     def timelines_needed(self) -> list[StatusKey]:
         """Plan every key of the batch that can be; the stored keys whose timeline it needs and was not given
@@ -245,6 +261,14 @@ class Planner:
         """Plan one key's events; False (and its state as stored again) if it needs its timeline."""
         steps: list[AddStep] = []
         counts: list[CountOnce] = []
+        if key in self._fresh and key not in self._keys:
+            move = _plan_fresh(key, self._queued[key], steps, counts)
+            if move is not None:
+                self._fresh_moves[key] = move
+                self._planned[key] = (None, steps, counts)
+                return True
+            steps.clear()
+            counts.clear()
         try:
             k = self._plan_key(key, self._queued[key], steps, counts)
         except _NeedsTimeline:
@@ -305,14 +329,17 @@ class Planner:
             k, key_steps, key_counts = self._planned[key]
             steps += key_steps
             counts += key_counts
-            if k is not None and k.moved:
+            fresh_move = self._fresh_moves.get(key)
+            if fresh_move is not None:
+                moves.append(fresh_move)
+            elif k is not None and k.moved:
                 moves.append(MoveStatus(
                     k.notification_id, k.channel, k.user_id, k.priority, k.created_ms, k.status,
                     k.round * ROUND_SIZE + RANK[k.status], k.updated_ms, k.detail,
                     move_after(k.round, k.status, k.start_step), k.start_step is None,
                     error=k.detail if k.status in _FAILED else "", template=k.template, delivered_ms=k.delivered_ms,
                 ))
-        return WritePlan(tuple(self._entries), tuple(steps), tuple(counts), tuple(moves), tuple(self._times))
+        return WritePlan(tuple(self._entries), tuple(steps), tuple(counts), tuple(moves), tuple(self._times), tuple(self._fresh))
 
     def _plan_key(
         self, key: StatusKey, events: list[StatusEvent], steps: list[AddStep], counts: list[CountOnce]
@@ -359,6 +386,56 @@ class Planner:
                 for counter in entered:
                     counts.append(CountOnce(nid, channel, k.round, counter, date, hour))
         return k
+
+
+def _plan_fresh(key: StatusKey, events: list[StatusEvent], steps: list[AddStep], counts: list[CountOnce]) -> MoveStatus | None:
+    """A key with no stored status whose events each advance it along the lifecycle (none a client's, the first one
+    creating the row): its timeline rows and counts (added to `steps`, `counts`) and its move, as `Planner._plan_key`
+    plans them from no stored state (tests/actors/test_write_planner.py checks it on random batches); None, having
+    added nothing, if its events are not all such (`_plan_key` plans them then)."""
+    first = events[0]
+    status = first.status
+    if first.client:
+        return None
+    if len(events) == 2:  # the Ingress's accepted + queued (or failed, scheduled): the common case, without a loop
+        second = events[1]
+        if second.client or second.status not in _REACHABLE[status]:
+            return None
+    nid, channel = key
+    at_ms = first.at_ms
+    created_ms = first.created_ms or at_ms
+    old: Status | None = None
+    rows: set[tuple[int, Status, str]] = set()
+    added: list[AddStep] = []
+    counted: list[CountOnce] = []
+    template = ""
+    delivered_ms: int | None = None
+    detail = ""
+    for e in events:
+        status = e.status
+        if old is not None and (e.client or status not in _REACHABLE[old]):
+            return None
+        at_ms, detail = e.at_ms, e.detail
+        row = (RANK[status], status, detail)
+        if row not in rows:
+            rows.add(row)
+            added.append(AddStep(nid, channel, row[0], status, detail, at_ms))
+        if e.template:
+            template = e.template
+        if status in _DELIVERED_OR_LATER and old not in _DELIVERED_OR_LATER:
+            delivered_ms = at_ms
+        entered = _ENTERED[(old, status)]
+        if entered:
+            date, hour = counter_bucket(at_ms)
+            counted.extend(CountOnce(nid, channel, 0, counter, date, hour) for counter in entered)
+        old = status
+    steps += added
+    counts += counted
+    return MoveStatus(
+        nid, channel, first.user_id, first.priority.value, created_ms, status, RANK[status], at_ms, detail,
+        move_after(0, status, None), True, error=detail if status in _FAILED else "", template=template,
+        delivered_ms=delivered_ms,
+    )
 
 
 def inbox_keys(change: InboxChange, unread: UnreadThrough | None = None) -> dict[StatusKey, None]:

@@ -28,7 +28,7 @@ from protocol.write_plan import (
     UnreadThrough,
     WritePlan,
 )
-from reactor.ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, NotFresh, StatusRow
 
 
 class Crash(Exception):
@@ -67,6 +67,9 @@ class ModelLogStore:
     async def apply(self, plan: WritePlan) -> None:
         ops = plan.operations()
         limit, self.crash_after = self.crash_after, None
+        stored = [key for key in plan.fresh if key in self.status]  # checked before any write (no transactions)
+        if stored:
+            raise NotFresh(stored)
         for n, op in enumerate(ops):
             if limit is not None and n >= limit:
                 raise Crash(f"after {n} of {len(ops)} operations")

@@ -70,6 +70,7 @@ async def test_submissions_waiting_together_share_one_append_and_one_record_roun
     assert len(records) == 1  # one Recorder round trip: accepted + queued of each
     assert sorted({e.notification_id for e in records[0].events}) == sorted(ids)
     assert len(records[0].events) == 14
+    assert records[0].fresh  # new ids: the Recorder plans them without reading their (absent) stored state
     assert ingress.coalesced == 6  # the first message brought the six behind it
     # each caller got its own notification: the users on the bus match the receipts in order
     users = [key.decode() for _, key, _ in bus.calls[0]]

@@ -61,7 +61,7 @@ from protocol.write_plan import (
 )
 from reactor.backends import BackendUnavailable
 from reactor.backends.cursors import decode_cursor, decode_inbox_cursor, encode_cursor, encode_inbox_cursor
-from reactor.ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, NotFresh, StatusRow
 
 from .schema import tables
 from .session import Cql, connect
@@ -232,6 +232,10 @@ class CassandraLogStore:
         if plan.is_empty():
             return
         self._session()
+        if plan.fresh:  # no transactions: checked before any write (a read of those keys, as the Recorder's would be)
+            stored = await self.key_states(plan.fresh)
+            if stored:
+                raise NotFresh([(k.notification_id, k.channel) for k in stored])
         # The inserts-if-absent (inbox entries, timeline rows, counts) only add what is missing and
         # depend on nothing but themselves: together, all of them before any move.
         stamps = {id(s): self._stamp() for s in plan.steps}

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -71,7 +72,7 @@ from protocol.write_plan import (
 
 from reactor.backends.cursors import decode_cursor, decode_inbox_cursor, encode_cursor, encode_inbox_cursor
 from reactor.group_commit import GroupCommit
-from reactor.ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, NotFresh, StatusRow
 
 from .sqlite import Job, ReadPool, connect, run_jobs
 
@@ -147,10 +148,7 @@ SELECT notification_id, channel, step, status, detail, at_ms FROM notification_e
 WHERE notification_id IN (SELECT value FROM json_each(?))
 """
 
-_INSERT_EVENT = """
-INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_ms, detail, step)
-VALUES (?, ?, ?, ?, ?, ?)
-"""
+_INSERT_EVENT = "INSERT OR IGNORE INTO notification_events (notification_id, channel, status, at_ms, detail, step) VALUES {rows}"
 
 _BUMP_STATS = """
 INSERT INTO daily_notification_stats (date, channel, hour, sent_count, delivered_count, failed_count)
@@ -161,9 +159,7 @@ ON CONFLICT (date, channel, hour) DO UPDATE SET
     failed_count = failed_count + excluded.failed_count
 """
 
-_INSERT_INBOX = """
-INSERT OR IGNORE INTO web_inbox (user_id, notification_id, created_ms, seq, payload) VALUES (?, ?, ?, ?, ?)
-"""
+_INSERT_INBOX = "INSERT OR IGNORE INTO web_inbox (user_id, notification_id, created_ms, seq, payload) VALUES {rows}"
 
 _SET_INBOX_TIME = {
     InboxField.READ: "UPDATE web_inbox SET read_ms = ? WHERE user_id = ? AND notification_id = ? AND read_ms IS NULL",
@@ -192,6 +188,11 @@ ON CONFLICT (notification_id, channel) DO UPDATE SET
     status = excluded.status, step = excluded.step, updated_ms = excluded.updated_ms, detail = excluded.detail
 WHERE {_guard('notification_status.step', 10)}
 """
+# The status row of a fresh key's move (WritePlan.fresh): a row already there is left as it is (and the plan refused).
+_CREATE_STATUS = """
+INSERT OR IGNORE INTO notification_status (notification_id, channel, status, step, updated_ms, detail, user_id, priority, created_ms)
+VALUES {rows}
+"""
 # A move of a row that must exist: moved if its step is in the guard.
 _MOVE = f"""
 UPDATE notification_status SET status = ?3, step = ?4, updated_ms = ?5, detail = ?6
@@ -212,6 +213,32 @@ ON CONFLICT (user_id, created_ms, notification_id, channel) DO UPDATE SET
     template_id = COALESCE(excluded.template_id, notification_logs.template_id)
 """
 _COUNTER_COLUMN = {Counter.SENT: 0, Counter.DELIVERED: 1, Counter.FAILED: 2}
+
+_CHUNK = 32  # rows per statement of _insert_rows (the whole chunks': one statement, prepared once and reused)
+
+
+@lru_cache(maxsize=32)
+def _rows_sql(sql: str, row: str, count: int) -> str:
+    """`sql` with `count` rows of parameters (`row`) in its VALUES list."""
+    return sql.format(rows=", ".join([row] * count))
+
+
+def _insert_rows(db: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run an insert (`sql`: its VALUES list `{rows}`, a ? per column) for each of `rows`, as executemany would,
+    in multi-row statements of _CHUNK rows, the rest one row each. Measured on a fresh batch's rows: the timeline's
+    inserts 4.8 -> 2.8 us per notification, the status rows' 2.2 -> 1.6 (the upsert of the history rows, scattered
+    by user, measured slower this way: 4.4 -> 8.1, so it stays one row per execution)."""
+    if not rows:
+        return
+    row = "(" + ", ".join("?" * len(rows[0])) + ")"
+    whole = len(rows) - len(rows) % _CHUNK
+    if whole:
+        db.executemany(
+            _rows_sql(sql, row, _CHUNK),
+            [[value for r in rows[i : i + _CHUNK] for value in r] for i in range(0, whole, _CHUNK)],
+        )
+    if whole < len(rows):
+        db.executemany(_rows_sql(sql, row, 1), rows[whole:])
 
 
 def _move_params(m: MoveStatus) -> tuple[Any, ...]:
@@ -248,24 +275,48 @@ def _moves(db: sqlite3.Connection, moves: Sequence[MoveStatus]) -> list[MoveStat
     return [m for m, p in zip(moves, params) if db.execute(_MOVE_OR_CREATE if m.create else _MOVE, p).rowcount > 0]
 
 
+def _fresh_moves(db: sqlite3.Connection, plan: WritePlan) -> tuple[list[MoveStatus], list[MoveStatus]]:
+    """Create the status rows of the plan's fresh keys (WritePlan.fresh), each insert-if-absent, with no guard to
+    check; NotFresh if one was there (the caller's savepoint then undoes the plan). The fresh keys' moves (all
+    written) and the plan's other moves."""
+    fresh = set(plan.fresh)
+    creating = [m for m in plan.moves if m.create and (m.notification_id, m.channel) in fresh]
+    others = [m for m in plan.moves if not (m.create and (m.notification_id, m.channel) in fresh)]
+    before = db.total_changes
+    _insert_rows(db, _CREATE_STATUS, [
+        (m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, m.user_id, m.priority, m.created_ms)
+        for m in creating
+    ])
+    if db.total_changes - before != len(creating) or len(creating) != len(fresh):  # (a fresh key without a move: read)
+        created = {(m.notification_id, m.channel) for m in creating} if db.total_changes - before == len(creating) else set()
+        stored = {(k.notification_id, k.channel) for k in _key_states(db, list(fresh - created), False)}
+        if stored:
+            raise NotFresh(sorted(stored))
+    return creating, others
+
+
 def _apply(db: sqlite3.Connection, plan: WritePlan) -> None:
     """Apply a write plan on the writer connection, inside a transaction (run_jobs: a savepoint of its own).
 
     All or nothing, so nothing of a plan is ever applied in part: each move is written if its
     guard holds, then its history row, and the plan's counts of that move's key are counted only
     then (once per mark), so a plan applied again (its moves' guards no longer hold) counts nothing.
+    The status rows of the plan's fresh keys are inserted if absent, with no guard: if one was there,
+    NotFresh (and the savepoint undoes what was written).
     """
     if plan.inbox:
-        db.executemany(
-            _INSERT_INBOX,
+        _insert_rows(
+            db, _INSERT_INBOX,
             [(i.user_id, i.notification_id, i.created_ms, i.seq, _inbox_encoder.encode(i)) for i in plan.inbox],
         )
     if plan.steps:
-        db.executemany(
-            _INSERT_EVENT,
-            [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps],
-        )
-    moved = _moves(db, plan.moves) if plan.moves else []
+        _insert_rows(db, _INSERT_EVENT, [(s.notification_id, s.channel, s.status.value, s.at_ms, s.detail, s.step) for s in plan.steps])
+    if plan.fresh:
+        moved, others = _fresh_moves(db, plan)
+        if others:
+            moved += _moves(db, others)
+    else:
+        moved = _moves(db, plan.moves) if plan.moves else []
     if moved:
         db.executemany(
             _UPSERT_LOG,

@@ -18,7 +18,7 @@ import trio
 from protocol.lifecycle import ROUND_SIZE, Status
 from protocol.messages import InboxEntry
 from protocol.write_plan import KeyState, MoveStatus, StatusKey, TimelineRow, UnreadThrough, WritePlan
-from reactor.ports import EventRow, InboxRow, StatusRow
+from reactor.ports import EventRow, InboxRow, NotFresh, StatusRow
 
 from .store import NotServed
 
@@ -53,6 +53,9 @@ class MemoryLogStore:
         """The whole plan at once (no other task runs meanwhile): moves first, so a row this plan creates takes its steps
         and count marks. The web inbox's entries and times are not kept (a simulation has no web sessions)."""
         await trio.lowlevel.checkpoint()
+        stored = [key for key in plan.fresh if key in self._rows]
+        if stored:
+            raise NotFresh(stored)
         latest = 0
         for move in plan.moves:
             self._move(move)

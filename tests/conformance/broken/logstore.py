@@ -229,6 +229,13 @@ class AcknowledgesJoinersEarly(SqliteLogStore):
             self._writing = False
 
 
+class FreshKeysNotChecked(SqliteLogStore):
+    """Applies a plan whatever its fresh keys hold: a fresh guess that was wrong (a retry's id, stored) lands."""
+
+    async def apply(self, plan: WritePlan) -> None:
+        await super().apply(msgspec.structs.replace(plan, fresh=()))
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     kind.__name__: sqlite(kind, "logs.sqlite3")
     for kind in (
@@ -236,7 +243,7 @@ VARIANTS: dict[str, Factory[Any]] = {
         MalformedCursorIsAValueError, InboxInIdOrder,
         UnknownInboxIdGivesNothing, RedeliveredInboxEntryResetsItsState, UnreadCountsArchivedEntries, ReadAllMarksArchivedEntries,
         MoveIgnoresItsGuard, MoveJudgedByTheLifecycle, CountsOnEveryApply, MoveCreatesAMissingRow, InboxTimeOverwritten,
-        TimelineOfEveryRound, AcknowledgesJoinersEarly,
+        TimelineOfEveryRound, AcknowledgesJoinersEarly, FreshKeysNotChecked,
     )
 }
 
@@ -255,4 +262,5 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "InboxTimeOverwritten": ("the_inbox_is_written_once",),
     "TimelineOfEveryRound": ("key_states_read_what_was_applied",),
     "AcknowledgesJoinersEarly": ("concurrent_plans_are_each_there_once_acknowledged",),
+    "FreshKeysNotChecked": ("a_plan_with_a_stored_fresh_key_applies_nothing",),
 }

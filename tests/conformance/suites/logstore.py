@@ -41,7 +41,7 @@ from protocol.messages import InboxEntry, StatusEvent
 from protocol.write_plan import (
     AddStep, CountOnce, Counter, InboxAction, InboxChange, InboxField, MoveStatus, SetInboxTime, WritePlan,
 )
-from reactor.ports import InboxRow, InvalidCursor, LogStore
+from reactor.ports import InboxRow, InvalidCursor, LogStore, NotFresh
 from tests.conformance.backends import Harness
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -838,6 +838,50 @@ async def check_a_plan_applied_again_changes_nothing(h: Harness[Any]) -> None:
         assert want[2] == [{"sent": 1, "delivered": 1, "failed": 0}] * 2
         assert await observe_day(logstore, 1) == want
         assert await observe_day(logstore, 2) == want
+
+
+async def refused_as_not_fresh(logstore: LogStore, plan: WritePlan) -> bool:
+    try:
+        await logstore.apply(plan)
+    except NotFresh:
+        return True
+    return False
+
+
+async def check_a_plan_with_a_stored_fresh_key_applies_nothing(h: Harness[Any]) -> None:
+    """WritePlan.fresh: keys planned as having no stored status. One of them stored: nothing of the plan (NotFresh)."""
+    n, m, k = nid(T0 + 500, 500), nid(T0 + 501, 501), nid(T0 + 502, 502)
+    accepted, queued, failed = (position(0, s) for s in (Status.ACCEPTED, Status.QUEUED, Status.FAILED))
+
+    def created(key: str, status: Status, detail: str = "") -> WritePlan:
+        """A fresh key's plan, as the Recorder's fast path makes it: accepted, then `status`."""
+        return WritePlan(
+            steps=(AddStep(key, EMAIL, accepted, Status.ACCEPTED, "", T0), AddStep(key, EMAIL, position(0, status), status, detail, T0)),
+            counts=(CountOnce(key, EMAIL, 0, Counter.FAILED, DAY, 0),) if status is Status.FAILED else (),
+            moves=(move(key, status, {accepted}, create=True, detail=detail),),
+            fresh=((key, EMAIL),),
+        )
+
+    async with h.open() as logstore:
+        await logstore.apply(created(n, Status.QUEUED))  # unstored: applied
+        assert current(await logstore.statuses(n)) == [("queued", "u1", T0, "")] == await history_of(logstore, n)
+        timeline = await logstore.events(n)
+        both = created(m, Status.FAILED, "opted out")
+        both = msgspec.structs.replace(
+            both, steps=(*both.steps, AddStep(n, EMAIL, queued, Status.QUEUED, "again", T0 + 1)),
+            inbox=(entry(502),), fresh=((m, EMAIL), (n, EMAIL)),
+        )
+        assert await refused_as_not_fresh(logstore, both)
+        assert await logstore.statuses(m) == [] and await logstore.events(m) == [] and await history_of(logstore, m) == []
+        assert await logstore.events(n) == timeline and await logstore.inbox_after("u1", None) == []
+        assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 0, "delivered": 0, "failed": 0}
+        # a stored fresh key the plan does not move (a client's event dropped) refuses it too
+        assert await refused_as_not_fresh(logstore, msgspec.structs.replace(created(k, Status.QUEUED), fresh=((k, EMAIL), (n, EMAIL))))
+        assert await logstore.statuses(k) == [] and await logstore.events(k) == []
+        await logstore.apply(created(m, Status.FAILED, "opted out"))
+        assert current(await logstore.statuses(m)) == [("failed", "u1", T0, "opted out")] == await history_of(logstore, m)
+        assert [(e.status, e.detail) for e in await logstore.events(m)] == [("accepted", ""), ("failed", "opted out")]
+        assert await logstore.daily_counts(DAY, EMAIL) == {"sent": 0, "delivered": 0, "failed": 1}
 
 
 async def check_an_empty_plan_is_nothing(h: Harness[Any]) -> None:
