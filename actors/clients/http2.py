@@ -336,7 +336,7 @@ class Connection:
                 self.settled = True
                 self.max_streams = max(1, min(MAX_STREAMS, self.wire.max_streams))
                 self.pool.changed()
-            elif kind == wire.GOAWAY_RECEIVED:
+            elif kind == wire.GOAWAY_RECEIVED:  # the lowest last stream id so far: those above it are sent again already
                 self.goaway = event[1]
                 for stream in streams.values():
                     if stream.id > self.goaway and not stream.done:

@@ -57,6 +57,7 @@ ERROR_NAMES = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERR
                "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED")
 # settings
 HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = range(1, 7)
+ENABLE_CONNECT_PROTOCOL = 8  # RFC 8441
 
 # events (tuples: kind first, then the stream id)
 Event = tuple[Any, ...]
@@ -81,6 +82,7 @@ _SETTING = struct.Struct(">HL")
 _GOAWAY = struct.Struct(">LL")
 
 _BY_US, _BY_THEM, _ENDED = 0, 1, 2  # how a remembered stream closed
+_ON_STREAM = (1, 1, 1, 1, 0, 1, 0, 0, 2, 1)  # per frame type: on a stream (1), on the connection (0), either (2)
 
 
 class ProtocolError(Exception):
@@ -205,6 +207,8 @@ class H2Wire:
         if len(self.streams) >= self.max_streams:
             raise TooManyStreams()
         stream_id = self.next_id
+        if stream_id > 2**31 - 1:
+            raise TooManyStreams()
         self.next_id += 2
         stream = self.streams[stream_id] = _Stream(self.initial_window, head)
         flags = END_STREAM if end_stream else 0
@@ -273,7 +277,7 @@ class H2Wire:
         except ProtocolError as exc:
             self.broken = exc
             raise
-        except hpack.HPACKError as exc:  # what the decoder refused (an index, a size, a bad encoding, a header list too long)
+        except (hpack.HPACKError, IndexError, TypeError) as exc:  # what the decoder refused (an index, a size, a coding, a list too long; as h2)
             self.broken = ProtocolError(COMPRESSION_ERROR, f"header block refused by HPACK ({type(exc).__name__})")
             raise self.broken from None
 
@@ -285,9 +289,11 @@ class H2Wire:
             while end - at >= 9:
                 high, low, kind, flags, stream_id = _HEAD.unpack_from(buffer, at)
                 length = high << 8 | low
-                stream_id &= 0x7FFFFFFF
                 if not self.settled and (kind != SETTINGS or flags & ACK or stream_id or length % 6):
                     raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 server (its first frame is not SETTINGS)")
+                stream_id &= 0x7FFFFFFF
+                if kind < 10 and _ON_STREAM[kind] != 2 and _ON_STREAM[kind] != (stream_id != 0):
+                    raise ProtocolError(PROTOCOL_ERROR, f"a frame of type {kind} {'on a stream' if stream_id else 'on the connection'}")
                 if length > OUR_MAX_FRAME:
                     raise ProtocolError(FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {OUR_MAX_FRAME})")
                 if end - at - 9 < length:
@@ -309,8 +315,6 @@ class H2Wire:
                 elif kind == WINDOW_UPDATE:
                     self._window_update(stream_id, payload, events)
                 elif kind == PING:
-                    if stream_id:
-                        raise ProtocolError(PROTOCOL_ERROR, "PING on a stream")
                     if length != 8:
                         raise ProtocolError(FRAME_SIZE_ERROR, "PING not of 8 bytes")
                     if not flags & ACK:
@@ -318,8 +322,6 @@ class H2Wire:
                 elif kind == RST_STREAM:
                     self._rst_stream(stream_id, payload, events)
                 elif kind == GOAWAY:
-                    if stream_id:
-                        raise ProtocolError(PROTOCOL_ERROR, "GOAWAY on a stream")
                     if length < 8:
                         raise ProtocolError(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
                     last, code = _GOAWAY.unpack_from(payload)
@@ -327,8 +329,6 @@ class H2Wire:
                     self.goaway = last if self.goaway is None else min(self.goaway, last)
                     events.append((GOAWAY_RECEIVED, self.goaway, code))
                 elif kind == PRIORITY:
-                    if not stream_id:
-                        raise ProtocolError(PROTOCOL_ERROR, "PRIORITY on the connection")
                     if length != 5:
                         raise ProtocolError(FRAME_SIZE_ERROR, "PRIORITY not of 5 bytes")
                 elif kind == PUSH_PROMISE:
@@ -357,10 +357,8 @@ class H2Wire:
     def _data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         stream = self._stream(stream_id, "DATA")
         size = len(payload)  # flow control counts the padding too
-        if size:
+        if size:  # given back at once (never more than CONNECTION_ACK pending: the server cannot overrun the window)
             self.unacked += size
-            if self.unacked > self.window:
-                raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
             if self.unacked >= CONNECTION_ACK:
                 self.out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self.unacked)))
                 self.unacked = 0
@@ -372,10 +370,7 @@ class H2Wire:
             return
         if not stream.answered:
             raise ProtocolError(PROTOCOL_ERROR, "DATA before the answer's headers")
-        if size:
-            stream.unacked += size
-            if stream.unacked > DEFAULT_WINDOW:
-                raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the stream's window")
+        stream.unacked += size  # likewise (at most STREAM_ACK + a frame pending: below the stream's 64 KiB)
         end = flags & END_STREAM
         if payload:
             stream.received += len(payload)
@@ -396,7 +391,6 @@ class H2Wire:
             self._forget(stream_id, _ENDED)
 
     def _headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        self._stream(stream_id, "HEADERS")  # checked now, used once the block is whole
         if flags & PADDED:
             if not payload or payload[0] >= len(payload) - (5 if flags & PRIORITY_FLAG else 0):
                 raise ProtocolError(PROTOCOL_ERROR, "padding longer than the frame")
@@ -422,7 +416,7 @@ class H2Wire:
         block = b"".join(self.block) if len(self.block) > 1 else self.block[0]
         self.block = []
         headers = self.decoder.decode(block, raw=True)  # always: the server's table changes with every block
-        stream = self.streams.get(stream_id)
+        stream = self._stream(stream_id, "HEADERS")  # checked once the block is whole (as h2)
         if stream is None:
             return
         length = None
@@ -458,8 +452,6 @@ class H2Wire:
             self._ended(stream_id, stream, events)
 
     def _settings(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if stream_id:
-            raise ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             if payload:
                 raise ProtocolError(FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload")
@@ -483,9 +475,9 @@ class H2Wire:
                 if not 16384 <= value <= 16777215:
                     raise ProtocolError(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.max_frame_size = value
-            elif key == ENABLE_PUSH:
+            elif key == ENABLE_PUSH or key == ENABLE_CONNECT_PROTOCOL:
                 if value > 1:
-                    raise ProtocolError(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
+                    raise ProtocolError(PROTOCOL_ERROR, f"SETTINGS {key} not 0 or 1")
             # HEADER_TABLE_SIZE: we never use its table; MAX_HEADER_LIST_SIZE: advice; unknown ones ignored
         self.settled = True
         self.out.append(frame(SETTINGS, ACK, 0))
@@ -509,13 +501,13 @@ class H2Wire:
                 raise ProtocolError(PROTOCOL_ERROR, "WINDOW_UPDATE on a stream never opened")
             return  # closed: allowed
         stream.send_window += increment
-        if stream.send_window > MAX_WINDOW:
-            raise ProtocolError(FLOW_CONTROL_ERROR, "a stream's window beyond 2^31-1")
+        if stream.send_window > MAX_WINDOW:  # a stream error (RFC 9113 6.9.1): the stream reset, as h2 does
+            self.reset(stream_id, FLOW_CONTROL_ERROR)
+            events.append((RESET, stream_id, FLOW_CONTROL_ERROR))
+            return
         events.append((WINDOW, stream_id))
 
     def _rst_stream(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if not stream_id:
-            raise ProtocolError(PROTOCOL_ERROR, "RST_STREAM on the connection")
         if len(payload) != 4:
             raise ProtocolError(FRAME_SIZE_ERROR, "RST_STREAM not of 4 bytes")
         if self.streams.pop(stream_id, None) is not None:

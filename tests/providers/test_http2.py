@@ -66,6 +66,7 @@ class Server:
     bodies: list[int] = field(default_factory=list)  # the size of each request body read whole
     most_in_flight: int = 0  # the most requests open at once on one connection
     heads: list[list[tuple[bytes, bytes]]] = field(default_factory=list)  # each request's header list, as decoded
+    goaways: list[int] = field(default_factory=list)  # the error code of each GOAWAY the client sent
     peers: list[Peer] = field(default_factory=list)
 
 
@@ -94,11 +95,12 @@ class Peer:
     def push(self) -> None:
         """Send what the client's windows allow of the bodies still to send."""
         for stream_id, body in list(self.outgoing.items()):
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-            if window > 0:
+            while body and (window := min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)) > 0:
                 self.h2.send_data(stream_id, body[:window], end_stream=len(body) <= window)
-                self.outgoing[stream_id] = body[window:]
-            if not self.outgoing[stream_id]:
+                body = body[window:]
+            if body:
+                self.outgoing[stream_id] = body
+            else:
                 del self.outgoing[stream_id]
 
     async def flush(self) -> None:
@@ -131,7 +133,7 @@ def server_context(tls: Tls, alpn: str = "h2") -> ssl.SSLContext:
 
 
 @asynccontextmanager
-async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: int = 100, alpn: str = "h2",
+async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: int = 100, alpn: str = "h2", window: int = 65535,
                     on_connect: Callable[[Peer], Awaitable[bool]] | None = None, early: bool = False) -> AsyncIterator[Server]:
     """An HTTP/2 server over TLS on a free loopback port; `behaviour(peer, stream_id)` for each request read whole
     (with `early`, as soon as its headers came);
@@ -152,7 +154,7 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
             if on_connect is not None and not await on_connect(peer):
                 return
             peer.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams})
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams, h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
             peer.h2.initiate_connection()
             await peer.flush()
             while not peer.closed:
@@ -175,6 +177,8 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
                         peer.outgoing.pop(event.stream_id, None)
                         peer.open.pop(event.stream_id, None)
                         server.reset.append(names.get(event.stream_id, "?"))
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        server.goaways.append(event.error_code)
                     elif isinstance(event, h2.events.DataReceived):
                         sizes[event.stream_id] = sizes.get(event.stream_id, 0) + len(event.data)
                         peer.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -566,6 +570,56 @@ async def test_an_answer_before_the_whole_body_ends_the_request_and_the_connecti
         answer = await call(http, "POST", f"https://127.0.0.1:{server.port}/x", content=b"z" * (300 * 1024))
         assert answer.status == 413 and answer.body == b'{"reason":"PayloadTooLarge"}'
         assert await post(http, server, "small") == (200, b'{"ok":1}')
+        assert server.connections == 1
+        await closed(http, server)
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (b"\0\0\4\x08\0\0\0\0\0" + b"\0\0\0\0", h2.errors.ErrorCodes.PROTOCOL_ERROR),  # WINDOW_UPDATE of 0
+    (b"\0\x40\x01\0\0\0\0\0\1" + b"\0" * 16385, h2.errors.ErrorCodes.FRAME_SIZE_ERROR),  # DATA beyond our frame size
+    (b"\0\0\5\5\4\0\0\0\1" + b"\0\0\0\2\x82", h2.errors.ErrorCodes.PROTOCOL_ERROR),  # PUSH_PROMISE, push being disabled
+    (b"\0\0\4\1\5\0\0\0\1" + b"\xff\xff\xff\xff", h2.errors.ErrorCodes.COMPRESSION_ERROR),  # a header block HPACK refuses
+], ids=["window-update-of-0", "frame-too-large", "push-promise", "bad-hpack"])
+async def test_a_frame_that_breaks_http2_fails_the_connection_with_a_goaway_naming_why(tls: Tls, frame: bytes,
+                                                                                       code: h2.errors.ErrorCodes) -> None:
+    async def broken_first(peer: Peer, stream_id: int) -> None:
+        if peer.number == 1:
+            await peer.flush()
+            await peer.stream.send_all(frame)  # written as is (h2's server side would refuse to)
+        else:
+            peer.answer(stream_id)
+
+    async with h2_server(tls, broken_first) as server:
+        http = client(tls)
+        with pytest.raises(RemoteProtocolError, match=f"not an HTTP/2 answer .{code.name}"):
+            await post(http, server, 1)
+        for _ in range(500):  # the GOAWAY reaches the server (at once as a rule)
+            if server.goaways:
+                break
+            await trio.sleep(0.01)
+        assert server.goaways == [code]
+        assert await post(http, server, 2) == (200, b'{"ok":1}')  # on a new connection
+        assert server.connections == 2 and pool_of(http, server).open == 1
+        await closed(http, server)
+
+
+async def test_a_body_is_sent_within_a_tiny_window_the_server_advertises(tls: Tls) -> None:
+    async with h2_server(tls, window=100) as server:  # h2's server side fails the connection on DATA beyond its window
+        http = client(tls)
+        body = bytes(range(256)) * 20
+        answer = await call(http, "POST", f"https://127.0.0.1:{server.port}/x", content=body, headers={"x-n": "tiny"})
+        assert answer.status == 200 and server.bodies == [len(body)] and server.answered == ["tiny"]
+        await closed(http, server)
+
+
+async def test_a_long_answer_is_read_whole_as_the_client_gives_its_window_back(tls: Tls) -> None:
+    async def long(peer: Peer, stream_id: int) -> None:
+        peer.answer(stream_id, body=b"L" * (1024 * 1024))
+
+    async with h2_server(tls, long) as server:
+        http = client(tls)
+        assert await post(http, server, 1, limit=2 * 1024 * 1024) == (200, b"L" * (1024 * 1024))
+        assert await post(http, server, 2, limit=2 * 1024 * 1024) == (200, b"L" * (1024 * 1024))
         assert server.connections == 1
         await closed(http, server)
 
