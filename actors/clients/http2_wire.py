@@ -309,7 +309,7 @@ class H2Wire:
                 elif kind == CONTINUATION:
                     if not self.continuing or stream_id != self.continuing:
                         raise ProtocolError(PROTOCOL_ERROR, "CONTINUATION without a header block under way")
-                    self._fragment(payload, flags, events)
+                    self._continuation(payload, flags, events)
                 elif kind == SETTINGS:
                     self._settings(flags, stream_id, payload, events)
                 elif kind == WINDOW_UPDATE:
@@ -399,23 +399,29 @@ class H2Wire:
             if len(payload) < 5:
                 raise ProtocolError(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
             payload = payload[5:]
+        if flags & END_HEADERS:  # the whole block (as a rule)
+            self._block(stream_id, payload, bool(flags & END_STREAM), events)
+            return
         self.continuing = stream_id
         self.block_end = bool(flags & END_STREAM)
-        self.block = []
-        self.block_size = 0
-        self._fragment(payload, flags, events)
+        self.block = [payload]
+        self.block_size = len(payload)
 
-    def _fragment(self, payload: bytes, flags: int, events: list[Event]) -> None:
+    def _continuation(self, payload: bytes, flags: int, events: list[Event]) -> None:
         self.block.append(payload)
         self.block_size += len(payload)
         if self.block_size > 4 * self.max_header_list:
             raise ProtocolError(ENHANCE_YOUR_CALM, "a header block beyond 4x our header list size")
-        if not flags & END_HEADERS:
-            return
-        stream_id, self.continuing = self.continuing, 0
-        block = b"".join(self.block) if len(self.block) > 1 else self.block[0]
-        self.block = []
-        headers = self.decoder.decode(block, raw=True)  # always: the server's table changes with every block
+        if flags & END_HEADERS:
+            stream_id, self.continuing = self.continuing, 0
+            block, self.block = b"".join(self.block), []
+            self._block(stream_id, block, self.block_end, events)
+
+    def _block(self, stream_id: int, block: bytes, end: bool, events: list[Event]) -> None:
+        """A whole header block: decoded (always: the server's table changes with every block), then its stream's."""
+        if len(block) > 4 * self.max_header_list:
+            raise ProtocolError(ENHANCE_YOUR_CALM, "a header block beyond 4x our header list size")
+        headers = self.decoder.decode(block, raw=True)
         stream = self._stream(stream_id, "HEADERS")  # checked once the block is whole (as h2)
         if stream is None:
             return
@@ -435,7 +441,6 @@ class H2Wire:
             if name == b":status":
                 informational = value[:1] == b"1"
                 break
-        end = self.block_end
         if stream.answered:  # trailers
             if not end:
                 raise ProtocolError(PROTOCOL_ERROR, "trailers without END_STREAM")
