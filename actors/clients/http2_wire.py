@@ -72,7 +72,7 @@ GOAWAY_RECEIVED = 6  # (GOAWAY_RECEIVED, last_stream_id, error_code)
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65535
 OUR_MAX_FRAME = 16384  # we never raise our SETTINGS_MAX_FRAME_SIZE
-CLOSED_KEPT = 1024  # closed streams remembered (how each closed), beyond which a late frame on one is dropped
+CLOSED_KEPT = 1024  # closed streams remembered (how each closed; up to twice as many), beyond which a late frame on one is dropped
 STREAM_ACK = 32768  # a stream's received bytes given back once this many are pending (its window: 64 KiB)
 CONNECTION_ACK = 65536  # the connection's likewise
 
@@ -259,8 +259,8 @@ class H2Wire:
     def _remember(self, stream_id: int, how: int) -> None:
         closed = self.closed
         closed[stream_id] = how
-        if len(closed) > CLOSED_KEPT:
-            del closed[next(iter(closed))]
+        if len(closed) > 2 * CLOSED_KEPT:  # the newest kept, at once (dropping the oldest one by one costs a scan each)
+            self.closed = dict(list(closed.items())[-CLOSED_KEPT:])
 
     def _forget(self, stream_id: int, how: int) -> None:
         del self.streams[stream_id]

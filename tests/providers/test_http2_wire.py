@@ -597,3 +597,16 @@ def test_the_servers_first_frame_must_be_its_settings() -> None:
         conn.start()
         with pytest.raises(wire.ProtocolError, match="not an HTTP/2 server"):
             conn.receive(first[:9])  # its header is enough
+
+
+def test_closed_streams_are_remembered_within_a_bound_a_late_frame_on_a_forgotten_one_dropped() -> None:
+    conn = connected(0)
+    block = wire.header_bytes(b":method", b"GET")
+    for _ in range(5000):
+        stream_id = conn.open(block, True)
+        assert conn.receive(answer(stream_id, end=True))[-1] == (wire.ENDED, stream_id)
+    assert not conn.streams and wire.CLOSED_KEPT <= len(conn.closed) <= 2 * wire.CLOSED_KEPT
+    assert conn.receive(wire.frame(wire.DATA, 0, 1, b"late")) == []  # ended long ago, forgotten: dropped
+    with pytest.raises(wire.ProtocolError) as caught:  # ended just now: a connection error
+        conn.receive(wire.frame(wire.DATA, 0, stream_id, b"late"))
+    assert caught.value.code == wire.STREAM_CLOSED
