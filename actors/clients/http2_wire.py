@@ -339,11 +339,13 @@ class H2Wire:
         return events
 
     def _stream(self, stream_id: int, kind: str) -> _Stream | None:
-        """The open stream a DATA or HEADERS frame is for; None for one we reset or forgot (the frame dropped)."""
+        """The open stream a DATA or HEADERS frame is for; None for one we reset or forgot, or one the server ended while
+        we still send (reset now): the frame dropped."""
         stream = self.streams.get(stream_id)
         if stream is not None:
-            if stream.remote_closed:
-                raise ProtocolError(STREAM_CLOSED, f"{kind} on a stream the server ended")
+            if stream.remote_closed:  # half-closed (remote), our body still going: a stream error (RFC 9113 5.1, as h2)
+                self.reset(stream_id, STREAM_CLOSED)
+                return None
             return stream
         if not stream_id:
             raise ProtocolError(PROTOCOL_ERROR, f"{kind} on the connection")
