@@ -17,6 +17,7 @@ docs/providers.md "APNs".
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -41,6 +42,16 @@ MAX_COLLAPSE_ID = 64  # bytes (Apple's limit)
 GONE = frozenset({"BadDeviceToken", "Unregistered", "ExpiredToken"})  # the token is removed
 _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{32,200}")
 _NAMESPACE = uuid.UUID("6f0c5b1e-52c4-4d38-9a55-3b1f0c1e2a70")  # apns-id = uuid5(this, notification id)
+
+
+def apns_id(notification_id: str) -> str:
+    """`str(uuid.uuid5(_NAMESPACE, notification_id))` without the UUID object (a tenth of a push request's CPU):
+    the same id on every attempt, so Apple's answers name the notification."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + notification_id.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class ProviderToken:
@@ -76,7 +87,7 @@ def request(delivery: Delivery, topic: str, ttl_s: int) -> tuple[dict[str, str],
         "apns-push-type": "alert",
         "apns-priority": "10" if delivery.priority.lane is Lane.CRITICAL else "5",
         "apns-expiration": str(wall_ms() // 1000 + ttl_s),
-        "apns-id": str(uuid.uuid5(_NAMESPACE, delivery.notification_id)),
+        "apns-id": apns_id(delivery.notification_id),
     }
     if len(delivery.notification_id.encode()) <= MAX_COLLAPSE_ID:
         headers["apns-collapse-id"] = delivery.notification_id

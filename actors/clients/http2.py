@@ -1,9 +1,11 @@
-"""A lean HTTP/2 client on the h2 library over Trio streams: one origin's connections (the FCM and APNs clients' transport).
+"""A lean HTTP/2 client over Trio sockets: one origin's connections (the FCM and APNs clients' transport).
 
 Why not httpx here: through httpx, httpcore and h2 a request cost about 1.5 ms of CPU
 (three socket writes per request, httpcore's scans of its pool and per-stream locks, hpack's
 Huffman coding of the same Authorization header on every request), 4.6x the HTTP/1.1 pool's
-(docs/providers.md "Throughput through the real clients").
+(docs/providers.md "Throughput through the real clients"). Its frames are our own
+(actors/clients/http2_wire.py, checked against h2): through h2's H2Connection, building and
+parsing them took ~0.1 ms more per request.
 
 What it does, and nothing more:
 
@@ -13,11 +15,10 @@ What it does, and nothing more:
   given (the SSRF guard's, as for http1.py) opens the TCP connection. The server's first frame
   must be its SETTINGS (garbage instead of a preface is a RemoteProtocolError at once).
 * Headers are checked here (no CR, LF or NUL; a refused one is a RequestError that quotes
-  nothing) and coded by hpack without Huffman; a header goes in hpack's table once its value
-  comes a second time (a value new in every request, as APNs's apns-id, never does), the
-  Authorization header like any other (h2 would code the same token in full in every
-  request: a CRIME-style guess needs attacker-chosen bytes compressed with it, and hpack only
-  matches whole values).
+  nothing) and coded in HPACK without Huffman and without the server's dynamic table
+  (http2_wire.header_bytes: a static table entry, else a literal; the Authorization header a
+  literal never indexed, RFC 7541 7.1.3), each (name, value) once per pool and kept (up to CODED of
+  them): the token, topic and content type of every request cost a dict lookup.
 * At most `max_connections` connections to the origin, each carrying
   up to the server's SETTINGS_MAX_CONCURRENT_STREAMS requests at once; another connection is
   opened (one at a time) when every open one is full; a request waits for a free stream at
@@ -46,9 +47,9 @@ What it does, and nothing more:
   processed (above its last_stream_id) are sent again on another connection, at most
   MAX_REFUSED times (a REFUSED_STREAM reset likewise); those at or below it are read to their
   end, and if the connection breaks first they fail: never sent twice.
-* A connection reset, EOF or frame h2 refuses fails its streams (a ReadError or a
-  RemoteProtocolError) and is dropped; an idle connection is checked for a GOAWAY or an EOF
-  before use.
+* A connection reset or EOF fails its streams (a ReadError) and the connection is dropped; so does
+  a frame that breaks HTTP/2 (a RemoteProtocolError, after our GOAWAY naming the error code);
+  an idle connection is checked for a GOAWAY or an EOF before use.
 
 Every failure is a TransportError (actors/clients/http_errors.py); its text is the kind of
 failure and the origin, never the request.
@@ -60,16 +61,9 @@ import os
 import ssl
 from collections.abc import Callable, Iterable
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-import hpack
 import trio
-from hpack.hpack import INDEX_NONE
 
+from . import http2_wire as wire
 from .http1 import Connect, readable_now
 from .http_errors import (
     STEP_TIMEOUTS,
@@ -88,9 +82,11 @@ READ_SIZE = 65536
 MAX_HEAD = 64 * 1024  # an answer's header list (SETTINGS_MAX_HEADER_LIST_SIZE)
 MAX_STREAMS = 1000  # per connection, whatever the server allows
 WINDOW = 16 * 1024 * 1024  # the connection's receive window (the streams' stay at 64 KiB: answers are small)
-CLEANUP = 64  # h2's scan of its streams, once per this many new streams (_H2)
+CODED = 512  # header fields kept coded per pool (then it starts again)
+CODED_VALUE = 4096  # a longer value is coded in every request, not kept
 MAX_REFUSED = 3  # times a request the server did not process (GOAWAY, REFUSED_STREAM) is sent again
 LAST_STREAM_ID = 2**31 - 1 - 2 * MAX_STREAMS  # a connection this far is retired (stream ids are not reused)
+AGENT = wire.header_bytes(b"user-agent", b"herald")
 
 
 def _refused(key: bytes, text: bytes) -> bool:
@@ -102,65 +98,6 @@ def _refused(key: bytes, text: bytes) -> bool:
 
 class Refused(Exception):
     """The server did not process the stream (above a GOAWAY's last_stream_id, or REFUSED_STREAM): safe to send again."""
-
-
-class _KeepReading(h2.connection.H2ConnectionStateMachine):
-    """h2's connection state machine, but a GOAWAY leaves an open connection open: the streams the server still
-    answers are read to their end (h2 would refuse their frames). No new stream is opened on such a connection
-    (Connection.goaway)."""
-
-    _transitions = {**h2.connection.H2ConnectionStateMachine._transitions,
-                    (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY):
-                        (None, h2.connection.ConnectionState.CLIENT_OPEN)}
-
-
-class _H2(h2.connection.H2Connection):
-    """h2's connection, but its count of open streams before each new one (a scan of every stream h2 keeps, closed
-    ones included, ~4 % of a request's CPU) is made one stream in CLEANUP: Http2Pool counts its own streams and
-    never opens more than the server allows. The scan is also what forgets closed streams, so it still runs."""
-
-    _started = 0
-
-    @property
-    def open_outbound_streams(self) -> int:
-        self._started += 1
-        return super().open_outbound_streams if self._started % CLEANUP == 0 else 0
-
-
-class _Encoder(hpack.Encoder):
-    """hpack's encoder without Huffman coding (pure Python, it cost more CPU than the bytes it saves here), and a
-    header coded as a literal without indexing until its value comes a second time (then indexed as hpack would).
-
-    hpack's table search is a scan of its dynamic entries; a value that is new in every request (APNs's apns-id,
-    apns-collapse-id, a changing apns-expiration or content-length) added to the table filled it with entries
-    never used again, each scanned by every later header and pushing out the ones that repeat (the Authorization
-    token). Remembered in `_seen` (at most SEEN entries, ~100 KB; then it starts again: what is in the table stays
-    indexed, a repeated header not yet in it is sent once more as a literal)."""
-
-    SEEN = 512
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: set[tuple[bytes, bytes]] = set()
-
-    def encode(self, headers: Iterable[hpack.HeaderTuple | tuple[bytes | str, bytes | str] | tuple[bytes | str, bytes | str, bool | None]],  # type: ignore[override]
-               huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
-
-    def add(self, to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False) -> bytes:
-        if sensitive or to_add in self._seen:
-            return super().add(to_add, sensitive, False)
-        if len(self._seen) >= self.SEEN:
-            self._seen.clear()
-        self._seen.add(to_add)
-        name, value = to_add
-        match = self.header_table.search(name, value)
-        if match is None:
-            return self._encode_literal(name, value, INDEX_NONE, False)
-        index, _, perfect = match
-        if perfect is not None:
-            return self._encode_indexed(index)
-        return self._encode_indexed_literal(index, value, INDEX_NONE, False)
 
 
 class TlsStream:
@@ -277,24 +214,14 @@ class Stream:
 
 
 class Connection:
-    """One HTTP/2 connection: its stream, h2's state of it, the streams open on it."""
+    """One HTTP/2 connection: its stream, its frames' state (http2_wire.H2Wire), the streams open on it."""
 
     def __init__(self, pool: Http2Pool, stream: TlsStream, tcp: trio.SocketStream) -> None:
         self.pool = pool
         self.stream = stream
         self.tcp = tcp
         self.fd = tcp.socket.fileno()
-        # Outbound headers are checked by Http2Pool.request (h2's checks would also never index the Authorization header
-        # in hpack's table, so its token would be coded again in every request); inbound ones are only read as text
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False,
-                                           normalize_outbound_headers=False, validate_inbound_headers=False,
-                                           normalize_inbound_headers=False)
-        self.h2 = _H2(config)
-        self.h2.state_machine = _KeepReading()
-        self.h2.encoder = _Encoder()
-        self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.ENABLE_PUSH: 0, h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEAD,
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0})
+        self.wire = wire.H2Wire(MAX_HEAD, WINDOW)
         self.streams: dict[int, Stream] = {}
         self.parked: dict[int, Stream] = {}  # streams whose task waits for a wake (the answer, or its turn to read)
         self.reading = False  # a task reads the connection now
@@ -303,7 +230,6 @@ class Connection:
         self.settled = False  # the server's SETTINGS came
         self.goaway: int | None = None  # the last stream id of the server's GOAWAY
         self.error: TransportError | None = None  # broken: every stream failed with it
-        self.head: bytes | None = b""  # the server's first bytes until its first frame's header is checked
 
     @property
     def usable(self) -> bool:
@@ -355,78 +281,69 @@ class Connection:
         if not data:
             self.fail(ReadError(f"{self.pool.origin}: the server closed the connection before a whole answer"))
             return
-        if self.head is not None:  # h2 would wait for a garbage "frame" of megabytes: the server's first must be SETTINGS
-            self.head += data
-            if len(self.head) >= 9:
-                if self.head[3] != 4 or self.head[4] & 1 or self.head[5:9] != b"\0\0\0\0" or int.from_bytes(self.head[:3], "big") % 6:
-                    self.fail(RemoteProtocolError(f"{self.pool.origin}: not an HTTP/2 server (its first frame is not SETTINGS)"))
-                    return
-                self.head = None
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self.fail(RemoteProtocolError(f"{self.pool.origin}: not an HTTP/2 answer ({type(exc).__name__}: {str(exc)[:100]})"))
+            events = self.wire.receive(data)
+        except wire.ProtocolError as exc:  # a connection error: our GOAWAY says why, every stream fails
+            self.wire.close(exc.code)
+            await self.flush(coalesce=False)
+            self.fail(RemoteProtocolError(f"{self.pool.origin}: not an HTTP/2 answer ({wire.error_name(exc.code)}: {exc})"))
             return
         self.dispatch(events)
         await self.flush(coalesce=False)  # acknowledgements (SETTINGS, PING, WINDOW_UPDATE), resets
 
-    def dispatch(self, events: list[h2.events.Event]) -> None:
+    def dispatch(self, events: list[wire.Event]) -> None:
         """Hand each event to its stream; wake the streams it completed."""
         streams = self.streams
         for event in events:
-            kind = type(event)
-            if kind is h2.events.DataReceived:
-                if event.flow_controlled_length:  # type: ignore[attr-defined]
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)  # type: ignore[attr-defined]
-                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+            kind = event[0]
+            if kind == wire.BODY:
+                stream = streams.get(event[1])
                 if stream is None or stream.done:
                     continue
-                data = event.data  # type: ignore[attr-defined]
+                data = event[2]
                 stream.chunks.append(data)
                 stream.size += len(data)
                 if stream.size >= stream.limit:  # the rest is refused; the connection goes on
                     self._end(stream)
-                    self._reset(stream.id)
-            elif kind is h2.events.ResponseReceived:
-                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+                    self.wire.reset(stream.id)
+            elif kind == wire.RESPONSE:
+                stream = streams.get(event[1])
                 if stream is None:
                     continue
-                for name, value in event.headers:  # type: ignore[attr-defined]
+                for name, value in event[2]:
                     if name == b":status":
                         stream.status = int(value) if value.isdigit() and len(value) == 3 else -1  # -1: refused below
                     elif name[:1] != b":":
                         key, text = name.decode("latin-1"), value.decode("latin-1")
                         stream.headers[key] = f"{stream.headers[key]}, {text}" if key in stream.headers else text
-            elif kind is h2.events.StreamEnded:
-                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+            elif kind == wire.ENDED:
+                stream = streams.get(event[1])
                 if stream is not None and not stream.done:
                     self._end(stream)
-            elif kind is h2.events.StreamReset:
-                stream = streams.get(event.stream_id)  # type: ignore[attr-defined]
+            elif kind == wire.RESET:
+                stream = streams.get(event[1])
                 if stream is not None and not stream.done:
-                    code = event.error_code  # type: ignore[attr-defined]
-                    if code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                    code = event[2]
+                    if code == wire.REFUSED_STREAM:
                         stream.error = Refused()
                     else:
-                        stream.error = ReadError(f"{self.pool.origin}: the server reset the stream ({_code(code)})")
+                        stream.error = ReadError(f"{self.pool.origin}: the server reset the stream ({wire.error_name(code)})")
                     self._end(stream)
-            elif kind is h2.events.WindowUpdated:
+            elif kind == wire.WINDOW:
                 for stream in streams.values():
                     if stream.window:
                         self._end(stream, done=False)
-            elif kind is h2.events.RemoteSettingsChanged:
+            elif kind == wire.SETTINGS_CHANGED:
                 self.settled = True
-                self.max_streams = max(1, min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams))
+                self.max_streams = max(1, min(MAX_STREAMS, self.wire.max_streams))
                 self.pool.changed()
-            elif kind is h2.events.ConnectionTerminated:
-                last = event.last_stream_id  # type: ignore[attr-defined]
-                self.goaway = last if last is not None else 0
+            elif kind == wire.GOAWAY_RECEIVED:  # the lowest last stream id so far: those above it are sent again already
+                self.goaway = event[1]
                 for stream in streams.values():
                     if stream.id > self.goaway and not stream.done:
                         stream.error = Refused()
                         self._end(stream)
                 self.pool.retire(self)
-            # informational answers, trailers, PINGs (h2 answers them), SETTINGS acks, priorities: nothing to do
 
     def _end(self, stream: Stream, done: bool = True) -> None:
         stream.done = stream.done or done
@@ -439,27 +356,21 @@ class Connection:
             trio.lowlevel.reschedule(stream.task)
             stream.task = None
 
-    def _reset(self, stream_id: int) -> None:
-        try:
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-        except h2.exceptions.ProtocolError:  # closed already, or never opened
-            pass
-
     # writing
 
     async def flush(self, *, coalesce: bool) -> None:
-        """Write h2's buffer unless a write is under way (it takes what is added meanwhile). Never cancelled
+        """Write the wire's buffer unless a write is under way (it takes what is added meanwhile). Never cancelled
         (TlsStream's writes are shielded, bounded by timeout_s)."""
         if self.writing or self.error is not None:
             return
-        data = b"" if coalesce else self.h2.data_to_send()
+        data = b"" if coalesce else self.wire.data_to_send()
         if not data and not coalesce:
             return
         self.writing = True
         try:
             if coalesce:  # the other tasks runnable now add their frames first: one write for all
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            while data := data or self.h2.data_to_send():
+            while data := data or self.wire.data_to_send():
                 await self.stream.send_all(data)
                 data = b""
         except TimeoutError:
@@ -508,6 +419,8 @@ class Http2Pool:
         self._changed = trio.Event()  # set when a stream or a connection is freed or opened
         self.waiting = 0  # tasks waiting for it
         self._closed = False
+        self._prefixes: dict[str, bytes] = {}  # method -> its request's first three header fields, coded
+        self._coded: dict[tuple[str, str], tuple[bytes, bool]] = {}  # (name, value) -> coded, is the User-Agent
 
     @property
     def open(self) -> int:
@@ -535,19 +448,25 @@ class Http2Pool:
                       limit: int) -> tuple[int, dict[str, str], bytes]:
         """Send one request; the status, the headers (lower-case names, repeated ones joined by ", ") and the body
         read up to `limit` bytes. Raises a TransportError (a Timeout for a step or the whole call that took too long)."""
-        head = [(b":method", method.upper().encode("ascii")), (b":scheme", b"https"), (b":authority", self.authority),
-                (b":path", target.encode("ascii", "replace"))]
+        verb = method.upper()
+        prefix = self._prefixes.get(verb)
+        if prefix is None:  # :method, :scheme and :authority, the same in every request of this method
+            prefix = self._prefixes[verb] = (wire.header_bytes(b":method", verb.encode("ascii")) + wire.header_bytes(b":scheme", b"https")
+                                             + wire.header_bytes(b":authority", self.authority))
+        head = [prefix, wire.header_bytes(b":path", target.encode("ascii", "replace"))]
         has_agent = False
-        for name, value in headers:
-            key, text = name.lower().encode("latin-1", "replace"), value.encode("utf-8")
-            if _refused(key, text):
-                raise RequestError(f"{self.origin}: a request header that HTTP/2 refuses (a control character?)")
-            has_agent = has_agent or key == b"user-agent"
-            head.append((key, text))
+        coded = self._coded
+        for field in headers:
+            known = coded.get(field)
+            if known is None:
+                known = self._code(*field)
+            head.append(known[0])
+            has_agent = has_agent or known[1]
         if not has_agent:
-            head.append((b"user-agent", b"herald"))
-        if body or method.upper() not in ("GET", "HEAD"):
-            head.append((b"content-length", str(len(body)).encode()))
+            head.append(AGENT)
+        if body or verb not in ("GET", "HEAD"):
+            head.append(wire.header_bytes(b"content-length", b"%d" % len(body)))
+        block = b"".join(head)
         steps = ["pool"]
         now = trio.current_time()
         whole = now + 2 * self.timeout_s
@@ -561,13 +480,26 @@ class Http2Pool:
                 if len(steps) > before:  # it waited for a stream or a connection: the write has its own timeout
                     scope.deadline = min(whole, trio.current_time() + self.timeout_s)
                 try:
-                    return await self._exchange(connection, head, body, limit, scope, whole, steps)
+                    return await self._exchange(connection, block, verb == "HEAD", body, limit, scope, whole, steps)
                 except Refused:
                     continue
             raise ReadError(f"{self.origin}: the server refused the request {MAX_REFUSED + 1} times (GOAWAY, REFUSED_STREAM)")
         step = steps[-1]
         raise STEP_TIMEOUTS.get(step, ReadTimeout)(f"{self.origin}: no {step if step != 'read' else 'whole answer'} "
                                                    f"within its timeout ({self.timeout_s:g} s, the call {2 * self.timeout_s:g} s)")
+
+    def _code(self, name: str, value: str) -> tuple[bytes, bool]:
+        """A request header checked (RequestError) and coded in HPACK; whether it is the User-Agent. Kept for the next
+        request (the same token, topic, content type come in every one)."""
+        key, text = name.lower().encode("latin-1", "replace"), value.encode("utf-8")
+        if _refused(key, text):
+            raise RequestError(f"{self.origin}: a request header that HTTP/2 refuses (a control character?)")
+        known = (wire.header_bytes(key, text), key == b"user-agent")
+        if len(text) <= CODED_VALUE:
+            if len(self._coded) >= CODED:
+                self._coded.clear()
+            self._coded[(name, value)] = known
+        return known
 
     async def _acquire(self, steps: list[str]) -> Connection:
         """A connection with a free stream: one open, else a new one (one connect at a time), else wait for one."""
@@ -630,8 +562,7 @@ class Http2Pool:
         connection = Connection(self, stream, tcp)
         self.draining.add(connection)  # counted among the open ones; taking requests once the server's SETTINGS came
         try:
-            connection.h2.initiate_connection()
-            connection.h2.increment_flow_control_window(WINDOW - 65535)
+            connection.wire.start()
             await connection.flush(coalesce=False)
             probe = Stream(0, 0)
             await connection.until(probe, lambda: connection.settled or connection.error is not None)  # the server's SETTINGS
@@ -644,10 +575,10 @@ class Http2Pool:
         self.connections.append(connection)
         return connection
 
-    async def _exchange(self, connection: Connection, head: list[tuple[bytes, bytes]], body: bytes, limit: int,
+    async def _exchange(self, connection: Connection, block: bytes, head: bool, body: bytes, limit: int,
                         scope: trio.CancelScope, whole: float, steps: list[str]) -> tuple[int, dict[str, str], bytes]:
-        conn = connection.h2
-        stream_id = conn.get_next_available_stream_id()
+        frames = connection.wire
+        stream_id = frames.next_id
         if stream_id >= LAST_STREAM_ID:
             self.retire(connection)
         stream = Stream(stream_id, limit)
@@ -656,25 +587,24 @@ class Http2Pool:
         sent = 0
         try:
             try:
-                conn.send_headers(stream_id, head, end_stream=not body)
-            except h2.exceptions.TooManyStreamsError:  # the server lowered its limit meanwhile: not sent
+                frames.open(block, not body, head)
+            except wire.TooManyStreams:  # the server lowered its limit meanwhile: not sent
                 stream.done = True
                 raise Refused() from None
-            sent = 0
-            while sent < len(body):  # within the server's windows (an answer before the whole body ends it)
-                window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+            while sent < len(body) and not stream.done:  # within the server's windows (an answer before the whole body ends it)
+                window = frames.window_of(stream_id)
                 if window <= 0:
                     stream.window = True
                     await connection.flush(coalesce=False)
                     await connection.until(stream, lambda: stream.done or connection.error is not None
-                                           or conn.local_flow_control_window(stream_id) > 0)
+                                           or frames.window_of(stream_id) > 0)
                     stream.window = False
                     if stream.done or connection.error is not None:
                         break
                     continue
                 chunk = body[sent:sent + window]
                 sent += len(chunk)
-                conn.send_data(stream_id, chunk, end_stream=sent == len(body))
+                frames.send_data(stream_id, chunk, sent == len(body))
             await connection.flush(coalesce=True)
             steps.append("read")
             scope.deadline = min(whole, trio.current_time() + self.timeout_s)
@@ -684,13 +614,10 @@ class Http2Pool:
             if not 100 <= stream.status <= 999:
                 raise RemoteProtocolError(f"{self.origin}: an answer without a valid :status")
             return stream.status, stream.headers, b"".join(stream.chunks)[:limit]
-        except (h2.exceptions.ProtocolError, h2.exceptions.FlowControlError) as exc:  # h2 refused what we send
-            connection.fail(RemoteProtocolError(f"{self.origin}: {type(exc).__name__}"))
-            raise RemoteProtocolError(f"{self.origin}: the request could not be sent ({type(exc).__name__})") from None
         finally:
             del connection.streams[stream_id]
             if (not stream.done or sent < len(body)) and connection.error is None:  # cancelled, timed out, answered early
-                connection._reset(stream_id)
+                frames.reset(stream_id)
                 await connection.flush(coalesce=False)  # never cancelled
             if connection.error is not None or connection.goaway is not None or connection.fd < 0:
                 self.retire(connection)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from actors.clients.apns import ApnsClient, ProviderToken
+from actors.clients.apns import _NAMESPACE, ApnsClient, ProviderToken, apns_id
 from actors.clients.provider_config import ApnsProvider, Secret
 from actors.config import ConfigError, load_config
 from protocol.channels import Channel, Priority
@@ -179,3 +181,8 @@ def test_the_config_reads_the_p8_key_and_checks_the_refresh_window(tmp_path: Pat
         with pytest.raises(ConfigError) as caught:
             load_config(env={"HERALD_PROVIDERS": json.dumps({"push": [bad]})})
         assert named in str(caught.value) and PRIVATE_KEY_PEM.splitlines()[1] not in str(caught.value), caught.value
+
+
+@given(st.text(max_size=80))
+def test_the_apns_id_is_the_uuid5_of_the_notification_id(notification_id: str) -> None:
+    assert apns_id(notification_id) == str(uuid.uuid5(_NAMESPACE, notification_id))

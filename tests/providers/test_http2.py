@@ -25,6 +25,7 @@ import h2.events
 import h2.settings
 import pytest
 import trio
+from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -64,6 +65,9 @@ class Server:
     reset: list[str] = field(default_factory=list)  # each request the client reset
     bodies: list[int] = field(default_factory=list)  # the size of each request body read whole
     most_in_flight: int = 0  # the most requests open at once on one connection
+    heads: list[list[tuple[bytes, bytes]]] = field(default_factory=list)  # each request's header list, as decoded
+    goaways: list[int] = field(default_factory=list)  # the error code of each GOAWAY the client sent
+    peers: list[Peer] = field(default_factory=list)
 
 
 class Peer:
@@ -91,11 +95,12 @@ class Peer:
     def push(self) -> None:
         """Send what the client's windows allow of the bodies still to send."""
         for stream_id, body in list(self.outgoing.items()):
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-            if window > 0:
+            while body and (window := min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)) > 0:
                 self.h2.send_data(stream_id, body[:window], end_stream=len(body) <= window)
-                self.outgoing[stream_id] = body[window:]
-            if not self.outgoing[stream_id]:
+                body = body[window:]
+            if body:
+                self.outgoing[stream_id] = body
+            else:
                 del self.outgoing[stream_id]
 
     async def flush(self) -> None:
@@ -128,7 +133,7 @@ def server_context(tls: Tls, alpn: str = "h2") -> ssl.SSLContext:
 
 
 @asynccontextmanager
-async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: int = 100, alpn: str = "h2",
+async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: int = 100, alpn: str = "h2", window: int = 65535,
                     on_connect: Callable[[Peer], Awaitable[bool]] | None = None, early: bool = False) -> AsyncIterator[Server]:
     """An HTTP/2 server over TLS on a free loopback port; `behaviour(peer, stream_id)` for each request read whole
     (with `early`, as soon as its headers came);
@@ -141,6 +146,7 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
         server.open += 1
         stream = trio.SSLStream(tcp, context, server_side=True)
         peer = Peer(server, stream, server.connections)
+        server.peers.append(peer)
         names: dict[int, str] = {}
         sizes: dict[int, int] = {}
         try:
@@ -148,7 +154,7 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
             if on_connect is not None and not await on_connect(peer):
                 return
             peer.h2.local_settings = h2.settings.Settings(client=False, initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams})
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams, h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
             peer.h2.initiate_connection()
             await peer.flush()
             while not peer.closed:
@@ -158,6 +164,7 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
                 for event in peer.h2.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
                         peer.open[event.stream_id] = names[event.stream_id] = dict(event.headers).get(b"x-n", b"?").decode()
+                        server.heads.append(list(event.headers))
                         sizes[event.stream_id] = 0
                         server.most_in_flight = max(server.most_in_flight, len(peer.open))
                         if early:
@@ -170,6 +177,8 @@ async def h2_server(tls: Tls, behaviour: Behaviour = answer_ok, *, max_streams: 
                         peer.outgoing.pop(event.stream_id, None)
                         peer.open.pop(event.stream_id, None)
                         server.reset.append(names.get(event.stream_id, "?"))
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        server.goaways.append(event.error_code)
                     elif isinstance(event, h2.events.DataReceived):
                         sizes[event.stream_id] = sizes.get(event.stream_id, 0) + len(event.data)
                         peer.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -241,16 +250,21 @@ async def test_many_requests_share_one_connection_and_a_closed_client_leaves_non
         await closed(http, server)
 
 
-async def test_a_header_value_new_in_every_request_stays_out_of_hpacks_table_and_a_repeated_one_goes_in(tls: Tls) -> None:
+async def test_headers_are_coded_without_the_servers_table_and_the_credential_never_indexed(tls: Tls) -> None:
     async with h2_server(tls) as server:
         http = client(tls)
         for n in range(20):  # x-n is new each time (as APNs's apns-id is), authorization the same (the provider token)
             assert await post(http, server, f"unique-{n}") == (200, b'{"ok":1}')
         assert server.received == [f"unique-{n}" for n in range(20)]  # every header block decoded whole by the server
-        (connection,) = pool_of(http, server).connections
-        table = list(connection.h2.encoder.header_table.dynamic_entries)
-        assert (b"authorization", b"bearer tok-secret") in table
-        assert [value for name, value in table if name == b"x-n"] == []
+        for n, head in enumerate(server.heads):
+            fields = dict(head)
+            assert fields[b":method"] == b"POST" and fields[b":scheme"] == b"https" and fields[b":path"] == b"/3/device/x"
+            assert fields[b":authority"] == f"127.0.0.1:{server.port}".encode() and fields[b"x-n"] == f"unique-{n}".encode()
+            assert fields[b"user-agent"] == b"herald" and fields[b"content-length"] == str(len(f'{{"n":"unique-{n}"}}')).encode()
+            (credential,) = [h for h in head if h[0] == b"authorization"]
+            assert credential == (b"authorization", b"bearer tok-secret") and isinstance(credential, NeverIndexedHeaderTuple)
+        (peer,) = server.peers
+        assert list(peer.h2.decoder.header_table.dynamic_entries) == []  # nothing of ours kept in the server's table
         await closed(http, server)
 
 
@@ -556,6 +570,56 @@ async def test_an_answer_before_the_whole_body_ends_the_request_and_the_connecti
         answer = await call(http, "POST", f"https://127.0.0.1:{server.port}/x", content=b"z" * (300 * 1024))
         assert answer.status == 413 and answer.body == b'{"reason":"PayloadTooLarge"}'
         assert await post(http, server, "small") == (200, b'{"ok":1}')
+        assert server.connections == 1
+        await closed(http, server)
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (b"\0\0\4\x08\0\0\0\0\0" + b"\0\0\0\0", h2.errors.ErrorCodes.PROTOCOL_ERROR),  # WINDOW_UPDATE of 0
+    (b"\0\x40\x01\0\0\0\0\0\1" + b"\0" * 16385, h2.errors.ErrorCodes.FRAME_SIZE_ERROR),  # DATA beyond our frame size
+    (b"\0\0\5\5\4\0\0\0\1" + b"\0\0\0\2\x82", h2.errors.ErrorCodes.PROTOCOL_ERROR),  # PUSH_PROMISE, push being disabled
+    (b"\0\0\4\1\5\0\0\0\1" + b"\xff\xff\xff\xff", h2.errors.ErrorCodes.COMPRESSION_ERROR),  # a header block HPACK refuses
+], ids=["window-update-of-0", "frame-too-large", "push-promise", "bad-hpack"])
+async def test_a_frame_that_breaks_http2_fails_the_connection_with_a_goaway_naming_why(tls: Tls, frame: bytes,
+                                                                                       code: h2.errors.ErrorCodes) -> None:
+    async def broken_first(peer: Peer, stream_id: int) -> None:
+        if peer.number == 1:
+            await peer.flush()
+            await peer.stream.send_all(frame)  # written as is (h2's server side would refuse to)
+        else:
+            peer.answer(stream_id)
+
+    async with h2_server(tls, broken_first) as server:
+        http = client(tls)
+        with pytest.raises(RemoteProtocolError, match=f"not an HTTP/2 answer .{code.name}"):
+            await post(http, server, 1)
+        for _ in range(500):  # the GOAWAY reaches the server (at once as a rule)
+            if server.goaways:
+                break
+            await trio.sleep(0.01)
+        assert server.goaways == [code]
+        assert await post(http, server, 2) == (200, b'{"ok":1}')  # on a new connection
+        assert server.connections == 2 and pool_of(http, server).open == 1
+        await closed(http, server)
+
+
+async def test_a_body_is_sent_within_a_tiny_window_the_server_advertises(tls: Tls) -> None:
+    async with h2_server(tls, window=100) as server:  # h2's server side fails the connection on DATA beyond its window
+        http = client(tls)
+        body = bytes(range(256)) * 20
+        answer = await call(http, "POST", f"https://127.0.0.1:{server.port}/x", content=body, headers={"x-n": "tiny"})
+        assert answer.status == 200 and server.bodies == [len(body)] and server.answered == ["tiny"]
+        await closed(http, server)
+
+
+async def test_a_long_answer_is_read_whole_as_the_client_gives_its_window_back(tls: Tls) -> None:
+    async def long(peer: Peer, stream_id: int) -> None:
+        peer.answer(stream_id, body=b"L" * (1024 * 1024))
+
+    async with h2_server(tls, long) as server:
+        http = client(tls)
+        assert await post(http, server, 1, limit=2 * 1024 * 1024) == (200, b"L" * (1024 * 1024))
+        assert await post(http, server, 2, limit=2 * 1024 * 1024) == (200, b"L" * (1024 * 1024))
         assert server.connections == 1
         await closed(http, server)
 
