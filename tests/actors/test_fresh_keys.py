@@ -21,8 +21,6 @@ inbox entries and changes), in random batches:
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -37,11 +35,10 @@ from protocol.channels import Channel, Priority
 from protocol.lifecycle import Status
 from protocol.messages import StatusEvent
 from protocol.write_plan import WritePlan
-from reactor.backends.embedded import SqliteLogStore
 from reactor.ports import NotFresh
 from tests.actors.model_log_store import Crash, ModelLogStore
 from tests.actors.test_write_planner import (
-    HOUR, NIDS, OWNER, T0, batches, events, logged_columns, model_logged_columns, observe, writes,
+    HOUR, NIDS, OWNER, T0, assert_batches_write_as, batches, events, groups_of, writes,
 )
 
 pytestmark = pytest.mark.trio
@@ -95,24 +92,7 @@ async def test_the_fresh_hint_changes_nothing_written(sequence: list[Write], cut
     expected = []
     for batch in batches(unhinted(sequence), cuts):
         expected += await write_batch(general, batch)
-    want = await observe(general)
-    logged = model_logged_columns(general)
-    with tempfile.TemporaryDirectory() as tmp:
-        embedded = SqliteLogStore(Path(tmp) / "logs.db")
-        await embedded.open()
-        model = ModelLogStore()
-        try:
-            for store in (embedded, model):
-                answers = []
-                for batch in batches(sequence, cuts):
-                    answers += await write_batch(store, batch)
-                assert answers == expected, type(store).__name__
-            assert await observe(embedded) == want
-            assert await observe(model) == want
-            assert logged_columns(Path(tmp) / "logs.db") == logged
-            assert model_logged_columns(model) == logged
-        finally:
-            await embedded.close()
+    await assert_batches_write_as(general, expected, sequence, cuts)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -147,7 +127,7 @@ async def test_a_fast_plan_is_the_general_plan_or_is_refused_whole(sequence: lis
 async def test_a_fast_plan_cut_by_a_crash_recovers_as_the_general_path_does(
     sequence: list[Write], cuts: set[int], crash_in: int, crash_after: int,
 ) -> None:
-    groups = [[batch[i] for i in g] for batch in batches(sequence, cuts) for g in split_batch(batch)]
+    groups = groups_of(sequence, cuts)
     crashed = crash_in % len(groups)
     recovered = []
     for fast in (True, False):

@@ -168,8 +168,14 @@ async def compare_batches_with_one_write_at_a_time(sequence: list[Write], cuts: 
     """The writes one at a time through the Recorder's path on the model; in batches on the embedded backend and the model."""
     single = ModelLogStore()
     expected = [answer for w in sequence for answer in await write_batch(single, [w])]
-    want = await observe(single)
-    logged = model_logged_columns(single)
+    await assert_batches_write_as(single, expected, sequence, cuts)
+
+
+async def assert_batches_write_as(reference: ModelLogStore, expected: list, sequence: list[Write], cuts: set[int]) -> None:
+    """`sequence` in batches cut at `cuts`, on the embedded backend and on the model: the answers `expected`, and the
+    stores as `reference` holds them (what reads show, and every logged column)."""
+    want = await observe(reference)
+    logged = model_logged_columns(reference)
     with tempfile.TemporaryDirectory() as tmp:
         embedded = SqliteLogStore(Path(tmp) / "logs.db")
         await embedded.open()
