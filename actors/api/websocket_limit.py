@@ -10,6 +10,12 @@ handles one event per read (`break` after each refusal) and never sends the app 
 disconnect, so the session stayed registered until its heartbeat ran out. See
 docs/upstream-websocket-buffer.md.
 
+Second, a frame wsproto cannot parse (unmasked, a reserved bit, bad UTF-8, a long or fragmented control frame, an
+unknown opcode, a bad close code): wsproto yields a CloseConnection with the code (1002, 1007) but stays OPEN, and
+Hypercorn answers only a close in REMOTE_CLOSING, so the TCP connection was dropped with no close frame and the client
+saw 1006. RFC 6455 7.1.7 says the server SHOULD send the close first: `FailingConnection` moves to REMOTE_CLOSING
+there, so Hypercorn answers with that code, then closes.
+
 `install()` swaps in a buffer that refuses the first fragment that would pass the limit
 without writing it (Hypercorn answers close 1009 at once, as before), drops the rest of
 that message silently (so Hypercorn reads on, and the client's own close is seen), and
@@ -20,9 +26,15 @@ the message.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from importlib.metadata import version
+
 from hypercorn.protocol import ws_stream
-from wsproto.events import Message
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import CloseConnection, Event, Message
 from wsproto.frame_protocol import CloseReason
+
+WSPROTO_SUPPORTED = ("1.2.", "1.3.")  # the wsproto versions whose Connection._state this module was checked against
 
 
 class BoundedWebsocketBuffer(ws_stream.WebsocketBuffer):
@@ -48,7 +60,20 @@ class BoundedWebsocketBuffer(ws_stream.WebsocketBuffer):
         return message
 
 
+class FailingConnection(Connection):
+    """wsproto's Connection, whose own refusal of a client's frame is answered with a close frame of its code."""
+
+    def events(self) -> Generator[Event, None, None]:
+        for event in super().events():
+            if isinstance(event, CloseConnection) and self._state is ConnectionState.OPEN:
+                self._state = ConnectionState.REMOTE_CLOSING  # a frame it could not parse: Hypercorn now answers the close
+            yield event
+
+
 def install() -> None:
-    """Let every WebSocket Hypercorn opens from now on use the bounded buffer (idempotent)."""
-    # A deliberate monkeypatch: mypy refuses any assignment to a class, so this one line is exempted by its code.
+    """Let every WebSocket Hypercorn opens from now on use the bounded buffer and answer bad frames (idempotent)."""
+    if not version("wsproto").startswith(WSPROTO_SUPPORTED):
+        raise RuntimeError(f"wsproto {version('wsproto')} is not one this module was checked against ({WSPROTO_SUPPORTED})")
+    # Deliberate monkeypatches: mypy refuses any assignment to a class, so these lines are exempted by its code.
     ws_stream.WebsocketBuffer = BoundedWebsocketBuffer  # type: ignore[misc]
+    ws_stream.Connection = FailingConnection  # type: ignore[attr-defined]
