@@ -89,7 +89,6 @@ class EndpointBreakers:
             self._breakers.move_to_end(key)
         before = breaker.state
         breaker.record_failure(self._clock())
-        breaker.drain_transitions()
         if breaker.state is BreakerState.OPEN and before is not BreakerState.OPEN:
             self.opened += 1
 

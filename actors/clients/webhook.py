@@ -132,7 +132,8 @@ class WebhookClient:
                 return PermanentFailure(f"webhook: {exc}")
             except TransportError as exc:
                 health = self.breakers.failed
-                return _recipients(transport_failure("webhook", exc))
+                # the user's endpoint failing, not the channel: no failure for the channel's breaker
+                return msgspec.structs.replace(transport_failure("webhook", exc), recipient=True)
             if answer.status >= 500:
                 health = self.breakers.failed
             elif answer.status != 429:  # a 2xx, 3xx or 4xx: the endpoint is up (a 429: its rate, not its health)
@@ -140,11 +141,6 @@ class WebhookClient:
             return verdict(answer, url)
         finally:
             health(server)
-
-
-def _recipients(outcome: RetryLater) -> RetryLater:
-    """A retryable failure of the user's endpoint, not of the channel: no failure for the channel's breaker."""
-    return RetryLater(outcome.error, after_s=outcome.after_s, throttled=outcome.throttled, recipient=True)
 
 
 def verdict(answer: Answer, url: str) -> Outcome:

@@ -280,15 +280,18 @@ def _fresh_moves(db: sqlite3.Connection, plan: WritePlan) -> tuple[list[MoveStat
     check; NotFresh if one was there (the caller's savepoint then undoes the plan). The fresh keys' moves (all
     written) and the plan's other moves."""
     fresh = set(plan.fresh)
-    creating = [m for m in plan.moves if m.create and (m.notification_id, m.channel) in fresh]
-    others = [m for m in plan.moves if not (m.create and (m.notification_id, m.channel) in fresh)]
+    creating: list[MoveStatus] = []
+    others: list[MoveStatus] = []
+    for m in plan.moves:
+        (creating if m.create and (m.notification_id, m.channel) in fresh else others).append(m)
     before = db.total_changes
     _insert_rows(db, _CREATE_STATUS, [
         (m.notification_id, m.channel, m.status.value, m.step, m.updated_ms, m.detail, m.user_id, m.priority, m.created_ms)
         for m in creating
     ])
-    if db.total_changes - before != len(creating) or len(creating) != len(fresh):  # (a fresh key without a move: read)
-        created = {(m.notification_id, m.channel) for m in creating} if db.total_changes - before == len(creating) else set()
+    all_created = db.total_changes - before == len(creating)
+    if not all_created or len(creating) != len(fresh):  # (a fresh key without a move: read)
+        created = {(m.notification_id, m.channel) for m in creating} if all_created else set()
         stored = {(k.notification_id, k.channel) for k in _key_states(db, list(fresh - created), False)}
         if stored:
             raise NotFresh(sorted(stored))
