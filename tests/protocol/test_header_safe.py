@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from protocol.content import Content, EmailContent, Recipient, header_errors
-from protocol.header_safe import _PLAIN_ADDRESS, address_problem, header_text_problem, mailbox_problem, parsed_address_problem
+from protocol.header_safe import PLAIN_ADDRESS, address_problem, header_text_problem, mailbox_problem, parsed_address_problem
 
 POLICY = email.policy.default
 CVE_SUBJECT = "Hello =?utf-8?q?x=0D=0ABcc:_evil@attacker.example=0D=0A=0D=0AFake_body?="
@@ -117,7 +117,7 @@ def test_accepted_text_is_one_header_that_reads_back_unchanged(value: str) -> No
 
 _local = st.text(alphabet=st.sampled_from(list("abcXYZ019.+-_=?%!#$&'*/^`{|}~:;,()<>[]\"\\@ \r\n\u2028\u00e9")), min_size=1, max_size=20)
 _domain = st.text(alphabet=st.sampled_from(list("abc019.-[]:=?()\r\n\u00fc")), min_size=1, max_size=20)
-_plain = st.from_regex(_PLAIN_ADDRESS, fullmatch=True)
+_plain = st.from_regex(PLAIN_ADDRESS, fullmatch=True)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -125,7 +125,7 @@ _plain = st.from_regex(_PLAIN_ADDRESS, fullmatch=True)
 @example("a@[b.c")
 @example("=?utf-8?q?a=0D=0AX:y?=@b.c")
 def test_accepted_addresses_are_one_recipient_that_reads_back_unchanged(address: str) -> None:
-    if _PLAIN_ADDRESS.fullmatch(address) and header_text_problem(address) is None and len(address) <= 254:
+    if PLAIN_ADDRESS.fullmatch(address) and header_text_problem(address) is None and len(address) <= 254:
         assert parsed_address_problem(address) is None  # the fast path takes nothing the parser would refuse
     if address_problem(address) is not None:
         return
