@@ -45,6 +45,12 @@ def _from_line(sender: str) -> bytes:
     return bytes(message).rstrip(b"\n") + b"\n"
 
 
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> bytes:
+    """The Date header's value for a wall-clock second (RFC 5322's form, as the package's format_datetime writes it)."""
+    return format_datetime(dt.datetime.fromtimestamp(second, tz=dt.timezone.utc)).encode()
+
+
 def _body(text: str) -> tuple[bytes, bytes] | None:
     """(Content-Transfer-Encoding, body) as the package's set_content makes them, or None outside the plain case."""
     lines = text.encode("utf-8").splitlines()
@@ -78,11 +84,10 @@ def plain_email(delivery: Delivery, sender: str, now_ms: int) -> bytes | None:
         return None
     if text is None or (content.html and html is None):
         return None
-    date = format_datetime(dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.timezone.utc))
     head = [
         _from_line(sender),
         b"To: %s\nSubject: %s\nDate: %s\nMessage-ID: %s\nX-Herald-Notification-Id: %s\n" % (
-            address.encode(), subject.encode(), date.encode(),
+            address.encode(), subject.encode(), _date(now_ms // 1000),
             make_msgid(idstring=delivery.notification_id, domain="herald.localhost").encode(),
             delivery.notification_id.encode()),
     ]

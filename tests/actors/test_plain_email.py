@@ -37,9 +37,9 @@ def _delivery(subject, text, html, address, link, nid) -> Delivery:
                     unsubscribe_url=link)
 
 
-def _by_the_package(delivery: Delivery, sender: str) -> bytes | Exception:
+def _by_the_package(delivery: Delivery, sender: str, now_ms: int = NOW_MS) -> bytes | Exception:
     try:
-        return sandbox.email_bytes(sandbox.build_email(delivery, sender, NOW_MS))
+        return sandbox.email_bytes(sandbox.build_email(delivery, sender, now_ms))
     except Exception as exc:  # what the package or its checks refuse
         return exc
 
@@ -49,17 +49,18 @@ def _timeless(raw: bytes) -> bytes:
 
 
 @settings(max_examples=600, deadline=None)
-@given(_subject, _body, _body, _address, _link, _nid, st.sampled_from(SENDERS), st.integers(0, 2**32))
-@example("Your order shipped", "Hello Ada,\nit shipped.", "<p>Hello</p>", "ada@example.com", None, "01JX", SENDERS[0], 1)
-@example(" lead  and trail ", "", None, "a@b", "https://e.org/u", "01JX", SENDERS[2], 2)
-def test_what_it_writes_is_what_the_email_package_writes(subject, text, html, address, link, nid, sender, seed):
+@given(_subject, _body, _body, _address, _link, _nid, st.sampled_from(SENDERS), st.integers(0, 2**32),
+       st.integers(0, 4_102_444_800_000))
+@example("Your order shipped", "Hello Ada,\nit shipped.", "<p>Hello</p>", "ada@example.com", None, "01JX", SENDERS[0], 1, NOW_MS)
+@example(" lead  and trail ", "", None, "a@b", "https://e.org/u", "01JX", SENDERS[2], 2, 999)
+def test_what_it_writes_is_what_the_email_package_writes(subject, text, html, address, link, nid, sender, seed, now_ms):
     delivery = _delivery(subject, text, html, address, link, nid)
     random.seed(seed)  # the Message-ID's and the boundary's random parts, drawn in the same order by both
-    plain = plain_email(delivery, sender, NOW_MS)
+    plain = plain_email(delivery, sender, now_ms)
     if plain is None:
         return  # declined: the package's path writes it (or refuses it)
     random.seed(seed)
-    stock = _by_the_package(delivery, sender)
+    stock = _by_the_package(delivery, sender, now_ms)
     assert isinstance(stock, bytes), f"written plainly where the package refuses it: {stock!r}"
     assert _timeless(plain) == _timeless(stock)
 
