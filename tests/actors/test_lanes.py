@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
 from actors.config import ConfigError, load_config
-from actors.messages import Attempt
+from actors.ingress import PLAN_SLICE, Ingress
+from actors.messages import Attempt, IngressMessage, RecorderMessage, Submit, SubmitBatch
 from actors.provider import Provider
 from actors.services.gate import GateSettings, Limits, ResilienceGate
+from protocol.api import NotificationRequest, Receipt
 from protocol.channels import Channel, Lane, Priority
 from protocol.content import Content, SmsContent
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
@@ -32,6 +35,7 @@ from reactor.backends.embedded import MemoryState
 from reactor.circuit_breaker import BreakerConfig
 from reactor.mailbox import Mailbox
 from tests.actors.test_dead_letter_api import job_done
+from tests.actors.test_ingress_coalesce import RecordingBus, serve_recorder
 from tests.helpers import MemoryLedger, config_for, http, running_node, wait_final
 from tests.users.test_quiet_hours_check import night_owl_in_quiet_hours, notification
 
@@ -345,3 +349,83 @@ async def test_a_node_attempts_a_critical_send_while_a_bulk_batch_is_stuck(tmp_p
         body = await wait_final(client, nid)
         assert body["channels"]["sms"]["status"] == "delivered"
         assert client_impl.order.index("critical") == 3, client_impl.order[:10]  # before the 197 bulk ones still waiting
+
+
+# -- the Ingress: critical first among what waits, a batch planned in slices ----------------------------
+
+
+def lane_request(user: str, priority: str) -> NotificationRequest:
+    body = {"user_id": user, "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}, "priority": priority}
+    return msgspec.convert(body, NotificationRequest)
+
+
+class TickingBus(RecordingBus):
+    """RecordingBus that also notes, per append, how often a probe task had run by then."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        super().__init__()
+        self.ticks = ticks
+        self.ticks_at_append: list[int] = []
+
+    async def produce(self, items: list[tuple[str, bytes, bytes]]) -> list[int]:
+        self.ticks_at_append.append(self.ticks[0])
+        return await super().produce(items)
+
+
+async def test_a_critical_post_waiting_with_bulk_batches_is_appended_and_answered_before_them() -> None:
+    bus = RecordingBus()
+    inbox: Mailbox[IngressMessage] = Mailbox("ingress", 100)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 100)
+    ingress = Ingress(bus, inbox, recorder, workers=1)  # type: ignore[arg-type]
+    answered: list[str] = []
+    bulk = [Reply[list[Receipt | Problem]]() for _ in range(3)]
+    for n, reply in enumerate(bulk):
+        await inbox.send(SubmitBatch(tuple(lane_request(f"bulk-{n}-{i}", "normal") for i in range(10)), reply))
+    critical = Reply[Receipt | Problem]()
+    await inbox.send(Submit(lane_request("otp", "critical"), critical))  # behind 30 bulk items in the mailbox
+
+    async def note(name: str, reply: Reply[Any]) -> None:
+        await reply.wait()
+        answered.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_recorder, recorder, [])
+        for n, reply in enumerate(bulk):
+            nursery.start_soon(note, f"bulk-{n}", reply)
+        nursery.start_soon(note, "otp", critical)
+        await nursery.start(ingress.run)
+        while len(answered) < 4:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    # the critical request is the first append, alone (it was the 31st record of one append, behind the bulk)
+    assert [[key.decode() for _, key, _ in call] for call in bus.calls][0] == ["otp"]
+    assert bus.calls[0][0][0] == Channel.WEB.topic(Lane.CRITICAL)
+    assert sum(len(call) for call in bus.calls) == 31  # the bulk all appended too, after it
+    assert answered[0] == "otp"
+
+
+async def test_the_ingress_plans_a_large_batch_in_slices_letting_other_tasks_run_between() -> None:
+    ticks = [0]
+    bus = TickingBus(ticks)
+    inbox: Mailbox[IngressMessage] = Mailbox("ingress", 100)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 100)
+    ingress = Ingress(bus, inbox, recorder, workers=1)  # type: ignore[arg-type]
+    reply = Reply[list[Receipt | Problem]]()
+
+    async def probe() -> None:  # runs once per turn of the scheduler
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_recorder, recorder, [])
+        await nursery.start(ingress.run)
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before = ticks[0]
+        await inbox.send(SubmitBatch(tuple(lane_request(f"bulk-{i}", "normal") for i in range(1000)), reply))
+        receipts = await reply.wait()
+        nursery.cancel_scope.cancel()
+    assert all(isinstance(r, Receipt) for r in receipts) and len(bus.calls) == 1
+    # the probe ran between the slices of the plan (1000 / PLAN_SLICE of them): it ran about twice in the old one-go plan
+    assert bus.ticks_at_append[0] - before >= 1000 // PLAN_SLICE - 2
