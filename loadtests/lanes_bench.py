@@ -297,6 +297,10 @@ def print_steps(steps: dict[str, dict[str, Any]], rows: int) -> None:
         print("  steps over 2 ms with bulk, by where their task stopped (count, max ms):")
         for where, x in sorted(long.items(), key=lambda kv: -kv[1]["count"] * kv[1]["max_ms"])[:rows]:
             print(f"    {x['count']:5d} {x['max_ms']:7.1f}  {where[:150]}")
+    for phase in ("reference", "bulk"):
+        passes = steps.get(phase, {}).get("gc", {})
+        print(f"  garbage collector, {phase}: " + (", ".join(
+            f"gen {g}: {x['passes']} passes, {x['total_ms']:.0f} ms, longest {x['max_ms']:.1f} ms" for g, x in passes.items()) or "no pass"))
     longest = steps.get("bulk", {}).get("longest", [])
     if longest:
         print("  longest steps with bulk: " + ", ".join(f"{x['ms']:.1f} ms ({x['task'].rsplit('.', 1)[-1]})" for x in longest[:5]))

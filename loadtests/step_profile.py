@@ -10,12 +10,14 @@ Each task step (from Trio's `before_task_step` to `after_task_step`) is timed by
 not inflate (a step preempted by another process costs it nothing). Per task name it keeps
 the count, the total, the max and a histogram (20 us buckets up to 200 ms), the ten
 longest steps of all, and, for each step over 2 ms, where its task stopped (its innermost
-awaits: the work of the step ran up to there). SIGUSR1 writes what was recorded since the last SIGUSR1 to <out.json>
+awaits: the work of the step ran up to there; "[gc in the step]" when the garbage collector
+took more than 1 ms of it). SIGUSR1 writes what was recorded since the last SIGUSR1 to <out.json>
 and starts afresh (the benchmark sends one at the start and one at the end of a phase).
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import signal
@@ -66,9 +68,25 @@ class StepTimes(trio.abc.Instrument):
         self.long: dict[str, tuple[int, float]] = {}  # steps over LONG_S: where each ended -> count, max
         self.dump_asked = False
         self.since = time.monotonic()
+        self.gc_s = 0.0  # the collector's CPU so far (gc.callbacks)
+        self.gc_before = 0.0
+        self._gc_began = 0.0
+        self.gc_passes: dict[int, tuple[int, float, float]] = {}  # generation -> passes, CPU s, longest s
+
+    def gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        """The garbage collector's CPU, added up: a step's share is shown beside it (`gc`)."""
+        if phase == "start":
+            self._gc_began = time.thread_time()
+        elif self._gc_began:
+            spent = time.thread_time() - self._gc_began
+            self.gc_s += spent
+            self._gc_began = 0.0
+            count, total, longest = self.gc_passes.get(info["generation"], (0, 0.0, 0.0))
+            self.gc_passes[info["generation"]] = (count + 1, total + spent, max(longest, spent))
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.started = time.thread_time()
+        self.gc_before = self.gc_s
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         spent = time.thread_time() - self.started
@@ -88,7 +106,8 @@ class StepTimes(trio.abc.Instrument):
             heapq.heapreplace(self.longest, (spent, name))
         if spent > LONG_S:  # where it stopped: the awaits it is suspended in (its next step starts there)
             frames = [f.f_code.co_qualname for f, _ in task.iter_await_frames() if _TRIO not in f.f_code.co_filename][-WHERE_FRAMES:]
-            where = f"{name.rsplit('.', 1)[-1]} @ {' > '.join(frames)}"
+            gc_ms = (self.gc_s - self.gc_before) * 1000
+            where = f"{name.rsplit('.', 1)[-1]} @ {' > '.join(frames)}" + (" [gc in the step]" if gc_ms > 1 else "")
             seen = self.long.get(where)
             self.long[where] = (1, spent) if seen is None else (seen[0] + 1, max(seen[1], spent))
         if self.dump_asked:
@@ -104,11 +123,13 @@ class StepTimes(trio.abc.Instrument):
         }
         report: dict[str, Any] = {"wall_s": now - self.since, "tasks": tasks,
                                   "longest": [{"ms": spent * 1000, "task": name} for spent, name in sorted(self.longest, reverse=True)],
+                                  "gc": {str(g): {"passes": n, "total_ms": t * 1000, "max_ms": m * 1000}
+                                         for g, (n, t, m) in sorted(self.gc_passes.items())},
                                   "long": {where: {"count": n, "max_ms": m * 1000} for where, (n, m) in self.long.items()}}
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(report))
         tmp.replace(self.out)
-        self.stats, self.longest, self.long, self.since = {}, [], {}, now
+        self.stats, self.longest, self.long, self.since, self.gc_passes = {}, [], {}, now, {}
 
 
 def main() -> None:
@@ -119,6 +140,7 @@ def main() -> None:
         instrument.dump_asked = True  # written by the loop's thread at its next step's end
 
     signal.signal(signal.SIGUSR1, asked)
+    gc.callbacks.append(instrument.gc_callback)
     trio.run = partial(trio.run, instruments=[instrument])  # type: ignore[assignment]  # the cli's trio.run(main)
     from actors.cli import main as herald
 

@@ -33,6 +33,7 @@ transactions.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 
@@ -223,6 +224,21 @@ class Planner:
                 queued[key] = [e]
                 if fresh and key not in self._keys:
                     self._fresh.add(key)
+
+    def plan_keys(self, start: int, count: int) -> int:
+        """Plan keys `start` to `start + count` of the batch (in order) that can be planned from their status alone;
+        where the next slice starts (`key_count` once done). `timelines_needed` then has only the rest to do: the
+        Recorder plans a large batch this way, a slice at a time, the event loop free between slices."""
+        self._sealed = True
+        for key in itertools.islice(self._queued, start, start + count):
+            if key not in self._planned and not self._may_need_timeline(key, self._queued[key]):
+                self._attempt(key)  # False: it needs its timeline (timelines_needed names it)
+        return min(start + count, len(self._queued))
+
+    @property
+    def key_count(self) -> int:
+        """The (notification, channel) keys the batch's events name."""
+        return len(self._queued)
 
     def timelines_needed(self) -> list[StatusKey]:
         """Plan every key of the batch that can be; the stored keys whose timeline it needs and was not given

@@ -13,6 +13,8 @@ The consumer's crash and restart per lane: tests/actors/test_consumer_pipeline.p
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -20,6 +22,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors.api.notifications import DECODE_SLICE, _submit_batch, batch_items
 from actors.config import ConfigError, load_config
 from actors.ingress import PLAN_SLICE, Ingress
 from actors.messages import Attempt, IngressMessage, RecorderMessage, Submit, SubmitBatch
@@ -28,6 +31,7 @@ from actors.services.gate import GateSettings, Limits, ResilienceGate
 from protocol.api import NotificationRequest, Receipt
 from protocol.channels import Channel, Lane, Priority
 from protocol.content import Content, SmsContent
+from protocol.ids import make_notification_id
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
 from protocol.problems import Problem
 from reactor.ask import Reply
@@ -429,3 +433,35 @@ async def test_the_ingress_plans_a_large_batch_in_slices_letting_other_tasks_run
     assert all(isinstance(r, Receipt) for r in receipts) and len(bus.calls) == 1
     # the probe ran between the slices of the plan (1000 / PLAN_SLICE of them): it ran about twice in the old one-go plan
     assert bus.ticks_at_append[0] - before >= 1000 // PLAN_SLICE - 2
+
+
+async def test_the_batch_route_decodes_a_large_batch_in_slices_letting_other_tasks_run_between() -> None:
+    """POST /v1/notifications/batch's decode and check of 1,000 items (issue 10 item 6): other tasks run between its
+    slices before the batch reaches the Ingress, where the route decoded them all in one step of the loop."""
+    ingress: Mailbox[IngressMessage] = Mailbox("ingress", 10)
+    gw = SimpleNamespace(max_body_bytes=65_536, ingress=ingress, console=SimpleNamespace(note_accepted=lambda *a: None))
+    body = json.dumps({"items": [{"user_id": f"bulk-{i}", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}}
+                                 for i in range(1000)]}).encode()
+    ticks = [0]
+    ticks_at_ingress: list[int] = []
+
+    async def probe() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async def fake_ingress() -> None:
+        async for message in ingress:
+            assert isinstance(message, SubmitBatch)
+            ticks_at_ingress.append(ticks[0])
+            message.reply.send([Receipt(notification_id=make_notification_id(1_704_067_200_000, i)) for i in range(len(message.requests))])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fake_ingress)
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before = ticks[0]
+        answer = await _submit_batch(gw, batch_items(body), None)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+    assert answer.status == 202
+    assert ticks_at_ingress[0] - before >= 1000 // DECODE_SLICE - 2
