@@ -57,6 +57,7 @@ from .messages import RecordEvents, RecorderMessage
 log = logging.getLogger("herald.recorder")
 
 PLAN_SLICE = 64  # keys planned between two checkpoints in a large group (~1-2 ms of the loop; issue 10 item 6)
+EVENT_SLICE = 512  # events taken in (their keys, then the planner's queues) between two checkpoints
 Write = RecordEvents | InboxChange  # what a batch is made of: status events with inbox entries, or an inbox change
 
 
@@ -92,6 +93,28 @@ def split_batch(batch: Sequence[Write]) -> list[range]:
     return groups
 
 
+class _Work:
+    """Counts a plan's work, and lets the event loop run each EVENT_SLICE events of it (a small group: never)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    async def did(self, events: int) -> None:
+        self.done += events
+        if self.done >= EVENT_SLICE:
+            self.done = 0
+            await trio.lowlevel.checkpoint()
+
+
+def _chunks(events: tuple[StatusEvent, ...]) -> list[tuple[StatusEvent, ...]]:
+    """A write's events in slices of EVENT_SLICE (one, empty, if it has none: its inbox entries still count)."""
+    if len(events) <= EVENT_SLICE:
+        return [events]
+    return [events[i : i + EVENT_SLICE] for i in range(0, len(events), EVENT_SLICE)]
+
+
 async def plan_writes(store: LogStore, group: Sequence[Write], *, fast: bool = True,
                       ) -> tuple[WritePlan, list[InboxChanged | None]]:
     """Read what a group of writes needs (one of split_batch's groups), then plan it; the plan and each write's answer.
@@ -105,12 +128,15 @@ async def plan_writes(store: LogStore, group: Sequence[Write], *, fast: bool = T
     keys: dict[StatusKey, None] = {}  # in order, once each
     fresh: set[StatusKey] = set()  # named first by a fresh RecordEvents: not read
     read: set[tuple[str, str]] = set()
+    work = _Work()
     for w in group:
         if isinstance(w, RecordEvents):
-            if fast and w.fresh:
-                fresh.update(k for k in event_keys(w.events) if k not in keys)
-            else:
-                keys.update((k, None) for k in event_keys(w.events) if k not in fresh)
+            for events in _chunks(w.events):
+                if fast and w.fresh:
+                    fresh.update(k for k in event_keys(events) if k not in keys)
+                else:
+                    keys.update((k, None) for k in event_keys(events) if k not in fresh)
+                await work.did(len(events))
             continue
         found = None
         if w.action is InboxAction.READ_ALL:
@@ -127,7 +153,9 @@ async def plan_writes(store: LogStore, group: Sequence[Write], *, fast: bool = T
     answers: list[InboxChanged | None] = []
     for w in group:
         if isinstance(w, RecordEvents):
-            planner.record(w.events, w.inbox, fresh=fast and w.fresh)
+            for n, events in enumerate(_chunks(w.events)):  # a write's events in turn: as if recorded at once
+                planner.record(events, w.inbox if n == 0 else (), fresh=fast and w.fresh)
+                await work.did(len(events))
             answers.append(None)
         else:
             answers.append(planner.change_inbox(w))

@@ -425,16 +425,17 @@ async def test_an_inbox_change_answers_what_it_changes_and_records_the_reads() -
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequence=st.lists(writes, min_size=1, max_size=10), cuts=st.sets(st.integers(1, 9)))
 async def test_a_group_planned_in_slices_plans_what_one_go_plans(sequence: list[Write], cuts: set[int]) -> None:
-    """The Recorder plans a large group PLAN_SLICE keys at a time (issue 10 item 6): with slices of one key, every
-    group's plan and answers are those of the group planned in one go, from the same stored state."""
+    """The Recorder plans a large group PLAN_SLICE keys and EVENT_SLICE events at a time (issue 10 item 6): with
+    slices of one, every group's plan and answers are those of the group planned in one go, from the same stored state."""
     store = ModelLogStore()
     for group in groups_of(sequence, cuts):
         whole = await plan_writes(store, group)
-        saved, recorder_module.PLAN_SLICE = recorder_module.PLAN_SLICE, 1
+        saved = recorder_module.PLAN_SLICE, recorder_module.EVENT_SLICE
+        recorder_module.PLAN_SLICE = recorder_module.EVENT_SLICE = 1
         try:
             sliced = await plan_writes(store, group)
         finally:
-            recorder_module.PLAN_SLICE = saved
+            recorder_module.PLAN_SLICE, recorder_module.EVENT_SLICE = saved
         assert sliced == whole
         await store.apply(whole[0])
 
