@@ -71,6 +71,8 @@ def test_critical_and_high_take_the_critical_lane_normal_and_low_the_bulk_lane(t
     assert {t: topics[t] for t in topics} == {
         c.topic(lane): config.partitions_of(c) for c in Channel for lane in Lane
     }  # every lane of every channel is on the bus, with the channel's partitions
+    # the embedded bus appends the critical lanes by a group commit of their own (tests/reactor/test_bus_embedded.py)
+    assert config.backend_settings().priority_topics == {c.topic(Lane.CRITICAL) for c in Channel}
 
 
 def test_the_reserves_are_settings_with_bounds(tmp_path) -> None:
