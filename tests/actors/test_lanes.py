@@ -24,18 +24,20 @@ import trio.testing
 
 from actors.api.notifications import DECODE_SLICE, _submit_batch, batch_items
 from actors.config import ConfigError, load_config
+from actors.consumer import HAND_OUT_SLICE, PartitionConsumer, RetryPolicy
 from actors.ingress import PLAN_SLICE, Ingress
 from actors.messages import Attempt, IngressMessage, RecorderMessage, Submit, SubmitBatch
 from actors.provider import Provider
+from actors.scheduler import ScheduleAt
 from actors.services.gate import GateSettings, Limits, ResilienceGate
 from protocol.api import NotificationRequest, Receipt
 from protocol.channels import Channel, Lane, Priority
 from protocol.content import Content, SmsContent
 from protocol.ids import make_notification_id
-from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
+from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent, encode_delivery
 from protocol.problems import Problem
 from reactor.ask import Reply
-from reactor.backends.embedded import MemoryState
+from reactor.backends.embedded import EmbeddedBus, MemoryState, SqliteStore
 from reactor.circuit_breaker import BreakerConfig
 from reactor.mailbox import Mailbox
 from tests.actors.test_dead_letter_api import job_done
@@ -467,3 +469,52 @@ async def test_the_batch_route_decodes_a_large_batch_in_slices_letting_other_tas
         nursery.cancel_scope.cancel()
     assert answer.status == 202
     assert ticks_at_ingress[0] - before >= 1000 // DECODE_SLICE - 2
+
+
+class TickingMailbox(Mailbox[Attempt]):
+    """The Provider's mailbox, noting how often a probe task had run by each attempt handed over."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        super().__init__("provider", 2048)
+        self.ticks = ticks
+        self.at: list[int] = []
+
+    def offer(self, message: Attempt) -> bool:
+        self.at.append(self.ticks[0])
+        return super().offer(message)
+
+
+async def test_the_consumer_hands_out_a_large_fetch_in_slices_letting_other_tasks_run_between(tmp_path) -> None:
+    """512 records fetched at once (issue 10 item 6): decoded and handed to the Provider a slice at a time, other
+    tasks running between, where the whole fetch was handed out in one step of the loop."""
+    topic = Channel.SMS.topic()
+    bus = EmbeddedBus(tmp_path / "bus", {topic: 1})
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    ticks = [0]
+    provider = TickingMailbox(ticks)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 64)
+    scheduler: Mailbox[ScheduleAt] = Mailbox("scheduler", 64)
+
+    async def probe() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    await store.open()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(bus.run)
+                deliveries = [Delivery(f"n{i:03d}", f"u{i}", Channel.SMS, 1000, Content(sms=SmsContent("hi")), address="+15555550100")
+                              for i in range(512)]
+                await bus.produce([(topic, d.user_id.encode(), encode_delivery(d)) for d in deliveries])
+                consumer = PartitionConsumer(bus, "herald-sms", Channel.SMS, 0, provider, recorder, scheduler, store, 512,
+                                             RetryPolicy(), window=1024)
+                nursery.start_soon(probe)
+                await nursery.start(consumer.run)
+                while len(provider.at) < 512:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.close()
+    assert provider.at[-1] - provider.at[0] >= 512 // HAND_OUT_SLICE - 2
