@@ -297,6 +297,14 @@ def print_steps(steps: dict[str, dict[str, Any]], rows: int) -> None:
         print("  steps over 2 ms with bulk, by where their task stopped (count, max ms):")
         for where, x in sorted(long.items(), key=lambda kv: -kv[1]["count"] * kv[1]["max_ms"])[:rows]:
             print(f"    {x['count']:5d} {x['max_ms']:7.1f}  {where[:150]}")
+    waits, waits_alone = steps.get("bulk", {}).get("waits", {}), steps.get("reference", {}).get("waits", {})
+    if waits:
+        print("  a turn's wait (the loop's CPU on other tasks between being scheduled and stepping; ms), p50 / p99 / max,"
+              " reference -> with bulk:")
+        for name in sorted(set(waits) & set(waits_alone), key=lambda n: -waits[n]["count"])[:rows]:
+            a, b = waits_alone[name], waits[name]
+            print(f"    {name[-60:]:60} {a['p50_ms']:6.2f} / {a['p99_ms']:6.2f} / {a['max_ms']:6.2f} -> "
+                  f"{b['p50_ms']:6.2f} / {b['p99_ms']:6.2f} / {b['max_ms']:6.2f}   ({b['count']} turns)")
     for phase in ("reference", "bulk"):
         passes = steps.get(phase, {}).get("gc", {})
         print(f"  garbage collector, {phase}: " + (", ".join(

@@ -11,7 +11,9 @@ not inflate (a step preempted by another process costs it nothing). Per task nam
 the count, the total, the max and a histogram (20 us buckets up to 200 ms), the ten
 longest steps of all, and, for each step over 2 ms, where its task stopped (its innermost
 awaits: the work of the step ran up to there; "[gc in the step]" when the garbage collector
-took more than 1 ms of it). SIGUSR1 writes what was recorded since the last SIGUSR1 to <out.json>
+took more than 1 ms of it). Per task name too, its turn's wait: the loop's CPU spent on
+other tasks' steps between the task being made runnable and its step (how long a hop of a
+request waits behind whatever else is runnable, without the machine's load in it). SIGUSR1 writes what was recorded since the last SIGUSR1 to <out.json>
 and starts afresh (the benchmark sends one at the start and one at the end of a phase).
 """
 
@@ -68,6 +70,8 @@ class StepTimes(trio.abc.Instrument):
         self.long: dict[str, tuple[int, float]] = {}  # steps over LONG_S: where each ended -> count, max
         self.dump_asked = False
         self.since = time.monotonic()
+        self.runnable_since: dict[trio.lowlevel.Task, float] = {}
+        self.waits: dict[str, _Stats] = {}  # per task name: the loop's CPU between its being scheduled and its step
         self.gc_s = 0.0  # the collector's CPU so far (gc.callbacks)
         self.gc_before = 0.0
         self._gc_began = 0.0
@@ -84,9 +88,23 @@ class StepTimes(trio.abc.Instrument):
             count, total, longest = self.gc_passes.get(info["generation"], (0, 0.0, 0.0))
             self.gc_passes[info["generation"]] = (count + 1, total + spent, max(longest, spent))
 
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        self.runnable_since[task] = time.thread_time()
+
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.started = time.thread_time()
+        self.started = now = time.thread_time()
         self.gc_before = self.gc_s
+        since = self.runnable_since.pop(task, None)
+        if since is not None:  # the loop's CPU spent on other tasks while this one was runnable: its turn's wait
+            waited = self.waits.get(task.name)
+            if waited is None:
+                waited = self.waits[task.name] = _Stats()
+            spent = now - since
+            waited.count += 1
+            waited.total += spent
+            waited.max = max(waited.max, spent)
+            bucket = min(int(spent * 1e6) // BUCKET_US, BUCKETS)
+            waited.hist[bucket] = waited.hist.get(bucket, 0) + 1
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         spent = time.thread_time() - self.started
@@ -125,11 +143,13 @@ class StepTimes(trio.abc.Instrument):
                                   "longest": [{"ms": spent * 1000, "task": name} for spent, name in sorted(self.longest, reverse=True)],
                                   "gc": {str(g): {"passes": n, "total_ms": t * 1000, "max_ms": m * 1000}
                                          for g, (n, t, m) in sorted(self.gc_passes.items())},
+                                  "waits": {name: {"count": w.count, "p50_ms": w.percentile(50), "p99_ms": w.percentile(99),
+                                                   "max_ms": w.max * 1000} for name, w in self.waits.items()},
                                   "long": {where: {"count": n, "max_ms": m * 1000} for where, (n, m) in self.long.items()}}
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(report))
         tmp.replace(self.out)
-        self.stats, self.longest, self.long, self.since, self.gc_passes = {}, [], {}, now, {}
+        self.stats, self.longest, self.long, self.since, self.gc_passes, self.waits = {}, [], {}, now, {}, {}
 
 
 def main() -> None:
