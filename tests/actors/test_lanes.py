@@ -25,7 +25,8 @@ import trio.testing
 from actors.api.notifications import DECODE_SLICE, _submit_batch, batch_items
 from actors.config import ConfigError, load_config
 from actors.consumer import HAND_OUT_SLICE, PartitionConsumer, RetryPolicy
-from actors.ingress import PLAN_SLICE, Ingress
+from actors.fanout import Fanout
+from actors.ingress import PLAN_SLICE, Ingress, SendPlanner
 from actors.messages import Attempt, IngressMessage, RecorderMessage, Submit, SubmitBatch
 from actors.provider import Provider
 from actors.scheduler import ScheduleAt
@@ -518,3 +519,27 @@ async def test_the_consumer_hands_out_a_large_fetch_in_slices_letting_other_task
     finally:
         await store.close()
     assert provider.at[-1] - provider.at[0] >= 512 // HAND_OUT_SLICE - 2
+
+
+async def test_the_fanout_plans_a_page_of_subscribers_in_slices_letting_other_tasks_run_between() -> None:
+    """A topic fan-out's page of 500 subscribers (issue 10 item 6): other tasks run between the slices of its plan,
+    where the page was planned in one step of the loop."""
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 10)
+    fanout = Fanout(None, SendPlanner(RecordingBus(), recorder), batch=500)  # type: ignore[arg-type]  # the page needs no Store
+    ticks = [0]
+    before: list[int] = []
+
+    async def probe() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before.append(ticks[0])
+        planned = await fanout._plan_page(SimpleNamespace(id=make_notification_id(1_704_067_200_000, 7)), lane_request("x", "normal"),  # type: ignore[arg-type]
+                                          [f"sub-{i}" for i in range(500)], False)
+        nursery.cancel_scope.cancel()
+    assert len(planned.items) == 500
+    assert ticks[0] - before[0] >= 500 // PLAN_SLICE - 2
