@@ -15,6 +15,7 @@ took more than 1 ms of it). Per task name too, its turn's wait: the loop's CPU s
 other tasks' steps between the task being made runnable and its step (how long a hop of a
 request waits behind whatever else is runnable, without the machine's load in it). SIGUSR1 writes what was recorded since the last SIGUSR1 to <out.json>
 and starts afresh (the benchmark sends one at the start and one at the end of a phase).
+`STEP_PROFILE_GC_THRESHOLDS=7000,10,100` runs the node with other collector thresholds (an experiment).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gc
 import heapq
 import json
+import os
 import signal
 import sys
 import time
@@ -162,6 +164,11 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, asked)
     gc.callbacks.append(instrument.gc_callback)
     trio.run = partial(trio.run, instruments=[instrument])  # type: ignore[assignment]  # the cli's trio.run(main)
+    thresholds = os.environ.get("STEP_PROFILE_GC_THRESHOLDS")  # an experiment's knob: the serving collector's thresholds
+    if thresholds:
+        import reactor.gc_policy
+
+        reactor.gc_policy.tune_for_serving.__defaults__ = (tuple(int(x) for x in thresholds.split(",")),)
     from actors.cli import main as herald
 
     sys.exit(herald(sys.argv[2:]))
