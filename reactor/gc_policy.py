@@ -7,15 +7,9 @@ shared 2-core machine, and a broadcast to them triggered several (docs/performan
 
 - freezes what the boot allocated (modules, the actor tree, caches: it lives as long as the
   process, so scanning it again is wasted; `gc.freeze`);
-- runs a full pass only every 7,000,000 allocations (CPython's default: 700,000), on top of
-  CPython's own rule (only when the long-lived objects grew by 25 % since the last one): the
-  thresholds (1,000, 5, 1,400);
-- keeps the young passes short, since each holds the loop too: generation 1 is collected
-  every 5 young passes of 1,000 allocations. Under bulk traffic (issue 10 item 6, a node
-  holding tens of thousands of deliveries in flight) most young objects survive, and the
-  earlier (7,000, 10, 100) let a generation-1 pass walk ~70,000 of them: 39 ms of the loop
-  held, where (1,000, 5, 1,400) holds it 5.5 ms at most, for the same share of the CPU
-  (8.6-8.7 %; docs/performance.md, "Priority lanes").
+- collects the young generations 10x less often (threshold 7,000 allocations, not 700) and
+  runs a full pass only every 100 generation-1 passes (not 10), on top of CPython's own rule
+  (only when the long-lived objects grew by 25 % since the last one).
 
 Cyclic garbage is still collected, later: nothing is leaked, memory for cycles lingers a little longer.
 """
@@ -24,7 +18,7 @@ from __future__ import annotations
 
 import gc
 
-SERVING_THRESHOLDS = (1_000, 5, 1_400)  # a full pass every 1,000 * 5 * 1,400 = 7M allocations
+SERVING_THRESHOLDS = (7_000, 10, 100)
 
 
 def tune_for_serving(thresholds: tuple[int, int, int] = SERVING_THRESHOLDS) -> tuple[int, int, int]:
