@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from protocol.channels import LANES, Channel
+from protocol.channels import LANES, Channel, Lane
 from protocol.parsing import parse_decimal, parse_integer
 from reactor.backends import SETTINGS as BACKEND_SETTINGS, BackendSettings, check_url
 
@@ -172,7 +172,8 @@ class Config:
         """What reactor.backends.open_backends opens: a URL per port setting, the data dir, the bus's topics."""
         urls = {setting: str(getattr(self, setting)) for setting in BACKEND_SETTINGS}
         return BackendSettings(
-            urls, self.data_dir, {c.topic(lane): self.partitions_of(c) for c in Channel for lane in LANES}, self.commit_linger_ms / 1000
+            urls, self.data_dir, {c.topic(lane): self.partitions_of(c) for c in Channel for lane in LANES}, self.commit_linger_ms / 1000,
+            frozenset(c.topic(Lane.CRITICAL) for c in Channel),  # a critical append never waits behind bulk (issue 10 item 6)
         )
 
     def providers_of(self, channel: Channel) -> tuple[Any, ...]:

@@ -48,7 +48,7 @@ from reactor.clock import wall_ms
 from reactor.ports import FanoutJob, Store
 from reactor.until_available import until_available
 
-from .ingress import PlannedBatch, SendPlanner
+from .ingress import PLAN_SLICE, PlannedBatch, SendPlanner
 
 log = logging.getLogger("herald.fanout")
 
@@ -172,7 +172,9 @@ class Fanout:
         """One page of subscribers planned: their profiles read at once (SendPlanner.read_profiles), then each copy."""
         planned = PlannedBatch()
         await self.planner.read_profiles(users, planned)
-        for user in users:
+        for n, user in enumerate(users):
+            if n and not n % PLAN_SLICE:  # a page planned in slices: the loop is not held for all of it (issue 10 item 6)
+                await trio.lowlevel.checkpoint()
             await self._plan_one(job, request, user, planned, again)
         return planned
 

@@ -5,7 +5,10 @@ A pool of workers reads one mailbox: each takes a message and whatever else wait
 bus append for all of them (group commit batches the concurrent appends), so the receipt
 (202) is sent only once every channel's record is on disk; then it waits for the Recorder
 to write `accepted` and `queued` (one RecordEvents for the group, group-committed too), so
-a status read right after the 202 finds them.
+a status read right after the 202 finds them. Priority lanes (issue 10 item 6): of what a
+worker takes together, the messages all in the critical lane are appended and answered first,
+in a group of their own, and a large group is planned `PLAN_SLICE` requests at a time with a
+checkpoint between, so a 1,000-item batch does not hold the event loop for its whole plan.
 
 With a UserDirectory, the user's preferences shape each channel (actors/domain/preferences.py):
 addresses from the contact points and devices when `to` does not give them, a channel
@@ -40,7 +43,7 @@ import msgspec
 import trio
 
 from protocol.api import LocalSendAt, NotificationRequest, Receipt
-from protocol.channels import LANES, Channel, Priority
+from protocol.channels import LANES, Channel, Lane, Priority
 from protocol.content import header_errors
 from protocol.ids import make_notification_id
 from protocol.lifecycle import Status
@@ -71,6 +74,7 @@ _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's 
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 _encode_request = msgspec.json.Encoder().encode
 COALESCE_MAX_REQUESTS = 1000  # requests one append takes from the mailbox at most (a full batch's worth)
+PLAN_SLICE = 32  # requests planned between two checkpoints (~1 ms of the loop quiet, a few under bulk; issue 10 item 6)
 APPEND_DEADLINE_S = 5.0  # how long a POST waits for the bus to acknowledge its append (config: append_deadline_s)
 
 
@@ -107,6 +111,11 @@ def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -
 
 def _requests(message: IngressMessage) -> Sequence[NotificationRequest]:
     return (message.request,) if isinstance(message, Submit) else message.requests
+
+
+def _critical(message: IngressMessage) -> bool:
+    """Every request of the message travels in the critical lane (critical, high): it goes before bulk it waited with."""
+    return all(r.priority.lane is Lane.CRITICAL for r in _requests(message))
 
 
 class IdGenerator:
@@ -448,24 +457,37 @@ class Ingress(SendPlanner):
     async def _worker(self) -> None:
         async for message in self.mailbox:
             group = self._coalesce(message)
-            keyed = [None if m.ids is None else keyed_id(m.ids, i) for m in group for i in range(len(_requests(m)))]
-            try:
-                results = await self._accept_group([request for m in group for request in _requests(m)], keyed)
-            except BaseException as exc:
-                for m in group:
-                    m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
-                raise
-            start = 0
+            # critical first: what waits in the critical lane is appended and answered before the bulk it was taken with
+            critical = [m for m in group if _critical(m)]
+            parts = [critical, [m for m in group if not _critical(m)]] if 0 < len(critical) < len(group) else [group]
+            for n, part in enumerate(parts):
+                try:
+                    await self._answer(part)
+                except BaseException as exc:
+                    for m in [m for later in parts[n + 1:] for m in later]:
+                        m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
+                    raise
+
+    async def _answer(self, group: list[IngressMessage]) -> None:
+        """Accept a group of messages with one append, and answer each (a failure fails every one of them)."""
+        keyed = [None if m.ids is None else keyed_id(m.ids, i) for m in group for i in range(len(_requests(m)))]
+        try:
+            results = await self._accept_group([request for m in group for request in _requests(m)], keyed)
+        except BaseException as exc:
             for m in group:
-                mine = results[start : start + len(_requests(m))]
-                start += len(mine)
-                failed = next((r for r in mine if isinstance(r, PortUnavailable)), None)
-                if failed is not None:  # a backend away: the caller's 503 (a batch is answered as a whole)
-                    m.reply.fail(failed)
-                elif isinstance(m, Submit):
-                    m.reply.send(mine[0])  # type: ignore[arg-type]  # no PortUnavailable among them
-                else:
-                    m.reply.send(mine)  # type: ignore[arg-type]
+                m.reply.fail(exc if isinstance(exc, Exception) else RuntimeError("ingress stopped"))
+            raise
+        start = 0
+        for m in group:
+            mine = results[start : start + len(_requests(m))]
+            start += len(mine)
+            failed = next((r for r in mine if isinstance(r, PortUnavailable)), None)
+            if failed is not None:  # a backend away: the caller's 503 (a batch is answered as a whole)
+                m.reply.fail(failed)
+            elif isinstance(m, Submit):
+                m.reply.send(mine[0])  # type: ignore[arg-type]  # no PortUnavailable among them
+            else:
+                m.reply.send(mine)  # type: ignore[arg-type]
 
     def _coalesce(self, first: IngressMessage) -> list[IngressMessage]:
         """`first` and what else waits in the mailbox now (up to COALESCE_MAX_REQUESTS requests): answered by one append.
@@ -519,6 +541,8 @@ class Ingress(SendPlanner):
         appended: list[int] = []  # the requests whose receipt waits for the append
         refused = self._refusal()
         for index, request in enumerate(requests):
+            if index and not index % PLAN_SLICE:  # a large group is planned in slices: the loop is not held for all of it
+                await trio.lowlevel.checkpoint()
             nid = keyed[index] if keyed is not None else None
             problem = topic_send_problem(request)
             if problem is not None:

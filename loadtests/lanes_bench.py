@@ -38,6 +38,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +103,20 @@ class Bench:
         self.bulk_refused = 0
         self.sms_file = Path(args.data_dir) / "sms.jsonl"
         self.before_phase: dict[str, float] = {}
+        self.steps_file = Path(args.data_dir).parent / "steps.json"  # loadtests/step_profile.py's output
+        self.steps: dict[str, dict[str, Any]] = {}  # phase name -> its per-task step CPU report
+
+    def step_report(self) -> dict[str, Any]:
+        """Ask the node's step instrument for what it recorded since it was last asked (SIGUSR1), and read it."""
+        assert self.server.proc is not None
+        before = self.steps_file.stat().st_mtime_ns if self.steps_file.exists() else 0
+        self.server.proc.send_signal(signal.SIGUSR1)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            if self.steps_file.exists() and self.steps_file.stat().st_mtime_ns != before:
+                return json.loads(self.steps_file.read_text())
+            time.sleep(0.02)
+        return {}
 
     def client(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
@@ -201,10 +217,12 @@ class Bench:
     async def run_phase(self, phase: Phase) -> None:
         self.before_phase = dict(self.frames)
         cpu0, busy0, wall0 = self.server.cpu_s(), _machine_busy_s(), time.monotonic()
+        await trio.to_thread.run_sync(self.step_report)  # starts the phase's step record afresh
         await self.probes(phase)
         with trio.move_on_after(10):  # the last probes' deliveries (bounded)
             while len(self.frames) < len(phase.sent_ms) // 2 + len(self.before_phase):
                 await trio.sleep(0.05)
+        self.steps[phase.name] = await trio.to_thread.run_sync(self.step_report)
         phase.cpu_s, phase.busy_s, phase.wall_s = self.server.cpu_s() - cpu0, _machine_busy_s() - busy0, time.monotonic() - wall0
 
     async def main(self) -> dict[str, Any]:
@@ -262,6 +280,40 @@ def figures(bench: Bench, phase: Phase, sms_at: dict[str, float]) -> dict[str, A
             "late_posts": phase.late_posts}
 
 
+def print_steps(steps: dict[str, dict[str, Any]], rows: int) -> None:
+    """Per task name, the CPU of its steps (how long each held the loop): max and p99, with bulk beside the reference."""
+    loaded, alone = steps.get("bulk", {}).get("tasks", {}), steps.get("reference", {}).get("tasks", {})
+    if not loaded:
+        print("step CPU: no record (the node ran without loadtests/step_profile.py?)")
+        return
+    print(f"step CPU per task name (time.thread_time of each task step; ms), the bulk phase's {rows} longest by max:")
+    print(f"  {'task':70}{'steps':>9}{'p99':>8}{'max':>8}{'CPU s':>8}   reference p99 / max")
+    for name, s in sorted(loaded.items(), key=lambda kv: -kv[1]["max_ms"])[:rows]:
+        ref = alone.get(name)
+        ref_text = f"{ref['p99_ms']:.2f} / {ref['max_ms']:.2f}" if ref else "-"
+        print(f"  {name[-70:]:70}{s['count']:9d}{s['p99_ms']:8.2f}{s['max_ms']:8.2f}{s['total_ms'] / 1000:8.2f}   {ref_text}")
+    long = steps.get("bulk", {}).get("long", {})
+    if long:
+        print("  steps over 2 ms with bulk, by where their task stopped (count, max ms):")
+        for where, x in sorted(long.items(), key=lambda kv: -kv[1]["count"] * kv[1]["max_ms"])[:rows]:
+            print(f"    {x['count']:5d} {x['max_ms']:7.1f}  {where[:150]}")
+    waits, waits_alone = steps.get("bulk", {}).get("waits", {}), steps.get("reference", {}).get("waits", {})
+    if waits:
+        print("  a turn's wait (the loop's CPU on other tasks between being scheduled and stepping; ms), p50 / p99 / max,"
+              " reference -> with bulk:")
+        for name in sorted(set(waits) & set(waits_alone), key=lambda n: -waits[n]["count"])[:rows]:
+            a, b = waits_alone[name], waits[name]
+            print(f"    {name[-60:]:60} {a['p50_ms']:6.2f} / {a['p99_ms']:6.2f} / {a['max_ms']:6.2f} -> "
+                  f"{b['p50_ms']:6.2f} / {b['p99_ms']:6.2f} / {b['max_ms']:6.2f}   ({b['count']} turns)")
+    for phase in ("reference", "bulk"):
+        passes = steps.get(phase, {}).get("gc", {})
+        print(f"  garbage collector, {phase}: " + (", ".join(
+            f"gen {g}: {x['passes']} passes, {x['total_ms']:.0f} ms, longest {x['max_ms']:.1f} ms" for g, x in passes.items()) or "no pass"))
+    longest = steps.get("bulk", {}).get("longest", [])
+    if longest:
+        print("  longest steps with bulk: " + ", ".join(f"{x['ms']:.1f} ms ({x['task'].rsplit('.', 1)[-1]})" for x in longest[:5]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of probes per phase")
@@ -272,15 +324,19 @@ def main() -> int:
     parser.add_argument("--topic", default="lanes-bench", help="the topic of --bulk topic")
     parser.add_argument("--topic-subscribers", type=int, default=100_000)
     parser.add_argument("--data-root", default=None, help="where the temporary data dir goes (local disk)")
+    parser.add_argument("--herald-root", type=Path, default=Path(__file__).resolve().parent.parent,
+                        help="the checkout whose node runs (another tree for a before/after; this venv's Python)")
+    parser.add_argument("--steps", type=int, default=12, help="task names printed in the step CPU table")
     args = parser.parse_args()
-    herald_bin = shutil.which("herald", path=str(Path(sys.executable).parent))
-    if herald_bin is None:
-        print("lanes_bench: no herald console script next to this Python; install the project (pip install -e .)", file=sys.stderr)
-        return 2
+    root = args.herald_root.resolve()
     tmp_root = Path(tempfile.mkdtemp(prefix="herald-lanes-", dir=args.data_root))
     args.data_dir = tmp_root / "herald-data"
-    server = Server("herald", [herald_bin, "serve", "--host", LOOPBACK, "--port", "0", "--data-dir", str(args.data_dir)],
-                    tmp_root, tmp_root / "herald.log", env={"HERALD_API_KEY": API_KEY})
+    # the node under loadtests/step_profile.py: each task step's CPU (time.thread_time), per task name
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "step_profile.py"), str(tmp_root / "steps.json"),
+            "serve", "--host", LOOPBACK, "--port", "0", "--data-dir", str(args.data_dir)]
+    server = Server("herald", argv, tmp_root, tmp_root / "herald.log", env={"HERALD_API_KEY": API_KEY, "PYTHONPATH": str(root)})
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"lanes_bench: node of {root} (commit {commit}); load average {os.getloadavg()[0]:.2f}")
     busy0 = _machine_busy_s()
     time.sleep(1.0)
     background = 100 * (_machine_busy_s() - busy0)
@@ -319,6 +375,7 @@ def main() -> int:
             print(f"{'median ' + step:28}{_percentile(a, 50):11.1f} ms{_percentile(b, 50):11.1f} ms   (from the statuses of {len(b)} probes)")
         goal_web = loaded["web"]["p99"] < 100
         goal_sms = loaded["sms"]["p99"] <= ref["sms"]["p99"] * 1.1 + 5
+        print_steps(bench.steps, args.steps)
         print(f"goal web p99 < 100 ms with bulk: {'met' if goal_web else 'NOT met'}; "
               f"sms p99 no worse than the reference (within 10% + 5 ms): {'met' if goal_sms else 'NOT met'}")
         return 0

@@ -194,6 +194,7 @@ class Planner:
         self._fresh_moves: dict[StatusKey, MoveStatus] = {}  # the move of each fresh key planned directly
         self._planned: dict[StatusKey, tuple[_Key | None, list[AddStep], list[CountOnce]]] = {}
         self._sealed = False  # planning began: no more messages
+        self._key_list: list[StatusKey] | None = None  # the keys in order, once planning began (plan_keys)
         # the inbox rows read: (user, id) -> [read, archived]; updated by the batch's changes
         self._inbox: dict[tuple[str, str], list[bool]] = {
             (i.user_id, i.notification_id): [i.read, i.archived] for i in inbox
@@ -223,6 +224,23 @@ class Planner:
                 queued[key] = [e]
                 if fresh and key not in self._keys:
                     self._fresh.add(key)
+
+    def plan_keys(self, start: int, count: int) -> int:
+        """Plan keys `start` to `start + count` of the batch (in order) that can be planned from their status alone;
+        where the next slice starts (`key_count` once done). `timelines_needed` then has only the rest to do: the
+        Recorder plans a large batch this way, a slice at a time, the event loop free between slices."""
+        self._sealed = True  # no more messages: the keys stay as listed
+        if self._key_list is None:
+            self._key_list = list(self._queued)
+        for key in self._key_list[start : start + count]:
+            if key not in self._planned and not self._may_need_timeline(key, self._queued[key]):
+                self._attempt(key)  # False: it needs its timeline (timelines_needed names it)
+        return min(start + count, len(self._queued))
+
+    @property
+    def key_count(self) -> int:
+        """The (notification, channel) keys the batch's events name."""
+        return len(self._queued)
 
     def timelines_needed(self) -> list[StatusKey]:
         """Plan every key of the batch that can be; the stored keys whose timeline it needs and was not given

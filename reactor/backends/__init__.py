@@ -96,6 +96,7 @@ class BackendSettings:
     data_dir: Path  # where the embedded backends keep their files
     topics: Mapping[str, int]  # the bus's topics and their partition counts
     linger_s: float = 0.0  # group commit of the stores' hot writes: how long a write waits to share its fsync
+    priority_topics: frozenset[str] = frozenset()  # the embedded bus appends these apart from the rest (critical lanes)
 
 
 @dataclass(frozen=True)

@@ -13,25 +13,36 @@ The consumer's crash and restart per lane: tests/actors/test_consumer_pipeline.p
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
+from actors.api.notifications import DECODE_SLICE, _submit_batch, batch_items
 from actors.config import ConfigError, load_config
-from actors.messages import Attempt
+from actors.consumer import HAND_OUT_SLICE, PartitionConsumer, RetryPolicy
+from actors.fanout import Fanout
+from actors.ingress import PLAN_SLICE, Ingress, SendPlanner
+from actors.messages import Attempt, IngressMessage, RecorderMessage, Submit, SubmitBatch
 from actors.provider import Provider
+from actors.scheduler import ScheduleAt
 from actors.services.gate import GateSettings, Limits, ResilienceGate
+from protocol.api import NotificationRequest, Receipt
 from protocol.channels import Channel, Lane, Priority
 from protocol.content import Content, SmsContent
-from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent
+from protocol.ids import make_notification_id
+from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater, Sent, encode_delivery
 from protocol.problems import Problem
 from reactor.ask import Reply
-from reactor.backends.embedded import MemoryState
+from reactor.backends.embedded import EmbeddedBus, MemoryState, SqliteStore
 from reactor.circuit_breaker import BreakerConfig
 from reactor.mailbox import Mailbox
 from tests.actors.test_dead_letter_api import job_done
+from tests.actors.test_ingress_coalesce import RecordingBus, serve_recorder
 from tests.helpers import MemoryLedger, config_for, http, running_node, wait_final
 from tests.users.test_quiet_hours_check import night_owl_in_quiet_hours, notification
 
@@ -63,6 +74,8 @@ def test_critical_and_high_take_the_critical_lane_normal_and_low_the_bulk_lane(t
     assert {t: topics[t] for t in topics} == {
         c.topic(lane): config.partitions_of(c) for c in Channel for lane in Lane
     }  # every lane of every channel is on the bus, with the channel's partitions
+    # the embedded bus appends the critical lanes by a group commit of their own (tests/reactor/test_bus_embedded.py)
+    assert config.backend_settings().priority_topics == {c.topic(Lane.CRITICAL) for c in Channel}
 
 
 def test_the_reserves_are_settings_with_bounds(tmp_path) -> None:
@@ -345,3 +358,188 @@ async def test_a_node_attempts_a_critical_send_while_a_bulk_batch_is_stuck(tmp_p
         body = await wait_final(client, nid)
         assert body["channels"]["sms"]["status"] == "delivered"
         assert client_impl.order.index("critical") == 3, client_impl.order[:10]  # before the 197 bulk ones still waiting
+
+
+# -- the Ingress: critical first among what waits, a batch planned in slices ----------------------------
+
+
+def lane_request(user: str, priority: str) -> NotificationRequest:
+    body = {"user_id": user, "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}, "priority": priority}
+    return msgspec.convert(body, NotificationRequest)
+
+
+class TickingBus(RecordingBus):
+    """RecordingBus that also notes, per append, how often a probe task had run by then."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        super().__init__()
+        self.ticks = ticks
+        self.ticks_at_append: list[int] = []
+
+    async def produce(self, items: list[tuple[str, bytes, bytes]]) -> list[int]:
+        self.ticks_at_append.append(self.ticks[0])
+        return await super().produce(items)
+
+
+async def test_a_critical_post_waiting_with_bulk_batches_is_appended_and_answered_before_them() -> None:
+    bus = RecordingBus()
+    inbox: Mailbox[IngressMessage] = Mailbox("ingress", 100)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 100)
+    ingress = Ingress(bus, inbox, recorder, workers=1)  # type: ignore[arg-type]
+    answered: list[str] = []
+    bulk = [Reply[list[Receipt | Problem]]() for _ in range(3)]
+    for n, reply in enumerate(bulk):
+        await inbox.send(SubmitBatch(tuple(lane_request(f"bulk-{n}-{i}", "normal") for i in range(10)), reply))
+    critical = Reply[Receipt | Problem]()
+    await inbox.send(Submit(lane_request("otp", "critical"), critical))  # behind 30 bulk items in the mailbox
+
+    async def note(name: str, reply: Reply[Any]) -> None:
+        await reply.wait()
+        answered.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_recorder, recorder, [])
+        for n, reply in enumerate(bulk):
+            nursery.start_soon(note, f"bulk-{n}", reply)
+        nursery.start_soon(note, "otp", critical)
+        await nursery.start(ingress.run)
+        while len(answered) < 4:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    # the critical request is the first append, alone (it was the 31st record of one append, behind the bulk)
+    assert [[key.decode() for _, key, _ in call] for call in bus.calls][0] == ["otp"]
+    assert bus.calls[0][0][0] == Channel.WEB.topic(Lane.CRITICAL)
+    assert sum(len(call) for call in bus.calls) == 31  # the bulk all appended too, after it
+    assert answered[0] == "otp"
+
+
+async def test_the_ingress_plans_a_large_batch_in_slices_letting_other_tasks_run_between() -> None:
+    ticks = [0]
+    bus = TickingBus(ticks)
+    inbox: Mailbox[IngressMessage] = Mailbox("ingress", 100)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 100)
+    ingress = Ingress(bus, inbox, recorder, workers=1)  # type: ignore[arg-type]
+    reply = Reply[list[Receipt | Problem]]()
+
+    async def probe() -> None:  # runs once per turn of the scheduler
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_recorder, recorder, [])
+        await nursery.start(ingress.run)
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before = ticks[0]
+        await inbox.send(SubmitBatch(tuple(lane_request(f"bulk-{i}", "normal") for i in range(1000)), reply))
+        receipts = await reply.wait()
+        nursery.cancel_scope.cancel()
+    assert all(isinstance(r, Receipt) for r in receipts) and len(bus.calls) == 1
+    # the probe ran between the slices of the plan (1000 / PLAN_SLICE of them): it ran about twice in the old one-go plan
+    assert bus.ticks_at_append[0] - before >= 1000 // PLAN_SLICE - 2
+
+
+async def test_the_batch_route_decodes_a_large_batch_in_slices_letting_other_tasks_run_between() -> None:
+    """POST /v1/notifications/batch's decode and check of 1,000 items (issue 10 item 6): other tasks run between its
+    slices before the batch reaches the Ingress, where the route decoded them all in one step of the loop."""
+    ingress: Mailbox[IngressMessage] = Mailbox("ingress", 10)
+    gw = SimpleNamespace(max_body_bytes=65_536, ingress=ingress, console=SimpleNamespace(note_accepted=lambda *a: None))
+    body = json.dumps({"items": [{"user_id": f"bulk-{i}", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}}
+                                 for i in range(1000)]}).encode()
+    ticks = [0]
+    ticks_at_ingress: list[int] = []
+
+    async def probe() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async def fake_ingress() -> None:
+        async for message in ingress:
+            assert isinstance(message, SubmitBatch)
+            ticks_at_ingress.append(ticks[0])
+            message.reply.send([Receipt(notification_id=make_notification_id(1_704_067_200_000, i)) for i in range(len(message.requests))])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fake_ingress)
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before = ticks[0]
+        answer = await _submit_batch(gw, batch_items(body), None)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+    assert answer.status == 202
+    assert ticks_at_ingress[0] - before >= 1000 // DECODE_SLICE - 2
+
+
+class TickingMailbox(Mailbox[Attempt]):
+    """The Provider's mailbox, noting how often a probe task had run by each attempt handed over."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        super().__init__("provider", 2048)
+        self.ticks = ticks
+        self.at: list[int] = []
+
+    def offer(self, message: Attempt) -> bool:
+        self.at.append(self.ticks[0])
+        return super().offer(message)
+
+
+async def test_the_consumer_hands_out_a_large_fetch_in_slices_letting_other_tasks_run_between(tmp_path) -> None:
+    """512 records fetched at once (issue 10 item 6): decoded and handed to the Provider a slice at a time, other
+    tasks running between, where the whole fetch was handed out in one step of the loop."""
+    topic = Channel.SMS.topic()
+    bus = EmbeddedBus(tmp_path / "bus", {topic: 1})
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    ticks = [0]
+    provider = TickingMailbox(ticks)
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 64)
+    scheduler: Mailbox[ScheduleAt] = Mailbox("scheduler", 64)
+
+    async def probe() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    await store.open()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(bus.run)
+                deliveries = [Delivery(f"n{i:03d}", f"u{i}", Channel.SMS, 1000, Content(sms=SmsContent("hi")), address="+15555550100")
+                              for i in range(512)]
+                await bus.produce([(topic, d.user_id.encode(), encode_delivery(d)) for d in deliveries])
+                consumer = PartitionConsumer(bus, "herald-sms", Channel.SMS, 0, provider, recorder, scheduler, store, 512,
+                                             RetryPolicy(), window=1024)
+                nursery.start_soon(probe)
+                await nursery.start(consumer.run)
+                while len(provider.at) < 512:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.close()
+    assert provider.at[-1] - provider.at[0] >= 512 // HAND_OUT_SLICE - 2
+
+
+async def test_the_fanout_plans_a_page_of_subscribers_in_slices_letting_other_tasks_run_between() -> None:
+    """A topic fan-out's page of 500 subscribers (issue 10 item 6): other tasks run between the slices of its plan,
+    where the page was planned in one step of the loop."""
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 10)
+    fanout = Fanout(None, SendPlanner(RecordingBus(), recorder), batch=500)  # type: ignore[arg-type]  # the page needs no Store
+    ticks = [0]
+    before: list[int] = []
+
+    async def probe() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before.append(ticks[0])
+        planned = await fanout._plan_page(SimpleNamespace(id=make_notification_id(1_704_067_200_000, 7)), lane_request("x", "normal"),  # type: ignore[arg-type]
+                                          [f"sub-{i}" for i in range(500)], False)
+        nursery.cancel_scope.cancel()
+    assert len(planned.items) == 500
+    assert ticks[0] - before[0] >= 500 // PLAN_SLICE - 2

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.domain.write_planner import READ_DETAIL, Planner, move_after
+import actors.recorder as recorder_module
 from actors.messages import RecordEvents
 from actors.recorder import Write, plan_writes, split_batch, write_batch
 from protocol.channels import Channel, Priority
@@ -418,3 +420,46 @@ async def test_an_inbox_change_answers_what_it_changes_and_records_the_reads() -
     assert [(t.notification_id, t.field.value, t.at_ms) for t in plan.inbox_times] == [(a, "read", T0 + 1), (c, "archived", T0 + 3)]
     [move] = plan.moves
     assert (move.notification_id, move.status, move.detail) == (a, Status.READ, READ_DETAIL)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequence=st.lists(writes, min_size=1, max_size=10), cuts=st.sets(st.integers(1, 9)))
+async def test_a_group_planned_in_slices_plans_what_one_go_plans(sequence: list[Write], cuts: set[int]) -> None:
+    """The Recorder plans a large group PLAN_SLICE keys and EVENT_SLICE events at a time (issue 10 item 6): with
+    slices of one, every group's plan and answers are those of the group planned in one go, from the same stored state."""
+    store = ModelLogStore()
+    for group in groups_of(sequence, cuts):
+        whole = await plan_writes(store, group)
+        saved = recorder_module.PLAN_SLICE, recorder_module.EVENT_SLICE
+        recorder_module.PLAN_SLICE = recorder_module.EVENT_SLICE = 1
+        try:
+            sliced = await plan_writes(store, group)
+        finally:
+            recorder_module.PLAN_SLICE, recorder_module.EVENT_SLICE = saved
+        assert sliced == whole
+        await store.apply(whole[0])
+
+
+async def test_a_large_group_is_planned_with_the_loop_free_between_slices() -> None:
+    """2,000 fresh keys (a 1,000-item batch on two channels): other tasks run between the planner's slices, where
+    the whole group was planned in one step of the loop."""
+    events = tuple(
+        StatusEvent(make_notification_id(T0, i), "u1", channel, Status.ACCEPTED, T0, created_ms=T0)
+        for i in range(1000) for channel in (Channel.WEB, Channel.SMS)
+    )
+    ticks = 0
+
+    async def probe() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(probe)
+        await trio.lowlevel.checkpoint()
+        before = ticks
+        plan, _ = await plan_writes(ModelLogStore(), [RecordEvents(events, fresh=True)])
+        nursery.cancel_scope.cancel()
+    assert len(plan.moves) == 2000
+    assert ticks - before >= 2000 // recorder_module.PLAN_SLICE - 2

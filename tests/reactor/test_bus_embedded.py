@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -533,3 +534,35 @@ async def test_run_again_after_stop(tmp_path: Path) -> None:
     async with running(bus):
         await bus.produce([("t", b"k", b"two")])
         assert [r.value for r in await fetch_all(bus, "t", 0)] == [b"one", b"two"]
+
+
+async def test_a_priority_topic_is_appended_while_a_large_append_of_others_is_being_written(tmp_path: Path) -> None:
+    """Priority lanes (issue 10 item 6): a record of a priority topic has a group commit of its own, so it is written
+    while another topic's write is in progress (it was queued behind it, for the next batch)."""
+    bus = EmbeddedBus(tmp_path / "bus", {"bulk": 2, "urgent": 2}, priority_topics={"urgent"})
+    bulk_entered, release = threading.Event(), threading.Event()
+    released_by: list[str] = []
+    write = bus._log.write_partition
+
+    def gated(part, records):  # noqa: ANN001, ANN202 - the SegmentLog's own signature
+        if part.topic == "bulk":
+            bulk_entered.set()
+            released_by.append("urgent" if release.wait(timeout=10) else "timeout")  # the old tree: never released
+        else:
+            release.set()  # the urgent write ran while the bulk one was in progress
+        return write(part, records)
+
+    bus._log.write_partition = gated  # type: ignore[method-assign]
+    async with running(bus):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bus.produce, [("bulk", f"k{i}".encode(), b"v") for i in range(500)])
+            await trio.to_thread.run_sync(bulk_entered.wait)
+            assert await bus.produce([("urgent", b"otp", b"code")]) == [(kafka_partition(b"otp", 2), 0)]
+        assert released_by and set(released_by) == {"urgent"}
+        assert len(await fetch_all(bus, "urgent", kafka_partition(b"otp", 2))) == 1
+        assert sum([len(await fetch_all(bus, "bulk", p)) for p in range(2)]) == 500
+
+
+async def test_priority_topics_must_be_topics(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="priority topics"):
+        EmbeddedBus(tmp_path / "bus", {"bulk": 1}, priority_topics={"urgent"})

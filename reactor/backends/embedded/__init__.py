@@ -108,7 +108,7 @@ async def open_backends(settings: BackendSettings, ports: frozenset[str]) -> Asy
         if "signing_keys" in ports:
             ready["signing_keys"] = SigningKeyFile(data_dir / FILES["signing_keys"])
         if "bus" in ports:
-            bus = EmbeddedBus(data_dir / FILES["bus"], dict(settings.topics))
+            bus = EmbeddedBus(data_dir / FILES["bus"], dict(settings.topics), priority_topics=settings.priority_topics)
             supervisor = Supervisor("bus", [ChildSpec("bus", bus.run, stop=bus.stop)])
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(supervisor.run)

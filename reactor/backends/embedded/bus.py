@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_right
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,10 +89,14 @@ class EmbeddedBus:
         segment_bytes: int = 64 * MiB,
         flush_interval_s: float = 0.0,
         cache_bytes: int = 8 * MiB,
+        priority_topics: Collection[str] = (),
     ) -> None:
         """`topics` maps each topic to its partition count; `flush_interval_s` > 0 makes
         the writer wait that long after the first queued record (Kafka's linger.ms);
-        `cache_bytes` bounds the recent records kept in memory per partition."""
+        `cache_bytes` bounds the recent records kept in memory per partition.
+        `priority_topics`: their records are written by a group commit of their own (no linger),
+        beside the others' (its partitions are theirs alone, so each partition's order holds): a
+        record of one never waits for a large append of other topics in progress or queued."""
         if segment_bytes < 1:
             raise ValueError(f"segment_bytes must be >= 1, got {segment_bytes}")
         if flush_interval_s < 0:
@@ -114,6 +118,11 @@ class EmbeddedBus:
         self._state = "new"  # new -> opening -> open -> stopping -> stopped (-> opening: run again)
         self._stop_requested = False
         self._records_gc: GroupCommit[tuple[Partition, BusRecord], list[_PartitionWritten]] | None = None
+        unknown = set(priority_topics) - set(topics)
+        if unknown:
+            raise ValueError(f"priority topics {sorted(unknown)} are not among the topics")
+        self.priority_topics = frozenset(priority_topics)
+        self._priority_gc: GroupCommit[tuple[Partition, BusRecord], list[_PartitionWritten]] | None = None
         self._commits_gc: GroupCommit[tuple[str, Partition, int], int] | None = None
         self._log = SegmentLog(self.directory, self.topics, segment_bytes)  # the files; used from worker threads
         # Statistics (Trio thread).
@@ -136,6 +145,7 @@ class EmbeddedBus:
         try:
             await trio.to_thread.run_sync(self._open_sync)
             records_gc = self._records_gc = GroupCommit(self._write_records, self._publish_records, self.flush_interval_s, _bus_stopped)
+            priority_gc = self._priority_gc = GroupCommit(self._write_records, self._publish_records, 0.0, _bus_stopped)
             commits_gc = self._commits_gc = GroupCommit(self._write_commits_async, self._publish_commits, 0.0, _bus_stopped)
             self._state = "open"
             if self._stop_requested:
@@ -144,11 +154,12 @@ class EmbeddedBus:
             task_status.started(self)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(records_gc.run)
+                nursery.start_soon(priority_gc.run)
                 nursery.start_soon(commits_gc.run)
         finally:
             self._state = "stopped"
             closed = BusClosed("the bus stopped")
-            for gc in (self._records_gc, self._commits_gc):
+            for gc in (self._records_gc, self._priority_gc, self._commits_gc):
                 if gc is not None:
                     gc.fail_pending(closed)
             for part in self._parts.values():
@@ -162,7 +173,7 @@ class EmbeddedBus:
         if self._state != "open":
             return
         self._state = "stopping"
-        for gc in (self._records_gc, self._commits_gc):
+        for gc in (self._records_gc, self._priority_gc, self._commits_gc):
             if gc is not None:
                 gc.stop()
         for part in self._parts.values():
@@ -200,13 +211,22 @@ class EmbeddedBus:
                 count = self.partitions(topic)  # raises UnknownTopic
             targets.append((self._parts[(topic, kafka_partition(key, count))], key, value))
         queued: list[tuple[Partition, BusRecord]] = []
+        urgent: list[tuple[Partition, BusRecord]] = []  # of the priority topics: their own group commit
+        priority = self.priority_topics
         result: list[tuple[int, int]] = []
         for part, key, value in targets:
             offset = part.next_offset
             part.next_offset = offset + 1
-            queued.append((part, BusRecord(part.topic, part.number, offset, key, value)))
+            (urgent if priority and part.topic in priority else queued).append((part, BusRecord(part.topic, part.number, offset, key, value)))
             result.append((part.number, offset))
-        await self._records_gc.submit(queued).wait()
+        if urgent:
+            assert self._priority_gc is not None
+            written = self._priority_gc.submit(urgent)
+            if queued:
+                await self._records_gc.submit(queued).wait()
+            await written.wait()
+        else:
+            await self._records_gc.submit(queued).wait()
         return result
 
     async def fetch(self, group: str, topic: str, partition: int, offset: int, max_records: int) -> list[BusRecord]:
