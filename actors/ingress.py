@@ -42,7 +42,7 @@ import trio
 from protocol.api import LocalSendAt, NotificationRequest, Receipt
 from protocol.channels import LANES, Channel, Priority
 from protocol.content import header_errors
-from protocol.ids import make_notification_id
+from protocol.ids import IdEncoder, make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
 from protocol.preferences import Profile
@@ -116,6 +116,7 @@ class IdGenerator:
         self._last_ms = -1
         self._last_entropy = 0
         self._random = rng or random.Random()  # a seeded one: the same ids every run (herald simulate)
+        self._encoder = IdEncoder()  # a millisecond's ids share their first 22 characters: encoded once
 
     def next(self, now_ms: int) -> str:
         if now_ms <= self._last_ms:
@@ -124,7 +125,7 @@ class IdGenerator:
         else:
             self._last_ms = now_ms
             self._last_entropy = self._random.getrandbits(79)  # room to count up
-        return make_notification_id(now_ms, self._last_entropy)
+        return self._encoder.encode(now_ms, self._last_entropy)
 
 
 @dataclass
