@@ -80,3 +80,10 @@ def test_the_batch_paths_structs_are_not_tracked_by_the_collector() -> None:
     ]
     assert [type(m).__name__ for m in made if gc.is_tracked(m)] == []
     assert gc.is_tracked(request.data)  # what they hold is tracked as ever
+
+
+def test_contents_fields_are_named_by_the_channels_values() -> None:
+    """check_request reads a channel's part as getattr(content, channel.value): as Content.for_channel does."""
+    content = Content(web=WebContent("t"))
+    for channel in Channel:
+        assert getattr(content, channel.value) is content.for_channel(channel.value)
