@@ -67,6 +67,7 @@ from .services.user_directory import UserDirectory
 log = logging.getLogger("herald.ingress")
 
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token", Channel.WEBHOOK: "webhook"}
+_NO_ADDRESS = frozenset(Channel) - frozenset(_ADDRESS_FIELD)  # channels that need no address (web)
 _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 _encode_request = msgspec.json.Encoder().encode
@@ -82,26 +83,27 @@ def keyed_id(ids: KeyedIds, index: int) -> str:
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
     """Rules the schema cannot express: content, and an address (in `to` or the user's preferences) per channel."""
-    if request.content is None:
+    content = request.content
+    if content is None:
         return [FieldError("content", "required, unless template_id names a template")]
     errors: list[FieldError] = []
     requested = set(request.channels)
     if len(requested) != len(request.channels):
         errors.append(FieldError("channels", "a channel is listed twice"))
     for channel, name in _CHANNELS:
-        part = getattr(request.content, name)  # Content.for_channel(name): its fields are named by the channels' values
-        if channel in requested and part is None:
-            errors.append(FieldError(f"content.{name}", f"required: {name} is in channels"))
-        elif channel not in requested and part is not None:
-            errors.append(FieldError(f"content.{name}", f"given, but {name} is not in channels"))
-    email = request.content.email
+        wanted = channel in requested
+        if wanted is (getattr(content, name) is None):  # Content.for_channel(name): its fields are named by the channels' values
+            errors.append(FieldError(f"content.{name}", f"required: {name} is in channels" if wanted else f"given, but {name} is not in channels"))
+    email = content.email
     if email is not None and not (email.text or email.html):
         errors.append(FieldError("content.email", "needs text or html"))
-    errors.extend(header_errors(request.content, request.to))  # no CR/LF, control or encoded word in a header
-    for channel, attr in _ADDRESS_FIELD.items():
-        if channel in requested and address_missing(request, profile, channel):
-            message = f"required for the {channel.value} channel (the user's preferences have none)"
-            errors.append(FieldError(f"to.{attr}", message))
+    if email is not None or request.to is not None:
+        errors.extend(header_errors(content, request.to))  # no CR/LF, control or encoded word in a header
+    if not requested <= _NO_ADDRESS:
+        for channel, attr in _ADDRESS_FIELD.items():
+            if channel in requested and address_missing(request, profile, channel):
+                message = f"required for the {channel.value} channel (the user's preferences have none)"
+                errors.append(FieldError(f"to.{attr}", message))
     return errors
 
 
