@@ -255,7 +255,7 @@ class SendPlanner:
 
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
-        deferred: bool = False, collect: bool = True, keyed: bool = False,
+        deferred: bool = False, collect: bool = True, keyed: bool = False, now_ms: int | None = None,
     ) -> Receipt | Problem:
         """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
 
@@ -263,7 +263,8 @@ class SendPlanner:
         expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
         names it); `deferred`: its records may have been produced before (the consumer checks the ledger);
         `collect`: a template's digest applies (False: the Digester's own send, which is the digest);
-        `keyed`: `nid` is an Idempotency-Key's (its records may be produced twice: Delivery.keyed).
+        `keyed`: `nid` is an Idempotency-Key's (its records may be produced twice: Delivery.keyed);
+        `now_ms`: the time it is accepted at (a batch's items share the batch's: one clock read), else read now.
         """
         user_id = request.user_id
         if user_id is None:
@@ -294,7 +295,7 @@ class SendPlanner:
         if errors or content is None:  # check_request names a missing content
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
-        now = wall_ms()
+        now = wall_ms() if now_ms is None else now_ms
         if nid is None:
             nid = self.ids.next(now)
         key = user_id.encode()
@@ -522,6 +523,7 @@ class Ingress(SendPlanner):
         results: list[Receipt | Problem | PortUnavailable] = []
         appended: list[int] = []  # the requests whose receipt waits for the append
         refused = self._refusal()
+        now = wall_ms()  # the group's items are accepted together: one clock read
         for index, request in enumerate(requests):
             nid = keyed[index] if keyed is not None else None
             problem = topic_send_problem(request)
@@ -533,7 +535,7 @@ class Ingress(SendPlanner):
                 results.append(refused)
             else:
                 appended.append(index)
-                results.append(await self._plan_alone(request, batch, nid))
+                results.append(await self._plan_alone(request, batch, nid, now))
         try:
             await self.commit(batch)
         except PortUnavailable as exc:
@@ -553,7 +555,9 @@ class Ingress(SendPlanner):
             return None
         return PortUnavailable("; ".join(f"{port} unavailable ({down[port]})" for port in needed) + ": nothing appended")
 
-    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None) -> Receipt | Problem:
+    async def _plan_alone(
+        self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None, now_ms: int | None = None,
+    ) -> Receipt | Problem:
         """plan(), but an unexpected error fails this request alone (a 500 problem), leaving nothing of it in the batch.
 
         Coalesced POSTs share one batch: one request that trips a bug must not fail the others
@@ -561,7 +565,7 @@ class Ingress(SendPlanner):
         """
         marks = len(batch.items), len(batch.deferred), len(batch.events), len(batch.digests)
         try:
-            return await self.plan(request, batch, nid=nid, keyed=nid is not None)
+            return await self.plan(request, batch, nid=nid, keyed=nid is not None, now_ms=now_ms)
         except Exception:
             log.exception("planning a notification failed; it alone is refused")
             del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:], batch.digests[marks[3]:]
