@@ -9,7 +9,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.domain.preferences import ChannelPlan
 from actors.ingress import IdGenerator
+from actors.services.template_service import Applied
 from protocol.api import BatchItem, NotificationRequest, Receipt
 from protocol.channels import Channel
 from protocol.content import Content, WebContent
@@ -77,6 +79,7 @@ def test_the_batch_paths_structs_are_not_tracked_by_the_collector() -> None:
         AddStep("n", "web", 1, Status.QUEUED, "", 1), CountOnce("n", "web", 0, Counter.SENT, "2026-12-01", 0),
         MoveStatus("n", "web", "u", "normal", 1, Status.QUEUED, 1, 1, "", frozenset(), True),
         TimelineRow(1, Status.QUEUED, "", 1), KeyState("n", "web", "u", "normal", 1, Status.QUEUED, 0, ()),
+        ChannelPlan(Channel.WEB), Applied(request, "", request.data),  # the planning's per-channel and template steps
     ]
     assert [type(m).__name__ for m in made if gc.is_tracked(m)] == []
     assert gc.is_tracked(request.data)  # what they hold is tracked as ever
