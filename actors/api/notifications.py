@@ -122,10 +122,10 @@ async def _submit(gw: Gateway, body: bytes, ids: KeyedIds | None) -> Answer:
     return json_answer(result, 202, {"Location": f"/v1/notifications/{result.notification_id}"})
 
 
-def _note_accepted(gw: Gateway, notification_id: str, submission: NotificationRequest, at_ms: int | None = None) -> None:
+def _note_accepted(gw: Gateway, notification_id: str, submission: NotificationRequest) -> None:
     """The operator console's feed (console_feed.py): the latest notifications and the count accepted per channel."""
     who = submission.user_id or f"topic:{submission.topic}"
-    gw.console.note_accepted(notification_id, who, submission.channels, wall_ms() if at_ms is None else at_ms)
+    gw.console.note_accepted(notification_id, who, submission.channels, wall_ms())
 
 
 async def _statuses_and_events(gw: Gateway, nid: str) -> tuple[list[StatusRow], list[EventRow]]:
@@ -187,11 +187,14 @@ async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw], ids: KeyedIds | No
             return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
         except MailboxClosed:
             return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
-        at_ms = wall_ms()  # the batch's: one clock read, not one per item
+        noted: list[tuple[str, str, list[Channel]]] = []  # for the console's feed, noted once for the batch
         for index, submitted, answer in zip(positions, requests, answers, strict=True):
             if isinstance(answer, Receipt):
-                _note_accepted(gw, answer.notification_id, submitted, at_ms)
-            results[index] = BatchItem(answer.notification_id) if isinstance(answer, Receipt) else _item_problem(index, answer)
+                noted.append((answer.notification_id, submitted.user_id or f"topic:{submitted.topic}", submitted.channels))
+                results[index] = BatchItem(answer.notification_id)
+            else:
+                results[index] = _item_problem(index, answer)
+        gw.console.note_accepted_many(noted, wall_ms())
     items = [r for r in results if r is not None]
     assert len(items) == len(raws)
     accepted = sum(1 for item in items if item.notification_id is not None)
