@@ -45,7 +45,7 @@ import trio
 from protocol.api import LocalSendAt, NotificationRequest, Receipt
 from protocol.channels import LANES, Channel, Lane, Priority
 from protocol.content import header_errors
-from protocol.ids import make_notification_id
+from protocol.ids import IdEncoder, make_notification_id
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, StatusEvent, encode_delivery
 from protocol.preferences import Profile
@@ -63,13 +63,14 @@ from .domain.send_at import SEND_AT_PREFIX, resolve as resolve_send_at
 from .messages import IngressMessage, KeyedIds, RecordEvents, RecorderMessage, Submit
 from .scheduler import ScheduleAt
 from .services.digests import Collected, Digests
-from .services.template_service import TemplateService, apply_template
+from .services.template_service import TemplateService, apply_template, inline_content
 from .services.topic_sends import TopicSends
 from .services.user_directory import UserDirectory
 
 log = logging.getLogger("herald.ingress")
 
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_token", Channel.WEBHOOK: "webhook"}
+_NO_ADDRESS = frozenset(Channel) - frozenset(_ADDRESS_FIELD)  # channels that need no address (web)
 _CHANNELS = tuple((channel, channel.value) for channel in Channel)  # an enum's .value costs a call: read once
 _TOPIC = {(channel, lane): channel.topic(lane) for channel in Channel for lane in LANES}  # the priority's lane per channel
 _encode_request = msgspec.json.Encoder().encode
@@ -86,26 +87,27 @@ def keyed_id(ids: KeyedIds, index: int) -> str:
 
 def check_request(request: NotificationRequest, profile: Profile = NO_PROFILE) -> list[FieldError]:
     """Rules the schema cannot express: content, and an address (in `to` or the user's preferences) per channel."""
-    if request.content is None:
+    content = request.content
+    if content is None:
         return [FieldError("content", "required, unless template_id names a template")]
     errors: list[FieldError] = []
     requested = set(request.channels)
     if len(requested) != len(request.channels):
         errors.append(FieldError("channels", "a channel is listed twice"))
     for channel, name in _CHANNELS:
-        part = request.content.for_channel(name)
-        if channel in requested and part is None:
-            errors.append(FieldError(f"content.{name}", f"required: {name} is in channels"))
-        elif channel not in requested and part is not None:
-            errors.append(FieldError(f"content.{name}", f"given, but {name} is not in channels"))
-    email = request.content.email
+        wanted = channel in requested
+        if wanted is (getattr(content, name) is None):  # Content.for_channel(name): its fields are named by the channels' values
+            errors.append(FieldError(f"content.{name}", f"required: {name} is in channels" if wanted else f"given, but {name} is not in channels"))
+    email = content.email
     if email is not None and not (email.text or email.html):
         errors.append(FieldError("content.email", "needs text or html"))
-    errors.extend(header_errors(request.content, request.to))  # no CR/LF, control or encoded word in a header
-    for channel, attr in _ADDRESS_FIELD.items():
-        if channel in requested and address_missing(request, profile, channel):
-            message = f"required for the {channel.value} channel (the user's preferences have none)"
-            errors.append(FieldError(f"to.{attr}", message))
+    if email is not None or request.to is not None:
+        errors.extend(header_errors(content, request.to))  # no CR/LF, control or encoded word in a header
+    if not requested <= _NO_ADDRESS:
+        for channel, attr in _ADDRESS_FIELD.items():
+            if channel in requested and address_missing(request, profile, channel):
+                message = f"required for the {channel.value} channel (the user's preferences have none)"
+                errors.append(FieldError(f"to.{attr}", message))
     return errors
 
 
@@ -125,6 +127,7 @@ class IdGenerator:
         self._last_ms = -1
         self._last_entropy = 0
         self._random = rng or random.Random()  # a seeded one: the same ids every run (herald simulate)
+        self._encoder = IdEncoder()  # a millisecond's ids share their first 22 characters: encoded once
 
     def next(self, now_ms: int) -> str:
         if now_ms <= self._last_ms:
@@ -133,7 +136,7 @@ class IdGenerator:
         else:
             self._last_ms = now_ms
             self._last_entropy = self._random.getrandbits(79)  # room to count up
-        return make_notification_id(now_ms, self._last_entropy)
+        return self._encoder.encode(now_ms, self._last_entropy)
 
 
 @dataclass
@@ -261,7 +264,7 @@ class SendPlanner:
 
     async def plan(
         self, request: NotificationRequest, batch: PlannedBatch, *, nid: str | None = None, origin: str = "",
-        deferred: bool = False, collect: bool = True, keyed: bool = False,
+        deferred: bool = False, collect: bool = True, keyed: bool = False, now_ms: int | None = None,
     ) -> Receipt | Problem:
         """Check one user's request and add its records, events and held entries to the batch; its receipt or its problem.
 
@@ -269,7 +272,8 @@ class SendPlanner:
         expansion), else a new one; `origin`: the topic send it is a copy of (its `accepted` step
         names it); `deferred`: its records may have been produced before (the consumer checks the ledger);
         `collect`: a template's digest applies (False: the Digester's own send, which is the digest);
-        `keyed`: `nid` is an Idempotency-Key's (its records may be produced twice: Delivery.keyed).
+        `keyed`: `nid` is an Idempotency-Key's (its records may be produced twice: Delivery.keyed);
+        `now_ms`: the time it is accepted at (a batch's items share the batch's: one clock read), else read now.
         """
         user_id = request.user_id
         if user_id is None:
@@ -282,7 +286,7 @@ class SendPlanner:
             profiles[user_id] = profile
         # templates: a template_id's parts become the content (actors/services/template_service.py), and what of
         # `data` the web item carries: inline, the send's `data`; templated, only what the web part declares
-        if collect and request.digest is None and request.send_at is None:
+        if collect and request.template_id is not None and request.digest is None and request.send_at is None:
             request = await self._template_digest(request)
         sent = request
         if request.digest is not None:  # the template is checked as its digest will render it: one event's worth
@@ -290,7 +294,8 @@ class SendPlanner:
             if problem is not None:
                 return problem
             request = msgspec.structs.replace(request, data=digest_data([(wall_ms(), request.data)], iso))
-        applied = await apply_template(self.renderer, request, profile.preferences.locale)
+        # inline content: no await (a coroutine per item is a few % of a batch)
+        applied = inline_content(request) or await apply_template(self.renderer, request, profile.preferences.locale)
         if isinstance(applied, Problem):
             return applied
         request, template = applied.request, applied.template
@@ -299,13 +304,13 @@ class SendPlanner:
         if errors or content is None:  # check_request names a missing content
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             return Problem(title="Unprocessable notification", status=422, detail=detail, errors=errors)
-        now = wall_ms()
+        now = wall_ms() if now_ms is None else now_ms
         if nid is None:
             nid = self.ids.next(now)
         key = user_id.encode()
         prefs = profile.preferences
         zone = await self.users.zone(prefs.timezone) if self.users is not None and prefs.quiet_hours is not None else None  # quiet hours only
-        due = await self._send_at(request, prefs.timezone, now)
+        due = None if request.send_at is None else await self._send_at(request, prefs.timezone, now)
         if isinstance(due, Problem):
             return due
         if sent.digest is not None:
@@ -540,6 +545,7 @@ class Ingress(SendPlanner):
         results: list[Receipt | Problem | PortUnavailable] = []
         appended: list[int] = []  # the requests whose receipt waits for the append
         refused = self._refusal()
+        now = wall_ms()  # the group's items are accepted together: one clock read
         for index, request in enumerate(requests):
             if index and not index % PLAN_SLICE:  # a large group is planned in slices: the loop is not held for all of it
                 await trio.lowlevel.checkpoint()
@@ -553,7 +559,7 @@ class Ingress(SendPlanner):
                 results.append(refused)
             else:
                 appended.append(index)
-                results.append(await self._plan_alone(request, batch, nid))
+                results.append(await self._plan_alone(request, batch, nid, now))
         try:
             await self.commit(batch)
         except PortUnavailable as exc:
@@ -573,7 +579,9 @@ class Ingress(SendPlanner):
             return None
         return PortUnavailable("; ".join(f"{port} unavailable ({down[port]})" for port in needed) + ": nothing appended")
 
-    async def _plan_alone(self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None) -> Receipt | Problem:
+    async def _plan_alone(
+        self, request: NotificationRequest, batch: PlannedBatch, nid: str | None = None, now_ms: int | None = None,
+    ) -> Receipt | Problem:
         """plan(), but an unexpected error fails this request alone (a 500 problem), leaving nothing of it in the batch.
 
         Coalesced POSTs share one batch: one request that trips a bug must not fail the others
@@ -581,7 +589,7 @@ class Ingress(SendPlanner):
         """
         marks = len(batch.items), len(batch.deferred), len(batch.events), len(batch.digests)
         try:
-            return await self.plan(request, batch, nid=nid, keyed=nid is not None)
+            return await self.plan(request, batch, nid=nid, keyed=nid is not None, now_ms=now_ms)
         except Exception:
             log.exception("planning a notification failed; it alone is refused")
             del batch.items[marks[0]:], batch.deferred[marks[1]:], batch.events[marks[2]:], batch.digests[marks[3]:]

@@ -2,7 +2,7 @@
 
 A benchmark script, not a test. Run from the project root:
 
-    .venv/bin/python loadtests/bench_ingest_cpu.py [--sizes 100,1000] [--rounds 3] [--in-flight 4]
+    .venv/bin/python loadtests/bench_ingest_cpu.py [--sizes 100,1000] [--rounds 3] [--in-flight 4] [--users N]
 
 Per batch size and round, two runs, each in a fresh data dir: the Ingress (`accept_batch` of
 web items to distinct users, `--in-flight` batches at once, the embedded bus) with its Recorder
@@ -35,11 +35,11 @@ from reactor.gc_policy import tune_for_serving
 from reactor.mailbox import Mailbox
 
 
-def requests(n: int) -> list[NotificationRequest]:
+def requests(n: int, first: int = 0) -> list[NotificationRequest]:
     return [
         msgspec.convert({"user_id": f"bench-b{i}", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}},
                         NotificationRequest)
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 
@@ -49,9 +49,10 @@ async def answer_at_once(mailbox: Mailbox[Any]) -> None:
             message.reply.send(None)
 
 
-async def cpu_per_notification(size: int, calls: int, in_flight: int, record: bool) -> float:
-    """CPU microseconds per notification of `calls` batches of `size` (after a warm-up of 5 per task)."""
-    items = requests(size)
+async def cpu_per_notification(size: int, calls: int, in_flight: int, record: bool, users: int = 0) -> float:
+    """CPU microseconds per notification of `calls` batches of `size` (after a warm-up of 5 per task); `users`: the
+    batches' users taken in turn from that many (0: every batch to the same `size` users, bench-b0 ...)."""
+    batches = [requests(size, first) for first in range(0, max(size, users), size)]
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(env={}, data_dir=Path(tmp), host="127.0.0.1", port=0, api_key="k", log_level="WARNING")
         async with open_backends(config.backend_settings()) as backends, trio.open_nursery() as nursery:
@@ -64,8 +65,8 @@ async def cpu_per_notification(size: int, calls: int, in_flight: int, record: bo
             await nursery.start(ingress.run)
 
             async def sender(count: int) -> None:
-                for _ in range(count):
-                    await ingress.accept_batch(items)
+                for n in range(count):
+                    await ingress.accept_batch(batches[n % len(batches)])
 
             for count in (5, max(1, calls // in_flight)):
                 started = time.process_time()
@@ -83,6 +84,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every run (default 3)")
     parser.add_argument("--in-flight", type=int, default=4, help="batches at once (default 4)")
     parser.add_argument("--notifications", type=int, default=20_000, help="notifications per run (default 20,000)")
+    parser.add_argument("--users", type=int, default=0,
+                        help="take each batch's users in turn from this many (default 0: every batch to the same users, "
+                             "as many as its items; the history's cost depends on how many rows each user has)")
     args = parser.parse_args()
     tune_for_serving()
     for size in (int(s) for s in args.sizes.split(",")):
@@ -90,7 +94,7 @@ def main() -> None:
         runs: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(args.rounds):
             for record in (True, False):
-                runs[record].append(trio.run(cpu_per_notification, size, calls, args.in_flight, record))
+                runs[record].append(trio.run(cpu_per_notification, size, calls, args.in_flight, record, args.users))
         with_, without = statistics.median(runs[True]), statistics.median(runs[False])
         print(f"batches of {size}: {with_:.1f} us CPU per notification with the Recorder ({', '.join(f'{x:.1f}' for x in runs[True])}), "
               f"{without:.1f} with its reply at once ({', '.join(f'{x:.1f}' for x in runs[False])}): "

@@ -38,7 +38,7 @@ SendAtField = Annotated[str, msgspec.Meta(max_length=64, description=(
 ))] | LocalSendAt
 
 
-class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=4)]
     content: Content | None = None  # exactly one of content and template_id
     to: Recipient | None = None
@@ -70,7 +70,7 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
             msgspec.structs.force_setattr(self, "locale", normalize_locale(self.locale))
 
 
-class Receipt(msgspec.Struct, frozen=True):
+class Receipt(msgspec.Struct, frozen=True, gc=False):
     notification_id: str
     status: Status = Status.ACCEPTED
 
@@ -99,7 +99,7 @@ class BatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     items: Annotated[list[NotificationRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH_ITEMS)]
 
 
-class BatchItem(msgspec.Struct, frozen=True, omit_defaults=True):
+class BatchItem(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One item's result: its notification_id if accepted, else the problem (its fields named `items[i].<field>`)."""
 
     notification_id: str | None = None

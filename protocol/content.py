@@ -16,29 +16,29 @@ Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Text = Annotated[str, msgspec.Meta(max_length=100_000)]
 
 
-class EmailContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class EmailContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
     text: Text | None = None
     html: Text | None = None
 
 
-class SmsContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class SmsContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=1600)]
 
 
-class PushContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class PushContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     title: Short
     body: Annotated[str, msgspec.Meta(max_length=4000)] = ""
     data: dict[str, str] = {}
 
 
-class WebContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class WebContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     title: Short
     body: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
     url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
 
-class WebhookContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class WebhookContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """What the webhook channel POSTs (in its JSON body, actors/clients/webhook.py), or a Slack message's text."""
 
     title: Short
@@ -46,7 +46,7 @@ class WebhookContent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, om
     data: dict[str, str] = {}
 
 
-class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     email: EmailContent | None = None
     sms: SmsContent | None = None
     push: PushContent | None = None
@@ -81,7 +81,7 @@ class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 ChannelContent = EmailContent | SmsContent | PushContent | WebContent | WebhookContent  # one channel's part of a Content
 
 
-class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """Where to reach the user on each channel (the web channel needs nothing)."""
 
     email: EmailAddress | None = None

@@ -27,7 +27,7 @@ class AttemptRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     crashed: bool = False  # the channel client (or its provider) crashed on it: twice makes it poison
 
 
-class Delivery(msgspec.Struct, frozen=True, omit_defaults=True):
+class Delivery(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One channel of one notification: the record on the channel's bus topic."""
 
     notification_id: str
@@ -131,7 +131,7 @@ class Crashed(msgspec.Struct, frozen=True, tag="crashed"):
 Outcome = Sent | RetryLater | PermanentFailure | Crashed
 
 
-class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """A status change of one channel of one notification, for the Recorder."""
 
     notification_id: str

@@ -59,7 +59,7 @@ class Counter(str, enum.Enum):
     FAILED = "failed"  # into failed or dead_lettered
 
 
-class TimelineRow(msgspec.Struct, frozen=True):
+class TimelineRow(msgspec.Struct, frozen=True, gc=False):
     """One row of a (notification, channel)'s attempt timeline, as the planner reads it."""
 
     step: int  # protocol.lifecycle.position(round, status)
@@ -68,7 +68,7 @@ class TimelineRow(msgspec.Struct, frozen=True):
     at_ms: int
 
 
-class KeyState(msgspec.Struct, frozen=True):
+class KeyState(msgspec.Struct, frozen=True, gc=False):
     """What the planner needs of one stored (notification, channel): its status and its round's timeline."""
 
     notification_id: str
@@ -129,7 +129,7 @@ class InboxChanged(msgspec.Struct, frozen=True):
 # -- the operations
 
 
-class AddStep(msgspec.Struct, frozen=True):
+class AddStep(msgspec.Struct, frozen=True, gc=False):
     """Insert a timeline row unless one with the same (notification_id, channel, step, status, detail) exists
     (the first one's at_ms stays)."""
 
@@ -141,7 +141,7 @@ class AddStep(msgspec.Struct, frozen=True):
     at_ms: int
 
 
-class CountOnce(msgspec.Struct, frozen=True):
+class CountOnce(msgspec.Struct, frozen=True, gc=False):
     """Count a transition in the daily counter (date, channel, hour, counter), once per
     (notification_id, channel, round, counter) however often the plan is applied.
 
@@ -161,7 +161,7 @@ class CountOnce(msgspec.Struct, frozen=True):
     hour: int  # UTC hour 0-23
 
 
-class MoveStatus(msgspec.Struct, frozen=True):
+class MoveStatus(msgspec.Struct, frozen=True, gc=False):
     """Set a (notification, channel)'s status if it may move there from the stored one.
 
     Applied to a stored row only if the row's step (protocol.lifecycle.position of its status

@@ -8,6 +8,7 @@ partitioner (and so per-key ordering carries over between the two backends).
 
 from __future__ import annotations
 
+import functools
 import struct
 
 _MASK = 0xFFFFFFFF
@@ -52,3 +53,8 @@ def kafka_partition(key: bytes, partitions: int) -> int:
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     return to_positive(murmur2(key)) % partitions
+
+
+# murmur2 in Python costs ~2-4 us a key, and a node produces for the same users again and again: the embedded bus
+# asks this cache (the Kafka bus keeps one of its own, reactor/backends/kafka/bus.py). 65,536 keys: a few MB at most.
+cached_partition = functools.lru_cache(maxsize=65_536)(kafka_partition)

@@ -16,8 +16,8 @@ most MAX_STREAMS console streams at once (429 past it); a stream ends when the n
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -57,6 +57,17 @@ class ConsoleFeed:
         for name in names:
             self.accepted[name] = self.accepted.get(name, 0) + 1
         self._recent.appendleft((notification_id, user_id, names, at_ms))
+
+    def note_accepted_many(self, accepted: Sequence[tuple[str, str, Sequence[Channel]]], at_ms: int) -> None:
+        """Notifications accepted together (a batch: id, user, channels each), as note_accepted of each in order would
+        note them: counted per channel, and only the newest the ring keeps made into entries."""
+        per_channel = Counter(channel for _, _, channels in accepted for channel in channels)
+        for channel, count in per_channel.items():
+            name = channel.value if isinstance(channel, Channel) else channel
+            self.accepted[name] = self.accepted.get(name, 0) + count
+        kept = self._recent.maxlen
+        for notification_id, user_id, channels in accepted[-kept:] if kept else accepted:
+            self._recent.appendleft((notification_id, user_id, [c.value if isinstance(c, Channel) else c for c in channels], at_ms))
 
     @property
     def recent(self) -> list[ConsoleAccepted]:

@@ -191,12 +191,16 @@ async def _submit_batch(gw: Gateway, raws: list[msgspec.Raw], ids: KeyedIds | No
             return problem_answer(Problem("Service Unavailable", 503, "ingress is saturated; retry shortly"), {"Retry-After": "1"})
         except MailboxClosed:
             return problem_answer(Problem("Service Unavailable", 503, "shutting down"), {"Retry-After": "5"})
+        noted: list[tuple[str, str, list[Channel]]] = []  # for the console's feed, noted once for the batch
         for n, (index, submitted, answer) in enumerate(zip(positions, requests, answers, strict=True)):
             if n and not n % DECODE_SLICE:
                 await trio.lowlevel.checkpoint()
             if isinstance(answer, Receipt):
-                _note_accepted(gw, answer.notification_id, submitted)
-            results[index] = BatchItem(answer.notification_id) if isinstance(answer, Receipt) else _item_problem(index, answer)
+                noted.append((answer.notification_id, submitted.user_id or f"topic:{submitted.topic}", submitted.channels))
+                results[index] = BatchItem(answer.notification_id)
+            else:
+                results[index] = _item_problem(index, answer)
+        gw.console.note_accepted_many(noted, wall_ms())
     items = [r for r in results if r is not None]
     assert len(items) == len(raws)
     accepted = sum(1 for item in items if item.notification_id is not None)

@@ -158,9 +158,8 @@ def quiet_until(now_ms: int, zone: dt.tzinfo, start: int, end: int) -> int | Non
 # -- the plan per channel
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelPlan:
-    """What Ingress does with one channel of a notification."""
+class ChannelPlan(msgspec.Struct, frozen=True, gc=False):
+    """What Ingress does with one channel of a notification (a Struct: made per item, ~5x cheaper than a frozen dataclass)."""
 
     channel: Channel
     addresses: tuple[str, ...] = ()  # push: every device token to reach; else at most one

@@ -93,9 +93,9 @@ class TemplateNotFound(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """A submission after the template step: its content, the log's template tag, and the web item's `data`."""
+class Applied(msgspec.Struct, frozen=True, gc=False):
+    """A submission after the template step: its content, the log's template tag, and the web item's `data`
+    (a Struct: made per item, cheaper than a frozen dataclass)."""
 
     request: NotificationRequest
     template: str  # "welcome@3#B", or "" for inline content
@@ -277,6 +277,13 @@ class TemplateService:
         )
 
 
+def inline_content(request: NotificationRequest) -> Applied | None:
+    """apply_template's answer to a request with inline content and no template (nothing to render); None otherwise."""
+    if request.content is None or request.template_id is not None:
+        return None
+    return Applied(request, "", request.data)
+
+
 async def apply_template(
     renderer: TemplateService | None, request: NotificationRequest, preferred_locale: str | None = None
 ) -> Applied | Problem:
@@ -289,8 +296,9 @@ async def apply_template(
     """
     if request.content is not None and request.template_id is not None:
         return _unprocessable([FieldError("template_id", "give content or template_id, not both")])
-    if request.content is not None:
-        return Applied(request, "", request.data)
+    inline = inline_content(request)
+    if inline is not None:
+        return inline
     if request.template_id is None:
         return _unprocessable([FieldError("content", "required, unless template_id names a template")])
     if renderer is None:

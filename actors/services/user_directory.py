@@ -35,6 +35,7 @@ from ..domain.tokens import SigningKeys
 log = logging.getLogger("herald.users")
 
 _profile_decoder = msgspec.json.Decoder(Profile)
+PROFILES_DECODED = 4096  # decoded profiles kept by their bytes (UserDirectory._decode)
 _preferences_decoder = msgspec.json.Decoder(Preferences)
 _encoder = msgspec.json.Encoder()
 _UTC = zoneinfo.ZoneInfo("UTC")
@@ -71,6 +72,9 @@ class UserDirectory:
         self._known_zones: frozenset[str] | None = None
         self.cache_hits = 0
         self.cache_misses = 0
+        # profiles decoded, by their cached bytes (equal bytes, equal profile: never stale): most users share the
+        # defaults' bytes, and a batch names the same users again and again. Emptied when full.
+        self._decoded: dict[bytes, Profile] = {}
 
     # -- reads
 
@@ -80,7 +84,7 @@ class UserDirectory:
         cached = await self.cache.get(key)
         if cached is not None:
             try:
-                profile: Profile = _profile_decoder.decode(cached)
+                profile: Profile = self._decode(cached)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 await self.cache.delete(key)  # written by another version: load it again
             else:
@@ -102,7 +106,7 @@ class UserDirectory:
             cached = await self.cache.get(_cache_key(user_id))
             if cached is not None:
                 try:
-                    out[user_id] = _profile_decoder.decode(cached)
+                    out[user_id] = self._decode(cached)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     pass  # written by another version: loaded again below, and the set replaces it
                 else:
@@ -118,6 +122,16 @@ class UserDirectory:
                 profile = out[user_id] = Profile(prefs, [d.token for d in row.devices])
                 await self.cache.set(_cache_key(user_id), _encoder.encode(profile), self.cache_ttl_s)
         return out
+
+    def _decode(self, cached: bytes) -> Profile:
+        """A cached profile's bytes decoded, once for equal bytes (a Profile is frozen and no reader changes what it holds)."""
+        profile = self._decoded.get(cached)
+        if profile is None:
+            profile = _profile_decoder.decode(cached)
+            if len(self._decoded) >= PROFILES_DECODED:
+                self._decoded.clear()
+            self._decoded[cached] = profile
+        return profile
 
     async def preferences(self, user_id: str) -> Preferences:
         """The user's stored preferences (the defaults if never set), from the store."""

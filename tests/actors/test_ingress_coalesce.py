@@ -167,3 +167,24 @@ async def test_with_the_bus_known_away_a_send_is_refused_unwritten_and_a_topic_s
         assert bus.calls == [] and records == []  # nothing of the refused send written
         inbox.close()
         recorder.close()
+
+
+async def test_a_batchs_items_are_accepted_at_one_time_read_once() -> None:
+    """A batch (or a coalesced group) reads the wall clock once: its items share their created_ms, and their ids count
+    up within that millisecond (sorted as they were given), however long planning them takes."""
+    from reactor.clock import OsWallClock, use_wall_clock
+
+    reads = iter(range(1_800_000_000_000_000_000, 1_900_000_000_000_000_000, 7_000_000))  # +7 ms a read
+    use_wall_clock(OsWallClock(lambda: next(reads)))
+    bus = RecordingBus()
+    recorder: Mailbox[RecorderMessage] = Mailbox("recorder", 100)
+    ingress = Ingress(bus, Mailbox("ingress", 100), recorder, workers=1)  # type: ignore[arg-type]
+    records: list[RecordEvents] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_recorder, recorder, records)
+        results = await ingress.accept_batch([request(f"u{i}") for i in range(20)])
+        nursery.cancel_scope.cancel()
+    ids = [r.notification_id for r in results if isinstance(r, Receipt)]
+    assert len(ids) == 20 and ids == sorted(ids)
+    created = {e.created_ms for e in records[0].events}
+    assert created == {1_800_000_000_000}

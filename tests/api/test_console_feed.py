@@ -120,3 +120,19 @@ async def test_the_dlq_listing_filters_by_notification(tmp_path):
         assert [e["notification_id"] for e in page["items"]] == [ids[1]]
         bad = await client.get("/v1/admin/dlq", params={"notification_id": "nope"})
         assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "notification_id"
+
+
+def test_a_batch_noted_at_once_is_noted_as_its_items_one_by_one():
+    """note_accepted_many (the batch route's): the same counts and ring as note_accepted of each item in order, the
+    ring bounded (only the newest made into entries)."""
+    items = [(f"n{n}", f"u{n}", [Channel.WEB] if n % 3 else [Channel.SMS, Channel.EMAIL]) for n in range(7)]
+    one_by_one, at_once = ConsoleFeed(recent=3), ConsoleFeed(recent=3)
+    for nid, user, channels in items:
+        one_by_one.note_accepted(nid, user, channels, 1_700_000_000_000)
+    at_once.note_accepted("n-before", "u", ["web"], 1_699_999_999_999)
+    at_once.note_accepted_many(items, 1_700_000_000_000)
+    assert at_once.recent == one_by_one.recent and [a.id for a in at_once.recent] == ["n6", "n5", "n4"]
+    assert {**at_once.accepted, "web": at_once.accepted["web"] - 1} == one_by_one.accepted
+    assert one_by_one.accepted["sms"] == 3 and one_by_one.accepted["web"] == 4
+    at_once.note_accepted_many(items[:2], 1_700_000_000_001)  # fewer than the ring holds: the ring keeps older ones too
+    assert [a.id for a in at_once.recent] == ["n1", "n0", "n6"]

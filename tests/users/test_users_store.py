@@ -67,3 +67,26 @@ async def test_time_zones_load_off_the_loop_and_unsubscribe_links_are_signed(tmp
     url = users.unsubscribe_url("alice", "marketing")
     assert url.startswith("http://herald.test/v1/unsubscribe?token=")
     await store.close()
+
+
+async def test_profiles_of_equal_cached_bytes_are_decoded_once_and_follow_every_change(tmp_path, monkeypatch) -> None:
+    """The directory keeps decoded profiles by their cached bytes: users with the same stored profile (the defaults, most
+    of them) share one decode, and a change makes other bytes, so it is never answered from the memo; bounded."""
+    import actors.services.user_directory as directory
+
+    monkeypatch.setattr(directory, "PROFILES_DECODED", 3)
+    store = await open_store(tmp_path)
+    users = UserDirectory(store, MemoryState(), SigningKeys.generate(), lambda: "http://herald.test")
+    loaded = [await users.profile(f"u{i}") for i in range(3)]  # from the store (and cached)
+    again = [await users.profile(f"u{i}") for i in range(3)]  # from the cache
+    assert again == loaded and all(p is again[0] for p in again)  # one decode for the defaults' bytes
+    many = await users.profiles(["u0", "u1", "u2"])
+    assert all(p is again[0] for p in many.values())
+    await users.put_preferences("u1", Preferences(contact=ContactPoints(email="a@example.org")), 1)
+    assert (await users.profile("u1")).preferences.contact.email == "a@example.org"
+    assert (await users.profile("u0")).preferences.contact.email is None
+    for i in range(5):  # more distinct profiles than the memo holds: still each its own
+        await users.put_preferences(f"v{i}", Preferences(locale=f"fr-C{chr(65 + i)}"), 2)
+        assert (await users.profile(f"v{i}")).preferences.locale == f"fr-C{chr(65 + i)}"
+    assert len(users._decoded) <= 3
+    await store.close()

@@ -34,7 +34,7 @@ from pathlib import Path
 import trio
 
 from reactor.group_commit import GroupCommit
-from reactor.partitioner import kafka_partition
+from reactor.partitioner import cached_partition
 from reactor.ports import Assignment, BusRecord
 
 from .bus_errors import BusClosed, BusCorrupted, BusNotRunning, UnknownTopic
@@ -188,7 +188,7 @@ class EmbeddedBus:
             raise UnknownTopic(f"unknown topic {topic!r}; declared: {sorted(self.topics)}") from None
 
     def partition_for(self, topic: str, key: bytes) -> int:
-        return kafka_partition(key, self.partitions(topic))
+        return cached_partition(key, self.partitions(topic))
 
     async def produce(self, items: Sequence[tuple[str, bytes, bytes]]) -> list[tuple[int, int]]:
         """Append records; returns (partition, offset) of each once all are fsynced.
@@ -209,7 +209,7 @@ class EmbeddedBus:
             count = self.topics.get(topic)
             if count is None:
                 count = self.partitions(topic)  # raises UnknownTopic
-            targets.append((self._parts[(topic, kafka_partition(key, count))], key, value))
+            targets.append((self._parts[(topic, cached_partition(key, count))], key, value))
         queued: list[tuple[Partition, BusRecord]] = []
         urgent: list[tuple[Partition, BusRecord]] = []  # of the priority topics: their own group commit
         priority = self.priority_topics
