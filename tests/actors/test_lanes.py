@@ -444,7 +444,7 @@ async def test_the_batch_route_decodes_a_large_batch_in_slices_letting_other_tas
     """POST /v1/notifications/batch's decode and check of 1,000 items (issue 10 item 6): other tasks run between its
     slices before the batch reaches the Ingress, where the route decoded them all in one step of the loop."""
     ingress: Mailbox[IngressMessage] = Mailbox("ingress", 10)
-    gw = SimpleNamespace(max_body_bytes=65_536, ingress=ingress, console=SimpleNamespace(note_accepted=lambda *a: None))
+    gw = SimpleNamespace(max_body_bytes=65_536, ingress=ingress, console=SimpleNamespace(note_accepted_many=lambda *a: None))
     body = json.dumps({"items": [{"user_id": f"bulk-{i}", "channels": ["web"], "content": {"web": {"title": "t", "body": "b"}}}
                                  for i in range(1000)]}).encode()
     ticks = [0]
