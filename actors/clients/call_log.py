@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, Retr
 from reactor.clock import wall_ms
 from reactor.files import write_all
 
-from ..provider import ChannelClient
+from ..provider import ChannelClient, sends_many
 
 log = logging.getLogger("herald.calls")
 
@@ -103,22 +103,43 @@ class CountedClient:
         self.inner = inner
         self.calls = calls
 
+    @property
+    def sends_many(self) -> bool:
+        return sends_many(self.inner)
+
     async def send(self, delivery: Delivery) -> Outcome:
+        call_id = self._call(delivery)
+        try:
+            outcome = await self.inner.send(delivery)
+        except Exception as exc:
+            self._answer(call_id, delivery, f"raised {type(exc).__name__}")
+            raise
+        self._answer(call_id, delivery, result_of(outcome))
+        return outcome
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """A batching inner client's batch (actors/provider.py BatchClient): each call logged before any starts."""
+        call_ids = [self._call(delivery) for delivery in deliveries]
+        try:
+            outcomes = await self.inner.send_many(deliveries)  # type: ignore[attr-defined]
+        except Exception as exc:
+            for call_id, delivery in zip(call_ids, deliveries, strict=True):
+                self._answer(call_id, delivery, f"raised {type(exc).__name__}")
+            raise
+        for call_id, delivery, outcome in zip(call_ids, deliveries, outcomes, strict=False):
+            self._answer(call_id, delivery, result_of(outcome))
+        return list(outcomes)
+
+    def _call(self, delivery: Delivery) -> str:
         call_id = self.calls.next_id()
         entry = {"call": call_id, "nid": delivery.notification_id, "channel": self.channel, "attempt": delivery.attempt,
                  "replays": delivery.replays, "at_ms": wall_ms()}
         # Before the call: if this cannot be written, nothing is called (an OSError is a RetryLater to the Provider).
         # At once, with no await: the gate admitted this call just now (its view's staleness bound holds at the call).
         self.calls.append(entry)
-        try:
-            outcome = await self.inner.send(delivery)
-        except Exception as exc:
-            await self._answer(call_id, delivery, f"raised {type(exc).__name__}")
-            raise
-        await self._answer(call_id, delivery, result_of(outcome))
-        return outcome
+        return call_id
 
-    async def _answer(self, call_id: str, delivery: Delivery, result: str) -> None:
+    def _answer(self, call_id: str, delivery: Delivery, result: str) -> None:
         entry = {"answer": call_id, "nid": delivery.notification_id, "channel": self.channel, "result": result}
         try:
             self.calls.append(entry)
