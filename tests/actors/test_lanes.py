@@ -13,6 +13,7 @@ The consumer's crash and restart per lane: tests/actors/test_consumer_pipeline.p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -179,6 +180,28 @@ class Recording:
         return Sent()
 
 
+class BatchRecording(Recording):
+    """The same, for a client that takes batches (the Provider then serves a batch of users per task)."""
+
+    sends_many = True
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        bulk = sum(d.priority.lane is Lane.BULK for d in deliveries)
+        self.started.extend(d.notification_id for d in deliveries)
+        self.bulk_now += bulk
+        self.now += len(deliveries)
+        self.bulk_peak, self.peak = max(self.bulk_peak, self.bulk_now), max(self.peak, self.now)
+        try:
+            await trio.sleep(1)
+        finally:
+            self.bulk_now -= bulk
+            self.now -= len(deliveries)
+        return [Sent() for _ in deliveries]
+
+
+CLIENTS = {"per-user-task": Recording, "batches": BatchRecording}
+
+
 def attempt(nid: str, user: str, priority: Priority) -> tuple[Attempt, Reply[Outcome]]:
     reply: Reply[Outcome] = Reply()
     delivery = Delivery(nid, user, Channel.SMS, 0, Content(sms=SmsContent("hi")), address="+15555550100", priority=priority)
@@ -212,24 +235,27 @@ async def provider_run(client: Recording, reserve: int, bulk: int = 40, max_in_f
     return client.started
 
 
-async def test_a_critical_arrival_is_attempted_before_the_bulk_backlog_drains(autojump_clock) -> None:
-    client = Recording()
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_a_critical_arrival_is_attempted_before_the_bulk_backlog_drains(autojump_clock, kind: str) -> None:
+    client = CLIENTS[kind]()
     started = await provider_run(client, reserve=1)
     # 3 bulk calls run (max_in_flight 4, one slot reserved); the critical one takes the reserved slot as it arrives
     assert started.index("critical") == 3, started[:8]
     assert client.bulk_peak == 3 and client.peak == 4
 
 
-async def test_without_a_reserve_the_critical_arrival_still_passes_the_queued_backlog(autojump_clock) -> None:
-    client = Recording()
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_without_a_reserve_the_critical_arrival_still_passes_the_queued_backlog(autojump_clock, kind: str) -> None:
+    client = CLIENTS[kind]()
     started = await provider_run(client, reserve=0)
     # all 4 slots run bulk: the critical one waits for the first free slot, not for the 36 bulk attempts taken behind them
     assert client.bulk_peak == 4
     assert started.index("critical") <= 2 * 4, started[:12]
 
 
-async def test_bulk_never_takes_the_reserved_slots(autojump_clock) -> None:
-    client = Recording()
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_bulk_never_takes_the_reserved_slots(autojump_clock, kind: str) -> None:
+    client = CLIENTS[kind]()
     await provider_run(client, reserve=3, bulk=20, max_in_flight=4)
     assert client.bulk_peak == 1  # max_in_flight 4, 3 reserved for critical
 
