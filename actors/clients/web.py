@@ -12,6 +12,8 @@ producer does not see the sessions, which live on the edge nodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from protocol.frames import NotificationFrame, frame_encoder
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, InboxEntry, Outcome, PermanentFailure, Sent, encode_fanout
@@ -59,6 +61,12 @@ class WebClient:
     def __init__(self, broker: Broker, recent: RecentPushes) -> None:
         self.broker = broker
         self.recent = recent
+
+    # actors/provider.py BatchClient: a batch's pushes made one after another by the task serving it (no task per user)
+    sends_many = True
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        return [await self.send(delivery) for delivery in deliveries]
 
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.web is None:
