@@ -317,7 +317,11 @@ class Provider:
         delivery = attempt.delivery
         lane = delivery.priority.lane
         slots = lanes[lane]
-        await _acquire(slots.holding)
+        try:
+            await _acquire(slots.holding)
+        except BaseException:  # stopped while it waited for room: taken from the mailbox, so answered here
+            attempt.reply.fail(AttemptInterrupted(f"{self.channel.value} provider stopped before answering"))
+            raise
         self._held += 1
         key = (delivery.user_id, lane)
         queue = self._queues.get(key)
@@ -381,8 +385,15 @@ class Provider:
         lane = key[1]
         self._ready[lane].append(key)
         if not self._collecting[lane]:
-            self._collecting[lane] = True
-            run.nursery.start_soon(self._serve_batch, lane, run)
+            self._collect(lane, run)
+
+    def _collect(self, lane: Lane, run: _Run) -> None:
+        """Start the task that collects the lane's next batch; none once the Provider is being cancelled (its ready
+        users' attempts are then interrupted with the rest: a new task would only be cancelled, and hand on again)."""
+        if trio.current_effective_deadline() == -math.inf:
+            return
+        self._collecting[lane] = True
+        run.nursery.start_soon(self._serve_batch, lane, run)
 
     async def _serve_batch(self, lane: Lane, run: _Run) -> None:
         """Collect the lane's ready users' queue heads (each with its slots, as `_serve_user` takes them: the first one
@@ -402,8 +413,7 @@ class Provider:
         finally:
             self._collecting[lane] = False
             if ready:  # the next batch is collected while this one is served
-                self._collecting[lane] = True
-                run.nursery.start_soon(self._serve_batch, lane, run)
+                self._collect(lane, run)
         self.in_flight += len(batch)
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         unanswered = dict(batch)
@@ -513,6 +523,9 @@ class Provider:
     def _interrupt_held(self) -> None:
         """The Provider stops (crashed, or cancelled): fail every attempt it holds, not blamed on them."""
         queues, self._queues = self._queues, {}
+        for lane in self._ready:  # a run after a restart starts with no user ready (they were all held: failed below)
+            self._ready[lane].clear()
+            self._collecting[lane] = False
         for queue in queues.values():
             for attempt in queue:
                 attempt.reply.fail(AttemptInterrupted(f"{self.channel.value} provider stopped before answering"))

@@ -215,6 +215,8 @@ class BatchLedger(Ledger):
         self.writes: list[tuple[str, list[str]]] = []
 
     async def mark_sent(self, nid, channel, status, at_ms):
+        if self.broken:
+            raise RuntimeError("ledger write failed")
         self.writes.append(("one", [nid]))
 
     async def mark_sent_many(self, marks):
@@ -399,3 +401,55 @@ async def test_the_web_client_pushes_a_batch_one_by_one_in_process_and_at_once_t
     with trio.fail_after(5):  # one after another, the first push would wait for ever
         outcomes = await remote.send_many(webs)
     assert [o.detail for o in outcomes] == ["in the inbox; pushed to the live sessions on 1 node(s)"] * 3
+
+
+class OneByOne(Batches):
+    sends_many = False  # served a task per user's queue
+
+
+@pytest.mark.parametrize("client", [Batches, OneByOne], ids=["batches", "per-user-task"])
+async def test_a_provider_run_again_after_its_crash_starts_clean(client):
+    """Crashed with users ready and queued behind a full set of slots: every attempt it took from the mailbox is
+    answered (one crashed, the others interrupted: also the one taken while it waited for room, which 6c50661 dropped
+    unanswered), and the same Provider run again (as its supervisor does) serves the rest and new attempts of those
+    users."""
+    ledger = BatchLedger(broken=True)
+    mailbox: Mailbox = Mailbox("provider:test", 16)
+    provider = Provider(Channel.SMS, client(), mailbox, ledger, max_in_flight=2)
+
+    async def queue(first: int) -> list[Reply]:
+        replies = []
+        for n in range(first, first + 6):  # three users, two attempts each
+            reply: Reply = Reply()
+            replies.append(reply)
+            await mailbox.send(Attempt(msgspec.structs.replace(users_delivery(n), user_id=f"u{n % 3}"), reply, False))
+        return replies
+
+    async def answers(replies: list[Reply]) -> list[str]:
+        named = []
+        for reply in replies:
+            try:
+                named.append(type(await reply.wait()).__name__)
+            except Exception as exc:
+                named.append(type(exc).__name__)
+        return named
+
+    first = await queue(0)
+    with trio.fail_after(5):
+        with pytest.raises(RuntimeError, match="ledger write failed"):
+            await provider.run()
+        # what it took from the mailbox is answered (2 x max_in_flight held, and one taken when it stopped); the rest waits
+        # in the mailbox for the next run
+        held = [reply for reply in first if reply.done]
+        named = await answers(held)  # (a task per user: each running one whose ledger write failed is crashed)
+        assert set(named) == {"ActorCrashed", "AttemptInterrupted"} and len(held) >= 4, named
+        assert sum(not reply.done for reply in first) == mailbox.statistics().queued  # none taken and left unanswered
+    ledger.broken = False
+    left = [reply for reply in first if not reply.done]
+    second = await queue(6)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(provider.run)
+            assert await answers(left + second) == ["Sent"] * (len(left) + 6)
+            mailbox.close()
+    assert not provider._queues and provider.in_flight == 0 and provider.queued == 0
