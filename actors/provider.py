@@ -61,7 +61,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,6 +94,20 @@ class ChannelClient(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
 
 
+class BatchClient(ChannelClient, Protocol):
+    """A client that also takes a batch in one call (the sandbox sinks: one durable write for the batch). `send_many`
+    answers one outcome per delivery, in order; it raises only before anything of the batch was sent."""
+
+    sends_many: bool
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]: ...
+
+
+def sends_many(client: object) -> bool:
+    """Whether `client` takes batches (`BatchClient`): the Provider then serves a batch of users per task."""
+    return bool(getattr(client, "sends_many", False))
+
+
 class Devices(Protocol):
     async def forget_devices(self, user_id: str, tokens: Iterable[str]) -> int:
         """Remove device tokens a provider called unregistered; returns how many were registered."""
@@ -101,6 +115,9 @@ class Devices(Protocol):
 
 class Gate(Protocol):
     async def admit(self, delivery: Delivery) -> None: ...
+
+    def admit_nowait(self, delivery: Delivery) -> bool:
+        """Admit at once where `admit` would without waiting or asking anyone; False where it would have to (nothing spent)."""
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """See the outcome of an admitted call."""
@@ -124,6 +141,40 @@ async def _acquire(semaphore: trio.Semaphore) -> None:
         await semaphore.acquire()
 
 
+async def _take_slots(slots: _LaneSlots, running: trio.Semaphore) -> None:
+    """A running slot (and the lane's own, for bulk: first, so `critical_reserve` slots stay free), waiting as needed."""
+    if slots.running is not None:
+        await _acquire(slots.running)
+    try:
+        await _acquire(running)
+    except BaseException:  # cancelled while waiting: the lane's slot goes back
+        if slots.running is not None:
+            slots.running.release()
+        raise
+
+
+def _try_slots(slots: _LaneSlots, running: trio.Semaphore) -> bool:
+    """`_take_slots` where both are free now; False (nothing taken) where either is not."""
+    if slots.running is not None:
+        try:
+            slots.running.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+    try:
+        running.acquire_nowait()
+    except trio.WouldBlock:
+        if slots.running is not None:
+            slots.running.release()
+        return False
+    return True
+
+
+def _give_slots(slots: _LaneSlots, running: trio.Semaphore) -> None:
+    running.release()
+    if slots.running is not None:
+        slots.running.release()
+
+
 class OpenGate:
     """No rate limit, no breaker: every attempt goes straight through, but after a throttled verdict's wait."""
 
@@ -134,6 +185,9 @@ class OpenGate:
         wait = self._paused_until - trio.current_time()
         if wait > 0:
             await trio.sleep(wait)
+
+    def admit_nowait(self, delivery: Delivery) -> bool:
+        return self._paused_until <= trio.current_time()
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         if isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None and not outcome.recipient:
@@ -153,6 +207,19 @@ class OpenGate:
 class _LaneSlots:
     holding: trio.Semaphore  # attempts of the lane taken from its mailbox and not answered
     running: trio.Semaphore | None  # the lane's own cap on running attempts (bulk: max_in_flight - critical_reserve)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the tasks of one run of a batching Provider share."""
+
+    lanes: dict[Lane, _LaneSlots]
+    running: trio.Semaphore
+    failure: list[Exception]
+    nursery: trio.Nursery
+
+
+BATCH_MAX = 256  # attempts served by one task of a batching Provider at most (one send_many, one ledger write each)
 
 
 class Provider:
@@ -189,6 +256,12 @@ class Provider:
         # (user id, lane) -> that user's attempts of that lane taken, in order; its head runs (per-user order is per lane)
         self._queues: dict[tuple[str, Lane], deque[Attempt]] = {}
         self._held = 0  # attempts taken from the mailbox and not answered (running or queued)
+        # A client that takes batches (`sends_many`): the users whose queue head may run, per lane, in the order they
+        # became ready; one task per lane collects them into a batch (`_collecting`) and serves it (`_serve_batch`).
+        self._ready: dict[Lane, deque[tuple[str, Lane]]] = {Lane.BULK: deque(), Lane.CRITICAL: deque()}
+        self._collecting: dict[Lane, bool] = {Lane.BULK: False, Lane.CRITICAL: False}
+        self._run_state: _Run | None = None
+        self.batches = 0  # send_many calls (a batching client)
 
     @property
     def queued(self) -> int:
@@ -206,12 +279,15 @@ class Provider:
         failure: list[Exception] = []  # the Provider's own error, raised by one user's task: the actor crashes with it
         try:
             async with trio.open_nursery() as nursery:
+                if sends_many(self.client):
+                    self._run_state = _Run(lanes, running, failure, nursery)
                 if self.critical is not None:
                     nursery.start_soon(self._take, self.critical, lanes, running, failure, nursery)
                 await self._take(self.mailbox, lanes, running, failure, nursery)
             if failure:
                 raise failure[0]
         finally:
+            self._run_state = None
             self._interrupt_held()
             await self.gate.release()  # the unspent slice goes back to the provider's other workers
 
@@ -241,7 +317,11 @@ class Provider:
         delivery = attempt.delivery
         lane = delivery.priority.lane
         slots = lanes[lane]
-        await _acquire(slots.holding)
+        try:
+            await _acquire(slots.holding)
+        except BaseException:  # stopped while it waited for room: taken from the mailbox, so answered here
+            attempt.reply.fail(AttemptInterrupted(f"{self.channel.value} provider stopped before answering"))
+            raise
         self._held += 1
         key = (delivery.user_id, lane)
         queue = self._queues.get(key)
@@ -249,6 +329,9 @@ class Provider:
             queue.append(attempt)
             return
         self._queues[key] = deque([attempt])
+        if self._run_state is not None:
+            self._make_ready(key)
+            return
         nursery.start_soon(self._serve_user, key, slots, running, failure, nursery.cancel_scope)
 
     async def _serve_user(
@@ -293,9 +376,156 @@ class Provider:
         self._held -= 1
         holding.release()
 
+    # -- a batching client: a batch of users per task ----------------------------------
+
+    def _make_ready(self, key: tuple[str, Lane]) -> None:
+        """The user's queue head may run: it joins its lane's ready users, and a task collects them unless one does."""
+        run = self._run_state
+        assert run is not None
+        lane = key[1]
+        self._ready[lane].append(key)
+        if not self._collecting[lane]:
+            self._collect(lane, run)
+
+    def _collect(self, lane: Lane, run: _Run) -> None:
+        """Start the task that collects the lane's next batch; none once the Provider is being cancelled (its ready
+        users' attempts are then interrupted with the rest: a new task would only be cancelled, and hand on again)."""
+        if trio.current_effective_deadline() == -math.inf:
+            return
+        self._collecting[lane] = True
+        run.nursery.start_soon(self._serve_batch, lane, run)
+
+    async def _serve_batch(self, lane: Lane, run: _Run) -> None:
+        """Collect the lane's ready users' queue heads (each with its slots, as `_serve_user` takes them: the first one
+        waits for a slot, the others only take free ones), hand the collecting on, and serve the batch."""
+        slots = run.lanes[lane]
+        ready = self._ready[lane]
+        batch: list[tuple[tuple[str, Lane], Attempt]] = []
+        try:
+            while ready and len(batch) < BATCH_MAX:
+                if batch:
+                    if not _try_slots(slots, run.running):
+                        break
+                else:
+                    await _take_slots(slots, run.running)
+                key = ready.popleft()
+                batch.append((key, self._queues[key][0]))
+        finally:
+            self._collecting[lane] = False
+            if ready:  # the next batch is collected while this one is served
+                self._collect(lane, run)
+        self.in_flight += len(batch)
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        unanswered = dict(batch)
+
+        def answer(key: tuple[str, Lane], outcome: Outcome) -> None:
+            attempt = unanswered.pop(key)
+            self.in_flight -= 1
+            _give_slots(slots, run.running)
+            queue = self._queues[key]
+            self._answered(queue, slots.holding)
+            if queue:
+                self._make_ready(key)  # the user's next attempt, after this one is answered
+            else:
+                del self._queues[key]
+            attempt.reply.send(outcome)
+
+        try:
+            await self._attempt_batch(batch, answer)
+        except Exception as exc:
+            log.exception("%s provider failed (its own state) on a batch of %d", self.channel.value, len(batch))
+            if unanswered:
+                key, attempt = next(iter(unanswered.items()))
+                del unanswered[key]
+                self.in_flight -= 1
+                _give_slots(slots, run.running)
+                self._answered(self._queues[key], slots.holding)  # the others are interrupted (run's end)
+                attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
+            run.failure.append(exc)
+            run.nursery.cancel_scope.cancel()
+        finally:
+            for _ in unanswered:  # stopped (cancelled or crashed): the slots of what was not answered go back
+                self.in_flight -= 1
+                _give_slots(slots, run.running)
+
+    async def _attempt_batch(
+        self, batch: list[tuple[tuple[str, Lane], Attempt]], answer: Callable[[tuple[str, Lane], Outcome], None],
+    ) -> None:
+        """`_attempt` for a batch: each maybe-sent one asked of the ledger; then, in groups the gate admits at once (the
+        first may wait, as `admit` does; the rest only where it would admit without waiting), one `send_many` per group,
+        each outcome settled, one ledger write for the group's sends, the group answered; a throttled verdict is sent
+        again after its wait (as `_attempt` does), then answered."""
+        todo: list[tuple[tuple[str, Lane], Attempt]] = []
+        for key, attempt in batch:
+            if attempt.maybe_sent and self.channel is not Channel.WEB:
+                status = await self._sent_status(attempt.delivery)
+                if status is not None:
+                    self.suppressed += 1
+                    answer(key, Sent(Status(status), ALREADY_SENT))
+                    continue
+            todo.append((key, attempt))
+        while todo:
+            await self.gate.admit(todo[0][1].delivery)
+            admitted = 1
+            while admitted < len(todo) and self.gate.admit_nowait(todo[admitted][1].delivery):
+                admitted += 1
+            group, todo = todo[:admitted], todo[admitted:]
+            deliveries = [attempt.delivery for _, attempt in group]
+            outcomes = await self._send_many(deliveries)
+            done: list[tuple[tuple[str, Lane], Delivery, Outcome]] = []
+            again: list[tuple[tuple[str, Lane], Delivery, Outcome]] = []
+            for (key, _), delivery, outcome in zip(group, deliveries, outcomes, strict=True):
+                outcome = await self._settled(delivery, outcome)
+                (again if self._resend(outcome, 0.0, 0) else done).append((key, delivery, outcome))
+            await self._mark_sent([(delivery, outcome) for _, delivery, outcome in done])  # before any is answered
+            for key, _, outcome in done:
+                answer(key, outcome)
+            for key, delivery, outcome in again:
+                outcome = await self._resend_throttled(delivery, outcome)
+                await self._mark_sent([(delivery, outcome)])
+                answer(key, outcome)
+
+    async def _send_many(self, deliveries: list[Delivery]) -> list[Outcome]:
+        """One `send_many` of admitted deliveries; what it raises is each one's outcome as `send`'s would be (an error
+        other than OSError, whose cause is not known, has each sent alone so a crash is its own delivery's)."""
+        self.calls += len(deliveries)
+        self.batches += 1
+        try:
+            try:
+                outcomes = list(await self.client.send_many(deliveries))  # type: ignore[attr-defined]
+            except OSError as exc:
+                return [self._client_raised(d, exc) for d in deliveries]
+            except Exception as exc:
+                log.warning("%s client's send_many raised %r: each of the %d sent alone", self.channel.value, exc, len(deliveries))
+                outcomes = []
+                for delivery in deliveries:
+                    try:
+                        outcomes.append(await self.client.send(delivery))
+                    except Exception as one:
+                        outcomes.append(self._client_raised(delivery, one))
+        except BaseException:
+            for delivery in deliveries:
+                await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
+            raise
+        if len(outcomes) != len(deliveries):
+            raise RuntimeError(f"{self.channel.value} client answered {len(outcomes)} outcomes for {len(deliveries)} deliveries")
+        return outcomes
+
+    async def _mark_sent(self, answered: list[tuple[Delivery, Outcome]]) -> None:
+        """One durable send-ledger write for the sends among `answered` (a web send is never looked up: not written)."""
+        if self.channel is Channel.WEB:
+            return
+        sent_ms = wall_ms()
+        marks = [(d.notification_id, self.channel.value, o.status.value, sent_ms) for d, o in answered if isinstance(o, Sent)]
+        if marks:
+            await until_available(lambda: self.ledger.mark_sent_many(marks), self._ledger_what, self._ledger_waited)
+
     def _interrupt_held(self) -> None:
         """The Provider stops (crashed, or cancelled): fail every attempt it holds, not blamed on them."""
         queues, self._queues = self._queues, {}
+        for lane in self._ready:  # a run after a restart starts with no user ready (they were all held: failed below)
+            self._ready[lane].clear()
+            self._collecting[lane] = False
         for queue in queues.values():
             for attempt in queue:
                 attempt.reply.fail(AttemptInterrupted(f"{self.channel.value} provider stopped before answering"))
@@ -334,35 +564,52 @@ class Provider:
             if status is not None:
                 self.suppressed += 1
                 return Sent(Status(status), ALREADY_SENT)
-        waited, resends = 0.0, 0  # throttled verdicts' waits so far, and the sends again after them
-        while True:
-            await self.gate.admit(delivery)  # after a throttled verdict, waits as long as the provider asked
-            self.calls += 1
-            try:
-                outcome = await self.client.send(delivery)
-            except Exception as exc:
-                outcome = self._client_raised(delivery, exc)
-            except BaseException:
-                await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
-                raise
-            if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
-                # A crash or content refused before it reached the provider: no word on its health.
-                await self.gate.abandon(delivery)
-                return outcome
-            # a client's I/O error (RetryLater) counts against the breaker; a throttled one holds the bucket instead
-            await self.gate.settle(delivery, outcome)
-            if outcome.unregistered_tokens and self.devices is not None:
-                await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
-            if not (isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None and not outcome.recipient
-                    and waited + outcome.after_s <= self.throttle_wait_s and resends < MAX_THROTTLED_RESENDS):
-                break
-            waited += outcome.after_s
-            resends += 1
-            self.throttled_resends += 1
+        outcome = await self._resend_throttled(delivery, await self._call_once(delivery))
         if isinstance(outcome, Sent) and self.channel is not Channel.WEB:  # a web send is never looked up (above)
             sent_ms = wall_ms()
             await until_available(lambda: self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value,
                                                                 sent_ms), self._ledger_what, self._ledger_waited)
+        return outcome
+
+    async def _call_once(self, delivery: Delivery) -> Outcome:
+        """Admit, call the client, and settle its outcome with the gate."""
+        await self.gate.admit(delivery)  # after a throttled verdict, waits as long as the provider asked
+        self.calls += 1
+        try:
+            outcome = await self.client.send(delivery)
+        except Exception as exc:
+            outcome = self._client_raised(delivery, exc)
+        except BaseException:
+            await self.gate.abandon(delivery)  # a cancellation says nothing about the provider's health
+            raise
+        return await self._settled(delivery, outcome)
+
+    async def _settled(self, delivery: Delivery, outcome: Outcome) -> Outcome:
+        """The gate sees an admitted call's outcome; a push provider's unregistered tokens are forgotten."""
+        if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
+            # A crash or content refused before it reached the provider: no word on its health.
+            await self.gate.abandon(delivery)
+            return outcome
+        # a client's I/O error (RetryLater) counts against the breaker; a throttled one holds the bucket instead
+        await self.gate.settle(delivery, outcome)
+        if outcome.unregistered_tokens and self.devices is not None:
+            await self.devices.forget_devices(delivery.user_id, outcome.unregistered_tokens)
+        return outcome
+
+    def _resend(self, outcome: Outcome, waited: float, resends: int) -> bool:
+        """A throttled verdict that is sent again in place after its wait (see the module's docstring)."""
+        return (isinstance(outcome, RetryLater) and outcome.throttled and outcome.after_s is not None and not outcome.recipient
+                and waited + outcome.after_s <= self.throttle_wait_s and resends < MAX_THROTTLED_RESENDS)
+
+    async def _resend_throttled(self, delivery: Delivery, outcome: Outcome) -> Outcome:
+        """Send again after each throttled verdict's wait, while `_resend` says so; the last outcome."""
+        waited, resends = 0.0, 0  # throttled verdicts' waits so far, and the sends again after them
+        while self._resend(outcome, waited, resends):
+            assert isinstance(outcome, RetryLater) and outcome.after_s is not None
+            waited += outcome.after_s
+            resends += 1
+            self.throttled_resends += 1
+            outcome = await self._call_once(delivery)
         return outcome
 
     async def _sent_status(self, delivery: Delivery) -> str | None:

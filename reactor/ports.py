@@ -560,6 +560,9 @@ class Store(Protocol):
         """Durably record a send (and the status the provider answered) in the ledger; a second
         mark of the same (notification, channel) keeps the first."""
 
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        """`mark_sent` of each (notification_id, channel, status, at_ms), made durable together (one write)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoredKey:

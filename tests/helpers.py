@@ -8,7 +8,7 @@ import json
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import httpx
 import trio
@@ -111,6 +111,10 @@ class MemoryLedger:
 
     async def mark_sent(self, notification_id: str, channel: str, status: str, at_ms: int) -> None:
         self.sent[(notification_id, channel)] = status
+
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        for notification_id, channel, status, at_ms in marks:
+            await self.mark_sent(notification_id, channel, status, at_ms)
 
 
 @asynccontextmanager

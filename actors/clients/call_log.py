@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from protocol.messages import Crashed, Delivery, Outcome, PermanentFailure, Retr
 from reactor.clock import wall_ms
 from reactor.files import write_all
 
-from ..provider import ChannelClient
+from ..provider import ChannelClient, sends_many
 
 log = logging.getLogger("herald.calls")
 
@@ -78,7 +78,11 @@ class CallLog:
 
     def append(self, entry: dict[str, Any]) -> None:
         """Append one line (a write(2) to the page cache, no sync). A torn last line from a crash is closed off first."""
-        line = _ENCODER.encode(entry) + b"\n"  # ids, numbers and names: nothing msgspec refuses
+        self.append_many([entry])
+
+    def append_many(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Append a line per entry in one write(2) (a batch's calls, or their answers)."""
+        line = b"".join(_ENCODER.encode(entry) + b"\n" for entry in entries)  # ids, numbers and names: nothing msgspec refuses
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except FileNotFoundError:  # the first call, or someone removed the folder: a log, not a reason to stop sending
@@ -103,27 +107,55 @@ class CountedClient:
         self.inner = inner
         self.calls = calls
 
+    @property
+    def sends_many(self) -> bool:
+        return sends_many(self.inner)
+
     async def send(self, delivery: Delivery) -> Outcome:
-        call_id = self.calls.next_id()
-        entry = {"call": call_id, "nid": delivery.notification_id, "channel": self.channel, "attempt": delivery.attempt,
-                 "replays": delivery.replays, "at_ms": wall_ms()}
-        # Before the call: if this cannot be written, nothing is called (an OSError is a RetryLater to the Provider).
-        # At once, with no await: the gate admitted this call just now (its view's staleness bound holds at the call).
-        self.calls.append(entry)
+        call_id = self._call(delivery)
         try:
             outcome = await self.inner.send(delivery)
         except Exception as exc:
-            await self._answer(call_id, delivery, f"raised {type(exc).__name__}")
+            self._answer(call_id, delivery, f"raised {type(exc).__name__}")
             raise
-        await self._answer(call_id, delivery, result_of(outcome))
+        self._answer(call_id, delivery, result_of(outcome))
         return outcome
 
-    async def _answer(self, call_id: str, delivery: Delivery, result: str) -> None:
-        entry = {"answer": call_id, "nid": delivery.notification_id, "channel": self.channel, "result": result}
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """A batching inner client's batch (actors/provider.py BatchClient): every call logged (one write) before any starts,
+        every answer (one write) after."""
+        call_ids = self._calls(deliveries)
         try:
-            self.calls.append(entry)
-        except OSError as exc:  # the call happened: its outcome stands; the log shows it as unanswered (a possible duplicate)
-            log.warning("%s call log: cannot record the answer to %s: %s", self.channel, call_id, exc)
+            outcomes = await self.inner.send_many(deliveries)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._answers(call_ids, deliveries, [f"raised {type(exc).__name__}"] * len(deliveries))
+            raise
+        self._answers(call_ids, deliveries, [result_of(outcome) for outcome in outcomes])
+        return list(outcomes)
+
+    def _call(self, delivery: Delivery) -> str:
+        return self._calls([delivery])[0]
+
+    def _calls(self, deliveries: Sequence[Delivery]) -> list[str]:
+        call_ids = [self.calls.next_id() for _ in deliveries]
+        at_ms = wall_ms()
+        entries = [{"call": call_id, "nid": delivery.notification_id, "channel": self.channel, "attempt": delivery.attempt,
+                    "replays": delivery.replays, "at_ms": at_ms} for call_id, delivery in zip(call_ids, deliveries, strict=True)]
+        # Before the call: if this cannot be written, nothing is called (an OSError is a RetryLater to the Provider).
+        # At once, with no await: the gate admitted this call just now (its view's staleness bound holds at the call).
+        self.calls.append_many(entries)
+        return call_ids
+
+    def _answer(self, call_id: str, delivery: Delivery, result: str) -> None:
+        self._answers([call_id], [delivery], [result])
+
+    def _answers(self, call_ids: Sequence[str], deliveries: Sequence[Delivery], results: Sequence[str]) -> None:
+        entries = [{"answer": call_id, "nid": delivery.notification_id, "channel": self.channel, "result": result}
+                   for call_id, delivery, result in zip(call_ids, deliveries, results, strict=False)]
+        try:
+            self.calls.append_many(entries)
+        except OSError as exc:  # the calls happened: their outcomes stand; the log shows them unanswered (possible duplicates)
+            log.warning("%s call log: cannot record the answers to %s: %s", self.channel, ", ".join(call_ids[:3]), exc)
 
 
 # -- reading a call log

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -32,7 +32,7 @@ from protocol.faults import NO_FAULT, FaultSpec, FaultView
 from protocol.messages import Delivery, Outcome, PermanentFailure, RetryLater
 from reactor.clock import iso, wall_ms
 
-from ..provider import ChannelClient
+from ..provider import ChannelClient, sends_many
 from .sandbox import EmailOutbox, JsonLinesSink
 
 log = logging.getLogger("herald.faults")
@@ -100,6 +100,25 @@ class FaultyClient:
         if error is not None:
             return failure(state.spec, error)
         return await self.inner.send(delivery)
+
+    @property
+    def sends_many(self) -> bool:
+        return sends_many(self.inner)
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """`send` for a batch (actors/provider.py BatchClient): one latency for the batch, each call's fault decided as
+        `send` decides it; the others go to the inner client in one batch."""
+        state = self.state
+        if state.spec.latency_ms > 0:
+            await trio.sleep(state.spec.latency_ms / 1000)
+        now = trio.current_time()
+        failed: list[Outcome | None] = []
+        for _ in deliveries:
+            error = state.decide(now)
+            failed.append(None if error is None else failure(state.spec, error))
+        passing = [d for d, f in zip(deliveries, failed, strict=True) if f is None]
+        answers = iter(await self.inner.send_many(passing) if passing else [])  # type: ignore[attr-defined]
+        return [f if f is not None else next(answers) for f in failed]
 
     def view(self) -> FaultView:
         state, spec = self.state, self.state.spec

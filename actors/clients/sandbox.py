@@ -29,6 +29,7 @@ import os
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -222,17 +223,30 @@ class EmailOutbox:
             raise errors[0]
         await trio.to_thread.run_sync(install_files, list(latest))
 
+    sends_many = True  # actors/provider.py BatchClient: a batch's files in one group write
+
     async def send(self, delivery: Delivery) -> Outcome:
-        raw = render_email(delivery, self.sender)
-        if isinstance(raw, PermanentFailure):
-            return raw
-        raw = dkim_signed(self.dkim, raw)
-        path = self.outbox / f"{delivery.notification_id}.eml"
-        try:
-            await self._files.commit([(path, raw)])
-        except WriteFailed as exc:  # the outbox's own I/O: try again later
-            return RetryLater(f"outbox write failed: {_io_error(exc)}")
-        return Sent(Status.DELIVERED, detail=str(path))
+        return (await self.send_many([delivery]))[0]
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Each delivery's outcome; the files of those that can be written are written and synced together."""
+        outcomes: list[Outcome | None] = []
+        files: list[tuple[Path, bytes]] = []
+        for delivery in deliveries:
+            raw = render_email(delivery, self.sender)
+            if isinstance(raw, PermanentFailure):
+                outcomes.append(raw)
+                continue
+            files.append((self.outbox / f"{delivery.notification_id}.eml", dkim_signed(self.dkim, raw)))
+            outcomes.append(None)
+        written: Outcome | None = None
+        if files:
+            try:
+                await self._files.commit(files)
+            except WriteFailed as exc:  # the outbox's own I/O: try again later
+                written = RetryLater(f"outbox write failed: {_io_error(exc)}")
+        paths = iter(files)
+        return [o if o is not None else written or Sent(Status.DELIVERED, detail=str(next(paths)[0])) for o in outcomes]
 
 
 class JsonLinesSink:
@@ -290,29 +304,66 @@ class JsonLinesSink:
                     pass  # _load_seen cuts a torn tail on the next start
                 raise
 
+    sends_many = True  # actors/provider.py BatchClient: a batch's lines in one group write
+
     async def send(self, delivery: Delivery) -> Outcome:
-        part = delivery.content.for_channel(self.channel)
-        targets = delivery.addresses or ([delivery.address] if delivery.address else [])
-        if part is None or not targets:
-            return PermanentFailure(f"no {self.channel} content or address")
+        return (await self.send_many([delivery]))[0]
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Each delivery's outcome; the lines of those to be written are appended and synced together."""
         if self._seen is None:
             async with self._loading:  # the others wait for it: no write starts before the file is read
                 if self._seen is None:
                     try:
                         self._seen = await trio.to_thread.run_sync(self._load_seen)
                     except OSError as exc:  # the sink's own I/O: try again later
-                        return RetryLater(f"{self.channel} sandbox read failed: {exc}")
-        assert self._seen is not None
+                        return [RetryLater(f"{self.channel} sandbox read failed: {exc}") for _ in deliveries]
+        seen = self._seen
+        assert seen is not None
+        now = wall_ms()
+        outcomes: list[Outcome | None] = []
+        lines: list[bytes] = []
+        batch: set[tuple[str, str]] = set()  # (notification id, to) of this batch's lines: written once here too
+        written: list[tuple[int, list[tuple[str, str]], list[str]]] = []  # (index, (notification id, to), unregistered)
+        for delivery in deliveries:
+            prepared = self._prepare(delivery, now, seen, batch)
+            if isinstance(prepared, tuple):
+                line, fresh, unregistered = prepared
+                lines.append(line)
+                batch.update(fresh)
+                written.append((len(outcomes), fresh, unregistered))
+                outcomes.append(None)
+            else:
+                outcomes.append(prepared)
+        if lines:
+            try:
+                await self._lines.commit(lines)
+            except WriteFailed as exc:  # the sink's own I/O: try again later
+                failed = RetryLater(f"{self.channel} sandbox write failed: {_io_error(exc)}")
+                return [o if o is not None else failed for o in outcomes]
+            seen.update(batch)
+            for index, _, unregistered in written:
+                outcomes[index] = Sent(Status.DELIVERED, detail=f"{self.path}{_gone(unregistered)}", unregistered_tokens=unregistered)
+        return [o for o in outcomes if o is not None]
+
+    def _prepare(
+        self, delivery: Delivery, now: int, seen: set[tuple[str, str]], batch: set[tuple[str, str]],
+    ) -> Outcome | tuple[bytes, list[tuple[str, str]], list[str]]:
+        """The delivery's outcome where nothing is to be written; else its lines, the (id, to) they write, its
+        unregistered tokens."""
+        part = delivery.content.for_channel(self.channel)
+        targets = _targets(delivery)
+        if part is None or not targets:
+            return PermanentFailure(f"no {self.channel} content or address")
         unregistered = [t for t in targets if self.channel == "push" and t.startswith(UNREGISTERED_PREFIX)]
         if len(unregistered) == len(targets):
             return PermanentFailure("unregistered", unregistered_tokens=unregistered)
-        fresh = [t for t in targets if t not in unregistered and (delivery.notification_id, t) not in self._seen]
-        gone = f"; unregistered: {len(unregistered)} device(s)" if unregistered else ""
+        fresh = [t for t in targets if t not in unregistered and (delivery.notification_id, t) not in seen
+                 and (delivery.notification_id, t) not in batch]
         if not fresh:
             self.duplicates_refused += 1
-            detail = f"{self.path} (already there: not written again){gone}"
+            detail = f"{self.path} (already there: not written again){_gone(unregistered)}"
             return Sent(Status.DELIVERED, detail, unregistered_tokens=unregistered)
-        now = wall_ms()
         try:
             body = to_builtins(part)
             lines = b"".join(
@@ -321,9 +372,13 @@ class JsonLinesSink:
             )
         except (TypeError, ValueError) as exc:  # caused by this delivery's content
             return PermanentFailure(f"the {self.channel} message cannot be written: {exc!r}"[:1000], dead_letter=True)
-        try:
-            await self._lines.commit([lines])
-        except WriteFailed as exc:  # the sink's own I/O: try again later
-            return RetryLater(f"{self.channel} sandbox write failed: {_io_error(exc)}")
-        self._seen.update((delivery.notification_id, to) for to in fresh)
-        return Sent(Status.DELIVERED, detail=f"{self.path}{gone}", unregistered_tokens=unregistered)
+        return lines, [(delivery.notification_id, to) for to in fresh], unregistered
+
+
+def _gone(unregistered: list[str]) -> str:
+    return f"; unregistered: {len(unregistered)} device(s)" if unregistered else ""
+
+
+def _targets(delivery: Delivery) -> list[str]:
+    """Where a delivery goes: every device token (`addresses`), else its one `address`."""
+    return list(delivery.addresses) or ([delivery.address] if delivery.address else [])

@@ -12,6 +12,10 @@ producer does not see the sessions, which live on the edge nodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import trio
+
 from protocol.frames import NotificationFrame, frame_encoder
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, InboxEntry, Outcome, PermanentFailure, Sent, encode_fanout
@@ -57,8 +61,28 @@ async def push_frame(broker: Broker, recent: RecentPushes, user_id: str, notific
 
 class WebClient:
     def __init__(self, broker: Broker, recent: RecentPushes) -> None:
+        from reactor.backends.embedded import MemoryBroker, MemoryState
+
         self.broker = broker
         self.recent = recent
+        # A batch's pushes one after another where none waits (the embedded Broker and State, in this process: no task
+        # per push); at once where each is a round trip (Redis), as the Provider's task per user made them.
+        self.one_by_one = isinstance(broker, MemoryBroker) and isinstance(recent.state, MemoryState)
+
+    sends_many = True  # actors/provider.py BatchClient
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        if self.one_by_one:
+            return [await self.send(delivery) for delivery in deliveries]
+        outcomes: dict[int, Outcome] = {}
+
+        async def push(index: int, delivery: Delivery) -> None:
+            outcomes[index] = await self.send(delivery)
+
+        async with trio.open_nursery() as nursery:
+            for index, delivery in enumerate(deliveries):
+                nursery.start_soon(push, index, delivery)
+        return [outcomes[index] for index in range(len(deliveries))]
 
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.web is None:

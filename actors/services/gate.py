@@ -179,6 +179,30 @@ class ResilienceGate:
     async def admit(self, delivery: Delivery) -> None:
         await self._admit_in_turn(delivery, None)
 
+    def admit_nowait(self, delivery: Delivery) -> bool:
+        """Admit as `admit` would where it needs no wait and no round trip: its lane's turn free, no probe of this worker
+        out, no throttled pause, the breaker closed in a view fresher than `refresh_s`, a token in the lane's slice; spends
+        that token. False where any of these does not hold (nothing spent): the caller then awaits `admit`."""
+        lane = delivery.priority.lane
+        admitting = self._admitting[lane]
+        try:
+            admitting.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        try:
+            now = trio.current_time()
+            if self._probe is not None or now < self._paused_until or now - self._viewed_at >= self.settings.refresh_s:
+                return False
+            if self.breaker.state_at(now) is not BreakerState.CLOSED or not self._slice_usable(now, lane):
+                return False
+            spent = self._slices[lane]
+            assert spent is not None
+            spent.tokens -= 1
+            self.admitted += 1
+            return True
+        finally:
+            admitting.release()
+
     async def admit_or_pass(self, delivery: Delivery, max_pause_s: float) -> bool:
         """Admit as `admit` does, or answer False at once where it would wait for the breaker (open, or another probe
         out) or for a throttled verdict's pause longer than `max_pause_s`: failover sends through the next provider.

@@ -14,6 +14,7 @@ The consumer's crash and restart per lane: tests/actors/test_consumer_pipeline.p
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -192,6 +193,28 @@ class Recording:
         return Sent()
 
 
+class BatchRecording(Recording):
+    """The same, for a client that takes batches (the Provider then serves a batch of users per task)."""
+
+    sends_many = True
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        bulk = sum(d.priority.lane is Lane.BULK for d in deliveries)
+        self.started.extend(d.notification_id for d in deliveries)
+        self.bulk_now += bulk
+        self.now += len(deliveries)
+        self.bulk_peak, self.peak = max(self.bulk_peak, self.bulk_now), max(self.peak, self.now)
+        try:
+            await trio.sleep(1)
+        finally:
+            self.bulk_now -= bulk
+            self.now -= len(deliveries)
+        return [Sent() for _ in deliveries]
+
+
+CLIENTS = {"per-user-task": Recording, "batches": BatchRecording}
+
+
 def attempt(nid: str, user: str, priority: Priority) -> tuple[Attempt, Reply[Outcome]]:
     reply: Reply[Outcome] = Reply()
     delivery = Delivery(nid, user, Channel.SMS, 0, Content(sms=SmsContent("hi")), address="+15555550100", priority=priority)
@@ -225,24 +248,27 @@ async def provider_run(client: Recording, reserve: int, bulk: int = 40, max_in_f
     return client.started
 
 
-async def test_a_critical_arrival_is_attempted_before_the_bulk_backlog_drains(autojump_clock) -> None:
-    client = Recording()
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_a_critical_arrival_is_attempted_before_the_bulk_backlog_drains(autojump_clock, kind: str) -> None:
+    client = CLIENTS[kind]()
     started = await provider_run(client, reserve=1)
     # 3 bulk calls run (max_in_flight 4, one slot reserved); the critical one takes the reserved slot as it arrives
     assert started.index("critical") == 3, started[:8]
     assert client.bulk_peak == 3 and client.peak == 4
 
 
-async def test_without_a_reserve_the_critical_arrival_still_passes_the_queued_backlog(autojump_clock) -> None:
-    client = Recording()
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_without_a_reserve_the_critical_arrival_still_passes_the_queued_backlog(autojump_clock, kind: str) -> None:
+    client = CLIENTS[kind]()
     started = await provider_run(client, reserve=0)
     # all 4 slots run bulk: the critical one waits for the first free slot, not for the 36 bulk attempts taken behind them
     assert client.bulk_peak == 4
     assert started.index("critical") <= 2 * 4, started[:12]
 
 
-async def test_bulk_never_takes_the_reserved_slots(autojump_clock) -> None:
-    client = Recording()
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_bulk_never_takes_the_reserved_slots(autojump_clock, kind: str) -> None:
+    client = CLIENTS[kind]()
     await provider_run(client, reserve=3, bulk=20, max_in_flight=4)
     assert client.bulk_peak == 1  # max_in_flight 4, 3 reserved for critical
 
@@ -267,12 +293,13 @@ class ReadersLedger(MemoryLedger):
             return await super().sent_status(notification_id, channel)
 
 
-async def test_a_critical_send_ledger_lookup_is_not_queued_behind_the_bulk_lanes(autojump_clock) -> None:
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_a_critical_send_ledger_lookup_is_not_queued_behind_the_bulk_lanes(autojump_clock, kind: str) -> None:
     """After a start every record of a lane's first window is maybe-sent: each attempt reads the send ledger first."""
     ledger = ReadersLedger()
     bulk_mb: Mailbox[Attempt] = Mailbox("provider:sms", 64)
     critical_mb: Mailbox[Attempt] = Mailbox("provider:sms:critical", 8)
-    provider = Provider(Channel.SMS, Recording(), bulk_mb, ledger, max_in_flight=16, critical=critical_mb, critical_reserve=4)
+    provider = Provider(Channel.SMS, CLIENTS[kind](), bulk_mb, ledger, max_in_flight=16, critical=critical_mb, critical_reserve=4)
     replies = []
     for n in range(24):
         a, reply = attempt(f"bulk{n:03d}", f"user{n}", Priority.NORMAL)
@@ -289,8 +316,9 @@ async def test_a_critical_send_ledger_lookup_is_not_queued_behind_the_bulk_lanes
                 assert isinstance(await reply.wait(), Sent)
             bulk_mb.close()
             critical_mb.close()
-    # the two bulk lookups being served, then the critical one (not the 13th, behind every bulk attempt running)
-    assert ledger.served.index("critical") == 2, ledger.served[:6]
+    # the two bulk lookups being served, then the critical one (not the 13th, behind every bulk attempt running); a
+    # batch looks its attempts up one after another, so one bulk lookup is out when the critical one comes
+    assert ledger.served.index("critical") == (2 if kind == "per-user-task" else 1), ledger.served[:6]
 
 
 # -- the gate: bulk stops at the token reserve, critical takes the last tokens --------------------------

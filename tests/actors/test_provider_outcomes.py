@@ -63,6 +63,9 @@ class GateSpy:
     async def admit(self, delivery) -> None:
         return None
 
+    def admit_nowait(self, delivery) -> bool:
+        return True
+
     async def settle(self, delivery, outcome) -> None:
         self.seen.append(f"settle:{type(outcome).__name__}")
 
@@ -199,3 +202,254 @@ async def test_a_failed_append_leaves_no_torn_line(tmp_path, monkeypatch):
     assert isinstance(await sink.send(sms_delivery("01J0000000000000000000000D")), Sent)
     lines = [msgspec.json.decode(line) for line in (tmp_path / "sms.jsonl").read_bytes().splitlines()]
     assert [line["notification_id"] for line in lines] == ["01J0000000000000000000000C", "01J0000000000000000000000D"]
+
+
+# -- a client that takes batches (the Provider serves a batch of users per task) ------------------------
+
+
+class BatchLedger(Ledger):
+    """A working send ledger that records its writes: (kind, rows)."""
+
+    def __init__(self, broken: bool = False) -> None:
+        super().__init__(broken)
+        self.writes: list[tuple[str, list[str]]] = []
+
+    async def mark_sent(self, nid, channel, status, at_ms):
+        if self.broken:
+            raise RuntimeError("ledger write failed")
+        self.writes.append(("one", [nid]))
+
+    async def mark_sent_many(self, marks):
+        if self.broken:
+            raise RuntimeError("ledger write failed")
+        self.writes.append(("many", [nid for nid, *_ in marks]))
+
+
+class Batches:
+    """Takes batches: answers by the script `verdict(delivery)`; records each call's deliveries; `fail`: send_many raises."""
+
+    sends_many = True
+
+    def __init__(self, verdict=lambda d: Sent(), fail: BaseException | None = None) -> None:
+        self.verdict = verdict
+        self.fail = fail
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def send(self, delivery):
+        self.calls.append(("send", [delivery.notification_id]))
+        return self.verdict(delivery)
+
+    async def send_many(self, deliveries):
+        self.calls.append(("send_many", [d.notification_id for d in deliveries]))
+        await trio.lowlevel.checkpoint()
+        if self.fail is not None:
+            raise self.fail
+        return [self.verdict(d) for d in deliveries]
+
+
+def users_delivery(n: int) -> Delivery:
+    return msgspec.structs.replace(sms_delivery(f"01J{n:023d}"), user_id=f"u{n}")
+
+
+async def batch_of(client, count: int = 4, ledger=None, gate=None, maybe_sent=False):
+    """`count` attempts of `count` users queued before the Provider starts: one batch. (outcomes, what run raised, ledger)."""
+    ledger = ledger or BatchLedger()
+    mailbox: Mailbox = Mailbox("provider:test", count)
+    provider = Provider(Channel.SMS, client, mailbox, ledger, gate, max_in_flight=count)
+    replies = []
+    for n in range(count):
+        reply: Reply = Reply()
+        replies.append(reply)
+        await mailbox.send(Attempt(users_delivery(n), reply, maybe_sent))
+    crashed: list[BaseException] = []
+    outcomes = []
+
+    async def run():
+        try:
+            await provider.run()
+        except Exception as exc:
+            crashed.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        for reply in replies:
+            try:
+                outcomes.append(await reply.wait())
+            except Exception as exc:
+                outcomes.append(exc)
+        mailbox.close()
+    return outcomes, crashed, ledger
+
+
+async def test_a_batch_is_one_client_call_and_one_ledger_write_before_the_answers():
+    client = Batches()
+    outcomes, crashed, ledger = await batch_of(client)
+    ids = [f"01J{n:023d}" for n in range(4)]
+    assert all(isinstance(o, Sent) for o in outcomes) and crashed == []
+    assert client.calls == [("send_many", ids)]
+    assert ledger.writes == [("many", ids)]
+
+
+async def test_a_batch_writes_only_its_sends_to_the_ledger_and_each_outcome_is_its_own():
+    verdicts = {0: Sent(), 1: RetryLater("down"), 2: PermanentFailure("bad number"), 3: PermanentFailure("poison", dead_letter=True)}
+    gate = GateSpy()
+    outcomes, crashed, ledger = await batch_of(Batches(lambda d: verdicts[int(d.user_id[1:])]), gate=gate)
+    assert [type(o).__name__ for o in outcomes] == ["Sent", "RetryLater", "PermanentFailure", "PermanentFailure"]
+    assert ledger.writes == [("many", ["01J" + "0" * 23])]
+    # the breaker hears of the three the provider answered, not of the content refused before it
+    assert sorted(gate.seen) == sorted(["settle:Sent", "settle:RetryLater", "settle:PermanentFailure", "abandon", "release"])
+
+
+async def test_a_batch_whose_client_raises_an_io_error_is_retried_and_any_other_error_is_sent_alone():
+    outcomes, crashed, _ = await batch_of(Batches(fail=OSError(28, "No space left on device")))
+    assert all(isinstance(o, RetryLater) and "OSError" in o.error for o in outcomes) and crashed == []
+
+    def poison_at_2(d):
+        if d.user_id == "u2":
+            raise RuntimeError("client bug")
+        return Sent()
+
+    client = Batches(poison_at_2, fail=RuntimeError("client bug"))
+    outcomes, crashed, ledger = await batch_of(client)
+    # whose crash it was is not known from the batch: each is sent alone, and only the poison one is Crashed
+    assert [type(o).__name__ for o in outcomes] == ["Sent", "Sent", "Crashed", "Sent"] and crashed == []
+    assert [kind for kind, _ in client.calls] == ["send_many", "send", "send", "send", "send"]
+    assert ledger.writes == [("many", [f"01J{n:023d}" for n in (0, 1, 3)])]
+
+
+async def test_an_error_of_the_providers_own_state_in_a_batch_still_crashes_it():
+    outcomes, crashed, _ = await batch_of(Batches(), ledger=BatchLedger(broken=True))
+    assert isinstance(outcomes[0], ActorCrashed) and "ledger write failed" in str(outcomes[0])
+    assert all(type(o).__name__ == "AttemptInterrupted" for o in outcomes[1:])  # not their fault: retried, not counted
+    assert len(crashed) == 1 and "ledger write failed" in str(crashed[0])
+
+
+async def test_a_maybe_sent_batch_asks_the_ledger_and_sends_only_what_it_has_not_seen():
+    class Seen(BatchLedger):
+        async def sent_status(self, nid, channel):
+            return "delivered" if nid.endswith("1") else None
+
+    client = Batches()
+    outcomes, _, ledger = await batch_of(client, ledger=Seen(), maybe_sent=True)
+    assert outcomes[1] == Sent(outcomes[1].status, "already sent (send ledger): not sent again")
+    assert client.calls == [("send_many", [f"01J{n:023d}" for n in (0, 2, 3)])]
+
+
+async def test_the_sms_sink_writes_a_batch_once_and_each_outcome_is_its_own(tmp_path):
+    sink = JsonLinesSink(tmp_path / "sms.jsonl", "sms")
+    first, again = sms_delivery("01J0000000000000000000000C"), sms_delivery("01J0000000000000000000000C")
+    no_address = msgspec.structs.replace(sms_delivery("01J0000000000000000000000E"), address=None)
+    outcomes = await sink.send_many([first, no_address, again, sms_delivery("01J0000000000000000000000D")])
+    assert [type(o).__name__ for o in outcomes] == ["Sent", "PermanentFailure", "Sent", "Sent"]
+    assert "already there" in outcomes[2].detail and sink.duplicates_refused == 1  # one id twice in a batch: written once
+    assert sink._lines.batches == 1
+    lines = [msgspec.json.decode(line) for line in (tmp_path / "sms.jsonl").read_bytes().splitlines()]
+    assert [line["notification_id"] for line in lines] == ["01J0000000000000000000000C", "01J0000000000000000000000D"]
+    assert isinstance((await sink.send_many([first]))[0], Sent) and sink.duplicates_refused == 2  # and not again later
+
+
+async def test_a_failed_batch_append_retries_every_write_of_it_and_leaves_no_line(tmp_path, monkeypatch):
+    sink = JsonLinesSink(tmp_path / "sms.jsonl", "sms")
+    import actors.clients.sandbox as sandbox
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sandbox.os, "fsync", full_disk)
+    no_address = msgspec.structs.replace(sms_delivery("01J0000000000000000000000E"), address=None)
+    outcomes = await sink.send_many([sms_delivery("01J0000000000000000000000C"), no_address, sms_delivery("01J0000000000000000000000D")])
+    assert [type(o).__name__ for o in outcomes] == ["RetryLater", "PermanentFailure", "RetryLater"]
+    assert (tmp_path / "sms.jsonl").read_bytes() == b""
+
+
+async def test_the_email_outbox_writes_a_batch_together(tmp_path):
+    outbox = EmailOutbox(tmp_path / "outbox", "Herald <h@example.org>")
+    good = [msgspec.structs.replace(email_delivery(), notification_id=f"01J{n:023d}") for n in range(3)]
+    outcomes = await outbox.send_many([good[0], email_delivery("Hi\r\nBcc: x"), good[1], good[2]])
+    assert [type(o).__name__ for o in outcomes] == ["Sent", "PermanentFailure", "Sent", "Sent"]
+    assert [o.detail for o in outcomes if isinstance(o, Sent)] == [str(tmp_path.resolve() / "outbox" / f"01J{n:023d}.eml") for n in range(3)]
+    assert outbox._files.batches == 1 and sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [f"01J{n:023d}.eml" for n in range(3)]
+
+
+async def test_the_web_client_pushes_a_batch_one_by_one_in_process_and_at_once_through_a_broker_that_waits():
+    from actors.clients.web import WebClient
+    from actors.registry import RecentPushes
+    from protocol.content import WebContent
+    from reactor.backends.embedded import MemoryBroker, MemoryState
+
+    class RoundTrips:
+        """A Broker whose publish answers only once every push of the batch is out (as a remote one would, slowly)."""
+
+        def __init__(self, count: int) -> None:
+            self.count = count
+            self.out = 0
+            self.all_out = trio.Event()
+
+        async def publish(self, user_id, message):
+            self.out += 1
+            if self.out == self.count:
+                self.all_out.set()
+            await self.all_out.wait()
+            return 1
+
+    webs = [Delivery(f"01J{n:023d}", f"u{n}", Channel.WEB, 1_700_000_000_000, Content(web=WebContent("t", "b"))) for n in range(3)]
+    local = WebClient(MemoryBroker(), RecentPushes(MemoryState()))
+    assert local.one_by_one
+    assert [o.detail for o in await local.send_many(webs)] == ["in the inbox; no live session"] * 3
+    remote = WebClient(RoundTrips(3), RecentPushes(MemoryState()))  # type: ignore[arg-type]
+    assert not remote.one_by_one
+    with trio.fail_after(5):  # one after another, the first push would wait for ever
+        outcomes = await remote.send_many(webs)
+    assert [o.detail for o in outcomes] == ["in the inbox; pushed to the live sessions on 1 node(s)"] * 3
+
+
+class OneByOne(Batches):
+    sends_many = False  # served a task per user's queue
+
+
+@pytest.mark.parametrize("client", [Batches, OneByOne], ids=["batches", "per-user-task"])
+async def test_a_provider_run_again_after_its_crash_starts_clean(client):
+    """Crashed with users ready and queued behind a full set of slots: every attempt it took from the mailbox is
+    answered (one crashed, the others interrupted: also the one taken while it waited for room, which 6c50661 dropped
+    unanswered), and the same Provider run again (as its supervisor does) serves the rest and new attempts of those
+    users."""
+    ledger = BatchLedger(broken=True)
+    mailbox: Mailbox = Mailbox("provider:test", 16)
+    provider = Provider(Channel.SMS, client(), mailbox, ledger, max_in_flight=2)
+
+    async def queue(first: int) -> list[Reply]:
+        replies = []
+        for n in range(first, first + 6):  # three users, two attempts each
+            reply: Reply = Reply()
+            replies.append(reply)
+            await mailbox.send(Attempt(msgspec.structs.replace(users_delivery(n), user_id=f"u{n % 3}"), reply, False))
+        return replies
+
+    async def answers(replies: list[Reply]) -> list[str]:
+        named = []
+        for reply in replies:
+            try:
+                named.append(type(await reply.wait()).__name__)
+            except Exception as exc:
+                named.append(type(exc).__name__)
+        return named
+
+    first = await queue(0)
+    with trio.fail_after(5):
+        with pytest.raises(RuntimeError, match="ledger write failed"):
+            await provider.run()
+        # what it took from the mailbox is answered (2 x max_in_flight held, and one taken when it stopped); the rest waits
+        # in the mailbox for the next run
+        held = [reply for reply in first if reply.done]
+        named = await answers(held)  # (a task per user: each running one whose ledger write failed is crashed)
+        assert set(named) == {"ActorCrashed", "AttemptInterrupted"} and len(held) >= 4, named
+        assert sum(not reply.done for reply in first) == mailbox.statistics().queued  # none taken and left unanswered
+    ledger.broken = False
+    left = [reply for reply in first if not reply.done]
+    second = await queue(6)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(provider.run)
+            assert await answers(left + second) == ["Sent"] * (len(left) + 6)
+            mailbox.close()
+    assert not provider._queues and provider.in_flight == 0 and provider.queued == 0

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import pytest
+import trio
 from hypothesis import Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
@@ -365,6 +366,31 @@ class TrustsAnOldView(ResilienceGate):
         self.settings = dataclasses.replace(self.settings, refresh_s=3600.0)
 
 
+class NowaitIgnoresTheBreaker(ResilienceGate):
+    """`admit_nowait` that looks only at the slice: admits beside its probe, and while the breaker is open."""
+
+    def admit_nowait(self, delivery: Any) -> bool:
+        lane = delivery.priority.lane
+        held = self._slices[lane]
+        if held is None or not self._slice_usable(trio.current_time(), lane):
+            return False
+        held.tokens -= 1
+        self.admitted += 1
+        return True
+
+
+class NowaitSpendsAnEmptySlice(ResilienceGate):
+    """`admit_nowait` that spends a slice's token without checking one is left (or the slice still valid)."""
+
+    def admit_nowait(self, delivery: Any) -> bool:
+        held = self._slices[delivery.priority.lane]
+        if held is None or self._probe is not None or self.breaker.state_at(trio.current_time()) is not BreakerState.CLOSED:
+            return False
+        held.tokens -= 1
+        self.admitted += 1
+        return True
+
+
 class ForgetsToSubtractLeases(MemoryState):
     async def lease_tokens(self, key: str, want: int, capacity: float, refill_per_s: float, lease_s: float,
                            give_back: tuple[str, int] | None = None, reserve: int = 0) -> TokenLease:
@@ -397,6 +423,18 @@ def test_shared_bucket_property_catches(gate: type[ResilienceGate], state: type[
 
 @pytest.mark.parametrize(
     "gate, state",
+    [(CountsAUsedSliceAsUnused, MemoryState), (SpendsAnExpiredSlice, MemoryState), (ResilienceGate, ForgetsToSubtractLeases),
+     (NowaitSpendsAnEmptySlice, MemoryState)],
+    ids=["gate-counts-a-used-slice-as-unused", "gate-spends-an-expired-slice", "state-forgets-to-subtract-leases",
+         "nowait-spends-an-empty-slice"],
+)
+def test_shared_bucket_property_catches_with_admit_nowait_first(gate: type[ResilienceGate], state: type[MemoryState]) -> None:
+    with pytest.raises(AssertionError):
+        bucket_property(state_of(state), gate, True, **GATE_HUNT)()
+
+
+@pytest.mark.parametrize(
+    "gate, state",
     [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsAProbePerOwner), (ProbeHeldByTheWorker, MemoryState)],
     ids=["gate-trusts-an-old-view", "state-admits-two-probes", "gate-admits-calls-beside-its-probe"],
 )
@@ -405,6 +443,18 @@ def test_shared_breaker_property_catches(gate: type[ResilienceGate], state: type
         breaker_property(state_of(state), gate, **GATE_HUNT)()
 
 
+@pytest.mark.parametrize(
+    "gate, state",
+    [(TrustsAnOldView, MemoryState), (ResilienceGate, AdmitsAProbePerOwner), (ProbeHeldByTheWorker, MemoryState),
+     (NowaitIgnoresTheBreaker, MemoryState)],
+    ids=["gate-trusts-an-old-view", "state-admits-two-probes", "gate-admits-calls-beside-its-probe", "nowait-ignores-the-breaker"],
+)
+def test_shared_breaker_property_catches_with_admit_nowait_first(gate: type[ResilienceGate], state: type[MemoryState]) -> None:
+    with pytest.raises(AssertionError):
+        breaker_property(state_of(state), gate, True, **GATE_HUNT)()
+
+
 def test_the_real_gates_pass_the_hunting_settings_too() -> None:
-    bucket_property(state_of(MemoryState), ResilienceGate, **GATE_HUNT)()
-    breaker_property(state_of(MemoryState), ResilienceGate, **GATE_HUNT)()
+    for nowait in (False, True):
+        bucket_property(state_of(MemoryState), ResilienceGate, nowait, **GATE_HUNT)()
+        breaker_property(state_of(MemoryState), ResilienceGate, nowait, **GATE_HUNT)()

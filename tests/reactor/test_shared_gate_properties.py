@@ -13,6 +13,9 @@ arrivals, slice sizes, lease times and workers that die holding a slice or a pro
   breaker opened less than `refresh_s` ago (the staleness a gate allows; none with
   refresh_s = 0). At most one probe is out across all workers.
 
+Each runs twice: with every call admitted by `admit`, and with `admit_nowait` tried first (`admit`
+only where it answers False), as a Provider serving a batch admits the batch's calls after its first.
+
 The gate and the State are parameters, so test_properties_catch_bugs.py runs these same
 checks against a gate that counts a used slice as unused, one that spends an expired
 slice, one that trusts an old view, a State that forgets to subtract leased tokens and
@@ -110,7 +113,14 @@ def bucket_deadline(s: BucketScenario) -> float:
     return sum(gap for bursts in s.arrivals for gap, _ in bursts) + n * per_admission * len(s.arrivals) + 10
 
 
-async def admit_all(s: BucketScenario, open_state: StateFactory, gate_class: type[ResilienceGate]) -> list[float]:
+async def admitted_by(gate: ResilienceGate, delivery: Delivery, nowait: bool) -> None:
+    """`admit`; with `nowait`, `admit_nowait` first (as a Provider serving a batch admits the calls after its first)."""
+    if not (nowait and gate.admit_nowait(delivery)):
+        await gate.admit(delivery)
+
+
+async def admit_all(s: BucketScenario, open_state: StateFactory, gate_class: type[ResilienceGate], nowait: bool = False,
+                    ) -> list[float]:
     """Run the scenario; the time of every admission."""
     admitted: list[float] = []
     limits = Limits(s.capacity, s.rate, BreakerConfig())
@@ -120,7 +130,7 @@ async def admit_all(s: BucketScenario, open_state: StateFactory, gate_class: typ
         async def worker(i: int) -> None:
             async def call(n: int) -> None:
                 d = delivery(n)
-                await gates[i].admit(d)
+                await admitted_by(gates[i], d, nowait)
                 admitted.append(trio.current_time())
                 await gates[i].settle(d, Sent())
 
@@ -150,11 +160,12 @@ def assert_within_the_bound(times: list[float], capacity: float, rate: float) ->
             )
 
 
-def bucket_property(open_state: StateFactory, gate_class: type[ResilienceGate], **overrides: Any) -> Callable[[], None]:
+def bucket_property(open_state: StateFactory, gate_class: type[ResilienceGate], nowait: bool = False,
+                    **overrides: Any) -> Callable[[], None]:
     @given(bucket_scenarios())
     @settings(settings(**GATE_SETTINGS), **overrides)  # type: ignore[arg-type]
     def check(s: BucketScenario) -> None:
-        times = run(lambda: admit_all(s, open_state, gate_class))
+        times = run(lambda: admit_all(s, open_state, gate_class, nowait))
         live = sum(count for bursts, dies in zip(s.arrivals, s.dies_at, strict=True) if dies is None for _, count in bursts)
         assert len(times) >= live, "a live worker did not get through"
         assert_within_the_bound(times, s.capacity, s.rate)
@@ -162,10 +173,11 @@ def bucket_property(open_state: StateFactory, gate_class: type[ResilienceGate], 
     return check
 
 
+@pytest.mark.parametrize("nowait", [False, True], ids=["admit", "admit_nowait-first"])
 @pytest.mark.parametrize("name", STATES)
-def test_gates_sharing_a_state_stay_within_one_buckets_bound(name: str) -> None:
+def test_gates_sharing_a_state_stay_within_one_buckets_bound(name: str, nowait: bool) -> None:
     factory, examples = STATES[name]
-    bucket_property(factory, ResilienceGate, max_examples=examples)()
+    bucket_property(factory, ResilienceGate, nowait, max_examples=examples)()
 
 
 # -- the breaker ------------------------------------------------------------------------
@@ -225,7 +237,8 @@ class Provider:
         return self.outcomes.pop(0) if self.outcomes else True
 
 
-async def call_all(s: BreakerScenario, open_state: StateFactory, gate_class: type[ResilienceGate]) -> tuple[Provider, int]:
+async def call_all(s: BreakerScenario, open_state: StateFactory, gate_class: type[ResilienceGate], nowait: bool = False,
+                   ) -> tuple[Provider, int]:
     admitted = 0
     async with open_state() as state:
         provider = Provider(state, s.config, list(s.outcomes))
@@ -240,7 +253,7 @@ async def call_all(s: BreakerScenario, open_state: StateFactory, gate_class: typ
             async def call(n: int) -> None:
                 nonlocal admitted
                 d = delivery(n)
-                await gate.admit(d)
+                await admitted_by(gate, d, nowait)
                 admitted += 1
                 now = trio.current_time()
                 shared, opened_at, holds = provider.peek(gate.breaker_key, i, now)
@@ -280,11 +293,12 @@ async def call_all(s: BreakerScenario, open_state: StateFactory, gate_class: typ
 EPSILON_S = 1e-9
 
 
-def breaker_property(open_state: StateFactory, gate_class: type[ResilienceGate], **overrides: Any) -> Callable[[], None]:
+def breaker_property(open_state: StateFactory, gate_class: type[ResilienceGate], nowait: bool = False,
+                     **overrides: Any) -> Callable[[], None]:
     @given(breaker_scenarios())
     @settings(settings(**GATE_SETTINGS), **overrides)  # type: ignore[arg-type]
     def check(s: BreakerScenario) -> None:
-        provider, _ = run(lambda: call_all(s, open_state, gate_class))  # every live worker got through (call_all checks)
+        provider, _ = run(lambda: call_all(s, open_state, gate_class, nowait))  # every live worker got through (call_all checks)
         for at, worker, shared, opened_at, holds in provider.calls:
             if shared == BreakerState.CLOSED.value or holds:
                 continue
@@ -299,10 +313,11 @@ def breaker_property(open_state: StateFactory, gate_class: type[ResilienceGate],
     return check
 
 
+@pytest.mark.parametrize("nowait", [False, True], ids=["admit", "admit_nowait-first"])
 @pytest.mark.parametrize("name", STATES)
-def test_gates_sharing_a_state_see_one_breaker(name: str) -> None:
+def test_gates_sharing_a_state_see_one_breaker(name: str, nowait: bool) -> None:
     factory, examples = STATES[name]
-    breaker_property(factory, ResilienceGate, max_examples=examples)()
+    breaker_property(factory, ResilienceGate, nowait, max_examples=examples)()
 
 
 # -- examples ---------------------------------------------------------------------------

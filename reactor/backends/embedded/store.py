@@ -458,6 +458,13 @@ class SqliteStore(SqliteBacked):
             (notification_id, channel, at_ms, status),
         ))
 
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        rows = [(notification_id, channel, at_ms, status) for notification_id, channel, status, at_ms in marks]
+        if rows:
+            await self._grouped(lambda db: db.executemany(
+                "INSERT OR IGNORE INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?)", rows,
+            ))
+
     # -- topics
 
     async def add_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:

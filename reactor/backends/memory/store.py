@@ -167,6 +167,10 @@ class MemoryStore:
         while self._ledger_order and self._ledger_order[0][0] < at_ms - self.ledger_keep_ms:
             self._ledger.pop(self._ledger_order.popleft()[1], None)
 
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        for notification_id, channel, status, at_ms in marks:
+            await self.mark_sent(notification_id, channel, status, at_ms)
+
     # -- not part of a simulation
 
     async def add_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:

@@ -441,6 +441,14 @@ class PostgresStore:
             (notification_id, channel, at_ms, status),
         ))
 
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        rows = [(notification_id, channel, at_ms, status) for notification_id, channel, status, at_ms in marks]
+        if rows:
+            await self._pool.run(lambda c: c.cursor().executemany(
+                "INSERT INTO send_ledger (notification_id, channel, at_ms, status) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            ))
+
     # -- topics
 
     async def add_subscribers(self, topic: str, user_ids: Sequence[str]) -> int:

@@ -122,6 +122,22 @@ class LedgerWritesBehind(SqliteStore):
             await super().mark_sent(*entry)
 
 
+class LedgerBatchTakesTheLastStatus(SqliteStore):
+    """Writes a batch of marks with INSERT OR REPLACE: a second send's status replaces the first one's."""
+
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        rows = [(n, c, at_ms, status) for n, c, status, at_ms in marks]
+        await self._run(lambda db: db.executemany(
+            "INSERT OR REPLACE INTO send_ledger (notification_id, channel, at_ms, status) VALUES (?, ?, ?, ?)", rows))
+
+
+class LedgerBatchLosesItsLastMark(SqliteStore):
+    """Acknowledges a batch of marks with its last one not written (held for a next write that may never come)."""
+
+    async def mark_sent_many(self, marks: Sequence[tuple[str, str, str, int]]) -> None:
+        await super().mark_sent_many(list(marks)[:-1])
+
+
 class LedgerIgnoresTheChannel(SqliteStore):
     async def sent_status(self, notification_id: str, channel: str) -> str | None:
         row = await self._run(lambda db: db.execute(
@@ -309,6 +325,7 @@ VARIANTS: dict[str, Factory[Any]] = {
         KeepsTwoDeadLettersOfADelivery, ReplacesADeadLetterInPlace, PagesRepeatTheCursorsEntry, BeforeIsInclusive, NoIdsMeansEveryId,
         ResolvesEveryChannel, DiscardCountsWhatWasAsked, SchedulingAgainKeepsTheFirstEntry, ScheduledInIdOrder,
         ScheduledEntriesOnlyInMemory, LedgerTakesTheLastStatus, LedgerWritesBehind, LedgerIgnoresTheChannel, RacyMetaPut,
+        LedgerBatchTakesTheLastStatus, LedgerBatchLosesItsLastMark,
         HandsOutLeasedEntries, ClaimsInTwoSteps, NextDueIgnoresLeases,
         SkipsARowAtAPageBoundary, DeleteLeavesARow, CountsRepeatedSubscribers, ClaimsALeasedFanout, CheckpointIgnoresTheOwner,
         CancelsClaimedEntries, DigestDueIgnoresTheDeadline, DigestClaimLeavesLaterEventsIn, DigestCancelTakesClaimedEvents,
@@ -324,6 +341,8 @@ CAUGHT_BY: dict[str, tuple[str, ...]] = {
     "ClaimsInTwoSteps": ("concurrent_claimers_never_get_one_entry_twice",),
     "NextDueIgnoresLeases": ("next_due_counts_the_end_of_a_lease",),
     "LedgerWritesBehind": ("concurrent_ledger_writes_are_each_there_once_acknowledged",),
+    "LedgerBatchTakesTheLastStatus": ("a_batch_of_ledger_marks_is_there_once_acknowledged_and_keeps_the_first_status",),
+    "LedgerBatchLosesItsLastMark": ("a_batch_of_ledger_marks_is_there_once_acknowledged_and_keeps_the_first_status",),
     "SkipsARowAtAPageBoundary": ("subscribers_page_by_user_id_each_once",),
     "DeleteLeavesARow": ("unsubscribe_removes_exactly_those_users",),
     "CountsRepeatedSubscribers": ("subscribers_page_by_user_id_each_once",),

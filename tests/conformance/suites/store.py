@@ -231,6 +231,21 @@ async def check_concurrent_ledger_writes_are_each_there_once_acknowledged(h: Har
         assert [i for i in range(count) if await store.sent_status(f"c{i}", "sms") != "delivered"] == []
 
 
+async def check_a_batch_of_ledger_marks_is_there_once_acknowledged_and_keeps_the_first_status(h: Harness[Any]) -> None:
+    """`mark_sent_many` (a Provider's batch): each mark as `mark_sent` makes it, all there when the call returns, and
+    after a restart; a (notification, channel) marked before, or twice in the batch, keeps its first status."""
+    async with h.open() as store:
+        await store.mark_sent("b0", "sms", "delivered", 1000)
+        await store.mark_sent_many([])
+        await store.mark_sent_many([("b0", "sms", "sent", 2000), ("b1", "sms", "delivered", 2000), ("b2", "sms", "sent", 2000),
+                                    ("b2", "sms", "delivered", 2001), ("b1", "push", "sent", 2000)])
+        expected = {("b0", "sms"): "delivered", ("b1", "sms"): "delivered", ("b1", "push"): "sent", ("b2", "sms"): "sent",
+                    ("b2", "push"): None, ("b3", "sms"): None}
+        assert {key: await store.sent_status(*key) for key in expected} == expected
+    async with h.open() as store:
+        assert {key: await store.sent_status(*key) for key in expected} == expected
+
+
 async def check_everything_is_still_there_after_a_restart(h: Harness[Any]) -> None:
     async with h.open() as store:
         await store.put_meta_if_absent("node", "n")
