@@ -48,6 +48,7 @@ from ..domain.tokens import InvalidToken, read_token
 from ..messages import RecordEvents
 from ..registry import Session
 from ..services.credentials import learn_kid
+from .direct_frames import send_rest, write_now
 from .errors import Answer, ProblemError, problem_answer, retry_after, served
 from .realtime import NOT_THIS_USERS, TOKEN_EXPIRED, TokenExpiry, TooManySessions, delivered_event, registered
 from .replay import Replay, belongs_to_another_user
@@ -121,7 +122,12 @@ class Socket:
         self.closed = True
 
     async def send(self, frame: bytes) -> None:
-        await self._send({"type": "websocket.send", "bytes": None, "text": frame.decode()})
+        """Send a text frame: straight to the socket when nothing is in the way (direct_frames.py), else through ASGI."""
+        written = write_now(self._send, frame)
+        if written is None:
+            await self._send({"type": "websocket.send", "bytes": None, "text": frame.decode()})
+        elif written[1]:  # the kernel took part of it (or none): the rest waits under the connection's lock
+            await send_rest(*written)
 
     async def close(self, code: int, reason: str = "") -> None:
         if not self.closed:
