@@ -83,6 +83,7 @@ from .services.gate import GateView
 log = logging.getLogger("herald.provider")
 
 BULK_LOOKUPS = 2  # the bulk lane's send-ledger lookups at the Store at once (a Store serves a few reads at once anyway)
+PAGE = 64  # web: users served by one task and one client call at most (a read of the mailbox may start several pages)
 MAX_THROTTLED_RESENDS = 10  # per attempt: a provider answering 429 with Retry-After 0 is not asked again and again
 ALREADY_SENT = "already sent (send ledger): not sent again"  # the detail of a Sent the send ledger answered
 
@@ -126,6 +127,8 @@ async def _acquire(semaphore: trio.Semaphore) -> None:
 
 class OpenGate:
     """No rate limit, no breaker: every attempt goes straight through, but after a throttled verdict's wait."""
+
+    probe_out = False  # no breaker: never a half-open probe
 
     def __init__(self) -> None:
         self._paused_until = -math.inf
@@ -189,6 +192,9 @@ class Provider:
         # (user id, lane) -> that user's attempts of that lane taken, in order; its head runs (per-user order is per lane)
         self._queues: dict[tuple[str, Lane], deque[Attempt]] = {}
         self._held = 0  # attempts taken from the mailbox and not answered (running or queued)
+        # Web: the users one read of the mailbox starts are served by one task and one client call (`send_many`: one
+        # Broker publish for the page) instead of a task and a call each; a topic's fan-out hands out pages of users.
+        self._paged = channel is Channel.WEB and callable(getattr(client, "send_many", None))
 
     @property
     def queued(self) -> int:
@@ -224,24 +230,31 @@ class Provider:
         What else waits in the mailbox is taken at once, while its lane has room, without a turn of
         the scheduler for each (a turn per attempt was a large share of a delivery's CPU).
         """
+        page: list[tuple[str, Lane]] = []  # users whose queue this read started: served by one task (_serve_page)
         async for attempt in mailbox:
-            await self._queue(attempt, lanes, running, failure, nursery)
+            await self._queue(attempt, lanes, running, failure, nursery, page)
             while True:
                 try:
                     more = mailbox.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-                await self._queue(more, lanes, running, failure, nursery)
+                await self._queue(more, lanes, running, failure, nursery, page)
+            self._start_page(page, lanes, running, failure, nursery)
 
     async def _queue(
         self, attempt: Attempt, lanes: dict[Lane, _LaneSlots], running: trio.Semaphore, failure: list[Exception],
-        nursery: trio.Nursery,
+        nursery: trio.Nursery, page: list[tuple[str, Lane]],
     ) -> None:
-        """An attempt taken from its mailbox, once its lane has a slot: queued after its user's, or served at once."""
+        """An attempt taken from its mailbox, once its lane has a slot: queued after its user's, or served at once
+        (in `page`, when the client sends pages: started with the others of the same read)."""
         delivery = attempt.delivery
         lane = delivery.priority.lane
         slots = lanes[lane]
-        await _acquire(slots.holding)
+        try:
+            slots.holding.acquire_nowait()
+        except trio.WouldBlock:
+            self._start_page(page, lanes, running, failure, nursery)  # what the page holds goes first: it frees slots
+            await slots.holding.acquire()
         self._held += 1
         key = (delivery.user_id, lane)
         queue = self._queues.get(key)
@@ -249,7 +262,92 @@ class Provider:
             queue.append(attempt)
             return
         self._queues[key] = deque([attempt])
-        nursery.start_soon(self._serve_user, key, slots, running, failure, nursery.cancel_scope)
+        if self._paged:
+            page.append(key)
+            if len(page) >= PAGE:
+                self._start_page(page, lanes, running, failure, nursery)
+        else:
+            nursery.start_soon(self._serve_user, key, slots, running, failure, nursery.cancel_scope)
+
+    def _start_page(
+        self, page: list[tuple[str, Lane]], lanes: dict[Lane, _LaneSlots], running: trio.Semaphore, failure: list[Exception],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Start serving the users a read put in `page` (one task for them all), and empty it."""
+        if len(page) == 1:
+            key = page[0]
+            nursery.start_soon(self._serve_user, key, lanes[key[1]], running, failure, nursery.cancel_scope)
+        elif page:
+            nursery.start_soon(self._serve_page, list(page), lanes, running, failure, nursery)
+        page.clear()
+
+    async def _serve_page(
+        self, keys: list[tuple[str, Lane]], lanes: dict[Lane, _LaneSlots], running: trio.Semaphore, failure: list[Exception],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Serve the first attempt of each user in `keys` (each user's queue head) with one client call per run of free
+        slots (`send_many`); a user with more queued goes on in a task of its own (_serve_user), in order.
+
+        Slots are taken as they are free, never waited for while some are held (two pages each holding some and
+        waiting for the rest would wait for ever): a page that finds fewer free slots than users goes in parts."""
+        rest = keys
+        while rest:
+            taken: list[tuple[str, Lane]] = []
+            for key in rest:
+                slots = lanes[key[1]]
+                if not taken:  # nothing held yet: wait for a slot as _serve_user does
+                    if slots.running is not None:
+                        await _acquire(slots.running)
+                    try:
+                        await _acquire(running)
+                    except BaseException:
+                        if slots.running is not None:
+                            slots.running.release()
+                        raise
+                else:
+                    if slots.running is not None:
+                        try:
+                            slots.running.acquire_nowait()
+                        except trio.WouldBlock:
+                            break
+                    try:
+                        running.acquire_nowait()
+                    except trio.WouldBlock:
+                        if slots.running is not None:
+                            slots.running.release()
+                        break
+                taken.append(key)
+            rest = rest[len(taken):]
+            attempts = [self._queues[key][0] for key in taken]
+            try:
+                self.in_flight += len(taken)
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    outcomes = await self._attempt_page(attempts)
+                except Exception as exc:
+                    log.exception("%s provider failed (its own state) on a page of %d", self.channel.value, len(attempts))
+                    for key, attempt in zip(taken, attempts):
+                        self._answered(self._queues[key], lanes[key[1]].holding)
+                        attempt.reply.fail(ActorCrashed(f"{self.channel.value} provider: {exc!r}"))
+                    failure.append(exc)
+                    nursery.cancel_scope.cancel()  # the others are interrupted; run raises this error
+                    return
+                finally:
+                    self.in_flight -= len(taken)
+            finally:
+                for key in taken:
+                    running.release()
+                    lane_running = lanes[key[1]].running
+                    if lane_running is not None:
+                        lane_running.release()
+            for key, attempt, outcome in zip(taken, attempts, outcomes):
+                queue = self._queues[key]
+                self._answered(queue, lanes[key[1]].holding)
+                attempt.reply.send(outcome)
+                if queue:  # more of this user's came meanwhile: they go on in order, in a task of their own
+                    nursery.start_soon(self._serve_user, key, lanes[key[1]], running, failure, nursery.cancel_scope)
+                else:
+                    del self._queues[key]
 
     async def _serve_user(
         self, key: tuple[str, Lane], slots: _LaneSlots, running: trio.Semaphore, failure: list[Exception], scope: trio.CancelScope,
@@ -364,6 +462,42 @@ class Provider:
             await until_available(lambda: self.ledger.mark_sent(delivery.notification_id, self.channel.value, outcome.status.value,
                                                                 sent_ms), self._ledger_what, self._ledger_waited)
         return outcome
+
+    async def _attempt_page(self, attempts: list[Attempt]) -> list[Outcome]:
+        """`_attempt` for a page of different users' attempts, through the client's `send_many` (web only: no send
+        ledger, no throttled verdict). Each is admitted by the gate in turn, and each outcome settled, as alone; an
+        admission that takes the breaker's half-open probe is sent at once, alone, so it is settled before the next
+        admission (which waits for it)."""
+        outcomes: list[Outcome] = []
+        run: list[Delivery] = []
+        for attempt in attempts:
+            await self.gate.admit(attempt.delivery)
+            run.append(attempt.delivery)
+            if getattr(self.gate, "probe_out", True):  # a gate that cannot say sends each admission before the next
+                outcomes += await self._send_run(run)
+                run = []
+        if run:
+            outcomes += await self._send_run(run)
+        return outcomes
+
+    async def _send_run(self, deliveries: list[Delivery]) -> list[Outcome]:
+        """One `send_many` of admitted deliveries; each outcome settled (or abandoned) as `_attempt` does."""
+        send_many = getattr(self.client, "send_many")
+        self.calls += len(deliveries)
+        try:
+            outcomes: list[Outcome] = list(await send_many(deliveries))
+        except Exception as exc:
+            outcomes = [self._client_raised(delivery, exc) for delivery in deliveries]
+        except BaseException:
+            for delivery in deliveries:
+                await self.gate.abandon(delivery)
+            raise
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            if isinstance(outcome, Crashed) or (isinstance(outcome, PermanentFailure) and outcome.dead_letter):
+                await self.gate.abandon(delivery)
+            else:
+                await self.gate.settle(delivery, outcome)
+        return outcomes
 
     async def _sent_status(self, delivery: Delivery) -> str | None:
         """The send ledger's word on a maybe-sent delivery. The bulk lane's lookups go at most BULK_LOOKUPS at a time

@@ -12,6 +12,8 @@ producer does not see the sessions, which live on the edge nodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from protocol.frames import NotificationFrame, frame_encoder
 from protocol.lifecycle import Status
 from protocol.messages import Delivery, InboxEntry, Outcome, PermanentFailure, Sent, encode_fanout
@@ -64,8 +66,34 @@ class WebClient:
         if delivery.content.web is None:
             return PermanentFailure("no web content")
         frame = notification_frame(inbox_entry(delivery, 0))
-        nodes = await push_frame(self.broker, self.recent, delivery.user_id, delivery.notification_id, frame)
-        # `sent` is final for web: the consumer stores the inbox entry with this outcome (protocol.lifecycle)
-        if nodes:
-            return Sent(Status.SENT, detail=f"in the inbox; pushed to the live sessions on {nodes} node(s)")
-        return Sent(Status.SENT, detail="in the inbox; no live session")
+        return _sent(await push_frame(self.broker, self.recent, delivery.user_id, delivery.notification_id, frame))
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """`send` for a page of deliveries (the Provider's, of different users): each frame kept among its user's recent
+        pushes, then all published in one Broker call (`publish_many`), so each is still kept before it is published."""
+        outcomes: list[Outcome] = []
+        published: list[int] = []  # where each published one's outcome goes
+        messages: list[tuple[str, bytes]] = []
+        for delivery in deliveries:
+            if delivery.content.web is None:
+                outcomes.append(PermanentFailure("no web content"))
+                continue
+            frame = notification_frame(inbox_entry(delivery, 0))
+            await self.recent.remember(delivery.user_id, delivery.notification_id, frame)
+            published.append(len(outcomes))
+            outcomes.append(_NOT_YET)
+            messages.append((delivery.user_id, encode_fanout("notification", delivery.notification_id, frame)))
+        if messages:
+            for at, nodes in zip(published, await self.broker.publish_many(messages), strict=True):
+                outcomes[at] = _sent(nodes)
+        return outcomes
+
+
+_NOT_YET = PermanentFailure("not published")  # a place held in send_many's answer, always replaced
+
+
+def _sent(nodes: int) -> Outcome:
+    # `sent` is final for web: the consumer stores the inbox entry with this outcome (protocol.lifecycle)
+    if nodes:
+        return Sent(Status.SENT, detail=f"in the inbox; pushed to the live sessions on {nodes} node(s)")
+    return Sent(Status.SENT, detail="in the inbox; no live session")

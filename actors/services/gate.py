@@ -176,6 +176,11 @@ class ResilienceGate:
         """The bulk lane's slice (every delivery of priority normal or low)."""
         return self._slices[Lane.BULK]
 
+    @property
+    def probe_out(self) -> bool:
+        """Whether a delivery this worker admitted holds the breaker's half-open probe (nothing else is admitted till it ends)."""
+        return self._probe is not None
+
     async def admit(self, delivery: Delivery) -> None:
         await self._admit_in_turn(delivery, None)
 
