@@ -20,6 +20,15 @@ as long as the bucket or an open breaker says), `settle` sees every outcome. The
 bucket and breaker are shared, through the State, with the other workers of the same
 provider (actors/services/gate.py); at stop the Provider gives back what its gate holds.
 
+Web pages: the web Provider (its client has `send_many`) serves the users that one read of
+its mailbox starts (up to PAGE) with one task and one client call, i.e. one Broker publish
+for the page, instead of a task and a call each (a topic's fan-out hands out a fetch of
+users at once; docs/performance.md, "Broadcast to 10,000 sessions"). Everything per user
+stays: each is admitted by the gate in turn and settled on its own outcome, a user's later
+attempts queue behind the page's and go on in order, and slots are counted per delivery.
+An admission that takes the breaker's half-open probe is sent at once, alone: the next
+admission waits for that probe's outcome.
+
 The send ledger makes redelivery safe: an Attempt that may have been tried before is
 checked against it, and every send is written to it (durably) before the answer goes
 back. The one duplicate left is a crash between the provider's answer and that write.

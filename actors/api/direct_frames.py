@@ -29,6 +29,7 @@ from hypercorn.events import RawData
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
 
+import trio
 from trio import SocketStream
 
 from .http_server import GuardedConnection
@@ -60,6 +61,15 @@ def _open_connection(send: Any) -> GuardedConnection | None:
     if not isinstance(connection.stream, SocketStream):  # TLS: the bytes go through the SSL object, not the socket
         return None
     return connection
+
+
+def app_channel(send: Any) -> trio.MemorySendChannel[Any] | None:
+    """The channel Hypercorn's WSStream puts the client's messages in for the app (its `app_put`), under an ASGI `send`."""
+    stream = getattr(send, "__self__", None)
+    if type(stream) is not WSStream or stream.closed:
+        return None
+    channel = getattr(stream.app_put, "__self__", None)
+    return channel if isinstance(channel, trio.MemorySendChannel) else None
 
 
 def write_now(send: Any, frame: bytes) -> tuple[GuardedConnection, bytes] | None:
