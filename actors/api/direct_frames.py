@@ -26,6 +26,7 @@ import struct
 from typing import Any
 
 from hypercorn.events import RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
 
@@ -55,7 +56,9 @@ def _open_connection(send: Any) -> GuardedConnection | None:
     if ws.state is not ConnectionState.OPEN or proto is None or proto.extensions or proto._outbound_opcode is not None:
         return None
     protocol = getattr(stream.send, "__self__", None)
-    connection = getattr(getattr(protocol, "send", None), "__self__", None)
+    if not isinstance(protocol, H11Protocol):  # HTTP/2 (RFC 8441) frames a WebSocket's bytes in DATA frames of its own
+        return None
+    connection = getattr(protocol.send, "__self__", None)
     if not isinstance(connection, GuardedConnection) or connection.closing or connection.send_lock.locked():
         return None
     if not isinstance(connection.stream, SocketStream):  # TLS: the bytes go through the SSL object, not the socket

@@ -5,6 +5,7 @@ receive channel (a nudge) rather than a cancellation."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import trio
@@ -71,7 +72,7 @@ async def test_a_nudge_that_cannot_wake_it_leaves_the_cancellation() -> None:
         assert scope.cancel_called
 
 
-async def test_a_live_websocket_session_is_woken_by_a_nudge(tmp_path, monkeypatch) -> None:
+async def test_a_live_websocket_session_is_woken_by_a_nudge_and_its_frames_go_straight_to_the_socket(tmp_path, monkeypatch) -> None:
     answers: list[bool] = []
     plain = websocket_endpoint.Socket.nudge
 
@@ -80,6 +81,16 @@ async def test_a_live_websocket_session_is_woken_by_a_nudge(tmp_path, monkeypatc
         return answers[-1]
 
     monkeypatch.setattr(websocket_endpoint.Socket, "nudge", counted)
+    direct: list[bytes] = []  # what each frame written straight to the socket left for the ordinary path
+    plain_write = websocket_endpoint.write_now
+
+    def write_counted(send: Any, frame: bytes) -> Any:
+        written = plain_write(send, frame)
+        if written is not None:
+            direct.append(written[1])
+        return written
+
+    monkeypatch.setattr(websocket_endpoint, "write_now", write_counted)
     async with running_node(tmp_path) as herald, http(herald) as client:
         async with open_websocket_url(ws_url(herald.url, await token_for(client, "u1"))) as ws:
             await ws_sync(ws)
@@ -91,3 +102,4 @@ async def test_a_live_websocket_session_is_woken_by_a_nudge(tmp_path, monkeypatc
             with trio.fail_after(10):
                 assert (await receive_json(ws))["type"] == "pong"
     assert answers and all(answers), answers
+    assert len(direct) >= 3 and not any(direct), "synced, the notification and the pong went straight to the socket, whole"
