@@ -333,4 +333,6 @@ async def _ack(gw: Gateway, socket: Socket, session: Session, notification_id: s
         await _send_own(socket, session, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session")))
         return
     if session.first_ack(notification_id):  # the first ack of it on this session (a second one records nothing)
-        await gw.recorder.send(RecordEvents((delivered_event(session, notification_id, "acknowledged by the client"),)))
+        record = RecordEvents((delivered_event(session, notification_id, "acknowledged by the client"),))
+        if not gw.recorder.offer(record):  # room in the Recorder's mailbox: no turn of the scheduler per ack
+            await gw.recorder.send(record)
