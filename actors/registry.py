@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -58,7 +58,7 @@ class Session:
     """
 
     __slots__ = (
-        "user_id", "token_id", "limit", "_queue", "_recent", "_held", "_closed", "_waker", "close_code", "close_reason",
+        "user_id", "token_id", "limit", "_queue", "_recent", "_held", "_closed", "_waker", "_nudge", "close_code", "close_reason",
     )  # fmt: skip
 
     def __init__(self, user_id: str, queue_size: int, *, hold: bool = False, token_id: str = "") -> None:
@@ -72,6 +72,7 @@ class Session:
         self._held: deque[Outgoing] | None = deque() if hold else None
         self._closed = False
         self._waker: trio.CancelScope | None = None  # the scope its task sleeps in, cancelled to wake it
+        self._nudge: Callable[[], bool] | None = None  # wakes the task without a cancellation, while it waits (see interruptible)
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -124,21 +125,24 @@ class Session:
         return len(self._queue) if self._queue is not None else 0
 
     @contextmanager
-    def interruptible(self, deadline: float = math.inf) -> Iterator[trio.CancelScope]:
+    def interruptible(self, deadline: float = math.inf, nudge: Callable[[], bool] | None = None) -> Iterator[trio.CancelScope]:
         """A cancel scope that a queued frame, the session closing or the deadline cancels (at once if one already has).
 
         The session's task waits in it for something else as well: a client's message (the
         WebSocket), or nothing (`wait`). Waiting in a trio receive is cancel-safe: a message
-        is either received or left for the next receive.
+        is either received or left for the next receive. `nudge`, if given, wakes the task
+        instead of a cancellation (the WebSocket's: a wake-up message in the channel it
+        receives from, far cheaper than a Cancelled raised through the receive), once per
+        wait; it answers False if it could not, and the scope is cancelled then.
         """
         with trio.CancelScope(deadline=deadline) as scope:
             if self._queue or self._closed:
                 scope.cancel()
-            self._waker = scope
+            self._waker, self._nudge = scope, nudge
             try:
                 yield scope
             finally:
-                self._waker = None
+                self._waker = self._nudge = None
 
     async def wait(self, deadline: float = math.inf) -> None:
         """Until a frame is queued, the session closes or the deadline passes (at once if one already has)."""
@@ -147,7 +151,11 @@ class Session:
 
     def _wake(self) -> None:
         if self._waker is not None:
-            self._waker.cancel()
+            nudge = self._nudge
+            if nudge is None or not nudge():
+                self._waker.cancel()
+            else:
+                self._nudge = _nudged  # one nudge per wait: the task wakes to everything queued (or closed) by then
 
     def claim(self, notification_id: str) -> bool:
         """Mark an id as sent on this session; False if it already was."""
@@ -198,6 +206,11 @@ class Session:
             self.close_code, self.close_reason = code, reason
             self._closed = True
             self._wake()
+
+
+def _nudged() -> bool:
+    """A session's nudge once used in this wait: the task is on its way."""
+    return True
 
 
 RECENT_TTL_S = 3600.0  # a user's recent pushes live an hour after the last one

@@ -301,6 +301,11 @@ class Broker(Protocol):
         """Send to every subscription to the user now; returns how many there are (nodes, not sessions:
         0 means no node holds a live session of the user)."""
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Publish each (user_id, message) as `publish` would, in this order (so in order per user), in one step
+        (Redis: one pipeline, one round trip; memory: one checkpoint); returns each one's count of subscriptions.
+        A page of a topic's web deliveries goes out this way (actors/clients/web.py)."""
+
     def subscriber(self) -> AsyncContextManager[BrokerSubscription]:
         """This node's subscription, subscribed to nobody yet; leaving the block unsubscribes it from everyone."""
 

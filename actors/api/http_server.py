@@ -188,6 +188,11 @@ class GuardedConnection(TCPServer):
         self._idle_wait: trio.CancelScope | None = None  # what the keep-alive task waits in (_keep_alive)
         self._keep_alive_scope = trio.CancelScope()
 
+    @property
+    def closing(self) -> bool:
+        """Whether the protocol is done with the connection (our FIN sent or on its way, or due after an answer)."""
+        return self._closing or self._closing_after_answer
+
     async def run(self) -> None:
         try:
             await self._serve()

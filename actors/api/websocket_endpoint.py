@@ -48,6 +48,7 @@ from ..domain.tokens import InvalidToken, read_token
 from ..messages import RecordEvents
 from ..registry import Session
 from ..services.credentials import learn_kid
+from .direct_frames import app_channel, send_rest, write_now
 from .errors import Answer, ProblemError, problem_answer, retry_after, served
 from .realtime import NOT_THIS_USERS, TOKEN_EXPIRED, TokenExpiry, TooManySessions, delivered_event, registered
 from .replay import Replay, belongs_to_another_user
@@ -94,10 +95,27 @@ class SessionSockets:
             await self.app(scope, receive, send)
 
 
+WAKE: dict[str, Any] = {"type": "herald.wake"}  # put in the session's receive channel to wake its task (Socket.nudge)
+
+
 class Socket:
     """The ASGI side of one WebSocket: what the session's task receives and sends."""
 
     __slots__ = ("receive", "_send", "closed", "status")
+
+    def nudge(self) -> bool:
+        """Wake the session's task waiting in `receive` with WAKE put in Hypercorn's channel to the app (the cheap way:
+        no Cancelled raised through the receive); False where that channel cannot be reached (another server, closed)."""
+        channel = app_channel(self._send)
+        if channel is None:
+            return False
+        try:
+            channel.send_nowait(WAKE)
+        except trio.WouldBlock:
+            return True  # the client's messages fill it: the task wakes to them, and sends what is queued
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
 
     def __init__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         self.receive = receive
@@ -121,7 +139,12 @@ class Socket:
         self.closed = True
 
     async def send(self, frame: bytes) -> None:
-        await self._send({"type": "websocket.send", "bytes": None, "text": frame.decode()})
+        """Send a text frame: straight to the socket when nothing is in the way (direct_frames.py), else through ASGI."""
+        written = write_now(self._send, frame)
+        if written is None:
+            await self._send({"type": "websocket.send", "bytes": None, "text": frame.decode()})
+        elif written[1]:  # the kernel took part of it (or none): the rest waits under the connection's lock
+            await send_rest(*written)
 
     async def close(self, code: int, reason: str = "") -> None:
         if not self.closed:
@@ -225,9 +248,9 @@ async def _session_loop(gw: Gateway, socket: Socket, session: Session, last_id: 
             await socket.close(session.close_code or 1000, session.close_reason)
             return
         message = None
-        with session.interruptible(min(last_seen + allowed_silence, expiry.deadline)):
+        with session.interruptible(min(last_seen + allowed_silence, expiry.deadline), socket.nudge):
             message = await socket.receive()
-        if message is None:  # a frame queued, the session closed, or a deadline
+        if message is None or message is WAKE:  # a frame queued, the session closed, or a deadline
             if trio.current_time() >= last_seen + allowed_silence:
                 session.close(CloseCode.HEARTBEAT_MISSED, "3 heartbeats missed")
             elif trio.current_time() >= expiry.deadline and expiry.expired():
@@ -310,4 +333,6 @@ async def _ack(gw: Gateway, socket: Socket, session: Session, notification_id: s
         await _send_own(socket, session, frame_encoder.encode(ErrorFrame(f"ack of {notification_id}: not sent on this session")))
         return
     if session.first_ack(notification_id):  # the first ack of it on this session (a second one records nothing)
-        await gw.recorder.send(RecordEvents((delivered_event(session, notification_id, "acknowledged by the client"),)))
+        record = RecordEvents((delivered_event(session, notification_id, "acknowledged by the client"),))
+        if not gw.recorder.offer(record):  # room in the Recorder's mailbox: no turn of the scheduler per ack
+            await gw.recorder.send(record)

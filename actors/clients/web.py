@@ -71,25 +71,49 @@ class WebClient:
 
     sends_many = True  # actors/provider.py BatchClient
 
-    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        if self.one_by_one:
-            return [await self.send(delivery) for delivery in deliveries]
-        outcomes: dict[int, Outcome] = {}
-
-        async def push(index: int, delivery: Delivery) -> None:
-            outcomes[index] = await self.send(delivery)
-
-        async with trio.open_nursery() as nursery:
-            for index, delivery in enumerate(deliveries):
-                nursery.start_soon(push, index, delivery)
-        return [outcomes[index] for index in range(len(deliveries))]
-
     async def send(self, delivery: Delivery) -> Outcome:
         if delivery.content.web is None:
             return PermanentFailure("no web content")
         frame = notification_frame(inbox_entry(delivery, 0))
-        nodes = await push_frame(self.broker, self.recent, delivery.user_id, delivery.notification_id, frame)
-        # `sent` is final for web: the consumer stores the inbox entry with this outcome (protocol.lifecycle)
-        if nodes:
-            return Sent(Status.SENT, detail=f"in the inbox; pushed to the live sessions on {nodes} node(s)")
-        return Sent(Status.SENT, detail="in the inbox; no live session")
+        return _sent(await push_frame(self.broker, self.recent, delivery.user_id, delivery.notification_id, frame))
+
+    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """`send` for a batch of deliveries (the Provider's, of different users): each frame kept among its user's recent
+        pushes, then all published in one Broker call (`publish_many`), so each is still kept before it is published.
+        The recent pushes are kept one after another where nothing waits (in-process), at once where each is a round
+        trip (Redis)."""
+        outcomes: list[Outcome] = []
+        published: list[int] = []  # where each published one's outcome goes
+        kept: list[tuple[str, str, bytes]] = []
+        messages: list[tuple[str, bytes]] = []
+        for delivery in deliveries:
+            if delivery.content.web is None:
+                outcomes.append(PermanentFailure("no web content"))
+                continue
+            frame = notification_frame(inbox_entry(delivery, 0))
+            kept.append((delivery.user_id, delivery.notification_id, frame))
+            published.append(len(outcomes))
+            outcomes.append(_NOT_YET)
+            messages.append((delivery.user_id, encode_fanout("notification", delivery.notification_id, frame)))
+        if not messages:
+            return outcomes
+        if self.one_by_one:
+            for user_id, notification_id, frame in kept:
+                await self.recent.remember(user_id, notification_id, frame)
+        else:
+            async with trio.open_nursery() as nursery:
+                for user_id, notification_id, frame in kept:
+                    nursery.start_soon(self.recent.remember, user_id, notification_id, frame)
+        for at, nodes in zip(published, await self.broker.publish_many(messages), strict=True):
+            outcomes[at] = _sent(nodes)
+        return outcomes
+
+
+_NOT_YET = PermanentFailure("not published")  # a place held in send_many's answer, always replaced
+
+
+def _sent(nodes: int) -> Outcome:
+    # `sent` is final for web: the consumer stores the inbox entry with this outcome (protocol.lifecycle)
+    if nodes:
+        return Sent(Status.SENT, detail=f"in the inbox; pushed to the live sessions on {nodes} node(s)")
+    return Sent(Status.SENT, detail="in the inbox; no live session")

@@ -10,7 +10,7 @@ rather than missing some silently.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -18,6 +18,7 @@ import trio
 from reactor.ports import BrokerLost
 
 SUBSCRIPTION_BUFFER = 65_536  # messages a node may be behind before it is cut off (Redis: 32 MB of output buffer)
+READ_BURST = 64  # buffered messages a subscription's reader takes without yielding to the event loop
 
 
 class MemorySubscription:
@@ -28,6 +29,7 @@ class MemorySubscription:
         self._send, self._receive = trio.open_memory_channel[tuple[str, bytes]](buffer)
         self.users: set[str] = set()
         self.lost = False
+        self._burst = 0  # messages read since the reader last yielded
 
     async def subscribe(self, user_id: str) -> None:
         self._check()
@@ -47,6 +49,21 @@ class MemorySubscription:
         return self
 
     async def __anext__(self) -> tuple[str, bytes]:
+        # What is buffered is read without a turn of the scheduler for each (a page published at once), but the
+        # reader still yields every READ_BURST messages: a long backlog does not hold the event loop.
+        if self._burst < READ_BURST:
+            try:
+                item = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self.lost:
+                    raise BrokerLost(f"cut off: more than {self._broker.buffer} messages behind") from None
+                raise StopAsyncIteration from None
+            else:
+                self._burst += 1
+                return item
+        self._burst = 0
         try:
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -89,6 +106,16 @@ class MemoryBroker:
         self.cut_off = 0
 
     async def publish(self, user_id: str, message: bytes) -> int:
+        reached = self._publish(user_id, message)
+        await trio.lowlevel.checkpoint()
+        return reached
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
+        reached = [self._publish(user_id, message) for user_id, message in messages]
+        await trio.lowlevel.checkpoint()
+        return reached
+
+    def _publish(self, user_id: str, message: bytes) -> int:
         reached = 0
         for subscription in list(self._channels.get(user_id, ())):
             if subscription._offer((user_id, message)):
@@ -96,7 +123,6 @@ class MemoryBroker:
             else:
                 self.cut_off += 1
         self.published += 1
-        await trio.lowlevel.checkpoint()
         return reached
 
     @asynccontextmanager

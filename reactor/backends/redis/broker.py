@@ -13,9 +13,10 @@ stored, at most once: a node that subscribes after a publish does not get it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import redis
 import trio
 
 from reactor.ports import BrokerLost, PortUnavailable
@@ -118,6 +119,20 @@ class RedisBroker:
     async def publish(self, user_id: str, message: bytes) -> int:
         channel = self.channel(user_id)
         return int(await self.client.call(lambda r: r.publish(channel, message)))
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Every PUBLISH in one pipeline (not a transaction: each is its own command, in order): one round trip."""
+        if not messages:
+            return []
+        channels = [(self.channel(user_id), message) for user_id, message in messages]
+
+        def publish_all(r: redis.Redis) -> list[int]:
+            pipe = r.pipeline(transaction=False)
+            for channel, message in channels:
+                pipe.publish(channel, message)
+            return [int(n) for n in pipe.execute()]
+
+        return await self.client.call(publish_all)
 
     @asynccontextmanager
     async def subscriber(self) -> AsyncIterator[RedisSubscription]:

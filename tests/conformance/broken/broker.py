@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -161,10 +161,23 @@ class Duplicates(MemoryBroker):
         return reached
 
 
+class BatchKeepsOnePerUser(MemoryBroker):
+    """A batch publish sends each user only the first of its messages (a page taken to hold each user once)."""
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
+        seen: set[str] = set()
+        reached = []
+        for user_id, message in messages:
+            reached.append(self._publish(user_id, message) if user_id not in seen else len(self._channels.get(user_id, ())))
+            seen.add(user_id)
+        await trio.lowlevel.checkpoint()
+        return reached
+
+
 VARIANTS: dict[str, Factory[Any]] = {
     cls.__name__: variant(cls)
     for cls in (
         StoresForLateSubscribers, Reorders, DropsSilently, WaitsForSlowNodes, KeepsSendingAfterUnsubscribe, FansOutToEveryNode,
-        CountsMessagesNotNodes, SubscribesLate, Duplicates,
+        CountsMessagesNotNodes, SubscribesLate, Duplicates, BatchKeepsOnePerUser,
     )
 }

@@ -173,6 +173,23 @@ async def _a_node_that_does_not_read_is_not_waited_for_and_loses_nothing_silentl
 
 
 
+async def _a_batch_publish_is_each_publish_in_order(broker: Broker) -> None:
+    async with broker.subscriber() as a, broker.subscriber() as b:
+        await a.subscribe("alice")
+        await a.subscribe("bob")
+        await b.subscribe("bob")
+        batch = [("alice", b"1"), ("bob", b"2"), ("carol", b"3"), ("alice", b"4"), ("bob", b"5"), ("alice", b"6")]
+        assert await broker.publish_many(batch) == [1, 2, 0, 1, 2, 1]  # each one's count: nodes, in the batch's order
+        got = await received(a, 5)
+        assert sorted(got) == sorted(m for m in batch if m[0] in ("alice", "bob"))  # each once
+        for user in ("alice", "bob"):
+            assert [m for u, m in got if u == user] == [m for u, m in batch if u == user]  # in order per user
+        assert await received(b, 2) == [("bob", b"2"), ("bob", b"5")]
+        assert await nothing_more(a) and await nothing_more(b)
+        assert await broker.publish_many([]) == []
+        assert await broker.publish("alice", b"after") == 1  # one publish after a batch: in order behind it
+        assert await received(a, 1) == [("alice", b"after")]
+
 
 # -- the checks, as the harness runs them: each on a broker opened for it
 
@@ -220,3 +237,8 @@ async def check_leaving_the_block_unsubscribes_from_everyone(h: Harness[Broker])
 async def check_a_node_that_does_not_read_is_not_waited_for_and_loses_nothing_silently(h: Harness[Broker]) -> None:
     async with h.open() as broker:
         await bounded(_a_node_that_does_not_read_is_not_waited_for_and_loses_nothing_silently(broker))
+
+
+async def check_a_batch_publish_is_each_publish_in_order(h: Harness[Broker]) -> None:
+    async with h.open() as broker:
+        await bounded(_a_batch_publish_is_each_publish_in_order(broker))
