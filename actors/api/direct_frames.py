@@ -15,8 +15,9 @@ frame half written) and the connection is not closing. A complete server text me
 changes none of wsproto's state, so Hypercorn's view stays right. What the kernel did not
 take (a full send buffer: a slow client) is left to the caller's ordinary path, which waits
 under the lock with the send timeout and closes the connection on an error: `write_now`
-answers how many bytes went, and the caller sends the rest as raw bytes through
-`protocol_send` (they must follow what went, unframed again).
+takes the send lock before it writes and keeps it when the kernel took only part, and
+`send_rest` sends the rest under it (raw bytes that must follow what went, with nothing
+between them, not even a pong, a close or a cancellation's unwinding), then releases it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import os
 import struct
 from typing import Any
 
-from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
@@ -84,15 +84,23 @@ def write_now(send: Any, frame: bytes) -> tuple[GuardedConnection, bytes] | None
     data = text_frame(frame)
     stream = connection.stream
     assert isinstance(stream, SocketStream)
+    connection.send_lock.acquire_nowait()  # free (checked just now, nothing ran since): no other send can start
     try:
         sent = os.write(stream.socket.fileno(), data)
     except BlockingIOError:
         sent = 0
     except OSError:  # the connection broke: the ordinary path meets the error too and closes it
-        return connection, data
-    return connection, data[sent:]
+        sent = 0
+    except BaseException:
+        connection.send_lock.release()
+        raise
+    if sent == len(data):
+        connection.send_lock.release()
+        return connection, b""
+    return connection, data[sent:]  # the lock stays held: send_rest sends the rest and releases it
 
 
 async def send_rest(connection: GuardedConnection, rest: bytes) -> None:
-    """The part of a frame the kernel did not take, through the connection's send path (lock, send timeout, errors)."""
-    await connection.protocol_send(RawData(data=rest))
+    """The part of a frame the kernel did not take, under the send lock `write_now` kept (nothing comes between the two
+    parts, a cancellation included), with the connection's send timeout and close on error; the lock then released."""
+    await connection.send_rest_held(rest)

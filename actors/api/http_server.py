@@ -242,16 +242,32 @@ class GuardedConnection(TCPServer):
         except OSError:
             pass
 
+    async def _send_locked(self, data: bytes) -> bool:
+        """Send `data` while this task holds `send_lock` (shielded, within SEND_TIMEOUT_S); True if it failed."""
+        try:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_S) as sending:
+                await self.stream.send_all(data)
+            self._stalled = sending.cancelled_caught  # the client has read nothing for SEND_TIMEOUT_S
+            return self._stalled
+        except _SEND_ERRORS:
+            return True
+
+    async def send_rest_held(self, data: bytes) -> None:
+        """The rest of bytes whose start this task wrote straight to the socket holding `send_lock` (taken with
+        acquire_nowait: actors/api/direct_frames.py): sent as protocol_send sends, then the lock released, so that
+        nothing is written between the two parts."""
+        try:
+            failed = await self._send_locked(data)
+        finally:
+            self.send_lock.release()
+        if failed:  # outside the lock: the close takes it
+            await self._close()
+            await self.protocol.handle(Closed())
+
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):
-            failed = False
             async with self.send_lock:
-                try:
-                    with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_S) as sending:
-                        await self.stream.send_all(event.data)
-                    self._stalled = failed = sending.cancelled_caught  # the client has read nothing for SEND_TIMEOUT_S
-                except _SEND_ERRORS:
-                    failed = True
+                failed = await self._send_locked(event.data)
             if failed:  # outside the lock: the close takes it
                 await self._close()
                 await self.protocol.handle(Closed())

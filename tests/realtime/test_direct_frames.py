@@ -103,3 +103,33 @@ async def test_a_live_websocket_session_is_woken_by_a_nudge_and_its_frames_go_st
                 assert (await receive_json(ws))["type"] == "pong"
     assert answers and all(answers), answers
     assert len(direct) >= 3 and not any(direct), "synced, the notification and the pong went straight to the socket, whole"
+
+
+async def test_a_frame_the_kernel_takes_in_part_is_finished_under_the_send_lock(tmp_path, monkeypatch) -> None:
+    """The kernel takes half of each frame: the rest goes under the send lock write_now kept, then the lock is free
+    again (the pong after it would wait for ever otherwise), and the client reads whole frames in order."""
+    import os
+    from types import SimpleNamespace
+
+    from actors.api import direct_frames
+
+    halves: list[int] = []
+
+    def half_write(fd: int, data: bytes) -> int:
+        halves.append(len(data))
+        return os.write(fd, data[: max(1, len(data) // 2)])
+
+    monkeypatch.setattr(direct_frames, "os", SimpleNamespace(write=half_write))
+    async with running_node(tmp_path) as herald, http(herald) as client:
+        async with open_websocket_url(ws_url(herald.url, await token_for(client, "u1"))) as ws:
+            await ws_sync(ws)
+            bodies = [{"user_id": "u1", "channels": ["web"], "content": {"web": {"title": f"half {n}", "body": "x" * 300}}}
+                      for n in range(3)]
+            nids = [(await client.post("/v1/notifications", json=body)).json()["notification_id"] for body in bodies]
+            with trio.fail_after(10):
+                got = [await receive_json(ws) for _ in nids]
+            assert [f["id"] for f in got] == nids and all(f["title"].startswith("half") for f in got)
+            await ws.send_message(json.dumps({"type": "ping"}))
+            with trio.fail_after(10):
+                assert (await receive_json(ws))["type"] == "pong"
+    assert len(halves) >= 4, "the frames went through the direct path"
