@@ -371,36 +371,47 @@ async def test_the_email_outbox_writes_a_batch_together(tmp_path):
     assert outbox._files.batches == 1 and sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [f"01J{n:023d}.eml" for n in range(3)]
 
 
-async def test_the_web_client_pushes_a_batch_one_by_one_in_process_and_at_once_through_a_broker_that_waits():
+async def test_the_web_client_keeps_a_batch_one_by_one_in_process_and_at_once_remotely_then_publishes_it_once():
     from actors.clients.web import WebClient
     from actors.registry import RecentPushes
     from protocol.content import WebContent
     from reactor.backends.embedded import MemoryBroker, MemoryState
 
-    class RoundTrips:
-        """A Broker whose publish answers only once every push of the batch is out (as a remote one would, slowly)."""
+    class OnePublish:
+        """A remote Broker: counts its calls; each user has a live session on one node."""
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        async def publish_many(self, messages):
+            self.calls.append(len(messages))
+            return [1] * len(messages)
+
+    class RoundTrips(RecentPushes):
+        """Recent pushes kept remotely: each answers only once every one of the batch is asked (as a slow server would)."""
 
         def __init__(self, count: int) -> None:
-            self.count = count
-            self.out = 0
-            self.all_out = trio.Event()
+            super().__init__(MemoryState())
+            self.count, self.asked, self.all_asked = count, 0, trio.Event()
 
-        async def publish(self, user_id, message):
-            self.out += 1
-            if self.out == self.count:
-                self.all_out.set()
-            await self.all_out.wait()
-            return 1
+        async def remember(self, user_id, notification_id, frame):
+            self.asked += 1
+            if self.asked == self.count:
+                self.all_asked.set()
+            await self.all_asked.wait()
+            await super().remember(user_id, notification_id, frame)
 
     webs = [Delivery(f"01J{n:023d}", f"u{n}", Channel.WEB, 1_700_000_000_000, Content(web=WebContent("t", "b"))) for n in range(3)]
     local = WebClient(MemoryBroker(), RecentPushes(MemoryState()))
     assert local.one_by_one
     assert [o.detail for o in await local.send_many(webs)] == ["in the inbox; no live session"] * 3
-    remote = WebClient(RoundTrips(3), RecentPushes(MemoryState()))  # type: ignore[arg-type]
+    broker = OnePublish()
+    remote = WebClient(broker, RoundTrips(3))  # type: ignore[arg-type]
     assert not remote.one_by_one
-    with trio.fail_after(5):  # one after another, the first push would wait for ever
+    with trio.fail_after(5):  # kept one after another, the first would wait for ever
         outcomes = await remote.send_many(webs)
     assert [o.detail for o in outcomes] == ["in the inbox; pushed to the live sessions on 1 node(s)"] * 3
+    assert broker.calls == [3]  # the batch in one publish
 
 
 class OneByOne(Batches):
