@@ -341,14 +341,7 @@ class Provider:
         queue = self._queues[key]
         while queue:
             attempt = queue[0]
-            if slots.running is not None:  # bulk: a bulk slot first, so `critical_reserve` slots stay free
-                await _acquire(slots.running)
-            try:
-                await _acquire(running)
-            except BaseException:  # cancelled while waiting: the lane's slot goes back
-                if slots.running is not None:
-                    slots.running.release()
-                raise
+            await _take_slots(slots, running)
             try:
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)

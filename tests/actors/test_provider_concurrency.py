@@ -65,13 +65,16 @@ class Recording:
         return Sent()
 
 
+@dataclass
 class BatchRecording(Recording):
     """The same records, for a client that takes batches: a batch's calls start together and last as long as its
     longest one."""
 
     sends_many = True
+    batches: list[int] = field(default_factory=list)  # each call's size
 
     async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        self.batches.append(len(deliveries))
         for delivery in deliveries:
             if delivery.user_id in self.in_flight.values():
                 self.same_user_at_once.append(delivery.user_id)

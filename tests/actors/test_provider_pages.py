@@ -2,9 +2,8 @@
 batches): one task and one client call (`send_many`, one Broker publish) for up to BATCH_MAX users, instead of a
 task and a call each (docs/performance.md, "Broadcast to 10,000 sessions").
 
-The concurrency property of test_provider_concurrency.py holds for pages too (never more than max_in_flight
-deliveries at once, never two of one user's at once, each user's in mailbox order, every attempt answered
-once, nothing held after); a page whose gate hands out the breaker's half-open probe sends that delivery
+The concurrency property holds for batches too (test_provider_concurrency.py runs it with a batching client); a
+page whose gate hands out the breaker's half-open probe sends that delivery
 alone before admitting the next (the next admission waits for the probe to end: a page sent only after
 every admission would wait for ever).
 """
@@ -12,12 +11,10 @@ every admission would wait for ever).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
 
 from actors.clients.web import WebClient
 from actors.messages import Attempt
@@ -30,80 +27,12 @@ from protocol.messages import Delivery, Outcome, Sent, decode_fanout
 from reactor.ask import Reply
 from reactor.backends.embedded import MemoryBroker, MemoryState
 from reactor.mailbox import Mailbox
-from tests.actors.test_provider_concurrency import Scenario, scenarios
+from tests.actors.test_provider_concurrency import BatchRecording
 from tests.helpers import MemoryLedger
 
 
 def web_delivery(n: int, user: int) -> Delivery:
     return Delivery(f"n{n:04d}", f"user{user}", Channel.WEB, 0, Content(web=WebContent("hi", "there")))
-
-
-@dataclass
-class PageRecording:
-    """A web client that serves pages only: records each call's deliveries and the overlap; a page takes the longest
-    of its deliveries' times."""
-
-    durations: dict[str, float]
-    in_flight: dict[str, str] = field(default_factory=dict)  # notification id -> user
-    peak: int = 0
-    same_user_at_once: list[str] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
-    pages: list[int] = field(default_factory=list)  # each call's size
-    sends_many = True  # served in batches (actors/provider.py BatchClient)
-
-    async def send(self, delivery: Delivery) -> Outcome:
-        return (await self.send_many([delivery]))[0]
-
-    async def send_many(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        self.pages.append(len(deliveries))
-        for d in deliveries:
-            if d.user_id in self.in_flight.values():
-                self.same_user_at_once.append(d.user_id)
-            self.in_flight[d.notification_id] = d.user_id
-            self.started.append(d.notification_id)
-        self.peak = max(self.peak, len(self.in_flight))
-        try:
-            await trio.sleep(max(self.durations[d.notification_id] for d in deliveries))
-        finally:
-            for d in deliveries:
-                del self.in_flight[d.notification_id]
-        return [Sent() for _ in deliveries]
-
-
-async def run_pages(s: Scenario) -> tuple[PageRecording, Provider, list[Any]]:
-    deliveries = [web_delivery(n, user) for n, (user, _) in enumerate(s.attempts)]
-    client = PageRecording({d.notification_id: duration for d, (_, duration) in zip(deliveries, s.attempts, strict=True)})
-    mailbox: Mailbox[Attempt] = Mailbox("provider:web", max(1, len(deliveries)))
-    provider = Provider(Channel.WEB, client, mailbox, MemoryLedger(), max_in_flight=s.max_in_flight)  # type: ignore[arg-type]
-    replies: list[Reply[Outcome]] = []
-    for d in deliveries:
-        reply: Reply[Outcome] = Reply()
-        replies.append(reply)
-        await mailbox.send(Attempt(d, reply, maybe_sent=False))
-    answers: list[Any] = []
-    with trio.fail_after(1 + sum(duration for _, duration in s.attempts) * 2):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(provider.run)
-            for reply in replies:
-                answers.append(await reply.wait())
-            mailbox.close()
-    return client, provider, answers
-
-
-@given(scenarios())
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=150)
-def test_pages_keep_max_in_flight_and_each_users_order(s: Scenario) -> None:
-    client, provider, answers = trio.run(run_pages, s, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert len(answers) == len(s.attempts) and all(isinstance(a, Sent) for a in answers)
-    assert client.peak <= s.max_in_flight, f"{client.peak} deliveries at once, max_in_flight {s.max_in_flight}"
-    assert not client.same_user_at_once, f"two of one user's at once: {client.same_user_at_once}"
-    per_user: dict[int, list[str]] = {}
-    for n, (user, _) in enumerate(s.attempts):
-        per_user.setdefault(user, []).append(f"n{n:04d}")
-    for user, ids in per_user.items():
-        assert [i for i in client.started if i in set(ids)] == ids, f"user{user}'s out of mailbox order"
-    assert sorted(client.started) == sorted(f"n{n:04d}" for n in range(len(s.attempts))), "each sent once"
-    assert not provider._queues and provider.in_flight == 0 and provider.queued == 0, "held after every attempt was answered"
 
 
 async def test_a_read_of_many_users_goes_out_in_pages_of_one_publish_each() -> None:
@@ -183,7 +112,7 @@ class ProbingGate:
 
 
 async def test_a_page_sends_the_probe_alone_before_the_next_admission() -> None:
-    client = PageRecording({f"n{n:04d}": 0.0 for n in range(5)})
+    client = BatchRecording({f"n{n:04d}": 0.0 for n in range(5)})
     gate = ProbingGate()
     mailbox: Mailbox[Attempt] = Mailbox("provider:web", 5)
     provider = Provider(Channel.WEB, client, mailbox, MemoryLedger(), gate, max_in_flight=8)  # type: ignore[arg-type]
@@ -198,5 +127,5 @@ async def test_a_page_sends_the_probe_alone_before_the_next_admission() -> None:
             for reply in replies:
                 assert isinstance(await reply.wait(), Sent)
             mailbox.close()
-    assert client.pages[0] == 1 and sum(client.pages) == 5, client.pages
+    assert client.batches[0] == 1 and sum(client.batches) == 5, client.batches
     assert gate.order[:2] == ["admit n0000", "settle n0000"], gate.order
