@@ -7,7 +7,7 @@ met. Each benchmark measures its reference in the same run where it has one (bar
 the single POST, no bulk for the lanes, alone for the reads): the machine's load is printed
 first, and a latency goal measured on a busy machine says little (docs/performance.md).
 
-    .venv/bin/python loadtests/goals.py                    # everything, ~20 minutes
+    .venv/bin/python loadtests/goals.py                    # everything, ~8-10 minutes on a quiet machine
     .venv/bin/python loadtests/goals.py --only worker,batch
     .venv/bin/python loadtests/goals.py --list
 
