@@ -38,7 +38,7 @@ import trio
 
 from protocol.channels import LANES, Channel, Lane
 from reactor.clock import wall_ms
-from reactor.backends import BackendSettings, Backends, local_state, open_backends
+from reactor.backends import BackendSettings, Backends, in_process, local_state, open_backends
 from reactor.files import private_dir, private_umask
 from reactor.mailbox import Mailbox, Overflow
 from reactor.port_health import PortHealth
@@ -193,7 +193,7 @@ def default_clients(config: Config, backends: Backends, recent: RecentPushes) ->
         Channel.EMAIL: EmailOutbox(config.outbox_dir, config.email_from, config.commit_linger_ms / 1000),
         Channel.SMS: JsonLinesSink(config.data_dir / "sms.jsonl", "sms", config.commit_linger_ms / 1000),
         Channel.PUSH: JsonLinesSink(config.data_dir / "push.jsonl", "push", config.commit_linger_ms / 1000),
-        Channel.WEB: WebClient(backends.broker, recent),
+        Channel.WEB: WebClient(backends.broker, recent, one_by_one=in_process(str(config.state)) and in_process(str(config.broker))),
         Channel.WEBHOOK: JsonLinesSink(config.data_dir / "webhook.jsonl", "webhook", config.commit_linger_ms / 1000),
     }
     for channel in Channel:  # configured real providers in place of the sandbox; several: failover, in order

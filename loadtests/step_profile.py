@@ -3,7 +3,7 @@
 A benchmark helper, not a test; it imports whatever `actors` is on the path, so it profiles
 another checkout's node too (`PYTHONPATH=<checkout>`):
 
-    python loadtests/step_profile.py <out.json> serve --port 0 --data-dir /tmp/x
+    python loadtests/step_profile.py <out.json> serve --port 0 --data-dir herald-data-profile
 
 Each task step (from Trio's `before_task_step` to `after_task_step`) is timed by
 `time.thread_time()`: the CPU the loop's thread spent in it, which the machine's load does

@@ -60,14 +60,13 @@ async def push_frame(broker: Broker, recent: RecentPushes, user_id: str, notific
 
 
 class WebClient:
-    def __init__(self, broker: Broker, recent: RecentPushes) -> None:
-        from reactor.backends.embedded import MemoryBroker, MemoryState
-
+    def __init__(self, broker: Broker, recent: RecentPushes, one_by_one: bool = True) -> None:
         self.broker = broker
         self.recent = recent
-        # A batch's pushes one after another where none waits (the embedded Broker and State, in this process: no task
-        # per push); at once where each is a round trip (Redis), as the Provider's task per user made them.
-        self.one_by_one = isinstance(broker, MemoryBroker) and isinstance(recent.state, MemoryState)
+        # A batch's recent pushes kept one after another where none waits (State and Broker in this process: no task
+        # per push); at once where each is a round trip (Redis), as the Provider's task per user made them. The node
+        # says which from its configuration (actors/app.py).
+        self.one_by_one = one_by_one
 
     sends_many = True  # actors/provider.py BatchClient
 

@@ -162,6 +162,11 @@ async def open_backends(settings: BackendSettings, ports: Collection[str] = PORT
         yield Backends(**opened, **not_opened(wanted))
 
 
+def in_process(url: str) -> bool:
+    """Whether the backend a URL names serves from this process (embedded://: its scheme names no place)."""
+    return not SCHEMES[check_url(url).partition("://")[0]].location
+
+
 def local_state(max_keys: int = 100_000) -> State:
     """A State in this process's memory, bounded: for caches and throwaway counters, whatever the backends."""
     from .embedded.memory_state import MemoryState
@@ -170,5 +175,5 @@ def local_state(max_keys: int = 100_000) -> State:
 
 
 __all__ = [
-    "Backends", "BackendSettings", "BackendUnavailable", "PORTS", "SCHEMES", "SETTINGS", "check_url", "local_state", "open_backends",
+    "Backends", "BackendSettings", "BackendUnavailable", "PORTS", "SCHEMES", "SETTINGS", "check_url", "in_process", "local_state", "open_backends",
 ]

@@ -76,6 +76,14 @@ class GateSpy:
         self.seen.append("release")
 
 
+async def _run_keeping_its_error(provider: Provider, crashed: list[BaseException]) -> None:
+    """Run the Provider; what its run raises is kept in `crashed`, not raised into the test's nursery."""
+    try:
+        await provider.run()
+    except Exception as exc:
+        crashed.append(exc)
+
+
 async def attempt(client, ledger=None, delivery=None, maybe_sent=False, gate=None):
     """Run one Attempt through a Provider; (the reply's outcome or exception, what the actor's run raised)."""
     mailbox: Mailbox = Mailbox("provider:test", 4)
@@ -83,14 +91,8 @@ async def attempt(client, ledger=None, delivery=None, maybe_sent=False, gate=Non
     reply: Reply = Reply()
     crashed: list[BaseException] = []
 
-    async def run():
-        try:
-            await provider.run()
-        except Exception as exc:
-            crashed.append(exc)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
+        nursery.start_soon(_run_keeping_its_error, provider, crashed)
         await mailbox.send(Attempt(delivery or sms_delivery(), reply, maybe_sent))
         try:
             outcome = await reply.wait()
@@ -264,14 +266,8 @@ async def batch_of(client, count: int = 4, ledger=None, gate=None, maybe_sent=Fa
     crashed: list[BaseException] = []
     outcomes = []
 
-    async def run():
-        try:
-            await provider.run()
-        except Exception as exc:
-            crashed.append(exc)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
+        nursery.start_soon(_run_keeping_its_error, provider, crashed)
         for reply in replies:
             try:
                 outcomes.append(await reply.wait())
@@ -406,7 +402,7 @@ async def test_the_web_client_keeps_a_batch_one_by_one_in_process_and_at_once_re
     assert local.one_by_one
     assert [o.detail for o in await local.send_many(webs)] == ["in the inbox; no live session"] * 3
     broker = OnePublish()
-    remote = WebClient(broker, RoundTrips(3))  # type: ignore[arg-type]
+    remote = WebClient(broker, RoundTrips(3), one_by_one=False)  # type: ignore[arg-type]
     assert not remote.one_by_one
     with trio.fail_after(5):  # kept one after another, the first would wait for ever
         outcomes = await remote.send_many(webs)

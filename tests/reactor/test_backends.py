@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from reactor.backends import BackendSettings, BackendUnavailable, check_url, open_backends
+from reactor.backends import BackendSettings, BackendUnavailable, check_url, in_process, open_backends
 from reactor.backends.embedded import FILES, LOCK_FILE
 from reactor.backends.embedded.bus_errors import BusClosed
 
@@ -17,6 +17,11 @@ TOPICS = {"herald.web": 2}
 def settings(data_dir: Path, **urls: str) -> BackendSettings:
     chosen = {"bus": "embedded://", "state": "embedded://", "store": "embedded://", "logstore": "embedded://", "broker": "embedded://", **urls}
     return BackendSettings(chosen, data_dir, TOPICS)
+
+
+def test_only_a_scheme_that_names_no_place_serves_in_process():
+    assert in_process("embedded://")
+    assert not in_process("redis://127.0.0.1:6379") and not in_process("kafka://localhost:9092")
 
 
 def test_a_url_names_a_backend_by_its_scheme():
